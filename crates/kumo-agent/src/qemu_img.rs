@@ -1,0 +1,58 @@
+//! The `qemu-img` wrapper: overlays, inspection, conversion, growth.
+
+use crate::tool::{self, ToolError};
+use serde::Deserialize;
+use std::ffi::OsString;
+use std::path::Path;
+
+/// Builds an argument list from paths and literals alike.
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { vec![$(OsString::from($a)),*] };
+}
+
+/// What `qemu-img info --output=json` says about a file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageInfo {
+    pub format: String,
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    #[serde(rename = "backing-filename")]
+    pub backing_filename: Option<String>,
+}
+
+/// Inspects a file. Without `format` the format is detected from the content.
+pub async fn info(path: &Path, format: Option<&str>) -> Result<ImageInfo, ToolError> {
+    let mut args = args!["info", "--output=json"];
+    if let Some(f) = format {
+        args.extend(args!["-f", f]);
+    }
+    args.push(path.into());
+    let out = tool::run("qemu-img", args).await?;
+    serde_json::from_slice(&out.stdout).map_err(|e| ToolError::Failed {
+        command: format!("qemu-img info {}", path.display()),
+        status: "unparsable output".into(),
+        stderr: e.to_string(),
+    })
+}
+
+/// Creates a qcow2 overlay of `size_bytes` backed by `backing` (a qcow2). O(1) in the backing size.
+pub async fn create_overlay(backing: &Path, overlay: &Path, size_bytes: u64) -> Result<(), ToolError> {
+    let args = args!["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, overlay, size_bytes.to_string()];
+    tool::run("qemu-img", args).await.map(|_| ())
+}
+
+/// Converts a readable image of format `src_format` to a standalone qcow2.
+pub async fn convert_to_qcow2(src: &Path, src_format: &str, dst: &Path) -> Result<(), ToolError> {
+    let args = args!["convert", "-q", "-f", src_format, "-O", "qcow2", src, dst];
+    tool::run("qemu-img", args).await.map(|_| ())
+}
+
+/// Checks a qcow2's metadata for corruption.
+pub async fn check(path: &Path) -> Result<(), ToolError> {
+    tool::run("qemu-img", args!["check", "-q", "-f", "qcow2", path]).await.map(|_| ())
+}
+
+/// Grows a qcow2 to `size_bytes`.
+pub async fn grow(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
+    tool::run("qemu-img", args!["resize", "-q", "-f", "qcow2", path, size_bytes.to_string()]).await.map(|_| ())
+}

@@ -1,0 +1,94 @@
+//! Events: an append-only record of every state change, with its cause.
+
+use crate::{new_id, now, parse_ts, parse_uuid, ts, Conn, Result};
+use kumo_types::page::{PageRequest, PageToken, SortBy};
+use kumo_types::{EventView, ResultsPage};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub project_id: Option<uuid::Uuid>,
+    pub resource_type: &'a str,
+    pub resource_id: uuid::Uuid,
+    pub resource_name: &'a str,
+    pub kind: &'a str,
+    pub from_state: Option<&'a str>,
+    pub to_state: Option<&'a str>,
+    pub cause: &'a str,
+}
+
+pub async fn record(conn: &mut Conn, e: &NewEvent<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (id, time_created, project_id, resource_type, resource_id, resource_name, kind, \
+         from_state, to_state, cause) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(new_id().to_string())
+    .bind(ts(now()))
+    .bind(e.project_id.map(|p| p.to_string()))
+    .bind(e.resource_type)
+    .bind(e.resource_id.to_string())
+    .bind(e.resource_name)
+    .bind(e.kind)
+    .bind(e.from_state)
+    .bind(e.to_state)
+    .bind(e.cause)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn from_row(r: &AnyRow) -> Result<EventView> {
+    Ok(EventView {
+        id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+        time_created: parse_ts(&r.try_get::<String, _>(1)?)?,
+        project: r.try_get(2)?,
+        resource_type: r.try_get(3)?,
+        resource_id: parse_uuid(&r.try_get::<String, _>(4)?)?,
+        resource_name: r.try_get(5)?,
+        kind: r.try_get(6)?,
+        from_state: r.try_get(7)?,
+        to_state: r.try_get(8)?,
+        cause: r.try_get(9)?,
+    })
+}
+
+/// Events of a project (optionally of one resource), oldest first. Events are always listed in
+/// id order (ids are time-ordered), whatever `sort_by` says.
+pub async fn list(
+    conn: &mut Conn,
+    project_id: uuid::Uuid,
+    resource_id: Option<uuid::Uuid>,
+    req: &PageRequest,
+) -> Result<ResultsPage<EventView>> {
+    let mut sql = String::from(
+        "SELECT e.id, e.time_created, p.name, e.resource_type, e.resource_id, e.resource_name, e.kind, \
+         e.from_state, e.to_state, e.cause FROM events e LEFT JOIN projects p ON p.id = e.project_id \
+         WHERE e.project_id = $1",
+    );
+    let mut binds = vec![project_id.to_string()];
+    if let Some(r) = resource_id {
+        binds.push(r.to_string());
+        sql.push_str(&format!(" AND e.resource_id = ${}", binds.len()));
+    }
+    if let Some(after) = &req.after {
+        binds.push(after.clone());
+        sql.push_str(&format!(" AND e.id > ${}", binds.len()));
+    }
+    sql.push_str(&format!(" ORDER BY e.id ASC LIMIT {}", req.limit as i64 + 1));
+    let mut q = sqlx::query(&sql);
+    for b in &binds {
+        q = q.bind(b.clone());
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    let more = items.len() > req.limit as usize;
+    items.truncate(req.limit as usize);
+    let next_page = if more {
+        items.last().map(|e| PageToken { sort_by: SortBy::IdAscending, last: e.id.to_string() }.encode())
+    } else {
+        None
+    };
+    Ok(ResultsPage { items, next_page })
+}

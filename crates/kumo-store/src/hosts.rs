@@ -1,0 +1,194 @@
+//! Hosts and their capacity counters.
+//!
+//! Capacity is reserved with a conditional `UPDATE … WHERE used + asked <= limit`, inside the same
+//! transaction that inserts the instance: the row lock (PostgreSQL) or the single writer (SQLite)
+//! makes concurrent reservations unable to overshoot.
+
+use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
+use kumo_types::page::PageRequest;
+use kumo_types::{HostView, NameOrId, ResultsPage};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+const COLS: &str = "h.id, h.name, h.description, h.time_created, h.time_modified, h.driver, h.accelerator, \
+    h.accelerator_reason, h.vcpus_total, h.vcpus_used, h.vcpus_limit, h.memory_mib_total, h.memory_mib_used, \
+    h.memory_mib_limit, h.disk_gib_total, h.disk_gib_used, h.disk_gib_limit, h.gpus_total, h.gpus_used, \
+    h.cpu_overcommit, h.memory_overcommit, h.disk_overcommit";
+
+fn from_row(r: &AnyRow) -> Result<HostView> {
+    Ok(HostView {
+        id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+        name: r.try_get(1)?,
+        description: r.try_get(2)?,
+        time_created: parse_ts(&r.try_get::<String, _>(3)?)?,
+        time_modified: parse_ts(&r.try_get::<String, _>(4)?)?,
+        driver: r.try_get(5)?,
+        accelerator: r.try_get(6)?,
+        accelerator_reason: r.try_get(7)?,
+        vcpus_total: r.try_get(8)?,
+        vcpus_used: r.try_get(9)?,
+        vcpus_limit: r.try_get(10)?,
+        memory_mib_total: r.try_get(11)?,
+        memory_mib_used: r.try_get(12)?,
+        memory_mib_limit: r.try_get(13)?,
+        disk_gib_total: r.try_get(14)?,
+        disk_gib_used: r.try_get(15)?,
+        disk_gib_limit: r.try_get(16)?,
+        gpus_total: r.try_get(17)?,
+        gpus_used: r.try_get(18)?,
+        cpu_overcommit: r.try_get(19)?,
+        memory_overcommit: r.try_get(20)?,
+        disk_overcommit: r.try_get(21)?,
+    })
+}
+
+/// Amounts of the schedulable resources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub vcpus: i64,
+    pub memory_mib: i64,
+    pub disk_gib: i64,
+    pub gpus: i64,
+}
+
+/// What a host agent reports about itself when it registers.
+#[derive(Debug, Clone)]
+pub struct HostReport {
+    pub name: String,
+    pub driver: String,
+    pub accelerator: String,
+    pub accelerator_reason: String,
+    pub total: Resources,
+    pub cpu_overcommit: f64,
+    pub memory_overcommit: f64,
+    pub disk_overcommit: f64,
+}
+
+impl HostReport {
+    /// Limits are the physical amount times the overcommit ratio, rounded down. GPUs are never
+    /// overcommitted.
+    pub fn limits(&self) -> Resources {
+        Resources {
+            vcpus: (self.total.vcpus as f64 * self.cpu_overcommit).floor() as i64,
+            memory_mib: (self.total.memory_mib as f64 * self.memory_overcommit).floor() as i64,
+            disk_gib: (self.total.disk_gib as f64 * self.disk_overcommit).floor() as i64,
+            gpus: self.total.gpus,
+        }
+    }
+}
+
+/// Registers a host, or refreshes what it reports (its reservations are kept).
+pub async fn upsert(conn: &mut Conn, r: &HostReport) -> Result<HostView> {
+    let t = ts(now());
+    let l = r.limits();
+    let updated = sqlx::query(
+        "UPDATE hosts SET time_modified = $1, driver = $2, accelerator = $3, accelerator_reason = $4, \
+         vcpus_total = $5, memory_mib_total = $6, disk_gib_total = $7, gpus_total = $8, \
+         vcpus_limit = $9, memory_mib_limit = $10, disk_gib_limit = $11, \
+         cpu_overcommit = $12, memory_overcommit = $13, disk_overcommit = $14 \
+         WHERE name = $15 AND time_deleted IS NULL",
+    )
+    .bind(&t)
+    .bind(&r.driver)
+    .bind(&r.accelerator)
+    .bind(&r.accelerator_reason)
+    .bind(r.total.vcpus)
+    .bind(r.total.memory_mib)
+    .bind(r.total.disk_gib)
+    .bind(r.total.gpus)
+    .bind(l.vcpus)
+    .bind(l.memory_mib)
+    .bind(l.disk_gib)
+    .bind(r.cpu_overcommit)
+    .bind(r.memory_overcommit)
+    .bind(r.disk_overcommit)
+    .bind(&r.name)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        sqlx::query(
+            "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
+             accelerator_reason, vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, \
+             memory_mib_limit, disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit) \
+             VALUES ($1, $2, '', $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(new_id().to_string())
+        .bind(&r.name)
+        .bind(&t)
+        .bind(&r.driver)
+        .bind(&r.accelerator)
+        .bind(&r.accelerator_reason)
+        .bind(r.total.vcpus)
+        .bind(r.total.memory_mib)
+        .bind(r.total.disk_gib)
+        .bind(r.total.gpus)
+        .bind(l.vcpus)
+        .bind(l.memory_mib)
+        .bind(l.disk_gib)
+        .bind(r.cpu_overcommit)
+        .bind(r.memory_overcommit)
+        .bind(r.disk_overcommit)
+        .execute(&mut *conn)
+        .await?;
+    }
+    get(conn, &NameOrId::Name(kumo_types::Name::parse(&r.name).map_err(crate::StoreError::Corrupt)?))
+        .await?
+        .ok_or_else(|| crate::StoreError::Corrupt("host vanished".into()))
+}
+
+pub async fn get(conn: &mut Conn, sel: &NameOrId) -> Result<Option<HostView>> {
+    let (col, val) = match sel {
+        NameOrId::Id(id) => ("id", id.to_string()),
+        NameOrId::Name(n) => ("name", n.to_string()),
+    };
+    let sql = format!("SELECT {COLS} FROM hosts h WHERE h.{col} = $1 AND h.time_deleted IS NULL");
+    let row = sqlx::query(&sql).bind(val).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<HostView>> {
+    let sql = format!("SELECT {COLS} FROM hosts h WHERE h.time_deleted IS NULL");
+    page::fetch(conn, &sql, &[], "h", req, from_row).await
+}
+
+/// Every live host, for the scheduler.
+pub async fn all(conn: &mut Conn) -> Result<Vec<HostView>> {
+    let sql = format!("SELECT {COLS} FROM hosts h WHERE h.time_deleted IS NULL ORDER BY h.name");
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Reserves `r` on the host if it fits under every limit. Returns false (and changes nothing)
+/// when it does not fit.
+pub async fn reserve(conn: &mut Conn, host_id: uuid::Uuid, r: Resources) -> Result<bool> {
+    let res = sqlx::query(
+        "UPDATE hosts SET vcpus_used = vcpus_used + $1, memory_mib_used = memory_mib_used + $2, \
+         disk_gib_used = disk_gib_used + $3, gpus_used = gpus_used + $4 \
+         WHERE id = $5 AND vcpus_used + $1 <= vcpus_limit AND memory_mib_used + $2 <= memory_mib_limit \
+         AND disk_gib_used + $3 <= disk_gib_limit AND gpus_used + $4 <= gpus_total",
+    )
+    .bind(r.vcpus)
+    .bind(r.memory_mib)
+    .bind(r.disk_gib)
+    .bind(r.gpus)
+    .bind(host_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Gives back a reservation.
+pub async fn release(conn: &mut Conn, host_id: uuid::Uuid, r: Resources) -> Result<()> {
+    sqlx::query(
+        "UPDATE hosts SET vcpus_used = vcpus_used - $1, memory_mib_used = memory_mib_used - $2, \
+         disk_gib_used = disk_gib_used - $3, gpus_used = gpus_used - $4 WHERE id = $5",
+    )
+    .bind(r.vcpus)
+    .bind(r.memory_mib)
+    .bind(r.disk_gib)
+    .bind(r.gpus)
+    .bind(host_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

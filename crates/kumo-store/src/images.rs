@@ -1,0 +1,144 @@
+//! Images. Public images have no project; project images are visible only inside their project.
+//! A name is looked up in the project first, then among public images.
+
+use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use kumo_types::page::PageRequest;
+use kumo_types::{ImageBoot, ImageView, NameOrId, ResultsPage};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+const COLS: &str = "i.id, i.name, i.description, i.time_created, i.time_modified, p.name, i.os, i.boot, \
+    i.size_bytes, i.project_id, i.disk_path, i.kernel_path, i.initrd_path, i.cmdline";
+const FROM: &str = "FROM images i LEFT JOIN projects p ON p.id = i.project_id";
+
+/// An image with where its files are.
+#[derive(Debug, Clone)]
+pub struct ImageRecord {
+    pub view: ImageView,
+    pub project_id: Option<Uuid>,
+    pub disk_path: String,
+    pub kernel_path: Option<String>,
+    pub initrd_path: Option<String>,
+    pub cmdline: Option<String>,
+}
+
+fn from_row(r: &AnyRow) -> Result<ImageRecord> {
+    let boot: String = r.try_get(7)?;
+    Ok(ImageRecord {
+        view: ImageView {
+            id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+            name: r.try_get(1)?,
+            description: r.try_get(2)?,
+            time_created: parse_ts(&r.try_get::<String, _>(3)?)?,
+            time_modified: parse_ts(&r.try_get::<String, _>(4)?)?,
+            project: r.try_get(5)?,
+            os: r.try_get(6)?,
+            boot: ImageBoot::parse(&boot).ok_or_else(|| StoreError::Corrupt(format!("image boot '{boot}'")))?,
+            size_bytes: r.try_get(8)?,
+        },
+        project_id: r.try_get::<Option<String>, _>(9)?.map(|s| parse_uuid(&s)).transpose()?,
+        disk_path: r.try_get(10)?,
+        kernel_path: r.try_get(11)?,
+        initrd_path: r.try_get(12)?,
+        cmdline: r.try_get(13)?,
+    })
+}
+
+fn view_from_row(r: &AnyRow) -> Result<ImageView> {
+    from_row(r).map(|rec| rec.view)
+}
+
+/// An image to register.
+#[derive(Debug, Clone)]
+pub struct NewImage<'a> {
+    pub id: Uuid,
+    pub project_id: Option<Uuid>,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub os: &'a str,
+    pub boot: ImageBoot,
+    pub disk_path: &'a str,
+    pub kernel_path: Option<&'a str>,
+    pub initrd_path: Option<&'a str>,
+    pub cmdline: Option<&'a str>,
+    pub size_bytes: i64,
+}
+
+/// A fresh id for an image whose files are being prepared before it is inserted.
+pub fn allocate_id() -> Uuid {
+    new_id()
+}
+
+pub async fn insert(conn: &mut Conn, n: &NewImage<'_>) -> Result<ImageRecord> {
+    let t = ts(now());
+    sqlx::query(
+        "INSERT INTO images (id, project_id, name, description, time_created, time_modified, os, boot, disk_path, \
+         kernel_path, initrd_path, cmdline, size_bytes) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(n.id.to_string())
+    .bind(n.project_id.map(|p| p.to_string()))
+    .bind(n.name)
+    .bind(n.description)
+    .bind(&t)
+    .bind(n.os)
+    .bind(n.boot.as_str())
+    .bind(n.disk_path)
+    .bind(n.kernel_path)
+    .bind(n.initrd_path)
+    .bind(n.cmdline)
+    .bind(n.size_bytes)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_unique)?;
+    get_by_id(conn, n.id).await?.ok_or_else(|| StoreError::Corrupt("image vanished".into()))
+}
+
+/// By id, whoever owns it (internal use: the reconciler, deleted images included).
+pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<ImageRecord>> {
+    let sql = format!("SELECT {COLS} {FROM} WHERE i.id = $1");
+    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Looks up an image visible from `project_id` (or only public images when `None`).
+pub async fn get(conn: &mut Conn, project_id: Option<Uuid>, sel: &NameOrId) -> Result<Option<ImageRecord>> {
+    let project = project_id.map(|p| p.to_string()).unwrap_or_default();
+    let (pred, val) = match sel {
+        NameOrId::Id(id) => ("i.id = $2", id.to_string()),
+        NameOrId::Name(n) => ("i.name = $2", n.to_string()),
+    };
+    // Project images sort before public ones, so a project's own image shadows a public one.
+    let sql = format!(
+        "SELECT {COLS} {FROM} WHERE {pred} AND i.time_deleted IS NULL \
+         AND (i.project_id IS NULL OR i.project_id = $1) ORDER BY i.project_id IS NULL LIMIT 1"
+    );
+    let row = sqlx::query(&sql).bind(project).bind(val).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Public images plus those of `project_id`.
+pub async fn list(conn: &mut Conn, project_id: Option<Uuid>, req: &PageRequest) -> Result<ResultsPage<ImageView>> {
+    let sql = format!(
+        "SELECT {COLS} {FROM} WHERE i.time_deleted IS NULL AND (i.project_id IS NULL OR i.project_id = $1)"
+    );
+    let project = project_id.map(|p| p.to_string()).unwrap_or_default();
+    page::fetch(conn, &sql, &[project], "i", req, view_from_row).await
+}
+
+/// Live instances created from the image (their disks are backed by its file).
+pub async fn count_users(conn: &mut Conn, image_id: Uuid) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE image_id = $1 AND time_deleted IS NULL")
+        .bind(image_id.to_string())
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+pub async fn soft_delete(conn: &mut Conn, image_id: Uuid) -> Result<bool> {
+    let r = sqlx::query("UPDATE images SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
+        .bind(ts(now()))
+        .bind(image_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -1,0 +1,225 @@
+//! Instances.
+//!
+//! Every state change is a compare-and-set on `generation`: the API (actions) and the reconciler
+//! (observations) may race, and whoever read an older generation loses and re-reads. The state
+//! change and its event are written in one transaction by the caller (`kumo-control`).
+
+use crate::hosts::Resources;
+use crate::page::Keyed;
+use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use kumo_types::page::PageRequest;
+use kumo_types::{InstanceState, InstanceView, NameOrId, ResultsPage};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+const COLS: &str = "i.id, i.name, i.description, i.time_created, i.time_modified, p.name, i.state, \
+    i.state_reason, im.name, t.name, i.vcpus, i.memory_mib, i.disk_gib, i.gpus, h.name, i.project_id, \
+    i.image_id, i.instance_type_id, i.host_id, i.user_data, i.generation";
+const FROM: &str = "FROM instances i JOIN projects p ON p.id = i.project_id JOIN images im ON im.id = i.image_id \
+    JOIN instance_types t ON t.id = i.instance_type_id JOIN hosts h ON h.id = i.host_id";
+
+/// Everything the control plane knows about an instance.
+#[derive(Debug, Clone)]
+pub struct InstanceRecord {
+    pub view: InstanceView,
+    pub gpus: i64,
+    pub project_id: Uuid,
+    pub image_id: Uuid,
+    pub instance_type_id: Uuid,
+    pub host_id: Uuid,
+    pub user_data: Option<String>,
+    pub generation: i64,
+}
+
+impl InstanceRecord {
+    pub fn state(&self) -> InstanceState {
+        self.view.state
+    }
+
+    pub fn resources(&self) -> Resources {
+        Resources {
+            vcpus: self.view.vcpus,
+            memory_mib: self.view.memory_mib,
+            disk_gib: self.view.disk_gib,
+            gpus: self.gpus,
+        }
+    }
+}
+
+impl Keyed for InstanceRecord {
+    fn key_name(&self) -> &str {
+        &self.view.name
+    }
+    fn key_id(&self) -> Uuid {
+        self.view.id
+    }
+}
+
+fn from_row(r: &AnyRow) -> Result<InstanceRecord> {
+    let state: String = r.try_get(6)?;
+    Ok(InstanceRecord {
+        view: InstanceView {
+            id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+            name: r.try_get(1)?,
+            description: r.try_get(2)?,
+            time_created: parse_ts(&r.try_get::<String, _>(3)?)?,
+            time_modified: parse_ts(&r.try_get::<String, _>(4)?)?,
+            project: r.try_get(5)?,
+            state: InstanceState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("instance state '{state}'")))?,
+            state_reason: r.try_get(7)?,
+            image: r.try_get(8)?,
+            instance_type: r.try_get(9)?,
+            vcpus: r.try_get(10)?,
+            memory_mib: r.try_get(11)?,
+            disk_gib: r.try_get(12)?,
+            host: r.try_get(14)?,
+        },
+        gpus: r.try_get(13)?,
+        project_id: parse_uuid(&r.try_get::<String, _>(15)?)?,
+        image_id: parse_uuid(&r.try_get::<String, _>(16)?)?,
+        instance_type_id: parse_uuid(&r.try_get::<String, _>(17)?)?,
+        host_id: parse_uuid(&r.try_get::<String, _>(18)?)?,
+        user_data: r.try_get(19)?,
+        generation: r.try_get(20)?,
+    })
+}
+
+/// An instance to insert (capacity on `host_id` must already be reserved in the same transaction).
+#[derive(Debug, Clone)]
+pub struct NewInstance<'a> {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub image_id: Uuid,
+    pub instance_type_id: Uuid,
+    pub host_id: Uuid,
+    pub resources: Resources,
+    pub user_data: Option<&'a str>,
+}
+
+pub async fn insert(conn: &mut Conn, n: &NewInstance<'_>) -> Result<()> {
+    let t = ts(now());
+    sqlx::query(
+        "INSERT INTO instances (id, project_id, name, description, time_created, time_modified, image_id, \
+         instance_type_id, host_id, vcpus, memory_mib, disk_gib, gpus, state, user_data, generation) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)",
+    )
+    .bind(n.id.to_string())
+    .bind(n.project_id.to_string())
+    .bind(n.name)
+    .bind(n.description)
+    .bind(&t)
+    .bind(n.image_id.to_string())
+    .bind(n.instance_type_id.to_string())
+    .bind(n.host_id.to_string())
+    .bind(n.resources.vcpus)
+    .bind(n.resources.memory_mib)
+    .bind(n.resources.disk_gib)
+    .bind(n.resources.gpus)
+    .bind(InstanceState::Creating.as_str())
+    .bind(n.user_data)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_unique)?;
+    Ok(())
+}
+
+/// A live instance of a project, by name or id.
+pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
+    let (pred, val) = match sel {
+        NameOrId::Id(id) => ("i.id = $2", id.to_string()),
+        NameOrId::Name(n) => ("i.name = $2", n.to_string()),
+    };
+    let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND {pred} AND i.time_deleted IS NULL");
+    let row = sqlx::query(&sql)
+        .bind(project_id.to_string())
+        .bind(val)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// A live instance by id, whatever its project.
+pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<InstanceRecord>> {
+    let sql = format!("SELECT {COLS} {FROM} WHERE i.id = $1 AND i.time_deleted IS NULL");
+    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
+    let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND i.time_deleted IS NULL");
+    page::fetch(conn, &sql, &[project_id.to_string()], "i", req, from_row).await
+}
+
+/// Every live instance placed on a host (what its agent should have).
+pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<InstanceRecord>> {
+    let sql = format!("SELECT {COLS} {FROM} WHERE i.host_id = $1 AND i.time_deleted IS NULL ORDER BY i.id");
+    let rows = sqlx::query(&sql).bind(host_id.to_string()).fetch_all(&mut *conn).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Compare-and-set of the state: succeeds only if nobody changed the instance since `generation`.
+pub async fn set_state(
+    conn: &mut Conn,
+    id: Uuid,
+    generation: i64,
+    state: InstanceState,
+    reason: Option<&str>,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE instances SET state = $1, state_reason = $2, generation = generation + 1, time_modified = $3 \
+         WHERE id = $4 AND generation = $5 AND time_deleted IS NULL",
+    )
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(ts(now()))
+    .bind(id.to_string())
+    .bind(generation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Compare-and-set of the instance type and the resources it reserves.
+pub async fn set_type(
+    conn: &mut Conn,
+    id: Uuid,
+    generation: i64,
+    instance_type_id: Uuid,
+    r: Resources,
+) -> Result<bool> {
+    let res = sqlx::query(
+        "UPDATE instances SET instance_type_id = $1, vcpus = $2, memory_mib = $3, disk_gib = $4, gpus = $5, \
+         generation = generation + 1, time_modified = $6 WHERE id = $7 AND generation = $8 AND time_deleted IS NULL",
+    )
+    .bind(instance_type_id.to_string())
+    .bind(r.vcpus)
+    .bind(r.memory_mib)
+    .bind(r.disk_gib)
+    .bind(r.gpus)
+    .bind(ts(now()))
+    .bind(id.to_string())
+    .bind(generation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Soft-deletes a destroyed instance (the row stays for history; its name becomes free).
+pub async fn mark_destroyed(conn: &mut Conn, id: Uuid, generation: i64) -> Result<bool> {
+    let t = ts(now());
+    let r = sqlx::query(
+        "UPDATE instances SET state = $1, generation = generation + 1, time_modified = $2, time_deleted = $2 \
+         WHERE id = $3 AND generation = $4 AND time_deleted IS NULL",
+    )
+    .bind(InstanceState::Destroyed.as_str())
+    .bind(t)
+    .bind(id.to_string())
+    .bind(generation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

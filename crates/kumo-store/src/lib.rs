@@ -1,0 +1,178 @@
+//! Kumo's persistence layer.
+//!
+//! One [`Store`] over either SQLite (the default, a file in the data directory) or PostgreSQL
+//! (`--database postgres://…`), through sqlx's `Any` driver. The SQL in this crate is written once
+//! and runs on both: `$N` placeholders, `BIGINT`/`TEXT`/`DOUBLE PRECISION` columns, partial unique
+//! indexes, no database-specific functions. Migrations are embedded in the binary.
+//!
+//! Queries live in one module per resource. Functions that must compose into one transaction (for
+//! example: reserve host capacity + insert an instance + record an event) take a `&mut Conn`, which
+//! is either a pooled connection or an open transaction.
+//!
+//! SQLite allows one writer at a time; to avoid "database is locked" upgrades between concurrent
+//! deferred transactions, writes go through a pool of exactly one connection on SQLite, while reads
+//! use a pool of several (WAL mode lets them run beside the writer). On PostgreSQL both are one pool.
+
+pub mod events;
+pub mod hosts;
+pub mod images;
+pub mod instance_types;
+pub mod instances;
+pub mod page;
+pub mod projects;
+pub mod tokens;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use sqlx::AnyConnection as Conn;
+
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Errors from the store. Unique-constraint violations are surfaced separately so the API can
+/// answer 409 `ObjectAlreadyExists` instead of 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Maps unique violations (SQLite 2067/1555, PostgreSQL 23505) to `StoreError::Conflict`.
+pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(db.message().to_string());
+        }
+    }
+    StoreError::Db(e)
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database handle shared by the control plane.
+#[derive(Clone)]
+pub struct Store {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies the embedded migrations.
+    /// `url` is `sqlite:///path/to/kumo.db` or `postgres://user:pass@host/db`.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Corrupt(format!(
+                "unsupported database URL '{url}': use sqlite:///path or postgres://…"
+            )));
+        };
+        let store = match backend {
+            Backend::Sqlite => {
+                let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+                let opts = AnyConnectOptions::from_str(&url)?;
+                let write = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(sqlite_init)
+                    .connect_with(opts.clone())
+                    .await?;
+                // Migrate before the readers connect, so they see the schema.
+                MIGRATOR.run(&write).await?;
+                let read = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(sqlite_init)
+                    .connect_with(opts)
+                    .await?;
+                Store { read, write, backend }
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?;
+                MIGRATOR.run(&pool).await?;
+                Store { read: pool.clone(), write: pool, backend }
+            }
+        };
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Pool for reads.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(self.write.begin().await?)
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+type InitFuture<'c> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
+
+/// Per-connection SQLite settings. WAL: readers run beside the writer. synchronous=FULL: an
+/// acknowledged commit survives power loss, not just a process crash.
+fn sqlite_init(conn: &mut sqlx::AnyConnection, _meta: sqlx::pool::PoolConnectionMetadata) -> InitFuture<'_> {
+    Box::pin(async move {
+        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
+            .await?;
+        Ok(())
+    })
+}
+
+/// Current time, truncated to microseconds (what the database keeps).
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// Fixed-width RFC 3339 text: sorts like the time it encodes.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp '{s}': {e}")))
+}
+
+pub(crate) fn parse_uuid(s: &str) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad uuid '{s}': {e}")))
+}
+
+/// A new time-ordered id.
+pub fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}

@@ -1,0 +1,72 @@
+//! Projects.
+
+use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
+use kumo_types::page::PageRequest;
+use kumo_types::{NameOrId, ProjectView, ResultsPage};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+const COLS: &str = "p.id, p.name, p.description, p.time_created, p.time_modified";
+
+fn from_row(r: &AnyRow) -> Result<ProjectView> {
+    Ok(ProjectView {
+        id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+        name: r.try_get(1)?,
+        description: r.try_get(2)?,
+        time_created: parse_ts(&r.try_get::<String, _>(3)?)?,
+        time_modified: parse_ts(&r.try_get::<String, _>(4)?)?,
+    })
+}
+
+pub async fn create(conn: &mut Conn, name: &str, description: &str) -> Result<ProjectView> {
+    let id = new_id();
+    let t = ts(now());
+    sqlx::query(
+        "INSERT INTO projects (id, name, description, time_created, time_modified) VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(id.to_string())
+    .bind(name)
+    .bind(description)
+    .bind(&t)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_unique)?;
+    get(conn, &NameOrId::Id(id)).await?.ok_or_else(|| crate::StoreError::Corrupt("project vanished".into()))
+}
+
+pub async fn get(conn: &mut Conn, sel: &NameOrId) -> Result<Option<ProjectView>> {
+    let (col, val) = match sel {
+        NameOrId::Id(id) => ("id", id.to_string()),
+        NameOrId::Name(n) => ("name", n.to_string()),
+    };
+    let sql = format!("SELECT {COLS} FROM projects p WHERE p.{col} = $1 AND p.time_deleted IS NULL");
+    let row = sqlx::query(&sql).bind(val).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<ProjectView>> {
+    let sql = format!("SELECT {COLS} FROM projects p WHERE p.time_deleted IS NULL");
+    page::fetch(conn, &sql, &[], "p", req, from_row).await
+}
+
+/// Number of live resources that keep a project from being deleted.
+pub async fn count_children(conn: &mut Conn, project_id: uuid::Uuid) -> Result<i64> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM instances WHERE project_id = $1 AND time_deleted IS NULL) \
+         + (SELECT COUNT(*) FROM images WHERE project_id = $1 AND time_deleted IS NULL)",
+    )
+    .bind(project_id.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n)
+}
+
+pub async fn soft_delete(conn: &mut Conn, project_id: uuid::Uuid) -> Result<bool> {
+    let t = ts(now());
+    let r = sqlx::query("UPDATE projects SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
+        .bind(t)
+        .bind(project_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -1,0 +1,31 @@
+//! Events: every state change of every resource, with time and cause.
+
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Something that happened to a resource.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    /// Unique id (UUIDv7: ordered by time).
+    pub id: Uuid,
+    /// When it happened.
+    pub time_created: chrono::DateTime<chrono::Utc>,
+    /// Project of the resource (null for cloud-wide resources such as hosts).
+    pub project: Option<String>,
+    /// Kind of resource: `instance`, `project`, `image`, `host`, …
+    pub resource_type: String,
+    /// Id of the resource.
+    pub resource_id: Uuid,
+    /// Name of the resource at the time.
+    pub resource_name: String,
+    /// What happened: `created`, `state_changed`, `resized`, `deleted`, …
+    pub kind: String,
+    /// State before (for state changes).
+    pub from_state: Option<String>,
+    /// State after (for state changes).
+    pub to_state: Option<String>,
+    /// Why: the API call that asked for it, or what the reconciler observed.
+    pub cause: String,
+}

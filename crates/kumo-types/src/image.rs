@@ -1,0 +1,56 @@
+//! Images: bootable disk templates. Public images (project null) are provided by the operator;
+//! project images are imported by tenants.
+
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// How an image boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageBoot {
+    /// Direct kernel boot: the image carries a kernel and initrd besides its disk.
+    Kernel,
+    /// Firmware (BIOS) boot from the disk's boot loader.
+    Disk,
+}
+
+impl ImageBoot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageBoot::Kernel => "kernel",
+            ImageBoot::Disk => "disk",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ImageBoot> {
+        match s {
+            "kernel" => Some(ImageBoot::Kernel),
+            "disk" => Some(ImageBoot::Disk),
+            _ => None,
+        }
+    }
+}
+
+/// A bootable image.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageView {
+    /// Unique id (UUID).
+    pub id: Uuid,
+    /// Name, unique among public images or within its project.
+    pub name: String,
+    /// Free-form description.
+    pub description: String,
+    /// When it was created.
+    pub time_created: chrono::DateTime<chrono::Utc>,
+    /// When it was last changed.
+    pub time_modified: chrono::DateTime<chrono::Utc>,
+    /// Owning project, or null for a public image every project can use.
+    pub project: Option<String>,
+    /// Operating system it contains.
+    pub os: String,
+    /// How it boots.
+    pub boot: ImageBoot,
+    /// Virtual size of its disk in bytes.
+    pub size_bytes: i64,
+}

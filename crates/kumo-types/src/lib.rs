@@ -1,0 +1,29 @@
+//! The Kumo API resource model, shared by the server (`kumo-control`), the store and every client
+//! (`kumo-cli`). Everything that crosses the wire is declared here, once: identity metadata, names,
+//! views, create parameters, the error body, pagination, and the instance state machine.
+
+pub mod error;
+pub mod event;
+pub mod host;
+pub mod image;
+pub mod instance;
+pub mod instance_type;
+pub mod name;
+pub mod page;
+pub mod project;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use event::EventView;
+pub use host::HostView;
+pub use image::{ImageBoot, ImageView};
+pub use instance::{
+    InstanceAction, InstanceCreate, InstanceObservation, InstanceResize, InstanceState, InstanceView,
+    Transition, USER_DATA_MAX_BYTES,
+};
+pub use instance_type::{InstanceTypeCreate, InstanceTypeView};
+pub use name::{Name, NameOrId};
+pub use page::{PageParams, ResultsPage, SortBy};
+pub use project::{ProjectCreate, ProjectView};
+
+/// Timestamps on the wire are RFC 3339 UTC.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
