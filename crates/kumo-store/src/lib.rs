@@ -32,6 +32,9 @@ pub use sqlx::AnyConnection as Conn;
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+/// A pooled connection for reads.
+pub type PoolConn = sqlx::pool::PoolConnection<sqlx::Any>;
+
 /// Errors from the store. Unique-constraint violations are surfaced separately so the API can
 /// answer 409 `ObjectAlreadyExists` instead of 500.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,11 @@ impl Store {
     /// Pool for reads.
     pub fn reader(&self) -> &AnyPool {
         &self.read
+    }
+
+    /// A connection from the read pool.
+    pub async fn read(&self) -> Result<PoolConn> {
+        Ok(self.read.acquire().await?)
     }
 
     /// Starts a write transaction.

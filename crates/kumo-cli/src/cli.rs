@@ -1,0 +1,258 @@
+//! The command line: global options and one subcommand group per resource. Verbs mirror the API's
+//! operation ids (`instance_start` → `kumo instance start`). Each group is declared in its
+//! resource's module, next to the code that runs it.
+
+use crate::config::LoginArgs;
+use crate::events::EventCommand;
+use crate::hosts::HostCommand;
+use crate::images::ImageCommand;
+use crate::instance_types::InstanceTypeCommand;
+use crate::instances::InstanceCommand;
+use crate::output::OutputFormat;
+use crate::projects::ProjectCommand;
+use clap::{Args, Parser, Subcommand};
+use kumo_types::Name;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kumo",
+    version,
+    about = "Command-line client of the Kumo cloud",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// API server URL [env: KUMO_URL; else the config file of `kumo login`; else http://127.0.0.1:7400]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
+    pub url: Option<String>,
+
+    /// API token [env: KUMO_TOKEN; else the config file of `kumo login`]
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        help_heading = "Global options"
+    )]
+    pub token: Option<String>,
+
+    /// Output format: a table, or the API's JSON
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        help_heading = "Global options"
+    )]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a token against a server and save both for later commands
+    Login(LoginArgs),
+    /// Projects: the unit of tenancy
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Bootable images (public, or a project's own)
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Instance types (plans): the sizes an instance can have
+    #[command(subcommand)]
+    InstanceType(InstanceTypeCommand),
+    /// Virtual machines
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// What happened to a project's resources, oldest first
+    #[command(subcommand)]
+    Event(EventCommand),
+    /// Hosts and their capacity (operators)
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+/// The project a tenant resource lives in.
+#[derive(Debug, Clone, Args)]
+pub struct ProjectArg {
+    /// Project (name or id)
+    #[arg(long, env = "KUMO_PROJECT", value_name = "PROJECT")]
+    pub project: String,
+}
+
+/// Options of every list command.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Show at most this many items (default: all, fetched page by page)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+}
+
+impl ListArgs {
+    pub fn cap(&self) -> Option<usize> {
+        self.limit.map(|n| n as usize)
+    }
+}
+
+/// clap value parser for a new resource's name: refuses bad names before any request, with the
+/// same explanation the API would give.
+pub fn parse_name(s: &str) -> Result<Name, String> {
+    Name::parse(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instances::InstanceCommand as I;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kumo").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_anywhere() {
+        let cli = parse(&[
+            "project",
+            "list",
+            "--url",
+            "http://h:1",
+            "-o",
+            "json",
+            "--token",
+            "t",
+        ])
+        .expect("parse");
+        assert_eq!(cli.url.as_deref(), Some("http://h:1"));
+        assert_eq!(cli.token.as_deref(), Some("t"));
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert!(matches!(
+            cli.command,
+            Command::Project(ProjectCommand::List(_))
+        ));
+        assert_eq!(
+            parse(&["host", "list"]).expect("parse").output,
+            OutputFormat::Table
+        );
+        assert!(parse(&["host", "list", "--output", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn instance_create_takes_all_its_options() {
+        let cli = parse(&[
+            "instance",
+            "create",
+            "web1",
+            "--project",
+            "demo",
+            "--image",
+            "tiny",
+            "--type",
+            "small",
+            "--description",
+            "front",
+            "--user-data-file",
+            "ud.sh",
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .expect("parse");
+        let Command::Instance(I::Create(c)) = cli.command else {
+            panic!("not instance create")
+        };
+        assert_eq!(c.name.as_str(), "web1");
+        assert_eq!(c.project.project, "demo");
+        assert_eq!(
+            (c.image.as_str(), c.instance_type.as_str()),
+            ("tiny", "small")
+        );
+        assert_eq!(c.description, "front");
+        assert_eq!(
+            c.user_data_file.as_deref(),
+            Some(std::path::Path::new("ud.sh"))
+        );
+        assert!(c.wait.wait);
+        assert_eq!(c.wait.timeout, 60);
+    }
+
+    #[test]
+    fn bad_names_are_refused_before_any_request() {
+        let err = parse(&["project", "create", "Web_1"]).expect_err("bad name");
+        assert!(err.to_string().contains("uppercase"), "{err}");
+    }
+
+    #[test]
+    fn actions_require_a_project_and_view_has_no_wait() {
+        if std::env::var_os("KUMO_PROJECT").is_none() {
+            assert!(parse(&["instance", "stop", "web1"]).is_err());
+        }
+        assert!(parse(&["instance", "stop", "web1", "--project", "p", "--wait"]).is_ok());
+        assert!(parse(&["instance", "view", "web1", "--project", "p", "--wait"]).is_err());
+        let cli = parse(&[
+            "instance",
+            "resize",
+            "web1",
+            "--type",
+            "large",
+            "--project",
+            "p",
+        ])
+        .expect("parse");
+        assert!(
+            matches!(cli.command, Command::Instance(I::Resize(r)) if r.instance_type == "large")
+        );
+    }
+
+    #[test]
+    fn other_commands_parse() {
+        let ok = [
+            vec!["login", "--url", "http://h", "--token-file", "/tmp/t"],
+            vec!["project", "create", "demo", "--description", "d"],
+            vec!["project", "view", "demo"],
+            vec!["image", "list"],
+            vec![
+                "image",
+                "import",
+                "disk.qcow2",
+                "--name",
+                "img",
+                "--project",
+                "p",
+            ],
+            vec!["image", "delete", "img", "--project", "p"],
+            vec![
+                "instance-type",
+                "create",
+                "small",
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "512",
+                "--disk-gib",
+                "10",
+            ],
+            vec!["instance-type", "delete", "small"],
+            vec!["instance", "serial", "web1", "--project", "p", "--follow"],
+            vec!["instance", "list", "--project", "p", "--limit", "5"],
+            vec!["event", "list", "--project", "p", "--instance", "web1"],
+            vec!["host", "view", "h1"],
+        ];
+        for args in ok {
+            parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(parse(&["project", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["instance-type", "create", "x", "--vcpus", "1"]).is_err());
+    }
+}

@@ -1,0 +1,250 @@
+//! `kumo image …`: bootable images. Public images (no project) come from the operator; tenants
+//! import their own into a project, streamed from disk with a progress bar.
+
+use crate::cli::{parse_name, ListArgs, ProjectArg};
+use crate::json::Json;
+use crate::output::{self, age, bytes, list_table, or_dash, time_with_age, view_table};
+use crate::Ctx;
+use anyhow::{bail, Context, Result};
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use kumo_types::{ImageView, Name};
+use reqwest::blocking::Body;
+use serde_json::Value;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List public images, and a project's own when --project is given
+    List {
+        /// Also list this project's images
+        #[arg(long, env = "KUMO_PROJECT", value_name = "PROJECT")]
+        project: Option<String>,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Show one image
+    View {
+        /// Image name or id
+        image: String,
+        /// Project of the image (omit for a public image)
+        #[arg(long, env = "KUMO_PROJECT", value_name = "PROJECT")]
+        project: Option<String>,
+    },
+    /// Delete a project's image
+    Delete {
+        /// Image name or id
+        image: String,
+        #[command(flatten)]
+        project: ProjectArg,
+    },
+    /// Upload a disk image file into a project
+    Import(ImageImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageImportArgs {
+    /// The image file to upload (raw or qcow2)
+    pub file: PathBuf,
+    /// Name of the new image
+    #[arg(long, value_parser = parse_name)]
+    pub name: Name,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Free-form description
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, command: &ImageCommand) -> Result<()> {
+    match command {
+        ImageCommand::List { project, list } => {
+            let query = project_query(project.as_deref());
+            let page = ctx.client.list_all(&["images"], &query, list.cap())?;
+            ctx.show(&page, render_list)
+        }
+        ImageCommand::View { image, project } => {
+            let found = ctx
+                .client
+                .get(&["images", image], &project_query(project.as_deref()))?;
+            ctx.show(&found, render_view)
+        }
+        ImageCommand::Delete { image, project } => {
+            ctx.client
+                .delete(&["images", image], &[("project", &project.project)])?;
+            ctx.done(&format!("deleted image {image}"));
+            Ok(())
+        }
+        ImageCommand::Import(args) => {
+            let created = import(ctx, args)?;
+            ctx.show(&created, render_view)
+        }
+    }
+}
+
+fn project_query(project: Option<&str>) -> Vec<(&str, &str)> {
+    project.map(|p| vec![("project", p)]).unwrap_or_default()
+}
+
+/// Streams the file as the request body: memory use stays flat whatever the image size.
+fn import(ctx: &Ctx, args: &ImageImportArgs) -> Result<Json> {
+    let path = &args.file;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("opening image file {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading image file {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let size = meta.len();
+    let bar = upload_bar(size);
+    let reader = ProgressReader {
+        inner: file,
+        bar: bar.clone(),
+    };
+    let mut query = vec![
+        ("project", args.project.project.as_str()),
+        ("name", args.name.as_str()),
+    ];
+    if let Some(d) = &args.description {
+        query.push(("description", d.as_str()));
+    }
+    let result = ctx
+        .client
+        .post_stream(&["images", "import"], &query, Body::sized(reader, size));
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+fn upload_bar(size: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(size);
+    let template = "uploading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// A reader that advances a progress bar by what is read through it.
+struct ProgressReader<R> {
+    inner: R,
+    bar: ProgressBar,
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+fn render_list(page: &Value) -> Result<String> {
+    let now = Utc::now();
+    let mut table = list_table(&["NAME", "PROJECT", "OS", "BOOT", "SIZE", "AGE"]);
+    for i in output::items::<ImageView>(page)? {
+        table.add_row(vec![
+            i.name,
+            i.project.unwrap_or_else(|| "(public)".into()),
+            or_dash(Some(&i.os)),
+            i.boot.as_str().to_string(),
+            bytes(i.size_bytes),
+            age(i.time_created, now),
+        ]);
+    }
+    Ok(output::render(&table))
+}
+
+fn render_view(value: &Value) -> Result<String> {
+    let i: ImageView = output::view(value)?;
+    let now = Utc::now();
+    let table = view_table(vec![
+        ("NAME", i.name),
+        ("ID", i.id.to_string()),
+        ("PROJECT", i.project.unwrap_or_else(|| "(public)".into())),
+        ("DESCRIPTION", or_dash(Some(&i.description))),
+        ("OS", or_dash(Some(&i.os))),
+        ("BOOT", i.boot.as_str().to_string()),
+        (
+            "SIZE",
+            format!("{} ({} bytes)", bytes(i.size_bytes), i.size_bytes),
+        ),
+        ("CREATED", time_with_age(i.time_created, now)),
+        ("MODIFIED", time_with_age(i.time_modified, now)),
+    ]);
+    Ok(output::render(&table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Client;
+    use crate::output::OutputFormat;
+    use crate::testserver::{Reply, TestServer};
+    use serde_json::json;
+
+    fn sample_image(project: Option<&str>) -> Value {
+        json!({
+            "id": "0190b2a4-0000-7000-8000-000000000002", "name": "tiny", "description": "test image",
+            "time_created": "2024-05-01T10:00:00Z", "time_modified": "2024-05-01T10:00:00Z",
+            "project": project, "os": "linux", "boot": "kernel", "size_bytes": 1073741824_i64
+        })
+    }
+
+    #[test]
+    fn public_images_are_marked() {
+        let page =
+            json!({"items": [sample_image(None), sample_image(Some("demo"))], "next_page": null});
+        let text = render_list(&page).expect("render");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains("(public)") && lines[1].contains("1.0 GiB"),
+            "{text}"
+        );
+        assert!(lines[2].contains("demo"), "{text}");
+    }
+
+    #[test]
+    fn import_streams_the_file_with_its_query() {
+        let server =
+            TestServer::start(|_| Reply::json(201, &sample_image(Some("demo")).to_string()));
+        let dir = std::env::temp_dir().join(format!("kumo-cli-import-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("disk.img");
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&file, &content).expect("write");
+        let ctx = Ctx {
+            client: Client::new(&server.url(), "t").expect("client"),
+            output: OutputFormat::Json,
+        };
+        let args = ImageImportArgs {
+            file,
+            name: Name::parse("tiny").expect("name"),
+            project: ProjectArg {
+                project: "demo".into(),
+            },
+            description: Some("a b&c".into()),
+        };
+        let created = import(&ctx, &args).expect("import");
+        assert_eq!(created.get("name").and_then(Json::as_str), Some("tiny"));
+        let req = &server.requests()[0];
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("POST", "/v1/images/import")
+        );
+        assert_eq!(req.query_param("description").as_deref(), Some("a b&c"));
+        assert_eq!(req.query_param("project").as_deref(), Some("demo"));
+        assert_eq!(
+            req.header("content-type").as_deref(),
+            Some("application/octet-stream")
+        );
+        assert_eq!(req.body, content);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,240 @@
+//! Images: the public catalogue (seeded from the machine-wide image cache) and tenant imports.
+//!
+//! Image files live in `DATA_DIR/images/<id>/`. Imports stream the upload to a temporary file
+//! (never whole in memory), detect the format from the content with `qemu-img info`, refuse
+//! anything but qcow2 and raw, refuse a qcow2 with a backing file (it could point anywhere on
+//! the host), check qcow2 metadata, and convert to a standalone qcow2.
+
+use super::{read, selector};
+use crate::context::{Access, OpContext};
+use crate::error::{already_exists, ApiError, ApiResult};
+use crate::App;
+use futures_util::{Stream, StreamExt};
+use kumo_agent::qemu_img;
+use kumo_store::images::NewImage;
+use kumo_types::page::PageRequest;
+use kumo_types::{ImageBoot, ImageView, Name, ResultsPage};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+pub async fn list(app: &App, ctx: &OpContext, project: Option<&str>, page: &PageRequest) -> ApiResult<ResultsPage<ImageView>> {
+    ctx.authorize(Access::Read)?;
+    let mut conn = read(app).await?;
+    let project_id = match project {
+        Some(p) => Some(super::project(&mut conn, Some(p)).await?.id),
+        None => None,
+    };
+    Ok(kumo_store::images::list(&mut conn, project_id, page).await?)
+}
+
+pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, image: &str) -> ApiResult<ImageView> {
+    ctx.authorize(Access::Read)?;
+    let mut conn = read(app).await?;
+    let project_id = match project {
+        Some(p) => Some(super::project(&mut conn, Some(p)).await?.id),
+        None => None,
+    };
+    let sel = selector("image", image)?;
+    Ok(kumo_store::images::get(&mut conn, project_id, &sel).await?.ok_or_else(|| ApiError::not_found("image", image))?.view)
+}
+
+pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &str) -> ApiResult<()> {
+    let mut tx = app.store.begin().await?;
+    let project_id = match project {
+        Some(p) => Some(super::project(&mut tx, Some(p)).await?.id),
+        None => None,
+    };
+    let sel = selector("image", image)?;
+    let rec = kumo_store::images::get(&mut tx, project_id, &sel).await?.ok_or_else(|| ApiError::not_found("image", image))?;
+    // Public images belong to the operator; project images to the project.
+    ctx.authorize(if rec.project_id.is_none() { Access::Operator } else { Access::Write })?;
+    let users = kumo_store::images::count_users(&mut tx, rec.view.id).await?;
+    if users > 0 {
+        return Err(ApiError::conflict(format!(
+            "image '{image}' backs the disks of {users} instance(s); delete them first"
+        )));
+    }
+    kumo_store::images::soft_delete(&mut tx, rec.view.id).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    let dir = app.config.images_dir().join(rec.view.id.to_string());
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+        tracing::warn!("could not remove {}: {e}", dir.display());
+    }
+    Ok(())
+}
+
+/// Removes a directory on drop unless disarmed: a failed import leaves nothing behind.
+struct DirGuard(Option<PathBuf>);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Imports an uploaded disk image into a project.
+pub async fn import<S, E>(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    name: &str,
+    description: &str,
+    body: S,
+) -> ApiResult<ImageView>
+where
+    S: Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    ctx.authorize(Access::Write)?;
+    let name = Name::parse(name).map_err(|e| ApiError::invalid(format!("image: {e}")))?;
+    super::check_description(description)?;
+    let proj = super::project(&mut *read(app).await?, project).await?;
+    if kumo_store::images::get(&mut *read(app).await?, Some(proj.id), &kumo_types::NameOrId::Name(name.clone()))
+        .await?
+        .is_some_and(|i| i.project_id == Some(proj.id))
+    {
+        return Err(ApiError::new(kumo_types::ErrorCode::ObjectAlreadyExists, format!("image '{name}' already exists in project '{}'", proj.name)));
+    }
+
+    let id = kumo_store::images::allocate_id();
+    let dir = app.config.images_dir().join(id.to_string());
+    tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
+    let mut guard = DirGuard(Some(dir.clone()));
+    let upload = dir.join("upload");
+    let size = receive(body, &upload, app.config.max_image_bytes).await?;
+    if size == 0 {
+        return Err(ApiError::invalid("the uploaded image is empty"));
+    }
+    let info = qemu_img::info(&upload, None)
+        .await
+        .map_err(|e| ApiError { internal: Some(e.to_string()), ..ApiError::invalid("the upload is not a disk image qemu-img can read") })?;
+    match info.format.as_str() {
+        "qcow2" | "raw" => {}
+        other => {
+            return Err(ApiError::invalid(format!(
+                "image format '{other}' is not supported for import yet (qcow2 and raw are)"
+            )))
+        }
+    }
+    if info.backing_filename.is_some() {
+        return Err(ApiError::invalid(
+            "the qcow2 image has a backing file; upload a standalone image (qemu-img convert -O qcow2 in out)",
+        ));
+    }
+    if info.format == "qcow2" {
+        qemu_img::check(&upload).await.map_err(|e| ApiError {
+            internal: Some(e.to_string()),
+            ..ApiError::invalid("the qcow2 image is corrupt (qemu-img check failed)")
+        })?;
+    }
+    let disk = dir.join("disk.qcow2");
+    qemu_img::convert_to_qcow2(&upload, &info.format, &disk).await.map_err(ApiError::internal)?;
+    let _ = tokio::fs::remove_file(&upload).await;
+    let disk_path = disk.to_string_lossy().into_owned();
+    let os = format!("imported ({}, {} bytes uploaded)", info.format, size);
+    let new = NewImage {
+        id,
+        project_id: Some(proj.id),
+        name: name.as_str(),
+        description,
+        os: &os,
+        boot: ImageBoot::Disk,
+        disk_path: &disk_path,
+        kernel_path: None,
+        initrd_path: None,
+        cmdline: None,
+        size_bytes: info.virtual_size as i64,
+    };
+    let mut tx = app.store.begin().await?;
+    let rec = kumo_store::images::insert(&mut tx, &new).await.map_err(already_exists("image", name.as_str()))?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    guard.0 = None;
+    Ok(rec.view)
+}
+
+/// Streams a request body to `path`, refusing more than `max` bytes (413).
+async fn receive<S, E>(mut body: S, path: &Path, max: u64) -> ApiResult<u64>
+where
+    S: Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut f = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
+    let mut total: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::invalid(format!("the upload was interrupted: {e}")))?;
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(ApiError::new(
+                kumo_types::ErrorCode::PayloadTooLarge,
+                format!("the image is larger than the {max} bytes this cloud accepts"),
+            ));
+        }
+        f.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    f.sync_all().await.map_err(ApiError::internal)?;
+    Ok(total)
+}
+
+/// `manifest.json` of a built image in the machine-wide cache (see images/tiny/build.sh).
+#[derive(Debug, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub os: String,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub disk: String,
+    pub cmdline: Option<String>,
+}
+
+/// Registers a cached image as a public image, once: its files are copied into the data
+/// directory so the cloud does not depend on the cache staying put.
+pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<ImageView>> {
+    let manifest: Manifest = serde_json::from_slice(&tokio::fs::read(cache_dir.join("manifest.json")).await?)?;
+    let name = Name::parse(&manifest.name).map_err(anyhow::Error::msg)?;
+    if let Some(existing) = kumo_store::images::get(&mut *app.store.read().await?, None, &kumo_types::NameOrId::Name(name.clone())).await? {
+        return Ok(Some(existing.view));
+    }
+    let id = kumo_store::images::allocate_id();
+    let dir = app.config.images_dir().join(id.to_string());
+    tokio::fs::create_dir_all(&dir).await?;
+    let mut guard = DirGuard(Some(dir.clone()));
+    let copy = |file: &str| {
+        let (src, dst) = (cache_dir.join(file), dir.join(file));
+        async move {
+            tokio::fs::copy(&src, &dst).await.map_err(|e| anyhow::anyhow!("copy {}: {e}", src.display()))?;
+            Ok::<String, anyhow::Error>(dst.to_string_lossy().into_owned())
+        }
+    };
+    let disk_path = copy(&manifest.disk).await?;
+    let kernel_path = match &manifest.kernel {
+        Some(k) => Some(copy(k).await?),
+        None => None,
+    };
+    let initrd_path = match &manifest.initrd {
+        Some(i) => Some(copy(i).await?),
+        None => None,
+    };
+    let info = qemu_img::info(Path::new(&disk_path), Some("qcow2")).await?;
+    let new = NewImage {
+        id,
+        project_id: None,
+        name: name.as_str(),
+        description: "tiny Debian-kernel + busybox guest built by images/tiny/build.sh",
+        os: &manifest.os,
+        boot: if kernel_path.is_some() { ImageBoot::Kernel } else { ImageBoot::Disk },
+        disk_path: &disk_path,
+        kernel_path: kernel_path.as_deref(),
+        initrd_path: initrd_path.as_deref(),
+        cmdline: manifest.cmdline.as_deref(),
+        size_bytes: info.virtual_size as i64,
+    };
+    let mut tx = app.store.begin().await?;
+    let rec = kumo_store::images::insert(&mut tx, &new).await?;
+    tx.commit().await?;
+    guard.0 = None;
+    tracing::info!(image = %rec.view.name, "registered public image from {}", cache_dir.display());
+    Ok(Some(rec.view))
+}

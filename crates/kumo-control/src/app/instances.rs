@@ -1,0 +1,261 @@
+//! Instances: create (schedule + reserve + insert in one transaction), actions through the state
+//! machine, resize, the serial console, and applying what the reconciler observed.
+//!
+//! The recorded intent of an instance is its state: a transitional state (`starting`, `stopping`,
+//! `rebooting`, `deleting`, `creating`) is the API's request, which the reconciler carries out;
+//! a resting state (`running`, `stopped`) is what the instance should stay in. So the desired state
+//! is derived from the state (see [`desired`]) rather than stored twice.
+
+use super::{read, selector};
+use crate::context::{Access, OpContext};
+use crate::error::{already_exists, ApiError, ApiResult};
+use crate::{scheduler, App};
+use kumo_agent::{BootSpec, InstanceSpec};
+use kumo_store::events::NewEvent;
+use kumo_store::hosts::Resources;
+use kumo_store::instances::{InstanceRecord, NewInstance};
+use kumo_store::Conn;
+use kumo_types::page::PageRequest;
+use kumo_types::{
+    ErrorCode, InstanceAction, InstanceCreate, InstanceObservation, InstanceState, InstanceView, Name, NameOrId,
+    ResultsPage, Transition, USER_DATA_MAX_BYTES,
+};
+
+/// What the instance should end up as, given its state.
+pub fn desired(state: InstanceState) -> &'static str {
+    match state {
+        InstanceState::Creating | InstanceState::Starting | InstanceState::Running | InstanceState::Rebooting => {
+            "running"
+        }
+        InstanceState::Stopping | InstanceState::Stopped => "stopped",
+        InstanceState::Failed => "failed (waiting for start or delete)",
+        InstanceState::Deleting | InstanceState::Destroyed => "destroyed",
+    }
+}
+
+async fn get(conn: &mut Conn, project: Option<&str>, instance: &str) -> ApiResult<InstanceRecord> {
+    let p = super::project(conn, project).await?;
+    let sel = selector("instance", instance)?;
+    kumo_store::instances::get(conn, p.id, &sel).await?.ok_or_else(|| ApiError::not_found("instance", instance))
+}
+
+pub async fn list(app: &App, ctx: &OpContext, project: Option<&str>, page: &PageRequest) -> ApiResult<ResultsPage<InstanceView>> {
+    ctx.authorize(Access::Read)?;
+    let mut conn = read(app).await?;
+    let p = super::project(&mut conn, project).await?;
+    let page = kumo_store::instances::list(&mut conn, p.id, page).await?;
+    Ok(ResultsPage { items: page.items.into_iter().map(|r| r.view).collect(), next_page: page.next_page })
+}
+
+pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, instance: &str) -> ApiResult<InstanceView> {
+    ctx.authorize(Access::Read)?;
+    Ok(get(&mut *read(app).await?, project, instance).await?.view)
+}
+
+fn event<'a>(rec: &'a InstanceRecord, kind: &'a str, t: Option<Transition>, cause: &'a str) -> NewEvent<'a> {
+    NewEvent {
+        project_id: Some(rec.project_id),
+        resource_type: "instance",
+        resource_id: rec.view.id,
+        resource_name: &rec.view.name,
+        kind,
+        from_state: t.map(|t| t.from.as_str()),
+        to_state: t.map(|t| t.to.as_str()),
+        cause,
+    }
+}
+
+pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &InstanceCreate) -> ApiResult<InstanceView> {
+    ctx.authorize(Access::Write)?;
+    super::check_description(&p.description)?;
+    if let Some(ud) = &p.user_data {
+        if ud.len() > USER_DATA_MAX_BYTES {
+            return Err(ApiError::invalid(format!(
+                "user_data is {} bytes (at most {USER_DATA_MAX_BYTES})",
+                ud.len()
+            )));
+        }
+    }
+    let image_sel = selector("image", &p.image)?;
+    let type_name = Name::parse(&p.instance_type).map_err(|e| ApiError::invalid(format!("instance_type: {e}")))?;
+
+    let mut tx = app.store.begin().await?;
+    let proj = super::project(&mut tx, project).await?;
+    let image = kumo_store::images::get(&mut tx, Some(proj.id), &image_sel).await?.ok_or_else(|| {
+        ApiError::invalid(format!("image '{}' does not exist (see `kumo image list`)", p.image))
+    })?;
+    let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str()).await?.ok_or_else(|| {
+        ApiError::invalid(format!("instance type '{}' does not exist (see `kumo instance-type list`)", p.instance_type))
+    })?;
+    let disk_gib = itype.disk_gib.max((image.view.size_bytes + (1 << 30) - 1) / (1 << 30));
+    let want = Resources { vcpus: itype.vcpus, memory_mib: itype.memory_mib, disk_gib, gpus: itype.gpus };
+    let host_id = reserve_anywhere(&mut tx, want).await?;
+    let id = kumo_store::new_id();
+    let new = NewInstance {
+        id,
+        project_id: proj.id,
+        name: p.name.as_str(),
+        description: &p.description,
+        image_id: image.view.id,
+        instance_type_id: itype.id,
+        host_id,
+        resources: want,
+        user_data: p.user_data.as_deref(),
+    };
+    kumo_store::instances::insert(&mut tx, &new).await.map_err(already_exists("instance", p.name.as_str()))?;
+    let rec = kumo_store::instances::get_by_id(&mut tx, id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+    let cause = ctx.cause("instance_create");
+    let created = NewEvent { to_state: Some(InstanceState::Creating.as_str()), ..event(&rec, "created", None, &cause) };
+    kumo_store::events::record(&mut tx, &created).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    app.reconciler.wake();
+    Ok(rec.view)
+}
+
+/// Picks a host and reserves `want` on it, in the caller's transaction.
+async fn reserve_anywhere(tx: &mut Conn, want: Resources) -> ApiResult<uuid::Uuid> {
+    let hosts = kumo_store::hosts::all(tx).await?;
+    let ranked = scheduler::rank(&hosts, want).map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
+    for host_id in ranked {
+        if kumo_store::hosts::reserve(tx, host_id, want).await? {
+            return Ok(host_id);
+        }
+    }
+    // Every candidate filled up between the read and the reservation.
+    let hosts = kumo_store::hosts::all(tx).await?;
+    Err(ApiError::new(ErrorCode::InsufficientCapacity, scheduler::shortage(&hosts, want)))
+}
+
+/// Start, stop, reboot or delete: the state machine decides whether it is allowed.
+pub async fn act(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    instance: &str,
+    action: InstanceAction,
+) -> ApiResult<InstanceView> {
+    ctx.authorize(Access::Write)?;
+    let operation = format!("instance_{}", action.as_str());
+    let mut tx = app.store.begin().await?;
+    let rec = get(&mut tx, project, instance).await?;
+    let t = rec.state().on_action(action).map_err(ApiError::conflict)?;
+    if !kumo_store::instances::set_state(&mut tx, rec.view.id, rec.generation, t.to, None).await? {
+        return Err(ApiError::conflict("the instance changed while the request was handled; retry"));
+    }
+    let cause = ctx.cause(&operation);
+    kumo_store::events::record(&mut tx, &event(&rec, "state_changed", Some(t), &cause)).await?;
+    let view = kumo_store::instances::get_by_id(&mut tx, rec.view.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("instance vanished"))?
+        .view;
+    tx.commit().await.map_err(ApiError::internal)?;
+    app.reconciler.wake();
+    Ok(view)
+}
+
+/// Changes the plan of a stopped instance. The root disk never shrinks: downgrading to a type
+/// with a smaller disk keeps (and keeps reserving) the current disk size.
+pub async fn resize(app: &App, ctx: &OpContext, project: Option<&str>, instance: &str, new_type: &str) -> ApiResult<InstanceView> {
+    ctx.authorize(Access::Write)?;
+    let type_name = Name::parse(new_type).map_err(|e| ApiError::invalid(format!("instance_type: {e}")))?;
+    let mut tx = app.store.begin().await?;
+    let rec = get(&mut tx, project, instance).await?;
+    rec.state().on_action(InstanceAction::Resize).map_err(ApiError::conflict)?;
+    let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str())
+        .await?
+        .ok_or_else(|| ApiError::invalid(format!("instance type '{new_type}' does not exist (see `kumo instance-type list`)")))?;
+    let old = rec.resources();
+    let new = Resources {
+        vcpus: itype.vcpus,
+        memory_mib: itype.memory_mib,
+        disk_gib: itype.disk_gib.max(old.disk_gib),
+        gpus: itype.gpus,
+    };
+    kumo_store::hosts::release(&mut tx, rec.host_id, old).await?;
+    if !kumo_store::hosts::reserve(&mut tx, rec.host_id, new).await? {
+        let host = kumo_store::hosts::get(&mut tx, &NameOrId::Id(rec.host_id)).await?;
+        let msg = scheduler::shortage(&host.into_iter().collect::<Vec<_>>(), new);
+        return Err(ApiError::new(
+            ErrorCode::InsufficientCapacity,
+            format!("the instance's host cannot take type '{new_type}': {msg}"),
+        ));
+    }
+    if !kumo_store::instances::set_type(&mut tx, rec.view.id, rec.generation, itype.id, new).await? {
+        return Err(ApiError::conflict("the instance changed while the request was handled; retry"));
+    }
+    let cause = format!("{} (from {} to {})", ctx.cause("instance_resize"), rec.view.instance_type, itype.name);
+    kumo_store::events::record(&mut tx, &event(&rec, "resized", None, &cause)).await?;
+    let view = kumo_store::instances::get_by_id(&mut tx, rec.view.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("instance vanished"))?
+        .view;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(view)
+}
+
+/// Serial console bytes from `offset`.
+pub async fn serial(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    instance: &str,
+    offset: u64,
+    max: usize,
+) -> ApiResult<(Vec<u8>, u64)> {
+    ctx.authorize(Access::Read)?;
+    let rec = get(&mut *read(app).await?, project, instance).await?;
+    app.hypervisor.serial(rec.view.id, offset, max).await.map_err(ApiError::internal)
+}
+
+/// The agent's view of an instance: what it needs to provision and run it.
+pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec> {
+    let image = kumo_store::images::get_by_id(&mut *read(app).await?, rec.image_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("image {} of instance {} is missing", rec.image_id, rec.view.id)))?;
+    let boot = match &image.kernel_path {
+        Some(k) => BootSpec::Kernel {
+            kernel: k.into(),
+            initrd: image.initrd_path.as_ref().map(Into::into),
+            cmdline: image.cmdline.clone().unwrap_or_default(),
+        },
+        None => BootSpec::Disk,
+    };
+    Ok(InstanceSpec {
+        id: rec.view.id,
+        name: rec.view.name.clone(),
+        vcpus: rec.view.vcpus,
+        memory_mib: rec.view.memory_mib,
+        disk_gib: rec.view.disk_gib,
+        image_disk: image.disk_path.into(),
+        boot,
+        user_data: rec.user_data.clone(),
+    })
+}
+
+/// Applies an observation of the reconciler. Stale observations (the state moved on) change
+/// nothing. `Destroyed` also gives the host capacity back and soft-deletes the row, atomically.
+pub async fn observe(app: &App, id: uuid::Uuid, obs: InstanceObservation, cause: &str) -> ApiResult<Option<Transition>> {
+    let mut tx = app.store.begin().await?;
+    let Some(rec) = kumo_store::instances::get_by_id(&mut tx, id).await? else { return Ok(None) };
+    let Some(t) = rec.state().on_observation(&obs) else { return Ok(None) };
+    let reason = match &obs {
+        InstanceObservation::Failed { reason } => Some(reason.as_str()),
+        _ => None,
+    };
+    let ok = if t.to == InstanceState::Destroyed {
+        kumo_store::hosts::release(&mut tx, rec.host_id, rec.resources()).await?;
+        kumo_store::instances::mark_destroyed(&mut tx, id, rec.generation).await?
+    } else {
+        kumo_store::instances::set_state(&mut tx, id, rec.generation, t.to, reason).await?
+    };
+    if !ok {
+        return Ok(None);
+    }
+    let cause = match reason {
+        Some(r) => format!("{cause}: {r}"),
+        None => cause.to_string(),
+    };
+    kumo_store::events::record(&mut tx, &event(&rec, "state_changed", Some(t), &cause)).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(Some(t))
+}

@@ -1,0 +1,72 @@
+//! Projects.
+
+use super::{read, selector};
+use crate::context::{Access, OpContext};
+use crate::error::{already_exists, ApiError, ApiResult};
+use crate::App;
+use kumo_store::events::NewEvent;
+use kumo_types::page::PageRequest;
+use kumo_types::{ProjectCreate, ProjectView, ResultsPage};
+
+pub async fn list(app: &App, ctx: &OpContext, page: &PageRequest) -> ApiResult<ResultsPage<ProjectView>> {
+    ctx.authorize(Access::Read)?;
+    Ok(kumo_store::projects::list(&mut *read(app).await?, page).await?)
+}
+
+pub async fn view(app: &App, ctx: &OpContext, project: &str) -> ApiResult<ProjectView> {
+    ctx.authorize(Access::Read)?;
+    let sel = selector("project", project)?;
+    kumo_store::projects::get(&mut *read(app).await?, &sel).await?.ok_or_else(|| ApiError::not_found("project", project))
+}
+
+pub async fn create(app: &App, ctx: &OpContext, p: &ProjectCreate) -> ApiResult<ProjectView> {
+    ctx.authorize(Access::Write)?;
+    super::check_description(&p.description)?;
+    let mut tx = app.store.begin().await?;
+    let view = kumo_store::projects::create(&mut tx, p.name.as_str(), &p.description)
+        .await
+        .map_err(already_exists("project", p.name.as_str()))?;
+    let cause = ctx.cause("project_create");
+    let event = NewEvent {
+        project_id: Some(view.id),
+        resource_type: "project",
+        resource_id: view.id,
+        resource_name: &view.name,
+        kind: "created",
+        from_state: None,
+        to_state: None,
+        cause: &cause,
+    };
+    kumo_store::events::record(&mut tx, &event).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(view)
+}
+
+pub async fn delete(app: &App, ctx: &OpContext, project: &str) -> ApiResult<()> {
+    ctx.authorize(Access::Write)?;
+    let sel = selector("project", project)?;
+    let mut tx = app.store.begin().await?;
+    let p = kumo_store::projects::get(&mut tx, &sel).await?.ok_or_else(|| ApiError::not_found("project", project))?;
+    let children = kumo_store::projects::count_children(&mut tx, p.id).await?;
+    if children > 0 {
+        return Err(ApiError::conflict(format!(
+            "project '{}' still has {children} instance(s) or image(s); delete them first",
+            p.name
+        )));
+    }
+    kumo_store::projects::soft_delete(&mut tx, p.id).await?;
+    let cause = ctx.cause("project_delete");
+    let event = NewEvent {
+        project_id: Some(p.id),
+        resource_type: "project",
+        resource_id: p.id,
+        resource_name: &p.name,
+        kind: "deleted",
+        from_state: None,
+        to_state: None,
+        cause: &cause,
+    };
+    kumo_store::events::record(&mut tx, &event).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(())
+}

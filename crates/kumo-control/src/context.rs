@@ -1,0 +1,153 @@
+//! Who is calling: authentication and the request context every operation receives.
+//!
+//! Every `/v1` call carries `Authorization: Bearer <token>`. Tokens are stored hashed (SHA-256);
+//! a short-lived in-memory cache keeps the lookup off the hot path. The resolved [`Actor`] lands in
+//! the request's extensions and handlers take it as an [`OpContext`]. Today there is one kind of
+//! actor, the operator; tenant users with per-project roles slot in as another variant, and the
+//! one authorisation check per operation (`OpContext::authorize`) grows with them.
+
+use crate::error::{current_request_id, ApiError};
+use crate::App;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A cloud operator (global admin), authenticated by an API token.
+    Operator { token_id: uuid::Uuid, token_name: String },
+}
+
+impl Actor {
+    pub fn describe(&self) -> String {
+        match self {
+            Actor::Operator { token_name, .. } => format!("operator token '{token_name}'"),
+        }
+    }
+}
+
+/// What an operation is about to do, for the authorisation check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read something of a project (or a public catalogue).
+    Read,
+    /// Create, change or delete something of a project.
+    Write,
+    /// Operator-only: hosts, the instance-type catalogue, public images.
+    Operator,
+}
+
+/// The context of one API operation.
+#[derive(Debug, Clone)]
+pub struct OpContext {
+    pub actor: Actor,
+    pub request_id: String,
+}
+
+impl OpContext {
+    /// The one authorisation check of an operation. Operators may do everything; tenant roles
+    /// (viewer/collaborator/owner) will be decided here.
+    pub fn authorize(&self, access: Access) -> Result<(), ApiError> {
+        match (&self.actor, access) {
+            (Actor::Operator { .. }, _) => Ok(()),
+        }
+    }
+
+    /// The cause recorded on events: which operation, by whom.
+    pub fn cause(&self, operation: &str) -> String {
+        format!("api: {operation} by {} (request {})", self.actor.describe(), self.request_id)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for OpContext {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let actor = parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthenticated("missing credentials"))?;
+        Ok(OpContext { actor, request_id: current_request_id() })
+    }
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh random token secret (256 bits).
+pub fn new_token_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("kumo_{}", hex::encode(bytes))
+}
+
+const CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Token hash → actor, for `CACHE_TTL`.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<String, (Actor, Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<Actor> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(hash).filter(|(_, t)| t.elapsed() < CACHE_TTL).map(|(a, _)| a.clone())
+    }
+    fn put(&self, hash: String, actor: Actor) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() > 10_000 {
+            entries.clear();
+        }
+        entries.insert(hash, (actor, Instant::now()));
+    }
+}
+
+async fn resolve(app: &App, token: &str) -> Result<Actor, ApiError> {
+    let hash = hash_token(token);
+    if let Some(actor) = app.tokens.get(&hash) {
+        return Ok(actor);
+    }
+    let mut conn = app.store.read().await?;
+    let rec = kumo_store::tokens::lookup(&mut conn, &hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("the bearer token is not valid (unknown, revoked or expired)"))?;
+    let actor = match rec.kind.as_str() {
+        "operator" => Actor::Operator { token_id: rec.id, token_name: rec.name },
+        other => return Err(ApiError::internal(format!("token of unknown kind '{other}'"))),
+    };
+    // Recorded on cache refresh, so at most once per TTL per token.
+    let mut wconn = app.store.begin().await?;
+    kumo_store::tokens::touch(&mut wconn, rec.id).await?;
+    wconn.commit().await.map_err(ApiError::internal)?;
+    app.tokens.put(hash, actor.clone());
+    Ok(actor)
+}
+
+/// Middleware: every request under `/v1` (but the OpenAPI document) must carry a valid bearer token.
+pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request<axum::body::Body>, next: Next) -> Response {
+    let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
+        Some(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            return ApiError::unauthenticated(
+                "missing 'Authorization: Bearer <token>' header (the operator token is in DATA_DIR/admin-token)",
+            )
+            .into_response()
+        }
+    };
+    match resolve(&app, &token).await {
+        Ok(actor) => {
+            req.extensions_mut().insert(actor);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,79 @@
+//! The Kumo control plane.
+//!
+//! Layers, each with one module per resource:
+//! - [`http`]: the REST API. Handlers parse and validate input, then call the app layer. The
+//!   OpenAPI document is generated from their annotations.
+//! - [`app`]: business logic. Each operation authorises, then does its work in one store
+//!   transaction (for instance create: schedule, reserve capacity, insert, record an event).
+//! - [`scheduler`]: pure placement arithmetic.
+//! - [`reconciler`]: background tasks that make the hosts match the recorded intent.
+//!
+//! The control plane reaches hosts only through [`kumo_agent::Hypervisor`].
+
+pub mod app;
+pub mod context;
+pub mod error;
+pub mod http;
+pub mod openapi;
+pub mod reconciler;
+pub mod scheduler;
+
+use kumo_agent::Hypervisor;
+use kumo_store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Control-plane settings (from `kumod`'s flags and config file).
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The data directory (database, images, instance run directories, admin token).
+    pub data_dir: PathBuf,
+    /// How long a stop waits for the guest to power off after ACPI powerdown before forcing it.
+    pub stop_timeout: Duration,
+    /// CPU, memory and disk overcommit ratios of the local host.
+    pub overcommit: [f64; 3],
+    /// Largest image upload accepted, bytes.
+    pub max_image_bytes: u64,
+    /// Period of the reconciler's periodic pass (it is also woken by every change).
+    pub reconcile_period: Duration,
+}
+
+impl ControlConfig {
+    pub fn images_dir(&self) -> PathBuf {
+        self.data_dir.join("images")
+    }
+}
+
+/// Everything a request handler or background task needs.
+pub struct App {
+    pub store: Store,
+    pub hypervisor: Arc<dyn Hypervisor>,
+    /// The id of the local host's row.
+    pub host_id: uuid::Uuid,
+    pub config: ControlConfig,
+    pub tokens: context::TokenCache,
+    pub reconciler: reconciler::Handle,
+}
+
+impl App {
+    /// Opens the control plane: registers the host, seeds the catalogue, bootstraps the operator
+    /// token. Does not start background tasks or serve (see [`reconciler::spawn`], [`http::serve`]).
+    pub async fn open(store: Store, hypervisor: Arc<dyn Hypervisor>, config: ControlConfig) -> anyhow::Result<Arc<App>> {
+        let host_id = app::hosts::register(&store, hypervisor.as_ref(), &config).await?;
+        {
+            let mut tx = store.begin().await?;
+            kumo_store::instance_types::seed_defaults(&mut tx).await?;
+            tx.commit().await?;
+        }
+        app::tokens::bootstrap_admin_token(&store, &config.data_dir).await?;
+        Ok(Arc::new(App {
+            store,
+            hypervisor,
+            host_id,
+            config,
+            tokens: context::TokenCache::default(),
+            reconciler: reconciler::Handle::default(),
+        }))
+    }
+}

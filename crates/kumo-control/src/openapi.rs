@@ -1,0 +1,61 @@
+//! The OpenAPI document, generated from the handlers' annotations. It is checked in at
+//! `openapi/kumo.json`; a test fails when it differs from what the code generates
+//! (regenerate with `kumod openapi > openapi/kumo.json`).
+
+use crate::http::{events, hosts, images, instance_types, instances, projects, system};
+use crate::App;
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kumo API", version = "1", description = "The Kumo IaaS cloud. Every call needs `Authorization: Bearer <token>`."),
+    components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// Every API route, with its OpenAPI description.
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(projects::project_list, projects::project_create))
+        .routes(routes!(projects::project_view, projects::project_delete))
+        .routes(routes!(images::image_list))
+        .routes(routes!(images::image_import))
+        .routes(routes!(images::image_view, images::image_delete))
+        .routes(routes!(instance_types::instance_type_list, instance_types::instance_type_create))
+        .routes(routes!(instance_types::instance_type_view, instance_types::instance_type_delete))
+        .routes(routes!(instances::instance_list, instances::instance_create))
+        .routes(routes!(instances::instance_view, instances::instance_delete))
+        .routes(routes!(instances::instance_start))
+        .routes(routes!(instances::instance_stop))
+        .routes(routes!(instances::instance_reboot))
+        .routes(routes!(instances::instance_resize))
+        .routes(routes!(instances::instance_serial_console))
+        .routes(routes!(events::event_list))
+        .routes(routes!(hosts::host_list))
+        .routes(routes!(hosts::host_view))
+        .routes(routes!(system::me_view))
+        .routes(routes!(system::reconciler_list))
+}
+
+/// The document as pretty JSON (what `openapi/kumo.json` holds).
+pub fn document_json() -> String {
+    let (_, doc) = router().split_for_parts();
+    let mut s = doc.to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}

@@ -1,0 +1,239 @@
+//! The instance reconciler.
+//!
+//! A reconciler takes no input: each pass reads the recorded intent (instance states in the
+//! store) and the actual state (what the host agent reports), and does the one next step that
+//! brings them closer. Every step is idempotent and keyed by the instance id, so a pass that was
+//! killed half-way (kumod SIGKILLed) is simply done again by the next `kumod`: a `creating`
+//! instance is provisioned again (a no-op if its disk exists), a `starting` one is started (a no-op
+//! if its QEMU already runs), a `deleting` one is destroyed again (a no-op for what is gone).
+//!
+//! It runs when woken (every API change wakes it) and periodically. Steps of different instances
+//! run concurrently; steps of one instance never overlap. Each pass also collects leaks: anything
+//! on the host whose instance is not live in the store is destroyed. Operators read its status
+//! (last pass, changes, errors) at `GET /v1/system/reconcilers`.
+
+use crate::app::instances;
+use crate::App;
+use kumo_agent::GuestStatus;
+use kumo_types::{InstanceObservation, InstanceState};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use utoipa::ToSchema;
+
+/// Status of a reconciler, for operators.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ReconcilerStatus {
+    /// Reconciler name.
+    pub name: String,
+    /// When the last pass started.
+    pub last_pass: Option<chrono::DateTime<chrono::Utc>>,
+    /// Passes since kumod started.
+    pub passes: u64,
+    /// State changes made since kumod started.
+    pub changes: u64,
+    /// Leaked host resources collected since kumod started.
+    pub leaks_collected: u64,
+    /// Failed steps since kumod started.
+    pub errors: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Instance steps running now.
+    pub in_flight: usize,
+}
+
+/// Wakes the reconciler and keeps its status.
+#[derive(Default)]
+pub struct Handle {
+    notify: Notify,
+    in_flight: Mutex<HashSet<uuid::Uuid>>,
+    status: Mutex<ReconcilerStatus>,
+}
+
+impl Handle {
+    /// Asks for a pass now.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    pub fn status(&self) -> ReconcilerStatus {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.name = "instances".into();
+        s.in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).len();
+        s
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ReconcilerStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn claim(&self, id: uuid::Uuid) -> bool {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
+    }
+
+    fn release(&self, id: uuid::Uuid) {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+}
+
+/// Starts the reconciler loop.
+pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            pass(&app).await;
+            tokio::select! {
+                _ = app.reconciler.notify.notified() => {}
+                _ = tokio::time::sleep(app.config.reconcile_period) => {}
+            }
+        }
+    })
+}
+
+/// One pass: collect leaks, then start a step for every instance that needs one.
+pub async fn pass(app: &Arc<App>) {
+    app.reconciler.update(|s| {
+        s.passes += 1;
+        s.last_pass = Some(chrono::Utc::now());
+    });
+    if let Err(e) = collect_leaks(app).await {
+        record_error(app, format!("leak collection: {e}"));
+    }
+    let records = match app.store.read().await {
+        Ok(mut conn) => kumo_store::instances::on_host(&mut conn, app.host_id).await,
+        Err(e) => Err(e),
+    };
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            record_error(app, format!("listing instances: {e}"));
+            return;
+        }
+    };
+    for rec in records {
+        if matches!(rec.state(), InstanceState::Failed) {
+            continue;
+        }
+        if !app.reconciler.claim(rec.view.id) {
+            continue;
+        }
+        let app = app.clone();
+        tokio::spawn(async move {
+            let id = rec.view.id;
+            let changed = step(&app, rec).await;
+            app.reconciler.release(id);
+            if changed {
+                // The next step of this instance (e.g. starting after creating) follows at once.
+                app.reconciler.wake();
+            }
+        });
+    }
+}
+
+fn record_error(app: &App, msg: String) {
+    tracing::warn!("reconciler: {msg}");
+    app.reconciler.update(|s| {
+        s.errors += 1;
+        s.last_error = Some(msg);
+    });
+}
+
+/// Destroys whatever is on the host without a live instance in the store. The host is listed
+/// before the store is read: an instance is inserted before anything of it exists on the host, so
+/// nothing created in between can be mistaken for a leak.
+async fn collect_leaks(app: &App) -> anyhow::Result<()> {
+    let on_host = app.hypervisor.list().await?;
+    if on_host.is_empty() {
+        return Ok(());
+    }
+    let live: HashSet<uuid::Uuid> = {
+        let mut conn = app.store.read().await?;
+        kumo_store::instances::on_host(&mut conn, app.host_id).await?.into_iter().map(|r| r.view.id).collect()
+    };
+    for id in on_host.into_iter().filter(|id| !live.contains(id)) {
+        tracing::warn!(instance = %id, "collecting leaked host resources of an instance that is not live");
+        app.hypervisor.destroy(id).await?;
+        app.reconciler.update(|s| s.leaks_collected += 1);
+    }
+    Ok(())
+}
+
+/// Does the next step for one instance. Returns whether its state changed.
+async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
+    let id = rec.view.id;
+    let hv = &app.hypervisor;
+    let outcome: Result<Option<(InstanceObservation, &str)>, String> = async {
+        let spec = || async { instances::spec_for(app, &rec).await.map_err(|e| format!("{}", e.message)) };
+        match rec.state() {
+            InstanceState::Creating => {
+                hv.provision(&spec().await?).await.map_err(|e| e.to_string())?;
+                Ok(Some((InstanceObservation::Provisioned, "reconciler: root disk and config drive ready")))
+            }
+            InstanceState::Starting => {
+                hv.start(&spec().await?).await.map_err(|e| e.to_string())?;
+                Ok(Some((InstanceObservation::Booted, "reconciler: hypervisor runs the guest")))
+            }
+            InstanceState::Stopping => {
+                hv.stop(id, app.config.stop_timeout).await.map_err(|e| e.to_string())?;
+                Ok(Some((InstanceObservation::PoweredOff, "reconciler: guest powered off")))
+            }
+            InstanceState::Rebooting => {
+                if hv.status(id).await.map_err(|e| e.to_string())? != GuestStatus::Running {
+                    return Ok(Some((InstanceObservation::PoweredOff, "reconciler: the guest was not running at reboot")));
+                }
+                hv.reboot(id).await.map_err(|e| e.to_string())?;
+                Ok(Some((InstanceObservation::Rebooted, "reconciler: guest reset")))
+            }
+            InstanceState::Deleting => {
+                hv.destroy(id).await.map_err(|e| e.to_string())?;
+                Ok(Some((InstanceObservation::Destroyed, "reconciler: every host resource removed")))
+            }
+            InstanceState::Running => match hv.status(id).await.map_err(|e| e.to_string())? {
+                GuestStatus::Running => Ok(None),
+                _ => Ok(Some((InstanceObservation::PoweredOff, "reconciler: the guest powered off or its QEMU exited"))),
+            },
+            InstanceState::Stopped => {
+                // Converge: nothing may run for a stopped instance.
+                if hv.status(id).await.map_err(|e| e.to_string())? == GuestStatus::Running {
+                    hv.stop(id, app.config.stop_timeout).await.map_err(|e| e.to_string())?;
+                }
+                Ok(None)
+            }
+            InstanceState::Failed | InstanceState::Destroyed => Ok(None),
+        }
+    }
+    .await;
+    let (obs, cause) = match outcome {
+        Ok(Some((obs, cause))) => (obs, cause.to_string()),
+        Ok(None) => return false,
+        Err(reason) => {
+            record_error(app, format!("instance {id} ({}): {reason}", rec.state()));
+            (InstanceObservation::Failed { reason: reason.clone() }, format!("reconciler: {} failed", rec.state()))
+        }
+    };
+    match instances::observe(app, id, obs, &cause).await {
+        Ok(Some(t)) => {
+            tracing::info!(instance = %id, from = %t.from, to = %t.to, "{cause}");
+            app.reconciler.update(|s| s.changes += 1);
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            record_error(app, format!("instance {id}: recording the observation: {}", e.internal.unwrap_or(e.message)));
+            false
+        }
+    }
+}
+
+/// Waits until no step is in flight (tests and graceful shutdown).
+pub async fn idle(app: &App, timeout: Duration) -> bool {
+    let until = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < until {
+        if app.reconciler.in_flight.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -1,0 +1,227 @@
+//! `kumod`: the Kumo server. With no role flags it runs all-in-one: the control plane (REST API,
+//! reconcilers, store) and the local host's agent (hypervisor driver) in one process.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use kumo_agent::kvm_probe::{self, AccelRequest, ProbeImage};
+use kumo_agent::{capacity, qemu::QemuDriver, sim::SimDriver, Hypervisor};
+use kumo_control::{ControlConfig, App};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "kumod", version, about = "The Kumo IaaS server (all-in-one: control plane + local host agent)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the OpenAPI document of the REST API.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DriverKind {
+    /// Real QEMU guests.
+    Qemu,
+    /// Simulated hypervisor (tests, scale simulations): no guest really runs.
+    Sim,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Data directory: database, images, instance disks and run directories, admin token.
+    #[arg(long, env = "KUMOD_DATA_DIR", default_value = "/var/lib/kumo")]
+    data_dir: PathBuf,
+    /// Address to serve the API on (port 0 picks a free port; the chosen address is written to DATA_DIR/kumod.addr).
+    #[arg(long, env = "KUMOD_LISTEN", default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Database URL: sqlite:///path or postgres://user:pass@host/db (default: SQLite in the data directory).
+    #[arg(long, env = "KUMOD_DATABASE")]
+    database: Option<String>,
+    /// Hypervisor driver.
+    #[arg(long, env = "KUMOD_DRIVER", value_enum, default_value = "qemu")]
+    driver: DriverKind,
+    /// Accelerator: auto (probe KVM with a timed boot, fall back to TCG), kvm or tcg.
+    #[arg(long, env = "KUMOD_ACCEL", default_value = "auto")]
+    accel: String,
+    /// Machine-wide image cache; each subdirectory with a manifest.json becomes a public image.
+    #[arg(long, env = "KUMOD_IMAGE_CACHE", default_value = "/var/cache/kumo/images")]
+    image_cache: PathBuf,
+    /// Name of this host (default: the machine's hostname).
+    #[arg(long, env = "KUMOD_HOST_NAME")]
+    host_name: Option<String>,
+    /// vCPUs that may be reserved per physical CPU.
+    #[arg(long, default_value_t = 4.0)]
+    cpu_overcommit: f64,
+    /// Memory that may be reserved per MiB of physical memory.
+    #[arg(long, default_value_t = 1.0)]
+    memory_overcommit: f64,
+    /// Disk that may be reserved per GiB of the data directory's filesystem.
+    #[arg(long, default_value_t = 1.0)]
+    disk_overcommit: f64,
+    /// Override the host's CPU count offered to guests.
+    #[arg(long)]
+    host_vcpus: Option<i64>,
+    /// Override the host's memory offered to guests, MiB.
+    #[arg(long)]
+    host_memory_mib: Option<i64>,
+    /// Override the host's disk offered to guests, GiB.
+    #[arg(long)]
+    host_disk_gib: Option<i64>,
+    /// GPUs this host offers.
+    #[arg(long, default_value_t = 0)]
+    host_gpus: i64,
+    /// Seconds a stop waits for the guest to power off after ACPI powerdown before forcing it.
+    #[arg(long, default_value_t = 30)]
+    stop_timeout: u64,
+    /// Largest image upload accepted, GiB.
+    #[arg(long, default_value_t = 64)]
+    max_image_gib: u64,
+    /// Artificial latency of every sim-driver operation, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    sim_latency_ms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", kumo_control::openapi::document_json());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cli.run))
+}
+
+/// Holds an exclusive lock on the data directory for the life of the process: two kumods on one
+/// data directory would fight over the same guests. The kernel drops it when the process dies.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("kumod.lock"))?;
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another kumod is already running on {}", dir.display());
+    }
+    Ok(f)
+}
+
+fn host_name(args: &RunArgs) -> String {
+    args.host_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_lowercase())
+            .ok()
+            .and_then(|s| kumo_types::Name::parse(&s).ok().map(|n| n.to_string()))
+            .unwrap_or_else(|| "host-1".into())
+    })
+}
+
+/// The kernel+initrd the KVM probe boots: the tiny image from the cache, when built.
+fn probe_image(cache: &Path) -> Option<ProbeImage> {
+    let dir = cache.join("tiny");
+    let m: serde_json_lite::Manifest = serde_json_lite::read(&dir.join("manifest.json"))?;
+    Some(ProbeImage {
+        kernel: dir.join(m.kernel?),
+        initrd: m.initrd.map(|i| dir.join(i)),
+        cmdline: m.cmdline.unwrap_or_else(|| "console=ttyS0".into()),
+    })
+}
+
+mod serde_json_lite {
+    //! Reads the few fields of an image manifest the probe needs.
+    pub struct Manifest {
+        pub kernel: Option<String>,
+        pub initrd: Option<String>,
+        pub cmdline: Option<String>,
+    }
+    pub fn read(path: &std::path::Path) -> Option<Manifest> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+        Some(Manifest { kernel: s("kernel"), initrd: s("initrd"), cmdline: s("cmdline") })
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let _lock = lock_data_dir(&data_dir)?;
+    let db_url = args.database.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kumo.db").display()));
+    let store = kumo_store::Store::open(&db_url).await.with_context(|| format!("open database {db_url}"))?;
+
+    let capacity = [
+        args.host_vcpus.unwrap_or_else(capacity::cpus),
+        args.host_memory_mib.unwrap_or_else(capacity::memory_mib),
+        args.host_disk_gib.unwrap_or_else(|| capacity::disk_gib(&data_dir)),
+        args.host_gpus,
+    ];
+    let name = host_name(&args);
+    let hypervisor: Arc<dyn Hypervisor> = match args.driver {
+        DriverKind::Sim => Arc::new(SimDriver::new(name, capacity, Duration::from_millis(args.sim_latency_ms))),
+        DriverKind::Qemu => {
+            let req: AccelRequest = args.accel.parse().map_err(anyhow::Error::msg)?;
+            let probe = probe_image(&args.image_cache);
+            let cache = args.image_cache.parent().unwrap_or(Path::new("/var/cache/kumo")).to_path_buf();
+            let (accel, reason) = kvm_probe::choose(req, probe.as_ref(), &cache, Duration::from_secs(8)).await;
+            tracing::info!(accelerator = accel.as_str(), %reason, "accelerator chosen");
+            Arc::new(QemuDriver::new(data_dir.join("instances"), name, accel, reason, capacity))
+        }
+    };
+    let config = ControlConfig {
+        data_dir: data_dir.clone(),
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+        overcommit: [args.cpu_overcommit, args.memory_overcommit, args.disk_overcommit],
+        max_image_bytes: args.max_image_gib << 30,
+        reconcile_period: Duration::from_secs(2),
+    };
+    let app = App::open(store, hypervisor, config).await?;
+    seed_images(&app, &args.image_cache).await;
+    kumo_control::reconciler::spawn(app.clone());
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    std::fs::write(data_dir.join("kumod.addr"), format!("{addr}\n"))?;
+    tracing::info!("kumod listening on http://{addr} (data dir {})", data_dir.display());
+    println!("kumod listening on http://{addr}");
+    kumo_control::http::serve(app, listener, shutdown_signal()).await?;
+    tracing::info!("kumod stopped; guests keep running and are found again at the next start");
+    Ok(())
+}
+
+/// Registers every built image in the cache as a public image (once).
+async fn seed_images(app: &App, cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        tracing::warn!("no image cache at {}; build one with images/tiny/build.sh", cache.display());
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if dir.join("manifest.json").exists() {
+            if let Err(e) = kumo_control::app::images::seed_public(app, &dir).await {
+                tracing::warn!("could not register image {}: {e:#}", dir.display());
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
