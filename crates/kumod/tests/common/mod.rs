@@ -1,0 +1,236 @@
+//! Test harness: a real `kumod` on port 0 with a fresh data directory, driven over HTTP.
+//! The guard kills the process and every QEMU it started, and removes the directory, even when
+//! the test fails.
+#![allow(dead_code)]
+
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Kumod {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub token: String,
+    args: Vec<String>,
+    pub http: Client,
+}
+
+pub fn kumod_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kumod"))
+}
+
+/// The `kumo` CLI binary, built beside kumod (scripts/test.sh builds the workspace first).
+pub fn kumo_binary() -> PathBuf {
+    kumod_binary().with_file_name("kumo")
+}
+
+impl Kumod {
+    /// kumod with the simulated hypervisor.
+    pub fn sim(extra: &[&str]) -> Kumod {
+        let mut args = vec!["--driver", "sim", "--image-cache", "/nonexistent"];
+        args.extend_from_slice(extra);
+        Kumod::start(&args)
+    }
+
+    pub fn start(extra: &[&str]) -> Kumod {
+        // Short path: QMP socket paths must stay under 108 bytes.
+        let dir = tempfile::Builder::new().prefix("kt").tempdir_in("/tmp").expect("temp dir");
+        let mut k = Kumod {
+            child: None,
+            dir,
+            url: String::new(),
+            token: String::new(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            http: Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
+        };
+        k.spawn();
+        k
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spawn(&mut self) {
+        let addr_file = self.dir.path().join("kumod.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("kumod.log"))
+            .expect("log file");
+        let child = Command::new(kumod_binary())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .env("RUST_LOG", "info,kumo_control=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kumod");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+                if addr.ends_with('\n') {
+                    self.url = format!("http://{}", addr.trim());
+                    break;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("kumod exited at start ({status}):\n{}", self.log_tail(60));
+            }
+            assert!(Instant::now() < deadline, "kumod did not start within 60s:\n{}", self.log_tail(60));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.token = std::fs::read_to_string(self.dir.path().join("admin-token")).expect("admin-token").trim().to_string();
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts kumod again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let s = std::fs::read_to_string(self.dir.path().join("kumod.log")).unwrap_or_default();
+        let all: Vec<&str> = s.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn send(&self, req: reqwest::blocking::RequestBuilder) -> (u16, Value) {
+        let resp = req.bearer_auth(&self.token).send().expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.url)))
+    }
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
+    }
+    pub fn post_empty(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.url)))
+    }
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.url)))
+    }
+    pub fn text(&self, path: &str) -> String {
+        self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().expect("request").text().unwrap_or_default()
+    }
+
+    pub fn create_project(&self, name: &str) {
+        let (s, v) = self.post("/v1/projects", json!({"name": name}));
+        assert_eq!(s, 201, "{v}");
+    }
+
+    /// Polls an instance until `pred` holds for its view (or it is gone, when `state` is "gone").
+    pub fn wait_state(&self, project: &str, name: &str, state: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        loop {
+            let (s, v) = self.get(&format!("/v1/instances/{name}?project={project}"));
+            if state == "gone" && s == 404 {
+                return v;
+            }
+            if s == 200 && v["state"] == state {
+                return v;
+            }
+            if s == 200 {
+                last = v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {name} did not reach '{state}' within {timeout:?}; last view: {last}\nkumod log:\n{}",
+                self.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Kumod {
+    fn drop(&mut self) {
+        self.kill9();
+        kill_qemus_under(self.dir.path());
+    }
+}
+
+/// Kills every QEMU whose command line mentions `dir`, and reaps those that are our children.
+pub fn kill_qemus_under(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    for pid in qemu_pids_under(&needle) {
+        // SAFETY: plain kill(2)/waitpid(2) on a pid.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    reap_zombie_children();
+}
+
+pub fn qemu_pids_under(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("qemu-system") && cmd.contains(needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Reaps our zombie children (QEMUs orphaned by a killed kumod are re-parented to the test
+/// process, which makes itself a child subreaper; see `become_subreaper`).
+pub fn reap_zombie_children() {
+    let me = std::process::id() as i32;
+    for _ in 0..50 {
+        let mut any = false;
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+                let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                if fields.len() > 1 && fields[1].parse::<i32>().ok() == Some(me) && stat.contains("(qemu-system") {
+                    // SAFETY: waitpid on our own child.
+                    let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+                    if r == 0 {
+                        any = true; // still running (being killed)
+                    }
+                }
+            }
+        }
+        if !any {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Makes the test process the reaper of orphaned descendants (QEMUs of a SIGKILLed kumod).
+pub fn become_subreaper() {
+    // SAFETY: prctl with an integer argument.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
