@@ -1,0 +1,71 @@
+#!/bin/sh
+# Install the system packages Kumo needs (Debian 12, run as root).
+#
+#   scripts/install-deps.sh [--with-postgres]
+#
+# Idempotent: a fast no-op (no apt-get update) when everything is present.
+set -eu
+
+PKGS="qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs kmod gzip socat"
+
+for arg in "$@"; do
+    case "$arg" in
+        --with-postgres) PKGS="$PKGS postgresql" ;;
+        -h|--help) echo "usage: $0 [--with-postgres]"; exit 0 ;;
+        *) echo "install-deps: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: must run as root" >&2
+    exit 1
+fi
+
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" = "ii " ]
+}
+
+missing=""
+for p in $PKGS; do
+    installed "$p" || missing="$missing $p"
+done
+
+if [ -z "$missing" ]; then
+    echo "install-deps: all packages present: $PKGS"
+    exit 0
+fi
+
+echo "install-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+
+extra=""
+case " $missing " in
+    *" qemu-system-x86 "*|*" qemu-utils "*)
+        # qemu-system-x86 and qemu-utils must come from the same QEMU release
+        # (qemu-utils >= 8 Breaks qemu-system-common 7.2).  Some images ship a
+        # newer backported qemu-utils; pin it to qemu-system-x86's version so
+        # apt downgrades it instead of refusing / removing it.
+        if installed qemu-system-x86; then
+            cand=$(dpkg-query -W -f='${Version}' qemu-system-x86)
+        else
+            cand=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+        fi
+        have=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+        if [ -n "$cand" ] && [ "$cand" != "(none)" ] && [ "$have" != "$cand" ]; then
+            missing=$(echo "$missing" | sed 's/ qemu-utils\b//')
+            extra="qemu-utils=$cand"
+            [ -n "$have" ] && echo "install-deps: qemu-utils $have -> $cand (to match qemu-system-x86)"
+        fi
+        ;;
+esac
+
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends --allow-downgrades \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    $missing $extra
+
+for p in $PKGS; do
+    installed "$p" || { echo "install-deps: $p still not installed" >&2; exit 1; }
+done
+echo "install-deps: done"

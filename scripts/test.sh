@@ -1,0 +1,22 @@
+#!/bin/bash
+# Runs the whole Kumo test suite (Debian 12, as root): installs what the tests need (QEMU,
+# PostgreSQL, …), builds the tiny guest image, starts PostgreSQL for the store tests, then
+# formatting, lints, and every test of the workspace (unit, API on the simulated hypervisor,
+# store on SQLite and PostgreSQL, end-to-end on real QEMU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh --with-postgres
+images/tiny/build.sh
+KUMO_TEST_POSTGRES_URL=$(scripts/postgres.sh | tail -n 1)
+export KUMO_TEST_POSTGRES_URL
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== build"
+# The end-to-end tests drive the `kumo` CLI binary: build every binary first.
+cargo build --locked --workspace --bins
+echo "== tests"
+cargo test --locked --workspace

@@ -1,0 +1,65 @@
+#!/bin/bash
+# Brings up a working one-machine Kumo cloud (Debian 12, as root):
+#   installs the system packages, builds the tiny guest image (cached machine-wide), builds and
+#   installs kumod + kumo into /usr/local/bin, starts kumod on 127.0.0.1:7400 with its data in
+#   /var/lib/kumo, and logs the CLI in with the operator token.
+# Run it again to upgrade: kumod is restarted on the new binary; running guests keep running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA_DIR=${KUMO_DATA_DIR:-/var/lib/kumo}
+LISTEN=${KUMO_LISTEN:-127.0.0.1:7400}
+LOG=${KUMO_LOG:-/var/log/kumod.log}
+
+[ "$(id -u)" -eq 0 ] || { echo "up: run as root" >&2; exit 1; }
+
+scripts/install-deps.sh
+images/tiny/build.sh
+echo "up: building kumod and kumo (release)…"
+cargo build --release --locked -p kumod -p kumo-cli
+install -m 0755 target/release/kumod target/release/kumo /usr/local/bin/
+
+mkdir -p "$DATA_DIR"
+if pid=$(pgrep -f "^/usr/local/bin/kumod --data-dir $DATA_DIR" | head -1) && [ -n "$pid" ]; then
+    echo "up: restarting kumod (pid $pid) on the new binary; guests keep running"
+    kill -TERM "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+fi
+rm -f "$DATA_DIR/kumod.addr"
+if [ -d /run/systemd/system ]; then
+    cat > /etc/systemd/system/kumod.service <<UNIT
+[Unit]
+Description=Kumo IaaS server (all-in-one)
+After=network-online.target
+
+[Service]
+ExecStart=/usr/local/bin/kumod --data-dir $DATA_DIR --listen $LISTEN
+# Guests are QEMU processes in their own process groups: stopping or restarting kumod must not kill them.
+KillMode=process
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable --now kumod.service
+    systemctl restart kumod.service
+else
+    setsid nohup /usr/local/bin/kumod --data-dir "$DATA_DIR" --listen "$LISTEN" >>"$LOG" 2>&1 < /dev/null &
+fi
+
+for _ in $(seq 300); do
+    [ -s "$DATA_DIR/kumod.addr" ] && break
+    sleep 0.1
+done
+[ -s "$DATA_DIR/kumod.addr" ] || { echo "up: kumod did not start; see $LOG" >&2; tail -20 "$LOG" >&2; exit 1; }
+
+kumo login --url "http://$LISTEN" --token-file "$DATA_DIR/admin-token" >/dev/null
+echo
+echo "Kumo is up at http://$LISTEN (data in $DATA_DIR, log in $LOG)."
+kumo host list
+echo
+echo "Try:"
+echo "  kumo project create demo"
+echo "  kumo instance create web1 --project demo --image tiny --type k1-nano --wait"
+echo "  kumo instance serial web1 --project demo"
