@@ -27,6 +27,7 @@ use uuid::Uuid;
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
+const POWERDOWN_RETRY: Duration = Duration::from_secs(3);
 
 /// Paths of one instance's run directory.
 #[derive(Debug, Clone)]
@@ -294,11 +295,21 @@ impl Hypervisor for QemuDriver {
         let run = self.run_dir(id);
         if self.live_pid(id).is_some() {
             if !grace.is_zero() {
-                if let Err(e) = qmp::execute(&run.qmp(), qapi::qmp::system_powerdown {}).await {
-                    tracing::warn!(instance = %id, "ACPI powerdown failed: {e}");
-                }
-                if !self.wait_gone(id, grace).await {
-                    tracing::warn!(instance = %id, "guest did not power off within {}s; forcing", grace.as_secs());
+                // A guest still booting has no ACPI handler yet and drops the power-button press,
+                // so press it again every few seconds until the deadline.
+                let until = Instant::now() + grace;
+                loop {
+                    if let Err(e) = qmp::execute(&run.qmp(), qapi::qmp::system_powerdown {}).await {
+                        tracing::warn!(instance = %id, "ACPI powerdown failed: {e}");
+                    }
+                    let left = until.saturating_duration_since(Instant::now());
+                    if self.wait_gone(id, left.min(POWERDOWN_RETRY)).await {
+                        break;
+                    }
+                    if Instant::now() >= until {
+                        tracing::warn!(instance = %id, "guest did not power off within {}s; forcing", grace.as_secs());
+                        break;
+                    }
                 }
             }
             if self.live_pid(id).is_some() {

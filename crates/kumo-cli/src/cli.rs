@@ -76,6 +76,9 @@ pub enum Command {
     /// Hosts and their capacity (operators)
     #[command(subcommand)]
     Host(HostCommand),
+    /// The control plane's background reconcilers (operators)
+    #[command(subcommand)]
+    Reconciler(crate::system::ReconcilerCommand),
 }
 
 /// The project a tenant resource lives in.

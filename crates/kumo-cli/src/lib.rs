@@ -18,6 +18,7 @@ pub mod json;
 pub mod output;
 pub mod projects;
 pub mod serial;
+pub mod system;
 pub mod wait;
 
 #[cfg(test)]
@@ -75,6 +76,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Instance(c) => instances::run(&ctx, c),
         Command::Event(c) => events::run(&ctx, c),
         Command::Host(c) => hosts::run(&ctx, c),
+        Command::Reconciler(c) => system::run(&ctx, c),
     }
 }
 

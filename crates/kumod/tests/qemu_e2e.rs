@@ -343,3 +343,21 @@ fn image_import_accepts_qcow2_and_raw_and_refuses_backing_files() {
     let dirs = std::fs::read_dir(k.data_dir().join("images")).unwrap().count();
     assert_eq!(dirs, 3, "one directory per image, no leftovers from refused uploads");
 }
+
+#[test]
+fn stop_right_after_start_is_still_graceful() {
+    if !prerequisites() {
+        return;
+    }
+    let k = qemu_kumod();
+    k.create_project("p");
+    create(&k, "p", "early");
+    k.wait_state("p", "early", "running", BOOT);
+    // The guest is still booting: its ACPI handler is not up yet, so the first power-button press
+    // is lost. The driver presses again until the guest powers off by itself.
+    let (s, _) = k.post_empty("/v1/instances/early/stop?project=p");
+    assert_eq!(s, 202);
+    k.wait_state("p", "early", "stopped", BOOT);
+    let log = k.text("/v1/instances/early/serial-console?project=p");
+    assert!(log.contains("kumo-guest: powering off"), "the guest was forced off, not powered off:\n{log}");
+}
