@@ -18,6 +18,16 @@ pub struct ImageInfo {
     pub virtual_size: u64,
     #[serde(rename = "backing-filename")]
     pub backing_filename: Option<String>,
+    #[serde(rename = "format-specific", default)]
+    pub format_specific: Option<serde_json::Value>,
+}
+
+impl ImageInfo {
+    /// A qcow2 may keep its data in an external file (`data-file`); like a backing file, that
+    /// could point anywhere on the host.
+    pub fn external_data_file(&self) -> Option<&str> {
+        self.format_specific.as_ref()?.get("data")?.get("data-file")?.as_str()
+    }
 }
 
 /// Inspects a file. Without `format` the format is detected from the content.

@@ -334,6 +334,18 @@ fn image_import_accepts_qcow2_and_raw_and_refuses_backing_files() {
     let (s, v) = upload(&backed, "sneaky");
     assert_eq!(s, 400, "{v}");
     assert!(v["message"].as_str().unwrap().contains("backing file"), "{v}");
+    let external = dir.join("external.qcow2");
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-o"])
+        .arg(format!("data_file={}", dir.join("external.data").display()))
+        .arg(&external)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (s, v) = upload(&external, "sneaky2");
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("external data file"), "{v}");
     let (s, v) = upload(&raw, "legacy-raw");
     assert_eq!(s, 409, "{v}");
     // Nothing half-made stays behind from the refused uploads.

@@ -119,6 +119,11 @@ where
             )))
         }
     }
+    if info.external_data_file().is_some() {
+        return Err(ApiError::invalid(
+            "the qcow2 image keeps its data in an external data file; upload a standalone image",
+        ));
+    }
     if info.backing_filename.is_some() {
         return Err(ApiError::invalid(
             "the qcow2 image has a backing file; upload a standalone image (qemu-img convert -O qcow2 in out)",

@@ -34,8 +34,12 @@ pub fn desired(state: InstanceState) -> &'static str {
 }
 
 async fn get(conn: &mut Conn, project: Option<&str>, instance: &str) -> ApiResult<InstanceRecord> {
-    let p = super::project(conn, project).await?;
     let sel = selector("instance", instance)?;
+    // An id needs no project selector (docs/api.md); with one, the instance must be in it.
+    if let (None, NameOrId::Id(id)) = (project, &sel) {
+        return kumo_store::instances::get_by_id(conn, *id).await?.ok_or_else(|| ApiError::not_found("instance", instance));
+    }
+    let p = super::project(conn, project).await?;
     kumo_store::instances::get(conn, p.id, &sel).await?.ok_or_else(|| ApiError::not_found("instance", instance))
 }
 
