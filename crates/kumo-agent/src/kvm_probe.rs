@@ -65,7 +65,12 @@ struct CachedVerdict {
 }
 
 /// Decides the accelerator and says why.
-pub async fn choose(req: AccelRequest, probe: Option<&ProbeImage>, cache_dir: &Path, timeout: Duration) -> (Accel, String) {
+pub async fn choose(
+    req: AccelRequest,
+    probe: Option<&ProbeImage>,
+    cache_dir: &Path,
+    timeout: Duration,
+) -> (Accel, String) {
     match req {
         AccelRequest::Tcg => return (Accel::Tcg, "TCG requested by --accel tcg".into()),
         AccelRequest::Kvm => return (Accel::Kvm, "KVM requested by --accel kvm (not probed)".into()),
@@ -150,7 +155,10 @@ async fn probe_boot(probe: &ProbeImage, timeout: Duration) -> (bool, String) {
             break (false, format!("probe QEMU under KVM exited early ({status})"));
         }
         if started.elapsed() >= timeout {
-            break (false, format!("probe guest under KVM did not boot within {}s (KVM hangs here)", timeout.as_secs()));
+            break (
+                false,
+                format!("probe guest under KVM did not boot within {}s (KVM hangs here)", timeout.as_secs()),
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

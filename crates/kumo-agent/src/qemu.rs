@@ -15,7 +15,10 @@
 //! QEMU runs in its own process group, so signals aimed at `kumod` (Ctrl-C, SIGKILL of kumod)
 //! do not reach guests; a restarted `kumod` finds them again through the pidfile and QMP.
 
-use crate::{kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSpec, Result};
+use crate::{
+    kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSpec,
+    Result,
+};
 use async_trait::async_trait;
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
@@ -142,7 +145,13 @@ pub struct QemuDriver {
 
 impl QemuDriver {
     /// `instances_dir` is `<data-dir>/instances`. `capacity` gives the host's schedulable totals.
-    pub fn new(instances_dir: PathBuf, host_name: String, accel: Accel, accel_reason: String, capacity: [i64; 4]) -> QemuDriver {
+    pub fn new(
+        instances_dir: PathBuf,
+        host_name: String,
+        accel: Accel,
+        accel_reason: String,
+        capacity: [i64; 4],
+    ) -> QemuDriver {
         let info = HostInfo {
             name: host_name,
             driver: "qemu".into(),
@@ -199,7 +208,9 @@ impl Hypervisor for QemuDriver {
 
     async fn provision(&self, spec: &InstanceSpec) -> Result<()> {
         let run = self.run_dir(spec.id);
-        tokio::fs::create_dir_all(&run.dir).await.map_err(|e| AgentError::io(format!("create {}", run.dir.display()), e))?;
+        tokio::fs::create_dir_all(&run.dir)
+            .await
+            .map_err(|e| AgentError::io(format!("create {}", run.dir.display()), e))?;
         if !run.disk().exists() {
             let image = qemu_img::info(&spec.image_disk, Some("qcow2")).await?;
             let size = (spec.disk_gib as u64 * (1 << 30)).max(image.virtual_size);
@@ -251,7 +262,11 @@ impl Hypervisor for QemuDriver {
             .process_group(0)
             .kill_on_drop(false)
             .spawn()
-            .map_err(|e| AgentError::Hypervisor(format!("could not run {QEMU_BINARY}: {e} (scripts/install-deps.sh installs it)")))?;
+            .map_err(|e| {
+                AgentError::Hypervisor(format!(
+                    "could not run {QEMU_BINARY}: {e} (scripts/install-deps.sh installs it)"
+                ))
+            })?;
         let until = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -423,9 +438,12 @@ mod tests {
     #[test]
     fn command_line_has_the_essentials() {
         let run = RunDir::new(Path::new("/d/instances"), Uuid::nil());
-        let args: Vec<String> = command_line(&spec(None), &run, Accel::Tcg).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> =
+            command_line(&spec(None), &run, Accel::Tcg).iter().map(|a| a.to_string_lossy().into_owned()).collect();
         let joined = args.join(" ");
-        for needle in ["-accel tcg", "-m 256", "-smp 2", "-pidfile /d/instances/", "-kernel /k", "-initrd /i", "append=on"] {
+        for needle in
+            ["-accel tcg", "-m 256", "-smp 2", "-pidfile /d/instances/", "-kernel /k", "-initrd /i", "append=on"]
+        {
             assert!(joined.contains(needle), "missing {needle} in {joined}");
         }
     }

@@ -17,7 +17,8 @@ where
 {
     let path: PathBuf = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let stream = UnixStream::connect(&path).map_err(|e| AgentError::Qmp(format!("connect {}: {e}", path.display())))?;
+        let stream =
+            UnixStream::connect(&path).map_err(|e| AgentError::Qmp(format!("connect {}: {e}", path.display())))?;
         stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| AgentError::Qmp(e.to_string()))?;
         stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| AgentError::Qmp(e.to_string()))?;
         let mut qmp = qapi::Qmp::from_stream(&stream);

@@ -20,10 +20,8 @@ where
     S: AsRef<OsStr>,
 {
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-    let command = format!(
-        "{program} {}",
-        args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
-    );
+    let command =
+        format!("{program} {}", args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "));
     tracing::debug!(%command, "running");
     let out = Command::new(program)
         .args(&args)

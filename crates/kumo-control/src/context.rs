@@ -69,11 +69,8 @@ impl OpContext {
 impl<S: Send + Sync> FromRequestParts<S> for OpContext {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let actor = parts
-            .extensions
-            .get::<Actor>()
-            .cloned()
-            .ok_or_else(|| ApiError::unauthenticated("missing credentials"))?;
+        let actor =
+            parts.extensions.get::<Actor>().cloned().ok_or_else(|| ApiError::unauthenticated("missing credentials"))?;
         Ok(OpContext { actor, request_id: current_request_id() })
     }
 }

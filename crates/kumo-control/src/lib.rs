@@ -59,7 +59,11 @@ pub struct App {
 impl App {
     /// Opens the control plane: registers the host, seeds the catalogue, bootstraps the operator
     /// token. Does not start background tasks or serve (see [`reconciler::spawn`], [`http::serve`]).
-    pub async fn open(store: Store, hypervisor: Arc<dyn Hypervisor>, config: ControlConfig) -> anyhow::Result<Arc<App>> {
+    pub async fn open(
+        store: Store,
+        hypervisor: Arc<dyn Hypervisor>,
+        config: ControlConfig,
+    ) -> anyhow::Result<Arc<App>> {
         let host_id = app::hosts::register(&store, hypervisor.as_ref(), &config).await?;
         {
             let mut tx = store.begin().await?;

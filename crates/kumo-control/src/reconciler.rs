@@ -17,7 +17,7 @@ use crate::App;
 use kumo_agent::GuestStatus;
 use kumo_types::{InstanceObservation, InstanceState};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -48,7 +48,11 @@ pub struct ReconcilerStatus {
 #[derive(Default)]
 pub struct Handle {
     notify: Notify,
-    in_flight: Mutex<HashSet<uuid::Uuid>>,
+    /// Instances with a step running, and the generation of the record the step works from.
+    in_flight: Mutex<HashMap<uuid::Uuid, i64>>,
+    /// In-flight instances a pass found changed since their step began (e.g. deleted while being
+    /// created): their step wakes a new pass when it ends, rather than leaving them to the period.
+    changed_meanwhile: Mutex<HashSet<uuid::Uuid>>,
     status: Mutex<ReconcilerStatus>,
 }
 
@@ -69,12 +73,27 @@ impl Handle {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    fn claim(&self, id: uuid::Uuid) -> bool {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
+    fn claim(&self, id: uuid::Uuid, generation: i64) -> bool {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        match in_flight.get(&id) {
+            None => {
+                in_flight.insert(id, generation);
+                true
+            }
+            Some(g) => {
+                if *g != generation {
+                    self.changed_meanwhile.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+                }
+                false
+            }
+        }
     }
 
-    fn release(&self, id: uuid::Uuid) {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    /// Ends a step; returns whether a pass found the instance changed while the step ran.
+    fn release(&self, id: uuid::Uuid) -> bool {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight.remove(&id);
+        self.changed_meanwhile.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)
     }
 }
 
@@ -115,15 +134,15 @@ pub async fn pass(app: &Arc<App>) {
         if matches!(rec.state(), InstanceState::Failed) {
             continue;
         }
-        if !app.reconciler.claim(rec.view.id) {
+        if !app.reconciler.claim(rec.view.id, rec.generation) {
             continue;
         }
         let app = app.clone();
         tokio::spawn(async move {
             let id = rec.view.id;
             let changed = step(&app, rec).await;
-            app.reconciler.release(id);
-            if changed {
+            let changed_meanwhile = app.reconciler.release(id);
+            if changed || changed_meanwhile {
                 // The next step of this instance (e.g. starting after creating) follows at once.
                 app.reconciler.wake();
             }

@@ -1,7 +1,7 @@
 //! Events: an append-only record of every state change, with its cause.
 
 use crate::{new_id, now, parse_ts, parse_uuid, ts, Conn, Result};
-use kumo_types::page::{PageRequest, PageToken, SortBy};
+use kumo_types::page::{PageRequest, PageToken};
 use kumo_types::{EventView, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -86,7 +86,9 @@ pub async fn list(
     let more = items.len() > req.limit as usize;
     items.truncate(req.limit as usize);
     let next_page = if more {
-        items.last().map(|e| PageToken { sort_by: SortBy::IdAscending, last: e.id.to_string() }.encode())
+        // The token echoes the sort the client asked for (ignored here), so that a client repeating
+        // its query with `page_token` is not told that its sort_by differs from the token's.
+        items.last().map(|e| PageToken { sort_by: req.sort_by, last: e.id.to_string() }.encode())
     } else {
         None
     };

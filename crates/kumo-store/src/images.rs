@@ -119,9 +119,8 @@ pub async fn get(conn: &mut Conn, project_id: Option<Uuid>, sel: &NameOrId) -> R
 
 /// Public images plus those of `project_id`.
 pub async fn list(conn: &mut Conn, project_id: Option<Uuid>, req: &PageRequest) -> Result<ResultsPage<ImageView>> {
-    let sql = format!(
-        "SELECT {COLS} {FROM} WHERE i.time_deleted IS NULL AND (i.project_id IS NULL OR i.project_id = $1)"
-    );
+    let sql =
+        format!("SELECT {COLS} {FROM} WHERE i.time_deleted IS NULL AND (i.project_id IS NULL OR i.project_id = $1)");
     let project = project_id.map(|p| p.to_string()).unwrap_or_default();
     page::fetch(conn, &sql, &[project], "i", req, view_from_row).await
 }
@@ -135,10 +134,11 @@ pub async fn count_users(conn: &mut Conn, image_id: Uuid) -> Result<i64> {
 }
 
 pub async fn soft_delete(conn: &mut Conn, image_id: Uuid) -> Result<bool> {
-    let r = sqlx::query("UPDATE images SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
-        .bind(ts(now()))
-        .bind(image_id.to_string())
-        .execute(&mut *conn)
-        .await?;
+    let r =
+        sqlx::query("UPDATE images SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
+            .bind(ts(now()))
+            .bind(image_id.to_string())
+            .execute(&mut *conn)
+            .await?;
     Ok(r.rows_affected() == 1)
 }

@@ -6,7 +6,8 @@ use kumo_types::{InstanceTypeCreate, InstanceTypeView, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-const COLS: &str = "t.id, t.name, t.description, t.time_created, t.time_modified, t.vcpus, t.memory_mib, t.disk_gib, t.gpus";
+const COLS: &str =
+    "t.id, t.name, t.description, t.time_created, t.time_modified, t.vcpus, t.memory_mib, t.disk_gib, t.gpus";
 
 fn from_row(r: &AnyRow) -> Result<InstanceTypeView> {
     Ok(InstanceTypeView {
@@ -69,9 +70,7 @@ pub async fn create(conn: &mut Conn, p: &InstanceTypeCreate) -> Result<InstanceT
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
-    get_by_name(conn, p.name.as_str())
-        .await?
-        .ok_or_else(|| crate::StoreError::Corrupt("instance type vanished".into()))
+    get_by_name(conn, p.name.as_str()).await?.ok_or_else(|| crate::StoreError::Corrupt("instance type vanished".into()))
 }
 
 pub async fn get_by_name(conn: &mut Conn, name: &str) -> Result<Option<InstanceTypeView>> {

@@ -134,11 +134,7 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Op
         NameOrId::Name(n) => ("i.name = $2", n.to_string()),
     };
     let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND {pred} AND i.time_deleted IS NULL");
-    let row = sqlx::query(&sql)
-        .bind(project_id.to_string())
-        .bind(val)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 

@@ -102,11 +102,8 @@ impl Store {
                     .await?;
                 // Migrate before the readers connect, so they see the schema.
                 MIGRATOR.run(&write).await?;
-                let read = AnyPoolOptions::new()
-                    .max_connections(8)
-                    .after_connect(sqlite_init)
-                    .connect_with(opts)
-                    .await?;
+                let read =
+                    AnyPoolOptions::new().max_connections(8).after_connect(sqlite_init).connect_with(opts).await?;
                 Store { read, write, backend }
             }
             Backend::Postgres => {
@@ -153,8 +150,10 @@ type InitFuture<'c> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<
 /// acknowledged commit survives power loss, not just a process crash.
 fn sqlite_init(conn: &mut sqlx::AnyConnection, _meta: sqlx::pool::PoolConnectionMetadata) -> InitFuture<'_> {
     Box::pin(async move {
-        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
-            .await?;
+        conn.execute(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+        )
+        .await?;
         Ok(())
     })
 }

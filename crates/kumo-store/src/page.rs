@@ -42,17 +42,39 @@ pub(crate) async fn fetch<T: Keyed>(
         SortBy::NameDescending => ("name", "<", "DESC"),
         SortBy::IdAscending => ("id", ">", "ASC"),
     };
+    let by_name = req.sort_by != SortBy::IdAscending;
+    // Names are not always unique in a listing (a project sees a public image and its own one of
+    // the same name), so name orders break ties by id, and their key is "name/id" (names never
+    // contain '/'). A key without an id (a token from before) continues after that name.
+    let (after, after_id) = match &req.after {
+        Some(a) if by_name => match a.split_once('/') {
+            Some((name, id)) => (Some(name.to_string()), Some(id.to_string())),
+            None => (Some(a.clone()), None),
+        },
+        other => (other.clone(), None),
+    };
     let mut sql = select_where.to_string();
-    if req.after.is_some() {
-        sql.push_str(&format!(" AND {alias}.{col} {op} ${}", binds.len() + 1));
+    let n = binds.len();
+    match (&after, &after_id) {
+        (Some(_), Some(_)) => sql.push_str(&format!(
+            " AND ({alias}.{col} {op} ${k} OR ({alias}.{col} = ${k} AND {alias}.id {op} ${i}))",
+            k = n + 1,
+            i = n + 2
+        )),
+        (Some(_), None) => sql.push_str(&format!(" AND {alias}.{col} {op} ${}", n + 1)),
+        _ => {}
     }
-    sql.push_str(&format!(" ORDER BY {alias}.{col} {dir} LIMIT {}", req.limit as i64 + 1));
+    if by_name {
+        sql.push_str(&format!(" ORDER BY {alias}.{col} {dir}, {alias}.id {dir} LIMIT {}", req.limit as i64 + 1));
+    } else {
+        sql.push_str(&format!(" ORDER BY {alias}.{col} {dir} LIMIT {}", req.limit as i64 + 1));
+    }
     let mut q = sqlx::query(&sql);
     for b in binds {
         q = q.bind(b.clone());
     }
-    if let Some(after) = &req.after {
-        q = q.bind(after.clone());
+    for b in [after, after_id].into_iter().flatten() {
+        q = q.bind(b);
     }
     let rows = q.fetch_all(&mut *conn).await?;
     let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
@@ -62,7 +84,7 @@ pub(crate) async fn fetch<T: Keyed>(
         items.last().map(|last| {
             let key = match req.sort_by {
                 SortBy::IdAscending => last.key_id().to_string(),
-                _ => last.key_name().to_string(),
+                _ => format!("{}/{}", last.key_name(), last.key_id()),
             };
             PageToken { sort_by: req.sort_by, last: key }.encode()
         })

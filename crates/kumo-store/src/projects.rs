@@ -63,10 +63,11 @@ pub async fn count_children(conn: &mut Conn, project_id: uuid::Uuid) -> Result<i
 
 pub async fn soft_delete(conn: &mut Conn, project_id: uuid::Uuid) -> Result<bool> {
     let t = ts(now());
-    let r = sqlx::query("UPDATE projects SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
-        .bind(t)
-        .bind(project_id.to_string())
-        .execute(&mut *conn)
-        .await?;
+    let r =
+        sqlx::query("UPDATE projects SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
+            .bind(t)
+            .bind(project_id.to_string())
+            .execute(&mut *conn)
+            .await?;
     Ok(r.rows_affected() == 1)
 }

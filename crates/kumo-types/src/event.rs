@@ -1,6 +1,5 @@
 //! Events: every state change of every resource, with time and cause.
 
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;

@@ -1,6 +1,5 @@
 //! Hosts (operators only): the machines instances run on and their capacity.
 
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;

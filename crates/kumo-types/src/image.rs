@@ -1,7 +1,6 @@
 //! Images: bootable disk templates. Public images (project null) are provided by the operator;
 //! project images are imported by tenants.
 
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;

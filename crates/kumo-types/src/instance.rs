@@ -109,11 +109,7 @@ impl InstanceState {
                     (A::Reboot, S::Stopped) => "start it instead",
                     _ => "wait until it reaches a resting state",
                 };
-                return Err(format!(
-                    "cannot {} an instance in state '{}': {hint}",
-                    a.as_str(),
-                    s.as_str()
-                ));
+                return Err(format!("cannot {} an instance in state '{}': {hint}", a.as_str(), s.as_str()));
             }
         };
         Ok(Transition { from: self, to: next })
@@ -303,17 +299,13 @@ mod tests {
 
     #[test]
     fn failure_is_recoverable_and_stale_observations_are_ignored() {
-        let t = S::Starting
-            .on_observation(&InstanceObservation::Failed { reason: "qemu exited".into() })
-            .unwrap();
+        let t = S::Starting.on_observation(&InstanceObservation::Failed { reason: "qemu exited".into() }).unwrap();
         assert_eq!(t.to, S::Failed);
         assert_eq!(S::Failed.on_action(A::Start).unwrap().to, S::Starting);
         assert_eq!(S::Failed.on_action(A::Delete).unwrap().to, S::Deleting);
         // A late "booted" after the user already asked to delete changes nothing.
         assert!(S::Deleting.on_observation(&InstanceObservation::Booted).is_none());
-        assert!(S::Deleting
-            .on_observation(&InstanceObservation::Failed { reason: "x".into() })
-            .is_none());
+        assert!(S::Deleting.on_observation(&InstanceObservation::Failed { reason: "x".into() }).is_none());
     }
 
     #[test]

@@ -17,8 +17,8 @@ pub use event::EventView;
 pub use host::HostView;
 pub use image::{ImageBoot, ImageView};
 pub use instance::{
-    InstanceAction, InstanceCreate, InstanceObservation, InstanceResize, InstanceState, InstanceView,
-    Transition, USER_DATA_MAX_BYTES,
+    InstanceAction, InstanceCreate, InstanceObservation, InstanceResize, InstanceState, InstanceView, Transition,
+    USER_DATA_MAX_BYTES,
 };
 pub use instance_type::{InstanceTypeCreate, InstanceTypeView};
 pub use name::{Name, NameOrId};

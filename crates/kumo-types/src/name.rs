@@ -55,10 +55,7 @@ impl Name {
         if problems.is_empty() {
             Ok(Name(s.to_string()))
         } else {
-            Err(format!(
-                "name '{s}' must match ^[a-z]([a-z0-9-]{{0,61}}[a-z0-9])?$ ({})",
-                problems.join("; ")
-            ))
+            Err(format!("name '{s}' must match ^[a-z]([a-z0-9-]{{0,61}}[a-z0-9])?$ ({})", problems.join("; ")))
         }
     }
 }

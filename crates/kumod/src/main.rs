@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use kumo_agent::kvm_probe::{self, AccelRequest, ProbeImage};
 use kumo_agent::{capacity, qemu::QemuDriver, sim::SimDriver, Hypervisor};
-use kumo_control::{ControlConfig, App};
+use kumo_control::{App, ControlConfig};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -188,7 +188,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     seed_images(&app, &args.image_cache).await;
     kumo_control::reconciler::spawn(app.clone());
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     std::fs::write(data_dir.join("kumod.addr"), format!("{addr}\n"))?;
     tracing::info!("kumod listening on http://{addr} (data dir {})", data_dir.display());

@@ -18,7 +18,12 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
-pub async fn list(app: &App, ctx: &OpContext, project: Option<&str>, page: &PageRequest) -> ApiResult<ResultsPage<ImageView>> {
+pub async fn list(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    page: &PageRequest,
+) -> ApiResult<ResultsPage<ImageView>> {
     ctx.authorize(Access::Read)?;
     let mut conn = read(app).await?;
     let project_id = match project {
@@ -36,7 +41,10 @@ pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, image: &str
         None => None,
     };
     let sel = selector("image", image)?;
-    Ok(kumo_store::images::get(&mut conn, project_id, &sel).await?.ok_or_else(|| ApiError::not_found("image", image))?.view)
+    Ok(kumo_store::images::get(&mut conn, project_id, &sel)
+        .await?
+        .ok_or_else(|| ApiError::not_found("image", image))?
+        .view)
 }
 
 pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &str) -> ApiResult<()> {
@@ -46,7 +54,8 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &s
         None => None,
     };
     let sel = selector("image", image)?;
-    let rec = kumo_store::images::get(&mut tx, project_id, &sel).await?.ok_or_else(|| ApiError::not_found("image", image))?;
+    let rec =
+        kumo_store::images::get(&mut tx, project_id, &sel).await?.ok_or_else(|| ApiError::not_found("image", image))?;
     // Public images belong to the operator; project images to the project.
     ctx.authorize(if rec.project_id.is_none() { Access::Operator } else { Access::Write })?;
     let users = kumo_store::images::count_users(&mut tx, rec.view.id).await?;
@@ -96,7 +105,10 @@ where
         .await?
         .is_some_and(|i| i.project_id == Some(proj.id))
     {
-        return Err(ApiError::new(kumo_types::ErrorCode::ObjectAlreadyExists, format!("image '{name}' already exists in project '{}'", proj.name)));
+        return Err(ApiError::new(
+            kumo_types::ErrorCode::ObjectAlreadyExists,
+            format!("image '{name}' already exists in project '{}'", proj.name),
+        ));
     }
 
     let id = kumo_store::images::allocate_id();
@@ -108,9 +120,10 @@ where
     if size == 0 {
         return Err(ApiError::invalid("the uploaded image is empty"));
     }
-    let info = qemu_img::info(&upload, None)
-        .await
-        .map_err(|e| ApiError { internal: Some(e.to_string()), ..ApiError::invalid("the upload is not a disk image qemu-img can read") })?;
+    let info = qemu_img::info(&upload, None).await.map_err(|e| ApiError {
+        internal: Some(e.to_string()),
+        ..ApiError::invalid("the upload is not a disk image qemu-img can read")
+    })?;
     match info.format.as_str() {
         "qcow2" | "raw" => {}
         other => {
@@ -199,7 +212,9 @@ pub struct Manifest {
 pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<ImageView>> {
     let manifest: Manifest = serde_json::from_slice(&tokio::fs::read(cache_dir.join("manifest.json")).await?)?;
     let name = Name::parse(&manifest.name).map_err(anyhow::Error::msg)?;
-    if let Some(existing) = kumo_store::images::get(&mut *app.store.read().await?, None, &kumo_types::NameOrId::Name(name.clone())).await? {
+    if let Some(existing) =
+        kumo_store::images::get(&mut *app.store.read().await?, None, &kumo_types::NameOrId::Name(name.clone())).await?
+    {
         return Ok(Some(existing.view));
     }
     let id = kumo_store::images::allocate_id();

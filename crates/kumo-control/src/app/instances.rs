@@ -37,13 +37,20 @@ async fn get(conn: &mut Conn, project: Option<&str>, instance: &str) -> ApiResul
     let sel = selector("instance", instance)?;
     // An id needs no project selector (docs/api.md); with one, the instance must be in it.
     if let (None, NameOrId::Id(id)) = (project, &sel) {
-        return kumo_store::instances::get_by_id(conn, *id).await?.ok_or_else(|| ApiError::not_found("instance", instance));
+        return kumo_store::instances::get_by_id(conn, *id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("instance", instance));
     }
     let p = super::project(conn, project).await?;
     kumo_store::instances::get(conn, p.id, &sel).await?.ok_or_else(|| ApiError::not_found("instance", instance))
 }
 
-pub async fn list(app: &App, ctx: &OpContext, project: Option<&str>, page: &PageRequest) -> ApiResult<ResultsPage<InstanceView>> {
+pub async fn list(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    page: &PageRequest,
+) -> ApiResult<ResultsPage<InstanceView>> {
     ctx.authorize(Access::Read)?;
     let mut conn = read(app).await?;
     let p = super::project(&mut conn, project).await?;
@@ -74,10 +81,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     super::check_description(&p.description)?;
     if let Some(ud) = &p.user_data {
         if ud.len() > USER_DATA_MAX_BYTES {
-            return Err(ApiError::invalid(format!(
-                "user_data is {} bytes (at most {USER_DATA_MAX_BYTES})",
-                ud.len()
-            )));
+            return Err(ApiError::invalid(format!("user_data is {} bytes (at most {USER_DATA_MAX_BYTES})", ud.len())));
         }
     }
     let image_sel = selector("image", &p.image)?;
@@ -85,9 +89,9 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
 
     let mut tx = app.store.begin().await?;
     let proj = super::project(&mut tx, project).await?;
-    let image = kumo_store::images::get(&mut tx, Some(proj.id), &image_sel).await?.ok_or_else(|| {
-        ApiError::invalid(format!("image '{}' does not exist (see `kumo image list`)", p.image))
-    })?;
+    let image = kumo_store::images::get(&mut tx, Some(proj.id), &image_sel)
+        .await?
+        .ok_or_else(|| ApiError::invalid(format!("image '{}' does not exist (see `kumo image list`)", p.image)))?;
     let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str()).await?.ok_or_else(|| {
         ApiError::invalid(format!("instance type '{}' does not exist (see `kumo instance-type list`)", p.instance_type))
     })?;
@@ -107,7 +111,8 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
         user_data: p.user_data.as_deref(),
     };
     kumo_store::instances::insert(&mut tx, &new).await.map_err(already_exists("instance", p.name.as_str()))?;
-    let rec = kumo_store::instances::get_by_id(&mut tx, id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+    let rec =
+        kumo_store::instances::get_by_id(&mut tx, id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
     let cause = ctx.cause("instance_create");
     let created = NewEvent { to_state: Some(InstanceState::Creating.as_str()), ..event(&rec, "created", None, &cause) };
     kumo_store::events::record(&mut tx, &created).await?;
@@ -159,15 +164,21 @@ pub async fn act(
 
 /// Changes the plan of a stopped instance. The root disk never shrinks: downgrading to a type
 /// with a smaller disk keeps (and keeps reserving) the current disk size.
-pub async fn resize(app: &App, ctx: &OpContext, project: Option<&str>, instance: &str, new_type: &str) -> ApiResult<InstanceView> {
+pub async fn resize(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    instance: &str,
+    new_type: &str,
+) -> ApiResult<InstanceView> {
     ctx.authorize(Access::Write)?;
     let type_name = Name::parse(new_type).map_err(|e| ApiError::invalid(format!("instance_type: {e}")))?;
     let mut tx = app.store.begin().await?;
     let rec = get(&mut tx, project, instance).await?;
     rec.state().on_action(InstanceAction::Resize).map_err(ApiError::conflict)?;
-    let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str())
-        .await?
-        .ok_or_else(|| ApiError::invalid(format!("instance type '{new_type}' does not exist (see `kumo instance-type list`)")))?;
+    let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str()).await?.ok_or_else(|| {
+        ApiError::invalid(format!("instance type '{new_type}' does not exist (see `kumo instance-type list`)"))
+    })?;
     let old = rec.resources();
     let new = Resources {
         vcpus: itype.vcpus,
@@ -238,7 +249,12 @@ pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec
 
 /// Applies an observation of the reconciler. Stale observations (the state moved on) change
 /// nothing. `Destroyed` also gives the host capacity back and soft-deletes the row, atomically.
-pub async fn observe(app: &App, id: uuid::Uuid, obs: InstanceObservation, cause: &str) -> ApiResult<Option<Transition>> {
+pub async fn observe(
+    app: &App,
+    id: uuid::Uuid,
+    obs: InstanceObservation,
+    cause: &str,
+) -> ApiResult<Option<Transition>> {
     let mut tx = app.store.begin().await?;
     let Some(rec) = kumo_store::instances::get_by_id(&mut tx, id).await? else { return Ok(None) };
     let Some(t) = rec.state().on_observation(&obs) else { return Ok(None) };

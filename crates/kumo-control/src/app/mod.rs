@@ -20,7 +20,8 @@ pub fn selector(kind: &str, s: &str) -> ApiResult<NameOrId> {
 
 /// Resolves the `project` query selector; a missing project is 404.
 pub async fn project(conn: &mut Conn, project: Option<&str>) -> ApiResult<ProjectView> {
-    let p = project.ok_or_else(|| ApiError::invalid("the 'project' query parameter is required (e.g. ?project=demo)"))?;
+    let p =
+        project.ok_or_else(|| ApiError::invalid("the 'project' query parameter is required (e.g. ?project=demo)"))?;
     let sel = selector("project", p)?;
     kumo_store::projects::get(conn, &sel).await?.ok_or_else(|| ApiError::not_found("project", p))
 }

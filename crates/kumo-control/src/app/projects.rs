@@ -16,7 +16,9 @@ pub async fn list(app: &App, ctx: &OpContext, page: &PageRequest) -> ApiResult<R
 pub async fn view(app: &App, ctx: &OpContext, project: &str) -> ApiResult<ProjectView> {
     ctx.authorize(Access::Read)?;
     let sel = selector("project", project)?;
-    kumo_store::projects::get(&mut *read(app).await?, &sel).await?.ok_or_else(|| ApiError::not_found("project", project))
+    kumo_store::projects::get(&mut *read(app).await?, &sel)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project", project))
 }
 
 pub async fn create(app: &App, ctx: &OpContext, p: &ProjectCreate) -> ApiResult<ProjectView> {

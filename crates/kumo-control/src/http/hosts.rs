@@ -28,6 +28,10 @@ pub async fn host_list(
     params(("host" = String, Path, description = "Host name or id")),
     responses((status = 200, body = HostView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn host_view(State(app): State<Arc<App>>, ctx: OpContext, Path(host): Path<String>) -> ApiResult<Json<HostView>> {
+pub async fn host_view(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(host): Path<String>,
+) -> ApiResult<Json<HostView>> {
     Ok(Json(hosts::view(&app, &ctx, &host).await?))
 }

@@ -53,7 +53,11 @@ pub async fn instance_type_view(
     params(("instance_type" = String, Path, description = "Instance type name")),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn instance_type_delete(State(app): State<Arc<App>>, ctx: OpContext, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn instance_type_delete(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     instance_types::delete(&app, &ctx, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -41,9 +41,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let bytes = axum::body::to_bytes(req.into_body(), JSON_BODY_MAX).await.map_err(|_| {
             ApiError::new(ErrorCode::PayloadTooLarge, format!("the request body is larger than {JSON_BODY_MAX} bytes"))
         })?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
     }
 }
 

@@ -54,7 +54,11 @@ pub async fn project_view(
     params(("project" = String, Path, description = "Project name or id")),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn project_delete(State(app): State<Arc<App>>, ctx: OpContext, Path(project): Path<String>) -> ApiResult<StatusCode> {
+pub async fn project_delete(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(project): Path<String>,
+) -> ApiResult<StatusCode> {
     projects::delete(&app, &ctx, &project).await?;
     Ok(StatusCode::NO_CONTENT)
 }
