@@ -14,29 +14,14 @@ use clap::{Args, Parser, Subcommand};
 use kumo_types::Name;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kumo",
-    version,
-    about = "Command-line client of the Kumo cloud",
-    propagate_version = true
-)]
+#[command(name = "kumo", version, about = "Command-line client of the Kumo cloud", propagate_version = true)]
 pub struct Cli {
     /// API server URL [env: KUMO_URL; else the config file of `kumo login`; else http://127.0.0.1:7400]
-    #[arg(
-        long,
-        global = true,
-        value_name = "URL",
-        help_heading = "Global options"
-    )]
+    #[arg(long, global = true, value_name = "URL", help_heading = "Global options")]
     pub url: Option<String>,
 
     /// API token [env: KUMO_TOKEN; else the config file of `kumo login`]
-    #[arg(
-        long,
-        global = true,
-        value_name = "TOKEN",
-        help_heading = "Global options"
-    )]
+    #[arg(long, global = true, value_name = "TOKEN", help_heading = "Global options")]
     pub token: Option<String>,
 
     /// Output format: a table, or the API's JSON
@@ -126,28 +111,12 @@ mod tests {
 
     #[test]
     fn global_options_go_anywhere() {
-        let cli = parse(&[
-            "project",
-            "list",
-            "--url",
-            "http://h:1",
-            "-o",
-            "json",
-            "--token",
-            "t",
-        ])
-        .expect("parse");
+        let cli = parse(&["project", "list", "--url", "http://h:1", "-o", "json", "--token", "t"]).expect("parse");
         assert_eq!(cli.url.as_deref(), Some("http://h:1"));
         assert_eq!(cli.token.as_deref(), Some("t"));
         assert_eq!(cli.output, OutputFormat::Json);
-        assert!(matches!(
-            cli.command,
-            Command::Project(ProjectCommand::List(_))
-        ));
-        assert_eq!(
-            parse(&["host", "list"]).expect("parse").output,
-            OutputFormat::Table
-        );
+        assert!(matches!(cli.command, Command::Project(ProjectCommand::List(_))));
+        assert_eq!(parse(&["host", "list"]).expect("parse").output, OutputFormat::Table);
         assert!(parse(&["host", "list", "--output", "yaml"]).is_err());
     }
 
@@ -172,20 +141,12 @@ mod tests {
             "60",
         ])
         .expect("parse");
-        let Command::Instance(I::Create(c)) = cli.command else {
-            panic!("not instance create")
-        };
+        let Command::Instance(I::Create(c)) = cli.command else { panic!("not instance create") };
         assert_eq!(c.name.as_str(), "web1");
         assert_eq!(c.project.project, "demo");
-        assert_eq!(
-            (c.image.as_str(), c.instance_type.as_str()),
-            ("tiny", "small")
-        );
+        assert_eq!((c.image.as_str(), c.instance_type.as_str()), ("tiny", "small"));
         assert_eq!(c.description, "front");
-        assert_eq!(
-            c.user_data_file.as_deref(),
-            Some(std::path::Path::new("ud.sh"))
-        );
+        assert_eq!(c.user_data_file.as_deref(), Some(std::path::Path::new("ud.sh")));
         assert!(c.wait.wait);
         assert_eq!(c.wait.timeout, 60);
     }
@@ -203,19 +164,8 @@ mod tests {
         }
         assert!(parse(&["instance", "stop", "web1", "--project", "p", "--wait"]).is_ok());
         assert!(parse(&["instance", "view", "web1", "--project", "p", "--wait"]).is_err());
-        let cli = parse(&[
-            "instance",
-            "resize",
-            "web1",
-            "--type",
-            "large",
-            "--project",
-            "p",
-        ])
-        .expect("parse");
-        assert!(
-            matches!(cli.command, Command::Instance(I::Resize(r)) if r.instance_type == "large")
-        );
+        let cli = parse(&["instance", "resize", "web1", "--type", "large", "--project", "p"]).expect("parse");
+        assert!(matches!(cli.command, Command::Instance(I::Resize(r)) if r.instance_type == "large"));
     }
 
     #[test]
@@ -225,27 +175,9 @@ mod tests {
             vec!["project", "create", "demo", "--description", "d"],
             vec!["project", "view", "demo"],
             vec!["image", "list"],
-            vec![
-                "image",
-                "import",
-                "disk.qcow2",
-                "--name",
-                "img",
-                "--project",
-                "p",
-            ],
+            vec!["image", "import", "disk.qcow2", "--name", "img", "--project", "p"],
             vec!["image", "delete", "img", "--project", "p"],
-            vec![
-                "instance-type",
-                "create",
-                "small",
-                "--vcpus",
-                "1",
-                "--memory-mib",
-                "512",
-                "--disk-gib",
-                "10",
-            ],
+            vec!["instance-type", "create", "small", "--vcpus", "1", "--memory-mib", "512", "--disk-gib", "10"],
             vec!["instance-type", "delete", "small"],
             vec!["instance", "serial", "web1", "--project", "p", "--follow"],
             vec!["instance", "list", "--project", "p", "--limit", "5"],

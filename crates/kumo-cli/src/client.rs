@@ -28,10 +28,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, token: &str) -> Result<Client, ClientError> {
-        let bad = |reason: String| ClientError::BadUrl {
-            url: base_url.to_string(),
-            reason,
-        };
+        let bad = |reason: String| ClientError::BadUrl { url: base_url.to_string(), reason };
         let base = Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(bad("it must be an http:// or https:// URL".into()));
@@ -42,11 +39,7 @@ impl Client {
             .user_agent(concat!("kumo-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(root_cause(&e)))?;
-        Ok(Client {
-            http,
-            base,
-            token: token.to_string(),
-        })
+        Ok(Client { http, base, token: token.to_string() })
     }
 
     /// The server URL, as configured.
@@ -72,12 +65,7 @@ impl Client {
         self.json_call(Method::GET, segments, query, None::<&()>)
     }
 
-    pub fn post<B: Serialize>(
-        &self,
-        segments: &[&str],
-        query: &Query,
-        body: Option<&B>,
-    ) -> Result<Json, ClientError> {
+    pub fn post<B: Serialize>(&self, segments: &[&str], query: &Query, body: Option<&B>) -> Result<Json, ClientError> {
         self.json_call(Method::POST, segments, query, body)
     }
 
@@ -89,12 +77,7 @@ impl Client {
     /// Fetches every page of a list (following `next_page`), or stops once `limit` items are in.
     /// Returns one merged page `{"items": [...], "next_page": …}`; `next_page` is null when the
     /// listing is complete and otherwise continues after the last item returned.
-    pub fn list_all(
-        &self,
-        segments: &[&str],
-        query: &Query,
-        limit: Option<usize>,
-    ) -> Result<Json, ClientError> {
+    pub fn list_all(&self, segments: &[&str], query: &Query, limit: Option<usize>) -> Result<Json, ClientError> {
         let mut items: Vec<Json> = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -133,34 +116,20 @@ impl Client {
             }
         }
         let next_page = token.map(Json::String).unwrap_or(Json::Null);
-        Ok(Json::Object(vec![
-            ("items".to_string(), Json::Array(items)),
-            ("next_page".to_string(), next_page),
-        ]))
+        Ok(Json::Object(vec![("items".to_string(), Json::Array(items)), ("next_page".to_string(), next_page)]))
     }
 
     /// GET of a non-JSON body (the serial console): the raw bytes and the response headers.
-    pub fn get_bytes(
-        &self,
-        segments: &[&str],
-        query: &Query,
-    ) -> Result<(Vec<u8>, HeaderMap), ClientError> {
+    pub fn get_bytes(&self, segments: &[&str], query: &Query) -> Result<(Vec<u8>, HeaderMap), ClientError> {
         let url = self.url(segments, query);
         let response = self.send(Method::GET, &url, self.http.get(url.clone()))?;
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .map_err(|e| self.transport_error(&Method::GET, &url, &e))?;
+        let bytes = response.bytes().map_err(|e| self.transport_error(&Method::GET, &url, &e))?;
         Ok((bytes.to_vec(), headers))
     }
 
     /// POST of a raw body (image import), streamed as it is read.
-    pub fn post_stream(
-        &self,
-        segments: &[&str],
-        query: &Query,
-        body: Body,
-    ) -> Result<Json, ClientError> {
+    pub fn post_stream(&self, segments: &[&str], query: &Query, body: Body) -> Result<Json, ClientError> {
         let url = self.url(segments, query);
         let request = self
             .http
@@ -189,12 +158,7 @@ impl Client {
     }
 
     /// Sends with the bearer token; turns transport failures and 4xx/5xx into `ClientError`.
-    fn send(
-        &self,
-        method: Method,
-        url: &Url,
-        request: RequestBuilder,
-    ) -> Result<Response, ClientError> {
+    fn send(&self, method: Method, url: &Url, request: RequestBuilder) -> Result<Response, ClientError> {
         let response = request
             .header(AUTHORIZATION, format!("Bearer {}", self.token))
             .send()
@@ -202,41 +166,24 @@ impl Client {
         let status = response.status();
         if status.is_client_error() || status.is_server_error() {
             let body = response.text().unwrap_or_default();
-            return Err(ClientError::from_status(
-                method.as_str(),
-                url.as_str(),
-                status.as_u16(),
-                &body,
-            ));
+            return Err(ClientError::from_status(method.as_str(), url.as_str(), status.as_u16(), &body));
         }
         Ok(response)
     }
 
-    fn read_json(
-        &self,
-        method: &Method,
-        url: &Url,
-        response: Response,
-    ) -> Result<Json, ClientError> {
-        let text = response
-            .text()
-            .map_err(|e| self.transport_error(method, url, &e))?;
+    fn read_json(&self, method: &Method, url: &Url, response: Response) -> Result<Json, ClientError> {
+        let text = response.text().map_err(|e| self.transport_error(method, url, &e))?;
         if text.trim().is_empty() {
             return Ok(Json::Null);
         }
-        Json::parse(&text).map_err(|e| ClientError::Decode {
-            url: url.to_string(),
-            reason: format!("the body is not JSON ({e})"),
-        })
+        Json::parse(&text)
+            .map_err(|e| ClientError::Decode { url: url.to_string(), reason: format!("the body is not JSON ({e})") })
     }
 
     fn transport_error(&self, method: &Method, url: &Url, err: &reqwest::Error) -> ClientError {
         let reason = root_cause(err);
         if err.is_connect() {
-            ClientError::Connect {
-                base: self.base_url().to_string(),
-                reason,
-            }
+            ClientError::Connect { base: self.base_url().to_string(), reason }
         } else if err.is_timeout() {
             ClientError::Transport {
                 method: method.to_string(),
@@ -244,11 +191,7 @@ impl Client {
                 reason: format!("timed out ({reason})"),
             }
         } else {
-            ClientError::Transport {
-                method: method.to_string(),
-                url: url.to_string(),
-                reason,
-            }
+            ClientError::Transport { method: method.to_string(), url: url.to_string(), reason }
         }
     }
 }
@@ -262,15 +205,9 @@ mod tests {
     fn urls_encode_segments_and_keep_a_base_path() {
         let c = Client::new("http://h:7400", "t").expect("client");
         let u = c.url(&["instances", "web1", "stop"], &[("project", "demo")]);
-        assert_eq!(
-            u.as_str(),
-            "http://h:7400/v1/instances/web1/stop?project=demo"
-        );
+        assert_eq!(u.as_str(), "http://h:7400/v1/instances/web1/stop?project=demo");
         let c = Client::new("http://h/kumo/", "t").expect("client");
-        assert_eq!(
-            c.url(&["a b/c"], &[]).as_str(),
-            "http://h/kumo/v1/a%20b%2Fc"
-        );
+        assert_eq!(c.url(&["a b/c"], &[]).as_str(), "http://h/kumo/v1/a%20b%2Fc");
         assert_eq!(c.base_url(), "http://h/kumo");
     }
 
@@ -283,10 +220,7 @@ mod tests {
     #[test]
     fn sends_the_bearer_token_and_follows_pages() {
         let server = TestServer::start(|req| {
-            assert_eq!(
-                req.header("authorization").as_deref(),
-                Some("Bearer secret")
-            );
+            assert_eq!(req.header("authorization").as_deref(), Some("Bearer secret"));
             let body = match req.query_param("page_token").as_deref() {
                 None => r#"{"items":[{"name":"a"},{"name":"b"}],"next_page":"t1"}"#,
                 Some("t1") => r#"{"items":[{"name":"c"}],"next_page":null}"#,
@@ -295,16 +229,9 @@ mod tests {
             Reply::json(200, body)
         });
         let c = Client::new(&server.url(), "secret").expect("client");
-        let all = c
-            .list_all(&["projects"], &[], None)
-            .expect("list")
-            .to_value();
-        let names: Vec<&str> = all["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .filter_map(|i| i["name"].as_str())
-            .collect();
+        let all = c.list_all(&["projects"], &[], None).expect("list").to_value();
+        let names: Vec<&str> =
+            all["items"].as_array().expect("items").iter().filter_map(|i| i["name"].as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
         assert!(all["next_page"].is_null());
         let requests = server.requests();
@@ -315,23 +242,12 @@ mod tests {
     #[test]
     fn a_limit_caps_the_listing_and_keeps_the_continuation_token() {
         let server = TestServer::start(|req| {
-            let limit: usize = req
-                .query_param("limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(100);
-            let items: Vec<String> = (0..limit)
-                .map(|i| format!(r#"{{"name":"p{i}"}}"#))
-                .collect();
-            Reply::json(
-                200,
-                &format!(r#"{{"items":[{}],"next_page":"more"}}"#, items.join(",")),
-            )
+            let limit: usize = req.query_param("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+            let items: Vec<String> = (0..limit).map(|i| format!(r#"{{"name":"p{i}"}}"#)).collect();
+            Reply::json(200, &format!(r#"{{"items":[{}],"next_page":"more"}}"#, items.join(",")))
         });
         let c = Client::new(&server.url(), "t").expect("client");
-        let page = c
-            .list_all(&["projects"], &[], Some(3))
-            .expect("list")
-            .to_value();
+        let page = c.list_all(&["projects"], &[], Some(3)).expect("list").to_value();
         assert_eq!(page["items"].as_array().map(Vec::len), Some(3));
         assert_eq!(page["next_page"], "more");
         assert_eq!(server.requests().len(), 1);
@@ -341,19 +257,11 @@ mod tests {
     fn api_errors_and_no_content() {
         let server = TestServer::start(|req| match req.method.as_str() {
             "DELETE" => Reply::empty(204),
-            _ => Reply::json(
-                409,
-                r#"{"request_id":"r9","error_code":"InvalidState","message":"cannot stop"}"#,
-            ),
+            _ => Reply::json(409, r#"{"request_id":"r9","error_code":"InvalidState","message":"cannot stop"}"#),
         });
         let c = Client::new(&server.url(), "t").expect("client");
-        assert_eq!(
-            c.delete(&["projects", "p"], &[]).expect("delete"),
-            Json::Null
-        );
-        let err = c
-            .post(&["instances", "w", "stop"], &[], None::<&()>)
-            .expect_err("409");
+        assert_eq!(c.delete(&["projects", "p"], &[]).expect("delete"), Json::Null);
+        let err = c.post(&["instances", "w", "stop"], &[], None::<&()>).expect_err("409");
         assert_eq!(err.to_string(), "cannot stop (InvalidState, request r9)");
     }
 

@@ -44,10 +44,7 @@ pub fn config_path(env: EnvLookup) -> Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     match env("HOME") {
-        Some(home) => Ok(Path::new(&home)
-            .join(".config")
-            .join("kumo")
-            .join("config.json")),
+        Some(home) => Ok(Path::new(&home).join(".config").join("kumo").join("config.json")),
         None => bail!("cannot locate the config file: neither KUMO_CONFIG nor HOME is set"),
     }
 }
@@ -59,21 +56,14 @@ pub fn load(path: &Path) -> Result<Option<Config>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading config file {}", path.display())),
     };
-    let config = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "config file {} is not valid JSON {{\"url\",\"token\"}}",
-            path.display()
-        )
-    })?;
+    let config = serde_json::from_str(&text)
+        .with_context(|| format!("config file {} is not valid JSON {{\"url\",\"token\"}}", path.display()))?;
     Ok(Some(config))
 }
 
 /// Writes the config file with mode 0600 (its directory 0700), replacing it atomically.
 pub fn save(path: &Path, config: &Config) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     create_private_dir(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let text = serde_json::to_string_pretty(config).context("formatting config")?;
     let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
@@ -94,19 +84,12 @@ pub fn save(path: &Path, config: &Config) -> Result<()> {
 #[cfg(unix)]
 fn private_file(path: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
 }
 
 #[cfg(not(unix))]
 fn private_file(path: &Path) -> std::io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
+    fs::OpenOptions::new().write(true).create_new(true).open(path)
 }
 
 #[cfg(unix)]
@@ -115,10 +98,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 #[cfg(not(unix))]
@@ -137,18 +117,10 @@ pub fn resolve(
     let url = flag_url.map(str::to_string).or_else(|| env("KUMO_URL"));
     let token = flag_token.map(str::to_string).or_else(|| env("KUMO_TOKEN"));
     if let (Some(url), Some(token)) = (&url, &token) {
-        return Ok(Settings {
-            url: url.clone(),
-            token: Some(token.clone()),
-        });
+        return Ok(Settings { url: url.clone(), token: Some(token.clone()) });
     }
     let config = file()?.unwrap_or_default();
-    Ok(Settings {
-        url: url
-            .or(config.url)
-            .unwrap_or_else(|| DEFAULT_URL.to_string()),
-        token: token.or(config.token),
-    })
+    Ok(Settings { url: url.or(config.url).unwrap_or_else(|| DEFAULT_URL.to_string()), token: token.or(config.token) })
 }
 
 /// Settings from the process environment and the config file, with a token required.
@@ -170,43 +142,23 @@ pub struct LoginArgs {
 }
 
 /// Verifies the token with `GET /v1/me`, then saves URL and token to the config file.
-pub fn login(
-    args: &LoginArgs,
-    flag_url: Option<&str>,
-    flag_token: Option<&str>,
-    output: OutputFormat,
-) -> Result<()> {
+pub fn login(args: &LoginArgs, flag_url: Option<&str>, flag_token: Option<&str>, output: OutputFormat) -> Result<()> {
     let env = process_env;
     let token = login_token(args, flag_token, &env)?;
     let path = config_path(&env)?;
     let url = match flag_url.map(str::to_string).or_else(|| env("KUMO_URL")) {
         Some(url) => url,
-        None => load(&path)?
-            .and_then(|c| c.url)
-            .unwrap_or_else(|| DEFAULT_URL.to_string()),
+        None => load(&path)?.and_then(|c| c.url).unwrap_or_else(|| DEFAULT_URL.to_string()),
     };
     let client = Client::new(&url, &token)?;
     let me = client.get(&["me"], &[])?;
-    save(
-        &path,
-        &Config {
-            url: Some(client.base_url().to_string()),
-            token: Some(token),
-        },
-    )?;
+    save(&path, &Config { url: Some(client.base_url().to_string()), token: Some(token) })?;
     match output {
         OutputFormat::Json => print_json(&me)?,
         OutputFormat::Table => {
             let kind = me.get("kind").and_then(|v| v.as_str()).unwrap_or("unknown");
-            let name = me
-                .get("token_name")
-                .and_then(|v| v.as_str())
-                .unwrap_or("unknown");
-            println!(
-                "logged in to {} as {kind} (token '{name}'); saved to {}",
-                client.base_url(),
-                path.display()
-            );
+            let name = me.get("token_name").and_then(|v| v.as_str()).unwrap_or("unknown");
+            println!("logged in to {} as {kind} (token '{name}'); saved to {}", client.base_url(), path.display());
         }
     }
     Ok(())
@@ -237,80 +189,35 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k: &str| map.get(k).cloned()
     }
 
     fn file_with(url: &str, token: &str) -> impl FnOnce() -> Result<Option<Config>> {
-        let config = Config {
-            url: Some(url.into()),
-            token: Some(token.into()),
-        };
+        let config = Config { url: Some(url.into()), token: Some(token.into()) };
         move || Ok(Some(config))
     }
 
     #[test]
     fn flags_beat_env_beat_file_beat_default() {
         let env = env_of(&[("KUMO_URL", "http://env"), ("KUMO_TOKEN", "env-token")]);
-        let s = resolve(
-            Some("http://flag"),
-            Some("flag-token"),
-            &env,
-            file_with("http://file", "f"),
-        )
-        .expect("resolve");
-        assert_eq!(
-            s,
-            Settings {
-                url: "http://flag".into(),
-                token: Some("flag-token".into())
-            }
-        );
+        let s = resolve(Some("http://flag"), Some("flag-token"), &env, file_with("http://file", "f")).expect("resolve");
+        assert_eq!(s, Settings { url: "http://flag".into(), token: Some("flag-token".into()) });
 
         let s = resolve(None, None, &env, file_with("http://file", "f")).expect("resolve");
-        assert_eq!(
-            s,
-            Settings {
-                url: "http://env".into(),
-                token: Some("env-token".into())
-            }
-        );
+        assert_eq!(s, Settings { url: "http://env".into(), token: Some("env-token".into()) });
 
-        let s = resolve(
-            None,
-            Some("flag-token"),
-            &env_of(&[]),
-            file_with("http://file", "f"),
-        )
-        .expect("resolve");
-        assert_eq!(
-            s,
-            Settings {
-                url: "http://file".into(),
-                token: Some("flag-token".into())
-            }
-        );
+        let s = resolve(None, Some("flag-token"), &env_of(&[]), file_with("http://file", "f")).expect("resolve");
+        assert_eq!(s, Settings { url: "http://file".into(), token: Some("flag-token".into()) });
 
         let s = resolve(None, None, &env_of(&[]), || Ok(None)).expect("resolve");
-        assert_eq!(
-            s,
-            Settings {
-                url: DEFAULT_URL.into(),
-                token: None
-            }
-        );
+        assert_eq!(s, Settings { url: DEFAULT_URL.into(), token: None });
     }
 
     #[test]
     fn the_file_is_not_read_when_flags_and_env_decide() {
         let env = env_of(&[("KUMO_TOKEN", "t")]);
-        let s = resolve(Some("http://flag"), None, &env, || {
-            bail!("must not be read")
-        })
-        .expect("resolve");
+        let s = resolve(Some("http://flag"), None, &env, || bail!("must not be read")).expect("resolve");
         assert_eq!(s.token.as_deref(), Some("t"));
         // But a broken file is reported when it is needed.
         assert!(resolve(None, None, &env_of(&[]), || bail!("broken")).is_err());
@@ -318,11 +225,7 @@ mod tests {
 
     #[test]
     fn config_path_prefers_kumo_config() {
-        let p = config_path(&env_of(&[
-            ("KUMO_CONFIG", "/tmp/k.json"),
-            ("HOME", "/home/u"),
-        ]))
-        .expect("path");
+        let p = config_path(&env_of(&[("KUMO_CONFIG", "/tmp/k.json"), ("HOME", "/home/u")])).expect("path");
         assert_eq!(p, PathBuf::from("/tmp/k.json"));
         let p = config_path(&env_of(&[("HOME", "/home/u")])).expect("path");
         assert_eq!(p, PathBuf::from("/home/u/.config/kumo/config.json"));
@@ -334,10 +237,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kumo-cli-test-{}", uuid::Uuid::new_v4()));
         let path = dir.join("nested").join("config.json");
         assert_eq!(load(&path).expect("missing is fine"), None);
-        let config = Config {
-            url: Some("http://h:7400".into()),
-            token: Some("s3cret".into()),
-        };
+        let config = Config { url: Some("http://h:7400".into()), token: Some("s3cret".into()) };
         save(&path, &config).expect("save");
         save(&path, &config).expect("overwrite");
         assert_eq!(load(&path).expect("load"), Some(config));
@@ -359,18 +259,13 @@ mod tests {
         fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("token");
         fs::write(&file, "abc\n").expect("write");
-        let with_file = LoginArgs {
-            token_file: Some(file),
-        };
+        let with_file = LoginArgs { token_file: Some(file) };
         let none = LoginArgs { token_file: None };
         let no_env = env_of(&[]);
         assert_eq!(login_token(&with_file, None, &no_env).expect("file"), "abc");
         assert!(login_token(&with_file, Some("x"), &no_env).is_err());
         assert_eq!(login_token(&none, Some("x"), &no_env).expect("flag"), "x");
-        assert_eq!(
-            login_token(&none, None, &env_of(&[("KUMO_TOKEN", "e")])).expect("env"),
-            "e"
-        );
+        assert_eq!(login_token(&none, None, &env_of(&[("KUMO_TOKEN", "e")])).expect("env"), "e");
         assert!(login_token(&none, None, &no_env).is_err());
         let _ = fs::remove_dir_all(&dir);
     }

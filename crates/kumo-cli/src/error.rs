@@ -23,26 +23,15 @@ pub enum ClientError {
 
     /// A 4xx/5xx without the API's error body (a proxy, or not a Kumo server).
     #[error("{method} {url} answered HTTP {status}{}", snippet_suffix(body))]
-    Status {
-        method: String,
-        url: String,
-        status: u16,
-        body: String,
-    },
+    Status { method: String, url: String, status: u16, body: String },
 
     /// The server could not be reached at all.
-    #[error(
-        "cannot reach the Kumo API at {base}: {reason} (check --url, KUMO_URL or `kumo login`)"
-    )]
+    #[error("cannot reach the Kumo API at {base}: {reason} (check --url, KUMO_URL or `kumo login`)")]
     Connect { base: String, reason: String },
 
     /// The request was sent but failed on the way (timeout, reset connection, …).
     #[error("request {method} {url} failed: {reason}")]
-    Transport {
-        method: String,
-        url: String,
-        reason: String,
-    },
+    Transport { method: String, url: String, reason: String },
 
     /// A success status with a body that is not what the API promises.
     #[error("unexpected response from {url}: {reason}")]
@@ -70,12 +59,9 @@ impl ClientError {
     pub fn from_status(method: &str, url: &str, status: u16, body: &str) -> ClientError {
         match serde_json::from_str::<ApiErrorBody>(body) {
             Ok(body) => ClientError::Api { status, body },
-            Err(_) => ClientError::Status {
-                method: method.to_string(),
-                url: url.to_string(),
-                status,
-                body: body.to_string(),
-            },
+            Err(_) => {
+                ClientError::Status { method: method.to_string(), url: url.to_string(), status, body: body.to_string() }
+            }
         }
     }
 }
@@ -86,11 +72,7 @@ fn snippet_suffix(body: &str) -> String {
         return String::new();
     }
     let snippet: String = text.chars().take(200).collect();
-    let ellipsis = if snippet.len() < text.len() {
-        "…"
-    } else {
-        ""
-    };
+    let ellipsis = if snippet.len() < text.len() { "…" } else { "" };
     format!(": {snippet}{ellipsis}")
 }
 
@@ -112,10 +94,7 @@ mod tests {
     fn api_errors_read_as_message_code_and_request() {
         let body = r#"{"request_id":"req-42","error_code":"NotFound","message":"instance 'web1' not found in project 'demo'"}"#;
         let err = ClientError::from_status("GET", "http://x/v1/instances/web1", 404, body);
-        assert_eq!(
-            err.to_string(),
-            "instance 'web1' not found in project 'demo' (NotFound, request req-42)"
-        );
+        assert_eq!(err.to_string(), "instance 'web1' not found in project 'demo' (NotFound, request req-42)");
         assert!(err.is_not_found());
     }
 
@@ -129,10 +108,7 @@ mod tests {
     #[test]
     fn non_api_errors_show_status_and_body() {
         let err = ClientError::from_status("GET", "http://x/v1/projects", 502, "Bad Gateway\n");
-        assert_eq!(
-            err.to_string(),
-            "GET http://x/v1/projects answered HTTP 502: Bad Gateway"
-        );
+        assert_eq!(err.to_string(), "GET http://x/v1/projects answered HTTP 502: Bad Gateway");
         assert_eq!(err.status(), Some(502));
         assert!(!err.is_not_found());
         let empty = ClientError::from_status("GET", "u", 500, "");
@@ -146,9 +122,6 @@ mod tests {
             reason: "Connection refused (os error 111)".into(),
         };
         let text = err.to_string();
-        assert!(
-            text.contains("http://127.0.0.1:7400") && text.contains("refused"),
-            "{text}"
-        );
+        assert!(text.contains("http://127.0.0.1:7400") && text.contains("refused"), "{text}");
     }
 }

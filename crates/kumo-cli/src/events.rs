@@ -24,11 +24,7 @@ pub enum EventCommand {
 
 pub fn run(ctx: &Ctx, command: &EventCommand) -> Result<()> {
     match command {
-        EventCommand::List {
-            project,
-            instance,
-            list,
-        } => {
+        EventCommand::List { project, instance, list } => {
             let mut query = vec![("project", project.project.as_str())];
             if let Some(name) = instance {
                 query.push(("instance", name.as_str()));
@@ -75,13 +71,7 @@ mod tests {
         }], "next_page": null});
         let text = render_list(&page).expect("render");
         let row = text.lines().nth(1).expect("row");
-        for cell in [
-            "2024-05-01T10:00:00Z",
-            "instance/web1",
-            "state_changed",
-            "starting -> running",
-            "guest booted",
-        ] {
+        for cell in ["2024-05-01T10:00:00Z", "instance/web1", "state_changed", "starting -> running", "guest booted"] {
             assert!(row.contains(cell), "{row}");
         }
     }

@@ -39,16 +39,7 @@ fn used_of(used: i64, limit: i64) -> String {
 
 fn render_list(page: &Value) -> Result<String> {
     let now = Utc::now();
-    let headers = [
-        "NAME",
-        "DRIVER",
-        "ACCEL",
-        "VCPU",
-        "MEMORY MIB",
-        "DISK GIB",
-        "GPU",
-        "SEEN",
-    ];
+    let headers = ["NAME", "DRIVER", "ACCEL", "VCPU", "MEMORY MIB", "DISK GIB", "GPU", "SEEN"];
     let mut table = list_table(&headers);
     for h in output::items::<HostView>(page)? {
         table.add_row(vec![
@@ -76,44 +67,10 @@ fn render_view(value: &Value) -> Result<String> {
         ("ID", h.id.to_string()),
         ("DESCRIPTION", or_dash(Some(&h.description))),
         ("DRIVER", h.driver),
-        (
-            "ACCELERATOR",
-            format!(
-                "{} ({})",
-                h.accelerator,
-                or_dash(Some(&h.accelerator_reason))
-            ),
-        ),
-        (
-            "VCPU",
-            capacity(
-                h.vcpus_used,
-                h.vcpus_limit,
-                h.vcpus_total,
-                h.cpu_overcommit,
-                "",
-            ),
-        ),
-        (
-            "MEMORY",
-            capacity(
-                h.memory_mib_used,
-                h.memory_mib_limit,
-                h.memory_mib_total,
-                h.memory_overcommit,
-                " MiB",
-            ),
-        ),
-        (
-            "DISK",
-            capacity(
-                h.disk_gib_used,
-                h.disk_gib_limit,
-                h.disk_gib_total,
-                h.disk_overcommit,
-                " GiB",
-            ),
-        ),
+        ("ACCELERATOR", format!("{} ({})", h.accelerator, or_dash(Some(&h.accelerator_reason)))),
+        ("VCPU", capacity(h.vcpus_used, h.vcpus_limit, h.vcpus_total, h.cpu_overcommit, "")),
+        ("MEMORY", capacity(h.memory_mib_used, h.memory_mib_limit, h.memory_mib_total, h.memory_overcommit, " MiB")),
+        ("DISK", capacity(h.disk_gib_used, h.disk_gib_limit, h.disk_gib_total, h.disk_overcommit, " GiB")),
         ("GPU", used_of(h.gpus_used, h.gpus_total)),
         ("REGISTERED", time_with_age(h.time_created, now)),
         ("LAST SEEN", time_with_age(h.time_modified, now)),
@@ -146,15 +103,9 @@ mod tests {
         let header: Vec<&str> = lines[0].split_whitespace().collect();
         assert_eq!(&header[..4], ["NAME", "DRIVER", "ACCEL", "VCPU"]);
         let row: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(
-            &row[..7],
-            ["host-a", "qemu", "tcg", "3/8", "1024/6144", "20/100", "0/0"]
-        );
+        assert_eq!(&row[..7], ["host-a", "qemu", "tcg", "3/8", "1024/6144", "20/100", "0/0"]);
         let view = render_view(&sample()).expect("view");
-        assert!(
-            view.contains("1024/6144 MiB used (physical 4096 MiB, overcommit x1.5)"),
-            "{view}"
-        );
+        assert!(view.contains("1024/6144 MiB used (physical 4096 MiB, overcommit x1.5)"), "{view}");
         assert!(view.contains("tcg (KVM probe boot timed out)"), "{view}");
     }
 }

@@ -66,14 +66,11 @@ pub fn run(ctx: &Ctx, command: &ImageCommand) -> Result<()> {
             ctx.show(&page, render_list)
         }
         ImageCommand::View { image, project } => {
-            let found = ctx
-                .client
-                .get(&["images", image], &project_query(project.as_deref()))?;
+            let found = ctx.client.get(&["images", image], &project_query(project.as_deref()))?;
             ctx.show(&found, render_view)
         }
         ImageCommand::Delete { image, project } => {
-            ctx.client
-                .delete(&["images", image], &[("project", &project.project)])?;
+            ctx.client.delete(&["images", image], &[("project", &project.project)])?;
             ctx.done(&format!("deleted image {image}"));
             Ok(())
         }
@@ -91,30 +88,19 @@ fn project_query(project: Option<&str>) -> Vec<(&str, &str)> {
 /// Streams the file as the request body: memory use stays flat whatever the image size.
 fn import(ctx: &Ctx, args: &ImageImportArgs) -> Result<Json> {
     let path = &args.file;
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("opening image file {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("reading image file {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening image file {}", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("reading image file {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
     let size = meta.len();
     let bar = upload_bar(size);
-    let reader = ProgressReader {
-        inner: file,
-        bar: bar.clone(),
-    };
-    let mut query = vec![
-        ("project", args.project.project.as_str()),
-        ("name", args.name.as_str()),
-    ];
+    let reader = ProgressReader { inner: file, bar: bar.clone() };
+    let mut query = vec![("project", args.project.project.as_str()), ("name", args.name.as_str())];
     if let Some(d) = &args.description {
         query.push(("description", d.as_str()));
     }
-    let result = ctx
-        .client
-        .post_stream(&["images", "import"], &query, Body::sized(reader, size));
+    let result = ctx.client.post_stream(&["images", "import"], &query, Body::sized(reader, size));
     bar.finish_and_clear();
     Ok(result?)
 }
@@ -171,10 +157,7 @@ fn render_view(value: &Value) -> Result<String> {
         ("DESCRIPTION", or_dash(Some(&i.description))),
         ("OS", or_dash(Some(&i.os))),
         ("BOOT", i.boot.as_str().to_string()),
-        (
-            "SIZE",
-            format!("{} ({} bytes)", bytes(i.size_bytes), i.size_bytes),
-        ),
+        ("SIZE", format!("{} ({} bytes)", bytes(i.size_bytes), i.size_bytes)),
         ("CREATED", time_with_age(i.time_created, now)),
         ("MODIFIED", time_with_age(i.time_modified, now)),
     ]);
@@ -199,51 +182,35 @@ mod tests {
 
     #[test]
     fn public_images_are_marked() {
-        let page =
-            json!({"items": [sample_image(None), sample_image(Some("demo"))], "next_page": null});
+        let page = json!({"items": [sample_image(None), sample_image(Some("demo"))], "next_page": null});
         let text = render_list(&page).expect("render");
         let lines: Vec<&str> = text.lines().collect();
-        assert!(
-            lines[1].contains("(public)") && lines[1].contains("1.0 GiB"),
-            "{text}"
-        );
+        assert!(lines[1].contains("(public)") && lines[1].contains("1.0 GiB"), "{text}");
         assert!(lines[2].contains("demo"), "{text}");
     }
 
     #[test]
     fn import_streams_the_file_with_its_query() {
-        let server =
-            TestServer::start(|_| Reply::json(201, &sample_image(Some("demo")).to_string()));
+        let server = TestServer::start(|_| Reply::json(201, &sample_image(Some("demo")).to_string()));
         let dir = std::env::temp_dir().join(format!("kumo-cli-import-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("disk.img");
         let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&file, &content).expect("write");
-        let ctx = Ctx {
-            client: Client::new(&server.url(), "t").expect("client"),
-            output: OutputFormat::Json,
-        };
+        let ctx = Ctx { client: Client::new(&server.url(), "t").expect("client"), output: OutputFormat::Json };
         let args = ImageImportArgs {
             file,
             name: Name::parse("tiny").expect("name"),
-            project: ProjectArg {
-                project: "demo".into(),
-            },
+            project: ProjectArg { project: "demo".into() },
             description: Some("a b&c".into()),
         };
         let created = import(&ctx, &args).expect("import");
         assert_eq!(created.get("name").and_then(Json::as_str), Some("tiny"));
         let req = &server.requests()[0];
-        assert_eq!(
-            (req.method.as_str(), req.path.as_str()),
-            ("POST", "/v1/images/import")
-        );
+        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/v1/images/import"));
         assert_eq!(req.query_param("description").as_deref(), Some("a b&c"));
         assert_eq!(req.query_param("project").as_deref(), Some("demo"));
-        assert_eq!(
-            req.header("content-type").as_deref(),
-            Some("application/octet-stream")
-        );
+        assert_eq!(req.header("content-type").as_deref(), Some("application/octet-stream"));
         assert_eq!(req.body, content);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -133,10 +133,6 @@ mod tests {
             assert!(row.contains(cell), "{row}");
         }
         let view = render_view(&page["items"][0]).expect("view");
-        assert!(
-            view.lines()
-                .any(|l| l.starts_with("MEMORY") && l.ends_with("512 MiB")),
-            "{view}"
-        );
+        assert!(view.lines().any(|l| l.starts_with("MEMORY") && l.ends_with("512 MiB")), "{view}");
     }
 }

@@ -10,9 +10,7 @@ use crate::Ctx;
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use kumo_types::{
-    InstanceCreate, InstanceResize, InstanceState, InstanceView, Name, USER_DATA_MAX_BYTES,
-};
+use kumo_types::{InstanceCreate, InstanceResize, InstanceState, InstanceView, Name, USER_DATA_MAX_BYTES};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -99,41 +97,26 @@ pub struct InstanceResizeArgs {
 pub fn run(ctx: &Ctx, command: &InstanceCommand) -> Result<()> {
     match command {
         InstanceCommand::List { project, list } => {
-            let page = ctx.client.list_all(
-                &["instances"],
-                &[("project", &project.project)],
-                list.cap(),
-            )?;
+            let page = ctx.client.list_all(&["instances"], &[("project", &project.project)], list.cap())?;
             ctx.show(&page, render_list)
         }
         InstanceCommand::Create(args) => create(ctx, args),
         InstanceCommand::View(r) => {
-            let found = ctx.client.get(
-                &["instances", &r.instance],
-                &[("project", &r.project.project)],
-            )?;
+            let found = ctx.client.get(&["instances", &r.instance], &[("project", &r.project.project)])?;
             ctx.show(&found, render_view)
         }
         InstanceCommand::Start(a) => action(ctx, a, "start", Target::State(InstanceState::Running)),
         InstanceCommand::Stop(a) => action(ctx, a, "stop", Target::State(InstanceState::Stopped)),
-        InstanceCommand::Reboot(a) => {
-            action(ctx, a, "reboot", Target::State(InstanceState::Running))
-        }
+        InstanceCommand::Reboot(a) => action(ctx, a, "reboot", Target::State(InstanceState::Running)),
         InstanceCommand::Delete(a) => {
             let project = a.project.project.as_str();
-            let returned = ctx
-                .client
-                .delete(&["instances", &a.instance], &[("project", project)])?;
+            let returned = ctx.client.delete(&["instances", &a.instance], &[("project", project)])?;
             finish(ctx, &a.instance, project, Target::Gone, &a.wait, returned)
         }
         InstanceCommand::Resize(r) => {
-            let body = InstanceResize {
-                instance_type: r.instance_type.clone(),
-            };
+            let body = InstanceResize { instance_type: r.instance_type.clone() };
             let query = [("project", r.project.project.as_str())];
-            let resized =
-                ctx.client
-                    .post(&["instances", &r.instance, "resize"], &query, Some(&body))?;
+            let resized = ctx.client.post(&["instances", &r.instance, "resize"], &query, Some(&body))?;
             ctx.show(&resized, render_view)
         }
         InstanceCommand::Serial(args) => serial::run(ctx, args),
@@ -141,11 +124,7 @@ pub fn run(ctx: &Ctx, command: &InstanceCommand) -> Result<()> {
 }
 
 fn create(ctx: &Ctx, args: &InstanceCreateArgs) -> Result<()> {
-    let user_data = args
-        .user_data_file
-        .as_deref()
-        .map(read_user_data)
-        .transpose()?;
+    let user_data = args.user_data_file.as_deref().map(read_user_data).transpose()?;
     let body = InstanceCreate {
         name: args.name.clone(),
         description: args.description.clone(),
@@ -154,22 +133,12 @@ fn create(ctx: &Ctx, args: &InstanceCreateArgs) -> Result<()> {
         user_data,
     };
     let project = args.project.project.as_str();
-    let created = ctx
-        .client
-        .post(&["instances"], &[("project", project)], Some(&body))?;
-    finish(
-        ctx,
-        args.name.as_str(),
-        project,
-        Target::State(InstanceState::Running),
-        &args.wait,
-        created,
-    )
+    let created = ctx.client.post(&["instances"], &[("project", project)], Some(&body))?;
+    finish(ctx, args.name.as_str(), project, Target::State(InstanceState::Running), &args.wait, created)
 }
 
 fn read_user_data(path: &Path) -> Result<String> {
-    let data = std::fs::read(path)
-        .with_context(|| format!("reading user data file {}", path.display()))?;
+    let data = std::fs::read(path).with_context(|| format!("reading user data file {}", path.display()))?;
     if data.len() > USER_DATA_MAX_BYTES {
         bail!(
             "user data file {} is {} bytes; at most {} bytes are allowed",
@@ -178,30 +147,18 @@ fn read_user_data(path: &Path) -> Result<String> {
             USER_DATA_MAX_BYTES
         );
     }
-    String::from_utf8(data)
-        .map_err(|_| anyhow::anyhow!("user data file {} is not UTF-8 text", path.display()))
+    String::from_utf8(data).map_err(|_| anyhow::anyhow!("user data file {} is not UTF-8 text", path.display()))
 }
 
 /// start, stop, reboot: POST the action, then wait if asked.
 fn action(ctx: &Ctx, args: &InstanceActionArgs, verb: &str, target: Target) -> Result<()> {
     let project = args.project.project.as_str();
-    let returned = ctx.client.post(
-        &["instances", &args.instance, verb],
-        &[("project", project)],
-        None::<&()>,
-    )?;
+    let returned = ctx.client.post(&["instances", &args.instance, verb], &[("project", project)], None::<&()>)?;
     finish(ctx, &args.instance, project, target, &args.wait, returned)
 }
 
 /// Waits if `--wait` was given, then prints the (final) view, or `deleted instance NAME`.
-fn finish(
-    ctx: &Ctx,
-    name: &str,
-    project: &str,
-    target: Target,
-    wait: &WaitArgs,
-    returned: Json,
-) -> Result<()> {
+fn finish(ctx: &Ctx, name: &str, project: &str, target: Target, wait: &WaitArgs, returned: Json) -> Result<()> {
     match maybe_wait(&ctx.client, project, name, target, wait, returned)? {
         Some(view) if !view.is_null() => ctx.show(&view, render_view),
         _ => {
@@ -242,13 +199,7 @@ pub fn render_view(value: &Value) -> Result<String> {
     }
     rows.extend([
         ("TYPE", i.instance_type),
-        (
-            "SIZE",
-            format!(
-                "{} vCPU, {} MiB memory, {} GiB disk",
-                i.vcpus, i.memory_mib, i.disk_gib
-            ),
-        ),
+        ("SIZE", format!("{} vCPU, {} MiB memory, {} GiB disk", i.vcpus, i.memory_mib, i.disk_gib)),
         ("IMAGE", i.image),
         ("HOST", or_dash(i.host.as_deref())),
         ("CREATED", time_with_age(i.time_created, now)),
@@ -287,15 +238,8 @@ mod tests {
     #[test]
     fn view_shows_the_reason_of_a_failure() {
         let text = render_view(&sample("failed", Some("qemu exited"), None)).expect("render");
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("REASON") && l.ends_with("qemu exited")),
-            "{text}"
-        );
-        assert!(
-            text.contains("1 vCPU, 512 MiB memory, 10 GiB disk"),
-            "{text}"
-        );
+        assert!(text.lines().any(|l| l.starts_with("REASON") && l.ends_with("qemu exited")), "{text}");
+        assert!(text.contains("1 vCPU, 512 MiB memory, 10 GiB disk"), "{text}");
         let running = render_view(&sample("running", None, None)).expect("render");
         assert!(!running.contains("REASON"));
     }
@@ -309,10 +253,7 @@ mod tests {
         assert_eq!(read_user_data(&ok).expect("read"), "#!/bin/sh\necho hi\n");
         let big = dir.join("big.sh");
         std::fs::write(&big, vec![b'x'; USER_DATA_MAX_BYTES + 1]).expect("write");
-        assert!(read_user_data(&big)
-            .expect_err("too big")
-            .to_string()
-            .contains("at most"));
+        assert!(read_user_data(&big).expect_err("too big").to_string().contains("at most"));
         assert!(read_user_data(&dir.join("missing")).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -52,12 +52,7 @@ impl Json {
             Json::Number(n) => Value::Number(n.clone()),
             Json::String(s) => Value::String(s.clone()),
             Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
-            Json::Object(members) => Value::Object(
-                members
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_value()))
-                    .collect(),
-            ),
+            Json::Object(members) => Value::Object(members.iter().map(|(k, v)| (k.clone(), v.to_value())).collect()),
         }
     }
 
@@ -136,9 +131,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<Json, E> {
-        Number::from_f64(n)
-            .map(Json::Number)
-            .ok_or_else(|| E::custom("a number JSON cannot hold"))
+        Number::from_f64(n).map(Json::Number).ok_or_else(|| E::custom("a number JSON cannot hold"))
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Json, E> {
@@ -172,8 +165,7 @@ mod tests {
 
     #[test]
     fn keeps_the_servers_key_order() {
-        let text =
-            r#"{"id":"x","name":"web1","description":"","nested":{"z":1,"a":[true,null,-2,1.5]}}"#;
+        let text = r#"{"id":"x","name":"web1","description":"","nested":{"z":1,"a":[true,null,-2,1.5]}}"#;
         let json = Json::parse(text).expect("parse");
         assert_eq!(serde_json::to_string(&json).expect("serialize"), text);
         let pretty = json.to_pretty().expect("pretty");
@@ -188,10 +180,7 @@ mod tests {
         assert_eq!(json.get("b").and_then(Json::as_str), Some("two"));
         assert!(json.get("c").is_some_and(Json::is_null));
         assert!(json.get("missing").is_none());
-        assert_eq!(
-            json.to_value(),
-            serde_json::json!({"a": 1, "b": "two", "c": null})
-        );
+        assert_eq!(json.to_value(), serde_json::json!({"a": 1, "b": "two", "c": null}));
         #[derive(serde::Deserialize)]
         struct A {
             a: i64,

@@ -64,10 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
         return config::login(args, cli.url.as_deref(), cli.token.as_deref(), cli.output);
     }
     let client = config::client_from(cli.url.as_deref(), cli.token.as_deref())?;
-    let ctx = Ctx {
-        client,
-        output: cli.output,
-    };
+    let ctx = Ctx { client, output: cli.output };
     match &cli.command {
         Command::Login(_) => Ok(()),
         Command::Project(c) => projects::run(&ctx, c),
@@ -92,21 +89,16 @@ mod tests {
 
     #[test]
     fn api_errors_print_as_the_brief_says() {
-        let body = r#"{"request_id":"req-1","error_code":"QuotaExceeded","message":"project 'demo' may use at most 8 vCPUs"}"#;
+        let body =
+            r#"{"request_id":"req-1","error_code":"QuotaExceeded","message":"project 'demo' may use at most 8 vCPUs"}"#;
         let err: anyhow::Error = error::ClientError::from_status("POST", "u", 403, body).into();
-        assert_eq!(
-            format_error(&err),
-            "error: project 'demo' may use at most 8 vCPUs (QuotaExceeded, request req-1)"
-        );
+        assert_eq!(format_error(&err), "error: project 'demo' may use at most 8 vCPUs (QuotaExceeded, request req-1)");
     }
 
     #[test]
     fn local_errors_show_their_cause() {
         let io = std::fs::read("/nonexistent/kumo-cli-test").context("reading user data file x");
         let text = format_error(&io.expect_err("missing file"));
-        assert!(
-            text.starts_with("error: reading user data file x: "),
-            "{text}"
-        );
+        assert!(text.starts_with("error: reading user data file x: "), "{text}");
     }
 }

@@ -37,11 +37,7 @@ pub fn emit(text: &str) -> Result<()> {
 
 /// Renders a table as text without trailing spaces, so output diffs and greps cleanly.
 pub fn render(table: &Table) -> String {
-    table
-        .lines()
-        .map(|line| line.trim_end().to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+    table.lines().map(|line| line.trim_end().to_string()).collect::<Vec<_>>().join("\n")
 }
 
 /// A borderless table with the given column headers.
@@ -77,18 +73,13 @@ pub fn view_table(rows: Vec<(&str, String)>) -> Table {
 
 /// Decodes the `items` of a (merged) results page into typed views.
 pub fn items<T: DeserializeOwned>(page: &Value) -> Result<Vec<T>> {
-    let items = page
-        .get("items")
-        .cloned()
-        .unwrap_or(Value::Array(Vec::new()));
-    serde_json::from_value(items)
-        .context("the API returned list items this client does not understand")
+    let items = page.get("items").cloned().unwrap_or(Value::Array(Vec::new()));
+    serde_json::from_value(items).context("the API returned list items this client does not understand")
 }
 
 /// Decodes one view returned by the API.
 pub fn view<T: DeserializeOwned>(value: &Value) -> Result<T> {
-    serde_json::from_value(value.clone())
-        .context("the API returned a view this client does not understand")
+    serde_json::from_value(value.clone()).context("the API returned a view this client does not understand")
 }
 
 /// "-" for absent or empty values, so columns never look shifted.
@@ -143,10 +134,7 @@ mod tests {
 
     #[test]
     fn ages_read_like_kubectl() {
-        let now = Utc
-            .with_ymd_and_hms(2024, 5, 1, 12, 0, 0)
-            .single()
-            .expect("valid time");
+        let now = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).single().expect("valid time");
         let ago = |s: i64| age(now - chrono::Duration::seconds(s), now);
         assert_eq!(ago(5), "5s");
         assert_eq!(ago(600), "10m");

@@ -44,10 +44,7 @@ pub fn run(ctx: &Ctx, command: &ProjectCommand) -> Result<()> {
             ctx.show(&page, render_list)
         }
         ProjectCommand::Create(args) => {
-            let body = ProjectCreate {
-                name: args.name.clone(),
-                description: args.description.clone(),
-            };
+            let body = ProjectCreate { name: args.name.clone(), description: args.description.clone() };
             let created = ctx.client.post(&["projects"], &[], Some(&body))?;
             ctx.show(&created, render_view)
         }
@@ -67,11 +64,7 @@ fn render_list(page: &Value) -> Result<String> {
     let now = Utc::now();
     let mut table = list_table(&["NAME", "DESCRIPTION", "AGE"]);
     for p in output::items::<ProjectView>(page)? {
-        table.add_row(vec![
-            p.name,
-            or_dash(Some(&p.description)),
-            age(p.time_created, now),
-        ]);
+        table.add_row(vec![p.name, or_dash(Some(&p.description)), age(p.time_created, now)]);
     }
     Ok(output::render(&table))
 }

@@ -51,9 +51,7 @@ fn fetch(ctx: &Ctx, args: &SerialArgs, offset: Option<u64>) -> Result<(Vec<u8>, 
     if let Some(o) = &offset_text {
         query.push(("offset", o.as_str()));
     }
-    let (chunk, headers) = ctx
-        .client
-        .get_bytes(&["instances", &args.instance, "serial-console"], &query)?;
+    let (chunk, headers) = ctx.client.get_bytes(&["instances", &args.instance, "serial-console"], &query)?;
     let next = next_offset(&headers, offset.unwrap_or(0), chunk.len());
     Ok((chunk, next))
 }
@@ -81,17 +79,8 @@ mod tests {
             Some("5") => Reply::text(200, "login:").with_header(NEXT_OFFSET_HEADER, "11"),
             Some(other) => panic!("unexpected offset {other}"),
         });
-        let ctx = Ctx {
-            client: Client::new(&server.url(), "t").expect("client"),
-            output: OutputFormat::Table,
-        };
-        let args = SerialArgs {
-            instance: "web1".into(),
-            project: ProjectArg {
-                project: "p".into(),
-            },
-            follow: false,
-        };
+        let ctx = Ctx { client: Client::new(&server.url(), "t").expect("client"), output: OutputFormat::Table };
+        let args = SerialArgs { instance: "web1".into(), project: ProjectArg { project: "p".into() }, follow: false };
         let (first, next) = fetch(&ctx, &args, None).expect("first");
         assert_eq!((first.as_slice(), next), (b"boot\n".as_slice(), 5));
         let (second, next) = fetch(&ctx, &args, Some(next)).expect("second");
@@ -105,10 +94,7 @@ mod tests {
     fn without_the_header_the_bytes_received_advance_the_offset() {
         assert_eq!(next_offset(&HeaderMap::new(), 100, 20), 120);
         let mut h = HeaderMap::new();
-        h.insert(
-            NEXT_OFFSET_HEADER,
-            reqwest::header::HeaderValue::from_static("x"),
-        );
+        h.insert(NEXT_OFFSET_HEADER, reqwest::header::HeaderValue::from_static("x"));
         assert_eq!(next_offset(&h, 7, 3), 10);
     }
 }

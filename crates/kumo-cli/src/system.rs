@@ -22,7 +22,8 @@ pub fn run(ctx: &Ctx, command: &ReconcilerCommand) -> Result<()> {
 }
 
 fn render_list(value: &Value) -> Result<String> {
-    let mut table = list_table(&["NAME", "LAST PASS", "PASSES", "CHANGES", "LEAKS", "ERRORS", "IN FLIGHT", "LAST ERROR"]);
+    let mut table =
+        list_table(&["NAME", "LAST PASS", "PASSES", "CHANGES", "LEAKS", "ERRORS", "IN FLIGHT", "LAST ERROR"]);
     for r in value.as_array().map(Vec::as_slice).unwrap_or(&[]) {
         let s = |k: &str| match &r[k] {
             Value::Null => "-".to_string(),

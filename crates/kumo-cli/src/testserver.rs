@@ -17,17 +17,11 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
     }
 
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 }
 
@@ -47,19 +41,11 @@ impl Reply {
     }
 
     pub fn empty(status: u16) -> Reply {
-        Reply {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        Reply { status, headers: Vec::new(), body: Vec::new() }
     }
 
     pub fn text(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            headers: vec![("content-type".into(), "text/plain".into())],
-            body: body.as_bytes().to_vec(),
-        }
+        Reply { status, headers: vec![("content-type".into(), "text/plain".into())], body: body.as_bytes().to_vec() }
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Reply {
@@ -132,19 +118,9 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     reader.read_exact(&mut body).ok()?;
     let (path, query_text) = target.split_once('?').unwrap_or((&target, ""));
     let query = reqwest::Url::parse(&format!("http://x/?{query_text}"))
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
+        .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
         .unwrap_or_default();
-    Some(Request {
-        method,
-        path: path.to_string(),
-        query,
-        headers,
-        body,
-    })
+    Some(Request { method, path: path.to_string(), query, headers, body })
 }
 
 fn write_reply(mut stream: TcpStream, reply: Reply) {

@@ -55,22 +55,12 @@ pub enum Step {
 /// Decides, from one observed state, whether waiting is over. `seen_transitional` is whether a
 /// transitional state was already observed: only after one does a wrong resting state mean the
 /// instance settled elsewhere (rather than the action not having been applied yet).
-pub fn assess(
-    target: Target,
-    name: &str,
-    state: InstanceState,
-    reason: Option<&str>,
-    seen_transitional: bool,
-) -> Step {
-    if Target::State(state) == target
-        || (target == Target::Gone && state == InstanceState::Destroyed)
-    {
+pub fn assess(target: Target, name: &str, state: InstanceState, reason: Option<&str>, seen_transitional: bool) -> Step {
+    if Target::State(state) == target || (target == Target::Gone && state == InstanceState::Destroyed) {
         return Step::Done;
     }
     if state == InstanceState::Failed {
-        let reason = reason
-            .filter(|r| !r.is_empty())
-            .unwrap_or("no reason given");
+        let reason = reason.filter(|r| !r.is_empty()).unwrap_or("no reason given");
         return Step::Fail(format!("instance {name} failed: {reason}"));
     }
     if !state.is_transitional() && seen_transitional {
@@ -100,13 +90,7 @@ pub fn wait_for_instance(
         let instance: InstanceView = view(&current.to_value())?;
         seen_transitional |= instance.state.is_transitional();
         spinner.set_message(format!("instance {name}: {}", instance.state));
-        match assess(
-            target,
-            name,
-            instance.state,
-            instance.state_reason.as_deref(),
-            seen_transitional,
-        ) {
+        match assess(target, name, instance.state, instance.state_reason.as_deref(), seen_transitional) {
             Step::Done => break Ok(Some(current)),
             Step::Fail(message) => break Err(anyhow::anyhow!(message)),
             Step::Continue => {}
@@ -124,11 +108,7 @@ pub fn wait_for_instance(
         match client.get(&["instances", name], &[("project", project)]) {
             Ok(next) => current = next,
             Err(e) if e.is_not_found() && target == Target::Gone => break Ok(None),
-            Err(e) if e.is_not_found() => {
-                break Err(anyhow::anyhow!(
-                    "instance {name} disappeared while waiting: {e}"
-                ))
-            }
+            Err(e) if e.is_not_found() => break Err(anyhow::anyhow!("instance {name} disappeared while waiting: {e}")),
             Err(e) => break Err(e.into()),
         }
     };
@@ -164,14 +144,7 @@ pub fn maybe_wait(
     if args.timeout == 0 {
         bail!("--timeout must be at least 1 second");
     }
-    wait_for_instance(
-        client,
-        project,
-        name,
-        target,
-        returned,
-        Duration::from_secs(args.timeout),
-    )
+    wait_for_instance(client, project, name, target, returned, Duration::from_secs(args.timeout))
 }
 
 #[cfg(test)]
@@ -185,14 +158,8 @@ mod tests {
     #[test]
     fn reaching_the_target_ends_the_wait() {
         assert_eq!(assess(RUNNING, "w", S::Running, None, true), Step::Done);
-        assert_eq!(
-            assess(Target::State(S::Stopped), "w", S::Stopped, None, false),
-            Step::Done
-        );
-        assert_eq!(
-            assess(Target::Gone, "w", S::Destroyed, None, true),
-            Step::Done
-        );
+        assert_eq!(assess(Target::State(S::Stopped), "w", S::Stopped, None, false), Step::Done);
+        assert_eq!(assess(Target::Gone, "w", S::Destroyed, None, true), Step::Done);
     }
 
     #[test]
@@ -200,43 +167,23 @@ mod tests {
         for s in [S::Creating, S::Starting, S::Rebooting] {
             assert_eq!(assess(RUNNING, "w", s, None, true), Step::Continue);
         }
-        assert_eq!(
-            assess(Target::Gone, "w", S::Deleting, None, true),
-            Step::Continue
-        );
+        assert_eq!(assess(Target::Gone, "w", S::Deleting, None, true), Step::Continue);
     }
 
     #[test]
     fn failure_reports_the_reason() {
-        let step = assess(
-            RUNNING,
-            "web1",
-            S::Failed,
-            Some("qemu exited with status 1"),
-            true,
-        );
-        assert_eq!(
-            step,
-            Step::Fail("instance web1 failed: qemu exited with status 1".into())
-        );
-        assert!(
-            matches!(assess(RUNNING, "w", S::Failed, None, false), Step::Fail(m) if m.contains("no reason"))
-        );
+        let step = assess(RUNNING, "web1", S::Failed, Some("qemu exited with status 1"), true);
+        assert_eq!(step, Step::Fail("instance web1 failed: qemu exited with status 1".into()));
+        assert!(matches!(assess(RUNNING, "w", S::Failed, None, false), Step::Fail(m) if m.contains("no reason")));
     }
 
     #[test]
     fn a_wrong_resting_state_fails_only_after_a_transition() {
         // The action may not be visible yet: keep polling.
-        assert_eq!(
-            assess(RUNNING, "w", S::Stopped, None, false),
-            Step::Continue
-        );
+        assert_eq!(assess(RUNNING, "w", S::Stopped, None, false), Step::Continue);
         // It was starting and is now stopped: the guest powered off, it will not get to running.
         let step = assess(RUNNING, "w", S::Stopped, None, true);
-        assert!(
-            matches!(&step, Step::Fail(m) if m.contains("stopped") && m.contains("running")),
-            "{step:?}"
-        );
+        assert!(matches!(&step, Step::Fail(m) if m.contains("stopped") && m.contains("running")), "{step:?}");
     }
 
     fn instance(state: &str, reason: Option<&str>) -> Json {
@@ -256,18 +203,10 @@ mod tests {
         TestServer::start(move |req| {
             assert_eq!(req.path, "/v1/instances/web1");
             assert_eq!(req.query_param("project").as_deref(), Some("demo"));
-            let i = served
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                .min(states.len() - 1);
+            let i = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst).min(states.len() - 1);
             match states[i] {
-                Some(state) => Reply::json(
-                    200,
-                    &instance(state, Some("qemu exited")).to_value().to_string(),
-                ),
-                None => Reply::json(
-                    404,
-                    r#"{"request_id":"r","error_code":"NotFound","message":"gone"}"#,
-                ),
+                Some(state) => Reply::json(200, &instance(state, Some("qemu exited")).to_value().to_string()),
+                None => Reply::json(404, r#"{"request_id":"r","error_code":"NotFound","message":"gone"}"#),
             }
         })
     }
@@ -280,18 +219,10 @@ mod tests {
 
     #[test]
     fn polls_until_running() {
-        let server =
-            server_going_through(vec![Some("creating"), Some("starting"), Some("running")]);
-        let last = wait_for_instance(
-            &client(&server),
-            "demo",
-            "web1",
-            RUNNING,
-            instance("creating", None),
-            LONG,
-        )
-        .expect("wait")
-        .expect("a view");
+        let server = server_going_through(vec![Some("creating"), Some("starting"), Some("running")]);
+        let last = wait_for_instance(&client(&server), "demo", "web1", RUNNING, instance("creating", None), LONG)
+            .expect("wait")
+            .expect("a view");
         assert_eq!(last.get("state").and_then(Json::as_str), Some("running"));
         assert_eq!(server.requests().len(), 3);
     }
@@ -299,47 +230,23 @@ mod tests {
     #[test]
     fn delete_waits_for_404() {
         let server = server_going_through(vec![Some("deleting"), None]);
-        let gone = wait_for_instance(
-            &client(&server),
-            "demo",
-            "web1",
-            Target::Gone,
-            instance("deleting", None),
-            LONG,
-        )
-        .expect("wait");
+        let gone = wait_for_instance(&client(&server), "demo", "web1", Target::Gone, instance("deleting", None), LONG)
+            .expect("wait");
         assert!(gone.is_none());
     }
 
     #[test]
     fn failure_and_timeout_are_errors() {
         let server = server_going_through(vec![Some("failed")]);
-        let err = wait_for_instance(
-            &client(&server),
-            "demo",
-            "web1",
-            RUNNING,
-            instance("starting", None),
-            LONG,
-        )
-        .expect_err("failed");
+        let err = wait_for_instance(&client(&server), "demo", "web1", RUNNING, instance("starting", None), LONG)
+            .expect_err("failed");
         assert_eq!(err.to_string(), "instance web1 failed: qemu exited");
 
         let server = server_going_through(vec![Some("starting")]);
         let short = Duration::from_millis(600);
-        let err = wait_for_instance(
-            &client(&server),
-            "demo",
-            "web1",
-            RUNNING,
-            instance("starting", None),
-            short,
-        )
-        .expect_err("timeout");
-        assert!(
-            err.to_string().contains("timed out") && err.to_string().contains("starting"),
-            "{err}"
-        );
+        let err = wait_for_instance(&client(&server), "demo", "web1", RUNNING, instance("starting", None), short)
+            .expect_err("timeout");
+        assert!(err.to_string().contains("timed out") && err.to_string().contains("starting"), "{err}");
     }
 
     #[test]

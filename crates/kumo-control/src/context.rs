@@ -131,7 +131,9 @@ async fn resolve(app: &App, token: &str) -> Result<Actor, ApiError> {
 /// Middleware: every request under `/v1` (but the OpenAPI document) must carry a valid bearer token.
 pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request<axum::body::Body>, next: Next) -> Response {
     let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
+    // The auth scheme is case-insensitive (RFC 7235).
+    let bearer = header.and_then(|h| h.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    let token = match bearer.map(|(_, t)| t) {
         Some(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
             return ApiError::unauthenticated(

@@ -183,7 +183,7 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
     let id = rec.view.id;
     let hv = &app.hypervisor;
     let outcome: Result<Option<(InstanceObservation, &str)>, String> = async {
-        let spec = || async { instances::spec_for(app, &rec).await.map_err(|e| format!("{}", e.message)) };
+        let spec = || async { instances::spec_for(app, &rec).await.map_err(|e| e.message) };
         match rec.state() {
             InstanceState::Creating => {
                 hv.provision(&spec().await?).await.map_err(|e| e.to_string())?;
@@ -199,7 +199,10 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
             }
             InstanceState::Rebooting => {
                 if hv.status(id).await.map_err(|e| e.to_string())? != GuestStatus::Running {
-                    return Ok(Some((InstanceObservation::PoweredOff, "reconciler: the guest was not running at reboot")));
+                    return Ok(Some((
+                        InstanceObservation::PoweredOff,
+                        "reconciler: the guest was not running at reboot",
+                    )));
                 }
                 hv.reboot(id).await.map_err(|e| e.to_string())?;
                 Ok(Some((InstanceObservation::Rebooted, "reconciler: guest reset")))
@@ -210,7 +213,9 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
             }
             InstanceState::Running => match hv.status(id).await.map_err(|e| e.to_string())? {
                 GuestStatus::Running => Ok(None),
-                _ => Ok(Some((InstanceObservation::PoweredOff, "reconciler: the guest powered off or its QEMU exited"))),
+                _ => {
+                    Ok(Some((InstanceObservation::PoweredOff, "reconciler: the guest powered off or its QEMU exited")))
+                }
             },
             InstanceState::Stopped => {
                 // Converge: nothing may run for a stopped instance.

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     ObjectAlreadyExists,
     /// The action makes no sense in the resource's current state (409).
     InvalidState,
+    /// The path exists but not with this HTTP method (405).
+    MethodNotAllowed,
     /// The request body is larger than allowed (413).
     PayloadTooLarge,
     /// A project quota would be exceeded (403).
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NotFound",
             ErrorCode::ObjectAlreadyExists => "ObjectAlreadyExists",
             ErrorCode::InvalidState => "InvalidState",
+            ErrorCode::MethodNotAllowed => "MethodNotAllowed",
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
             ErrorCode::QuotaExceeded => "QuotaExceeded",
             ErrorCode::InsufficientCapacity => "InsufficientCapacity",

@@ -1,4 +1,1150 @@
+//! API integration tests: a real `kumod` with the simulated hypervisor per test, driven over HTTP.
+//!
+//! The sim driver needs an image to create instances from; every test's kumod gets an image cache
+//! holding one tiny fixture image (an empty qcow2 made with `qemu-img`, from qemu-utils, which
+//! scripts/install-deps.sh installs), registered as the public image `fixture`.
+
 mod common;
 
+use common::Kumod;
+use reqwest::blocking::RequestBuilder;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Deadline of every wait for a state on the sim driver (which converges in milliseconds).
+const WAIT: Duration = Duration::from_secs(20);
+const IMAGE: &str = "fixture";
+
+/// A kumod on the sim driver plus the image cache it was started with (removed after kumod).
+struct Cloud {
+    k: Kumod,
+    _images: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Cloud {
+    type Target = Kumod;
+    fn deref(&self) -> &Kumod {
+        &self.k
+    }
+}
+
+impl std::ops::DerefMut for Cloud {
+    fn deref_mut(&mut self) -> &mut Kumod {
+        &mut self.k
+    }
+}
+
+/// An image cache with one image, `fixture`: a 1 GiB (sparse, empty) qcow2 disk.
+fn fixture_image_cache() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("kimg").tempdir_in("/tmp").expect("temp dir");
+    let img = dir.path().join(IMAGE);
+    std::fs::create_dir(&img).expect("mkdir");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(img.join("disk.qcow2"))
+        .arg("1G")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("qemu-img is needed for the fixture image (scripts/install-deps.sh installs it): {e}")
+        });
+    assert!(out.status.success(), "qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let manifest = json!({"name": IMAGE, "os": "test fixture (empty disk)", "disk": "disk.qcow2"});
+    std::fs::write(img.join("manifest.json"), manifest.to_string()).expect("manifest");
+    dir
+}
+
+/// kumod with the sim driver, the fixture image and `extra` flags.
+fn cloud(extra: &[&str]) -> Cloud {
+    let images = fixture_image_cache();
+    let cache = images.path().to_string_lossy().into_owned();
+    let mut args = vec!["--driver", "sim", "--image-cache", cache.as_str()];
+    args.extend_from_slice(extra);
+    let k = Kumod::start(&args);
+    let (s, v) = k.get("/v1/images");
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["items"].as_array().is_some_and(|i| i.iter().any(|im| im["name"] == IMAGE)),
+        "the fixture image was not registered: {v}\n{}",
+        k.log_tail(40)
+    );
+    Cloud { k, _images: images }
+}
+
+/// A kumod whose host is big enough for anything the tests create (but has no GPU).
+fn roomy() -> Cloud {
+    cloud(&["--host-vcpus", "16", "--host-memory-mib", "16384", "--host-disk-gib", "500"])
+}
+
+/// Asserts an error response: status, error code, the one error body. Returns the message.
+#[track_caller]
+fn assert_error(resp: (u16, Value), status: u16, code: &str) -> String {
+    let (s, v) = resp;
+    assert_eq!(s, status, "unexpected status; body: {v}");
+    assert_eq!(v["error_code"], code, "{v}");
+    assert!(v["request_id"].as_str().is_some_and(|r| !r.is_empty()), "no request_id: {v}");
+    let msg = v["message"].as_str().unwrap_or_default().to_string();
+    assert!(!msg.is_empty(), "no message: {v}");
+    msg
+}
+
+/// A request without credentials.
+fn raw(k: &Kumod, method: Method, path: &str) -> RequestBuilder {
+    k.http.request(method, format!("{}{path}", k.url))
+}
+
+/// Sends a request as it is; returns status, headers and the body (JSON, or a string).
+fn send(req: RequestBuilder) -> (u16, HeaderMap, Value) {
+    let resp = req.send().expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().unwrap_or_default();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, v)
+}
+
+fn create_instance(k: &Kumod, project: &str, name: &str, itype: &str) -> (u16, Value) {
+    k.post(&format!("/v1/instances?project={project}"), json!({"name": name, "image": IMAGE, "instance_type": itype}))
+}
+
+/// Creates an instance and waits until it runs.
+fn running_instance(k: &Kumod, project: &str, name: &str, itype: &str) -> Value {
+    let (s, v) = create_instance(k, project, name, itype);
+    assert_eq!(s, 202, "{v}");
+    k.wait_state(project, name, "running", WAIT)
+}
+
+/// Asks for an action and checks the 202 with the transitional state.
+#[track_caller]
+fn act(k: &Kumod, project: &str, name: &str, action: &str, transitional: &str) {
+    let (s, v) = k.post_empty(&format!("/v1/instances/{name}/{action}?project={project}"));
+    assert_eq!(s, 202, "{action}: {v}");
+    assert_eq!(v["state"], transitional, "{action}: {v}");
+}
+
+fn delete_instance(k: &Kumod, project: &str, name: &str) {
+    let (s, v) = k.delete(&format!("/v1/instances/{name}?project={project}"));
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["state"], "deleting", "{v}");
+    k.wait_state(project, name, "gone", WAIT);
+}
+
+/// The one host of the cloud.
+fn host(k: &Kumod) -> Value {
+    let (s, v) = k.get("/v1/hosts");
+    assert_eq!(s, 200, "{v}");
+    let items = v["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{v}");
+    items[0].clone()
+}
+
+/// (vcpus, memory_mib, disk_gib, gpus) reserved on the host.
+fn used(k: &Kumod) -> (i64, i64, i64, i64) {
+    let h = host(k);
+    let n = |f: &str| h[f].as_i64().unwrap_or_else(|| panic!("{f} missing: {h}"));
+    (n("vcpus_used"), n("memory_mib_used"), n("disk_gib_used"), n("gpus_used"))
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["items"].as_array().expect("items").iter().map(|i| i["name"].as_str().expect("name").to_string()).collect()
+}
+
+fn instance_names(k: &Kumod, project: &str) -> Vec<String> {
+    let (s, v) = k.get(&format!("/v1/instances?project={project}"));
+    assert_eq!(s, 200, "{v}");
+    names(&v)
+}
+
+/// An RFC 3339 UTC timestamp as a string that sorts by time (the fraction, of 0 to 9 digits on the
+/// wire, padded to 9).
+fn time_key(v: &Value) -> String {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
+    let body = s.strip_suffix('Z').unwrap_or_else(|| panic!("not UTC: {s}"));
+    let (secs, frac) = body.split_once('.').unwrap_or((body, ""));
+    assert!(secs.len() == 19 && secs.as_bytes()[10] == b'T', "not RFC 3339: {s}");
+    assert!(frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()), "bad fraction: {s}");
+    format!("{secs}.{frac:0<9}")
+}
+
+/// Every event of a project (optionally filtered by `instance`), following pages.
+fn events(k: &Kumod, project: &str, instance: Option<&str>) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/events?project={project}&limit=3");
+        if let Some(i) = instance {
+            path.push_str(&format!("&instance={i}"));
+        }
+        if let Some(t) = &token {
+            path.push_str(&format!("&page_token={t}"));
+        }
+        let (s, v) = k.get(&path);
+        assert_eq!(s, 200, "{v}");
+        out.extend(v["items"].as_array().expect("items").iter().cloned());
+        match v["next_page"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => return out,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
 #[test]
-fn placeholder() {}
+fn missing_malformed_or_wrong_credentials_are_401_with_the_error_body() {
+    let k = cloud(&[]);
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no header", None),
+        ("basic auth", Some("Basic dXNlcjpwYXNz".into())),
+        ("scheme only", Some("Bearer".into())),
+        ("empty token", Some("Bearer    ".into())),
+        ("other scheme", Some(format!("Token {}", k.token))),
+        ("token without scheme", Some(k.token.clone())),
+        ("wrong token", Some(format!("Bearer kumo_{}", "0".repeat(64)))),
+        ("token with junk", Some(format!("Bearer {}x", k.token))),
+    ];
+    for (what, header) in cases {
+        for path in ["/v1/projects", "/v1/me", "/v1/hosts"] {
+            let mut req = raw(&k, Method::GET, path);
+            if let Some(h) = &header {
+                req = req.header("authorization", h);
+            }
+            let (s, headers, v) = send(req);
+            assert_eq!(s, 401, "{what} on {path}: {v}");
+            assert_eq!(v["error_code"], "Unauthenticated", "{what}: {v}");
+            assert!(!v["message"].as_str().unwrap_or_default().is_empty(), "{what}: {v}");
+            let rid = v["request_id"].as_str().unwrap_or_default();
+            assert!(!rid.is_empty(), "{what}: {v}");
+            assert_eq!(headers.get("x-request-id").and_then(|h| h.to_str().ok()), Some(rid), "{what}");
+        }
+    }
+    // The message tells where the token is.
+    let (_, _, v) = send(raw(&k, Method::GET, "/v1/projects"));
+    assert!(v["message"].as_str().unwrap_or_default().contains("admin-token"), "{v}");
+    // A rejected request changed nothing.
+    let (s, v) = k.get("/v1/projects");
+    assert_eq!((s, names(&v)), (200, vec![]), "{v}");
+}
+
+#[test]
+fn admin_token_works_and_its_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = cloud(&[]);
+    let path = k.data_dir().join("admin-token");
+    let mode = std::fs::metadata(&path).expect("admin-token").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin-token has mode {mode:o}");
+    assert!(k.token.starts_with("kumo_") && k.token.len() > 40, "token looks weak: {}", k.token.len());
+    let (s, headers, v) = send(raw(&k, Method::GET, "/v1/me").bearer_auth(&k.token));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["kind"], "operator", "{v}");
+    assert_eq!(v["token_name"], "admin", "{v}");
+    assert!(headers.contains_key("x-request-id"), "{headers:?}");
+    let (s, v) = k.get("/v1/system/reconcilers");
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn openapi_document_is_served_without_credentials() {
+    let k = cloud(&[]);
+    let (s, _, doc) = send(raw(&k, Method::GET, "/v1/openapi.json"));
+    assert_eq!(s, 200, "{doc}");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')), "{doc}");
+    assert!(doc["paths"]["/v1/instances"]["post"]["operationId"] == "instance_create", "{doc}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Projects
+
+#[test]
+fn project_create_refuses_duplicates_and_bad_names_with_explanations() {
+    let k = cloud(&[]);
+    let (s, v) = k.post("/v1/projects", json!({"name": "web", "description": "the web tier"}));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["name"], "web");
+    assert_eq!(v["description"], "the web tier");
+    for f in ["id", "time_created", "time_modified"] {
+        assert!(v[f].is_string(), "{f} missing: {v}");
+    }
+    let msg = assert_error(k.post("/v1/projects", json!({"name": "web"})), 409, "ObjectAlreadyExists");
+    assert!(msg.contains("'web'"), "{msg}");
+
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let long = "a".repeat(64);
+    let cases = [
+        ("Web_1", vec!["uppercase", "'_'"]),
+        ("1abc", vec!["start with a lowercase letter"]),
+        (long.as_str(), vec!["64 characters"]),
+        (uuid.as_str(), vec!["UUID"]),
+        ("web-", vec!["end with '-'"]),
+        ("", vec!["empty"]),
+    ];
+    for (name, explains) in cases {
+        let msg = assert_error(k.post("/v1/projects", json!({ "name": name })), 400, "InvalidValue");
+        for e in explains {
+            assert!(msg.contains(e), "name '{name}': message should mention {e:?}: {msg}");
+        }
+    }
+    let (s, v) = k.get("/v1/projects");
+    assert_eq!((s, names(&v)), (200, vec!["web".to_string()]), "{v}");
+}
+
+#[test]
+fn project_view_by_name_and_by_id() {
+    let k = cloud(&[]);
+    let (s, created) = k.post("/v1/projects", json!({"name": "shop"}));
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().expect("id");
+    for sel in ["shop", id] {
+        let (s, v) = k.get(&format!("/v1/projects/{sel}"));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v, created, "view by {sel} differs from the create response");
+    }
+    assert_error(k.get("/v1/projects/nope"), 404, "NotFound");
+    assert_error(k.get(&format!("/v1/projects/{}", uuid::Uuid::new_v4())), 404, "NotFound");
+    assert_error(k.get("/v1/projects/Bad_Name"), 400, "InvalidValue");
+}
+
+#[test]
+fn project_list_paginates() {
+    let k = cloud(&[]);
+    let all = ["alpha", "bravo", "charlie", "delta", "echo"];
+    for n in ["delta", "alpha", "echo", "charlie", "bravo"] {
+        k.create_project(n);
+    }
+    let collect = |sort: &str| {
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        let mut path = format!("/v1/projects?limit=2{sort}");
+        loop {
+            let (s, v) = k.get(&path);
+            assert_eq!(s, 200, "{v}");
+            let page = names(&v);
+            assert!(page.len() <= 2, "{v}");
+            seen.extend(page);
+            pages += 1;
+            match v["next_page"].as_str() {
+                Some(t) => path = format!("/v1/projects?limit=2&page_token={t}"),
+                None => return (seen, pages),
+            }
+        }
+    };
+    let (asc, pages) = collect("");
+    assert_eq!(asc, all);
+    assert_eq!(pages, 3);
+    let (desc, _) = collect("&sort_by=name_descending");
+    assert_eq!(desc, all.iter().rev().copied().collect::<Vec<_>>());
+    let (by_id, _) = collect("&sort_by=id_ascending");
+    assert_eq!(by_id, ["delta", "alpha", "echo", "charlie", "bravo"], "id order is creation order");
+
+    let (s, v) = k.get("/v1/projects");
+    assert_eq!((s, names(&v).len(), &v["next_page"]), (200, 5, &Value::Null), "{v}");
+    let (s, v) = k.get("/v1/projects?limit=5");
+    assert_eq!((s, &v["next_page"]), (200, &Value::Null), "an exactly full page is the last: {v}");
+    let (s, v) = k.get("/v1/projects?limit=1000");
+    assert_eq!((s, names(&v).len()), (200, 5), "{v}");
+
+    for bad in ["limit=0", "limit=1001", "limit=-1", "limit=ten", "page_token=garbage", "page_token=eyJ4IjoxfQ"] {
+        let msg = assert_error(k.get(&format!("/v1/projects?{bad}")), 400, "InvalidValue");
+        if bad.starts_with("limit=") && !bad.contains('-') && !bad.contains("ten") {
+            assert!(msg.contains("1000"), "{bad}: {msg}");
+        }
+    }
+    let (_, first) = k.get("/v1/projects?limit=2");
+    let token = first["next_page"].as_str().expect("token");
+    let msg = assert_error(
+        k.get(&format!("/v1/projects?limit=2&page_token={token}&sort_by=name_descending")),
+        400,
+        "InvalidValue",
+    );
+    assert!(msg.contains("sort_by"), "{msg}");
+    assert_error(k.get("/v1/projects?sort_by=size"), 400, "InvalidValue");
+}
+
+#[test]
+fn project_delete_is_204_and_refused_while_it_has_an_instance() {
+    let k = cloud(&[]);
+    k.create_project("empty");
+    let (s, v) = k.delete("/v1/projects/empty");
+    assert_eq!(s, 204, "{v}");
+    assert_error(k.get("/v1/projects/empty"), 404, "NotFound");
+    assert_error(k.delete("/v1/projects/empty"), 404, "NotFound");
+    // The name is free again.
+    k.create_project("empty");
+
+    k.create_project("busy");
+    running_instance(&k, "busy", "vm1", "k1-nano");
+    let msg = assert_error(k.delete("/v1/projects/busy"), 409, "InvalidState");
+    assert!(msg.contains("instance"), "{msg}");
+    let (s, _) = k.get("/v1/projects/busy");
+    assert_eq!(s, 200);
+    delete_instance(&k, "busy", "vm1");
+    let (s, v) = k.delete("/v1/projects/busy");
+    assert_eq!(s, 204, "{v}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instances
+
+#[test]
+fn instance_lifecycle_on_sim() {
+    let k = roomy();
+    k.create_project("web");
+    let host_name = host(&k)["name"].as_str().expect("host name").to_string();
+
+    let (s, v) = k.post(
+        "/v1/instances?project=web",
+        json!({"name": "vm1", "description": "first", "image": IMAGE, "instance_type": "k1-small"}),
+    );
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["state"], "creating", "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    uuid::Uuid::parse_str(&id).expect("id is a UUID");
+
+    let v = k.wait_state("web", "vm1", "running", WAIT);
+    for f in [
+        "id",
+        "name",
+        "description",
+        "state",
+        "image",
+        "instance_type",
+        "host",
+        "time_created",
+        "time_modified",
+        "vcpus",
+        "memory_mib",
+        "disk_gib",
+    ] {
+        assert!(v.get(f).is_some_and(|x| !x.is_null()), "field {f} missing: {v}");
+    }
+    assert_eq!(
+        (&v["name"], &v["description"], &v["image"], &v["instance_type"], &v["host"]),
+        (&json!("vm1"), &json!("first"), &json!(IMAGE), &json!("k1-small"), &json!(host_name)),
+        "{v}"
+    );
+    assert_eq!((v["vcpus"].as_i64(), v["memory_mib"].as_i64(), v["disk_gib"].as_i64()), (Some(1), Some(512), Some(5)));
+    // Times are RFC 3339 UTC; a change moves time_modified.
+    assert!(time_key(&v["time_modified"]) > time_key(&v["time_created"]), "{v}");
+    let (s, by_id) = k.get(&format!("/v1/instances/{id}?project=web"));
+    assert_eq!((s, &by_id["name"]), (200, &json!("vm1")), "{by_id}");
+    assert_eq!(instance_names(&k, "web"), ["vm1"]);
+    assert_eq!(used(&k), (1, 512, 5, 0));
+
+    act(&k, "web", "vm1", "stop", "stopping");
+    k.wait_state("web", "vm1", "stopped", WAIT);
+    act(&k, "web", "vm1", "start", "starting");
+    k.wait_state("web", "vm1", "running", WAIT);
+    act(&k, "web", "vm1", "reboot", "rebooting");
+    k.wait_state("web", "vm1", "running", WAIT);
+
+    // Resize only when stopped.
+    let msg = assert_error(
+        k.post("/v1/instances/vm1/resize?project=web", json!({"instance_type": "k1-medium"})),
+        409,
+        "InvalidState",
+    );
+    assert!(msg.contains("'running'"), "{msg}");
+    act(&k, "web", "vm1", "stop", "stopping");
+    k.wait_state("web", "vm1", "stopped", WAIT);
+    let resize = |t: &str| {
+        let (s, v) = k.post("/v1/instances/vm1/resize?project=web", json!({ "instance_type": t }));
+        assert_eq!(s, 200, "resize to {t}: {v}");
+        assert_eq!(v["instance_type"], t, "{v}");
+        assert_eq!(v["state"], "stopped", "{v}");
+        (
+            v["vcpus"].as_i64().unwrap_or(-1),
+            v["memory_mib"].as_i64().unwrap_or(-1),
+            v["disk_gib"].as_i64().unwrap_or(-1),
+        )
+    };
+    assert_eq!(resize("k1-medium"), (2, 1024, 10));
+    assert_eq!(used(&k), (2, 1024, 10, 0));
+    // Smaller type: CPU and memory shrink, the disk never does.
+    assert_eq!(resize("k1-nano"), (1, 128, 10));
+    assert_eq!(used(&k), (1, 128, 10, 0));
+    assert_eq!(resize("k1-small"), (1, 512, 10));
+    assert_error(
+        k.post("/v1/instances/vm1/resize?project=web", json!({"instance_type": "k9-huge"})),
+        400,
+        "InvalidValue",
+    );
+    assert_error(k.post("/v1/instances/vm1/resize?project=web", json!({})), 400, "InvalidValue");
+    let (_, v) = k.get("/v1/instances/vm1?project=web");
+    assert_eq!((&v["instance_type"], &v["disk_gib"]), (&json!("k1-small"), &json!(10)), "{v}");
+    act(&k, "web", "vm1", "start", "starting");
+    let v = k.wait_state("web", "vm1", "running", WAIT);
+    assert_eq!((&v["vcpus"], &v["memory_mib"], &v["disk_gib"]), (&json!(1), &json!(512), &json!(10)), "{v}");
+
+    delete_instance(&k, "web", "vm1");
+    assert_error(k.get("/v1/instances/vm1?project=web"), 404, "NotFound");
+    assert_error(k.get(&format!("/v1/instances/{id}?project=web")), 404, "NotFound");
+    assert_error(k.delete("/v1/instances/vm1?project=web"), 404, "NotFound");
+    assert!(instance_names(&k, "web").is_empty());
+    assert_eq!(used(&k), (0, 0, 0, 0));
+
+    // The name is free again; the new instance is a new one.
+    let v = running_instance(&k, "web", "vm1", "k1-nano");
+    assert_ne!(v["id"].as_str(), Some(id.as_str()), "{v}");
+    assert_eq!(v["disk_gib"], 1, "{v}");
+}
+
+#[test]
+fn instance_selected_by_id_needs_no_project() {
+    let k = roomy();
+    k.create_project("web");
+    let v = running_instance(&k, "web", "vm1", "k1-nano");
+    let id = v["id"].as_str().expect("id");
+    let (s, by_id) = k.get(&format!("/v1/instances/{id}"));
+    assert_eq!(s, 200, "{by_id}");
+    assert_eq!(by_id["name"], "vm1");
+    let (s, v) = k.post_empty(&format!("/v1/instances/{id}/stop"));
+    assert_eq!((s, &v["state"]), (202, &json!("stopping")), "{v}");
+    k.wait_state("web", "vm1", "stopped", WAIT);
+    // A name still needs its project.
+    let msg = assert_error(k.get("/v1/instances/vm1"), 400, "InvalidValue");
+    assert!(msg.contains("project"), "{msg}");
+    assert_error(k.get(&format!("/v1/instances/{}", uuid::Uuid::new_v4())), 404, "NotFound");
+    // An id of another project's instance is not found through that project.
+    k.create_project("other");
+    assert_error(k.get(&format!("/v1/instances/{id}?project=other")), 404, "NotFound");
+}
+
+#[test]
+fn serial_console_is_text_with_a_next_offset() {
+    let k = roomy();
+    k.create_project("web");
+    running_instance(&k, "web", "vm1", "k1-nano");
+    let read = |query: &str| {
+        let (s, h, v) = send(
+            raw(&k, Method::GET, &format!("/v1/instances/vm1/serial-console?project=web{query}")).bearer_auth(&k.token),
+        );
+        assert_eq!(s, 200, "{v}");
+        let ct = h.get("content-type").and_then(|c| c.to_str().ok()).unwrap_or_default().to_string();
+        assert!(ct.starts_with("text/plain"), "{ct}");
+        let next: u64 = h
+            .get("kumo-serial-next-offset")
+            .and_then(|c| c.to_str().ok())
+            .and_then(|c| c.parse().ok())
+            .expect("kumo-serial-next-offset header");
+        (v.as_str().map(String::from).unwrap_or_else(|| v.to_string()), next)
+    };
+    let (all, next) = read("");
+    assert!(all.contains("simulated"), "{all}");
+    assert_eq!(next, all.len() as u64);
+    // Nothing new from the end.
+    assert_eq!(read(&format!("&offset={next}")), (String::new(), next));
+    assert_eq!(read("&offset=5"), (all[5..].to_string(), next));
+    assert_eq!(read("&offset=2&max_bytes=10"), (all[2..12].to_string(), 12));
+    assert_eq!(read("&offset=999999"), (String::new(), next));
+    // Following: a reboot appends, read from where we were.
+    act(&k, "web", "vm1", "reboot", "rebooting");
+    k.wait_state("web", "vm1", "running", WAIT);
+    let (more, after) = read(&format!("&offset={next}"));
+    assert!(!more.is_empty() && after == next + more.len() as u64, "{more:?} {after}");
+    assert!(more.contains("reset"), "{more}");
+    assert_error(k.get("/v1/instances/vm1/serial-console?project=web&offset=-1"), 400, "InvalidValue");
+    assert_error(k.get("/v1/instances/nope/serial-console?project=web"), 404, "NotFound");
+}
+
+#[test]
+fn events_record_every_transition_in_order_with_causes() {
+    let k = roomy();
+    k.create_project("web");
+    let v = running_instance(&k, "web", "vm1", "k1-nano");
+    let id = v["id"].as_str().expect("id").to_string();
+    running_instance(&k, "web", "other", "k1-nano");
+    act(&k, "web", "vm1", "stop", "stopping");
+    k.wait_state("web", "vm1", "stopped", WAIT);
+    act(&k, "web", "vm1", "start", "starting");
+    k.wait_state("web", "vm1", "running", WAIT);
+    act(&k, "web", "vm1", "reboot", "rebooting");
+    k.wait_state("web", "vm1", "running", WAIT);
+
+    let expected_live = [
+        ("created", None, "creating", "api: instance_create"),
+        ("state_changed", Some("creating"), "starting", "reconciler: "),
+        ("state_changed", Some("starting"), "running", "reconciler: "),
+        ("state_changed", Some("running"), "stopping", "api: instance_stop"),
+        ("state_changed", Some("stopping"), "stopped", "reconciler: "),
+        ("state_changed", Some("stopped"), "starting", "api: instance_start"),
+        ("state_changed", Some("starting"), "running", "reconciler: "),
+        ("state_changed", Some("running"), "rebooting", "api: instance_reboot"),
+        ("state_changed", Some("rebooting"), "running", "reconciler: "),
+    ];
+    let check = |evs: &[Value], expected: &[(&str, Option<&str>, &str, &str)]| {
+        let got: Vec<String> = evs
+            .iter()
+            .map(|e| format!("{} {}->{} ({})", e["kind"], e["from_state"], e["to_state"], e["cause"]))
+            .collect();
+        assert_eq!(evs.len(), expected.len(), "events:\n{}", got.join("\n"));
+        for (e, (kind, from, to, cause)) in evs.iter().zip(expected) {
+            assert_eq!(e["kind"], *kind, "events:\n{}", got.join("\n"));
+            assert_eq!(e["from_state"], json!(from), "events:\n{}", got.join("\n"));
+            assert_eq!(e["to_state"], *to, "events:\n{}", got.join("\n"));
+            let c = e["cause"].as_str().unwrap_or_default();
+            assert!(c.starts_with(cause), "cause {c:?} should start with {cause:?}");
+            assert_eq!(e["resource_type"], "instance");
+            assert_eq!(e["resource_id"], json!(id));
+            assert_eq!(e["resource_name"], "vm1");
+            assert_eq!(e["project"], "web");
+        }
+        let times: Vec<String> = evs.iter().map(|e| time_key(&e["time_created"])).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "not oldest first: {times:?}");
+    };
+    // API causes name the caller and the request.
+    let evs = events(&k, "web", Some("vm1"));
+    check(&evs, &expected_live);
+    assert!(evs[0]["cause"].as_str().unwrap_or_default().contains("operator token 'admin'"), "{}", evs[0]);
+    check(&events(&k, "web", Some(&id)), &expected_live);
+
+    // The project-wide list has the project's creation and both instances.
+    let all = events(&k, "web", None);
+    assert_eq!(all[0]["resource_type"], "project", "{}", all[0]);
+    assert!(all.iter().any(|e| e["resource_name"] == "other"));
+    assert_eq!(all.iter().filter(|e| e["resource_name"] == "vm1").count(), expected_live.len());
+
+    // After deletion the history stays, reachable by id.
+    delete_instance(&k, "web", "vm1");
+    let mut expected = expected_live.to_vec();
+    expected.push(("state_changed", Some("running"), "deleting", "api: instance_delete"));
+    expected.push(("state_changed", Some("deleting"), "destroyed", "reconciler: "));
+    check(&events(&k, "web", Some(&id)), &expected);
+
+    assert_error(k.get("/v1/events?project=web&instance=nope"), 404, "NotFound");
+    assert_error(k.get("/v1/events"), 400, "InvalidValue");
+    assert_error(k.get("/v1/events?project=nope"), 404, "NotFound");
+}
+
+#[test]
+fn actions_in_the_wrong_state_are_409_naming_the_state() {
+    let k = roomy();
+    k.create_project("web");
+    running_instance(&k, "web", "vm1", "k1-nano");
+    let msg = assert_error(k.post_empty("/v1/instances/vm1/start?project=web"), 409, "InvalidState");
+    assert!(msg.contains("'running'"), "{msg}");
+    act(&k, "web", "vm1", "stop", "stopping");
+    k.wait_state("web", "vm1", "stopped", WAIT);
+    let msg = assert_error(k.post_empty("/v1/instances/vm1/stop?project=web"), 409, "InvalidState");
+    assert!(msg.contains("'stopped'"), "{msg}");
+    let msg = assert_error(k.post_empty("/v1/instances/vm1/reboot?project=web"), 409, "InvalidState");
+    assert!(msg.contains("'stopped'") && msg.contains("start it"), "{msg}");
+    // Refused actions changed nothing.
+    let (_, v) = k.get("/v1/instances/vm1?project=web");
+    assert_eq!(v["state"], "stopped", "{v}");
+    let evs = events(&k, "web", Some("vm1"));
+    assert_eq!(evs.last().expect("events")["to_state"], "stopped");
+    assert_eq!(evs.len(), 5, "{evs:?}");
+    assert_error(k.post_empty("/v1/instances/nope/stop?project=web"), 404, "NotFound");
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let k = roomy();
+    k.create_project("web");
+    let body = |extra: Value| {
+        let mut b = json!({"name": "vm1", "image": IMAGE, "instance_type": "k1-nano"});
+        for (key, val) in extra.as_object().expect("object") {
+            if val.is_null() {
+                b.as_object_mut().expect("object").remove(key);
+            } else {
+                b[key] = val.clone();
+            }
+        }
+        b.to_string()
+    };
+    let post = |query: &str, ct: &str, body: String| {
+        let url = format!("{}/v1/instances{query}", k.url);
+        let (s, _, v) = send(k.http.post(url).bearer_auth(&k.token).header("content-type", ct).body(body));
+        (s, v)
+    };
+    /// What is sent (query, content type, body) and what must come back (status, code, a word of the message).
+    struct Case {
+        what: &'static str,
+        query: &'static str,
+        ct: &'static str,
+        body: String,
+        status: u16,
+        code: &'static str,
+        mention: &'static str,
+    }
+    let case =
+        |what, ct, body, status, code, mention| Case { what, query: "?project=web", ct, body, status, code, mention };
+    let (json_ct, bad) = ("application/json", "InvalidValue");
+    let cases = [
+        case("malformed JSON", json_ct, r#"{"name": "vm1","#.into(), 400, bad, ""),
+        case("not an object", json_ct, "[1,2]".into(), 400, bad, ""),
+        case("wrong content type", "text/plain", body(json!({})), 400, bad, "application/json"),
+        case("no body", json_ct, String::new(), 400, bad, ""),
+        case("unknown field", json_ct, body(json!({"colour": "red"})), 400, bad, "colour"),
+        case("missing field", json_ct, body(json!({"instance_type": null})), 400, bad, "instance_type"),
+        case("wrong type", json_ct, body(json!({"name": 7})), 400, bad, ""),
+        case("bad name", json_ct, body(json!({"name": "Web_1"})), 400, bad, "uppercase"),
+        case("unknown image", json_ct, body(json!({"image": "nope"})), 400, bad, "'nope'"),
+        case("unknown type", json_ct, body(json!({"instance_type": "k9-huge"})), 400, bad, "k9-huge"),
+        case(
+            "user_data > 32 KiB",
+            json_ct,
+            body(json!({"user_data": "#".repeat(32 * 1024 + 1)})),
+            400,
+            bad,
+            "user_data",
+        ),
+        case("long description", json_ct, body(json!({"description": "d".repeat(513)})), 400, bad, "description"),
+        case("body > 64 KiB", json_ct, body(json!({"user_data": "#".repeat(70 * 1024)})), 413, "PayloadTooLarge", ""),
+        Case { query: "", ..case("missing project", json_ct, body(json!({})), 400, bad, "project") },
+        Case { query: "?project=nope", ..case("unknown project", json_ct, body(json!({})), 404, "NotFound", "'nope'") },
+    ];
+    for c in cases {
+        let msg = assert_error(post(c.query, c.ct, c.body), c.status, c.code);
+        assert!(msg.contains(c.mention), "{}: message should mention {:?}: {msg}", c.what, c.mention);
+        assert!(instance_names(&k, "web").is_empty(), "{} created an instance", c.what);
+        assert_eq!(used(&k), (0, 0, 0, 0), "{} reserved capacity", c.what);
+    }
+    // The connection is still usable and the same request done right works.
+    let (s, v) = post("?project=web", json_ct, body(json!({})));
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(used(&k), (1, 128, 1, 0));
+    // A duplicate name is refused after scheduling: its reservation is rolled back.
+    let msg = assert_error(post("?project=web", json_ct, body(json!({}))), 409, "ObjectAlreadyExists");
+    assert!(msg.contains("'vm1'"), "{msg}");
+    assert_eq!(used(&k), (1, 128, 1, 0), "the refused duplicate kept a reservation");
+    // Only that one instance was ever created.
+    let evs = events(&k, "web", None);
+    let created = evs.iter().filter(|e| e["resource_type"] == "instance" && e["kind"] == "created").count();
+    assert_eq!(created, 1, "{evs:?}");
+    // The image may be given by id.
+    let (_, images) = k.get("/v1/images");
+    let image_id = images["items"][0]["id"].as_str().expect("image id").to_string();
+    let (s, v) = post("?project=web", json_ct, body(json!({"name": "vm2", "image": image_id})));
+    assert_eq!((s, &v["image"]), (202, &json!(IMAGE)), "{v}");
+    assert_eq!(instance_names(&k, "web"), ["vm1", "vm2"]);
+}
+
+/// With a slow hypervisor, users act on instances that are still on their way: delete one being
+/// created, stop one being started. Both converge, and nothing stays reserved or on the host.
+#[test]
+fn actions_during_transitions_converge() {
+    let k = cloud(&[
+        "--host-vcpus",
+        "16",
+        "--host-memory-mib",
+        "16384",
+        "--host-disk-gib",
+        "500",
+        "--sim-latency-ms",
+        "300",
+    ]);
+    k.create_project("web");
+    let (s, v) = create_instance(&k, "web", "quitter", "k1-nano");
+    assert_eq!((s, &v["state"]), (202, &json!("creating")), "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let (s, v) = k.delete("/v1/instances/quitter?project=web");
+    assert_eq!((s, &v["state"]), (202, &json!("deleting")), "{v}");
+    k.wait_state("web", "quitter", "gone", WAIT);
+    assert_eq!(used(&k), (0, 0, 0, 0));
+    let evs = events(&k, "web", Some(&id));
+    let steps: Vec<(Value, Value)> = evs.iter().map(|e| (e["from_state"].clone(), e["to_state"].clone())).collect();
+    assert_eq!(
+        steps,
+        [
+            (Value::Null, json!("creating")),
+            (json!("creating"), json!("deleting")),
+            (json!("deleting"), json!("destroyed"))
+        ],
+        "{evs:?}"
+    );
+
+    let (s, v) = create_instance(&k, "web", "hasty", "k1-nano");
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("web", "hasty", "starting", WAIT);
+    act(&k, "web", "hasty", "stop", "stopping");
+    k.wait_state("web", "hasty", "stopped", WAIT);
+    let (s, v) = k.get("/v1/system/reconcilers");
+    assert_eq!(s, 200, "{v}");
+    // Once stopped it stays stopped (the late "booted" of the start was not applied).
+    let evs = events(&k, "web", Some("hasty"));
+    assert_eq!(evs.last().expect("event")["to_state"], "stopped", "{evs:?}");
+    assert!(!evs.iter().any(|e| e["to_state"] == "running"), "{evs:?}");
+    act(&k, "web", "hasty", "start", "starting");
+    k.wait_state("web", "hasty", "running", WAIT);
+    let (_, _, console) =
+        send(raw(&k, Method::GET, "/v1/instances/hasty/serial-console?project=web").bearer_auth(&k.token));
+    assert!(console.as_str().unwrap_or_default().contains("powered off"), "{console}");
+    delete_instance(&k, "web", "hasty");
+    assert_eq!(used(&k), (0, 0, 0, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduler
+
+#[test]
+fn a_full_host_answers_507_naming_what_is_short_and_deleting_frees_room() {
+    let k = cloud(&[
+        "--host-vcpus",
+        "2",
+        "--cpu-overcommit",
+        "1",
+        "--host-memory-mib",
+        "1024",
+        "--memory-overcommit",
+        "1",
+        "--host-disk-gib",
+        "100",
+    ]);
+    k.create_project("web");
+    let h = host(&k);
+    assert_eq!(
+        (&h["vcpus_limit"], &h["memory_mib_limit"], &h["disk_gib_limit"]),
+        (&json!(2), &json!(1024), &json!(100))
+    );
+    assert_eq!((&h["driver"], &h["accelerator"]), (&json!("sim"), &json!("simulated")), "{h}");
+    assert_eq!(used(&k), (0, 0, 0, 0));
+
+    running_instance(&k, "web", "a", "k1-small");
+    assert_eq!(used(&k), (1, 512, 5, 0));
+    running_instance(&k, "web", "b", "k1-small");
+    assert_eq!(used(&k), (2, 1024, 10, 0));
+
+    // Full on CPU and memory.
+    let msg = assert_error(create_instance(&k, "web", "c", "k1-nano"), 507, "InsufficientCapacity");
+    assert!(msg.contains("vCPUs") && msg.contains("memory") && !msg.contains("disk"), "{msg}");
+    assert_eq!(instance_names(&k, "web"), ["a", "b"]);
+    assert_eq!(used(&k), (2, 1024, 10, 0));
+
+    delete_instance(&k, "web", "a");
+    assert_eq!(used(&k), (1, 512, 5, 0));
+
+    // Short of memory only.
+    let (s, v) = k.post("/v1/instance-types", json!({"name": "m1-hog", "vcpus": 1, "memory_mib": 768, "disk_gib": 1}));
+    assert_eq!(s, 201, "{v}");
+    let msg = assert_error(create_instance(&k, "web", "hog", "m1-hog"), 507, "InsufficientCapacity");
+    assert!(msg.contains("768 MiB of memory requested") && msg.contains("512 free"), "{msg}");
+    assert!(!msg.contains("vCPUs"), "{msg}");
+
+    running_instance(&k, "web", "c", "k1-nano");
+    assert_eq!(used(&k), (2, 640, 6, 0));
+    // Short of CPU only.
+    let msg = assert_error(create_instance(&k, "web", "d", "k1-nano"), 507, "InsufficientCapacity");
+    assert!(msg.contains("1 vCPUs requested, at most 0 free") && !msg.contains("memory"), "{msg}");
+
+    // A resize that does not fit is refused and changes nothing (capacity nor type).
+    act(&k, "web", "b", "stop", "stopping");
+    k.wait_state("web", "b", "stopped", WAIT);
+    let msg = assert_error(
+        k.post("/v1/instances/b/resize?project=web", json!({"instance_type": "k1-medium"})),
+        507,
+        "InsufficientCapacity",
+    );
+    assert!(msg.contains("vCPUs"), "{msg}");
+    let (_, v) = k.get("/v1/instances/b?project=web");
+    assert_eq!((&v["instance_type"], &v["vcpus"], &v["memory_mib"]), (&json!("k1-small"), &json!(1), &json!(512)));
+    assert_eq!(used(&k), (2, 640, 6, 0), "a stopped instance keeps its reservation");
+    assert_eq!(instance_names(&k, "web"), ["b", "c"]);
+}
+
+#[test]
+fn gpu_types_need_a_host_with_a_free_gpu() {
+    let sizes = ["--host-vcpus", "8", "--host-memory-mib", "8192", "--host-disk-gib", "100"];
+    {
+        let k = cloud(&sizes);
+        k.create_project("ml");
+        assert_eq!(host(&k)["gpus_total"], 0);
+        let msg = assert_error(create_instance(&k, "ml", "gpu1", "g1-small"), 507, "InsufficientCapacity");
+        assert!(msg.contains("GPUs") && !msg.contains("vCPUs") && !msg.contains("memory"), "{msg}");
+        assert!(instance_names(&k, "ml").is_empty());
+        assert_eq!(used(&k), (0, 0, 0, 0));
+    }
+    let mut with_gpu = sizes.to_vec();
+    with_gpu.extend(["--host-gpus", "1"]);
+    let k = cloud(&with_gpu);
+    k.create_project("ml");
+    assert_eq!(host(&k)["gpus_total"], 1);
+    let v = running_instance(&k, "ml", "gpu1", "g1-small");
+    assert_eq!(v["instance_type"], "g1-small");
+    assert_eq!(used(&k), (2, 2048, 20, 1));
+    let msg = assert_error(create_instance(&k, "ml", "gpu2", "g1-small"), 507, "InsufficientCapacity");
+    assert!(msg.contains("1 GPUs requested, at most 0 free"), "{msg}");
+    // CPU-only types still fit beside it.
+    running_instance(&k, "ml", "cpu1", "k1-nano");
+    delete_instance(&k, "ml", "gpu1");
+    assert_eq!(used(&k), (1, 128, 1, 0));
+    running_instance(&k, "ml", "gpu2", "g1-small");
+}
+
+#[test]
+fn concurrent_creates_never_overshoot_the_host() {
+    let k = cloud(&[
+        "--host-vcpus",
+        "10",
+        "--cpu-overcommit",
+        "1",
+        "--host-memory-mib",
+        "65536",
+        "--host-disk-gib",
+        "1000",
+    ]);
+    k.create_project("load");
+    let limit = host(&k)["vcpus_limit"].as_i64().expect("limit");
+    assert_eq!(limit, 10);
+    let barrier = std::sync::Barrier::new(30);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (results, max_seen) = std::thread::scope(|s| {
+        let monitor = s.spawn(|| {
+            let mut max_seen = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let h = host(&k);
+                let u = h["vcpus_used"].as_i64().expect("used");
+                assert!(u <= limit, "vcpus_used {u} exceeds the limit {limit}: {h}");
+                max_seen = max_seen.max(u);
+            }
+            max_seen
+        });
+        let creators: Vec<_> = (0..30)
+            .map(|i| {
+                let (k, barrier) = (&k, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    create_instance(k, "load", &format!("vm{i}"), "k1-nano")
+                })
+            })
+            .collect();
+        let results: Vec<(u16, Value)> = creators.into_iter().map(|c| c.join().expect("creator")).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (results, monitor.join().expect("monitor"))
+    });
+    let accepted = results.iter().filter(|(s, _)| *s == 202).count();
+    for (s, v) in &results {
+        assert!(
+            *s == 202 || (*s == 507 && v["error_code"] == "InsufficientCapacity"),
+            "unexpected answer {s}: {v}\n{}",
+            k.log_tail(30)
+        );
+    }
+    assert_eq!(accepted, 10, "exactly 10 fit");
+    assert!(max_seen <= limit);
+    let h = host(&k);
+    assert_eq!((&h["vcpus_used"], &h["memory_mib_used"]), (&json!(10), &json!(1280)), "{h}");
+    let (s, v) = k.get("/v1/instances?project=load");
+    assert_eq!((s, names(&v).len()), (200, 10), "{v}");
+    // They all converge.
+    for n in names(&v) {
+        k.wait_state("load", &n, "running", WAIT);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instance types
+
+#[test]
+fn operators_manage_the_instance_type_catalogue() {
+    let k = roomy();
+    let (s, v) = k.get("/v1/instance-types");
+    assert_eq!(s, 200, "{v}");
+    for t in ["k1-nano", "k1-small", "k1-medium", "k1-large", "g1-small"] {
+        assert!(names(&v).iter().any(|n| n == t), "default type {t} missing: {v}");
+    }
+    let (s, v) = k.post(
+        "/v1/instance-types",
+        json!({"name": "m1-custom", "description": "3 odd vCPUs", "vcpus": 3, "memory_mib": 768, "disk_gib": 7}),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (&v["name"], &v["vcpus"], &v["memory_mib"], &v["disk_gib"], &v["gpus"]),
+        (&json!("m1-custom"), &json!(3), &json!(768), &json!(7), &json!(0)),
+        "{v}"
+    );
+    let (s, view) = k.get("/v1/instance-types/m1-custom");
+    assert_eq!((s, view), (200, v));
+
+    let base = json!({"name": "bad", "vcpus": 1, "memory_mib": 128, "disk_gib": 1});
+    for (field, value) in [
+        ("vcpus", 0),
+        ("vcpus", 65),
+        ("memory_mib", 63),
+        ("memory_mib", 262_145),
+        ("disk_gib", 0),
+        ("disk_gib", 16_385),
+        ("gpus", -1),
+        ("gpus", 17),
+    ] {
+        let mut b = base.clone();
+        b[field] = json!(value);
+        let msg = assert_error(k.post("/v1/instance-types", b), 400, "InvalidValue");
+        assert!(msg.contains(field) && msg.contains(&value.to_string()), "{field}={value}: {msg}");
+    }
+    assert_error(
+        k.post("/v1/instance-types", json!({"name": "Bad_Type", "vcpus": 1, "memory_mib": 128, "disk_gib": 1})),
+        400,
+        "InvalidValue",
+    );
+    assert_error(
+        k.post("/v1/instance-types", json!({"name": "nomem", "vcpus": 1, "disk_gib": 1})),
+        400,
+        "InvalidValue",
+    );
+    assert_error(k.get("/v1/instance-types/bad"), 404, "NotFound");
+    for dup in ["m1-custom", "k1-nano"] {
+        let msg = assert_error(
+            k.post("/v1/instance-types", json!({"name": dup, "vcpus": 1, "memory_mib": 128, "disk_gib": 1})),
+            409,
+            "ObjectAlreadyExists",
+        );
+        assert!(msg.contains(dup), "{msg}");
+    }
+
+    k.create_project("web");
+    let v = running_instance(&k, "web", "vm1", "m1-custom");
+    assert_eq!((&v["vcpus"], &v["memory_mib"], &v["disk_gib"]), (&json!(3), &json!(768), &json!(7)), "{v}");
+    let msg = assert_error(k.delete("/v1/instance-types/m1-custom"), 409, "InvalidState");
+    assert!(msg.contains("1 instance"), "{msg}");
+    delete_instance(&k, "web", "vm1");
+    let (s, v) = k.delete("/v1/instance-types/m1-custom");
+    assert_eq!(s, 204, "{v}");
+    assert_error(k.get("/v1/instance-types/m1-custom"), 404, "NotFound");
+    assert_error(k.delete("/v1/instance-types/m1-custom"), 404, "NotFound");
+    assert_error(create_instance(&k, "web", "vm2", "m1-custom"), 400, "InvalidValue");
+    // The name can be used again.
+    let (s, v) =
+        k.post("/v1/instance-types", json!({"name": "m1-custom", "vcpus": 1, "memory_mib": 256, "disk_gib": 2}));
+    assert_eq!(s, 201, "{v}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart
+
+#[test]
+fn restart_keeps_the_cloud_and_reports_lost_sim_guests_stopped() {
+    let mut k = roomy();
+    k.create_project("web");
+    running_instance(&k, "web", "up", "k1-small");
+    running_instance(&k, "web", "down", "k1-nano");
+    act(&k, "web", "down", "stop", "stopping");
+    k.wait_state("web", "down", "stopped", WAIT);
+    let token = k.token.clone();
+    let events_before = events(&k, "web", Some("up")).len();
+    let used_before = used(&k);
+
+    k.restart();
+
+    assert_eq!(k.token, token, "the admin token changed");
+    let (s, headers, v) = send(raw(&k, Method::GET, "/v1/me").bearer_auth(&token));
+    assert_eq!(s, 200, "{v} {headers:?}");
+    let (s, v) = k.get("/v1/projects/web");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(instance_names(&k, "web"), ["down", "up"]);
+    // The sim driver's guests lived in the old process: the reconciler finds "up" gone and
+    // records it as stopped, saying why. "down" stays stopped.
+    k.wait_state("web", "up", "stopped", WAIT);
+    let evs = events(&k, "web", Some("up"));
+    assert_eq!(evs.len(), events_before + 1, "{evs:?}");
+    let last = evs.last().expect("event");
+    assert_eq!((&last["from_state"], &last["to_state"]), (&json!("running"), &json!("stopped")), "{last}");
+    assert!(last["cause"].as_str().unwrap_or_default().starts_with("reconciler: "), "{last}");
+    let (_, v) = k.get("/v1/instances/down?project=web");
+    assert_eq!(v["state"], "stopped", "{v}");
+    // Reservations survive (stopped instances keep theirs), and the instances start again.
+    assert_eq!(used(&k), used_before);
+    act(&k, "web", "up", "start", "starting");
+    k.wait_state("web", "up", "running", WAIT);
+    act(&k, "web", "down", "start", "starting");
+    k.wait_state("web", "down", "running", WAIT);
+    // The name index and the catalogue survived too.
+    assert_error(create_instance(&k, "web", "up", "k1-nano"), 409, "ObjectAlreadyExists");
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAPI
+
+/// Every operation in the served OpenAPI document refuses a call without (valid) credentials.
+/// Adding an operation outside the authenticated router makes this fail.
+#[test]
+fn every_documented_operation_requires_authentication() {
+    let k = cloud(&[]);
+    let (s, _, doc) = send(raw(&k, Method::GET, "/v1/openapi.json"));
+    assert_eq!(s, 200);
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut ops = BTreeSet::new();
+    let mut problems = Vec::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            let Ok(m) = Method::from_bytes(method.to_uppercase().as_bytes()) else { continue };
+            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) {
+                continue;
+            }
+            let id = op["operationId"].as_str().unwrap_or(path).to_string();
+            ops.insert(id.clone());
+            // Dummy path parameters; a project selector in case it is needed.
+            let concrete: String = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "dummy" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let url = format!("{concrete}?project=dummy&name=dummy");
+            let creds = [None, Some(format!("Bearer kumo_{}", "f".repeat(64)))];
+            for cred in creds {
+                let mut req = raw(&k, m.clone(), &url);
+                if m == Method::POST || m == Method::PUT || m == Method::PATCH {
+                    req = req.header("content-type", "application/json").body("{}");
+                }
+                if let Some(c) = &cred {
+                    req = req.header("authorization", c);
+                }
+                let (s, headers, v) = send(req);
+                let rid_ok = headers.get("x-request-id").and_then(|h| h.to_str().ok()) == v["request_id"].as_str();
+                if s != 401 || v["error_code"] != "Unauthenticated" || !rid_ok {
+                    let how = if cred.is_some() { "a wrong token" } else { "no credentials" };
+                    problems.push(format!("{id} ({} {path}) with {how}: {s} {v}", m.as_str()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "operations reachable without authentication:\n{}", problems.join("\n"));
+    let expected = [
+        "project_list",
+        "project_create",
+        "project_view",
+        "project_delete",
+        "image_list",
+        "image_import",
+        "image_view",
+        "image_delete",
+        "instance_type_list",
+        "instance_type_create",
+        "instance_type_view",
+        "instance_type_delete",
+        "instance_list",
+        "instance_create",
+        "instance_view",
+        "instance_delete",
+        "instance_start",
+        "instance_stop",
+        "instance_reboot",
+        "instance_resize",
+        "instance_serial_console",
+        "event_list",
+        "host_list",
+        "host_view",
+        "me_view",
+        "reconciler_list",
+    ];
+    let missing: Vec<&str> = expected.iter().copied().filter(|e| !ops.contains(*e)).collect();
+    assert!(missing.is_empty(), "operations missing from the document: {missing:?} (has {ops:?})");
+    // Nothing was created by all those calls.
+    let (s, v) = k.get("/v1/projects");
+    assert_eq!((s, names(&v)), (200, vec![]), "{v}");
+}
+
+#[test]
+fn wrong_method_is_405_with_the_error_body_and_bearer_scheme_is_case_insensitive() {
+    let k = Kumod::sim(&[]);
+    let resp = k.http.put(format!("{}/v1/projects", k.url)).bearer_auth(&k.token).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let v: serde_json::Value = resp.json().unwrap();
+    assert_eq!(v["error_code"], "MethodNotAllowed", "{v}");
+    let resp =
+        k.http.get(format!("{}/v1/me", k.url)).header("authorization", format!("bearer {}", k.token)).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}

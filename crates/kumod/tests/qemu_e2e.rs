@@ -78,7 +78,9 @@ fn cli(k: &Kumod, args: &[&str]) -> String {
         .env("KUMO_TOKEN", &k.token)
         .env("KUMO_CONFIG", k.data_dir().join("cli-config.json"))
         .output()
-        .unwrap_or_else(|e| panic!("run {}: {e} (build the workspace first: cargo build --workspace)", kumo_binary().display()));
+        .unwrap_or_else(|e| {
+            panic!("run {}: {e} (build the workspace first: cargo build --workspace)", kumo_binary().display())
+        });
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -116,8 +118,20 @@ fn readme_flow_on_real_qemu_through_the_cli() {
     std::fs::write(&ud, "echo hello-from-user-data\n").unwrap();
     let v = cli_json(
         &k,
-        &["instance", "create", "web1", "--project", "demo", "--image", "tiny", "--type", "k1-nano",
-          "--user-data-file", ud.to_str().unwrap(), "--wait"],
+        &[
+            "instance",
+            "create",
+            "web1",
+            "--project",
+            "demo",
+            "--image",
+            "tiny",
+            "--type",
+            "k1-nano",
+            "--user-data-file",
+            ud.to_str().unwrap(),
+            "--wait",
+        ],
     );
     assert_eq!(v["state"], "running", "{v}");
     let id = v["id"].as_str().unwrap().to_string();
@@ -167,8 +181,14 @@ fn readme_flow_on_real_qemu_through_the_cli() {
     let (_, host) = k.get("/v1/hosts");
     assert_eq!(host["items"][0]["vcpus_used"], 0, "{host}");
     let events = cli(&k, &["event", "list", "--project", "demo", "--instance", &id]);
-    for step in ["creating -> starting", "starting -> running", "running -> stopping", "stopping -> stopped",
-                 "running -> rebooting", "deleting -> destroyed"] {
+    for step in [
+        "creating -> starting",
+        "starting -> running",
+        "running -> stopping",
+        "stopping -> stopped",
+        "running -> rebooting",
+        "deleting -> destroyed",
+    ] {
         assert!(events.contains(step), "event '{step}' missing:\n{events}");
     }
 }

@@ -89,6 +89,10 @@ pub async fn request_id(req: Request, next: Next) -> Response {
     resp
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "this path does not take that HTTP method; see /v1/openapi.json")
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such API path; the API is described at /v1/openapi.json")
 }
@@ -108,6 +112,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .merge(api)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(app)
 }

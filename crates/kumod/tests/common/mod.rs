@@ -88,7 +88,8 @@ impl Kumod {
             assert!(Instant::now() < deadline, "kumod did not start within 60s:\n{}", self.log_tail(60));
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.token = std::fs::read_to_string(self.dir.path().join("admin-token")).expect("admin-token").trim().to_string();
+        self.token =
+            std::fs::read_to_string(self.dir.path().join("admin-token")).expect("admin-token").trim().to_string();
     }
 
     /// SIGKILL, as a crash would.
@@ -132,7 +133,13 @@ impl Kumod {
         self.send(self.http.delete(format!("{}{path}", self.url)))
     }
     pub fn text(&self, path: &str) -> String {
-        self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().expect("request").text().unwrap_or_default()
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .expect("request")
+            .text()
+            .unwrap_or_default()
     }
 
     pub fn create_project(&self, name: &str) {

@@ -1,0 +1,277 @@
+//! `kumo-bench`: Kumo's benchmarks. Each figure is printed next to the physical limit measured in
+//! the same run on the same machine (raw `qemu-system-x86_64` with kumod's own command line; a
+//! trivial HTTP server), as a ratio with its target and PASS/MISS. A MISS is a figure, not a
+//! failure: the exit code is non-zero only when the benchmark itself could not run.
+//!
+//! It starts its own kumod (the release binary next to this one) in a temp directory under /tmp,
+//! and on exit — normal, error or Ctrl-C — stops it and kills every process it or its kumod
+//! started (see [`procs`]). docs/benchmarks.md has the results and how to read them.
+
+mod api_load;
+mod kumod;
+mod launch;
+mod procs;
+mod raw;
+mod report;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use kumod::{Kumod, PROJECT};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kumo-bench",
+    version,
+    about = "Kumo benchmarks: figures as ratios against the physical limit measured in the same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    what: Option<What>,
+    /// Launches per side (kumod and raw) for the launch-latency benchmark.
+    #[arg(long, global = true, default_value_t = 5)]
+    runs: usize,
+    /// Instances launched at once in the concurrent benchmark.
+    #[arg(long, global = true, default_value_t = 20)]
+    concurrency: usize,
+    /// Measured seconds per API load run (after a 1 s warm-up).
+    #[arg(long, global = true, default_value_t = 10.0)]
+    seconds: f64,
+    /// Keep-alive connections of the API load generator.
+    #[arg(long, global = true, default_value_t = 32)]
+    connections: usize,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+enum What {
+    /// Every benchmark (the default).
+    All,
+    /// Launch latency: API create → guest ready, vs raw QEMU.
+    Launch,
+    /// Many launches at once, vs raw single boots divided by the cores.
+    Concurrent,
+    /// API throughput (GET view, GET list) vs a trivial HTTP server.
+    Api,
+    /// kumod idle memory and per-instance QEMU memory, vs raw QEMU.
+    Rss,
+    /// (internal) The trivial HTTP server of the API benchmark.
+    #[command(hide = true)]
+    ServeStatic { files: Vec<PathBuf> },
+}
+
+/// A tokio interval that does not burst to catch up after a slow iteration.
+pub fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval(period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.what {
+        Some(What::ServeStatic { files }) => api_load::static_args(files)
+            .and_then(|(v, l, a)| api_load::serve_static(v, l, a))
+            .map(|_| ExitCode::SUCCESS),
+        _ => bench(&cli),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kumo-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(cli: &Cli) -> Result<ExitCode> {
+    if cli.runs == 0 || cli.concurrency == 0 || cli.connections == 0 || cli.seconds <= 0.0 {
+        bail!("--runs, --concurrency, --connections and --seconds must be positive");
+    }
+    kumod::binary()?;
+    procs::become_subreaper();
+    // Short: QMP socket paths under it must stay below the 108-byte unix socket limit.
+    let root = tempfile::Builder::new().prefix("kb-").tempdir_in("/tmp").context("create a temp dir in /tmp")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = run(cli, root.path()) => Some(r),
+            sig = interrupted() => {
+                eprintln!("\nkumo-bench: {sig}: stopping and cleaning up");
+                None
+            }
+        }
+    });
+    // Dropping the benchmark above stopped kumod and the raw QEMUs; this catches anything else.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    let left = procs::kill_everything_under(root.path());
+    if !left.is_empty() {
+        eprintln!("cleanup: killed {} leftover process(es):", left.len());
+        for l in &left {
+            eprintln!("  {l}");
+        }
+    }
+    if let Err(e) = root.close() {
+        eprintln!("cleanup: could not remove the temp dir: {e}");
+    }
+    match outcome {
+        Some(Ok(())) => Ok(ExitCode::SUCCESS),
+        Some(Err(e)) => Err(e),
+        None => Ok(ExitCode::from(130)),
+    }
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "interrupted (SIGINT)",
+        _ = term.recv() => "terminated (SIGTERM)",
+        _ = hup.recv() => "hung up (SIGHUP)",
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+async fn run(cli: &Cli, root: &Path) -> Result<()> {
+    let what = cli.what.clone().unwrap_or(What::All);
+    let all = what == What::All;
+    let cores = cores();
+    print_machine(cli, &what, cores);
+    let mut memory = report::Memory::default();
+
+    if all || matches!(what, What::Launch | What::Concurrent | What::Rss) {
+        // The default overcommit (4 vCPUs per core) would refuse N 1-vCPU instances on a small
+        // machine with 507; the benchmark is about launching them, so make room.
+        let overcommit = ((cli.concurrency + 1) as f64 / cores as f64).ceil().max(4.0);
+        let flags =
+            ["--driver", "qemu", "--accel", "auto", "--cpu-overcommit", &overcommit.to_string()].map(String::from);
+        eprintln!("starting kumod (qemu driver) in {}", root.join("q").display());
+        let mut kumod = Kumod::start(&root.join("q"), &flags).await?;
+        memory.kumod_idle_start_kib = procs::vm_rss_kib(kumod.pid);
+        let host = kumod.host().await?;
+        let accel = host["accelerator"].as_str().unwrap_or("?").to_string();
+        println!("kumod accelerator: {accel} — {}", host["accelerator_reason"].as_str().unwrap_or(""));
+        kumod.api.create_project(PROJECT).await?;
+        let setup = raw::RawSetup::like(&kumod, &root.join("raw")).await?;
+
+        let mut raw_single = None;
+        if all || matches!(what, What::Launch | What::Rss) {
+            let runs = if what == What::Rss { 1 } else { cli.runs };
+            eprintln!("launch latency: {runs} run(s) each side");
+            let f = launch::launch_latency(&kumod, &setup, runs).await?;
+            if what != What::Rss {
+                report::launch(&f, &accel);
+            }
+            raw_single = Some(f.raw.clone());
+            memory.single = Some((f.kumod_mem, f.raw_mem));
+        }
+        if all || what == What::Concurrent {
+            let raw_single = match raw_single {
+                Some(r) => r,
+                None => {
+                    eprintln!("raw single boots (baseline of the concurrent benchmark): {} runs", cli.runs);
+                    launch::raw_single_boots(&setup, cli.runs).await?
+                }
+            };
+            eprintln!("concurrent launches: {} through kumod, then {} raw", cli.concurrency, cli.concurrency);
+            let k = launch::kumod_concurrent(&kumod, cli.concurrency, setup.memory_mib).await?;
+            let r = launch::raw_concurrent(&setup, cli.concurrency).await?;
+            report::concurrent(&k, &r, &raw_single, cores);
+            memory.concurrent = Some((k.mem, r.mem));
+        }
+        memory.kumod_idle_end_kib = procs::vm_rss_kib(kumod.pid);
+        let left = kumod.stop();
+        if !left.is_empty() {
+            println!("\nWARNING: after every instance was deleted through the API and kumod stopped, {} process(es) were still running under its data directory (killed now):", left.len());
+            for l in &left {
+                println!("  {l}");
+            }
+        }
+    }
+
+    if all || what == What::Api {
+        eprintln!(
+            "API throughput: sim kumod with {} instances, {} connections, {} s per run",
+            api_load::INSTANCES,
+            cli.connections,
+            cli.seconds
+        );
+        let f = api_load::api_throughput(root, cli.connections, cli.seconds).await?;
+        report::api(&f, cores);
+        memory.sim_kumod_loaded_kib = f.sim_kumod_rss_kib;
+    }
+
+    if all || what == What::Rss {
+        report::memory(&memory);
+    }
+    println!("\nload average at the end: {} (the machine is shared; see docs/benchmarks.md)", loadavg());
+    Ok(())
+}
+
+/// 1, 5 and 15 minute load averages: other work on the machine shows here.
+fn loadavg() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The machine and the options, first thing in the report.
+fn print_machine(cli: &Cli, what: &What, cores: usize) {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let mem_kib: u64 = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_string();
+    let version = |bin: &Path| {
+        std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+            .unwrap_or_else(|e| format!("unavailable ({e})"))
+    };
+    let kumod_version = kumod::binary().map(|b| version(&b)).unwrap_or_default();
+    println!("# kumo-bench {}", what_name(what));
+    println!();
+    println!(
+        "machine: {os}, kernel {}, {cores} cores ({cpu}), {:.1} GiB RAM",
+        read("/proc/sys/kernel/osrelease").trim(),
+        mem_kib as f64 / 1048576.0
+    );
+    println!("qemu:    {}", version(Path::new(kumo_agent::qemu::QEMU_BINARY)));
+    println!("kumod:   {kumod_version}");
+    println!(
+        "options: --runs {} --concurrency {} --seconds {} --connections {}",
+        cli.runs, cli.concurrency, cli.seconds, cli.connections
+    );
+}
+
+fn what_name(w: &What) -> &'static str {
+    match w {
+        What::All => "all",
+        What::Launch => "launch",
+        What::Concurrent => "concurrent",
+        What::Api => "api",
+        What::Rss => "rss",
+        What::ServeStatic { .. } => "serve-static",
+    }
+}

@@ -1,0 +1,208 @@
+//! Processes the benchmark starts (kumod, raw QEMUs, the static HTTP server) and the ones its kumod
+//! starts (QEMUs): memory figures from `/proc`, and teardown that leaves nothing running.
+//!
+//! Every process of a run has the run's temp directory in its command line (data dir, serial file,
+//! pidfile…), so "everything this run started" is "every process whose command line contains that
+//! path". The benchmark is also a child subreaper, so QEMUs orphaned by a killed kumod become its
+//! children and are reaped here rather than left as zombies.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Resident memory of a process from `/proc/PID/status`, in KiB.
+pub fn vm_rss_kib(pid: i32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Where a QEMU's resident memory is, from `/proc/PID/smaps`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QemuSmaps {
+    /// Resident KiB of the guest-RAM mapping: the anonymous mapping whose size is exactly the
+    /// guest's memory. `None` when there is no such mapping (QEMU laid the RAM out differently).
+    pub guest_ram_kib: Option<u64>,
+    /// Resident KiB of anonymous executable mappings: TCG's translation cache (none under KVM).
+    pub tcg_code_kib: u64,
+}
+
+pub fn qemu_smaps(pid: i32, guest_mib: u64) -> Option<QemuSmaps> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    Some(parse_smaps(&smaps, guest_mib))
+}
+
+fn parse_smaps(smaps: &str, guest_mib: u64) -> QemuSmaps {
+    let want = guest_mib * 1024;
+    let mut out = QemuSmaps::default();
+    // (anonymous, executable, size) of the mapping being read.
+    let mut current: Option<(bool, bool, u64)> = None;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(&first) = fields.first() else { continue };
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping header: "start-end perms offset dev inode [path]"; anonymous = no path.
+            let perms = fields.get(1).copied().unwrap_or("");
+            current = Some((fields.len() == 5, perms.contains('x'), 0));
+        } else if let Some((anon, exec, size)) = current.as_mut() {
+            let kib = fields.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            match first {
+                "Size:" => *size = kib,
+                "Rss:" if *anon && *exec => out.tcg_code_kib += kib,
+                "Rss:" if *anon && *size == want => out.guest_ram_kib = Some(out.guest_ram_kib.unwrap_or(0) + kib),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Makes this process the reaper of its orphaned descendants (QEMUs of a kumod that died).
+pub fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// True while `/proc/PID` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()), Some("Z" | "X")),
+        Err(_) => false,
+    }
+}
+
+/// Reaps `pid` if it is a (possibly adopted) child of ours that has exited.
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid with a valid pointer to a local; WNOHANG never blocks.
+    unsafe {
+        libc::waitpid(pid, &mut status, libc::WNOHANG);
+    }
+}
+
+/// Pids of live processes other than ourselves whose command line contains `marker`.
+pub fn pids_with_marker(marker: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|&pid| pid != me && alive(pid))
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// SIGKILLs every process whose command line contains `dir` and waits (up to 10 s) until they are
+/// gone. Returns the command lines of those it killed (for the "left running" warning).
+pub fn kill_everything_under(dir: &Path) -> Vec<String> {
+    let marker = format!("{}/", dir.display());
+    let pids = pids_with_marker(&marker);
+    let mut killed = Vec::new();
+    for &pid in &pids {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim().to_string())
+            .unwrap_or_default();
+        signal(pid, libc::SIGKILL);
+        killed.push(format!("pid {pid}: {}", shorten(&cmd, 160)));
+    }
+    wait_gone(&pids, Duration::from_secs(10));
+    killed
+}
+
+/// Waits until none of `pids` is alive, reaping the ones that are our children.
+pub fn wait_gone(pids: &[i32], timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    loop {
+        for &pid in pids {
+            reap(pid);
+        }
+        if pids.iter().all(|&p| !alive(p)) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The last `max` bytes of a log file, for error messages.
+pub fn tail(path: &Path, max: usize) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_qemu_memory() {
+        let smaps = "\
+7f00-7f80 rw-p 00000000 00:00 0
+Size:             131072 kB
+Rss:              118784 kB
+7f80-7fff rwxp 00000000 00:00 0
+Size:            1047552 kB
+Rss:               51200 kB
+5600-5700 r-xp 00407000 fe:00 10199054                   /usr/bin/qemu-system-x86_64
+Size:               5000 kB
+Rss:                5000 kB
+";
+        let m = parse_smaps(smaps, 128);
+        assert_eq!(m, QemuSmaps { guest_ram_kib: Some(118784), tcg_code_kib: 51200 });
+        assert_eq!(parse_smaps(smaps, 256).guest_ram_kib, None);
+    }
+
+    #[test]
+    fn reads_own_rss() {
+        let me = std::process::id() as i32;
+        assert!(vm_rss_kib(me).is_some_and(|k| k > 0));
+        assert!(alive(me));
+        assert!(!alive(i32::MAX));
+    }
+
+    #[test]
+    fn finds_a_child_by_marker_and_kills_it() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        // argv[0] carries the marker, as a QEMU's serial path does.
+        let mut child = std::process::Command::new("sleep").arg0(dir.path().join("marker")).arg("30").spawn().unwrap();
+        let killed = kill_everything_under(dir.path());
+        assert_eq!(killed.len(), 1, "{killed:?}");
+        assert!(!alive(child.id() as i32), "killed and reaped");
+        // Already reaped by kill_everything_under: wait() finds no child, which is fine.
+        let _ = child.wait();
+        assert!(pids_with_marker(&format!("{}/", dir.path().display())).is_empty());
+    }
+}

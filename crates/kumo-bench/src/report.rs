@@ -1,0 +1,308 @@
+//! The printed report: one table per part, each figure next to its limit, the ratio, the target
+//! and PASS/MISS. Figures, not assertions: a MISS does not change the exit code.
+
+use crate::api_load::{ApiFigures, LoadResult, INSTANCES};
+use crate::launch::{concurrent_poll, ConcurrentFigures, LaunchFigures, MemSample, POLL};
+use comfy_table::{presets, Table};
+use std::time::Duration;
+
+pub const LAUNCH_RATIO_TARGET: f64 = 1.05;
+pub const CONCURRENT_RATIO_TARGET: f64 = 1.2;
+pub const VIEW_RATE_TARGET: f64 = 20_000.0;
+pub const KUMOD_IDLE_RSS_TARGET_MIB: f64 = 50.0;
+
+/// Median, min and max.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub fn summarize(values: &[f64]) -> Summary {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return Summary { median: f64::NAN, min: f64::NAN, max: f64::NAN };
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Summary { median, min: v[0], max: v[n - 1] }
+}
+
+pub fn secs(d: &[Duration]) -> Vec<f64> {
+    d.iter().map(Duration::as_secs_f64).collect()
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}
+
+fn s(x: f64) -> String {
+    format!("{x:.3} s")
+}
+
+fn mib(kib: f64) -> String {
+    format!("{:.1} MiB", kib / 1024.0)
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::ASCII_MARKDOWN).set_header(header.iter().map(|h| h.to_string()));
+    t
+}
+
+fn title(text: &str) {
+    println!("\n## {text}\n");
+}
+
+/// Part 1.
+pub fn launch(f: &LaunchFigures, accel: &str) {
+    title("1. Launch latency");
+    println!(
+        "One k1-nano instance of the tiny image at a time, accelerator {accel}, {} runs, kumod and raw interleaved.",
+        f.kumod.len()
+    );
+    println!(
+        "kumod: POST /v1/instances → \"kumo-guest: ready\" seen through GET …/serial-console (polled every {} ms).",
+        POLL.as_millis()
+    );
+    println!(
+        "raw:   spawn of qemu-system-x86_64 with kumod's command line → the line in its serial file (same poll).\n"
+    );
+    let (k, r) = (summarize(&secs(&f.kumod)), summarize(&secs(&f.raw)));
+    let ratio = k.median / r.median;
+    let mut t = table(&["figure", "median", "min", "max", "target", "verdict"]);
+    t.add_row(vec![
+        "kumod: API create → guest ready".into(),
+        s(k.median),
+        s(k.min),
+        s(k.max),
+        String::new(),
+        String::new(),
+    ]);
+    t.add_row(vec![
+        "raw QEMU (limit): spawn → guest ready".into(),
+        s(r.median),
+        s(r.min),
+        s(r.max),
+        String::new(),
+        String::new(),
+    ]);
+    t.add_row(vec![
+        "ratio of medians kumod / raw".into(),
+        format!("{ratio:.3}"),
+        String::new(),
+        String::new(),
+        format!("≤ {LAUNCH_RATIO_TARGET}"),
+        verdict(ratio <= LAUNCH_RATIO_TARGET).into(),
+    ]);
+    println!("{t}");
+    println!("kumod overhead per launch (median difference): {:+.0} ms", (k.median - r.median) * 1000.0);
+}
+
+/// Part 2.
+pub fn concurrent(k: &ConcurrentFigures, raw: &ConcurrentFigures, raw_single: &[Duration], cores: usize) {
+    let n = k.each.len();
+    title(&format!("2. {n} concurrent launches"));
+    println!(
+        "{n} k1-nano (1 vCPU) instances created at once; each polled every {} ms (kumod: API, raw: serial file).",
+        concurrent_poll(n).as_millis()
+    );
+    println!();
+    let single = summarize(&secs(raw_single)).median;
+    let limit = n as f64 * single / cores as f64;
+    let ratio = k.wall.as_secs_f64() / limit;
+    let mut t = table(&["figure", "value", "target", "verdict"]);
+    t.add_row(vec![
+        format!("kumod: first create → all {n} guests ready"),
+        s(k.wall.as_secs_f64()),
+        String::new(),
+        String::new(),
+    ]);
+    t.add_row(vec![
+        format!("limit: {n} × median raw single boot ({}) / {cores} cores", s(single)),
+        s(limit),
+        String::new(),
+        String::new(),
+    ]);
+    t.add_row(vec![
+        "ratio kumod / limit".into(),
+        format!("{ratio:.3}"),
+        format!("≤ {CONCURRENT_RATIO_TARGET}"),
+        verdict(ratio <= CONCURRENT_RATIO_TARGET).into(),
+    ]);
+    t.add_row(vec![
+        format!("context: {n} raw QEMUs at once, first spawn → all ready"),
+        s(raw.wall.as_secs_f64()),
+        String::new(),
+        String::new(),
+    ]);
+    t.add_row(vec![
+        format!("context: kumod / {n} raw QEMUs at once"),
+        format!("{:.3}", k.wall.as_secs_f64() / raw.wall.as_secs_f64()),
+        String::new(),
+        String::new(),
+    ]);
+    let (ke, re) = (summarize(&secs(&k.each)), summarize(&secs(&raw.each)));
+    t.add_row(vec![
+        "per guest, start → ready: median (min–max), kumod".into(),
+        format!("{} ({:.1}–{:.1} s)", s(ke.median), ke.min, ke.max),
+        String::new(),
+        String::new(),
+    ]);
+    t.add_row(vec![
+        "per guest, start → ready: median (min–max), raw".into(),
+        format!("{} ({:.1}–{:.1} s)", s(re.median), re.min, re.max),
+        String::new(),
+        String::new(),
+    ]);
+    println!("{t}");
+}
+
+/// Part 3.
+pub fn api(f: &ApiFigures, cores: usize) {
+    title("3. API throughput");
+    println!(
+        "kumod --driver sim with {INSTANCES} instances; {} keep-alive HTTP/1.1 connections, 1 s warm-up, {} s measured.",
+        f.connections, f.seconds
+    );
+    println!(
+        "limit: the same load against a trivial axum server (separate process) answering the very bytes kumod answered."
+    );
+    println!(
+        "NOTE: the load generator runs in kumo-bench on the same {cores} cores as the server under test; \
+         every figure is server + client sharing the CPU.\n"
+    );
+    let mut t =
+        table(&["request", "kumod req/s", "p50 / p99", "limit req/s", "p50 / p99", "ratio", "target", "verdict"]);
+    let lat = |r: &LoadResult| format!("{:.2} / {:.2} ms", r.p50_us as f64 / 1000.0, r.p99_us as f64 / 1000.0);
+    let row = |what: String, k: &LoadResult, l: &LoadResult, target: Option<f64>| {
+        vec![
+            what,
+            format!("{:.0}", k.rate()),
+            lat(k),
+            format!("{:.0}", l.rate()),
+            lat(l),
+            format!("{:.3}", k.rate() / l.rate()),
+            target.map(|t| format!("≥ {t:.0} req/s")).unwrap_or_default(),
+            target.map(|t| verdict(k.rate() >= t).to_string()).unwrap_or_default(),
+        ]
+    };
+    t.add_row(row(format!("GET view ({} B)", f.view_bytes), &f.view_kumod, &f.view_static, Some(VIEW_RATE_TARGET)));
+    t.add_row(row(format!("GET list of {INSTANCES} ({} B)", f.list_bytes), &f.list_kumod, &f.list_static, None));
+    println!("{t}");
+    let errors = f.view_kumod.errors + f.view_static.errors + f.list_kumod.errors + f.list_static.errors;
+    println!("errors (non-2xx or broken connections) during the measured windows: {errors}");
+}
+
+/// Part 4's inputs, whatever parts ran.
+#[derive(Default)]
+pub struct Memory {
+    pub kumod_idle_start_kib: Option<u64>,
+    pub kumod_idle_end_kib: Option<u64>,
+    pub sim_kumod_loaded_kib: Option<u64>,
+    pub single: Option<(Vec<MemSample>, Vec<MemSample>)>,
+    pub concurrent: Option<(Vec<MemSample>, Vec<MemSample>)>,
+}
+
+pub fn memory(m: &Memory) {
+    title("4. Memory");
+    println!("VmRSS from /proc/PID/status. QEMU figures are taken when the guest prints its readiness line.");
+    println!("\"outside guest RAM\" = VmRSS minus the resident part of the anonymous mapping of the guest's RAM (from smaps).\n");
+    let mut t = table(&["figure", "value", "limit / comparison", "target", "verdict"]);
+    if let Some(k) = m.kumod_idle_start_kib {
+        let v = k as f64 / 1024.0;
+        t.add_row(vec![
+            "kumod (qemu driver) idle VmRSS after startup".into(),
+            mib(k as f64),
+            String::new(),
+            format!("≤ {KUMOD_IDLE_RSS_TARGET_MIB} MiB"),
+            verdict(v <= KUMOD_IDLE_RSS_TARGET_MIB).into(),
+        ]);
+    }
+    if let Some(k) = m.kumod_idle_end_kib {
+        t.add_row(vec![
+            "kumod idle VmRSS after the launches (all deleted)".into(),
+            mib(k as f64),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    if let Some(k) = m.sim_kumod_loaded_kib {
+        t.add_row(vec![
+            format!("kumod (sim driver, {INSTANCES} instances) VmRSS after the API load"),
+            mib(k as f64),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    let mut qemu_rows = |label: &str, kumod: &[MemSample], raw: &[MemSample]| {
+        if kumod.is_empty() || raw.is_empty() {
+            return;
+        }
+        let med =
+            |v: &[MemSample], f: fn(&MemSample) -> Option<f64>| summarize(&v.iter().filter_map(f).collect::<Vec<_>>());
+        let guest = kumod[0].guest_mib;
+        let mut row = |figure: String, value: String, comparison: String| {
+            t.add_row(vec![format!("{label}: {figure}"), value, comparison, String::new(), String::new()]);
+        };
+        let (kr, rr) = (med(kumod, |m| Some(m.rss_kib as f64)), med(raw, |m| Some(m.rss_kib as f64)));
+        row(
+            "QEMU VmRSS, kumod-launched: median (max)".into(),
+            format!("{} ({})", mib(kr.median), mib(kr.max)),
+            format!("raw {} ({}); ratio {:.3}", mib(rr.median), mib(rr.max), kr.median / rr.median),
+        );
+        let (kb, rb) = (med(kumod, |m| Some(m.rss_minus_guest_mib())), med(raw, |m| Some(m.rss_minus_guest_mib())));
+        row(
+            format!("VmRSS − guest memory ({guest} MiB)"),
+            format!("{:+.1} MiB", kb.median),
+            format!("raw {:+.1} MiB", rb.median),
+        );
+        let (kg, rg) = (med(kumod, MemSample::guest_ram_mib), med(raw, MemSample::guest_ram_mib));
+        let (ko, ro) = (med(kumod, MemSample::outside_guest_ram_mib), med(raw, MemSample::outside_guest_ram_mib));
+        if kg.median.is_finite() && rg.median.is_finite() {
+            row(
+                format!("resident guest RAM (of {guest} MiB)"),
+                format!("{:.1} MiB", kg.median),
+                format!("raw {:.1} MiB", rg.median),
+            );
+            row(
+                "QEMU's own memory (VmRSS − resident guest RAM)".into(),
+                format!("{:.1} MiB", ko.median),
+                format!("raw {:.1} MiB", ro.median),
+            );
+        }
+        let (kt, rt) = (med(kumod, |m| Some(m.tcg_code_mib())), med(raw, |m| Some(m.tcg_code_mib())));
+        row(
+            "… of which TCG translation cache".into(),
+            format!("{:.1} MiB", kt.median),
+            format!("raw {:.1} MiB", rt.median),
+        );
+    };
+    if let Some((k, r)) = &m.single {
+        qemu_rows("one at a time", k, r);
+    }
+    if let Some((k, r)) = &m.concurrent {
+        qemu_rows("all at once", k, r);
+    }
+    println!("{t}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(summarize(&[3.0, 1.0, 2.0]), Summary { median: 2.0, min: 1.0, max: 3.0 });
+        assert_eq!(summarize(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert!(summarize(&[]).median.is_nan());
+    }
+}
