@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn shortage_names_what_is_short() {
         let h = host("a", [2, 1024, 10], [2, 0, 0], (0, 0));
-        let msg = rank(&[h.clone()], want(1, 2048, 1, 0)).unwrap_err();
+        let msg = rank(std::slice::from_ref(&h), want(1, 2048, 1, 0)).unwrap_err();
         assert!(msg.contains("1 vCPUs requested, at most 0 free"), "{msg}");
         assert!(msg.contains("2048 MiB of memory requested, at most 1024 free"), "{msg}");
         assert!(!msg.contains("disk"), "{msg}");
