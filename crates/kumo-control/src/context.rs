@@ -13,22 +13,36 @@ use axum::http::request::Parts;
 use axum::http::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use kumo_types::ErrorCode;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// An authenticated caller.
+/// An authenticated caller: the token used and, unless it is the bootstrap operator token, the
+/// user it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    /// A cloud operator (global admin), authenticated by an API token.
-    Operator { token_id: uuid::Uuid, token_name: String },
+pub struct Actor {
+    pub token_id: uuid::Uuid,
+    pub token_name: String,
+    /// The user (None for the bootstrap operator token).
+    pub user: Option<UserRef>,
+    /// Cloud operator (global admin): may do everything, sees hosts and every project.
+    pub operator: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub id: uuid::Uuid,
+    pub name: String,
 }
 
 impl Actor {
     pub fn describe(&self) -> String {
-        match self {
-            Actor::Operator { token_name, .. } => format!("operator token '{token_name}'"),
+        match &self.user {
+            Some(u) if self.operator => format!("operator '{}' (token '{}')", u.name, self.token_name),
+            Some(u) => format!("user '{}' (token '{}')", u.name, self.token_name),
+            None => format!("operator token '{}'", self.token_name),
         }
     }
 }
@@ -36,13 +50,18 @@ impl Actor {
 /// What an operation is about to do, for the authorisation check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Read something of a project (or a public catalogue).
+    /// Read something of a project, or a catalogue every user may read (instance types, public images).
     Read,
-    /// Create, change or delete something of a project.
+    /// Create, change or delete something of a project (collaborators and owners).
     Write,
-    /// Operator-only: hosts, the instance-type catalogue, public images.
+    /// Manage a project itself, e.g. its members (owners).
+    Manage,
+    /// Operators only: hosts, projects, users, the catalogue, prices, quotas, public images.
     Operator,
 }
+
+/// Project roles, weakest first.
+pub const ROLES: [&str; 3] = ["viewer", "collaborator", "owner"];
 
 /// The context of one API operation.
 #[derive(Debug, Clone)]
@@ -52,11 +71,46 @@ pub struct OpContext {
 }
 
 impl OpContext {
-    /// The one authorisation check of an operation. Operators may do everything; tenant roles
-    /// (viewer/collaborator/owner) will be decided here.
+    /// The authorisation check of an operation that is not about one project: operators may do
+    /// everything; other users may only read catalogues.
     pub fn authorize(&self, access: Access) -> Result<(), ApiError> {
-        match (&self.actor, access) {
-            (Actor::Operator { .. }, _) => Ok(()),
+        if self.actor.operator || access == Access::Read {
+            return Ok(());
+        }
+        Err(ApiError::new(ErrorCode::Forbidden, "only cloud operators may do this"))
+    }
+
+    /// The authorisation check of an operation on a project's resources. A user who is not a
+    /// member gets 404 (they may not learn the project exists); a member whose role does not
+    /// allow the access gets 403.
+    pub async fn authorize_project(
+        &self,
+        conn: &mut kumo_store::Conn,
+        project: &kumo_types::ProjectView,
+        access: Access,
+    ) -> Result<(), ApiError> {
+        if self.actor.operator {
+            return Ok(());
+        }
+        let Some(user) = &self.actor.user else {
+            return Err(ApiError::not_found("project", &project.name));
+        };
+        let role = kumo_store::members::role(conn, project.id, user.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("project", &project.name))?;
+        let allowed = match access {
+            Access::Read => true,
+            Access::Write => role == "collaborator" || role == "owner",
+            Access::Manage => role == "owner",
+            Access::Operator => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("your role '{role}' in project '{}' does not allow this", project.name),
+            ))
         }
     }
 
@@ -116,13 +170,18 @@ async fn resolve(app: &App, token: &str) -> Result<Actor, ApiError> {
     let rec = kumo_store::tokens::lookup(&mut conn, &hash)
         .await?
         .ok_or_else(|| ApiError::unauthenticated("the bearer token is not valid (unknown, revoked or expired)"))?;
-    let actor = match rec.kind.as_str() {
-        "operator" => Actor::Operator { token_id: rec.id, token_name: rec.name },
-        other => return Err(ApiError::internal(format!("token of unknown kind '{other}'"))),
+    let actor = Actor {
+        token_id: rec.id,
+        token_name: rec.name,
+        user: match (rec.user_id, rec.user_name) {
+            (Some(id), Some(name)) => Some(UserRef { id, name }),
+            _ => None,
+        },
+        operator: rec.operator,
     };
     // Recorded on cache refresh, so at most once per TTL per token.
     let mut wconn = app.store.begin().await?;
-    kumo_store::tokens::touch(&mut wconn, rec.id).await?;
+    kumo_store::tokens::touch(&mut wconn, actor.token_id).await?;
     wconn.commit().await.map_err(ApiError::internal)?;
     app.tokens.put(hash, actor.clone());
     Ok(actor)

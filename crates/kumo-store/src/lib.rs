@@ -18,6 +18,7 @@ pub mod hosts;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
+pub mod members;
 pub mod page;
 pub mod projects;
 pub mod tokens;

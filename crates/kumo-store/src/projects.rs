@@ -49,6 +49,19 @@ pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<Proj
     page::fetch(conn, &sql, &[], "p", req, from_row).await
 }
 
+/// The projects `user_id` is a member of.
+pub async fn list_for_user(
+    conn: &mut Conn,
+    user_id: uuid::Uuid,
+    req: &PageRequest,
+) -> Result<ResultsPage<ProjectView>> {
+    let sql = format!(
+        "SELECT {COLS} FROM projects p JOIN project_members m ON m.project_id = p.id \
+         WHERE m.user_id = $1 AND p.time_deleted IS NULL"
+    );
+    page::fetch(conn, &sql, &[user_id.to_string()], "p", req, from_row).await
+}
+
 /// Number of live resources that keep a project from being deleted.
 pub async fn count_children(conn: &mut Conn, project_id: uuid::Uuid) -> Result<i64> {
     let n: i64 = sqlx::query_scalar(

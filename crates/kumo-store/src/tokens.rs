@@ -8,8 +8,14 @@ use sqlx::Row;
 pub struct TokenRecord {
     pub id: uuid::Uuid,
     pub name: String,
-    /// `operator` for now; tenant users and roles come with the tenancy work.
+    /// `operator` (the bootstrap token, no user), `user` (an API token a user created) or
+    /// `session` (issued by login).
     pub kind: String,
+    /// The user it belongs to (None for the bootstrap operator token).
+    pub user_id: Option<uuid::Uuid>,
+    pub user_name: Option<String>,
+    /// Whether the token acts as a cloud operator.
+    pub operator: bool,
 }
 
 pub async fn insert(conn: &mut Conn, name: &str, token_hash: &str, kind: &str) -> Result<uuid::Uuid> {
@@ -29,8 +35,10 @@ pub async fn insert(conn: &mut Conn, name: &str, token_hash: &str, kind: &str) -
 /// Finds a live (not revoked, not expired) token by its hash.
 pub async fn lookup(conn: &mut Conn, token_hash: &str) -> Result<Option<TokenRecord>> {
     let row = sqlx::query(
-        "SELECT id, name, kind FROM api_tokens WHERE token_hash = $1 AND time_revoked IS NULL \
-         AND (time_expires IS NULL OR time_expires > $2)",
+        "SELECT t.id, t.name, t.kind, t.user_id, u.name, u.is_operator FROM api_tokens t \
+         LEFT JOIN users u ON u.id = t.user_id \
+         WHERE t.token_hash = $1 AND t.time_revoked IS NULL AND (t.time_expires IS NULL OR t.time_expires > $2) \
+         AND (t.user_id IS NULL OR u.time_deleted IS NULL)",
     )
     .bind(token_hash)
     .bind(ts(now()))
@@ -38,11 +46,20 @@ pub async fn lookup(conn: &mut Conn, token_hash: &str) -> Result<Option<TokenRec
     .await?;
     match row {
         None => Ok(None),
-        Some(r) => Ok(Some(TokenRecord {
-            id: parse_uuid(&r.try_get::<String, _>(0)?)?,
-            name: r.try_get(1)?,
-            kind: r.try_get(2)?,
-        })),
+        Some(r) => {
+            let kind: String = r.try_get(2)?;
+            let user_id = r.try_get::<Option<String>, _>(3)?.map(|s| parse_uuid(&s)).transpose()?;
+            let user_name: Option<String> = r.try_get(4)?;
+            let is_operator: Option<i64> = r.try_get(5)?;
+            Ok(Some(TokenRecord {
+                id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+                name: r.try_get(1)?,
+                operator: kind == "operator" || is_operator == Some(1),
+                kind,
+                user_id,
+                user_name,
+            }))
+        }
     }
 }
 

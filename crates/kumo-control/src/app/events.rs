@@ -14,9 +14,8 @@ pub async fn list(
     instance: Option<&str>,
     page: &PageRequest,
 ) -> ApiResult<ResultsPage<EventView>> {
-    ctx.authorize(Access::Read)?;
     let mut conn = read(app).await?;
-    let p = super::project(&mut conn, project).await?;
+    let p = super::project(&mut conn, ctx, project, Access::Read).await?;
     let resource = match instance {
         None => None,
         Some(i) => {

@@ -27,7 +27,7 @@ pub async fn list(
     ctx.authorize(Access::Read)?;
     let mut conn = read(app).await?;
     let project_id = match project {
-        Some(p) => Some(super::project(&mut conn, Some(p)).await?.id),
+        Some(p) => Some(super::project(&mut conn, ctx, Some(p), Access::Read).await?.id),
         None => None,
     };
     Ok(kumo_store::images::list(&mut conn, project_id, page).await?)
@@ -37,7 +37,7 @@ pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, image: &str
     ctx.authorize(Access::Read)?;
     let mut conn = read(app).await?;
     let project_id = match project {
-        Some(p) => Some(super::project(&mut conn, Some(p)).await?.id),
+        Some(p) => Some(super::project(&mut conn, ctx, Some(p), Access::Read).await?.id),
         None => None,
     };
     let sel = selector("image", image)?;
@@ -50,7 +50,7 @@ pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, image: &str
 pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &str) -> ApiResult<()> {
     let mut tx = app.store.begin().await?;
     let project_id = match project {
-        Some(p) => Some(super::project(&mut tx, Some(p)).await?.id),
+        Some(p) => Some(super::project(&mut tx, ctx, Some(p), Access::Write).await?.id),
         None => None,
     };
     let sel = selector("image", image)?;
@@ -97,10 +97,9 @@ where
     S: Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    ctx.authorize(Access::Write)?;
     let name = Name::parse(name).map_err(|e| ApiError::invalid(format!("image: {e}")))?;
     super::check_description(description)?;
-    let proj = super::project(&mut *read(app).await?, project).await?;
+    let proj = super::project(&mut *read(app).await?, ctx, project, Access::Write).await?;
     if kumo_store::images::get(&mut *read(app).await?, Some(proj.id), &kumo_types::NameOrId::Name(name.clone()))
         .await?
         .is_some_and(|i| i.project_id == Some(proj.id))

@@ -33,16 +33,39 @@ pub fn desired(state: InstanceState) -> &'static str {
     }
 }
 
-async fn get(conn: &mut Conn, project: Option<&str>, instance: &str) -> ApiResult<InstanceRecord> {
+async fn get(
+    conn: &mut Conn,
+    ctx: &OpContext,
+    project: Option<&str>,
+    instance: &str,
+    access: Access,
+) -> ApiResult<InstanceRecord> {
     let sel = selector("instance", instance)?;
     // An id needs no project selector (docs/api.md); with one, the instance must be in it.
     if let (None, NameOrId::Id(id)) = (project, &sel) {
-        return kumo_store::instances::get_by_id(conn, *id)
+        let rec = kumo_store::instances::get_by_id(conn, *id)
             .await?
-            .ok_or_else(|| ApiError::not_found("instance", instance));
+            .ok_or_else(|| ApiError::not_found("instance", instance))?;
+        let p = kumo_store::projects::get(conn, &NameOrId::Id(rec.project_id))
+            .await?
+            .ok_or_else(|| ApiError::not_found("instance", instance))?;
+        // Not a member: the instance does not exist as far as the caller may know.
+        ctx.authorize_project(conn, &p, access).await.map_err(|e| match e.code {
+            ErrorCode::NotFound => ApiError::not_found("instance", instance),
+            _ => e,
+        })?;
+        return Ok(rec);
     }
-    let p = super::project(conn, project).await?;
+    let p = super::project(conn, ctx, project, access).await?;
     kumo_store::instances::get(conn, p.id, &sel).await?.ok_or_else(|| ApiError::not_found("instance", instance))
+}
+
+/// Tenants never see hosts.
+fn visible(ctx: &OpContext, mut view: InstanceView) -> InstanceView {
+    if !ctx.actor.operator {
+        view.host = None;
+    }
+    view
 }
 
 pub async fn list(
@@ -51,16 +74,14 @@ pub async fn list(
     project: Option<&str>,
     page: &PageRequest,
 ) -> ApiResult<ResultsPage<InstanceView>> {
-    ctx.authorize(Access::Read)?;
     let mut conn = read(app).await?;
-    let p = super::project(&mut conn, project).await?;
+    let p = super::project(&mut conn, ctx, project, Access::Read).await?;
     let page = kumo_store::instances::list(&mut conn, p.id, page).await?;
-    Ok(ResultsPage { items: page.items.into_iter().map(|r| r.view).collect(), next_page: page.next_page })
+    Ok(ResultsPage { items: page.items.into_iter().map(|r| visible(ctx, r.view)).collect(), next_page: page.next_page })
 }
 
 pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, instance: &str) -> ApiResult<InstanceView> {
-    ctx.authorize(Access::Read)?;
-    Ok(get(&mut *read(app).await?, project, instance).await?.view)
+    Ok(visible(ctx, get(&mut *read(app).await?, ctx, project, instance, Access::Read).await?.view))
 }
 
 fn event<'a>(rec: &'a InstanceRecord, kind: &'a str, t: Option<Transition>, cause: &'a str) -> NewEvent<'a> {
@@ -77,7 +98,6 @@ fn event<'a>(rec: &'a InstanceRecord, kind: &'a str, t: Option<Transition>, caus
 }
 
 pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &InstanceCreate) -> ApiResult<InstanceView> {
-    ctx.authorize(Access::Write)?;
     super::check_description(&p.description)?;
     if let Some(ud) = &p.user_data {
         if ud.len() > USER_DATA_MAX_BYTES {
@@ -88,7 +108,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     let type_name = Name::parse(&p.instance_type).map_err(|e| ApiError::invalid(format!("instance_type: {e}")))?;
 
     let mut tx = app.store.begin().await?;
-    let proj = super::project(&mut tx, project).await?;
+    let proj = super::project(&mut tx, ctx, project, Access::Write).await?;
     let image = kumo_store::images::get(&mut tx, Some(proj.id), &image_sel)
         .await?
         .ok_or_else(|| ApiError::invalid(format!("image '{}' does not exist (see `kumo image list`)", p.image)))?;
@@ -118,7 +138,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     kumo_store::events::record(&mut tx, &created).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.reconciler.wake();
-    Ok(rec.view)
+    Ok(visible(ctx, rec.view))
 }
 
 /// Picks a host and reserves `want` on it, in the caller's transaction.
@@ -143,10 +163,9 @@ pub async fn act(
     instance: &str,
     action: InstanceAction,
 ) -> ApiResult<InstanceView> {
-    ctx.authorize(Access::Write)?;
     let operation = format!("instance_{}", action.as_str());
     let mut tx = app.store.begin().await?;
-    let rec = get(&mut tx, project, instance).await?;
+    let rec = get(&mut tx, ctx, project, instance, Access::Write).await?;
     let t = rec.state().on_action(action).map_err(ApiError::conflict)?;
     if !kumo_store::instances::set_state(&mut tx, rec.view.id, rec.generation, t.to, None).await? {
         return Err(ApiError::conflict("the instance changed while the request was handled; retry"));
@@ -159,7 +178,7 @@ pub async fn act(
         .view;
     tx.commit().await.map_err(ApiError::internal)?;
     app.reconciler.wake();
-    Ok(view)
+    Ok(visible(ctx, view))
 }
 
 /// Changes the plan of a stopped instance. The root disk never shrinks: downgrading to a type
@@ -171,10 +190,9 @@ pub async fn resize(
     instance: &str,
     new_type: &str,
 ) -> ApiResult<InstanceView> {
-    ctx.authorize(Access::Write)?;
     let type_name = Name::parse(new_type).map_err(|e| ApiError::invalid(format!("instance_type: {e}")))?;
     let mut tx = app.store.begin().await?;
-    let rec = get(&mut tx, project, instance).await?;
+    let rec = get(&mut tx, ctx, project, instance, Access::Write).await?;
     rec.state().on_action(InstanceAction::Resize).map_err(ApiError::conflict)?;
     let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str()).await?.ok_or_else(|| {
         ApiError::invalid(format!("instance type '{new_type}' does not exist (see `kumo instance-type list`)"))
@@ -205,7 +223,7 @@ pub async fn resize(
         .ok_or_else(|| ApiError::internal("instance vanished"))?
         .view;
     tx.commit().await.map_err(ApiError::internal)?;
-    Ok(view)
+    Ok(visible(ctx, view))
 }
 
 /// Serial console bytes from `offset`.
@@ -217,8 +235,7 @@ pub async fn serial(
     offset: u64,
     max: usize,
 ) -> ApiResult<(Vec<u8>, u64)> {
-    ctx.authorize(Access::Read)?;
-    let rec = get(&mut *read(app).await?, project, instance).await?;
+    let rec = get(&mut *read(app).await?, ctx, project, instance, Access::Read).await?;
     app.hypervisor.serial(rec.view.id, offset, max).await.map_err(ApiError::internal)
 }
 

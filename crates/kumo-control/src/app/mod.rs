@@ -1,4 +1,5 @@
-//! Business logic, one module per resource. Every operation starts with `ctx.authorize(…)` and
+//! Business logic, one module per resource. Every operation starts with its one authorisation check
+//! (`ctx.authorize(…)`, or `project(…)` which checks the caller's role in the project) and
 //! does its reads and writes in one store transaction.
 
 pub mod events;
@@ -9,6 +10,7 @@ pub mod instances;
 pub mod projects;
 pub mod tokens;
 
+use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};
 use kumo_store::Conn;
 use kumo_types::{NameOrId, ProjectView};
@@ -18,12 +20,21 @@ pub fn selector(kind: &str, s: &str) -> ApiResult<NameOrId> {
     NameOrId::parse(s).map_err(|e| ApiError::invalid(format!("{kind}: {e}")))
 }
 
-/// Resolves the `project` query selector; a missing project is 404.
-pub async fn project(conn: &mut Conn, project: Option<&str>) -> ApiResult<ProjectView> {
+/// Resolves the `project` query selector and checks the caller's access to it: the one
+/// authorisation check of every project-scoped operation. A missing project, or one the caller is
+/// not a member of, is 404.
+pub async fn project(
+    conn: &mut Conn,
+    ctx: &OpContext,
+    project: Option<&str>,
+    access: Access,
+) -> ApiResult<ProjectView> {
     let p =
         project.ok_or_else(|| ApiError::invalid("the 'project' query parameter is required (e.g. ?project=demo)"))?;
     let sel = selector("project", p)?;
-    kumo_store::projects::get(conn, &sel).await?.ok_or_else(|| ApiError::not_found("project", p))
+    let view = kumo_store::projects::get(conn, &sel).await?.ok_or_else(|| ApiError::not_found("project", p))?;
+    ctx.authorize_project(conn, &view, access).await?;
+    Ok(view)
 }
 
 /// Acquires a pooled read connection.

@@ -9,20 +9,19 @@ use kumo_types::page::PageRequest;
 use kumo_types::{ProjectCreate, ProjectView, ResultsPage};
 
 pub async fn list(app: &App, ctx: &OpContext, page: &PageRequest) -> ApiResult<ResultsPage<ProjectView>> {
-    ctx.authorize(Access::Read)?;
-    Ok(kumo_store::projects::list(&mut *read(app).await?, page).await?)
+    let mut conn = read(app).await?;
+    match (&ctx.actor.user, ctx.actor.operator) {
+        (Some(user), false) => Ok(kumo_store::projects::list_for_user(&mut conn, user.id, page).await?),
+        _ => Ok(kumo_store::projects::list(&mut conn, page).await?),
+    }
 }
 
 pub async fn view(app: &App, ctx: &OpContext, project: &str) -> ApiResult<ProjectView> {
-    ctx.authorize(Access::Read)?;
-    let sel = selector("project", project)?;
-    kumo_store::projects::get(&mut *read(app).await?, &sel)
-        .await?
-        .ok_or_else(|| ApiError::not_found("project", project))
+    super::project(&mut *read(app).await?, ctx, Some(project), Access::Read).await
 }
 
 pub async fn create(app: &App, ctx: &OpContext, p: &ProjectCreate) -> ApiResult<ProjectView> {
-    ctx.authorize(Access::Write)?;
+    ctx.authorize(Access::Operator)?;
     super::check_description(&p.description)?;
     let mut tx = app.store.begin().await?;
     let view = kumo_store::projects::create(&mut tx, p.name.as_str(), &p.description)
@@ -45,7 +44,7 @@ pub async fn create(app: &App, ctx: &OpContext, p: &ProjectCreate) -> ApiResult<
 }
 
 pub async fn delete(app: &App, ctx: &OpContext, project: &str) -> ApiResult<()> {
-    ctx.authorize(Access::Write)?;
+    ctx.authorize(Access::Operator)?;
     let sel = selector("project", project)?;
     let mut tx = app.store.begin().await?;
     let p = kumo_store::projects::get(&mut tx, &sel).await?.ok_or_else(|| ApiError::not_found("project", project))?;

@@ -1,6 +1,6 @@
 //! `/v1/me` and `/v1/system/*`: who am I, and the control plane's own status.
 
-use crate::context::{Access, Actor, OpContext};
+use crate::context::{Access, OpContext};
 use crate::error::ApiResult;
 use crate::reconciler::ReconcilerStatus;
 use crate::App;
@@ -14,10 +14,12 @@ use utoipa::ToSchema;
 /// The caller.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
-    /// `operator` (tenant users come later).
+    /// `operator` (a cloud operator) or `user` (a tenant user).
     pub kind: String,
     /// Name of the token used.
     pub token_name: String,
+    /// The user the token belongs to (null for the bootstrap operator token).
+    pub user: Option<String>,
 }
 
 /// Who is calling
@@ -25,8 +27,8 @@ pub struct MeView {
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
 pub async fn me_view(ctx: OpContext) -> ApiResult<Json<MeView>> {
     ctx.authorize(Access::Read)?;
-    let Actor::Operator { token_name, .. } = ctx.actor;
-    Ok(Json(MeView { kind: "operator".into(), token_name }))
+    let kind = if ctx.actor.operator { "operator" } else { "user" };
+    Ok(Json(MeView { kind: kind.into(), token_name: ctx.actor.token_name, user: ctx.actor.user.map(|u| u.name) }))
 }
 
 /// Status of the background reconcilers (operators)
