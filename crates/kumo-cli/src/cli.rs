@@ -41,7 +41,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a token against a server and save both for later commands
+    /// Log in (with --user: a password for a session token; else check a token) and save the
+    /// server and token for later commands
     Login(LoginArgs),
     /// Projects: the unit of tenancy
     #[command(subcommand)]
@@ -64,6 +65,28 @@ pub enum Command {
     /// The control plane's background reconcilers (operators)
     #[command(subcommand)]
     Reconciler(crate::system::ReconcilerCommand),
+    /// Users (operators)
+    #[command(subcommand)]
+    User(crate::users::UserCommand),
+    /// Your API tokens
+    #[command(subcommand)]
+    Token(crate::tokens::TokenCommand),
+    /// Who changed what, oldest first (operators; owners with --project)
+    AuditLog(crate::audit::AuditArgs),
+    /// Project quotas: limits and use
+    #[command(subcommand)]
+    Quota(crate::quotas::QuotaCommand),
+    /// The price catalogue (operators)
+    #[command(subcommand)]
+    Price(crate::prices::PriceCommand),
+    /// A project's usage and cost (default: month to date)
+    Usage(crate::usage::UsageArgs),
+    /// Invoices of closed months
+    #[command(subcommand)]
+    Invoice(crate::invoices::InvoiceCommand),
+    /// A project's monthly budget and alert threshold
+    #[command(subcommand)]
+    Budget(crate::budgets::BudgetCommand),
 }
 
 /// The project a tenant resource lives in.
@@ -166,6 +189,77 @@ mod tests {
         assert!(parse(&["instance", "view", "web1", "--project", "p", "--wait"]).is_err());
         let cli = parse(&["instance", "resize", "web1", "--type", "large", "--project", "p"]).expect("parse");
         assert!(matches!(cli.command, Command::Instance(I::Resize(r)) if r.instance_type == "large"));
+    }
+
+    #[test]
+    fn billing_commands_parse() {
+        use crate::quotas::{Limit, QuotaCommand};
+        let cli = parse(&[
+            "quota",
+            "set",
+            "shop",
+            "--instances",
+            "10",
+            "--vcpus",
+            "16",
+            "--memory-gib",
+            "32",
+            "--storage-gib",
+            "500",
+            "--floating-ips",
+            "unlimited",
+        ])
+        .expect("parse");
+        assert!(matches!(cli.command, Command::Quota(QuotaCommand::Set(ref q))
+            if q.vcpus == Some(Limit::At(16)) && q.floating_ips == Some(Limit::Unlimited)));
+        assert!(parse(&["price", "set", "instance-type", "k1-small", "--per-hour", "0.012"]).is_ok());
+        assert!(parse(&["price", "set", "volume", "--per-gib-month", "0.10"]).is_ok());
+        assert!(parse(&["usage", "--project", "shop", "--month", "2026-12"]).is_ok());
+        assert!(parse(&["usage", "--project", "shop", "--month", "2026-12", "--from", "x"]).is_err());
+        assert!(parse(&["invoice", "show", "2026-11", "--project", "shop"]).is_ok());
+        assert!(parse(&["invoice", "list", "--project", "shop"]).is_ok());
+        assert!(parse(&["budget", "set", "shop", "--monthly", "50", "--alert-at", "80"]).is_ok());
+    }
+
+    #[test]
+    fn identity_commands_parse() {
+        use crate::members::{MemberCommand, RoleArg};
+        use crate::tokens::TokenCommand;
+        use crate::users::UserCommand;
+        let cli = parse(&["user", "create", "alice", "--password-stdin", "--operator"]).expect("parse");
+        assert!(matches!(cli.command, Command::User(UserCommand::Create(ref c))
+            if c.name.as_str() == "alice" && c.password_stdin && c.operator));
+        assert!(parse(&["user", "create", "Alice"]).is_err(), "user names are names");
+        let cli = parse(&["login", "--user", "alice", "--url", "http://h:1", "--password-stdin"]).expect("parse");
+        assert!(matches!(cli.command, Command::Login(ref l) if l.user.as_deref() == Some("alice") && l.password_stdin));
+        assert!(parse(&["login", "--password-stdin"]).is_err(), "--password-stdin needs --user");
+        assert!(parse(&["login", "--user", "a", "--token-file", "f"]).is_err());
+        let cli = parse(&["token", "create", "ci", "--expires", "30d"]).expect("parse");
+        assert!(
+            matches!(cli.command, Command::Token(TokenCommand::Create { ref name, expires: Some(30) }) if name.as_str() == "ci")
+        );
+        assert!(parse(&["token", "create", "ci", "--expires", "soon"]).is_err());
+        let cli = parse(&["project", "member", "add", "shop", "alice", "--role", "owner"]).expect("parse");
+        assert!(
+            matches!(cli.command, Command::Project(ProjectCommand::Member(MemberCommand::Add { ref project, ref user, role: RoleArg::Owner }))
+            if project == "shop" && user == "alice")
+        );
+        assert!(parse(&["project", "member", "add", "shop", "alice", "--role", "boss"]).is_err());
+        let cli = parse(&["audit-log", "--since", "1h", "--user", "alice", "--project", "shop"]).expect("parse");
+        let Command::AuditLog(a) = cli.command else { panic!("not audit-log") };
+        assert_eq!(a.query(), vec![("since", "1h"), ("user", "alice"), ("project", "shop")]);
+        for args in [
+            vec!["user", "list"],
+            vec!["user", "view", "alice"],
+            vec!["user", "delete", "alice"],
+            vec!["token", "list"],
+            vec!["token", "delete", "ci"],
+            vec!["project", "member", "list", "shop"],
+            vec!["project", "member", "remove", "shop", "alice"],
+            vec!["audit-log"],
+        ] {
+            parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
     }
 
     #[test]

@@ -69,6 +69,10 @@ impl Client {
         self.json_call(Method::POST, segments, query, body)
     }
 
+    pub fn put<B: Serialize>(&self, segments: &[&str], query: &Query, body: &B) -> Result<Json, ClientError> {
+        self.json_call(Method::PUT, segments, query, Some(body))
+    }
+
     /// DELETE; `Json::Null` when the server answers 204 No Content.
     pub fn delete(&self, segments: &[&str], query: &Query) -> Result<Json, ClientError> {
         self.json_call(Method::DELETE, segments, query, None::<&()>)

@@ -133,22 +133,38 @@ pub fn client_from(flag_url: Option<&str>, flag_token: Option<&str>) -> Result<C
     Ok(Client::new(&settings.url, &token)?)
 }
 
-/// `kumo login`'s own option; `--url` and `--token` are the global flags.
+/// `kumo login`'s own options; `--url` and `--token` are the global flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoginArgs {
     /// Read the token from this file (safer than --token, which other users can see in `ps`).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Log in as this user with their password, for a session token (12 hours), instead of
+    /// saving a token
+    #[arg(long, value_name = "USER", conflicts_with = "token_file")]
+    pub user: Option<String>,
+    /// Read the password from the first line of standard input (default: ask without echo)
+    #[arg(long, requires = "user")]
+    pub password_stdin: bool,
 }
 
-/// Verifies the token with `GET /v1/me`, then saves URL and token to the config file.
+/// Gets a token (a session from the user's password with `--user`, else the given token),
+/// verifies it with `GET /v1/me`, then saves URL and token to the config file.
 pub fn login(args: &LoginArgs, flag_url: Option<&str>, flag_token: Option<&str>, output: OutputFormat) -> Result<()> {
     let env = process_env;
-    let token = login_token(args, flag_token, &env)?;
     let path = config_path(&env)?;
     let url = match flag_url.map(str::to_string).or_else(|| env("KUMO_URL")) {
         Some(url) => url,
         None => load(&path)?.and_then(|c| c.url).unwrap_or_else(|| DEFAULT_URL.to_string()),
+    };
+    let token = match &args.user {
+        Some(user) => {
+            if flag_token.is_some() {
+                bail!("give either --user (and a password) or --token, not both");
+            }
+            session_token(&url, user, args.password_stdin)?
+        }
+        None => login_token(args, flag_token, &env)?,
     };
     let client = Client::new(&url, &token)?;
     let me = client.get(&["me"], &[])?;
@@ -158,10 +174,26 @@ pub fn login(args: &LoginArgs, flag_url: Option<&str>, flag_token: Option<&str>,
         OutputFormat::Table => {
             let kind = me.get("kind").and_then(|v| v.as_str()).unwrap_or("unknown");
             let name = me.get("token_name").and_then(|v| v.as_str()).unwrap_or("unknown");
-            println!("logged in to {} as {kind} (token '{name}'); saved to {}", client.base_url(), path.display());
+            let who = match me.get("user").and_then(|v| v.as_str()) {
+                Some(user) => format!("{kind} {user}"),
+                None => kind.to_string(),
+            };
+            println!("logged in to {} as {who} (token '{name}'); saved to {}", client.base_url(), path.display());
         }
     }
     Ok(())
+}
+
+/// `POST /v1/login` with the user's password; returns the session token.
+fn session_token(url: &str, user: &str, password_stdin: bool) -> Result<String> {
+    let password = crate::users::read_password(password_stdin, &format!("Password for {user}: "), false)?;
+    let anonymous = Client::new(url, "")?;
+    let body = kumo_types::LoginRequest { username: user.to_string(), password };
+    let answer = anonymous.post(&["login"], &[], Some(&body))?;
+    match answer.get("token").and_then(|t| t.as_str()) {
+        Some(t) if !t.is_empty() => Ok(t.to_string()),
+        _ => bail!("the server's login answer has no token"),
+    }
 }
 
 fn login_token(args: &LoginArgs, flag_token: Option<&str>, env: EnvLookup) -> Result<String> {
@@ -259,8 +291,8 @@ mod tests {
         fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("token");
         fs::write(&file, "abc\n").expect("write");
-        let with_file = LoginArgs { token_file: Some(file) };
-        let none = LoginArgs { token_file: None };
+        let with_file = LoginArgs { token_file: Some(file), user: None, password_stdin: false };
+        let none = LoginArgs { token_file: None, user: None, password_stdin: false };
         let no_env = env_of(&[]);
         assert_eq!(login_token(&with_file, None, &no_env).expect("file"), "abc");
         assert!(login_token(&with_file, Some("x"), &no_env).is_err());

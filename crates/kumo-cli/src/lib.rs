@@ -1,10 +1,13 @@
 //! `kumo`, the command-line client of the Kumo REST API.
 //!
-//! One module per resource (projects, images, instance_types, instances, events, hosts) declares
+//! One module per resource (projects, members, images, instance_types, instances, events, hosts,
+//! users, tokens, audit, quotas, prices, usage, invoices, budgets) declares
 //! its subcommands and turns API answers into tables; `client` speaks HTTP (auth, errors,
 //! pagination), `wait` implements `--wait`, `config` resolves the server URL and token and
 //! implements `kumo login`, `output` formats tables and JSON.
 
+pub mod audit;
+pub mod budgets;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -14,11 +17,18 @@ pub mod hosts;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
+pub mod invoices;
 pub mod json;
+pub mod members;
 pub mod output;
+pub mod prices;
 pub mod projects;
+pub mod quotas;
 pub mod serial;
 pub mod system;
+pub mod tokens;
+pub mod usage;
+pub mod users;
 pub mod wait;
 
 #[cfg(test)]
@@ -74,6 +84,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Event(c) => events::run(&ctx, c),
         Command::Host(c) => hosts::run(&ctx, c),
         Command::Reconciler(c) => system::run(&ctx, c),
+        Command::User(c) => users::run(&ctx, c),
+        Command::Token(c) => tokens::run(&ctx, c),
+        Command::AuditLog(a) => audit::run(&ctx, a),
+        Command::Quota(c) => quotas::run(&ctx, c),
+        Command::Price(c) => prices::run(&ctx, c),
+        Command::Usage(a) => usage::run(&ctx, a),
+        Command::Invoice(c) => invoices::run(&ctx, c),
+        Command::Budget(c) => budgets::run(&ctx, c),
     }
 }
 

@@ -25,6 +25,9 @@ pub enum ProjectCommand {
         /// Project name or id
         project: String,
     },
+    /// Project members and their roles
+    #[command(subcommand)]
+    Member(crate::members::MemberCommand),
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +60,7 @@ pub fn run(ctx: &Ctx, command: &ProjectCommand) -> Result<()> {
             ctx.done(&format!("deleted project {project}"));
             Ok(())
         }
+        ProjectCommand::Member(c) => crate::members::run(ctx, c),
     }
 }
 

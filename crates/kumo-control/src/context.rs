@@ -1,10 +1,13 @@
 //! Who is calling: authentication and the request context every operation receives.
 //!
-//! Every `/v1` call carries `Authorization: Bearer <token>`. Tokens are stored hashed (SHA-256);
+//! Every `/v1` call (but login and the OpenAPI document) carries `Authorization: Bearer <token>`:
+//! the bootstrap operator token, a user's API token or a session token from `POST /v1/login`.
+//! Tokens are stored hashed (SHA-256);
 //! a short-lived in-memory cache keeps the lookup off the hot path. The resolved [`Actor`] lands in
-//! the request's extensions and handlers take it as an [`OpContext`]. Today there is one kind of
-//! actor, the operator; tenant users with per-project roles slot in as another variant, and the
-//! one authorisation check per operation (`OpContext::authorize`) grows with them.
+//! the request's extensions and handlers take it as an [`OpContext`]. An actor is a cloud operator
+//! (the bootstrap token, or a user flagged operator) or a tenant user whose rights come from their
+//! role in each project; `OpContext::authorize` and `OpContext::authorize_project` are the one
+//! authorisation check of every operation.
 
 use crate::error::{current_request_id, ApiError};
 use crate::App;
@@ -152,6 +155,14 @@ impl TokenCache {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.get(hash).filter(|(_, t)| t.elapsed() < CACHE_TTL).map(|(a, _)| a.clone())
     }
+    /// Forgets tokens (by hash) at once, e.g. when they are revoked: a revoked token must not keep
+    /// working from the cache until the TTL runs out.
+    pub fn forget(&self, hashes: &[String]) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for h in hashes {
+            entries.remove(h);
+        }
+    }
     fn put(&self, hash: String, actor: Actor) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() > 10_000 {
@@ -203,8 +214,11 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request<axum::bo
     };
     match resolve(&app, &token).await {
         Ok(actor) => {
-            req.extensions_mut().insert(actor);
-            next.run(req).await
+            req.extensions_mut().insert(actor.clone());
+            let mut resp = next.run(req).await;
+            // For the audit log, which wraps this layer.
+            resp.extensions_mut().insert(actor);
+            resp
         }
         Err(e) => e.into_response(),
     }

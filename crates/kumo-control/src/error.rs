@@ -50,6 +50,7 @@ impl ApiError {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InsufficientCapacity => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,7 +93,11 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(%request_id, code = %self.code, "{}", self.message);
         }
-        let body = ErrorBody { request_id, error_code: self.code, message: self.message };
-        (status, axum::Json(body)).into_response()
+        let code = self.code;
+        let body = ErrorBody { request_id, error_code: code, message: self.message };
+        let mut resp = (status, axum::Json(body)).into_response();
+        // For the audit log's result column.
+        resp.extensions_mut().insert(code);
+        resp
     }
 }

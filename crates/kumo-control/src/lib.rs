@@ -14,6 +14,7 @@ pub mod app;
 pub mod context;
 pub mod error;
 pub mod http;
+pub mod metering;
 pub mod openapi;
 pub mod reconciler;
 pub mod scheduler;
@@ -37,6 +38,8 @@ pub struct ControlConfig {
     pub max_image_bytes: u64,
     /// Period of the reconciler's periodic pass (it is also woken by every change).
     pub reconcile_period: Duration,
+    /// How long audit log entries are kept (None: forever).
+    pub audit_retention: Option<Duration>,
 }
 
 impl ControlConfig {
@@ -53,7 +56,11 @@ pub struct App {
     pub host_id: uuid::Uuid,
     pub config: ControlConfig,
     pub tokens: context::TokenCache,
+    /// Recent failed logins, for brute-force protection.
+    pub logins: app::login::LoginLimiter,
     pub reconciler: reconciler::Handle,
+    /// The billing reconciler (budget alerts, closing months); see [`app::billing`].
+    pub billing: app::billing::BillingHandle,
 }
 
 impl App {
@@ -77,7 +84,9 @@ impl App {
             host_id,
             config,
             tokens: context::TokenCache::default(),
+            logins: app::login::LoginLimiter::default(),
             reconciler: reconciler::Handle::default(),
+            billing: app::billing::BillingHandle::default(),
         }))
     }
 }

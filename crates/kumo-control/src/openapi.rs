@@ -2,7 +2,10 @@
 //! `openapi/kumo.json`; a test fails when it differs from what the code generates
 //! (regenerate with `kumod openapi > openapi/kumo.json`).
 
-use crate::http::{events, hosts, images, instance_types, instances, projects, system};
+use crate::http::{
+    audit, billing, events, hosts, images, instance_types, instances, login, members, projects, quotas, system, tokens,
+    users,
+};
 use crate::App;
 use std::sync::Arc;
 use utoipa::OpenApi;
@@ -11,7 +14,7 @@ use utoipa_axum::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Kumo API", version = "1", description = "The Kumo IaaS cloud. Every call needs `Authorization: Bearer <token>`."),
+    info(title = "Kumo API", version = "1", description = "The Kumo IaaS cloud. Every call but `POST /v1/login` needs `Authorization: Bearer <token>`."),
     components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -53,11 +56,38 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(hosts::host_view))
         .routes(routes!(system::me_view))
         .routes(routes!(system::reconciler_list))
+        .routes(routes!(users::user_list, users::user_create))
+        .routes(routes!(users::user_view, users::user_delete))
+        .routes(routes!(tokens::token_list, tokens::token_create))
+        .routes(routes!(tokens::token_delete))
+        .routes(routes!(members::member_list, members::member_add))
+        .routes(routes!(members::member_remove))
+        .routes(routes!(audit::audit_log_list))
+        .routes(routes!(quotas::quota_view, quotas::quota_update))
+        .routes(routes!(quotas::quota_list))
+        .routes(routes!(billing::price_list, billing::price_update))
+        .routes(routes!(billing::usage_view))
+        .routes(routes!(billing::invoice_list))
+        .routes(routes!(billing::invoice_view))
+        .routes(routes!(billing::budget_view, billing::budget_update))
+}
+
+/// The routes that take no bearer token (login); served outside the authentication layer.
+pub fn public_router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(login::session_create))
+}
+
+/// The whole document: every route of [`router`] and [`public_router`].
+pub fn document() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = router().split_for_parts();
+    let (_, public) = public_router().split_for_parts();
+    doc.merge(public);
+    doc
 }
 
 /// The document as pretty JSON (what `openapi/kumo.json` holds).
 pub fn document_json() -> String {
-    let (_, doc) = router().split_for_parts();
+    let doc = document();
     let mut s = doc.to_pretty_json().unwrap_or_default();
     s.push('\n');
     s

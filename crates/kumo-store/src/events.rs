@@ -1,6 +1,7 @@
 //! Events: an append-only record of every state change, with its cause.
 
 use crate::{new_id, now, parse_ts, parse_uuid, ts, Conn, Result};
+use chrono::{DateTime, Utc};
 use kumo_types::page::{PageRequest, PageToken};
 use kumo_types::{EventView, ResultsPage};
 use sqlx::any::AnyRow;
@@ -17,15 +18,23 @@ pub struct NewEvent<'a> {
     pub from_state: Option<&'a str>,
     pub to_state: Option<&'a str>,
     pub cause: &'a str,
+    /// Structured attributes (JSON text): for instances, the type and size at that moment, which
+    /// metering bills from.
+    pub detail: Option<String>,
 }
 
 pub async fn record(conn: &mut Conn, e: &NewEvent<'_>) -> Result<()> {
+    record_at(conn, e, now()).await
+}
+
+/// Records an event with an explicit time (imports, and tests that need a past period).
+pub async fn record_at(conn: &mut Conn, e: &NewEvent<'_>, at: DateTime<Utc>) -> Result<()> {
     sqlx::query(
         "INSERT INTO events (id, time_created, project_id, resource_type, resource_id, resource_name, kind, \
-         from_state, to_state, cause) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         from_state, to_state, cause, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(new_id().to_string())
-    .bind(ts(now()))
+    .bind(ts(at))
     .bind(e.project_id.map(|p| p.to_string()))
     .bind(e.resource_type)
     .bind(e.resource_id.to_string())
@@ -34,6 +43,7 @@ pub async fn record(conn: &mut Conn, e: &NewEvent<'_>) -> Result<()> {
     .bind(e.from_state)
     .bind(e.to_state)
     .bind(e.cause)
+    .bind(e.detail.as_deref())
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -51,6 +61,7 @@ fn from_row(r: &AnyRow) -> Result<EventView> {
         from_state: r.try_get(7)?,
         to_state: r.try_get(8)?,
         cause: r.try_get(9)?,
+        detail: r.try_get::<Option<String>, _>(10)?.and_then(|d| serde_json::from_str(&d).ok()),
     })
 }
 
@@ -64,7 +75,7 @@ pub async fn list(
 ) -> Result<ResultsPage<EventView>> {
     let mut sql = String::from(
         "SELECT e.id, e.time_created, p.name, e.resource_type, e.resource_id, e.resource_name, e.kind, \
-         e.from_state, e.to_state, e.cause FROM events e LEFT JOIN projects p ON p.id = e.project_id \
+         e.from_state, e.to_state, e.cause, e.detail FROM events e LEFT JOIN projects p ON p.id = e.project_id \
          WHERE e.project_id = $1",
     );
     let mut binds = vec![project_id.to_string()];
@@ -93,4 +104,56 @@ pub async fn list(
         None
     };
     Ok(ResultsPage { items, next_page })
+}
+
+/// One event as metering reads it.
+#[derive(Debug, Clone)]
+pub struct MeterRow {
+    pub resource_id: uuid::Uuid,
+    pub resource_name: String,
+    pub time: DateTime<Utc>,
+    pub kind: String,
+    pub to_state: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Every event of `resource_type` in a project before `until`, by resource then time: the input
+/// of metering (a resource's whole history, so its state at the start of a window is known).
+pub async fn for_metering(
+    conn: &mut Conn,
+    project_id: uuid::Uuid,
+    resource_type: &str,
+    until: DateTime<Utc>,
+) -> Result<Vec<MeterRow>> {
+    let rows = sqlx::query(
+        "SELECT resource_id, resource_name, time_created, kind, to_state, detail FROM events \
+         WHERE project_id = $1 AND resource_type = $2 AND time_created < $3 \
+         ORDER BY resource_id, time_created, id",
+    )
+    .bind(project_id.to_string())
+    .bind(resource_type)
+    .bind(ts(until))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(MeterRow {
+                resource_id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+                resource_name: r.try_get(1)?,
+                time: parse_ts(&r.try_get::<String, _>(2)?)?,
+                kind: r.try_get(3)?,
+                to_state: r.try_get(4)?,
+                detail: r.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+/// The time of a project's first event, if any (where its billing history starts).
+pub async fn earliest_time(conn: &mut Conn, project_id: uuid::Uuid) -> Result<Option<DateTime<Utc>>> {
+    let t: Option<String> = sqlx::query_scalar("SELECT MIN(time_created) FROM events WHERE project_id = $1")
+        .bind(project_id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    t.map(|t| parse_ts(&t)).transpose()
 }

@@ -13,6 +13,8 @@
 //! deferred transactions, writes go through a pool of exactly one connection on SQLite, while reads
 //! use a pool of several (WAL mode lets them run beside the writer). On PostgreSQL both are one pool.
 
+pub mod audit;
+pub mod billing;
 pub mod events;
 pub mod hosts;
 pub mod images;
@@ -21,7 +23,9 @@ pub mod instances;
 pub mod members;
 pub mod page;
 pub mod projects;
+pub mod quotas;
 pub mod tokens;
+pub mod users;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

@@ -24,7 +24,8 @@ keyed!(
     kumo_types::InstanceTypeView,
     kumo_types::ImageView,
     kumo_types::InstanceView,
-    kumo_types::HostView
+    kumo_types::HostView,
+    kumo_types::UserView
 );
 
 /// Runs `select_where` (a `SELECT … WHERE …` whose placeholders are `$1..$n` for `binds`) as one

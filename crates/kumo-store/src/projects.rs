@@ -84,3 +84,10 @@ pub async fn soft_delete(conn: &mut Conn, project_id: uuid::Uuid) -> Result<bool
             .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// Every live project, by name (background tasks such as billing).
+pub async fn all_live(conn: &mut Conn) -> Result<Vec<ProjectView>> {
+    let sql = format!("SELECT {COLS} FROM projects p WHERE p.time_deleted IS NULL ORDER BY p.name");
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    rows.iter().map(from_row).collect()
+}

@@ -1,6 +1,6 @@
 //! API tokens. Only a SHA-256 hash of each token is stored; the secret is shown once.
 
-use crate::{map_unique, new_id, now, parse_uuid, ts, Conn, Result};
+use crate::{map_unique, new_id, now, parse_ts, parse_uuid, ts, Conn, Result};
 use sqlx::Row;
 
 /// Who a token authenticates.
@@ -70,4 +70,104 @@ pub async fn touch(conn: &mut Conn, id: uuid::Uuid) -> Result<()> {
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Inserts a token of a user (`kind` `user` or `session`), expiring at `expires` (None: never).
+pub async fn insert_for_user(
+    conn: &mut Conn,
+    user_id: uuid::Uuid,
+    name: &str,
+    token_hash: &str,
+    kind: &str,
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<uuid::Uuid> {
+    let id = new_id();
+    sqlx::query(
+        "INSERT INTO api_tokens (id, name, token_hash, kind, time_created, time_expires, user_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id.to_string())
+    .bind(name)
+    .bind(token_hash)
+    .bind(kind)
+    .bind(ts(now()))
+    .bind(expires.map(ts))
+    .bind(user_id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(map_unique)?;
+    Ok(id)
+}
+
+/// Revokes a user's expired API tokens named `name`, so that the name may be used again.
+pub async fn retire_expired(conn: &mut Conn, user_id: uuid::Uuid, name: &str) -> Result<()> {
+    let t = ts(now());
+    sqlx::query(
+        "UPDATE api_tokens SET time_revoked = $1 WHERE user_id = $2 AND name = $3 AND kind = 'user' \
+         AND time_revoked IS NULL AND time_expires IS NOT NULL AND time_expires <= $1",
+    )
+    .bind(&t)
+    .bind(user_id.to_string())
+    .bind(name)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A user's live API tokens (not sessions), by name: name, created, expires, last used.
+pub async fn list_for_user(conn: &mut Conn, user_id: uuid::Uuid) -> Result<Vec<kumo_types::TokenView>> {
+    let rows = sqlx::query(
+        "SELECT name, time_created, time_expires, time_last_used FROM api_tokens WHERE user_id = $1 \
+         AND kind = 'user' AND time_revoked IS NULL AND (time_expires IS NULL OR time_expires > $2) ORDER BY name",
+    )
+    .bind(user_id.to_string())
+    .bind(ts(now()))
+    .fetch_all(&mut *conn)
+    .await?;
+    let opt_ts = |s: Option<String>| s.map(|s| parse_ts(&s)).transpose();
+    rows.iter()
+        .map(|r| {
+            Ok(kumo_types::TokenView {
+                name: r.try_get(0)?,
+                time_created: parse_ts(&r.try_get::<String, _>(1)?)?,
+                expires_at: opt_ts(r.try_get(2)?)?,
+                last_used: opt_ts(r.try_get(3)?)?,
+            })
+        })
+        .collect()
+}
+
+/// Revokes a user's live API token by name. Returns the hashes revoked (for the auth cache).
+pub async fn revoke_by_name(conn: &mut Conn, user_id: uuid::Uuid, name: &str) -> Result<Vec<String>> {
+    let hashes: Vec<String> = sqlx::query_scalar(
+        "SELECT token_hash FROM api_tokens WHERE user_id = $1 AND name = $2 AND kind = 'user' AND time_revoked IS NULL",
+    )
+    .bind(user_id.to_string())
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE api_tokens SET time_revoked = $1 WHERE user_id = $2 AND name = $3 AND kind = 'user' AND time_revoked IS NULL",
+    )
+    .bind(ts(now()))
+    .bind(user_id.to_string())
+    .bind(name)
+    .execute(&mut *conn)
+    .await?;
+    Ok(hashes)
+}
+
+/// Revokes every token (API tokens and sessions) of a user. Returns the hashes revoked.
+pub async fn revoke_all_for_user(conn: &mut Conn, user_id: uuid::Uuid) -> Result<Vec<String>> {
+    let hashes: Vec<String> =
+        sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE user_id = $1 AND time_revoked IS NULL")
+            .bind(user_id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+    sqlx::query("UPDATE api_tokens SET time_revoked = $1 WHERE user_id = $2 AND time_revoked IS NULL")
+        .bind(ts(now()))
+        .bind(user_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(hashes)
 }

@@ -202,6 +202,9 @@ store_tests!(
     images_list_paginates_through_shadowed_names,
     events_record_and_list,
     tokens_insert_and_lookup,
+    identity_users_tokens_and_audit,
+    quotas_charge_conditionally_and_never_overshoot,
+    billing_prices_invoices_budgets_and_metering_events,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -756,6 +759,7 @@ async fn hosts_concurrent_reservations_never_overshoot(store: &Store) {
                         from_state: None,
                         to_state: None,
                         cause: &format!("task {i}"),
+                        detail: None,
                     },
                 )
                 .await?;
@@ -1052,6 +1056,7 @@ async fn events_record_and_list(store: &Store) {
                     from_state: from,
                     to_state: to,
                     cause: &cause,
+                    detail: None,
                 },
             )
             .await
@@ -1118,7 +1123,15 @@ async fn tokens_insert_and_lookup(store: &Store) {
 
     let mut c = store.read().await.unwrap();
     let t = tokens::lookup(&mut c, "hash-admin").await.unwrap().expect("known hash");
-    assert_eq!(t, tokens::TokenRecord { id, name: "admin".into(), kind: "operator".into() });
+    let want = tokens::TokenRecord {
+        id,
+        name: "admin".into(),
+        kind: "operator".into(),
+        user_id: None,
+        user_name: None,
+        operator: true,
+    };
+    assert_eq!(t, want);
     assert_eq!(tokens::lookup(&mut c, "hash-ci").await.unwrap().map(|t| t.id), Some(other));
     assert_eq!(tokens::lookup(&mut c, "hash-unknown").await.unwrap(), None);
     assert_eq!(tokens::lookup(&mut c, "").await.unwrap(), None);
@@ -1172,4 +1185,256 @@ async fn tokens_insert_and_lookup(store: &Store) {
 
 fn chrono_seconds(s: i64) -> chrono::TimeDelta {
     chrono::TimeDelta::seconds(s)
+}
+
+async fn identity_users_tokens_and_audit(store: &Store) {
+    use kumo_store::{audit, members, users};
+    let p = create_project(store, "shop").await;
+    let mut tx = store.begin().await.unwrap();
+    let alice = users::create(&mut tx, "alice", "", "$argon2id$fake", false).await.unwrap();
+    let root = users::create(&mut tx, "root", "ops", "$argon2id$fake", true).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert_conflict(users::create(&mut tx, "alice", "", "h", false).await, "duplicate user name");
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    members::put(&mut tx, p.id, alice.id, "owner").await.unwrap();
+    let ci = tokens::insert_for_user(&mut tx, alice.id, "ci", "hash-alice-ci", "user", None).await.unwrap();
+    tokens::insert_for_user(&mut tx, alice.id, "session", "hash-s1", "session", None).await.unwrap();
+    tokens::insert_for_user(&mut tx, alice.id, "session", "hash-s2", "session", None).await.unwrap();
+    tokens::insert_for_user(&mut tx, root.id, "ci", "hash-root-ci", "user", None).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!alice.operator && root.operator && root.description == "ops");
+
+    let mut c = store.read().await.unwrap();
+    let t = tokens::lookup(&mut c, "hash-alice-ci").await.unwrap().expect("alice's token");
+    assert_eq!((t.id, t.user_id, t.user_name.as_deref(), t.operator), (ci, Some(alice.id), Some("alice"), false));
+    assert!(tokens::lookup(&mut c, "hash-root-ci").await.unwrap().expect("root's").operator);
+    let names: Vec<String> =
+        tokens::list_for_user(&mut c, alice.id).await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["ci"], "sessions are not listed as API tokens");
+    let (id, hash) = users::credentials(&mut c, "alice").await.unwrap().expect("credentials");
+    assert_eq!((id, hash.as_str()), (alice.id, "$argon2id$fake"));
+    let mine = users::memberships(&mut c, alice.id).await.unwrap();
+    assert_eq!(mine.iter().map(|m| (m.name.as_str(), m.role.as_str())).collect::<Vec<_>>(), [("shop", "owner")]);
+    let page = users::list(&mut c, &PageParams::default().validate().unwrap()).await.unwrap();
+    assert_eq!(page.items.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["alice", "root"]);
+    drop(c);
+
+    // Token names are unique per user among live tokens; revoking frees the name.
+    let mut tx = store.begin().await.unwrap();
+    assert_conflict(tokens::insert_for_user(&mut tx, alice.id, "ci", "hash-x", "user", None).await, "live token name");
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tokens::revoke_by_name(&mut tx, alice.id, "ci").await.unwrap(), ["hash-alice-ci"]);
+    assert!(tokens::revoke_by_name(&mut tx, alice.id, "ci").await.unwrap().is_empty());
+    tokens::insert_for_user(&mut tx, alice.id, "ci", "hash-alice-ci2", "user", None).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert_eq!(tokens::lookup(&mut c, "hash-alice-ci").await.unwrap(), None, "revoked");
+    drop(c);
+
+    // Deleting a user: all their tokens are revoked, memberships gone, the name free.
+    let mut tx = store.begin().await.unwrap();
+    let mut revoked = tokens::revoke_all_for_user(&mut tx, alice.id).await.unwrap();
+    revoked.sort();
+    assert_eq!(revoked, ["hash-alice-ci2", "hash-s1", "hash-s2"]);
+    assert!(users::soft_delete(&mut tx, alice.id).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert_eq!(tokens::lookup(&mut c, "hash-s1").await.unwrap(), None);
+    assert_eq!(users::get(&mut c, &by_name("alice")).await.unwrap().map(|u| u.id), None);
+    assert_eq!(members::role(&mut c, p.id, alice.id).await.unwrap(), None);
+    drop(c);
+
+    // The audit log: filters, oldest first, pages, retention.
+    let t0 = kumo_store::now();
+    let mut tx = store.begin().await.unwrap();
+    for (i, (user, project, op)) in [
+        (Some(root.id), Some(p.id), "instance_create"),
+        (None, None, "project_create"),
+        (Some(root.id), None, "user_create"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let entry = audit::NewAuditEntry {
+            time: t0 + chrono_seconds(i as i64),
+            request_id: format!("r{i}"),
+            actor: "someone".into(),
+            user_id: user,
+            token_id: None,
+            source_address: "127.0.0.1".into(),
+            method: "POST".into(),
+            path: "/v1/x".into(),
+            operation: op.into(),
+            project_id: project,
+            status: 201,
+            result: "ok".into(),
+        };
+        audit::record(&mut tx, &entry).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let all = PageParams::default().validate().unwrap();
+    let mut c = store.read().await.unwrap();
+    let ids = |page: ResultsPage<kumo_types::AuditEntryView>| {
+        page.items.into_iter().map(|e| e.request_id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(audit::list(&mut c, &audit::AuditFilter::default(), &all).await.unwrap()), ["r0", "r1", "r2"]);
+    let by_user = audit::AuditFilter { user_id: Some(root.id), ..Default::default() };
+    assert_eq!(ids(audit::list(&mut c, &by_user, &all).await.unwrap()), ["r0", "r2"]);
+    let by_project = audit::AuditFilter { project_id: Some(p.id), ..Default::default() };
+    assert_eq!(ids(audit::list(&mut c, &by_project, &all).await.unwrap()), ["r0"]);
+    let by_op = audit::AuditFilter { operation: Some("project_create".into()), ..Default::default() };
+    assert_eq!(ids(audit::list(&mut c, &by_op, &all).await.unwrap()), ["r1"]);
+    let window = audit::AuditFilter {
+        since: Some(t0 + chrono_seconds(1)),
+        until: Some(t0 + chrono_seconds(2)),
+        ..Default::default()
+    };
+    assert_eq!(ids(audit::list(&mut c, &window, &all).await.unwrap()), ["r1"]);
+    let pages = all_pages(2, SortBy::NameAscending, |req| {
+        let store = store.clone();
+        async move {
+            let mut c = store.read().await.unwrap();
+            audit::list(&mut c, &audit::AuditFilter::default(), &req).await.unwrap()
+        }
+    })
+    .await;
+    let ids_by_page: Vec<Vec<String>> =
+        pages.into_iter().map(|p| p.into_iter().map(|e| e.request_id).collect()).collect();
+    assert_eq!(ids_by_page, [vec!["r0", "r1"], vec!["r2"]]);
+    drop(c);
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(audit::prune(&mut tx, t0 + chrono_seconds(2)).await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert_eq!(ids(audit::list(&mut c, &audit::AuditFilter::default(), &all).await.unwrap()), ["r2"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quotas and billing
+// ---------------------------------------------------------------------------------------------
+
+async fn quotas_charge_conditionally_and_never_overshoot(store: &Store) {
+    use kumo_store::quotas::{self, QuotaAmounts, QuotaLimits};
+    let p = create_project(store, "shop").await;
+    let one = QuotaAmounts { instances: 1, vcpus: 2, memory_mib: 512, storage_gib: 5, floating_ips: 0 };
+    // Unlimited until limits are set; no row needed.
+    let q = quotas::get(&mut *store.read().await.unwrap(), p.id).await.unwrap().expect("project");
+    assert_eq!((q.limits, q.used), (QuotaLimits::default(), QuotaAmounts::default()));
+    let mut tx = store.begin().await.unwrap();
+    assert!(quotas::charge(&mut tx, p.id, one).await.unwrap());
+    quotas::set_limits(&mut tx, p.id, &QuotaLimits { vcpus: Some(5), ..Default::default() }).await.unwrap();
+    assert!(quotas::charge(&mut tx, p.id, one).await.unwrap());
+    assert!(!quotas::charge(&mut tx, p.id, one).await.unwrap(), "6 vCPUs > 5");
+    // A shrinking delta always passes, even over a limit lowered below use.
+    quotas::set_limits(&mut tx, p.id, &QuotaLimits { vcpus: Some(1), ..Default::default() }).await.unwrap();
+    let shrink = QuotaAmounts { vcpus: -1, ..Default::default() };
+    assert!(quotas::charge(&mut tx, p.id, shrink).await.unwrap());
+    quotas::release(&mut tx, p.id, one).await.unwrap();
+    tx.commit().await.unwrap();
+    let q = quotas::get(&mut *store.read().await.unwrap(), p.id).await.unwrap().expect("project");
+    assert_eq!(q.used, QuotaAmounts { instances: 1, vcpus: 1, memory_mib: 512, storage_gib: 5, floating_ips: 0 });
+    assert_eq!(q.limits.vcpus, Some(1));
+
+    // Concurrent charges in separate transactions never overshoot.
+    let mut tx = store.begin().await.unwrap();
+    quotas::set_limits(&mut tx, p.id, &QuotaLimits { instances: Some(6), ..Default::default() }).await.unwrap();
+    tx.commit().await.unwrap();
+    let unit = QuotaAmounts { instances: 1, ..Default::default() };
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                let ok = quotas::charge(&mut tx, p.id, unit).await.unwrap();
+                tx.commit().await.unwrap();
+                ok
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        granted += t.await.unwrap() as i64;
+    }
+    assert_eq!(granted, 5);
+    let all = quotas::all(&mut *store.read().await.unwrap()).await.unwrap();
+    assert_eq!(all.iter().find(|q| q.project_id == p.id).map(|q| q.used.instances), Some(6));
+}
+
+async fn billing_prices_invoices_budgets_and_metering_events(store: &Store) {
+    use kumo_store::billing::{self, InvoiceRecord, LineRecord};
+    let p = create_project(store, "shop").await;
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    let mut tx = store.begin().await.unwrap();
+    billing::add_price(&mut tx, "instance_type", "k1-small", 12_000, t0).await.unwrap();
+    billing::add_price(&mut tx, "instance_type", "k1-small", 15_000, t0 + chrono_seconds(3600)).await.unwrap();
+    billing::add_price(&mut tx, "disk", "", 100_000, t0).await.unwrap();
+    let r = Uuid::now_v7();
+    for (i, state) in ["creating", "running", "stopped"].iter().enumerate() {
+        let e = NewEvent {
+            project_id: Some(p.id),
+            resource_type: "instance",
+            resource_id: r,
+            resource_name: "web",
+            kind: "state_changed",
+            from_state: None,
+            to_state: Some(*state),
+            cause: "test",
+            detail: Some(r#"{"instance_type":"k1-small","vcpus":1,"memory_mib":512,"disk_gib":5}"#.into()),
+        };
+        events::record_at(&mut tx, &e, t0 + chrono_seconds(10 * i as i64)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    let prices = billing::prices(&mut conn).await.unwrap();
+    assert_eq!(
+        prices.iter().map(|p| (p.kind.as_str(), p.unit_price_micros)).collect::<Vec<_>>(),
+        [("disk", 100_000), ("instance_type", 12_000), ("instance_type", 15_000)]
+    );
+    let rows = events::for_metering(&mut conn, p.id, "instance", t0 + chrono_seconds(15)).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.to_state.as_deref()).collect::<Vec<_>>(), [Some("creating"), Some("running")]);
+    assert!(rows[0].detail.as_deref().is_some_and(|d| d.contains("k1-small")));
+    assert_eq!(events::earliest_time(&mut conn, p.id).await.unwrap().map(|t| t <= t0), Some(true));
+    drop(conn);
+
+    let inv = InvoiceRecord {
+        id: Uuid::now_v7(),
+        period: "2026-10".into(),
+        period_start: t0,
+        period_end: t0 + chrono_seconds(31 * 86400),
+        total_cents: 7,
+        time_created: t0 + chrono_seconds(31 * 86400 + 5),
+        lines: vec![LineRecord {
+            resource_type: "instance".into(),
+            resource_id: r,
+            resource_name: "web".into(),
+            price_kind: "instance_type".into(),
+            price_name: "k1-small".into(),
+            quantity: 10,
+            unit: "second".into(),
+            unit_price_micros: 12_000,
+            price_unit: "hour".into(),
+            cost_cents: 7,
+            intervals: "[]".into(),
+        }],
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(billing::insert_invoice(&mut tx, p.id, &inv).await.unwrap(), inv);
+    // A second generation returns the stored one, unchanged.
+    let other = InvoiceRecord { id: Uuid::now_v7(), total_cents: 999, lines: vec![], ..inv.clone() };
+    assert_eq!(billing::insert_invoice(&mut tx, p.id, &other).await.unwrap(), inv);
+    billing::set_budget(&mut tx, p.id, 5000, 80).await.unwrap();
+    billing::set_budget(&mut tx, p.id, 6000, 90).await.unwrap();
+    assert!(billing::mark_alerted(&mut tx, p.id, "2026-10").await.unwrap());
+    assert!(!billing::mark_alerted(&mut tx, p.id, "2026-10").await.unwrap(), "one alert per month");
+    assert!(billing::mark_alerted(&mut tx, p.id, "2026-11").await.unwrap());
+    tx.commit().await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(billing::invoice(&mut conn, p.id, "2026-10").await.unwrap(), Some(inv));
+    assert_eq!(billing::invoice(&mut conn, p.id, "2026-09").await.unwrap(), None);
+    let b = billing::budget(&mut conn, p.id).await.unwrap().expect("budget");
+    assert_eq!((b.monthly_cents, b.alert_at_percent, b.last_alert_period.as_deref()), (6000, 90, Some("2026-11")));
+    assert_eq!(billing::budgets(&mut conn).await.unwrap().len(), 1);
 }

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A project quota would be exceeded (403).
     QuotaExceeded,
+    /// Too many attempts (e.g. failed logins); retry after the `Retry-After` header's seconds (429).
+    TooManyRequests,
     /// No host has room for the request (507).
     InsufficientCapacity,
     /// A bug or an unexpected failure; details are in the server log under the request id (500).
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "MethodNotAllowed",
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
             ErrorCode::QuotaExceeded => "QuotaExceeded",
+            ErrorCode::TooManyRequests => "TooManyRequests",
             ErrorCode::InsufficientCapacity => "InsufficientCapacity",
             ErrorCode::Internal => "Internal",
         }

@@ -27,4 +27,9 @@ pub struct EventView {
     pub to_state: Option<String>,
     /// Why: the API call that asked for it, or what the reconciler observed.
     pub cause: String,
+    /// Structured attributes: for instances the type and size at that moment (`instance_type`,
+    /// `vcpus`, `memory_mib`, `disk_gib`), which metering bills from; for budget alerts the period,
+    /// cost and budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }

@@ -2,12 +2,15 @@
 //! (`kumo-cli`). Everything that crosses the wire is declared here, once: identity metadata, names,
 //! views, create parameters, the error body, pagination, and the instance state machine.
 
+pub mod billing;
 pub mod error;
 pub mod event;
 pub mod host;
+pub mod identity;
 pub mod image;
 pub mod instance;
 pub mod instance_type;
+pub mod money;
 pub mod name;
 pub mod page;
 pub mod project;
@@ -15,6 +18,10 @@ pub mod project;
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::HostView;
+pub use identity::{
+    AuditEntryView, LoginRequest, LoginResponse, MeView, MemberAdd, MemberView, MyProjectView, ProjectRole,
+    TokenCreate, TokenCreated, TokenView, UserCreate, UserView,
+};
 pub use image::{ImageBoot, ImageView};
 pub use instance::{
     InstanceAction, InstanceCreate, InstanceObservation, InstanceResize, InstanceState, InstanceView, Transition,

@@ -85,6 +85,9 @@ struct RunArgs {
     /// Largest image upload accepted, GiB.
     #[arg(long, default_value_t = 64)]
     max_image_gib: u64,
+    /// Days to keep audit log entries (default: forever); older ones are pruned hourly.
+    #[arg(long, env = "KUMOD_AUDIT_RETENTION_DAYS", value_parser = clap::value_parser!(u64).range(1..))]
+    audit_retention_days: Option<u64>,
     /// Artificial latency of every sim-driver operation, milliseconds.
     #[arg(long, default_value_t = 0)]
     sim_latency_ms: u64,
@@ -183,10 +186,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         overcommit: [args.cpu_overcommit, args.memory_overcommit, args.disk_overcommit],
         max_image_bytes: args.max_image_gib << 30,
         reconcile_period: Duration::from_secs(2),
+        audit_retention: args.audit_retention_days.map(|d| Duration::from_secs(d * 86_400)),
     };
     let app = App::open(store, hypervisor, config).await?;
     seed_images(&app, &args.image_cache).await;
     kumo_control::reconciler::spawn(app.clone());
+    kumo_control::app::billing::spawn(app.clone());
+    kumo_control::app::audit::spawn_retention(app.clone());
 
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;

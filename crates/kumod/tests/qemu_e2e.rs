@@ -393,3 +393,47 @@ fn stop_right_after_start_is_still_graceful() {
     let log = k.text("/v1/instances/early/serial-console?project=p");
     assert!(log.contains("kumo-guest: powering off"), "the guest was forced off, not powered off:\n{log}");
 }
+
+/// Metering on a real guest: the running seconds billed match the wall time its QEMU ran.
+#[test]
+fn metered_running_time_matches_the_wall_time_the_guest_ran() {
+    if !prerequisites() {
+        return;
+    }
+    let k = qemu_kumod();
+    k.create_project("p");
+    create(&k, "p", "m");
+    // Wall time of the guest: from its QEMU process appearing to it being gone.
+    let deadline = Instant::now() + BOOT;
+    while qemus(&k).is_empty() {
+        assert!(Instant::now() < deadline, "no QEMU within {BOOT:?}:\n{}", k.log_tail(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let qemu_started = Instant::now();
+    k.wait_state("p", "m", "running", BOOT);
+    wait_serial(&k, "p", "m", "kumo-guest: ready", 1);
+    std::thread::sleep(Duration::from_secs(4)); // let the guest run a few seconds
+    let (s, v) = k.post_empty("/v1/instances/m/stop?project=p");
+    assert_eq!(s, 202, "{v}");
+    let deadline = Instant::now() + BOOT;
+    while !qemus(&k).is_empty() {
+        assert!(Instant::now() < deadline, "QEMU still runs {BOOT:?} after stop:\n{}", k.log_tail(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wall_ms = qemu_started.elapsed().as_millis() as i64;
+    k.wait_state("p", "m", "stopped", BOOT);
+    let (s, usage) = k.get("/v1/projects/p/usage");
+    assert_eq!(s, 200, "{usage}");
+    let line = usage["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|l| l["resource_type"] == "instance"))
+        .unwrap_or_else(|| panic!("no running-time line: {usage}"))
+        .clone();
+    assert_eq!(line["price_name"], "k1-nano", "{line}");
+    let metered_ms = line["quantity"].as_i64().expect("quantity") * 1000;
+    // Billing starts when the guest is recorded running (QEMU launched and answering), and ends
+    // when it is recorded stopped: within a couple of seconds of the process's life, never more.
+    assert!(metered_ms >= 4000, "metered {metered_ms} ms for a guest that ran {wall_ms} ms: {line}");
+    assert!(metered_ms <= wall_ms + 1000, "metered {metered_ms} ms, but QEMU ran only {wall_ms} ms: {line}");
+    assert!(wall_ms - metered_ms <= 3000, "metered {metered_ms} ms of {wall_ms} ms of QEMU: {line}");
+}

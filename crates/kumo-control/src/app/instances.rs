@@ -94,7 +94,20 @@ fn event<'a>(rec: &'a InstanceRecord, kind: &'a str, t: Option<Transition>, caus
         from_state: t.map(|t| t.from.as_str()),
         to_state: t.map(|t| t.to.as_str()),
         cause,
+        detail: Some(size_detail(&rec.view.instance_type, rec.resources())),
     }
+}
+
+/// The event detail metering bills from: the instance's type and size from this event on
+/// (see [`crate::metering::Size`]).
+fn size_detail(instance_type: &str, r: Resources) -> String {
+    let size = crate::metering::Size {
+        instance_type: instance_type.to_string(),
+        vcpus: r.vcpus,
+        memory_mib: r.memory_mib,
+        disk_gib: r.disk_gib,
+    };
+    serde_json::to_string(&size).unwrap_or_default()
 }
 
 pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &InstanceCreate) -> ApiResult<InstanceView> {
@@ -117,6 +130,8 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     })?;
     let disk_gib = itype.disk_gib.max((image.view.size_bytes + (1 << 30) - 1) / (1 << 30));
     let want = Resources { vcpus: itype.vcpus, memory_mib: itype.memory_mib, disk_gib, gpus: itype.gpus };
+    // Quota before capacity: a tenant over its quota is told so (403), not that the cloud is full.
+    super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::instance_amounts(want)).await?;
     let host_id = reserve_anywhere(&mut tx, want).await?;
     let id = kumo_store::new_id();
     let new = NewInstance {
@@ -204,6 +219,8 @@ pub async fn resize(
         disk_gib: itype.disk_gib.max(old.disk_gib),
         gpus: itype.gpus,
     };
+    let project_name = rec.view.project.clone();
+    super::quotas::charge(&mut tx, rec.project_id, &project_name, super::quotas::resize_delta(old, new)).await?;
     kumo_store::hosts::release(&mut tx, rec.host_id, old).await?;
     if !kumo_store::hosts::reserve(&mut tx, rec.host_id, new).await? {
         let host = kumo_store::hosts::get(&mut tx, &NameOrId::Id(rec.host_id)).await?;
@@ -217,7 +234,8 @@ pub async fn resize(
         return Err(ApiError::conflict("the instance changed while the request was handled; retry"));
     }
     let cause = format!("{} (from {} to {})", ctx.cause("instance_resize"), rec.view.instance_type, itype.name);
-    kumo_store::events::record(&mut tx, &event(&rec, "resized", None, &cause)).await?;
+    let resized = NewEvent { detail: Some(size_detail(&itype.name, new)), ..event(&rec, "resized", None, &cause) };
+    kumo_store::events::record(&mut tx, &resized).await?;
     let view = kumo_store::instances::get_by_id(&mut tx, rec.view.id)
         .await?
         .ok_or_else(|| ApiError::internal("instance vanished"))?
@@ -281,6 +299,7 @@ pub async fn observe(
     };
     let ok = if t.to == InstanceState::Destroyed {
         kumo_store::hosts::release(&mut tx, rec.host_id, rec.resources()).await?;
+        kumo_store::quotas::release(&mut tx, rec.project_id, super::quotas::instance_amounts(rec.resources())).await?;
         kumo_store::instances::mark_destroyed(&mut tx, id, rec.generation).await?
     } else {
         kumo_store::instances::set_state(&mut tx, id, rec.generation, t.to, reason).await?

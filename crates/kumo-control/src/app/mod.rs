@@ -2,13 +2,20 @@
 //! (`ctx.authorize(…)`, or `project(…)` which checks the caller's role in the project) and
 //! does its reads and writes in one store transaction.
 
+pub mod audit;
+pub mod billing;
 pub mod events;
 pub mod hosts;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
+pub mod login;
+pub mod me;
+pub mod members;
 pub mod projects;
+pub mod quotas;
 pub mod tokens;
+pub mod users;
 
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};

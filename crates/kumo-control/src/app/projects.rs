@@ -37,6 +37,7 @@ pub async fn create(app: &App, ctx: &OpContext, p: &ProjectCreate) -> ApiResult<
         from_state: None,
         to_state: None,
         cause: &cause,
+        detail: None,
     };
     kumo_store::events::record(&mut tx, &event).await?;
     tx.commit().await.map_err(ApiError::internal)?;
@@ -66,6 +67,7 @@ pub async fn delete(app: &App, ctx: &OpContext, project: &str) -> ApiResult<()> 
         from_state: None,
         to_state: None,
         cause: &cause,
+        detail: None,
     };
     kumo_store::events::record(&mut tx, &event).await?;
     tx.commit().await.map_err(ApiError::internal)?;

@@ -2,13 +2,20 @@
 //! request-id middleware, and one module of handlers per resource. Handlers only parse and
 //! validate; the work is in [`crate::app`].
 
+pub mod audit;
+pub mod billing;
 pub mod events;
 pub mod hosts;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
+pub mod login;
+pub mod members;
 pub mod projects;
+pub mod quotas;
 pub mod system;
+pub mod tokens;
+pub mod users;
 
 use crate::error::{ApiError, REQUEST_ID};
 use crate::App;
@@ -99,8 +106,10 @@ async fn not_found() -> ApiError {
 
 /// The whole HTTP application.
 pub fn router(app: Arc<App>) -> Router {
-    let (api, doc) = crate::openapi::router().split_for_parts();
-    let doc = Arc::new(doc);
+    let (api, _) = crate::openapi::router().split_for_parts();
+    let (public, _) = crate::openapi::public_router().split_for_parts();
+    let doc = Arc::new(crate::openapi::document());
+    let operations = Arc::new(audit::Operations::from_document(&doc));
     let api = api.layer(axum::middleware::from_fn_with_state(app.clone(), crate::context::authenticate));
     Router::new()
         .route(
@@ -111,17 +120,22 @@ pub fn router(app: Arc<App>) -> Router {
             }),
         )
         .merge(api)
+        .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state((app.clone(), operations), audit::record))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(app)
 }
 
-/// Serves the API until `shutdown` resolves.
+/// Serves the API until `shutdown` resolves. Handlers see the client's address (audit log, login
+/// rate limit).
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(app).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

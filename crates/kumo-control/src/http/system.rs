@@ -6,29 +6,14 @@ use crate::reconciler::ReconcilerStatus;
 use crate::App;
 use axum::extract::State;
 use axum::Json;
-use kumo_types::ErrorBody;
-use serde::Serialize;
+use kumo_types::{ErrorBody, MeView};
 use std::sync::Arc;
-use utoipa::ToSchema;
 
-/// The caller.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MeView {
-    /// `operator` (a cloud operator) or `user` (a tenant user).
-    pub kind: String,
-    /// Name of the token used.
-    pub token_name: String,
-    /// The user the token belongs to (null for the bootstrap operator token).
-    pub user: Option<String>,
-}
-
-/// Who is calling
+/// Who is calling, and for tenant users their projects and roles
 #[utoipa::path(get, path = "/v1/me", tag = "system", operation_id = "me_view",
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
-pub async fn me_view(ctx: OpContext) -> ApiResult<Json<MeView>> {
-    ctx.authorize(Access::Read)?;
-    let kind = if ctx.actor.operator { "operator" } else { "user" };
-    Ok(Json(MeView { kind: kind.into(), token_name: ctx.actor.token_name, user: ctx.actor.user.map(|u| u.name) }))
+pub async fn me_view(State(app): State<Arc<App>>, ctx: OpContext) -> ApiResult<Json<MeView>> {
+    Ok(Json(crate::app::me::view(&app, &ctx).await?))
 }
 
 /// Status of the background reconcilers (operators)
@@ -36,5 +21,5 @@ pub async fn me_view(ctx: OpContext) -> ApiResult<Json<MeView>> {
     responses((status = 200, body = Vec<ReconcilerStatus>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn reconciler_list(State(app): State<Arc<App>>, ctx: OpContext) -> ApiResult<Json<Vec<ReconcilerStatus>>> {
     ctx.authorize(Access::Operator)?;
-    Ok(Json(vec![app.reconciler.status()]))
+    Ok(Json(vec![app.reconciler.status(), app.billing.status()]))
 }

@@ -1,0 +1,705 @@
+//! Authorisation, proven for every operation, and the identity features it rests on (users,
+//! login and its rate limit, API tokens, members, the audit log).
+//!
+//! `every_operation_is_authorised_as_its_table_says` reads the OpenAPI document the server serves
+//! and calls every operation in it unauthenticated, as a member of another project and as a
+//! viewer. What each operation must answer is in [`TABLE`]; an operation missing from the table
+//! fails the test, so no operation ships without an authorisation decision.
+//!
+//! Adding an operation: add a row `("<operation_id>", Kind::…, "<query>", <body>)` to [`TABLE`].
+//! Path parameters are filled from [`path_param`] (project `a` and its resources); the query and
+//! body should make a request that would succeed if it were allowed, so a 403/404 proves the
+//! authorisation check, not a validation error.
+
+mod common;
+
+use common::Kumod;
+use reqwest::blocking::RequestBuilder;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const IMAGE: &str = "fixture";
+const WAIT: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "correct horse battery";
+
+/// What an operation allows, by caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Needs no token (login).
+    Public,
+    /// Any authenticated user may call it (catalogues, who am I).
+    AnyUser,
+    /// The caller's own account (their API tokens): any user, on their own things.
+    OwnAccount,
+    /// Operators only: 403 for every tenant.
+    Operator,
+    /// Reads a project's things: members 2xx (viewers too), non-members 404.
+    ProjectRead,
+    /// Changes a project's things: collaborators and owners; viewers 403, non-members 404.
+    ProjectWrite,
+    /// Manages a project (members, budget): owners; viewers 403, non-members 404.
+    ProjectManage,
+    /// Operators only, about one project (its quotas): non-members 404, members 403.
+    ProjectOperator,
+    /// Reads a project's thing the fixture cannot make (the invoice of a closed month): members
+    /// get past authorisation (not 401, 403, or the project's 404), non-members 404.
+    ProjectReadUnmade,
+}
+
+/// Body of a request in the table.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    None,
+    Json(&'static str),
+    /// The fixture qcow2 image (for image import).
+    Image,
+}
+
+/// operation id → what it allows, query string (`a` is the project under test), body.
+const TABLE: &[(&str, Kind, &str, Body)] = &[
+    ("session_create", Kind::Public, "", Body::Json(r#"{"username":"bob","password":"correct horse battery"}"#)),
+    ("me_view", Kind::AnyUser, "", Body::None),
+    ("token_list", Kind::OwnAccount, "", Body::None),
+    ("token_create", Kind::OwnAccount, "", Body::Json(r#"{"name":"ci2","expires_in_days":1}"#)),
+    ("token_delete", Kind::OwnAccount, "", Body::None),
+    ("project_list", Kind::AnyUser, "", Body::None),
+    ("project_create", Kind::Operator, "", Body::Json(r#"{"name":"c"}"#)),
+    ("project_view", Kind::ProjectRead, "", Body::None),
+    ("project_delete", Kind::Operator, "", Body::None),
+    ("member_list", Kind::ProjectRead, "", Body::None),
+    ("member_add", Kind::ProjectManage, "", Body::Json(r#"{"user":"carol","role":"viewer"}"#)),
+    ("member_remove", Kind::ProjectManage, "", Body::None),
+    ("user_list", Kind::Operator, "", Body::None),
+    ("user_create", Kind::Operator, "", Body::Json(r#"{"name":"dave","password":"correct horse battery"}"#)),
+    ("user_view", Kind::Operator, "", Body::None),
+    ("user_delete", Kind::Operator, "", Body::None),
+    ("image_list", Kind::ProjectRead, "project=a", Body::None),
+    ("image_import", Kind::ProjectWrite, "project=a&name=img-x", Body::Image),
+    ("image_view", Kind::ProjectRead, "project=a", Body::None),
+    ("image_delete", Kind::ProjectWrite, "project=a", Body::None),
+    ("instance_type_list", Kind::AnyUser, "", Body::None),
+    (
+        "instance_type_create",
+        Kind::Operator,
+        "",
+        Body::Json(r#"{"name":"k9-x","vcpus":1,"memory_mib":128,"disk_gib":1}"#),
+    ),
+    ("instance_type_view", Kind::AnyUser, "", Body::None),
+    ("instance_type_delete", Kind::Operator, "", Body::None),
+    ("instance_list", Kind::ProjectRead, "project=a", Body::None),
+    (
+        "instance_create",
+        Kind::ProjectWrite,
+        "project=a",
+        Body::Json(r#"{"name":"vm-x","image":"fixture","instance_type":"k1-nano"}"#),
+    ),
+    ("instance_view", Kind::ProjectRead, "project=a", Body::None),
+    ("instance_delete", Kind::ProjectWrite, "project=a", Body::None),
+    ("instance_start", Kind::ProjectWrite, "project=a", Body::None),
+    ("instance_stop", Kind::ProjectWrite, "project=a", Body::None),
+    ("instance_reboot", Kind::ProjectWrite, "project=a", Body::None),
+    ("instance_resize", Kind::ProjectWrite, "project=a", Body::Json(r#"{"instance_type":"k1-small"}"#)),
+    ("instance_serial_console", Kind::ProjectRead, "project=a", Body::None),
+    ("event_list", Kind::ProjectRead, "project=a", Body::None),
+    ("host_list", Kind::Operator, "", Body::None),
+    ("host_view", Kind::Operator, "", Body::None),
+    ("reconciler_list", Kind::Operator, "", Body::None),
+    ("audit_log_list", Kind::Operator, "", Body::None),
+    // Quotas, prices, usage, invoices, budgets.
+    ("quota_list", Kind::Operator, "", Body::None),
+    ("quota_view", Kind::ProjectRead, "", Body::None),
+    ("quota_update", Kind::ProjectOperator, "", Body::Json(r#"{"instances":10}"#)),
+    ("price_list", Kind::Operator, "", Body::None),
+    (
+        "price_update",
+        Kind::Operator,
+        "",
+        Body::Json(r#"{"kind":"instance_type","name":"k1-nano","unit_price":"0.012"}"#),
+    ),
+    ("usage_view", Kind::ProjectRead, "", Body::None),
+    ("invoice_list", Kind::ProjectRead, "", Body::None),
+    ("invoice_view", Kind::ProjectReadUnmade, "", Body::None),
+    ("budget_view", Kind::ProjectRead, "", Body::None),
+    ("budget_update", Kind::ProjectManage, "", Body::Json(r#"{"monthly":"50.00","alert_at_percent":80}"#)),
+];
+
+/// Values of path parameters: project `a` and its resources.
+fn path_param(name: &str) -> &'static str {
+    match name {
+        "project" => "a",
+        "instance" => "vm-a",
+        "image" => "img-a",
+        "instance_type" => "k1-nano",
+        "host" => "test-host",
+        "user" => "bob",
+        "token" => "ci",
+        // A closed month (invoices).
+        "period" => "2026-10",
+        other => panic!("no value for path parameter {{{other}}}: add one to path_param()"),
+    }
+}
+
+/// A kumod on the sim driver with an image cache holding one empty qcow2 image, `fixture`.
+struct Cloud {
+    k: Kumod,
+    images: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Cloud {
+    type Target = Kumod;
+    fn deref(&self) -> &Kumod {
+        &self.k
+    }
+}
+
+fn cloud() -> Cloud {
+    let images = tempfile::Builder::new().prefix("kimg").tempdir_in("/tmp").expect("temp dir");
+    let img = images.path().join(IMAGE);
+    std::fs::create_dir(&img).expect("mkdir");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(img.join("disk.qcow2"))
+        .arg("1G")
+        .output()
+        .unwrap_or_else(|e| panic!("qemu-img is needed (scripts/install-deps.sh installs it): {e}"));
+    assert!(out.status.success(), "qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let manifest = json!({"name": IMAGE, "os": "test fixture (empty disk)", "disk": "disk.qcow2"});
+    std::fs::write(img.join("manifest.json"), manifest.to_string()).expect("manifest");
+    let cache = images.path().to_string_lossy().into_owned();
+    let k = Kumod::start(&[
+        "--driver",
+        "sim",
+        "--image-cache",
+        &cache,
+        "--host-name",
+        "test-host",
+        "--host-vcpus",
+        "16",
+        "--host-memory-mib",
+        "16384",
+        "--host-disk-gib",
+        "500",
+    ]);
+    Cloud { k, images }
+}
+
+impl Cloud {
+    fn fixture_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.images.path().join(IMAGE).join("disk.qcow2")).expect("fixture image")
+    }
+}
+
+/// Sends a request; returns status, the Retry-After header, and the body (JSON, or a string).
+fn send(req: RequestBuilder) -> (u16, Option<String>, Value) {
+    let resp = req.send().expect("request");
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").and_then(|h| h.to_str().ok()).map(String::from);
+    let text = resp.text().unwrap_or_default();
+    (status, retry, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Requests as one caller (None: no credentials).
+struct As<'a> {
+    k: &'a Kumod,
+    token: Option<String>,
+}
+
+impl As<'_> {
+    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        let r = self.k.http.request(method, format!("{}{path}", self.k.url));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+    fn get(&self, path: &str) -> (u16, Value) {
+        let (s, _, v) = send(self.req(Method::GET, path));
+        (s, v)
+    }
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (s, _, v) = send(self.req(Method::POST, path).json(&body));
+        (s, v)
+    }
+    fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let (s, _, v) = send(self.req(Method::PUT, path).json(&body));
+        (s, v)
+    }
+    fn delete(&self, path: &str) -> (u16, Value) {
+        let (s, _, v) = send(self.req(Method::DELETE, path));
+        (s, v)
+    }
+}
+
+fn login(k: &Kumod, user: &str, password: &str) -> (u16, Option<String>, Value) {
+    send(k.http.post(format!("{}/v1/login", k.url)).json(&json!({"username": user, "password": password})))
+}
+
+fn create_user(k: &Kumod, name: &str) {
+    let (s, v) = k.post("/v1/users", json!({"name": name, "password": PASSWORD}));
+    assert_eq!(s, 201, "{v}");
+}
+
+/// Logs in and returns a session token.
+fn session(k: &Kumod, user: &str) -> String {
+    let (s, _, v) = login(k, user, PASSWORD);
+    assert_eq!(s, 200, "login as {user}: {v}");
+    v["token"].as_str().expect("token").to_string()
+}
+
+fn add_member(k: &Kumod, project: &str, user: &str, role: &str) {
+    let (s, v) = k.post(&format!("/v1/projects/{project}/members"), json!({"user": user, "role": role}));
+    assert_eq!(s, 201, "{v}");
+}
+
+/// Projects `a` and `b`; alice owns a, bob views a, carol collaborates on b; a running instance
+/// `vm-a` and an image `img-a` in a. Returns the session tokens of alice, bob and carol.
+fn tenants(k: &Cloud) -> [String; 3] {
+    k.create_project("a");
+    k.create_project("b");
+    for u in ["alice", "bob", "carol"] {
+        create_user(k, u);
+    }
+    add_member(k, "a", "alice", "owner");
+    add_member(k, "a", "bob", "viewer");
+    add_member(k, "b", "carol", "collaborator");
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| session(k, u));
+    let as_alice = As { k, token: Some(alice.clone()) };
+    let (s, v) =
+        as_alice.post("/v1/instances?project=a", json!({"name": "vm-a", "image": IMAGE, "instance_type": "k1-nano"}));
+    assert_eq!(s, 202, "alice creates an instance in her project: {v}");
+    let (s, _, v) = send(
+        as_alice
+            .req(Method::POST, "/v1/images/import?project=a&name=img-a")
+            .header("content-type", "application/octet-stream")
+            .body(k.fixture_bytes()),
+    );
+    assert_eq!(s, 201, "alice imports an image into her project: {v}");
+    let operator = As { k, token: Some(k.token.clone()) };
+    let (s, v) = operator.put("/v1/projects/a/budget", json!({"monthly": "50.00", "alert_at_percent": 80}));
+    assert_eq!(s, 200, "a budget for a: {v}");
+    k.wait_state("a", "vm-a", "running", WAIT);
+    [alice, bob, carol]
+}
+
+/// Every operation of the OpenAPI document: (method, path template, operation id).
+fn operations(k: &Kumod) -> Vec<(String, String, String)> {
+    let (s, _, doc) = send(k.http.get(format!("{}/v1/openapi.json", k.url)));
+    assert_eq!(s, 200, "{doc}");
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let id = op["operationId"].as_str().expect("operationId").to_string();
+            ops.push((method.to_uppercase(), path.clone(), id));
+        }
+    }
+    assert!(ops.len() > 30, "suspiciously few operations: {ops:?}");
+    ops
+}
+
+/// Fills `{param}`s of a path template.
+fn fill(template: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').expect("unclosed {") + open;
+        out.push_str(path_param(&rest[open + 1..close]));
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn every_operation_is_authorised_as_its_table_says() {
+    let k = cloud();
+    let [_alice, bob, carol] = tenants(&k);
+    let bob = As { k: &k, token: Some(bob) };
+    let carol = As { k: &k, token: Some(carol) };
+    let nobody = As { k: &k, token: None };
+    // Own-account operations act on a token named `ci`; give bob and carol one.
+    for who in [&bob, &carol] {
+        let (s, v) = who.post("/v1/me/tokens", json!({"name": "ci"}));
+        assert_eq!(s, 201, "{v}");
+    }
+
+    let ops = operations(&k);
+    let missing: Vec<&str> =
+        ops.iter().filter(|(_, _, id)| !TABLE.iter().any(|(t, ..)| t == id)).map(|(_, _, id)| id.as_str()).collect();
+    assert!(
+        missing.is_empty(),
+        "operations without an authorisation expectation: {missing:?}; add them to TABLE in {}",
+        file!()
+    );
+    let stale: Vec<&str> = TABLE.iter().map(|(t, ..)| *t).filter(|t| !ops.iter().any(|(_, _, id)| id == t)).collect();
+    assert!(stale.is_empty(), "TABLE names operations the API does not have: {stale:?}");
+
+    let mut failures = Vec::new();
+    for (method, template, id) in &ops {
+        let (_, kind, query, body) = TABLE.iter().find(|(t, ..)| t == id).copied().expect("checked above");
+        let method: Method = method.parse().expect("method");
+        let mut path = fill(template);
+        if !query.is_empty() {
+            path = format!("{path}?{query}");
+        }
+        let call = |who: &As| {
+            let req = who.req(method.clone(), &path);
+            let req = match body {
+                Body::None => req,
+                Body::Json(j) => req.header("content-type", "application/json").body(j),
+                Body::Image => req.header("content-type", "application/octet-stream").body(k.fixture_bytes()),
+            };
+            let (s, _, v) = send(req);
+            (s, v)
+        };
+        let mut expect = |who: &str, (s, v): (u16, Value), ok: &dyn Fn(u16, &Value) -> bool, want: &str| {
+            if !ok(s, &v) {
+                failures.push(format!("{id} ({method} {path}) as {who}: got {s}, want {want}: {v}"));
+            }
+        };
+        let success = |s: u16, _: &Value| (200..300).contains(&s);
+        let is = |code: u16| move |s: u16, _: &Value| s == code;
+        // Unauthenticated.
+        match kind {
+            Kind::Public => expect("nobody", call(&nobody), &success, "2xx without a token"),
+            _ => expect("nobody", call(&nobody), &is(401), "401"),
+        }
+        // A member of another project (carol, collaborator of b).
+        match kind {
+            Kind::Public => {}
+            Kind::AnyUser | Kind::OwnAccount => expect("carol", call(&carol), &success, "2xx"),
+            Kind::Operator => expect("carol", call(&carol), &is(403), "403"),
+            Kind::ProjectRead
+            | Kind::ProjectWrite
+            | Kind::ProjectManage
+            | Kind::ProjectOperator
+            | Kind::ProjectReadUnmade => {
+                expect("carol", call(&carol), &is(404), "404 (she may not learn that a exists)")
+            }
+        }
+        // A viewer of the project.
+        match kind {
+            Kind::Public => {}
+            Kind::AnyUser | Kind::OwnAccount | Kind::ProjectRead => expect("bob", call(&bob), &success, "2xx"),
+            Kind::Operator | Kind::ProjectWrite | Kind::ProjectManage | Kind::ProjectOperator => {
+                expect("bob", call(&bob), &is(403), "403")
+            }
+            Kind::ProjectReadUnmade => {
+                let past_authorisation = |s: u16, v: &Value| {
+                    let project_404 = s == 404 && v["message"] == "project 'a' not found";
+                    !matches!(s, 401 | 403) && !project_404 && s < 500
+                };
+                expect("bob", call(&bob), &past_authorisation, "past authorisation (not 401, 403 or the project's 404)")
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} authorisation failures:\n{}", failures.len(), failures.join("\n"));
+
+    // Nothing the refused calls asked for happened.
+    let (s, v) = k.get("/v1/instances/vm-a?project=a");
+    assert_eq!((s, v["state"].as_str()), (200, Some("running")), "{v}");
+    let (s, v) = k.get("/v1/projects/c");
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = k.get("/v1/users/dave");
+    assert_eq!(s, 404, "{v}");
+}
+
+#[test]
+fn tenants_see_only_their_projects_and_no_hosts() {
+    let k = cloud();
+    let [alice, bob, carol] = tenants(&k);
+    let names = |token: &str| {
+        let (s, v) = As { k: &k, token: Some(token.to_string()) }.get("/v1/projects");
+        assert_eq!(s, 200, "{v}");
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|p| p["name"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&alice), ["a"]);
+    assert_eq!(names(&bob), ["a"]);
+    assert_eq!(names(&carol), ["b"]);
+    assert_eq!(names(&k.token), ["a", "b"], "operators see every project");
+
+    let alice = As { k: &k, token: Some(alice) };
+    let (s, v) = alice.get("/v1/instances/vm-a?project=a");
+    assert_eq!(s, 200, "{v}");
+    assert!(v["host"].is_null(), "tenants must not see hosts: {v}");
+    let (s, v) = k.get("/v1/instances/vm-a?project=a");
+    assert!(s == 200 && v["host"].is_string(), "operators see the host: {v}");
+    let (s, v) = alice.get("/v1/instances?project=a");
+    assert!(s == 200 && v["items"][0]["host"].is_null(), "{v}");
+    assert_eq!(alice.get("/v1/hosts").0, 403);
+
+    // Who am I: the user and their projects with roles.
+    let (s, v) = alice.get("/v1/me");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["kind"].as_str(), v["user"].as_str(), v["operator"].as_bool()),
+        (Some("user"), Some("alice"), Some(false))
+    );
+    assert_eq!(v["projects"], json!([{"id": v["projects"][0]["id"], "name": "a", "role": "owner"}]), "{v}");
+}
+
+#[test]
+fn login_is_rate_limited_and_says_the_same_for_unknown_users() {
+    let k = cloud();
+    create_user(&k, "alice");
+    let (s, _, unknown) = login(&k, "nobody", "whatever-password");
+    let (s2, _, wrong) = login(&k, "alice", "wrong password");
+    assert_eq!((s, s2), (401, 401), "{unknown} {wrong}");
+    assert_eq!(unknown["message"], wrong["message"], "the answer must not tell whether the user exists");
+    assert_eq!(wrong["error_code"], "Unauthenticated");
+    for i in 2..5 {
+        let (s, _, v) = login(&k, "alice", "wrong password");
+        assert_eq!(s, 401, "attempt {i}: {v}");
+    }
+    // Five failures from this address: even the right password is refused for a while.
+    let (s, retry, v) = login(&k, "alice", PASSWORD);
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error_code"], "TooManyRequests", "{v}");
+    let secs: u64 = retry.as_deref().and_then(|r| r.parse().ok()).expect("a Retry-After header in seconds");
+    assert!((1..=300).contains(&secs), "Retry-After {secs}");
+    // Other operations are not affected.
+    assert_eq!(k.get("/v1/me").0, 200);
+}
+
+#[test]
+fn sessions_and_api_tokens_work_and_revocation_is_immediate() {
+    let k = cloud();
+    create_user(&k, "alice");
+    let (s, _, v) = login(&k, "alice", PASSWORD);
+    assert_eq!(s, 200, "{v}");
+    let expires = chrono::DateTime::parse_from_rfc3339(v["expires_at"].as_str().expect("expires_at")).expect("time");
+    let hours = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes() as f64 / 60.0;
+    assert!((11.9..=12.0).contains(&hours), "sessions last 12 h, got {hours}");
+    let alice = As { k: &k, token: Some(v["token"].as_str().expect("token").to_string()) };
+
+    let (s, v) = alice.post("/v1/me/tokens", json!({"name": "ci", "expires_in_days": 30}));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["name"], "ci");
+    let secret = v["token"].as_str().expect("secret").to_string();
+    assert!(v["expires_at"].is_string(), "{v}");
+    let (s, dup) = alice.post("/v1/me/tokens", json!({"name": "ci"}));
+    assert_eq!((s, dup["error_code"].as_str()), (409, Some("ObjectAlreadyExists")), "{dup}");
+    assert_eq!(alice.post("/v1/me/tokens", json!({"name": "x", "expires_in_days": 0})).0, 400);
+
+    let ci = As { k: &k, token: Some(secret.clone()) };
+    let (s, v) = ci.get("/v1/me");
+    assert_eq!((s, v["user"].as_str(), v["token_name"].as_str()), (200, Some("alice"), Some("ci")), "{v}");
+    let (s, v) = alice.get("/v1/me/tokens");
+    assert_eq!(s, 200, "{v}");
+    let list = v.as_array().expect("a list");
+    assert_eq!(list.len(), 1, "{v}");
+    assert_eq!(list[0]["name"], "ci");
+    assert!(list[0]["last_used"].is_string(), "used once already: {v}");
+    assert!(!v.to_string().contains(&secret), "the secret must never be listed: {v}");
+
+    // Revoked: refused at once, although the token was just used (and cached).
+    assert_eq!(alice.delete("/v1/me/tokens/ci").0, 204);
+    assert_eq!(ci.get("/v1/me").0, 401, "a revoked token must stop working at once");
+    assert_eq!(alice.delete("/v1/me/tokens/ci").0, 404);
+    // The name is free again.
+    assert_eq!(alice.post("/v1/me/tokens", json!({"name": "ci"})).0, 201);
+
+    // The bootstrap operator token has no user, hence no tokens.
+    assert_eq!(k.get("/v1/me/tokens").0, 403);
+
+    // Deleting a user revokes their sessions and tokens at once.
+    assert_eq!(alice.get("/v1/me").0, 200);
+    assert_eq!(k.delete("/v1/users/alice").0, 204);
+    assert_eq!(alice.get("/v1/me").0, 401);
+    assert_eq!(login(&k, "alice", PASSWORD).0, 401);
+}
+
+#[test]
+fn users_are_validated_and_operators_can_make_operators() {
+    let k = cloud();
+    let (s, v) = k.post("/v1/users", json!({"name": "alice", "password": "short"}));
+    assert_eq!((s, v["error_code"].as_str()), (400, Some("InvalidValue")), "{v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("at least 8"), "{v}");
+    assert_eq!(k.post("/v1/users", json!({"name": "Alice", "password": PASSWORD})).0, 400);
+    let (s, v) = k.post("/v1/users", json!({"name": "root", "password": PASSWORD, "operator": true}));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["operator"], true);
+    for field in ["id", "name", "description", "time_created", "time_modified"] {
+        assert!(!v[field].is_null(), "{field} missing: {v}");
+    }
+    assert!(!v.to_string().contains("argon2"), "the hash must not leak: {v}");
+    assert_eq!(k.post("/v1/users", json!({"name": "root", "password": PASSWORD})).0, 409);
+
+    let root = As { k: &k, token: Some(session(&k, "root")) };
+    let (s, v) = root.get("/v1/me");
+    assert_eq!((s, v["kind"].as_str()), (200, Some("operator")), "{v}");
+    assert_eq!(root.get("/v1/hosts").0, 200, "a user flagged operator is an operator");
+    let (s, v) = root.post("/v1/users", json!({"name": "bob", "password": PASSWORD}));
+    assert_eq!((s, v["operator"].as_bool()), (201, Some(false)), "{v}");
+    let (s, v) = k.get("/v1/users");
+    let names: Vec<&str> = v["items"].as_array().expect("items").iter().filter_map(|u| u["name"].as_str()).collect();
+    assert_eq!((s, names), (200, vec!["bob", "root"]));
+    assert_eq!(root.delete("/v1/users/root").0, 409, "operators cannot delete themselves");
+}
+
+#[test]
+fn owners_manage_members_and_roles_take_effect() {
+    let k = cloud();
+    let [alice, bob, carol] = tenants(&k);
+    let alice = As { k: &k, token: Some(alice) };
+    let bob = As { k: &k, token: Some(bob) };
+    let carol = As { k: &k, token: Some(carol) };
+    // The owner makes bob a collaborator: he may now create instances but not manage members.
+    let (s, v) = alice.post("/v1/projects/a/members", json!({"user": "bob", "role": "collaborator"}));
+    assert_eq!((s, v["role"].as_str(), v["user"].as_str()), (201, Some("collaborator"), Some("bob")), "{v}");
+    let (s, v) =
+        bob.post("/v1/instances?project=a", json!({"name": "vm-b", "image": IMAGE, "instance_type": "k1-nano"}));
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(bob.post("/v1/projects/a/members", json!({"user": "carol", "role": "owner"})).0, 403);
+    assert_eq!(alice.post("/v1/projects/a/members", json!({"user": "nobody", "role": "viewer"})).0, 400);
+    assert_eq!(alice.post("/v1/projects/a/members", json!({"user": "bob", "role": "boss"})).0, 400);
+    // The owner adds carol; she sees a now; removed, she no longer does.
+    assert_eq!(alice.post("/v1/projects/a/members", json!({"user": "carol", "role": "viewer"})).0, 201);
+    assert_eq!(carol.get("/v1/projects/a").0, 200);
+    let (s, v) = bob.get("/v1/projects/a/members");
+    let members: Vec<(&str, &str)> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|m| (m["user"].as_str().unwrap_or(""), m["role"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!((s, members), (200, vec![("alice", "owner"), ("bob", "collaborator"), ("carol", "viewer")]));
+    assert_eq!(alice.delete("/v1/projects/a/members/carol").0, 204);
+    assert_eq!(carol.get("/v1/projects/a").0, 404);
+    assert_eq!(alice.delete("/v1/projects/a/members/carol").0, 404);
+}
+
+#[test]
+fn the_audit_log_records_every_mutation_with_who_what_and_result() {
+    let k = cloud();
+    let [alice, _bob, _carol] = tenants(&k);
+    let alice = As { k: &k, token: Some(alice) };
+    let nobody = As { k: &k, token: None };
+    assert_eq!(
+        alice.post("/v1/instances?project=b", json!({"name": "x", "image": IMAGE, "instance_type": "k1-nano"})).0,
+        404
+    );
+    assert_eq!(nobody.delete("/v1/projects/a").0, 401);
+    assert_eq!(login(&k, "alice", "a wrong password").0, 401);
+    assert_eq!(alice.get("/v1/projects").0, 200, "reads are not audited");
+
+    let (s, v) = k.get("/v1/system/audit-log?since=1h&limit=1000");
+    assert_eq!(s, 200, "{v}");
+    let items = v["items"].as_array().expect("items").clone();
+    let find = |op: &str, status: u64| {
+        items
+            .iter()
+            .find(|e| e["operation"] == op && e["status"] == status)
+            .unwrap_or_else(|| panic!("no {op} {status} in {v}"))
+    };
+    let created = find("instance_create", 202);
+    assert_eq!(created["actor"], "user 'alice' (token 'session')", "{created}");
+    assert_eq!((created["method"].as_str(), created["result"].as_str()), (Some("POST"), Some("ok")));
+    assert_eq!(created["source_address"], "127.0.0.1");
+    assert!(created["user_id"].is_string() && created["token_id"].is_string() && created["project_id"].is_string());
+    let refused = find("instance_create", 404);
+    assert_eq!(refused["result"], "NotFound");
+    let anonymous = find("project_delete", 401);
+    assert_eq!(
+        (anonymous["actor"].as_str(), anonymous["result"].as_str()),
+        (Some("anonymous"), Some("Unauthenticated"))
+    );
+    let failed_login = find("session_create", 401);
+    assert_eq!(failed_login["actor"], "login as 'alice'");
+    assert!(!v.to_string().contains("a wrong password"), "passwords must never be logged");
+    assert!(items.iter().all(|e| e["method"] != "GET"), "{v}");
+    let times: Vec<&str> = items.iter().filter_map(|e| e["time"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
+
+    // Filters.
+    let (s, v) = k.get("/v1/system/audit-log?user=alice&operation=instance_create");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(2), "{v}");
+    let (_, v) = k.get("/v1/system/audit-log?project=b");
+    assert!(v["items"].as_array().is_some_and(|i| i.iter().all(|e| e["project_id"] == refused["project_id"])), "{v}");
+    let (_, v) = k.get("/v1/system/audit-log?since=2999-01-01T00:00:00Z");
+    assert_eq!(v["items"], json!([]));
+    assert_eq!(k.get("/v1/system/audit-log?since=yesterday").0, 400);
+    let (s, v) = k.get("/v1/system/audit-log?limit=2");
+    assert!(s == 200 && v["next_page"].is_string(), "{v}");
+    // Owners read their project's entries; nothing else.
+    let (s, v) = alice.get("/v1/system/audit-log?project=a");
+    assert!(s == 200 && !v["items"].as_array().expect("items").is_empty(), "{v}");
+    assert_eq!(alice.get("/v1/system/audit-log").0, 403);
+    assert_eq!(alice.get("/v1/system/audit-log?project=b").0, 404);
+}
+
+/// Runs the `kumo` CLI with its own config file; returns (success, stdout, stderr).
+fn kumo(
+    k: &Kumod,
+    config: &std::path::Path,
+    token: Option<&str>,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(common::kumo_binary());
+    cmd.args(args)
+        .env("KUMO_CONFIG", config)
+        .env("KUMO_URL", &k.url)
+        .env_remove("KUMO_TOKEN")
+        .env_remove("KUMO_PROJECT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("KUMO_TOKEN", t);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!("run {}: {e} (build the workspace first: cargo build --workspace)", common::kumo_binary().display())
+    });
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let out = child.wait_with_output().expect("kumo");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn the_cli_manages_users_logs_in_with_a_password_and_makes_tokens() {
+    let k = cloud();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let op_config = dir.path().join("operator.json");
+    let alice_config = dir.path().join("alice.json");
+    let op = |args: &[&str], stdin: &str| kumo(&k, &op_config, Some(&k.token), args, stdin);
+    let (ok, out, err) = op(&["user", "create", "alice", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert!(ok && out.contains("alice"), "{out}{err}");
+    assert!(op(&["project", "create", "shop"], "").0);
+    let (ok, out, err) = op(&["project", "member", "add", "shop", "alice", "--role", "owner"], "");
+    assert!(ok && out.contains("owner"), "{out}{err}");
+
+    let (ok, out, err) =
+        kumo(&k, &alice_config, None, &["login", "--user", "alice", "--password-stdin"], "wrong password\n");
+    assert!(!ok && err.contains("wrong user name or password"), "{out}{err}");
+    let (ok, out, err) =
+        kumo(&k, &alice_config, None, &["login", "--user", "alice", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert!(ok && out.contains("alice"), "{out}{err}");
+    let alice = |args: &[&str]| kumo(&k, &alice_config, None, args, "");
+    let (ok, out, err) = alice(&["project", "list"]);
+    assert!(ok && out.contains("shop"), "the saved session works: {out}{err}");
+    let (ok, out, err) = alice(&["token", "create", "ci", "--expires", "30d"]);
+    assert!(ok, "{out}{err}");
+    let secret = out.lines().next().unwrap_or("").trim().to_string();
+    assert!(secret.starts_with("kumo_"), "the secret comes first: {out}");
+    let (ok, out, _) = alice(&["token", "list"]);
+    assert!(ok && out.contains("ci") && !out.contains(&secret), "{out}");
+    let (ok, out, err) = kumo(&k, &op_config, Some(&secret), &["project", "member", "list", "shop"], "");
+    assert!(ok && out.contains("alice") && out.contains("owner"), "the new token works: {out}{err}");
+    assert!(alice(&["token", "delete", "ci"]).0);
+    assert!(!kumo(&k, &op_config, Some(&secret), &["project", "list"], "").0, "revoked");
+
+    let (ok, out, err) = op(&["audit-log", "--since", "1h", "--user", "alice"], "");
+    assert!(ok && out.contains("token_create") && out.contains("token_delete"), "{out}{err}");
+    let (ok, out, _) = op(&["user", "list"], "");
+    assert!(ok && out.contains("alice"), "{out}");
+    assert!(!alice(&["user", "list"]).0, "tenants may not list users");
+}
