@@ -1321,7 +1321,7 @@ async fn quotas_charge_conditionally_and_never_overshoot(store: &Store) {
     let p = create_project(store, "shop").await;
     let one = QuotaAmounts { instances: 1, vcpus: 2, memory_mib: 512, storage_gib: 5, floating_ips: 0 };
     // Unlimited until limits are set; no row needed.
-    let q = quotas::get(&mut *store.read().await.unwrap(), p.id).await.unwrap().expect("project");
+    let q = quotas::get(&mut store.read().await.unwrap(), p.id).await.unwrap().expect("project");
     assert_eq!((q.limits, q.used), (QuotaLimits::default(), QuotaAmounts::default()));
     let mut tx = store.begin().await.unwrap();
     assert!(quotas::charge(&mut tx, p.id, one).await.unwrap());
@@ -1334,7 +1334,7 @@ async fn quotas_charge_conditionally_and_never_overshoot(store: &Store) {
     assert!(quotas::charge(&mut tx, p.id, shrink).await.unwrap());
     quotas::release(&mut tx, p.id, one).await.unwrap();
     tx.commit().await.unwrap();
-    let q = quotas::get(&mut *store.read().await.unwrap(), p.id).await.unwrap().expect("project");
+    let q = quotas::get(&mut store.read().await.unwrap(), p.id).await.unwrap().expect("project");
     assert_eq!(q.used, QuotaAmounts { instances: 1, vcpus: 1, memory_mib: 512, storage_gib: 5, floating_ips: 0 });
     assert_eq!(q.limits.vcpus, Some(1));
 
@@ -1359,7 +1359,7 @@ async fn quotas_charge_conditionally_and_never_overshoot(store: &Store) {
         granted += t.await.unwrap() as i64;
     }
     assert_eq!(granted, 5);
-    let all = quotas::all(&mut *store.read().await.unwrap()).await.unwrap();
+    let all = quotas::all(&mut store.read().await.unwrap()).await.unwrap();
     assert_eq!(all.iter().find(|q| q.project_id == p.id).map(|q| q.used.instances), Some(6));
 }
 
