@@ -300,7 +300,7 @@ pub async fn api_throughput(root: &Path, connections: usize, seconds: f64) -> Re
     })
 }
 
-/// Where the static server keeps its files (for the hidden subcommand's arguments).
+/// The hidden subcommand's arguments: the view body, the list body, the file to write the address to.
 pub fn static_args(args: &[PathBuf]) -> Result<(&Path, &Path, &Path)> {
     match args {
         [v, l, a] => Ok((v, l, a)),

@@ -110,14 +110,30 @@ impl ApiWatcher {
 pub struct LaunchFigures {
     pub kumod: Vec<Duration>,
     pub raw: Vec<Duration>,
+    /// API create → kumod's QEMU process started (its start time in /proc, 10 ms resolution).
+    pub kumod_spawn: Vec<f64>,
+    /// CPU seconds kumod used during each launch (serving the serial-console polls included).
+    pub kumod_cpu: Vec<f64>,
+    /// Serial-console polls per launch.
+    pub polls: Vec<u64>,
     pub kumod_mem: Vec<MemSample>,
     pub raw_mem: Vec<MemSample>,
 }
 
 pub async fn launch_latency(kumod: &Kumod, setup: &RawSetup, runs: usize) -> Result<LaunchFigures> {
-    let mut f = LaunchFigures { kumod: Vec::new(), raw: Vec::new(), kumod_mem: Vec::new(), raw_mem: Vec::new() };
+    let mut f = LaunchFigures {
+        kumod: Vec::new(),
+        raw: Vec::new(),
+        kumod_spawn: Vec::new(),
+        kumod_cpu: Vec::new(),
+        polls: Vec::new(),
+        kumod_mem: Vec::new(),
+        raw_mem: Vec::new(),
+    };
     for i in 1..=runs {
         let name = format!("lat-{i}");
+        let cpu_before = procs::cpu_secs(kumod.pid);
+        let boot_before = procs::boottime_now();
         let started = Instant::now();
         let id = kumod.api.create_instance(&name).await?;
         let mut w = ApiWatcher::new(name.clone(), id);
@@ -131,17 +147,20 @@ pub async fn launch_latency(kumod: &Kumod, setup: &RawSetup, runs: usize) -> Res
                 return Err(w.timeout_error(SINGLE_TIMEOUT));
             }
         };
-        if let Some(m) = kumod.qemu_pid(&w.id).and_then(|pid| MemSample::of(pid, setup.memory_mib)) {
-            f.kumod_mem.push(m);
+        if let (Some(a), Some(b)) = (cpu_before, procs::cpu_secs(kumod.pid)) {
+            f.kumod_cpu.push(b - a);
         }
+        if let Some(pid) = kumod.qemu_pid(&w.id) {
+            f.kumod_mem.extend(MemSample::of(pid, setup.memory_mib));
+            f.kumod_spawn.extend(procs::started_at(pid).map(|t| (t - boot_before).max(0.0)));
+        }
+        f.polls.push(w.polls + 1);
         f.kumod.push(took);
         kumod.api.delete_instance_and_wait(&name, DELETE_TIMEOUT).await?;
 
         let mut q = setup.prepare(&format!("raw-{i}")).await?.spawn()?;
         let raw = q.wait_ready(POLL, SINGLE_TIMEOUT).await?;
-        if let Some(m) = MemSample::of(q.pid(), q.memory_mib) {
-            f.raw_mem.push(m);
-        }
+        f.raw_mem.extend(MemSample::of(q.pid(), q.memory_mib));
         drop(q);
         f.raw.push(raw);
         eprintln!("  launch {i}/{runs}: kumod {:.3} s, raw QEMU {:.3} s", took.as_secs_f64(), raw.as_secs_f64());
@@ -167,10 +186,13 @@ pub struct ConcurrentFigures {
     pub wall: Duration,
     /// First create (or spawn) → each guest ready.
     pub each: Vec<Duration>,
+    /// First create (or spawn) → each QEMU process started.
+    pub spawned: Vec<f64>,
     pub mem: Vec<MemSample>,
 }
 
 pub async fn kumod_concurrent(kumod: &Kumod, n: usize, guest_mib: i64) -> Result<ConcurrentFigures> {
+    let boot_before = procs::boottime_now();
     let started = Instant::now();
     let mut creates = tokio::task::JoinSet::new();
     for i in 1..=n {
@@ -182,7 +204,7 @@ pub async fn kumod_concurrent(kumod: &Kumod, n: usize, guest_mib: i64) -> Result
     while let Some(r) = creates.join_next().await {
         pending.push(r??);
     }
-    let mut fig = ConcurrentFigures { wall: Duration::ZERO, each: Vec::new(), mem: Vec::new() };
+    let mut fig = ConcurrentFigures { wall: Duration::ZERO, each: Vec::new(), spawned: Vec::new(), mem: Vec::new() };
     let mut tick = crate::ticker(concurrent_poll(n));
     while !pending.is_empty() {
         tick.tick().await;
@@ -190,8 +212,9 @@ pub async fn kumod_concurrent(kumod: &Kumod, n: usize, guest_mib: i64) -> Result
         for mut w in pending {
             if w.poll(&kumod.api).await? {
                 fig.each.push(started.elapsed());
-                if let Some(m) = kumod.qemu_pid(&w.id).and_then(|pid| MemSample::of(pid, guest_mib)) {
-                    fig.mem.push(m);
+                if let Some(pid) = kumod.qemu_pid(&w.id) {
+                    fig.mem.extend(MemSample::of(pid, guest_mib));
+                    fig.spawned.extend(procs::started_at(pid).map(|t| (t - boot_before).max(0.0)));
                 }
             } else if started.elapsed() > CONCURRENT_TIMEOUT {
                 return Err(w.timeout_error(CONCURRENT_TIMEOUT));
@@ -219,12 +242,15 @@ pub async fn raw_concurrent(setup: &RawSetup, n: usize) -> Result<ConcurrentFigu
     for i in 1..=n {
         prepared.push(setup.prepare(&format!("rawc-{i:02}")).await?);
     }
+    let boot_before = procs::boottime_now();
     let started = Instant::now();
     let mut guests: Vec<RawQemu> = Vec::new();
     for p in prepared {
         guests.push(p.spawn()?);
     }
-    let mut fig = ConcurrentFigures { wall: Duration::ZERO, each: Vec::new(), mem: Vec::new() };
+    let spawned =
+        guests.iter().filter_map(|q| procs::started_at(q.pid())).map(|t| (t - boot_before).max(0.0)).collect();
+    let mut fig = ConcurrentFigures { wall: Duration::ZERO, each: Vec::new(), spawned, mem: Vec::new() };
     let mut tick = crate::ticker(concurrent_poll(n));
     loop {
         tick.tick().await;
@@ -235,9 +261,7 @@ pub async fn raw_concurrent(setup: &RawSetup, n: usize) -> Result<ConcurrentFigu
                 all = false;
             } else if !was_ready {
                 fig.each.push(started.elapsed());
-                if let Some(m) = MemSample::of(q.pid(), q.memory_mib) {
-                    fig.mem.push(m);
-                }
+                fig.mem.extend(MemSample::of(q.pid(), q.memory_mib));
             }
         }
         if all {

@@ -94,6 +94,7 @@ fn bench(cli: &Cli) -> Result<ExitCode> {
     // Short: QMP socket paths under it must stay below the 108-byte unix socket limit.
     let root = tempfile::Builder::new().prefix("kb-").tempdir_in("/tmp").context("create a temp dir in /tmp")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let cpu = procs::CpuAccount::start();
     let outcome = rt.block_on(async {
         tokio::select! {
             r = run(cli, root.path()) => Some(r),
@@ -114,6 +115,18 @@ fn bench(cli: &Cli) -> Result<ExitCode> {
     }
     if let Err(e) = root.close() {
         eprintln!("cleanup: could not remove the temp dir: {e}");
+    }
+    if let Some(Ok(())) = outcome {
+        // Everything of ours has been reaped now, so the rest of the machine's busy time is others'.
+        let used = cpu.finish(cores());
+        println!(
+            "\nCPU used by other processes on this machine during the run: {:.0} of {:.0} core-seconds ({:.0}%); \
+             stolen by the hypervisor: {:.0} core-seconds. Above a few percent, expect noise in the timings.",
+            used.others,
+            used.capacity,
+            100.0 * used.others / used.capacity.max(1e-9),
+            used.steal
+        );
     }
     match outcome {
         Some(Ok(())) => Ok(ExitCode::SUCCESS),
@@ -212,7 +225,6 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
     if all || what == What::Rss {
         report::memory(&memory);
     }
-    println!("\nload average at the end: {} (the machine is shared; see docs/benchmarks.md)", loadavg());
     Ok(())
 }
 
@@ -259,6 +271,7 @@ fn print_machine(cli: &Cli, what: &What, cores: usize) {
     );
     println!("qemu:    {}", version(Path::new(kumo_agent::qemu::QEMU_BINARY)));
     println!("kumod:   {kumod_version}");
+    println!("load:    {} (1/5/15-minute load average before the run)", loadavg());
     println!(
         "options: --runs {} --concurrency {} --seconds {} --connections {}",
         cli.runs, cli.concurrency, cli.seconds, cli.connections

@@ -60,6 +60,103 @@ fn parse_smaps(smaps: &str, guest_mib: u64) -> QemuSmaps {
     out
 }
 
+/// Fields of `/proc/PID/stat` after the command name, numbered as in proc(5) (3 = state).
+fn stat_field(pid: i32, n: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// CLOCK_BOOTTIME now, in seconds: the clock process start times are measured on.
+pub fn boottime_now() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// When a process started, on [`boottime_now`]'s clock (resolution: one clock tick, 10 ms).
+pub fn started_at(pid: i32) -> Option<f64> {
+    Some(stat_field(pid, 22)? as f64 / clock_ticks_per_sec())
+}
+
+/// CPU time (user + system) a live process has used, in seconds.
+pub fn cpu_secs(pid: i32) -> Option<f64> {
+    Some((stat_field(pid, 14)? + stat_field(pid, 15)?) as f64 / clock_ticks_per_sec())
+}
+
+/// How much of the machine's CPU went to processes that are not this benchmark's, over a span:
+/// busy time of all CPUs (from `/proc/stat`) minus this process and its reaped descendants (kumod,
+/// and through kumod the QEMUs it reaped; raw QEMUs; adopted orphans). Valid once every process
+/// of the span has been reaped.
+pub struct CpuAccount {
+    busy: f64,
+    steal: f64,
+    ours: f64,
+    wall: std::time::Instant,
+}
+
+/// The finished account, in core-seconds.
+pub struct CpuUse {
+    pub capacity: f64,
+    pub others: f64,
+    pub steal: f64,
+}
+
+impl CpuAccount {
+    pub fn start() -> CpuAccount {
+        let (busy, steal) = machine_busy_secs();
+        CpuAccount { busy, steal, ours: own_and_children_cpu_secs(), wall: std::time::Instant::now() }
+    }
+
+    pub fn finish(&self, cores: usize) -> CpuUse {
+        let (busy, steal) = machine_busy_secs();
+        let ours = own_and_children_cpu_secs() - self.ours;
+        CpuUse {
+            capacity: self.wall.elapsed().as_secs_f64() * cores as f64,
+            others: (busy - self.busy - ours).max(0.0),
+            steal: steal - self.steal,
+        }
+    }
+}
+
+/// (busy, steal) seconds of all CPUs since boot.
+fn machine_busy_secs() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else { return (0.0, 0.0) };
+    let v: Vec<f64> = cpu.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+    let tck = clock_ticks_per_sec();
+    (busy / tck, at(7) / tck)
+}
+
+fn own_and_children_cpu_secs() -> f64 {
+    let secs = |who| {
+        // SAFETY: getrusage fills the struct we pass.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::getrusage(who, &mut ru);
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    secs(libc::RUSAGE_SELF) + secs(libc::RUSAGE_CHILDREN)
+}
+
 /// Makes this process the reaper of its orphaned descendants (QEMUs of a kumod that died).
 pub fn become_subreaper() {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
@@ -187,6 +284,9 @@ Rss:                5000 kB
     #[test]
     fn reads_own_rss() {
         let me = std::process::id() as i32;
+        let started = started_at(me).unwrap();
+        assert!(started <= boottime_now() && started > 0.0);
+        assert!(cpu_secs(me).is_some());
         assert!(vm_rss_kib(me).is_some_and(|k| k > 0));
         assert!(alive(me));
         assert!(!alive(i32::MAX));
