@@ -89,18 +89,19 @@ impl OpContext {
     pub async fn authorize_project(
         &self,
         conn: &mut kumo_store::Conn,
-        project: &kumo_types::ProjectView,
+        project_id: uuid::Uuid,
+        project_name: &str,
         access: Access,
     ) -> Result<(), ApiError> {
         if self.actor.operator {
             return Ok(());
         }
         let Some(user) = &self.actor.user else {
-            return Err(ApiError::not_found("project", &project.name));
+            return Err(ApiError::not_found("project", project_name));
         };
-        let role = kumo_store::members::role(conn, project.id, user.id)
+        let role = kumo_store::members::role(conn, project_id, user.id)
             .await?
-            .ok_or_else(|| ApiError::not_found("project", &project.name))?;
+            .ok_or_else(|| ApiError::not_found("project", project_name))?;
         let allowed = match access {
             Access::Read => true,
             Access::Write => role == "collaborator" || role == "owner",
@@ -112,7 +113,7 @@ impl OpContext {
         } else {
             Err(ApiError::new(
                 ErrorCode::Forbidden,
-                format!("your role '{role}' in project '{}' does not allow this", project.name),
+                format!("your role '{role}' in project '{project_name}' does not allow this"),
             ))
         }
     }
@@ -172,7 +173,9 @@ impl TokenCache {
     }
 }
 
-async fn resolve(app: &App, token: &str) -> Result<Actor, ApiError> {
+/// Resolves a bearer token to its actor (through the cache). The API's middleware and the
+/// dashboard's session cookie both authenticate through this one function.
+pub async fn resolve(app: &App, token: &str) -> Result<Actor, ApiError> {
     let hash = hash_token(token);
     if let Some(actor) = app.tokens.get(&hash) {
         return Ok(actor);

@@ -138,6 +138,23 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Op
     row.as_ref().map(from_row).transpose()
 }
 
+/// A live instance by name or id in a project given by name or id, in one query.
+pub async fn get_in_project(conn: &mut Conn, project: &NameOrId, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
+    let (ppred, pval) = match project {
+        NameOrId::Id(id) => ("p.id = $1", id.to_string()),
+        NameOrId::Name(n) => ("p.name = $1", n.to_string()),
+    };
+    let (pred, val) = match sel {
+        NameOrId::Id(id) => ("i.id = $2", id.to_string()),
+        NameOrId::Name(n) => ("i.name = $2", n.to_string()),
+    };
+    let sql = format!(
+        "SELECT {COLS} {FROM} WHERE {ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL"
+    );
+    let row = sqlx::query(&sql).bind(pval).bind(val).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// A live instance by id, whatever its project.
 pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.id = $1 AND i.time_deleted IS NULL");

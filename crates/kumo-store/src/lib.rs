@@ -21,6 +21,7 @@ pub mod images;
 pub mod instance_types;
 pub mod instances;
 pub mod members;
+pub mod metrics;
 pub mod page;
 pub mod projects;
 pub mod quotas;
@@ -108,7 +109,7 @@ impl Store {
                 // Migrate before the readers connect, so they see the schema.
                 MIGRATOR.run(&write).await?;
                 let read =
-                    AnyPoolOptions::new().max_connections(8).after_connect(sqlite_init).connect_with(opts).await?;
+                    AnyPoolOptions::new().max_connections(4).after_connect(sqlite_init).connect_with(opts).await?;
                 Store { read, write, backend }
             }
             Backend::Postgres => {
