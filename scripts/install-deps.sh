@@ -1,7 +1,9 @@
 #!/bin/sh
 # Install the system packages Kumo needs (Debian 12, run as root).
 #
-#   scripts/install-deps.sh [--with-postgres]
+#   scripts/install-deps.sh [--with-postgres] [--with-promtool]
+#
+# --with-promtool adds Debian's `prometheus` package for `promtool check metrics` (tests of /metrics).
 #
 # Idempotent: a fast no-op (no apt-get update) when everything is present.
 set -eu
@@ -11,7 +13,8 @@ PKGS="qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs kmod gzip socat"
 for arg in "$@"; do
     case "$arg" in
         --with-postgres) PKGS="$PKGS postgresql" ;;
-        -h|--help) echo "usage: $0 [--with-postgres]"; exit 0 ;;
+        --with-promtool) PKGS="$PKGS prometheus" ;;
+        -h|--help) echo "usage: $0 [--with-postgres] [--with-promtool]"; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done

@@ -62,6 +62,29 @@ pub enum GuestStatus {
     Running,
 }
 
+/// Cumulative counters of one running instance, as the host sees them. Counters only grow while
+/// the guest's hypervisor process lives; a restart (new QEMU) starts them again from zero, which
+/// the control plane detects as a counter going down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSample {
+    /// CPU time of the hypervisor process (every vCPU thread plus emulation), nanoseconds.
+    pub cpu_ns: u64,
+    /// Resident memory of the hypervisor process (what the guest really uses on the host), bytes.
+    pub memory_bytes: u64,
+    /// The guest's configured memory, bytes.
+    pub memory_configured_bytes: u64,
+    /// Bytes and requests the guest read from and wrote to its disks.
+    pub disk_read_bytes: u64,
+    pub disk_write_bytes: u64,
+    pub disk_read_ops: u64,
+    pub disk_write_ops: u64,
+    /// Network traffic of the guest's NICs. Instances have no NICs yet: always 0.
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub net_rx_packets: u64,
+    pub net_tx_packets: u64,
+}
+
 /// What a host says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostInfo {
@@ -129,4 +152,7 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// Ids of every instance that has anything on this host (for leak collection).
     async fn list(&self) -> Result<Vec<Uuid>>;
+
+    /// The instance's cumulative counters, or None when its guest is not running.
+    async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>>;
 }

@@ -16,8 +16,8 @@
 //! do not reach guests; a restarted `kumod` finds them again through the pidfile and QMP.
 
 use crate::{
-    kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSpec,
-    Result,
+    kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSample,
+    InstanceSpec, Result,
 };
 use async_trait::async_trait;
 use std::ffi::OsString;
@@ -369,6 +369,22 @@ impl Hypervisor for QemuDriver {
             .map_err(|e| AgentError::Hypervisor(e.to_string()))?
     }
 
+    async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>> {
+        let Some(pid) = self.live_pid(id) else { return Ok(None) };
+        let Some((cpu_ns, memory_bytes)) = proc::cpu_and_rss(pid) else { return Ok(None) };
+        let memory_configured_bytes =
+            std::fs::read(format!("/proc/{pid}/cmdline")).ok().and_then(|c| configured_memory_bytes(&c)).unwrap_or(0);
+        let mut sample = InstanceSample { cpu_ns, memory_bytes, memory_configured_bytes, ..Default::default() };
+        // Every disk of the guest (root disk and config drive). No NICs yet: network stays 0.
+        for dev in qmp::execute(&self.run_dir(id).qmp(), qmp::QueryBlockstats {}).await? {
+            sample.disk_read_bytes += dev.stats.rd_bytes;
+            sample.disk_write_bytes += dev.stats.wr_bytes;
+            sample.disk_read_ops += dev.stats.rd_operations;
+            sample.disk_write_ops += dev.stats.wr_operations;
+        }
+        Ok(Some(sample))
+    }
+
     async fn list(&self) -> Result<Vec<Uuid>> {
         let mut ids = Vec::new();
         let mut rd = match tokio::fs::read_dir(&self.instances_dir).await {
@@ -383,6 +399,20 @@ impl Hypervisor for QemuDriver {
         }
         Ok(ids)
     }
+}
+
+/// The guest memory (`-m <MiB>`) of a QEMU command line (NUL-separated, as in /proc/<pid>/cmdline).
+pub fn configured_memory_bytes(cmdline: &[u8]) -> Option<u64> {
+    let mut args = cmdline.split(|b| *b == 0);
+    while let Some(a) = args.next() {
+        if a == b"-m" {
+            let v = std::str::from_utf8(args.next()?).ok()?;
+            // `-m 256`, `-m 256M` or `-m size=256M`
+            let v = v.trim_start_matches("size=").trim_end_matches(['M', 'm']);
+            return v.parse::<u64>().ok().map(|mib| mib << 20);
+        }
+    }
+    None
 }
 
 /// Reads at most `max` bytes of a file from `offset`; a missing file reads as empty.
@@ -446,6 +476,13 @@ mod tests {
         {
             assert!(joined.contains(needle), "missing {needle} in {joined}");
         }
+    }
+
+    #[test]
+    fn configured_memory_from_the_command_line() {
+        assert_eq!(configured_memory_bytes(b"qemu\0-name\0x\0-m\0256\0-smp\01\0"), Some(256 << 20));
+        assert_eq!(configured_memory_bytes(b"qemu\0-m\0size=512M\0"), Some(512 << 20));
+        assert_eq!(configured_memory_bytes(b"qemu\0-smp\01\0"), None);
     }
 
     #[test]

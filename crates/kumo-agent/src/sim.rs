@@ -2,17 +2,42 @@
 //! they are simulated. For fast API tests and scale simulations; reported as driver `sim` and
 //! accelerator `simulated` so nobody mistakes it for the real thing.
 
-use crate::{GuestStatus, HostInfo, Hypervisor, InstanceSpec, Result};
+use crate::{GuestStatus, HostInfo, Hypervisor, InstanceSample, InstanceSpec, Result};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 #[derive(Debug, Default)]
 struct SimGuest {
     running: bool,
     serial: Vec<u8>,
+    memory_mib: i64,
+    /// When the simulated guest last started (its counters run from there).
+    started: Option<Instant>,
+}
+
+/// Simulated counters: a guest that has run `secs` seconds. Each instance gets a steady load of
+/// its own derived from its id (CPU 5–50 % of one core, a few KiB/s of disk), so charts of
+/// simulated guests differ from each other and are reproducible. Clearly not measurements.
+pub fn simulated_sample(id: Uuid, memory_mib: i64, secs: f64) -> InstanceSample {
+    let seed = id.as_u128();
+    let cpu_fraction = 0.05 + (seed % 46) as f64 / 100.0;
+    let disk_read_rate = 1024.0 * (1 + (seed >> 8) % 64) as f64;
+    let disk_write_rate = 512.0 * (1 + (seed >> 16) % 64) as f64;
+    let configured = (memory_mib.max(0) as u64) << 20;
+    InstanceSample {
+        cpu_ns: (secs * cpu_fraction * 1e9) as u64,
+        // Resident memory grows to 60 % of the configured memory over the first minute.
+        memory_bytes: (configured as f64 * 0.6 * (secs / 60.0).min(1.0)) as u64,
+        memory_configured_bytes: configured,
+        disk_read_bytes: (secs * disk_read_rate) as u64,
+        disk_write_bytes: (secs * disk_write_rate) as u64,
+        disk_read_ops: (secs * disk_read_rate / 4096.0) as u64,
+        disk_write_ops: (secs * disk_write_rate / 4096.0) as u64,
+        ..Default::default()
+    }
 }
 
 pub struct SimDriver {
@@ -72,6 +97,8 @@ impl Hypervisor for SimDriver {
             let guest = g.entry(spec.id).or_default();
             if !guest.running {
                 guest.running = true;
+                guest.memory_mib = spec.memory_mib;
+                guest.started = Some(Instant::now());
                 let boot = format!(
                     "[simulated] Linux version 0.0.0-sim (simulated guest '{}', {} vCPU, {} MiB)\n[simulated] {}\n",
                     spec.name,
@@ -134,5 +161,14 @@ impl Hypervisor for SimDriver {
 
     async fn list(&self) -> Result<Vec<Uuid>> {
         Ok(self.with(|g| g.keys().copied().collect()))
+    }
+
+    async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>> {
+        Ok(self.with(|g| match g.get(&id) {
+            Some(SimGuest { running: true, started: Some(t), memory_mib, .. }) => {
+                Some(simulated_sample(id, *memory_mib, t.elapsed().as_secs_f64()))
+            }
+            _ => None,
+        }))
     }
 }

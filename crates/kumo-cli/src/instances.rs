@@ -39,6 +39,8 @@ pub enum InstanceCommand {
     Resize(InstanceResizeArgs),
     /// Print the serial console log
     Serial(SerialArgs),
+    /// Show one metric of an instance over time (cpu, memory, disk_read, disk_write, net_rx, net_tx)
+    Metrics(crate::metrics::MetricsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +122,7 @@ pub fn run(ctx: &Ctx, command: &InstanceCommand) -> Result<()> {
             ctx.show(&resized, render_view)
         }
         InstanceCommand::Serial(args) => serial::run(ctx, args),
+        InstanceCommand::Metrics(args) => crate::metrics::run(ctx, args),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod instances;
 pub mod invoices;
 pub mod json;
 pub mod members;
+pub mod metrics;
 pub mod output;
 pub mod prices;
 pub mod projects;

@@ -15,9 +15,11 @@ pub mod context;
 pub mod error;
 pub mod http;
 pub mod metering;
+pub mod monitoring;
 pub mod openapi;
 pub mod reconciler;
 pub mod scheduler;
+pub mod telemetry;
 
 use kumo_agent::Hypervisor;
 use kumo_store::Store;
@@ -40,6 +42,8 @@ pub struct ControlConfig {
     pub reconcile_period: Duration,
     /// How long audit log entries are kept (None: forever).
     pub audit_retention: Option<Duration>,
+    /// How often the monitoring task samples every running instance (`--metrics-interval`).
+    pub metrics_interval: Duration,
 }
 
 impl ControlConfig {
@@ -61,6 +65,12 @@ pub struct App {
     pub reconciler: reconciler::Handle,
     /// The billing reconciler (budget alerts, closing months); see [`app::billing`].
     pub billing: app::billing::BillingHandle,
+    /// The monitoring task (per-instance metrics); see [`monitoring`].
+    pub monitoring: monitoring::Handle,
+    /// Request counters and latencies for `/metrics`; see [`telemetry`].
+    pub telemetry: telemetry::Telemetry,
+    /// Committed events, for the live event stream; see [`app::events::EventBus`].
+    pub events: app::events::EventBus,
 }
 
 impl App {
@@ -87,6 +97,9 @@ impl App {
             logins: app::login::LoginLimiter::default(),
             reconciler: reconciler::Handle::default(),
             billing: app::billing::BillingHandle::default(),
+            monitoring: monitoring::Handle::default(),
+            telemetry: telemetry::Telemetry::default(),
+            events: app::events::EventBus::default(),
         }))
     }
 }

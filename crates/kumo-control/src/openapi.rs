@@ -3,8 +3,8 @@
 //! (regenerate with `kumod openapi > openapi/kumo.json`).
 
 use crate::http::{
-    audit, billing, events, hosts, images, instance_types, instances, login, members, projects, quotas, system, tokens,
-    users,
+    audit, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects, quotas, system,
+    tokens, users,
 };
 use crate::App;
 use std::sync::Arc;
@@ -51,7 +51,9 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(instances::instance_reboot))
         .routes(routes!(instances::instance_resize))
         .routes(routes!(instances::instance_serial_console))
+        .routes(routes!(metrics::instance_metrics))
         .routes(routes!(events::event_list))
+        .routes(routes!(events::event_stream))
         .routes(routes!(hosts::host_list))
         .routes(routes!(hosts::host_view))
         .routes(routes!(system::me_view))

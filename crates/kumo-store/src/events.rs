@@ -23,17 +23,20 @@ pub struct NewEvent<'a> {
     pub detail: Option<String>,
 }
 
-pub async fn record(conn: &mut Conn, e: &NewEvent<'_>) -> Result<()> {
+/// Records an event. Returns its view (with `project` unset: the caller knows the project's name)
+/// for the live event stream, which publishes it once the transaction has committed.
+pub async fn record(conn: &mut Conn, e: &NewEvent<'_>) -> Result<EventView> {
     record_at(conn, e, now()).await
 }
 
 /// Records an event with an explicit time (imports, and tests that need a past period).
-pub async fn record_at(conn: &mut Conn, e: &NewEvent<'_>, at: DateTime<Utc>) -> Result<()> {
+pub async fn record_at(conn: &mut Conn, e: &NewEvent<'_>, at: DateTime<Utc>) -> Result<EventView> {
+    let id = new_id();
     sqlx::query(
         "INSERT INTO events (id, time_created, project_id, resource_type, resource_id, resource_name, kind, \
          from_state, to_state, cause, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(new_id().to_string())
+    .bind(id.to_string())
     .bind(ts(at))
     .bind(e.project_id.map(|p| p.to_string()))
     .bind(e.resource_type)
@@ -46,7 +49,19 @@ pub async fn record_at(conn: &mut Conn, e: &NewEvent<'_>, at: DateTime<Utc>) -> 
     .bind(e.detail.as_deref())
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(EventView {
+        id,
+        time_created: at,
+        project: None,
+        resource_type: e.resource_type.to_string(),
+        resource_id: e.resource_id,
+        resource_name: e.resource_name.to_string(),
+        kind: e.kind.to_string(),
+        from_state: e.from_state.map(String::from),
+        to_state: e.to_state.map(String::from),
+        cause: e.cause.to_string(),
+        detail: e.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()),
+    })
 }
 
 fn from_row(r: &AnyRow) -> Result<EventView> {

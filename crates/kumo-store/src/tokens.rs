@@ -171,3 +171,16 @@ pub async fn revoke_all_for_user(conn: &mut Conn, user_id: uuid::Uuid) -> Result
         .await?;
     Ok(hashes)
 }
+
+/// Revokes one session token (kind `session`, issued by login) by its hash: logging out of the
+/// dashboard. Returns whether a live session was revoked.
+pub async fn revoke_session(conn: &mut Conn, token_hash: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE api_tokens SET time_revoked = $1 WHERE token_hash = $2 AND kind = 'session' AND time_revoked IS NULL",
+    )
+    .bind(ts(now()))
+    .bind(token_hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}

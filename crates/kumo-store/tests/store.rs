@@ -205,6 +205,7 @@ store_tests!(
     identity_users_tokens_and_audit,
     quotas_charge_conditionally_and_never_overshoot,
     billing_prices_invoices_budgets_and_metering_events,
+    metrics_batches_rollups_and_retention,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1437,4 +1438,52 @@ async fn billing_prices_invoices_budgets_and_metering_events(store: &Store) {
     let b = billing::budget(&mut conn, p.id).await.unwrap().expect("budget");
     assert_eq!((b.monthly_cents, b.alert_at_percent, b.last_alert_period.as_deref()), (6000, 90, Some("2026-11")));
     assert_eq!(billing::budgets(&mut conn).await.unwrap().len(), 1);
+}
+
+/// Metrics: a batch of raw rows (more than one INSERT chunk), 1-minute and 1-hour means computed
+/// once each interval has ended, and pruning by retention, all at explicit times.
+async fn metrics_batches_rollups_and_retention(store: &Store) {
+    use kumo_store::metrics::{self, MetricRow, Resolution};
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    let secs = chrono::TimeDelta::seconds;
+    let ids: Vec<Uuid> = (0..150).map(|_| Uuid::now_v7()).collect();
+    // Two rounds 30 s apart in the first minute, for 150 instances: cpu 10 then 30 → mean 20.
+    for (i, cpu) in [(0, 10.0), (30, 30.0)] {
+        let rows: Vec<MetricRow> = ids
+            .iter()
+            .map(|id| MetricRow { instance_id: *id, time: t0 + secs(i), values: [cpu, 1e6, 100.0, 200.0, 0.0, 0.0] })
+            .collect();
+        let mut tx = store.begin().await.unwrap();
+        metrics::insert_raw(&mut tx, &rows).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut tx = store.begin().await.unwrap();
+    // Nothing has ended at t0 + 59 s.
+    let m = metrics::maintain(&mut tx, t0 + secs(59)).await.unwrap();
+    assert_eq!((m.minute_rows, m.hour_rows, m.pruned), (0, 0, 0));
+    let m = metrics::maintain(&mut tx, t0 + secs(61)).await.unwrap();
+    assert_eq!(m.minute_rows, 150);
+    // Computed once: a second call writes nothing.
+    assert_eq!(metrics::maintain(&mut tx, t0 + secs(62)).await.unwrap().minute_rows, 0);
+    tx.commit().await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    let raw = metrics::series(&mut conn, ids[7], Resolution::Raw, "cpu", t0, t0 + secs(60)).await.unwrap();
+    assert_eq!(raw, vec![(t0, 10.0), (t0 + secs(30), 30.0)]);
+    let minute = metrics::series(&mut conn, ids[7], Resolution::Minute, "cpu", t0, t0 + secs(3600)).await.unwrap();
+    assert_eq!(minute, vec![(t0, 20.0)]);
+    let disk = metrics::series(&mut conn, ids[7], Resolution::Minute, "disk_write", t0, t0 + secs(60)).await.unwrap();
+    assert_eq!(disk, vec![(t0, 200.0)]);
+    assert!(metrics::series(&mut conn, ids[7], Resolution::Minute, "nope", t0, t0 + secs(60)).await.is_err());
+    drop(conn);
+    // After the hour: the hour's mean; after 1 h raw rows go, after 1 day minute rows go.
+    let mut tx = store.begin().await.unwrap();
+    let m = metrics::maintain(&mut tx, t0 + secs(3631)).await.unwrap();
+    assert_eq!((m.hour_rows, m.pruned), (150, 300), "hour rollup, and both raw rounds pruned");
+    let m = metrics::maintain(&mut tx, t0 + secs(86_400 + 61)).await.unwrap();
+    assert_eq!(m.pruned, 150, "minute rows pruned after a day");
+    tx.commit().await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    let hour = metrics::series(&mut conn, ids[0], Resolution::Hour, "cpu", t0, t0 + secs(86_400)).await.unwrap();
+    assert_eq!(hour, vec![(t0, 20.0)]);
+    assert!(metrics::rows(&mut conn, Resolution::Minute, t0, t0 + secs(86_400)).await.unwrap().is_empty());
 }

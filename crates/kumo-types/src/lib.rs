@@ -10,6 +10,7 @@ pub mod identity;
 pub mod image;
 pub mod instance;
 pub mod instance_type;
+pub mod metrics;
 pub mod money;
 pub mod name;
 pub mod page;
@@ -28,6 +29,7 @@ pub use instance::{
     USER_DATA_MAX_BYTES,
 };
 pub use instance_type::{InstanceTypeCreate, InstanceTypeView};
+pub use metrics::{MetricPoint, MetricSeries};
 pub use name::{Name, NameOrId};
 pub use page::{PageParams, ResultsPage, SortBy};
 pub use project::{ProjectCreate, ProjectView};

@@ -91,6 +91,9 @@ struct RunArgs {
     /// Artificial latency of every sim-driver operation, milliseconds.
     #[arg(long, default_value_t = 0)]
     sim_latency_ms: u64,
+    /// Seconds between two samples of every running instance's metrics (CPU, memory, disk, network).
+    #[arg(long, env = "KUMOD_METRICS_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    metrics_interval: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -187,12 +190,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_image_bytes: args.max_image_gib << 30,
         reconcile_period: Duration::from_secs(2),
         audit_retention: args.audit_retention_days.map(|d| Duration::from_secs(d * 86_400)),
+        metrics_interval: Duration::from_secs(args.metrics_interval),
     };
     let app = App::open(store, hypervisor, config).await?;
     seed_images(&app, &args.image_cache).await;
     kumo_control::reconciler::spawn(app.clone());
     kumo_control::app::billing::spawn(app.clone());
     kumo_control::app::audit::spawn_retention(app.clone());
+    kumo_control::monitoring::spawn(app.clone());
 
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
@@ -200,7 +205,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::write(data_dir.join("kumod.addr"), format!("{addr}\n"))?;
     tracing::info!("kumod listening on http://{addr} (data dir {})", data_dir.display());
     println!("kumod listening on http://{addr}");
-    kumo_control::http::serve(app, listener, shutdown_signal()).await?;
+    // The dashboard (kumo-web) is served beside the API, at /.
+    kumo_control::http::serve_with(app, kumo_web::router(), listener, shutdown_signal()).await?;
     tracing::info!("kumod stopped; guests keep running and are found again at the next start");
     Ok(())
 }

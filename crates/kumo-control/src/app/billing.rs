@@ -408,8 +408,9 @@ pub async fn check_budgets(app: &App, now: DateTime<Utc>) -> ApiResult<u64> {
             cause: &cause,
             detail: Some(detail.to_string()),
         };
-        kumo_store::events::record(&mut tx, &event).await?;
+        let ev = kumo_store::events::record(&mut tx, &event).await?;
         tx.commit().await.map_err(ApiError::internal)?;
+        app.events.publish(Some(p.id), Some(&p.name), ev);
         tracing::info!(project = %p.name, "{cause}");
         recorded += 1;
     }

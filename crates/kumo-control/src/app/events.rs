@@ -32,3 +32,46 @@ pub async fn list(
     };
     Ok(kumo_store::events::list(&mut conn, p.id, resource, page).await?)
 }
+
+/// The live event stream's feed: every recorded event is published here once its transaction has
+/// committed (never before: a rolled-back change must not be announced). A tokio broadcast
+/// channel, so `GET /v1/events/stream` needs no polling of the database. A subscriber that falls
+/// more than [`EventBus::CAPACITY`] events behind is told it lagged (it should re-read the list).
+pub struct EventBus {
+    tx: tokio::sync::broadcast::Sender<std::sync::Arc<Published>>,
+}
+
+/// An event on the bus, with the id of its project (for filtering).
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub project_id: Option<uuid::Uuid>,
+    pub view: EventView,
+}
+
+impl Default for EventBus {
+    fn default() -> EventBus {
+        EventBus { tx: tokio::sync::broadcast::channel(EventBus::CAPACITY).0 }
+    }
+}
+
+impl EventBus {
+    /// Events a subscriber may fall behind before it misses some.
+    pub const CAPACITY: usize = 1024;
+
+    /// Publishes a committed event. `project` names its project (the view from the store does not).
+    pub fn publish(&self, project_id: Option<uuid::Uuid>, project: Option<&str>, mut view: EventView) {
+        view.project = project.map(String::from);
+        // No subscriber is not an error.
+        let _ = self.tx.send(std::sync::Arc::new(Published { project_id, view }));
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Published>> {
+        self.tx.subscribe()
+    }
+}
+
+/// Authorises a subscription to a project's live events (like [`list`]) and returns the project id.
+pub async fn stream_project(app: &App, ctx: &OpContext, project: Option<&str>) -> ApiResult<uuid::Uuid> {
+    let mut conn = read(app).await?;
+    Ok(super::project(&mut conn, ctx, project, Access::Read).await?.id)
+}

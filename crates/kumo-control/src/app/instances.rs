@@ -33,7 +33,9 @@ pub fn desired(state: InstanceState) -> &'static str {
     }
 }
 
-async fn get(
+/// Resolves an instance selector and checks the caller's access (the instance operations' one
+/// authorisation check; also used by [`super::metrics`]).
+pub(crate) async fn get(
     conn: &mut Conn,
     ctx: &OpContext,
     project: Option<&str>,
@@ -46,16 +48,22 @@ async fn get(
         let rec = kumo_store::instances::get_by_id(conn, *id)
             .await?
             .ok_or_else(|| ApiError::not_found("instance", instance))?;
-        let p = kumo_store::projects::get(conn, &NameOrId::Id(rec.project_id))
-            .await?
-            .ok_or_else(|| ApiError::not_found("instance", instance))?;
         // Not a member: the instance does not exist as far as the caller may know.
-        ctx.authorize_project(conn, &p, access).await.map_err(|e| match e.code {
+        ctx.authorize_project(conn, rec.project_id, &rec.view.project, access).await.map_err(|e| match e.code {
             ErrorCode::NotFound => ApiError::not_found("instance", instance),
             _ => e,
         })?;
         return Ok(rec);
     }
+    // Hot path (every view and action): project and instance in one query.
+    if let Some(p) = project {
+        let project_sel = selector("project", p)?;
+        if let Some(rec) = kumo_store::instances::get_in_project(conn, &project_sel, &sel).await? {
+            ctx.authorize_project(conn, rec.project_id, &rec.view.project, access).await?;
+            return Ok(rec);
+        }
+    }
+    // Not found that way: say precisely what is missing (or not allowed).
     let p = super::project(conn, ctx, project, access).await?;
     kumo_store::instances::get(conn, p.id, &sel).await?.ok_or_else(|| ApiError::not_found("instance", instance))
 }
@@ -150,8 +158,9 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
         kumo_store::instances::get_by_id(&mut tx, id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
     let cause = ctx.cause("instance_create");
     let created = NewEvent { to_state: Some(InstanceState::Creating.as_str()), ..event(&rec, "created", None, &cause) };
-    kumo_store::events::record(&mut tx, &created).await?;
+    let ev = kumo_store::events::record(&mut tx, &created).await?;
     tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
     app.reconciler.wake();
     Ok(visible(ctx, rec.view))
 }
@@ -186,12 +195,13 @@ pub async fn act(
         return Err(ApiError::conflict("the instance changed while the request was handled; retry"));
     }
     let cause = ctx.cause(&operation);
-    kumo_store::events::record(&mut tx, &event(&rec, "state_changed", Some(t), &cause)).await?;
+    let ev = kumo_store::events::record(&mut tx, &event(&rec, "state_changed", Some(t), &cause)).await?;
     let view = kumo_store::instances::get_by_id(&mut tx, rec.view.id)
         .await?
         .ok_or_else(|| ApiError::internal("instance vanished"))?
         .view;
     tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
     app.reconciler.wake();
     Ok(visible(ctx, view))
 }
@@ -235,12 +245,13 @@ pub async fn resize(
     }
     let cause = format!("{} (from {} to {})", ctx.cause("instance_resize"), rec.view.instance_type, itype.name);
     let resized = NewEvent { detail: Some(size_detail(&itype.name, new)), ..event(&rec, "resized", None, &cause) };
-    kumo_store::events::record(&mut tx, &resized).await?;
+    let ev = kumo_store::events::record(&mut tx, &resized).await?;
     let view = kumo_store::instances::get_by_id(&mut tx, rec.view.id)
         .await?
         .ok_or_else(|| ApiError::internal("instance vanished"))?
         .view;
     tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
     Ok(visible(ctx, view))
 }
 
@@ -311,7 +322,8 @@ pub async fn observe(
         Some(r) => format!("{cause}: {r}"),
         None => cause.to_string(),
     };
-    kumo_store::events::record(&mut tx, &event(&rec, "state_changed", Some(t), &cause)).await?;
+    let ev = kumo_store::events::record(&mut tx, &event(&rec, "state_changed", Some(t), &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
     Ok(Some(t))
 }

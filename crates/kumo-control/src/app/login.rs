@@ -131,6 +131,17 @@ async fn issue_session(app: &App, user_id: uuid::Uuid) -> ApiResult<LoginRespons
     Ok(LoginResponse { token: secret, expires_at })
 }
 
+/// Ends a session (logout): the session token stops working at once. Only tokens issued by login
+/// are revoked; an API token someone logged in with stays valid.
+pub async fn logout(app: &App, token: &str) -> ApiResult<bool> {
+    let hash = hash_token(token);
+    let mut tx = app.store.begin().await?;
+    let revoked = kumo_store::tokens::revoke_session(&mut tx, &hash).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    app.tokens.forget(&[hash]);
+    Ok(revoked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,8 +39,9 @@ pub async fn create(app: &App, ctx: &OpContext, p: &ProjectCreate) -> ApiResult<
         cause: &cause,
         detail: None,
     };
-    kumo_store::events::record(&mut tx, &event).await?;
+    let ev = kumo_store::events::record(&mut tx, &event).await?;
     tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(view.id), Some(&view.name), ev);
     Ok(view)
 }
 
@@ -69,7 +70,8 @@ pub async fn delete(app: &App, ctx: &OpContext, project: &str) -> ApiResult<()> 
         cause: &cause,
         detail: None,
     };
-    kumo_store::events::record(&mut tx, &event).await?;
+    let ev = kumo_store::events::record(&mut tx, &event).await?;
     tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(p.id), Some(&p.name), ev);
     Ok(())
 }

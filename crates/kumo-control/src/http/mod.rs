@@ -11,6 +11,7 @@ pub mod instance_types;
 pub mod instances;
 pub mod login;
 pub mod members;
+pub mod metrics;
 pub mod projects;
 pub mod quotas;
 pub mod system;
@@ -106,11 +107,21 @@ async fn not_found() -> ApiError {
 
 /// The whole HTTP application.
 pub fn router(app: Arc<App>) -> Router {
+    router_with(app, Router::new())
+}
+
+/// The HTTP application plus `extra` routes (the dashboard, `kumo_web::router`), which get the
+/// same request ids and audit log as the API.
+pub fn router_with(app: Arc<App>, extra: Router<Arc<App>>) -> Router {
     let (api, _) = crate::openapi::router().split_for_parts();
     let (public, _) = crate::openapi::public_router().split_for_parts();
     let doc = Arc::new(crate::openapi::document());
     let operations = Arc::new(audit::Operations::from_document(&doc));
     let api = api.layer(axum::middleware::from_fn_with_state(app.clone(), crate::context::authenticate));
+    // Prometheus (operators): outside /v1 and the OpenAPI document, same authentication.
+    let prometheus = Router::new()
+        .route("/metrics", axum::routing::get(metrics::prometheus))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::context::authenticate));
     Router::new()
         .route(
             "/v1/openapi.json",
@@ -121,11 +132,26 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .merge(api)
         .merge(public)
+        .merge(prometheus)
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state((app.clone(), operations), audit::record))
+        .layer(axum::middleware::from_fn_with_state((app.clone(), operations.clone()), audit::record))
+        .layer(axum::middleware::from_fn_with_state((app.clone(), operations), crate::telemetry::track))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(app)
+}
+
+/// Serves the API and `extra` routes (see [`router_with`]) until `shutdown` resolves.
+pub async fn serve_with(
+    app: Arc<App>,
+    extra: Router<Arc<App>>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_with(app, extra).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serves the API until `shutdown` resolves. Handlers see the client's address (audit log, login

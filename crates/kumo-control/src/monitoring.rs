@@ -1,0 +1,240 @@
+//! The monitoring task: per-instance metrics.
+//!
+//! A small reconciler like [`crate::reconciler`]: every `--metrics-interval` (default 5 s) it asks
+//! the host agent for the cumulative counters of every running instance
+//! ([`kumo_agent::Hypervisor::sample`]), turns two successive samples into rates, and writes one
+//! row per instance in **one transaction per round** (`kumo_store::metrics::insert_raw`). The same
+//! transaction rolls finished minutes and hours up and prunes what is past retention
+//! (`kumo_store::metrics::maintain`: raw 1 hour, 1-minute means 1 day, 1-hour means 30 days).
+//!
+//! What the values mean (docs/monitoring.md):
+//! - `cpu`: percent of one host CPU used by the instance's hypervisor process over the interval
+//!   (vCPU threads plus device emulation; 100 = one full core, a 2-vCPU guest can reach 200);
+//! - `memory`: resident memory of the hypervisor process, bytes (a gauge, not a rate);
+//! - `disk_read`/`disk_write`: bytes per second read/written by the guest on its disks;
+//! - `net_rx`/`net_tx`: bytes per second on its NICs (instances have no NICs yet: 0).
+//!
+//! The first sample of an instance (or the first after its hypervisor process restarted, seen as a
+//! counter going down) only primes the rates: its row is written at the next round. The latest
+//! values are also kept in memory for the Prometheus endpoint. The task takes no input and is
+//! idempotent; its status is at `GET /v1/system/reconcilers` (name `monitoring`).
+
+use crate::reconciler::ReconcilerStatus;
+use crate::App;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use kumo_agent::InstanceSample;
+use kumo_store::metrics::MetricRow;
+use kumo_types::InstanceState;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+/// Agent calls in flight at once during a round (QMP round trips of real guests overlap).
+const CONCURRENCY: usize = 16;
+
+/// The latest metrics of one instance (for `/metrics`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latest {
+    pub project: String,
+    pub instance: String,
+    pub time: DateTime<Utc>,
+    /// In the order of [`kumo_store::metrics::COLUMNS`].
+    pub values: [f64; 6],
+    /// The guest's configured memory, bytes.
+    pub memory_configured_bytes: u64,
+}
+
+/// The monitoring task's status and memory between rounds.
+#[derive(Default)]
+pub struct Handle {
+    status: Mutex<ReconcilerStatus>,
+    /// The previous sample of each running instance and when it was taken.
+    previous: Mutex<HashMap<Uuid, (DateTime<Utc>, InstanceSample)>>,
+    latest: Mutex<HashMap<Uuid, Latest>>,
+}
+
+impl Handle {
+    pub fn status(&self) -> ReconcilerStatus {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.name = "monitoring".into();
+        s
+    }
+
+    /// The latest metrics of every running instance that has them.
+    pub fn latest(&self) -> Vec<Latest> {
+        let mut v: Vec<Latest> = self.latest.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| (&a.project, &a.instance).cmp(&(&b.project, &b.instance)));
+        v
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ReconcilerStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// Rates between two samples `secs` seconds apart, in the order of
+/// [`kumo_store::metrics::COLUMNS`]. None when a counter went down (the hypervisor process was
+/// restarted, so `prev` belongs to another process) or no time passed.
+pub fn rates(prev: &InstanceSample, cur: &InstanceSample, secs: f64) -> Option<[f64; 6]> {
+    if secs <= 0.0 {
+        return None;
+    }
+    let d = |a: u64, b: u64| b.checked_sub(a).map(|x| x as f64 / secs);
+    Some([
+        d(prev.cpu_ns, cur.cpu_ns)? / 1e9 * 100.0,
+        cur.memory_bytes as f64,
+        d(prev.disk_read_bytes, cur.disk_read_bytes)?,
+        d(prev.disk_write_bytes, cur.disk_write_bytes)?,
+        d(prev.net_rx_bytes, cur.net_rx_bytes)?,
+        d(prev.net_tx_bytes, cur.net_tx_bytes)?,
+    ])
+}
+
+/// Starts the monitoring loop (one round every `config.metrics_interval`).
+pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(app.config.metrics_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            round(&app, kumo_store::now()).await;
+        }
+    })
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoundReport {
+    /// Instances sampled.
+    pub sampled: usize,
+    /// Raw rows written.
+    pub rows: usize,
+}
+
+/// One round at time `now`: sample, compute rates, write, roll up, prune. Errors are recorded in
+/// the status (and the round's rows are lost; the next round starts again).
+pub async fn round(app: &App, now: DateTime<Utc>) -> RoundReport {
+    app.monitoring.update(|s| {
+        s.passes += 1;
+        s.last_pass = Some(now);
+    });
+    match try_round(app, now).await {
+        Ok(r) => {
+            app.monitoring.update(|s| s.changes += r.rows as u64);
+            r
+        }
+        Err(e) => {
+            tracing::warn!("monitoring: {e:#}");
+            app.monitoring.update(|s| {
+                s.errors += 1;
+                s.last_error = Some(format!("{e:#}"));
+            });
+            RoundReport::default()
+        }
+    }
+}
+
+async fn try_round(app: &App, now: DateTime<Utc>) -> anyhow::Result<RoundReport> {
+    let records = {
+        let mut conn = app.store.read().await?;
+        kumo_store::instances::on_host(&mut conn, app.host_id).await?
+    };
+    let running: Vec<_> = records.into_iter().filter(|r| r.state() == InstanceState::Running).collect();
+    let hv = &app.hypervisor;
+    let samples: Vec<_> = futures_util::stream::iter(running)
+        .map(|rec| async move {
+            let s = hv.sample(rec.view.id).await;
+            (rec, s)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+
+    let mut rows = Vec::with_capacity(samples.len());
+    let mut latest = HashMap::with_capacity(samples.len());
+    let mut sampled = 0;
+    let mut failures = Vec::new();
+    {
+        let mut previous = app.monitoring.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next_previous = HashMap::with_capacity(samples.len());
+        for (rec, s) in samples {
+            let id = rec.view.id;
+            let cur = match s {
+                Ok(Some(cur)) => cur,
+                Ok(None) => continue,
+                Err(e) => {
+                    failures.push(format!("instance {id}: {e}"));
+                    continue;
+                }
+            };
+            sampled += 1;
+            if let Some((t, prev)) = previous.get(&id) {
+                let secs = (now - *t).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                if let Some(values) = rates(prev, &cur, secs) {
+                    rows.push(MetricRow { instance_id: id, time: now, values });
+                    latest.insert(
+                        id,
+                        Latest {
+                            project: rec.view.project.clone(),
+                            instance: rec.view.name.clone(),
+                            time: now,
+                            values,
+                            memory_configured_bytes: cur.memory_configured_bytes,
+                        },
+                    );
+                }
+            }
+            next_previous.insert(id, (now, cur));
+        }
+        // Instances that stopped or went away are forgotten.
+        *previous = next_previous;
+    }
+    {
+        let mut l = app.monitoring.latest.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep an instance's last values across a priming round, drop instances no longer sampled.
+        let prev_latest = std::mem::take(&mut *l);
+        let still: std::collections::HashSet<Uuid> =
+            app.monitoring.previous.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        *l = prev_latest.into_iter().filter(|(id, _)| still.contains(id)).collect();
+        l.extend(latest);
+    }
+    let mut tx = app.store.begin().await?;
+    kumo_store::metrics::insert_raw(&mut tx, &rows).await?;
+    kumo_store::metrics::maintain(&mut tx, now).await?;
+    tx.commit().await?;
+    if !failures.is_empty() {
+        anyhow::bail!("sampling failed for {} instance(s): {}", failures.len(), failures.join("; "));
+    }
+    Ok(RoundReport { sampled, rows: rows.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(cpu_s: f64, rss: u64, rd: u64, wr: u64) -> InstanceSample {
+        InstanceSample {
+            cpu_ns: (cpu_s * 1e9) as u64,
+            memory_bytes: rss,
+            disk_read_bytes: rd,
+            disk_write_bytes: wr,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rates_are_per_second_and_cpu_is_percent_of_one_core() {
+        let r = rates(&s(1.0, 10, 0, 1000), &s(3.5, 20, 5000, 11_000), 5.0).expect("rates");
+        assert_eq!(r, [50.0, 20.0, 1000.0, 2000.0, 0.0, 0.0]);
+        // Two busy vCPUs: above 100.
+        assert_eq!(rates(&s(0.0, 0, 0, 0), &s(2.0, 0, 0, 0), 1.0).expect("rates")[0], 200.0);
+    }
+
+    #[test]
+    fn a_restarted_process_or_no_elapsed_time_gives_no_rates() {
+        assert_eq!(rates(&s(9.0, 0, 0, 0), &s(1.0, 0, 0, 0), 5.0), None);
+        assert_eq!(rates(&s(0.0, 0, 9, 0), &s(1.0, 0, 1, 0), 5.0), None);
+        assert_eq!(rates(&s(0.0, 0, 0, 0), &s(1.0, 0, 0, 0), 0.0), None);
+    }
+}

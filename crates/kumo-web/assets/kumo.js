@@ -1,0 +1,105 @@
+// Kumo dashboard: the little script htmx does not cover — image upload with a progress bar
+// (XHR, raw body, CSRF header) and metric charts (uPlot). Everything else is htmx or plain HTML.
+(function () {
+  "use strict";
+  function csrf() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRF-Token"]; } catch (e) { return ""; }
+  }
+  function apiMessage(xhr) {
+    try { var b = JSON.parse(xhr.responseText); return b.message + " (request " + b.request_id + ")"; }
+    catch (e) { return "HTTP " + xhr.status + " " + (xhr.statusText || "error"); }
+  }
+  function setupImport() {
+    var form = document.getElementById("import-form");
+    if (!form) return;
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var file = document.getElementById("import-file").files[0];
+      var name = document.getElementById("import-name").value;
+      var desc = document.getElementById("import-description").value;
+      var err = document.getElementById("import-error");
+      var bar = document.getElementById("import-bar");
+      var status = document.getElementById("import-status");
+      err.innerHTML = "";
+      var max = Number(form.dataset.maxBytes || 0);
+      if (file && max && file.size > max) {
+        err.innerHTML = '<div class="error" role="alert"></div>';
+        err.firstChild.textContent = "The file is " + file.size + " bytes; this server accepts images up to " + max + " bytes.";
+        return;
+      }
+      var url = form.dataset.importUrl + "?name=" + encodeURIComponent(name) + "&description=" + encodeURIComponent(desc);
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      xhr.setRequestHeader("X-CSRF-Token", csrf());
+      xhr.setRequestHeader("Content-Type", "application/octet-stream");
+      document.getElementById("import-progress").hidden = false;
+      document.getElementById("import-submit").disabled = true;
+      xhr.upload.onprogress = function (e) {
+        if (e.lengthComputable) {
+          var pct = Math.round(e.loaded * 100 / e.total);
+          bar.value = pct;
+          status.textContent = pct < 100 ? "Uploading… " + pct + " %" : "Uploaded; checking and converting the image…";
+        }
+      };
+      xhr.onload = function () {
+        document.getElementById("import-submit").disabled = false;
+        if (xhr.status === 201) { status.textContent = "Imported."; window.location.reload(); return; }
+        bar.value = 0; status.textContent = "";
+        err.innerHTML = '<div class="error" role="alert"></div>';
+        err.firstChild.textContent = apiMessage(xhr);
+      };
+      xhr.onerror = function () {
+        document.getElementById("import-submit").disabled = false;
+        err.innerHTML = '<div class="error" role="alert">The upload failed: the connection was lost.</div>';
+      };
+      xhr.send(file);
+    });
+  }
+  function fmt(unit) {
+    return function (u, vals) {
+      return vals.map(function (v) {
+        if (v == null) return "";
+        if (unit === "percent") return v.toFixed(0) + " %";
+        var suffix = unit === "bytes_per_second" ? "/s" : "";
+        var units = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
+        while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+        return v.toFixed(i ? 1 : 0) + " " + units[i] + suffix;
+      });
+    };
+  }
+  var charts = [];
+  function drawCharts(range) {
+    var box = document.querySelector(".charts[data-metrics-url]");
+    if (!box || typeof uPlot === "undefined") return;
+    charts.forEach(function (c) { c.destroy(); }); charts = [];
+    box.querySelectorAll("figure.chart").forEach(function (fig) {
+      var metric = fig.dataset.metric;
+      fetch(box.dataset.metricsUrl + "?metric=" + metric + "&range=" + range, { credentials: "same-origin" })
+        .then(function (r) { return r.json().then(function (b) { return { ok: r.ok, body: b }; }); })
+        .then(function (res) {
+          fig.querySelectorAll(".u-wrap, .empty, .error").forEach(function (n) { n.remove(); });
+          if (!res.ok) { var e = document.createElement("div"); e.className = "error"; e.textContent = res.body.message; fig.appendChild(e); return; }
+          var s = res.body;
+          if (!s.points.length) { var m = document.createElement("div"); m.className = "empty"; m.textContent = "No samples in this window yet."; fig.appendChild(m); return; }
+          var xs = s.points.map(function (p) { return Date.parse(p.time) / 1000; });
+          var ys = s.points.map(function (p) { return p.value; });
+          var width = Math.max(260, fig.clientWidth);
+          charts.push(new uPlot({ width: width, height: 160, legend: { show: false },
+            series: [{}, { label: metric, stroke: "#2f6fed", fill: "rgba(47,111,237,0.12)" }],
+            axes: [{}, { values: fmt(s.unit), size: 70 }] }, [xs, ys], fig));
+        })
+        .catch(function (e) { console.error(e); });
+    });
+  }
+  function setupCharts() {
+    var tabs = document.getElementById("metrics-range");
+    if (!tabs) return;
+    tabs.addEventListener("click", function (ev) {
+      var b = ev.target.closest("button"); if (!b) return;
+      tabs.querySelectorAll("button").forEach(function (x) { x.classList.toggle("active", x === b); });
+      drawCharts(b.dataset.range);
+    });
+    drawCharts("1h");
+  }
+  document.addEventListener("DOMContentLoaded", function () { setupImport(); setupCharts(); });
+})();

@@ -1,0 +1,472 @@
+//! Browser tests of the dashboard: real headless Chromium (Debian's `chromium` +
+//! `chromium-driver`, installed by `scripts/install-deps.sh --with-browser`), driven over
+//! WebDriver with `fantoccini`, against a real kumod on the sim driver.
+//!
+//! Without Chromium these tests fail when `CI` is set and skip with a printed reason elsewhere.
+//! Screenshots (laptop and phone widths) go to `target/dashboard-screenshots/`.
+//!
+//! The sim driver gets `--sim-latency-ms`, so instances sit visibly in their transitional states
+//! and the tests can see the page update them without a reload.
+
+mod common;
+
+use common::Kumod;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const IMAGE: &str = "fixture";
+const WAIT: Duration = Duration::from_secs(30);
+const LAPTOP: (u32, u32) = (1280, 900);
+const PHONE: (u32, u32) = (390, 844);
+
+/// Whether Chromium is here; in CI its absence is a failure, elsewhere a skip.
+fn browser_available(test: &str) -> bool {
+    let ok = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    if !ok {
+        let why = format!(
+            "{test}: needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium and chromium-driver; \
+             scripts/install-deps.sh --with-browser installs them)"
+        );
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("SKIPPED {why}");
+    }
+    ok
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("dashboard-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+/// An image cache with one image, `fixture`: a 1 GiB (sparse, empty) qcow2 disk.
+fn fixture_image_cache() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("kimg").tempdir_in("/tmp").expect("temp dir");
+    let img = dir.path().join(IMAGE);
+    std::fs::create_dir(&img).expect("mkdir");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(img.join("disk.qcow2"))
+        .arg("1G")
+        .output()
+        .unwrap_or_else(|e| panic!("qemu-img is needed for the fixture image (scripts/install-deps.sh): {e}"));
+    assert!(out.status.success(), "qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let manifest = json!({"name": IMAGE, "os": "test fixture (empty disk)", "disk": "disk.qcow2"});
+    std::fs::write(img.join("manifest.json"), manifest.to_string()).expect("manifest");
+    dir
+}
+
+/// chromedriver on a free port, with its own Chromium profile; killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen on port {port} within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let profile = tempfile::Builder::new().prefix("kchrome").tempdir_in("/tmp").expect("profile dir");
+        Driver { child, url, _profile: profile }
+    }
+
+    async fn browser(&self) -> Client {
+        let profile = self._profile.path().display().to_string();
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            &format!("--user-data-dir={profile}"),
+            &format!("--window-size={},{}", LAPTOP.0, LAPTOP.1),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert("goog:chromeOptions".into(), json!({"binary": CHROMIUM, "args": args}));
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector).capabilities(caps).connect(&self.url).await.expect("WebDriver session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A kumod on the sim driver (each operation takes `latency_ms`) with the fixture image, a
+/// project `demo` where `alice` is a collaborator, and a project `other` she is not in.
+struct Cloud {
+    k: Kumod,
+    images: tempfile::TempDir,
+}
+
+fn cloud(latency_ms: u64) -> Cloud {
+    let images = fixture_image_cache();
+    let cache = images.path().to_string_lossy().into_owned();
+    let latency = latency_ms.to_string();
+    let k = Kumod::start(&["--driver", "sim", "--image-cache", &cache, "--sim-latency-ms", &latency]);
+    k.create_project("demo");
+    k.create_project("other");
+    let (s, v) = k.post("/v1/users", json!({"name": "alice", "password": "correct horse"}));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = k.post("/v1/projects/demo/members", json!({"user": "alice", "role": "collaborator"}));
+    assert!(s == 200 || s == 201, "{v}");
+    Cloud { k, images }
+}
+
+/// Runs a browser flow on a fresh tokio runtime (the harness's HTTP client is blocking).
+fn run<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime").block_on(f)
+}
+
+struct Page<'a> {
+    c: &'a Client,
+    base: &'a str,
+    shots: PathBuf,
+}
+
+impl Page<'_> {
+    async fn goto(&self, path: &str) {
+        self.c.goto(&format!("{}{path}", self.base)).await.unwrap_or_else(|e| panic!("open {path}: {e}"));
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.c.screenshot().await.expect("screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    /// Takes the screenshot at laptop and phone widths, then goes back to laptop width.
+    async fn shots(&self, name: &str) {
+        self.c.set_window_size(LAPTOP.0, LAPTOP.1).await.expect("window size");
+        self.shot(&format!("{name}-laptop")).await;
+        self.c.set_window_size(PHONE.0, PHONE.1).await.expect("window size");
+        self.shot(&format!("{name}-phone")).await;
+        self.c.set_window_size(LAPTOP.0, LAPTOP.1).await.expect("window size");
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let e = self.c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+        e.clear().await.ok();
+        e.send_keys(text).await.unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+        e.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn body_text(&self) -> String {
+        match self.c.find(Locator::Css("body")).await {
+            Ok(b) => b.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    async fn path(&self) -> String {
+        self.c.current_url().await.map(|u| u.path().to_string()).unwrap_or_default()
+    }
+
+    /// Waits for `pred` on the page, with a deadline and the page's text in the failure message.
+    async fn wait_for(&self, what: &str, mut pred: impl AsyncPred) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if pred.check(self.c).await {
+                return;
+            }
+            if Instant::now() > deadline {
+                let name = format!("FAILED-{}", what.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+                self.shot(&name).await;
+                panic!("waited {WAIT:?} for {what}; at {} the page says:\n{}", self.path().await, self.body_text().await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The state badge of the instance detail page (`#state[data-state]`).
+    async fn state(&self) -> Option<String> {
+        let e = self.c.find(Locator::Css("#state")).await.ok()?;
+        e.attr("data-state").await.ok().flatten()
+    }
+
+    /// Evaluates `script` (which returns a value or a promise) in the page.
+    async fn eval(&self, script: &str) -> Value {
+        self.c.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script {script}: {e}"))
+    }
+
+    async fn wait_state(&self, state: &str) {
+        let want = state.to_string();
+        self.wait_for(&format!("state {state}"), StatePred(want)).await;
+    }
+}
+
+/// A condition on the page (async closures are not object-safe on stable; a small trait is).
+trait AsyncPred {
+    async fn check(&mut self, c: &Client) -> bool;
+}
+
+struct StatePred(String);
+impl AsyncPred for StatePred {
+    async fn check(&mut self, c: &Client) -> bool {
+        match c.find(Locator::Css("#state")).await {
+            Ok(e) => e.attr("data-state").await.ok().flatten().as_deref() == Some(self.0.as_str()),
+            Err(_) => false,
+        }
+    }
+}
+
+struct PathPred(String);
+impl AsyncPred for PathPred {
+    async fn check(&mut self, c: &Client) -> bool {
+        c.current_url().await.map(|u| u.path() == self.0).unwrap_or(false)
+    }
+}
+
+struct TextPred(&'static str, String);
+impl AsyncPred for TextPred {
+    async fn check(&mut self, c: &Client) -> bool {
+        match c.find(Locator::Css(self.0)).await {
+            Ok(e) => e.text().await.map(|t| t.contains(&self.1)).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Sets a marker on `window`; it survives only as long as the page is not reloaded.
+const SET_MARKER: &str = "window.__kumoNoReload = 'still here'; return true;";
+const GET_MARKER: &str = "return window.__kumoNoReload || null;";
+
+#[test]
+fn tenant_creates_stops_and_deletes_an_instance_in_the_browser() {
+    if !browser_available("tenant_creates_stops_and_deletes_an_instance_in_the_browser") {
+        return;
+    }
+    let cloud = cloud(1500);
+    let driver = Driver::start();
+    let base = cloud.k.url.clone();
+    let upload = cloud.images.path().join(IMAGE).join("disk.qcow2");
+    run(async {
+        let c = driver.browser().await;
+        let p = Page { c: &c, base: &base, shots: screenshot_dir() };
+
+        // Not logged in: every page leads to the login form.
+        p.goto("/projects/demo/instances").await;
+        p.wait_for("the login page", PathPred("/login".into())).await;
+        p.shots("01-login").await;
+        p.fill("#username", "alice").await;
+        p.fill("#password", "wrong password").await;
+        p.click("#login-submit").await;
+        p.wait_for("the login error", TextPred("#login-error", "wrong user name or password".into())).await;
+        p.fill("#password", "correct horse").await;
+        p.click("#login-submit").await;
+        p.wait_for("the instances page after login", PathPred("/projects/demo/instances".into())).await;
+        assert!(p.body_text().await.contains("No instances yet"), "empty state missing: {}", p.body_text().await);
+        p.shots("02-instances-empty").await;
+
+        // The create form checks names before submitting (the API's rule as an HTML pattern).
+        p.click("#new-instance").await;
+        p.wait_for("the create form", PathPred("/projects/demo/instances/new".into())).await;
+        p.fill("#name", "Web_1").await;
+        let invalid = p.eval("return document.getElementById('name').checkValidity();").await;
+        assert_eq!(invalid, json!(false), "the name field accepted 'Web_1'");
+        p.fill("#name", "web1").await;
+        let valid = p.eval("return document.getElementById('name').checkValidity();").await;
+        assert_eq!(valid, json!(true), "the name field refused 'web1'");
+        p.fill("#user_data", "#!/bin/sh\necho hello").await;
+        p.shots("03-create-form").await;
+        p.click("#create-submit").await;
+        p.wait_for("the instance page", PathPred("/projects/demo/instances/web1".into())).await;
+        p.eval(SET_MARKER).await;
+        let first = p.state().await;
+        p.shots("04-instance-creating").await;
+        p.wait_state("running").await;
+        assert_eq!(
+            p.eval(GET_MARKER).await,
+            json!("still here"),
+            "the page was reloaded on the way from {first:?} to running"
+        );
+        assert_ne!(first.as_deref(), Some("running"), "the sim latency should show a transitional state first");
+        p.shots("05-instance-running").await;
+
+        // A duplicate name: the API's message, shown inline in the form.
+        p.goto("/projects/demo/instances/new").await;
+        p.fill("#name", "web1").await;
+        p.click("#create-submit").await;
+        p.wait_for("the duplicate-name error", TextPred("#form-error", "already exists".into())).await;
+        p.shots("06-create-error").await;
+
+        // CSRF: a state-changing request without the token is refused, even with the cookie.
+        p.goto("/projects/demo/instances/web1").await;
+        let status = p
+            .eval("return fetch('/projects/demo/instances/web1/stop', {method: 'POST'}).then(r => r.status);")
+            .await;
+        assert_eq!(status, json!(403), "a POST without the CSRF token must be refused");
+        let status = p
+            .eval(
+                "return fetch('/projects/demo/instances/web1/stop', {method: 'POST', \
+                 headers: {'X-CSRF-Token': 'forged'}}).then(r => r.status);",
+            )
+            .await;
+        assert_eq!(status, json!(403), "a POST with a wrong CSRF token must be refused");
+        assert_eq!(p.state().await.as_deref(), Some("running"), "the refused stop changed the instance");
+
+        // Stop, with its confirmation; the state goes to stopped without a reload.
+        p.click("#action-stop").await;
+        c.accept_alert().await.expect("confirm the stop");
+        p.wait_for("stopping", StatePred("stopping".into())).await;
+        p.eval(SET_MARKER).await;
+        p.wait_state("stopped").await;
+        assert_eq!(p.eval(GET_MARKER).await, json!("still here"), "the page was reloaded while stopping");
+        p.shots("07-instance-stopped").await;
+
+        // Serial console and events are on the page.
+        let events = p.body_text().await;
+        assert!(events.contains("state_changed"), "no events listed:\n{events}");
+
+        // Another tenant's project is 404, as in the API; so is its instance.
+        p.goto("/projects/other/instances").await;
+        let text = p.body_text().await;
+        assert!(text.contains("404") && text.contains("not found"), "expected a 404 page:\n{text}");
+        p.shots("08-other-project-404").await;
+        let status = p.eval("return fetch('/projects/other/instances').then(r => r.status);").await;
+        assert_eq!(status, json!(404));
+        let status = p.eval("return fetch('/projects/other/billing').then(r => r.status);").await;
+        assert_eq!(status, json!(404));
+
+        // Import an image with the progress bar.
+        p.goto("/projects/demo/images").await;
+        p.fill("#import-name", "mine").await;
+        let file = c.find(Locator::Css("#import-file")).await.expect("file input");
+        file.send_keys(&upload.to_string_lossy()).await.expect("choose the file");
+        p.click("#import-submit").await;
+        p.wait_for("the imported image", TextPred("#images", "mine".into())).await;
+        p.shots("09-images").await;
+
+        p.goto("/projects/demo/billing").await;
+        assert!(p.body_text().await.contains("Month to date"));
+        p.shots("10-billing").await;
+
+        // Delete, with its confirmation: back to the list, where it disappears without a reload.
+        p.goto("/projects/demo/instances/web1").await;
+        p.click("#action-delete").await;
+        c.accept_alert().await.expect("confirm the delete");
+        p.wait_for("the instance list", PathPred("/projects/demo/instances".into())).await;
+        p.eval(SET_MARKER).await;
+        p.wait_for("the empty list", TextPred("#instances", "No instances yet".into())).await;
+        assert_eq!(p.eval(GET_MARKER).await, json!("still here"), "the list was reloaded");
+
+        // Logging out ends the session: its token stops working.
+        p.click("header .who button").await;
+        p.wait_for("the login page after logout", PathPred("/login".into())).await;
+        p.goto("/projects").await;
+        p.wait_for("the login page for a logged-out user", PathPred("/login".into())).await;
+        c.close().await.expect("close the browser");
+    });
+    // Tenants never see the operator's pages.
+    let (s, v) = cloud.k.get("/v1/instances/web1?project=demo");
+    assert_eq!(s, 404, "web1 should be gone: {v}");
+}
+
+#[test]
+fn operator_logs_in_with_a_token_and_sees_hosts_projects_and_audit_log() {
+    if !browser_available("operator_logs_in_with_a_token_and_sees_hosts_projects_and_audit_log") {
+        return;
+    }
+    let cloud = cloud(0);
+    let (s, v) = cloud.k.post(
+        "/v1/instances?project=demo",
+        json!({"name": "db1", "image": IMAGE, "instance_type": "k1-nano"}),
+    );
+    assert_eq!(s, 202, "{v}");
+    let driver = Driver::start();
+    let base = cloud.k.url.clone();
+    let token = cloud.k.token.clone();
+    run(async {
+        let c = driver.browser().await;
+        let p = Page { c: &c, base: &base, shots: screenshot_dir() };
+        p.goto("/login").await;
+        p.click("details summary").await;
+        p.fill("#token", &token).await;
+        p.click("#token-submit").await;
+        p.wait_for("the project picker", PathPred("/projects".into())).await;
+        let text = p.body_text().await;
+        assert!(text.contains("demo") && text.contains("other"), "the operator sees every project:\n{text}");
+        p.shots("20-projects").await;
+
+        p.goto("/operator/hosts").await;
+        let text = p.body_text().await;
+        assert!(text.contains("vCPUs") && text.contains("Memory"), "no capacity bars:\n{text}");
+        p.shots("21-hosts").await;
+
+        p.goto("/operator/projects").await;
+        assert!(p.body_text().await.contains("demo"));
+        p.shots("22-all-projects").await;
+
+        p.goto("/operator/audit").await;
+        let text = p.body_text().await;
+        assert!(text.contains("/v1/instances"), "the audit log lacks the instance create:\n{text}");
+        p.shots("23-audit").await;
+
+        p.goto("/projects/demo/instances").await;
+        p.wait_for("db1 running", TextPred("#instances", "running".into())).await;
+        p.shots("24-instances-operator").await;
+        p.goto("/projects/demo/instances/db1").await;
+        p.wait_state("running").await;
+        p.shots("25-instance-operator").await;
+        c.close().await.expect("close the browser");
+    });
+}
+
+#[test]
+fn tenant_gets_403_on_operator_pages() {
+    if !browser_available("tenant_gets_403_on_operator_pages") {
+        return;
+    }
+    let cloud = cloud(0);
+    let driver = Driver::start();
+    let base = cloud.k.url.clone();
+    run(async {
+        let c = driver.browser().await;
+        let p = Page { c: &c, base: &base, shots: screenshot_dir() };
+        p.goto("/login").await;
+        p.fill("#username", "alice").await;
+        p.fill("#password", "correct horse").await;
+        p.click("#login-submit").await;
+        p.wait_for("the project picker", PathPred("/projects".into())).await;
+        let text = p.body_text().await;
+        assert!(text.contains("demo") && !text.contains("other"), "alice sees only her project:\n{text}");
+        assert!(!text.contains("Hosts"), "tenants get no operator links:\n{text}");
+        for path in ["/operator/hosts", "/operator/projects", "/operator/audit"] {
+            let status = p.eval(&format!("return fetch('{path}').then(r => r.status);")).await;
+            assert_eq!(status, json!(403), "{path}");
+        }
+        c.close().await.expect("close the browser");
+    });
+}
