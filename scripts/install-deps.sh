@@ -1,9 +1,10 @@
 #!/bin/sh
 # Install the system packages Kumo needs (Debian 12, run as root).
 #
-#   scripts/install-deps.sh [--with-postgres] [--with-promtool]
+#   scripts/install-deps.sh [--with-postgres] [--with-promtool] [--with-browser]
 #
 # --with-promtool adds Debian's `prometheus` package for `promtool check metrics` (tests of /metrics).
+# --with-browser adds headless Chromium and its WebDriver (the dashboard's browser tests).
 #
 # Idempotent: a fast no-op (no apt-get update) when everything is present.
 set -eu
@@ -14,7 +15,8 @@ for arg in "$@"; do
     case "$arg" in
         --with-postgres) PKGS="$PKGS postgresql" ;;
         --with-promtool) PKGS="$PKGS prometheus" ;;
-        -h|--help) echo "usage: $0 [--with-postgres] [--with-promtool]"; exit 0 ;;
+        --with-browser) PKGS="$PKGS chromium chromium-driver" ;;
+        -h|--help) echo "usage: $0 [--with-postgres] [--with-promtool] [--with-browser]"; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh --with-postgres --with-promtool
+scripts/install-deps.sh --with-postgres --with-promtool --with-browser
 images/tiny/build.sh
 KUMO_TEST_POSTGRES_URL=$(scripts/postgres.sh | tail -n 1)
 export KUMO_TEST_POSTGRES_URL

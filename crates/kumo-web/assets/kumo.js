@@ -84,9 +84,12 @@
           var xs = s.points.map(function (p) { return Date.parse(p.time) / 1000; });
           var ys = s.points.map(function (p) { return p.value; });
           var width = Math.max(260, fig.clientWidth);
+          // The x axis always spans the chosen window, ending now, however few points there are.
+          var now = Date.now() / 1000, span = range === "1d" ? 86400 : 3600;
           charts.push(new uPlot({ width: width, height: 160, legend: { show: false },
-            series: [{}, { label: metric, stroke: "#2f6fed", fill: "rgba(47,111,237,0.12)" }],
-            axes: [{}, { values: fmt(s.unit), size: 70 }] }, [xs, ys], fig));
+            scales: { x: { time: true, range: [now - span, now] }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.15 : 1]; } } },
+            series: [{}, { label: metric, stroke: "#2f6fed", fill: "rgba(47,111,237,0.12)", points: { show: xs.length < 3 } }],
+            axes: [{}, { values: fmt(s.unit), size: 84 }] }, [xs, ys], fig));
         })
         .catch(function (e) { console.error(e); });
     });
@@ -100,6 +103,11 @@
       drawCharts(b.dataset.range);
     });
     drawCharts("1h");
+    // Live: redraw the chosen window every 15 s.
+    setInterval(function () {
+      var active = tabs.querySelector("button.active");
+      drawCharts(active ? active.dataset.range : "1h");
+    }, 15000);
   }
   document.addEventListener("DOMContentLoaded", function () { setupImport(); setupCharts(); });
 })();

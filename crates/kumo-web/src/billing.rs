@@ -40,7 +40,7 @@ async fn render_billing(app: &App, s: &Session, p: &str) -> Result<Response, Web
             percent: (cost * 100 / max).clamp(0, 100),
         })
         .collect();
-    resources.sort_by(|a, b| b.cost.cmp(&a.cost));
+    resources.sort_by_key(|r| std::cmp::Reverse(r.cost));
     let budget_percent = budget.monthly_cents.filter(|m| *m > 0).map(|m| (budget.month_to_date * 100 / m).min(100));
     render::page(
         s,

@@ -4,10 +4,10 @@
 
 use crate::render::{self, page, WebError};
 use crate::session::{self, Session};
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::extract::rejection::FormRejection;
 use axum::Form;
 use kumo_control::app::{events, images, instance_types, instances, projects};
 use kumo_control::App;

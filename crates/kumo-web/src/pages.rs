@@ -2,13 +2,13 @@
 
 use crate::render::{self, page, WebError};
 use crate::session::{self, Session, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::extract::rejection::FormRejection;
 use axum::Form;
 use kumo_control::app::login::{self, LoginOutcome};
-use kumo_control::http::audit::SourceAddr;
+use kumo_control::http::audit::{AuditNote, SourceAddr};
 use kumo_control::App;
 use kumo_types::{LoginRequest, PageParams};
 use minijinja::context;
@@ -26,11 +26,9 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 
 pub async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
-        Some((_, ct, bytes)) => (
-            [(header::CONTENT_TYPE, *ct), (header::CACHE_CONTROL, "public, max-age=3600")],
-            *bytes,
-        )
-            .into_response(),
+        Some((_, ct, bytes)) => {
+            ([(header::CONTENT_TYPE, *ct), (header::CACHE_CONTROL, "public, max-age=3600")], *bytes).into_response()
+        }
         None => WebError::new(StatusCode::NOT_FOUND, format!("no asset '{file}'")).into_response(),
     }
 }
@@ -101,25 +99,56 @@ pub async fn login(
         .into_response();
     }
     let retry = |status: StatusCode, msg: &str| login_page(status, &f.csrf, &next, &f.username, Some(msg));
-    let (token, issued, max_age) = if !f.token.trim().is_empty() {
+    // For the audit log, as `POST /v1/login` records it (the user name, never the password).
+    let note = |user_id| AuditNote {
+        actor: format!("dashboard login as '{}'", f.username.chars().take(64).collect::<String>()),
+        user_id,
+    };
+    if !f.token.trim().is_empty() {
         let token = f.token.trim().to_string();
         match kumo_control::context::resolve(&app, &token).await {
-            Ok(_) => (token, false, 12 * 3600),
-            Err(e) => return retry(e.status(), &e.message),
+            Ok(actor) => {
+                let mut r = login_cookie_response(&headers, &uri, &next, &token, false, 12 * 3600);
+                r.extensions_mut().insert(actor);
+                r
+            }
+            Err(e) => {
+                let mut r = retry(e.status(), &e.message);
+                r.extensions_mut().insert(AuditNote { actor: "dashboard login with a token".into(), user_id: None });
+                r
+            }
         }
     } else {
         let req = LoginRequest { username: f.username.clone(), password: f.password.clone() };
         match login::login(&app, &req, source).await {
-            LoginOutcome::Ok(resp, _) => {
+            LoginOutcome::Ok(resp, user_id) => {
                 let max_age = (resp.expires_at - chrono::Utc::now()).num_seconds().max(0);
-                (resp.token, true, max_age)
+                let mut r = login_cookie_response(&headers, &uri, &next, &resp.token, true, max_age);
+                r.extensions_mut().insert(note(Some(user_id)));
+                r
             }
-            LoginOutcome::Err(e, _) => return retry(e.status(), &e.message),
+            LoginOutcome::Err(e, _) => {
+                let mut r = retry(e.status(), &e.message);
+                r.extensions_mut().insert(e.code);
+                r.extensions_mut().insert(note(None));
+                r
+            }
         }
-    };
-    let secure = session::is_tls(&headers, uri.scheme_str());
-    let mut r = Redirect::to(&next).into_response();
-    let value = session::session_cookie_value(&token, issued);
+    }
+}
+
+/// The redirect after a successful login, setting the session cookie and dropping the login one.
+fn login_cookie_response(
+    headers: &HeaderMap,
+    uri: &Uri,
+    next: &str,
+    token: &str,
+    issued: bool,
+    max_age: i64,
+) -> Response {
+    let secure = session::is_tls(headers, uri.scheme_str());
+    let mut r = Redirect::to(next).into_response();
+    let value = session::session_cookie_value(token, issued);
     r.headers_mut().append(header::SET_COOKIE, session::set_cookie(SESSION_COOKIE, &value, max_age, secure, "/"));
     r.headers_mut().append(header::SET_COOKIE, session::set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure, "/login"));
     r
@@ -165,6 +194,12 @@ pub async fn project_home(Path(p): Path<String>) -> Redirect {
     Redirect::to(&format!("/projects/{}/instances", render::urlencode(&p)))
 }
 
+impl crate::session::CsrfField for CsrfForm {
+    fn csrf_field(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,11 +211,5 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example/")), "/projects");
         assert_eq!(safe_next(Some("/\\evil.example")), "/projects");
         assert_eq!(safe_next(None), "/projects");
-    }
-}
-
-impl crate::session::CsrfField for CsrfForm {
-    fn csrf_field(&self) -> &str {
-        &self.csrf
     }
 }

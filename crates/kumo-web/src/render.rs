@@ -193,3 +193,39 @@ mod tests {
         assert_eq!(urlencode("/projects/a b?x=1"), "/projects/a%20b%3Fx%3D1");
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// Benchmark (not a timed test): the template alone rendering 1,000 instances.
+    /// `cargo test --release -p kumo-web -- --ignored --nocapture render_1000`
+    #[test]
+    #[ignore]
+    fn render_1000_instances() {
+        let instances: Vec<serde_json::Value> = (0..1000)
+            .map(|n| {
+                serde_json::json!({
+                    "id": format!("01a21e47-a350-731b-b086-{n:012}"), "name": format!("vm-{n:04}"),
+                    "description": "", "project": "bench", "state": "running", "state_reason": null,
+                    "image": "fixture", "instance_type": "k1-nano", "vcpus": 1, "memory_mib": 128,
+                    "disk_gib": 1, "host": null, "time_created": "2026-11-27T10:00:00Z",
+                    "time_modified": "2026-11-27T10:00:00Z",
+                })
+            })
+            .collect();
+        let ctx = context! {
+            project => context! { name => "bench" }, instances => instances, section => "instances",
+            me => context! { name => "alice", operator => false }, csrf => "x",
+        };
+        let mut times = Vec::new();
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            let html = render_string("instances.html", ctx.clone()).expect("render");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(html.matches("data-name=\"vm-").count(), 1000);
+        }
+        times.sort_by(f64::total_cmp);
+        eprintln!("instances.html with 1000 instances: median {:.2} ms, min {:.2} ms", times[25], times[0]);
+    }
+}

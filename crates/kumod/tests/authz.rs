@@ -101,7 +101,10 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("instance_reboot", Kind::ProjectWrite, "project=a", Body::None),
     ("instance_resize", Kind::ProjectWrite, "project=a", Body::Json(r#"{"instance_type":"k1-small"}"#)),
     ("instance_serial_console", Kind::ProjectRead, "project=a", Body::None),
+    ("instance_metrics", Kind::ProjectRead, "project=a&metric=cpu", Body::None),
     ("event_list", Kind::ProjectRead, "project=a", Body::None),
+    // A never-ending stream: send() reads only its head (see there).
+    ("event_stream", Kind::ProjectRead, "project=a", Body::None),
     ("host_list", Kind::Operator, "", Body::None),
     ("host_view", Kind::Operator, "", Body::None),
     ("reconciler_list", Kind::Operator, "", Body::None),
@@ -195,6 +198,11 @@ fn send(req: RequestBuilder) -> (u16, Option<String>, Value) {
     let resp = req.send().expect("request");
     let status = resp.status().as_u16();
     let retry = resp.headers().get("retry-after").and_then(|h| h.to_str().ok()).map(String::from);
+    // A live stream (server-sent events) never ends: its status is the answer.
+    let ct = resp.headers().get("content-type").and_then(|h| h.to_str().ok()).unwrap_or("");
+    if ct.starts_with("text/event-stream") {
+        return (status, retry, Value::String("(event stream)".into()));
+    }
     let text = resp.text().unwrap_or_default();
     (status, retry, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }

@@ -132,7 +132,16 @@ fn cloud(latency_ms: u64) -> Cloud {
     let images = fixture_image_cache();
     let cache = images.path().to_string_lossy().into_owned();
     let latency = latency_ms.to_string();
-    let k = Kumod::start(&["--driver", "sim", "--image-cache", &cache, "--sim-latency-ms", &latency]);
+    let k = Kumod::start(&[
+        "--driver",
+        "sim",
+        "--image-cache",
+        &cache,
+        "--sim-latency-ms",
+        &latency,
+        "--metrics-interval",
+        "1",
+    ]);
     k.create_project("demo");
     k.create_project("other");
     let (s, v) = k.post("/v1/users", json!({"name": "alice", "password": "correct horse"}));
@@ -204,7 +213,11 @@ impl Page<'_> {
             if Instant::now() > deadline {
                 let name = format!("FAILED-{}", what.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
                 self.shot(&name).await;
-                panic!("waited {WAIT:?} for {what}; at {} the page says:\n{}", self.path().await, self.body_text().await);
+                panic!(
+                    "waited {WAIT:?} for {what}; at {} the page says:\n{}",
+                    self.path().await,
+                    self.body_text().await
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -324,9 +337,8 @@ fn tenant_creates_stops_and_deletes_an_instance_in_the_browser() {
 
         // CSRF: a state-changing request without the token is refused, even with the cookie.
         p.goto("/projects/demo/instances/web1").await;
-        let status = p
-            .eval("return fetch('/projects/demo/instances/web1/stop', {method: 'POST'}).then(r => r.status);")
-            .await;
+        let status =
+            p.eval("return fetch('/projects/demo/instances/web1/stop', {method: 'POST'}).then(r => r.status);").await;
         assert_eq!(status, json!(403), "a POST without the CSRF token must be refused");
         let status = p
             .eval(
@@ -346,9 +358,12 @@ fn tenant_creates_stops_and_deletes_an_instance_in_the_browser() {
         assert_eq!(p.eval(GET_MARKER).await, json!("still here"), "the page was reloaded while stopping");
         p.shots("07-instance-stopped").await;
 
-        // Serial console and events are on the page.
+        // Serial console and events are on the page; the console follows from its offset (each
+        // line once, however many polls ran).
         let events = p.body_text().await;
         assert!(events.contains("state_changed"), "no events listed:\n{events}");
+        let console = c.find(Locator::Css("#console")).await.expect("console").text().await.unwrap_or_default();
+        assert_eq!(console.matches("kumo-guest: ready").count(), 1, "console:\n{console}");
 
         // Another tenant's project is 404, as in the API; so is its instance.
         p.goto("/projects/other/instances").await;
@@ -389,9 +404,23 @@ fn tenant_creates_stops_and_deletes_an_instance_in_the_browser() {
         p.wait_for("the login page for a logged-out user", PathPred("/login".into())).await;
         c.close().await.expect("close the browser");
     });
-    // Tenants never see the operator's pages.
     let (s, v) = cloud.k.get("/v1/instances/web1?project=demo");
     assert_eq!(s, 404, "web1 should be gone: {v}");
+    // Dashboard actions are in the audit log under the project, refused ones too.
+    let (s, v) = cloud.k.get("/v1/system/audit-log?project=demo&limit=1000");
+    assert_eq!(s, 200, "{v}");
+    let stops: Vec<(u64, String)> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["path"] == "/projects/demo/instances/web1/stop")
+        .map(|e| (e["status"].as_u64().unwrap_or(0), e["actor"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert!(stops.iter().any(|(s, _)| *s == 403), "the refused stops are not audited: {stops:?}");
+    assert!(
+        stops.iter().any(|(s, a)| *s < 400 && a.contains("alice")),
+        "the stop is not audited as alice's: {stops:?}"
+    );
 }
 
 #[test]
@@ -400,10 +429,8 @@ fn operator_logs_in_with_a_token_and_sees_hosts_projects_and_audit_log() {
         return;
     }
     let cloud = cloud(0);
-    let (s, v) = cloud.k.post(
-        "/v1/instances?project=demo",
-        json!({"name": "db1", "image": IMAGE, "instance_type": "k1-nano"}),
-    );
+    let (s, v) =
+        cloud.k.post("/v1/instances?project=demo", json!({"name": "db1", "image": IMAGE, "instance_type": "k1-nano"}));
     assert_eq!(s, 202, "{v}");
     let driver = Driver::start();
     let base = cloud.k.url.clone();
@@ -439,14 +466,40 @@ fn operator_logs_in_with_a_token_and_sees_hosts_projects_and_audit_log() {
         p.shots("24-instances-operator").await;
         p.goto("/projects/demo/instances/db1").await;
         p.wait_state("running").await;
-        p.shots("25-instance-operator").await;
+        // Every chart loads from the metrics query (a plot, or "no samples"; never an error).
+        const CHARTS: &str = "return Array.from(document.querySelectorAll('figure.chart')).map(f => \
+            f.querySelector('.error') ? 'error: ' + f.querySelector('.error').textContent : \
+            f.querySelector('.u-wrap') ? 'plot' : f.querySelector('.empty') ? 'empty' : 'loading');";
+        // The monitoring task samples every second here: reload until the CPU chart has points.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let charts = p.eval(CHARTS).await;
+            let states: Vec<&str> = charts.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            assert_eq!(states.len(), 6, "six charts expected: {charts}");
+            assert!(!states.iter().any(|s| s.starts_with("error")), "a chart shows an error: {charts}");
+            if states[0] == "plot" {
+                break;
+            }
+            if Instant::now() > deadline {
+                let raw = p
+                    .eval("return fetch('/projects/demo/instances/db1/metrics.json?metric=cpu&range=1h').then(r => r.text());")
+                    .await;
+                panic!("no CPU plot within {WAIT:?}: {charts}; the metrics query says {raw}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !states.contains(&"loading") {
+                p.c.refresh().await.expect("reload");
+            }
+        }
+        p.c.execute("document.querySelector('#metrics-range').scrollIntoView();", vec![]).await.expect("scroll");
+        p.shots("25-instance-charts").await;
         c.close().await.expect("close the browser");
     });
 }
 
 #[test]
-fn tenant_gets_403_on_operator_pages() {
-    if !browser_available("tenant_gets_403_on_operator_pages") {
+fn tenant_gets_403_on_operator_pages_and_forged_logins() {
+    if !browser_available("tenant_gets_403_on_operator_pages_and_forged_logins") {
         return;
     }
     let cloud = cloud(0);
@@ -463,10 +516,78 @@ fn tenant_gets_403_on_operator_pages() {
         let text = p.body_text().await;
         assert!(text.contains("demo") && !text.contains("other"), "alice sees only her project:\n{text}");
         assert!(!text.contains("Hosts"), "tenants get no operator links:\n{text}");
+        // The login form is CSRF-protected too (double-submit cookie): a forged login is refused.
+        let status = p
+            .eval(
+                "return fetch('/login', {method: 'POST', headers: {'Content-Type': \
+                 'application/x-www-form-urlencoded'}, body: 'username=alice&password=correct+horse'}).then(r => r.status);",
+            )
+            .await;
+        assert_eq!(status, json!(403), "a login POST without the login form's token must be refused");
         for path in ["/operator/hosts", "/operator/projects", "/operator/audit"] {
             let status = p.eval(&format!("return fetch('{path}').then(r => r.status);")).await;
             assert_eq!(status, json!(403), "{path}");
         }
         c.close().await.expect("close the browser");
     });
+}
+
+/// Benchmark (not a timed test): how long kumod takes to serve the instances page and its live
+/// fragment with 1,000 (sim) instances in the project. Prints the figures for docs/dashboard.md.
+/// `cargo test --release -p kumod --test dashboard -- --ignored --nocapture instances_page_render_time`
+#[test]
+#[ignore]
+fn instances_page_render_time_with_1000_instances() {
+    let images = fixture_image_cache();
+    let cache = images.path().to_string_lossy().into_owned();
+    let k = Kumod::start(&[
+        "--driver",
+        "sim",
+        "--image-cache",
+        &cache,
+        "--host-vcpus",
+        "4000",
+        "--host-memory-mib",
+        "1000000",
+        "--host-disk-gib",
+        "100000",
+    ]);
+    k.create_project("bench");
+    let started = Instant::now();
+    for n in 0..1000 {
+        let (s, v) = k.post(
+            "/v1/instances?project=bench",
+            json!({"name": format!("vm-{n:04}"), "image": IMAGE, "instance_type": "k1-nano"}),
+        );
+        assert_eq!(s, 202, "{v}");
+    }
+    eprintln!("created 1000 sim instances in {:.1} s", started.elapsed().as_secs_f64());
+    let cookie = format!("kumo_session=t.{}", k.token);
+    let measure = |path: &str| {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..30 {
+            let t = Instant::now();
+            let resp = k.http.get(format!("{}{path}", k.url)).header("cookie", &cookie).send().expect("GET");
+            assert_eq!(resp.status().as_u16(), 200, "{path}");
+            let body = resp.text().expect("body");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(body.matches("data-name=\"vm-").count(), 1000, "{path} lists every instance");
+            size = body.len();
+        }
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "GET {path}: median {:.1} ms, p90 {:.1} ms, min {:.1} ms over 30 requests; {} KiB of HTML",
+            times[15],
+            times[27],
+            times[0],
+            size / 1024
+        );
+    };
+    measure("/projects/bench/instances");
+    measure("/projects/bench/instances/rows");
+    let t = Instant::now();
+    let (s, _) = k.get("/v1/instances?project=bench&limit=1000");
+    assert_eq!(s, 200);
+    eprintln!("for comparison, GET /v1/instances?limit=1000 (JSON): {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
 }

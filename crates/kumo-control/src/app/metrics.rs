@@ -8,6 +8,8 @@
 //! |-------------------------------------------|-------------------------------|
 //! | ≤ 1 hour and starting within the last hour | raw (the sampling interval)   |
 //! | ≤ 1 day and starting within the last day   | 1 minute                      |
+//!
+//! (each bound with a minute of slack for client clocks and rounding)
 //! | anything else                             | 1 hour (kept 30 days)         |
 
 use super::read;
@@ -25,8 +27,11 @@ pub const MAX_WINDOW: TimeDelta = TimeDelta::days(31);
 /// Picks the resolution for the window `from..to` at time `now`.
 pub fn resolution_for(from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<Utc>) -> Resolution {
     let window = to - from;
+    // A minute of slack: "the last hour" computed on a client whose clock or rounding differs
+    // slightly still gets raw samples.
+    let slack = TimeDelta::minutes(1);
     for res in [Resolution::Raw, Resolution::Minute] {
-        if window <= res.retention() && from >= now - res.retention() {
+        if window <= res.retention() + slack && from >= now - res.retention() - slack {
             return res;
         }
     }
@@ -86,6 +91,7 @@ mod tests {
         assert_eq!(resolution_for(now - TimeDelta::minutes(10), now, now), Resolution::Raw);
         // An hour's window that starts beyond raw retention.
         assert_eq!(resolution_for(now - h(3), now - h(2), now), Resolution::Minute);
+        assert_eq!(resolution_for(now - h(1) - TimeDelta::seconds(5), now, now), Resolution::Raw);
         assert_eq!(resolution_for(now - h(2), now, now), Resolution::Minute);
         assert_eq!(resolution_for(now - h(24), now, now), Resolution::Minute);
         assert_eq!(resolution_for(now - h(25), now, now), Resolution::Hour);

@@ -68,14 +68,15 @@ impl Operations {
     }
 }
 
-/// The project a request is about: the `project` query parameter or `/v1/projects/{project}…`.
+/// The project a request is about: the `project` query parameter or `/v1/projects/{project}…`
+/// (or the dashboard's `/projects/{project}…`).
 pub fn project_of(path: &str, query: Option<&str>) -> Option<String> {
     let from_query = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == "project" && !v.is_empty()).then(|| v.to_string())
     });
     from_query.or_else(|| {
-        let rest = path.strip_prefix("/v1/projects/")?;
+        let rest = path.strip_prefix("/v1/projects/").or_else(|| path.strip_prefix("/projects/"))?;
         let p = rest.split('/').next()?;
         (!p.is_empty()).then(|| p.to_string())
     })
@@ -193,5 +194,6 @@ mod tests {
         assert_eq!(project_of("/v1/projects/shop", Some("limit=3")).as_deref(), Some("shop"));
         assert_eq!(project_of("/v1/projects", None), None);
         assert_eq!(project_of("/v1/users", Some("project=")), None);
+        assert_eq!(project_of("/projects/shop/instances/web1/stop", None).as_deref(), Some("shop"));
     }
 }
