@@ -480,9 +480,9 @@ mod tests {
 
     #[test]
     fn configured_memory_from_the_command_line() {
-        assert_eq!(configured_memory_bytes(b"qemu\0-name\0x\0-m\0256\0-smp\01\0"), Some(256 << 20));
+        assert_eq!(configured_memory_bytes(b"qemu\0-name\0x\0-m\x00256\0-smp\x001\0"), Some(256 << 20));
         assert_eq!(configured_memory_bytes(b"qemu\0-m\0size=512M\0"), Some(512 << 20));
-        assert_eq!(configured_memory_bytes(b"qemu\0-smp\01\0"), None);
+        assert_eq!(configured_memory_bytes(b"qemu\0-smp\x001\0"), None);
     }
 
     #[test]

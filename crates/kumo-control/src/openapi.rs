@@ -3,8 +3,8 @@
 //! (regenerate with `kumod openapi > openapi/kumo.json`).
 
 use crate::http::{
-    audit, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects, quotas, system,
-    tokens, users,
+    audit, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects, quotas,
+    system, tokens, users,
 };
 use crate::App;
 use std::sync::Arc;

@@ -148,9 +148,8 @@ pub async fn get_in_project(conn: &mut Conn, project: &NameOrId, sel: &NameOrId)
         NameOrId::Id(id) => ("i.id = $2", id.to_string()),
         NameOrId::Name(n) => ("i.name = $2", n.to_string()),
     };
-    let sql = format!(
-        "SELECT {COLS} {FROM} WHERE {ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL"
-    );
+    let sql =
+        format!("SELECT {COLS} {FROM} WHERE {ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(pval).bind(val).fetch_optional(&mut *conn).await?;
     row.as_ref().map(from_row).transpose()
 }

@@ -136,12 +136,8 @@ pub async fn series(
         column(metric)?,
         res.table()
     );
-    let rows = sqlx::query(&sql)
-        .bind(instance_id.to_string())
-        .bind(ts(from))
-        .bind(ts(to))
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows =
+        sqlx::query(&sql).bind(instance_id.to_string()).bind(ts(from)).bind(ts(to)).fetch_all(&mut *conn).await?;
     rows.iter().map(|r| Ok((parse_ts(&r.try_get::<String, _>(0)?)?, r.try_get::<f64, _>(1)?))).collect()
 }
 
@@ -204,9 +200,8 @@ pub async fn downsample(conn: &mut Conn, from: Resolution, to: Resolution, now: 
     let start = match watermark(conn, to).await? {
         Some(t) => t,
         None => {
-            let first: Option<String> = sqlx::query_scalar(&format!("SELECT MIN(time) FROM {}", from.table()))
-                .fetch_one(&mut *conn)
-                .await?;
+            let first: Option<String> =
+                sqlx::query_scalar(&format!("SELECT MIN(time) FROM {}", from.table())).fetch_one(&mut *conn).await?;
             match first {
                 Some(t) => floor(parse_ts(&t)?, interval),
                 None => until,

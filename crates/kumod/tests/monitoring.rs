@@ -116,7 +116,11 @@ fn wait_points(k: &Kumod, path: &str, n: usize, timeout: Duration) -> Value {
         if v["points"].as_array().is_some_and(|p| p.len() >= n) {
             return v;
         }
-        assert!(Instant::now() < deadline, "{path} had fewer than {n} points after {timeout:?}: {v}\n{}", k.log_tail(30));
+        assert!(
+            Instant::now() < deadline,
+            "{path} had fewer than {n} points after {timeout:?}: {v}\n{}",
+            k.log_tail(30)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -156,12 +160,9 @@ fn metrics_api_shape_resolution_and_authorisation() {
     // The resolution follows the window.
     let now = chrono::Utc::now();
     let h = chrono::TimeDelta::hours;
-    for (from, to, want) in [
-        (now - h(1), now, 1),
-        (now - h(3), now - h(2), 60),
-        (now - h(24), now, 60),
-        (now - h(24 * 7), now, 3600),
-    ] {
+    for (from, to, want) in
+        [(now - h(1), now, 1), (now - h(3), now - h(2), 60), (now - h(24), now, 60), (now - h(24 * 7), now, 3600)]
+    {
         let path =
             format!("/v1/instances/web1/metrics?project=demo&metric=cpu&from={}&to={}", rfc3339(from), rfc3339(to));
         let (s, v) = k.get(&path);
@@ -415,6 +416,8 @@ async fn downsampling_and_retention_follow_a_fake_clock() {
     let mut conn = store.read().await.expect("conn");
     let end = t0 + chrono::TimeDelta::days(31);
     assert!(metrics::rows(&mut conn, Resolution::Hour, t0, end).await.expect("hours").is_empty(), "30-day retention");
+    // Closing waits for every pooled connection to come back.
+    drop(conn);
     store.close().await;
 }
 
@@ -447,7 +450,8 @@ fn qemu_prerequisites() -> bool {
 }
 
 fn mean_after(v: &Value, skip: usize) -> f64 {
-    let vals: Vec<f64> = v["points"].as_array().into_iter().flatten().skip(skip).filter_map(|p| p["value"].as_f64()).collect();
+    let vals: Vec<f64> =
+        v["points"].as_array().into_iter().flatten().skip(skip).filter_map(|p| p["value"].as_f64()).collect();
     vals.iter().sum::<f64>() / vals.len().max(1) as f64
 }
 
@@ -498,7 +502,8 @@ fn real_guests_cpu_and_disk_metrics_move() {
     let started = chrono::Utc::now();
     // Five more seconds of samples from now on, for both guests.
     let since = rfc3339(started);
-    let q = |name: &str, metric: &str| format!("/v1/instances/{name}/metrics?project=demo&metric={metric}&from={since}");
+    let q =
+        |name: &str, metric: &str| format!("/v1/instances/{name}/metrics?project=demo&metric={metric}&from={since}");
     let burner = wait_points(&k, &q("burner", "cpu"), 5, Duration::from_secs(60));
     let idle = wait_points(&k, &q("writer", "cpu"), 5, Duration::from_secs(60));
     let (busy, calm) = (mean_after(&burner, 1), mean_after(&idle, 1));
@@ -526,4 +531,89 @@ fn real_guests_cpu_and_disk_metrics_move() {
     assert!(written > 20.0 * 1024.0 * 1024.0, "most of the 50 MiB written shows up, got {written:.0} bytes: {v}");
     let memory = wait_points(&k, &q("writer", "memory"), 1, Duration::from_secs(30));
     assert!(mean_after(&memory, 0) > 10.0 * 1024.0 * 1024.0, "QEMU's RSS is at least 10 MiB: {memory}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark (not a timed test): `cargo test --release -p kumod --test monitoring bench -- --ignored --nocapture`
+// ---------------------------------------------------------------------------------------------
+
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Ingestion cost of the monitoring task's round for 1,000 simulated instances (simulated
+/// counters → rates → one transaction of 1,000 raw rows + rollups + pruning, on SQLite), as CPU
+/// time of this process; and the time to query a day of 1-minute data of one instance among 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures for docs/benchmarks.md"]
+async fn bench_metrics_ingestion_and_day_query() {
+    use kumo_store::metrics::{self, MetricRow, Resolution};
+    const INSTANCES: usize = 1000;
+    const ROUNDS: i64 = 36; // three simulated minutes at 5 s
+    let dir = tempfile::tempdir().expect("dir");
+    let store = kumo_store::Store::open(&format!("sqlite://{}", dir.path().join("m.db").display())).await.expect("db");
+    let ids: Vec<uuid::Uuid> = (0..INSTANCES).map(|_| uuid::Uuid::now_v7()).collect();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").expect("t0").with_timezone(&chrono::Utc);
+    let mut previous: Vec<kumo_agent::InstanceSample> =
+        ids.iter().map(|id| kumo_agent::sim::simulated_sample(*id, 512, 0.0)).collect();
+    let (cpu0, wall0) = (process_cpu(), Instant::now());
+    for round in 1..=ROUNDS {
+        let now = t0 + chrono::TimeDelta::seconds(5 * round);
+        let mut rows = Vec::with_capacity(INSTANCES);
+        for (i, id) in ids.iter().enumerate() {
+            let cur = kumo_agent::sim::simulated_sample(*id, 512, 5.0 * round as f64);
+            let values = kumo_control::monitoring::rates(&previous[i], &cur, 5.0).expect("rates");
+            rows.push(MetricRow { instance_id: *id, time: now, values });
+            previous[i] = cur;
+        }
+        let mut tx = store.begin().await.expect("tx");
+        metrics::insert_raw(&mut tx, &rows).await.expect("insert");
+        metrics::maintain(&mut tx, now).await.expect("maintain");
+        tx.commit().await.expect("commit");
+    }
+    let (cpu, wall) = (process_cpu() - cpu0, wall0.elapsed());
+    let per_round = cpu / ROUNDS as u32;
+    let per_sample_us = cpu.as_secs_f64() * 1e6 / (ROUNDS as f64 * INSTANCES as f64);
+    println!(
+        "ingestion: {INSTANCES} instances x {ROUNDS} rounds: CPU {:.1} ms/round ({per_sample_us:.1} us per instance-sample), \
+         wall {:.1} ms/round; at a 5 s interval = {:.2} % of one core",
+        per_round.as_secs_f64() * 1e3,
+        wall.as_secs_f64() * 1e3 / ROUNDS as f64,
+        per_round.as_secs_f64() / 5.0 * 100.0
+    );
+
+    // A day of 1-minute data for 100 instances (144,000 rows); query one instance's day.
+    let day: Vec<MetricRow> = ids[..100]
+        .iter()
+        .flat_map(|id| {
+            (0..1440).map(move |m| MetricRow {
+                instance_id: *id,
+                time: t0 - chrono::TimeDelta::days(1) + chrono::TimeDelta::minutes(m),
+                values: [m as f64 % 100.0, 3e8, 1e3, 2e3, 0.0, 0.0],
+            })
+        })
+        .collect();
+    let mut tx = store.begin().await.expect("tx");
+    metrics::insert(&mut tx, Resolution::Minute, &day).await.expect("insert day");
+    tx.commit().await.expect("commit");
+    let mut conn = store.read().await.expect("conn");
+    let (from, to) = (t0 - chrono::TimeDelta::days(1), t0);
+    let mut best = Duration::MAX;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let points = metrics::series(&mut conn, ids[42], Resolution::Minute, "cpu", from, to).await.expect("series");
+        best = best.min(started.elapsed());
+        assert_eq!(points.len(), 1440);
+    }
+    println!(
+        "day query: 1,440 one-minute points of one instance among 100 (144,000 rows): best of 20 {:.2} ms",
+        best.as_secs_f64() * 1e3
+    );
+    drop(conn);
+    store.close().await;
 }

@@ -8,10 +8,10 @@ use crate::App;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
-use tokio::sync::broadcast::error::RecvError;
 use kumo_types::{ErrorBody, EventView, PageParams, ResultsPage};
 use serde::Deserialize;
 use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
 /// Filter of the event list.

@@ -30,9 +30,9 @@ pub struct MetricParams {
 
 fn time(what: &str, s: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
     s.map(|s| {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| ApiError::invalid(format!("'{what}' must be an RFC 3339 time such as 2026-11-27T12:00:00Z: {e}")))
+        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+            ApiError::invalid(format!("'{what}' must be an RFC 3339 time such as 2026-11-27T12:00:00Z: {e}"))
+        })
     })
     .transpose()
 }
@@ -63,9 +63,6 @@ pub async fn prometheus(State(app): State<Arc<App>>, ctx: OpContext) -> ApiResul
     ctx.authorize(Access::Operator)?;
     let body = crate::telemetry::render(&app).await.map_err(ApiError::internal)?;
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     Ok((headers, body))
 }
