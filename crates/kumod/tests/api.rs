@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Kumod;
+use common::{cloud, Cloud, Kumod};
 use reqwest::blocking::RequestBuilder;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -16,62 +16,7 @@ use std::time::Duration;
 
 /// Deadline of every wait for a state on the sim driver (which converges in milliseconds).
 const WAIT: Duration = Duration::from_secs(20);
-const IMAGE: &str = "fixture";
-
-/// A kumod on the sim driver plus the image cache it was started with (removed after kumod).
-struct Cloud {
-    k: Kumod,
-    _images: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Cloud {
-    type Target = Kumod;
-    fn deref(&self) -> &Kumod {
-        &self.k
-    }
-}
-
-impl std::ops::DerefMut for Cloud {
-    fn deref_mut(&mut self) -> &mut Kumod {
-        &mut self.k
-    }
-}
-
-/// An image cache with one image, `fixture`: a 1 GiB (sparse, empty) qcow2 disk.
-fn fixture_image_cache() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("kimg").tempdir_in("/tmp").expect("temp dir");
-    let img = dir.path().join(IMAGE);
-    std::fs::create_dir(&img).expect("mkdir");
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(img.join("disk.qcow2"))
-        .arg("1G")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("qemu-img is needed for the fixture image (scripts/install-deps.sh installs it): {e}")
-        });
-    assert!(out.status.success(), "qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
-    let manifest = json!({"name": IMAGE, "os": "test fixture (empty disk)", "disk": "disk.qcow2"});
-    std::fs::write(img.join("manifest.json"), manifest.to_string()).expect("manifest");
-    dir
-}
-
-/// kumod with the sim driver, the fixture image and `extra` flags.
-fn cloud(extra: &[&str]) -> Cloud {
-    let images = fixture_image_cache();
-    let cache = images.path().to_string_lossy().into_owned();
-    let mut args = vec!["--driver", "sim", "--image-cache", cache.as_str()];
-    args.extend_from_slice(extra);
-    let k = Kumod::start(&args);
-    let (s, v) = k.get("/v1/images");
-    assert_eq!(s, 200, "{v}");
-    assert!(
-        v["items"].as_array().is_some_and(|i| i.iter().any(|im| im["name"] == IMAGE)),
-        "the fixture image was not registered: {v}\n{}",
-        k.log_tail(40)
-    );
-    Cloud { k, _images: images }
-}
+const IMAGE: &str = common::FIXTURE_IMAGE;
 
 /// A kumod whose host is big enough for anything the tests create (but has no GPU).
 fn roomy() -> Cloud {

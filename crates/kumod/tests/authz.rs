@@ -13,13 +13,13 @@
 
 mod common;
 
-use common::Kumod;
+use common::{Cloud, Kumod};
 use reqwest::blocking::RequestBuilder;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const IMAGE: &str = "fixture";
+const IMAGE: &str = common::FIXTURE_IMAGE;
 const WAIT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "correct horse battery";
 
@@ -143,38 +143,9 @@ fn path_param(name: &str) -> &'static str {
     }
 }
 
-/// A kumod on the sim driver with an image cache holding one empty qcow2 image, `fixture`.
-struct Cloud {
-    k: Kumod,
-    images: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Cloud {
-    type Target = Kumod;
-    fn deref(&self) -> &Kumod {
-        &self.k
-    }
-}
-
+/// A kumod on the sim driver with the fixture image and a named host.
 fn cloud() -> Cloud {
-    let images = tempfile::Builder::new().prefix("kimg").tempdir_in("/tmp").expect("temp dir");
-    let img = images.path().join(IMAGE);
-    std::fs::create_dir(&img).expect("mkdir");
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(img.join("disk.qcow2"))
-        .arg("1G")
-        .output()
-        .unwrap_or_else(|e| panic!("qemu-img is needed (scripts/install-deps.sh installs it): {e}"));
-    assert!(out.status.success(), "qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
-    let manifest = json!({"name": IMAGE, "os": "test fixture (empty disk)", "disk": "disk.qcow2"});
-    std::fs::write(img.join("manifest.json"), manifest.to_string()).expect("manifest");
-    let cache = images.path().to_string_lossy().into_owned();
-    let k = Kumod::start(&[
-        "--driver",
-        "sim",
-        "--image-cache",
-        &cache,
+    common::cloud(&[
         "--host-name",
         "test-host",
         "--host-vcpus",
@@ -183,14 +154,7 @@ fn cloud() -> Cloud {
         "16384",
         "--host-disk-gib",
         "500",
-    ]);
-    Cloud { k, images }
-}
-
-impl Cloud {
-    fn fixture_bytes(&self) -> Vec<u8> {
-        std::fs::read(self.images.path().join(IMAGE).join("disk.qcow2")).expect("fixture image")
-    }
+    ])
 }
 
 /// Sends a request; returns status, the Retry-After header, and the body (JSON, or a string).

@@ -7,60 +7,17 @@
 mod common;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Utc};
-use common::Kumod;
+use common::{Cloud, Kumod};
 use kumo_store::events::NewEvent;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
-const IMAGE: &str = "fixture";
-
-struct Cloud {
-    k: Kumod,
-    _images: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Cloud {
-    type Target = Kumod;
-    fn deref(&self) -> &Kumod {
-        &self.k
-    }
-}
-
-impl std::ops::DerefMut for Cloud {
-    fn deref_mut(&mut self) -> &mut Kumod {
-        &mut self.k
-    }
-}
+const IMAGE: &str = common::FIXTURE_IMAGE;
 
 /// kumod on the sim driver with a big host and the `fixture` image (an empty 1 GiB qcow2).
 fn cloud() -> Cloud {
-    let images = tempfile::Builder::new().prefix("kimg").tempdir_in("/tmp").expect("temp dir");
-    let img = images.path().join(IMAGE);
-    std::fs::create_dir(&img).expect("mkdir");
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(img.join("disk.qcow2"))
-        .arg("1G")
-        .output()
-        .unwrap_or_else(|e| panic!("qemu-img is needed for the fixture image (scripts/install-deps.sh): {e}"));
-    assert!(out.status.success(), "qemu-img: {}", String::from_utf8_lossy(&out.stderr));
-    let manifest = json!({"name": IMAGE, "os": "test fixture (empty disk)", "disk": "disk.qcow2"});
-    std::fs::write(img.join("manifest.json"), manifest.to_string()).expect("manifest");
-    let cache = images.path().to_string_lossy().into_owned();
-    let k = Kumod::start(&[
-        "--driver",
-        "sim",
-        "--image-cache",
-        &cache,
-        "--host-vcpus",
-        "64",
-        "--host-memory-mib",
-        "262144",
-        "--host-disk-gib",
-        "10000",
-    ]);
-    Cloud { k, _images: images }
+    common::cloud(&["--host-vcpus", "64", "--host-memory-mib", "262144", "--host-disk-gib", "10000"])
 }
 
 fn put(k: &Kumod, path: &str, body: Value) -> (u16, Value) {

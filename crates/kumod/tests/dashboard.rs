@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::Kumod;
+use common::{fixture_image_cache, Kumod};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const IMAGE: &str = "fixture";
+const IMAGE: &str = common::FIXTURE_IMAGE;
 const WAIT: Duration = Duration::from_secs(30);
 const LAPTOP: (u32, u32) = (1280, 900);
 const PHONE: (u32, u32) = (390, 844);
@@ -44,23 +44,6 @@ fn screenshot_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     let dir = target.join("dashboard-screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot dir");
-    dir
-}
-
-/// An image cache with one image, `fixture`: a 1 GiB (sparse, empty) qcow2 disk.
-fn fixture_image_cache() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("kimg").tempdir_in("/tmp").expect("temp dir");
-    let img = dir.path().join(IMAGE);
-    std::fs::create_dir(&img).expect("mkdir");
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(img.join("disk.qcow2"))
-        .arg("1G")
-        .output()
-        .unwrap_or_else(|e| panic!("qemu-img is needed for the fixture image (scripts/install-deps.sh): {e}"));
-    assert!(out.status.success(), "qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
-    let manifest = json!({"name": IMAGE, "os": "test fixture (empty disk)", "disk": "disk.qcow2"});
-    std::fs::write(img.join("manifest.json"), manifest.to_string()).expect("manifest");
     dir
 }
 

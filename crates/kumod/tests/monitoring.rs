@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{become_subreaper, Kumod};
+use common::{become_subreaper, Cloud, Kumod};
 use reqwest::blocking::RequestBuilder;
 use serde_json::{json, Value};
 use std::io::BufRead;
@@ -16,42 +16,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const IMAGE: &str = "fixture";
+const IMAGE: &str = common::FIXTURE_IMAGE;
 const WAIT: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "correct horse battery";
 
-/// A kumod on the sim driver (sampling every second) with an image cache holding one empty image.
-struct Cloud {
-    k: Kumod,
-    _images: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Cloud {
-    type Target = Kumod;
-    fn deref(&self) -> &Kumod {
-        &self.k
-    }
-}
-
+/// A kumod on the sim driver (sampling every second) with the fixture image.
 fn cloud() -> Cloud {
-    let images = tempfile::Builder::new().prefix("kimg").tempdir_in("/tmp").expect("temp dir");
-    let img = images.path().join(IMAGE);
-    std::fs::create_dir(&img).expect("mkdir");
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(img.join("disk.qcow2"))
-        .arg("1G")
-        .output()
-        .unwrap_or_else(|e| panic!("qemu-img is needed (scripts/install-deps.sh installs it): {e}"));
-    assert!(out.status.success(), "qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
-    let manifest = json!({"name": IMAGE, "os": "test fixture (empty disk)", "disk": "disk.qcow2"});
-    std::fs::write(img.join("manifest.json"), manifest.to_string()).expect("manifest");
-    let cache = images.path().to_string_lossy().into_owned();
-    let k = Kumod::start(&[
-        "--driver",
-        "sim",
-        "--image-cache",
-        &cache,
+    common::cloud(&[
         "--metrics-interval",
         "1",
         "--host-vcpus",
@@ -60,8 +31,7 @@ fn cloud() -> Cloud {
         "16384",
         "--host-disk-gib",
         "500",
-    ]);
-    Cloud { k, _images: images }
+    ])
 }
 
 fn create_instance(k: &Kumod, project: &str, name: &str, image: &str, user_data: Option<&str>) {

@@ -241,3 +241,69 @@ pub fn become_subreaper() {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
 }
+
+/// Name of the image every sim cloud of the tests has.
+pub const FIXTURE_IMAGE: &str = "fixture";
+
+/// An image cache with one image, `fixture`: a 1 GiB (sparse, empty) qcow2 disk made with
+/// `qemu-img` (from qemu-utils, which scripts/install-deps.sh installs).
+pub fn fixture_image_cache() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("kimg").tempdir_in("/tmp").expect("temp dir");
+    let img = dir.path().join(FIXTURE_IMAGE);
+    std::fs::create_dir(&img).expect("mkdir");
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(img.join("disk.qcow2"))
+        .arg("1G")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("qemu-img is needed for the fixture image (scripts/install-deps.sh installs it): {e}")
+        });
+    assert!(out.status.success(), "qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let manifest = json!({"name": FIXTURE_IMAGE, "os": "test fixture (empty disk)", "disk": "disk.qcow2"});
+    std::fs::write(img.join("manifest.json"), manifest.to_string()).expect("manifest");
+    dir
+}
+
+/// A kumod on the sim driver plus the image cache it was started with (removed after kumod).
+pub struct Cloud {
+    pub k: Kumod,
+    pub images: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Cloud {
+    type Target = Kumod;
+    fn deref(&self) -> &Kumod {
+        &self.k
+    }
+}
+
+impl std::ops::DerefMut for Cloud {
+    fn deref_mut(&mut self) -> &mut Kumod {
+        &mut self.k
+    }
+}
+
+impl Cloud {
+    /// The bytes of the fixture image (for import tests).
+    pub fn fixture_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.images.path().join(FIXTURE_IMAGE).join("disk.qcow2")).expect("fixture image")
+    }
+}
+
+/// kumod with the sim driver, the fixture image and `extra` flags; checks the image is registered.
+pub fn cloud(extra: &[&str]) -> Cloud {
+    let images = fixture_image_cache();
+    let cache = images.path().to_string_lossy().into_owned();
+    let mut args = vec!["--driver", "sim", "--image-cache", cache.as_str()];
+    args.extend_from_slice(extra);
+    let k = Kumod::start(&args);
+    let (s, v) = k.get("/v1/images");
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["items"].as_array().is_some_and(|i| i.iter().any(|im| im["name"] == FIXTURE_IMAGE)),
+        "the fixture image was not registered: {v}\n{}",
+        k.log_tail(40)
+    );
+    Cloud { k, images }
+}
