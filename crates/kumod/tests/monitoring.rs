@@ -8,11 +8,10 @@
 
 mod common;
 
-use common::{become_subreaper, Cloud, Kumod};
+use common::{become_subreaper, qemu_prerequisites, Cloud, Kumod, IMAGE_CACHE};
 use reqwest::blocking::RequestBuilder;
 use serde_json::{json, Value};
 use std::io::BufRead;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -394,30 +393,6 @@ async fn downsampling_and_retention_follow_a_fake_clock() {
 // ---------------------------------------------------------------------------------------------
 // Real QEMU
 // ---------------------------------------------------------------------------------------------
-
-const IMAGE_CACHE: &str = "/var/cache/kumo/images";
-
-/// Same prerequisites as qemu_e2e.rs.
-fn qemu_prerequisites() -> bool {
-    let mut missing = Vec::new();
-    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
-        missing.push("qemu-system-x86_64 (scripts/install-deps.sh)");
-    }
-    if !Path::new(IMAGE_CACHE).join("tiny/manifest.json").exists() {
-        missing.push("the tiny image (images/tiny/build.sh)");
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("real-QEMU tests need: {}", missing.join(", "));
-    assert!(std::env::var_os("CI").is_none(), "{msg}");
-    eprintln!("SKIPPED: {msg}");
-    false
-}
 
 fn mean_after(v: &Value, skip: usize) -> f64 {
     let vals: Vec<f64> =

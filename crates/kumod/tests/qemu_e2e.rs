@@ -6,35 +6,13 @@
 
 mod common;
 
-use common::{become_subreaper, kumo_binary, qemu_pids_under, Kumod};
+use common::{become_subreaper, kumo_binary, qemu_pids_under, qemu_prerequisites, Kumod, IMAGE_CACHE};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const IMAGE_CACHE: &str = "/var/cache/kumo/images";
 const BOOT: Duration = Duration::from_secs(120);
-
-fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
-        missing.push("qemu-system-x86_64 (scripts/install-deps.sh)");
-    }
-    if !Path::new(IMAGE_CACHE).join("tiny/manifest.json").exists() {
-        missing.push("the tiny image (images/tiny/build.sh)");
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("real-QEMU tests need: {}", missing.join(", "));
-    assert!(std::env::var_os("CI").is_none(), "{msg}");
-    eprintln!("SKIPPED: {msg}");
-    false
-}
 
 fn qemu_kumod() -> Kumod {
     become_subreaper();
@@ -105,7 +83,7 @@ fn no_leaks(k: &Kumod, id: &str) {
 
 #[test]
 fn readme_flow_on_real_qemu_through_the_cli() {
-    if !prerequisites() {
+    if !qemu_prerequisites() {
         return;
     }
     let k = qemu_kumod();
@@ -204,7 +182,7 @@ fn create(k: &Kumod, project: &str, name: &str) -> String {
 
 #[test]
 fn guests_keep_running_across_a_kumod_crash_and_are_found_again() {
-    if !prerequisites() {
+    if !qemu_prerequisites() {
         return;
     }
     let mut k = qemu_kumod();
@@ -229,7 +207,7 @@ fn guests_keep_running_across_a_kumod_crash_and_are_found_again() {
 
 #[test]
 fn kill9_in_the_middle_of_create_resumes_and_leaks_nothing() {
-    if !prerequisites() {
+    if !qemu_prerequisites() {
         return;
     }
     let mut k = qemu_kumod();
@@ -260,7 +238,7 @@ fn kill9_in_the_middle_of_create_resumes_and_leaks_nothing() {
 
 #[test]
 fn kill9_in_the_middle_of_stop_and_delete_converges() {
-    if !prerequisites() {
+    if !qemu_prerequisites() {
         return;
     }
     let mut k = qemu_kumod();
@@ -292,7 +270,7 @@ fn kill9_in_the_middle_of_stop_and_delete_converges() {
 
 #[test]
 fn leftovers_without_an_instance_are_collected() {
-    if !prerequisites() {
+    if !qemu_prerequisites() {
         return;
     }
     let mut k = qemu_kumod();
@@ -311,7 +289,7 @@ fn leftovers_without_an_instance_are_collected() {
 
 #[test]
 fn image_import_accepts_qcow2_and_raw_and_refuses_backing_files() {
-    if !prerequisites() {
+    if !qemu_prerequisites() {
         return;
     }
     let k = qemu_kumod();
@@ -378,7 +356,7 @@ fn image_import_accepts_qcow2_and_raw_and_refuses_backing_files() {
 
 #[test]
 fn stop_right_after_start_is_still_graceful() {
-    if !prerequisites() {
+    if !qemu_prerequisites() {
         return;
     }
     let k = qemu_kumod();
@@ -397,7 +375,7 @@ fn stop_right_after_start_is_still_graceful() {
 /// Metering on a real guest: the running seconds billed match the wall time its QEMU ran.
 #[test]
 fn metered_running_time_matches_the_wall_time_the_guest_ran() {
-    if !prerequisites() {
+    if !qemu_prerequisites() {
         return;
     }
     let k = qemu_kumod();

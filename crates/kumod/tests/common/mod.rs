@@ -307,3 +307,29 @@ pub fn cloud(extra: &[&str]) -> Cloud {
     );
     Cloud { k, images }
 }
+
+/// The machine-wide image cache the real-QEMU tests boot the tiny image from.
+pub const IMAGE_CACHE: &str = "/var/cache/kumo/images";
+
+/// Whether real-QEMU tests can run: root, `qemu-system-x86_64` and the tiny image. Without them
+/// they fail in CI (env CI set) and skip with a printed reason elsewhere.
+pub fn qemu_prerequisites() -> bool {
+    let mut missing = Vec::new();
+    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+        missing.push("qemu-system-x86_64 (scripts/install-deps.sh)");
+    }
+    if !Path::new(IMAGE_CACHE).join("tiny/manifest.json").exists() {
+        missing.push("the tiny image (images/tiny/build.sh)");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        missing.push("root");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("real-QEMU tests need: {}", missing.join(", "));
+    assert!(std::env::var_os("CI").is_none(), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    false
+}
