@@ -9,6 +9,15 @@
     try { var b = JSON.parse(xhr.responseText); return b.message + " (request " + b.request_id + ")"; }
     catch (e) { return "HTTP " + xhr.status + " " + (xhr.statusText || "error"); }
   }
+  // Live updates: the project's server-sent events make every fragment listening for
+  // `kumo-event` refresh at once (they also poll slowly, as a fallback).
+  function setupEvents() {
+    var el = document.querySelector("[data-kumo-events]");
+    if (!el || !window.EventSource) return;
+    var source = new EventSource(el.getAttribute("data-kumo-events"));
+    source.addEventListener("kumo", function () { htmx.trigger(document.body, "kumo-event"); });
+    source.addEventListener("lagged", function () { htmx.trigger(document.body, "kumo-event"); });
+  }
   function setupImport() {
     var form = document.getElementById("import-form");
     if (!form) return;
@@ -109,5 +118,5 @@
       drawCharts(active ? active.dataset.range : "1h");
     }, 15000);
   }
-  document.addEventListener("DOMContentLoaded", function () { setupImport(); setupCharts(); });
+  document.addEventListener("DOMContentLoaded", function () { setupEvents(); setupImport(); setupCharts(); });
 })();

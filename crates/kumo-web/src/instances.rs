@@ -55,7 +55,14 @@ pub async fn list(
     page(&s, "instances.html", ctx)
 }
 
-/// The table body alone, polled every 2 s by the list page.
+/// The project's live events (server-sent events) for this session: the pages refresh their
+/// fragments when an event arrives, instead of polling.
+pub async fn events(State(app): State<Arc<App>>, s: Session, Path(p): Path<String>) -> Result<Response, WebError> {
+    let project_id = kumo_control::app::events::stream_project(&app, &s.ctx, Some(&p)).await?;
+    Ok(kumo_control::http::events::project_event_stream(&app, project_id).into_response())
+}
+
+/// The table body alone, refreshed on every live event of the project (and every 15 s as a fallback).
 pub async fn rows(
     State(app): State<Arc<App>>,
     s: Session,

@@ -42,6 +42,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/logout", post(pages::logout))
         .route("/projects", get(pages::projects))
         .route("/projects/{p}", get(pages::project_home))
+        .route("/projects/{p}/events", get(instances::events))
         .route("/projects/{p}/instances", get(instances::list).post(instances::create))
         .route("/projects/{p}/instances/rows", get(instances::rows))
         .route("/projects/{p}/instances/new", get(instances::new_form))

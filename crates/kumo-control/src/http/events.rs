@@ -54,6 +54,16 @@ pub async fn event_stream(
     ApiQuery(sel): ApiQuery<ProjectSelector>,
 ) -> ApiResult<Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>>> {
     let project_id = events::stream_project(&app, &ctx, sel.project.as_deref()).await?;
+    Ok(project_event_stream(&app, project_id))
+}
+
+/// The live events of one project as server-sent events (`event: kumo`, data = the event view),
+/// with keep-alives. The caller has authorised the subscription (`app::events::stream_project`);
+/// the dashboard serves the same stream to its cookie sessions.
+pub fn project_event_stream(
+    app: &App,
+    project_id: uuid::Uuid,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
     // Subscribe before answering, so nothing that happens after the response head is missed.
     let rx = app.events.subscribe();
     let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
@@ -71,5 +81,5 @@ pub async fn event_stream(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }
