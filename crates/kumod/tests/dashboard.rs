@@ -265,6 +265,9 @@ fn tenant_creates_stops_and_deletes_an_instance_in_the_browser() {
         return;
     }
     let cloud = cloud(1500);
+    // A price for root disks, so the billing page has lines (and its charts by day and resource).
+    let (status, v) = cloud.k.send_put("/v1/system/prices", json!({"kind": "disk", "unit_price": "100.00"}));
+    assert!(status == 200 || status == 201, "{v}");
     let driver = Driver::start();
     let base = cloud.k.url.clone();
     let upload = cloud.images.path().join(IMAGE).join("disk.qcow2");
@@ -368,7 +371,8 @@ fn tenant_creates_stops_and_deletes_an_instance_in_the_browser() {
         p.shots("09-images").await;
 
         p.goto("/projects/demo/billing").await;
-        assert!(p.body_text().await.contains("Month to date"));
+        let text = p.body_text().await;
+        assert!(text.contains("Month to date") && text.contains("Cost by day"), "{text}");
         p.shots("10-billing").await;
 
         // Delete, with its confirmation: back to the list, where it disappears without a reload.

@@ -129,6 +129,9 @@ impl Kumod {
     pub fn post_empty(&self, path: &str) -> (u16, Value) {
         self.send(self.http.post(format!("{}{path}", self.url)))
     }
+    pub fn send_put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.put(format!("{}{path}", self.url)).json(&body))
+    }
     pub fn delete(&self, path: &str) -> (u16, Value) {
         self.send(self.http.delete(format!("{}{path}", self.url)))
     }
