@@ -1,9 +1,9 @@
 //! The audit log: one append-only row per mutating API request. Rows are only ever inserted, and
 //! deleted by retention (`prune`); nothing updates them.
 
-use crate::{new_id, parse_ts, parse_uuid, ts, Conn, Result};
+use crate::{new_id, page, parse_ts, parse_uuid, ts, Conn, Result};
 use chrono::{DateTime, Utc};
-use kumo_types::page::{PageRequest, PageToken};
+use kumo_types::page::PageRequest;
 use kumo_types::{AuditEntryView, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -106,24 +106,7 @@ pub async fn list(conn: &mut Conn, f: &AuditFilter, req: &PageRequest) -> Result
     if let Some(o) = &f.operation {
         cond(&mut sql, "operation =", o.clone());
     }
-    if let Some(after) = &req.after {
-        cond(&mut sql, "id >", after.clone());
-    }
-    sql.push_str(&format!(" ORDER BY id ASC LIMIT {}", req.limit as i64 + 1));
-    let mut q = sqlx::query(&sql);
-    for b in &binds {
-        q = q.bind(b.clone());
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-    let more = items.len() > req.limit as usize;
-    items.truncate(req.limit as usize);
-    let next_page = if more {
-        items.last().map(|e| PageToken { sort_by: req.sort_by, last: e.id.to_string() }.encode())
-    } else {
-        None
-    };
-    Ok(ResultsPage { items, next_page })
+    page::fetch_by_id(conn, &sql, binds, "id", req, from_row, |e| e.id).await
 }
 
 /// Deletes entries older than `before` (retention). Returns how many.

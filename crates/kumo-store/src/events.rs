@@ -1,8 +1,8 @@
 //! Events: an append-only record of every state change, with its cause.
 
-use crate::{new_id, now, parse_ts, parse_uuid, ts, Conn, Result};
+use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use chrono::{DateTime, Utc};
-use kumo_types::page::{PageRequest, PageToken};
+use kumo_types::page::PageRequest;
 use kumo_types::{EventView, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -98,27 +98,7 @@ pub async fn list(
         binds.push(r.to_string());
         sql.push_str(&format!(" AND e.resource_id = ${}", binds.len()));
     }
-    if let Some(after) = &req.after {
-        binds.push(after.clone());
-        sql.push_str(&format!(" AND e.id > ${}", binds.len()));
-    }
-    sql.push_str(&format!(" ORDER BY e.id ASC LIMIT {}", req.limit as i64 + 1));
-    let mut q = sqlx::query(&sql);
-    for b in &binds {
-        q = q.bind(b.clone());
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-    let more = items.len() > req.limit as usize;
-    items.truncate(req.limit as usize);
-    let next_page = if more {
-        // The token echoes the sort the client asked for (ignored here), so that a client repeating
-        // its query with `page_token` is not told that its sort_by differs from the token's.
-        items.last().map(|e| PageToken { sort_by: req.sort_by, last: e.id.to_string() }.encode())
-    } else {
-        None
-    };
-    Ok(ResultsPage { items, next_page })
+    page::fetch_by_id(conn, &sql, binds, "e.id", req, from_row, |e| e.id).await
 }
 
 /// One event as metering reads it.

@@ -94,3 +94,38 @@ pub(crate) async fn fetch<T: Keyed>(
     };
     Ok(ResultsPage { items, next_page })
 }
+
+/// Runs `select_where` (placeholders `$1..$n` for `binds`) as one page in id order — for
+/// append-only logs (events, audit entries), whose ids are time-ordered. `id_col` names the id
+/// column as the query sees it. The token echoes the sort the client asked for (ignored here), so
+/// that a client repeating its query with `page_token` is not told its sort_by differs.
+pub(crate) async fn fetch_by_id<T>(
+    conn: &mut Conn,
+    select_where: &str,
+    mut binds: Vec<String>,
+    id_col: &str,
+    req: &PageRequest,
+    from_row: fn(&AnyRow) -> Result<T>,
+    id_of: fn(&T) -> uuid::Uuid,
+) -> Result<ResultsPage<T>> {
+    let mut sql = select_where.to_string();
+    if let Some(after) = &req.after {
+        binds.push(after.clone());
+        sql.push_str(&format!(" AND {id_col} > ${}", binds.len()));
+    }
+    sql.push_str(&format!(" ORDER BY {id_col} ASC LIMIT {}", req.limit as i64 + 1));
+    let mut q = sqlx::query(&sql);
+    for b in &binds {
+        q = q.bind(b.clone());
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    let more = items.len() > req.limit as usize;
+    items.truncate(req.limit as usize);
+    let next_page = if more {
+        items.last().map(|e| PageToken { sort_by: req.sort_by, last: id_of(e).to_string() }.encode())
+    } else {
+        None
+    };
+    Ok(ResultsPage { items, next_page })
+}
