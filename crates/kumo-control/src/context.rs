@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kumo_types::ErrorCode;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ pub struct Actor {
     pub user: Option<UserRef>,
     /// Cloud operator (global admin): may do everything, sees hosts and every project.
     pub operator: bool,
+    /// The user's role in each project they are a member of, loaded with the token (and dropped
+    /// from the cache when a membership changes), so a project-scoped check costs no query.
+    pub roles: Arc<BTreeMap<uuid::Uuid, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +89,8 @@ impl OpContext {
     /// The authorisation check of an operation on a project's resources. A user who is not a
     /// member gets 404 (they may not learn the project exists); a member whose role does not
     /// allow the access gets 403.
-    pub async fn authorize_project(
+    pub fn authorize_project(
         &self,
-        conn: &mut kumo_store::Conn,
         project_id: uuid::Uuid,
         project_name: &str,
         access: Access,
@@ -96,12 +98,8 @@ impl OpContext {
         if self.actor.operator {
             return Ok(());
         }
-        let Some(user) = &self.actor.user else {
-            return Err(ApiError::not_found("project", project_name));
-        };
-        let role = kumo_store::members::role(conn, project_id, user.id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("project", project_name))?;
+        let role =
+            self.actor.roles.get(&project_id).ok_or_else(|| ApiError::not_found("project", project_name))?.as_str();
         let allowed = match access {
             Access::Read => true,
             Access::Write => role == "collaborator" || role == "owner",
@@ -158,6 +156,12 @@ impl TokenCache {
     }
     /// Forgets tokens (by hash) at once, e.g. when they are revoked: a revoked token must not keep
     /// working from the cache until the TTL runs out.
+    /// Drops every cached token of a user (their roles changed).
+    pub fn forget_user(&self, user_id: uuid::Uuid) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (actor, _)| actor.user.as_ref().map(|u| u.id) != Some(user_id));
+    }
+
     pub fn forget(&self, hashes: &[String]) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         for h in hashes {
@@ -192,6 +196,10 @@ pub async fn resolve(app: &App, token: &str) -> Result<Actor, ApiError> {
             _ => None,
         },
         operator: rec.operator,
+        roles: Arc::new(match (rec.user_id, rec.operator) {
+            (Some(user_id), false) => kumo_store::members::roles_of(&mut conn, user_id).await?.into_iter().collect(),
+            _ => BTreeMap::new(),
+        }),
     };
     // Recorded on cache refresh, so at most once per TTL per token.
     let mut wconn = app.store.begin().await?;

@@ -81,3 +81,12 @@ pub async fn projects_of(conn: &mut Conn, user_id: Uuid) -> Result<Vec<Uuid>> {
         .await?;
     ids.iter().map(|s| parse_uuid(s)).collect()
 }
+
+/// Every project a user is a member of, with the role.
+pub async fn roles_of(conn: &mut Conn, user_id: Uuid) -> Result<Vec<(Uuid, String)>> {
+    let rows = sqlx::query("SELECT project_id, role FROM project_members WHERE user_id = $1")
+        .bind(user_id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|r| Ok((parse_uuid(&r.try_get::<String, _>(0)?)?, r.try_get(1)?))).collect()
+}

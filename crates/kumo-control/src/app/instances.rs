@@ -49,7 +49,7 @@ pub(crate) async fn get(
             .await?
             .ok_or_else(|| ApiError::not_found("instance", instance))?;
         // Not a member: the instance does not exist as far as the caller may know.
-        ctx.authorize_project(conn, rec.project_id, &rec.view.project, access).await.map_err(|e| match e.code {
+        ctx.authorize_project(rec.project_id, &rec.view.project, access).map_err(|e| match e.code {
             ErrorCode::NotFound => ApiError::not_found("instance", instance),
             _ => e,
         })?;
@@ -59,7 +59,7 @@ pub(crate) async fn get(
     if let Some(p) = project {
         let project_sel = selector("project", p)?;
         if let Some(rec) = kumo_store::instances::get_in_project(conn, &project_sel, &sel).await? {
-            ctx.authorize_project(conn, rec.project_id, &rec.view.project, access).await?;
+            ctx.authorize_project(rec.project_id, &rec.view.project, access)?;
             return Ok(rec);
         }
     }

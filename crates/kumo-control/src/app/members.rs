@@ -31,6 +31,7 @@ pub async fn add(app: &App, ctx: &OpContext, project: &str, m: &MemberAdd) -> Ap
         .find(|x| x.user_id == user.id)
         .ok_or_else(|| ApiError::internal("member vanished"))?;
     tx.commit().await.map_err(ApiError::internal)?;
+    app.tokens.forget_user(user.id);
     Ok(view(member))
 }
 
@@ -45,5 +46,6 @@ pub async fn remove(app: &App, ctx: &OpContext, project: &str, user: &str) -> Ap
         return Err(not_member());
     }
     tx.commit().await.map_err(ApiError::internal)?;
+    app.tokens.forget_user(u.id);
     Ok(())
 }

@@ -41,7 +41,7 @@ pub async fn project(
         project.ok_or_else(|| ApiError::invalid("the 'project' query parameter is required (e.g. ?project=demo)"))?;
     let sel = selector("project", p)?;
     let view = kumo_store::projects::get(conn, &sel).await?.ok_or_else(|| ApiError::not_found("project", p))?;
-    ctx.authorize_project(conn, view.id, &view.name, access).await?;
+    ctx.authorize_project(view.id, &view.name, access)?;
     Ok(view)
 }
 
