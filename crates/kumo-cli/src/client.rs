@@ -132,6 +132,14 @@ impl Client {
         Ok((bytes.to_vec(), headers))
     }
 
+    /// GET of an endless body (server-sent events): the open response, read as it arrives.
+    pub fn get_stream(&self, segments: &[&str], query: &Query) -> Result<reqwest::blocking::Response, ClientError> {
+        let url = self.url(segments, query);
+        // No overall deadline: the stream lasts until the user stops it.
+        let request = self.http.get(url.clone()).timeout(std::time::Duration::from_secs(365 * 24 * 3600));
+        self.send(Method::GET, &url, request)
+    }
+
     /// POST of a raw body (image import), streamed as it is read.
     pub fn post_stream(&self, segments: &[&str], query: &Query, body: Body) -> Result<Json, ClientError> {
         let url = self.url(segments, query);

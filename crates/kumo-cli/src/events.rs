@@ -20,6 +20,11 @@ pub enum EventCommand {
         #[command(flatten)]
         list: ListArgs,
     },
+    /// Follow a project's events live as they happen (server-sent events), until Ctrl-C
+    Watch {
+        #[command(flatten)]
+        project: ProjectArg,
+    },
 }
 
 pub fn run(ctx: &Ctx, command: &EventCommand) -> Result<()> {
@@ -32,18 +37,51 @@ pub fn run(ctx: &Ctx, command: &EventCommand) -> Result<()> {
             let page = ctx.client.list_all(&["events"], &query, list.cap())?;
             ctx.show(&page, render_list)
         }
+        EventCommand::Watch { project } => {
+            let response = ctx.client.get_stream(&["events", "stream"], &[("project", project.project.as_str())])?;
+            let json = matches!(ctx.output, crate::output::OutputFormat::Json);
+            for line in std::io::BufRead::lines(std::io::BufReader::new(response)) {
+                let line = line?;
+                // Server-sent events: `data: <EventView JSON>` lines; keep-alives and `event:` lines skipped.
+                let Some(data) = line.strip_prefix("data:") else { continue };
+                let Ok(e) = serde_json::from_str::<EventView>(data.trim()) else { continue };
+                if json {
+                    println!("{}", data.trim());
+                } else {
+                    println!("{}", watch_line(&e));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One event as a line of `kumo event watch`.
+fn watch_line(e: &EventView) -> String {
+    format!(
+        "{}  {}/{}  {}  {}  {}",
+        timestamp(e.time_created),
+        e.resource_type,
+        e.resource_name,
+        e.kind,
+        change(e),
+        e.cause
+    )
+}
+
+fn change(e: &EventView) -> String {
+    match (&e.from_state, &e.to_state) {
+        (Some(from), Some(to)) => format!("{from} -> {to}"),
+        (None, Some(to)) => format!("-> {to}"),
+        (Some(from), None) => format!("{from} ->"),
+        (None, None) => "-".to_string(),
     }
 }
 
 fn render_list(page: &Value) -> Result<String> {
     let mut table = list_table(&["TIME", "RESOURCE", "EVENT", "CHANGE", "CAUSE"]);
     for e in output::items::<EventView>(page)? {
-        let change = match (&e.from_state, &e.to_state) {
-            (Some(from), Some(to)) => format!("{from} -> {to}"),
-            (None, Some(to)) => format!("-> {to}"),
-            (Some(from), None) => format!("{from} ->"),
-            (None, None) => "-".to_string(),
-        };
+        let change = change(&e);
         table.add_row(vec![
             timestamp(e.time_created),
             format!("{}/{}", e.resource_type, e.resource_name),

@@ -562,3 +562,45 @@ async fn bench_metrics_ingestion_and_day_query() {
     drop(conn);
     store.close().await;
 }
+
+#[test]
+fn kumo_event_watch_follows_the_stream_live() {
+    let k = cloud();
+    k.create_project("demo");
+    let mut watch = Command::new(common::kumo_binary())
+        .args(["event", "watch", "--project", "demo"])
+        .env("KUMO_URL", &k.url)
+        .env("KUMO_TOKEN", &k.token)
+        .env("KUMO_CONFIG", k.data_dir().join("cli-config.json"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kumo event watch (build the workspace first)");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The watcher subscribes when its request is answered, which this test cannot observe: create
+    // an instance every second until the watcher has printed one's whole way to running.
+    let deadline = Instant::now() + WAIT;
+    let mut seen: Vec<String> = Vec::new();
+    let mut created = 0;
+    let mut next_create = Instant::now();
+    while !seen.iter().any(|l| l.contains("instance/watched-") && l.contains("starting -> running")) {
+        assert!(Instant::now() < deadline, "kumo event watch printed no 'starting -> running' in time; got {seen:?}");
+        if Instant::now() >= next_create {
+            create_instance(&k, "demo", &format!("watched-{created}"), IMAGE, None);
+            created += 1;
+            next_create = Instant::now() + Duration::from_secs(1);
+        }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push(line);
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
