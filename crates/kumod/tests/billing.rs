@@ -7,8 +7,7 @@
 mod common;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Utc};
-use common::{Cloud, Kumod};
-use kumo_store::events::NewEvent;
+use common::{past_instance, with_store, Cloud, Kumod};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -322,54 +321,6 @@ fn usage_loses_no_time_across_a_kumod_crash() {
 
 // ---------------------------------------------------------------------------------------------
 // Invoices
-
-/// Writes into the stopped kumod's database.
-fn with_store(k: &Kumod, f: impl AsyncFnOnce(&mut kumo_store::Conn)) {
-    let url = format!("sqlite://{}", k.data_dir().join("kumo.db").display());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let store = kumo_store::Store::open(&url).await.expect("open store");
-        let mut tx = store.begin().await.expect("begin");
-        f(&mut *tx).await;
-        tx.commit().await.expect("commit");
-        store.close().await;
-    });
-}
-
-/// Records a life of an instance: created at `t0` (k1-small, 5 GiB), running from t0+10s for
-/// `run_hours`, stopped, destroyed at `destroyed`.
-async fn past_instance(
-    tx: &mut kumo_store::Conn,
-    project: uuid::Uuid,
-    name: &str,
-    t0: DateTime<Utc>,
-    run_hours: i64,
-    destroyed: DateTime<Utc>,
-) {
-    let id = uuid::Uuid::now_v7();
-    let detail = json!({"instance_type": "k1-small", "vcpus": 1, "memory_mib": 512, "disk_gib": 5}).to_string();
-    let running = t0 + ChronoDuration::seconds(10);
-    let steps = [
-        (t0, "created", "creating"),
-        (running, "state_changed", "running"),
-        (running + ChronoDuration::hours(run_hours), "state_changed", "stopped"),
-        (destroyed, "state_changed", "destroyed"),
-    ];
-    for (at, kind, to) in steps {
-        let e = NewEvent {
-            project_id: Some(project),
-            resource_type: "instance",
-            resource_id: id,
-            resource_name: name,
-            kind,
-            from_state: None,
-            to_state: Some(to),
-            cause: "test: a past period",
-            detail: Some(detail.clone()),
-        };
-        kumo_store::events::record_at(tx, &e, at).await.expect("event");
-    }
-}
 
 fn month(t: DateTime<Utc>) -> String {
     format!("{:04}-{:02}", t.year(), t.month())

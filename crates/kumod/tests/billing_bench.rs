@@ -14,8 +14,7 @@
 mod common;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Utc};
-use common::Kumod;
-use kumo_store::events::NewEvent;
+use common::{with_store, Kumod};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -37,19 +36,6 @@ fn month_before_last() -> (DateTime<Utc>, String) {
     (m, month(m))
 }
 
-/// Writes into the stopped kumod's database, in one transaction.
-fn with_store(k: &Kumod, f: impl AsyncFnOnce(&mut kumo_store::Conn)) {
-    let url = format!("sqlite://{}", k.data_dir().join("kumo.db").display());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let store = kumo_store::Store::open(&url).await.expect("open store");
-        let mut tx = store.begin().await.expect("begin");
-        f(&mut *tx).await;
-        tx.commit().await.expect("commit");
-        store.close().await;
-    });
-}
-
 async fn prices(tx: &mut kumo_store::Conn, at: DateTime<Utc>) {
     kumo_store::billing::add_price(tx, "instance_type", "k1-small", 12_000, at).await.expect("price");
     kumo_store::billing::add_price(tx, "disk", "", 100_000, at).await.expect("price");
@@ -58,30 +44,8 @@ async fn prices(tx: &mut kumo_store::Conn, at: DateTime<Utc>) {
 /// The life of one k1-small instance: created at `t0`, running from t0+10s for `run_hours`,
 /// stopped, destroyed a day later (4 events).
 async fn past_instance(tx: &mut kumo_store::Conn, project: uuid::Uuid, name: &str, t0: DateTime<Utc>, run_hours: i64) {
-    let id = uuid::Uuid::now_v7();
-    let detail = json!({"instance_type": "k1-small", "vcpus": 1, "memory_mib": 512, "disk_gib": 5}).to_string();
-    let running = t0 + ChronoDuration::seconds(10);
-    let stopped = running + ChronoDuration::hours(run_hours);
-    let steps = [
-        (t0, "created", "creating"),
-        (running, "state_changed", "running"),
-        (stopped, "state_changed", "stopped"),
-        (stopped + ChronoDuration::days(1), "state_changed", "destroyed"),
-    ];
-    for (at, kind, to) in steps {
-        let e = NewEvent {
-            project_id: Some(project),
-            resource_type: "instance",
-            resource_id: id,
-            resource_name: name,
-            kind,
-            from_state: None,
-            to_state: Some(to),
-            cause: "bench: a past period",
-            detail: Some(detail.clone()),
-        };
-        kumo_store::events::record_at(tx, &e, at).await.expect("event");
-    }
+    let destroyed = t0 + ChronoDuration::seconds(10) + ChronoDuration::hours(run_hours) + ChronoDuration::days(1);
+    common::past_instance(tx, project, name, t0, run_hours, destroyed).await;
 }
 
 /// Instance `i` of a data set: created within the first 10 days of the month, running 1..200 h,

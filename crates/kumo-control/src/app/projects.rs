@@ -28,18 +28,7 @@ pub async fn create(app: &App, ctx: &OpContext, p: &ProjectCreate) -> ApiResult<
         .await
         .map_err(already_exists("project", p.name.as_str()))?;
     let cause = ctx.cause("project_create");
-    let event = NewEvent {
-        project_id: Some(view.id),
-        resource_type: "project",
-        resource_id: view.id,
-        resource_name: &view.name,
-        kind: "created",
-        from_state: None,
-        to_state: None,
-        cause: &cause,
-        detail: None,
-    };
-    let ev = kumo_store::events::record(&mut tx, &event).await?;
+    let ev = kumo_store::events::record(&mut tx, &project_event(&view, "created", &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(view.id), Some(&view.name), ev);
     Ok(view)
@@ -59,19 +48,23 @@ pub async fn delete(app: &App, ctx: &OpContext, project: &str) -> ApiResult<()> 
     }
     kumo_store::projects::soft_delete(&mut tx, p.id).await?;
     let cause = ctx.cause("project_delete");
-    let event = NewEvent {
+    let ev = kumo_store::events::record(&mut tx, &project_event(&p, "deleted", &cause)).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(p.id), Some(&p.name), ev);
+    Ok(())
+}
+
+/// The event of a project's own life (created, deleted).
+fn project_event<'a>(p: &'a ProjectView, kind: &'a str, cause: &'a str) -> NewEvent<'a> {
+    NewEvent {
         project_id: Some(p.id),
         resource_type: "project",
         resource_id: p.id,
         resource_name: &p.name,
-        kind: "deleted",
+        kind,
         from_state: None,
         to_state: None,
-        cause: &cause,
+        cause,
         detail: None,
-    };
-    let ev = kumo_store::events::record(&mut tx, &event).await?;
-    tx.commit().await.map_err(ApiError::internal)?;
-    app.events.publish(Some(p.id), Some(&p.name), ev);
-    Ok(())
+    }
 }

@@ -336,3 +336,52 @@ pub fn qemu_prerequisites() -> bool {
     eprintln!("SKIPPED: {msg}");
     false
 }
+
+/// Writes into a (stopped) kumod's SQLite database, in one transaction: billing tests and benches
+/// put events in the past this way.
+pub fn with_store(k: &Kumod, f: impl AsyncFnOnce(&mut kumo_store::Conn)) {
+    let url = format!("sqlite://{}", k.data_dir().join("kumo.db").display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let store = kumo_store::Store::open(&url).await.expect("open store");
+        let mut tx = store.begin().await.expect("begin");
+        f(&mut *tx).await;
+        tx.commit().await.expect("commit");
+        store.close().await;
+    });
+}
+
+/// Records a life of an instance: created at `t0` (k1-small, 5 GiB), running from t0+10s for
+/// `run_hours`, stopped, destroyed at `destroyed` (4 events).
+pub async fn past_instance(
+    tx: &mut kumo_store::Conn,
+    project: uuid::Uuid,
+    name: &str,
+    t0: chrono::DateTime<chrono::Utc>,
+    run_hours: i64,
+    destroyed: chrono::DateTime<chrono::Utc>,
+) {
+    let id = uuid::Uuid::now_v7();
+    let detail = json!({"instance_type": "k1-small", "vcpus": 1, "memory_mib": 512, "disk_gib": 5}).to_string();
+    let running = t0 + chrono::TimeDelta::seconds(10);
+    let steps = [
+        (t0, "created", "creating"),
+        (running, "state_changed", "running"),
+        (running + chrono::TimeDelta::hours(run_hours), "state_changed", "stopped"),
+        (destroyed, "state_changed", "destroyed"),
+    ];
+    for (at, kind, to) in steps {
+        let e = kumo_store::events::NewEvent {
+            project_id: Some(project),
+            resource_type: "instance",
+            resource_id: id,
+            resource_name: name,
+            kind,
+            from_state: None,
+            to_state: Some(to),
+            cause: "test: a past period",
+            detail: Some(detail.clone()),
+        };
+        kumo_store::events::record_at(tx, &e, at).await.expect("event");
+    }
+}
