@@ -59,7 +59,7 @@ if [ -z "$line" ]; then
     ver=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1)
     [ -n "$ver" ] || die "no PostgreSQL server binaries under /usr/lib/postgresql"
     say "creating cluster $ver/main on port $PORT"
-    pg_createcluster -p "$PORT" "$ver" main
+    pg_createcluster -p "$PORT" "$ver" main 3>&-
     line=$(cluster_line)
     [ -n "$line" ] || die "pg_createcluster did not create a cluster on port $PORT"
 fi
@@ -72,7 +72,9 @@ case "$status" in
     online*) ;;
     *)
         say "starting cluster $ver/$name"
-        if ! out=$(pg_ctlcluster "$ver" "$name" start 2>&1); then
+        # 3>&-: the server must not inherit the caller's stdout (fd 3), or `url=$(postgres.sh)`
+        # waits for the server to exit, i.e. forever.
+        if ! out=$(pg_ctlcluster "$ver" "$name" start 2>&1 3>&-); then
             case "$out" in
                 *"already running"*) ;;
                 *)
