@@ -20,6 +20,7 @@ pub mod qemu;
 pub mod qemu_img;
 pub mod qmp;
 pub mod sim;
+pub mod storage;
 pub mod tool;
 
 use async_trait::async_trait;
@@ -49,6 +50,10 @@ pub struct InstanceSpec {
     pub image_disk: PathBuf,
     pub boot: BootSpec,
     pub user_data: Option<String>,
+    /// Volumes of the storage pool attached to the instance, in attach order: on the command line
+    /// at start, after the root disk and the config drive (so the guest sees them as vdc, vdd, …).
+    #[serde(default)]
+    pub volumes: Vec<Uuid>,
 }
 
 /// What exists on the host for an instance.
@@ -155,4 +160,21 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// The instance's cumulative counters, or None when its guest is not running.
     async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>>;
+
+    /// The storage pool holding this host's volumes.
+    fn pool(&self) -> &dyn storage::StoragePool;
+
+    /// Hot-plugs a volume into the instance's running guest (a new virtio disk). A no-op when
+    /// the guest does not run (the volume is on its command line at the next start) or already
+    /// has it. Idempotent.
+    async fn attach_volume(&self, id: Uuid, volume: Uuid) -> Result<()>;
+
+    /// Unplugs a volume from the running guest: asks the guest to release it and waits up to
+    /// `deadline`; fails (the guest keeps it) if it does not. A no-op when the guest does not run
+    /// or does not have it. Idempotent.
+    async fn detach_volume(&self, id: Uuid, volume: Uuid, deadline: Duration) -> Result<()>;
+
+    /// Grows a volume: online (`block_resize`, the guest sees the new size) when `instance` runs
+    /// with it, else in the pool.
+    async fn grow_volume(&self, instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()>;
 }

@@ -19,8 +19,10 @@ use crate::{
     kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSample,
     InstanceSpec, Result,
 };
+use crate::storage::{self, DirPool, StoragePool};
 use async_trait::async_trait;
 use std::ffi::OsString;
+use std::sync::Arc;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -108,6 +110,25 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     a
 }
 
+/// The command-line arguments that give the guest its volumes, in order: a `-blockdev` opening
+/// each (described by the pool) and a virtio-blk device on it, with the ids hot-plug uses, so a
+/// cold-attached volume can be hot-unplugged like a hot-plugged one.
+pub fn volume_args(pool: &dyn StoragePool, volumes: &[Uuid]) -> Vec<OsString> {
+    let mut a = Vec::new();
+    for v in volumes {
+        let node = storage::node_name(*v);
+        a.push(OsString::from("-blockdev"));
+        a.push(OsString::from(pool.blockdev(*v, &node).to_string()));
+        a.push(OsString::from("-device"));
+        a.push(OsString::from(format!(
+            "virtio-blk-pci,drive={node},id={},serial={}",
+            storage::device_id(*v),
+            storage::disk_serial(*v)
+        )));
+    }
+    a
+}
+
 /// The config drive: a raw disk whose content is a tar archive of `meta-data.json` and, when
 /// given, `user-data`. The tiny image's init extracts it with `tar -xf /dev/vdb`.
 pub fn config_drive_bytes(spec: &InstanceSpec) -> std::io::Result<Vec<u8>> {
@@ -141,6 +162,8 @@ pub struct QemuDriver {
     accel: Accel,
     accel_reason: String,
     info: HostInfo,
+    /// Volumes: by default a [`DirPool`] in `<data-dir>/volumes` (beside `instances_dir`).
+    pool: Arc<dyn StoragePool>,
 }
 
 impl QemuDriver {
@@ -162,7 +185,15 @@ impl QemuDriver {
             disk_gib: capacity[2],
             gpus: capacity[3],
         };
-        QemuDriver { instances_dir, accel, accel_reason, info }
+        let volumes_dir = instances_dir.parent().unwrap_or(&instances_dir).join("volumes");
+        let pool: Arc<dyn StoragePool> = Arc::new(DirPool::new(volumes_dir));
+        QemuDriver { instances_dir, accel, accel_reason, info, pool }
+    }
+
+    /// Uses another storage pool for volumes.
+    pub fn with_pool(mut self, pool: Arc<dyn StoragePool>) -> QemuDriver {
+        self.pool = pool;
+        self
     }
 
     pub fn accel(&self) -> (Accel, &str) {
@@ -251,7 +282,8 @@ impl Hypervisor for QemuDriver {
         let _ = std::fs::remove_file(run.pidfile());
         let log = std::fs::File::create(run.qemu_log()).map_err(|e| AgentError::io("create qemu.log", e))?;
         let log2 = log.try_clone().map_err(|e| AgentError::io("dup qemu.log", e))?;
-        let args = command_line(spec, &run, self.accel);
+        let mut args = command_line(spec, &run, self.accel);
+        args.extend(volume_args(self.pool.as_ref(), &spec.volumes));
         tracing::info!(instance = %spec.id, accel = self.accel.as_str(), "starting QEMU: {} {}", QEMU_BINARY,
             args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
         let mut child = tokio::process::Command::new(QEMU_BINARY)
@@ -385,6 +417,73 @@ impl Hypervisor for QemuDriver {
         Ok(Some(sample))
     }
 
+    fn pool(&self) -> &dyn StoragePool {
+        self.pool.as_ref()
+    }
+
+    async fn attach_volume(&self, id: Uuid, volume: Uuid) -> Result<()> {
+        if self.live_pid(id).is_none() {
+            return Ok(());
+        }
+        let qmp_path = self.run_dir(id).qmp();
+        let (node, dev) = (storage::node_name(volume), storage::device_id(volume));
+        if !qmp::node_names(&qmp_path).await?.contains(&node) {
+            qmp::execute(&qmp_path, qmp::BlockdevAdd(self.pool.blockdev(volume, &node))).await?;
+        }
+        if !qmp::device_ids(&qmp_path).await?.contains(&dev) {
+            let device = serde_json::json!({
+                "driver": "virtio-blk-pci", "drive": node, "id": dev, "serial": storage::disk_serial(volume),
+            });
+            if let Err(e) = qmp::execute(&qmp_path, qmp::DeviceAdd(device)).await {
+                // Leave nothing half-plugged: the node goes with the failed device.
+                let _ = qmp::execute(&qmp_path, qmp::BlockdevDel(serde_json::json!({"node-name": node}))).await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn detach_volume(&self, id: Uuid, volume: Uuid, deadline: Duration) -> Result<()> {
+        if self.live_pid(id).is_none() {
+            return Ok(());
+        }
+        let qmp_path = self.run_dir(id).qmp();
+        let (node, dev) = (storage::node_name(volume), storage::device_id(volume));
+        if qmp::device_ids(&qmp_path).await?.contains(&dev) {
+            // The guest is asked to eject the device (ACPI); QEMU removes it once the guest agrees.
+            if let Err(e) = qmp::execute(&qmp_path, qmp::DeviceDel(serde_json::json!({"id": dev}))).await {
+                tracing::warn!(instance = %id, %volume, "device_del: {e} (waiting for the removal anyway)");
+            }
+            let until = Instant::now() + deadline;
+            while qmp::device_ids(&qmp_path).await?.contains(&dev) {
+                if Instant::now() >= until {
+                    return Err(AgentError::Hypervisor(format!(
+                        "the guest did not release the disk within {}s (is it mounted or in use?);                          it stays attached",
+                        deadline.as_secs()
+                    )));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        if qmp::node_names(&qmp_path).await?.contains(&node) {
+            qmp::execute(&qmp_path, qmp::BlockdevDel(serde_json::json!({"node-name": node}))).await?;
+        }
+        Ok(())
+    }
+
+    async fn grow_volume(&self, instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()> {
+        if let Some(id) = instance.filter(|id| self.live_pid(*id).is_some()) {
+            let qmp_path = self.run_dir(id).qmp();
+            let node = storage::node_name(volume);
+            if qmp::node_names(&qmp_path).await?.contains(&node) {
+                let args = serde_json::json!({"node-name": node, "size": size_bytes});
+                qmp::execute(&qmp_path, qmp::BlockResize(args)).await?;
+                return Ok(());
+            }
+        }
+        self.pool.grow(volume, size_bytes).await
+    }
+
     async fn list(&self) -> Result<Vec<Uuid>> {
         let mut ids = Vec::new();
         let mut rd = match tokio::fs::read_dir(&self.instances_dir).await {
@@ -443,6 +542,7 @@ mod tests {
             image_disk: "/images/tiny/disk.qcow2".into(),
             boot: BootSpec::Kernel { kernel: "/k".into(), initrd: Some("/i".into()), cmdline: "console=ttyS0".into() },
             user_data: user_data.map(String::from),
+            volumes: vec![],
         }
     }
 

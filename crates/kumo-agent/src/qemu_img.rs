@@ -66,3 +66,8 @@ pub async fn check(path: &Path) -> Result<(), ToolError> {
 pub async fn grow(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
     tool::run("qemu-img", args!["resize", "-q", "-f", "qcow2", path, size_bytes.to_string()]).await.map(|_| ())
 }
+
+/// Creates an empty standalone qcow2 of `size_bytes` (sparse: O(1)).
+pub async fn create(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
+    tool::run("qemu-img", args!["create", "-q", "-f", "qcow2", path, size_bytes.to_string()]).await.map(|_| ())
+}

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod reconciler;
 pub mod scheduler;
 pub mod telemetry;
+pub mod volume_reconciler;
 
 use kumo_agent::Hypervisor;
 use kumo_store::Store;
@@ -71,6 +72,8 @@ pub struct App {
     pub telemetry: telemetry::Telemetry,
     /// Committed events, for the live event stream; see [`app::events::EventBus`].
     pub events: app::events::EventBus,
+    /// The volume reconciler; see [`volume_reconciler`].
+    pub volume_reconciler: reconciler::Handle,
 }
 
 impl App {
@@ -100,6 +103,7 @@ impl App {
             monitoring: monitoring::Handle::default(),
             telemetry: telemetry::Telemetry::default(),
             events: app::events::EventBus::default(),
+            volume_reconciler: volume_reconciler::handle(),
         }))
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::http::{
     audit, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects, quotas,
-    system, tokens, users,
+    system, tokens, users, volumes,
 };
 use crate::App;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kumo API", version = "1", description = "The Kumo IaaS cloud. Every call but `POST /v1/login` needs `Authorization: Bearer <token>`."),
-    components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy)),
+    components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy, kumo_types::VolumeState)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -72,6 +72,11 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(billing::invoice_list))
         .routes(routes!(billing::invoice_view))
         .routes(routes!(billing::budget_view, billing::budget_update))
+        .routes(routes!(volumes::volume_list, volumes::volume_create))
+        .routes(routes!(volumes::volume_view, volumes::volume_delete))
+        .routes(routes!(volumes::volume_attach))
+        .routes(routes!(volumes::volume_detach))
+        .routes(routes!(volumes::volume_resize))
 }
 
 /// The routes that take no bearer token (login); served outside the authentication layer.

@@ -27,6 +27,7 @@ pub mod projects;
 pub mod quotas;
 pub mod tokens;
 pub mod users;
+pub mod volumes;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

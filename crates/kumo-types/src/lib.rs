@@ -15,6 +15,7 @@ pub mod money;
 pub mod name;
 pub mod page;
 pub mod project;
+pub mod volume;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
@@ -33,6 +34,10 @@ pub use metrics::{MetricPoint, MetricSeries};
 pub use name::{Name, NameOrId};
 pub use page::{PageParams, ResultsPage, SortBy};
 pub use project::{ProjectCreate, ProjectView};
+pub use volume::{
+    VolumeAction, VolumeAttach, VolumeCreate, VolumeObservation, VolumeResize, VolumeState, VolumeTransition,
+    VolumeView,
+};
 
 /// Timestamps on the wire are RFC 3339 UTC.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

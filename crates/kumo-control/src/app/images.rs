@@ -61,7 +61,7 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &s
     let users = kumo_store::images::count_users(&mut tx, rec.view.id).await?;
     if users > 0 {
         return Err(ApiError::conflict(format!(
-            "image '{image}' backs the disks of {users} instance(s); delete them first"
+            "image '{image}' backs the disks of {users} instance(s) or volume(s); delete them first"
         )));
     }
     kumo_store::images::soft_delete(&mut tx, rec.view.id).await?;

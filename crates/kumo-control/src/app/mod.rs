@@ -17,6 +17,7 @@ pub mod projects;
 pub mod quotas;
 pub mod tokens;
 pub mod users;
+pub mod volumes;
 
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};

@@ -17,6 +17,7 @@ pub mod quotas;
 pub mod system;
 pub mod tokens;
 pub mod users;
+pub mod volumes;
 
 use crate::error::{ApiError, REQUEST_ID};
 use crate::App;

@@ -1,0 +1,255 @@
+//! Storage pools: where volumes live on (or for) a host.
+//!
+//! The control plane and the QEMU driver know a volume only by id; a [`StoragePool`] turns the id
+//! into bytes somewhere and into the QEMU `blockdev` description that opens them. So a
+//! distributed backend (Ceph RBD, which QEMU opens natively with `"driver": "rbd"`) is one more
+//! implementation of this trait, not a change to the driver or the control plane.
+//!
+//! - [`DirPool`]: a directory of qcow2 files, `<dir>/<id>.qcow2`. A volume made from an image is a
+//!   qcow2 overlay backed by the image's file: O(1) whatever the image size.
+//! - [`SimPool`]: an in-memory pool for the simulated driver (API tests).
+//!
+//! Every operation is idempotent and keyed by the volume id, like the [`crate::Hypervisor`]'s.
+
+use crate::{qemu_img, AgentError, Result};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// What a new volume starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// Zeroes.
+    Empty,
+    /// A copy-on-write clone of an image's disk (a standalone qcow2 file on this host).
+    Image(PathBuf),
+}
+
+/// A pool of volumes.
+#[async_trait]
+pub trait StoragePool: Send + Sync + 'static {
+    /// `dir` or `sim` (shown to operators).
+    fn kind(&self) -> &'static str;
+
+    /// Makes the volume exist with `size_bytes` from `source`. A no-op if it exists.
+    async fn create(&self, id: Uuid, size_bytes: u64, source: &VolumeSource) -> Result<()>;
+
+    /// Grows a volume no guest has open (online growth is the driver's `block_resize`).
+    async fn grow(&self, id: Uuid, size_bytes: u64) -> Result<()>;
+
+    /// Removes the volume. A no-op if it is gone.
+    async fn delete(&self, id: Uuid) -> Result<()>;
+
+    /// Ids of every volume in the pool (for leak collection).
+    async fn list(&self) -> Result<Vec<Uuid>>;
+
+    /// The QEMU `blockdev-add` options opening the volume, with `node_name` as its top node.
+    fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value;
+}
+
+/// QEMU node name of a volume's block node (QEMU allows at most 31 characters). The random tail
+/// of the UUIDv7 keeps it unique.
+pub fn node_name(id: Uuid) -> String {
+    format!("v{}", &id.simple().to_string()[8..])
+}
+
+/// QEMU device id of a volume's virtio-blk device.
+pub fn device_id(id: Uuid) -> String {
+    format!("d{}", &id.simple().to_string()[8..])
+}
+
+/// The virtio serial of a volume's disk as the guest sees it (at most 20 characters).
+pub fn disk_serial(id: Uuid) -> String {
+    id.simple().to_string()[12..].to_string()
+}
+
+/// A directory of qcow2 files.
+pub struct DirPool {
+    dir: PathBuf,
+}
+
+impl DirPool {
+    pub fn new(dir: PathBuf) -> DirPool {
+        DirPool { dir }
+    }
+
+    /// The file of a volume.
+    pub fn path(&self, id: Uuid) -> PathBuf {
+        self.dir.join(format!("{id}.qcow2"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[async_trait]
+impl StoragePool for DirPool {
+    fn kind(&self) -> &'static str {
+        "dir"
+    }
+
+    async fn create(&self, id: Uuid, size_bytes: u64, source: &VolumeSource) -> Result<()> {
+        let path = self.path(id);
+        if path.exists() {
+            return Ok(());
+        }
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| AgentError::io(format!("create {}", self.dir.display()), e))?;
+        // Made under a temporary name and renamed: a crash never leaves a half-made volume.
+        let tmp = self.dir.join(format!("{id}.qcow2.tmp"));
+        let _ = tokio::fs::remove_file(&tmp).await;
+        match source {
+            VolumeSource::Empty => qemu_img::create(&tmp, size_bytes).await?,
+            VolumeSource::Image(image) => {
+                let info = qemu_img::info(image, Some("qcow2")).await?;
+                qemu_img::create_overlay(image, &tmp, size_bytes.max(info.virtual_size)).await?
+            }
+        }
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| AgentError::io("rename volume", e))?;
+        Ok(())
+    }
+
+    async fn grow(&self, id: Uuid, size_bytes: u64) -> Result<()> {
+        let path = self.path(id);
+        let info = qemu_img::info(&path, Some("qcow2")).await?;
+        if info.virtual_size < size_bytes {
+            qemu_img::grow(&path, size_bytes).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<()> {
+        for p in [self.path(id), self.dir.join(format!("{id}.qcow2.tmp"))] {
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(AgentError::io(format!("remove {}", p.display()), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Uuid>> {
+        let mut ids = Vec::new();
+        let mut rd = match tokio::fs::read_dir(&self.dir).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(AgentError::io("list volumes dir", e)),
+        };
+        while let Some(entry) = rd.next_entry().await.map_err(|e| AgentError::io("list volumes dir", e))? {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stem = name.strip_suffix(".qcow2.tmp").or_else(|| name.strip_suffix(".qcow2"));
+            if let Some(id) = stem.and_then(|s| Uuid::parse_str(s).ok()) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "driver": "qcow2",
+            "node-name": node_name,
+            "discard": "unmap",
+            "file": {"driver": "file", "filename": self.path(id).display().to_string()},
+        })
+    }
+}
+
+/// The simulated driver's pool: sizes in a map.
+#[derive(Default)]
+pub struct SimPool {
+    volumes: Mutex<HashMap<Uuid, u64>>,
+}
+
+impl SimPool {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Uuid, u64>) -> T) -> T {
+        f(&mut self.volumes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The simulated size of a volume (tests).
+    pub fn size(&self, id: Uuid) -> Option<u64> {
+        self.with(|v| v.get(&id).copied())
+    }
+}
+
+#[async_trait]
+impl StoragePool for SimPool {
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+
+    async fn create(&self, id: Uuid, size_bytes: u64, _source: &VolumeSource) -> Result<()> {
+        self.with(|v| {
+            v.entry(id).or_insert(size_bytes);
+        });
+        Ok(())
+    }
+
+    async fn grow(&self, id: Uuid, size_bytes: u64) -> Result<()> {
+        self.with(|v| match v.get_mut(&id) {
+            Some(s) => {
+                *s = (*s).max(size_bytes);
+                Ok(())
+            }
+            None => Err(AgentError::Hypervisor(format!("volume {id} is not in the pool"))),
+        })
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<()> {
+        self.with(|v| v.remove(&id));
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Uuid>> {
+        Ok(self.with(|v| v.keys().copied().collect()))
+    }
+
+    fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value {
+        serde_json::json!({"driver": "null-co", "node-name": node_name, "size": self.size(id).unwrap_or(0)})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_names_fit_qemu_limits_and_differ() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        assert!(node_name(a).len() < 32 && device_id(a).len() < 32);
+        assert_eq!(disk_serial(a).len(), 20);
+        assert_ne!(node_name(a), node_name(b));
+    }
+
+    #[tokio::test]
+    async fn dir_pool_create_is_idempotent_and_cow_from_an_image() {
+        if std::process::Command::new("qemu-img").arg("--version").output().is_err() {
+            panic!("qemu-img is needed (scripts/install-deps.sh installs it)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image.qcow2");
+        qemu_img::create(&image, 1 << 30).await.unwrap();
+        let pool = DirPool::new(dir.path().join("volumes"));
+        let id = Uuid::now_v7();
+        pool.create(id, 2 << 30, &VolumeSource::Image(image.clone())).await.unwrap();
+        pool.create(id, 2 << 30, &VolumeSource::Image(image.clone())).await.unwrap();
+        let info = qemu_img::info(&pool.path(id), Some("qcow2")).await.unwrap();
+        assert_eq!(info.virtual_size, 2 << 30);
+        assert_eq!(info.backing_filename.as_deref(), Some(image.to_str().unwrap()));
+        pool.grow(id, 3 << 30).await.unwrap();
+        assert_eq!(qemu_img::info(&pool.path(id), Some("qcow2")).await.unwrap().virtual_size, 3 << 30);
+        assert_eq!(pool.list().await.unwrap(), vec![id]);
+        pool.delete(id).await.unwrap();
+        pool.delete(id).await.unwrap();
+        assert!(pool.list().await.unwrap().is_empty());
+    }
+}

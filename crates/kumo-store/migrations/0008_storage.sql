@@ -1,0 +1,26 @@
+-- Block storage: volumes (disks that outlive instances).
+-- A volume is attached to at most one instance (instance_id); the state machine is in
+-- kumo-types (volume.rs). source_kind/source_id say what it was made from (the pool keeps the
+-- copy-on-write chain; the row keeps the dependency so the image cannot be deleted under it).
+CREATE TABLE volumes (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects (id),
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    time_created TEXT NOT NULL,
+    time_modified TEXT NOT NULL,
+    size_gib BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    state_reason TEXT,
+    instance_id TEXT REFERENCES instances (id),
+    encrypted BIGINT NOT NULL,
+    source_kind TEXT NOT NULL,
+    source_id TEXT,
+    source_name TEXT,
+    generation BIGINT NOT NULL,
+    time_deleted TEXT
+);
+CREATE UNIQUE INDEX volumes_name_live ON volumes (project_id, name) WHERE time_deleted IS NULL;
+CREATE INDEX volumes_project_live ON volumes (project_id, id) WHERE time_deleted IS NULL;
+CREATE INDEX volumes_instance_live ON volumes (instance_id) WHERE time_deleted IS NULL;
+CREATE INDEX volumes_source_live ON volumes (source_id) WHERE time_deleted IS NULL;
