@@ -87,6 +87,9 @@ pub enum Command {
     /// A project's monthly budget and alert threshold
     #[command(subcommand)]
     Budget(crate::budgets::BudgetCommand),
+    /// Block storage volumes: disks that outlive instances
+    #[command(subcommand)]
+    Volume(crate::volumes::VolumeCommand),
 }
 
 /// The project a tenant resource lives in.

@@ -30,6 +30,7 @@ pub mod system;
 pub mod tokens;
 pub mod usage;
 pub mod users;
+pub mod volumes;
 pub mod wait;
 
 #[cfg(test)]
@@ -93,6 +94,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Usage(a) => usage::run(&ctx, a),
         Command::Invoice(c) => invoices::run(&ctx, c),
         Command::Budget(c) => budgets::run(&ctx, c),
+        Command::Volume(c) => volumes::run(&ctx, c),
     }
 }
 
