@@ -15,17 +15,17 @@
 //! QEMU runs in its own process group, so signals aimed at `kumod` (Ctrl-C, SIGKILL of kumod)
 //! do not reach guests; a restarted `kumod` finds them again through the pidfile and QMP.
 
+use crate::storage::{self, DirPool, StoragePool};
 use crate::{
     kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSample,
     InstanceSpec, Result,
 };
-use crate::storage::{self, DirPool, StoragePool};
 use async_trait::async_trait;
 use std::ffi::OsString;
-use std::sync::Arc;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 

@@ -12,7 +12,8 @@ use uuid::Uuid;
 const COLS: &str = "v.id, v.name, v.description, v.time_created, v.time_modified, p.name, v.size_gib, v.state, \
     v.state_reason, i.name, v.encrypted, v.source_kind, v.source_name, v.project_id, v.instance_id, v.source_id, \
     v.generation";
-const FROM: &str = "FROM volumes v JOIN projects p ON p.id = v.project_id LEFT JOIN instances i ON i.id = v.instance_id";
+const FROM: &str =
+    "FROM volumes v JOIN projects p ON p.id = v.project_id LEFT JOIN instances i ON i.id = v.instance_id";
 
 /// What a volume was made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

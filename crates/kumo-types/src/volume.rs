@@ -77,10 +77,7 @@ impl VolumeState {
 
     /// A transitional state is one the volume reconciler must drive to a resting state.
     pub fn is_transitional(self) -> bool {
-        matches!(
-            self,
-            VolumeState::Creating | VolumeState::Attaching | VolumeState::Detaching | VolumeState::Deleting
-        )
+        matches!(self, VolumeState::Creating | VolumeState::Attaching | VolumeState::Detaching | VolumeState::Deleting)
     }
 
     /// Whether an instance holding the volume in this state has it among its disks (on its
@@ -160,8 +157,13 @@ pub enum VolumeAction {
 }
 
 impl VolumeAction {
-    pub const ALL: [VolumeAction; 5] =
-        [VolumeAction::Attach, VolumeAction::Detach, VolumeAction::Resize, VolumeAction::Snapshot, VolumeAction::Delete];
+    pub const ALL: [VolumeAction; 5] = [
+        VolumeAction::Attach,
+        VolumeAction::Detach,
+        VolumeAction::Resize,
+        VolumeAction::Snapshot,
+        VolumeAction::Delete,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,18 +181,26 @@ impl VolumeAction {
 pub enum VolumeObservation {
     /// The disk exists in the pool.
     Created,
-    CreateFailed { reason: String },
+    CreateFailed {
+        reason: String,
+    },
     /// The instance has the disk (hot-plugged, or on its command line at its next start).
     Attached,
     /// The hot-plug failed; the volume is rolled back to `available`.
-    AttachFailed { reason: String },
+    AttachFailed {
+        reason: String,
+    },
     /// The instance no longer has the disk (or the instance is gone).
     Detached,
     /// The guest did not release the disk; the volume stays attached.
-    DetachFailed { reason: String },
+    DetachFailed {
+        reason: String,
+    },
     /// The disk is gone from the pool.
     Deleted,
-    DeleteFailed { reason: String },
+    DeleteFailed {
+        reason: String,
+    },
 }
 
 impl VolumeObservation {

@@ -121,9 +121,9 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
         None => (SourceKind::Empty, None, None),
         Some(image) => {
             let sel = selector("source_image", image)?;
-            let img = kumo_store::images::get(&mut tx, Some(proj.id), &sel).await?.ok_or_else(|| {
-                ApiError::invalid(format!("image '{image}' does not exist (see `kumo image list`)"))
-            })?;
+            let img = kumo_store::images::get(&mut tx, Some(proj.id), &sel)
+                .await?
+                .ok_or_else(|| ApiError::invalid(format!("image '{image}' does not exist (see `kumo image list`)")))?;
             let image_gib = (img.view.size_bytes + GIB - 1) / GIB;
             if p.size_gib < image_gib {
                 return Err(ApiError::invalid(format!(

@@ -1,0 +1,253 @@
+//! Volumes through the API on the simulated hypervisor: the lifecycle, the state machine's 409s,
+//! validation (400, nothing changed), quotas and host capacity, and what happens to a volume
+//! whose instance is deleted. Real guests (hot-plug, data surviving a move) are in volumes_e2e.rs.
+
+mod common;
+
+use common::{cloud, Cloud, Kumod};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+const IMAGE: &str = common::FIXTURE_IMAGE;
+
+fn roomy() -> Cloud {
+    cloud(&["--host-vcpus", "16", "--host-memory-mib", "16384", "--host-disk-gib", "100"])
+}
+
+#[track_caller]
+fn assert_error(resp: (u16, Value), status: u16, code: &str) -> String {
+    let (s, v) = resp;
+    assert_eq!(s, status, "unexpected status; body: {v}");
+    assert_eq!(v["error_code"], code, "{v}");
+    v["message"].as_str().unwrap_or_default().to_string()
+}
+
+/// Polls a volume until it is in `state` ("gone": 404).
+fn wait_volume(k: &Kumod, project: &str, name: &str, state: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (s, v) = k.get(&format!("/v1/volumes/{name}?project={project}"));
+        if (state == "gone" && s == 404) || (s == 200 && v["state"] == state) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "volume {name} did not reach {state}: {v}\n{}", k.log_tail(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn create(k: &Kumod, name: &str, body: Value) -> (u16, Value) {
+    let mut body = body;
+    body["name"] = json!(name);
+    k.post("/v1/volumes?project=demo", body)
+}
+
+fn available(k: &Kumod, name: &str, size: i64) -> Value {
+    let (s, v) = create(k, name, json!({"size_gib": size}));
+    assert_eq!((s, v["state"].as_str()), (202, Some("creating")), "{v}");
+    wait_volume(k, "demo", name, "available")
+}
+
+fn running(k: &Kumod, name: &str) {
+    let (s, v) =
+        k.post("/v1/instances?project=demo", json!({"name": name, "image": IMAGE, "instance_type": "k1-nano"}));
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", name, "running", WAIT);
+}
+
+fn names(k: &Kumod) -> Vec<String> {
+    let (s, v) = k.get("/v1/volumes?project=demo");
+    assert_eq!(s, 200, "{v}");
+    v["items"].as_array().expect("items").iter().map(|i| i["name"].as_str().unwrap_or("").to_string()).collect()
+}
+
+fn storage_used(k: &Kumod) -> i64 {
+    let (s, v) = k.get("/v1/projects/demo/quotas");
+    assert_eq!(s, 200, "{v}");
+    v["used"]["storage_gib"].as_i64().expect("storage_gib")
+}
+
+fn host_disk_used(k: &Kumod) -> i64 {
+    let (s, v) = k.get("/v1/hosts");
+    assert_eq!(s, 200, "{v}");
+    v["items"][0]["disk_gib_used"].as_i64().unwrap_or_else(|| panic!("no disk_gib_used in {v}"))
+}
+
+#[test]
+fn volume_lifecycle_attach_detach_delete() {
+    let k = roomy();
+    k.create_project("demo");
+    running(&k, "web1");
+    let base_storage = storage_used(&k);
+
+    let v = available(&k, "data", 10);
+    assert_eq!((v["size_gib"].as_i64(), v["source"].as_str()), (Some(10), Some("empty")), "{v}");
+    assert_eq!((v["encrypted"].as_bool(), v["attached_to"].as_str()), (Some(false), None), "{v}");
+    assert_eq!(storage_used(&k), base_storage + 10);
+    let (s, from_image) = create(&k, "boot", json!({"size_gib": 2, "source_image": IMAGE}));
+    assert_eq!(s, 202, "{from_image}");
+    let from_image = wait_volume(&k, "demo", "boot", "available");
+    assert_eq!(from_image["source"], format!("image:{IMAGE}"), "{from_image}");
+    assert_eq!(names(&k), ["boot", "data"]);
+
+    // Attach: 202 attaching, then attached to web1.
+    let (s, v) = k.post("/v1/volumes/data/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!((s, v["state"].as_str(), v["attached_to"].as_str()), (202, Some("attaching"), Some("web1")), "{v}");
+    let v = wait_volume(&k, "demo", "data", "attached");
+    assert_eq!(v["attached_to"], "web1", "{v}");
+
+    // Nonsense answers 409 naming the state, and changes nothing.
+    let msg = assert_error(k.delete("/v1/volumes/data?project=demo"), 409, "InvalidState");
+    assert!(msg.contains("'attached'") && msg.contains("detach it first"), "{msg}");
+    let msg =
+        assert_error(k.post("/v1/volumes/data/attach?project=demo", json!({"instance": "web1"})), 409, "InvalidState");
+    assert!(msg.contains("already attached"), "{msg}");
+    let msg = assert_error(k.post_empty("/v1/volumes/boot/detach?project=demo"), 409, "InvalidState");
+    assert!(msg.contains("'available'") && msg.contains("not attached"), "{msg}");
+    // The image backs "boot": it cannot be deleted under it.
+    let (s, v) = k.get(&format!("/v1/volumes/data?project=demo"));
+    assert_eq!((s, v["state"].as_str()), (200, Some("attached")), "{v}");
+
+    // Grow while attached: the size changes, the quota follows.
+    let (s, v) = k.post("/v1/volumes/data/resize?project=demo", json!({"size_gib": 12}));
+    assert_eq!((s, v["size_gib"].as_i64(), v["state"].as_str()), (200, Some(12), Some("attached")), "{v}");
+    assert_eq!(storage_used(&k), base_storage + 12 + 2);
+
+    // Detach, then delete: the quota and the host's disk are given back.
+    let (s, v) = k.post_empty("/v1/volumes/data/detach?project=demo");
+    assert_eq!((s, v["state"].as_str()), (202, Some("detaching")), "{v}");
+    let v = wait_volume(&k, "demo", "data", "available");
+    assert!(v["attached_to"].is_null(), "{v}");
+    let disk_before = host_disk_used(&k);
+    let (s, v) = k.delete("/v1/volumes/data?project=demo");
+    assert_eq!((s, v["state"].as_str()), (202, Some("deleting")), "{v}");
+    wait_volume(&k, "demo", "data", "gone");
+    assert_eq!(storage_used(&k), base_storage + 2);
+    assert_eq!(host_disk_used(&k), disk_before - 12);
+    assert_eq!(names(&k), ["boot"]);
+    // The name is free again.
+    available(&k, "data", 1);
+
+    // Every state change is an event with its cause.
+    let (s, ev) = k.get("/v1/events?project=demo");
+    assert_eq!(s, 200, "{ev}");
+    let volume_events: Vec<(String, String)> = ev["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["resource_type"] == "volume" && e["resource_name"] == "data")
+        .map(|e| (e["kind"].as_str().unwrap_or("").into(), e["to_state"].as_str().unwrap_or("").into()))
+        .collect();
+    for want in ["attaching", "attached", "detaching", "available", "deleting", "deleted"] {
+        assert!(volume_events.iter().any(|(_, to)| to == want), "no event to {want}: {volume_events:?}");
+    }
+}
+
+#[test]
+fn bad_requests_are_refused_and_change_nothing() {
+    let k = roomy();
+    k.create_project("demo");
+    running(&k, "web1");
+    available(&k, "data", 2);
+    let storage = storage_used(&k);
+    let disk = host_disk_used(&k);
+
+    let bad = [
+        json!({"size_gib": 0}),
+        json!({"size_gib": 16385}),
+        json!({"size_gib": 1, "source_image": "nope"}),
+        json!({"size_gib": 1, "source_image": IMAGE, "source_snapshot": "s1"}),
+        json!({"size_gib": 1, "colour": "blue"}),
+        json!({"size_gib": "ten"}),
+    ];
+    for body in bad {
+        let msg = assert_error(create(&k, "vol2", body.clone()), 400, "InvalidValue");
+        assert!(!msg.is_empty(), "{body}");
+    }
+    let msg = assert_error(
+        k.post("/v1/volumes?project=demo", json!({"name": "Bad_Name", "size_gib": 1})),
+        400,
+        "InvalidValue",
+    );
+    assert!(msg.contains("Bad_Name") || msg.contains("name"), "{msg}");
+    let msg = assert_error(create(&k, "data", json!({"size_gib": 1})), 409, "ObjectAlreadyExists");
+    assert!(msg.contains("'data'"), "{msg}");
+    assert_error(k.post("/v1/volumes/data/attach?project=demo", json!({"instance": "ghost"})), 400, "InvalidValue");
+    let msg = assert_error(k.post("/v1/volumes/data/resize?project=demo", json!({"size_gib": 1})), 400, "InvalidValue");
+    assert!(msg.contains("only grow"), "{msg}");
+    assert_error(k.post("/v1/volumes/ghost/resize?project=demo", json!({"size_gib": 5})), 404, "NotFound");
+    assert_error(k.get("/v1/volumes/data"), 400, "InvalidValue");
+
+    assert_eq!(names(&k), ["data"]);
+    assert_eq!(storage_used(&k), storage);
+    assert_eq!(host_disk_used(&k), disk);
+    let (_, v) = k.get("/v1/volumes/data?project=demo");
+    assert_eq!((v["state"].as_str(), v["size_gib"].as_i64()), (Some("available"), Some(2)), "{v}");
+}
+
+#[test]
+fn storage_quota_and_host_capacity_bound_volumes() {
+    let k = cloud(&["--host-vcpus", "16", "--host-memory-mib", "16384", "--host-disk-gib", "30"]);
+    k.create_project("demo");
+    let (s, v) = k.send_put("/v1/projects/demo/quotas", json!({"storage_gib": 8}));
+    assert_eq!(s, 200, "{v}");
+    available(&k, "a", 5);
+    let msg = assert_error(create(&k, "b", json!({"size_gib": 4})), 403, "QuotaExceeded");
+    assert!(msg.contains("storage 5 of 8 GiB used, this needs 4 GiB more"), "{msg}");
+    let msg = assert_error(k.post("/v1/volumes/a/resize?project=demo", json!({"size_gib": 9})), 403, "QuotaExceeded");
+    assert!(msg.contains("storage"), "{msg}");
+    assert_eq!(names(&k), ["a"]);
+    assert_eq!(storage_used(&k), 5);
+
+    // Host capacity: the pool's host has 30 GiB of disk.
+    let (s, v) = k.send_put("/v1/projects/demo/quotas", json!({"storage_gib": null}));
+    assert_eq!(s, 200, "{v}");
+    let msg = assert_error(create(&k, "huge", json!({"size_gib": 100})), 507, "InsufficientCapacity");
+    assert!(!msg.is_empty());
+    assert_eq!(names(&k), ["a"]);
+
+    let (s, _) = k.delete("/v1/volumes/a?project=demo");
+    assert_eq!(s, 202);
+    wait_volume(&k, "demo", "a", "gone");
+    assert_eq!(storage_used(&k), 0);
+}
+
+#[test]
+fn deleting_an_instance_frees_its_volumes_and_attach_needs_a_resting_instance() {
+    let k = roomy();
+    k.create_project("demo");
+    running(&k, "web1");
+    available(&k, "data", 1);
+    let (s, v) = k.post("/v1/volumes/data/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "demo", "data", "attached");
+
+    // A stopped instance can take a volume too (it is on its disks at the next start).
+    let (s, v) = k.post_empty("/v1/instances/web1/stop?project=demo");
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web1", "stopped", WAIT);
+    available(&k, "logs", 1);
+    let (s, v) = k.post("/v1/volumes/logs/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "demo", "logs", "attached");
+
+    let (s, v) = k.delete("/v1/instances/web1?project=demo");
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web1", "gone", WAIT);
+    for name in ["data", "logs"] {
+        let v = wait_volume(&k, "demo", name, "available");
+        assert!(v["attached_to"].is_null(), "{v}");
+        assert!(v["state_reason"].as_str().is_some_and(|r| r.contains("web1")), "{v}");
+    }
+    // Attaching to an instance that is not running or stopped is refused.
+    let (s, v) =
+        k.post("/v1/instances?project=demo", json!({"name": "web2", "image": IMAGE, "instance_type": "k1-nano"}));
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web2", "running", WAIT);
+    let (s, v) = k.delete("/v1/instances/web2?project=demo");
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = k.post("/v1/volumes/data/attach?project=demo", json!({"instance": "web2"}));
+    assert!(s == 409 || s == 400, "attach to a deleting/gone instance: {s} {v}");
+    let (_, v) = k.get("/v1/volumes/data?project=demo");
+    assert_eq!(v["state"], "available", "{v}");
+}
