@@ -110,20 +110,27 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     a
 }
 
+/// First PCI slot of cold-attached volumes. `-device`s are realised before `-drive if=virtio`
+/// disks, so without fixed slots a volume would take a lower slot than the root disk and the guest
+/// would name it vda. Slots from 0x10 leave the low ones to the root disk, the config drive and
+/// NICs (auto-assigned, lowest free first), so the guest sees volumes as vdc, vdd, … in order.
+const VOLUME_FIRST_SLOT: usize = 0x10;
+
 /// The command-line arguments that give the guest its volumes, in order: a `-blockdev` opening
 /// each (described by the pool) and a virtio-blk device on it, with the ids hot-plug uses, so a
 /// cold-attached volume can be hot-unplugged like a hot-plugged one.
 pub fn volume_args(pool: &dyn StoragePool, volumes: &[Uuid]) -> Vec<OsString> {
     let mut a = Vec::new();
-    for v in volumes {
+    for (i, v) in volumes.iter().enumerate() {
         let node = storage::node_name(*v);
         a.push(OsString::from("-blockdev"));
         a.push(OsString::from(pool.blockdev(*v, &node).to_string()));
         a.push(OsString::from("-device"));
         a.push(OsString::from(format!(
-            "virtio-blk-pci,drive={node},id={},serial={}",
+            "virtio-blk-pci,drive={node},id={},serial={},addr={:#x}",
             storage::device_id(*v),
-            storage::disk_serial(*v)
+            storage::disk_serial(*v),
+            VOLUME_FIRST_SLOT + i
         )));
     }
     a
@@ -576,6 +583,20 @@ mod tests {
         {
             assert!(joined.contains(needle), "missing {needle} in {joined}");
         }
+    }
+
+    #[test]
+    fn volumes_come_after_the_root_disk_in_fixed_slots() {
+        let pool = DirPool::new("/d/volumes".into());
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let args: Vec<String> = volume_args(&pool, &[a, b]).iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        assert_eq!(args.len(), 8);
+        assert_eq!(args[0], "-blockdev");
+        let blockdev: serde_json::Value = serde_json::from_str(&args[1]).unwrap();
+        assert_eq!(blockdev["file"]["filename"], format!("/d/volumes/{a}.qcow2"));
+        assert_eq!(blockdev["node-name"], storage::node_name(a));
+        assert!(args[3].contains(&format!("id={}", storage::device_id(a))) && args[3].ends_with("addr=0x10"));
+        assert!(args[7].ends_with("addr=0x11"), "{}", args[7]);
     }
 
     #[test]
