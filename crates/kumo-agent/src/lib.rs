@@ -177,4 +177,9 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Grows a volume: online (`block_resize`, the guest sees the new size) when `instance` runs
     /// with it, else in the pool.
     async fn grow_volume(&self, instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()>;
+
+    /// Takes a crash-consistent snapshot of a volume: in the pool, then, when `instance` runs
+    /// with it, switches the guest's disk to the new top layer (`blockdev-snapshot`), so later
+    /// writes go there and never into the snapshot.
+    async fn snapshot_volume(&self, instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()>;
 }

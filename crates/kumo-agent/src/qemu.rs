@@ -472,23 +472,50 @@ impl Hypervisor for QemuDriver {
                 tokio::time::sleep(POLL).await;
             }
         }
-        if qmp::node_names(&qmp_path).await?.contains(&node) {
-            qmp::execute(&qmp_path, qmp::BlockdevDel(serde_json::json!({"node-name": node}))).await?;
+        // The volume's nodes: the one it was opened as, and a new top per online snapshot since.
+        // Tops go first (a node with an overlay on it cannot be deleted).
+        for _ in 0..16 {
+            let mut left: Vec<String> =
+                qmp::node_names(&qmp_path).await?.into_iter().filter(|n| n.starts_with(&node)).collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            left.sort_by_key(|n| std::cmp::Reverse(n.len()));
+            for n in left {
+                let _ = qmp::execute(&qmp_path, qmp::BlockdevDel(serde_json::json!({"node-name": n}))).await;
+            }
         }
-        Ok(())
+        Err(AgentError::Hypervisor(format!("block nodes of volume {volume} could not be removed from QEMU")))
     }
 
     async fn grow_volume(&self, instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()> {
         if let Some(id) = instance.filter(|id| self.live_pid(*id).is_some()) {
             let qmp_path = self.run_dir(id).qmp();
-            let node = storage::node_name(volume);
-            if qmp::node_names(&qmp_path).await?.contains(&node) {
+            if let Some(node) = qmp::device_node(&qmp_path, &storage::device_id(volume)).await? {
                 let args = serde_json::json!({"node-name": node, "size": size_bytes});
                 qmp::execute(&qmp_path, qmp::BlockResize(args)).await?;
                 return Ok(());
             }
         }
         self.pool.grow(volume, size_bytes).await
+    }
+
+    async fn snapshot_volume(&self, instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {
+        let running = instance.filter(|id| self.live_pid(*id).is_some());
+        let Some(id) = running else { return self.pool.snapshot(volume, snapshot).await };
+        let qmp_path = self.run_dir(id).qmp();
+        let Some(top) = qmp::device_node(&qmp_path, &storage::device_id(volume)).await? else {
+            // Attached but not plugged (yet): the guest does not have it open.
+            return self.pool.snapshot(volume, snapshot).await;
+        };
+        self.pool.snapshot(volume, snapshot).await?;
+        // The guest still writes into the frozen layer; open the new top and switch to it.
+        let node = format!("{}-{}", storage::node_name(volume), &snapshot.simple().to_string()[28..]);
+        let mut options = self.pool.blockdev(volume, &node);
+        options["backing"] = serde_json::Value::Null;
+        qmp::execute(&qmp_path, qmp::BlockdevAdd(options)).await?;
+        qmp::execute(&qmp_path, qmp::BlockdevSnapshot(serde_json::json!({"node": top, "overlay": node}))).await?;
+        Ok(())
     }
 
     async fn list(&self) -> Result<Vec<Uuid>> {

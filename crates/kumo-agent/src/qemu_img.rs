@@ -67,6 +67,35 @@ pub async fn grow(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
     tool::run("qemu-img", args!["resize", "-q", "-f", "qcow2", path, size_bytes.to_string()]).await.map(|_| ())
 }
 
+/// The virtual size of a qcow2 that a running QEMU may hold open (`-U`: no lock taken).
+pub async fn virtual_size_shared(path: &Path) -> Result<u64, ToolError> {
+    let out = tool::run("qemu-img", args!["info", "--output=json", "-U", "-f", "qcow2", path]).await?;
+    serde_json::from_slice::<ImageInfo>(&out.stdout).map(|i| i.virtual_size).map_err(|e| ToolError::Failed {
+        command: format!("qemu-img info -U {}", path.display()),
+        status: "unparsable output".into(),
+        stderr: e.to_string(),
+    })
+}
+
+/// Every file of a qcow2's backing chain (itself first), read without taking locks.
+pub async fn backing_chain(path: &Path) -> Result<Vec<String>, ToolError> {
+    let out = tool::run("qemu-img", args!["info", "--output=json", "--backing-chain", "-U", path]).await?;
+    let chain: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| ToolError::Failed {
+        command: format!("qemu-img info --backing-chain {}", path.display()),
+        status: "unparsable output".into(),
+        stderr: e.to_string(),
+    })?;
+    Ok(chain.iter().filter_map(|i| i.get("filename")?.as_str().map(String::from)).collect())
+}
+
+/// Creates a qcow2 overlay on `backing` without opening it (`-u`): the backing may be in use or
+/// not exist yet (a snapshot layer about to be linked into place).
+pub async fn create_overlay_unsafe(backing: &Path, overlay: &Path, size_bytes: u64) -> Result<(), ToolError> {
+    let args =
+        args!["create", "-q", "-f", "qcow2", "-u", "-F", "qcow2", "-b", backing, overlay, size_bytes.to_string()];
+    tool::run("qemu-img", args).await.map(|_| ())
+}
+
 /// Creates an empty standalone qcow2 of `size_bytes` (sparse: O(1)).
 pub async fn create(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
     tool::run("qemu-img", args!["create", "-q", "-f", "qcow2", path, size_bytes.to_string()]).await.map(|_| ())

@@ -96,6 +96,8 @@ raw_command!(
     DeviceAdd = "device_add",
     DeviceDel = "device_del",
     BlockResize = "block_resize",
+    BlockdevSnapshot = "blockdev-snapshot",
+    QueryBlock = "query-block",
     QomList = "qom-list",
     QueryNamedBlockNodes = "query-named-block-nodes",
 );
@@ -106,6 +108,21 @@ pub async fn device_ids(path: &Path) -> Result<Vec<String>> {
     Ok(v.as_array()
         .map(|a| a.iter().filter_map(|p| p.get("name")?.as_str().map(String::from)).collect())
         .unwrap_or_default())
+}
+
+/// The top block node of a device (what it reads and writes), by the device's id.
+pub async fn device_node(path: &Path, device_id: &str) -> Result<Option<String>> {
+    let v = execute(path, QueryBlock(serde_json::json!({}))).await?;
+    let wanted = format!("/machine/peripheral/{device_id}/");
+    Ok(v.as_array()
+        .and_then(|a| {
+            a.iter().find_map(|b| {
+                let qdev = b.get("qdev")?.as_str()?;
+                (qdev == device_id || qdev.starts_with(&wanted))
+                    .then(|| b.get("inserted")?.get("node-name")?.as_str())?
+            })
+        })
+        .map(String::from))
 }
 
 /// Names of the block nodes that have one.

@@ -204,6 +204,11 @@ impl Hypervisor for SimDriver {
         self.pool.grow(volume, size_bytes).await
     }
 
+    async fn snapshot_volume(&self, _instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {
+        use crate::storage::StoragePool;
+        self.pool.snapshot(volume, snapshot).await
+    }
+
     async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>> {
         Ok(self.with(|g| match g.get(&id) {
             Some(SimGuest { running: true, started: Some(t), memory_mib, .. }) => {

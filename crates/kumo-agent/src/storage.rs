@@ -13,7 +13,7 @@
 
 use crate::{qemu_img, AgentError, Result};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -25,6 +25,8 @@ pub enum VolumeSource {
     Empty,
     /// A copy-on-write clone of an image's disk (a standalone qcow2 file on this host).
     Image(PathBuf),
+    /// A copy-on-write clone of a snapshot's layer in this pool.
+    Snapshot(Uuid),
 }
 
 /// A pool of volumes.
@@ -47,6 +49,15 @@ pub trait StoragePool: Send + Sync + 'static {
 
     /// The QEMU `blockdev-add` options opening the volume, with `node_name` as its top node.
     fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value;
+
+    /// Freezes the volume's current data as the read-only layer of `snapshot` and gives the
+    /// volume a new empty top layer on it. O(1). A guest that has the volume open keeps writing
+    /// into the frozen layer until the driver switches it to the new top (`blockdev-snapshot`).
+    async fn snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<()>;
+
+    /// Removes snapshot layers that neither a live snapshot (`keep`) nor any volume's chain
+    /// uses. Returns how many were removed.
+    async fn collect_layers(&self, keep: &HashSet<Uuid>) -> Result<usize>;
 }
 
 /// QEMU node name of a volume's block node (QEMU allows at most 31 characters). The random tail
@@ -68,11 +79,19 @@ pub fn disk_serial(id: Uuid) -> String {
 /// A directory of qcow2 files.
 pub struct DirPool {
     dir: PathBuf,
+    /// Held while layers are made or collected: a layer linked into place is referenced by its
+    /// volume's chain before the collector may look.
+    layers_lock: tokio::sync::Mutex<()>,
 }
 
 impl DirPool {
     pub fn new(dir: PathBuf) -> DirPool {
-        DirPool { dir }
+        DirPool { dir, layers_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The read-only layer of a snapshot.
+    pub fn layer_path(&self, snapshot: Uuid) -> PathBuf {
+        self.dir.join("layers").join(format!("{snapshot}.qcow2"))
     }
 
     /// The file of a volume.
@@ -107,6 +126,11 @@ impl StoragePool for DirPool {
             VolumeSource::Image(image) => {
                 let info = qemu_img::info(image, Some("qcow2")).await?;
                 qemu_img::create_overlay(image, &tmp, size_bytes.max(info.virtual_size)).await?
+            }
+            VolumeSource::Snapshot(snapshot) => {
+                let layer = self.layer_path(*snapshot);
+                let size = qemu_img::virtual_size_shared(&layer).await?;
+                qemu_img::create_overlay_unsafe(&layer, &tmp, size_bytes.max(size)).await?
             }
         }
         tokio::fs::rename(&tmp, &path).await.map_err(|e| AgentError::io("rename volume", e))?;
@@ -161,6 +185,62 @@ impl StoragePool for DirPool {
             "file": {"driver": "file", "filename": self.path(id).display().to_string()},
         })
     }
+
+    async fn snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<()> {
+        let _guard = self.layers_lock.lock().await;
+        let top = self.path(volume);
+        let layer = self.layer_path(snapshot);
+        let layers = self.dir.join("layers");
+        tokio::fs::create_dir_all(&layers).await.map_err(|e| AgentError::io("create layers dir", e))?;
+        let size = qemu_img::virtual_size_shared(&top).await?;
+        // 1. the new top, on the layer-to-be; 2. the current top becomes the layer (a hard link:
+        // the volume's file never goes missing); 3. the new top replaces the volume's file
+        // atomically. A crash anywhere leaves a volume whose chain holds all its data.
+        let new_top = self.dir.join(format!("{volume}.qcow2.new"));
+        let _ = tokio::fs::remove_file(&new_top).await;
+        qemu_img::create_overlay_unsafe(&layer, &new_top, size).await?;
+        match tokio::fs::hard_link(&top, &layer).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(AgentError::io("link snapshot layer", e)),
+        }
+        tokio::fs::rename(&new_top, &top).await.map_err(|e| AgentError::io("rename new top", e))?;
+        Ok(())
+    }
+
+    async fn collect_layers(&self, keep: &HashSet<Uuid>) -> Result<usize> {
+        let _guard = self.layers_lock.lock().await;
+        let layers = self.dir.join("layers");
+        let mut rd = match tokio::fs::read_dir(&layers).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(AgentError::io("list layers dir", e)),
+        };
+        let mut all = Vec::new();
+        while let Some(entry) = rd.next_entry().await.map_err(|e| AgentError::io("list layers dir", e))? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".qcow2").and_then(|s| Uuid::parse_str(s).ok()) {
+                all.push(id);
+            }
+        }
+        // Everything a volume or a kept snapshot reads from.
+        let mut used: HashSet<String> = HashSet::new();
+        let tops = self.list().await?.into_iter().map(|v| self.path(v)).filter(|p| p.exists());
+        let kept = keep.iter().map(|s| self.layer_path(*s)).filter(|p| p.exists());
+        for file in tops.chain(kept).collect::<Vec<_>>() {
+            used.extend(qemu_img::backing_chain(&file).await?);
+        }
+        let mut removed = 0;
+        for id in all {
+            let path = self.layer_path(id);
+            if keep.contains(&id) || used.contains(&path.display().to_string()) {
+                continue;
+            }
+            tokio::fs::remove_file(&path).await.map_err(|e| AgentError::io("remove layer", e))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
 }
 
 /// The simulated driver's pool: sizes in a map.
@@ -214,6 +294,17 @@ impl StoragePool for SimPool {
 
     fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value {
         serde_json::json!({"driver": "null-co", "node-name": node_name, "size": self.size(id).unwrap_or(0)})
+    }
+
+    async fn snapshot(&self, volume: Uuid, _snapshot: Uuid) -> Result<()> {
+        match self.size(volume) {
+            Some(_) => Ok(()),
+            None => Err(AgentError::Hypervisor(format!("volume {volume} is not in the pool"))),
+        }
+    }
+
+    async fn collect_layers(&self, _keep: &HashSet<Uuid>) -> Result<usize> {
+        Ok(0)
     }
 }
 

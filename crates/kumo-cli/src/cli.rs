@@ -90,6 +90,9 @@ pub enum Command {
     /// Block storage volumes: disks that outlive instances
     #[command(subcommand)]
     Volume(crate::volumes::VolumeCommand),
+    /// Snapshots of volumes
+    #[command(subcommand)]
+    Snapshot(crate::snapshots::SnapshotCommand),
 }
 
 /// The project a tenant resource lives in.

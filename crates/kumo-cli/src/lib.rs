@@ -26,6 +26,7 @@ pub mod prices;
 pub mod projects;
 pub mod quotas;
 pub mod serial;
+pub mod snapshots;
 pub mod system;
 pub mod tokens;
 pub mod usage;
@@ -95,6 +96,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Invoice(c) => invoices::run(&ctx, c),
         Command::Budget(c) => budgets::run(&ctx, c),
         Command::Volume(c) => volumes::run(&ctx, c),
+        Command::Snapshot(c) => snapshots::run(&ctx, c),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::http::{
     audit, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects, quotas,
-    system, tokens, users, volumes,
+    snapshots, system, tokens, users, volumes,
 };
 use crate::App;
 use std::sync::Arc;
@@ -77,6 +77,8 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(volumes::volume_attach))
         .routes(routes!(volumes::volume_detach))
         .routes(routes!(volumes::volume_resize))
+        .routes(routes!(snapshots::snapshot_list, snapshots::snapshot_create))
+        .routes(routes!(snapshots::snapshot_view, snapshots::snapshot_delete))
 }
 
 /// The routes that take no bearer token (login); served outside the authentication layer.

@@ -97,6 +97,15 @@ pub async fn pass(app: &Arc<App>) {
 /// mistaken for a leak.
 async fn collect_leaks(app: &App) -> anyhow::Result<()> {
     let pool = app.hypervisor.pool();
+    // Snapshot layers no live snapshot and no volume's chain uses.
+    let keep: HashSet<uuid::Uuid> = {
+        let mut conn = app.store.read().await?;
+        kumo_store::snapshots::live_ids(&mut conn).await?.into_iter().collect()
+    };
+    let removed = pool.collect_layers(&keep).await?;
+    if removed > 0 {
+        tracing::info!("removed {removed} snapshot layer(s) nothing uses any more");
+    }
     let in_pool = pool.list().await?;
     if in_pool.is_empty() {
         return Ok(());
@@ -137,6 +146,7 @@ async fn step(app: &App, rec: VolumeRecord) -> bool {
                             .ok_or_else(|| format!("image {image_id} is gone"))?;
                         VolumeSource::Image(image.disk_path.into())
                     }
+                    (SourceKind::Snapshot, Some(snapshot_id)) => VolumeSource::Snapshot(snapshot_id),
                     _ => VolumeSource::Empty,
                 };
                 Ok(match hv.pool().create(id, size, &source).await {

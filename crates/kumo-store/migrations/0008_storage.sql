@@ -24,3 +24,20 @@ CREATE UNIQUE INDEX volumes_name_live ON volumes (project_id, name) WHERE time_d
 CREATE INDEX volumes_project_live ON volumes (project_id, id) WHERE time_deleted IS NULL;
 CREATE INDEX volumes_instance_live ON volumes (instance_id) WHERE time_deleted IS NULL;
 CREATE INDEX volumes_source_live ON volumes (source_id) WHERE time_deleted IS NULL;
+
+-- Snapshots: a read-only layer of a volume's qcow2 chain, taken at one instant. Deleting a
+-- snapshot removes the row; its layer stays in the pool while any volume's chain still uses it.
+CREATE TABLE snapshots (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects (id),
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    time_created TEXT NOT NULL,
+    time_modified TEXT NOT NULL,
+    volume_id TEXT NOT NULL REFERENCES volumes (id),
+    volume_name TEXT NOT NULL,
+    size_gib BIGINT NOT NULL,
+    time_deleted TEXT
+);
+CREATE UNIQUE INDEX snapshots_name_live ON snapshots (project_id, name) WHERE time_deleted IS NULL;
+CREATE INDEX snapshots_project_live ON snapshots (project_id, id) WHERE time_deleted IS NULL;

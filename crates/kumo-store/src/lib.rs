@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod page;
 pub mod projects;
 pub mod quotas;
+pub mod snapshots;
 pub mod tokens;
 pub mod users;
 pub mod volumes;

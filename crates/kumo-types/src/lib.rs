@@ -15,6 +15,7 @@ pub mod money;
 pub mod name;
 pub mod page;
 pub mod project;
+pub mod snapshot;
 pub mod volume;
 
 pub use error::{ErrorBody, ErrorCode};
@@ -34,6 +35,7 @@ pub use metrics::{MetricPoint, MetricSeries};
 pub use name::{Name, NameOrId};
 pub use page::{PageParams, ResultsPage, SortBy};
 pub use project::{ProjectCreate, ProjectView};
+pub use snapshot::{SnapshotCreate, SnapshotView};
 pub use volume::{
     VolumeAction, VolumeAttach, VolumeCreate, VolumeObservation, VolumeResize, VolumeState, VolumeTransition,
     VolumeView,

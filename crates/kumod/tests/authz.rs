@@ -133,6 +133,10 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("volume_attach", Kind::ProjectWrite, "project=a", Body::Json(r#"{"instance":"vm-a"}"#)),
     ("volume_detach", Kind::ProjectWrite, "project=a", Body::None),
     ("volume_resize", Kind::ProjectWrite, "project=a", Body::Json(r#"{"size_gib":2}"#)),
+    ("snapshot_list", Kind::ProjectRead, "project=a", Body::None),
+    ("snapshot_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"snap-x","volume":"vol-a"}"#)),
+    ("snapshot_view", Kind::ProjectRead, "project=a", Body::None),
+    ("snapshot_delete", Kind::ProjectWrite, "project=a", Body::None),
 ];
 
 /// Values of path parameters: project `a` and its resources.
@@ -148,6 +152,7 @@ fn path_param(name: &str) -> &'static str {
         // A closed month (invoices).
         "period" => "2026-10",
         "volume" => "vol-a",
+        "snapshot" => "snap-a",
         other => panic!("no value for path parameter {{{other}}}: add one to path_param()"),
     }
 }
@@ -258,6 +263,13 @@ fn tenants(k: &Cloud) -> [String; 3] {
     assert_eq!(s, 201, "alice imports an image into her project: {v}");
     let (s, v) = as_alice.post("/v1/volumes?project=a", json!({"name": "vol-a", "size_gib": 1}));
     assert_eq!(s, 202, "alice creates a volume in her project: {v}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while as_alice.get("/v1/volumes/vol-a?project=a").1["state"] != "available" {
+        assert!(std::time::Instant::now() < deadline, "vol-a did not become available");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, v) = as_alice.post("/v1/snapshots?project=a", json!({"name": "snap-a", "volume": "vol-a"}));
+    assert_eq!(s, 201, "alice snapshots her volume: {v}");
     let operator = As { k, token: Some(k.token.clone()) };
     let (s, v) = operator.put("/v1/projects/a/budget", json!({"monthly": "50.00", "alert_at_percent": 80}));
     assert_eq!(s, 200, "a budget for a: {v}");
@@ -388,6 +400,8 @@ fn every_operation_is_authorised_as_its_table_says() {
     assert_eq!((s, v["state"].as_str(), v["size_gib"].as_i64()), (200, Some("available"), Some(1)), "{v}");
     let (s, v) = k.get("/v1/volumes/vol-x?project=a");
     assert_eq!(s, 404, "{v}");
+    let (s, v) = k.get("/v1/snapshots/snap-a?project=a");
+    assert_eq!(s, 200, "{v}");
     let (s, v) = k.get("/v1/users/dave");
     assert_eq!(s, 404, "{v}");
 }

@@ -251,3 +251,50 @@ fn deleting_an_instance_frees_its_volumes_and_attach_needs_a_resting_instance() 
     let (_, v) = k.get("/v1/volumes/data?project=demo");
     assert_eq!(v["state"], "available", "{v}");
 }
+
+#[test]
+fn snapshots_make_volumes_and_outlive_nothing_they_should_not() {
+    let k = roomy();
+    k.create_project("demo");
+    running(&k, "web1");
+    available(&k, "data", 3);
+    let (s, v) = k.post("/v1/volumes/data/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "demo", "data", "attached");
+
+    // Attached or not, a snapshot is taken at once.
+    let (s, snap) = k.post("/v1/snapshots?project=demo", json!({"name": "s1", "volume": "data"}));
+    assert_eq!(s, 201, "{snap}");
+    assert_eq!((snap["volume"].as_str(), snap["size_gib"].as_i64()), (Some("data"), Some(3)), "{snap}");
+    let msg = assert_error(
+        k.post("/v1/snapshots?project=demo", json!({"name": "s1", "volume": "data"})),
+        409,
+        "ObjectAlreadyExists",
+    );
+    assert!(msg.contains("'s1'"), "{msg}");
+    assert_error(k.post("/v1/snapshots?project=demo", json!({"name": "s2", "volume": "ghost"})), 400, "InvalidValue");
+
+    // A volume from it: at least its size; its source says where it came from.
+    let msg = assert_error(create(&k, "copy", json!({"size_gib": 2, "source_snapshot": "s1"})), 400, "InvalidValue");
+    assert!(msg.contains("at least 3"), "{msg}");
+    assert_error(create(&k, "copy", json!({"size_gib": 3, "source_snapshot": "nope"})), 400, "InvalidValue");
+    let (s, v) = create(&k, "copy", json!({"size_gib": 4, "source_snapshot": "s1"}));
+    assert_eq!(s, 202, "{v}");
+    let v = wait_volume(&k, "demo", "copy", "available");
+    assert_eq!((v["source"].as_str(), v["size_gib"].as_i64()), (Some("snapshot:s1"), Some(4)), "{v}");
+
+    let (s, v) = k.get("/v1/snapshots?project=demo");
+    assert_eq!((s, v["items"].as_array().map(|a| a.len())), (200, Some(1)), "{v}");
+    // Deleting the snapshot leaves the volume made from it alone.
+    let (s, v) = k.delete("/v1/snapshots/s1?project=demo");
+    assert_eq!(s, 204, "{v}");
+    assert_eq!(k.get("/v1/snapshots/s1?project=demo").0, 404);
+    let (_, v) = k.get("/v1/volumes/copy?project=demo");
+    assert_eq!(v["state"], "available", "{v}");
+    // A volume being deleted cannot be snapshotted.
+    let (s, _) = k.delete("/v1/volumes/copy?project=demo");
+    assert_eq!(s, 202);
+    let (s, v) = k.post("/v1/snapshots?project=demo", json!({"name": "s3", "volume": "copy"}));
+    assert!(s == 409 || s == 400, "snapshot of a deleted volume: {s} {v}");
+    assert_eq!(k.get("/v1/snapshots/s3?project=demo").0, 404);
+}

@@ -15,6 +15,7 @@ pub mod members;
 pub mod metrics;
 pub mod projects;
 pub mod quotas;
+pub mod snapshots;
 pub mod tokens;
 pub mod users;
 pub mod volumes;

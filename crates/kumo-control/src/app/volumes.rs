@@ -106,9 +106,9 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
     if sources > 1 {
         return Err(ApiError::invalid("give at most one of source_image, source_snapshot and source_backup"));
     }
-    if p.source_snapshot.is_some() || p.source_backup.is_some() {
+    if p.source_backup.is_some() {
         return Err(ApiError::invalid(
-            "volumes from snapshots and backups are not available yet on this cloud; use source_image or none",
+            "volumes from backups are not available yet on this cloud; use source_image, source_snapshot or none",
         ));
     }
     if p.encrypted {
@@ -117,9 +117,19 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
 
     let mut tx = app.store.begin().await?;
     let proj = super::project(&mut tx, ctx, project, Access::Write).await?;
-    let (source_kind, source_id, source_name) = match &p.source_image {
-        None => (SourceKind::Empty, None, None),
-        Some(image) => {
+    let (source_kind, source_id, source_name) = match (&p.source_image, &p.source_snapshot) {
+        (None, Some(snapshot)) => {
+            let snap = super::snapshots::source(&mut tx, proj.id, snapshot).await?;
+            if p.size_gib < snap.view.size_gib {
+                return Err(ApiError::invalid(format!(
+                    "size_gib {} is smaller than snapshot '{snapshot}' ({} GiB); ask for at least {}",
+                    p.size_gib, snap.view.size_gib, snap.view.size_gib
+                )));
+            }
+            (SourceKind::Snapshot, Some(snap.view.id), Some(snap.view.name))
+        }
+        (None, None) => (SourceKind::Empty, None, None),
+        (Some(image), _) => {
             let sel = selector("source_image", image)?;
             let img = kumo_store::images::get(&mut tx, Some(proj.id), &sel)
                 .await?

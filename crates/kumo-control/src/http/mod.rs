@@ -14,6 +14,7 @@ pub mod members;
 pub mod metrics;
 pub mod projects;
 pub mod quotas;
+pub mod snapshots;
 pub mod system;
 pub mod tokens;
 pub mod users;
