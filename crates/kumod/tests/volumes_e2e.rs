@@ -187,3 +187,107 @@ fn a_volume_attached_to_a_stopped_instance_is_there_at_the_next_start() {
     let info: Value = serde_json::from_slice(&out.stdout).expect("qemu-img json");
     assert_eq!(info["virtual-size"].as_u64(), Some(2 << 30), "{info}");
 }
+
+/// The first line of a volume's data, read on the host through its qcow2 chain.
+fn host_read(k: &Kumod, volume_id: &str) -> String {
+    let file = k.data_dir().join("volumes").join(format!("{volume_id}.qcow2"));
+    let out_file = k.data_dir().join(format!("read-{volume_id}.raw"));
+    let out = Command::new("qemu-img")
+        .args(["dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=1"])
+        .arg(format!("if={}", file.display()))
+        .arg(format!("of={}", out_file.display()))
+        .output()
+        .expect("qemu-img dd");
+    assert!(out.status.success(), "qemu-img dd: {}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&out_file).expect("read raw");
+    let _ = std::fs::remove_file(&out_file);
+    String::from_utf8_lossy(&bytes).trim_end_matches('\0').lines().next().unwrap_or("").to_string()
+}
+
+fn volume_id(k: &Kumod, name: &str) -> String {
+    let (s, v) = k.get(&format!("/v1/volumes/{name}?project=demo"));
+    assert_eq!(s, 200, "{v}");
+    v["id"].as_str().expect("id").to_string()
+}
+
+#[test]
+fn snapshots_keep_the_data_of_their_instant_and_later_writes_do_not_leak_into_them() {
+    if !qemu_prerequisites() {
+        return;
+    }
+    let k = qemu_kumod();
+    k.create_project("demo");
+    for name in ["data", "trigger"] {
+        let (s, v) = k.post("/v1/volumes?project=demo", json!({"name": name, "size_gib": 1}));
+        assert_eq!(s, 202, "{v}");
+        wait_volume(&k, name, "available");
+    }
+    // web1 writes "before", then — once a second disk appears (the trigger) — "after".
+    let writer = format!(
+        "{WAIT_FOR_VDC}printf 'before\\n' | dd of=/dev/vdc bs=512 conv=sync,fsync 2>/dev/null; sync; echo wrote-before\n\
+         i=0; while [ ! -b /dev/vdd ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n\
+         printf 'after\\n' | dd of=/dev/vdc bs=512 conv=sync,fsync 2>/dev/null; sync; echo wrote-after\n"
+    );
+    instance(&k, "web1", &writer);
+    let (s, v) = k.post("/v1/volumes/data/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "data", "attached");
+    wait_serial(&k, "web1", "wrote-before");
+
+    // Online snapshot of the running guest's disk, then the guest writes again.
+    let v = cli_json(&k, &["snapshot", "create", "s1", "--volume", "data", "--project", "demo"]);
+    assert_eq!(v["volume"], "data", "{v}");
+    let (s, v) = k.post("/v1/volumes/trigger/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_serial(&k, "web1", "wrote-after");
+
+    // A volume from s1 has the data of the snapshot's instant, read by another guest.
+    let v = cli_json(
+        &k,
+        &["volume", "create", "restored", "--size", "1", "--from-snapshot", "s1", "--project", "demo", "--wait"],
+    );
+    assert_eq!(v["source"], "snapshot:s1", "{v}");
+    instance(&k, "web2", &reader_script());
+    let v = cli_json(&k, &["volume", "attach", "restored", "--instance", "web2", "--project", "demo", "--wait"]);
+    assert_eq!(v["state"], "attached", "{v}");
+    let log = wait_serial(&k, "web2", "read: ");
+    assert!(log.contains("read: before"), "the snapshot's volume does not hold 'before':\n{log}");
+
+    // The original holds the later write. Detached, it can be snapshotted offline too.
+    cli_json(&k, &["volume", "detach", "data", "--project", "demo", "--wait"]);
+    assert_eq!(host_read(&k, &volume_id(&k, "data")), "after");
+    cli_json(&k, &["snapshot", "create", "s2", "--volume", "data", "--project", "demo"]);
+    cli_json(&k, &["volume", "create", "r2", "--size", "1", "--from-snapshot", "s2", "--project", "demo", "--wait"]);
+    assert_eq!(host_read(&k, &volume_id(&k, "r2")), "after");
+
+    // Deleting s1 never corrupts "restored", which reads from its layer.
+    let (s, v) = k.delete("/v1/snapshots/s1?project=demo");
+    assert_eq!(s, 204, "{v}");
+    for name in ["web1", "web2"] {
+        let (s, v) = k.delete(&format!("/v1/instances/{name}?project=demo"));
+        assert_eq!(s, 202, "{v}");
+        k.wait_state("demo", name, "gone", WAIT);
+    }
+    wait_volume(&k, "restored", "available");
+    assert_eq!(host_read(&k, &volume_id(&k, "restored")), "before");
+    assert_eq!(host_read(&k, &volume_id(&k, "data")), "after");
+
+    // Once nothing uses them any more, every layer goes.
+    for name in ["data", "trigger", "restored", "r2"] {
+        let (s, v) = k.delete(&format!("/v1/volumes/{name}?project=demo"));
+        assert_eq!(s, 202, "{v}");
+        wait_volume(&k, name, "gone");
+    }
+    let (s, v) = k.delete("/v1/snapshots/s2?project=demo");
+    assert_eq!(s, 204, "{v}");
+    let layers = k.data_dir().join("volumes").join("layers");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&layers).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "layers left behind: {left:?}\n{}", k.log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
