@@ -14,6 +14,7 @@
 //! scale-out deployment an HTTP client to a remote agent implements the same trait.
 
 pub mod capacity;
+pub mod keys;
 pub mod kvm_probe;
 pub mod proc;
 pub mod qemu;

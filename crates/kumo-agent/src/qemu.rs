@@ -290,6 +290,16 @@ impl Hypervisor for QemuDriver {
         let log = std::fs::File::create(run.qemu_log()).map_err(|e| AgentError::io("create qemu.log", e))?;
         let log2 = log.try_clone().map_err(|e| AgentError::io("dup qemu.log", e))?;
         let mut args = command_line(spec, &run, self.accel);
+        // Keys of encrypted volumes: transient 0600 files QEMU reads at start (removed below,
+        // when `secrets` is dropped once QEMU is up).
+        let mut secrets = Vec::new();
+        for v in &spec.volumes {
+            if let Some(s) = self.pool.secret(*v).await? {
+                args.push("-object".into());
+                args.push(format!("secret,id={},file={},format=raw", s.id, s.path.display()).into());
+                secrets.push(s);
+            }
+        }
         args.extend(volume_args(self.pool.as_ref(), &spec.volumes));
         tracing::info!(instance = %spec.id, accel = self.accel.as_str(), "starting QEMU: {} {}", QEMU_BINARY,
             args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
@@ -328,6 +338,7 @@ impl Hypervisor for QemuDriver {
             }
             tokio::time::sleep(POLL).await;
         }
+        drop(secrets);
         // Reap the process when it ends, so it never lingers as a zombie of kumod.
         tokio::spawn(async move {
             let _ = child.wait().await;
@@ -435,6 +446,15 @@ impl Hypervisor for QemuDriver {
         let qmp_path = self.run_dir(id).qmp();
         let (node, dev) = (storage::node_name(volume), storage::device_id(volume));
         if !qmp::node_names(&qmp_path).await?.contains(&node) {
+            if let Some(secret) = self.pool.secret(volume).await? {
+                let object = serde_json::json!({
+                    "qom-type": "secret", "id": secret.id, "file": secret.path.display().to_string(), "format": "raw",
+                });
+                // Already there from an earlier, interrupted attempt: fine.
+                if let Err(e) = qmp::execute(&qmp_path, qmp::ObjectAdd(object)).await {
+                    tracing::debug!(instance = %id, %volume, "object-add secret: {e}");
+                }
+            }
             qmp::execute(&qmp_path, qmp::BlockdevAdd(self.pool.blockdev(volume, &node))).await?;
         }
         if !qmp::device_ids(&qmp_path).await?.contains(&dev) {
@@ -483,6 +503,12 @@ impl Hypervisor for QemuDriver {
             left.sort_by_key(|n| std::cmp::Reverse(n.len()));
             for n in left {
                 let _ = qmp::execute(&qmp_path, qmp::BlockdevDel(serde_json::json!({"node-name": n}))).await;
+            }
+            if qmp::node_names(&qmp_path).await?.iter().all(|n| !n.starts_with(&node)) {
+                // The key of an encrypted volume (absent for a plain one: the error is expected).
+                let secret = serde_json::json!({"id": crate::keys::secret_id(volume)});
+                let _ = qmp::execute(&qmp_path, qmp::ObjectDel(secret)).await;
+                return Ok(());
             }
         }
         Err(AgentError::Hypervisor(format!("block nodes of volume {volume} could not be removed from QEMU")))

@@ -96,6 +96,40 @@ pub async fn create_overlay_unsafe(backing: &Path, overlay: &Path, size_bytes: u
     tool::run("qemu-img", args).await.map(|_| ())
 }
 
+/// Creates a LUKS-encrypted qcow2 (empty, or an overlay on an unencrypted `backing`), keyed by
+/// the secret in `secret_file` (a 0600 file: the key never appears on the command line).
+pub async fn create_encrypted(
+    path: &Path,
+    size_bytes: u64,
+    backing: Option<&Path>,
+    secret_id: &str,
+    secret_file: &Path,
+) -> Result<(), ToolError> {
+    let mut args = args!["create", "-q", "-f", "qcow2", "--object"];
+    args.push(format!("secret,id={secret_id},file={},format=raw", secret_file.display()).into());
+    args.extend(args!["-o", format!("encrypt.format=luks,encrypt.key-secret={secret_id}")]);
+    if let Some(b) = backing {
+        args.extend(args!["-F", "qcow2", "-b", b]);
+    }
+    args.extend(args![path, size_bytes.to_string()]);
+    tool::run("qemu-img", args).await.map(|_| ())
+}
+
+/// Grows an encrypted qcow2 (it must be opened with its key).
+pub async fn grow_encrypted(
+    path: &Path,
+    size_bytes: u64,
+    secret_id: &str,
+    secret_file: &Path,
+) -> Result<(), ToolError> {
+    let mut args = args!["resize", "-q", "--object"];
+    args.push(format!("secret,id={secret_id},file={},format=raw", secret_file.display()).into());
+    args.push("--image-opts".into());
+    args.push(format!("driver=qcow2,file.filename={},encrypt.key-secret={secret_id}", path.display()).into());
+    args.push(size_bytes.to_string().into());
+    tool::run("qemu-img", args).await.map(|_| ())
+}
+
 /// Creates an empty standalone qcow2 of `size_bytes` (sparse: O(1)).
 pub async fn create(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
     tool::run("qemu-img", args!["create", "-q", "-f", "qcow2", path, size_bytes.to_string()]).await.map(|_| ())

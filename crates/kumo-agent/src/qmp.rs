@@ -98,6 +98,8 @@ raw_command!(
     BlockResize = "block_resize",
     BlockdevSnapshot = "blockdev-snapshot",
     QueryBlock = "query-block",
+    ObjectAdd = "object-add",
+    ObjectDel = "object-del",
     QomList = "qom-list",
     QueryNamedBlockNodes = "query-named-block-nodes",
 );

@@ -11,6 +11,7 @@
 //!
 //! Every operation is idempotent and keyed by the volume id, like the [`crate::Hypervisor`]'s.
 
+use crate::keys::{KeyStore, SecretFile};
 use crate::{qemu_img, AgentError, Result};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -35,8 +36,13 @@ pub trait StoragePool: Send + Sync + 'static {
     /// `dir` or `sim` (shown to operators).
     fn kind(&self) -> &'static str;
 
-    /// Makes the volume exist with `size_bytes` from `source`. A no-op if it exists.
-    async fn create(&self, id: Uuid, size_bytes: u64, source: &VolumeSource) -> Result<()>;
+    /// Makes the volume exist with `size_bytes` from `source`, encrypted at rest with a key of
+    /// its own if asked. A no-op if it exists.
+    async fn create(&self, id: Uuid, size_bytes: u64, source: &VolumeSource, encrypted: bool) -> Result<()>;
+
+    /// For an encrypted volume, its key in a transient file for QEMU (`-object secret`); None
+    /// for a plain one. The file goes when the returned value is dropped.
+    async fn secret(&self, id: Uuid) -> Result<Option<SecretFile>>;
 
     /// Grows a volume no guest has open (online growth is the driver's `block_resize`).
     async fn grow(&self, id: Uuid, size_bytes: u64) -> Result<()>;
@@ -82,11 +88,36 @@ pub struct DirPool {
     /// Held while layers are made or collected: a layer linked into place is referenced by its
     /// volume's chain before the collector may look.
     layers_lock: tokio::sync::Mutex<()>,
+    /// Keys of encrypted volumes, wrapped under `<dir>/../master.key`.
+    keys: KeyStore,
 }
 
 impl DirPool {
     pub fn new(dir: PathBuf) -> DirPool {
-        DirPool { dir, layers_lock: tokio::sync::Mutex::new(()) }
+        let master = dir.parent().unwrap_or(&dir).join("master.key");
+        let keys = KeyStore::new(dir.join("keys"), master);
+        DirPool { dir, layers_lock: tokio::sync::Mutex::new(()), keys }
+    }
+
+    async fn create_encrypted(&self, id: Uuid, size_bytes: u64, source: &VolumeSource) -> Result<()> {
+        let backing = match source {
+            VolumeSource::Empty => None,
+            VolumeSource::Image(image) => Some(image.clone()),
+            VolumeSource::Snapshot(_) => {
+                return Err(AgentError::Hypervisor("encrypted volumes cannot be made from snapshots yet".into()))
+            }
+        };
+        let size = match &backing {
+            Some(b) => size_bytes.max(qemu_img::info(b, Some("qcow2")).await?.virtual_size),
+            None => size_bytes,
+        };
+        self.keys.create(id)?;
+        let secret = self.keys.secret_file(id)?;
+        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| AgentError::io("create volumes dir", e))?;
+        let tmp = self.dir.join(format!("{id}.qcow2.tmp"));
+        let _ = tokio::fs::remove_file(&tmp).await;
+        qemu_img::create_encrypted(&tmp, size, backing.as_deref(), &secret.id, &secret.path).await?;
+        tokio::fs::rename(&tmp, self.path(id)).await.map_err(|e| AgentError::io("rename volume", e))
     }
 
     /// The read-only layer of a snapshot.
@@ -110,10 +141,13 @@ impl StoragePool for DirPool {
         "dir"
     }
 
-    async fn create(&self, id: Uuid, size_bytes: u64, source: &VolumeSource) -> Result<()> {
+    async fn create(&self, id: Uuid, size_bytes: u64, source: &VolumeSource, encrypted: bool) -> Result<()> {
         let path = self.path(id);
         if path.exists() {
             return Ok(());
+        }
+        if encrypted {
+            return self.create_encrypted(id, size_bytes, source).await;
         }
         tokio::fs::create_dir_all(&self.dir)
             .await
@@ -137,11 +171,21 @@ impl StoragePool for DirPool {
         Ok(())
     }
 
+    async fn secret(&self, id: Uuid) -> Result<Option<SecretFile>> {
+        if !self.keys.has(id) {
+            return Ok(None);
+        }
+        self.keys.secret_file(id).map(Some)
+    }
+
     async fn grow(&self, id: Uuid, size_bytes: u64) -> Result<()> {
         let path = self.path(id);
         let info = qemu_img::info(&path, Some("qcow2")).await?;
         if info.virtual_size < size_bytes {
-            qemu_img::grow(&path, size_bytes).await?;
+            match self.secret(id).await? {
+                Some(s) => qemu_img::grow_encrypted(&path, size_bytes, &s.id, &s.path).await?,
+                None => qemu_img::grow(&path, size_bytes).await?,
+            }
         }
         Ok(())
     }
@@ -154,7 +198,8 @@ impl StoragePool for DirPool {
                 Err(e) => return Err(AgentError::io(format!("remove {}", p.display()), e)),
             }
         }
-        Ok(())
+        // The key goes last: a volume file never outlives the key that opens it.
+        self.keys.delete(id)
     }
 
     async fn list(&self) -> Result<Vec<Uuid>> {
@@ -178,15 +223,22 @@ impl StoragePool for DirPool {
     }
 
     fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value {
-        serde_json::json!({
+        let mut b = serde_json::json!({
             "driver": "qcow2",
             "node-name": node_name,
             "discard": "unmap",
             "file": {"driver": "file", "filename": self.path(id).display().to_string()},
-        })
+        });
+        if self.keys.has(id) {
+            b["encrypt"] = serde_json::json!({"format": "luks", "key-secret": crate::keys::secret_id(id)});
+        }
+        b
     }
 
     async fn snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<()> {
+        if self.keys.has(volume) {
+            return Err(AgentError::Hypervisor("snapshots of encrypted volumes are not supported yet".into()));
+        }
         let _guard = self.layers_lock.lock().await;
         let top = self.path(volume);
         let layer = self.layer_path(snapshot);
@@ -266,7 +318,11 @@ impl StoragePool for SimPool {
         "sim"
     }
 
-    async fn create(&self, id: Uuid, size_bytes: u64, _source: &VolumeSource) -> Result<()> {
+    async fn secret(&self, _id: Uuid) -> Result<Option<SecretFile>> {
+        Ok(None)
+    }
+
+    async fn create(&self, id: Uuid, size_bytes: u64, _source: &VolumeSource, _encrypted: bool) -> Result<()> {
         self.with(|v| {
             v.entry(id).or_insert(size_bytes);
         });
@@ -331,8 +387,8 @@ mod tests {
         qemu_img::create(&image, 1 << 30).await.unwrap();
         let pool = DirPool::new(dir.path().join("volumes"));
         let id = Uuid::now_v7();
-        pool.create(id, 2 << 30, &VolumeSource::Image(image.clone())).await.unwrap();
-        pool.create(id, 2 << 30, &VolumeSource::Image(image.clone())).await.unwrap();
+        pool.create(id, 2 << 30, &VolumeSource::Image(image.clone()), false).await.unwrap();
+        pool.create(id, 2 << 30, &VolumeSource::Image(image.clone()), false).await.unwrap();
         let info = qemu_img::info(&pool.path(id), Some("qcow2")).await.unwrap();
         assert_eq!(info.virtual_size, 2 << 30);
         assert_eq!(info.backing_filename.as_deref(), Some(image.to_str().unwrap()));

@@ -149,7 +149,7 @@ async fn step(app: &App, rec: VolumeRecord) -> bool {
                     (SourceKind::Snapshot, Some(snapshot_id)) => VolumeSource::Snapshot(snapshot_id),
                     _ => VolumeSource::Empty,
                 };
-                Ok(match hv.pool().create(id, size, &source).await {
+                Ok(match hv.pool().create(id, size, &source, rec.view.encrypted).await {
                     Ok(()) => Some((VolumeObservation::Created, "volume reconciler: disk ready")),
                     Err(e) => Some((VolumeObservation::CreateFailed { reason: e.to_string() }, "volume reconciler")),
                 })

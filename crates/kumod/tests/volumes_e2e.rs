@@ -283,11 +283,102 @@ fn snapshots_keep_the_data_of_their_instant_and_later_writes_do_not_leak_into_th
     let layers = k.data_dir().join("volumes").join("layers");
     let deadline = Instant::now() + WAIT;
     loop {
-        let left: Vec<_> = std::fs::read_dir(&layers).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let left: Vec<_> =
+            std::fs::read_dir(&layers).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         if left.is_empty() {
             break;
         }
         assert!(Instant::now() < deadline, "layers left behind: {left:?}\n{}", k.log_tail(20));
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Whether `needle` occurs anywhere in a file (read in chunks).
+fn file_contains(path: &std::path::Path, needle: &[u8]) -> bool {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            return false;
+        }
+        carry.extend_from_slice(&buf[..n]);
+        if carry.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        carry = carry[carry.len().saturating_sub(needle.len())..].to_vec();
+    }
+}
+
+#[test]
+fn encrypted_volumes_read_and_write_in_the_guest_and_hold_no_plaintext_on_the_host() {
+    if !qemu_prerequisites() {
+        return;
+    }
+    let k = qemu_kumod();
+    k.create_project("demo");
+    let v = cli_json(&k, &["volume", "create", "secret", "--size", "1", "--encrypted", "--project", "demo", "--wait"]);
+    assert_eq!((v["state"].as_str(), v["encrypted"].as_bool()), (Some("available"), Some(true)), "{v}");
+    let (s, v) = k.post("/v1/volumes?project=demo", json!({"name": "plain", "size_gib": 1}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "plain", "available");
+    let master = k.data_dir().join("master.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&master).expect("master key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "master key mode");
+    }
+
+    // The guest writes the same marker to both (encrypted vdc at start, plain vdd), reads it back.
+    let marker = "kumo-plaintext-marker-0123456789";
+    let script = format!(
+        "{WAIT_FOR_VDC}i=0; while [ ! -b /dev/vdd ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+         for d in vdc vdd; do i=0; while [ $i -lt 256 ]; do echo {marker}; i=$((i+1)); done \
+         | dd of=/dev/$d bs=4096 conv=sync,fsync 2>/dev/null; done; sync\n\
+         echo \"enc-read: $(dd if=/dev/vdc bs=64 count=1 2>/dev/null | head -n 1)\"\n"
+    );
+    let body = json!({"name": "web1", "image": "tiny", "instance_type": "k1-nano", "user_data": script});
+    let (s, v) = k.post("/v1/instances?project=demo", body);
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web1", "running", BOOT);
+    let (s, v) = k.post_empty("/v1/instances/web1/stop?project=demo");
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web1", "stopped", WAIT);
+    for name in ["secret", "plain"] {
+        let (s, v) = k.post(&format!("/v1/volumes/{name}/attach?project=demo"), json!({"instance": "web1"}));
+        assert_eq!(s, 202, "{v}");
+        wait_volume(&k, name, "attached");
+    }
+    let (s, v) = k.post_empty("/v1/instances/web1/start?project=demo");
+    assert_eq!(s, 202, "{v}");
+    let log = wait_serial(&k, "web1", "enc-read: ");
+    assert!(log.contains(&format!("enc-read: {marker}")), "the guest did not read its plaintext back:\n{log}");
+    // No key file is left in the clear once QEMU has read it.
+    let keys = k.data_dir().join("volumes").join("keys");
+    let secrets: Vec<_> = std::fs::read_dir(&keys)
+        .expect("keys dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".secret"))
+        .collect();
+    assert!(secrets.is_empty(), "transient secret files left: {secrets:?}");
+
+    // Hot-unplug and re-plug of the encrypted volume (its key goes to QEMU over QMP).
+    let (s, v) = k.post_empty("/v1/volumes/secret/detach?project=demo");
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "secret", "available");
+    let (s, v) = k.post("/v1/volumes/secret/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    let v = wait_volume(&k, "secret", "attached");
+    assert_eq!(v["state_reason"], Value::Null, "{v}");
+
+    let (s, v) = k.delete("/v1/instances/web1?project=demo");
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web1", "gone", WAIT);
+    let file = |name: &str| k.data_dir().join("volumes").join(format!("{}.qcow2", volume_id(&k, name)));
+    assert!(file_contains(&file("plain"), marker.as_bytes()), "control: the plain volume should hold the marker");
+    assert!(!file_contains(&file("secret"), marker.as_bytes()), "the encrypted volume's file holds plaintext");
+    let msg = k.post("/v1/snapshots?project=demo", json!({"name": "s1", "volume": "secret"}));
+    assert_eq!(msg.0, 400, "{}", msg.1);
 }

@@ -72,6 +72,12 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Snaps
         .await?
         .ok_or_else(|| ApiError::invalid(format!("volume '{}' does not exist in project '{}'", p.volume, proj.name)))?;
     vol.state().on_action(VolumeAction::Snapshot).map_err(ApiError::conflict)?;
+    if vol.view.encrypted {
+        return Err(ApiError::invalid(format!(
+            "volume '{}' is encrypted: snapshots of encrypted volumes are not available yet",
+            vol.view.name
+        )));
+    }
     let id = kumo_store::new_id();
     let new = NewSnapshot {
         id,

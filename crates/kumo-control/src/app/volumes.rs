@@ -111,8 +111,10 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
             "volumes from backups are not available yet on this cloud; use source_image, source_snapshot or none",
         ));
     }
-    if p.encrypted {
-        return Err(ApiError::invalid("encrypted volumes are not available yet on this cloud; omit 'encrypted'"));
+    if p.encrypted && p.source_snapshot.is_some() {
+        return Err(ApiError::invalid(
+            "encrypted volumes cannot be made from snapshots yet; make a plain one or start from an image",
+        ));
     }
 
     let mut tx = app.store.begin().await?;
