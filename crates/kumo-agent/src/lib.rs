@@ -13,6 +13,7 @@
 //! In the all-in-one `kumod` the driver runs in the same process as the control plane; in the
 //! scale-out deployment an HTTP client to a remote agent implements the same trait.
 
+pub mod backup;
 pub mod capacity;
 pub mod keys;
 pub mod kvm_probe;

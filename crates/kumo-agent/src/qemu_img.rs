@@ -130,6 +130,37 @@ pub async fn grow_encrypted(
     tool::run("qemu-img", args).await.map(|_| ())
 }
 
+/// A secret object argument for qemu-img (`--object secret,…,file=`).
+fn secret_object(secret: (&str, &Path)) -> OsString {
+    format!("secret,id={},file={},format=raw", secret.0, secret.1.display()).into()
+}
+
+/// Writes a qcow2's data (its whole chain) to a sparse raw file. `secret`: (id, file) of an
+/// encrypted qcow2's key.
+pub async fn export_raw(src: &Path, dst: &Path, secret: Option<(&str, &Path)>) -> Result<(), ToolError> {
+    let mut args = args!["convert", "-q", "-O", "raw"];
+    match secret {
+        Some(s) => {
+            args.extend([OsString::from("--object"), secret_object(s), OsString::from("--image-opts")]);
+            args.push(format!("driver=qcow2,file.filename={},encrypt.key-secret={}", src.display(), s.0).into());
+        }
+        None => args.extend(args!["-f", "qcow2", src]),
+    }
+    args.push(dst.into());
+    tool::run("qemu-img", args).await.map(|_| ())
+}
+
+/// Makes a standalone qcow2 (LUKS-encrypted when `secret` is given) from a raw file.
+pub async fn import_raw(src: &Path, dst: &Path, secret: Option<(&str, &Path)>) -> Result<(), ToolError> {
+    let mut args = args!["convert", "-q", "-f", "raw", "-O", "qcow2"];
+    if let Some(s) = secret {
+        args.extend([OsString::from("--object"), secret_object(s), OsString::from("-o")]);
+        args.push(format!("encrypt.format=luks,encrypt.key-secret={}", s.0).into());
+    }
+    args.extend(args![src, dst]);
+    tool::run("qemu-img", args).await.map(|_| ())
+}
+
 /// Creates an empty standalone qcow2 of `size_bytes` (sparse: O(1)).
 pub async fn create(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
     tool::run("qemu-img", args!["create", "-q", "-f", "qcow2", path, size_bytes.to_string()]).await.map(|_| ())

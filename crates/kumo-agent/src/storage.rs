@@ -28,6 +28,8 @@ pub enum VolumeSource {
     Image(PathBuf),
     /// A copy-on-write clone of a snapshot's layer in this pool.
     Snapshot(Uuid),
+    /// The data of a raw file (a restored backup), copied.
+    Raw(PathBuf),
 }
 
 /// A pool of volumes.
@@ -55,6 +57,10 @@ pub trait StoragePool: Send + Sync + 'static {
 
     /// The QEMU `blockdev-add` options opening the volume, with `node_name` as its top node.
     fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value;
+
+    /// Writes the volume's data (as the guest sees it) to a sparse raw file at `dst`. The volume
+    /// must not be open by a running guest.
+    async fn export_raw(&self, id: Uuid, dst: &Path) -> Result<()>;
 
     /// Freezes the volume's current data as the read-only layer of `snapshot` and gives the
     /// volume a new empty top layer on it. O(1). A guest that has the volume open keeps writing
@@ -106,6 +112,11 @@ impl DirPool {
             VolumeSource::Snapshot(_) => {
                 return Err(AgentError::Hypervisor("encrypted volumes cannot be made from snapshots yet".into()))
             }
+            VolumeSource::Raw(raw) => {
+                self.keys.create(id)?;
+                let secret = self.keys.secret_file(id)?;
+                return self.create_from_raw(id, size_bytes, raw, Some(&secret)).await;
+            }
         };
         let size = match &backing {
             Some(b) => size_bytes.max(qemu_img::info(b, Some("qcow2")).await?.virtual_size),
@@ -118,6 +129,16 @@ impl DirPool {
         let _ = tokio::fs::remove_file(&tmp).await;
         qemu_img::create_encrypted(&tmp, size, backing.as_deref(), &secret.id, &secret.path).await?;
         tokio::fs::rename(&tmp, self.path(id)).await.map_err(|e| AgentError::io("rename volume", e))
+    }
+
+    async fn create_from_raw(&self, id: Uuid, size_bytes: u64, raw: &Path, secret: Option<&SecretFile>) -> Result<()> {
+        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| AgentError::io("create volumes dir", e))?;
+        let tmp = self.dir.join(format!("{id}.qcow2.tmp"));
+        let _ = tokio::fs::remove_file(&tmp).await;
+        qemu_img::import_raw(raw, &tmp, secret.map(|s| (s.id.as_str(), s.path.as_path()))).await?;
+        tokio::fs::rename(&tmp, self.path(id)).await.map_err(|e| AgentError::io("rename volume", e))?;
+        // The volume may be asked bigger than the backup was.
+        self.grow(id, size_bytes).await
     }
 
     /// The read-only layer of a snapshot.
@@ -166,6 +187,7 @@ impl StoragePool for DirPool {
                 let size = qemu_img::virtual_size_shared(&layer).await?;
                 qemu_img::create_overlay_unsafe(&layer, &tmp, size_bytes.max(size)).await?
             }
+            VolumeSource::Raw(raw) => return self.create_from_raw(id, size_bytes, raw, None).await,
         }
         tokio::fs::rename(&tmp, &path).await.map_err(|e| AgentError::io("rename volume", e))?;
         Ok(())
@@ -233,6 +255,12 @@ impl StoragePool for DirPool {
             b["encrypt"] = serde_json::json!({"format": "luks", "key-secret": crate::keys::secret_id(id)});
         }
         b
+    }
+
+    async fn export_raw(&self, id: Uuid, dst: &Path) -> Result<()> {
+        let secret = self.secret(id).await?;
+        let secret = secret.as_ref().map(|s| (s.id.as_str(), s.path.as_path()));
+        Ok(qemu_img::export_raw(&self.path(id), dst, secret).await?)
     }
 
     async fn snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<()> {
@@ -350,6 +378,12 @@ impl StoragePool for SimPool {
 
     fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value {
         serde_json::json!({"driver": "null-co", "node-name": node_name, "size": self.size(id).unwrap_or(0)})
+    }
+
+    async fn export_raw(&self, id: Uuid, dst: &Path) -> Result<()> {
+        let size = self.size(id).ok_or_else(|| AgentError::Hypervisor(format!("volume {id} is not in the pool")))?;
+        let f = std::fs::File::create(dst).map_err(|e| AgentError::io("create raw export", e))?;
+        f.set_len(size).map_err(|e| AgentError::io("size raw export", e))
     }
 
     async fn snapshot(&self, volume: Uuid, _snapshot: Uuid) -> Result<()> {

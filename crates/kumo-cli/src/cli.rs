@@ -93,6 +93,9 @@ pub enum Command {
     /// Snapshots of volumes
     #[command(subcommand)]
     Snapshot(crate::snapshots::SnapshotCommand),
+    /// Backups of volumes
+    #[command(subcommand)]
+    Backup(crate::backups::BackupCommand),
 }
 
 /// The project a tenant resource lives in.

@@ -7,6 +7,7 @@
 //! implements `kumo login`, `output` formats tables and JSON.
 
 pub mod audit;
+pub mod backups;
 pub mod budgets;
 pub mod cli;
 pub mod client;
@@ -97,6 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Budget(c) => budgets::run(&ctx, c),
         Command::Volume(c) => volumes::run(&ctx, c),
         Command::Snapshot(c) => snapshots::run(&ctx, c),
+        Command::Backup(c) => backups::run(&ctx, c),
     }
 }
 

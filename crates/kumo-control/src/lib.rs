@@ -51,6 +51,10 @@ impl ControlConfig {
     pub fn images_dir(&self) -> PathBuf {
         self.data_dir.join("images")
     }
+
+    pub fn backups_dir(&self) -> PathBuf {
+        self.data_dir.join("backups")
+    }
 }
 
 /// Everything a request handler or background task needs.
@@ -74,6 +78,8 @@ pub struct App {
     pub events: app::events::EventBus,
     /// The volume reconciler; see [`volume_reconciler`].
     pub volume_reconciler: reconciler::Handle,
+    /// Where volume backups go (`<data-dir>/backups`); see [`app::backups`].
+    pub backup_target: Arc<dyn kumo_agent::backup::BackupTarget>,
 }
 
 impl App {
@@ -95,7 +101,6 @@ impl App {
             store,
             hypervisor,
             host_id,
-            config,
             tokens: context::TokenCache::default(),
             logins: app::login::LoginLimiter::default(),
             reconciler: reconciler::Handle::default(),
@@ -104,6 +109,8 @@ impl App {
             telemetry: telemetry::Telemetry::default(),
             events: app::events::EventBus::default(),
             volume_reconciler: volume_reconciler::handle(),
+            backup_target: Arc::new(kumo_agent::backup::DirTarget::new(config.backups_dir())),
+            config,
         }))
     }
 }

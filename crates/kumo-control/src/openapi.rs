@@ -3,8 +3,8 @@
 //! (regenerate with `kumod openapi > openapi/kumo.json`).
 
 use crate::http::{
-    audit, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects, quotas,
-    snapshots, system, tokens, users, volumes,
+    audit, backups, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects,
+    quotas, snapshots, system, tokens, users, volumes,
 };
 use crate::App;
 use std::sync::Arc;
@@ -79,6 +79,8 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(volumes::volume_resize))
         .routes(routes!(snapshots::snapshot_list, snapshots::snapshot_create))
         .routes(routes!(snapshots::snapshot_view, snapshots::snapshot_delete))
+        .routes(routes!(backups::volume_backup_list, backups::volume_backup_create))
+        .routes(routes!(backups::volume_backup_view, backups::volume_backup_delete))
 }
 
 /// The routes that take no bearer token (login); served outside the authentication layer.

@@ -129,6 +129,24 @@ async fn holder(app: &App, rec: &VolumeRecord) -> Result<Option<kumo_store::inst
     kumo_store::instances::get_by_id(&mut conn, iid).await.map_err(|e| e.to_string())
 }
 
+/// Creates a volume from a backup: the verified chunks into a raw file, then into the pool.
+async fn restore(app: &App, rec: &VolumeRecord, backup_id: uuid::Uuid, size: u64) -> (VolumeObservation, &'static str) {
+    let dir = app.config.backups_dir();
+    let raw = dir.join(format!("restore-{}.raw", rec.view.id));
+    let outcome = async {
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| kumo_agent::AgentError::io("create backups dir", e))?;
+        kumo_agent::backup::restore_raw(app.backup_target.as_ref(), backup_id, &raw).await?;
+        let source = VolumeSource::Raw(raw.clone());
+        app.hypervisor.pool().create(rec.view.id, size, &source, rec.view.encrypted).await
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&raw).await;
+    match outcome {
+        Ok(()) => (VolumeObservation::Created, "volume reconciler: restored from the backup (checksums verified)"),
+        Err(e) => (VolumeObservation::CreateFailed { reason: e.to_string() }, "volume reconciler: restore"),
+    }
+}
+
 /// Does the next step for one volume. Returns whether its state changed.
 async fn step(app: &App, rec: VolumeRecord) -> bool {
     let id = rec.view.id;
@@ -147,6 +165,9 @@ async fn step(app: &App, rec: VolumeRecord) -> bool {
                         VolumeSource::Image(image.disk_path.into())
                     }
                     (SourceKind::Snapshot, Some(snapshot_id)) => VolumeSource::Snapshot(snapshot_id),
+                    (SourceKind::Backup, Some(backup_id)) => {
+                        return Ok(Some(restore(app, &rec, backup_id, size).await));
+                    }
                     _ => VolumeSource::Empty,
                 };
                 Ok(match hv.pool().create(id, size, &source, rec.view.encrypted).await {

@@ -41,3 +41,26 @@ CREATE TABLE snapshots (
 );
 CREATE UNIQUE INDEX snapshots_name_live ON snapshots (project_id, name) WHERE time_deleted IS NULL;
 CREATE INDEX snapshots_project_live ON snapshots (project_id, id) WHERE time_deleted IS NULL;
+
+-- Volume backups: a manifest of content-addressed chunks in the backup target. Every backup is
+-- complete on its own; `kind` says whether it was the volume's first (full) or a later one
+-- (incremental: it stored only the chunks that changed), `bytes_stored` what it added.
+CREATE TABLE volume_backups (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects (id),
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    time_created TEXT NOT NULL,
+    time_modified TEXT NOT NULL,
+    volume_id TEXT NOT NULL REFERENCES volumes (id),
+    volume_name TEXT NOT NULL,
+    size_gib BIGINT NOT NULL,
+    encrypted BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    chunks BIGINT NOT NULL,
+    bytes_stored BIGINT NOT NULL,
+    time_deleted TEXT
+);
+CREATE UNIQUE INDEX volume_backups_name_live ON volume_backups (project_id, name) WHERE time_deleted IS NULL;
+CREATE INDEX volume_backups_project_live ON volume_backups (project_id, id) WHERE time_deleted IS NULL;
+CREATE INDEX volume_backups_volume ON volume_backups (volume_id);

@@ -14,6 +14,7 @@
 //! use a pool of several (WAL mode lets them run beside the writer). On PostgreSQL both are one pool.
 
 pub mod audit;
+pub mod backups;
 pub mod billing;
 pub mod events;
 pub mod hosts;

@@ -2,6 +2,7 @@
 //! (`kumo-cli`). Everything that crosses the wire is declared here, once: identity metadata, names,
 //! views, create parameters, the error body, pagination, and the instance state machine.
 
+pub mod backup;
 pub mod billing;
 pub mod error;
 pub mod event;
@@ -18,6 +19,7 @@ pub mod project;
 pub mod snapshot;
 pub mod volume;
 
+pub use backup::{BackupCreate, BackupView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::HostView;

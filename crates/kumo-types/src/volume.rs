@@ -95,7 +95,7 @@ impl VolumeState {
             (A::Detach, S::Attached) => S::Detaching,
             // Resize and snapshot change the disk, not the state.
             (A::Resize, S::Available | S::Attached) => self,
-            (A::Snapshot, S::Available | S::Attached) => self,
+            (A::Snapshot | A::Backup, S::Available | S::Attached) => self,
             (A::Delete, S::Available | S::Failed) => S::Deleting,
             (a, s) => {
                 let hint = match (a, s) {
@@ -153,15 +153,17 @@ pub enum VolumeAction {
     Detach,
     Resize,
     Snapshot,
+    Backup,
     Delete,
 }
 
 impl VolumeAction {
-    pub const ALL: [VolumeAction; 5] = [
+    pub const ALL: [VolumeAction; 6] = [
         VolumeAction::Attach,
         VolumeAction::Detach,
         VolumeAction::Resize,
         VolumeAction::Snapshot,
+        VolumeAction::Backup,
         VolumeAction::Delete,
     ];
 
@@ -171,6 +173,7 @@ impl VolumeAction {
             VolumeAction::Detach => "detach",
             VolumeAction::Resize => "resize",
             VolumeAction::Snapshot => "snapshot",
+            VolumeAction::Backup => "back up",
             VolumeAction::Delete => "delete",
         }
     }

@@ -137,6 +137,10 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("snapshot_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"snap-x","volume":"vol-a"}"#)),
     ("snapshot_view", Kind::ProjectRead, "project=a", Body::None),
     ("snapshot_delete", Kind::ProjectWrite, "project=a", Body::None),
+    ("volume_backup_list", Kind::ProjectRead, "project=a", Body::None),
+    ("volume_backup_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"bk-x","volume":"vol-a"}"#)),
+    ("volume_backup_view", Kind::ProjectRead, "project=a", Body::None),
+    ("volume_backup_delete", Kind::ProjectWrite, "project=a", Body::None),
 ];
 
 /// Values of path parameters: project `a` and its resources.
@@ -153,6 +157,7 @@ fn path_param(name: &str) -> &'static str {
         "period" => "2026-10",
         "volume" => "vol-a",
         "snapshot" => "snap-a",
+        "backup" => "bk-a",
         other => panic!("no value for path parameter {{{other}}}: add one to path_param()"),
     }
 }
@@ -270,6 +275,8 @@ fn tenants(k: &Cloud) -> [String; 3] {
     }
     let (s, v) = as_alice.post("/v1/snapshots?project=a", json!({"name": "snap-a", "volume": "vol-a"}));
     assert_eq!(s, 201, "alice snapshots her volume: {v}");
+    let (s, v) = as_alice.post("/v1/volume-backups?project=a", json!({"name": "bk-a", "volume": "vol-a"}));
+    assert_eq!(s, 201, "alice backs up her volume: {v}");
     let operator = As { k, token: Some(k.token.clone()) };
     let (s, v) = operator.put("/v1/projects/a/budget", json!({"monthly": "50.00", "alert_at_percent": 80}));
     assert_eq!(s, 200, "a budget for a: {v}");
@@ -402,6 +409,9 @@ fn every_operation_is_authorised_as_its_table_says() {
     assert_eq!(s, 404, "{v}");
     let (s, v) = k.get("/v1/snapshots/snap-a?project=a");
     assert_eq!(s, 200, "{v}");
+    let (s, v) = k.get("/v1/volume-backups/bk-a?project=a");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(k.get("/v1/volume-backups/bk-x?project=a").0, 404);
     let (s, v) = k.get("/v1/users/dave");
     assert_eq!(s, 404, "{v}");
 }

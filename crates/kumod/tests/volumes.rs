@@ -298,3 +298,54 @@ fn snapshots_make_volumes_and_outlive_nothing_they_should_not() {
     assert!(s == 409 || s == 400, "snapshot of a deleted volume: {s} {v}");
     assert_eq!(k.get("/v1/snapshots/s3?project=demo").0, 404);
 }
+
+#[test]
+fn backups_full_then_incremental_restore_and_refusals() {
+    let k = roomy();
+    k.create_project("demo");
+    available(&k, "data", 2);
+    let (s, b1) = k.post("/v1/volume-backups?project=demo", json!({"name": "b1", "volume": "data"}));
+    assert_eq!(s, 201, "{b1}");
+    assert_eq!(
+        (b1["kind"].as_str(), b1["volume"].as_str(), b1["size_gib"].as_i64()),
+        (Some("full"), Some("data"), Some(2))
+    );
+    let (s, b2) = k.post("/v1/volume-backups?project=demo", json!({"name": "b2", "volume": "data"}));
+    assert_eq!((s, b2["kind"].as_str()), (201, Some("incremental")), "{b2}");
+    assert_error(
+        k.post("/v1/volume-backups?project=demo", json!({"name": "b2", "volume": "data"})),
+        409,
+        "ObjectAlreadyExists",
+    );
+    assert_error(
+        k.post("/v1/volume-backups?project=demo", json!({"name": "b3", "volume": "ghost"})),
+        400,
+        "InvalidValue",
+    );
+    // Encrypted volumes are refused (the target would hold their plaintext).
+    let (s, v) = create(&k, "vault", json!({"size_gib": 1, "encrypted": true}));
+    assert_eq!((s, v["encrypted"].as_bool()), (202, Some(true)), "{v}");
+    wait_volume(&k, "demo", "vault", "available");
+    let msg = assert_error(
+        k.post("/v1/volume-backups?project=demo", json!({"name": "b3", "volume": "vault"})),
+        400,
+        "InvalidValue",
+    );
+    assert!(msg.contains("encrypted"), "{msg}");
+
+    // Restore: at least the backup's size, from a backup that exists.
+    let msg = assert_error(create(&k, "r1", json!({"size_gib": 1, "source_backup": "b1"})), 400, "InvalidValue");
+    assert!(msg.contains("at least 2"), "{msg}");
+    assert_error(create(&k, "r1", json!({"size_gib": 2, "source_backup": "nope"})), 400, "InvalidValue");
+    let (s, v) = create(&k, "r1", json!({"size_gib": 2, "source_backup": "b1"}));
+    assert_eq!(s, 202, "{v}");
+    let v = wait_volume(&k, "demo", "r1", "available");
+    assert_eq!(v["source"], "backup:b1", "{v}");
+
+    let (s, v) = k.get("/v1/volume-backups?project=demo");
+    assert_eq!((s, v["items"].as_array().map(|a| a.len())), (200, Some(2)), "{v}");
+    let (s, _) = k.delete("/v1/volume-backups/b1?project=demo");
+    assert_eq!(s, 204);
+    assert_eq!(k.get("/v1/volume-backups/b1?project=demo").0, 404);
+    assert_eq!(k.get("/v1/volume-backups/b2?project=demo").0, 200);
+}

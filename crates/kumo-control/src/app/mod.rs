@@ -3,6 +3,7 @@
 //! does its reads and writes in one store transaction.
 
 pub mod audit;
+pub mod backups;
 pub mod billing;
 pub mod events;
 pub mod hosts;

@@ -106,11 +106,6 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
     if sources > 1 {
         return Err(ApiError::invalid("give at most one of source_image, source_snapshot and source_backup"));
     }
-    if p.source_backup.is_some() {
-        return Err(ApiError::invalid(
-            "volumes from backups are not available yet on this cloud; use source_image, source_snapshot or none",
-        ));
-    }
     if p.encrypted && p.source_snapshot.is_some() {
         return Err(ApiError::invalid(
             "encrypted volumes cannot be made from snapshots yet; make a plain one or start from an image",
@@ -120,6 +115,17 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
     let mut tx = app.store.begin().await?;
     let proj = super::project(&mut tx, ctx, project, Access::Write).await?;
     let (source_kind, source_id, source_name) = match (&p.source_image, &p.source_snapshot) {
+        (None, None) if p.source_backup.is_some() => {
+            let backup = p.source_backup.as_deref().unwrap_or_default();
+            let b = super::backups::source(&mut tx, proj.id, backup).await?;
+            if p.size_gib < b.view.size_gib {
+                return Err(ApiError::invalid(format!(
+                    "size_gib {} is smaller than backup '{backup}' ({} GiB); ask for at least {}",
+                    p.size_gib, b.view.size_gib, b.view.size_gib
+                )));
+            }
+            (SourceKind::Backup, Some(b.view.id), Some(b.view.name))
+        }
         (None, Some(snapshot)) => {
             let snap = super::snapshots::source(&mut tx, proj.id, snapshot).await?;
             if p.size_gib < snap.view.size_gib {

@@ -3,6 +3,7 @@
 //! validate; the work is in [`crate::app`].
 
 pub mod audit;
+pub mod backups;
 pub mod billing;
 pub mod events;
 pub mod hosts;
