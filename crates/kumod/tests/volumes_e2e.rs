@@ -475,3 +475,66 @@ fn backups_are_incremental_and_restore_verified_data() {
     let v = wait_volume(&k, "r3", "failed");
     assert!(v["state_reason"].as_str().is_some_and(|r| r.contains("checksum")), "{v}");
 }
+
+#[test]
+fn image_import_converts_vmdk_and_vhdx_and_refuses_files_that_point_elsewhere() {
+    if !qemu_prerequisites() {
+        return;
+    }
+    let k = qemu_kumod();
+    k.create_project("demo");
+    let dir = k.data_dir().join("upload-src");
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = dir.join("legacy.raw");
+    let mut bytes = b"legacy-server-marker\n".to_vec();
+    bytes.resize(8 << 20, 0);
+    std::fs::write(&raw, &bytes).unwrap();
+    let qemu_img = |args: &[&str]| {
+        let out = Command::new("qemu-img").args(args).output().expect("qemu-img");
+        assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    // File names say nothing: the format is detected from the content.
+    qemu_img(&["convert", "-f", "raw", "-O", "vmdk", &path("legacy.raw"), &path("disk-a.img")]);
+    qemu_img(&["convert", "-f", "raw", "-O", "vhdx", &path("legacy.raw"), &path("disk-b.img")]);
+    for (file, name, format) in [("disk-a.img", "from-vmdk", "vmdk"), ("disk-b.img", "from-vhdx", "vhdx")] {
+        let v = cli_json(&k, &["image", "import", &path(file), "--name", name, "--project", "demo"]);
+        assert_eq!(v["size_bytes"], 8 << 20, "{v}");
+        assert!(v["os"].as_str().unwrap_or("").contains(format), "{v}");
+        // Its data survived the conversion: a volume cloned from it reads the marker.
+        let vol = format!("vol-{name}");
+        let body = json!({"name": vol, "size_gib": 1, "source_image": name});
+        let (s, v) = k.post("/v1/volumes?project=demo", body);
+        assert_eq!(s, 202, "{v}");
+        let id = wait_volume(&k, &vol, "available")["id"].as_str().unwrap().to_string();
+        assert_eq!(host_read(&k, &id), "legacy-server-marker");
+    }
+
+    // The classic attack: a qcow2 whose backing file is /etc/shadow, and a vmdk descriptor whose
+    // flat extent is /etc/shadow. Both 400, nothing stored.
+    qemu_img(&["create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", "/etc/shadow", &path("evil.qcow2"), "1M"]);
+    std::fs::write(
+        dir.join("evil.vmdk"),
+        "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n\
+         RW 2048 FLAT \"/etc/shadow\" 0\n\nddb.adapterType = \"ide\"\n",
+    )
+    .unwrap();
+    let images_before = std::fs::read_dir(k.data_dir().join("images")).unwrap().count();
+    for (file, needle) in [("evil.qcow2", "backing file"), ("evil.vmdk", "monolithicFlat")] {
+        let resp = k
+            .http
+            .post(format!("{}/v1/images/import?project=demo&name=evil", k.url))
+            .bearer_auth(&k.token)
+            .header("content-type", "application/octet-stream")
+            .body(std::fs::read(dir.join(file)).unwrap())
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().unwrap_or(Value::Null);
+        assert_eq!(status, 400, "{file}: {v}");
+        assert!(v["message"].as_str().unwrap_or("").contains(needle), "{file}: {v}");
+    }
+    let (_, list) = k.get("/v1/images?project=demo");
+    assert!(!list["items"].as_array().unwrap().iter().any(|i| i["name"] == "evil"), "{list}");
+    assert_eq!(std::fs::read_dir(k.data_dir().join("images")).unwrap().count(), images_before, "leftovers");
+}

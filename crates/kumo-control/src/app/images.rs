@@ -1,9 +1,10 @@
 //! Images: the public catalogue (seeded from the machine-wide image cache) and tenant imports.
 //!
 //! Image files live in `DATA_DIR/images/<id>/`. Imports stream the upload to a temporary file
-//! (never whole in memory), detect the format from the content with `qemu-img info`, refuse
-//! anything but qcow2 and raw, refuse a qcow2 with a backing file (it could point anywhere on
-//! the host), check qcow2 metadata, and convert to a standalone qcow2.
+//! (never whole in memory), detect the format from the content with `qemu-img info` (never from
+//! a file name), accept qcow2, raw, vmdk and vhdx, refuse anything that would make qemu-img read
+//! other files of the host (see [`refuse_unsafe`]), check qcow2 metadata, and convert to a
+//! standalone qcow2.
 
 use super::{read, selector};
 use crate::context::{Access, OpContext};
@@ -123,24 +124,7 @@ where
         internal: Some(e.to_string()),
         ..ApiError::invalid("the upload is not a disk image qemu-img can read")
     })?;
-    match info.format.as_str() {
-        "qcow2" | "raw" => {}
-        other => {
-            return Err(ApiError::invalid(format!(
-                "image format '{other}' is not supported for import yet (qcow2 and raw are)"
-            )))
-        }
-    }
-    if info.external_data_file().is_some() {
-        return Err(ApiError::invalid(
-            "the qcow2 image keeps its data in an external data file; upload a standalone image",
-        ));
-    }
-    if info.backing_filename.is_some() {
-        return Err(ApiError::invalid(
-            "the qcow2 image has a backing file; upload a standalone image (qemu-img convert -O qcow2 in out)",
-        ));
-    }
+    refuse_unsafe(&info, &upload)?;
     if info.format == "qcow2" {
         qemu_img::check(&upload).await.map_err(|e| ApiError {
             internal: Some(e.to_string()),
@@ -170,6 +154,61 @@ where
     tx.commit().await.map_err(ApiError::internal)?;
     guard.0 = None;
     Ok(rec.view)
+}
+
+/// Largest virtual size an imported image may claim (a tiny file can claim exabytes).
+pub const IMPORT_MAX_VIRTUAL_BYTES: u64 = (kumo_types::volume::VOLUME_MAX_GIB as u64) << 30;
+
+/// Refuses what must never be converted: anything that makes qemu-img read other files of the
+/// host (a qcow2 backing file or external data file, a vmdk whose extents are separate files —
+/// a descriptor can name `/etc/shadow` as a flat extent — or a vmdk parent), formats we do not
+/// import, and absurd virtual sizes. The format is what qemu-img detected from the content.
+pub fn refuse_unsafe(info: &qemu_img::ImageInfo, upload: &Path) -> ApiResult<()> {
+    match info.format.as_str() {
+        "qcow2" | "raw" | "vmdk" | "vhdx" => {}
+        other => {
+            return Err(ApiError::invalid(format!(
+                "image format '{other}' is not supported for import (qcow2, raw, vmdk and vhdx are)"
+            )))
+        }
+    }
+    if info.external_data_file().is_some() {
+        return Err(ApiError::invalid(
+            "the qcow2 image keeps its data in an external data file; upload a standalone image",
+        ));
+    }
+    if info.backing_filename.is_some() {
+        return Err(ApiError::invalid(format!(
+            "the {} image has a backing file; upload a standalone image (qemu-img convert -O qcow2 in out)",
+            info.format
+        )));
+    }
+    if info.format == "vmdk" {
+        let data = info.format_specific.as_ref().and_then(|f| f.get("data"));
+        let create_type = data.and_then(|d| d.get("create-type")).and_then(|t| t.as_str()).unwrap_or("");
+        if !matches!(create_type, "monolithicSparse" | "streamOptimized") {
+            return Err(ApiError::invalid(format!(
+                "vmdk images of type '{create_type}' keep their data in other files; upload a single-file                  vmdk (monolithicSparse or streamOptimized)"
+            )));
+        }
+        let extents = data.and_then(|d| d.get("extents")).and_then(|e| e.as_array()).cloned().unwrap_or_default();
+        let elsewhere =
+            extents.iter().any(|e| e.get("filename").and_then(|f| f.as_str()).is_none_or(|f| Path::new(f) != upload));
+        if elsewhere {
+            return Err(ApiError::invalid("the vmdk image names extents in other files; upload a single-file vmdk"));
+        }
+        let parent = data.and_then(|d| d.get("parent-cid")).and_then(|p| p.as_u64()).unwrap_or(u32::MAX as u64);
+        if parent != u32::MAX as u64 {
+            return Err(ApiError::invalid("the vmdk image is a delta of a parent disk; upload a standalone image"));
+        }
+    }
+    if info.virtual_size > IMPORT_MAX_VIRTUAL_BYTES {
+        return Err(ApiError::invalid(format!(
+            "the image claims a virtual size of {} bytes; at most {IMPORT_MAX_VIRTUAL_BYTES} are accepted",
+            info.virtual_size
+        )));
+    }
+    Ok(())
 }
 
 /// Streams a request body to `path`, refusing more than `max` bytes (413).
@@ -256,4 +295,37 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
     guard.0 = None;
     tracing::info!(image = %rec.view.name, "registered public image from {}", cache_dir.display());
     Ok(Some(rec.view))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(json: serde_json::Value) -> qemu_img::ImageInfo {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn imports_that_would_read_other_host_files_are_refused() {
+        let up = Path::new("/data/images/x/upload");
+        let ok = |j| refuse_unsafe(&info(j), up).is_ok();
+        assert!(ok(serde_json::json!({"format": "qcow2", "virtual-size": 1 << 20})));
+        assert!(ok(serde_json::json!({"format": "vhdx", "virtual-size": 1 << 20})));
+        assert!(ok(serde_json::json!({"format": "vmdk", "virtual-size": 1 << 20, "format-specific": {"type": "vmdk",
+            "data": {"create-type": "monolithicSparse", "parent-cid": 4294967295u64,
+                     "extents": [{"filename": "/data/images/x/upload"}]}}})));
+        let refused = |j| refuse_unsafe(&info(j), up).unwrap_err().message;
+        let m = refused(serde_json::json!({"format": "qcow2", "virtual-size": 1, "backing-filename": "/etc/shadow"}));
+        assert!(m.contains("backing file"), "{m}");
+        let m = refused(serde_json::json!({"format": "vmdk", "virtual-size": 1, "format-specific": {"type": "vmdk",
+            "data": {"create-type": "monolithicFlat", "extents": [{"filename": "/etc/shadow"}]}}}));
+        assert!(m.contains("monolithicFlat"), "{m}");
+        let m = refused(serde_json::json!({"format": "vmdk", "virtual-size": 1, "format-specific": {"type": "vmdk",
+            "data": {"create-type": "monolithicSparse", "extents": [{"filename": "/etc/shadow"}]}}}));
+        assert!(m.contains("other files"), "{m}");
+        let m = refused(serde_json::json!({"format": "qcow2", "virtual-size": 1u64 << 60}));
+        assert!(m.contains("virtual size"), "{m}");
+        let m = refused(serde_json::json!({"format": "dmg", "virtual-size": 1}));
+        assert!(m.contains("not supported"), "{m}");
+    }
 }
