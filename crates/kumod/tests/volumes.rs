@@ -104,9 +104,11 @@ fn volume_lifecycle_attach_detach_delete() {
     assert!(msg.contains("already attached"), "{msg}");
     let msg = assert_error(k.post_empty("/v1/volumes/boot/detach?project=demo"), 409, "InvalidState");
     assert!(msg.contains("'available'") && msg.contains("not attached"), "{msg}");
-    // The image backs "boot": it cannot be deleted under it.
-    let (s, v) = k.get(&format!("/v1/volumes/data?project=demo"));
+    let (s, v) = k.get("/v1/volumes/data?project=demo");
     assert_eq!((s, v["state"].as_str()), (200, Some("attached")), "{v}");
+    // The image backs "boot": it cannot be deleted under it.
+    let msg = assert_error(k.delete(&format!("/v1/images/{IMAGE}")), 409, "InvalidState");
+    assert!(msg.contains("volume"), "{msg}");
 
     // Grow while attached: the size changes, the quota follows.
     let (s, v) = k.post("/v1/volumes/data/resize?project=demo", json!({"size_gib": 12}));
