@@ -55,7 +55,30 @@ pub struct InstanceSpec {
     /// Volumes of the storage pool attached to the instance, in attach order: on the command line
     /// at start, after the root disk and the config drive (so the guest sees them as vdc, vdd, …).
     #[serde(default)]
-    pub volumes: Vec<Uuid>,
+    pub volumes: Vec<VolumeDisk>,
+}
+
+/// A volume as an instance has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeDisk {
+    pub id: Uuid,
+    #[serde(default)]
+    pub limits: IoLimits,
+}
+
+/// I/O limits of one disk (QEMU throttling); None is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoLimits {
+    /// Read + write requests per second.
+    pub iops: Option<u64>,
+    /// Read + write bytes per second.
+    pub bytes_per_sec: Option<u64>,
+}
+
+impl IoLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.iops.is_none() && self.bytes_per_sec.is_none()
+    }
 }
 
 /// What exists on the host for an instance.
@@ -169,7 +192,11 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Hot-plugs a volume into the instance's running guest (a new virtio disk). A no-op when
     /// the guest does not run (the volume is on its command line at the next start) or already
     /// has it. Idempotent.
-    async fn attach_volume(&self, id: Uuid, volume: Uuid) -> Result<()>;
+    async fn attach_volume(&self, id: Uuid, volume: &VolumeDisk) -> Result<()>;
+
+    /// Changes the I/O limits of a volume the running guest has (live). A no-op when the guest
+    /// does not run or does not have it (the limits apply at the next start or attach).
+    async fn set_volume_limits(&self, id: Uuid, volume: Uuid, limits: IoLimits) -> Result<()>;
 
     /// Unplugs a volume from the running guest: asks the guest to release it and waits up to
     /// `deadline`; fails (the guest keeps it) if it does not. A no-op when the guest does not run

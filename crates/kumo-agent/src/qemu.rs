@@ -18,7 +18,7 @@
 use crate::storage::{self, DirPool, StoragePool};
 use crate::{
     kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSample,
-    InstanceSpec, Result,
+    InstanceSpec, IoLimits, Result, VolumeDisk,
 };
 use async_trait::async_trait;
 use std::ffi::OsString;
@@ -119,9 +119,9 @@ const VOLUME_FIRST_SLOT: usize = 0x10;
 /// The command-line arguments that give the guest its volumes, in order: a `-blockdev` opening
 /// each (described by the pool) and a virtio-blk device on it, with the ids hot-plug uses, so a
 /// cold-attached volume can be hot-unplugged like a hot-plugged one.
-pub fn volume_args(pool: &dyn StoragePool, volumes: &[Uuid]) -> Vec<OsString> {
+pub fn volume_args(pool: &dyn StoragePool, volumes: &[VolumeDisk]) -> Vec<OsString> {
     let mut a = Vec::new();
-    for (i, v) in volumes.iter().enumerate() {
+    for (i, v) in volumes.iter().map(|d| &d.id).enumerate() {
         let node = storage::node_name(*v);
         a.push(OsString::from("-blockdev"));
         a.push(OsString::from(pool.blockdev(*v, &node).to_string()));
@@ -134,6 +134,17 @@ pub fn volume_args(pool: &dyn StoragePool, volumes: &[Uuid]) -> Vec<OsString> {
         )));
     }
     a
+}
+
+/// Sets a volume's device's I/O throttling (0 = unlimited) through QMP.
+async fn throttle(qmp_path: &Path, volume: Uuid, limits: IoLimits) -> Result<()> {
+    // The throttle belongs to the device's (anonymous) block backend, named by its QOM path.
+    let args = serde_json::json!({
+        "id": format!("/machine/peripheral/{}/virtio-backend", storage::device_id(volume)),
+        "bps": limits.bytes_per_sec.unwrap_or(0), "bps_rd": 0, "bps_wr": 0,
+        "iops": limits.iops.unwrap_or(0), "iops_rd": 0, "iops_wr": 0,
+    });
+    qmp::execute(qmp_path, qmp::BlockSetIoThrottle(args)).await.map(|_| ())
 }
 
 /// The config drive: a raw disk whose content is a tar archive of `meta-data.json` and, when
@@ -294,7 +305,7 @@ impl Hypervisor for QemuDriver {
         // when `secrets` is dropped once QEMU is up).
         let mut secrets = Vec::new();
         for v in &spec.volumes {
-            if let Some(s) = self.pool.secret(*v).await? {
+            if let Some(s) = self.pool.secret(v.id).await? {
                 args.push("-object".into());
                 args.push(format!("secret,id={},file={},format=raw", s.id, s.path.display()).into());
                 secrets.push(s);
@@ -339,6 +350,12 @@ impl Hypervisor for QemuDriver {
             tokio::time::sleep(POLL).await;
         }
         drop(secrets);
+        for v in spec.volumes.iter().filter(|v| !v.limits.is_unlimited()) {
+            // The guest is running: failing the start here would leave its QEMU behind.
+            if let Err(e) = throttle(&run.qmp(), v.id, v.limits).await {
+                tracing::error!(instance = %spec.id, volume = %v.id, "I/O limits not applied: {e}");
+            }
+        }
         // Reap the process when it ends, so it never lingers as a zombie of kumod.
         tokio::spawn(async move {
             let _ = child.wait().await;
@@ -439,10 +456,11 @@ impl Hypervisor for QemuDriver {
         self.pool.as_ref()
     }
 
-    async fn attach_volume(&self, id: Uuid, volume: Uuid) -> Result<()> {
+    async fn attach_volume(&self, id: Uuid, disk: &VolumeDisk) -> Result<()> {
         if self.live_pid(id).is_none() {
             return Ok(());
         }
+        let volume = disk.id;
         let qmp_path = self.run_dir(id).qmp();
         let (node, dev) = (storage::node_name(volume), storage::device_id(volume));
         if !qmp::node_names(&qmp_path).await?.contains(&node) {
@@ -467,7 +485,18 @@ impl Hypervisor for QemuDriver {
                 return Err(e);
             }
         }
-        Ok(())
+        throttle(&qmp_path, volume, disk.limits).await
+    }
+
+    async fn set_volume_limits(&self, id: Uuid, volume: Uuid, limits: IoLimits) -> Result<()> {
+        if self.live_pid(id).is_none() {
+            return Ok(());
+        }
+        let qmp_path = self.run_dir(id).qmp();
+        if !qmp::device_ids(&qmp_path).await?.contains(&storage::device_id(volume)) {
+            return Ok(());
+        }
+        throttle(&qmp_path, volume, limits).await
     }
 
     async fn detach_volume(&self, id: Uuid, volume: Uuid, deadline: Duration) -> Result<()> {
@@ -642,7 +671,8 @@ mod tests {
     fn volumes_come_after_the_root_disk_in_fixed_slots() {
         let pool = DirPool::new("/d/volumes".into());
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let args: Vec<String> = volume_args(&pool, &[a, b]).iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        let disks = [a, b].map(|id| VolumeDisk { id, limits: IoLimits::default() });
+        let args: Vec<String> = volume_args(&pool, &disks).iter().map(|s| s.to_string_lossy().into_owned()).collect();
         assert_eq!(args.len(), 8);
         assert_eq!(args[0], "-blockdev");
         let blockdev: serde_json::Value = serde_json::from_str(&args[1]).unwrap();

@@ -99,6 +99,7 @@ raw_command!(
     BlockdevSnapshot = "blockdev-snapshot",
     QueryBlock = "query-block",
     ObjectAdd = "object-add",
+    BlockSetIoThrottle = "block_set_io_throttle",
     ObjectDel = "object-del",
     QomList = "qom-list",
     QueryNamedBlockNodes = "query-named-block-nodes",

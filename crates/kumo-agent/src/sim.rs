@@ -101,7 +101,7 @@ impl Hypervisor for SimDriver {
             let guest = g.entry(spec.id).or_default();
             if !guest.running {
                 guest.running = true;
-                guest.volumes = spec.volumes.clone();
+                guest.volumes = spec.volumes.iter().map(|v| v.id).collect();
                 guest.memory_mib = spec.memory_mib;
                 guest.started = Some(Instant::now());
                 let boot = format!(
@@ -173,7 +173,8 @@ impl Hypervisor for SimDriver {
         &self.pool
     }
 
-    async fn attach_volume(&self, id: Uuid, volume: Uuid) -> Result<()> {
+    async fn attach_volume(&self, id: Uuid, disk: &crate::VolumeDisk) -> Result<()> {
+        let volume = disk.id;
         self.delay().await;
         self.with(|g| {
             if let Some(guest) = g.get_mut(&id).filter(|guest| guest.running) {
@@ -196,6 +197,11 @@ impl Hypervisor for SimDriver {
                 }
             }
         });
+        Ok(())
+    }
+
+    async fn set_volume_limits(&self, _id: Uuid, _volume: Uuid, _limits: crate::IoLimits) -> Result<()> {
+        self.delay().await;
         Ok(())
     }
 

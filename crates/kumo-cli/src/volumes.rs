@@ -9,7 +9,7 @@ use crate::Ctx;
 use anyhow::{anyhow, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use kumo_types::{Name, VolumeAttach, VolumeCreate, VolumeResize, VolumeState, VolumeView};
+use kumo_types::{Name, VolumeAttach, VolumeCreate, VolumeIoLimits, VolumeResize, VolumeState, VolumeView};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,22 @@ pub enum VolumeCommand {
     Resize(VolumeResizeArgs),
     /// Delete a detached volume and its data
     Delete(VolumeActionArgs),
+    /// Change a volume's I/O limits (live when attached to a running instance)
+    SetLimits(VolumeLimitsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeLimitsArgs {
+    /// Volume name or id
+    pub volume: String,
+    /// Most read + write requests per second (omit: unlimited)
+    #[arg(long, value_name = "N")]
+    pub iops: Option<i64>,
+    /// Most read + write MiB per second (omit: unlimited)
+    #[arg(long, value_name = "MIB_S")]
+    pub bandwidth: Option<i64>,
+    #[command(flatten)]
+    pub project: ProjectArg,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +74,12 @@ pub struct VolumeCreateArgs {
     /// Encrypt its data at rest
     #[arg(long)]
     pub encrypted: bool,
+    /// Most read + write requests per second (default: unlimited)
+    #[arg(long, value_name = "N")]
+    pub iops: Option<i64>,
+    /// Most read + write MiB per second (default: unlimited)
+    #[arg(long, value_name = "MIB_S")]
+    pub bandwidth: Option<i64>,
     /// Free-form description
     #[arg(long, default_value = "")]
     pub description: String,
@@ -123,6 +145,8 @@ pub fn run(ctx: &Ctx, command: &VolumeCommand) -> Result<()> {
                 source_image: a.from_image.clone(),
                 source_snapshot: a.from_snapshot.clone(),
                 source_backup: a.from_backup.clone(),
+                iops_limit: a.iops,
+                bandwidth_limit_mib_s: a.bandwidth,
             };
             let project = a.project.project.as_str();
             let created = ctx.client.post(&["volumes"], &[("project", project)], Some(&body))?;
@@ -148,6 +172,12 @@ pub fn run(ctx: &Ctx, command: &VolumeCommand) -> Result<()> {
             let query = [("project", r.project.project.as_str())];
             let resized = ctx.client.post(&["volumes", &r.volume, "resize"], &query, Some(&body))?;
             ctx.show(&resized, render_view)
+        }
+        VolumeCommand::SetLimits(a) => {
+            let body = VolumeIoLimits { iops_limit: a.iops, bandwidth_limit_mib_s: a.bandwidth };
+            let query = [("project", a.project.project.as_str())];
+            let changed = ctx.client.put(&["volumes", &a.volume, "io-limits"], &query, &body)?;
+            ctx.show(&changed, render_view)
         }
         VolumeCommand::Delete(a) => {
             let project = a.project.project.as_str();
@@ -226,6 +256,17 @@ fn wait_for(
     outcome
 }
 
+fn limits(iops: Option<i64>, mib_s: Option<i64>) -> String {
+    match (iops, mib_s) {
+        (None, None) => "unlimited".into(),
+        (i, b) => format!(
+            "{} IOPS, {} MiB/s",
+            i.map_or("any".into(), |i| i.to_string()),
+            b.map_or("any".into(), |b| b.to_string())
+        ),
+    }
+}
+
 fn render_list(page: &Value) -> Result<String> {
     let now = Utc::now();
     let mut table = list_table(&["NAME", "STATE", "SIZE", "ATTACHED TO", "SOURCE", "AGE"]);
@@ -259,6 +300,7 @@ pub fn render_view(value: &Value) -> Result<String> {
         ("SIZE", format!("{} GiB", v.size_gib)),
         ("ATTACHED TO", or_dash(v.attached_to.as_deref())),
         ("ENCRYPTED", if v.encrypted { "yes" } else { "no" }.to_string()),
+        ("IO LIMITS", limits(v.iops_limit, v.bandwidth_limit_mib_s)),
         ("SOURCE", v.source),
         ("CREATED", time_with_age(v.time_created, now)),
         ("MODIFIED", time_with_age(v.time_modified, now)),
@@ -276,7 +318,8 @@ mod tests {
             "id": "0190b2a4-0000-7000-8000-000000000009", "name": "data", "description": "",
             "time_created": "2024-05-01T10:00:00Z", "time_modified": "2024-05-01T10:05:00Z",
             "project": "demo", "size_gib": 10, "state": state, "state_reason": reason,
-            "attached_to": attached, "encrypted": false, "source": "image:tiny"
+            "attached_to": attached, "encrypted": false, "source": "image:tiny",
+            "iops_limit": 500, "bandwidth_limit_mib_s": null
         })
     }
 
@@ -287,6 +330,7 @@ mod tests {
         assert_eq!(&row[..6], ["data", "attached", "10", "GiB", "web1", "image:tiny"]);
         let view = render_view(&sample("available", None, Some("hot-plug failed: x"))).expect("render");
         assert!(view.lines().any(|l| l.starts_with("REASON") && l.ends_with("hot-plug failed: x")), "{view}");
+        assert!(view.contains("500 IOPS, any MiB/s"), "{view}");
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(snapshots::snapshot_view, snapshots::snapshot_delete))
         .routes(routes!(backups::volume_backup_list, backups::volume_backup_create))
         .routes(routes!(backups::volume_backup_view, backups::volume_backup_delete))
+        .routes(routes!(volumes::volume_io_limits_update))
 }
 
 /// The routes that take no bearer token (login); served outside the authentication layer.

@@ -184,7 +184,8 @@ async fn step(app: &App, rec: VolumeRecord) -> bool {
                 if inst.state().is_transitional() {
                     return Ok(None);
                 }
-                Ok(match hv.attach_volume(inst.view.id, id).await {
+                let disk = kumo_agent::VolumeDisk { id, limits: volumes::io_limits(&rec.view) };
+                Ok(match hv.attach_volume(inst.view.id, &disk).await {
                     Ok(()) => Some((VolumeObservation::Attached, "volume reconciler: the instance has the disk")),
                     Err(e) => Some((
                         VolumeObservation::AttachFailed { reason: format!("hot-plug failed: {e}") },

@@ -17,6 +17,8 @@ CREATE TABLE volumes (
     source_kind TEXT NOT NULL,
     source_id TEXT,
     source_name TEXT,
+    iops_limit BIGINT,
+    bandwidth_mib_s BIGINT,
     generation BIGINT NOT NULL,
     time_deleted TEXT
 );

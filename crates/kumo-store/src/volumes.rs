@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 const COLS: &str = "v.id, v.name, v.description, v.time_created, v.time_modified, p.name, v.size_gib, v.state, \
     v.state_reason, i.name, v.encrypted, v.source_kind, v.source_name, v.project_id, v.instance_id, v.source_id, \
-    v.generation";
+    v.generation, v.iops_limit, v.bandwidth_mib_s";
 const FROM: &str =
     "FROM volumes v JOIN projects p ON p.id = v.project_id LEFT JOIN instances i ON i.id = v.instance_id";
 
@@ -89,6 +89,8 @@ fn from_row(r: &AnyRow) -> Result<VolumeRecord> {
             attached_to: r.try_get(9)?,
             encrypted: r.try_get::<i64, _>(10)? != 0,
             source,
+            iops_limit: r.try_get(17)?,
+            bandwidth_limit_mib_s: r.try_get(18)?,
         },
         project_id: parse_uuid(&r.try_get::<String, _>(13)?)?,
         instance_id: r.try_get::<Option<String>, _>(14)?.map(|s| parse_uuid(&s)).transpose()?,
@@ -110,14 +112,16 @@ pub struct NewVolume<'a> {
     pub source_kind: SourceKind,
     pub source_id: Option<Uuid>,
     pub source_name: Option<&'a str>,
+    pub iops_limit: Option<i64>,
+    pub bandwidth_limit_mib_s: Option<i64>,
 }
 
 pub async fn insert(conn: &mut Conn, n: &NewVolume<'_>) -> Result<()> {
     let t = ts(now());
     sqlx::query(
         "INSERT INTO volumes (id, project_id, name, description, time_created, time_modified, size_gib, state, \
-         encrypted, source_kind, source_id, source_name, generation) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, 1)",
+         encrypted, source_kind, source_id, source_name, iops_limit, bandwidth_mib_s, generation) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)",
     )
     .bind(n.id.to_string())
     .bind(n.project_id.to_string())
@@ -130,6 +134,8 @@ pub async fn insert(conn: &mut Conn, n: &NewVolume<'_>) -> Result<()> {
     .bind(n.source_kind.as_str())
     .bind(n.source_id.map(|s| s.to_string()))
     .bind(n.source_name)
+    .bind(n.iops_limit)
+    .bind(n.bandwidth_limit_mib_s)
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
@@ -200,6 +206,21 @@ pub async fn set_state(
     .bind(ts(now()))
     .bind(id.to_string())
     .bind(generation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Sets the I/O limits (None: unlimited); they are not part of the state machine.
+pub async fn set_limits(conn: &mut Conn, id: Uuid, iops: Option<i64>, bandwidth_mib_s: Option<i64>) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE volumes SET iops_limit = $1, bandwidth_mib_s = $2, generation = generation + 1, time_modified = $3 \
+         WHERE id = $4 AND time_deleted IS NULL",
+    )
+    .bind(iops)
+    .bind(bandwidth_mib_s)
+    .bind(ts(now()))
+    .bind(id.to_string())
     .execute(&mut *conn)
     .await?;
     Ok(r.rows_affected() == 1)

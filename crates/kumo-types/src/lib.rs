@@ -39,8 +39,8 @@ pub use page::{PageParams, ResultsPage, SortBy};
 pub use project::{ProjectCreate, ProjectView};
 pub use snapshot::{SnapshotCreate, SnapshotView};
 pub use volume::{
-    VolumeAction, VolumeAttach, VolumeCreate, VolumeObservation, VolumeResize, VolumeState, VolumeTransition,
-    VolumeView,
+    VolumeAction, VolumeAttach, VolumeCreate, VolumeIoLimits, VolumeObservation, VolumeResize, VolumeState,
+    VolumeTransition, VolumeView,
 };
 
 /// Timestamps on the wire are RFC 3339 UTC.

@@ -246,6 +246,10 @@ pub struct VolumeView {
     pub encrypted: bool,
     /// What it was made from: `empty`, `image:<name>`, `snapshot:<name>` or `backup:<name>`.
     pub source: String,
+    /// Most read + write requests per second the guest gets from it (null: unlimited).
+    pub iops_limit: Option<i64>,
+    /// Most read + write MiB per second the guest gets from it (null: unlimited).
+    pub bandwidth_limit_mib_s: Option<i64>,
 }
 
 /// Parameters to create a volume. At most one source.
@@ -271,7 +275,28 @@ pub struct VolumeCreate {
     /// Restore it from this backup (name or id).
     #[serde(default)]
     pub source_backup: Option<String>,
+    /// Most read + write requests per second (1 to 1000000; omit for unlimited).
+    #[serde(default)]
+    pub iops_limit: Option<i64>,
+    /// Most read + write MiB per second (1 to 100000; omit for unlimited).
+    #[serde(default)]
+    pub bandwidth_limit_mib_s: Option<i64>,
 }
+
+/// New I/O limits of a volume; they apply at once to a running guest that has it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeIoLimits {
+    /// Most read + write requests per second (1 to 1000000; null for unlimited).
+    pub iops_limit: Option<i64>,
+    /// Most read + write MiB per second (1 to 100000; null for unlimited).
+    pub bandwidth_limit_mib_s: Option<i64>,
+}
+
+/// Largest IOPS limit.
+pub const IOPS_LIMIT_MAX: i64 = 1_000_000;
+/// Largest bandwidth limit, MiB/s.
+pub const BANDWIDTH_LIMIT_MAX_MIB_S: i64 = 100_000;
 
 /// Parameters to attach a volume.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

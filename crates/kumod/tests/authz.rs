@@ -141,6 +141,12 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("volume_backup_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"bk-x","volume":"vol-a"}"#)),
     ("volume_backup_view", Kind::ProjectRead, "project=a", Body::None),
     ("volume_backup_delete", Kind::ProjectWrite, "project=a", Body::None),
+    (
+        "volume_io_limits_update",
+        Kind::ProjectWrite,
+        "project=a",
+        Body::Json(r#"{"iops_limit":100,"bandwidth_limit_mib_s":null}"#),
+    ),
 ];
 
 /// Values of path parameters: project `a` and its resources.

@@ -351,3 +351,37 @@ fn backups_full_then_incremental_restore_and_refusals() {
     assert_eq!(k.get("/v1/volume-backups/b1?project=demo").0, 404);
     assert_eq!(k.get("/v1/volume-backups/b2?project=demo").0, 200);
 }
+
+#[test]
+fn io_limits_are_validated_and_changeable() {
+    let k = roomy();
+    k.create_project("demo");
+    assert_error(create(&k, "v", json!({"size_gib": 1, "iops_limit": 0})), 400, "InvalidValue");
+    assert_error(create(&k, "v", json!({"size_gib": 1, "bandwidth_limit_mib_s": -5})), 400, "InvalidValue");
+    let (s, v) = create(&k, "v", json!({"size_gib": 1, "iops_limit": 500}));
+    assert_eq!(s, 202, "{v}");
+    let v = wait_volume(&k, "demo", "v", "available");
+    assert_eq!((v["iops_limit"].as_i64(), v["bandwidth_limit_mib_s"].as_i64()), (Some(500), None), "{v}");
+    running(&k, "web1");
+    let (s, v) = k.post("/v1/volumes/v/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "demo", "v", "attached");
+    let (s, v) =
+        k.send_put("/v1/volumes/v/io-limits?project=demo", json!({"iops_limit": null, "bandwidth_limit_mib_s": 20}));
+    assert_eq!((s, v["iops_limit"].as_i64(), v["bandwidth_limit_mib_s"].as_i64()), (200, None, Some(20)), "{v}");
+    let msg = assert_error(
+        k.send_put(
+            "/v1/volumes/v/io-limits?project=demo",
+            json!({"iops_limit": 2000000, "bandwidth_limit_mib_s": null}),
+        ),
+        400,
+        "InvalidValue",
+    );
+    assert!(msg.contains("iops_limit"), "{msg}");
+    let (_, v) = k.get("/v1/volumes/v?project=demo");
+    assert_eq!(
+        (v["iops_limit"].as_i64(), v["bandwidth_limit_mib_s"].as_i64()),
+        (None, Some(20)),
+        "nothing changed: {v}"
+    );
+}

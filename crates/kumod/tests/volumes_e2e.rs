@@ -538,3 +538,52 @@ fn image_import_converts_vmdk_and_vhdx_and_refuses_files_that_point_elsewhere() 
     assert!(!list["items"].as_array().unwrap().iter().any(|i| i["name"] == "evil"), "{list}");
     assert_eq!(std::fs::read_dir(k.data_dir().join("images")).unwrap().count(), images_before, "leftovers");
 }
+
+#[test]
+fn bandwidth_limits_throttle_the_guest_and_change_live() {
+    if !qemu_prerequisites() {
+        return;
+    }
+    let k = qemu_kumod();
+    k.create_project("demo");
+    let body = json!({"name": "slow", "size_gib": 1, "bandwidth_limit_mib_s": 1});
+    let (s, v) = k.post("/v1/volumes?project=demo", body);
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "slow", "available");
+    let (s, v) = k.post("/v1/volumes?project=demo", json!({"name": "trigger", "size_gib": 1}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "trigger", "available");
+    // Write 4 MiB (synchronously) at 1 MiB/s; then, once the trigger disk appears, again.
+    let write = "t0=$(date +%s); dd if=/dev/zero of=/dev/vdc bs=1M count=4 conv=fsync 2>/dev/null; t1=$(date +%s)";
+    let script = format!(
+        "{WAIT_FOR_VDC}{write}; echo \"limited-secs: $((t1-t0))\"\n\
+         i=0; while [ ! -b /dev/vdd ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n\
+         {write}; echo \"unlimited-secs: $((t1-t0))\"\n"
+    );
+    // Attached while stopped: on the disks from the next start, throttled before the guest runs.
+    instance(&k, "web1", &script);
+    let (s, v) = k.post_empty("/v1/instances/web1/stop?project=demo");
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web1", "stopped", WAIT);
+    let (s, v) = k.post("/v1/volumes/slow/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "slow", "attached");
+    let (s, v) = k.post_empty("/v1/instances/web1/start?project=demo");
+    assert_eq!(s, 202, "{v}");
+    let log = wait_serial(&k, "web1", "limited-secs: ");
+    let secs = |log: &str, what: &str| -> u64 {
+        let line = log.lines().find(|l| l.starts_with(what)).expect("line");
+        line[what.len()..].trim().parse().unwrap_or_else(|_| panic!("bad line {line}"))
+    };
+    let limited = secs(&log, "limited-secs: ");
+    assert!(limited >= 2, "4 MiB at 1 MiB/s took only {limited}s");
+
+    // Lift the limit on the running guest, then let it write again.
+    let v = cli_json(&k, &["volume", "set-limits", "slow", "--project", "demo"]);
+    assert!(v["bandwidth_limit_mib_s"].is_null(), "{v}");
+    let (s, v) = k.post("/v1/volumes/trigger/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    let log = wait_serial(&k, "web1", "unlimited-secs: ");
+    let unlimited = secs(&log, "unlimited-secs: ");
+    assert!(unlimited < limited, "unlimited write took {unlimited}s, limited {limited}s");
+}

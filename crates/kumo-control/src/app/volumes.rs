@@ -13,13 +13,14 @@ use super::{read, selector};
 use crate::context::{Access, OpContext};
 use crate::error::{already_exists, ApiError, ApiResult};
 use crate::App;
+use kumo_agent::{IoLimits, VolumeDisk};
 use kumo_store::events::NewEvent;
 use kumo_store::hosts::Resources;
 use kumo_store::quotas::QuotaAmounts;
 use kumo_store::volumes::{NewVolume, SourceKind, VolumeRecord};
 use kumo_store::Conn;
 use kumo_types::page::PageRequest;
-use kumo_types::volume::{VOLUMES_PER_INSTANCE_MAX, VOLUME_MAX_GIB};
+use kumo_types::volume::{BANDWIDTH_LIMIT_MAX_MIB_S, IOPS_LIMIT_MAX, VOLUMES_PER_INSTANCE_MAX, VOLUME_MAX_GIB};
 use kumo_types::{
     ErrorCode, EventView, InstanceState, ResultsPage, VolumeAction, VolumeCreate, VolumeObservation, VolumeState,
     VolumeTransition, VolumeView,
@@ -82,6 +83,23 @@ pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, volume: &st
     Ok(get(&mut *read(app).await?, ctx, project, volume, Access::Read).await?.view)
 }
 
+fn check_limits(iops: Option<i64>, bandwidth_mib_s: Option<i64>) -> ApiResult<()> {
+    if let Some(i) = iops.filter(|i| !(1..=IOPS_LIMIT_MAX).contains(i)) {
+        return Err(ApiError::invalid(format!("iops_limit must be between 1 and {IOPS_LIMIT_MAX}, or null (got {i})")));
+    }
+    if let Some(b) = bandwidth_mib_s.filter(|b| !(1..=BANDWIDTH_LIMIT_MAX_MIB_S).contains(b)) {
+        return Err(ApiError::invalid(format!(
+            "bandwidth_limit_mib_s must be between 1 and {BANDWIDTH_LIMIT_MAX_MIB_S}, or null (got {b})"
+        )));
+    }
+    Ok(())
+}
+
+/// The agent's form of a volume's limits.
+pub fn io_limits(v: &VolumeView) -> IoLimits {
+    IoLimits { iops: v.iops_limit.map(|i| i as u64), bytes_per_sec: v.bandwidth_limit_mib_s.map(|b| (b as u64) << 20) }
+}
+
 fn check_size(size_gib: i64) -> ApiResult<()> {
     if !(1..=VOLUME_MAX_GIB).contains(&size_gib) {
         return Err(ApiError::invalid(format!("size_gib must be between 1 and {VOLUME_MAX_GIB} (got {size_gib})")));
@@ -102,6 +120,7 @@ async fn reserve_disk(tx: &mut Conn, app: &App, gib: i64) -> ApiResult<()> {
 pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &VolumeCreate) -> ApiResult<VolumeView> {
     super::check_description(&p.description)?;
     check_size(p.size_gib)?;
+    check_limits(p.iops_limit, p.bandwidth_limit_mib_s)?;
     let sources = [&p.source_image, &p.source_snapshot, &p.source_backup].iter().filter(|s| s.is_some()).count();
     if sources > 1 {
         return Err(ApiError::invalid("give at most one of source_image, source_snapshot and source_backup"));
@@ -166,6 +185,8 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
         source_kind,
         source_id,
         source_name: source_name.as_deref(),
+        iops_limit: p.iops_limit,
+        bandwidth_limit_mib_s: p.bandwidth_limit_mib_s,
     };
     kumo_store::volumes::insert(&mut tx, &new).await.map_err(already_exists("volume", p.name.as_str()))?;
     let rec = reread(&mut tx, id).await?;
@@ -337,8 +358,50 @@ pub async fn release_from_instance(
     Ok(events)
 }
 
-/// Ids of the volumes an instance's guest should have (its spec's disks), in attach order.
-pub async fn plugged_into(conn: &mut Conn, instance_id: uuid::Uuid) -> ApiResult<Vec<uuid::Uuid>> {
+/// The volumes an instance's guest should have (its spec's disks), in attach order.
+pub async fn plugged_into(conn: &mut Conn, instance_id: uuid::Uuid) -> ApiResult<Vec<VolumeDisk>> {
     let vols = kumo_store::volumes::of_instance(conn, instance_id).await?;
-    Ok(vols.into_iter().filter(|v| v.state().is_plugged()).map(|v| v.view.id).collect())
+    Ok(vols
+        .into_iter()
+        .filter(|v| v.state().is_plugged())
+        .map(|v| VolumeDisk { id: v.view.id, limits: io_limits(&v.view) })
+        .collect())
+}
+
+/// Changes a volume's I/O limits; live when it is attached to a running instance (applied before
+/// the change commits, so a failure changes nothing).
+pub async fn set_io_limits(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    volume: &str,
+    limits: &kumo_types::VolumeIoLimits,
+) -> ApiResult<VolumeView> {
+    check_limits(limits.iops_limit, limits.bandwidth_limit_mib_s)?;
+    let mut tx = app.store.begin().await?;
+    let rec = get(&mut tx, ctx, project, volume, Access::Write).await?;
+    if matches!(rec.state(), VolumeState::Deleting | VolumeState::Deleted) {
+        return Err(ApiError::conflict(format!(
+            "cannot change the limits of a volume in state '{}': it is being deleted",
+            rec.state()
+        )));
+    }
+    kumo_store::volumes::set_limits(&mut tx, rec.view.id, limits.iops_limit, limits.bandwidth_limit_mib_s).await?;
+    let after = reread(&mut tx, rec.view.id).await?;
+    if let Some(instance) = rec.instance_id.filter(|_| rec.state() == VolumeState::Attached) {
+        app.hypervisor
+            .set_volume_limits(instance, rec.view.id, io_limits(&after.view))
+            .await
+            .map_err(|e| ApiError::internal(format!("throttling volume {}: {e}", rec.view.id)))?;
+    }
+    let cause = format!(
+        "{} (iops {:?}, MiB/s {:?})",
+        ctx.cause("volume_io_limits_update"),
+        limits.iops_limit,
+        limits.bandwidth_limit_mib_s
+    );
+    let ev = kumo_store::events::record(&mut tx, &event(&after, "limits_changed", None, &cause)).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
+    Ok(after.view)
 }

@@ -8,7 +8,9 @@ use crate::App;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_types::{ErrorBody, PageParams, ResultsPage, VolumeAttach, VolumeCreate, VolumeResize, VolumeView};
+use kumo_types::{
+    ErrorBody, PageParams, ResultsPage, VolumeAttach, VolumeCreate, VolumeIoLimits, VolumeResize, VolumeView,
+};
 use std::sync::Arc;
 
 /// List a project's volumes
@@ -115,4 +117,20 @@ pub async fn volume_resize(
     ApiJson(body): ApiJson<VolumeResize>,
 ) -> ApiResult<Json<VolumeView>> {
     Ok(Json(volumes::resize(&app, &ctx, sel.project.as_deref(), &volume, body.size_gib).await?))
+}
+
+/// Change a volume's I/O limits (IOPS, bandwidth); live when attached to a running instance
+#[utoipa::path(put, path = "/v1/volumes/{volume}/io-limits", tag = "volumes", operation_id = "volume_io_limits_update",
+    params(("volume" = String, Path, description = "Volume name or id"), ProjectSelector),
+    request_body = VolumeIoLimits,
+    responses((status = 200, body = VolumeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn volume_io_limits_update(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(volume): Path<String>,
+    ApiQuery(sel): ApiQuery<ProjectSelector>,
+    ApiJson(body): ApiJson<VolumeIoLimits>,
+) -> ApiResult<Json<VolumeView>> {
+    Ok(Json(volumes::set_io_limits(&app, &ctx, sel.project.as_deref(), &volume, &body).await?))
 }
