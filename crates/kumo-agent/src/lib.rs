@@ -211,4 +211,7 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// with it, switches the guest's disk to the new top layer (`blockdev-snapshot`), so later
     /// writes go there and never into the snapshot.
     async fn snapshot_volume(&self, instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()>;
+
+    /// Writes a stopped instance's root disk (its whole chain) as a standalone qcow2 at `dst`.
+    async fn export_root_disk(&self, id: Uuid, dst: &std::path::Path) -> Result<()>;
 }

@@ -555,6 +555,13 @@ impl Hypervisor for QemuDriver {
         self.pool.grow(volume, size_bytes).await
     }
 
+    async fn export_root_disk(&self, id: Uuid, dst: &Path) -> Result<()> {
+        if self.live_pid(id).is_some() {
+            return Err(AgentError::Hypervisor("the instance is running; stop it first".into()));
+        }
+        Ok(qemu_img::convert_to_qcow2(&self.run_dir(id).disk(), "qcow2", dst).await?)
+    }
+
     async fn snapshot_volume(&self, instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {
         let running = instance.filter(|id| self.live_pid(*id).is_some());
         let Some(id) = running else { return self.pool.snapshot(volume, snapshot).await };

@@ -210,6 +210,10 @@ impl Hypervisor for SimDriver {
         self.pool.grow(volume, size_bytes).await
     }
 
+    async fn export_root_disk(&self, _id: Uuid, dst: &std::path::Path) -> Result<()> {
+        Ok(crate::qemu_img::create(dst, 1 << 30).await?)
+    }
+
     async fn snapshot_volume(&self, _instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {
         use crate::storage::StoragePool;
         self.pool.snapshot(volume, snapshot).await

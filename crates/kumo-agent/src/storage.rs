@@ -62,6 +62,9 @@ pub trait StoragePool: Send + Sync + 'static {
     /// must not be open by a running guest.
     async fn export_raw(&self, id: Uuid, dst: &Path) -> Result<()>;
 
+    /// Writes a snapshot's data (its whole chain) as a standalone qcow2 at `dst`.
+    async fn export_snapshot(&self, snapshot: Uuid, dst: &Path) -> Result<()>;
+
     /// Freezes the volume's current data as the read-only layer of `snapshot` and gives the
     /// volume a new empty top layer on it. O(1). A guest that has the volume open keeps writing
     /// into the frozen layer until the driver switches it to the new top (`blockdev-snapshot`).
@@ -263,6 +266,10 @@ impl StoragePool for DirPool {
         Ok(qemu_img::export_raw(&self.path(id), dst, secret).await?)
     }
 
+    async fn export_snapshot(&self, snapshot: Uuid, dst: &Path) -> Result<()> {
+        Ok(qemu_img::convert_to_qcow2(&self.layer_path(snapshot), "qcow2", dst).await?)
+    }
+
     async fn snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<()> {
         if self.keys.has(volume) {
             return Err(AgentError::Hypervisor("snapshots of encrypted volumes are not supported yet".into()));
@@ -384,6 +391,11 @@ impl StoragePool for SimPool {
         let size = self.size(id).ok_or_else(|| AgentError::Hypervisor(format!("volume {id} is not in the pool")))?;
         let f = std::fs::File::create(dst).map_err(|e| AgentError::io("create raw export", e))?;
         f.set_len(size).map_err(|e| AgentError::io("size raw export", e))
+    }
+
+    async fn export_snapshot(&self, _snapshot: Uuid, dst: &Path) -> Result<()> {
+        // Simulated data: an empty disk (qemu-img makes it, so the image is a real qcow2).
+        Ok(qemu_img::create(dst, 1 << 30).await?)
     }
 
     async fn snapshot(&self, volume: Uuid, _snapshot: Uuid) -> Result<()> {

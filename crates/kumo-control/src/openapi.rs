@@ -82,6 +82,8 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(backups::volume_backup_list, backups::volume_backup_create))
         .routes(routes!(backups::volume_backup_view, backups::volume_backup_delete))
         .routes(routes!(volumes::volume_io_limits_update))
+        .routes(routes!(images::image_create))
+        .routes(routes!(images::image_export))
 }
 
 /// The routes that take no bearer token (login); served outside the authentication layer.

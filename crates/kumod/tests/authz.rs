@@ -147,6 +147,8 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
         "project=a",
         Body::Json(r#"{"iops_limit":100,"bandwidth_limit_mib_s":null}"#),
     ),
+    ("image_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"img-x","source_snapshot":"snap-a"}"#)),
+    ("image_export", Kind::ProjectRead, "project=a", Body::None),
 ];
 
 /// Values of path parameters: project `a` and its resources.

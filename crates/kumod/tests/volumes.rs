@@ -385,3 +385,41 @@ fn io_limits_are_validated_and_changeable() {
         "nothing changed: {v}"
     );
 }
+
+#[test]
+fn images_from_snapshots_and_stopped_instances() {
+    let k = roomy();
+    k.create_project("demo");
+    running(&k, "web1");
+    available(&k, "data", 1);
+    let (s, v) = k.post("/v1/snapshots?project=demo", json!({"name": "s1", "volume": "data"}));
+    assert_eq!(s, 201, "{v}");
+    let post = |body: Value| k.post("/v1/images?project=demo", body);
+    assert_error(post(json!({"name": "g"})), 400, "InvalidValue");
+    assert_error(post(json!({"name": "g", "source_snapshot": "s1", "source_instance": "web1"})), 400, "InvalidValue");
+    assert_error(post(json!({"name": "g", "source_snapshot": "nope"})), 400, "InvalidValue");
+    let msg = assert_error(post(json!({"name": "g", "source_instance": "web1"})), 409, "InvalidState");
+    assert!(msg.contains("stop it first"), "{msg}");
+    let (s, v) = post(json!({"name": "golden", "source_snapshot": "s1"}));
+    assert_eq!((s, v["boot"].as_str()), (201, Some("disk")), "{v}");
+    assert_error(post(json!({"name": "golden", "source_snapshot": "s1"})), 409, "ObjectAlreadyExists");
+    let (s, v) = k.post_empty("/v1/instances/web1/stop?project=demo");
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web1", "stopped", WAIT);
+    let (s, v) = post(json!({"name": "from-web1", "source_instance": "web1"}));
+    assert_eq!(s, 201, "{v}");
+    assert!(v["os"].as_str().unwrap_or("").contains("web1"), "{v}");
+    // Export: the disk, streamed.
+    let resp = k
+        .http
+        .get(format!("{}/v1/images/golden/export?project=demo", k.url))
+        .bearer_auth(&k.token)
+        .send()
+        .expect("export");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = resp.bytes().expect("body");
+    assert_eq!(&body[..4], b"QFI\xfb", "a qcow2 file");
+    let (_, list) = k.get("/v1/images?project=demo");
+    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["fixture", "from-web1", "golden"]);
+}

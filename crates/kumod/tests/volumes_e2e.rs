@@ -587,3 +587,62 @@ fn bandwidth_limits_throttle_the_guest_and_change_live() {
     let unlimited = secs(&log, "unlimited-secs: ");
     assert!(unlimited < limited, "unlimited write took {unlimited}s, limited {limited}s");
 }
+
+#[test]
+fn images_made_from_a_snapshot_and_a_stopped_instance_keep_their_data_and_boot() {
+    if !qemu_prerequisites() {
+        return;
+    }
+    let k = qemu_kumod();
+    k.create_project("demo");
+    let (s, v) = k.post("/v1/volumes?project=demo", json!({"name": "data", "size_gib": 1}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "data", "available");
+    // web1 leaves a file on its root file system and a marker on its volume.
+    let script = format!(
+        "echo golden-content > /mnt/root/golden.txt; sync\n{WAIT_FOR_VDC}\
+         printf 'snapshot-image-marker\\n' | dd of=/dev/vdc bs=512 conv=sync,fsync 2>/dev/null; sync; echo wrote-both\n"
+    );
+    instance(&k, "web1", &script);
+    let (s, v) = k.post("/v1/volumes/data/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_serial(&k, "web1", "wrote-both");
+    cli_json(&k, &["snapshot", "create", "s1", "--volume", "data", "--project", "demo"]);
+    let v = cli_json(&k, &["image", "create", "from-snap", "--from-snapshot", "s1", "--project", "demo"]);
+    assert_eq!(v["boot"], "disk", "{v}");
+    let (s, v) =
+        k.post("/v1/volumes?project=demo", json!({"name": "copy", "size_gib": 1, "source_image": "from-snap"}));
+    assert_eq!(s, 202, "{v}");
+    let id = wait_volume(&k, "copy", "available")["id"].as_str().unwrap().to_string();
+    assert_eq!(host_read(&k, &id), "snapshot-image-marker");
+
+    // A stopped instance's root disk as an image: a new instance boots from it with the file.
+    let (s, v) = k.post_empty("/v1/instances/web1/stop?project=demo");
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web1", "stopped", WAIT);
+    let v = cli_json(&k, &["image", "create", "golden", "--from-instance", "web1", "--project", "demo"]);
+    assert_eq!(v["boot"], "kernel", "{v}");
+    let golden_size = v["size_bytes"].clone();
+    let body = json!({"name": "web2", "image": "golden", "instance_type": "k1-nano",
+                      "user_data": "echo \"found: $(cat /mnt/root/golden.txt)\"\n"});
+    let (s, v) = k.post("/v1/instances?project=demo", body);
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web2", "running", BOOT);
+    wait_serial(&k, "web2", "found: golden-content");
+
+    // Export through the CLI: a standalone qcow2 of the image's size.
+    let file = k.data_dir().join("golden-export.qcow2");
+    let out = Command::new(kumo_binary())
+        .args(["image", "export", "golden", "--project", "demo", "--file"])
+        .arg(&file)
+        .env("KUMO_URL", &k.url)
+        .env("KUMO_TOKEN", &k.token)
+        .env("KUMO_CONFIG", k.data_dir().join("cli-config.json"))
+        .output()
+        .expect("kumo image export");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = Command::new("qemu-img").args(["info", "--output=json"]).arg(&file).output().expect("qemu-img");
+    let info: Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!((info["format"].as_str(), info["backing-filename"].as_str()), (Some("qcow2"), None), "{info}");
+    assert_eq!(info["virtual-size"], golden_size, "{info}");
+}

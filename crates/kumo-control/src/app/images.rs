@@ -14,7 +14,7 @@ use futures_util::{Stream, StreamExt};
 use kumo_agent::qemu_img;
 use kumo_store::images::NewImage;
 use kumo_types::page::PageRequest;
-use kumo_types::{ImageBoot, ImageView, Name, ResultsPage};
+use kumo_types::{ImageBoot, ImageCreate, ImageView, Name, ResultsPage};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -154,6 +154,108 @@ where
     tx.commit().await.map_err(ApiError::internal)?;
     guard.0 = None;
     Ok(rec.view)
+}
+
+/// Makes a project image from a snapshot (a standalone copy of the volume's data at that
+/// instant; boots from the disk) or from a stopped instance's root disk (boots like the instance:
+/// its image's kernel, initrd and command line are copied along).
+pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &ImageCreate) -> ApiResult<ImageView> {
+    super::check_description(&p.description)?;
+    let mut conn = read(app).await?;
+    let proj = super::project(&mut conn, ctx, project, Access::Write).await?;
+    if kumo_store::images::get(&mut conn, Some(proj.id), &kumo_types::NameOrId::Name(p.name.clone()))
+        .await?
+        .is_some_and(|i| i.project_id == Some(proj.id))
+    {
+        return Err(ApiError::new(
+            kumo_types::ErrorCode::ObjectAlreadyExists,
+            format!("image '{}' already exists in project '{}'", p.name, proj.name),
+        ));
+    }
+    let id = kumo_store::images::allocate_id();
+    let dir = app.config.images_dir().join(id.to_string());
+    let disk = dir.join("disk.qcow2");
+    let (boot_from, os) = match (&p.source_snapshot, &p.source_instance) {
+        (Some(snapshot), None) => {
+            let snap = super::snapshots::source(&mut conn, proj.id, snapshot).await?;
+            tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
+            let guard = DirGuard(Some(dir.clone()));
+            app.hypervisor.pool().export_snapshot(snap.view.id, &disk).await.map_err(ApiError::internal)?;
+            (guard, format!("from snapshot '{}' of volume '{}'", snap.view.name, snap.view.volume))
+        }
+        (None, Some(instance)) => {
+            let inst = super::instances::get(&mut conn, ctx, Some(&proj.name), instance, Access::Write).await?;
+            if inst.state() != kumo_types::InstanceState::Stopped {
+                return Err(ApiError::conflict(format!(
+                    "cannot make an image of instance '{instance}' in state '{}': stop it first",
+                    inst.state()
+                )));
+            }
+            tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
+            let guard = DirGuard(Some(dir.clone()));
+            app.hypervisor.export_root_disk(inst.view.id, &disk).await.map_err(ApiError::internal)?;
+            (guard, format!("from instance '{}' (image '{}')", inst.view.name, inst.view.image))
+        }
+        _ => return Err(ApiError::invalid("give exactly one of source_snapshot and source_instance")),
+    };
+    let mut guard = boot_from;
+    // An instance's image boots by kernel: the new image gets copies of its boot files.
+    let (mut kernel, mut initrd, mut cmdline) = (None, None, None);
+    if let Some(instance) = &p.source_instance {
+        let inst = super::instances::get(&mut conn, ctx, Some(&proj.name), instance, Access::Write).await?;
+        if let Some(img) = kumo_store::images::get_by_id(&mut conn, inst.image_id).await? {
+            let copy = |src: &Option<String>, name: &str| {
+                let (src, dst) = (src.clone(), dir.join(name));
+                async move {
+                    match src {
+                        Some(s) => tokio::fs::copy(&s, &dst)
+                            .await
+                            .map(|_| Some(dst.to_string_lossy().into_owned()))
+                            .map_err(ApiError::internal),
+                        None => Ok(None),
+                    }
+                }
+            };
+            kernel = copy(&img.kernel_path, "vmlinuz").await?;
+            initrd = copy(&img.initrd_path, "initrd.img").await?;
+            cmdline = img.cmdline.clone();
+        }
+    }
+    let info = qemu_img::info(&disk, Some("qcow2")).await.map_err(ApiError::internal)?;
+    let disk_path = disk.to_string_lossy().into_owned();
+    let new = NewImage {
+        id,
+        project_id: Some(proj.id),
+        name: p.name.as_str(),
+        description: &p.description,
+        os: &os,
+        boot: if kernel.is_some() { ImageBoot::Kernel } else { ImageBoot::Disk },
+        disk_path: &disk_path,
+        kernel_path: kernel.as_deref(),
+        initrd_path: initrd.as_deref(),
+        cmdline: cmdline.as_deref(),
+        size_bytes: info.virtual_size as i64,
+    };
+    let mut tx = app.store.begin().await?;
+    let rec = kumo_store::images::insert(&mut tx, &new).await.map_err(already_exists("image", p.name.as_str()))?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    guard.0 = None;
+    Ok(rec.view)
+}
+
+/// The disk file of an image the caller may read, and its name for a download.
+pub async fn export(app: &App, ctx: &OpContext, project: Option<&str>, image: &str) -> ApiResult<(PathBuf, String)> {
+    ctx.authorize(Access::Read)?;
+    let mut conn = read(app).await?;
+    let project_id = match project {
+        Some(p) => Some(super::project(&mut conn, ctx, Some(p), Access::Read).await?.id),
+        None => None,
+    };
+    let sel = selector("image", image)?;
+    let rec = kumo_store::images::get(&mut conn, project_id, &sel)
+        .await?
+        .ok_or_else(|| ApiError::not_found("image", image))?;
+    Ok((PathBuf::from(rec.disk_path), format!("{}.qcow2", rec.view.name)))
 }
 
 /// Largest virtual size an imported image may claim (a tiny file can claim exabytes).
