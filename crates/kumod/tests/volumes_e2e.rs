@@ -646,3 +646,59 @@ fn images_made_from_a_snapshot_and_a_stopped_instance_keep_their_data_and_boot()
     assert_eq!((info["format"].as_str(), info["backing-filename"].as_str()), (Some("qcow2"), None), "{info}");
     assert_eq!(info["virtual-size"], golden_size, "{info}");
 }
+
+#[test]
+fn kill9_during_detach_and_snapshot_converges_and_loses_nothing() {
+    if !qemu_prerequisites() {
+        return;
+    }
+    let mut k = qemu_kumod();
+    k.create_project("demo");
+    let (s, v) = k.post("/v1/volumes?project=demo", json!({"name": "data", "size_gib": 1}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "data", "available");
+    let script = format!(
+        "{WAIT_FOR_VDC}printf 'survivor\\n' | dd of=/dev/vdc bs=512 conv=sync,fsync 2>/dev/null; sync; echo wrote\n\
+         while [ -b /dev/vdc ]; do sleep 0.2; done; echo released\n"
+    );
+    instance(&k, "web1", &script);
+    let (s, v) = k.post("/v1/volumes/data/attach?project=demo", json!({"instance": "web1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "data", "attached");
+    wait_serial(&k, "web1", "wrote");
+
+    // kumod dies while a snapshot request is in flight: whatever it got to, the volume stays
+    // attached and whole, and snapshots work afterwards.
+    let (url, token) = (k.url.clone(), k.token.clone());
+    let inflight = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(format!("{url}/v1/snapshots?project=demo"))
+            .bearer_auth(token)
+            .json(&json!({"name": "s1", "volume": "data"}))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    std::thread::sleep(Duration::from_millis(15));
+    k.kill9();
+    let _ = inflight.join();
+    k.restart();
+    let v = wait_volume(&k, "data", "attached");
+    assert_eq!(v["attached_to"], "web1", "{v}");
+    let (s, v) = k.post("/v1/snapshots?project=demo", json!({"name": "s2", "volume": "data"}));
+    assert_eq!(s, 201, "a snapshot after the crash: {v}");
+
+    // kumod dies right after accepting a detach: the next one finishes it; the guest released it.
+    let (s, v) = k.post_empty("/v1/volumes/data/detach?project=demo");
+    assert_eq!((s, v["state"].as_str()), (202, Some("detaching")), "{v}");
+    k.kill9();
+    k.restart();
+    let v = wait_volume(&k, "data", "available");
+    assert!(v["attached_to"].is_null(), "{v}");
+    wait_serial(&k, "web1", "released");
+    assert_eq!(host_read(&k, v["id"].as_str().unwrap()), "survivor");
+    // And the volume from the post-crash snapshot has the data too.
+    let (s, v) = k.post("/v1/volumes?project=demo", json!({"name": "from-s2", "size_gib": 1, "source_snapshot": "s2"}));
+    assert_eq!(s, 202, "{v}");
+    let id = wait_volume(&k, "from-s2", "available")["id"].as_str().unwrap().to_string();
+    assert_eq!(host_read(&k, &id), "survivor");
+}
