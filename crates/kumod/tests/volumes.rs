@@ -423,3 +423,34 @@ fn images_from_snapshots_and_stopped_instances() {
     let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["fixture", "from-web1", "golden"]);
 }
+
+#[test]
+fn volumes_snapshots_and_backups_are_metered_in_gib_seconds() {
+    let k = roomy();
+    k.create_project("demo");
+    for kind in ["volume", "snapshot", "backup"] {
+        let (s, v) = k.send_put("/v1/system/prices", json!({"kind": kind, "unit_price": "0.10"}));
+        assert_eq!(s, 200, "{v}");
+    }
+    available(&k, "data", 4);
+    let (s, v) = k.post("/v1/snapshots?project=demo", json!({"name": "s1", "volume": "data"}));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = k.post("/v1/volume-backups?project=demo", json!({"name": "b1", "volume": "data"}));
+    assert_eq!(s, 201, "{v}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (s, usage) = k.get("/v1/projects/demo/usage");
+    assert_eq!(s, 200, "{usage}");
+    let line = |kind: &str| {
+        usage["items"]
+            .as_array()
+            .and_then(|ls| ls.iter().find(|l| l["price_kind"] == kind).cloned())
+            .unwrap_or_else(|| panic!("no {kind} line in {usage}"))
+    };
+    let volume = line("volume");
+    assert_eq!((volume["resource"].as_str(), volume["unit"].as_str()), (Some("data"), Some("GiB-second")), "{volume}");
+    // 4 GiB for at least a second.
+    assert!(volume["quantity"].as_i64().is_some_and(|q| q >= 4), "{volume}");
+    assert!(line("snapshot")["quantity"].as_i64().is_some_and(|q| q >= 4));
+    // The simulated volume holds no data: the backup stored nothing, and is not billed.
+    assert!(usage["items"].as_array().unwrap().iter().all(|l| l["price_kind"] != "backup"), "{usage}");
+}
