@@ -1,7 +1,7 @@
 //! `kumo`, the command-line client of the Kumo REST API.
 //!
 //! One module per resource (projects, members, images, instance_types, instances, events, hosts,
-//! users, tokens, audit, quotas, prices, usage, invoices, budgets) declares
+//! users, tokens, audit, quotas, prices, usage, invoices, budgets, volumes, snapshots, backups) declares
 //! its subcommands and turns API answers into tables; `client` speaks HTTP (auth, errors,
 //! pagination), `wait` implements `--wait`, `config` resolves the server URL and token and
 //! implements `kumo login`, `output` formats tables and JSON.
