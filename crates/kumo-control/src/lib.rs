@@ -80,6 +80,9 @@ pub struct App {
     pub volume_reconciler: reconciler::Handle,
     /// Where volume backups go (`<data-dir>/backups`); see [`app::backups`].
     pub backup_target: Arc<dyn kumo_agent::backup::BackupTarget>,
+    /// Set when a snapshot or a volume goes: the volume reconciler then looks for snapshot layers
+    /// nothing uses any more (reading every chain is too costly for every pass).
+    pub layers_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -110,6 +113,7 @@ impl App {
             events: app::events::EventBus::default(),
             volume_reconciler: volume_reconciler::handle(),
             backup_target: Arc::new(kumo_agent::backup::DirTarget::new(config.backups_dir())),
+            layers_dirty: std::sync::atomic::AtomicBool::new(true),
             config,
         }))
     }

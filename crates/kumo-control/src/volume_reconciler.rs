@@ -23,6 +23,7 @@ use kumo_agent::storage::VolumeSource;
 use kumo_store::volumes::{SourceKind, VolumeRecord};
 use kumo_types::{InstanceState, VolumeObservation, VolumeState};
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,9 +103,15 @@ async fn collect_leaks(app: &App) -> anyhow::Result<()> {
         let mut conn = app.store.read().await?;
         kumo_store::snapshots::live_ids(&mut conn).await?.into_iter().collect()
     };
-    let removed = pool.collect_layers(&keep).await?;
-    if removed > 0 {
-        tracing::info!("removed {removed} snapshot layer(s) nothing uses any more");
+    if app.layers_dirty.swap(false, Ordering::SeqCst) {
+        match pool.collect_layers(&keep).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!("removed {removed} snapshot layer(s) nothing uses any more"),
+            Err(e) => {
+                app.layers_dirty.store(true, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        }
     }
     let in_pool = pool.list().await?;
     if in_pool.is_empty() {

@@ -113,6 +113,7 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, snapshot:
     let ev = kumo_store::events::record(&mut tx, &event(&rec, "deleted", &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
+    app.layers_dirty.store(true, std::sync::atomic::Ordering::SeqCst);
     app.volume_reconciler.wake();
     Ok(())
 }

@@ -317,6 +317,7 @@ pub async fn observe(
     let reason = obs.reason();
     let ok = match t.to {
         VolumeState::Deleted => {
+            app.layers_dirty.store(true, std::sync::atomic::Ordering::SeqCst);
             kumo_store::quotas::release(&mut tx, rec.project_id, storage(rec.view.size_gib)).await?;
             kumo_store::hosts::release(&mut tx, app.host_id, disk(rec.view.size_gib)).await?;
             kumo_store::volumes::mark_deleted(&mut tx, id, rec.generation).await?
