@@ -381,6 +381,25 @@ fn encrypted_volumes_read_and_write_in_the_guest_and_hold_no_plaintext_on_the_ho
     assert!(!file_contains(&file("secret"), marker.as_bytes()), "the encrypted volume's file holds plaintext");
     let msg = k.post("/v1/snapshots?project=demo", json!({"name": "s1", "volume": "secret"}));
     assert_eq!(msg.0, 400, "{}", msg.1);
+
+    // Offline growth of an encrypted volume (qemu-img needs its key for that).
+    let (s, v) = k.post("/v1/volumes/secret/resize?project=demo", json!({"size_gib": 2}));
+    assert_eq!((s, v["size_gib"].as_i64()), (200, Some(2)), "{v}");
+    // A backup of the plain volume restored into an encrypted one: the data is encrypted too.
+    let (s, v) = k.post("/v1/volume-backups?project=demo", json!({"name": "b1", "volume": "plain"}));
+    assert_eq!(s, 201, "{v}");
+    let body = json!({"name": "sealed", "size_gib": 1, "source_backup": "b1", "encrypted": true});
+    let (s, v) = k.post("/v1/volumes?project=demo", body);
+    assert_eq!(s, 202, "{v}");
+    let v = wait_volume(&k, "sealed", "available");
+    assert_eq!(v["encrypted"], true, "{v}");
+    assert!(!file_contains(&file("sealed"), marker.as_bytes()), "the restored encrypted volume holds plaintext");
+    // …and a guest reads the restored data through the key.
+    instance(&k, "web2", &reader_script());
+    let (s, v) = k.post("/v1/volumes/sealed/attach?project=demo", json!({"instance": "web2"}));
+    assert_eq!(s, 202, "{v}");
+    let log = wait_serial(&k, "web2", "read: ");
+    assert!(log.contains(&format!("read: {marker}")), "the guest did not read the restored data:\n{log}");
 }
 
 /// sha256 of the first `mib` MiB of a volume's data, read on the host through its chain.
