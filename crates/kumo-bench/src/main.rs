@@ -144,7 +144,10 @@ fn bench(cli: &Cli) -> Result<ExitCode> {
 fn storage_bench(cli: &Cli) -> Result<ExitCode> {
     let root = tempfile::Builder::new().prefix("kbs-").tempdir_in("/tmp").context("create a temp dir in /tmp")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(storage::run(root.path(), cli.runs.max(3)))?;
+    rt.block_on(async {
+        storage::run(root.path(), cli.runs.max(3)).await?;
+        storage::guest_io_ratio(root.path(), cli.runs.clamp(1, 5)).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
