@@ -66,7 +66,7 @@ pub struct ImportParams {
     pub description: Option<String>,
 }
 
-/// Import a disk image (qcow2 or raw, detected from the content) by streaming it as the body
+/// Import a disk image (qcow2, raw, vmdk or vhdx, detected from the content) by streaming it as the body
 #[utoipa::path(post, path = "/v1/images/import", tag = "images", operation_id = "image_import",
     params(ProjectSelector, ImportParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image file"),
