@@ -720,4 +720,38 @@ fn kill9_during_detach_and_snapshot_converges_and_loses_nothing() {
     assert_eq!(s, 202, "{v}");
     let id = wait_volume(&k, "from-s2", "available")["id"].as_str().unwrap().to_string();
     assert_eq!(host_read(&k, &id), "survivor");
+
+    // Nothing leaked: once everything is deleted, the pool holds no file at all.
+    let (s, v) = k.delete("/v1/instances/web1?project=demo");
+    assert_eq!(s, 202, "{v}");
+    k.wait_state("demo", "web1", "gone", WAIT);
+    for name in ["data", "from-s2"] {
+        let (s, v) = k.delete(&format!("/v1/volumes/{name}?project=demo"));
+        assert_eq!(s, 202, "{v}");
+        wait_volume(&k, name, "gone");
+    }
+    for snap in ["s1", "s2"] {
+        let _ = k.delete(&format!("/v1/snapshots/{snap}?project=demo"));
+    }
+    let files = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    todo.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    };
+    let pool = k.data_dir().join("volumes");
+    let deadline = Instant::now() + WAIT;
+    while !files(&pool).is_empty() {
+        assert!(Instant::now() < deadline, "leaked in the pool: {:?}\n{}", files(&pool), k.log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(qemu_pids_under(&k.data_dir().to_string_lossy()).is_empty(), "QEMU left running");
 }
