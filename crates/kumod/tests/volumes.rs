@@ -454,3 +454,17 @@ fn volumes_snapshots_and_backups_are_metered_in_gib_seconds() {
     // The simulated volume holds no data: the backup stored nothing, and is not billed.
     assert!(usage["items"].as_array().unwrap().iter().all(|l| l["price_kind"] != "backup"), "{usage}");
 }
+
+#[test]
+fn root_size_enlarges_the_root_disk_within_bounds() {
+    let k = roomy();
+    k.create_project("demo");
+    let body = |root: i64| json!({"name": "big", "image": IMAGE, "instance_type": "k1-nano", "root_size_gib": root});
+    let msg = assert_error(k.post("/v1/instances?project=demo", body(0)), 400, "InvalidValue");
+    assert!(msg.contains("root_size_gib"), "{msg}");
+    assert_error(k.post("/v1/instances?project=demo", body(1 << 20)), 400, "InvalidValue");
+    assert_eq!(storage_used(&k), 0, "nothing charged by the refused creates");
+    let (s, v) = k.post("/v1/instances?project=demo", body(20));
+    assert_eq!((s, v["disk_gib"].as_i64()), (202, Some(20)), "{v}");
+    assert_eq!(storage_used(&k), 20);
+}

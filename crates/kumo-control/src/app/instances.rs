@@ -136,7 +136,16 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str()).await?.ok_or_else(|| {
         ApiError::invalid(format!("instance type '{}' does not exist (see `kumo instance-type list`)", p.instance_type))
     })?;
-    let disk_gib = itype.disk_gib.max((image.view.size_bytes + (1 << 30) - 1) / (1 << 30));
+    let mut disk_gib = itype.disk_gib.max((image.view.size_bytes + (1 << 30) - 1) / (1 << 30));
+    if let Some(root) = p.root_size_gib {
+        let max = kumo_types::volume::VOLUME_MAX_GIB;
+        if root < disk_gib || root > max {
+            return Err(ApiError::invalid(format!(
+                "root_size_gib must be between {disk_gib} (the type's and the image's size) and {max} (got {root})"
+            )));
+        }
+        disk_gib = root;
+    }
     let want = Resources { vcpus: itype.vcpus, memory_mib: itype.memory_mib, disk_gib, gpus: itype.gpus };
     // Quota before capacity: a tenant over its quota is told so (403), not that the cloud is full.
     super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::instance_amounts(want)).await?;
