@@ -13,13 +13,16 @@
 //! In the all-in-one `kumod` the driver runs in the same process as the control plane; in the
 //! scale-out deployment an HTTP client to a remote agent implements the same trait.
 
+pub mod backup;
 pub mod capacity;
+pub mod keys;
 pub mod kvm_probe;
 pub mod proc;
 pub mod qemu;
 pub mod qemu_img;
 pub mod qmp;
 pub mod sim;
+pub mod storage;
 pub mod tool;
 
 use async_trait::async_trait;
@@ -49,6 +52,33 @@ pub struct InstanceSpec {
     pub image_disk: PathBuf,
     pub boot: BootSpec,
     pub user_data: Option<String>,
+    /// Volumes of the storage pool attached to the instance, in attach order: on the command line
+    /// at start, after the root disk and the config drive (so the guest sees them as vdc, vdd, …).
+    #[serde(default)]
+    pub volumes: Vec<VolumeDisk>,
+}
+
+/// A volume as an instance has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeDisk {
+    pub id: Uuid,
+    #[serde(default)]
+    pub limits: IoLimits,
+}
+
+/// I/O limits of one disk (QEMU throttling); None is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoLimits {
+    /// Read + write requests per second.
+    pub iops: Option<u64>,
+    /// Read + write bytes per second.
+    pub bytes_per_sec: Option<u64>,
+}
+
+impl IoLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.iops.is_none() && self.bytes_per_sec.is_none()
+    }
 }
 
 /// What exists on the host for an instance.
@@ -155,4 +185,33 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// The instance's cumulative counters, or None when its guest is not running.
     async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>>;
+
+    /// The storage pool holding this host's volumes.
+    fn pool(&self) -> &dyn storage::StoragePool;
+
+    /// Hot-plugs a volume into the instance's running guest (a new virtio disk). A no-op when
+    /// the guest does not run (the volume is on its command line at the next start) or already
+    /// has it. Idempotent.
+    async fn attach_volume(&self, id: Uuid, volume: &VolumeDisk) -> Result<()>;
+
+    /// Changes the I/O limits of a volume the running guest has (live). A no-op when the guest
+    /// does not run or does not have it (the limits apply at the next start or attach).
+    async fn set_volume_limits(&self, id: Uuid, volume: Uuid, limits: IoLimits) -> Result<()>;
+
+    /// Unplugs a volume from the running guest: asks the guest to release it and waits up to
+    /// `deadline`; fails (the guest keeps it) if it does not. A no-op when the guest does not run
+    /// or does not have it. Idempotent.
+    async fn detach_volume(&self, id: Uuid, volume: Uuid, deadline: Duration) -> Result<()>;
+
+    /// Grows a volume: online (`block_resize`, the guest sees the new size) when `instance` runs
+    /// with it, else in the pool.
+    async fn grow_volume(&self, instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()>;
+
+    /// Takes a crash-consistent snapshot of a volume: in the pool, then, when `instance` runs
+    /// with it, switches the guest's disk to the new top layer (`blockdev-snapshot`), so later
+    /// writes go there and never into the snapshot.
+    async fn snapshot_volume(&self, instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()>;
+
+    /// Writes a stopped instance's root disk (its whole chain) as a standalone qcow2 at `dst`.
+    async fn export_root_disk(&self, id: Uuid, dst: &std::path::Path) -> Result<()>;
 }

@@ -15,15 +15,17 @@
 //! QEMU runs in its own process group, so signals aimed at `kumod` (Ctrl-C, SIGKILL of kumod)
 //! do not reach guests; a restarted `kumod` finds them again through the pidfile and QMP.
 
+use crate::storage::{self, DirPool, StoragePool};
 use crate::{
     kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSample,
-    InstanceSpec, Result,
+    InstanceSpec, IoLimits, Result, VolumeDisk,
 };
 use async_trait::async_trait;
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -108,6 +110,43 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     a
 }
 
+/// First PCI slot of cold-attached volumes. `-device`s are realised before `-drive if=virtio`
+/// disks, so without fixed slots a volume would take a lower slot than the root disk and the guest
+/// would name it vda. Slots from 0x10 leave the low ones to the root disk, the config drive and
+/// NICs (auto-assigned, lowest free first), so the guest sees volumes as vdc, vdd, … in order.
+const VOLUME_FIRST_SLOT: usize = 0x10;
+
+/// The command-line arguments that give the guest its volumes, in order: a `-blockdev` opening
+/// each (described by the pool) and a virtio-blk device on it, with the ids hot-plug uses, so a
+/// cold-attached volume can be hot-unplugged like a hot-plugged one.
+pub fn volume_args(pool: &dyn StoragePool, volumes: &[VolumeDisk]) -> Vec<OsString> {
+    let mut a = Vec::new();
+    for (i, v) in volumes.iter().map(|d| &d.id).enumerate() {
+        let node = storage::node_name(*v);
+        a.push(OsString::from("-blockdev"));
+        a.push(OsString::from(pool.blockdev(*v, &node).to_string()));
+        a.push(OsString::from("-device"));
+        a.push(OsString::from(format!(
+            "virtio-blk-pci,drive={node},id={},serial={},addr={:#x}",
+            storage::device_id(*v),
+            storage::disk_serial(*v),
+            VOLUME_FIRST_SLOT + i
+        )));
+    }
+    a
+}
+
+/// Sets a volume's device's I/O throttling (0 = unlimited) through QMP.
+async fn throttle(qmp_path: &Path, volume: Uuid, limits: IoLimits) -> Result<()> {
+    // The throttle belongs to the device's (anonymous) block backend, named by its QOM path.
+    let args = serde_json::json!({
+        "id": format!("/machine/peripheral/{}/virtio-backend", storage::device_id(volume)),
+        "bps": limits.bytes_per_sec.unwrap_or(0), "bps_rd": 0, "bps_wr": 0,
+        "iops": limits.iops.unwrap_or(0), "iops_rd": 0, "iops_wr": 0,
+    });
+    qmp::execute(qmp_path, qmp::BlockSetIoThrottle(args)).await.map(|_| ())
+}
+
 /// The config drive: a raw disk whose content is a tar archive of `meta-data.json` and, when
 /// given, `user-data`. The tiny image's init extracts it with `tar -xf /dev/vdb`.
 pub fn config_drive_bytes(spec: &InstanceSpec) -> std::io::Result<Vec<u8>> {
@@ -141,6 +180,8 @@ pub struct QemuDriver {
     accel: Accel,
     accel_reason: String,
     info: HostInfo,
+    /// Volumes: by default a [`DirPool`] in `<data-dir>/volumes` (beside `instances_dir`).
+    pool: Arc<dyn StoragePool>,
 }
 
 impl QemuDriver {
@@ -162,7 +203,15 @@ impl QemuDriver {
             disk_gib: capacity[2],
             gpus: capacity[3],
         };
-        QemuDriver { instances_dir, accel, accel_reason, info }
+        let volumes_dir = instances_dir.parent().unwrap_or(&instances_dir).join("volumes");
+        let pool: Arc<dyn StoragePool> = Arc::new(DirPool::new(volumes_dir));
+        QemuDriver { instances_dir, accel, accel_reason, info, pool }
+    }
+
+    /// Uses another storage pool for volumes.
+    pub fn with_pool(mut self, pool: Arc<dyn StoragePool>) -> QemuDriver {
+        self.pool = pool;
+        self
     }
 
     pub fn accel(&self) -> (Accel, &str) {
@@ -251,7 +300,18 @@ impl Hypervisor for QemuDriver {
         let _ = std::fs::remove_file(run.pidfile());
         let log = std::fs::File::create(run.qemu_log()).map_err(|e| AgentError::io("create qemu.log", e))?;
         let log2 = log.try_clone().map_err(|e| AgentError::io("dup qemu.log", e))?;
-        let args = command_line(spec, &run, self.accel);
+        let mut args = command_line(spec, &run, self.accel);
+        // Keys of encrypted volumes: transient 0600 files QEMU reads at start (removed below,
+        // when `secrets` is dropped once QEMU is up).
+        let mut secrets = Vec::new();
+        for v in &spec.volumes {
+            if let Some(s) = self.pool.secret(v.id).await? {
+                args.push("-object".into());
+                args.push(format!("secret,id={},file={},format=raw", s.id, s.path.display()).into());
+                secrets.push(s);
+            }
+        }
+        args.extend(volume_args(self.pool.as_ref(), &spec.volumes));
         tracing::info!(instance = %spec.id, accel = self.accel.as_str(), "starting QEMU: {} {}", QEMU_BINARY,
             args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
         let mut child = tokio::process::Command::new(QEMU_BINARY)
@@ -288,6 +348,13 @@ impl Hypervisor for QemuDriver {
                 )));
             }
             tokio::time::sleep(POLL).await;
+        }
+        drop(secrets);
+        for v in spec.volumes.iter().filter(|v| !v.limits.is_unlimited()) {
+            // The guest is running: failing the start here would leave its QEMU behind.
+            if let Err(e) = throttle(&run.qmp(), v.id, v.limits).await {
+                tracing::error!(instance = %spec.id, volume = %v.id, "I/O limits not applied: {e}");
+            }
         }
         // Reap the process when it ends, so it never lingers as a zombie of kumod.
         tokio::spawn(async move {
@@ -385,6 +452,134 @@ impl Hypervisor for QemuDriver {
         Ok(Some(sample))
     }
 
+    fn pool(&self) -> &dyn StoragePool {
+        self.pool.as_ref()
+    }
+
+    async fn attach_volume(&self, id: Uuid, disk: &VolumeDisk) -> Result<()> {
+        if self.live_pid(id).is_none() {
+            return Ok(());
+        }
+        let volume = disk.id;
+        let qmp_path = self.run_dir(id).qmp();
+        let (node, dev) = (storage::node_name(volume), storage::device_id(volume));
+        if !qmp::node_names(&qmp_path).await?.contains(&node) {
+            if let Some(secret) = self.pool.secret(volume).await? {
+                let object = serde_json::json!({
+                    "qom-type": "secret", "id": secret.id, "file": secret.path.display().to_string(), "format": "raw",
+                });
+                // Already there from an earlier, interrupted attempt: fine.
+                if let Err(e) = qmp::execute(&qmp_path, qmp::ObjectAdd(object)).await {
+                    tracing::debug!(instance = %id, %volume, "object-add secret: {e}");
+                }
+            }
+            qmp::execute(&qmp_path, qmp::BlockdevAdd(self.pool.blockdev(volume, &node))).await?;
+        }
+        if !qmp::device_ids(&qmp_path).await?.contains(&dev) {
+            let device = serde_json::json!({
+                "driver": "virtio-blk-pci", "drive": node, "id": dev, "serial": storage::disk_serial(volume),
+            });
+            if let Err(e) = qmp::execute(&qmp_path, qmp::DeviceAdd(device)).await {
+                // Leave nothing half-plugged: the node goes with the failed device.
+                let _ = qmp::execute(&qmp_path, qmp::BlockdevDel(serde_json::json!({"node-name": node}))).await;
+                return Err(e);
+            }
+        }
+        throttle(&qmp_path, volume, disk.limits).await
+    }
+
+    async fn set_volume_limits(&self, id: Uuid, volume: Uuid, limits: IoLimits) -> Result<()> {
+        if self.live_pid(id).is_none() {
+            return Ok(());
+        }
+        let qmp_path = self.run_dir(id).qmp();
+        if !qmp::device_ids(&qmp_path).await?.contains(&storage::device_id(volume)) {
+            return Ok(());
+        }
+        throttle(&qmp_path, volume, limits).await
+    }
+
+    async fn detach_volume(&self, id: Uuid, volume: Uuid, deadline: Duration) -> Result<()> {
+        if self.live_pid(id).is_none() {
+            return Ok(());
+        }
+        let qmp_path = self.run_dir(id).qmp();
+        let (node, dev) = (storage::node_name(volume), storage::device_id(volume));
+        if qmp::device_ids(&qmp_path).await?.contains(&dev) {
+            // The guest is asked to eject the device (ACPI); QEMU removes it once the guest agrees.
+            if let Err(e) = qmp::execute(&qmp_path, qmp::DeviceDel(serde_json::json!({"id": dev}))).await {
+                tracing::warn!(instance = %id, %volume, "device_del: {e} (waiting for the removal anyway)");
+            }
+            let until = Instant::now() + deadline;
+            while qmp::device_ids(&qmp_path).await?.contains(&dev) {
+                if Instant::now() >= until {
+                    return Err(AgentError::Hypervisor(format!(
+                        "the guest did not release the disk within {}s (is it mounted or in use?);                          it stays attached",
+                        deadline.as_secs()
+                    )));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        // The volume's nodes: the one it was opened as, and a new top per online snapshot since.
+        // Tops go first (a node with an overlay on it cannot be deleted).
+        for _ in 0..16 {
+            let mut left: Vec<String> =
+                qmp::node_names(&qmp_path).await?.into_iter().filter(|n| n.starts_with(&node)).collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            left.sort_by_key(|n| std::cmp::Reverse(n.len()));
+            for n in left {
+                let _ = qmp::execute(&qmp_path, qmp::BlockdevDel(serde_json::json!({"node-name": n}))).await;
+            }
+            if qmp::node_names(&qmp_path).await?.iter().all(|n| !n.starts_with(&node)) {
+                // The key of an encrypted volume (absent for a plain one: the error is expected).
+                let secret = serde_json::json!({"id": crate::keys::secret_id(volume)});
+                let _ = qmp::execute(&qmp_path, qmp::ObjectDel(secret)).await;
+                return Ok(());
+            }
+        }
+        Err(AgentError::Hypervisor(format!("block nodes of volume {volume} could not be removed from QEMU")))
+    }
+
+    async fn grow_volume(&self, instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()> {
+        if let Some(id) = instance.filter(|id| self.live_pid(*id).is_some()) {
+            let qmp_path = self.run_dir(id).qmp();
+            if let Some(node) = qmp::device_node(&qmp_path, &storage::device_id(volume)).await? {
+                let args = serde_json::json!({"node-name": node, "size": size_bytes});
+                qmp::execute(&qmp_path, qmp::BlockResize(args)).await?;
+                return Ok(());
+            }
+        }
+        self.pool.grow(volume, size_bytes).await
+    }
+
+    async fn export_root_disk(&self, id: Uuid, dst: &Path) -> Result<()> {
+        if self.live_pid(id).is_some() {
+            return Err(AgentError::Hypervisor("the instance is running; stop it first".into()));
+        }
+        Ok(qemu_img::convert_to_qcow2(&self.run_dir(id).disk(), "qcow2", dst).await?)
+    }
+
+    async fn snapshot_volume(&self, instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {
+        let running = instance.filter(|id| self.live_pid(*id).is_some());
+        let Some(id) = running else { return self.pool.snapshot(volume, snapshot).await };
+        let qmp_path = self.run_dir(id).qmp();
+        let Some(top) = qmp::device_node(&qmp_path, &storage::device_id(volume)).await? else {
+            // Attached but not plugged (yet): the guest does not have it open.
+            return self.pool.snapshot(volume, snapshot).await;
+        };
+        self.pool.snapshot(volume, snapshot).await?;
+        // The guest still writes into the frozen layer; open the new top and switch to it.
+        let node = format!("{}-{}", storage::node_name(volume), &snapshot.simple().to_string()[28..]);
+        let mut options = self.pool.blockdev(volume, &node);
+        options["backing"] = serde_json::Value::Null;
+        qmp::execute(&qmp_path, qmp::BlockdevAdd(options)).await?;
+        qmp::execute(&qmp_path, qmp::BlockdevSnapshot(serde_json::json!({"node": top, "overlay": node}))).await?;
+        Ok(())
+    }
+
     async fn list(&self) -> Result<Vec<Uuid>> {
         let mut ids = Vec::new();
         let mut rd = match tokio::fs::read_dir(&self.instances_dir).await {
@@ -443,6 +638,7 @@ mod tests {
             image_disk: "/images/tiny/disk.qcow2".into(),
             boot: BootSpec::Kernel { kernel: "/k".into(), initrd: Some("/i".into()), cmdline: "console=ttyS0".into() },
             user_data: user_data.map(String::from),
+            volumes: vec![],
         }
     }
 
@@ -476,6 +672,21 @@ mod tests {
         {
             assert!(joined.contains(needle), "missing {needle} in {joined}");
         }
+    }
+
+    #[test]
+    fn volumes_come_after_the_root_disk_in_fixed_slots() {
+        let pool = DirPool::new("/d/volumes".into());
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let disks = [a, b].map(|id| VolumeDisk { id, limits: IoLimits::default() });
+        let args: Vec<String> = volume_args(&pool, &disks).iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        assert_eq!(args.len(), 8);
+        assert_eq!(args[0], "-blockdev");
+        let blockdev: serde_json::Value = serde_json::from_str(&args[1]).unwrap();
+        assert_eq!(blockdev["file"]["filename"], format!("/d/volumes/{a}.qcow2"));
+        assert_eq!(blockdev["node-name"], storage::node_name(a));
+        assert!(args[3].contains(&format!("id={}", storage::device_id(a))) && args[3].ends_with("addr=0x10"));
+        assert!(args[7].ends_with("addr=0x11"), "{}", args[7]);
     }
 
     #[test]

@@ -72,6 +72,70 @@ pub struct BlockDeviceStats {
     pub wr_operations: u64,
 }
 
+/// Declares a QMP command whose arguments are free-form JSON and whose answer is read as JSON.
+/// Used for block-device hot-plug, whose typed `qapi` arguments (`BlockdevOptions`) are a large
+/// enum that would have to mirror what the storage pool already describes as JSON.
+macro_rules! raw_command {
+    ($($name:ident = $qmp:literal),* $(,)?) => {$(
+        #[doc = concat!("`", $qmp, "` with free-form JSON arguments.")]
+        #[derive(Debug, Clone, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub serde_json::Value);
+
+        impl qapi::Command for $name {
+            type Ok = serde_json::Value;
+            const NAME: &'static str = $qmp;
+            const ALLOW_OOB: bool = false;
+        }
+    )*};
+}
+
+raw_command!(
+    BlockdevAdd = "blockdev-add",
+    BlockdevDel = "blockdev-del",
+    DeviceAdd = "device_add",
+    DeviceDel = "device_del",
+    BlockResize = "block_resize",
+    BlockdevSnapshot = "blockdev-snapshot",
+    QueryBlock = "query-block",
+    ObjectAdd = "object-add",
+    BlockSetIoThrottle = "block_set_io_throttle",
+    ObjectDel = "object-del",
+    QomList = "qom-list",
+    QueryNamedBlockNodes = "query-named-block-nodes",
+);
+
+/// Ids of the devices added with an id (`-device …,id=X` or `device_add`).
+pub async fn device_ids(path: &Path) -> Result<Vec<String>> {
+    let v = execute(path, QomList(serde_json::json!({"path": "/machine/peripheral"}))).await?;
+    Ok(v.as_array()
+        .map(|a| a.iter().filter_map(|p| p.get("name")?.as_str().map(String::from)).collect())
+        .unwrap_or_default())
+}
+
+/// The top block node of a device (what it reads and writes), by the device's id.
+pub async fn device_node(path: &Path, device_id: &str) -> Result<Option<String>> {
+    let v = execute(path, QueryBlock(serde_json::json!({}))).await?;
+    let wanted = format!("/machine/peripheral/{device_id}/");
+    Ok(v.as_array()
+        .and_then(|a| {
+            a.iter().find_map(|b| {
+                let qdev = b.get("qdev")?.as_str()?;
+                (qdev == device_id || qdev.starts_with(&wanted))
+                    .then(|| b.get("inserted")?.get("node-name")?.as_str())?
+            })
+        })
+        .map(String::from))
+}
+
+/// Names of the block nodes that have one.
+pub async fn node_names(path: &Path) -> Result<Vec<String>> {
+    let v = execute(path, QueryNamedBlockNodes(serde_json::json!({"flat": true}))).await?;
+    Ok(v.as_array()
+        .map(|a| a.iter().filter_map(|n| n.get("node-name")?.as_str().map(String::from)).collect())
+        .unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@ use uuid::Uuid;
 struct SimGuest {
     running: bool,
     serial: Vec<u8>,
+    /// Volumes the running guest has (hot-plugged or from its spec at start).
+    volumes: Vec<Uuid>,
     memory_mib: i64,
     /// When the simulated guest last started (its counters run from there).
     started: Option<Instant>,
@@ -42,6 +44,7 @@ pub fn simulated_sample(id: Uuid, memory_mib: i64, secs: f64) -> InstanceSample 
 
 pub struct SimDriver {
     info: HostInfo,
+    pool: crate::storage::SimPool,
     /// Artificial latency of each operation (0 by default).
     latency: Duration,
     guests: Mutex<HashMap<Uuid, SimGuest>>,
@@ -61,6 +64,7 @@ impl SimDriver {
                 gpus: capacity[3],
             },
             latency,
+            pool: Default::default(),
             guests: Mutex::new(HashMap::new()),
         }
     }
@@ -97,6 +101,7 @@ impl Hypervisor for SimDriver {
             let guest = g.entry(spec.id).or_default();
             if !guest.running {
                 guest.running = true;
+                guest.volumes = spec.volumes.iter().map(|v| v.id).collect();
                 guest.memory_mib = spec.memory_mib;
                 guest.started = Some(Instant::now());
                 let boot = format!(
@@ -126,6 +131,7 @@ impl Hypervisor for SimDriver {
             if let Some(guest) = g.get_mut(&id) {
                 if guest.running {
                     guest.running = false;
+                    guest.volumes.clear();
                     guest.serial.extend_from_slice(b"[simulated] powered off\n");
                 }
             }
@@ -161,6 +167,56 @@ impl Hypervisor for SimDriver {
 
     async fn list(&self) -> Result<Vec<Uuid>> {
         Ok(self.with(|g| g.keys().copied().collect()))
+    }
+
+    fn pool(&self) -> &dyn crate::storage::StoragePool {
+        &self.pool
+    }
+
+    async fn attach_volume(&self, id: Uuid, disk: &crate::VolumeDisk) -> Result<()> {
+        let volume = disk.id;
+        self.delay().await;
+        self.with(|g| {
+            if let Some(guest) = g.get_mut(&id).filter(|guest| guest.running) {
+                if !guest.volumes.contains(&volume) {
+                    guest.volumes.push(volume);
+                    guest.serial.extend_from_slice(format!("[simulated] virtio disk {volume} added\n").as_bytes());
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn detach_volume(&self, id: Uuid, volume: Uuid, _deadline: Duration) -> Result<()> {
+        self.delay().await;
+        self.with(|g| {
+            if let Some(guest) = g.get_mut(&id) {
+                if guest.volumes.contains(&volume) {
+                    guest.volumes.retain(|v| *v != volume);
+                    guest.serial.extend_from_slice(format!("[simulated] virtio disk {volume} removed\n").as_bytes());
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn set_volume_limits(&self, _id: Uuid, _volume: Uuid, _limits: crate::IoLimits) -> Result<()> {
+        self.delay().await;
+        Ok(())
+    }
+
+    async fn grow_volume(&self, _instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()> {
+        use crate::storage::StoragePool;
+        self.pool.grow(volume, size_bytes).await
+    }
+
+    async fn export_root_disk(&self, _id: Uuid, dst: &std::path::Path) -> Result<()> {
+        Ok(crate::qemu_img::create(dst, 1 << 30).await?)
+    }
+
+    async fn snapshot_volume(&self, _instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {
+        use crate::storage::StoragePool;
+        self.pool.snapshot(volume, snapshot).await
     }
 
     async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>> {

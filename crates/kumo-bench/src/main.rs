@@ -13,6 +13,7 @@ mod launch;
 mod procs;
 mod raw;
 mod report;
+mod storage;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -56,6 +57,9 @@ enum What {
     Api,
     /// kumod idle memory and per-instance QEMU memory, vs raw QEMU.
     Rss,
+    /// Storage: volume-from-image create time (1 and 10 GiB), backup throughput vs a file copy.
+    /// Needs no kumod.
+    Storage,
     /// (internal) The trivial HTTP server of the API benchmark.
     #[command(hide = true)]
     ServeStatic { files: Vec<PathBuf> },
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Some(What::ServeStatic { files }) => api_load::static_args(files)
             .and_then(|(v, l, a)| api_load::serve_static(v, l, a))
             .map(|_| ExitCode::SUCCESS),
+        Some(What::Storage) => storage_bench(&cli),
         _ => bench(&cli),
     };
     match result {
@@ -133,6 +138,17 @@ fn bench(cli: &Cli) -> Result<ExitCode> {
         Some(Err(e)) => Err(e),
         None => Ok(ExitCode::from(130)),
     }
+}
+
+/// The storage benchmarks, in a temp dir under /tmp removed afterwards.
+fn storage_bench(cli: &Cli) -> Result<ExitCode> {
+    let root = tempfile::Builder::new().prefix("kbs-").tempdir_in("/tmp").context("create a temp dir in /tmp")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        storage::run(root.path(), cli.runs.max(3)).await?;
+        storage::guest_io_ratio(root.path(), cli.runs.clamp(1, 5)).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn interrupted() -> &'static str {
@@ -286,5 +302,6 @@ fn what_name(w: &What) -> &'static str {
         What::Api => "api",
         What::Rss => "rss",
         What::ServeStatic { .. } => "serve-static",
+        What::Storage => "storage",
     }
 }

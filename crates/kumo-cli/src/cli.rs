@@ -87,6 +87,15 @@ pub enum Command {
     /// A project's monthly budget and alert threshold
     #[command(subcommand)]
     Budget(crate::budgets::BudgetCommand),
+    /// Block storage volumes: disks that outlive instances
+    #[command(subcommand)]
+    Volume(crate::volumes::VolumeCommand),
+    /// Snapshots of volumes
+    #[command(subcommand)]
+    Snapshot(crate::snapshots::SnapshotCommand),
+    /// Backups of volumes
+    #[command(subcommand)]
+    Backup(crate::backups::BackupCommand),
 }
 
 /// The project a tenant resource lives in.

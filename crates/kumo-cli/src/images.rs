@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kumo_types::{ImageView, Name};
+use kumo_types::{ImageCreate, ImageView, Name};
 use reqwest::blocking::Body;
 use serde_json::Value;
 use std::io::{IsTerminal, Read};
@@ -42,11 +42,45 @@ pub enum ImageCommand {
     },
     /// Upload a disk image file into a project
     Import(ImageImportArgs),
+    /// Make a project image from a snapshot or a stopped instance
+    Create(ImageCreateArgs),
+    /// Download an image's disk (qcow2) to a file
+    Export(ImageExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageCreateArgs {
+    /// Name of the new image
+    #[arg(value_parser = parse_name)]
+    pub name: Name,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// From this snapshot (the volume's data at that instant)
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "from_instance", required_unless_present = "from_instance")]
+    pub from_snapshot: Option<String>,
+    /// From this stopped instance's root disk (boots like the instance)
+    #[arg(long, value_name = "INSTANCE")]
+    pub from_instance: Option<String>,
+    /// Free-form description
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageExportArgs {
+    /// Image name or id
+    pub image: String,
+    /// Where to write the qcow2 file
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
+    /// Project of the image (omit for a public image)
+    #[arg(long, env = "KUMO_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ImageImportArgs {
-    /// The image file to upload (raw or qcow2)
+    /// The image file to upload (qcow2, raw, vmdk or vhdx: detected from the content)
     pub file: PathBuf,
     /// Name of the new image
     #[arg(long, value_parser = parse_name)]
@@ -78,7 +112,37 @@ pub fn run(ctx: &Ctx, command: &ImageCommand) -> Result<()> {
             let created = import(ctx, args)?;
             ctx.show(&created, render_view)
         }
+        ImageCommand::Create(a) => {
+            let body = ImageCreate {
+                name: a.name.clone(),
+                description: a.description.clone(),
+                source_snapshot: a.from_snapshot.clone(),
+                source_instance: a.from_instance.clone(),
+            };
+            let created = ctx.client.post(&["images"], &[("project", a.project.project.as_str())], Some(&body))?;
+            ctx.show(&created, render_view)
+        }
+        ImageCommand::Export(a) => export(ctx, a),
     }
+}
+
+/// Streams the image's disk to the file (through a temporary name: no half file on failure).
+fn export(ctx: &Ctx, a: &ImageExportArgs) -> Result<()> {
+    let mut response = ctx.client.get_stream(&["images", &a.image, "export"], &project_query(a.project.as_deref()))?;
+    let tmp = a.file.with_extension("part");
+    let mut out = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let written = std::io::copy(&mut response, &mut out).with_context(|| format!("downloading into {}", tmp.display()));
+    let written = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    out.sync_all()?;
+    std::fs::rename(&tmp, &a.file).with_context(|| format!("renaming to {}", a.file.display()))?;
+    ctx.done(&format!("wrote image {} to {} ({})", a.image, a.file.display(), bytes(written as i64)));
+    Ok(())
 }
 
 fn project_query(project: Option<&str>) -> Vec<(&str, &str)> {

@@ -62,6 +62,9 @@ pub struct InstanceCreateArgs {
     /// Shell script the guest runs once at boot (at most 32 KiB)
     #[arg(long, value_name = "FILE")]
     pub user_data_file: Option<PathBuf>,
+    /// Root disk size in GiB, to make it larger than the instance type's
+    #[arg(long, value_name = "GIB")]
+    pub root_size: Option<i64>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -134,6 +137,7 @@ fn create(ctx: &Ctx, args: &InstanceCreateArgs) -> Result<()> {
         image: args.image.clone(),
         instance_type: args.instance_type.clone(),
         user_data,
+        root_size_gib: args.root_size,
     };
     let project = args.project.project.as_str();
     let created = ctx.client.post(&["instances"], &[("project", project)], Some(&body))?;

@@ -1,12 +1,13 @@
 //! `kumo`, the command-line client of the Kumo REST API.
 //!
 //! One module per resource (projects, members, images, instance_types, instances, events, hosts,
-//! users, tokens, audit, quotas, prices, usage, invoices, budgets) declares
+//! users, tokens, audit, quotas, prices, usage, invoices, budgets, volumes, snapshots, backups) declares
 //! its subcommands and turns API answers into tables; `client` speaks HTTP (auth, errors,
 //! pagination), `wait` implements `--wait`, `config` resolves the server URL and token and
 //! implements `kumo login`, `output` formats tables and JSON.
 
 pub mod audit;
+pub mod backups;
 pub mod budgets;
 pub mod cli;
 pub mod client;
@@ -26,10 +27,12 @@ pub mod prices;
 pub mod projects;
 pub mod quotas;
 pub mod serial;
+pub mod snapshots;
 pub mod system;
 pub mod tokens;
 pub mod usage;
 pub mod users;
+pub mod volumes;
 pub mod wait;
 
 #[cfg(test)]
@@ -93,6 +96,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Usage(a) => usage::run(&ctx, a),
         Command::Invoice(c) => invoices::run(&ctx, c),
         Command::Budget(c) => budgets::run(&ctx, c),
+        Command::Volume(c) => volumes::run(&ctx, c),
+        Command::Snapshot(c) => snapshots::run(&ctx, c),
+        Command::Backup(c) => backups::run(&ctx, c),
     }
 }
 

@@ -117,7 +117,7 @@ pub fn wait_for_instance(
 }
 
 /// A spinner on stderr, or a hidden one when stderr is not a terminal.
-fn spinner() -> ProgressBar {
+pub(crate) fn spinner() -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

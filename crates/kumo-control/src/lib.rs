@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod reconciler;
 pub mod scheduler;
 pub mod telemetry;
+pub mod volume_reconciler;
 
 use kumo_agent::Hypervisor;
 use kumo_store::Store;
@@ -50,6 +51,10 @@ impl ControlConfig {
     pub fn images_dir(&self) -> PathBuf {
         self.data_dir.join("images")
     }
+
+    pub fn backups_dir(&self) -> PathBuf {
+        self.data_dir.join("backups")
+    }
 }
 
 /// Everything a request handler or background task needs.
@@ -71,6 +76,13 @@ pub struct App {
     pub telemetry: telemetry::Telemetry,
     /// Committed events, for the live event stream; see [`app::events::EventBus`].
     pub events: app::events::EventBus,
+    /// The volume reconciler; see [`volume_reconciler`].
+    pub volume_reconciler: reconciler::Handle,
+    /// Where volume backups go (`<data-dir>/backups`); see [`app::backups`].
+    pub backup_target: Arc<dyn kumo_agent::backup::BackupTarget>,
+    /// Set when a snapshot or a volume goes: the volume reconciler then looks for snapshot layers
+    /// nothing uses any more (reading every chain is too costly for every pass).
+    pub layers_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -92,7 +104,6 @@ impl App {
             store,
             hypervisor,
             host_id,
-            config,
             tokens: context::TokenCache::default(),
             logins: app::login::LoginLimiter::default(),
             reconciler: reconciler::Handle::default(),
@@ -100,6 +111,10 @@ impl App {
             monitoring: monitoring::Handle::default(),
             telemetry: telemetry::Telemetry::default(),
             events: app::events::EventBus::default(),
+            volume_reconciler: volume_reconciler::handle(),
+            backup_target: Arc::new(kumo_agent::backup::DirTarget::new(config.backups_dir())),
+            layers_dirty: std::sync::atomic::AtomicBool::new(true),
+            config,
         }))
     }
 }

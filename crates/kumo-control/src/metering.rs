@@ -15,6 +15,9 @@
 //!   `stopped`, `failed`, `deleting` or `destroyed`.
 //! - **Root-disk storage**, GiB-seconds: from creation until `destroyed`, whatever the state
 //!   (a stopped instance's disk still occupies storage), at the size recorded at each event.
+//! - **Volumes, snapshots, backups**, GiB-seconds: from their `created` event to their deletion, at
+//!   the size in each event's detail (a backup at what it stored, in whole GiB rounded up); see
+//!   [`storage_intervals`].
 //!
 //! Lines: the intervals of one resource are split where a price changes, grouped per unit price,
 //! and each group's quantity is rounded to whole seconds (or GiB-seconds) once, then multiplied by
@@ -59,6 +62,12 @@ pub enum Meter {
     Running { instance_type: String },
     /// Root-disk storage (priced per GiB-month by kind `disk`).
     Disk,
+    /// Volume storage (per GiB-month, kind `volume`).
+    Volume,
+    /// Snapshot storage (per GiB-month, kind `snapshot`), at the volume's size when taken.
+    Snapshot,
+    /// Backup storage (per GiB-month, kind `backup`), at what the backup stored (whole GiB, up).
+    Backup,
 }
 
 impl Meter {
@@ -66,8 +75,60 @@ impl Meter {
         match self {
             Meter::Running { instance_type } => ("instance_type", instance_type),
             Meter::Disk => ("disk", ""),
+            Meter::Volume => ("volume", ""),
+            Meter::Snapshot => ("snapshot", ""),
+            Meter::Backup => ("backup", ""),
         }
     }
+
+    /// Whether it is priced per GiB-month (everything but running time).
+    pub fn is_storage(&self) -> bool {
+        !matches!(self, Meter::Running { .. })
+    }
+}
+
+/// One durable event of a stored resource (volume, snapshot, backup), as metering reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageEvent {
+    pub time: DateTime<Utc>,
+    /// Whether the resource exists from this event on (None: unchanged).
+    pub exists: Option<bool>,
+    /// Its size in GiB from this event on (None: unchanged).
+    pub gib: Option<i64>,
+}
+
+/// The billable storage intervals of one stored resource: from its creation to its deletion, at
+/// the size recorded at each event, clipped to `[from, to)`.
+pub fn storage_intervals(
+    meter: Meter,
+    events: &[StorageEvent],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<Interval> {
+    let mut out: Vec<Interval> = Vec::new();
+    let (mut exists, mut gib, mut since) = (false, 0i64, None::<DateTime<Utc>>);
+    let mut emit = |exists: bool, gib: i64, a: DateTime<Utc>, b: DateTime<Utc>| {
+        let (a, b) = (a.max(from), b.min(to));
+        if !exists || gib <= 0 || a >= b {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.end == a && last.gib == gib => last.end = b,
+            _ => out.push(Interval { meter: meter.clone(), start: a, end: b, gib }),
+        }
+    };
+    for e in events.iter().take_while(|e| e.time < to) {
+        if let Some(t) = since {
+            emit(exists, gib, t, e.time);
+        }
+        exists = e.exists.unwrap_or(exists);
+        gib = e.gib.unwrap_or(gib);
+        since = Some(e.time);
+    }
+    if let Some(t) = since {
+        emit(exists, gib, t, to);
+    }
+    out
 }
 
 /// A billable stretch of time: `[start, end)`, with `gib` GiB for storage (1 for running time).
@@ -177,7 +238,7 @@ impl PriceBook {
 pub fn units(meter: &Meter) -> (i64, &'static str, &'static str) {
     match meter {
         Meter::Running { .. } => (3600, "second", "hour"),
-        Meter::Disk => (SECONDS_PER_GIB_MONTH, "GiB-second", "GiB-month"),
+        _ => (SECONDS_PER_GIB_MONTH, "GiB-second", "GiB-month"),
     }
 }
 
@@ -222,7 +283,7 @@ pub fn price_lines(
             g.parts.push(UsageInterval {
                 start: part.start,
                 end: part.end,
-                gib: matches!(part.meter, Meter::Disk).then_some(part.gib),
+                gib: part.meter.is_storage().then_some(part.gib),
             });
         }
     }
@@ -255,6 +316,9 @@ pub fn instance_resource_type(m: &Meter) -> &'static str {
     match m {
         Meter::Running { .. } => "instance",
         Meter::Disk => "disk",
+        Meter::Volume => "volume",
+        Meter::Snapshot => "snapshot",
+        Meter::Backup => "backup",
     }
 }
 
@@ -338,6 +402,21 @@ mod tests {
         // Before any price is set, usage is shown at price 0.
         let none = price_lines(instance_resource_type, "web", uuid::Uuid::nil(), &ivs, &PriceBook::default());
         assert_eq!((none[0].quantity, none[0].cost, none[0].unit_price.as_str()), (7200, 0, "0.00"));
+    }
+
+    #[test]
+    fn stored_resources_are_billed_from_creation_to_deletion_at_their_size() {
+        let ev = |at: i64, exists: Option<bool>, gib: Option<i64>| StorageEvent { time: t(at), exists, gib };
+        // Created at 10 s with 10 GiB, grown to 20 GiB at 100 s, deleted at 160 s.
+        let evs =
+            [ev(10, Some(true), Some(10)), ev(50, None, None), ev(100, None, Some(20)), ev(160, Some(false), None)];
+        let ivs = storage_intervals(Meter::Volume, &evs, t(0), t(1000));
+        let gib_secs: i64 = ivs.iter().map(|i| (i.end - i.start).num_seconds() * i.gib).sum();
+        assert_eq!(gib_secs, 90 * 10 + 60 * 20);
+        assert_eq!(ivs.len(), 2, "the unchanged event at 50 s does not split: {ivs:?}");
+        // Clipped to the window, and still billed at the window's end if never deleted.
+        let ivs = storage_intervals(Meter::Backup, &evs[..3], t(120), t(130));
+        assert_eq!((ivs.len(), ivs[0].gib, (ivs[0].end - ivs[0].start).num_seconds()), (1, 20, 10));
     }
 
     #[test]

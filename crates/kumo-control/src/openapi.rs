@@ -3,8 +3,8 @@
 //! (regenerate with `kumod openapi > openapi/kumo.json`).
 
 use crate::http::{
-    audit, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects, quotas,
-    system, tokens, users,
+    audit, backups, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects,
+    quotas, snapshots, system, tokens, users, volumes,
 };
 use crate::App;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kumo API", version = "1", description = "The Kumo IaaS cloud. Every call but `POST /v1/login` needs `Authorization: Bearer <token>`."),
-    components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy)),
+    components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy, kumo_types::VolumeState)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -72,6 +72,18 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(billing::invoice_list))
         .routes(routes!(billing::invoice_view))
         .routes(routes!(billing::budget_view, billing::budget_update))
+        .routes(routes!(volumes::volume_list, volumes::volume_create))
+        .routes(routes!(volumes::volume_view, volumes::volume_delete))
+        .routes(routes!(volumes::volume_attach))
+        .routes(routes!(volumes::volume_detach))
+        .routes(routes!(volumes::volume_resize))
+        .routes(routes!(snapshots::snapshot_list, snapshots::snapshot_create))
+        .routes(routes!(snapshots::snapshot_view, snapshots::snapshot_delete))
+        .routes(routes!(backups::volume_backup_list, backups::volume_backup_create))
+        .routes(routes!(backups::volume_backup_view, backups::volume_backup_delete))
+        .routes(routes!(volumes::volume_io_limits_update))
+        .routes(routes!(images::image_create))
+        .routes(routes!(images::image_export))
 }
 
 /// The routes that take no bearer token (login); served outside the authentication layer.

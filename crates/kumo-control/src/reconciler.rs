@@ -47,7 +47,7 @@ pub struct ReconcilerStatus {
 /// Wakes the reconciler and keeps its status.
 #[derive(Default)]
 pub struct Handle {
-    notify: Notify,
+    pub(crate) notify: Notify,
     /// Instances with a step running, and the generation of the record the step works from.
     in_flight: Mutex<HashMap<uuid::Uuid, i64>>,
     /// In-flight instances a pass found changed since their step began (e.g. deleted while being
@@ -64,16 +64,18 @@ impl Handle {
 
     pub fn status(&self) -> ReconcilerStatus {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        s.name = "instances".into();
+        if s.name.is_empty() {
+            s.name = "instances".into();
+        }
         s.in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).len();
         s
     }
 
-    fn update(&self, f: impl FnOnce(&mut ReconcilerStatus)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ReconcilerStatus)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    fn claim(&self, id: uuid::Uuid, generation: i64) -> bool {
+    pub(crate) fn claim(&self, id: uuid::Uuid, generation: i64) -> bool {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         match in_flight.get(&id) {
             None => {
@@ -90,7 +92,7 @@ impl Handle {
     }
 
     /// Ends a step; returns whether a pass found the instance changed while the step ran.
-    fn release(&self, id: uuid::Uuid) -> bool {
+    pub(crate) fn release(&self, id: uuid::Uuid) -> bool {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         in_flight.remove(&id);
         self.changed_meanwhile.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)

@@ -125,12 +125,14 @@ pub async fn list(conn: &mut Conn, project_id: Option<Uuid>, req: &PageRequest) 
     page::fetch(conn, &sql, &[project], "i", req, view_from_row).await
 }
 
-/// Live instances created from the image (their disks are backed by its file).
+/// Live instances and volumes created from the image (their disks are backed by its file).
 pub async fn count_users(conn: &mut Conn, image_id: Uuid) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE image_id = $1 AND time_deleted IS NULL")
-        .bind(image_id.to_string())
-        .fetch_one(&mut *conn)
-        .await?)
+    let instances: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE image_id = $1 AND time_deleted IS NULL")
+            .bind(image_id.to_string())
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(instances + crate::volumes::count_from_source(conn, image_id).await?)
 }
 
 pub async fn soft_delete(conn: &mut Conn, image_id: Uuid) -> Result<bool> {

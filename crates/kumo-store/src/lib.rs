@@ -14,6 +14,7 @@
 //! use a pool of several (WAL mode lets them run beside the writer). On PostgreSQL both are one pool.
 
 pub mod audit;
+pub mod backups;
 pub mod billing;
 pub mod events;
 pub mod hosts;
@@ -25,8 +26,10 @@ pub mod metrics;
 pub mod page;
 pub mod projects;
 pub mod quotas;
+pub mod snapshots;
 pub mod tokens;
 pub mod users;
+pub mod volumes;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

@@ -18,7 +18,7 @@ pub struct QuotaLimits {
     /// Most memory over all instances, GiB.
     #[serde(default)]
     pub memory_gib: Option<i64>,
-    /// Most storage (instance root disks), GiB.
+    /// Most storage (instance root disks and volumes), GiB.
     #[serde(default)]
     pub storage_gib: Option<i64>,
     /// Most floating IPs.
@@ -35,7 +35,7 @@ pub struct QuotaUsage {
     pub vcpus: i64,
     /// Memory of those instances, MiB (exact; limits are in GiB).
     pub memory_mib: i64,
-    /// Storage of root disks, GiB.
+    /// Storage of root disks and volumes, GiB.
     pub storage_gib: i64,
     /// Floating IPs.
     pub floating_ips: i64,

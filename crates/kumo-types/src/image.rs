@@ -31,6 +31,24 @@ impl ImageBoot {
     }
 }
 
+/// Parameters to make a project image from a snapshot or from a stopped instance's root disk.
+/// Exactly one source.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageCreate {
+    /// Name, unique within the project.
+    pub name: crate::Name,
+    /// Free-form description.
+    #[serde(default)]
+    pub description: String,
+    /// Make it from this snapshot (name or id): the volume's data at that instant.
+    #[serde(default)]
+    pub source_snapshot: Option<String>,
+    /// Make it from this stopped instance's root disk (name or id); it boots like the instance.
+    #[serde(default)]
+    pub source_instance: Option<String>,
+}
+
 /// A bootable image.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ImageView {

@@ -234,6 +234,9 @@ pub struct InstanceCreate {
     /// Shell script the guest runs once at boot (at most 32 KiB).
     #[serde(default)]
     pub user_data: Option<String>,
+    /// Root disk size in GiB, to make it larger than the instance type's (at most 16384).
+    #[serde(default)]
+    pub root_size_gib: Option<i64>,
 }
 
 /// Parameters to change the instance type of a stopped instance.

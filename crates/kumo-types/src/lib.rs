@@ -2,6 +2,7 @@
 //! (`kumo-cli`). Everything that crosses the wire is declared here, once: identity metadata, names,
 //! views, create parameters, the error body, pagination, and the instance state machine.
 
+pub mod backup;
 pub mod billing;
 pub mod error;
 pub mod event;
@@ -15,7 +16,10 @@ pub mod money;
 pub mod name;
 pub mod page;
 pub mod project;
+pub mod snapshot;
+pub mod volume;
 
+pub use backup::{BackupCreate, BackupView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::HostView;
@@ -23,7 +27,7 @@ pub use identity::{
     AuditEntryView, LoginRequest, LoginResponse, MeView, MemberAdd, MemberView, MyProjectView, ProjectRole,
     TokenCreate, TokenCreated, TokenView, UserCreate, UserView,
 };
-pub use image::{ImageBoot, ImageView};
+pub use image::{ImageBoot, ImageCreate, ImageView};
 pub use instance::{
     InstanceAction, InstanceCreate, InstanceObservation, InstanceResize, InstanceState, InstanceView, Transition,
     USER_DATA_MAX_BYTES,
@@ -33,6 +37,11 @@ pub use metrics::{MetricPoint, MetricSeries};
 pub use name::{Name, NameOrId};
 pub use page::{PageParams, ResultsPage, SortBy};
 pub use project::{ProjectCreate, ProjectView};
+pub use snapshot::{SnapshotCreate, SnapshotView};
+pub use volume::{
+    VolumeAction, VolumeAttach, VolumeCreate, VolumeIoLimits, VolumeObservation, VolumeResize, VolumeState,
+    VolumeTransition, VolumeView,
+};
 
 /// Timestamps on the wire are RFC 3339 UTC.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -138,6 +138,7 @@ pub async fn create(
         image: f.image,
         instance_type: f.instance_type,
         user_data: (!f.user_data.is_empty()).then_some(f.user_data),
+        root_size_gib: None,
     };
     let view = instances::create(&app, &s.ctx, Some(&p), &body).await?;
     let to = format!("/projects/{}/instances/{}", render::urlencode(&p), render::urlencode(&view.name));

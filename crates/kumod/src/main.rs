@@ -195,6 +195,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = App::open(store, hypervisor, config).await?;
     seed_images(&app, &args.image_cache).await;
     kumo_control::reconciler::spawn(app.clone());
+    kumo_control::volume_reconciler::spawn(app.clone());
     kumo_control::app::billing::spawn(app.clone());
     kumo_control::app::audit::spawn_retention(app.clone());
     kumo_control::monitoring::spawn(app.clone());

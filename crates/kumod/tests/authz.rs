@@ -125,6 +125,30 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("invoice_view", Kind::ProjectReadUnmade, "", Body::None),
     ("budget_view", Kind::ProjectRead, "", Body::None),
     ("budget_update", Kind::ProjectManage, "", Body::Json(r#"{"monthly":"50.00","alert_at_percent":80}"#)),
+    // Volumes (vol-a is available in a; detach would be 409 if allowed: authorisation comes first).
+    ("volume_list", Kind::ProjectRead, "project=a", Body::None),
+    ("volume_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"vol-x","size_gib":1}"#)),
+    ("volume_view", Kind::ProjectRead, "project=a", Body::None),
+    ("volume_delete", Kind::ProjectWrite, "project=a", Body::None),
+    ("volume_attach", Kind::ProjectWrite, "project=a", Body::Json(r#"{"instance":"vm-a"}"#)),
+    ("volume_detach", Kind::ProjectWrite, "project=a", Body::None),
+    ("volume_resize", Kind::ProjectWrite, "project=a", Body::Json(r#"{"size_gib":2}"#)),
+    ("snapshot_list", Kind::ProjectRead, "project=a", Body::None),
+    ("snapshot_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"snap-x","volume":"vol-a"}"#)),
+    ("snapshot_view", Kind::ProjectRead, "project=a", Body::None),
+    ("snapshot_delete", Kind::ProjectWrite, "project=a", Body::None),
+    ("volume_backup_list", Kind::ProjectRead, "project=a", Body::None),
+    ("volume_backup_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"bk-x","volume":"vol-a"}"#)),
+    ("volume_backup_view", Kind::ProjectRead, "project=a", Body::None),
+    ("volume_backup_delete", Kind::ProjectWrite, "project=a", Body::None),
+    (
+        "volume_io_limits_update",
+        Kind::ProjectWrite,
+        "project=a",
+        Body::Json(r#"{"iops_limit":100,"bandwidth_limit_mib_s":null}"#),
+    ),
+    ("image_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"img-x","source_snapshot":"snap-a"}"#)),
+    ("image_export", Kind::ProjectRead, "project=a", Body::None),
 ];
 
 /// Values of path parameters: project `a` and its resources.
@@ -139,6 +163,9 @@ fn path_param(name: &str) -> &'static str {
         "token" => "ci",
         // A closed month (invoices).
         "period" => "2026-10",
+        "volume" => "vol-a",
+        "snapshot" => "snap-a",
+        "backup" => "bk-a",
         other => panic!("no value for path parameter {{{other}}}: add one to path_param()"),
     }
 }
@@ -247,6 +274,17 @@ fn tenants(k: &Cloud) -> [String; 3] {
             .body(k.fixture_bytes()),
     );
     assert_eq!(s, 201, "alice imports an image into her project: {v}");
+    let (s, v) = as_alice.post("/v1/volumes?project=a", json!({"name": "vol-a", "size_gib": 1}));
+    assert_eq!(s, 202, "alice creates a volume in her project: {v}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while as_alice.get("/v1/volumes/vol-a?project=a").1["state"] != "available" {
+        assert!(std::time::Instant::now() < deadline, "vol-a did not become available");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, v) = as_alice.post("/v1/snapshots?project=a", json!({"name": "snap-a", "volume": "vol-a"}));
+    assert_eq!(s, 201, "alice snapshots her volume: {v}");
+    let (s, v) = as_alice.post("/v1/volume-backups?project=a", json!({"name": "bk-a", "volume": "vol-a"}));
+    assert_eq!(s, 201, "alice backs up her volume: {v}");
     let operator = As { k, token: Some(k.token.clone()) };
     let (s, v) = operator.put("/v1/projects/a/budget", json!({"monthly": "50.00", "alert_at_percent": 80}));
     assert_eq!(s, 200, "a budget for a: {v}");
@@ -373,6 +411,15 @@ fn every_operation_is_authorised_as_its_table_says() {
     assert_eq!((s, v["state"].as_str()), (200, Some("running")), "{v}");
     let (s, v) = k.get("/v1/projects/c");
     assert_eq!(s, 404, "{v}");
+    let (s, v) = k.get("/v1/volumes/vol-a?project=a");
+    assert_eq!((s, v["state"].as_str(), v["size_gib"].as_i64()), (200, Some("available"), Some(1)), "{v}");
+    let (s, v) = k.get("/v1/volumes/vol-x?project=a");
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = k.get("/v1/snapshots/snap-a?project=a");
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = k.get("/v1/volume-backups/bk-a?project=a");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(k.get("/v1/volume-backups/bk-x?project=a").0, 404);
     let (s, v) = k.get("/v1/users/dave");
     assert_eq!(s, 404, "{v}");
 }

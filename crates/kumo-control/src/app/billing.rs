@@ -143,6 +143,52 @@ pub async fn lines(
         let name = group.last().map(|r| r.resource_name.as_str()).unwrap_or_default();
         out.extend(metering::price_lines(metering::instance_resource_type, name, id, &ivs, &book));
     }
+    out.extend(storage_lines(conn, project_id, from, to, &book).await?);
+    Ok(out)
+}
+
+/// Volumes, snapshots and backups: GiB-seconds from their creation to their deletion (see
+/// [`metering::storage_intervals`]), from their events (whose detail carries the size).
+async fn storage_lines(
+    conn: &mut Conn,
+    project_id: uuid::Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    book: &PriceBook,
+) -> ApiResult<Vec<UsageLine>> {
+    use metering::{Meter, StorageEvent};
+    let mut out = Vec::new();
+    for (resource_type, meter) in
+        [("volume", Meter::Volume), ("snapshot", Meter::Snapshot), ("volume_backup", Meter::Backup)]
+    {
+        let rows = kumo_store::events::for_metering(conn, project_id, resource_type, to).await?;
+        for group in rows.chunk_by(|a, b| a.resource_id == b.resource_id) {
+            let events: Vec<StorageEvent> = group
+                .iter()
+                .map(|r| {
+                    let detail: serde_json::Value =
+                        r.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+                    let gib = match meter {
+                        // What the backup really stored, in whole GiB (rounded up).
+                        Meter::Backup => detail["bytes_stored"].as_i64().map(|b| (b + (1 << 30) - 1) >> 30),
+                        _ => detail["size_gib"].as_i64(),
+                    };
+                    let exists = match (r.kind.as_str(), r.to_state.as_deref()) {
+                        ("created", _) => Some(true),
+                        ("deleted", _) | (_, Some("deleted")) => Some(false),
+                        _ => None,
+                    };
+                    StorageEvent { time: r.time, exists, gib }
+                })
+                .collect();
+            let ivs = metering::storage_intervals(meter.clone(), &events, from, to);
+            if ivs.is_empty() {
+                continue;
+            }
+            let (id, name) = (group[0].resource_id, group.last().map(|r| r.resource_name.as_str()).unwrap_or(""));
+            out.extend(metering::price_lines(metering::instance_resource_type, name, id, &ivs, book));
+        }
+    }
     Ok(out)
 }
 

@@ -1,9 +1,10 @@
 //! Images: the public catalogue (seeded from the machine-wide image cache) and tenant imports.
 //!
 //! Image files live in `DATA_DIR/images/<id>/`. Imports stream the upload to a temporary file
-//! (never whole in memory), detect the format from the content with `qemu-img info`, refuse
-//! anything but qcow2 and raw, refuse a qcow2 with a backing file (it could point anywhere on
-//! the host), check qcow2 metadata, and convert to a standalone qcow2.
+//! (never whole in memory), detect the format from the content with `qemu-img info` (never from
+//! a file name), accept qcow2, raw, vmdk and vhdx, refuse anything that would make qemu-img read
+//! other files of the host (see [`refuse_unsafe`]), check qcow2 metadata, and convert to a
+//! standalone qcow2.
 
 use super::{read, selector};
 use crate::context::{Access, OpContext};
@@ -13,7 +14,7 @@ use futures_util::{Stream, StreamExt};
 use kumo_agent::qemu_img;
 use kumo_store::images::NewImage;
 use kumo_types::page::PageRequest;
-use kumo_types::{ImageBoot, ImageView, Name, ResultsPage};
+use kumo_types::{ImageBoot, ImageCreate, ImageView, Name, ResultsPage};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -61,7 +62,7 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &s
     let users = kumo_store::images::count_users(&mut tx, rec.view.id).await?;
     if users > 0 {
         return Err(ApiError::conflict(format!(
-            "image '{image}' backs the disks of {users} instance(s); delete them first"
+            "image '{image}' backs the disks of {users} instance(s) or volume(s); delete them first"
         )));
     }
     kumo_store::images::soft_delete(&mut tx, rec.view.id).await?;
@@ -123,24 +124,7 @@ where
         internal: Some(e.to_string()),
         ..ApiError::invalid("the upload is not a disk image qemu-img can read")
     })?;
-    match info.format.as_str() {
-        "qcow2" | "raw" => {}
-        other => {
-            return Err(ApiError::invalid(format!(
-                "image format '{other}' is not supported for import yet (qcow2 and raw are)"
-            )))
-        }
-    }
-    if info.external_data_file().is_some() {
-        return Err(ApiError::invalid(
-            "the qcow2 image keeps its data in an external data file; upload a standalone image",
-        ));
-    }
-    if info.backing_filename.is_some() {
-        return Err(ApiError::invalid(
-            "the qcow2 image has a backing file; upload a standalone image (qemu-img convert -O qcow2 in out)",
-        ));
-    }
+    refuse_unsafe(&info, &upload)?;
     if info.format == "qcow2" {
         qemu_img::check(&upload).await.map_err(|e| ApiError {
             internal: Some(e.to_string()),
@@ -170,6 +154,163 @@ where
     tx.commit().await.map_err(ApiError::internal)?;
     guard.0 = None;
     Ok(rec.view)
+}
+
+/// Makes a project image from a snapshot (a standalone copy of the volume's data at that
+/// instant; boots from the disk) or from a stopped instance's root disk (boots like the instance:
+/// its image's kernel, initrd and command line are copied along).
+pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &ImageCreate) -> ApiResult<ImageView> {
+    super::check_description(&p.description)?;
+    let mut conn = read(app).await?;
+    let proj = super::project(&mut conn, ctx, project, Access::Write).await?;
+    if kumo_store::images::get(&mut conn, Some(proj.id), &kumo_types::NameOrId::Name(p.name.clone()))
+        .await?
+        .is_some_and(|i| i.project_id == Some(proj.id))
+    {
+        return Err(ApiError::new(
+            kumo_types::ErrorCode::ObjectAlreadyExists,
+            format!("image '{}' already exists in project '{}'", p.name, proj.name),
+        ));
+    }
+    let id = kumo_store::images::allocate_id();
+    let dir = app.config.images_dir().join(id.to_string());
+    let disk = dir.join("disk.qcow2");
+    let (boot_from, os) = match (&p.source_snapshot, &p.source_instance) {
+        (Some(snapshot), None) => {
+            let snap = super::snapshots::source(&mut conn, proj.id, snapshot).await?;
+            tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
+            let guard = DirGuard(Some(dir.clone()));
+            app.hypervisor.pool().export_snapshot(snap.view.id, &disk).await.map_err(ApiError::internal)?;
+            (guard, format!("from snapshot '{}' of volume '{}'", snap.view.name, snap.view.volume))
+        }
+        (None, Some(instance)) => {
+            let inst = super::instances::get(&mut conn, ctx, Some(&proj.name), instance, Access::Write).await?;
+            if inst.state() != kumo_types::InstanceState::Stopped {
+                return Err(ApiError::conflict(format!(
+                    "cannot make an image of instance '{instance}' in state '{}': stop it first",
+                    inst.state()
+                )));
+            }
+            tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
+            let guard = DirGuard(Some(dir.clone()));
+            app.hypervisor.export_root_disk(inst.view.id, &disk).await.map_err(ApiError::internal)?;
+            (guard, format!("from instance '{}' (image '{}')", inst.view.name, inst.view.image))
+        }
+        _ => return Err(ApiError::invalid("give exactly one of source_snapshot and source_instance")),
+    };
+    let mut guard = boot_from;
+    // An instance's image boots by kernel: the new image gets copies of its boot files.
+    let (mut kernel, mut initrd, mut cmdline) = (None, None, None);
+    if let Some(instance) = &p.source_instance {
+        let inst = super::instances::get(&mut conn, ctx, Some(&proj.name), instance, Access::Write).await?;
+        if let Some(img) = kumo_store::images::get_by_id(&mut conn, inst.image_id).await? {
+            let copy = |src: &Option<String>, name: &str| {
+                let (src, dst) = (src.clone(), dir.join(name));
+                async move {
+                    match src {
+                        Some(s) => tokio::fs::copy(&s, &dst)
+                            .await
+                            .map(|_| Some(dst.to_string_lossy().into_owned()))
+                            .map_err(ApiError::internal),
+                        None => Ok(None),
+                    }
+                }
+            };
+            kernel = copy(&img.kernel_path, "vmlinuz").await?;
+            initrd = copy(&img.initrd_path, "initrd.img").await?;
+            cmdline = img.cmdline.clone();
+        }
+    }
+    let info = qemu_img::info(&disk, Some("qcow2")).await.map_err(ApiError::internal)?;
+    let disk_path = disk.to_string_lossy().into_owned();
+    let new = NewImage {
+        id,
+        project_id: Some(proj.id),
+        name: p.name.as_str(),
+        description: &p.description,
+        os: &os,
+        boot: if kernel.is_some() { ImageBoot::Kernel } else { ImageBoot::Disk },
+        disk_path: &disk_path,
+        kernel_path: kernel.as_deref(),
+        initrd_path: initrd.as_deref(),
+        cmdline: cmdline.as_deref(),
+        size_bytes: info.virtual_size as i64,
+    };
+    let mut tx = app.store.begin().await?;
+    let rec = kumo_store::images::insert(&mut tx, &new).await.map_err(already_exists("image", p.name.as_str()))?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    guard.0 = None;
+    Ok(rec.view)
+}
+
+/// The disk file of an image the caller may read, and its name for a download.
+pub async fn export(app: &App, ctx: &OpContext, project: Option<&str>, image: &str) -> ApiResult<(PathBuf, String)> {
+    ctx.authorize(Access::Read)?;
+    let mut conn = read(app).await?;
+    let project_id = match project {
+        Some(p) => Some(super::project(&mut conn, ctx, Some(p), Access::Read).await?.id),
+        None => None,
+    };
+    let sel = selector("image", image)?;
+    let rec = kumo_store::images::get(&mut conn, project_id, &sel)
+        .await?
+        .ok_or_else(|| ApiError::not_found("image", image))?;
+    Ok((PathBuf::from(rec.disk_path), format!("{}.qcow2", rec.view.name)))
+}
+
+/// Largest virtual size an imported image may claim (a tiny file can claim exabytes).
+pub const IMPORT_MAX_VIRTUAL_BYTES: u64 = (kumo_types::volume::VOLUME_MAX_GIB as u64) << 30;
+
+/// Refuses what must never be converted: anything that makes qemu-img read other files of the
+/// host (a qcow2 backing file or external data file, a vmdk whose extents are separate files —
+/// a descriptor can name `/etc/shadow` as a flat extent — or a vmdk parent), formats we do not
+/// import, and absurd virtual sizes. The format is what qemu-img detected from the content.
+pub fn refuse_unsafe(info: &qemu_img::ImageInfo, upload: &Path) -> ApiResult<()> {
+    match info.format.as_str() {
+        "qcow2" | "raw" | "vmdk" | "vhdx" => {}
+        other => {
+            return Err(ApiError::invalid(format!(
+                "image format '{other}' is not supported for import (qcow2, raw, vmdk and vhdx are)"
+            )))
+        }
+    }
+    if info.external_data_file().is_some() {
+        return Err(ApiError::invalid(
+            "the qcow2 image keeps its data in an external data file; upload a standalone image",
+        ));
+    }
+    if info.backing_filename.is_some() {
+        return Err(ApiError::invalid(format!(
+            "the {} image has a backing file; upload a standalone image (qemu-img convert -O qcow2 in out)",
+            info.format
+        )));
+    }
+    if info.format == "vmdk" {
+        let data = info.format_specific.as_ref().and_then(|f| f.get("data"));
+        let create_type = data.and_then(|d| d.get("create-type")).and_then(|t| t.as_str()).unwrap_or("");
+        if !matches!(create_type, "monolithicSparse" | "streamOptimized") {
+            return Err(ApiError::invalid(format!(
+                "vmdk images of type '{create_type}' keep their data in other files; upload a single-file                  vmdk (monolithicSparse or streamOptimized)"
+            )));
+        }
+        let extents = data.and_then(|d| d.get("extents")).and_then(|e| e.as_array()).cloned().unwrap_or_default();
+        let elsewhere =
+            extents.iter().any(|e| e.get("filename").and_then(|f| f.as_str()).is_none_or(|f| Path::new(f) != upload));
+        if elsewhere {
+            return Err(ApiError::invalid("the vmdk image names extents in other files; upload a single-file vmdk"));
+        }
+        let parent = data.and_then(|d| d.get("parent-cid")).and_then(|p| p.as_u64()).unwrap_or(u32::MAX as u64);
+        if parent != u32::MAX as u64 {
+            return Err(ApiError::invalid("the vmdk image is a delta of a parent disk; upload a standalone image"));
+        }
+    }
+    if info.virtual_size > IMPORT_MAX_VIRTUAL_BYTES {
+        return Err(ApiError::invalid(format!(
+            "the image claims a virtual size of {} bytes; at most {IMPORT_MAX_VIRTUAL_BYTES} are accepted",
+            info.virtual_size
+        )));
+    }
+    Ok(())
 }
 
 /// Streams a request body to `path`, refusing more than `max` bytes (413).
@@ -256,4 +397,37 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
     guard.0 = None;
     tracing::info!(image = %rec.view.name, "registered public image from {}", cache_dir.display());
     Ok(Some(rec.view))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(json: serde_json::Value) -> qemu_img::ImageInfo {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn imports_that_would_read_other_host_files_are_refused() {
+        let up = Path::new("/data/images/x/upload");
+        let ok = |j| refuse_unsafe(&info(j), up).is_ok();
+        assert!(ok(serde_json::json!({"format": "qcow2", "virtual-size": 1 << 20})));
+        assert!(ok(serde_json::json!({"format": "vhdx", "virtual-size": 1 << 20})));
+        assert!(ok(serde_json::json!({"format": "vmdk", "virtual-size": 1 << 20, "format-specific": {"type": "vmdk",
+            "data": {"create-type": "monolithicSparse", "parent-cid": 4294967295u64,
+                     "extents": [{"filename": "/data/images/x/upload"}]}}})));
+        let refused = |j| refuse_unsafe(&info(j), up).unwrap_err().message;
+        let m = refused(serde_json::json!({"format": "qcow2", "virtual-size": 1, "backing-filename": "/etc/shadow"}));
+        assert!(m.contains("backing file"), "{m}");
+        let m = refused(serde_json::json!({"format": "vmdk", "virtual-size": 1, "format-specific": {"type": "vmdk",
+            "data": {"create-type": "monolithicFlat", "extents": [{"filename": "/etc/shadow"}]}}}));
+        assert!(m.contains("monolithicFlat"), "{m}");
+        let m = refused(serde_json::json!({"format": "vmdk", "virtual-size": 1, "format-specific": {"type": "vmdk",
+            "data": {"create-type": "monolithicSparse", "extents": [{"filename": "/etc/shadow"}]}}}));
+        assert!(m.contains("other files"), "{m}");
+        let m = refused(serde_json::json!({"format": "qcow2", "virtual-size": 1u64 << 60}));
+        assert!(m.contains("virtual size"), "{m}");
+        let m = refused(serde_json::json!({"format": "dmg", "virtual-size": 1}));
+        assert!(m.contains("not supported"), "{m}");
+    }
 }

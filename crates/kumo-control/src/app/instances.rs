@@ -136,7 +136,16 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str()).await?.ok_or_else(|| {
         ApiError::invalid(format!("instance type '{}' does not exist (see `kumo instance-type list`)", p.instance_type))
     })?;
-    let disk_gib = itype.disk_gib.max((image.view.size_bytes + (1 << 30) - 1) / (1 << 30));
+    let mut disk_gib = itype.disk_gib.max((image.view.size_bytes + (1 << 30) - 1) / (1 << 30));
+    if let Some(root) = p.root_size_gib {
+        let max = kumo_types::volume::VOLUME_MAX_GIB;
+        if root < disk_gib || root > max {
+            return Err(ApiError::invalid(format!(
+                "root_size_gib must be between {disk_gib} (the type's and the image's size) and {max} (got {root})"
+            )));
+        }
+        disk_gib = root;
+    }
     let want = Resources { vcpus: itype.vcpus, memory_mib: itype.memory_mib, disk_gib, gpus: itype.gpus };
     // Quota before capacity: a tenant over its quota is told so (403), not that the cloud is full.
     super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::instance_amounts(want)).await?;
@@ -270,7 +279,9 @@ pub async fn serial(
 
 /// The agent's view of an instance: what it needs to provision and run it.
 pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec> {
-    let image = kumo_store::images::get_by_id(&mut *read(app).await?, rec.image_id)
+    let mut conn = read(app).await?;
+    let volumes = super::volumes::plugged_into(&mut conn, rec.view.id).await?;
+    let image = kumo_store::images::get_by_id(&mut conn, rec.image_id)
         .await?
         .ok_or_else(|| ApiError::internal(format!("image {} of instance {} is missing", rec.image_id, rec.view.id)))?;
     let boot = match &image.kernel_path {
@@ -290,6 +301,7 @@ pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec
         image_disk: image.disk_path.into(),
         boot,
         user_data: rec.user_data.clone(),
+        volumes,
     })
 }
 
@@ -308,7 +320,9 @@ pub async fn observe(
         InstanceObservation::Failed { reason } => Some(reason.as_str()),
         _ => None,
     };
+    let mut volume_events = Vec::new();
     let ok = if t.to == InstanceState::Destroyed {
+        volume_events = super::volumes::release_from_instance(&mut tx, id, &rec.view.name).await?;
         kumo_store::hosts::release(&mut tx, rec.host_id, rec.resources()).await?;
         kumo_store::quotas::release(&mut tx, rec.project_id, super::quotas::instance_amounts(rec.resources())).await?;
         kumo_store::instances::mark_destroyed(&mut tx, id, rec.generation).await?
@@ -325,5 +339,8 @@ pub async fn observe(
     let ev = kumo_store::events::record(&mut tx, &event(&rec, "state_changed", Some(t), &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
+    for ev in volume_events {
+        app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
+    }
     Ok(Some(t))
 }

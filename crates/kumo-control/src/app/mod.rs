@@ -3,6 +3,7 @@
 //! does its reads and writes in one store transaction.
 
 pub mod audit;
+pub mod backups;
 pub mod billing;
 pub mod events;
 pub mod hosts;
@@ -15,8 +16,10 @@ pub mod members;
 pub mod metrics;
 pub mod projects;
 pub mod quotas;
+pub mod snapshots;
 pub mod tokens;
 pub mod users;
+pub mod volumes;
 
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_types::{ErrorBody, ImageView, PageParams, ResultsPage};
+use kumo_types::{ErrorBody, ImageCreate, ImageView, PageParams, ResultsPage};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::IntoParams;
@@ -66,7 +66,7 @@ pub struct ImportParams {
     pub description: Option<String>,
 }
 
-/// Import a disk image (qcow2 or raw, detected from the content) by streaming it as the body
+/// Import a disk image (qcow2, raw, vmdk or vhdx, detected from the content) by streaming it as the body
 #[utoipa::path(post, path = "/v1/images/import", tag = "images", operation_id = "image_import",
     params(ProjectSelector, ImportParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image file"),
@@ -90,4 +90,55 @@ pub async fn image_import(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Make a project image from a snapshot or from a stopped instance's root disk
+#[utoipa::path(post, path = "/v1/images", tag = "images", operation_id = "image_create",
+    params(ProjectSelector), request_body = ImageCreate,
+    responses((status = 201, body = ImageView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn image_create(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    ApiQuery(sel): ApiQuery<ProjectSelector>,
+    super::ApiJson(body): super::ApiJson<ImageCreate>,
+) -> ApiResult<(StatusCode, Json<ImageView>)> {
+    Ok((StatusCode::CREATED, Json(images::create(&app, &ctx, sel.project.as_deref(), &body).await?)))
+}
+
+/// Download an image's disk (a standalone qcow2), streamed
+#[utoipa::path(get, path = "/v1/images/{image}/export", tag = "images", operation_id = "image_export",
+    params(("image" = String, Path, description = "Image name or id"), ProjectSelector),
+    responses((status = 200, description = "The image's disk as qcow2", content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn image_export(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(image): Path<String>,
+    ApiQuery(sel): ApiQuery<ProjectSelector>,
+) -> ApiResult<(axum::http::HeaderMap, Body)> {
+    use axum::http::{header, HeaderValue};
+    use tokio::io::AsyncReadExt;
+    let (path, file_name) = images::export(&app, &ctx, sel.project.as_deref(), &image).await?;
+    let file = tokio::fs::File::open(&path).await.map_err(crate::error::ApiError::internal)?;
+    let len = file.metadata().await.map_err(crate::error::ApiError::internal)?.len();
+    // Streamed in 1 MiB pieces: never the whole image in memory.
+    let stream = futures_util::stream::unfold(file, |mut f| async move {
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok((headers, Body::from_stream(stream)))
 }

@@ -3,6 +3,7 @@
 //! validate; the work is in [`crate::app`].
 
 pub mod audit;
+pub mod backups;
 pub mod billing;
 pub mod events;
 pub mod hosts;
@@ -14,9 +15,11 @@ pub mod members;
 pub mod metrics;
 pub mod projects;
 pub mod quotas;
+pub mod snapshots;
 pub mod system;
 pub mod tokens;
 pub mod users;
+pub mod volumes;
 
 use crate::error::{ApiError, REQUEST_ID};
 use crate::App;

@@ -1,0 +1,178 @@
+//! Volume keys for encryption at rest (LUKS inside qcow2, QEMU's native format).
+//!
+//! Each encrypted volume has its own random 256-bit key. Keys are stored wrapped: sealed with
+//! ChaCha20-Poly1305 under a master key (`<data-dir>/master.key`, mode 0600, made on first use),
+//! with the volume id as associated data so a wrapped key cannot be swapped onto another volume.
+//! A key is unwrapped only to hand it to `qemu-img` or QEMU through a transient 0600 file
+//! (`--object secret,file=…`), never on a command line; the file is removed as soon as the tool
+//! or QEMU has read it ([`SecretFile`] removes it on drop).
+
+use crate::{AgentError, Result};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rand::RngCore;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+
+/// Wrapped volume keys in a directory, under a master key file.
+pub struct KeyStore {
+    dir: PathBuf,
+    master_path: PathBuf,
+}
+
+/// A transient secret file for QEMU or qemu-img; removed when dropped.
+#[derive(Debug)]
+pub struct SecretFile {
+    /// The QEMU object id (`secret,id=…`).
+    pub id: String,
+    pub path: PathBuf,
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The QEMU secret object id of a volume's key.
+pub fn secret_id(volume: Uuid) -> String {
+    format!("s{}", &volume.simple().to_string()[8..])
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+impl KeyStore {
+    pub fn new(dir: PathBuf, master_path: PathBuf) -> KeyStore {
+        KeyStore { dir, master_path }
+    }
+
+    fn wrapped_path(&self, volume: Uuid) -> PathBuf {
+        self.dir.join(format!("{volume}.key"))
+    }
+
+    /// The master key, made (random, 0600) if there is none yet.
+    fn master(&self) -> Result<ChaCha20Poly1305> {
+        let io = |what: &str, e| AgentError::io(format!("{what} {}", self.master_path.display()), e);
+        if !self.master_path.exists() {
+            let mut key = [0u8; KEY_LEN];
+            rand::thread_rng().fill_bytes(&mut key);
+            let tmp = self.master_path.with_extension("tmp");
+            let _ = std::fs::remove_file(&tmp);
+            write_private(&tmp, &key).map_err(|e| io("write", e))?;
+            // Never replace an existing master key (another writer won the race).
+            std::fs::hard_link(&tmp, &self.master_path).or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(io("install", e)),
+            })?;
+            let _ = std::fs::remove_file(&tmp);
+        }
+        let key = std::fs::read(&self.master_path).map_err(|e| io("read", e))?;
+        if key.len() != KEY_LEN {
+            return Err(AgentError::Hypervisor(format!("master key {} is corrupt", self.master_path.display())));
+        }
+        Ok(ChaCha20Poly1305::new(Key::from_slice(&key)))
+    }
+
+    /// Whether the volume has a key (is encrypted).
+    pub fn has(&self, volume: Uuid) -> bool {
+        self.wrapped_path(volume).exists()
+    }
+
+    /// Makes a new random key for the volume (a no-op if it has one).
+    pub fn create(&self, volume: Uuid) -> Result<()> {
+        if self.has(volume) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| AgentError::io("create keys dir", e))?;
+        let mut key = [0u8; KEY_LEN];
+        rand::thread_rng().fill_bytes(&mut key);
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let aad = volume.to_string();
+        let sealed = self
+            .master()?
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &key, aad: aad.as_bytes() })
+            .map_err(|_| AgentError::Hypervisor("sealing a volume key failed".into()))?;
+        let mut wrapped = nonce.to_vec();
+        wrapped.extend_from_slice(&sealed);
+        let path = self.wrapped_path(volume);
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        write_private(&tmp, &wrapped).map_err(|e| AgentError::io("write volume key", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| AgentError::io("install volume key", e))
+    }
+
+    /// The volume's key, unwrapped, as the hex passphrase LUKS is given.
+    fn passphrase(&self, volume: Uuid) -> Result<String> {
+        let wrapped = std::fs::read(self.wrapped_path(volume)).map_err(|e| AgentError::io("read volume key", e))?;
+        if wrapped.len() <= NONCE_LEN {
+            return Err(AgentError::Hypervisor(format!("the key of volume {volume} is corrupt")));
+        }
+        let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+        let aad = volume.to_string();
+        let key =
+            self.master()?.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: aad.as_bytes() }).map_err(
+                |_| AgentError::Hypervisor(format!("the key of volume {volume} does not open under the master key")),
+            )?;
+        Ok(hex::encode(key))
+    }
+
+    /// Writes the volume's key to a transient 0600 file for QEMU or qemu-img.
+    pub fn secret_file(&self, volume: Uuid) -> Result<SecretFile> {
+        let passphrase = self.passphrase(volume)?;
+        let path = self.dir.join(format!("{volume}.{}.secret", Uuid::new_v4().simple()));
+        write_private(&path, passphrase.as_bytes()).map_err(|e| AgentError::io("write secret file", e))?;
+        Ok(SecretFile { id: secret_id(volume), path })
+    }
+
+    pub fn delete(&self, volume: Uuid) -> Result<()> {
+        match std::fs::remove_file(self.wrapped_path(volume)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(AgentError::io("remove volume key", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keys_are_wrapped_private_and_bound_to_their_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = KeyStore::new(dir.path().join("keys"), dir.path().join("master.key"));
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        ks.create(a).unwrap();
+        ks.create(b).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("master.key")), 0o600);
+        assert_eq!(mode(&ks.wrapped_path(a)), 0o600);
+        let pa = ks.passphrase(a).unwrap();
+        assert_eq!(pa.len(), 64);
+        assert_ne!(pa, ks.passphrase(b).unwrap());
+        // The stored form does not contain the key.
+        let key = hex::decode(&pa).unwrap();
+        let stored = std::fs::read(ks.wrapped_path(a)).unwrap();
+        assert!(!stored.windows(key.len()).any(|w| w == key.as_slice()));
+        // A wrapped key moved onto another volume does not open.
+        std::fs::copy(ks.wrapped_path(a), ks.wrapped_path(b)).unwrap();
+        assert!(ks.passphrase(b).is_err());
+        let f = ks.secret_file(a).unwrap();
+        assert_eq!(std::fs::read_to_string(&f.path).unwrap(), pa);
+        assert_eq!(mode(&f.path), 0o600);
+        let path = f.path.clone();
+        drop(f);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,249 @@
+//! The volume reconciler.
+//!
+//! Same design as the instance reconciler ([`crate::reconciler`]): no input; each pass reads the
+//! recorded intent (volume states) and does the one next idempotent step on the host, so a
+//! `kumod` killed at any point converges when it comes back:
+//!
+//! - `creating`: make the disk in the pool (a no-op if it exists) → `available`, or `failed`.
+//! - `attaching`: hot-plug into the instance if it runs (a no-op if the guest has it; a stopped
+//!   instance gets it on its command line at the next start) → `attached`; if the hot-plug fails
+//!   or the instance is gone → rolled back to `available` with the reason.
+//! - `detaching`: unplug from the running guest, waiting for the guest to release the disk up to
+//!   a deadline → `available`; if the guest will not release it → back to `attached` with the reason.
+//! - `deleting`: remove the disk from the pool → gone (quota and host disk given back).
+//!
+//! Steps wait while the instance is itself in a transitional state (starting, stopping, …), so a
+//! hot-plug never races a QEMU that is being started or stopped. Each pass also collects leaks:
+//! disks in the pool with no live volume (e.g. made just before a crash lost the row's commit).
+
+use crate::app::volumes;
+use crate::reconciler::Handle;
+use crate::App;
+use kumo_agent::storage::VolumeSource;
+use kumo_store::volumes::{SourceKind, VolumeRecord};
+use kumo_types::{InstanceState, VolumeObservation, VolumeState};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a detach waits for the guest to release the disk.
+pub const DETACH_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A new handle, reported as `volumes`.
+pub fn handle() -> Handle {
+    let h = Handle::default();
+    h.update(|s| s.name = "volumes".into());
+    h
+}
+
+/// Starts the volume reconciler loop.
+pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            pass(&app).await;
+            tokio::select! {
+                _ = app.volume_reconciler.notify.notified() => {}
+                _ = tokio::time::sleep(app.config.reconcile_period) => {}
+            }
+        }
+    })
+}
+
+fn record_error(app: &App, msg: String) {
+    tracing::warn!("volume reconciler: {msg}");
+    app.volume_reconciler.update(|s| {
+        s.errors += 1;
+        s.last_error = Some(msg);
+    });
+}
+
+/// One pass: collect leaks, then a step for every volume in a transitional state.
+pub async fn pass(app: &Arc<App>) {
+    app.volume_reconciler.update(|s| {
+        s.passes += 1;
+        s.last_pass = Some(chrono::Utc::now());
+    });
+    if let Err(e) = collect_leaks(app).await {
+        record_error(app, format!("leak collection: {e}"));
+    }
+    let records = match app.store.read().await {
+        Ok(mut conn) => kumo_store::volumes::all_live(&mut conn).await,
+        Err(e) => Err(e),
+    };
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            record_error(app, format!("listing volumes: {e}"));
+            return;
+        }
+    };
+    for rec in records.into_iter().filter(|r| r.state().is_transitional()) {
+        if !app.volume_reconciler.claim(rec.view.id, rec.generation) {
+            continue;
+        }
+        let app = app.clone();
+        tokio::spawn(async move {
+            let id = rec.view.id;
+            let changed = step(&app, rec).await;
+            if app.volume_reconciler.release(id) || changed {
+                app.volume_reconciler.wake();
+            }
+        });
+    }
+}
+
+/// Removes disks of the pool that no live volume owns. The pool is listed before the store is
+/// read: a volume's row is committed before its disk is made, so nothing made in between is
+/// mistaken for a leak.
+async fn collect_leaks(app: &App) -> anyhow::Result<()> {
+    let pool = app.hypervisor.pool();
+    // Snapshot layers no live snapshot and no volume's chain uses.
+    let keep: HashSet<uuid::Uuid> = {
+        let mut conn = app.store.read().await?;
+        kumo_store::snapshots::live_ids(&mut conn).await?.into_iter().collect()
+    };
+    if app.layers_dirty.swap(false, Ordering::SeqCst) {
+        match pool.collect_layers(&keep).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!("removed {removed} snapshot layer(s) nothing uses any more"),
+            Err(e) => {
+                app.layers_dirty.store(true, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        }
+    }
+    let in_pool = pool.list().await?;
+    if in_pool.is_empty() {
+        return Ok(());
+    }
+    let live: HashSet<uuid::Uuid> = {
+        let mut conn = app.store.read().await?;
+        kumo_store::volumes::all_live(&mut conn).await?.into_iter().map(|r| r.view.id).collect()
+    };
+    for id in in_pool.into_iter().filter(|id| !live.contains(id)) {
+        tracing::warn!(volume = %id, "collecting a leaked disk of a volume that is not live");
+        pool.delete(id).await?;
+        app.volume_reconciler.update(|s| s.leaks_collected += 1);
+    }
+    Ok(())
+}
+
+/// The instance holding a volume, if it is live.
+async fn holder(app: &App, rec: &VolumeRecord) -> Result<Option<kumo_store::instances::InstanceRecord>, String> {
+    let Some(iid) = rec.instance_id else { return Ok(None) };
+    let mut conn = app.store.read().await.map_err(|e| e.to_string())?;
+    kumo_store::instances::get_by_id(&mut conn, iid).await.map_err(|e| e.to_string())
+}
+
+/// Creates a volume from a backup: the verified chunks into a raw file, then into the pool.
+async fn restore(app: &App, rec: &VolumeRecord, backup_id: uuid::Uuid, size: u64) -> (VolumeObservation, &'static str) {
+    let dir = app.config.backups_dir();
+    let raw = dir.join(format!("restore-{}.raw", rec.view.id));
+    let outcome = async {
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| kumo_agent::AgentError::io("create backups dir", e))?;
+        kumo_agent::backup::restore_raw(app.backup_target.as_ref(), backup_id, &raw).await?;
+        let source = VolumeSource::Raw(raw.clone());
+        app.hypervisor.pool().create(rec.view.id, size, &source, rec.view.encrypted).await
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&raw).await;
+    match outcome {
+        Ok(()) => (VolumeObservation::Created, "volume reconciler: restored from the backup (checksums verified)"),
+        Err(e) => (VolumeObservation::CreateFailed { reason: e.to_string() }, "volume reconciler: restore"),
+    }
+}
+
+/// Does the next step for one volume. Returns whether its state changed.
+async fn step(app: &App, rec: VolumeRecord) -> bool {
+    let id = rec.view.id;
+    let hv = &app.hypervisor;
+    let size = rec.view.size_gib as u64 * (1 << 30);
+    let outcome: Result<Option<(VolumeObservation, &str)>, String> = async {
+        match rec.state() {
+            VolumeState::Creating => {
+                let source = match (rec.source_kind, rec.source_id) {
+                    (SourceKind::Image, Some(image_id)) => {
+                        let mut conn = app.store.read().await.map_err(|e| e.to_string())?;
+                        let image = kumo_store::images::get_by_id(&mut conn, image_id)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .ok_or_else(|| format!("image {image_id} is gone"))?;
+                        VolumeSource::Image(image.disk_path.into())
+                    }
+                    (SourceKind::Snapshot, Some(snapshot_id)) => VolumeSource::Snapshot(snapshot_id),
+                    (SourceKind::Backup, Some(backup_id)) => {
+                        return Ok(Some(restore(app, &rec, backup_id, size).await));
+                    }
+                    _ => VolumeSource::Empty,
+                };
+                Ok(match hv.pool().create(id, size, &source, rec.view.encrypted).await {
+                    Ok(()) => Some((VolumeObservation::Created, "volume reconciler: disk ready")),
+                    Err(e) => Some((VolumeObservation::CreateFailed { reason: e.to_string() }, "volume reconciler")),
+                })
+            }
+            VolumeState::Attaching => {
+                let inst = holder(app, &rec).await?;
+                let Some(inst) = inst.filter(|i| !matches!(i.state(), InstanceState::Deleting)) else {
+                    let reason = "the instance is being deleted or gone".to_string();
+                    return Ok(Some((VolumeObservation::AttachFailed { reason }, "volume reconciler: attach")));
+                };
+                if inst.state().is_transitional() {
+                    return Ok(None);
+                }
+                let disk = kumo_agent::VolumeDisk { id, limits: volumes::io_limits(&rec.view) };
+                Ok(match hv.attach_volume(inst.view.id, &disk).await {
+                    Ok(()) => Some((VolumeObservation::Attached, "volume reconciler: the instance has the disk")),
+                    Err(e) => Some((
+                        VolumeObservation::AttachFailed { reason: format!("hot-plug failed: {e}") },
+                        "volume reconciler: attach rolled back",
+                    )),
+                })
+            }
+            VolumeState::Detaching => {
+                let Some(inst) = holder(app, &rec).await? else {
+                    return Ok(Some((VolumeObservation::Detached, "volume reconciler: the instance is gone")));
+                };
+                if inst.state().is_transitional() && inst.state() != InstanceState::Deleting {
+                    return Ok(None);
+                }
+                Ok(match hv.detach_volume(inst.view.id, id, DETACH_DEADLINE).await {
+                    Ok(()) => Some((VolumeObservation::Detached, "volume reconciler: the guest released the disk")),
+                    Err(e) => Some((
+                        VolumeObservation::DetachFailed { reason: format!("detach failed: {e}") },
+                        "volume reconciler",
+                    )),
+                })
+            }
+            VolumeState::Deleting => Ok(match hv.pool().delete(id).await {
+                Ok(()) => Some((VolumeObservation::Deleted, "volume reconciler: disk removed")),
+                Err(e) => Some((VolumeObservation::DeleteFailed { reason: e.to_string() }, "volume reconciler")),
+            }),
+            _ => Ok(None),
+        }
+    }
+    .await;
+    let (obs, cause) = match outcome {
+        Ok(Some((obs, cause))) => (obs, cause.to_string()),
+        Ok(None) => return false,
+        Err(e) => {
+            record_error(app, format!("volume {id} ({}): {e}", rec.state()));
+            return false;
+        }
+    };
+    if let Some(reason) = obs.reason() {
+        record_error(app, format!("volume {id} ({}): {reason}", rec.state()));
+    }
+    match volumes::observe(app, id, obs, &cause).await {
+        Ok(Some(t)) => {
+            tracing::info!(volume = %id, from = %t.from, to = %t.to, "{cause}");
+            app.volume_reconciler.update(|s| s.changes += 1);
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            record_error(app, format!("volume {id}: recording the observation: {}", e.internal.unwrap_or(e.message)));
+            false
+        }
+    }
+}
