@@ -15,6 +15,7 @@
 
 pub mod capacity;
 pub mod kvm_probe;
+pub mod net;
 pub mod proc;
 pub mod qemu;
 pub mod qemu_img;
@@ -49,6 +50,16 @@ pub struct InstanceSpec {
     pub image_disk: PathBuf,
     pub boot: BootSpec,
     pub user_data: Option<String>,
+    /// Network interfaces: the host data plane has made their taps (see [`net`]).
+    #[serde(default)]
+    pub nics: Vec<NicSpec>,
+}
+
+/// A network interface of a guest: a tap on the host, with the MAC the guest sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSpec {
+    pub tap: String,
+    pub mac: String,
 }
 
 /// What exists on the host for an instance.

@@ -94,6 +94,7 @@ impl RawSetup {
             image_disk: self.image_disk.clone(),
             boot: self.boot.clone(),
             user_data: None,
+            nics: Vec::new(),
         };
         let run = RunDir::new(&self.root, id);
         std::fs::create_dir_all(&run.dir)?;

@@ -62,6 +62,18 @@ pub struct InstanceCreateArgs {
     /// Shell script the guest runs once at boot (at most 32 KiB)
     #[arg(long, value_name = "FILE")]
     pub user_data_file: Option<PathBuf>,
+    /// VPC (default: the project's `default` VPC)
+    #[arg(long)]
+    pub vpc: Option<String>,
+    /// Subnet of the VPC (default: `default`, or the VPC's only subnet)
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Security group (repeat for several; default: the project's `default` group)
+    #[arg(long = "security-group", value_name = "GROUP")]
+    pub security_groups: Vec<String>,
+    /// SSH key the guest gets through the metadata service (repeat for several)
+    #[arg(long = "ssh-key", value_name = "KEY")]
+    pub ssh_keys: Vec<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -134,6 +146,10 @@ fn create(ctx: &Ctx, args: &InstanceCreateArgs) -> Result<()> {
         image: args.image.clone(),
         instance_type: args.instance_type.clone(),
         user_data,
+        vpc: args.vpc.clone(),
+        subnet: args.subnet.clone(),
+        security_groups: (!args.security_groups.is_empty()).then(|| args.security_groups.clone()),
+        ssh_keys: args.ssh_keys.clone(),
     };
     let project = args.project.project.as_str();
     let created = ctx.client.post(&["instances"], &[("project", project)], Some(&body))?;

@@ -21,6 +21,7 @@ pub mod invoices;
 pub mod json;
 pub mod members;
 pub mod metrics;
+pub mod network;
 pub mod output;
 pub mod prices;
 pub mod projects;
@@ -93,6 +94,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Usage(a) => usage::run(&ctx, a),
         Command::Invoice(c) => invoices::run(&ctx, c),
         Command::Budget(c) => budgets::run(&ctx, c),
+        Command::Vpc(c) => network::run_vpc(&ctx, c),
+        Command::Subnet(c) => network::run_subnet(&ctx, c),
+        Command::SecurityGroup(c) => network::run_security_group(&ctx, c),
+        Command::SshKey(c) => network::run_ssh_key(&ctx, c),
+        Command::FloatingIp(c) => network::run_floating_ip(&ctx, c),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod metering;
 pub mod monitoring;
+pub mod network;
 pub mod openapi;
 pub mod reconciler;
 pub mod scheduler;
@@ -44,6 +45,11 @@ pub struct ControlConfig {
     pub audit_retention: Option<Duration>,
     /// How often the monitoring task samples every running instance (`--metrics-interval`).
     pub metrics_interval: Duration,
+    /// The operator's public IPv4 pool for floating IPs (`--public-ip-pool`).
+    pub public_ip_pool: Option<ipnet::Ipv4Net>,
+    /// Run the host network data plane (bridges, taps, nft, DHCP, metadata) in this namespace
+    /// (`Some(None)`: the machine's own; `None`: no data plane, as with the sim driver).
+    pub host_network: Option<Option<String>>,
 }
 
 impl ControlConfig {
@@ -71,6 +77,10 @@ pub struct App {
     pub telemetry: telemetry::Telemetry,
     /// Committed events, for the live event stream; see [`app::events::EventBus`].
     pub events: app::events::EventBus,
+    /// The network reconciler; see [`network`].
+    pub network: network::Handle,
+    /// The host's network data plane (None with the sim driver).
+    pub hostnet: Option<Arc<kumo_agent::net::HostNet>>,
 }
 
 impl App {
@@ -92,7 +102,6 @@ impl App {
             store,
             hypervisor,
             host_id,
-            config,
             tokens: context::TokenCache::default(),
             logins: app::login::LoginLimiter::default(),
             reconciler: reconciler::Handle::default(),
@@ -100,6 +109,9 @@ impl App {
             monitoring: monitoring::Handle::default(),
             telemetry: telemetry::Telemetry::default(),
             events: app::events::EventBus::default(),
+            network: network::Handle::default(),
+            hostnet: config.host_network.clone().map(|ns| Arc::new(kumo_agent::net::HostNet::new(ns))),
+            config,
         }))
     }
 }

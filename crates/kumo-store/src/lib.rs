@@ -27,6 +27,11 @@ pub mod projects;
 pub mod quotas;
 pub mod tokens;
 pub mod users;
+pub mod vpcs;
+pub mod nics;
+pub mod security_groups;
+pub mod ssh_keys;
+pub mod floating_ips;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

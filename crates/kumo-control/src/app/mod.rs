@@ -17,6 +17,10 @@ pub mod projects;
 pub mod quotas;
 pub mod tokens;
 pub mod users;
+pub mod vpcs;
+pub mod security_groups;
+pub mod ssh_keys;
+pub mod floating_ips;
 
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};

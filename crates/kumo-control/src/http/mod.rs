@@ -17,6 +17,10 @@ pub mod quotas;
 pub mod system;
 pub mod tokens;
 pub mod users;
+pub mod vpcs;
+pub mod security_groups;
+pub mod ssh_keys;
+pub mod floating_ips;
 
 use crate::error::{ApiError, REQUEST_ID};
 use crate::App;
