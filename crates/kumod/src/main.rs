@@ -96,8 +96,12 @@ struct RunArgs {
     metrics_interval: u64,
     /// Put the tenant-network data plane (bridges, taps, nft tables, DHCP, metadata, the public
     /// uplink) in this network namespace, created if missing (default: the machine's own).
-    #[arg(long, env = "KUMOD_HOST_NETNS")]
+    #[arg(long, env = "KUMOD_HOST_NETNS", conflicts_with = "host_network")]
     host_netns: Option<String>,
+    /// Run the tenant-network data plane in the machine's own network namespace (production).
+    /// Without this or --host-netns, guests get no NIC (their addresses are still allocated).
+    #[arg(long, env = "KUMOD_HOST_NETWORK")]
+    host_network: bool,
     /// The operator's public IPv4 pool for floating IPs, e.g. 203.0.113.0/24 (its first address
     /// is the host's uplink address).
     #[arg(long, env = "KUMOD_PUBLIC_IP_POOL")]
@@ -204,7 +208,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics_interval: Duration::from_secs(args.metrics_interval),
         public_ip_pool: args.public_ip_pool.map(|p| p.trunc()),
         // The sim driver has no guests to connect: no data plane.
-        host_network: matches!(args.driver, DriverKind::Qemu).then(|| args.host_netns.clone()),
+        host_network: match (&args.driver, &args.host_netns, args.host_network) {
+            (DriverKind::Qemu, Some(ns), _) => Some(Some(ns.clone())),
+            (DriverKind::Qemu, None, true) => Some(None),
+            _ => None,
+        },
     };
     let app = App::open(store, hypervisor, config).await?;
     seed_images(&app, &args.image_cache).await;

@@ -8,7 +8,7 @@
 //!  routing table 1000+vni: the VPC's subnets on kv<vni>; `ip rule fwmark 1000+vni` selects it
 //!  nft: `bridge kumo` (anti-spoofing per tap), `inet kumo` (security groups, VPC isolation,
 //!  conntrack zones per VPC, floating-IP DNAT/SNAT); the whole ruleset replaced atomically
-//!  kumo-pub: dummy uplink holding the public pool's first address
+//!  kumo-pub: the public uplink (a portless bridge) holding the public pool's first address
 //! ```
 //!
 //! Everything lives in one network namespace: the machine's own (production), or the one named
@@ -33,7 +33,8 @@ use uuid::Uuid;
 pub use dhcp::Lease;
 pub use metadata::Metadata;
 
-/// The public uplink (a dummy device holding the pool's first address).
+/// The public uplink (a bridge without ports holding the pool's first address; a physical NIC
+/// joins it in production).
 pub const UPLINK: &str = "kumo-pub";
 
 /// Bridge of a VPC.
@@ -260,7 +261,9 @@ impl HostNet {
                 self.ip(&["addr", "del", a, "dev", &br]).await?;
             }
             let table = vpc_table(vpc.vni).to_string();
-            self.ip(&["route", "flush", "table", &table]).await.ok();
+            if self.ip_json(&["route", "show", "table", &table]).await.is_ok() {
+                self.ip(&["route", "flush", "table", &table]).await.ok();
+            }
             for s in &vpc.subnets {
                 let (net, src) = (s.to_string(), first_host(s).to_string());
                 self.ip(&["route", "replace", &net, "dev", &br, "src", &src, "table", &table]).await?;
@@ -310,7 +313,8 @@ impl HostNet {
         match &want.public_pool {
             Some(pool) => {
                 if uplinks.is_empty() {
-                    self.ip(&["link", "add", UPLINK, "type", "dummy"]).await?;
+                    // A bridge with no ports: it holds the address and routes (no dummy devices everywhere).
+                    self.ip(&["link", "add", UPLINK, "type", "bridge"]).await?;
                     report.created.push(format!("uplink {UPLINK}"));
                 }
                 let a = format!("{}/{}", first_host(pool), pool.prefix_len());

@@ -160,6 +160,10 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
         b.rule(inet, "zone-pre", vec![is(meta(MetaKey::Iifname), s(bridge_name(vpc.vni))), set_mangle(ct("zone"), zone)]);
         b.rule(inet, "zone-out", vec![is(meta(MetaKey::Oifname), s(bridge_name(vpc.vni))), set_mangle(ct("zone"), zone)]);
     }
+    // Bridged frames reach the inet prerouting hook (br_netfilter) with their port as input device.
+    for nic in &want.nics {
+        b.rule(inet, "zone-pre", vec![is(meta(MetaKey::Iifname), s(nic.tap())), set_mangle(ct("zone"), nic.vni as u32)]);
+    }
     b.chain(inet, "nat-pre", Some((NfChainType::NAT, NfHook::Prerouting, -100)));
     b.chain(inet, "nat-out", Some((NfChainType::NAT, NfHook::Output, -100)));
     b.chain(inet, "nat-post", Some((NfChainType::NAT, NfHook::Postrouting, 100)));
@@ -207,7 +211,9 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
 
     // Security groups and VPC isolation.
     b.chain(inet, "forward", Some((NfChainType::Filter, NfHook::Forward, 0)));
-    b.chain(inet, "output", Some((NfChainType::Filter, NfHook::Output, 0)));
+    // Host-made traffic (floating-IP DNAT from the host, DHCP and metadata replies) is filtered
+    // at postrouting: in the output hook the output device is still the one before DNAT rerouted.
+    b.chain(inet, "postrouting", Some((NfChainType::Filter, NfHook::Postrouting, 0)));
     for vpc in &want.vpcs {
         let br = bridge_name(vpc.vni);
         // Never route between VPCs.
@@ -217,13 +223,15 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             vec![is(meta(MetaKey::Iifname), s(&br)), is(meta(MetaKey::Oifname), s("kv*")), not(meta(MetaKey::Oifname), s(&br)), drop_()],
         );
     }
-    let established = || is(ct("state"), Expression::List(vec![s("established"), s("related")]));
+    let established = || {
+        Statement::Match(Match { left: ct("state"), right: Expression::List(vec![s("established"), s("related")]), op: Operator::IN })
+    };
     b.rule(inet, "forward", vec![established(), accept()]);
-    b.rule(inet, "output", vec![established(), accept()]);
+    b.rule(inet, "postrouting", vec![established(), accept()]);
     for nic in &want.nics {
         let chain = nic_chain(nic);
         b.chain(inet, &chain, None);
-        for hook in ["forward", "output"] {
+        for hook in ["forward", "postrouting"] {
             b.rule(
                 inet,
                 hook,

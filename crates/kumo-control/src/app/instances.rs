@@ -359,12 +359,18 @@ pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec
         image_disk: image.disk_path.into(),
         boot,
         user_data: rec.user_data.clone(),
-        nics: rec
-            .view
-            .network_interfaces
-            .iter()
-            .map(|n| kumo_agent::NicSpec { tap: kumo_agent::net::tap_name(&n.mac), mac: n.mac.clone() })
-            .collect(),
+        // Without a host data plane there are no taps to plug into: the guest gets no NIC.
+        nics: match &app.hostnet {
+            Some(_) => kumo_store::nics::for_instances(&mut *read(app).await?, &[rec.view.id])
+                .await?
+                .remove(&rec.view.id)
+                .map(|(nics, _)| nics)
+                .unwrap_or_default()
+                .iter()
+                .map(|n| kumo_agent::NicSpec { tap: kumo_agent::net::tap_name(&n.mac), mac: n.mac.clone() })
+                .collect(),
+            None => Vec::new(),
+        },
     })
 }
 

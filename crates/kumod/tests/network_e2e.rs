@@ -1,0 +1,170 @@
+//! Tenant networking end to end on real QEMU guests, inside a network namespace this test creates
+//! (`kumod --host-netns`) and removes: DHCP gives guests their IPAM address, two guests of one
+//! VPC reach each other (busybox httpd + wget from user-data, results on the serial console), a
+//! guest of another VPC with the same CIDR cannot, and each guest's metadata is its own.
+
+mod common;
+
+use common::{become_subreaper, qemu_prerequisites, Kumod, IMAGE_CACHE};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BOOT: Duration = Duration::from_secs(240);
+
+/// A network namespace removed on drop (with every bridge, tap and nft table in it).
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("kumo-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        Netns(name)
+    }
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.0]).args(args).output().expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn wait_serial(k: &Kumod, project: &str, name: &str, needle: &str) -> String {
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let log = k.text(&format!("/v1/instances/{name}/serial-console?project={project}"));
+        if log.contains(needle) {
+            return log;
+        }
+        if Instant::now() > deadline {
+            let tail: Vec<&str> = log.lines().collect();
+            panic!(
+                "serial console of {name} did not show '{needle}' within {BOOT:?}; last 40 lines:\n{}\nkumod log:\n{}",
+                tail[tail.len().saturating_sub(40)..].join("\n"),
+                k.log_tail(40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[track_caller]
+fn ok(resp: (u16, Value), status: u16) -> Value {
+    assert_eq!(resp.0, status, "{}", resp.1);
+    resp.1
+}
+
+fn create(k: &Kumod, name: &str, vpc: &str, user_data: &str) -> Value {
+    ok(
+        k.post(
+            "/v1/instances?project=net",
+            json!({"name": name, "image": "tiny", "instance_type": "k1-nano", "vpc": vpc, "user_data": user_data,
+                   "ssh_keys": ["laptop"]}),
+        ),
+        202,
+    )
+}
+
+#[test]
+fn guests_of_a_vpc_reach_each_other_and_no_one_else_and_read_only_their_metadata() {
+    if !qemu_prerequisites() {
+        return;
+    }
+    become_subreaper();
+    let ns = Netns::new("net");
+    let k = Kumod::start(&[
+        "--driver",
+        "qemu",
+        "--image-cache",
+        IMAGE_CACHE,
+        "--stop-timeout",
+        "5",
+        "--host-netns",
+        &ns.0,
+        "--public-ip-pool",
+        "203.0.113.0/28",
+    ]);
+    k.create_project("net");
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f me@laptop";
+    ok(k.post("/v1/ssh-keys?project=net", json!({"name": "laptop", "public_key": key})), 201);
+    for vpc in ["app", "other"] {
+        ok(k.post("/v1/vpcs?project=net", json!({"name": vpc, "ipv4_cidr": "10.10.0.0/16"})), 201);
+        let url = format!("/v1/vpc-subnets?project=net&vpc={vpc}");
+        ok(k.post(&url, json!({"name": "web", "ipv4_cidr": "10.10.1.0/24"})), 201);
+    }
+    // cli gets .2, srv .3; in the other VPC, spy gets .2 and looks for .3 (which its VPC lacks).
+    let fetch = |tag: &str, tries: u32| {
+        format!(
+            "i=0; while [ $i -lt {tries} ]; do if timeout 3 wget -q -O /tmp/page http://10.10.1.3/; then \
+             echo \"{tag}: got $(cat /tmp/page)\"; exit 0; fi; i=$((i+1)); sleep 1; done; echo \"{tag}: unreachable\"\n"
+        )
+    };
+    let cli = create(&k, "cli", "app", &fetch("fetch", 150));
+    let srv = create(
+        &k,
+        "srv",
+        "app",
+        "mkdir -p /www && echo kumo-page-ok > /www/index.html && httpd -p 80 -h /www && echo srv-listening\n",
+    );
+    let spy = create(&k, "spy", "other", &fetch("spy", 20));
+    assert_eq!(cli["network_interfaces"][0]["ipv4"], "10.10.1.2");
+    assert_eq!(srv["network_interfaces"][0]["ipv4"], "10.10.1.3");
+    assert_eq!(spy["network_interfaces"][0]["ipv4"], "10.10.1.2");
+
+    // DHCP delivered the IPAM address, and the metadata service answered with the guest's own id.
+    for (name, v) in [("cli", &cli), ("srv", &srv), ("spy", &spy)] {
+        let ip = v["network_interfaces"][0]["ipv4"].as_str().expect("ip");
+        wait_serial(&k, "net", name, &format!("kumo-guest: network eth0 {ip}"));
+        let id = v["id"].as_str().expect("id");
+        wait_serial(&k, "net", name, &format!("kumo-guest: metadata instance-id {id}"));
+    }
+    wait_serial(&k, "net", "srv", "srv-listening");
+    wait_serial(&k, "net", "cli", "fetch: got kumo-page-ok");
+    let log = wait_serial(&k, "net", "spy", "spy: ");
+    assert!(log.contains("spy: unreachable"), "a guest of another VPC reached srv:\n{log}");
+
+    // A floating IP reaches srv from the host namespace only while a rule opens the port.
+    ok(k.post("/v1/floating-ips?project=net", json!({"name": "ip1"})), 201);
+    let f = ok(k.post("/v1/floating-ips/ip1/attach?project=net", json!({"instance": "srv"})), 200);
+    let url = format!("http://{}/", f["ip"].as_str().expect("ip"));
+    let fetch = |expect: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = ns.exec(&["curl", "-s", "-m", "2", &url]);
+            let got = out.status.success() && String::from_utf8_lossy(&out.stdout).contains("kumo-page-ok");
+            if got == expect {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{url} reachable={got}, want {expect}\n{}", k.log_tail(20));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    fetch(false);
+    let open = json!({"rules": [{"direction": "ingress", "protocol": "tcp", "port_range": "80", "source": "0.0.0.0/0"}]});
+    ok(k.send_put("/v1/security-groups/default/rules?project=net", open), 200);
+    fetch(true);
+    ok(k.send_put("/v1/security-groups/default/rules?project=net", json!({"rules": []})), 200);
+    fetch(false);
+
+    // The host side: one bridge per VPC, a tap per guest, all inside the test's namespace.
+    let links = String::from_utf8_lossy(&ns.exec(&["ip", "-o", "link", "show"]).stdout).into_owned();
+    assert_eq!(links.matches(": kv").count(), 2, "{links}");
+    assert_eq!(links.matches(": kt").count(), 3, "{links}");
+
+    // Deleting the instances removes their taps.
+    for name in ["cli", "srv", "spy"] {
+        ok(k.delete(&format!("/v1/instances/{name}?project=net")), 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let links = String::from_utf8_lossy(&ns.exec(&["ip", "-o", "link", "show"]).stdout).into_owned();
+        if !links.contains(": kt") && !links.contains(": kv") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "taps or bridges left after delete:\n{links}\n{}", k.log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
