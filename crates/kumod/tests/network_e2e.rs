@@ -168,3 +168,63 @@ fn guests_of_a_vpc_reach_each_other_and_no_one_else_and_read_only_their_metadata
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+fn links(ns: &Netns) -> String {
+    String::from_utf8_lossy(&ns.exec(&["ip", "-o", "link", "show"]).stdout).into_owned()
+}
+
+fn wait_for(what: &str, k: &Kumod, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\nkumod log:\n{}", k.log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_killed_kumod_converges_the_network_both_ways_and_delete_leaves_nothing() {
+    if !qemu_prerequisites() {
+        return;
+    }
+    become_subreaper();
+    let ns = Netns::new("crash");
+    let mut k =
+        Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "5", "--host-netns", &ns.0]);
+    k.create_project("net");
+    let v = ok(
+        k.post(
+            "/v1/instances?project=net",
+            json!({"name": "vm1", "image": "tiny", "instance_type": "k1-nano", "user_data": "echo ud-ran\n"}),
+        ),
+        202,
+    );
+    let ip = v["network_interfaces"][0]["ipv4"].as_str().expect("ip").to_string();
+    let tap = format!("kt{}", v["network_interfaces"][0]["mac"].as_str().expect("mac").split(':').skip(2).collect::<String>());
+    // Killed mid-way (the instance is being created), and the host meanwhile gains leftovers.
+    k.kill9();
+    for cmd in [
+        &["ip", "tuntap", "add", "dev", "ktdeadbeef", "mode", "tap"][..],
+        &["ip", "link", "add", "kv999", "type", "bridge"][..],
+    ] {
+        let out = ns.exec(cmd);
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    k.restart();
+    wait_for("the leftovers to go and vm1's tap to exist", &k, || {
+        let l = links(&ns);
+        !l.contains("ktdeadbeef") && !l.contains("kv999") && l.contains(&tap)
+    });
+    // The guest got its address from the restarted kumod's DHCP server and ran its user-data.
+    wait_serial(&k, "net", "vm1", &format!("kumo-guest: network eth0 {ip}"));
+    wait_serial(&k, "net", "vm1", "ud-ran");
+    let rules = String::from_utf8_lossy(&ns.exec(&["nft", "list", "ruleset"]).stdout).into_owned();
+    assert!(rules.contains(&format!("in-{tap}")) && rules.contains(&format!("spoof-{tap}")), "{rules}");
+
+    ok(k.delete("/v1/instances/vm1?project=net"), 202);
+    wait_for("every tap, bridge and nft table to go", &k, || {
+        let l = links(&ns);
+        let tables = String::from_utf8_lossy(&ns.exec(&["nft", "list", "tables"]).stdout).into_owned();
+        !l.contains(": kt") && !l.contains(": kv") && !tables.contains("kumo")
+    });
+    assert!(common::qemu_pids_under(&k.data_dir().to_string_lossy()).is_empty(), "QEMU left running");
+}
