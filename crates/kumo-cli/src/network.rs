@@ -326,7 +326,8 @@ fn run_rule(ctx: &Ctx, c: &RuleCommand) -> Result<()> {
         }
         RuleCommand::Set { group, project, file } => {
             let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-            let rules: SecurityRules = serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
+            let rules: SecurityRules =
+                serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
             (group, project, rules)
         }
     };
@@ -336,12 +337,15 @@ fn run_rule(ctx: &Ctx, c: &RuleCommand) -> Result<()> {
 
 pub fn run_ssh_key(ctx: &Ctx, c: &SshKeyCommand) -> Result<()> {
     match c {
-        SshKeyCommand::List(a) => ctx.show(&ctx.client.list_all(&["ssh-keys"], &q(&a.project), a.list.cap())?, render_keys),
+        SshKeyCommand::List(a) => {
+            ctx.show(&ctx.client.list_all(&["ssh-keys"], &q(&a.project), a.list.cap())?, render_keys)
+        }
         SshKeyCommand::View(r) => ctx.show(&ctx.client.get(&["ssh-keys", &r.name], &q(&r.project))?, render_key),
         SshKeyCommand::Import { name, project, public_key_file, description } => {
             let key = std::fs::read_to_string(public_key_file)
                 .with_context(|| format!("read {}", public_key_file.display()))?;
-            let body = SshKeyCreate { name: name.clone(), description: description.clone(), public_key: key.trim().into() };
+            let body =
+                SshKeyCreate { name: name.clone(), description: description.clone(), public_key: key.trim().into() };
             ctx.show(&ctx.client.post(&["ssh-keys"], &q(project), Some(&body))?, render_key)
         }
         SshKeyCommand::Delete(r) => {
@@ -357,7 +361,9 @@ pub fn run_floating_ip(ctx: &Ctx, c: &FloatingIpCommand) -> Result<()> {
         FloatingIpCommand::List(a) => {
             ctx.show(&ctx.client.list_all(&["floating-ips"], &q(&a.project), a.list.cap())?, render_fips)
         }
-        FloatingIpCommand::View(r) => ctx.show(&ctx.client.get(&["floating-ips", &r.name], &q(&r.project))?, render_fip),
+        FloatingIpCommand::View(r) => {
+            ctx.show(&ctx.client.get(&["floating-ips", &r.name], &q(&r.project))?, render_fip)
+        }
         FloatingIpCommand::Create { name, project, description } => {
             let body = FloatingIpCreate { name: name.clone(), description: description.clone() };
             ctx.show(&ctx.client.post(&["floating-ips"], &q(project), Some(&body))?, render_fip)
@@ -443,7 +449,12 @@ fn render_rules(value: &Value) -> Result<String> {
     let rules: SecurityRules = serde_json::from_value(value.clone())?;
     let mut t = list_table(&["DIRECTION", "PROTOCOL", "PORTS", "SOURCE"]);
     for r in rules.rules {
-        t.add_row(vec![r.direction.as_str().into(), r.protocol.as_str().into(), or_dash(r.port_range.as_deref()), r.source]);
+        t.add_row(vec![
+            r.direction.as_str().into(),
+            r.protocol.as_str().into(),
+            or_dash(r.port_range.as_deref()),
+            r.source,
+        ]);
     }
     Ok(output::render(&t))
 }

@@ -16,22 +16,22 @@
 pub mod audit;
 pub mod billing;
 pub mod events;
+pub mod floating_ips;
 pub mod hosts;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
 pub mod members;
 pub mod metrics;
+pub mod nics;
 pub mod page;
 pub mod projects;
 pub mod quotas;
+pub mod security_groups;
+pub mod ssh_keys;
 pub mod tokens;
 pub mod users;
 pub mod vpcs;
-pub mod nics;
-pub mod security_groups;
-pub mod ssh_keys;
-pub mod floating_ips;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

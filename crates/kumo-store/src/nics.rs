@@ -61,7 +61,12 @@ pub async fn allocate(
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
-    Ok(NetworkInterfaceView { mac, ipv4: ip.to_string(), vpc: subnet.view.vpc.clone(), subnet: subnet.view.name.clone() })
+    Ok(NetworkInterfaceView {
+        mac,
+        ipv4: ip.to_string(),
+        vpc: subnet.view.vpc.clone(),
+        subnet: subnet.view.name.clone(),
+    })
 }
 
 /// Releases the instance's addresses (its interfaces are gone with it).
@@ -99,9 +104,8 @@ pub async fn for_instances(
             subnet: r.try_get(4)?,
         });
     }
-    let sql = format!(
-        "SELECT instance_id, ip FROM floating_ips WHERE instance_id IN ({list}) AND time_deleted IS NULL"
-    );
+    let sql =
+        format!("SELECT instance_id, ip FROM floating_ips WHERE instance_id IN ({list}) AND time_deleted IS NULL");
     for r in sqlx::query(&sql).fetch_all(&mut *conn).await? {
         let id = parse_uuid(&r.try_get::<String, _>(0)?)?;
         out.entry(id).or_default().1 = Some(r.try_get(1)?);

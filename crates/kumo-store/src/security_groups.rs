@@ -191,7 +191,8 @@ pub async fn rules(conn: &mut Conn, group_id: Option<Uuid>) -> Result<Vec<(Uuid,
                 StoredRule {
                     direction: RuleDirection::parse(&d)
                         .ok_or_else(|| StoreError::Corrupt(format!("rule direction '{d}'")))?,
-                    protocol: RuleProtocol::parse(&p).ok_or_else(|| StoreError::Corrupt(format!("rule protocol '{p}'")))?,
+                    protocol: RuleProtocol::parse(&p)
+                        .ok_or_else(|| StoreError::Corrupt(format!("rule protocol '{p}'")))?,
                     ports: from.zip(to).map(|(a, b)| (a as u16, b as u16)),
                     source_cidr: r.try_get(5)?,
                     source_group: match sg {

@@ -62,10 +62,11 @@ pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Resul
 }
 
 pub async fn soft_delete(conn: &mut Conn, id: Uuid) -> Result<bool> {
-    let r = sqlx::query("UPDATE ssh_keys SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
-        .bind(ts(now()))
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await?;
+    let r =
+        sqlx::query("UPDATE ssh_keys SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
+            .bind(ts(now()))
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?;
     Ok(r.rows_affected() == 1)
 }

@@ -220,7 +220,8 @@ pub async fn get_subnet(conn: &mut Conn, vpc_id: Uuid, s: &NameOrId) -> Result<O
 
 /// A live subnet by id within a project (selectors by id need no VPC).
 pub async fn get_subnet_in_project(conn: &mut Conn, project_id: Uuid, id: Uuid) -> Result<Option<SubnetRecord>> {
-    let sql = format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.project_id = $1 AND s.id = $2 AND s.time_deleted IS NULL");
+    let sql =
+        format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.project_id = $1 AND s.id = $2 AND s.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(project_id.to_string()).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     row.as_ref().map(subnet_from_row).transpose()
 }

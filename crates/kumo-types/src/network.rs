@@ -250,7 +250,8 @@ impl SecurityRule {
                 if !matches!(self.protocol, RuleProtocol::Tcp | RuleProtocol::Udp) {
                     return Err(at(format!("port_range is only for tcp and udp, not {}", self.protocol.as_str())));
                 }
-                let bad = || at(format!("port_range '{p}' must be a port (\"80\") or a range (\"8000-8080\") in 1-65535"));
+                let bad =
+                    || at(format!("port_range '{p}' must be a port (\"80\") or a range (\"8000-8080\") in 1-65535"));
                 let (a, b) = match p.split_once('-') {
                     Some((a, b)) => (a.trim(), b.trim()),
                     None => (p.trim(), p.trim()),

@@ -72,9 +72,14 @@ fn subnets_must_fit_their_vpc_and_not_overlap_but_vpcs_may_share_ranges() {
     k.create_project("web");
     ok(k.post("/v1/vpcs?project=web", json!({"name": "app", "ipv4_cidr": "10.10.0.0/16"})), 201);
     ok(k.post("/v1/vpcs?project=web", json!({"name": "other", "ipv4_cidr": "10.10.0.0/16"})), 201);
-    let m = err(k.post("/v1/vpcs?project=web", json!({"name": "bad", "ipv4_cidr": "10.10.1.5/16"})), 400, "InvalidValue");
+    let m =
+        err(k.post("/v1/vpcs?project=web", json!({"name": "bad", "ipv4_cidr": "10.10.1.5/16"})), 400, "InvalidValue");
     assert!(m.contains("10.10.0.0/16"), "{m}");
-    err(k.post("/v1/vpcs?project=web", json!({"name": "app", "ipv4_cidr": "10.11.0.0/16"})), 409, "ObjectAlreadyExists");
+    err(
+        k.post("/v1/vpcs?project=web", json!({"name": "app", "ipv4_cidr": "10.11.0.0/16"})),
+        409,
+        "ObjectAlreadyExists",
+    );
 
     ok(k.post("/v1/vpc-subnets?project=web&vpc=app", json!({"name": "web", "ipv4_cidr": "10.10.1.0/24"})), 201);
     let m = err(
@@ -142,7 +147,8 @@ fn ipam_gives_50_concurrent_creates_distinct_addresses_and_exhaustion_names_the_
     for i in 0..5 {
         ok(instance(&k, "web", json!({"name": format!("t{i}"), "vpc": "app", "subnet": "tiny"})), 202);
     }
-    let m = err(instance(&k, "web", json!({"name": "t5", "vpc": "app", "subnet": "tiny"})), 507, "InsufficientCapacity");
+    let m =
+        err(instance(&k, "web", json!({"name": "t5", "vpc": "app", "subnet": "tiny"})), 507, "InsufficientCapacity");
     assert!(m.contains("subnet 'tiny'") && m.contains("10.10.1.0/29"), "{m}");
     err(k.get("/v1/instances/t5?project=web"), 404, "NotFound");
 }
@@ -161,7 +167,8 @@ fn security_group_rules_are_replaced_as_a_whole_and_validated() {
     assert_eq!(ok(k.get("/v1/security-groups/web/rules?project=web"), 200), rules);
     assert_eq!(ok(k.get("/v1/security-groups/web?project=web"), 200)["rule_count"], 2);
 
-    let bad = json!({"rules": [{"direction": "ingress", "protocol": "tcp", "port_range": "90-80", "source": "0.0.0.0/0"}]});
+    let bad =
+        json!({"rules": [{"direction": "ingress", "protocol": "tcp", "port_range": "90-80", "source": "0.0.0.0/0"}]});
     let m = err(k.send_put("/v1/security-groups/web/rules?project=web", bad), 400, "InvalidValue");
     assert!(m.contains("rules[0]"), "{m}");
     let missing = json!({"rules": [{"direction": "ingress", "protocol": "udp", "source": "nosuch"}]});

@@ -143,7 +143,8 @@ fn guests_of_a_vpc_reach_each_other_and_no_one_else_and_read_only_their_metadata
         }
     };
     fetch(false);
-    let open = json!({"rules": [{"direction": "ingress", "protocol": "tcp", "port_range": "80", "source": "0.0.0.0/0"}]});
+    let open =
+        json!({"rules": [{"direction": "ingress", "protocol": "tcp", "port_range": "80", "source": "0.0.0.0/0"}]});
     ok(k.send_put("/v1/security-groups/default/rules?project=net", open), 200);
     fetch(true);
     ok(k.send_put("/v1/security-groups/default/rules?project=net", json!({"rules": []})), 200);
@@ -199,7 +200,10 @@ fn a_killed_kumod_converges_the_network_both_ways_and_delete_leaves_nothing() {
         202,
     );
     let ip = v["network_interfaces"][0]["ipv4"].as_str().expect("ip").to_string();
-    let tap = format!("kt{}", v["network_interfaces"][0]["mac"].as_str().expect("mac").split(':').skip(2).collect::<String>());
+    let tap = format!(
+        "kt{}",
+        v["network_interfaces"][0]["mac"].as_str().expect("mac").split(':').skip(2).collect::<String>()
+    );
     // Killed mid-way (the instance is being created), and the host meanwhile gains leftovers.
     k.kill9();
     for cmd in [
@@ -227,4 +231,117 @@ fn a_killed_kumod_converges_the_network_both_ways_and_delete_leaves_nothing() {
         !l.contains(": kt") && !l.contains(": kv") && !tables.contains("kumo")
     });
     assert!(common::qemu_pids_under(&k.data_dir().to_string_lossy()).is_empty(), "QEMU left running");
+}
+
+/// Benchmark (not a timed test; run with `--ignored --nocapture`): security-group PUT of 1,000
+/// rules to live in nft, instance create to DHCP lease, guest-to-guest TCP throughput through the
+/// bridge and the firewall against a plain veth pair between two namespaces.
+#[test]
+#[ignore]
+fn bench_network() {
+    assert!(qemu_prerequisites(), "the benchmark needs root, QEMU and the tiny image");
+    become_subreaper();
+    let ns = Netns::new("bench");
+    let k =
+        Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "5", "--host-netns", &ns.0]);
+    k.create_project("net");
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f me@laptop";
+    ok(k.post("/v1/ssh-keys?project=net", json!({"name": "laptop", "public_key": key})), 201);
+    ok(k.post("/v1/vpcs?project=net", json!({"name": "app", "ipv4_cidr": "10.10.0.0/16"})), 201);
+    ok(k.post("/v1/vpc-subnets?project=net&vpc=app", json!({"name": "web", "ipv4_cidr": "10.10.1.0/24"})), 201);
+    const MB: u32 = 32;
+    // srv (.2) serves a MB MiB file over HTTP; cli (.3) fetches it.
+    let srv_ud = format!(
+        "mkdir -p /www && dd if=/dev/zero of=/www/big bs=65536 count={} 2>/dev/null && httpd -p 80 -h /www && echo srv-ready\n",
+        MB * 16
+    );
+    // cli fetches the file from srv (busybox wget; its -T crashes, so `timeout` would be the way).
+    let cli_ud = "sleep 2; echo get-start; wget -q -O /dev/null http://10.10.1.2/big; echo \"get-end $?\"\n";
+    let t0 = Instant::now();
+    let srv = create(&k, "srv", "app", &srv_ud);
+    let ip = srv["network_interfaces"][0]["ipv4"].as_str().expect("ip").to_string();
+    wait_serial(&k, "net", "srv", &format!("kumo-guest: network eth0 {ip}"));
+    let create_to_lease = t0.elapsed();
+
+    // 1,000 rules, then poll nft until the last one is in the kernel.
+    let tap = format!(
+        "kt{}",
+        srv["network_interfaces"][0]["mac"].as_str().expect("mac").split(':').skip(2).collect::<String>()
+    );
+    let rules: Vec<Value> = (0..1000)
+        .map(|i| json!({"direction": "ingress", "protocol": "tcp", "port_range": format!("{}", 10000 + i), "source": "0.0.0.0/0"}))
+        .collect();
+    let t0 = Instant::now();
+    ok(k.send_put("/v1/security-groups/default/rules?project=net", json!({"rules": rules})), 200);
+    let put_returned = t0.elapsed();
+    loop {
+        let out = ns.exec(&["nft", "list", "chain", "inet", "kumo", &format!("in-{tap}")]);
+        if String::from_utf8_lossy(&out.stdout).contains("tcp dport 10999 accept") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "rules not live after 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let put_to_live = t0.elapsed();
+    ok(k.send_put("/v1/security-groups/default/rules?project=net", json!({"rules": []})), 200);
+
+    wait_serial(&k, "net", "srv", "srv-ready");
+    create(&k, "cli", "app", cli_ud);
+    wait_serial(&k, "net", "cli", "get-start");
+    let t0 = Instant::now();
+    loop {
+        let log = k.text("/v1/instances/cli/serial-console?project=net");
+        if log.contains("get-end") {
+            assert!(log.contains("get-end 0"), "the transfer failed:\n{log}");
+            break;
+        }
+        assert!(t0.elapsed() < BOOT, "cli did not fetch {MB} MiB");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let guest_secs = t0.elapsed().as_secs_f64();
+    let guest_mbps = MB as f64 * 1.048576 / guest_secs;
+    let guest_line = format!("{guest_secs:.2} s wall clock, host-side polling of the console");
+
+    // Baseline: the same transfer over a veth pair between two namespaces, no bridge, no rules.
+    let a = Netns::new("vetha");
+    let b = Netns::new("vethb");
+    for n in [&a, &b] {
+        assert!(Command::new("ip").args(["netns", "add", &n.0]).status().expect("ip").success());
+    }
+    let sh = |args: &[&str]| assert!(Command::new("ip").args(args).status().expect("ip").success(), "{args:?}");
+    sh(&["-n", &a.0, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.0]);
+    sh(&["-n", &a.0, "addr", "add", "192.0.2.1/24", "dev", "va"]);
+    sh(&["-n", &b.0, "addr", "add", "192.0.2.2/24", "dev", "vb"]);
+    sh(&["-n", &a.0, "link", "set", "va", "up"]);
+    sh(&["-n", &b.0, "link", "set", "vb", "up"]);
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", &b.0, "socat", "-u", "TCP-LISTEN:5001,reuseaddr", "OPEN:/dev/null"])
+        .spawn()
+        .expect("socat");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("ip")
+        .args(["netns", "exec", &a.0, "sh", "-c"])
+        .arg(format!("dd if=/dev/zero bs=65536 count={} 2>/tmp/kumo-bench-dd | socat -u - TCP:192.0.2.2:5001; tail -n 1 /tmp/kumo-bench-dd", MB * 16))
+        .output()
+        .expect("baseline");
+    let _ = listener.kill();
+    let _ = listener.wait();
+    let base_line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // busybox/coreutils dd: "… copied, 0.19 s, 175 MB/s"
+    let base_mbps: f64 = base_line
+        .rsplit(", ")
+        .next()
+        .and_then(|x| x.strip_suffix(" MB/s").or_else(|| x.strip_suffix(" GB/s")).map(|n| (n, x.ends_with("GB/s"))))
+        .and_then(|(n, g)| n.parse::<f64>().ok().map(|v| if g { v * 1000.0 } else { v }))
+        .unwrap_or(0.0);
+
+    println!("create-to-DHCP-lease (POST to the guest's 'network eth0' line, TCG boot included): {create_to_lease:?}");
+    println!(
+        "security-group PUT of 1000 rules: API returned after {put_returned:?}, live in nft after {put_to_live:?}"
+    );
+    println!("guest-to-guest TCP ({MB} MiB through bridge + nft): {guest_mbps:.1} MB/s ({guest_line})");
+    println!("baseline veth pair, no filtering ({MB} MiB): {base_mbps:.1} MB/s ({base_line})");
+    if base_mbps > 0.0 {
+        println!("ratio guest-to-guest / veth baseline: {:.3}", guest_mbps / base_mbps);
+    }
 }

@@ -96,7 +96,8 @@ pub fn answer(req: &Message, lease: &Lease) -> Option<Message> {
         _ => return None,
     };
     let yiaddr = if kind == MessageType::Nak { Ipv4Addr::UNSPECIFIED } else { lease.ip };
-    let mut m = Message::new_with_id(req.xid(), Ipv4Addr::UNSPECIFIED, yiaddr, lease.gateway, req.giaddr(), req.chaddr());
+    let mut m =
+        Message::new_with_id(req.xid(), Ipv4Addr::UNSPECIFIED, yiaddr, lease.gateway, req.giaddr(), req.chaddr());
     m.set_opcode(Opcode::BootReply);
     m.set_flags(req.flags());
     let opts = m.opts_mut();
@@ -117,7 +118,12 @@ mod tests {
     use super::*;
 
     fn lease() -> Lease {
-        Lease { ip: Ipv4Addr::new(10, 0, 0, 5), prefix: 24, gateway: Ipv4Addr::new(10, 0, 0, 1), hostname: "web1".into() }
+        Lease {
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+            prefix: 24,
+            gateway: Ipv4Addr::new(10, 0, 0, 1),
+            hostname: "web1".into(),
+        }
     }
 
     fn request(kind: MessageType, asked: Option<Ipv4Addr>) -> Message {
@@ -142,7 +148,9 @@ mod tests {
         assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
         assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 0, 0, 5));
         assert_eq!(offer.xid(), 7);
-        assert!(matches!(offer.opts().get(OptionCode::SubnetMask), Some(DhcpOption::SubnetMask(m)) if *m == Ipv4Addr::new(255, 255, 255, 0)));
+        assert!(
+            matches!(offer.opts().get(OptionCode::SubnetMask), Some(DhcpOption::SubnetMask(m)) if *m == Ipv4Addr::new(255, 255, 255, 0))
+        );
         let ack = answer(&request(MessageType::Request, Some(Ipv4Addr::new(10, 0, 0, 5))), &lease()).unwrap();
         assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
         let nak = answer(&request(MessageType::Request, Some(Ipv4Addr::new(10, 0, 0, 9))), &lease()).unwrap();

@@ -355,7 +355,12 @@ impl HostNet {
                 br.clone(),
                 Servers {
                     dhcp: tokio::spawn(dhcp::serve(sock, br.clone(), self.leases.clone())),
-                    metadata: tokio::spawn(metadata::serve(listener, self.netns.clone(), br.clone(), self.leases.clone())),
+                    metadata: tokio::spawn(metadata::serve(
+                        listener,
+                        self.netns.clone(),
+                        br.clone(),
+                        self.leases.clone(),
+                    )),
                 },
             );
         }

@@ -52,7 +52,10 @@ fn set_of(items: impl IntoIterator<Item = Expression<'static>>) -> Expression<'s
 }
 
 fn prefix(net: &ipnet::Ipv4Net) -> Expression<'static> {
-    Expression::Named(NamedExpression::Prefix(Prefix { addr: Box::new(s(net.network().to_string())), len: net.prefix_len() as u32 }))
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(net.network().to_string())),
+        len: net.prefix_len() as u32,
+    }))
 }
 
 fn set_mangle(key: Expression<'static>, value: u32) -> Statement<'static> {
@@ -72,11 +75,21 @@ fn drop_() -> Statement<'static> {
 }
 
 fn dnat(to: Ipv4Addr) -> Statement<'static> {
-    Statement::DNAT(Some(NAT { addr: Some(s(to.to_string())), family: Some(nftables::stmt::NATFamily::IP), port: None, flags: None }))
+    Statement::DNAT(Some(NAT {
+        addr: Some(s(to.to_string())),
+        family: Some(nftables::stmt::NATFamily::IP),
+        port: None,
+        flags: None,
+    }))
 }
 
 fn snat(to: Ipv4Addr) -> Statement<'static> {
-    Statement::SNAT(Some(NAT { addr: Some(s(to.to_string())), family: Some(nftables::stmt::NATFamily::IP), port: None, flags: None }))
+    Statement::SNAT(Some(NAT {
+        addr: Some(s(to.to_string())),
+        family: Some(nftables::stmt::NATFamily::IP),
+        port: None,
+        flags: None,
+    }))
 }
 
 struct Builder {
@@ -85,7 +98,8 @@ struct Builder {
 
 impl Builder {
     fn chain(&mut self, family: NfFamily, name: &str, base: Option<(NfChainType, NfHook, i32)>) {
-        let mut c = Chain { family, table: Cow::Borrowed(TABLE), name: Cow::Owned(name.to_string()), ..Chain::default() };
+        let mut c =
+            Chain { family, table: Cow::Borrowed(TABLE), name: Cow::Owned(name.to_string()), ..Chain::default() };
         if let Some((t, h, p)) = base {
             c._type = Some(t);
             c.hook = Some(h);
@@ -135,7 +149,11 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
         b.rule(br, "prerouting", vec![is(meta(MetaKey::Iifname), s(nic.tap())), jump(chain.clone())]);
         b.rule(br, &chain, vec![not(field("ether", "saddr"), s(&mac)), drop_()]);
         b.rule(br, &chain, vec![is(field("ether", "type"), s("arp")), not(field("arp", "saddr ip"), s(&ip)), drop_()]);
-        b.rule(br, &chain, vec![is(field("ether", "type"), s("arp")), not(field("arp", "saddr ether"), s(&mac)), drop_()]);
+        b.rule(
+            br,
+            &chain,
+            vec![is(field("ether", "type"), s("arp")), not(field("arp", "saddr ether"), s(&mac)), drop_()],
+        );
         // DHCP discovery comes from 0.0.0.0.
         b.rule(
             br,
@@ -157,12 +175,24 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
     b.chain(inet, "zone-out", Some((NfChainType::Route, NfHook::Output, -300)));
     for vpc in &want.vpcs {
         let zone = vpc.vni as u32;
-        b.rule(inet, "zone-pre", vec![is(meta(MetaKey::Iifname), s(bridge_name(vpc.vni))), set_mangle(ct("zone"), zone)]);
-        b.rule(inet, "zone-out", vec![is(meta(MetaKey::Oifname), s(bridge_name(vpc.vni))), set_mangle(ct("zone"), zone)]);
+        b.rule(
+            inet,
+            "zone-pre",
+            vec![is(meta(MetaKey::Iifname), s(bridge_name(vpc.vni))), set_mangle(ct("zone"), zone)],
+        );
+        b.rule(
+            inet,
+            "zone-out",
+            vec![is(meta(MetaKey::Oifname), s(bridge_name(vpc.vni))), set_mangle(ct("zone"), zone)],
+        );
     }
     // Bridged frames reach the inet prerouting hook (br_netfilter) with their port as input device.
     for nic in &want.nics {
-        b.rule(inet, "zone-pre", vec![is(meta(MetaKey::Iifname), s(nic.tap())), set_mangle(ct("zone"), nic.vni as u32)]);
+        b.rule(
+            inet,
+            "zone-pre",
+            vec![is(meta(MetaKey::Iifname), s(nic.tap())), set_mangle(ct("zone"), nic.vni as u32)],
+        );
     }
     b.chain(inet, "nat-pre", Some((NfChainType::NAT, NfHook::Prerouting, -100)));
     b.chain(inet, "nat-out", Some((NfChainType::NAT, NfHook::Output, -100)));
@@ -220,11 +250,20 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
         b.rule(
             inet,
             "forward",
-            vec![is(meta(MetaKey::Iifname), s(&br)), is(meta(MetaKey::Oifname), s("kv*")), not(meta(MetaKey::Oifname), s(&br)), drop_()],
+            vec![
+                is(meta(MetaKey::Iifname), s(&br)),
+                is(meta(MetaKey::Oifname), s("kv*")),
+                not(meta(MetaKey::Oifname), s(&br)),
+                drop_(),
+            ],
         );
     }
     let established = || {
-        Statement::Match(Match { left: ct("state"), right: Expression::List(vec![s("established"), s("related")]), op: Operator::IN })
+        Statement::Match(Match {
+            left: ct("state"),
+            right: Expression::List(vec![s("established"), s("related")]),
+            op: Operator::IN,
+        })
     };
     b.rule(inet, "forward", vec![established(), accept()]);
     b.rule(inet, "postrouting", vec![established(), accept()]);
@@ -245,7 +284,11 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
         b.rule(
             inet,
             &chain,
-            vec![is(field("udp", "sport"), Expression::Number(67)), is(field("udp", "dport"), Expression::Number(68)), accept()],
+            vec![
+                is(field("udp", "sport"), Expression::Number(67)),
+                is(field("udp", "dport"), Expression::Number(68)),
+                accept(),
+            ],
         );
         let members_of = |g: &uuid::Uuid| -> Vec<Expression<'static>> {
             want.nics
@@ -278,7 +321,9 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
                         let right = if a == z {
                             Expression::Number(a as u32)
                         } else {
-                            Expression::Range(Box::new(Range { range: [Expression::Number(a as u32), Expression::Number(z as u32)] }))
+                            Expression::Range(Box::new(Range {
+                                range: [Expression::Number(a as u32), Expression::Number(z as u32)],
+                            }))
                         };
                         expr.push(is(field(if p == "udp" { "udp" } else { "tcp" }, "dport"), right));
                     }
@@ -298,7 +343,9 @@ pub async fn apply(netns: Option<&str>, rules: &Nftables<'static>) -> Result<(),
     let rules = rules.clone();
     tokio::task::spawn_blocking(move || {
         let res = match &netns {
-            Some(ns) => nftables::helper::apply_ruleset_with_args(&rules, Some("ip"), ["netns", "exec", ns.as_str(), "nft"]),
+            Some(ns) => {
+                nftables::helper::apply_ruleset_with_args(&rules, Some("ip"), ["netns", "exec", ns.as_str(), "nft"])
+            }
             None => nftables::helper::apply_ruleset(&rules),
         };
         res.map_err(|e| NetError::Nft(format!("{e}")))

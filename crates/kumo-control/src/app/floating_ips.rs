@@ -41,7 +41,12 @@ pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, fip: &str) 
     Ok(fip_in(&mut conn, &p, fip).await?.view)
 }
 
-pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, c: &FloatingIpCreate) -> ApiResult<FloatingIpView> {
+pub async fn create(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    c: &FloatingIpCreate,
+) -> ApiResult<FloatingIpView> {
     super::check_description(&c.description)?;
     let mut tx = app.store.begin().await?;
     let p = super::project(&mut tx, ctx, project, Access::Write).await?;
@@ -64,8 +69,9 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, c: &Float
         .await
         .map_err(already_exists("floating ip", c.name.as_str()))?;
     let cause = ctx.cause("floating_ip_create");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "floating_ip", f.view.id, &f.view.name, "created", &cause))
-        .await?;
+    let ev =
+        kumo_store::events::record(&mut tx, &event(p.id, "floating_ip", f.view.id, &f.view.name, "created", &cause))
+            .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);
     Ok(f.view)
@@ -78,8 +84,9 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, fip: &str
     kumo_store::floating_ips::soft_delete(&mut tx, f.view.id).await?;
     kumo_store::quotas::release(&mut tx, p.id, one_ip()).await?;
     let cause = ctx.cause("floating_ip_delete");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "floating_ip", f.view.id, &f.view.name, "deleted", &cause))
-        .await?;
+    let ev =
+        kumo_store::events::record(&mut tx, &event(p.id, "floating_ip", f.view.id, &f.view.name, "deleted", &cause))
+            .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);
     app.network.wake();
@@ -122,8 +129,8 @@ pub async fn attach(
     };
     kumo_store::floating_ips::set_instance(&mut tx, f.view.id, target).await.map_err(ApiError::internal)?;
     let cause = ctx.cause(if target.is_some() { "floating_ip_attach" } else { "floating_ip_detach" });
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "floating_ip", f.view.id, &f.view.name, kind, &cause))
-        .await?;
+    let ev =
+        kumo_store::events::record(&mut tx, &event(p.id, "floating_ip", f.view.id, &f.view.name, kind, &cause)).await?;
     let view = fip_in(&mut tx, &p, &f.view.id.to_string()).await?.view;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);

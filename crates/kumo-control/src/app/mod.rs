@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod billing;
 pub mod events;
+pub mod floating_ips;
 pub mod hosts;
 pub mod images;
 pub mod instance_types;
@@ -15,12 +16,11 @@ pub mod members;
 pub mod metrics;
 pub mod projects;
 pub mod quotas;
+pub mod security_groups;
+pub mod ssh_keys;
 pub mod tokens;
 pub mod users;
 pub mod vpcs;
-pub mod security_groups;
-pub mod ssh_keys;
-pub mod floating_ips;
 
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};

@@ -14,7 +14,9 @@ use kumo_types::{NameOrId, ProjectView, ResultsPage, SecurityGroupCreate, Securi
 
 pub(crate) async fn group_in(conn: &mut Conn, p: &ProjectView, group: &str) -> ApiResult<GroupRecord> {
     let sel = selector("security group", group)?;
-    kumo_store::security_groups::get(conn, p.id, &sel).await?.ok_or_else(|| ApiError::not_found("security group", group))
+    kumo_store::security_groups::get(conn, p.id, &sel)
+        .await?
+        .ok_or_else(|| ApiError::not_found("security group", group))
 }
 
 pub async fn list(
@@ -48,8 +50,9 @@ pub async fn create(
         .await
         .map_err(already_exists("security group", c.name.as_str()))?;
     let cause = ctx.cause("security_group_create");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "security_group", g.view.id, &g.view.name, "created", &cause))
-        .await?;
+    let ev =
+        kumo_store::events::record(&mut tx, &event(p.id, "security_group", g.view.id, &g.view.name, "created", &cause))
+            .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);
     Ok(g.view)
@@ -76,8 +79,9 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, group: &s
     }
     kumo_store::security_groups::soft_delete(&mut tx, g.view.id).await?;
     let cause = ctx.cause("security_group_delete");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "security_group", g.view.id, &g.view.name, "deleted", &cause))
-        .await?;
+    let ev =
+        kumo_store::events::record(&mut tx, &event(p.id, "security_group", g.view.id, &g.view.name, "deleted", &cause))
+            .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);
     app.network.wake();
@@ -104,8 +108,13 @@ pub async fn rules_update(
     if body.rules.len() > RULES_MAX {
         return Err(ApiError::invalid(format!("{} rules given; a group holds at most {RULES_MAX}", body.rules.len())));
     }
-    let parsed =
-        body.rules.iter().enumerate().map(|(i, r)| r.parse(i)).collect::<Result<Vec<_>, _>>().map_err(ApiError::invalid)?;
+    let parsed = body
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.parse(i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::invalid)?;
     let mut tx = app.store.begin().await?;
     let p = super::project(&mut tx, ctx, project, Access::Write).await?;
     let g = group_in(&mut tx, &p, group).await?;
@@ -125,7 +134,13 @@ pub async fn rules_update(
                 (None, Some((sg.view.id, sg.view.name)))
             }
         };
-        stored.push(StoredRule { direction: r.direction, protocol: r.protocol, ports: r.ports, source_cidr, source_group });
+        stored.push(StoredRule {
+            direction: r.direction,
+            protocol: r.protocol,
+            ports: r.ports,
+            source_cidr,
+            source_group,
+        });
     }
     kumo_store::security_groups::replace_rules(&mut tx, g.view.id, &stored).await?;
     let cause = ctx.cause("security_group_rules_update");

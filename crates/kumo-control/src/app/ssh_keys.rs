@@ -8,7 +8,12 @@ use crate::App;
 use kumo_types::page::PageRequest;
 use kumo_types::{ResultsPage, SshKeyCreate, SshKeyView};
 
-pub async fn list(app: &App, ctx: &OpContext, project: Option<&str>, page: &PageRequest) -> ApiResult<ResultsPage<SshKeyView>> {
+pub async fn list(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    page: &PageRequest,
+) -> ApiResult<ResultsPage<SshKeyView>> {
     let mut conn = read(app).await?;
     let p = super::project(&mut conn, ctx, project, Access::Read).await?;
     Ok(kumo_store::ssh_keys::list(&mut conn, p.id, page).await?)

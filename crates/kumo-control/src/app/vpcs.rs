@@ -46,15 +46,16 @@ pub async fn ensure_default_network(tx: &mut Conn, project_id: Uuid, cause: &str
     let vpc = match kumo_store::vpcs::get_vpc(tx, project_id, &default).await? {
         Some(v) => v,
         None => {
-            let v = kumo_store::vpcs::insert_vpc(tx, project_id, DEFAULT, "the project's default VPC", DEFAULT_VPC_CIDR)
-                .await?;
+            let v =
+                kumo_store::vpcs::insert_vpc(tx, project_id, DEFAULT, "the project's default VPC", DEFAULT_VPC_CIDR)
+                    .await?;
             kumo_store::events::record(tx, &event(project_id, "vpc", v.view.id, DEFAULT, "created", cause)).await?;
             v
         }
     };
     if kumo_store::vpcs::get_subnet(tx, vpc.view.id, &default).await?.is_none() {
-        let s = kumo_store::vpcs::insert_subnet(tx, &vpc, DEFAULT, "the default VPC's subnet", DEFAULT_SUBNET_CIDR)
-            .await?;
+        let s =
+            kumo_store::vpcs::insert_subnet(tx, &vpc, DEFAULT, "the default VPC's subnet", DEFAULT_SUBNET_CIDR).await?;
         kumo_store::events::record(tx, &event(project_id, "vpc_subnet", s.view.id, DEFAULT, "created", cause)).await?;
     }
     if kumo_store::security_groups::get(tx, project_id, &default).await?.is_none() {
@@ -72,7 +73,12 @@ pub(crate) async fn vpc_in(conn: &mut Conn, project: &ProjectView, vpc: &str) ->
     kumo_store::vpcs::get_vpc(conn, project.id, &sel).await?.ok_or_else(|| ApiError::not_found("vpc", vpc))
 }
 
-pub async fn list(app: &App, ctx: &OpContext, project: Option<&str>, page: &PageRequest) -> ApiResult<ResultsPage<VpcView>> {
+pub async fn list(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    page: &PageRequest,
+) -> ApiResult<ResultsPage<VpcView>> {
     let mut conn = read(app).await?;
     let p = super::project(&mut conn, ctx, project, Access::Read).await?;
     let page = kumo_store::vpcs::list_vpcs(&mut conn, p.id, page).await?;
@@ -94,7 +100,8 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, c: &VpcCr
         .await
         .map_err(already_exists("vpc", c.name.as_str()))?;
     let cause = ctx.cause("vpc_create");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "vpc", v.view.id, &v.view.name, "created", &cause)).await?;
+    let ev =
+        kumo_store::events::record(&mut tx, &event(p.id, "vpc", v.view.id, &v.view.name, "created", &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);
     app.network.wake();
@@ -114,7 +121,8 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, vpc: &str
     }
     kumo_store::vpcs::delete_vpc(&mut tx, v.view.id).await?;
     let cause = ctx.cause("vpc_delete");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "vpc", v.view.id, &v.view.name, "deleted", &cause)).await?;
+    let ev =
+        kumo_store::events::record(&mut tx, &event(p.id, "vpc", v.view.id, &v.view.name, "deleted", &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);
     app.network.wake();
@@ -207,8 +215,9 @@ pub async fn subnet_create(
         .await
         .map_err(already_exists("subnet", c.name.as_str()))?;
     let cause = ctx.cause("vpc_subnet_create");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "vpc_subnet", s.view.id, &s.view.name, "created", &cause))
-        .await?;
+    let ev =
+        kumo_store::events::record(&mut tx, &event(p.id, "vpc_subnet", s.view.id, &s.view.name, "created", &cause))
+            .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);
     app.network.wake();
@@ -233,8 +242,9 @@ pub async fn subnet_delete(
     }
     kumo_store::vpcs::delete_subnet(&mut tx, s.view.id).await?;
     let cause = ctx.cause("vpc_subnet_delete");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "vpc_subnet", s.view.id, &s.view.name, "deleted", &cause))
-        .await?;
+    let ev =
+        kumo_store::events::record(&mut tx, &event(p.id, "vpc_subnet", s.view.id, &s.view.name, "deleted", &cause))
+            .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);
     app.network.wake();

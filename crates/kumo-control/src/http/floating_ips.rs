@@ -8,7 +8,7 @@ use crate::App;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_types::{ErrorBody, PageParams, ResultsPage, FloatingIpView, FloatingIpCreate, FloatingIpAttach};
+use kumo_types::{ErrorBody, FloatingIpAttach, FloatingIpCreate, FloatingIpView, PageParams, ResultsPage};
 use std::sync::Arc;
 
 /// List a project's floating IPs

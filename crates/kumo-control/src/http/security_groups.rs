@@ -8,8 +8,11 @@ use crate::App;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_types::{ErrorBody, PageParams, ResultsPage, SecurityGroupView, SecurityGroupCreate, SecurityRules};
+use kumo_types::{ErrorBody, PageParams, ResultsPage, SecurityGroupCreate, SecurityGroupView, SecurityRules};
 use std::sync::Arc;
+
+/// Largest rule list body: room for the most rules a group may hold.
+const RULES_BODY_MAX: usize = 1 << 20;
 
 /// List a project's security groups
 #[utoipa::path(get, path = "/v1/security-groups", tag = "security-groups", operation_id = "security_group_list",
@@ -95,7 +98,7 @@ pub async fn security_group_rules_update(
     ctx: OpContext,
     Path(name): Path<String>,
     ApiQuery(sel): ApiQuery<ProjectSelector>,
-    ApiJson(body): ApiJson<SecurityRules>,
+    ApiJson(body): ApiJson<SecurityRules, RULES_BODY_MAX>,
 ) -> ApiResult<Json<SecurityRules>> {
     Ok(Json(security_groups::rules_update(&app, &ctx, sel.project.as_deref(), &name, &body).await?))
 }

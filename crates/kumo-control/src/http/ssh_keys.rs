@@ -8,7 +8,7 @@ use crate::App;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_types::{ErrorBody, PageParams, ResultsPage, SshKeyView, SshKeyCreate};
+use kumo_types::{ErrorBody, PageParams, ResultsPage, SshKeyCreate, SshKeyView};
 use std::sync::Arc;
 
 /// List a project's SSH keys

@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use kumo_types::{ErrorBody, PageParams, ResultsPage, SubnetCreate, SubnetView, VpcCreate, VpcView};
-use std::sync::Arc;
 use serde::Deserialize;
+use std::sync::Arc;
 use utoipa::IntoParams;
 
 /// The selectors of subnet operations.
@@ -105,7 +105,10 @@ pub async fn vpc_subnet_create(
     ApiQuery(sel): ApiQuery<SubnetSelector>,
     ApiJson(body): ApiJson<SubnetCreate>,
 ) -> ApiResult<(StatusCode, Json<SubnetView>)> {
-    Ok((StatusCode::CREATED, Json(vpcs::subnet_create(&app, &ctx, sel.project.as_deref(), sel.vpc.as_deref(), &body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(vpcs::subnet_create(&app, &ctx, sel.project.as_deref(), sel.vpc.as_deref(), &body).await?),
+    ))
 }
 
 /// View a subnet
