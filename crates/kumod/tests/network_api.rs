@@ -213,3 +213,82 @@ fn ssh_keys_and_floating_ips() {
     ok(k.delete("/v1/floating-ips/ip5?project=web"), 204);
     assert_eq!(ok(k.get("/v1/projects/web/quotas"), 200)["used"]["floating_ips"], 4);
 }
+
+fn cli(k: &Cloud, args: &[&str]) -> String {
+    let out = std::process::Command::new(common::kumo_binary())
+        .args(args)
+        .env("KUMO_URL", &k.url)
+        .env("KUMO_TOKEN", &k.token)
+        .env("KUMO_CONFIG", k.data_dir().join("cli-config.json"))
+        .output()
+        .expect("run kumo (cargo build --workspace first)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "kumo {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn the_issue_flow_through_the_cli() {
+    let k = roomy();
+    k.create_project("demo");
+    let p = ["--project", "demo"];
+    let run = |args: &[&str]| cli(&k, &[args, &p[..]].concat());
+    run(&["vpc", "create", "app", "--cidr", "10.10.0.0/16"]);
+    run(&["subnet", "create", "web", "--vpc", "app", "--cidr", "10.10.1.0/24"]);
+    let keyfile = k.data_dir().join("id.pub");
+    std::fs::write(&keyfile, format!("{KEY}\n")).expect("key file");
+    run(&["ssh-key", "import", "laptop", "--public-key-file", keyfile.to_str().expect("path")]);
+    run(&["security-group", "create", "web"]);
+    run(&[
+        "security-group",
+        "rule",
+        "add",
+        "web",
+        "--ingress",
+        "--protocol",
+        "tcp",
+        "--port",
+        "80",
+        "--source",
+        "0.0.0.0/0",
+    ]);
+    let rules = run(&["security-group", "rule", "list", "web"]);
+    assert!(rules.contains("ingress") && rules.contains("80") && rules.contains("0.0.0.0/0"), "{rules}");
+    let out = cli(
+        &k,
+        &[
+            "--output",
+            "json",
+            "instance",
+            "create",
+            "web1",
+            "--project",
+            "demo",
+            "--image",
+            IMAGE,
+            "--type",
+            "k1-nano",
+            "--vpc",
+            "app",
+            "--subnet",
+            "web",
+            "--security-group",
+            "web",
+            "--ssh-key",
+            "laptop",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["network_interfaces"][0]["ipv4"], "10.10.1.2", "{v}");
+    run(&["floating-ip", "create", "ip1"]);
+    run(&["floating-ip", "attach", "ip1", "--instance", "web1"]);
+    let view = cli(&k, &["--output", "json", "instance", "view", "web1", "--project", "demo"]);
+    let v: Value = serde_json::from_str(&view).expect("json");
+    assert_eq!(v["public_ip"], "203.0.113.2", "{v}");
+    let subnets = run(&["subnet", "list", "--vpc", "app"]);
+    assert!(subnets.contains("10.10.1.0/24") && subnets.contains("1/253"), "{subnets}");
+    run(&["security-group", "rule", "remove", "web", "--ingress", "--protocol", "tcp", "--port", "80"]);
+    assert!(!run(&["security-group", "rule", "list", "web"]).contains("80"));
+    run(&["floating-ip", "detach", "ip1"]);
+    run(&["floating-ip", "delete", "ip1"]);
+}

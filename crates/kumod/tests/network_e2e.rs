@@ -98,11 +98,17 @@ fn guests_of_a_vpc_reach_each_other_and_no_one_else_and_read_only_their_metadata
     // cli gets .2, srv .3; in the other VPC, spy gets .2 and looks for .3 (which its VPC lacks).
     let fetch = |tag: &str, tries: u32| {
         format!(
-            "i=0; while [ $i -lt {tries} ]; do if timeout 3 wget -q -O /tmp/page http://10.10.1.3/; then \
-             echo \"{tag}: got $(cat /tmp/page)\"; exit 0; fi; i=$((i+1)); sleep 1; done; echo \"{tag}: unreachable\"\n"
+            "ok=0; i=0; while [ $i -lt {tries} ]; do if timeout 3 wget -q -O /tmp/page http://10.10.1.3/; then \
+             echo \"{tag}: got $(cat /tmp/page)\"; ok=1; break; fi; i=$((i+1)); sleep 1; done; \
+             [ $ok = 1 ] || echo \"{tag}: unreachable\"\n"
         )
     };
-    let cli = create(&k, "cli", "app", &fetch("fetch", 150));
+    // After its fetch, cli takes srv's address and asks the metadata service: anti-spoofing
+    // drops it, so it can never read srv's data.
+    let spoof = "ip addr flush dev eth0; ip addr add 10.10.1.3/24 dev eth0; ip route add default via 10.10.1.1; \
+        if timeout 3 wget -q -O /tmp/md http://169.254.169.254/latest/meta-data/instance-id; \
+        then echo \"spoof: leaked $(cat /tmp/md)\"; else echo 'spoof: blocked'; fi\n";
+    let cli = create(&k, "cli", "app", &format!("{}{spoof}", fetch("fetch", 150)));
     let srv = create(
         &k,
         "srv",
@@ -123,6 +129,8 @@ fn guests_of_a_vpc_reach_each_other_and_no_one_else_and_read_only_their_metadata
     }
     wait_serial(&k, "net", "srv", "srv-listening");
     wait_serial(&k, "net", "cli", "fetch: got kumo-page-ok");
+    let log = wait_serial(&k, "net", "cli", "spoof: ");
+    assert!(log.contains("spoof: blocked"), "a guest read another instance's metadata:\n{log}");
     let log = wait_serial(&k, "net", "spy", "spy: ");
     assert!(log.contains("spy: unreachable"), "a guest of another VPC reached srv:\n{log}");
 
