@@ -7,9 +7,10 @@
 //!   the VPC routing mark for floating-IP traffic, DNAT/SNAT of floating IPs, outbound NAT, no
 //!   forwarding between VPC bridges, and security groups: a chain per interface that accepts
 //!   established traffic, DHCP replies, members of its groups and the groups' ingress rules, and
-//!   drops the rest. Egress is open.
+//!   drops the rest. Egress is open unless a group of the interface has egress rules; then only
+//!   those (and the group's members) are allowed out.
 
-use super::{bridge_name, vpc_table, DesiredNet, NetError, NicNet, PeerNet};
+use super::{bridge_name, vpc_table, DesiredNet, NetError, NicNet, PeerNet, RuleNet};
 use nftables::batch::Batch;
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range, SetItem, CT};
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
@@ -267,6 +268,48 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
     };
     b.rule(inet, "forward", vec![established(), accept()]);
     b.rule(inet, "postrouting", vec![established(), accept()]);
+    // Egress first: a packet between two guests passes the sender's egress chain, then the
+    // receiver's ingress chain.
+    for nic in &want.nics {
+        let members_of = |g: &uuid::Uuid| -> Vec<Expression<'static>> {
+            want.nics
+                .iter()
+                .filter(|o| o.vni == nic.vni && o.id != nic.id && o.groups.contains(g))
+                .map(|o| s(o.ip().to_string()))
+                .collect()
+        };
+        // Egress is open unless one of its groups has egress rules: then only those (and the
+        // group's members) are allowed. The chain returns (not accepts) so that the peer's
+        // ingress chain is still evaluated.
+        let egress: Vec<&RuleNet> =
+            nic.groups.iter().flat_map(|g| want.rules.get(g).into_iter().flatten()).filter(|r| !r.ingress).collect();
+        if !egress.is_empty() {
+            let out = format!("out-{}", nic.tap());
+            b.chain(inet, &out, None);
+            b.rule(
+                inet,
+                "forward",
+                vec![
+                    is(meta(MetaKey::Iifname), s(bridge_name(nic.vni))),
+                    is(field("ip", "saddr"), s(nic.ip().to_string())),
+                    jump(out.clone()),
+                ],
+            );
+            for g in &nic.groups {
+                let members = members_of(g);
+                if !members.is_empty() {
+                    b.rule(inet, &out, vec![is(field("ip", "daddr"), set_of(members)), Statement::Return(None)]);
+                }
+            }
+            for r in egress {
+                if let Some(mut expr) = rule_match(r, "daddr", &members_of) {
+                    expr.push(Statement::Return(None));
+                    b.rule(inet, &out, expr);
+                }
+            }
+            b.rule(inet, &out, vec![drop_()]);
+        }
+    }
     for nic in &want.nics {
         let chain = nic_chain(nic);
         b.chain(inet, &chain, None);
@@ -303,38 +346,50 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
                 b.rule(inet, &chain, vec![is(field("ip", "saddr"), set_of(members)), accept()]);
             }
             for r in want.rules.get(g).into_iter().flatten().filter(|r| r.ingress) {
-                let mut expr = Vec::new();
-                match &r.peer {
-                    PeerNet::Cidr(c) if c.prefix_len() == 0 => {}
-                    PeerNet::Cidr(c) => expr.push(is(field("ip", "saddr"), prefix(c))),
-                    PeerNet::Group(src) => {
-                        let m = members_of(src);
-                        if m.is_empty() {
-                            continue;
-                        }
-                        expr.push(is(field("ip", "saddr"), set_of(m)));
-                    }
+                if let Some(mut expr) = rule_match(r, "saddr", &members_of) {
+                    expr.push(accept());
+                    b.rule(inet, &chain, expr);
                 }
-                if let Some(p) = &r.protocol {
-                    expr.push(is(meta(MetaKey::L4proto), s(p.clone())));
-                    if let Some((a, z)) = r.ports {
-                        let right = if a == z {
-                            Expression::Number(a as u32)
-                        } else {
-                            Expression::Range(Box::new(Range {
-                                range: [Expression::Number(a as u32), Expression::Number(z as u32)],
-                            }))
-                        };
-                        expr.push(is(field(if p == "udp" { "udp" } else { "tcp" }, "dport"), right));
-                    }
-                }
-                expr.push(accept());
-                b.rule(inet, &chain, expr);
             }
         }
         b.rule(inet, &chain, vec![drop_()]);
     }
     b.batch.to_nftables()
+}
+
+/// The matches of one rule; `peer` is `saddr` (ingress) or `daddr` (egress). None when the rule
+/// names a group without members here (it matches nothing).
+fn rule_match(
+    r: &RuleNet,
+    peer: &'static str,
+    members_of: &dyn Fn(&uuid::Uuid) -> Vec<Expression<'static>>,
+) -> Option<Vec<Statement<'static>>> {
+    let mut expr = Vec::new();
+    match &r.peer {
+        PeerNet::Cidr(c) if c.prefix_len() == 0 => {}
+        PeerNet::Cidr(c) => expr.push(is(field("ip", peer), prefix(c))),
+        PeerNet::Group(src) => {
+            let m = members_of(src);
+            if m.is_empty() {
+                return None;
+            }
+            expr.push(is(field("ip", peer), set_of(m)));
+        }
+    }
+    if let Some(p) = &r.protocol {
+        expr.push(is(meta(MetaKey::L4proto), s(p.clone())));
+        if let Some((a, z)) = r.ports {
+            let right = if a == z {
+                Expression::Number(a as u32)
+            } else {
+                Expression::Range(Box::new(Range {
+                    range: [Expression::Number(a as u32), Expression::Number(z as u32)],
+                }))
+            };
+            expr.push(is(field(if p == "udp" { "udp" } else { "tcp" }, "dport"), right));
+        }
+    }
+    Some(expr)
 }
 
 /// Applies a ruleset in the namespace (`nft -j -f -`, through `ip netns exec` when named).
@@ -352,4 +407,108 @@ pub async fn apply(netns: Option<&str>, rules: &Nftables<'static>) -> Result<(),
     })
     .await
     .map_err(|e| NetError::Nft(format!("nft task: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{Metadata, NicNet, RuleNet, VpcNet};
+
+    fn nic(n: u8, groups: Vec<uuid::Uuid>, fip: Option<Ipv4Addr>) -> NicNet {
+        NicNet {
+            id: uuid::Uuid::from_u128(n as u128),
+            vni: 7,
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            groups,
+            metadata: Metadata {
+                instance_id: format!("i-{n}"),
+                hostname: format!("vm{n}"),
+                local_ipv4: Ipv4Addr::new(10, 0, 0, n),
+                public_ipv4: fip,
+                ssh_keys: vec![],
+                user_data: None,
+                mac: format!("02:00:00:00:00:0{n}"),
+            },
+        }
+    }
+
+    fn desired() -> DesiredNet {
+        let g = uuid::Uuid::from_u128(100);
+        let mut rules = std::collections::BTreeMap::new();
+        rules.insert(
+            g,
+            vec![
+                RuleNet {
+                    ingress: true,
+                    protocol: Some("tcp".into()),
+                    ports: Some((80, 80)),
+                    peer: PeerNet::Cidr("0.0.0.0/0".parse().unwrap()),
+                },
+                RuleNet {
+                    ingress: false,
+                    protocol: Some("udp".into()),
+                    ports: Some((53, 53)),
+                    peer: PeerNet::Cidr("192.0.2.0/24".parse().unwrap()),
+                },
+            ],
+        );
+        DesiredNet {
+            vpcs: vec![VpcNet { vni: 7, subnets: vec!["10.0.0.0/24".parse().unwrap()] }],
+            nics: vec![nic(2, vec![g], Some(Ipv4Addr::new(203, 0, 113, 2))), nic(3, vec![g], None)],
+            rules,
+            public_pool: Some("203.0.113.0/28".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_ruleset_has_every_part_and_an_empty_state_deletes_the_tables() {
+        let json = serde_json::to_string(&ruleset(&desired())).unwrap();
+        for needle in [
+            "\"spoof-kt00000002\"",
+            "\"in-kt00000003\"",
+            "\"out-kt00000002\"",
+            "\"dnat\"",
+            "\"10.0.0.3\"",
+            "\"203.0.113.2\"",
+            "\"zone\"",
+        ] {
+            assert!(json.contains(needle), "{needle} missing from {json}");
+        }
+        let empty = serde_json::to_string(&ruleset(&DesiredNet::default())).unwrap();
+        assert!(empty.contains("\"delete\"") && !empty.contains("\"chain\""), "{empty}");
+    }
+
+    /// Applies the ruleset for real, in a namespace made for the test (needs root and nft).
+    #[tokio::test]
+    async fn the_kernel_accepts_the_ruleset() {
+        let ns = format!("kumo-nft-{}", std::process::id());
+        if std::process::Command::new("ip").args(["netns", "add", &ns]).status().map(|s| !s.success()).unwrap_or(true) {
+            assert!(std::env::var("CI").is_err(), "needs root and iproute2");
+            eprintln!("skipped: cannot create a network namespace (not root?)");
+            return;
+        }
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let _del = Del(ns.clone());
+        apply(Some(&ns), &ruleset(&desired())).await.expect("nft accepts the ruleset");
+        let out =
+            std::process::Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "ruleset"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("tcp dport 80 accept"), "{text}");
+        assert!(text.contains("udp dport 53 return"), "{text}");
+        assert!(text.contains("dnat ip to 10.0.0.2"), "{text}");
+        // Applying twice is the same ruleset (the transaction replaces, never appends).
+        apply(Some(&ns), &ruleset(&desired())).await.expect("again");
+        let again =
+            std::process::Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "ruleset"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&again.stdout), text);
+        apply(Some(&ns), &ruleset(&DesiredNet::default())).await.expect("teardown");
+        let gone =
+            std::process::Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]).output().unwrap();
+        assert!(!String::from_utf8_lossy(&gone.stdout).contains("kumo"));
+    }
 }
