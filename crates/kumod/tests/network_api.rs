@@ -212,6 +212,18 @@ fn ssh_keys_and_floating_ips() {
     assert_eq!(q["used"]["floating_ips"], 5, "{q}");
     ok(k.delete("/v1/floating-ips/ip5?project=web"), 204);
     assert_eq!(ok(k.get("/v1/projects/web/quotas"), 200)["used"]["floating_ips"], 4);
+
+    // Metering: every floating IP held is billed per hour, from its creation to its release.
+    ok(k.send_put("/v1/system/prices", json!({"kind": "floating_ip", "unit_price": "0.005"})), 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    let usage = ok(k.get("/v1/projects/web/usage"), 200);
+    let fips: Vec<&Value> =
+        usage["items"].as_array().expect("items").iter().filter(|l| l["resource_type"] == "floating_ip").collect();
+    let names: HashSet<&str> = fips.iter().filter_map(|l| l["resource"].as_str()).collect();
+    assert_eq!(names.len(), 5, "ip1..ip5 (ip5 released, still billed for its time): {usage}");
+    assert!(fips.iter().all(|l| l["price_kind"] == "floating_ip"), "{usage}");
+    let held: i64 = fips.iter().filter_map(|l| l["quantity"].as_i64()).sum();
+    assert!(held >= 4, "four IPs held for over a second each: {usage}");
 }
 
 fn cli(k: &Cloud, args: &[&str]) -> String {
