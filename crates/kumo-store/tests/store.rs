@@ -1550,7 +1550,7 @@ async fn network_ipam_concurrent_and_queries(store: &Store) {
         assert!(seen.insert(ip.clone()), "duplicate address {ip}");
         ids.push(id);
     }
-    let on_host = nics::on_host(&mut *store.read().await.unwrap(), f.host.id).await.unwrap();
+    let on_host = nics::on_host(&mut store.read().await.unwrap(), f.host.id).await.unwrap();
     assert_eq!(on_host.len(), TASKS);
     assert!(on_host.iter().all(|n| n.vni == vpc.view.vni && n.subnet_cidr == "10.10.1.0/27"));
 
@@ -1561,10 +1561,10 @@ async fn network_ipam_concurrent_and_queries(store: &Store) {
     floating_ips::set_instance(&mut tx, fip.view.id, Some(ids[1])).await.unwrap();
     assert_eq!(floating_ips::used_ips(&mut tx).await.unwrap(), vec!["203.0.113.2".to_string()]);
     tx.commit().await.unwrap();
-    let rec = instances::get_by_id(&mut *store.read().await.unwrap(), ids[1]).await.unwrap().unwrap();
+    let rec = instances::get_by_id(&mut store.read().await.unwrap(), ids[1]).await.unwrap().unwrap();
     assert_eq!(rec.view.network_interfaces.len(), 1);
     assert_eq!(rec.view.public_ip.as_deref(), Some("203.0.113.2"));
-    assert_eq!(vpcs::count_vpc_interfaces(&mut *store.read().await.unwrap(), vpc.view.id).await.unwrap(), 11);
+    assert_eq!(vpcs::count_vpc_interfaces(&mut store.read().await.unwrap(), vpc.view.id).await.unwrap(), 11);
 
     // Security groups: rules replaced as a whole, members, references.
     let mut tx = store.begin().await.unwrap();
