@@ -224,6 +224,15 @@ fn ssh_keys_and_floating_ips() {
     assert!(fips.iter().all(|l| l["price_kind"] == "floating_ip"), "{usage}");
     let held: i64 = fips.iter().filter_map(|l| l["quantity"].as_i64()).sum();
     assert!(held >= 4, "four IPs held for over a second each: {usage}");
+
+    // A project holding a floating IP cannot be deleted (it would stay allocated); released, it can.
+    k.create_project("solo");
+    ok(k.delete("/v1/floating-ips/ip4?project=web"), 204);
+    ok(k.post("/v1/floating-ips?project=solo", json!({"name": "only"})), 201);
+    let m = err(k.delete("/v1/projects/solo"), 409, "InvalidState");
+    assert!(m.contains("1 instance(s), image(s) or floating IP(s)"), "{m}");
+    ok(k.delete("/v1/floating-ips/only?project=solo"), 204);
+    ok(k.delete("/v1/projects/solo"), 204);
 }
 
 fn cli(k: &Cloud, args: &[&str]) -> String {

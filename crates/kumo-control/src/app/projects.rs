@@ -43,7 +43,7 @@ pub async fn delete(app: &App, ctx: &OpContext, project: &str) -> ApiResult<()> 
     let children = kumo_store::projects::count_children(&mut tx, p.id).await?;
     if children > 0 {
         return Err(ApiError::conflict(format!(
-            "project '{}' still has {children} instance(s) or image(s); delete them first",
+            "project '{}' still has {children} instance(s), image(s) or floating IP(s); delete them first",
             p.name
         )));
     }
