@@ -161,8 +161,18 @@ pub struct HostNet {
     netns: Option<String>,
     leases: Arc<Leases>,
     servers: tokio::sync::Mutex<HashMap<String, Servers>>,
-    /// The last desired state applied successfully (a pass with nothing new does nothing).
-    applied: tokio::sync::Mutex<Option<DesiredNet>>,
+    /// The last desired state applied successfully, and when the host was last fully checked:
+    /// a pass whose links did not change skips the `ip` work (only nft and leases are redone),
+    /// and a pass with nothing new does nothing, unless [`FULL_CHECK`] has passed.
+    applied: tokio::sync::Mutex<Option<(DesiredNet, std::time::Instant)>>,
+}
+
+/// How often the host is checked in full even when the store did not change (drift, leftovers).
+pub const FULL_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The part of the desired state that the `ip` steps depend on.
+fn links_of(d: &DesiredNet) -> (Vec<VpcNet>, Vec<(String, i64)>, Option<Ipv4Net>) {
+    (d.vpcs.clone(), d.nics.iter().map(|n| (n.tap(), n.vni)).collect(), d.public_pool)
 }
 
 impl HostNet {
@@ -228,6 +238,18 @@ impl HostNet {
     pub async fn apply(&self, want: &DesiredNet) -> Result<ApplyReport, NetError> {
         let mut applied = self.applied.lock().await;
         let mut report = ApplyReport::default();
+        let fresh = applied.as_ref().filter(|(_, at)| at.elapsed() < FULL_CHECK);
+        if fresh.is_some_and(|(d, _)| d == want) {
+            return Ok(report);
+        }
+        if fresh.is_some_and(|(d, _)| links_of(d) == links_of(want)) {
+            // Only rules, addresses' metadata or leases changed.
+            let checked = applied.as_ref().map(|(_, at)| *at).unwrap_or_else(std::time::Instant::now);
+            nft::apply(self.netns.as_deref(), &nft::ruleset(want)).await?;
+            self.serve(want).await?;
+            *applied = Some((want.clone(), checked));
+            return Ok(report);
+        }
         self.prepare().await?;
         let bridges = self.links("kv").await?;
         let taps = self.links("kt").await?;
@@ -331,7 +353,14 @@ impl HostNet {
         // Firewall: one atomic transaction.
         nft::apply(self.netns.as_deref(), &nft::ruleset(want)).await?;
 
-        // DHCP leases, metadata, and the servers that answer from them.
+        self.serve(want).await?;
+        *applied = Some((want.clone(), std::time::Instant::now()));
+        Ok(report)
+    }
+
+    /// Updates the DHCP leases and metadata, and runs a DHCP and metadata server per bridge.
+    async fn serve(&self, want: &DesiredNet) -> Result<(), NetError> {
+        let want_bridges: HashSet<String> = want.vpcs.iter().map(|v| bridge_name(v.vni)).collect();
         let mut by_bridge: HashMap<String, Vec<(Lease, Metadata)>> = HashMap::new();
         for nic in &want.nics {
             let lease = Lease {
@@ -364,8 +393,7 @@ impl HostNet {
                 },
             );
         }
-        *applied = Some(want.clone());
-        Ok(report)
+        Ok(())
     }
 
     /// Removes everything of the data plane (bridges, taps, rules, tables, uplink, servers).
