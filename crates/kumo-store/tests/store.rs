@@ -1606,4 +1606,13 @@ async fn network_ipam_concurrent_and_queries(store: &Store) {
     assert_eq!(nics::instance_ssh_keys(&mut conn, ids[1]).await.unwrap(), vec!["ssh-ed25519 AAAA x".to_string()]);
     assert_eq!(vpcs::all_subnets(&mut conn, None).await.unwrap().len(), 1);
     assert_eq!(vpcs::all_vpcs(&mut conn).await.unwrap().len(), 2);
+    drop(conn);
+
+    // Many rules (several multi-row INSERTs) come back complete and in order.
+    let many: Vec<_> = (0..250u16).map(|i| rule(Some((1000 + i, 1000 + i)), Some("10.0.0.0/8"), None)).collect();
+    let mut tx = store.begin().await.unwrap();
+    security_groups::replace_rules(&mut tx, web.view.id, &many).await.unwrap();
+    tx.commit().await.unwrap();
+    let back = security_groups::rules(&mut store.read().await.unwrap(), Some(web.view.id)).await.unwrap();
+    assert_eq!(back.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), many);
 }

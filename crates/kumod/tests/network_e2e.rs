@@ -258,13 +258,17 @@ fn bench_network() {
     ok(k.post("/v1/vpcs?project=net", json!({"name": "app", "ipv4_cidr": "10.10.0.0/16"})), 201);
     ok(k.post("/v1/vpc-subnets?project=net&vpc=app", json!({"name": "web", "ipv4_cidr": "10.10.1.0/24"})), 201);
     const MB: u32 = 32;
-    // srv (.2) serves a MB MiB file over HTTP; cli (.3) fetches it.
+    // srv (.2) serves a MB MiB file over HTTP; cli (.3) fetches it ROUNDS times.
     let srv_ud = format!(
         "mkdir -p /www && dd if=/dev/zero of=/www/big bs=65536 count={} 2>/dev/null && httpd -p 80 -h /www && echo srv-ready\n",
         MB * 16
     );
     // cli fetches the file from srv (busybox wget; its -T crashes, so `timeout` would be the way).
-    let cli_ud = "sleep 2; echo get-start; wget -q -O /dev/null http://10.10.1.2/big; echo \"get-end $?\"\n";
+    const ROUNDS: u32 = 4;
+    let cli_ud = format!(
+        "sleep 2; echo get-start; rc=0; for i in $(seq {ROUNDS}); do wget -q -O /dev/null http://10.10.1.2/big || rc=1; done; \
+         echo \"get-end $rc\"\n"
+    );
     let t0 = Instant::now();
     let srv = create(&k, "srv", "app", &srv_ud);
     let ip = srv["network_interfaces"][0]["ipv4"].as_str().expect("ip").to_string();
@@ -294,7 +298,7 @@ fn bench_network() {
     ok(k.send_put("/v1/security-groups/default/rules?project=net", json!({"rules": []})), 200);
 
     wait_serial(&k, "net", "srv", "srv-ready");
-    create(&k, "cli", "app", cli_ud);
+    create(&k, "cli", "app", &cli_ud);
     wait_serial(&k, "net", "cli", "get-start");
     let t0 = Instant::now();
     loop {
@@ -307,7 +311,7 @@ fn bench_network() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let guest_secs = t0.elapsed().as_secs_f64();
-    let guest_mbps = MB as f64 * 1.048576 / guest_secs;
+    let guest_mbps = (MB * ROUNDS) as f64 * 1.048576 / guest_secs;
     let guest_line = format!("{guest_secs:.2} s wall clock, host-side polling of the console");
 
     // Baseline: the same transfer over a veth pair between two namespaces, no bridge, no rules.
@@ -329,7 +333,7 @@ fn bench_network() {
     std::thread::sleep(Duration::from_millis(300));
     let out = Command::new("ip")
         .args(["netns", "exec", &a.0, "sh", "-c"])
-        .arg(format!("dd if=/dev/zero bs=65536 count={} 2>/tmp/kumo-bench-dd | socat -u - TCP:192.0.2.2:5001; tail -n 1 /tmp/kumo-bench-dd", MB * 16))
+        .arg(format!("dd if=/dev/zero bs=65536 count={} 2>/tmp/kumo-bench-dd | socat -u - TCP:192.0.2.2:5001; tail -n 1 /tmp/kumo-bench-dd", MB * 16 * ROUNDS))
         .output()
         .expect("baseline");
     let _ = listener.kill();
@@ -347,8 +351,8 @@ fn bench_network() {
     println!(
         "security-group PUT of 1000 rules: API returned after {put_returned:?}, live in nft after {put_to_live:?}"
     );
-    println!("guest-to-guest TCP ({MB} MiB through bridge + nft): {guest_mbps:.1} MB/s ({guest_line})");
-    println!("baseline veth pair, no filtering ({MB} MiB): {base_mbps:.1} MB/s ({base_line})");
+    println!("guest-to-guest TCP ({ROUNDS} x {MB} MiB through bridge + nft): {guest_mbps:.1} MB/s ({guest_line})");
+    println!("baseline veth pair, no filtering ({} MiB): {base_mbps:.1} MB/s ({base_line})", MB * ROUNDS);
     if base_mbps > 0.0 {
         println!("ratio guest-to-guest / veth baseline: {:.3}", guest_mbps / base_mbps);
     }
