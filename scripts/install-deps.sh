@@ -9,7 +9,7 @@
 # Idempotent: a fast no-op (no apt-get update) when everything is present.
 set -eu
 
-PKGS="qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs kmod gzip socat"
+PKGS="qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs kmod gzip socat iproute2 nftables curl"
 
 for arg in "$@"; do
     case "$arg" in

@@ -17,6 +17,7 @@ pub mod backup;
 pub mod capacity;
 pub mod keys;
 pub mod kvm_probe;
+pub mod net;
 pub mod proc;
 pub mod qemu;
 pub mod qemu_img;
@@ -56,6 +57,16 @@ pub struct InstanceSpec {
     /// at start, after the root disk and the config drive (so the guest sees them as vdc, vdd, …).
     #[serde(default)]
     pub volumes: Vec<VolumeDisk>,
+    /// Network interfaces: the host data plane has made their taps (see [`net`]).
+    #[serde(default)]
+    pub nics: Vec<NicSpec>,
+}
+
+/// A network interface of a guest: a tap on the host, with the MAC the guest sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSpec {
+    pub tap: String,
+    pub mac: String,
 }
 
 /// A volume as an instance has it.

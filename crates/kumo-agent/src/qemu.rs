@@ -95,8 +95,17 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     push(&format!("file={},if=virtio,format=qcow2,cache=writeback,discard=unmap", run.disk().display()));
     push("-drive");
     push(&format!("file={},if=virtio,format=raw,readonly=on", run.config_drive().display()));
-    push("-nic");
-    push("none");
+    if spec.nics.is_empty() {
+        push("-nic");
+        push("none");
+    }
+    for (i, nic) in spec.nics.iter().enumerate() {
+        // The tap exists already (the host data plane made it, on the VPC's bridge).
+        push("-netdev");
+        push(&format!("tap,id=net{i},ifname={},script=no,downscript=no", nic.tap));
+        push("-device");
+        push(&format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac));
+    }
     if let BootSpec::Kernel { kernel, initrd, cmdline } = &spec.boot {
         push("-kernel");
         push(&kernel.display().to_string());
@@ -182,6 +191,8 @@ pub struct QemuDriver {
     info: HostInfo,
     /// Volumes: by default a [`DirPool`] in `<data-dir>/volumes` (beside `instances_dir`).
     pool: Arc<dyn StoragePool>,
+    /// The network namespace guests' taps live in (`kumod --host-netns`); QEMU is started in it.
+    netns: Option<String>,
 }
 
 impl QemuDriver {
@@ -205,12 +216,18 @@ impl QemuDriver {
         };
         let volumes_dir = instances_dir.parent().unwrap_or(&instances_dir).join("volumes");
         let pool: Arc<dyn StoragePool> = Arc::new(DirPool::new(volumes_dir));
-        QemuDriver { instances_dir, accel, accel_reason, info, pool }
+        QemuDriver { instances_dir, accel, accel_reason, info, pool, netns: None }
     }
 
     /// Uses another storage pool for volumes.
     pub fn with_pool(mut self, pool: Arc<dyn StoragePool>) -> QemuDriver {
         self.pool = pool;
+        self
+    }
+
+    /// Starts QEMU inside the named network namespace (where the data plane made the taps).
+    pub fn with_netns(mut self, netns: Option<String>) -> QemuDriver {
+        self.netns = netns;
         self
     }
 
@@ -314,7 +331,24 @@ impl Hypervisor for QemuDriver {
         args.extend(volume_args(self.pool.as_ref(), &spec.volumes));
         tracing::info!(instance = %spec.id, accel = self.accel.as_str(), "starting QEMU: {} {}", QEMU_BINARY,
             args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
-        let mut child = tokio::process::Command::new(QEMU_BINARY)
+        let mut cmd = tokio::process::Command::new(QEMU_BINARY);
+        // Held open until QEMU is spawned (its child setns()es into it before exec).
+        let mut _netns_fd = None;
+        if let Some(ns) = &self.netns {
+            let fd = crate::net::netns::open(ns).map_err(|e| AgentError::io(format!("open netns {ns}"), e))?;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            _netns_fd = Some(fd);
+            // SAFETY: setns(2) is async-signal-safe; the fd stays open until spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -639,6 +673,7 @@ mod tests {
             boot: BootSpec::Kernel { kernel: "/k".into(), initrd: Some("/i".into()), cmdline: "console=ttyS0".into() },
             user_data: user_data.map(String::from),
             volumes: vec![],
+            nics: Vec::new(),
         }
     }
 

@@ -95,6 +95,7 @@ impl RawSetup {
             boot: self.boot.clone(),
             user_data: None,
             volumes: vec![],
+            nics: Vec::new(),
         };
         let run = RunDir::new(&self.root, id);
         std::fs::create_dir_all(&run.dir)?;

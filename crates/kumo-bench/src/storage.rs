@@ -206,6 +206,7 @@ async fn guest_io(root: &Path, kumod_way: bool) -> Result<(f64, f64)> {
         },
         user_data: Some(GUEST_IO_SCRIPT.to_string()),
         volumes: vec![VolumeDisk { id: Uuid::now_v7(), limits: IoLimits::default() }],
+        nics: Vec::new(),
     };
     qemu_img::create_overlay(&spec.image_disk, &run.disk(), 1 << 30).await?;
     std::fs::write(run.config_drive(), config_drive_bytes(&spec)?)?;

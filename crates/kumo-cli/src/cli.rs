@@ -96,6 +96,21 @@ pub enum Command {
     /// Backups of volumes
     #[command(subcommand)]
     Backup(crate::backups::BackupCommand),
+    /// Virtual private clouds: a project's isolated networks
+    #[command(subcommand)]
+    Vpc(crate::network::VpcCommand),
+    /// Subnets of a VPC (instances get their address from one)
+    #[command(subcommand)]
+    Subnet(crate::network::SubnetCommand),
+    /// Security groups: the firewall of instances
+    #[command(subcommand)]
+    SecurityGroup(crate::network::SecurityGroupCommand),
+    /// SSH public keys given to instances
+    #[command(subcommand)]
+    SshKey(crate::network::SshKeyCommand),
+    /// Public addresses attached to instances
+    #[command(subcommand)]
+    FloatingIp(crate::network::FloatingIpCommand),
 }
 
 /// The project a tenant resource lives in.

@@ -65,6 +65,18 @@ pub struct InstanceCreateArgs {
     /// Root disk size in GiB, to make it larger than the instance type's
     #[arg(long, value_name = "GIB")]
     pub root_size: Option<i64>,
+    /// VPC (default: the project's `default` VPC)
+    #[arg(long)]
+    pub vpc: Option<String>,
+    /// Subnet of the VPC (default: `default`, or the VPC's only subnet)
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Security group (repeat for several; default: the project's `default` group)
+    #[arg(long = "security-group", value_name = "GROUP")]
+    pub security_groups: Vec<String>,
+    /// SSH key the guest gets through the metadata service (repeat for several)
+    #[arg(long = "ssh-key", value_name = "KEY")]
+    pub ssh_keys: Vec<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -138,6 +150,10 @@ fn create(ctx: &Ctx, args: &InstanceCreateArgs) -> Result<()> {
         instance_type: args.instance_type.clone(),
         user_data,
         root_size_gib: args.root_size,
+        vpc: args.vpc.clone(),
+        subnet: args.subnet.clone(),
+        security_groups: (!args.security_groups.is_empty()).then(|| args.security_groups.clone()),
+        ssh_keys: args.ssh_keys.clone(),
     };
     let project = args.project.project.as_str();
     let created = ctx.client.post(&["instances"], &[("project", project)], Some(&body))?;

@@ -22,6 +22,7 @@ pub mod invoices;
 pub mod json;
 pub mod members;
 pub mod metrics;
+pub mod network;
 pub mod output;
 pub mod prices;
 pub mod projects;
@@ -99,6 +100,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Volume(c) => volumes::run(&ctx, c),
         Command::Snapshot(c) => snapshots::run(&ctx, c),
         Command::Backup(c) => backups::run(&ctx, c),
+        Command::Vpc(c) => network::run_vpc(&ctx, c),
+        Command::Subnet(c) => network::run_subnet(&ctx, c),
+        Command::SecurityGroup(c) => network::run_security_group(&ctx, c),
+        Command::SshKey(c) => network::run_ssh_key(&ctx, c),
+        Command::FloatingIp(c) => network::run_floating_ip(&ctx, c),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod metering;
 pub mod monitoring;
+pub mod network;
 pub mod openapi;
 pub mod reconciler;
 pub mod scheduler;
@@ -45,6 +46,11 @@ pub struct ControlConfig {
     pub audit_retention: Option<Duration>,
     /// How often the monitoring task samples every running instance (`--metrics-interval`).
     pub metrics_interval: Duration,
+    /// The operator's public IPv4 pool for floating IPs (`--public-ip-pool`).
+    pub public_ip_pool: Option<ipnet::Ipv4Net>,
+    /// Run the host network data plane (bridges, taps, nft, DHCP, metadata) in this namespace
+    /// (`Some(None)`: the machine's own; `None`: no data plane, as with the sim driver).
+    pub host_network: Option<Option<String>>,
 }
 
 impl ControlConfig {
@@ -83,6 +89,10 @@ pub struct App {
     /// Set when a snapshot or a volume goes: the volume reconciler then looks for snapshot layers
     /// nothing uses any more (reading every chain is too costly for every pass).
     pub layers_dirty: std::sync::atomic::AtomicBool,
+    /// The network reconciler; see [`network`].
+    pub network: network::Handle,
+    /// The host's network data plane (None with the sim driver).
+    pub hostnet: Option<Arc<kumo_agent::net::HostNet>>,
 }
 
 impl App {
@@ -114,6 +124,8 @@ impl App {
             volume_reconciler: volume_reconciler::handle(),
             backup_target: Arc::new(kumo_agent::backup::DirTarget::new(config.backups_dir())),
             layers_dirty: std::sync::atomic::AtomicBool::new(true),
+            network: network::Handle::default(),
+            hostnet: config.host_network.clone().map(|ns| Arc::new(kumo_agent::net::HostNet::new(ns))),
             config,
         }))
     }

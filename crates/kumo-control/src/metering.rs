@@ -68,6 +68,8 @@ pub enum Meter {
     Snapshot,
     /// Backup storage (per GiB-month, kind `backup`), at what the backup stored (whole GiB, up).
     Backup,
+    /// A floating IP held by the project, attached or not (priced per hour by kind `floating_ip`).
+    FloatingIp,
 }
 
 impl Meter {
@@ -78,6 +80,7 @@ impl Meter {
             Meter::Volume => ("volume", ""),
             Meter::Snapshot => ("snapshot", ""),
             Meter::Backup => ("backup", ""),
+            Meter::FloatingIp => ("floating_ip", ""),
         }
     }
 
@@ -238,6 +241,8 @@ impl PriceBook {
 pub fn units(meter: &Meter) -> (i64, &'static str, &'static str) {
     match meter {
         Meter::Running { .. } => (3600, "second", "hour"),
+        Meter::Disk => (SECONDS_PER_GIB_MONTH, "GiB-second", "GiB-month"),
+        Meter::FloatingIp => (3600, "second", "hour"),
         _ => (SECONDS_PER_GIB_MONTH, "GiB-second", "GiB-month"),
     }
 }
@@ -319,6 +324,56 @@ pub fn instance_resource_type(m: &Meter) -> &'static str {
         Meter::Volume => "volume",
         Meter::Snapshot => "snapshot",
         Meter::Backup => "backup",
+        Meter::FloatingIp => "floating_ip",
+    }
+}
+
+/// The billable intervals of one floating IP: held from its `created` event until its `deleted`
+/// event (`kinds` in time order), clipped to `[from, to)`.
+pub fn held_intervals(kinds: &[(DateTime<Utc>, &str)], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Interval> {
+    let mut out = Vec::new();
+    let mut since: Option<DateTime<Utc>> = None;
+    let close = |a: DateTime<Utc>, b: DateTime<Utc>, out: &mut Vec<Interval>| {
+        let (a, b) = (a.max(from), b.min(to));
+        if a < b {
+            out.push(Interval { meter: Meter::FloatingIp, start: a, end: b, gib: 1 });
+        }
+    };
+    for (t, kind) in kinds.iter().take_while(|(t, _)| *t < to) {
+        match *kind {
+            "created" => since = since.or(Some(*t)),
+            "deleted" => {
+                if let Some(a) = since.take() {
+                    close(a, *t, &mut out);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(a) = since {
+        close(a, to, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod floating_ip_tests {
+    use super::*;
+
+    #[test]
+    fn a_floating_ip_is_billed_while_held() {
+        let t = |h: i64| DateTime::from_timestamp(1_700_000_000 + h * 3600, 0).unwrap();
+        let ivs = held_intervals(&[(t(1), "created"), (t(2), "attached"), (t(4), "deleted")], t(0), t(10));
+        assert_eq!(ivs, vec![Interval { meter: Meter::FloatingIp, start: t(1), end: t(4), gib: 1 }]);
+        // Still held at the end of the window: billed up to it; clipped at its start.
+        let ivs = held_intervals(&[(t(1), "created")], t(2), t(5));
+        assert_eq!((ivs[0].start, ivs[0].end), (t(2), t(5)));
+        let book = PriceBook::new(vec![("floating_ip".to_string(), String::new(), t(0), 5_000)]);
+        let lines = price_lines(instance_resource_type, "ip1", uuid::Uuid::nil(), &ivs, &book);
+        assert_eq!(
+            (lines[0].price_kind.as_str(), lines[0].quantity, lines[0].unit.as_str()),
+            ("floating_ip", 3 * 3600, "second")
+        );
     }
 }
 

@@ -6,6 +6,7 @@ use crate::http::{
     audit, backups, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects,
     quotas, snapshots, system, tokens, users, volumes,
 };
+use crate::http::{floating_ips, security_groups, ssh_keys, vpcs};
 use crate::App;
 use std::sync::Arc;
 use utoipa::OpenApi;
@@ -84,6 +85,19 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(volumes::volume_io_limits_update))
         .routes(routes!(images::image_create))
         .routes(routes!(images::image_export))
+        .routes(routes!(vpcs::vpc_list, vpcs::vpc_create))
+        .routes(routes!(vpcs::vpc_view, vpcs::vpc_delete))
+        .routes(routes!(vpcs::vpc_subnet_list, vpcs::vpc_subnet_create))
+        .routes(routes!(vpcs::vpc_subnet_view, vpcs::vpc_subnet_delete))
+        .routes(routes!(security_groups::security_group_list, security_groups::security_group_create))
+        .routes(routes!(security_groups::security_group_view, security_groups::security_group_delete))
+        .routes(routes!(security_groups::security_group_rules_view, security_groups::security_group_rules_update))
+        .routes(routes!(ssh_keys::ssh_key_list, ssh_keys::ssh_key_create))
+        .routes(routes!(ssh_keys::ssh_key_view, ssh_keys::ssh_key_delete))
+        .routes(routes!(floating_ips::floating_ip_list, floating_ips::floating_ip_create))
+        .routes(routes!(floating_ips::floating_ip_view, floating_ips::floating_ip_delete))
+        .routes(routes!(floating_ips::floating_ip_attach))
+        .routes(routes!(floating_ips::floating_ip_detach))
 }
 
 /// The routes that take no bearer token (login); served outside the authentication layer.

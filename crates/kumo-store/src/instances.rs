@@ -75,6 +75,8 @@ fn from_row(r: &AnyRow) -> Result<InstanceRecord> {
             memory_mib: r.try_get(11)?,
             disk_gib: r.try_get(12)?,
             host: r.try_get(14)?,
+            network_interfaces: Vec::new(),
+            public_ip: None,
         },
         gpus: r.try_get(13)?,
         project_id: parse_uuid(&r.try_get::<String, _>(15)?)?,
@@ -135,7 +137,7 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Op
     };
     let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND {pred} AND i.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    with_network(conn, row.as_ref().map(from_row).transpose()?).await
 }
 
 /// A live instance by name or id in a project given by name or id, in one query.
@@ -151,19 +153,29 @@ pub async fn get_in_project(conn: &mut Conn, project: &NameOrId, sel: &NameOrId)
     let sql =
         format!("SELECT {COLS} {FROM} WHERE {ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(pval).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    with_network(conn, row.as_ref().map(from_row).transpose()?).await
 }
 
 /// A live instance by id, whatever its project.
 pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.id = $1 AND i.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    with_network(conn, row.as_ref().map(from_row).transpose()?).await
 }
 
 pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND i.time_deleted IS NULL");
-    page::fetch(conn, &sql, &[project_id.to_string()], "i", req, from_row).await
+    let mut page = page::fetch(conn, &sql, &[project_id.to_string()], "i", req, from_row).await?;
+    let mut views: Vec<&mut InstanceView> = page.items.iter_mut().map(|r| &mut r.view).collect();
+    crate::nics::fill_views(conn, &mut views).await?;
+    Ok(page)
+}
+
+/// Fills the view's network interfaces and public IP.
+async fn with_network(conn: &mut Conn, rec: Option<InstanceRecord>) -> Result<Option<InstanceRecord>> {
+    let Some(mut rec) = rec else { return Ok(None) };
+    crate::nics::fill_views(conn, &mut [&mut rec.view]).await?;
+    Ok(Some(rec))
 }
 
 /// Every live instance placed on a host (what its agent should have).

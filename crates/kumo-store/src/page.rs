@@ -25,7 +25,8 @@ keyed!(
     kumo_types::ImageView,
     kumo_types::InstanceView,
     kumo_types::HostView,
-    kumo_types::UserView
+    kumo_types::UserView,
+    kumo_types::SshKeyView
 );
 
 /// Runs `select_where` (a `SELECT … WHERE …` whose placeholders are `$1..$n` for `binds`) as one

@@ -66,7 +66,8 @@ pub async fn list_for_user(
 pub async fn count_children(conn: &mut Conn, project_id: uuid::Uuid) -> Result<i64> {
     let n: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM instances WHERE project_id = $1 AND time_deleted IS NULL) \
-         + (SELECT COUNT(*) FROM images WHERE project_id = $1 AND time_deleted IS NULL)",
+         + (SELECT COUNT(*) FROM images WHERE project_id = $1 AND time_deleted IS NULL) \
+         + (SELECT COUNT(*) FROM floating_ips WHERE project_id = $1 AND time_deleted IS NULL)",
     )
     .bind(project_id.to_string())
     .fetch_one(&mut *conn)

@@ -207,6 +207,7 @@ store_tests!(
     billing_prices_invoices_budgets_and_metering_events,
     metrics_batches_rollups_and_retention,
     volumes_snapshots_and_backups,
+    network_ipam_concurrent_and_queries,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1585,4 +1586,132 @@ async fn volumes_snapshots_and_backups(store: &Store) {
     assert!(volumes::get_by_id(&mut conn, b).await.unwrap().is_none());
     let got = backups::get(&mut conn, f.project.id, &by_name("b1")).await.unwrap().expect("b1");
     assert_eq!((got.view.kind.as_str(), got.view.bytes_stored, got.view.volume.as_str()), ("full", 3 << 20, "data"));
+}
+
+async fn network_ipam_concurrent_and_queries(store: &Store) {
+    use kumo_store::{floating_ips, nics, security_groups, ssh_keys, vpcs};
+    use kumo_types::network::{RuleDirection, RuleProtocol};
+    let f = fixture(store, "netp").await;
+    let mut tx = store.begin().await.unwrap();
+    let vpc = vpcs::insert_vpc(&mut tx, f.project.id, "app", "", "10.10.0.0/16").await.unwrap();
+    let other = vpcs::insert_vpc(&mut tx, f.project.id, "other", "", "10.10.0.0/16").await.unwrap();
+    assert_eq!(other.view.vni, vpc.view.vni + 1, "VNIs are allocated in order");
+    let subnet = vpcs::insert_subnet(&mut tx, &vpc, "web", "", "10.10.1.0/27").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(subnet.plan.capacity(), 29);
+
+    // 12 concurrent creates (instance + interface in one transaction): distinct addresses.
+    const TASKS: usize = 12;
+    let overlap = match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => TASKS.min(store.reader().options().get_max_connections() as usize),
+    };
+    let barrier = Arc::new(tokio::sync::Barrier::new(overlap));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for i in 0..TASKS {
+        let (store, subnet) = (store.clone(), subnet.clone());
+        let (barrier, arrived) = (barrier.clone(), arrived.clone());
+        let (image, itype, host, project) = (f.image.view.id, f.itype.id, f.host.id, f.project.id);
+        handles.push(tokio::spawn(async move {
+            let id = Uuid::now_v7();
+            let mut tx = store.begin().await.unwrap();
+            if arrived.fetch_add(1, Ordering::SeqCst) < overlap {
+                sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+                barrier.wait().await;
+            }
+            let new = NewInstance {
+                id,
+                project_id: project,
+                name: &format!("vm{i}"),
+                description: "",
+                image_id: image,
+                instance_type_id: itype,
+                host_id: host,
+                resources: Resources { vcpus: 0, memory_mib: 0, disk_gib: 0, gpus: 0 },
+                user_data: None,
+            };
+            instances::insert(&mut tx, &new).await.unwrap();
+            let nic = match nics::allocate(&mut tx, id, &subnet).await {
+                Ok(n) => n,
+                Err(e) => panic!("allocate: {e:?}"),
+            };
+            tx.commit().await.unwrap();
+            (id, nic.ipv4)
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut ids = Vec::new();
+    for h in handles {
+        let (id, ip) = h.await.unwrap();
+        let addr: std::net::Ipv4Addr = ip.parse().unwrap();
+        assert!(subnet.plan.assignable(addr), "{ip} is reserved or outside the subnet");
+        assert!(seen.insert(ip.clone()), "duplicate address {ip}");
+        ids.push(id);
+    }
+    let on_host = nics::on_host(&mut store.read().await.unwrap(), f.host.id).await.unwrap();
+    assert_eq!(on_host.len(), TASKS);
+    assert!(on_host.iter().all(|n| n.vni == vpc.view.vni && n.subnet_cidr == "10.10.1.0/27"));
+
+    // Release makes the address free again; views show interfaces and the public IP.
+    let mut tx = store.begin().await.unwrap();
+    nics::release_for_instance(&mut tx, ids[0]).await.unwrap();
+    let fip = floating_ips::insert(&mut tx, f.project.id, "ip1", "", "203.0.113.2").await.unwrap();
+    floating_ips::set_instance(&mut tx, fip.view.id, Some(ids[1])).await.unwrap();
+    assert_eq!(floating_ips::used_ips(&mut tx).await.unwrap(), vec!["203.0.113.2".to_string()]);
+    tx.commit().await.unwrap();
+    let rec = instances::get_by_id(&mut store.read().await.unwrap(), ids[1]).await.unwrap().unwrap();
+    assert_eq!(rec.view.network_interfaces.len(), 1);
+    assert_eq!(rec.view.public_ip.as_deref(), Some("203.0.113.2"));
+    assert_eq!(vpcs::count_vpc_interfaces(&mut store.read().await.unwrap(), vpc.view.id).await.unwrap(), 11);
+
+    // Security groups: rules replaced as a whole, members, references.
+    let mut tx = store.begin().await.unwrap();
+    let web = security_groups::insert(&mut tx, f.project.id, "web", "").await.unwrap();
+    let db = security_groups::insert(&mut tx, f.project.id, "db", "").await.unwrap();
+    let rule = |ports, cidr: Option<&str>, group: Option<(Uuid, String)>| security_groups::StoredRule {
+        direction: RuleDirection::Ingress,
+        protocol: RuleProtocol::Tcp,
+        ports,
+        source_cidr: cidr.map(String::from),
+        source_group: group,
+    };
+    security_groups::replace_rules(
+        &mut tx,
+        db.view.id,
+        &[rule(Some((5432, 5432)), None, Some((web.view.id, "web".into())))],
+    )
+    .await
+    .unwrap();
+    security_groups::replace_rules(&mut tx, web.view.id, &[rule(Some((80, 80)), Some("0.0.0.0/0"), None)])
+        .await
+        .unwrap();
+    security_groups::replace_rules(&mut tx, web.view.id, &[rule(Some((8000, 8080)), Some("10.0.0.0/8"), None)])
+        .await
+        .unwrap();
+    security_groups::set_instance_groups(&mut tx, ids[1], &[web.view.id]).await.unwrap();
+    ssh_keys::insert(&mut tx, f.project.id, "k", "", "ssh-ed25519 AAAA x").await.unwrap();
+    nics::set_instance_ssh_keys(&mut tx, ids[1], &["ssh-ed25519 AAAA x".to_string()]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    let web_rules = security_groups::rules(&mut conn, Some(web.view.id)).await.unwrap();
+    assert_eq!(web_rules.len(), 1, "a replace leaves only the new rules");
+    assert_eq!(web_rules[0].1.to_wire().port_range.as_deref(), Some("8000-8080"));
+    let db_rules = security_groups::rules(&mut conn, Some(db.view.id)).await.unwrap();
+    assert_eq!(db_rules[0].1.to_wire().source, "web");
+    assert_eq!(security_groups::referenced_by(&mut conn, web.view.id).await.unwrap(), vec!["db".to_string()]);
+    assert_eq!(security_groups::count_members(&mut conn, web.view.id).await.unwrap(), 1);
+    assert_eq!(security_groups::memberships(&mut conn).await.unwrap(), vec![(ids[1], web.view.id)]);
+    assert_eq!(nics::instance_ssh_keys(&mut conn, ids[1]).await.unwrap(), vec!["ssh-ed25519 AAAA x".to_string()]);
+    assert_eq!(vpcs::all_subnets(&mut conn, None).await.unwrap().len(), 1);
+    assert_eq!(vpcs::all_vpcs(&mut conn).await.unwrap().len(), 2);
+    drop(conn);
+
+    // Many rules (several multi-row INSERTs) come back complete and in order.
+    let many: Vec<_> = (0..250u16).map(|i| rule(Some((1000 + i, 1000 + i)), Some("10.0.0.0/8"), None)).collect();
+    let mut tx = store.begin().await.unwrap();
+    security_groups::replace_rules(&mut tx, web.view.id, &many).await.unwrap();
+    tx.commit().await.unwrap();
+    let back = security_groups::rules(&mut store.read().await.unwrap(), Some(web.view.id)).await.unwrap();
+    assert_eq!(back.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), many);
 }

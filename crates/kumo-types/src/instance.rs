@@ -216,6 +216,12 @@ pub struct InstanceView {
     pub disk_gib: i64,
     /// Name of the host it is placed on (operators only; null for tenants).
     pub host: Option<String>,
+    /// Its network interfaces (one today), with the private address IPAM gave it.
+    #[serde(default)]
+    pub network_interfaces: Vec<crate::NetworkInterfaceView>,
+    /// The floating IP attached to it (null when none).
+    #[serde(default)]
+    pub public_ip: Option<String>,
 }
 
 /// Parameters to create an instance.
@@ -237,6 +243,18 @@ pub struct InstanceCreate {
     /// Root disk size in GiB, to make it larger than the instance type's (at most 16384).
     #[serde(default)]
     pub root_size_gib: Option<i64>,
+    /// VPC (name or id) to put it in; default: the project's `default` VPC.
+    #[serde(default)]
+    pub vpc: Option<String>,
+    /// Subnet (name) of that VPC; default: `default` in the default VPC, or the VPC's only subnet.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// Security groups (names) of the interface; default: the project's `default` group.
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
+    /// SSH keys (names) the guest gets through the metadata service.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
 }
 
 /// Parameters to change the instance type of a stopped instance.

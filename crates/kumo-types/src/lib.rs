@@ -14,6 +14,7 @@ pub mod instance_type;
 pub mod metrics;
 pub mod money;
 pub mod name;
+pub mod network;
 pub mod page;
 pub mod project;
 pub mod snapshot;
@@ -35,6 +36,10 @@ pub use instance::{
 pub use instance_type::{InstanceTypeCreate, InstanceTypeView};
 pub use metrics::{MetricPoint, MetricSeries};
 pub use name::{Name, NameOrId};
+pub use network::{
+    FloatingIpAttach, FloatingIpCreate, FloatingIpView, NetworkInterfaceView, SecurityGroupCreate, SecurityGroupView,
+    SecurityRule, SecurityRules, SshKeyCreate, SshKeyView, SubnetCreate, SubnetView, VpcCreate, VpcView,
+};
 pub use page::{PageParams, ResultsPage, SortBy};
 pub use project::{ProjectCreate, ProjectView};
 pub use snapshot::{SnapshotCreate, SnapshotView};

@@ -139,6 +139,10 @@ pub async fn create(
         instance_type: f.instance_type,
         user_data: (!f.user_data.is_empty()).then_some(f.user_data),
         root_size_gib: None,
+        vpc: None,
+        subnet: None,
+        security_groups: None,
+        ssh_keys: Vec::new(),
     };
     let view = instances::create(&app, &s.ctx, Some(&p), &body).await?;
     let to = format!("/projects/{}/instances/{}", render::urlencode(&p), render::urlencode(&view.name));

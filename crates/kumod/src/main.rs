@@ -94,6 +94,18 @@ struct RunArgs {
     /// Seconds between two samples of every running instance's metrics (CPU, memory, disk, network).
     #[arg(long, env = "KUMOD_METRICS_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     metrics_interval: u64,
+    /// Put the tenant-network data plane (bridges, taps, nft tables, DHCP, metadata, the public
+    /// uplink) in this network namespace, created if missing (default: the machine's own).
+    #[arg(long, env = "KUMOD_HOST_NETNS", conflicts_with = "host_network")]
+    host_netns: Option<String>,
+    /// Run the tenant-network data plane in the machine's own network namespace (production).
+    /// Without this or --host-netns, guests get no NIC (their addresses are still allocated).
+    #[arg(long, env = "KUMOD_HOST_NETWORK")]
+    host_network: bool,
+    /// The operator's public IPv4 pool for floating IPs, e.g. 203.0.113.0/24 (its first address
+    /// is the host's uplink address).
+    #[arg(long, env = "KUMOD_PUBLIC_IP_POOL")]
+    public_ip_pool: Option<ipnet::Ipv4Net>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -180,7 +192,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let cache = args.image_cache.parent().unwrap_or(Path::new("/var/cache/kumo")).to_path_buf();
             let (accel, reason) = kvm_probe::choose(req, probe.as_ref(), &cache, Duration::from_secs(8)).await;
             tracing::info!(accelerator = accel.as_str(), %reason, "accelerator chosen");
-            Arc::new(QemuDriver::new(data_dir.join("instances"), name, accel, reason, capacity))
+            Arc::new(
+                QemuDriver::new(data_dir.join("instances"), name, accel, reason, capacity)
+                    .with_netns(args.host_netns.clone()),
+            )
         }
     };
     let config = ControlConfig {
@@ -191,9 +206,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         reconcile_period: Duration::from_secs(2),
         audit_retention: args.audit_retention_days.map(|d| Duration::from_secs(d * 86_400)),
         metrics_interval: Duration::from_secs(args.metrics_interval),
+        public_ip_pool: args.public_ip_pool.map(|p| p.trunc()),
+        // The sim driver has no guests to connect: no data plane.
+        host_network: match (&args.driver, &args.host_netns, args.host_network) {
+            (DriverKind::Qemu, Some(ns), _) => Some(Some(ns.clone())),
+            (DriverKind::Qemu, None, true) => Some(None),
+            _ => None,
+        },
     };
     let app = App::open(store, hypervisor, config).await?;
     seed_images(&app, &args.image_cache).await;
+    // Converge the network first: guests started by the reconciler need their taps.
+    if let Err(e) = kumo_control::network::converge(&app).await {
+        tracing::warn!("network: {e:#}");
+    }
+    kumo_control::network::spawn(app.clone());
     kumo_control::reconciler::spawn(app.clone());
     kumo_control::volume_reconciler::spawn(app.clone());
     kumo_control::app::billing::spawn(app.clone());

@@ -149,7 +149,44 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ),
     ("image_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"img-x","source_snapshot":"snap-a"}"#)),
     ("image_export", Kind::ProjectRead, "project=a", Body::None),
+    // Tenant networking.
+    ("vpc_list", Kind::ProjectRead, "project=a", Body::None),
+    ("vpc_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"vpc-x","ipv4_cidr":"10.20.0.0/16"}"#)),
+    ("vpc_view", Kind::ProjectRead, "project=a", Body::None),
+    ("vpc_delete", Kind::ProjectWrite, "project=a", Body::None),
+    ("vpc_subnet_list", Kind::ProjectRead, "project=a&vpc=default", Body::None),
+    (
+        "vpc_subnet_create",
+        Kind::ProjectWrite,
+        "project=a&vpc=default",
+        Body::Json(r#"{"name":"sn-x","ipv4_cidr":"10.0.64.0/24"}"#),
+    ),
+    ("vpc_subnet_view", Kind::ProjectRead, "project=a&vpc=default", Body::None),
+    ("vpc_subnet_delete", Kind::ProjectWrite, "project=a&vpc=default", Body::None),
+    ("security_group_list", Kind::ProjectRead, "project=a", Body::None),
+    ("security_group_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"sg-x"}"#)),
+    ("security_group_view", Kind::ProjectRead, "project=a", Body::None),
+    ("security_group_delete", Kind::ProjectWrite, "project=a", Body::None),
+    ("security_group_rules_view", Kind::ProjectRead, "project=a", Body::None),
+    (
+        "security_group_rules_update",
+        Kind::ProjectWrite,
+        "project=a",
+        Body::Json(r#"{"rules":[{"direction":"ingress","protocol":"tcp","port_range":"80","source":"0.0.0.0/0"}]}"#),
+    ),
+    ("ssh_key_list", Kind::ProjectRead, "project=a", Body::None),
+    ("ssh_key_create", Kind::ProjectWrite, "project=a", Body::Json(SSH_KEY_X)),
+    ("ssh_key_view", Kind::ProjectRead, "project=a", Body::None),
+    ("ssh_key_delete", Kind::ProjectWrite, "project=a", Body::None),
+    ("floating_ip_list", Kind::ProjectRead, "project=a", Body::None),
+    ("floating_ip_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"fip-x"}"#)),
+    ("floating_ip_view", Kind::ProjectRead, "project=a", Body::None),
+    ("floating_ip_delete", Kind::ProjectWrite, "project=a", Body::None),
+    ("floating_ip_attach", Kind::ProjectWrite, "project=a", Body::Json(r#"{"instance":"vm-a"}"#)),
+    ("floating_ip_detach", Kind::ProjectWrite, "project=a", Body::None),
 ];
+
+const SSH_KEY_X: &str = r#"{"name":"key-x","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f x"}"#;
 
 /// Values of path parameters: project `a` and its resources.
 fn path_param(name: &str) -> &'static str {
@@ -166,6 +203,9 @@ fn path_param(name: &str) -> &'static str {
         "volume" => "vol-a",
         "snapshot" => "snap-a",
         "backup" => "bk-a",
+        "vpc" | "subnet" | "security_group" => "default",
+        "ssh_key" => "key-a",
+        "floating_ip" => "fip-a",
         other => panic!("no value for path parameter {{{other}}}: add one to path_param()"),
     }
 }
@@ -181,6 +221,8 @@ fn cloud() -> Cloud {
         "16384",
         "--host-disk-gib",
         "500",
+        "--public-ip-pool",
+        "198.51.100.0/24",
     ])
 }
 
@@ -288,6 +330,11 @@ fn tenants(k: &Cloud) -> [String; 3] {
     let operator = As { k, token: Some(k.token.clone()) };
     let (s, v) = operator.put("/v1/projects/a/budget", json!({"monthly": "50.00", "alert_at_percent": 80}));
     assert_eq!(s, 200, "a budget for a: {v}");
+    let (s, v) = as_alice.post("/v1/floating-ips?project=a", json!({"name": "fip-a"}));
+    assert_eq!(s, 201, "a floating ip in a: {v}");
+    let key = SSH_KEY_X.replace("key-x", "key-a");
+    let (s, v) = as_alice.post("/v1/ssh-keys?project=a", serde_json::from_str(&key).expect("json"));
+    assert_eq!(s, 201, "an ssh key in a: {v}");
     k.wait_state("a", "vm-a", "running", WAIT);
     [alice, bob, carol]
 }

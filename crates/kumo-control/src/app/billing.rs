@@ -143,6 +143,21 @@ pub async fn lines(
         let name = group.last().map(|r| r.resource_name.as_str()).unwrap_or_default();
         out.extend(metering::price_lines(metering::instance_resource_type, name, id, &ivs, &book));
     }
+    // Floating IPs: held from creation to release.
+    let rows = kumo_store::events::for_metering(conn, project_id, "floating_ip", to).await?;
+    for group in rows.chunk_by(|a, b| a.resource_id == b.resource_id) {
+        let kinds: Vec<_> = group.iter().map(|r| (r.time, r.kind.as_str())).collect();
+        let ivs = metering::held_intervals(&kinds, from, to);
+        if let (false, Some(last)) = (ivs.is_empty(), group.last()) {
+            out.extend(metering::price_lines(
+                metering::instance_resource_type,
+                &last.resource_name,
+                last.resource_id,
+                &ivs,
+                &book,
+            ));
+        }
+    }
     out.extend(storage_lines(conn, project_id, from, to, &book).await?);
     Ok(out)
 }

@@ -163,6 +163,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
         user_data: p.user_data.as_deref(),
     };
     kumo_store::instances::insert(&mut tx, &new).await.map_err(already_exists("instance", p.name.as_str()))?;
+    attach_network(&mut tx, &proj, id, p, &ctx.cause("instance_create")).await?;
     let rec =
         kumo_store::instances::get_by_id(&mut tx, id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
     let cause = ctx.cause("instance_create");
@@ -170,8 +171,76 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     let ev = kumo_store::events::record(&mut tx, &created).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
+    app.network.wake();
     app.reconciler.wake();
     Ok(visible(ctx, rec.view))
+}
+
+/// Gives a new instance its interface (an address of its subnet, allocated here, in the
+/// instance's transaction), its security groups and its SSH keys. Defaults: the project's
+/// `default` VPC, subnet and security group.
+async fn attach_network(
+    tx: &mut Conn,
+    proj: &kumo_types::ProjectView,
+    instance_id: uuid::Uuid,
+    p: &InstanceCreate,
+    cause: &str,
+) -> ApiResult<()> {
+    use super::vpcs::DEFAULT;
+    super::vpcs::ensure_default_network(tx, proj.id, cause).await?;
+    let vpc = super::vpcs::vpc_in(tx, proj, p.vpc.as_deref().unwrap_or(DEFAULT))
+        .await
+        .map_err(|e| ApiError::invalid(format!("vpc: {}", e.message)))?;
+    let vpc_name = vpc.view.name.clone();
+    let subnet = match &p.subnet {
+        Some(s) => super::vpcs::subnet_in(tx, proj, Some(&vpc_name), s)
+            .await
+            .map_err(|e| ApiError::invalid(format!("subnet: {} in vpc '{vpc_name}'", e.message)))?,
+        None => {
+            let all = kumo_store::vpcs::all_subnets(tx, Some(vpc.view.id)).await?;
+            match all.iter().position(|s| s.view.name == DEFAULT) {
+                Some(i) => all[i].clone(),
+                None if all.len() == 1 => all[0].clone(),
+                None => {
+                    return Err(ApiError::invalid(format!(
+                        "vpc '{vpc_name}' has {} subnets; choose one with 'subnet'",
+                        all.len()
+                    )))
+                }
+            }
+        }
+    };
+    kumo_store::nics::allocate(tx, instance_id, &subnet).await.map_err(|e| match e {
+        kumo_store::nics::AllocError::Exhausted => ApiError::new(
+            ErrorCode::InsufficientCapacity,
+            format!(
+                "subnet '{}' ({}) of vpc '{vpc_name}' has no free address: all {} are allocated",
+                subnet.view.name, subnet.view.ipv4_cidr, subnet.view.capacity
+            ),
+        ),
+        kumo_store::nics::AllocError::Store(e) => ApiError::internal(e),
+    })?;
+    let group_names = p.security_groups.clone().unwrap_or_else(|| vec![DEFAULT.to_string()]);
+    let mut groups = Vec::new();
+    for g in &group_names {
+        let rec = super::security_groups::group_in(tx, proj, g)
+            .await
+            .map_err(|e| ApiError::invalid(format!("security_groups: {}", e.message)))?;
+        if !groups.contains(&rec.view.id) {
+            groups.push(rec.view.id);
+        }
+    }
+    kumo_store::security_groups::set_instance_groups(tx, instance_id, &groups).await?;
+    let mut keys = Vec::new();
+    for k in &p.ssh_keys {
+        let sel = selector("ssh key", k)?;
+        let key = kumo_store::ssh_keys::get(tx, proj.id, &sel)
+            .await?
+            .ok_or_else(|| ApiError::invalid(format!("ssh_keys: ssh key '{k}' not found (see `kumo ssh-key list`)")))?;
+        keys.push(key.public_key);
+    }
+    kumo_store::nics::set_instance_ssh_keys(tx, instance_id, &keys).await?;
+    Ok(())
 }
 
 /// Picks a host and reserves `want` on it, in the caller's transaction.
@@ -302,6 +371,18 @@ pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec
         boot,
         user_data: rec.user_data.clone(),
         volumes,
+        // Without a host data plane there are no taps to plug into: the guest gets no NIC.
+        nics: match &app.hostnet {
+            Some(_) => kumo_store::nics::for_instances(&mut *read(app).await?, &[rec.view.id])
+                .await?
+                .remove(&rec.view.id)
+                .map(|(nics, _)| nics)
+                .unwrap_or_default()
+                .iter()
+                .map(|n| kumo_agent::NicSpec { tap: kumo_agent::net::tap_name(&n.mac), mac: n.mac.clone() })
+                .collect(),
+            None => Vec::new(),
+        },
     })
 }
 
@@ -325,6 +406,8 @@ pub async fn observe(
         volume_events = super::volumes::release_from_instance(&mut tx, id, &rec.view.name).await?;
         kumo_store::hosts::release(&mut tx, rec.host_id, rec.resources()).await?;
         kumo_store::quotas::release(&mut tx, rec.project_id, super::quotas::instance_amounts(rec.resources())).await?;
+        kumo_store::nics::release_for_instance(&mut tx, id).await?;
+        kumo_store::floating_ips::detach_instance(&mut tx, id).await?;
         kumo_store::instances::mark_destroyed(&mut tx, id, rec.generation).await?
     } else {
         kumo_store::instances::set_state(&mut tx, id, rec.generation, t.to, reason).await?
@@ -341,6 +424,9 @@ pub async fn observe(
     app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
     for ev in volume_events {
         app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
+    }
+    if t.to == InstanceState::Destroyed {
+        app.network.wake();
     }
     Ok(Some(t))
 }

@@ -29,6 +29,7 @@ pub async fn create(app: &App, ctx: &OpContext, p: &ProjectCreate) -> ApiResult<
         .map_err(already_exists("project", p.name.as_str()))?;
     let cause = ctx.cause("project_create");
     let ev = kumo_store::events::record(&mut tx, &project_event(&view, "created", &cause)).await?;
+    super::vpcs::ensure_default_network(&mut tx, view.id, &cause).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(view.id), Some(&view.name), ev);
     Ok(view)
@@ -42,7 +43,7 @@ pub async fn delete(app: &App, ctx: &OpContext, project: &str) -> ApiResult<()> 
     let children = kumo_store::projects::count_children(&mut tx, p.id).await?;
     if children > 0 {
         return Err(ApiError::conflict(format!(
-            "project '{}' still has {children} instance(s) or image(s); delete them first",
+            "project '{}' still has {children} instance(s), image(s) or floating IP(s); delete them first",
             p.name
         )));
     }

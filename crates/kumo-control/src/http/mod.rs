@@ -6,6 +6,7 @@ pub mod audit;
 pub mod backups;
 pub mod billing;
 pub mod events;
+pub mod floating_ips;
 pub mod hosts;
 pub mod images;
 pub mod instance_types;
@@ -15,11 +16,14 @@ pub mod members;
 pub mod metrics;
 pub mod projects;
 pub mod quotas;
+pub mod security_groups;
 pub mod snapshots;
+pub mod ssh_keys;
 pub mod system;
 pub mod tokens;
 pub mod users;
 pub mod volumes;
+pub mod vpcs;
 
 use crate::error::{ApiError, REQUEST_ID};
 use crate::App;
@@ -40,17 +44,18 @@ pub const JSON_BODY_MAX: usize = 64 * 1024;
 
 /// JSON body extractor: syntax errors, wrong types, unknown fields → 400 `InvalidValue` with
 /// serde's explanation; too large → 413.
-pub struct ApiJson<T>(pub T);
+/// `MAX` is the largest body accepted (default [`JSON_BODY_MAX`]).
+pub struct ApiJson<T, const MAX: usize = JSON_BODY_MAX>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned, S: Send + Sync, const MAX: usize> FromRequest<S> for ApiJson<T, MAX> {
     type Rejection = ApiError;
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !ct.starts_with("application/json") {
             return Err(ApiError::invalid("the request body must be JSON with 'Content-Type: application/json'"));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), JSON_BODY_MAX).await.map_err(|_| {
-            ApiError::new(ErrorCode::PayloadTooLarge, format!("the request body is larger than {JSON_BODY_MAX} bytes"))
+        let bytes = axum::body::to_bytes(req.into_body(), MAX).await.map_err(|_| {
+            ApiError::new(ErrorCode::PayloadTooLarge, format!("the request body is larger than {MAX} bytes"))
         })?;
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
     }

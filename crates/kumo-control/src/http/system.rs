@@ -26,5 +26,6 @@ pub async fn reconciler_list(State(app): State<Arc<App>>, ctx: OpContext) -> Api
         app.billing.status(),
         app.monitoring.status(),
         app.volume_reconciler.status(),
+        app.network.status(),
     ]))
 }

@@ -1,0 +1,138 @@
+//! The network reconciler: makes the host's tenant networking (bridges, taps, nft ruleset,
+//! DHCP leases, metadata) match the store. Like the instance reconciler it takes no input: each
+//! pass computes the desired state of this host from the store and hands it to
+//! [`kumo_agent::net::HostNet::apply`], which creates what is missing and removes what is stale.
+//! It runs when woken (every network change, instance create/destroy), periodically, and — at
+//! start — before any guest is started, so a restarted `kumod` converges both ways.
+//! Without a data plane (the sim driver) a pass only computes the desired state.
+
+use crate::App;
+use kumo_agent::net::{DesiredNet, Metadata, NicNet, PeerNet, RuleNet, VpcNet};
+use kumo_types::network::RuleProtocol;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Wakes the network reconciler and keeps its status.
+#[derive(Default)]
+pub struct Handle {
+    notify: Notify,
+    status: Mutex<crate::reconciler::ReconcilerStatus>,
+    /// Serialises passes (the API's synchronous converge and the loop).
+    pass_lock: tokio::sync::Mutex<()>,
+}
+
+impl Handle {
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    pub fn status(&self) -> crate::reconciler::ReconcilerStatus {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.name = "network".into();
+        s
+    }
+}
+
+/// The desired network state of this host.
+pub async fn desired(app: &App) -> anyhow::Result<DesiredNet> {
+    let mut conn = app.store.read().await?;
+    let nics = kumo_store::nics::on_host(&mut conn, app.host_id).await?;
+    let subnets = kumo_store::vpcs::all_subnets(&mut conn, None).await?;
+    let memberships = kumo_store::security_groups::memberships(&mut conn).await?;
+    let rules = kumo_store::security_groups::rules(&mut conn, None).await?;
+    let mut vpcs: BTreeMap<i64, VpcNet> = BTreeMap::new();
+    // Only VPCs with an interface on this host get a bridge here.
+    for n in &nics {
+        vpcs.entry(n.vni).or_insert_with(|| VpcNet { vni: n.vni, subnets: Vec::new() });
+    }
+    for s in &subnets {
+        if let Some(v) = vpcs.get_mut(&s.vni) {
+            v.subnets.push(s.plan.net);
+        }
+    }
+    let mut out = DesiredNet { public_pool: app.config.public_ip_pool, ..DesiredNet::default() };
+    for n in nics {
+        let keys = kumo_store::nics::instance_ssh_keys(&mut conn, n.instance_id).await?;
+        let groups = memberships.iter().filter(|(i, _)| *i == n.instance_id).map(|(_, g)| *g).collect();
+        out.nics.push(NicNet {
+            id: n.id,
+            vni: n.vni,
+            subnet: n.subnet_cidr.parse()?,
+            groups,
+            metadata: Metadata {
+                instance_id: n.instance_id.to_string(),
+                hostname: n.instance_name.clone(),
+                local_ipv4: n.ipv4.parse()?,
+                public_ipv4: n.public_ip.as_deref().map(str::parse).transpose()?,
+                ssh_keys: keys,
+                user_data: n.user_data.clone(),
+                mac: n.mac.clone(),
+            },
+        });
+    }
+    for (g, r) in rules {
+        let peer = match (&r.source_cidr, &r.source_group) {
+            (Some(c), _) => PeerNet::Cidr(c.parse()?),
+            (None, Some((id, _))) => PeerNet::Group(*id),
+            (None, None) => continue,
+        };
+        let protocol = match r.protocol {
+            RuleProtocol::Any => None,
+            p => Some(p.as_str().to_string()),
+        };
+        let rule = RuleNet {
+            ingress: r.direction == kumo_types::network::RuleDirection::Ingress,
+            protocol,
+            ports: r.ports,
+            peer,
+        };
+        out.rules.entry(g).or_default().push(rule);
+    }
+    out.vpcs = vpcs.into_values().collect();
+    Ok(out)
+}
+
+/// One pass: compute and apply.
+pub async fn converge(app: &App) -> anyhow::Result<()> {
+    let _one = app.network.pass_lock.lock().await;
+    let want = desired(app).await?;
+    let res = match &app.hostnet {
+        Some(net) => net.apply(&want).await.map(Some).map_err(anyhow::Error::from),
+        None => Ok(None),
+    };
+    let mut st = app.network.status.lock().unwrap_or_else(|p| p.into_inner());
+    st.passes += 1;
+    st.last_pass = Some(chrono::Utc::now());
+    match res {
+        Ok(Some(report)) => {
+            st.changes += (report.created.len() + report.removed.len()) as u64;
+            st.leaks_collected += report.removed.len() as u64;
+            if !report.created.is_empty() || !report.removed.is_empty() {
+                tracing::info!(created = ?report.created, removed = ?report.removed, "network converged");
+            }
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            st.errors += 1;
+            st.last_error = Some(format!("{e:#}"));
+            Err(e)
+        }
+    }
+}
+
+/// Starts the network reconciler loop.
+pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = converge(&app).await {
+                tracing::warn!("network reconciler: {e:#}");
+            }
+            tokio::select! {
+                _ = app.network.notify.notified() => {}
+                _ = tokio::time::sleep(app.config.reconcile_period * 5) => {}
+            }
+        }
+    })
+}

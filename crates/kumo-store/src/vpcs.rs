@@ -1,0 +1,264 @@
+//! VPCs and their subnets. A VPC's VNI is allocated here (max + 1, never reused; the unique index
+//! turns a concurrent duplicate into a conflict the caller retries).
+
+use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use kumo_types::network::SubnetPlan;
+use kumo_types::page::PageRequest;
+use kumo_types::{NameOrId, ResultsPage, SubnetView, VpcView};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+const VPC_COLS: &str = "v.id, v.name, v.description, v.time_created, v.time_modified, p.name, v.ipv4_cidr, v.vni, \
+    v.project_id";
+const VPC_FROM: &str = "FROM vpcs v JOIN projects p ON p.id = v.project_id";
+
+/// A VPC and its project's id.
+#[derive(Debug, Clone)]
+pub struct VpcRecord {
+    pub view: VpcView,
+    pub project_id: Uuid,
+}
+
+impl page::Keyed for VpcRecord {
+    fn key_name(&self) -> &str {
+        &self.view.name
+    }
+    fn key_id(&self) -> Uuid {
+        self.view.id
+    }
+}
+
+fn vpc_from_row(r: &AnyRow) -> Result<VpcRecord> {
+    Ok(VpcRecord {
+        view: VpcView {
+            id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+            name: r.try_get(1)?,
+            description: r.try_get(2)?,
+            time_created: parse_ts(&r.try_get::<String, _>(3)?)?,
+            time_modified: parse_ts(&r.try_get::<String, _>(4)?)?,
+            project: r.try_get(5)?,
+            ipv4_cidr: r.try_get(6)?,
+            vni: r.try_get(7)?,
+        },
+        project_id: parse_uuid(&r.try_get::<String, _>(8)?)?,
+    })
+}
+
+fn sel(alias: &str, n: usize, s: &NameOrId) -> (String, String) {
+    match s {
+        NameOrId::Id(id) => (format!("{alias}.id = ${n}"), id.to_string()),
+        NameOrId::Name(name) => (format!("{alias}.name = ${n}"), name.to_string()),
+    }
+}
+
+pub async fn insert_vpc(
+    conn: &mut Conn,
+    project_id: Uuid,
+    name: &str,
+    description: &str,
+    cidr: &str,
+) -> Result<VpcRecord> {
+    let id = new_id();
+    let t = ts(now());
+    let vni: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(vni), 0) + 1 FROM vpcs").fetch_one(&mut *conn).await?;
+    sqlx::query(
+        "INSERT INTO vpcs (id, project_id, name, description, time_created, time_modified, ipv4_cidr, vni) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
+    )
+    .bind(id.to_string())
+    .bind(project_id.to_string())
+    .bind(name)
+    .bind(description)
+    .bind(&t)
+    .bind(cidr)
+    .bind(vni)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_unique)?;
+    vpc_by_id(conn, id).await?.ok_or_else(|| StoreError::Corrupt("vpc vanished".into()))
+}
+
+pub async fn vpc_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<VpcRecord>> {
+    let sql = format!("SELECT {VPC_COLS} {VPC_FROM} WHERE v.id = $1");
+    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(vpc_from_row).transpose()
+}
+
+pub async fn get_vpc(conn: &mut Conn, project_id: Uuid, s: &NameOrId) -> Result<Option<VpcRecord>> {
+    let (pred, val) = sel("v", 2, s);
+    let sql = format!("SELECT {VPC_COLS} {VPC_FROM} WHERE v.project_id = $1 AND {pred} AND v.time_deleted IS NULL");
+    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(vpc_from_row).transpose()
+}
+
+pub async fn list_vpcs(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<VpcRecord>> {
+    let sql = format!("SELECT {VPC_COLS} {VPC_FROM} WHERE v.project_id = $1 AND v.time_deleted IS NULL");
+    page::fetch(conn, &sql, &[project_id.to_string()], "v", req, vpc_from_row).await
+}
+
+/// Every live VPC (the data plane's desired state).
+pub async fn all_vpcs(conn: &mut Conn) -> Result<Vec<VpcRecord>> {
+    let sql = format!("SELECT {VPC_COLS} {VPC_FROM} WHERE v.time_deleted IS NULL ORDER BY v.vni");
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    rows.iter().map(vpc_from_row).collect()
+}
+
+/// Live interfaces in the VPC (instances using it).
+pub async fn count_vpc_interfaces(conn: &mut Conn, vpc_id: Uuid) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM network_interfaces n JOIN vpc_subnets s ON s.id = n.subnet_id \
+         WHERE s.vpc_id = $1 AND n.time_deleted IS NULL",
+    )
+    .bind(vpc_id.to_string())
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Soft-deletes a VPC and its subnets.
+pub async fn delete_vpc(conn: &mut Conn, vpc_id: Uuid) -> Result<bool> {
+    let t = ts(now());
+    sqlx::query("UPDATE vpc_subnets SET time_deleted = $1 WHERE vpc_id = $2 AND time_deleted IS NULL")
+        .bind(&t)
+        .bind(vpc_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    let r = sqlx::query("UPDATE vpcs SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
+        .bind(&t)
+        .bind(vpc_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+const SUBNET_COLS: &str = "s.id, s.name, s.description, s.time_created, s.time_modified, p.name, v.name, s.ipv4_cidr, \
+    (SELECT COUNT(*) FROM network_interfaces n WHERE n.subnet_id = s.id AND n.time_deleted IS NULL), \
+    s.vpc_id, s.project_id, v.vni";
+const SUBNET_FROM: &str = "FROM vpc_subnets s JOIN vpcs v ON v.id = s.vpc_id JOIN projects p ON p.id = s.project_id";
+
+/// A subnet with its VPC's id and VNI.
+#[derive(Debug, Clone)]
+pub struct SubnetRecord {
+    pub view: SubnetView,
+    pub vpc_id: Uuid,
+    pub project_id: Uuid,
+    pub vni: i64,
+    pub plan: SubnetPlan,
+}
+
+impl page::Keyed for SubnetRecord {
+    fn key_name(&self) -> &str {
+        &self.view.name
+    }
+    fn key_id(&self) -> Uuid {
+        self.view.id
+    }
+}
+
+fn subnet_from_row(r: &AnyRow) -> Result<SubnetRecord> {
+    let cidr: String = r.try_get(7)?;
+    let plan = SubnetPlan::new(cidr.parse().map_err(|_| StoreError::Corrupt(format!("subnet cidr '{cidr}'")))?);
+    Ok(SubnetRecord {
+        view: SubnetView {
+            id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+            name: r.try_get(1)?,
+            description: r.try_get(2)?,
+            time_created: parse_ts(&r.try_get::<String, _>(3)?)?,
+            time_modified: parse_ts(&r.try_get::<String, _>(4)?)?,
+            project: r.try_get(5)?,
+            vpc: r.try_get(6)?,
+            ipv4_cidr: cidr,
+            gateway: plan.gateway().to_string(),
+            capacity: plan.capacity() as i64,
+            allocated: r.try_get(8)?,
+        },
+        vpc_id: parse_uuid(&r.try_get::<String, _>(9)?)?,
+        project_id: parse_uuid(&r.try_get::<String, _>(10)?)?,
+        vni: r.try_get(11)?,
+        plan,
+    })
+}
+
+pub async fn insert_subnet(
+    conn: &mut Conn,
+    vpc: &VpcRecord,
+    name: &str,
+    description: &str,
+    cidr: &str,
+) -> Result<SubnetRecord> {
+    let id = new_id();
+    let t = ts(now());
+    sqlx::query(
+        "INSERT INTO vpc_subnets (id, project_id, vpc_id, name, description, time_created, time_modified, ipv4_cidr) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+    )
+    .bind(id.to_string())
+    .bind(vpc.project_id.to_string())
+    .bind(vpc.view.id.to_string())
+    .bind(name)
+    .bind(description)
+    .bind(&t)
+    .bind(cidr)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_unique)?;
+    subnet_by_id(conn, id).await?.ok_or_else(|| StoreError::Corrupt("subnet vanished".into()))
+}
+
+pub async fn subnet_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<SubnetRecord>> {
+    let sql = format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.id = $1");
+    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(subnet_from_row).transpose()
+}
+
+pub async fn get_subnet(conn: &mut Conn, vpc_id: Uuid, s: &NameOrId) -> Result<Option<SubnetRecord>> {
+    let (pred, val) = sel("s", 2, s);
+    let sql = format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.vpc_id = $1 AND {pred} AND s.time_deleted IS NULL");
+    let row = sqlx::query(&sql).bind(vpc_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(subnet_from_row).transpose()
+}
+
+/// A live subnet by id within a project (selectors by id need no VPC).
+pub async fn get_subnet_in_project(conn: &mut Conn, project_id: Uuid, id: Uuid) -> Result<Option<SubnetRecord>> {
+    let sql =
+        format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.project_id = $1 AND s.id = $2 AND s.time_deleted IS NULL");
+    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(id.to_string()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(subnet_from_row).transpose()
+}
+
+pub async fn list_subnets(conn: &mut Conn, vpc_id: Uuid, req: &PageRequest) -> Result<ResultsPage<SubnetRecord>> {
+    let sql = format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.vpc_id = $1 AND s.time_deleted IS NULL");
+    page::fetch(conn, &sql, &[vpc_id.to_string()], "s", req, subnet_from_row).await
+}
+
+/// Every live subnet of a VPC (overlap checks) or of every VPC (`None`: the data plane).
+pub async fn all_subnets(conn: &mut Conn, vpc_id: Option<Uuid>) -> Result<Vec<SubnetRecord>> {
+    let (pred, val) = match vpc_id {
+        Some(v) => ("s.vpc_id = $1", v.to_string()),
+        None => ("$1 = ''", String::new()),
+    };
+    let sql = format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE {pred} AND s.time_deleted IS NULL ORDER BY s.id");
+    let rows = sqlx::query(&sql).bind(val).fetch_all(&mut *conn).await?;
+    rows.iter().map(subnet_from_row).collect()
+}
+
+pub async fn delete_subnet(conn: &mut Conn, subnet_id: Uuid) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE vpc_subnets SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL",
+    )
+    .bind(ts(now()))
+    .bind(subnet_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Takes the subnet's row lock (PostgreSQL; SQLite has one writer anyway) so that concurrent
+/// allocations in one subnet run one after the other.
+pub async fn lock_subnet(conn: &mut Conn, subnet_id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE vpc_subnets SET time_modified = time_modified WHERE id = $1")
+        .bind(subnet_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! Tenant networking through the API (sim driver): VPCs, subnets and IPAM, security groups,
+//! SSH keys, floating IPs, and what instance views show of them.
+
+mod common;
+
+use common::{cloud, Cloud};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+const IMAGE: &str = common::FIXTURE_IMAGE;
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f me@laptop";
+
+fn roomy() -> Cloud {
+    cloud(&[
+        "--host-vcpus",
+        "256",
+        "--host-memory-mib",
+        "262144",
+        "--host-disk-gib",
+        "5000",
+        "--public-ip-pool",
+        "203.0.113.0/29",
+    ])
+}
+
+#[track_caller]
+fn ok(resp: (u16, Value), status: u16) -> Value {
+    assert_eq!(resp.0, status, "{}", resp.1);
+    resp.1
+}
+
+#[track_caller]
+fn err(resp: (u16, Value), status: u16, code: &str) -> String {
+    assert_eq!(resp.0, status, "{}", resp.1);
+    assert_eq!(resp.1["error_code"], code, "{}", resp.1);
+    resp.1["message"].as_str().unwrap_or_default().to_string()
+}
+
+fn instance(k: &Cloud, project: &str, body: Value) -> (u16, Value) {
+    let mut b = json!({"image": IMAGE, "instance_type": "k1-nano"});
+    b.as_object_mut().expect("object").extend(body.as_object().expect("object").clone());
+    k.post(&format!("/v1/instances?project={project}"), b)
+}
+
+#[test]
+fn every_project_has_a_default_network_and_instances_get_an_address_from_it() {
+    let k = roomy();
+    k.create_project("web");
+    let vpcs = ok(k.get("/v1/vpcs?project=web"), 200);
+    assert_eq!(vpcs["items"][0]["name"], "default", "{vpcs}");
+    let subnet = ok(k.get("/v1/vpc-subnets/default?project=web&vpc=default"), 200);
+    assert_eq!(subnet["gateway"], "10.0.0.1", "{subnet}");
+    ok(k.get("/v1/security-groups/default?project=web"), 200);
+
+    let v = ok(instance(&k, "web", json!({"name": "vm1"})), 202);
+    let nics = v["network_interfaces"].as_array().expect("interfaces");
+    assert_eq!(nics.len(), 1, "{v}");
+    assert_eq!(nics[0]["ipv4"], "10.0.0.2", "the first address after network and gateway: {v}");
+    assert_eq!((nics[0]["vpc"].as_str(), nics[0]["subnet"].as_str()), (Some("default"), Some("default")));
+    assert!(nics[0]["mac"].as_str().is_some_and(|m| m.starts_with("02:")), "{v}");
+    assert!(v["public_ip"].is_null(), "{v}");
+    let listed = ok(k.get("/v1/instances?project=web"), 200);
+    assert_eq!(listed["items"][0]["network_interfaces"], v["network_interfaces"]);
+    let subnet = ok(k.get("/v1/vpc-subnets/default?project=web&vpc=default"), 200);
+    assert_eq!(subnet["allocated"], 1, "{subnet}");
+}
+
+#[test]
+fn subnets_must_fit_their_vpc_and_not_overlap_but_vpcs_may_share_ranges() {
+    let k = roomy();
+    k.create_project("web");
+    ok(k.post("/v1/vpcs?project=web", json!({"name": "app", "ipv4_cidr": "10.10.0.0/16"})), 201);
+    ok(k.post("/v1/vpcs?project=web", json!({"name": "other", "ipv4_cidr": "10.10.0.0/16"})), 201);
+    let m =
+        err(k.post("/v1/vpcs?project=web", json!({"name": "bad", "ipv4_cidr": "10.10.1.5/16"})), 400, "InvalidValue");
+    assert!(m.contains("10.10.0.0/16"), "{m}");
+    err(
+        k.post("/v1/vpcs?project=web", json!({"name": "app", "ipv4_cidr": "10.11.0.0/16"})),
+        409,
+        "ObjectAlreadyExists",
+    );
+
+    ok(k.post("/v1/vpc-subnets?project=web&vpc=app", json!({"name": "web", "ipv4_cidr": "10.10.1.0/24"})), 201);
+    let m = err(
+        k.post("/v1/vpc-subnets?project=web&vpc=app", json!({"name": "web2", "ipv4_cidr": "10.10.1.128/25"})),
+        409,
+        "InvalidState",
+    );
+    assert!(m.contains("overlaps subnet 'web'"), "{m}");
+    let m = err(
+        k.post("/v1/vpc-subnets?project=web&vpc=app", json!({"name": "out", "ipv4_cidr": "10.20.1.0/24"})),
+        400,
+        "InvalidValue",
+    );
+    assert!(m.contains("not inside vpc 'app'"), "{m}");
+    // The same range in another VPC is fine: they are isolated.
+    ok(k.post("/v1/vpc-subnets?project=web&vpc=other", json!({"name": "web", "ipv4_cidr": "10.10.1.0/24"})), 201);
+
+    let a = ok(instance(&k, "web", json!({"name": "a", "vpc": "app", "subnet": "web"})), 202);
+    let b = ok(instance(&k, "web", json!({"name": "b", "vpc": "other"})), 202);
+    assert_eq!(a["network_interfaces"][0]["ipv4"], "10.10.1.2");
+    assert_eq!(b["network_interfaces"][0]["ipv4"], "10.10.1.2", "overlapping VPCs allocate independently");
+    err(instance(&k, "web", json!({"name": "c", "vpc": "nope"})), 400, "InvalidValue");
+
+    // A VPC with instances cannot go; once they are gone it can.
+    let m = err(k.delete("/v1/vpcs/app?project=web"), 409, "InvalidState");
+    assert!(m.contains("instance"), "{m}");
+    ok(k.delete("/v1/instances/a?project=web"), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while k.get("/v1/instances/a?project=web").0 != 404 {
+        assert!(std::time::Instant::now() < deadline, "instance a was not deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(k.delete("/v1/vpc-subnets/web?project=web&vpc=app"), 204);
+    ok(k.delete("/v1/vpcs/app?project=web"), 204);
+    err(k.get("/v1/vpcs/app?project=web"), 404, "NotFound");
+}
+
+#[test]
+fn ipam_gives_50_concurrent_creates_distinct_addresses_and_exhaustion_names_the_subnet() {
+    let k = roomy();
+    k.create_project("web");
+    ok(k.post("/v1/vpcs?project=web", json!({"name": "app", "ipv4_cidr": "10.10.0.0/16"})), 201);
+    ok(k.post("/v1/vpc-subnets?project=web&vpc=app", json!({"name": "big", "ipv4_cidr": "10.10.0.0/26"})), 201);
+    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let k = &k;
+                s.spawn(move || instance(k, "web", json!({"name": format!("vm{i}"), "vpc": "app", "subnet": "big"})))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let mut ips = HashSet::new();
+    for (s, v) in &results {
+        assert_eq!(*s, 202, "{v}");
+        let ip: std::net::Ipv4Addr = v["network_interfaces"][0]["ipv4"].as_str().expect("ip").parse().expect("ipv4");
+        let last = ip.octets()[3];
+        assert!((2..63).contains(&last) && ip.octets()[..3] == [10, 10, 0], "reserved or foreign address {ip}");
+        assert!(ips.insert(ip), "duplicate address {ip}");
+    }
+    assert_eq!(ips.len(), 50);
+
+    // A /29 has 5 assignable addresses; the 6th create fails, naming the subnet, and leaves nothing.
+    ok(k.post("/v1/vpc-subnets?project=web&vpc=app", json!({"name": "tiny", "ipv4_cidr": "10.10.1.0/29"})), 201);
+    for i in 0..5 {
+        ok(instance(&k, "web", json!({"name": format!("t{i}"), "vpc": "app", "subnet": "tiny"})), 202);
+    }
+    let m =
+        err(instance(&k, "web", json!({"name": "t5", "vpc": "app", "subnet": "tiny"})), 507, "InsufficientCapacity");
+    assert!(m.contains("subnet 'tiny'") && m.contains("10.10.1.0/29"), "{m}");
+    err(k.get("/v1/instances/t5?project=web"), 404, "NotFound");
+}
+
+#[test]
+fn security_group_rules_are_replaced_as_a_whole_and_validated() {
+    let k = roomy();
+    k.create_project("web");
+    ok(k.post("/v1/security-groups?project=web", json!({"name": "web"})), 201);
+    let rules = json!({"rules": [
+        {"direction": "ingress", "protocol": "tcp", "port_range": "80", "source": "0.0.0.0/0"},
+        {"direction": "ingress", "protocol": "tcp", "port_range": "8000-8080", "source": "default"},
+    ]});
+    let put = ok(k.send_put("/v1/security-groups/web/rules?project=web", rules.clone()), 200);
+    assert_eq!(put, rules);
+    assert_eq!(ok(k.get("/v1/security-groups/web/rules?project=web"), 200), rules);
+    assert_eq!(ok(k.get("/v1/security-groups/web?project=web"), 200)["rule_count"], 2);
+
+    let bad =
+        json!({"rules": [{"direction": "ingress", "protocol": "tcp", "port_range": "90-80", "source": "0.0.0.0/0"}]});
+    let m = err(k.send_put("/v1/security-groups/web/rules?project=web", bad), 400, "InvalidValue");
+    assert!(m.contains("rules[0]"), "{m}");
+    let missing = json!({"rules": [{"direction": "ingress", "protocol": "udp", "source": "nosuch"}]});
+    let m = err(k.send_put("/v1/security-groups/web/rules?project=web", missing), 400, "InvalidValue");
+    assert!(m.contains("'nosuch'"), "{m}");
+    assert_eq!(ok(k.get("/v1/security-groups/web/rules?project=web"), 200), rules, "a refused PUT changes nothing");
+
+    ok(instance(&k, "web", json!({"name": "vm1", "security_groups": ["web"]})), 202);
+    err(k.delete("/v1/security-groups/web?project=web"), 409, "InvalidState");
+    err(instance(&k, "web", json!({"name": "vm2", "security_groups": ["nope"]})), 400, "InvalidValue");
+}
+
+#[test]
+fn ssh_keys_and_floating_ips() {
+    let k = roomy();
+    k.create_project("web");
+    let key = ok(k.post("/v1/ssh-keys?project=web", json!({"name": "laptop", "public_key": KEY})), 201);
+    assert_eq!(key["public_key"], KEY);
+    err(k.post("/v1/ssh-keys?project=web", json!({"name": "bad", "public_key": "not a key"})), 400, "InvalidValue");
+    ok(instance(&k, "web", json!({"name": "vm1", "ssh_keys": ["laptop"]})), 202);
+    err(instance(&k, "web", json!({"name": "vm2", "ssh_keys": ["nope"]})), 400, "InvalidValue");
+
+    let f = ok(k.post("/v1/floating-ips?project=web", json!({"name": "ip1"})), 201);
+    assert_eq!(f["ip"], "203.0.113.2", "the pool's first address is the uplink's: {f}");
+    let f = ok(k.post("/v1/floating-ips/ip1/attach?project=web", json!({"instance": "vm1"})), 200);
+    assert_eq!(f["instance"], "vm1");
+    assert_eq!(ok(k.get("/v1/instances/vm1?project=web"), 200)["public_ip"], "203.0.113.2");
+    ok(k.post("/v1/floating-ips?project=web", json!({"name": "ip2"})), 201);
+    err(k.post("/v1/floating-ips/ip2/attach?project=web", json!({"instance": "vm1"})), 409, "InvalidState");
+    let f = ok(k.post_empty("/v1/floating-ips/ip1/detach?project=web"), 200);
+    assert!(f["instance"].is_null(), "{f}");
+    assert!(ok(k.get("/v1/instances/vm1?project=web"), 200)["public_ip"].is_null());
+
+    // The pool (a /29: addresses .2 to .6) runs out with a clear error; the quota counts them.
+    for i in 3..=5 {
+        ok(k.post("/v1/floating-ips?project=web", json!({"name": format!("ip{i}")})), 201);
+    }
+    let m = err(k.post("/v1/floating-ips?project=web", json!({"name": "ip6"})), 507, "InsufficientCapacity");
+    assert!(m.contains("203.0.113.0/29"), "{m}");
+    let q = ok(k.get("/v1/projects/web/quotas"), 200);
+    assert_eq!(q["used"]["floating_ips"], 5, "{q}");
+    ok(k.delete("/v1/floating-ips/ip5?project=web"), 204);
+    assert_eq!(ok(k.get("/v1/projects/web/quotas"), 200)["used"]["floating_ips"], 4);
+
+    // Metering: every floating IP held is billed per hour, from its creation to its release.
+    ok(k.send_put("/v1/system/prices", json!({"kind": "floating_ip", "unit_price": "0.005"})), 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    let usage = ok(k.get("/v1/projects/web/usage"), 200);
+    let fips: Vec<&Value> =
+        usage["items"].as_array().expect("items").iter().filter(|l| l["resource_type"] == "floating_ip").collect();
+    let names: HashSet<&str> = fips.iter().filter_map(|l| l["resource"].as_str()).collect();
+    assert_eq!(names.len(), 5, "ip1..ip5 (ip5 released, still billed for its time): {usage}");
+    assert!(fips.iter().all(|l| l["price_kind"] == "floating_ip"), "{usage}");
+    let held: i64 = fips.iter().filter_map(|l| l["quantity"].as_i64()).sum();
+    assert!(held >= 4, "four IPs held for over a second each: {usage}");
+
+    // A project holding a floating IP cannot be deleted (it would stay allocated); released, it can.
+    k.create_project("solo");
+    ok(k.delete("/v1/floating-ips/ip4?project=web"), 204);
+    ok(k.post("/v1/floating-ips?project=solo", json!({"name": "only"})), 201);
+    let m = err(k.delete("/v1/projects/solo"), 409, "InvalidState");
+    assert!(m.contains("1 instance(s), image(s) or floating IP(s)"), "{m}");
+    ok(k.delete("/v1/floating-ips/only?project=solo"), 204);
+    ok(k.delete("/v1/projects/solo"), 204);
+}
+
+fn cli(k: &Cloud, args: &[&str]) -> String {
+    let out = std::process::Command::new(common::kumo_binary())
+        .args(args)
+        .env("KUMO_URL", &k.url)
+        .env("KUMO_TOKEN", &k.token)
+        .env("KUMO_CONFIG", k.data_dir().join("cli-config.json"))
+        .output()
+        .expect("run kumo (cargo build --workspace first)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "kumo {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn the_issue_flow_through_the_cli() {
+    let k = roomy();
+    k.create_project("demo");
+    let p = ["--project", "demo"];
+    let run = |args: &[&str]| cli(&k, &[args, &p[..]].concat());
+    run(&["vpc", "create", "app", "--cidr", "10.10.0.0/16"]);
+    run(&["subnet", "create", "web", "--vpc", "app", "--cidr", "10.10.1.0/24"]);
+    let keyfile = k.data_dir().join("id.pub");
+    std::fs::write(&keyfile, format!("{KEY}\n")).expect("key file");
+    run(&["ssh-key", "import", "laptop", "--public-key-file", keyfile.to_str().expect("path")]);
+    run(&["security-group", "create", "web"]);
+    run(&[
+        "security-group",
+        "rule",
+        "add",
+        "web",
+        "--ingress",
+        "--protocol",
+        "tcp",
+        "--port",
+        "80",
+        "--source",
+        "0.0.0.0/0",
+    ]);
+    let rules = run(&["security-group", "rule", "list", "web"]);
+    assert!(rules.contains("ingress") && rules.contains("80") && rules.contains("0.0.0.0/0"), "{rules}");
+    let out = cli(
+        &k,
+        &[
+            "--output",
+            "json",
+            "instance",
+            "create",
+            "web1",
+            "--project",
+            "demo",
+            "--image",
+            IMAGE,
+            "--type",
+            "k1-nano",
+            "--vpc",
+            "app",
+            "--subnet",
+            "web",
+            "--security-group",
+            "web",
+            "--ssh-key",
+            "laptop",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["network_interfaces"][0]["ipv4"], "10.10.1.2", "{v}");
+    run(&["floating-ip", "create", "ip1"]);
+    run(&["floating-ip", "attach", "ip1", "--instance", "web1"]);
+    let view = cli(&k, &["--output", "json", "instance", "view", "web1", "--project", "demo"]);
+    let v: Value = serde_json::from_str(&view).expect("json");
+    assert_eq!(v["public_ip"], "203.0.113.2", "{v}");
+    let subnets = run(&["subnet", "list", "--vpc", "app"]);
+    assert!(subnets.contains("10.10.1.0/24") && subnets.contains("1/253"), "{subnets}");
+    run(&["security-group", "rule", "remove", "web", "--ingress", "--protocol", "tcp", "--port", "80"]);
+    assert!(!run(&["security-group", "rule", "list", "web"]).contains("80"));
+    run(&["floating-ip", "detach", "ip1"]);
+    run(&["floating-ip", "delete", "ip1"]);
+}
