@@ -3,6 +3,11 @@
 #   installs the system packages, builds the tiny guest image (cached machine-wide), builds and
 #   installs kumod + kumo into /usr/local/bin, starts kumod on 127.0.0.1:7400 with its data in
 #   /var/lib/kumo, and logs the CLI in with the operator token.
+# Tenant networks (bridges, taps, nft, DHCP, metadata, the floating-IP uplink) live in the network
+# namespace `kumo` (KUMO_HOST_NETNS), so the machine's own addresses, routes and firewall are never
+# touched; floating IPs come from KUMO_PUBLIC_IP_POOL (default 192.0.2.0/24, a documentation range)
+# and are reachable from inside that namespace: `ip netns exec kumo curl http://<floating ip>/`.
+# For a production host whose public pool is routed to it, see docs/operations.md (--host-network).
 # Run it again to upgrade: kumod is restarted on the new binary; running guests keep running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +15,8 @@ cd "$(dirname "$0")/.."
 DATA_DIR=${KUMO_DATA_DIR:-/var/lib/kumo}
 LISTEN=${KUMO_LISTEN:-127.0.0.1:7400}
 LOG=${KUMO_LOG:-/var/log/kumod.log}
+NETNS=${KUMO_HOST_NETNS:-kumo}
+POOL=${KUMO_PUBLIC_IP_POOL:-192.0.2.0/24}
 
 [ "$(id -u)" -eq 0 ] || { echo "up: run as root" >&2; exit 1; }
 
@@ -33,7 +40,7 @@ Description=Kumo IaaS server (all-in-one)
 After=network-online.target
 
 [Service]
-ExecStart=/usr/local/bin/kumod --data-dir $DATA_DIR --listen $LISTEN
+ExecStart=/usr/local/bin/kumod --data-dir $DATA_DIR --listen $LISTEN --host-netns $NETNS --public-ip-pool $POOL
 # Guests are QEMU processes in their own process groups: stopping or restarting kumod must not kill them.
 KillMode=process
 Restart=on-failure
@@ -45,7 +52,8 @@ UNIT
     systemctl enable --now kumod.service
     systemctl restart kumod.service
 else
-    setsid nohup /usr/local/bin/kumod --data-dir "$DATA_DIR" --listen "$LISTEN" >>"$LOG" 2>&1 < /dev/null &
+    setsid nohup /usr/local/bin/kumod --data-dir "$DATA_DIR" --listen "$LISTEN" --host-netns "$NETNS" \
+        --public-ip-pool "$POOL" >>"$LOG" 2>&1 < /dev/null &
 fi
 
 for _ in $(seq 300); do
@@ -63,3 +71,5 @@ echo "Try:"
 echo "  kumo project create demo"
 echo "  kumo instance create web1 --project demo --image tiny --type k1-nano --wait"
 echo "  kumo instance serial web1 --project demo"
+echo "  kumo floating-ip create ip1 --project demo && kumo floating-ip attach ip1 --instance web1 --project demo"
+echo "  ip netns exec $NETNS curl http://<the floating ip>/   # once a security-group rule opens port 80; public IPs live in the '$NETNS' namespace"
