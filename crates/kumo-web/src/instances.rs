@@ -9,7 +9,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use kumo_control::app::{events, images, instance_types, instances, projects};
+use crate::form::Fields;
+use kumo_control::app::{
+    events, images, instance_types, instances, projects, security_groups, ssh_keys, volumes, vpcs,
+};
 use kumo_control::App;
 use kumo_types::page::PageRequest;
 use kumo_types::{ErrorCode, InstanceAction, InstanceCreate, Name, PageParams, USER_DATA_MAX_BYTES};
@@ -84,9 +87,14 @@ async fn form_ctx(app: &App, s: &Session, p: &str) -> Result<minijinja::Value, W
         .filter(|t| t.gpus == 0)
         .min_by_key(|t| (t.vcpus, t.memory_mib, t.disk_gib))
         .map(|t| t.name.clone());
+    let vpc_list = vpcs::list(app, &s.ctx, Some(p), &page_of(1000, None)?).await?;
+    let subnets = vpcs::subnet_list(app, &s.ctx, Some(p), None, &page_of(1000, None)?).await?;
+    let groups = security_groups::list(app, &s.ctx, Some(p), &page_of(1000, None)?).await?;
+    let keys = ssh_keys::list(app, &s.ctx, Some(p), &page_of(1000, None)?).await?;
     Ok(context! {
         project => project, images => imgs.items, types => types.items, section => "instances",
         default_type => default_type,
+        vpcs => vpc_list.items, subnets => subnets.items, security_groups => groups.items, ssh_keys => keys.items,
         name_pattern => NAME_PATTERN, name_rule => NAME_RULE, user_data_max => USER_DATA_MAX_BYTES,
     })
 }
@@ -96,21 +104,8 @@ pub async fn new_form(State(app): State<Arc<App>>, s: Session, Path(p): Path<Str
     page(&s, "instance_new.html", ctx)
 }
 
-#[derive(Deserialize)]
-pub struct CreateForm {
-    name: String,
-    #[serde(default)]
-    description: String,
-    image: String,
-    instance_type: String,
-    #[serde(default)]
-    user_data: String,
-    #[serde(default, rename = "_csrf")]
-    csrf: String,
-}
-
 /// Where to go after a successful form: htmx follows `HX-Redirect`, plain forms a 303.
-fn go(headers: &HeaderMap, to: &str) -> Response {
+pub(crate) fn go(headers: &HeaderMap, to: &str) -> Response {
     if session::is_htmx(headers) {
         let mut r = StatusCode::NO_CONTENT.into_response();
         if let Ok(v) = HeaderValue::from_str(to) {
@@ -127,22 +122,25 @@ pub async fn create(
     s: Session,
     Path(p): Path<String>,
     headers: HeaderMap,
-    form: Result<Form<CreateForm>, FormRejection>,
+    form: Result<Form<Fields>, FormRejection>,
 ) -> Result<Response, WebError> {
     let f = s.checked_form(&headers, form)?;
     // The API's own checks, so the message is the API's.
-    let name = Name::parse(&f.name).map_err(|e| WebError::new(StatusCode::BAD_REQUEST, format!("name: {e}")))?;
+    let name = Name::parse(f.get("name")).map_err(|e| WebError::new(StatusCode::BAD_REQUEST, format!("name: {e}")))?;
+    // No group ticked means the API's default (the project's `default` group), as when the
+    // API's `security_groups` is omitted.
+    let groups = f.all("security_groups");
     let body = InstanceCreate {
         name,
-        description: f.description,
-        image: f.image,
-        instance_type: f.instance_type,
-        user_data: (!f.user_data.is_empty()).then_some(f.user_data),
+        description: f.get("description").to_string(),
+        image: f.get("image").to_string(),
+        instance_type: f.get("instance_type").to_string(),
+        user_data: f.optional("user_data").map(|_| f.get("user_data").to_string()),
         root_size_gib: None,
-        vpc: None,
-        subnet: None,
-        security_groups: None,
-        ssh_keys: Vec::new(),
+        vpc: f.optional("vpc"),
+        subnet: f.optional("subnet"),
+        security_groups: (!groups.is_empty()).then_some(groups),
+        ssh_keys: f.all("ssh_keys"),
     };
     let view = instances::create(&app, &s.ctx, Some(&p), &body).await?;
     let to = format!("/projects/{}/instances/{}", render::urlencode(&p), render::urlencode(&view.name));
@@ -160,11 +158,12 @@ pub async fn detail(
     let evs = events::list(&app, &s.ctx, Some(&p), Some(&view.id.to_string()), &page_of(1000, None)?).await?;
     let recent: Vec<_> = evs.items.into_iter().rev().take(50).collect();
     let (console, next) = console_bytes(&app, &s, &p, &i, 0).await;
+    let disks = attached_volumes(&app, &s, &p, &view.name).await?;
     page(
         &s,
         "instance.html",
         context! {
-            project => project, instance => view, types => types.items, events => recent,
+            project => project, instance => view, types => types.items, events => recent, volumes => disks,
             console => console, console_next => next, section => "instances",
             metrics_available => true,
         },
@@ -179,17 +178,40 @@ pub async fn state(
 ) -> Result<Response, WebError> {
     let project = projects::view(&app, &s.ctx, &p).await?;
     match instances::view(&app, &s.ctx, Some(&p), &i).await {
-        Ok(view) => page(
-            &s,
-            "instance_state.html",
-            context! { project => project, instance => view, types => instance_types_of(&app, &s).await? },
-        ),
+        Ok(view) => {
+            let disks = attached_volumes(&app, &s, &p, &view.name).await?;
+            page(
+                &s,
+                "instance_state.html",
+                context! {
+                    project => project, instance => view, types => instance_types_of(&app, &s).await?,
+                    volumes => disks,
+                },
+            )
+        }
         // Deleted meanwhile: say so and stop polling (a 200, so htmx swaps it in).
         Err(e) if e.code == ErrorCode::NotFound => {
             page(&s, "instance_state.html", context! { project => project, gone => i })
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The project's volumes attached (or being attached or detached) to the instance `name`.
+async fn attached_volumes(
+    app: &App,
+    s: &Session,
+    p: &str,
+    name: &str,
+) -> Result<Vec<kumo_types::VolumeView>, WebError> {
+    let all = volumes::list(app, &s.ctx, Some(p), &page_of(1000, None)?).await?;
+    Ok(all.items.into_iter().filter(|v| v.attached_to.as_deref() == Some(name)).collect())
+}
+
+/// The project's instances, for the attach selects of the volume and network pages.
+pub async fn instance_names(app: &App, s: &Session, p: &str) -> Result<Vec<String>, WebError> {
+    let list = instances::list(app, &s.ctx, Some(p), &page_of(1000, None)?).await?;
+    Ok(list.items.into_iter().map(|i| i.name).collect())
 }
 
 async fn instance_types_of(app: &App, s: &Session) -> Result<Vec<kumo_types::InstanceTypeView>, WebError> {
@@ -278,12 +300,6 @@ pub async fn resize(
     instances::resize(&app, &s.ctx, Some(&p), &i, &f.instance_type).await?;
     let to = format!("/projects/{}/instances/{}", render::urlencode(&p), render::urlencode(&i));
     Ok(render::with_actor(go(&headers, &to), &s))
-}
-
-impl crate::session::CsrfField for CreateForm {
-    fn csrf_field(&self) -> &str {
-        &self.csrf
-    }
 }
 
 impl crate::session::CsrfField for CsrfForm {

@@ -8,15 +8,20 @@
 //!
 //! Where things are: [`session`] (login cookie, CSRF), [`render`] (templates, errors),
 //! [`pages`] (login, project picker, assets), [`instances`], [`images`], [`billing`],
+//! [`volumes`] (volumes, snapshots, backups), [`network`] (VPCs, subnets, security groups, SSH keys,
+//! floating IPs), [`form`] (forms with repeated fields),
 //! [`operator`] (hosts, projects and quotas, audit log). See docs/dashboard.md.
 
 pub mod billing;
+pub mod form;
 pub mod images;
 pub mod instances;
+pub mod network;
 pub mod operator;
 pub mod pages;
 pub mod render;
 pub mod session;
+pub mod volumes;
 
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -58,5 +63,14 @@ pub fn router() -> Router<Arc<App>> {
         .route("/operator/hosts", get(operator::hosts))
         .route("/operator/projects", get(operator::projects))
         .route("/operator/audit", get(operator::audit))
+        .route("/projects/{p}/volumes", get(volumes::list).post(volumes::create))
+        .route("/projects/{p}/volumes/rows", get(volumes::rows))
+        .route("/projects/{p}/volumes/{v}/{action}", post(volumes::act))
+        .route("/projects/{p}/snapshots/{s}/delete", post(volumes::delete_snapshot))
+        .route("/projects/{p}/backups/{b}/delete", post(volumes::delete_backup))
+        .route("/projects/{p}/network", get(network::page_view))
+        .route("/projects/{p}/network/{kind}", post(network::create))
+        .route("/projects/{p}/network/{kind}/{name}/{action}", post(network::act))
+        .route("/projects/{p}/network/vpcs/{v}/subnets/{s}/delete", post(network::subnet_delete))
         .layer(axum::middleware::from_fn(htmx_marker))
 }

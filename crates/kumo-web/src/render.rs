@@ -26,6 +26,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("hosts.html", include_str!("../templates/hosts.html")),
     ("op_projects.html", include_str!("../templates/op_projects.html")),
     ("audit.html", include_str!("../templates/audit.html")),
+    ("volumes.html", include_str!("../templates/volumes.html")),
+    ("volume_rows.html", include_str!("../templates/volume_rows.html")),
+    ("network.html", include_str!("../templates/network.html")),
 ];
 
 fn env() -> &'static Environment<'static> {
