@@ -53,8 +53,10 @@ pub async fn page_view(State(app): State<Arc<App>>, s: Session, Path(p): Path<St
     )
 }
 
-fn back(p: &str, anchor: &str) -> String {
-    format!("/projects/{}/network#{anchor}", render::urlencode(p))
+/// Back to the page after a change. No `#anchor`: a redirect to the same page with a fragment
+/// would only scroll, not reload.
+fn back(p: &str, _section: &str) -> String {
+    format!("/projects/{}/network", render::urlencode(p))
 }
 
 /// Creates a VPC, a security group, an SSH key (import) or a floating IP.

@@ -112,19 +112,18 @@ struct Cloud {
 }
 
 fn cloud(latency_ms: u64) -> Cloud {
+    cloud_with(latency_ms, &[])
+}
+
+/// [`cloud`] with more kumod flags.
+fn cloud_with(latency_ms: u64, extra: &[&str]) -> Cloud {
     let images = fixture_image_cache();
     let cache = images.path().to_string_lossy().into_owned();
     let latency = latency_ms.to_string();
-    let k = Kumod::start(&[
-        "--driver",
-        "sim",
-        "--image-cache",
-        &cache,
-        "--sim-latency-ms",
-        &latency,
-        "--metrics-interval",
-        "1",
-    ]);
+    let mut flags =
+        vec!["--driver", "sim", "--image-cache", &cache, "--sim-latency-ms", &latency, "--metrics-interval", "1"];
+    flags.extend_from_slice(extra);
+    let k = Kumod::start(&flags);
     k.create_project("demo");
     k.create_project("other");
     let (s, v) = k.post("/v1/users", json!({"name": "alice", "password": "correct horse"}));
@@ -517,6 +516,230 @@ fn tenant_gets_403_on_operator_pages_and_forged_logins() {
         }
         c.close().await.expect("close the browser");
     });
+}
+
+struct ExistsPred(&'static str);
+impl AsyncPred for ExistsPred {
+    async fn check(&mut self, c: &Client) -> bool {
+        c.find(Locator::Css(self.0)).await.is_ok()
+    }
+}
+
+/// Logs `alice` in through the login form and waits for the project picker.
+async fn login_alice(p: &Page<'_>) {
+    p.goto("/login").await;
+    p.fill("#username", "alice").await;
+    p.fill("#password", "correct horse").await;
+    p.click("#login-submit").await;
+    p.wait_for("the project picker", PathPred("/projects".into())).await;
+}
+
+/// Creates `name` in `demo` through the API and waits until it runs.
+fn running_instance(k: &Kumod, name: &str) {
+    let (s, v) =
+        k.post("/v1/instances?project=demo", json!({"name": name, "image": IMAGE, "instance_type": "k1-nano"}));
+    assert_eq!(s, 202, "{v}");
+    let deadline = Instant::now() + WAIT;
+    while k.get(&format!("/v1/instances/{name}?project=demo")).1["state"] != "running" {
+        assert!(Instant::now() < deadline, "{name} did not reach running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The status of a POST without the CSRF token (the session cookie is sent).
+async fn post_status(p: &Page<'_>, path: &str) -> Value {
+    p.eval(&format!(
+        "return fetch('{path}', {{method: 'POST', headers: {{'Content-Type': \
+         'application/x-www-form-urlencoded'}}, body: 'name=x&instance=vm1'}}).then(r => r.status);"
+    ))
+    .await
+}
+
+#[test]
+fn tenant_creates_attaches_and_snapshots_a_volume_in_the_browser() {
+    if !browser_available("tenant_creates_attaches_and_snapshots_a_volume_in_the_browser") {
+        return;
+    }
+    let cloud = cloud(300);
+    running_instance(&cloud.k, "vm1");
+    let driver = Driver::start();
+    let base = cloud.k.url.clone();
+    run(async {
+        let c = driver.browser().await;
+        let p = Page { c: &c, base: &base, shots: screenshot_dir() };
+        login_alice(&p).await;
+
+        // The instance page shows its network interface and, for now, no volume.
+        p.goto("/projects/demo/instances/vm1").await;
+        p.wait_for("the interface", TextPred("#interfaces", "default".into())).await;
+        p.wait_for("no volumes", TextPred("#instance-volumes", "No volume attached".into())).await;
+
+        p.click("header nav a[href='/projects/demo/volumes']").await;
+        p.wait_for("the volumes page", PathPred("/projects/demo/volumes".into())).await;
+        p.wait_for("the empty state", TextPred("#volumes", "No volumes yet".into())).await;
+        p.shots("30-volumes-empty").await;
+        p.fill("#volume-name", "data1").await;
+        p.fill("#volume-size", "2").await;
+        p.click("#volume-encrypted").await;
+        p.click("#volume-submit").await;
+        p.wait_for("data1 available", ExistsPred("tr[data-name='data1'] [data-state='available']")).await;
+
+        // The API's message for a duplicate name, in the form.
+        p.fill("#volume-name", "data1").await;
+        p.fill("#volume-size", "1").await;
+        p.click("#volume-submit").await;
+        p.wait_for("the duplicate-name error", TextPred("#volume-form-error", "already exists".into())).await;
+
+        // Attach to vm1 (the only instance, preselected); the state goes to attached live.
+        p.click("tr[data-name='data1'] button[data-action='attach']").await;
+        p.wait_for("data1 attached", ExistsPred("tr[data-name='data1'] [data-state='attached']")).await;
+        p.shots("31-volumes-attached").await;
+
+        // Snapshot it from its row.
+        p.fill("tr[data-name='data1'] input[name='name'][placeholder='snapshot name']", "snap1").await;
+        p.click("tr[data-name='data1'] button[data-action='snapshot']").await;
+        p.wait_for("the snapshot", TextPred("#snapshots", "snap1".into())).await;
+
+        // The instance page lists the attached volume.
+        p.goto("/projects/demo/instances/vm1").await;
+        p.wait_for("the attached volume", TextPred("#instance-volumes", "data1".into())).await;
+        p.shots("32-instance-volumes").await;
+
+        // Another tenant's pages are 404, as in the API.
+        for path in ["/projects/other/volumes", "/projects/other/volumes/rows", "/projects/other/network"] {
+            let status = p.eval(&format!("return fetch('{path}').then(r => r.status);")).await;
+            assert_eq!(status, json!(404), "{path}");
+        }
+        // Every new state-changing route refuses a POST without the CSRF token.
+        for path in [
+            "/projects/demo/volumes",
+            "/projects/demo/volumes/data1/detach",
+            "/projects/demo/volumes/data1/delete",
+            "/projects/demo/volumes/data1/backup",
+            "/projects/demo/snapshots/snap1/delete",
+            "/projects/demo/backups/b1/delete",
+            "/projects/demo/network/vpcs",
+            "/projects/demo/network/vpcs/default/subnets",
+            "/projects/demo/network/vpcs/default/subnets/default/delete",
+            "/projects/demo/network/security-groups/default/rules",
+            "/projects/demo/network/ssh-keys",
+            "/projects/demo/network/floating-ips",
+            "/projects/demo/network/floating-ips/x/attach",
+        ] {
+            assert_eq!(post_status(&p, path).await, json!(403), "{path}");
+        }
+
+        // Detach, then delete, each with its confirmation.
+        p.goto("/projects/demo/volumes").await;
+        p.click("tr[data-name='data1'] button[data-action='detach']").await;
+        c.accept_alert().await.expect("confirm the detach");
+        p.wait_for("data1 available again", ExistsPred("tr[data-name='data1'] [data-state='available']")).await;
+        c.close().await.expect("close the browser");
+    });
+    let (s, v) = cloud.k.get("/v1/volumes/data1?project=demo");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["size_gib"].as_i64(), v["encrypted"].as_bool()), (Some(2), Some(true)), "{v}");
+    let (s, v) = cloud.k.get("/v1/snapshots/snap1?project=demo");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["volume"], "data1", "{v}");
+    // The attach went through the API's state machine: its events are the volume's.
+    let (s, v) = cloud.k.get("/v1/events?project=demo&limit=1000");
+    assert_eq!(s, 200, "{v}");
+    let text = v.to_string();
+    assert!(text.contains("volume_attach") && text.contains("volume_detach"), "{text}");
+}
+
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f me@laptop";
+
+#[test]
+fn tenant_builds_a_network_in_the_browser() {
+    if !browser_available("tenant_builds_a_network_in_the_browser") {
+        return;
+    }
+    let cloud = cloud_with(0, &["--public-ip-pool", "203.0.113.0/29"]);
+    running_instance(&cloud.k, "vm1");
+    let driver = Driver::start();
+    let base = cloud.k.url.clone();
+    run(async {
+        let c = driver.browser().await;
+        let p = Page { c: &c, base: &base, shots: screenshot_dir() };
+        login_alice(&p).await;
+        p.goto("/projects/demo/network").await;
+        p.wait_for("the empty ssh keys", TextPred("#ssh-keys", "No SSH keys yet".into())).await;
+
+        // A VPC: first a bad range (the API's message), then a good one.
+        p.fill("#vpc-name", "app").await;
+        p.fill("#vpc-cidr", "10.10.1.5/16").await;
+        p.click("#vpc-submit").await;
+        p.wait_for("the CIDR error", TextPred("#network-error", "ipv4_cidr".into())).await;
+        p.fill("#vpc-cidr", "10.10.0.0/16").await;
+        p.click("#vpc-submit").await;
+        p.wait_for("the new VPC", ExistsPred("[data-vpc='app']")).await;
+        p.fill("input[data-subnet-name='app']", "web").await;
+        p.fill("input[data-subnet-cidr='app']", "10.10.1.0/24").await;
+        p.click("button[data-subnet-add='app']").await;
+        p.wait_for("the new subnet", ExistsPred("[data-vpc='app'] tr[data-subnet='web']")).await;
+
+        // A security group with one rule, through the rule editor.
+        p.fill("#group-name", "www").await;
+        p.click("#group-submit").await;
+        p.wait_for("the new group", ExistsPred("details[data-group='www']")).await;
+        p.click("details[data-group='www'] summary").await;
+        p.fill("details[data-group='www'] input[name='port_range.0']", "80").await;
+        p.fill("details[data-group='www'] input[name='source.0']", "0.0.0.0/0").await;
+        p.click("button[data-rules-save='www']").await;
+        p.wait_for("the saved rule", TextPred("details[data-group='www'] summary", "1 rules".into())).await;
+
+        // An SSH key and a floating IP, attached to vm1.
+        p.fill("#key-name", "laptop").await;
+        p.fill("#key-public", KEY).await;
+        p.click("#key-submit").await;
+        p.wait_for("the key", ExistsPred("tr[data-key='laptop']")).await;
+        p.fill("#fip-name", "pub1").await;
+        p.click("#fip-submit").await;
+        p.wait_for("the floating IP", ExistsPred("tr[data-fip='pub1']")).await;
+        p.click("button[data-fip-attach='pub1']").await;
+        p.wait_for("the attached floating IP", ExistsPred("button[data-fip-detach='pub1']")).await;
+        p.shots("40-network").await;
+
+        // The instance page shows the public address.
+        p.goto("/projects/demo/instances/vm1").await;
+        p.wait_for("the public IP", TextPred("#public-ip", "203.0.113.".into())).await;
+
+        // A new instance in the new VPC, with the group and the key, from the create form.
+        p.goto("/projects/demo/instances/new").await;
+        p.fill("#name", "vm2").await;
+        p.eval(
+            "document.getElementById('vpc').value = 'app'; \
+             document.querySelector('#security_groups option[value=\"www\"]').selected = true; \
+             document.querySelector('#ssh_keys option[value=\"laptop\"]').selected = true; return true;",
+        )
+        .await;
+        p.shots("41-create-form-network").await;
+        p.click("#create-submit").await;
+        p.wait_for("the instance page", PathPred("/projects/demo/instances/vm2".into())).await;
+        p.wait_for("the interface in app", TextPred("#interfaces", "10.10.1.".into())).await;
+        c.close().await.expect("close the browser");
+    });
+    let k = &cloud.k;
+    let (s, v) = k.get("/v1/vpc-subnets/web?project=demo&vpc=app");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ipv4_cidr"], "10.10.1.0/24", "{v}");
+    let (s, v) = k.get("/v1/security-groups/www/rules?project=demo");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["rules"],
+        json!([{"direction": "ingress", "protocol": "tcp", "port_range": "80", "source": "0.0.0.0/0"}]),
+        "{v}"
+    );
+    let (s, v) = k.get("/v1/ssh-keys/laptop?project=demo");
+    assert_eq!((s, v["public_key"].as_str()), (200, Some(KEY)), "{v}");
+    let (s, v) = k.get("/v1/floating-ips/pub1?project=demo");
+    assert_eq!((s, v["instance"].as_str()), (200, Some("vm1")), "{v}");
+    let (s, v) = k.get("/v1/instances/vm2?project=demo");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["network_interfaces"][0]["vpc"], "app", "{v}");
+    assert_eq!(v["network_interfaces"][0]["subnet"], "web", "{v}");
 }
 
 /// Benchmark (not a timed test): how long kumod takes to serve the instances page and its live
