@@ -88,13 +88,13 @@ async fn form_ctx(app: &App, s: &Session, p: &str) -> Result<minijinja::Value, W
         .min_by_key(|t| (t.vcpus, t.memory_mib, t.disk_gib))
         .map(|t| t.name.clone());
     let vpc_list = vpcs::list(app, &s.ctx, Some(p), &page_of(1000, None)?).await?;
-    let subnets = vpcs::subnet_list(app, &s.ctx, Some(p), None, &page_of(1000, None)?).await?;
+    let subnets = crate::network::subnets_of(app, s, p, &vpc_list.items).await?;
     let groups = security_groups::list(app, &s.ctx, Some(p), &page_of(1000, None)?).await?;
     let keys = ssh_keys::list(app, &s.ctx, Some(p), &page_of(1000, None)?).await?;
     Ok(context! {
         project => project, images => imgs.items, types => types.items, section => "instances",
         default_type => default_type,
-        vpcs => vpc_list.items, subnets => subnets.items, security_groups => groups.items, ssh_keys => keys.items,
+        vpcs => vpc_list.items, subnets => subnets, security_groups => groups.items, ssh_keys => keys.items,
         name_pattern => NAME_PATTERN, name_rule => NAME_RULE, user_data_max => USER_DATA_MAX_BYTES,
     })
 }

@@ -32,7 +32,7 @@ fn name_of(f: &Fields) -> Result<Name, WebError> {
 pub async fn page_view(State(app): State<Arc<App>>, s: Session, Path(p): Path<String>) -> Result<Response, WebError> {
     let project = projects::view(&app, &s.ctx, &p).await?;
     let vpc_list = vpcs::list(&app, &s.ctx, Some(&p), &page_of(1000, None)?).await?.items;
-    let subnets = vpcs::subnet_list(&app, &s.ctx, Some(&p), None, &page_of(1000, None)?).await?.items;
+    let subnets = subnets_of(&app, &s, &p, &vpc_list).await?;
     let groups = security_groups::list(&app, &s.ctx, Some(&p), &page_of(1000, None)?).await?.items;
     let mut rules = Vec::with_capacity(groups.len());
     for g in &groups {
@@ -55,6 +55,20 @@ pub async fn page_view(State(app): State<Arc<App>>, s: Session, Path(p): Path<St
 
 /// Back to the page after a change. No `#anchor`: a redirect to the same page with a fragment
 /// would only scroll, not reload.
+/// The subnets of every VPC in `vpcs` (the subnet list is per VPC).
+pub async fn subnets_of(
+    app: &App,
+    s: &Session,
+    p: &str,
+    vpcs: &[kumo_types::VpcView],
+) -> Result<Vec<kumo_types::SubnetView>, WebError> {
+    let mut out = Vec::new();
+    for v in vpcs {
+        out.extend(vpcs::subnet_list(app, &s.ctx, Some(p), Some(&v.name), &page_of(1000, None)?).await?.items);
+    }
+    Ok(out)
+}
+
 fn back(p: &str, _section: &str) -> String {
     format!("/projects/{}/network", render::urlencode(p))
 }

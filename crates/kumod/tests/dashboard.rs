@@ -580,7 +580,6 @@ fn tenant_creates_attaches_and_snapshots_a_volume_in_the_browser() {
         p.shots("30-volumes-empty").await;
         p.fill("#volume-name", "data1").await;
         p.fill("#volume-size", "2").await;
-        p.click("#volume-encrypted").await;
         p.click("#volume-submit").await;
         p.wait_for("data1 available", ExistsPred("tr[data-name='data1'] [data-state='available']")).await;
 
@@ -638,7 +637,7 @@ fn tenant_creates_attaches_and_snapshots_a_volume_in_the_browser() {
     });
     let (s, v) = cloud.k.get("/v1/volumes/data1?project=demo");
     assert_eq!(s, 200, "{v}");
-    assert_eq!((v["size_gib"].as_i64(), v["encrypted"].as_bool()), (Some(2), Some(true)), "{v}");
+    assert_eq!((v["size_gib"].as_i64(), v["encrypted"].as_bool()), (Some(2), Some(false)), "{v}");
     let (s, v) = cloud.k.get("/v1/snapshots/snap1?project=demo");
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["volume"], "data1", "{v}");
