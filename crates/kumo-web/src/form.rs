@@ -2,9 +2,9 @@
 //! ordered (name, value) pairs, since `serde_urlencoded` cannot fill a `Vec` field from
 //! repeated keys.
 
+use crate::render::WebError;
 use crate::session::CsrfField;
 use axum::http::StatusCode;
-use crate::render::WebError;
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]

@@ -2,6 +2,7 @@
 //! actions, serial console, events, charts), and the actions themselves. Each handler calls the
 //! app layer function the REST API's handler calls.
 
+use crate::form::Fields;
 use crate::render::{self, page, WebError};
 use crate::session::{self, Session};
 use axum::extract::rejection::FormRejection;
@@ -9,7 +10,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use crate::form::Fields;
 use kumo_control::app::{
     events, images, instance_types, instances, projects, security_groups, ssh_keys, volumes, vpcs,
 };

@@ -93,7 +93,8 @@ pub async fn create(
             security_groups::create(&app, &s.ctx, Some(&p), &c).await?;
         }
         "ssh-keys" => {
-            let c = SshKeyCreate { name: name_of(&f)?, description, public_key: f.get("public_key").trim().to_string() };
+            let c =
+                SshKeyCreate { name: name_of(&f)?, description, public_key: f.get("public_key").trim().to_string() };
             ssh_keys::create(&app, &s.ctx, Some(&p), &c).await?;
         }
         "floating-ips" => {

@@ -800,3 +800,74 @@ fn instances_page_render_time_with_1000_instances() {
     assert_eq!(s, 200);
     eprintln!("for comparison, GET /v1/instances?limit=1000 (JSON): {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
 }
+
+/// Benchmark (not a timed test): how long kumod takes to serve the volumes and network pages of
+/// a busy project: 200 volumes, 50 security groups of 20 rules each (the network page reads each
+/// group's rules), 20 VPCs with 2 subnets each, 50 SSH keys. Prints the figures for
+/// docs/benchmarks.md.
+/// `cargo test -p kumod --test dashboard -- --ignored --nocapture volumes_and_network_pages_render_time`
+#[test]
+#[ignore]
+fn volumes_and_network_pages_render_time() {
+    let images = fixture_image_cache();
+    let cache = images.path().to_string_lossy().into_owned();
+    let k = Kumod::start(&["--driver", "sim", "--image-cache", &cache, "--host-disk-gib", "100000"]);
+    k.create_project("bench");
+    for n in 0..200 {
+        let (s, v) = k.post("/v1/volumes?project=bench", json!({"name": format!("vol-{n:03}"), "size_gib": 1}));
+        assert_eq!(s, 202, "{v}");
+    }
+    let rules: Vec<Value> = (0..20)
+        .map(|i| json!({"direction": "ingress", "protocol": "tcp", "port_range": format!("{}", 1000 + i), "source": "10.0.0.0/8"}))
+        .collect();
+    for n in 0..50 {
+        let (s, v) = k.post("/v1/security-groups?project=bench", json!({"name": format!("sg-{n:02}")}));
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = k.send_put(&format!("/v1/security-groups/sg-{n:02}/rules?project=bench"), json!({"rules": rules}));
+        assert_eq!(s, 200, "{v}");
+    }
+    for n in 0..20 {
+        let (s, v) = k.post(
+            "/v1/vpcs?project=bench",
+            json!({"name": format!("vpc-{n:02}"), "ipv4_cidr": format!("10.{n}.0.0/16")}),
+        );
+        assert_eq!(s, 201, "{v}");
+        for m in 0..2 {
+            let (s, v) = k.post(
+                &format!("/v1/vpc-subnets?project=bench&vpc=vpc-{n:02}"),
+                json!({"name": format!("sn-{m}"), "ipv4_cidr": format!("10.{n}.{m}.0/24")}),
+            );
+            assert_eq!(s, 201, "{v}");
+        }
+    }
+    for n in 0..50 {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f me@laptop";
+        let (s, v) = k.post("/v1/ssh-keys?project=bench", json!({"name": format!("key-{n:02}"), "public_key": key}));
+        assert_eq!(s, 201, "{v}");
+    }
+    let cookie = format!("kumo_session=t.{}", k.token);
+    let measure = |path: &str, marker: &str, want: usize| {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..30 {
+            let t = Instant::now();
+            let resp = k.http.get(format!("{}{path}", k.url)).header("cookie", &cookie).send().expect("GET");
+            assert_eq!(resp.status().as_u16(), 200, "{path}");
+            let body = resp.text().expect("body");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(body.matches(marker).count(), want, "{path}");
+            size = body.len();
+        }
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "GET {path}: median {:.1} ms, p90 {:.1} ms, min {:.1} ms over 30 requests; {} KiB of HTML",
+            times[15],
+            times[27],
+            times[0],
+            size / 1024
+        );
+    };
+    measure("/projects/bench/volumes", "<tr data-name=\"vol-", 200);
+    measure("/projects/bench/volumes/rows", "<tr data-name=\"vol-", 200);
+    measure("/projects/bench/network", "data-group=\"sg-", 50 * 2);
+}
