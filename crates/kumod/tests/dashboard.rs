@@ -869,5 +869,5 @@ fn volumes_and_network_pages_render_time() {
     };
     measure("/projects/bench/volumes", "<tr data-name=\"vol-", 200);
     measure("/projects/bench/volumes/rows", "<tr data-name=\"vol-", 200);
-    measure("/projects/bench/network", "data-group=\"sg-", 50 * 2);
+    measure("/projects/bench/network", "data-group=\"sg-", 50);
 }
