@@ -633,6 +633,25 @@ fn tenant_creates_attaches_and_snapshots_a_volume_in_the_browser() {
         p.click("tr[data-name='data1'] button[data-action='detach']").await;
         c.accept_alert().await.expect("confirm the detach");
         p.wait_for("data1 available again", ExistsPred("tr[data-name='data1'] [data-state='available']")).await;
+
+        // A refused action shows the API's message: encrypted volumes have no snapshots yet.
+        p.fill("#volume-name", "secret").await;
+        p.fill("#volume-size", "1").await;
+        p.click("#volume-encrypted").await;
+        p.click("#volume-submit").await;
+        p.wait_for("secret available", ExistsPred("tr[data-name='secret'] [data-state='available']")).await;
+        p.fill("tr[data-name='secret'] input[name='name'][placeholder='snapshot name']", "snap2").await;
+        p.click("tr[data-name='secret'] button[data-action='snapshot']").await;
+        p.wait_for("the snapshot refusal", TextPred("#volume-error", "snapshots of encrypted volumes".into())).await;
+
+        // Delete, with its confirmation: the row goes.
+        p.click("tr[data-name='secret'] button[data-action='delete']").await;
+        c.accept_alert().await.expect("confirm the delete");
+        let deadline = Instant::now() + WAIT;
+        while c.find(Locator::Css("tr[data-name='secret']")).await.is_ok() {
+            assert!(Instant::now() < deadline, "the deleted volume is still listed:\n{}", p.body_text().await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         c.close().await.expect("close the browser");
     });
     let (s, v) = cloud.k.get("/v1/volumes/data1?project=demo");
@@ -641,6 +660,13 @@ fn tenant_creates_attaches_and_snapshots_a_volume_in_the_browser() {
     let (s, v) = cloud.k.get("/v1/snapshots/snap1?project=demo");
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["volume"], "data1", "{v}");
+    let (s, v) = cloud.k.get("/v1/snapshots/snap2?project=demo");
+    assert_eq!(s, 404, "the refused snapshot exists: {v}");
+    let deadline = Instant::now() + WAIT;
+    while cloud.k.get("/v1/volumes/secret?project=demo").0 != 404 {
+        assert!(Instant::now() < deadline, "the deleted volume is still there");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The attach went through the API's state machine: its events are the volume's.
     let (s, v) = cloud.k.get("/v1/events?project=demo&limit=1000");
     assert_eq!(s, 200, "{v}");
