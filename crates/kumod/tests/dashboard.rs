@@ -694,6 +694,9 @@ fn tenant_builds_a_network_in_the_browser() {
 
         // A VPC: first a bad range (the API's message), then a good one.
         p.fill("#vpc-name", "app").await;
+        p.fill("#vpc-cidr", "ten/16").await;
+        let valid = p.eval("return document.getElementById('vpc-cidr').checkValidity();").await;
+        assert_eq!(valid, json!(false), "the range field accepted 'ten/16'");
         p.fill("#vpc-cidr", "10.10.1.5/16").await;
         p.click("#vpc-submit").await;
         p.wait_for("the CIDR error", TextPred("#network-error", "ipv4_cidr".into())).await;
