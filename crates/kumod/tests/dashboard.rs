@@ -747,6 +747,25 @@ fn tenant_builds_a_network_in_the_browser() {
         p.click("#create-submit").await;
         p.wait_for("the instance page", PathPred("/projects/demo/instances/vm2".into())).await;
         p.wait_for("the interface in app", TextPred("#interfaces", "10.10.1.".into())).await;
+
+        // A second floating IP: attach to vm2, detach (confirm), release (confirm).
+        p.goto("/projects/demo/network").await;
+        p.fill("#fip-name", "pub2").await;
+        p.click("#fip-submit").await;
+        p.wait_for("the second floating IP", ExistsPred("tr[data-fip='pub2']")).await;
+        p.eval("document.querySelector('select[data-fip-instance=\"pub2\"]').value = 'vm2'; return true;").await;
+        p.click("button[data-fip-attach='pub2']").await;
+        p.wait_for("pub2 attached", ExistsPred("button[data-fip-detach='pub2']")).await;
+        p.click("button[data-fip-detach='pub2']").await;
+        c.accept_alert().await.expect("confirm the detach");
+        p.wait_for("pub2 detached", ExistsPred("button[data-fip-attach='pub2']")).await;
+        p.click("tr[data-fip='pub2'] button.danger").await;
+        c.accept_alert().await.expect("confirm the release");
+        let deadline = Instant::now() + WAIT;
+        while c.find(Locator::Css("tr[data-fip='pub2']")).await.is_ok() {
+            assert!(Instant::now() < deadline, "the released floating IP is still listed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         c.close().await.expect("close the browser");
     });
     let k = &cloud.k;
@@ -764,6 +783,8 @@ fn tenant_builds_a_network_in_the_browser() {
     assert_eq!((s, v["public_key"].as_str()), (200, Some(KEY)), "{v}");
     let (s, v) = k.get("/v1/floating-ips/pub1?project=demo");
     assert_eq!((s, v["instance"].as_str()), (200, Some("vm1")), "{v}");
+    let (s, v) = k.get("/v1/floating-ips/pub2?project=demo");
+    assert_eq!(s, 404, "pub2 was released: {v}");
     let (s, v) = k.get("/v1/instances/vm2?project=demo");
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["network_interfaces"][0]["vpc"], "app", "{v}");
