@@ -119,7 +119,7 @@ pub struct InstanceSample {
     pub disk_write_bytes: u64,
     pub disk_read_ops: u64,
     pub disk_write_ops: u64,
-    /// Network traffic of the guest's NICs. Instances have no NICs yet: always 0.
+    /// Network traffic of the guest's NICs, from the guest's side (its taps' counters, reversed).
     pub net_rx_bytes: u64,
     pub net_tx_bytes: u64,
     pub net_rx_packets: u64,

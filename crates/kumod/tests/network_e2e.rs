@@ -86,6 +86,8 @@ fn guests_of_a_vpc_reach_each_other_and_no_one_else_and_read_only_their_metadata
         &ns.0,
         "--public-ip-pool",
         "203.0.113.0/28",
+        "--metrics-interval",
+        "1",
     ]);
     k.create_project("net");
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f me@laptop";
@@ -129,6 +131,21 @@ fn guests_of_a_vpc_reach_each_other_and_no_one_else_and_read_only_their_metadata
     }
     wait_serial(&k, "net", "srv", "srv-listening");
     wait_serial(&k, "net", "cli", "fetch: got kumo-page-ok");
+    // Their traffic shows in their network metrics (the taps' counters, read in QEMU's namespace):
+    // srv sent the page (net_tx), cli received it (net_rx).
+    for (name, metric) in [("srv", "net_tx"), ("cli", "net_rx")] {
+        let path = format!("/v1/instances/{name}/metrics?project=net&metric={metric}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (s, v) = k.get(&path);
+            assert_eq!(s, 200, "{path}: {v}");
+            if v["points"].as_array().is_some_and(|p| p.iter().any(|p| p["value"].as_f64() > Some(0.0))) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no traffic in {path}: {v}\n{}", k.log_tail(20));
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let log = wait_serial(&k, "net", "cli", "spoof: ");
     assert!(log.contains("spoof: blocked"), "a guest read another instance's metadata:\n{log}");
     let log = wait_serial(&k, "net", "spy", "spy: ");
