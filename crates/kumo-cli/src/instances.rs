@@ -225,6 +225,12 @@ pub fn render_view(value: &Value) -> Result<String> {
         ("SIZE", format!("{} vCPU, {} MiB memory, {} GiB disk", i.vcpus, i.memory_mib, i.disk_gib)),
         ("IMAGE", i.image),
         ("HOST", or_dash(i.host.as_deref())),
+    ]);
+    for nic in &i.network_interfaces {
+        rows.push(("NETWORK", format!("{} in {}/{} (mac {})", nic.ipv4, nic.vpc, nic.subnet, nic.mac)));
+    }
+    rows.extend([
+        ("PUBLIC IP", or_dash(i.public_ip.as_deref())),
         ("CREATED", time_with_age(i.time_created, now)),
         ("MODIFIED", time_with_age(i.time_modified, now)),
     ]);
@@ -265,6 +271,19 @@ mod tests {
         assert!(text.contains("1 vCPU, 512 MiB memory, 10 GiB disk"), "{text}");
         let running = render_view(&sample("running", None, None)).expect("render");
         assert!(!running.contains("REASON"));
+    }
+
+    #[test]
+    fn view_shows_the_network_interfaces_and_the_public_ip() {
+        let mut v = sample("running", None, None);
+        v["network_interfaces"] =
+            json!([{"mac": "02:00:00:00:00:01", "ipv4": "10.10.1.2", "vpc": "app", "subnet": "web"}]);
+        v["public_ip"] = json!("192.0.2.2");
+        let text = render_view(&v).expect("render");
+        assert!(text.lines().any(|l| l.starts_with("NETWORK") && l.contains("10.10.1.2 in app/web")), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("PUBLIC IP") && l.ends_with("192.0.2.2")), "{text}");
+        let none = render_view(&sample("running", None, None)).expect("render");
+        assert!(!none.contains("NETWORK") && none.lines().any(|l| l.starts_with("PUBLIC IP") && l.ends_with('-')));
     }
 
     #[test]

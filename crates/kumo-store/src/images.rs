@@ -135,6 +135,17 @@ pub async fn count_users(conn: &mut Conn, image_id: Uuid) -> Result<i64> {
     Ok(instances + crate::volumes::count_from_source(conn, image_id).await?)
 }
 
+/// Gives a live image another name (a public image superseded by a new build while in use).
+pub async fn rename(conn: &mut Conn, image_id: Uuid, name: &str) -> Result<bool> {
+    let r = sqlx::query("UPDATE images SET name = $1, time_modified = $2 WHERE id = $3 AND time_deleted IS NULL")
+        .bind(name)
+        .bind(ts(now()))
+        .bind(image_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 pub async fn soft_delete(conn: &mut Conn, image_id: Uuid) -> Result<bool> {
     let r =
         sqlx::query("UPDATE images SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")

@@ -1101,3 +1101,50 @@ fn wrong_method_is_405_with_the_error_body_and_bearer_scheme_is_case_insensitive
         k.http.get(format!("{}/v1/me", k.url)).header("authorization", format!("bearer {}", k.token)).send().unwrap();
     assert_eq!(resp.status().as_u16(), 200);
 }
+
+/// The public images by name → id.
+fn public_images(k: &Kumod) -> std::collections::BTreeMap<String, String> {
+    let (s, v) = k.get("/v1/images");
+    assert_eq!(s, 200, "{v}");
+    let items = v["items"].as_array().expect("items");
+    items.iter().map(|i| (i["name"].as_str().unwrap().to_string(), i["id"].as_str().unwrap().to_string())).collect()
+}
+
+#[test]
+fn a_new_build_in_the_image_cache_takes_the_name_at_the_next_start() {
+    let mut c = cloud(&[]);
+    let first = public_images(&c)[IMAGE].clone();
+    c.restart();
+    assert_eq!(public_images(&c)[IMAGE], first, "the same build is not registered twice");
+
+    // An instance uses the first build; then the cache gets a new build (as up.sh does).
+    c.create_project("demo");
+    assert_eq!(create_instance(&c, "demo", "vm1", "k1-nano").0, 202);
+    c.wait_state("demo", "vm1", "running", Duration::from_secs(30));
+    let manifest = c.images.path().join(IMAGE).join("manifest.json");
+    let rebuild = |os: &str| {
+        let mut m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        m["os"] = json!(os);
+        std::fs::write(&manifest, m.to_string()).unwrap();
+    };
+    rebuild("second build");
+    c.restart();
+    let images = public_images(&c);
+    let second = images[IMAGE].clone();
+    assert_ne!(second, first, "{images:?}");
+    // The first build backs vm1's disk: it stays, under a name that says which build it is.
+    let renamed = format!("{IMAGE}-{}", &first[..8]);
+    assert_eq!(images.get(&renamed), Some(&first), "{images:?}");
+    let (s, v) = c.get("/v1/instances/vm1?project=demo");
+    assert_eq!((s, v["image"].as_str()), (200, Some(renamed.as_str())), "{v}");
+
+    // A third build: the second is unused, so it goes (record and files).
+    let second_dir = c.data_dir().join("images").join(&second);
+    assert!(second_dir.exists());
+    rebuild("third build");
+    c.restart();
+    let images = public_images(&c);
+    assert!(!images.values().any(|id| *id == second), "{images:?}");
+    assert!(!second_dir.exists(), "the unused build's files were not removed");
+    assert_eq!(images.len(), 2, "the third build and the first (in use): {images:?}");
+}

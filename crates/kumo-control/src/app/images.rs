@@ -347,15 +347,21 @@ pub struct Manifest {
     pub cmdline: Option<String>,
 }
 
-/// Registers a cached image as a public image, once: its files are copied into the data
-/// directory so the cloud does not depend on the cache staying put.
+/// Registers a cached image as a public image: its files are copied into the data directory so
+/// the cloud does not depend on the cache staying put. When the cache holds a new build of an
+/// image already registered (e.g. after `scripts/up.sh` rebuilt it), the new build takes the name;
+/// the old one is removed when nothing uses it, else renamed `<name>-<first 8 hex of its id>`
+/// (its files stay: running disks are backed by them).
 pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<ImageView>> {
-    let manifest: Manifest = serde_json::from_slice(&tokio::fs::read(cache_dir.join("manifest.json")).await?)?;
+    let manifest_bytes = tokio::fs::read(cache_dir.join("manifest.json")).await?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)?;
     let name = Name::parse(&manifest.name).map_err(anyhow::Error::msg)?;
-    if let Some(existing) =
-        kumo_store::images::get(&mut *app.store.read().await?, None, &kumo_types::NameOrId::Name(name.clone())).await?
-    {
-        return Ok(Some(existing.view));
+    let existing =
+        kumo_store::images::get(&mut *app.store.read().await?, None, &kumo_types::NameOrId::Name(name.clone())).await?;
+    if let Some(existing) = &existing {
+        if same_build(existing, cache_dir, &manifest, &manifest_bytes).await {
+            return Ok(Some(existing.view.clone()));
+        }
     }
     let id = kumo_store::images::allocate_id();
     let dir = app.config.images_dir().join(id.to_string());
@@ -391,12 +397,66 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
         cmdline: manifest.cmdline.as_deref(),
         size_bytes: info.virtual_size as i64,
     };
+    tokio::fs::write(dir.join(MANIFEST), &manifest_bytes).await?;
     let mut tx = app.store.begin().await?;
+    let mut retired_dir = None;
+    if let Some(old) = &existing {
+        if kumo_store::images::count_users(&mut tx, old.view.id).await? == 0 {
+            kumo_store::images::soft_delete(&mut tx, old.view.id).await?;
+            retired_dir = Path::new(&old.disk_path).parent().map(Path::to_path_buf);
+        } else {
+            let old_name = format!("{}-{}", old.view.name, &old.view.id.simple().to_string()[..8]);
+            kumo_store::images::rename(&mut tx, old.view.id, &old_name).await?;
+        }
+    }
     let rec = kumo_store::images::insert(&mut tx, &new).await?;
     tx.commit().await?;
     guard.0 = None;
-    tracing::info!(image = %rec.view.name, "registered public image from {}", cache_dir.display());
+    if let Some(d) = retired_dir {
+        if let Err(e) = tokio::fs::remove_dir_all(&d).await {
+            tracing::warn!("could not remove {}: {e}", d.display());
+        }
+    }
+    let how = if existing.is_some() { "a new build of " } else { "" };
+    tracing::info!(image = %rec.view.name, "registered {how}public image from {}", cache_dir.display());
     Ok(Some(rec.view))
+}
+
+/// The manifest copied beside a seeded image's files, to recognise its build later.
+const MANIFEST: &str = "manifest.json";
+
+/// Whether a registered public image is the build in `cache_dir`: same manifest (which carries the
+/// recipe hash), or — for images seeded before manifests were kept — the same file contents.
+async fn same_build(
+    existing: &kumo_store::images::ImageRecord,
+    cache_dir: &Path,
+    manifest: &Manifest,
+    manifest_bytes: &[u8],
+) -> bool {
+    let Some(dir) = Path::new(&existing.disk_path).parent() else { return false };
+    if let Ok(kept) = tokio::fs::read(dir.join(MANIFEST)).await {
+        return kept == manifest_bytes;
+    }
+    let pairs = [
+        (Some(&manifest.disk), Some(&existing.disk_path)),
+        (manifest.kernel.as_ref(), existing.kernel_path.as_ref()),
+        (manifest.initrd.as_ref(), existing.initrd_path.as_ref()),
+    ];
+    for pair in pairs {
+        match pair {
+            (None, None) => {}
+            (Some(cached), Some(registered)) => {
+                let (a, b) = (tokio::fs::read(cache_dir.join(cached)).await, tokio::fs::read(registered).await);
+                if !matches!((a, b), (Ok(a), Ok(b)) if a == b) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    // The same build: keep its manifest so the next start compares a few bytes.
+    let _ = tokio::fs::write(dir.join(MANIFEST), manifest_bytes).await;
+    true
 }
 
 #[cfg(test)]
