@@ -10,6 +10,10 @@ scripts/install-deps.sh --with-postgres --with-promtool --with-browser
 images/tiny/build.sh
 KUMO_TEST_POSTGRES_URL=$(scripts/postgres.sh | tail -n 1)
 export KUMO_TEST_POSTGRES_URL
+# Every test whose prerequisite is missing fails instead of skipping (they skip only when a developer
+# runs one test binary by hand without this set).
+export KUMO_TEST_STRICT=1
+scripts/check-prereqs.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -67,7 +67,7 @@ impl TestDb {
         let admin_url = match std::env::var("KUMO_TEST_POSTGRES_URL") {
             Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
             _ => {
-                if std::env::var_os("CI").is_some() {
+                if std::env::var_os("CI").is_some() || std::env::var_os("KUMO_TEST_STRICT").is_some() {
                     panic!(
                         "KUMO_TEST_POSTGRES_URL is not set, and CI is: the store tests must run on PostgreSQL too; \
                          set KUMO_TEST_POSTGRES_URL; scripts/postgres.sh prints it \

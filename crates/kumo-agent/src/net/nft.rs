@@ -483,7 +483,10 @@ mod tests {
     async fn the_kernel_accepts_the_ruleset() {
         let ns = format!("kumo-nft-{}", std::process::id());
         if std::process::Command::new("ip").args(["netns", "add", &ns]).status().map(|s| !s.success()).unwrap_or(true) {
-            assert!(std::env::var("CI").is_err(), "needs root and iproute2");
+            assert!(
+                std::env::var_os("CI").is_none() && std::env::var_os("KUMO_TEST_STRICT").is_none(),
+                "needs root and iproute2"
+            );
             eprintln!("skipped: cannot create a network namespace (not root?)");
             return;
         }
