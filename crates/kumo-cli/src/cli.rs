@@ -59,7 +59,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Log in (with --user: a password for a session token; else check a token) and save the
-    /// server and token for later commands
+    /// server, token and TLS trust (--ca-cert or --fingerprint) for later commands
     Login(LoginArgs),
     /// Projects: the unit of tenancy
     #[command(subcommand)]

@@ -83,6 +83,27 @@ fn self_signed_certificate_is_served_pinned_and_kept_across_restarts() {
     let pinned = client_trusting(&cert);
     assert_eq!(me_status(&pinned, &url, &k.token), 200);
 
+    // Handlers still see the client's address over TLS (audit log, login rate limit).
+    let created = pinned
+        .post(format!("{url}/v1/projects"))
+        .bearer_auth(&k.token)
+        .json(&serde_json::json!({"name": "over-tls"}))
+        .send()
+        .expect("create project");
+    assert_eq!(created.status().as_u16(), 201);
+    let audit: serde_json::Value = pinned
+        .get(format!("{url}/v1/system/audit-log"))
+        .bearer_auth(&k.token)
+        .send()
+        .expect("audit log")
+        .json()
+        .expect("json");
+    let entry = audit["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|e| e["operation"] == "project_create"))
+        .unwrap_or_else(|| panic!("no project_create entry: {audit}"));
+    assert_eq!(entry["source_address"], "127.0.0.1", "{entry}");
+
     // Plain HTTP to the TLS port gets no HTTP answer.
     let plain = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
     let answer = plain.get(format!("{}/v1/me", k.url)).bearer_auth(&k.token).send();
