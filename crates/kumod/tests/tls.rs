@@ -251,3 +251,125 @@ fn the_cli_trusts_the_certificate_it_is_given_and_refuses_otherwise() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("try an https:// URL"), "{}", text(&out));
 }
+
+/// A network namespace (with a veth holding 192.0.2.10) removed on drop: the only
+/// place a test may listen on a non-loopback address.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let ns = Netns(format!("kumo-tls-{}", std::process::id()));
+        let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+        let ip = |args: &[&str]| {
+            let ok = Command::new("ip").args(args).status().expect("run ip").success();
+            assert!(ok, "ip {args:?} failed");
+        };
+        ip(&["netns", "add", &ns.0]);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        // A veth pair inside the namespace (the dummy module may be missing in containers).
+        ip(&["-n", &ns.0, "link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+        ip(&["-n", &ns.0, "addr", "add", "192.0.2.10/24", "dev", "va"]);
+        ip(&["-n", &ns.0, "link", "set", "va", "up"]);
+        ip(&["-n", &ns.0, "link", "set", "vb", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// kumod inside the namespace (`ip netns exec` execs it: the child is kumod), killed on drop.
+struct NsKumod {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl NsKumod {
+    fn start(ns: &Netns, extra: &[&str]) -> NsKumod {
+        let dir = tempfile::Builder::new().prefix("kt").tempdir_in("/tmp").expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("kumod.log")).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.0])
+            .arg(common::kumod_binary())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "192.0.2.10:0", "--driver", "sim", "--image-cache", "/nonexistent"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kumod");
+        let mut k = NsKumod { child, dir, addr: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let addr = std::fs::read_to_string(k.dir.path().join("kumod.addr")).unwrap_or_default();
+            if addr.ends_with('\n') {
+                k.addr = addr.trim().to_string();
+                return k;
+            }
+            assert!(k.child.try_wait().expect("wait").is_none(), "kumod exited:\n{}", k.log());
+            assert!(Instant::now() < deadline, "kumod did not start within 60 s:\n{}", k.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kumod.log")).unwrap_or_default()
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin-token")).expect("admin-token").trim().to_string()
+    }
+
+    /// `kumo ARGS` inside the namespace, with its own config.
+    fn kumo(&self, ns: &Netns, args: &[&str]) -> Output {
+        let mut cmd = Command::new("ip");
+        for var in ["KUMO_URL", "KUMO_TOKEN", "KUMO_CA_CERT", "KUMO_FINGERPRINT"] {
+            cmd.env_remove(var);
+        }
+        cmd.args(["netns", "exec", &ns.0])
+            .arg(kumo_binary())
+            .args(args)
+            .env("KUMO_CONFIG", self.dir.path().join("cli.json"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kumo")
+    }
+}
+
+impl Drop for NsKumod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_non_loopback_address_gets_tls_by_default_and_plain_http_only_when_insecure() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test creates a network namespace: run it as root");
+    let ns = Netns::new();
+
+    // No TLS flag on 192.0.2.10: HTTPS with a self-signed certificate that names that address
+    // (the CLI's --ca-cert check verifies the name).
+    let k = NsKumod::start(&ns, &[]);
+    let cert = k.dir.path().join("tls/cert.pem");
+    assert!(cert.exists(), "no self-signed certificate:\n{}", k.log());
+    let url = format!("https://{}", k.addr);
+    let out =
+        k.kumo(&ns, &["--url", &url, "--token", &k.token(), "--ca-cert", cert.to_str().expect("p"), "project", "list"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), k.log());
+    drop(k);
+
+    // --insecure-http: plain HTTP, with the loud warning.
+    let k = NsKumod::start(&ns, &["--insecure-http"]);
+    assert!(k.log().contains("WARNING: kumod serves PLAIN HTTP on the non-loopback address"), "{}", k.log());
+    assert!(!k.dir.path().join("tls/cert.pem").exists());
+    let out = k.kumo(&ns, &["--url", &format!("http://{}", k.addr), "--token", &k.token(), "project", "list"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), k.log());
+}
