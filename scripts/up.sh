@@ -1,8 +1,9 @@
 #!/bin/bash
 # Brings up a working one-machine Kumo cloud (Debian 12, as root):
 #   installs the system packages, builds the tiny guest image (cached machine-wide), builds and
-#   installs kumod + kumo into /usr/local/bin, starts kumod on 127.0.0.1:7400 with its data in
-#   /var/lib/kumo, and logs the CLI in with the operator token.
+#   installs kumod + kumo into /usr/local/bin, starts kumod on https://127.0.0.1:7400 (a self-signed
+#   certificate made at first start in /var/lib/kumo/tls, kept afterwards) with its data in
+#   /var/lib/kumo, and logs the CLI in with the operator token, trusting that certificate.
 # Tenant networks (bridges, taps, nft, DHCP, metadata, the floating-IP uplink) live in the network
 # namespace `kumo` (KUMO_HOST_NETNS), so the machine's own addresses, routes and firewall are never
 # touched; floating IPs come from KUMO_PUBLIC_IP_POOL (default 192.0.2.0/24, a documentation range)
@@ -40,7 +41,7 @@ Description=Kumo IaaS server (all-in-one)
 After=network-online.target
 
 [Service]
-ExecStart=/usr/local/bin/kumod --data-dir $DATA_DIR --listen $LISTEN --host-netns $NETNS --public-ip-pool $POOL
+ExecStart=/usr/local/bin/kumod --data-dir $DATA_DIR --listen $LISTEN --tls-self-signed --host-netns $NETNS --public-ip-pool $POOL
 # Guests are QEMU processes in their own process groups: stopping or restarting kumod must not kill them.
 KillMode=process
 Restart=on-failure
@@ -52,8 +53,8 @@ UNIT
     systemctl enable --now kumod.service
     systemctl restart kumod.service
 else
-    setsid nohup /usr/local/bin/kumod --data-dir "$DATA_DIR" --listen "$LISTEN" --host-netns "$NETNS" \
-        --public-ip-pool "$POOL" >>"$LOG" 2>&1 < /dev/null &
+    setsid nohup /usr/local/bin/kumod --data-dir "$DATA_DIR" --listen "$LISTEN" --tls-self-signed \
+        --host-netns "$NETNS" --public-ip-pool "$POOL" >>"$LOG" 2>&1 < /dev/null &
 fi
 
 for _ in $(seq 300); do
@@ -62,9 +63,14 @@ for _ in $(seq 300); do
 done
 [ -s "$DATA_DIR/kumod.addr" ] || { echo "up: kumod did not start; see $LOG" >&2; tail -20 "$LOG" >&2; exit 1; }
 
-kumo login --url "http://$LISTEN" --token-file "$DATA_DIR/admin-token" >/dev/null
+# The CLI saves the certificate in its config (~/.config/kumo/config.json): later commands trust it.
+kumo login --url "https://$LISTEN" --token-file "$DATA_DIR/admin-token" --ca-cert "$DATA_DIR/tls/cert.pem" >/dev/null
 echo
-echo "Kumo is up at http://$LISTEN (data in $DATA_DIR, log in $LOG)."
+echo "Kumo is up at https://$LISTEN (data in $DATA_DIR, log in $LOG)."
+echo "Its TLS certificate ($DATA_DIR/tls/cert.pem, self-signed) has the SHA-256 fingerprint"
+echo "  $(cat "$DATA_DIR/tls/fingerprint")"
+echo "Check it when your browser (dashboard: https://$LISTEN/) or a remote CLI first connects:"
+echo "  kumo login --url https://<this host>:${LISTEN##*:} --token-file FILE --fingerprint $(cat "$DATA_DIR/tls/fingerprint")"
 kumo host list
 echo
 echo "Try:"

@@ -24,6 +24,16 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "TOKEN", help_heading = "Global options")]
     pub token: Option<String>,
 
+    /// Trust this PEM certificate for https (e.g. kumod's self-signed DATA_DIR/tls/cert.pem)
+    /// besides the system's roots [env: KUMO_CA_CERT; else saved by `kumo login`]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
+    /// Accept only the server certificate with this SHA-256 fingerprint (DATA_DIR/tls/fingerprint)
+    /// [env: KUMO_FINGERPRINT; else saved by `kumo login`]
+    #[arg(long, global = true, value_name = "SHA256", help_heading = "Global options")]
+    pub fingerprint: Option<String>,
+
     /// Output format: a table, or the API's JSON
     #[arg(
         long,
@@ -39,10 +49,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The TLS trust given on the command line.
+    pub fn trust_flags(&self) -> crate::config::TrustFlags<'_> {
+        crate::config::TrustFlags { ca_cert: self.ca_cert.as_deref(), fingerprint: self.fingerprint.as_deref() }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Log in (with --user: a password for a session token; else check a token) and save the
-    /// server and token for later commands
+    /// server, token and TLS trust (--ca-cert or --fingerprint) for later commands
     Login(LoginArgs),
     /// Projects: the unit of tenancy
     #[command(subcommand)]

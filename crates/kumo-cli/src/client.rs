@@ -4,6 +4,7 @@
 
 use crate::error::{root_cause, ClientError};
 use crate::json::Json;
+use crate::tls::Trust;
 use kumo_types::page::MAX_LIMIT;
 use reqwest::blocking::{Body, RequestBuilder, Response};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
@@ -28,15 +29,22 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, token: &str) -> Result<Client, ClientError> {
+        Client::with_trust(base_url, token, &Trust::default())
+    }
+
+    /// A client that also trusts what `trust` says for https (see [`crate::tls`]).
+    pub fn with_trust(base_url: &str, token: &str, trust: &Trust) -> Result<Client, ClientError> {
         let bad = |reason: String| ClientError::BadUrl { url: base_url.to_string(), reason };
         let base = Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(bad("it must be an http:// or https:// URL".into()));
         }
-        let http = reqwest::blocking::Client::builder()
+        let builder = reqwest::blocking::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("kumo-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("kumo-cli/", env!("CARGO_PKG_VERSION")));
+        let http = crate::tls::apply(builder, trust)
+            .map_err(|reason| ClientError::Trust { reason })?
             .build()
             .map_err(|e| bad(root_cause(&e)))?;
         Ok(Client { http, base, token: token.to_string() })
@@ -193,7 +201,14 @@ impl Client {
     }
 
     fn transport_error(&self, method: &Method, url: &Url, err: &reqwest::Error) -> ClientError {
-        let reason = root_cause(err);
+        if let Some(reason) = crate::tls::tls_failure(err) {
+            return ClientError::Tls { base: self.base_url().to_string(), reason };
+        }
+        let mut reason = root_cause(err);
+        // A TLS server's answer to a plain request is a TLS alert, not HTTP.
+        if self.base.scheme() == "http" && reason.contains("invalid HTTP version") {
+            reason.push_str(" (is the server serving https? try an https:// URL)");
+        }
         if err.is_connect() {
             ClientError::Connect { base: self.base_url().to_string(), reason }
         } else if err.is_timeout() {

@@ -3,9 +3,15 @@
 //! Precedence, per setting: the `--url`/`--token` flags, then `KUMO_URL`/`KUMO_TOKEN`, then the
 //! config file written by `kumo login` (`$KUMO_CONFIG`, else `~/.config/kumo/config.json`), then
 //! (for the URL only) `http://127.0.0.1:7400`. The file holds a secret, so it is written 0600.
+//!
+//! TLS trust (`--ca-cert`/`KUMO_CA_CERT`, `--fingerprint`/`KUMO_FINGERPRINT`): flags, then the
+//! environment, then what `kumo login` saved — the saved trust belongs to the saved URL and is
+//! used only when talking to that URL. The CA certificate is saved by content, so later commands
+//! need not read the server's data directory.
 
 use crate::client::Client;
 use crate::output::{print_json, OutputFormat};
+use crate::tls::Trust;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -21,6 +27,46 @@ pub struct Config {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// PEM certificate(s) trusted for `url` (from `kumo login --ca-cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// SHA-256 of `url`'s certificate (from `kumo login --fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl Config {
+    fn trust(&self) -> Trust {
+        Trust { ca_pem: self.ca_cert.clone(), fingerprint: self.fingerprint.clone() }
+    }
+
+    /// The saved trust, when it belongs to `url`.
+    fn trust_for(&self, url: &str) -> Option<Trust> {
+        (self.url.as_deref().map(|u| u.trim_end_matches('/')) == Some(url.trim_end_matches('/')))
+            .then(|| self.trust())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// The TLS trust given as flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustFlags<'a> {
+    pub ca_cert: Option<&'a Path>,
+    pub fingerprint: Option<&'a str>,
+}
+
+/// The trust given by flags or, field by field, the environment; `None` when neither gives any.
+pub fn explicit_trust(flags: &TrustFlags, env: EnvLookup) -> Result<Option<Trust>> {
+    let ca = match flags.ca_cert.map(Path::to_path_buf).or_else(|| env("KUMO_CA_CERT").map(PathBuf::from)) {
+        Some(path) => Some(crate::tls::read_ca(&path)?),
+        None => None,
+    };
+    let fingerprint = match flags.fingerprint.map(str::to_string).or_else(|| env("KUMO_FINGERPRINT")) {
+        Some(f) => Some(crate::tls::parse_fingerprint(&f)?),
+        None => None,
+    };
+    let trust = Trust { ca_pem: ca, fingerprint };
+    Ok((!trust.is_empty()).then_some(trust))
 }
 
 /// Server address and token after applying the precedence rules.
@@ -28,6 +74,7 @@ pub struct Config {
 pub struct Settings {
     pub url: String,
     pub token: Option<String>,
+    pub trust: Trust,
 }
 
 /// Reads an environment variable; empty counts as unset. Injected so tests need not touch the
@@ -106,31 +153,43 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     fs::create_dir_all(dir)
 }
 
-/// Applies the precedence rules. The file is only read (through `file`) when a flag or an
-/// environment variable did not already decide both settings.
+/// Applies the precedence rules. When a flag or an environment variable already decided the URL
+/// and the token, the file is read (through `file`) only for the trust saved for an https URL,
+/// and a broken file is then ignored.
 pub fn resolve(
     flag_url: Option<&str>,
     flag_token: Option<&str>,
+    flags: &TrustFlags,
     env: EnvLookup,
     file: impl FnOnce() -> Result<Option<Config>>,
 ) -> Result<Settings> {
     let url = flag_url.map(str::to_string).or_else(|| env("KUMO_URL"));
     let token = flag_token.map(str::to_string).or_else(|| env("KUMO_TOKEN"));
+    let explicit = explicit_trust(flags, env)?;
     if let (Some(url), Some(token)) = (&url, &token) {
-        return Ok(Settings { url: url.clone(), token: Some(token.clone()) });
+        let trust = match explicit {
+            Some(t) => t,
+            None if url.starts_with("https:") => {
+                file().ok().flatten().and_then(|c| c.trust_for(url)).unwrap_or_default()
+            }
+            None => Trust::default(),
+        };
+        return Ok(Settings { url: url.clone(), token: Some(token.clone()), trust });
     }
     let config = file()?.unwrap_or_default();
-    Ok(Settings { url: url.or(config.url).unwrap_or_else(|| DEFAULT_URL.to_string()), token: token.or(config.token) })
+    let url = url.or(config.url.clone()).unwrap_or_else(|| DEFAULT_URL.to_string());
+    let trust = explicit.or_else(|| config.trust_for(&url)).unwrap_or_default();
+    Ok(Settings { url, token: token.or(config.token), trust })
 }
 
 /// Settings from the process environment and the config file, with a token required.
-pub fn client_from(flag_url: Option<&str>, flag_token: Option<&str>) -> Result<Client> {
+pub fn client_from(flag_url: Option<&str>, flag_token: Option<&str>, flags: &TrustFlags) -> Result<Client> {
     let env = process_env;
-    let settings = resolve(flag_url, flag_token, &env, || load(&config_path(&env)?))?;
+    let settings = resolve(flag_url, flag_token, flags, &env, || load(&config_path(&env)?))?;
     let Some(token) = settings.token else {
         bail!("no API token: pass --token, set KUMO_TOKEN, or run `kumo login --url URL --token-file FILE`");
     };
-    Ok(Client::new(&settings.url, &token)?)
+    Ok(Client::with_trust(&settings.url, &token, &settings.trust)?)
 }
 
 /// `kumo login`'s own options; `--url` and `--token` are the global flags.
@@ -149,26 +208,44 @@ pub struct LoginArgs {
 }
 
 /// Gets a token (a session from the user's password with `--user`, else the given token),
-/// verifies it with `GET /v1/me`, then saves URL and token to the config file.
-pub fn login(args: &LoginArgs, flag_url: Option<&str>, flag_token: Option<&str>, output: OutputFormat) -> Result<()> {
+/// verifies it with `GET /v1/me`, then saves URL, token and TLS trust to the config file.
+pub fn login(
+    args: &LoginArgs,
+    flag_url: Option<&str>,
+    flag_token: Option<&str>,
+    flags: &TrustFlags,
+    output: OutputFormat,
+) -> Result<()> {
     let env = process_env;
     let path = config_path(&env)?;
+    let saved = load(&path)?;
     let url = match flag_url.map(str::to_string).or_else(|| env("KUMO_URL")) {
         Some(url) => url,
-        None => load(&path)?.and_then(|c| c.url).unwrap_or_else(|| DEFAULT_URL.to_string()),
+        None => saved.as_ref().and_then(|c| c.url.clone()).unwrap_or_else(|| DEFAULT_URL.to_string()),
+    };
+    // Logging in again to the same server keeps the trust saved for it.
+    let trust = match explicit_trust(flags, &env)? {
+        Some(t) => t,
+        None => saved.as_ref().and_then(|c| c.trust_for(&url)).unwrap_or_default(),
     };
     let token = match &args.user {
         Some(user) => {
             if flag_token.is_some() {
                 bail!("give either --user (and a password) or --token, not both");
             }
-            session_token(&url, user, args.password_stdin)?
+            session_token(&url, &trust, user, args.password_stdin)?
         }
         None => login_token(args, flag_token, &env)?,
     };
-    let client = Client::new(&url, &token)?;
+    let client = Client::with_trust(&url, &token, &trust)?;
     let me = client.get(&["me"], &[])?;
-    save(&path, &Config { url: Some(client.base_url().to_string()), token: Some(token) })?;
+    let config = Config {
+        url: Some(client.base_url().to_string()),
+        token: Some(token),
+        ca_cert: trust.ca_pem,
+        fingerprint: trust.fingerprint,
+    };
+    save(&path, &config)?;
     match output {
         OutputFormat::Json => print_json(&me)?,
         OutputFormat::Table => {
@@ -185,9 +262,9 @@ pub fn login(args: &LoginArgs, flag_url: Option<&str>, flag_token: Option<&str>,
 }
 
 /// `POST /v1/login` with the user's password; returns the session token.
-fn session_token(url: &str, user: &str, password_stdin: bool) -> Result<String> {
+fn session_token(url: &str, trust: &Trust, user: &str, password_stdin: bool) -> Result<String> {
     let password = crate::users::read_password(password_stdin, &format!("Password for {user}: "), false)?;
-    let anonymous = Client::new(url, "")?;
+    let anonymous = Client::with_trust(url, "", trust)?;
     let body = kumo_types::LoginRequest { username: user.to_string(), password };
     let answer = anonymous.post(&["login"], &[], Some(&body))?;
     match answer.get("token").and_then(|t| t.as_str()) {
@@ -220,39 +297,84 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    const NO_FLAGS: TrustFlags = TrustFlags { ca_cert: None, fingerprint: None };
+
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k: &str| map.get(k).cloned()
     }
 
     fn file_with(url: &str, token: &str) -> impl FnOnce() -> Result<Option<Config>> {
-        let config = Config { url: Some(url.into()), token: Some(token.into()) };
+        let config = Config { url: Some(url.into()), token: Some(token.into()), ..Config::default() };
         move || Ok(Some(config))
     }
 
     #[test]
     fn flags_beat_env_beat_file_beat_default() {
         let env = env_of(&[("KUMO_URL", "http://env"), ("KUMO_TOKEN", "env-token")]);
-        let s = resolve(Some("http://flag"), Some("flag-token"), &env, file_with("http://file", "f")).expect("resolve");
-        assert_eq!(s, Settings { url: "http://flag".into(), token: Some("flag-token".into()) });
+        let s = resolve(Some("http://flag"), Some("flag-token"), &NO_FLAGS, &env, file_with("http://file", "f"))
+            .expect("resolve");
+        assert_eq!(
+            s,
+            Settings { url: "http://flag".into(), token: Some("flag-token".into()), trust: Trust::default() }
+        );
 
-        let s = resolve(None, None, &env, file_with("http://file", "f")).expect("resolve");
-        assert_eq!(s, Settings { url: "http://env".into(), token: Some("env-token".into()) });
+        let s = resolve(None, None, &NO_FLAGS, &env, file_with("http://file", "f")).expect("resolve");
+        assert_eq!(s, Settings { url: "http://env".into(), token: Some("env-token".into()), trust: Trust::default() });
 
-        let s = resolve(None, Some("flag-token"), &env_of(&[]), file_with("http://file", "f")).expect("resolve");
-        assert_eq!(s, Settings { url: "http://file".into(), token: Some("flag-token".into()) });
+        let s =
+            resolve(None, Some("flag-token"), &NO_FLAGS, &env_of(&[]), file_with("http://file", "f")).expect("resolve");
+        assert_eq!(
+            s,
+            Settings { url: "http://file".into(), token: Some("flag-token".into()), trust: Trust::default() }
+        );
 
-        let s = resolve(None, None, &env_of(&[]), || Ok(None)).expect("resolve");
-        assert_eq!(s, Settings { url: DEFAULT_URL.into(), token: None });
+        let s = resolve(None, None, &NO_FLAGS, &env_of(&[]), || Ok(None)).expect("resolve");
+        assert_eq!(s, Settings { url: DEFAULT_URL.into(), token: None, trust: Trust::default() });
     }
 
     #[test]
     fn the_file_is_not_read_when_flags_and_env_decide() {
         let env = env_of(&[("KUMO_TOKEN", "t")]);
-        let s = resolve(Some("http://flag"), None, &env, || bail!("must not be read")).expect("resolve");
+        let s = resolve(Some("http://flag"), None, &NO_FLAGS, &env, || bail!("must not be read")).expect("resolve");
         assert_eq!(s.token.as_deref(), Some("t"));
         // But a broken file is reported when it is needed.
-        assert!(resolve(None, None, &env_of(&[]), || bail!("broken")).is_err());
+        assert!(resolve(None, None, &NO_FLAGS, &env_of(&[]), || bail!("broken")).is_err());
+    }
+
+    #[test]
+    fn saved_trust_goes_with_its_url_and_flags_beat_env() {
+        let pin = vec!["AB"; 32].join(":");
+        let saved = Config {
+            url: Some("https://h:7400/".into()),
+            token: Some("t".into()),
+            fingerprint: Some(pin.clone()),
+            ..Config::default()
+        };
+        let file = || Ok(Some(saved.clone()));
+        let s = resolve(None, None, &NO_FLAGS, &env_of(&[]), file).expect("resolve");
+        assert_eq!(s.trust.fingerprint.as_deref(), Some(pin.as_str()));
+        // Flag and env both decide URL and token: the saved trust still applies to its URL...
+        let env = env_of(&[("KUMO_TOKEN", "t")]);
+        let s = resolve(Some("https://h:7400"), None, &NO_FLAGS, &env, file).expect("resolve");
+        assert_eq!(s.trust.fingerprint.as_deref(), Some(pin.as_str()));
+        // ...but never to another server.
+        let s = resolve(Some("https://other:7400"), None, &NO_FLAGS, &env_of(&[]), file).expect("resolve");
+        assert_eq!(s.trust, Trust::default());
+        // KUMO_FINGERPRINT replaces the saved pin; the flag beats the environment.
+        let other = "cd".repeat(32);
+        let env = env_of(&[("KUMO_FINGERPRINT", other.as_str())]);
+        let s = resolve(None, None, &NO_FLAGS, &env, file).expect("resolve");
+        assert_eq!(s.trust.fingerprint, Some(vec!["CD"; 32].join(":")));
+        let flags = TrustFlags { ca_cert: None, fingerprint: Some(&pin) };
+        let s = resolve(None, None, &flags, &env, file).expect("resolve");
+        assert_eq!(s.trust.fingerprint.as_deref(), Some(pin.as_str()));
+        // A bad fingerprint or CA file is an error, not silently no trust.
+        let bad = TrustFlags { ca_cert: None, fingerprint: Some("xyz") };
+        assert!(resolve(None, None, &bad, &env_of(&[]), file).is_err());
+        let env = env_of(&[("KUMO_CA_CERT", "/nonexistent/ca.pem")]);
+        let err = resolve(None, None, &NO_FLAGS, &env, file).expect_err("missing CA");
+        assert!(format!("{err:#}").contains("/nonexistent/ca.pem"), "{err:#}");
     }
 
     #[test]
@@ -269,7 +391,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kumo-cli-test-{}", uuid::Uuid::new_v4()));
         let path = dir.join("nested").join("config.json");
         assert_eq!(load(&path).expect("missing is fine"), None);
-        let config = Config { url: Some("http://h:7400".into()), token: Some("s3cret".into()) };
+        let config = Config {
+            url: Some("http://h:7400".into()),
+            token: Some("s3cret".into()),
+            fingerprint: Some("AB".into()),
+            ..Config::default()
+        };
         save(&path, &config).expect("save");
         save(&path, &config).expect("overwrite");
         assert_eq!(load(&path).expect("load"), Some(config));

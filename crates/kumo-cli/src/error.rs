@@ -29,6 +29,18 @@ pub enum ClientError {
     #[error("cannot reach the Kumo API at {base}: {reason} (check --url, KUMO_URL or `kumo login`)")]
     Connect { base: String, reason: String },
 
+    /// The TLS handshake failed: usually a certificate the CLI was not told to trust.
+    #[error(
+        "TLS with the Kumo API at {base} failed: {reason}. Trust the server's certificate with \
+         `--ca-cert FILE` (KUMO_CA_CERT) or pin it with `--fingerprint SHA256` (KUMO_FINGERPRINT); \
+         `kumo login` saves either (kumod writes DATA_DIR/tls/cert.pem and DATA_DIR/tls/fingerprint)"
+    )]
+    Tls { base: String, reason: String },
+
+    /// The TLS trust given cannot be used (a bad CA certificate or fingerprint).
+    #[error("cannot set up TLS: {reason}")]
+    Trust { reason: String },
+
     /// The request was sent but failed on the way (timeout, reset connection, …).
     #[error("request {method} {url} failed: {reason}")]
     Transport { method: String, url: String, reason: String },

@@ -3,8 +3,9 @@
 //! One module per resource (projects, members, images, instance_types, instances, events, hosts,
 //! users, tokens, audit, quotas, prices, usage, invoices, budgets, volumes, snapshots, backups) declares
 //! its subcommands and turns API answers into tables; `client` speaks HTTP (auth, errors,
-//! pagination), `wait` implements `--wait`, `config` resolves the server URL and token and
-//! implements `kumo login`, `output` formats tables and JSON.
+//! pagination), `wait` implements `--wait`, `config` resolves the server URL, token and TLS trust
+//! and implements `kumo login`, `tls` the certificate checks (`--ca-cert`, `--fingerprint`),
+//! `output` formats tables and JSON.
 
 pub mod audit;
 pub mod backups;
@@ -30,6 +31,7 @@ pub mod quotas;
 pub mod serial;
 pub mod snapshots;
 pub mod system;
+pub mod tls;
 pub mod tokens;
 pub mod usage;
 pub mod users;
@@ -76,9 +78,9 @@ impl Ctx {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     if let Command::Login(args) = &cli.command {
-        return config::login(args, cli.url.as_deref(), cli.token.as_deref(), cli.output);
+        return config::login(args, cli.url.as_deref(), cli.token.as_deref(), &cli.trust_flags(), cli.output);
     }
-    let client = config::client_from(cli.url.as_deref(), cli.token.as_deref())?;
+    let client = config::client_from(cli.url.as_deref(), cli.token.as_deref(), &cli.trust_flags())?;
     let ctx = Ctx { client, output: cli.output };
     match &cli.command {
         Command::Login(_) => Ok(()),

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod tls;
+
 #[derive(Parser, Debug)]
 #[command(name = "kumod", version, about = "The Kumo IaaS server (all-in-one: control plane + local host agent)")]
 struct Cli {
@@ -106,6 +108,9 @@ struct RunArgs {
     /// is the host's uplink address).
     #[arg(long, env = "KUMOD_PUBLIC_IP_POOL")]
     public_ip_pool: Option<ipnet::Ipv4Net>,
+    /// HTTPS: --tls-cert/--tls-key, --tls-self-signed, --tls-san, --insecure-http (see tls.rs).
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -174,6 +179,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let _lock = lock_data_dir(&data_dir)?;
+    // Before anything starts, so an unusable certificate refuses the start.
+    let tls = tls::setup(&args.tls, args.listen, &data_dir)?;
     let db_url = args.database.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kumo.db").display()));
     let store = kumo_store::Store::open(&db_url).await.with_context(|| format!("open database {db_url}"))?;
 
@@ -231,10 +238,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     std::fs::write(data_dir.join("kumod.addr"), format!("{addr}\n"))?;
-    tracing::info!("kumod listening on http://{addr} (data dir {})", data_dir.display());
-    println!("kumod listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("kumod listening on {scheme}://{addr} (data dir {})", data_dir.display());
+    match &tls {
+        Some(t) => println!("kumod listening on https://{addr} (certificate SHA-256 fingerprint {})", t.fingerprint),
+        None => println!("kumod listening on http://{addr}"),
+    }
     // The dashboard (kumo-web) is served beside the API, at /.
-    kumo_control::http::serve_with(app, kumo_web::router(), listener, shutdown_signal()).await?;
+    tls::serve(app, listener, tls, shutdown_signal()).await?;
     tracing::info!("kumod stopped; guests keep running and are found again at the next start");
     Ok(())
 }
