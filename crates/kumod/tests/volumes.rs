@@ -468,3 +468,42 @@ fn root_size_enlarges_the_root_disk_within_bounds() {
     assert_eq!((s, v["disk_gib"].as_i64()), (202, Some(20)), "{v}");
     assert_eq!(storage_used(&k), 20);
 }
+
+/// Issue 10, item 14 (backups): what a kill -9 leaves in the backup target — chunks of a backup
+/// that never wrote its manifest, raw export files — is swept when kumod starts again; a raw file
+/// younger than the grace, and the backups themselves, stay.
+#[test]
+fn backup_sweep_at_start_collects_what_a_crash_left() {
+    let mut k = roomy();
+    k.create_project("demo");
+    available(&k, "data", 1);
+    let (s, v) = k.post("/v1/volume-backups?project=demo", json!({"name": "b1", "volume": "data"}));
+    assert_eq!(s, 201, "{v}");
+    k.kill9();
+    let backups = k.data_dir().join("backups");
+    let orphan = backups
+        .join("projects")
+        .join(uuid::Uuid::now_v7().to_string())
+        .join("chunks/ab")
+        .join(format!("ab{}", "0".repeat(62)));
+    std::fs::create_dir_all(orphan.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&orphan, b"a chunk whose backup was killed before its manifest").expect("chunk");
+    let dead_export = backups.join(format!("export-{}.raw", uuid::Uuid::now_v7()));
+    let young = backups.join(format!("restore-{}.raw", uuid::Uuid::now_v7()));
+    for path in [&dead_export, &young] {
+        std::fs::write(path, b"raw").expect("raw file");
+    }
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&dead_export).and_then(|f| f.set_modified(hour_ago)).expect("mtime");
+
+    k.restart();
+    let deadline = Instant::now() + WAIT;
+    while orphan.exists() || dead_export.exists() {
+        assert!(Instant::now() < deadline, "the start-up sweep left the orphans:\n{}", k.log_tail(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(young.exists(), "a raw file younger than the grace stays");
+    let (s, v) = create(&k, "r1", json!({"size_gib": 1, "source_backup": "b1"}));
+    assert_eq!(s, 202, "{v}");
+    wait_volume(&k, "demo", "r1", "available");
+}
