@@ -42,8 +42,8 @@ pub fn handle() -> Handle {
 pub const BACKUP_SWEEP_PERIOD: Duration = Duration::from_secs(600);
 
 /// How old a raw export/restore file that no backup or restore of this kumod owns must be before
-/// the sweep removes it. Those of this process are known exactly (`backup::Scratch`); the grace
-/// only protects a file that something else is writing right now.
+/// a periodic sweep removes it. Those of this process are known exactly (`backup::Scratch`); the
+/// grace only protects a file that something else is writing right now.
 pub const BACKUP_SWEEP_GRACE: Duration = Duration::from_secs(900);
 
 /// Starts the volume reconciler loop.
@@ -52,8 +52,12 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
         let mut last_sweep: Option<std::time::Instant> = None;
         loop {
             if last_sweep.is_none_or(|t| t.elapsed() >= BACKUP_SWEEP_PERIOD) {
+                // At start no grace: kumod.lock keeps other kumods off this data directory, and
+                // this one's backups and restores in flight own their files, so every other raw
+                // file is a dead kumod's (and may be as big as a volume).
+                let grace = if last_sweep.is_none() { Duration::ZERO } else { BACKUP_SWEEP_GRACE };
                 last_sweep = Some(std::time::Instant::now());
-                sweep_backups(&app).await;
+                sweep_backups(&app, grace).await;
             }
             pass(&app).await;
             tokio::select! {
@@ -110,8 +114,8 @@ pub async fn pass(app: &Arc<App>) {
 /// Sweeps the backup target: chunks no manifest names (a backup killed before its manifest, or a
 /// deletion that found its project's store busy), half-written files, and raw export/restore
 /// files of a killed kumod. Stores held by a running backup or restore are skipped until the next.
-pub async fn sweep_backups(app: &App) {
-    match app.backup_target.sweep(BACKUP_SWEEP_GRACE).await {
+pub async fn sweep_backups(app: &App, grace: Duration) {
+    match app.backup_target.sweep(grace).await {
         Ok(st) => {
             if st.chunks + st.temp_files > 0 {
                 tracing::info!(

@@ -19,6 +19,8 @@ pub struct Kumod {
     /// This kumod's own PostgreSQL database (dropped after kumod is killed), when the tests run
     /// on PostgreSQL; None: SQLite in the data directory.
     pub db: Option<PostgresDb>,
+    /// Extra environment of the kumod process (e.g. a fault-injection point), from the next start.
+    pub env: Vec<(String, String)>,
 }
 
 /// The environment variable that picks the tests' database: `postgres` runs every kumod of the
@@ -149,6 +151,7 @@ impl Kumod {
             args,
             http: Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
             db,
+            env: Vec::new(),
         };
         k.spawn();
         k
@@ -180,6 +183,7 @@ impl Kumod {
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
             .env("RUST_LOG", "info,kumo_control=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
