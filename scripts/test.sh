@@ -2,7 +2,8 @@
 # Runs the whole Kumo test suite (Debian 12, as root): installs what the tests need (QEMU,
 # PostgreSQL, …), builds the tiny guest image, starts PostgreSQL for the store tests, then
 # formatting, lints, and every test of the workspace (unit, API on the simulated hypervisor,
-# store on SQLite and PostgreSQL, end-to-end on real QEMU).
+# store on SQLite and PostgreSQL, end-to-end on real QEMU), then the API, authorisation and
+# billing suites a second time on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,5 +29,19 @@ rc=0
 timeout --kill-after=30s "${KUMO_TEST_TIMEOUT:-50m}" cargo test --locked --workspace || rc=$?
 if [ "$rc" -eq 124 ]; then
     echo "test.sh: the tests did not finish within ${KUMO_TEST_TIMEOUT:-50m}; the last 'Running' line names the binary" >&2
+fi
+echo "== API, authorisation and billing tests on PostgreSQL"
+# The same test binaries again, each kumod on a fresh PostgreSQL database of its own (the harness,
+# crates/kumod/tests/common/mod.rs, creates and drops it; it fails if PostgreSQL is not there).
+# Measured on a loaded 2-core machine (debug build): 145 s, against 37 s for the same three on SQLite
+# (each kumod's CREATE DATABASE, migrations and DROP DATABASE cost about 2.5 s).
+pg_rc=0
+KUMO_TEST_DATABASE=postgres timeout --kill-after=30s "${KUMO_TEST_PG_TIMEOUT:-20m}" \
+    cargo test --locked -p kumod --test api --test authz --test billing || pg_rc=$?
+if [ "$pg_rc" -eq 124 ]; then
+    echo "test.sh: the PostgreSQL pass did not finish within ${KUMO_TEST_PG_TIMEOUT:-20m}" >&2
+fi
+if [ "$rc" -eq 0 ]; then
+    rc=$pg_rc
 fi
 exit "$rc"

@@ -91,6 +91,8 @@ pub async fn run(root: &Path, runs: usize) -> Result<()> {
     pool.create(vol, GIB, &VolumeSource::Raw(raw.clone()), false).await?;
     std::fs::remove_file(&raw)?;
     let target = DirTarget::new(root.join("backups"));
+    // One project's chunk store, as kumod keeps one per project.
+    let project = Uuid::now_v7();
     let export = root.join("export.raw");
 
     let copy_dst = root.join("copy-of-volume.qcow2");
@@ -108,7 +110,7 @@ pub async fn run(root: &Path, runs: usize) -> Result<()> {
             let t = Instant::now();
             pool.export_raw(vol, export).await?;
             let exported = t.elapsed();
-            let stats = backup_raw(target, export, id).await?;
+            let stats = backup_raw(target, project, export, id).await?;
             sync();
             let took = t.elapsed();
             std::fs::remove_file(export)?;

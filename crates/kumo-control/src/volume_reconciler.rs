@@ -15,6 +15,7 @@
 //! Steps wait while the instance is itself in a transitional state (starting, stopping, …), so a
 //! hot-plug never races a QEMU that is being started or stopped. Each pass also collects leaks:
 //! disks in the pool with no live volume (e.g. made just before a crash lost the row's commit).
+//! At start and every [`BACKUP_SWEEP_PERIOD`] it sweeps the backup target ([`sweep_backups`]).
 
 use crate::app::volumes;
 use crate::reconciler::Handle;
@@ -37,10 +38,27 @@ pub fn handle() -> Handle {
     h
 }
 
+/// How often the backup target is swept for what a crash or a busy deletion left (and at start).
+pub const BACKUP_SWEEP_PERIOD: Duration = Duration::from_secs(600);
+
+/// How old a raw export/restore file that no backup or restore of this kumod owns must be before
+/// a periodic sweep removes it. Those of this process are known exactly (`backup::Scratch`); the
+/// grace only protects a file that something else is writing right now.
+pub const BACKUP_SWEEP_GRACE: Duration = Duration::from_secs(900);
+
 /// Starts the volume reconciler loop.
 pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut last_sweep: Option<std::time::Instant> = None;
         loop {
+            if last_sweep.is_none_or(|t| t.elapsed() >= BACKUP_SWEEP_PERIOD) {
+                // At start no grace: kumod.lock keeps other kumods off this data directory, and
+                // this one's backups and restores in flight own their files, so every other raw
+                // file is a dead kumod's (and may be as big as a volume).
+                let grace = if last_sweep.is_none() { Duration::ZERO } else { BACKUP_SWEEP_GRACE };
+                last_sweep = Some(std::time::Instant::now());
+                sweep_backups(&app, grace).await;
+            }
             pass(&app).await;
             tokio::select! {
                 _ = app.volume_reconciler.notify.notified() => {}
@@ -93,6 +111,27 @@ pub async fn pass(app: &Arc<App>) {
     }
 }
 
+/// Sweeps the backup target: chunks no manifest names (a backup killed before its manifest, or a
+/// deletion that found its project's store busy), half-written files, and raw export/restore
+/// files of a killed kumod. Stores held by a running backup or restore are skipped until the next.
+pub async fn sweep_backups(app: &App, grace: Duration) {
+    match app.backup_target.sweep(grace).await {
+        Ok(st) => {
+            if st.chunks + st.temp_files > 0 {
+                tracing::info!(
+                    chunks = st.chunks,
+                    chunk_bytes = st.chunk_bytes,
+                    temp_files = st.temp_files,
+                    busy_stores = st.busy,
+                    "backup sweep collected what nothing uses"
+                );
+            }
+            app.volume_reconciler.update(|s| s.leaks_collected += st.chunks + st.temp_files);
+        }
+        Err(e) => record_error(app, format!("backup sweep: {e}")),
+    }
+}
+
 /// Removes disks of the pool that no live volume owns. The pool is listed before the store is
 /// read: a volume's row is committed before its disk is made, so nothing made in between is
 /// mistaken for a leak.
@@ -139,15 +178,16 @@ async fn holder(app: &App, rec: &VolumeRecord) -> Result<Option<kumo_store::inst
 /// Creates a volume from a backup: the verified chunks into a raw file, then into the pool.
 async fn restore(app: &App, rec: &VolumeRecord, backup_id: uuid::Uuid, size: u64) -> (VolumeObservation, &'static str) {
     let dir = app.config.backups_dir();
-    let raw = dir.join(format!("restore-{}.raw", rec.view.id));
+    // Removed when done (or by the backup sweep, if kumod dies meanwhile).
+    let raw = kumo_agent::backup::Scratch::new(&dir, "restore", rec.view.id);
     let outcome = async {
         tokio::fs::create_dir_all(&dir).await.map_err(|e| kumo_agent::AgentError::io("create backups dir", e))?;
-        kumo_agent::backup::restore_raw(app.backup_target.as_ref(), backup_id, &raw).await?;
-        let source = VolumeSource::Raw(raw.clone());
+        kumo_agent::backup::restore_raw(app.backup_target.as_ref(), rec.project_id, backup_id, raw.path()).await?;
+        let source = VolumeSource::Raw(raw.path().to_path_buf());
         app.hypervisor.pool().create(rec.view.id, size, &source, rec.view.encrypted).await
     }
     .await;
-    let _ = tokio::fs::remove_file(&raw).await;
+    drop(raw);
     match outcome {
         Ok(()) => (VolumeObservation::Created, "volume reconciler: restored from the backup (checksums verified)"),
         Err(e) => (VolumeObservation::CreateFailed { reason: e.to_string() }, "volume reconciler: restore"),

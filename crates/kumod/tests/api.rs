@@ -1148,3 +1148,25 @@ fn a_new_build_in_the_image_cache_takes_the_name_at_the_next_start() {
     assert!(!second_dir.exists(), "the unused build's files were not removed");
     assert_eq!(images.len(), 2, "the third build and the first (in use): {images:?}");
 }
+
+/// Issue 10, item 16: the suites run on the database the run asks for (KUMO_TEST_DATABASE): on
+/// PostgreSQL each kumod has a fresh database of its own that holds what the API made, and no
+/// SQLite file; never silently SQLite.
+#[test]
+fn kumod_runs_on_the_database_the_tests_ask_for() {
+    let mut k = cloud(&[]);
+    k.create_project("probe");
+    k.kill9();
+    let pg = common::on_postgres();
+    assert_eq!(k.database_url().starts_with("postgres://"), pg, "{}", k.database_url());
+    assert_eq!(k.data_dir().join("kumo.db").exists(), !pg, "a SQLite file exists only on SQLite");
+    let mut found = None;
+    common::with_store(&k, async |tx| {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects WHERE name = 'probe'")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("count projects");
+        found = Some(n);
+    });
+    assert_eq!(found, Some(1), "the project is in {}", k.database_url());
+}

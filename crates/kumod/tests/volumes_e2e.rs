@@ -484,7 +484,10 @@ fn backups_are_incremental_and_restore_verified_data() {
     }
 
     // A corrupted chunk fails the restore, clearly, instead of making a corrupt volume.
-    let backups = k.data_dir().join("backups");
+    // The project's own chunk store (one per project).
+    let (s, project) = k.get("/v1/projects/demo");
+    assert_eq!(s, 200, "{project}");
+    let backups = k.data_dir().join("backups/projects").join(project["id"].as_str().expect("project id"));
     let manifest = backups.join("manifests").join(format!("{}.json", inc["id"].as_str().unwrap()));
     let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
     let sha = manifest["chunks"].as_array().unwrap().iter().find_map(|c| c.as_str()).expect("a chunk").to_string();

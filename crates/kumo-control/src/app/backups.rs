@@ -107,13 +107,14 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Backu
     let id = kumo_store::new_id();
     let dir = app.config.backups_dir();
     tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
-    let raw = dir.join(format!("export-{id}.raw"));
+    // Removed when done (or by the backup sweep, if kumod dies meanwhile).
+    let raw = kumo_agent::backup::Scratch::new(&dir, "export", id);
     let stats = async {
-        app.hypervisor.pool().export_raw(vol.view.id, &raw).await?;
-        kumo_agent::backup::backup_raw(app.backup_target.as_ref(), &raw, id).await
+        app.hypervisor.pool().export_raw(vol.view.id, raw.path()).await?;
+        kumo_agent::backup::backup_raw(app.backup_target.as_ref(), proj.id, raw.path(), id).await
     }
     .await;
-    let _ = tokio::fs::remove_file(&raw).await;
+    drop(raw);
     let stats = stats.map_err(|e| ApiError::internal(format!("backup of volume {}: {e}", vol.view.id)))?;
 
     let mut tx = app.store.begin().await?;
@@ -132,7 +133,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Backu
     };
     let inserted = kumo_store::backups::insert(&mut tx, &new).await.map_err(already_exists("backup", p.name.as_str()));
     if let Err(e) = inserted {
-        let _ = app.backup_target.delete(id).await;
+        let _ = app.backup_target.delete(proj.id, id).await;
         return Err(e);
     }
     let rec =
@@ -152,9 +153,13 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, backup: &
     let ev = kumo_store::events::record(&mut tx, &event(&rec, "deleted", &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
-    // The manifest goes, and the chunks no other backup uses. A failure leaves only unused data.
-    if let Err(e) = app.backup_target.delete(rec.view.id).await {
-        tracing::warn!(backup = %rec.view.id, "removing the backup's data: {e}");
+    // The manifest goes, and the chunks no other backup of the project uses (unless a backup or
+    // restore of the project is running: then the volume reconciler's sweep collects them). A
+    // failure leaves only unused data.
+    match app.backup_target.delete(rec.project_id, rec.view.id).await {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(backup = %rec.view.id, "chunk store busy: its unused chunks go at the next sweep"),
+        Err(e) => tracing::warn!(backup = %rec.view.id, "removing the backup's data: {e}"),
     }
     Ok(())
 }

@@ -16,6 +16,106 @@ pub struct Kumod {
     pub token: String,
     args: Vec<String>,
     pub http: Client,
+    /// This kumod's own PostgreSQL database (dropped after kumod is killed), when the tests run
+    /// on PostgreSQL; None: SQLite in the data directory.
+    pub db: Option<PostgresDb>,
+    /// Extra environment of the kumod process (e.g. a fault-injection point), from the next start.
+    pub env: Vec<(String, String)>,
+}
+
+/// The environment variable that picks the tests' database: `postgres` runs every kumod of the
+/// tests on a fresh PostgreSQL database of its own; unset or `sqlite`, on SQLite (`kumo.db` in
+/// its data directory). scripts/test.sh runs the API, authorisation and billing suites both ways.
+pub const DATABASE_ENV: &str = "KUMO_TEST_DATABASE";
+
+/// Whether the tests run on PostgreSQL (KUMO_TEST_DATABASE=postgres). Any other value than
+/// `postgres`, `sqlite` or nothing fails the test: a typo must not silently test SQLite.
+pub fn on_postgres() -> bool {
+    match std::env::var(DATABASE_ENV).as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(std::env::VarError::NotPresent) => false,
+        Ok(other) => panic!("{DATABASE_ENV}={other}: use `postgres` or `sqlite`"),
+        Err(e) => panic!("{DATABASE_ENV}: {e}"),
+    }
+}
+
+/// Skips the rest of a test on PostgreSQL, saying why (a test of something only SQLite has).
+/// Returns true when the test must stop here.
+pub fn sqlite_only(reason: &str) -> bool {
+    if on_postgres() {
+        eprintln!("SKIPPED on PostgreSQL: {reason}");
+        return true;
+    }
+    false
+}
+
+/// A fresh PostgreSQL database `kumo_test_<random>`, created through KUMO_TEST_POSTGRES_URL (what
+/// scripts/postgres.sh prints) like kumo-store's tests do, and dropped (WITH (FORCE)) on drop.
+pub struct PostgresDb {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+}
+
+impl PostgresDb {
+    /// Fails loudly when PostgreSQL was asked for and is not there.
+    pub fn create() -> PostgresDb {
+        use sqlx::{Connection, Executor};
+        let admin_url = match std::env::var("KUMO_TEST_POSTGRES_URL") {
+            Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
+            _ => panic!(
+                "{DATABASE_ENV}=postgres needs KUMO_TEST_POSTGRES_URL (scripts/postgres.sh prints it: \
+                 KUMO_TEST_POSTGRES_URL=$(scripts/postgres.sh | tail -n 1))"
+            ),
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!("kumo_test_{}", uuid::Uuid::new_v4().simple());
+        block_on(async {
+            let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+                panic!("{DATABASE_ENV}=postgres: connect to KUMO_TEST_POSTGRES_URL={admin_url}: {e}")
+            });
+            // C collation, as docs/operations.md tells operators (names sort byte-wise, as on SQLite).
+            admin
+                .execute(format!("CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'").as_str())
+                .await
+                .unwrap_or_else(|e| panic!("CREATE DATABASE {name} through {admin_url}: {e}"));
+            let _ = admin.close().await;
+        });
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) if server.contains("://") && !server.ends_with('/') => format!("{server}/{name}"),
+            _ => panic!("KUMO_TEST_POSTGRES_URL={admin_url}: expected postgres://user:pass@host:port/database"),
+        };
+        PostgresDb { admin_url, name, url }
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        use sqlx::{Connection, Executor};
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Its own thread and runtime: the test may be unwinding.
+        let dropped = std::thread::spawn(move || {
+            block_on(async {
+                let mut admin = sqlx::AnyConnection::connect(&admin_url).await.map_err(|e| e.to_string())?;
+                admin
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = admin.close().await;
+                Ok::<(), String>(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop test database {}: {e}", self.name),
+            Err(_) => eprintln!("could not drop test database {}: the dropping thread panicked", self.name),
+        }
+    }
 }
 
 pub fn kumod_binary() -> PathBuf {
@@ -38,13 +138,20 @@ impl Kumod {
     pub fn start(extra: &[&str]) -> Kumod {
         // Short path: QMP socket paths must stay under 108 bytes.
         let dir = tempfile::Builder::new().prefix("kt").tempdir_in("/tmp").expect("temp dir");
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let db = on_postgres().then(PostgresDb::create);
+        if let Some(db) = &db {
+            args.extend(["--database".to_string(), db.url.clone()]);
+        }
         let mut k = Kumod {
             child: None,
             dir,
             url: String::new(),
             token: String::new(),
-            args: extra.iter().map(|s| s.to_string()).collect(),
+            args,
             http: Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
+            db,
+            env: Vec::new(),
         };
         k.spawn();
         k
@@ -52,6 +159,14 @@ impl Kumod {
 
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The URL of this kumod's database (SQLite in its data directory, or its PostgreSQL one).
+    pub fn database_url(&self) -> String {
+        match &self.db {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", self.data_dir().join("kumo.db").display()),
+        }
     }
 
     fn spawn(&mut self) {
@@ -68,6 +183,7 @@ impl Kumod {
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
             .env("RUST_LOG", "info,kumo_control=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -343,10 +459,10 @@ pub fn qemu_prerequisites() -> bool {
     false
 }
 
-/// Writes into a (stopped) kumod's SQLite database, in one transaction: billing tests and benches
-/// put events in the past this way.
+/// Writes into a (stopped) kumod's database (SQLite or PostgreSQL), in one transaction: billing
+/// tests and benches put events in the past this way.
 pub fn with_store(k: &Kumod, f: impl AsyncFnOnce(&mut kumo_store::Conn)) {
-    let url = format!("sqlite://{}", k.data_dir().join("kumo.db").display());
+    let url = k.database_url();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let store = kumo_store::Store::open(&url).await.expect("open store");
