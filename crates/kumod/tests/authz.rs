@@ -519,11 +519,12 @@ fn login_is_rate_limited_and_says_the_same_for_unknown_users() {
     assert_eq!((s, s2), (401, 401), "{unknown} {wrong}");
     assert_eq!(unknown["message"], wrong["message"], "the answer must not tell whether the user exists");
     assert_eq!(wrong["error_code"], "Unauthenticated");
-    for i in 2..5 {
+    for i in 2..=5 {
         let (s, _, v) = login(&k, "alice", "wrong password");
         assert_eq!(s, 401, "attempt {i}: {v}");
     }
-    // Five failures from this address: even the right password is refused for a while.
+    // Five failures for alice from this address: even the right password is refused for a while
+    // (from here; see behind_a_trusted_proxy_one_clients_failures_do_not_block_another).
     let (s, retry, v) = login(&k, "alice", PASSWORD);
     assert_eq!(s, 429, "{v}");
     assert_eq!(v["error_code"], "TooManyRequests", "{v}");
@@ -531,6 +532,98 @@ fn login_is_rate_limited_and_says_the_same_for_unknown_users() {
     assert!((1..=300).contains(&secs), "Retry-After {secs}");
     // Other operations are not affected.
     assert_eq!(k.get("/v1/me").0, 200);
+}
+
+/// Logs in through a proxy that says it forwards `client` (X-Forwarded-For).
+fn login_via(k: &Kumod, client: &str, user: &str, password: &str) -> (u16, Option<String>, Value) {
+    send(
+        k.http
+            .post(format!("{}/v1/login", k.url))
+            .header("x-forwarded-for", client)
+            .json(&json!({"username": user, "password": password})),
+    )
+}
+
+/// The source address the audit log recorded for the last `session_create` with this status.
+fn last_login_source(k: &Kumod, status: u16) -> String {
+    let (s, v) = k.get("/v1/system/audit-log?operation=session_create&limit=1000");
+    assert_eq!(s, 200, "{v}");
+    let items = v["items"].as_array().expect("items");
+    let e = items.iter().rev().find(|e| e["status"] == status).unwrap_or_else(|| panic!("no login {status}: {v}"));
+    e["source_address"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn behind_a_trusted_proxy_one_clients_failures_do_not_block_another() {
+    // The test client is the proxy (loopback); the clients are what it forwards.
+    let k = Kumod::sim(&["--trusted-proxy", "127.0.0.1/32", "--trusted-proxy", "::1/128"]);
+    create_user(&k, "alice");
+    create_user(&k, "bob");
+    for i in 0..5 {
+        let (s, _, v) = login_via(&k, "203.0.113.1", "alice", "wrong password");
+        assert_eq!(s, 401, "attempt {i}: {v}");
+        // A forged first entry does not change who the proxy says the client is.
+        let (s, _, v) = login_via(&k, &format!("192.0.2.{i}, 203.0.113.1"), "bob", "wrong password");
+        assert_eq!(s, 401, "attempt {i}: {v}");
+    }
+    let (s, retry, v) = login_via(&k, "203.0.113.1", "alice", PASSWORD);
+    assert_eq!(s, 429, "client A used up its attempts for alice: {v}");
+    assert!(retry.is_some(), "Retry-After");
+    assert_eq!(login_via(&k, "192.0.2.77, 203.0.113.1", "bob", PASSWORD).0, 429, "forged entries are ignored");
+    assert_eq!(last_login_source(&k, 429), "203.0.113.1");
+    // Client B, behind the same proxy, is not blocked: for alice, for bob, or anyone.
+    let (s, _, v) = login_via(&k, "203.0.113.2", "alice", PASSWORD);
+    assert_eq!(s, 200, "client B must not be locked out by client A: {v}");
+    assert_eq!(last_login_source(&k, 200), "203.0.113.2", "the audit log names the forwarded client");
+    assert_eq!(login_via(&k, "203.0.113.2", "bob", PASSWORD).0, 200);
+    // And the proxy's own address (no header) is a client like any other.
+    assert_eq!(login(&k, "alice", PASSWORD).0, 200);
+}
+
+#[test]
+fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
+    // Only 10.0.0.0/8 is a proxy: the loopback client's headers are its own claims.
+    let k = Kumod::sim(&["--trusted-proxy", "10.0.0.0/8"]);
+    create_user(&k, "alice");
+    for i in 0..5 {
+        let (s, _, v) = login_via(&k, &format!("203.0.113.{i}"), "alice", "wrong password");
+        assert_eq!(s, 401, "attempt {i}: {v}");
+    }
+    // Claiming yet another address does not escape the limit: the source is the peer.
+    let (s, _, v) = login_via(&k, "203.0.113.99", "alice", PASSWORD);
+    assert_eq!(s, 429, "a forged X-Forwarded-For must not reset the limit: {v}");
+    assert_eq!(last_login_source(&k, 429), "127.0.0.1");
+    let (s, v) = k.get("/v1/system/audit-log?operation=session_create&limit=1000");
+    assert!(s == 200 && !v.to_string().contains("203.0.113."), "forged addresses must not be logged: {v}");
+}
+
+#[test]
+fn an_operator_can_log_in_after_someone_else_hammered_their_name() {
+    let k = Kumod::sim(&["--trusted-proxy", "127.0.0.1/32"]);
+    let (s, v) = k.post("/v1/users", json!({"name": "root", "password": PASSWORD, "operator": true}));
+    assert_eq!(s, 201, "{v}");
+    let home = "198.51.100.7";
+    assert_eq!(login_via(&k, home, "root", PASSWORD).0, 200, "the operator's usual address");
+    // Someone hammers the name from one address, then spreads the guessing over many.
+    for i in 0..5 {
+        assert_eq!(login_via(&k, "203.0.113.66", "root", "guess").0, 401, "attempt {i}");
+    }
+    assert_eq!(login_via(&k, "203.0.113.66", "root", "guess").0, 429);
+    let (s, _, v) = login_via(&k, home, "root", PASSWORD);
+    assert_eq!(s, 200, "the operator still gets in from their own address: {v}");
+    let (s, _, v) = login_via(&k, "192.0.2.10", "root", PASSWORD);
+    assert_eq!(s, 200, "and from a new address, while the name is not under a spread-out attack: {v}");
+    for i in 0..45 {
+        let (s, _, v) = login_via(&k, &format!("10.66.{}.{}", i / 5, i % 5 + 1), "root", "guess");
+        assert!(matches!(s, 401 | 429), "attempt {i}: {v}");
+    }
+    // 50 failures on the name from all over: unfamiliar sources are refused, even with the password...
+    let (s, _, v) = login_via(&k, "192.0.2.200", "root", PASSWORD);
+    assert_eq!(s, 429, "an unfamiliar source during a spread-out attack: {v}");
+    // ...but the operator's familiar addresses are not.
+    let (s, _, v) = login_via(&k, home, "root", PASSWORD);
+    assert_eq!(s, 200, "the operator is never locked out by name alone: {v}");
+    assert_eq!(login_via(&k, "192.0.2.10", "root", PASSWORD).0, 200);
 }
 
 #[test]
@@ -768,4 +861,140 @@ fn the_cli_manages_users_logs_in_with_a_password_and_makes_tokens() {
     let (ok, out, _) = op(&["user", "list"], "");
     assert!(ok && out.contains("alice"), "{out}");
     assert!(!alice(&["user", "list"]).0, "tenants may not list users");
+}
+
+/// A live event stream, read line by line on a thread (None on the channel: the stream ended).
+struct LiveStream {
+    lines: std::sync::mpsc::Receiver<Option<String>>,
+}
+
+/// How long an open stream may outlive its authority.
+const STREAM_END_DEADLINE: Duration = Duration::from_secs(5);
+
+impl LiveStream {
+    fn open(k: &Kumod, path: &str, auth: impl FnOnce(RequestBuilder) -> RequestBuilder) -> LiveStream {
+        use std::io::BufRead;
+        let client = reqwest::blocking::Client::builder().timeout(None).build().expect("http client");
+        let resp = auth(client.get(format!("{}{path}", k.url))).send().expect("open the stream");
+        let ct = resp.headers().get("content-type").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+        assert!(resp.status() == 200 && ct.starts_with("text/event-stream"), "{path}: {} {ct}", resp.status());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(resp).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(Some(line)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(None);
+        });
+        LiveStream { lines }
+    }
+
+    /// Reads until a line contains `needle`; panics if the stream ends or the deadline passes.
+    fn wait_for(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Some(line)) if line.contains(needle) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended before {needle} came"),
+                Err(_) => panic!("{needle} did not come within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Reads until the stream ends; returns the lines read meanwhile and how long after `since`
+    /// it ended. Panics if it is still open `STREAM_END_DEADLINE` after `since`.
+    fn until_end(&self, since: std::time::Instant) -> (Vec<String>, Duration) {
+        let start = since;
+        let deadline = start + STREAM_END_DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Some(line)) => seen.push(line),
+                Ok(None) => return (seen, start.elapsed()),
+                Err(_) => panic!("the stream is still open {STREAM_END_DEADLINE:?} later; read: {seen:?}"),
+            }
+        }
+    }
+}
+
+/// Makes an event in project a (a volume `name` is created).
+fn make_event(owner: &As, name: &str) {
+    let (s, v) = owner.post("/v1/volumes?project=a", json!({"name": name, "size_gib": 1}));
+    assert_eq!(s, 202, "{v}");
+}
+
+/// An ended stream said why, and delivered nothing made after the withdrawal.
+fn assert_ended_cleanly(what: &str, lines: &[String], elapsed: Duration, after: &str) {
+    eprintln!("{what}: the stream ended {elapsed:?} after the withdrawal");
+    assert!(lines.iter().any(|l| l == "event: revoked"), "{what}: no `event: revoked` before the end: {lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains(&format!("\"{after}\""))),
+        "{what}: an event made after the withdrawal was delivered: {lines:?}"
+    );
+}
+
+#[test]
+fn open_event_streams_end_when_their_authority_is_withdrawn() {
+    let k = cloud();
+    let [alice, bob, _carol] = tenants(&k);
+    let alice = As { k: &k, token: Some(alice) };
+    let stream = "/v1/events/stream?project=a";
+
+    // 1. The membership is removed.
+    let s = LiveStream::open(&k, stream, |r| r.bearer_auth(&bob));
+    make_event(&alice, "ev-1");
+    s.wait_for("\"ev-1\"");
+    let withdrawn = std::time::Instant::now();
+    assert_eq!(alice.delete("/v1/projects/a/members/bob").0, 204);
+    make_event(&alice, "ev-2");
+    let (lines, took) = s.until_end(withdrawn);
+    assert_ended_cleanly("membership removed", &lines, took, "ev-2");
+    let (st, v) = As { k: &k, token: Some(bob.clone()) }.get(stream);
+    assert_eq!(st, 404, "and it cannot be reopened: {v}");
+
+    // 2. The token is revoked.
+    add_member(&k, "a", "bob", "viewer");
+    let as_bob = As { k: &k, token: Some(bob.clone()) };
+    let (st, v) = as_bob.post("/v1/me/tokens", json!({"name": "watch"}));
+    assert_eq!(st, 201, "{v}");
+    let watch = v["token"].as_str().expect("token").to_string();
+    let s = LiveStream::open(&k, stream, |r| r.bearer_auth(&watch));
+    make_event(&alice, "ev-3");
+    s.wait_for("\"ev-3\"");
+    let withdrawn = std::time::Instant::now();
+    assert_eq!(as_bob.delete("/v1/me/tokens/watch").0, 204);
+    make_event(&alice, "ev-4");
+    let (lines, took) = s.until_end(withdrawn);
+    assert_ended_cleanly("token revoked", &lines, took, "ev-4");
+
+    // 3. The dashboard's stream, and its session logs out.
+    let session = session(&k, "bob");
+    let cookie = format!("kumo_session=s.{session}");
+    let s = LiveStream::open(&k, "/projects/a/events", |r| r.header("cookie", &cookie));
+    make_event(&alice, "ev-5");
+    s.wait_for("\"ev-5\"");
+    let csrf = kumo_web::session::csrf_for(&session);
+    let withdrawn = std::time::Instant::now();
+    let resp = k
+        .http
+        .post(format!("{}/logout", k.url))
+        .header("cookie", &cookie)
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .expect("logout");
+    assert!(resp.status().is_redirection() || resp.status().is_success(), "logout: {}", resp.status());
+    assert_eq!(As { k: &k, token: Some(session) }.get("/v1/me").0, 401, "the session is over");
+    make_event(&alice, "ev-6");
+    let (lines, took) = s.until_end(withdrawn);
+    assert_ended_cleanly("logged out", &lines, took, "ev-6");
+
+    // A member's stream whose authority holds stays open and keeps delivering.
+    let s = LiveStream::open(&k, stream, |r| r.bearer_auth(alice.token.as_deref().unwrap_or_default()));
+    make_event(&alice, "ev-7");
+    s.wait_for("\"ev-7\"");
 }
