@@ -998,3 +998,320 @@ fn open_event_streams_end_when_their_authority_is_withdrawn() {
     make_event(&alice, "ev-7");
     s.wait_for("\"ev-7\"");
 }
+
+/// Waits until `path` (read as `who`) shows `field` == `want`.
+fn wait_field(who: &As, path: &str, field: &str, want: &str) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (s, v) = who.get(path);
+        if s == 200 && v[field] == want {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path}: {field} did not become {want}: {s} {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Project b's things, made by its collaborator carol: (name → id).
+fn things_of_b(k: &Cloud, carol: &As) -> std::collections::BTreeMap<&'static str, String> {
+    let mut ids = std::collections::BTreeMap::new();
+    let mut made = |what: &'static str, (s, v): (u16, Value)| {
+        assert!((200..300).contains(&s), "carol makes {what} in b: {s} {v}");
+        ids.insert(what, v["id"].as_str().unwrap_or_else(|| panic!("{what}: no id in {v}")).to_string());
+    };
+    made(
+        "vm-b",
+        carol.post("/v1/instances?project=b", json!({"name": "vm-b", "image": IMAGE, "instance_type": "k1-nano"})),
+    );
+    made("vol-b", carol.post("/v1/volumes?project=b", json!({"name": "vol-b", "size_gib": 1})));
+    wait_field(carol, "/v1/volumes/vol-b?project=b", "state", "available");
+    made("snap-b", carol.post("/v1/snapshots?project=b", json!({"name": "snap-b", "volume": "vol-b"})));
+    made("bk-b", carol.post("/v1/volume-backups?project=b", json!({"name": "bk-b", "volume": "vol-b"})));
+    let (s, _, v) = send(
+        carol
+            .req(Method::POST, "/v1/images/import?project=b&name=img-b")
+            .header("content-type", "application/octet-stream")
+            .body(k.fixture_bytes()),
+    );
+    made("img-b", (s, v));
+    made("vpc-b", carol.post("/v1/vpcs?project=b", json!({"name": "vpc-b", "ipv4_cidr": "10.30.0.0/16"})));
+    made(
+        "sn-b",
+        carol.post("/v1/vpc-subnets?project=b&vpc=vpc-b", json!({"name": "sn-b", "ipv4_cidr": "10.30.1.0/24"})),
+    );
+    made("sg-b", carol.post("/v1/security-groups?project=b", json!({"name": "sg-b"})));
+    let key = SSH_KEY_X.replace("key-x", "key-b");
+    made("key-b", carol.post("/v1/ssh-keys?project=b", serde_json::from_str(&key).expect("json")));
+    made("fip-b", carol.post("/v1/floating-ips?project=b", json!({"name": "fip-b"})));
+    wait_field(carol, "/v1/instances/vm-b?project=b", "state", "running");
+    ids
+}
+
+/// A request naming project b's things from project a, by name and by id, must get exactly the
+/// answer the same request gets for a thing that exists nowhere: the same status (never 2xx,
+/// never 403), error code and message (up to the reference itself). So nothing is done, and
+/// nothing about b leaks.
+#[test]
+fn another_projects_things_named_in_bodies_and_queries_are_not_found() {
+    let k = cloud();
+    let [alice, _bob, carol] = tenants(&k);
+    let alice = As { k: &k, token: Some(alice) };
+    let carol = As { k: &k, token: Some(carol) };
+    let mut b = things_of_b(&k, &carol);
+    let (_, v) = k.get("/v1/projects/b");
+    b.insert("b", v["id"].as_str().expect("project id").to_string());
+    let missing_id = uuid::Uuid::new_v4().to_string();
+
+    // (what, method, path, body; `{R}` is the reference: b's thing, or one that exists nowhere).
+    let cases: &[(&str, Method, &str, &str)] = &[
+        // Another project as the selector.
+        ("project b's instances", Method::GET, "/v1/instances?project={R}", ""),
+        ("project b's events", Method::GET, "/v1/events/stream?project={R}", ""),
+        ("a volume in project b", Method::POST, "/v1/volumes?project={R}", r#"{"name":"x1","size_gib":1}"#),
+        ("vm-b in project b", Method::GET, "/v1/instances/vm-b?project={R}", ""),
+        ("stop vm-b in project b", Method::POST, "/v1/instances/vm-b/stop?project={R}", ""),
+        // Another project's thing in the path, with the caller's own project as the selector.
+        ("attach b's volume", Method::POST, "/v1/volumes/{R}/attach?project=a", r#"{"instance":"vm-a"}"#),
+        ("resize b's volume", Method::POST, "/v1/volumes/{R}/resize?project=a", r#"{"size_gib":2}"#),
+        ("delete b's snapshot", Method::DELETE, "/v1/snapshots/{R}?project=a", ""),
+        ("delete b's backup", Method::DELETE, "/v1/volume-backups/{R}?project=a", ""),
+        ("export b's image", Method::GET, "/v1/images/{R}/export?project=a", ""),
+        ("stop b's instance", Method::POST, "/v1/instances/{R}/stop?project=a", ""),
+        ("b's instance metrics", Method::GET, "/v1/instances/{R}/metrics?project=a&metric=cpu", ""),
+        ("attach b's floating ip", Method::POST, "/v1/floating-ips/{R}/attach?project=a", r#"{"instance":"vm-a"}"#),
+        ("rules of b's group", Method::PUT, "/v1/security-groups/{R}/rules?project=a", r#"{"rules":[]}"#),
+        ("b's subnet", Method::GET, "/v1/vpc-subnets/{R}?project=a&vpc=default", ""),
+        // In query strings.
+        ("subnets of b's vpc", Method::GET, "/v1/vpc-subnets?project=a&vpc={R}", ""),
+        (
+            "a subnet in b's vpc",
+            Method::POST,
+            "/v1/vpc-subnets?project=a&vpc={R}",
+            r#"{"name":"x0","ipv4_cidr":"10.30.9.0/24"}"#,
+        ),
+        // In bodies.
+        (
+            "attach a's volume to b's instance",
+            Method::POST,
+            "/v1/volumes/vol-a/attach?project=a",
+            r#"{"instance":"{R}"}"#,
+        ),
+        (
+            "attach a's floating ip to b's instance",
+            Method::POST,
+            "/v1/floating-ips/fip-a/attach?project=a",
+            r#"{"instance":"{R}"}"#,
+        ),
+        (
+            "volume from b's snapshot",
+            Method::POST,
+            "/v1/volumes?project=a",
+            r#"{"name":"x1","size_gib":1,"source_snapshot":"{R}"}"#,
+        ),
+        (
+            "volume from b's backup",
+            Method::POST,
+            "/v1/volumes?project=a",
+            r#"{"name":"x1","size_gib":1,"source_backup":"{R}"}"#,
+        ),
+        (
+            "volume from b's image",
+            Method::POST,
+            "/v1/volumes?project=a",
+            r#"{"name":"x1","size_gib":1,"source_image":"{R}"}"#,
+        ),
+        ("snapshot of b's volume", Method::POST, "/v1/snapshots?project=a", r#"{"name":"x2","volume":"{R}"}"#),
+        ("backup of b's volume", Method::POST, "/v1/volume-backups?project=a", r#"{"name":"x3","volume":"{R}"}"#),
+        ("image from b's snapshot", Method::POST, "/v1/images?project=a", r#"{"name":"x4","source_snapshot":"{R}"}"#),
+        ("image from b's instance", Method::POST, "/v1/images?project=a", r#"{"name":"x4","source_instance":"{R}"}"#),
+        (
+            "instance from b's image",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"{R}","instance_type":"k1-nano"}"#,
+        ),
+        (
+            "instance in b's vpc",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"fixture","instance_type":"k1-nano","vpc":"{R}"}"#,
+        ),
+        (
+            "instance in b's subnet",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"fixture","instance_type":"k1-nano","subnet":"{R}"}"#,
+        ),
+        (
+            "instance with b's group",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"fixture","instance_type":"k1-nano","security_groups":["{R}"]}"#,
+        ),
+        (
+            "instance with b's key",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"fixture","instance_type":"k1-nano","ssh_keys":["{R}"]}"#,
+        ),
+        (
+            "rule with b's group as source",
+            Method::PUT,
+            "/v1/security-groups/default/rules?project=a",
+            r#"{"rules":[{"direction":"ingress","protocol":"tcp","port_range":"22","source":"{R}"}]}"#,
+        ),
+    ];
+    // Which of b's things each case names.
+    let thing = |what: &str| -> &'static str {
+        match () {
+            _ if what.contains("project b") => "b",
+            _ if what.contains("b's volume") => "vol-b",
+            _ if what.contains("b's snapshot") => "snap-b",
+            _ if what.contains("b's backup") => "bk-b",
+            _ if what.contains("b's image") => "img-b",
+            _ if what.contains("b's instance") => "vm-b",
+            _ if what.contains("b's floating ip") => "fip-b",
+            _ if what.contains("b's group") => "sg-b",
+            _ if what.contains("b's vpc") => "vpc-b",
+            _ if what.contains("b's subnet") => "sn-b",
+            _ if what.contains("b's key") => "key-b",
+            _ => panic!("which thing of b does '{what}' name?"),
+        }
+    };
+    let call = |method: &Method, path: &str, body: &str| {
+        let req = alice.req(method.clone(), path);
+        let req =
+            if body.is_empty() { req } else { req.header("content-type", "application/json").body(body.to_string()) };
+        let (s, _, v) = send(req);
+        (s, v)
+    };
+    let mut failures = Vec::new();
+    for (what, method, path, body) in cases {
+        let name = thing(what);
+        let id = b[name].as_str();
+        // Names are tried where the API takes names; ids everywhere (rule sources take names only).
+        let refs: Vec<(&str, &str)> = if what.contains("rule with") {
+            vec![(name, "zz-none")]
+        } else {
+            vec![(name, "zz-none"), (id, missing_id.as_str())]
+        };
+        for (cross, missing) in refs {
+            let (s, v) = call(method, &path.replace("{R}", cross), &body.replace("{R}", cross));
+            let (ms, mv) = call(method, &path.replace("{R}", missing), &body.replace("{R}", missing));
+            let norm = |v: &Value, r: &str| v["message"].as_str().unwrap_or("").replace(r, "<ref>");
+            let same = s == ms && v["error_code"] == mv["error_code"] && norm(&v, cross) == norm(&mv, missing);
+            if (200..300).contains(&s) || s == 403 || !same || !matches!(s, 400 | 404) {
+                failures.push(format!(
+                    "{what} ({method} {path} with {cross}): got {s} {v}; for a thing that exists nowhere: {ms} {mv}"
+                ));
+            }
+        }
+    }
+    // Ids of another project's instance need no project selector; still 404 for a non-member.
+    for (method, path) in [
+        (Method::GET, format!("/v1/instances/{}", b["vm-b"])),
+        (Method::POST, format!("/v1/instances/{}/stop", b["vm-b"])),
+        (Method::DELETE, format!("/v1/instances/{}", b["vm-b"])),
+    ] {
+        let (s, v) = call(&method, &path, "");
+        if s != 404 {
+            failures.push(format!("{method} {path}: got {s} {v}, want 404"));
+        }
+    }
+    // Events of b's instance read through a's selector: none.
+    let (s, v) = alice.get(&format!("/v1/events?project=a&instance={}", b["vm-b"]));
+    if s != 200 || v["items"] != json!([]) {
+        failures.push(format!("events of b's instance through project a: {s} {v}"));
+    }
+    // Joining b, or removing its members: 404 like any project she is not in.
+    for (method, path, body) in [
+        (Method::POST, "/v1/projects/b/members", r#"{"user":"alice","role":"owner"}"#),
+        (Method::DELETE, "/v1/projects/b/members/carol", ""),
+    ] {
+        let (s, v) = call(&method, path, body);
+        if s != 404 {
+            failures.push(format!("{method} {path}: got {s} {v}, want 404"));
+        }
+    }
+    assert!(failures.is_empty(), "{} cross-project leaks:\n{}", failures.len(), failures.join("\n"));
+
+    // Nothing changed, as b's collaborator sees it...
+    let v = wait_field(&carol, "/v1/instances/vm-b?project=b", "state", "running");
+    assert_eq!(v["instance_type"], "k1-nano", "{v}");
+    let (s, v) = carol.get("/v1/volumes/vol-b?project=b");
+    assert_eq!((s, v["state"].as_str(), v["size_gib"].as_i64()), (200, Some("available"), Some(1)), "{v}");
+    assert!(v["attached_to"].is_null(), "{v}");
+    let (s, v) = carol.get("/v1/floating-ips/fip-b?project=b");
+    assert!(s == 200 && v["instance"].is_null(), "{v}");
+    for (path, n) in [
+        ("/v1/snapshots?project=b", 1),
+        ("/v1/volume-backups?project=b", 1),
+        ("/v1/volumes?project=b", 1),
+        ("/v1/instances?project=b", 1),
+        ("/v1/vpc-subnets?project=b&vpc=vpc-b", 1),
+    ] {
+        let (s, v) = carol.get(path);
+        assert_eq!((s, v["items"].as_array().map(Vec::len)), (200, Some(n)), "{path}: {v}");
+    }
+    let (s, v) = carol.get("/v1/images/img-b?project=b");
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = carol.get("/v1/security-groups/sg-b/rules?project=b");
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = carol.get("/v1/projects/b/members");
+    let members: Vec<&str> = v.as_array().into_iter().flatten().filter_map(|m| m["user"].as_str()).collect();
+    assert_eq!((s, members), (200, vec!["carol"]), "{v}");
+    // ...and in a, as its owner sees it.
+    let (s, v) = alice.get("/v1/volumes/vol-a?project=a");
+    assert!(s == 200 && v["attached_to"].is_null(), "{v}");
+    let (s, v) = alice.get("/v1/floating-ips/fip-a?project=a");
+    assert!(s == 200 && v["instance"].is_null(), "{v}");
+    for path in [
+        "/v1/volumes/x1?project=a",
+        "/v1/snapshots/x2?project=a",
+        "/v1/volume-backups/x3?project=a",
+        "/v1/images/x4?project=a",
+        "/v1/instances/x5?project=a",
+        "/v1/vpc-subnets/x0?project=a&vpc=default",
+    ] {
+        assert_eq!(alice.get(path).0, 404, "{path} must not exist");
+    }
+}
+
+#[test]
+fn a_collaborator_runs_instances_and_volumes_but_does_not_manage_members() {
+    let k = cloud();
+    let [_alice, _bob, carol] = tenants(&k);
+    let carol = As { k: &k, token: Some(carol) };
+    let (s, v) =
+        carol.post("/v1/instances?project=b", json!({"name": "web", "image": IMAGE, "instance_type": "k1-nano"}));
+    assert_eq!(s, 202, "{v}");
+    wait_field(&carol, "/v1/instances/web?project=b", "state", "running");
+    assert_eq!(carol.post("/v1/instances/web/stop?project=b", json!({})).0, 202);
+    wait_field(&carol, "/v1/instances/web?project=b", "state", "stopped");
+    assert_eq!(carol.post("/v1/instances/web/start?project=b", json!({})).0, 202);
+    wait_field(&carol, "/v1/instances/web?project=b", "state", "running");
+
+    let (s, v) = carol.post("/v1/volumes?project=b", json!({"name": "data", "size_gib": 1}));
+    assert_eq!(s, 202, "{v}");
+    wait_field(&carol, "/v1/volumes/data?project=b", "state", "available");
+    let (s, v) = carol.post("/v1/volumes/data/attach?project=b", json!({"instance": "web"}));
+    assert!((200..300).contains(&s), "attach: {s} {v}");
+    wait_field(&carol, "/v1/volumes/data?project=b", "state", "attached");
+    let (s, v) = carol.post("/v1/volumes/data/detach?project=b", json!({}));
+    assert!((200..300).contains(&s), "detach: {s} {v}");
+    wait_field(&carol, "/v1/volumes/data?project=b", "state", "available");
+    let (s, v) = carol.delete("/v1/volumes/data?project=b");
+    assert!((200..300).contains(&s), "volume delete: {s} {v}");
+    let (s, v) = carol.delete("/v1/instances/web?project=b");
+    assert!((200..300).contains(&s), "instance delete: {s} {v}");
+    k.wait_state("b", "web", "gone", WAIT);
+
+    // Members and the budget are the owner's.
+    let (s, v) = carol.post("/v1/projects/b/members", json!({"user": "bob", "role": "viewer"}));
+    assert_eq!((s, v["error_code"].as_str()), (403, Some("Forbidden")), "{v}");
+    assert_eq!(carol.delete("/v1/projects/b/members/carol").0, 403);
+    assert_eq!(carol.put("/v1/projects/b/budget", json!({"monthly": "1.00", "alert_at_percent": 80})).0, 403);
+    let (s, v) = carol.get("/v1/projects/b/members");
+    let members: Vec<&str> = v.as_array().into_iter().flatten().filter_map(|m| m["user"].as_str()).collect();
+    assert_eq!((s, members), (200, vec!["carol"]), "nothing changed: {v}");
+}
