@@ -993,6 +993,58 @@ fn open_event_streams_end_when_their_authority_is_withdrawn() {
     let (lines, took) = s.until_end(withdrawn);
     assert_ended_cleanly("logged out", &lines, took, "ev-6");
 
+    // 4. `kumo event watch` says why its stream ended, and fails.
+    let (st, v) = as_bob.post("/v1/me/tokens", json!({"name": "cli"}));
+    assert_eq!(st, 201, "{v}");
+    let cli_token = v["token"].as_str().expect("token").to_string();
+    let config = tempfile::tempdir().expect("temp dir");
+    let mut watch = std::process::Command::new(common::kumo_binary())
+        .args(["event", "watch", "--project", "a"])
+        .env("KUMO_CONFIG", config.path().join("config.json"))
+        .env("KUMO_URL", &k.url)
+        .env("KUMO_TOKEN", &cli_token)
+        .env_remove("KUMO_PROJECT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kumo event watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The watch is live once it shows an event made after it started.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 8;
+    'live: loop {
+        make_event(&alice, &format!("ev-{n}"));
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            if line.contains("ev-") {
+                break 'live;
+            }
+        }
+        n += 1;
+        assert!(std::time::Instant::now() < deadline, "kumo event watch showed no event");
+    }
+    assert_eq!(as_bob.delete("/v1/me/tokens/cli").0, 204);
+    let deadline = std::time::Instant::now() + STREAM_END_DEADLINE;
+    let status = loop {
+        if let Some(status) = watch.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("kumo event watch still runs {STREAM_END_DEADLINE:?} after its token was revoked");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(!status.success() && err.contains("event stream ended"), "{status}: {err}");
+
     // A member's stream whose authority holds stays open and keeps delivering.
     let s = LiveStream::open(&k, stream, |r| r.bearer_auth(alice.token.as_deref().unwrap_or_default()));
     make_event(&alice, "ev-7");
