@@ -40,10 +40,19 @@ pub fn run(ctx: &Ctx, command: &EventCommand) -> Result<()> {
         EventCommand::Watch { project } => {
             let response = ctx.client.get_stream(&["events", "stream"], &[("project", project.project.as_str())])?;
             let json = matches!(ctx.output, crate::output::OutputFormat::Json);
+            let mut event = String::new();
             for line in std::io::BufRead::lines(std::io::BufReader::new(response)) {
                 let line = line?;
-                // Server-sent events: `data: <EventView JSON>` lines; keep-alives and `event:` lines skipped.
+                // Server-sent events: `event: <kind>` then `data: <EventView JSON>`; keep-alives skipped.
+                if let Some(kind) = line.strip_prefix("event:") {
+                    event = kind.trim().to_string();
+                    continue;
+                }
                 let Some(data) = line.strip_prefix("data:") else { continue };
+                // The server ends the stream once the token or the membership is withdrawn.
+                if event == "revoked" {
+                    anyhow::bail!("the event stream ended: {}", data.trim());
+                }
                 let Ok(e) = serde_json::from_str::<EventView>(data.trim()) else { continue };
                 if json {
                     println!("{}", data.trim());

@@ -144,9 +144,17 @@ pub fn new_token_secret() -> String {
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Token hash → actor, for `CACHE_TTL`.
-#[derive(Default)]
 pub struct TokenCache {
     entries: Mutex<HashMap<String, (Actor, Instant)>>,
+    /// Bumped whenever authority is withdrawn (a token revoked, a membership changed), so that
+    /// long-lived requests holding an old authorisation (the live event streams) re-check at once.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for TokenCache {
+    fn default() -> TokenCache {
+        TokenCache { entries: Mutex::default(), changed: tokio::sync::watch::Sender::new(0) }
+    }
 }
 
 impl TokenCache {
@@ -154,20 +162,31 @@ impl TokenCache {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.get(hash).filter(|(_, t)| t.elapsed() < CACHE_TTL).map(|(a, _)| a.clone())
     }
-    /// Forgets tokens (by hash) at once, e.g. when they are revoked: a revoked token must not keep
-    /// working from the cache until the TTL runs out.
+
     /// Drops every cached token of a user (their roles changed).
     pub fn forget_user(&self, user_id: uuid::Uuid) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|_, (actor, _)| actor.user.as_ref().map(|u| u.id) != Some(user_id));
+        drop(entries);
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Forgets tokens (by hash) at once, e.g. when they are revoked: a revoked token must not keep
+    /// working from the cache until the TTL runs out.
     pub fn forget(&self, hashes: &[String]) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         for h in hashes {
             entries.remove(h);
         }
+        drop(entries);
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
+
+    /// Wakes when authority may have been withdrawn (see [`TokenCache::forget`]).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     fn put(&self, hash: String, actor: Actor) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() > 10_000 {
@@ -180,7 +199,11 @@ impl TokenCache {
 /// Resolves a bearer token to its actor (through the cache). The API's middleware and the
 /// dashboard's session cookie both authenticate through this one function.
 pub async fn resolve(app: &App, token: &str) -> Result<Actor, ApiError> {
-    let hash = hash_token(token);
+    resolve_hash(app, hash_token(token)).await
+}
+
+/// [`resolve`] by the token's hash (what long-lived requests keep to re-check their authority).
+pub async fn resolve_hash(app: &App, hash: String) -> Result<Actor, ApiError> {
     if let Some(actor) = app.tokens.get(&hash) {
         return Ok(actor);
     }
@@ -209,6 +232,11 @@ pub async fn resolve(app: &App, token: &str) -> Result<Actor, ApiError> {
     Ok(actor)
 }
 
+/// The hash of the bearer token a request authenticated with (in the request's extensions), so a
+/// long-lived request can re-check that its token still holds.
+#[derive(Debug, Clone)]
+pub struct TokenHash(pub String);
+
 /// Middleware: every request under `/v1` (but the OpenAPI document) must carry a valid bearer token.
 pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request<axum::body::Body>, next: Next) -> Response {
     let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -223,9 +251,11 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request<axum::bo
             .into_response()
         }
     };
-    match resolve(&app, &token).await {
+    let hash = hash_token(&token);
+    match resolve_hash(&app, hash.clone()).await {
         Ok(actor) => {
             req.extensions_mut().insert(actor.clone());
+            req.extensions_mut().insert(TokenHash(hash));
             let mut resp = next.run(req).await;
             // For the audit log, which wraps this layer.
             resp.extensions_mut().insert(actor);

@@ -51,6 +51,9 @@ pub struct ControlConfig {
     /// Run the host network data plane (bridges, taps, nft, DHCP, metadata) in this namespace
     /// (`Some(None)`: the machine's own; `None`: no data plane, as with the sim driver).
     pub host_network: Option<Option<String>>,
+    /// Reverse proxies whose forwarded-client headers are believed (`--trusted-proxy`,
+    /// `--forwarded-header`); see [`http::forwarded`].
+    pub trusted_proxies: http::forwarded::TrustedProxies,
 }
 
 impl ControlConfig {

@@ -62,7 +62,8 @@ pub async fn list(
 /// fragments when an event arrives, instead of polling.
 pub async fn events(State(app): State<Arc<App>>, s: Session, Path(p): Path<String>) -> Result<Response, WebError> {
     let project_id = kumo_control::app::events::stream_project(&app, &s.ctx, Some(&p)).await?;
-    Ok(kumo_control::http::events::project_event_stream(&app, project_id).into_response())
+    let hash = kumo_control::context::hash_token(&s.token);
+    Ok(kumo_control::http::events::project_event_stream(&app, hash, project_id).into_response())
 }
 
 /// The table body alone, refreshed on every live event of the project (and every 15 s as a fallback).

@@ -111,6 +111,15 @@ struct RunArgs {
     /// HTTPS: --tls-cert/--tls-key, --tls-self-signed, --tls-san, --insecure-http (see tls.rs).
     #[command(flatten)]
     tls: tls::TlsArgs,
+    /// A reverse proxy (CIDR, repeatable) whose forwarded-client header is believed for the login
+    /// rate limit and the audit log; the right-most address not in these networks is the client.
+    /// Comma-separated in the environment variable.
+    #[arg(long = "trusted-proxy", env = "KUMOD_TRUSTED_PROXIES", value_name = "CIDR", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header the trusted proxies write: x-forwarded-for or forwarded (RFC 7239). Only that
+    /// one is read: a proxy passes the other on from the client untouched.
+    #[arg(long, env = "KUMOD_FORWARDED_HEADER", default_value = "x-forwarded-for")]
+    forwarded_header: kumo_control::http::forwarded::ForwardedHeader,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -219,6 +228,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             (DriverKind::Qemu, Some(ns), _) => Some(Some(ns.clone())),
             (DriverKind::Qemu, None, true) => Some(None),
             _ => None,
+        },
+        trusted_proxies: kumo_control::http::forwarded::TrustedProxies {
+            networks: args.trusted_proxies.iter().map(|n| n.trunc()).collect(),
+            header: args.forwarded_header,
         },
     };
     let app = App::open(store, hypervisor, config).await?;

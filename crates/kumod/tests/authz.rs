@@ -519,11 +519,12 @@ fn login_is_rate_limited_and_says_the_same_for_unknown_users() {
     assert_eq!((s, s2), (401, 401), "{unknown} {wrong}");
     assert_eq!(unknown["message"], wrong["message"], "the answer must not tell whether the user exists");
     assert_eq!(wrong["error_code"], "Unauthenticated");
-    for i in 2..5 {
+    for i in 2..=5 {
         let (s, _, v) = login(&k, "alice", "wrong password");
         assert_eq!(s, 401, "attempt {i}: {v}");
     }
-    // Five failures from this address: even the right password is refused for a while.
+    // Five failures for alice from this address: even the right password is refused for a while
+    // (from here; see behind_a_trusted_proxy_one_clients_failures_do_not_block_another).
     let (s, retry, v) = login(&k, "alice", PASSWORD);
     assert_eq!(s, 429, "{v}");
     assert_eq!(v["error_code"], "TooManyRequests", "{v}");
@@ -531,6 +532,98 @@ fn login_is_rate_limited_and_says_the_same_for_unknown_users() {
     assert!((1..=300).contains(&secs), "Retry-After {secs}");
     // Other operations are not affected.
     assert_eq!(k.get("/v1/me").0, 200);
+}
+
+/// Logs in through a proxy that says it forwards `client` (X-Forwarded-For).
+fn login_via(k: &Kumod, client: &str, user: &str, password: &str) -> (u16, Option<String>, Value) {
+    send(
+        k.http
+            .post(format!("{}/v1/login", k.url))
+            .header("x-forwarded-for", client)
+            .json(&json!({"username": user, "password": password})),
+    )
+}
+
+/// The source address the audit log recorded for the last `session_create` with this status.
+fn last_login_source(k: &Kumod, status: u16) -> String {
+    let (s, v) = k.get("/v1/system/audit-log?operation=session_create&limit=1000");
+    assert_eq!(s, 200, "{v}");
+    let items = v["items"].as_array().expect("items");
+    let e = items.iter().rev().find(|e| e["status"] == status).unwrap_or_else(|| panic!("no login {status}: {v}"));
+    e["source_address"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn behind_a_trusted_proxy_one_clients_failures_do_not_block_another() {
+    // The test client is the proxy (loopback); the clients are what it forwards.
+    let k = Kumod::sim(&["--trusted-proxy", "127.0.0.1/32", "--trusted-proxy", "::1/128"]);
+    create_user(&k, "alice");
+    create_user(&k, "bob");
+    for i in 0..5 {
+        let (s, _, v) = login_via(&k, "203.0.113.1", "alice", "wrong password");
+        assert_eq!(s, 401, "attempt {i}: {v}");
+        // A forged first entry does not change who the proxy says the client is.
+        let (s, _, v) = login_via(&k, &format!("192.0.2.{i}, 203.0.113.1"), "bob", "wrong password");
+        assert_eq!(s, 401, "attempt {i}: {v}");
+    }
+    let (s, retry, v) = login_via(&k, "203.0.113.1", "alice", PASSWORD);
+    assert_eq!(s, 429, "client A used up its attempts for alice: {v}");
+    assert!(retry.is_some(), "Retry-After");
+    assert_eq!(login_via(&k, "192.0.2.77, 203.0.113.1", "bob", PASSWORD).0, 429, "forged entries are ignored");
+    assert_eq!(last_login_source(&k, 429), "203.0.113.1");
+    // Client B, behind the same proxy, is not blocked: for alice, for bob, or anyone.
+    let (s, _, v) = login_via(&k, "203.0.113.2", "alice", PASSWORD);
+    assert_eq!(s, 200, "client B must not be locked out by client A: {v}");
+    assert_eq!(last_login_source(&k, 200), "203.0.113.2", "the audit log names the forwarded client");
+    assert_eq!(login_via(&k, "203.0.113.2", "bob", PASSWORD).0, 200);
+    // And the proxy's own address (no header) is a client like any other.
+    assert_eq!(login(&k, "alice", PASSWORD).0, 200);
+}
+
+#[test]
+fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
+    // Only 10.0.0.0/8 is a proxy: the loopback client's headers are its own claims.
+    let k = Kumod::sim(&["--trusted-proxy", "10.0.0.0/8"]);
+    create_user(&k, "alice");
+    for i in 0..5 {
+        let (s, _, v) = login_via(&k, &format!("203.0.113.{i}"), "alice", "wrong password");
+        assert_eq!(s, 401, "attempt {i}: {v}");
+    }
+    // Claiming yet another address does not escape the limit: the source is the peer.
+    let (s, _, v) = login_via(&k, "203.0.113.99", "alice", PASSWORD);
+    assert_eq!(s, 429, "a forged X-Forwarded-For must not reset the limit: {v}");
+    assert_eq!(last_login_source(&k, 429), "127.0.0.1");
+    let (s, v) = k.get("/v1/system/audit-log?operation=session_create&limit=1000");
+    assert!(s == 200 && !v.to_string().contains("203.0.113."), "forged addresses must not be logged: {v}");
+}
+
+#[test]
+fn an_operator_can_log_in_after_someone_else_hammered_their_name() {
+    let k = Kumod::sim(&["--trusted-proxy", "127.0.0.1/32"]);
+    let (s, v) = k.post("/v1/users", json!({"name": "root", "password": PASSWORD, "operator": true}));
+    assert_eq!(s, 201, "{v}");
+    let home = "198.51.100.7";
+    assert_eq!(login_via(&k, home, "root", PASSWORD).0, 200, "the operator's usual address");
+    // Someone hammers the name from one address, then spreads the guessing over many.
+    for i in 0..5 {
+        assert_eq!(login_via(&k, "203.0.113.66", "root", "guess").0, 401, "attempt {i}");
+    }
+    assert_eq!(login_via(&k, "203.0.113.66", "root", "guess").0, 429);
+    let (s, _, v) = login_via(&k, home, "root", PASSWORD);
+    assert_eq!(s, 200, "the operator still gets in from their own address: {v}");
+    let (s, _, v) = login_via(&k, "192.0.2.10", "root", PASSWORD);
+    assert_eq!(s, 200, "and from a new address, while the name is not under a spread-out attack: {v}");
+    for i in 0..45 {
+        let (s, _, v) = login_via(&k, &format!("10.66.{}.{}", i / 5, i % 5 + 1), "root", "guess");
+        assert!(matches!(s, 401 | 429), "attempt {i}: {v}");
+    }
+    // 50 failures on the name from all over: unfamiliar sources are refused, even with the password...
+    let (s, _, v) = login_via(&k, "192.0.2.200", "root", PASSWORD);
+    assert_eq!(s, 429, "an unfamiliar source during a spread-out attack: {v}");
+    // ...but the operator's familiar addresses are not.
+    let (s, _, v) = login_via(&k, home, "root", PASSWORD);
+    assert_eq!(s, 200, "the operator is never locked out by name alone: {v}");
+    assert_eq!(login_via(&k, "192.0.2.10", "root", PASSWORD).0, 200);
 }
 
 #[test]
@@ -768,4 +861,509 @@ fn the_cli_manages_users_logs_in_with_a_password_and_makes_tokens() {
     let (ok, out, _) = op(&["user", "list"], "");
     assert!(ok && out.contains("alice"), "{out}");
     assert!(!alice(&["user", "list"]).0, "tenants may not list users");
+}
+
+/// A live event stream, read line by line on a thread (None on the channel: the stream ended).
+struct LiveStream {
+    lines: std::sync::mpsc::Receiver<Option<String>>,
+}
+
+/// How long an open stream may outlive its authority.
+const STREAM_END_DEADLINE: Duration = Duration::from_secs(5);
+
+impl LiveStream {
+    fn open(k: &Kumod, path: &str, auth: impl FnOnce(RequestBuilder) -> RequestBuilder) -> LiveStream {
+        use std::io::BufRead;
+        let client = reqwest::blocking::Client::builder().timeout(None).build().expect("http client");
+        let resp = auth(client.get(format!("{}{path}", k.url))).send().expect("open the stream");
+        let ct = resp.headers().get("content-type").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+        assert!(resp.status() == 200 && ct.starts_with("text/event-stream"), "{path}: {} {ct}", resp.status());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(resp).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(Some(line)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(None);
+        });
+        LiveStream { lines }
+    }
+
+    /// Reads until a line contains `needle`; panics if the stream ends or the deadline passes.
+    fn wait_for(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Some(line)) if line.contains(needle) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended before {needle} came"),
+                Err(_) => panic!("{needle} did not come within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Reads until the stream ends; returns the lines read meanwhile and how long after `since`
+    /// it ended. Panics if it is still open `STREAM_END_DEADLINE` after `since`.
+    fn until_end(&self, since: std::time::Instant) -> (Vec<String>, Duration) {
+        let start = since;
+        let deadline = start + STREAM_END_DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Some(line)) => seen.push(line),
+                Ok(None) => return (seen, start.elapsed()),
+                Err(_) => panic!("the stream is still open {STREAM_END_DEADLINE:?} later; read: {seen:?}"),
+            }
+        }
+    }
+}
+
+/// Makes an event in project a (a volume `name` is created).
+fn make_event(owner: &As, name: &str) {
+    let (s, v) = owner.post("/v1/volumes?project=a", json!({"name": name, "size_gib": 1}));
+    assert_eq!(s, 202, "{v}");
+}
+
+/// An ended stream said why, and delivered nothing made after the withdrawal.
+fn assert_ended_cleanly(what: &str, lines: &[String], elapsed: Duration, after: &str) {
+    eprintln!("{what}: the stream ended {elapsed:?} after the withdrawal");
+    assert!(lines.iter().any(|l| l == "event: revoked"), "{what}: no `event: revoked` before the end: {lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains(&format!("\"{after}\""))),
+        "{what}: an event made after the withdrawal was delivered: {lines:?}"
+    );
+}
+
+#[test]
+fn open_event_streams_end_when_their_authority_is_withdrawn() {
+    let k = cloud();
+    let [alice, bob, _carol] = tenants(&k);
+    let alice = As { k: &k, token: Some(alice) };
+    let stream = "/v1/events/stream?project=a";
+
+    // 1. The membership is removed.
+    let s = LiveStream::open(&k, stream, |r| r.bearer_auth(&bob));
+    make_event(&alice, "ev-1");
+    s.wait_for("\"ev-1\"");
+    let withdrawn = std::time::Instant::now();
+    assert_eq!(alice.delete("/v1/projects/a/members/bob").0, 204);
+    make_event(&alice, "ev-2");
+    let (lines, took) = s.until_end(withdrawn);
+    assert_ended_cleanly("membership removed", &lines, took, "ev-2");
+    let (st, v) = As { k: &k, token: Some(bob.clone()) }.get(stream);
+    assert_eq!(st, 404, "and it cannot be reopened: {v}");
+
+    // 2. The token is revoked.
+    add_member(&k, "a", "bob", "viewer");
+    let as_bob = As { k: &k, token: Some(bob.clone()) };
+    let (st, v) = as_bob.post("/v1/me/tokens", json!({"name": "watch"}));
+    assert_eq!(st, 201, "{v}");
+    let watch = v["token"].as_str().expect("token").to_string();
+    let s = LiveStream::open(&k, stream, |r| r.bearer_auth(&watch));
+    make_event(&alice, "ev-3");
+    s.wait_for("\"ev-3\"");
+    let withdrawn = std::time::Instant::now();
+    assert_eq!(as_bob.delete("/v1/me/tokens/watch").0, 204);
+    make_event(&alice, "ev-4");
+    let (lines, took) = s.until_end(withdrawn);
+    assert_ended_cleanly("token revoked", &lines, took, "ev-4");
+
+    // 3. The dashboard's stream, and its session logs out.
+    let session = session(&k, "bob");
+    let cookie = format!("kumo_session=s.{session}");
+    let s = LiveStream::open(&k, "/projects/a/events", |r| r.header("cookie", &cookie));
+    make_event(&alice, "ev-5");
+    s.wait_for("\"ev-5\"");
+    let csrf = kumo_web::session::csrf_for(&session);
+    let withdrawn = std::time::Instant::now();
+    let resp = k
+        .http
+        .post(format!("{}/logout", k.url))
+        .header("cookie", &cookie)
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .expect("logout");
+    assert!(resp.status().is_redirection() || resp.status().is_success(), "logout: {}", resp.status());
+    assert_eq!(As { k: &k, token: Some(session) }.get("/v1/me").0, 401, "the session is over");
+    make_event(&alice, "ev-6");
+    let (lines, took) = s.until_end(withdrawn);
+    assert_ended_cleanly("logged out", &lines, took, "ev-6");
+
+    // 4. `kumo event watch` says why its stream ended, and fails.
+    let (st, v) = as_bob.post("/v1/me/tokens", json!({"name": "cli"}));
+    assert_eq!(st, 201, "{v}");
+    let cli_token = v["token"].as_str().expect("token").to_string();
+    let config = tempfile::tempdir().expect("temp dir");
+    let mut watch = std::process::Command::new(common::kumo_binary())
+        .args(["event", "watch", "--project", "a"])
+        .env("KUMO_CONFIG", config.path().join("config.json"))
+        .env("KUMO_URL", &k.url)
+        .env("KUMO_TOKEN", &cli_token)
+        .env_remove("KUMO_PROJECT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kumo event watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The watch is live once it shows an event made after it started.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 8;
+    'live: loop {
+        make_event(&alice, &format!("ev-{n}"));
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            if line.contains("ev-") {
+                break 'live;
+            }
+        }
+        n += 1;
+        assert!(std::time::Instant::now() < deadline, "kumo event watch showed no event");
+    }
+    assert_eq!(as_bob.delete("/v1/me/tokens/cli").0, 204);
+    let deadline = std::time::Instant::now() + STREAM_END_DEADLINE;
+    let status = loop {
+        if let Some(status) = watch.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("kumo event watch still runs {STREAM_END_DEADLINE:?} after its token was revoked");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(!status.success() && err.contains("event stream ended"), "{status}: {err}");
+
+    // A member's stream whose authority holds stays open and keeps delivering.
+    let s = LiveStream::open(&k, stream, |r| r.bearer_auth(alice.token.as_deref().unwrap_or_default()));
+    make_event(&alice, "ev-7");
+    s.wait_for("\"ev-7\"");
+}
+
+/// Waits until `path` (read as `who`) shows `field` == `want`.
+fn wait_field(who: &As, path: &str, field: &str, want: &str) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (s, v) = who.get(path);
+        if s == 200 && v[field] == want {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path}: {field} did not become {want}: {s} {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Project b's things, made by its collaborator carol: (name → id).
+fn things_of_b(k: &Cloud, carol: &As) -> std::collections::BTreeMap<&'static str, String> {
+    let mut ids = std::collections::BTreeMap::new();
+    let mut made = |what: &'static str, (s, v): (u16, Value)| {
+        assert!((200..300).contains(&s), "carol makes {what} in b: {s} {v}");
+        ids.insert(what, v["id"].as_str().unwrap_or_else(|| panic!("{what}: no id in {v}")).to_string());
+    };
+    made(
+        "vm-b",
+        carol.post("/v1/instances?project=b", json!({"name": "vm-b", "image": IMAGE, "instance_type": "k1-nano"})),
+    );
+    made("vol-b", carol.post("/v1/volumes?project=b", json!({"name": "vol-b", "size_gib": 1})));
+    wait_field(carol, "/v1/volumes/vol-b?project=b", "state", "available");
+    made("snap-b", carol.post("/v1/snapshots?project=b", json!({"name": "snap-b", "volume": "vol-b"})));
+    made("bk-b", carol.post("/v1/volume-backups?project=b", json!({"name": "bk-b", "volume": "vol-b"})));
+    let (s, _, v) = send(
+        carol
+            .req(Method::POST, "/v1/images/import?project=b&name=img-b")
+            .header("content-type", "application/octet-stream")
+            .body(k.fixture_bytes()),
+    );
+    made("img-b", (s, v));
+    made("vpc-b", carol.post("/v1/vpcs?project=b", json!({"name": "vpc-b", "ipv4_cidr": "10.30.0.0/16"})));
+    made(
+        "sn-b",
+        carol.post("/v1/vpc-subnets?project=b&vpc=vpc-b", json!({"name": "sn-b", "ipv4_cidr": "10.30.1.0/24"})),
+    );
+    made("sg-b", carol.post("/v1/security-groups?project=b", json!({"name": "sg-b"})));
+    let key = SSH_KEY_X.replace("key-x", "key-b");
+    made("key-b", carol.post("/v1/ssh-keys?project=b", serde_json::from_str(&key).expect("json")));
+    made("fip-b", carol.post("/v1/floating-ips?project=b", json!({"name": "fip-b"})));
+    wait_field(carol, "/v1/instances/vm-b?project=b", "state", "running");
+    ids
+}
+
+/// A request naming project b's things from project a, by name and by id, must get exactly the
+/// answer the same request gets for a thing that exists nowhere: the same status (never 2xx,
+/// never 403), error code and message (up to the reference itself). So nothing is done, and
+/// nothing about b leaks.
+#[test]
+fn another_projects_things_named_in_bodies_and_queries_are_not_found() {
+    let k = cloud();
+    let [alice, _bob, carol] = tenants(&k);
+    let alice = As { k: &k, token: Some(alice) };
+    let carol = As { k: &k, token: Some(carol) };
+    let mut b = things_of_b(&k, &carol);
+    let (_, v) = k.get("/v1/projects/b");
+    b.insert("b", v["id"].as_str().expect("project id").to_string());
+    let missing_id = uuid::Uuid::new_v4().to_string();
+
+    // (what, method, path, body; `{R}` is the reference: b's thing, or one that exists nowhere).
+    let cases: &[(&str, Method, &str, &str)] = &[
+        // Another project as the selector.
+        ("project b's instances", Method::GET, "/v1/instances?project={R}", ""),
+        ("project b's events", Method::GET, "/v1/events/stream?project={R}", ""),
+        ("a volume in project b", Method::POST, "/v1/volumes?project={R}", r#"{"name":"x1","size_gib":1}"#),
+        ("vm-b in project b", Method::GET, "/v1/instances/vm-b?project={R}", ""),
+        ("stop vm-b in project b", Method::POST, "/v1/instances/vm-b/stop?project={R}", ""),
+        // Another project's thing in the path, with the caller's own project as the selector.
+        ("attach b's volume", Method::POST, "/v1/volumes/{R}/attach?project=a", r#"{"instance":"vm-a"}"#),
+        ("resize b's volume", Method::POST, "/v1/volumes/{R}/resize?project=a", r#"{"size_gib":2}"#),
+        ("delete b's snapshot", Method::DELETE, "/v1/snapshots/{R}?project=a", ""),
+        ("delete b's backup", Method::DELETE, "/v1/volume-backups/{R}?project=a", ""),
+        ("export b's image", Method::GET, "/v1/images/{R}/export?project=a", ""),
+        ("stop b's instance", Method::POST, "/v1/instances/{R}/stop?project=a", ""),
+        ("b's instance metrics", Method::GET, "/v1/instances/{R}/metrics?project=a&metric=cpu", ""),
+        ("attach b's floating ip", Method::POST, "/v1/floating-ips/{R}/attach?project=a", r#"{"instance":"vm-a"}"#),
+        ("rules of b's group", Method::PUT, "/v1/security-groups/{R}/rules?project=a", r#"{"rules":[]}"#),
+        ("b's subnet", Method::GET, "/v1/vpc-subnets/{R}?project=a&vpc=default", ""),
+        // In query strings.
+        ("subnets of b's vpc", Method::GET, "/v1/vpc-subnets?project=a&vpc={R}", ""),
+        (
+            "a subnet in b's vpc",
+            Method::POST,
+            "/v1/vpc-subnets?project=a&vpc={R}",
+            r#"{"name":"x0","ipv4_cidr":"10.30.9.0/24"}"#,
+        ),
+        // In bodies.
+        (
+            "attach a's volume to b's instance",
+            Method::POST,
+            "/v1/volumes/vol-a/attach?project=a",
+            r#"{"instance":"{R}"}"#,
+        ),
+        (
+            "attach a's floating ip to b's instance",
+            Method::POST,
+            "/v1/floating-ips/fip-a/attach?project=a",
+            r#"{"instance":"{R}"}"#,
+        ),
+        (
+            "volume from b's snapshot",
+            Method::POST,
+            "/v1/volumes?project=a",
+            r#"{"name":"x1","size_gib":1,"source_snapshot":"{R}"}"#,
+        ),
+        (
+            "volume from b's backup",
+            Method::POST,
+            "/v1/volumes?project=a",
+            r#"{"name":"x1","size_gib":1,"source_backup":"{R}"}"#,
+        ),
+        (
+            "volume from b's image",
+            Method::POST,
+            "/v1/volumes?project=a",
+            r#"{"name":"x1","size_gib":1,"source_image":"{R}"}"#,
+        ),
+        ("snapshot of b's volume", Method::POST, "/v1/snapshots?project=a", r#"{"name":"x2","volume":"{R}"}"#),
+        ("backup of b's volume", Method::POST, "/v1/volume-backups?project=a", r#"{"name":"x3","volume":"{R}"}"#),
+        ("image from b's snapshot", Method::POST, "/v1/images?project=a", r#"{"name":"x4","source_snapshot":"{R}"}"#),
+        ("image from b's instance", Method::POST, "/v1/images?project=a", r#"{"name":"x4","source_instance":"{R}"}"#),
+        (
+            "instance from b's image",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"{R}","instance_type":"k1-nano"}"#,
+        ),
+        (
+            "instance in b's vpc",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"fixture","instance_type":"k1-nano","vpc":"{R}"}"#,
+        ),
+        (
+            "instance in b's subnet",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"fixture","instance_type":"k1-nano","subnet":"{R}"}"#,
+        ),
+        (
+            "instance with b's group",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"fixture","instance_type":"k1-nano","security_groups":["{R}"]}"#,
+        ),
+        (
+            "instance with b's key",
+            Method::POST,
+            "/v1/instances?project=a",
+            r#"{"name":"x5","image":"fixture","instance_type":"k1-nano","ssh_keys":["{R}"]}"#,
+        ),
+        (
+            "rule with b's group as source",
+            Method::PUT,
+            "/v1/security-groups/default/rules?project=a",
+            r#"{"rules":[{"direction":"ingress","protocol":"tcp","port_range":"22","source":"{R}"}]}"#,
+        ),
+    ];
+    // Which of b's things each case names.
+    let thing = |what: &str| -> &'static str {
+        match () {
+            _ if what.contains("project b") => "b",
+            _ if what.contains("b's volume") => "vol-b",
+            _ if what.contains("b's snapshot") => "snap-b",
+            _ if what.contains("b's backup") => "bk-b",
+            _ if what.contains("b's image") => "img-b",
+            _ if what.contains("b's instance") => "vm-b",
+            _ if what.contains("b's floating ip") => "fip-b",
+            _ if what.contains("b's group") => "sg-b",
+            _ if what.contains("b's vpc") => "vpc-b",
+            _ if what.contains("b's subnet") => "sn-b",
+            _ if what.contains("b's key") => "key-b",
+            _ => panic!("which thing of b does '{what}' name?"),
+        }
+    };
+    let call = |method: &Method, path: &str, body: &str| {
+        let req = alice.req(method.clone(), path);
+        let req =
+            if body.is_empty() { req } else { req.header("content-type", "application/json").body(body.to_string()) };
+        let (s, _, v) = send(req);
+        (s, v)
+    };
+    let mut failures = Vec::new();
+    for (what, method, path, body) in cases {
+        let name = thing(what);
+        let id = b[name].as_str();
+        // Names are tried where the API takes names; ids everywhere (rule sources take names only).
+        let refs: Vec<(&str, &str)> = if what.contains("rule with") {
+            vec![(name, "zz-none")]
+        } else {
+            vec![(name, "zz-none"), (id, missing_id.as_str())]
+        };
+        for (cross, missing) in refs {
+            let (s, v) = call(method, &path.replace("{R}", cross), &body.replace("{R}", cross));
+            let (ms, mv) = call(method, &path.replace("{R}", missing), &body.replace("{R}", missing));
+            let norm = |v: &Value, r: &str| v["message"].as_str().unwrap_or("").replace(r, "<ref>");
+            let same = s == ms && v["error_code"] == mv["error_code"] && norm(&v, cross) == norm(&mv, missing);
+            if (200..300).contains(&s) || s == 403 || !same || !matches!(s, 400 | 404) {
+                failures.push(format!(
+                    "{what} ({method} {path} with {cross}): got {s} {v}; for a thing that exists nowhere: {ms} {mv}"
+                ));
+            }
+        }
+    }
+    // Ids of another project's instance need no project selector; still 404 for a non-member.
+    for (method, path) in [
+        (Method::GET, format!("/v1/instances/{}", b["vm-b"])),
+        (Method::POST, format!("/v1/instances/{}/stop", b["vm-b"])),
+        (Method::DELETE, format!("/v1/instances/{}", b["vm-b"])),
+    ] {
+        let (s, v) = call(&method, &path, "");
+        if s != 404 {
+            failures.push(format!("{method} {path}: got {s} {v}, want 404"));
+        }
+    }
+    // Events of b's instance read through a's selector: none.
+    let (s, v) = alice.get(&format!("/v1/events?project=a&instance={}", b["vm-b"]));
+    if s != 200 || v["items"] != json!([]) {
+        failures.push(format!("events of b's instance through project a: {s} {v}"));
+    }
+    // Joining b, or removing its members: 404 like any project she is not in.
+    for (method, path, body) in [
+        (Method::POST, "/v1/projects/b/members", r#"{"user":"alice","role":"owner"}"#),
+        (Method::DELETE, "/v1/projects/b/members/carol", ""),
+    ] {
+        let (s, v) = call(&method, path, body);
+        if s != 404 {
+            failures.push(format!("{method} {path}: got {s} {v}, want 404"));
+        }
+    }
+    assert!(failures.is_empty(), "{} cross-project leaks:\n{}", failures.len(), failures.join("\n"));
+
+    // Nothing changed, as b's collaborator sees it...
+    let v = wait_field(&carol, "/v1/instances/vm-b?project=b", "state", "running");
+    assert_eq!(v["instance_type"], "k1-nano", "{v}");
+    let (s, v) = carol.get("/v1/volumes/vol-b?project=b");
+    assert_eq!((s, v["state"].as_str(), v["size_gib"].as_i64()), (200, Some("available"), Some(1)), "{v}");
+    assert!(v["attached_to"].is_null(), "{v}");
+    let (s, v) = carol.get("/v1/floating-ips/fip-b?project=b");
+    assert!(s == 200 && v["instance"].is_null(), "{v}");
+    for (path, n) in [
+        ("/v1/snapshots?project=b", 1),
+        ("/v1/volume-backups?project=b", 1),
+        ("/v1/volumes?project=b", 1),
+        ("/v1/instances?project=b", 1),
+        ("/v1/vpc-subnets?project=b&vpc=vpc-b", 1),
+    ] {
+        let (s, v) = carol.get(path);
+        assert_eq!((s, v["items"].as_array().map(Vec::len)), (200, Some(n)), "{path}: {v}");
+    }
+    let (s, v) = carol.get("/v1/images/img-b?project=b");
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = carol.get("/v1/security-groups/sg-b/rules?project=b");
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = carol.get("/v1/projects/b/members");
+    let members: Vec<&str> = v.as_array().into_iter().flatten().filter_map(|m| m["user"].as_str()).collect();
+    assert_eq!((s, members), (200, vec!["carol"]), "{v}");
+    // ...and in a, as its owner sees it.
+    let (s, v) = alice.get("/v1/volumes/vol-a?project=a");
+    assert!(s == 200 && v["attached_to"].is_null(), "{v}");
+    let (s, v) = alice.get("/v1/floating-ips/fip-a?project=a");
+    assert!(s == 200 && v["instance"].is_null(), "{v}");
+    for path in [
+        "/v1/volumes/x1?project=a",
+        "/v1/snapshots/x2?project=a",
+        "/v1/volume-backups/x3?project=a",
+        "/v1/images/x4?project=a",
+        "/v1/instances/x5?project=a",
+        "/v1/vpc-subnets/x0?project=a&vpc=default",
+    ] {
+        assert_eq!(alice.get(path).0, 404, "{path} must not exist");
+    }
+}
+
+#[test]
+fn a_collaborator_runs_instances_and_volumes_but_does_not_manage_members() {
+    let k = cloud();
+    let [_alice, _bob, carol] = tenants(&k);
+    let carol = As { k: &k, token: Some(carol) };
+    let (s, v) =
+        carol.post("/v1/instances?project=b", json!({"name": "web", "image": IMAGE, "instance_type": "k1-nano"}));
+    assert_eq!(s, 202, "{v}");
+    wait_field(&carol, "/v1/instances/web?project=b", "state", "running");
+    assert_eq!(carol.post("/v1/instances/web/stop?project=b", json!({})).0, 202);
+    wait_field(&carol, "/v1/instances/web?project=b", "state", "stopped");
+    assert_eq!(carol.post("/v1/instances/web/start?project=b", json!({})).0, 202);
+    wait_field(&carol, "/v1/instances/web?project=b", "state", "running");
+
+    let (s, v) = carol.post("/v1/volumes?project=b", json!({"name": "data", "size_gib": 1}));
+    assert_eq!(s, 202, "{v}");
+    wait_field(&carol, "/v1/volumes/data?project=b", "state", "available");
+    let (s, v) = carol.post("/v1/volumes/data/attach?project=b", json!({"instance": "web"}));
+    assert!((200..300).contains(&s), "attach: {s} {v}");
+    wait_field(&carol, "/v1/volumes/data?project=b", "state", "attached");
+    let (s, v) = carol.post("/v1/volumes/data/detach?project=b", json!({}));
+    assert!((200..300).contains(&s), "detach: {s} {v}");
+    wait_field(&carol, "/v1/volumes/data?project=b", "state", "available");
+    let (s, v) = carol.delete("/v1/volumes/data?project=b");
+    assert!((200..300).contains(&s), "volume delete: {s} {v}");
+    let (s, v) = carol.delete("/v1/instances/web?project=b");
+    assert!((200..300).contains(&s), "instance delete: {s} {v}");
+    k.wait_state("b", "web", "gone", WAIT);
+
+    // Members and the budget are the owner's.
+    let (s, v) = carol.post("/v1/projects/b/members", json!({"user": "bob", "role": "viewer"}));
+    assert_eq!((s, v["error_code"].as_str()), (403, Some("Forbidden")), "{v}");
+    assert_eq!(carol.delete("/v1/projects/b/members/carol").0, 403);
+    assert_eq!(carol.put("/v1/projects/b/budget", json!({"monthly": "1.00", "alert_at_percent": 80})).0, 403);
+    let (s, v) = carol.get("/v1/projects/b/members");
+    let members: Vec<&str> = v.as_array().into_iter().flatten().filter_map(|m| m["user"].as_str()).collect();
+    assert_eq!((s, members), (200, vec!["carol"]), "nothing changed: {v}");
 }

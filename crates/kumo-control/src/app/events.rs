@@ -75,3 +75,16 @@ pub async fn stream_project(app: &App, ctx: &OpContext, project: Option<&str>) -
     let mut conn = read(app).await?;
     Ok(super::project(&mut conn, ctx, project, Access::Read).await?.id)
 }
+
+/// Whether the holder of a token (by its hash) may still read a project's events: the token is
+/// still valid (not revoked, expired or logged out) and its user still a member of the project
+/// (or an operator). Any error counts as no: a stream that cannot prove its authority ends.
+pub async fn still_authorised(app: &App, token_hash: &str, project_id: uuid::Uuid) -> bool {
+    match crate::context::resolve_hash(app, token_hash.to_string()).await {
+        Ok(actor) => {
+            let ctx = OpContext { actor, request_id: String::new() };
+            ctx.authorize_project(project_id, "", Access::Read).is_ok()
+        }
+        Err(_) => false,
+    }
+}

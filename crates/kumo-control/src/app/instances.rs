@@ -59,7 +59,7 @@ pub(crate) async fn get(
     if let Some(p) = project {
         let project_sel = selector("project", p)?;
         if let Some(rec) = kumo_store::instances::get_in_project(conn, &project_sel, &sel).await? {
-            ctx.authorize_project(rec.project_id, &rec.view.project, access)?;
+            ctx.authorize_project(rec.project_id, &rec.view.project, access).map_err(|e| super::not_a_member(e, p))?;
             return Ok(rec);
         }
     }

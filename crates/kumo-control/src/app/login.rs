@@ -1,69 +1,156 @@
 //! Login: a user name and password for a session token, with brute-force protection.
 //!
-//! Failed attempts are counted in memory per user name and per source address: after
-//! `MAX_FAILURES` failures within `WINDOW`, further attempts from that address or for that user
-//! are refused with 429 `TooManyRequests` (and a `Retry-After`) without checking the password.
-//! The answer to bad credentials is the same whether the user exists or not, and takes as long
-//! (a dummy hash is verified for unknown users).
+//! The limiter counts failed attempts in memory, in three ways (the design of "smart lockout"
+//! services: refuse the guesser, not the account's owner):
+//! - per (user name, source): [`MAX_FAILURES`] failures within [`WINDOW`] refuse that source for
+//!   that name. Someone hammering a name from their address blocks only themselves.
+//! - per source: [`SOURCE_MAX_FAILURES`] failures for any names refuse the source (password
+//!   spraying across many names).
+//! - per user name: [`NAME_MAX_FAILURES`] failures from all sources together (a guess spread over
+//!   many addresses) refuse that name from *unfamiliar* sources only; a source the user logged in
+//!   from within [`FAMILIAR_FOR`] keeps working, so nobody can lock a user out by name alone.
+//!
+//! A refused attempt gets 429 `TooManyRequests` (and a `Retry-After`) without checking the
+//! password. The source is the client's address as [`crate::http::forwarded`] resolves it
+//! (behind a trusted proxy, the forwarded client), an IPv6 address counted by its /64 (one
+//! machine usually owns a whole /64). The answer to bad credentials is the same whether the user
+//! exists or not, and takes as long (a dummy hash is verified for unknown users).
 
 use crate::context::{hash_token, new_token_secret};
 use crate::error::{ApiError, ApiResult};
 use crate::App;
 use kumo_types::{ErrorCode, LoginRequest, LoginResponse};
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Failed attempts allowed per user name or source address within [`WINDOW`].
+/// Failed attempts allowed per (user name, source) within [`WINDOW`].
 pub const MAX_FAILURES: usize = 5;
+/// Failed attempts allowed per source (any user names) within [`WINDOW`].
+pub const SOURCE_MAX_FAILURES: usize = 20;
+/// Failed attempts allowed per user name from all sources within [`WINDOW`], after which only
+/// familiar sources may try that name.
+pub const NAME_MAX_FAILURES: usize = 50;
 pub const WINDOW: Duration = Duration::from_secs(300);
+/// How long a source stays familiar for a user after a successful login from it.
+pub const FAMILIAR_FOR: Duration = Duration::from_secs(30 * 86_400);
 /// Lifetime of a session token.
 pub const SESSION_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(12);
+/// Bound on the limiter's memory: past this many keys, expired ones are dropped (and, if that is
+/// not enough, all of them: forgetting failures is safer than running out of memory).
+const MAX_KEYS: usize = 100_000;
 
-/// Recent failed logins per key (`user:<name>`, `addr:<ip>`).
+/// The source of an attempt as the limiter counts it: an IPv4 address, or an IPv6 /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(Option<IpAddr>);
+
+impl Source {
+    pub fn of(ip: Option<IpAddr>) -> Source {
+        Source(ip.map(|ip| match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+            },
+            v4 => v4,
+        }))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Pair(String, Source),
+    Source(Source),
+    Name(String),
+}
+
+impl Key {
+    fn limit(&self) -> usize {
+        match self {
+            Key::Pair(..) => MAX_FAILURES,
+            Key::Source(_) => SOURCE_MAX_FAILURES,
+            Key::Name(_) => NAME_MAX_FAILURES,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Times of recent failures per key (at most the key's limit).
+    failures: HashMap<Key, VecDeque<Instant>>,
+    /// (user name, source) → last successful login from there.
+    familiar: HashMap<(String, Source), Instant>,
+}
+
+/// Recent failed logins and familiar sources; see the module documentation.
 #[derive(Default)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    state: Mutex<State>,
 }
 
 impl LoginLimiter {
-    /// Seconds to wait when any key has used up its failures, else None.
-    pub fn blocked(&self, keys: &[String], now: Instant) -> Option<u64> {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let mut wait = None;
-        for k in keys {
-            if let Some(q) = map.get_mut(k) {
-                while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+    fn keys(name: &str, source: Source) -> [Key; 3] {
+        [Key::Pair(name.to_string(), source), Key::Source(source), Key::Name(name.to_string())]
+    }
+
+    /// Seconds to wait when this attempt must be refused, else None.
+    pub fn blocked(&self, name: &str, source: Source, now: Instant) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let familiar = st
+            .familiar
+            .get(&(name.to_string(), source))
+            .is_some_and(|t| now.saturating_duration_since(*t) < FAMILIAR_FOR);
+        let mut wait: Option<u64> = None;
+        for k in Self::keys(name, source) {
+            if familiar && matches!(k, Key::Name(_)) {
+                continue;
+            }
+            let limit = k.limit();
+            if let Some(q) = st.failures.get_mut(&k) {
+                while q.front().is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW) {
                     q.pop_front();
                 }
-                if q.len() >= MAX_FAILURES {
+                if q.len() >= limit {
                     let oldest = q.front().copied().unwrap_or(now);
-                    let secs = WINDOW.saturating_sub(now.duration_since(oldest)).as_secs().max(1);
-                    wait = Some(wait.map_or(secs, |w: u64| w.max(secs)));
+                    let secs = WINDOW.saturating_sub(now.saturating_duration_since(oldest)).as_secs().max(1);
+                    wait = Some(wait.map_or(secs, |w| w.max(secs)));
                 }
             }
         }
         wait
     }
 
-    pub fn fail(&self, keys: &[String], now: Instant) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 100_000 {
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+    /// Records a failed attempt (wrong password or unknown user).
+    pub fn fail(&self, name: &str, source: Source, now: Instant) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.failures.len() > MAX_KEYS {
+            st.failures.retain(|_, q| q.back().is_some_and(|t| now.saturating_duration_since(*t) < WINDOW));
+            if st.failures.len() > MAX_KEYS {
+                st.failures.clear();
+            }
         }
-        for k in keys {
-            let q = map.entry(k.clone()).or_default();
+        for k in Self::keys(name, source) {
+            let limit = k.limit();
+            let q = st.failures.entry(k).or_default();
             q.push_back(now);
-            if q.len() > MAX_FAILURES {
+            while q.len() > limit {
                 q.pop_front();
             }
         }
     }
 
-    /// A successful login clears the user name's failures (not the address's).
-    pub fn succeed(&self, user_key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(user_key);
+    /// A successful login clears the (name, source) pair's failures and makes the source familiar
+    /// for the name. The source's and the name's failures stay: they may be someone else's.
+    pub fn succeed(&self, name: &str, source: Source, now: Instant) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.failures.remove(&Key::Pair(name.to_string(), source));
+        if st.familiar.len() > MAX_KEYS {
+            st.familiar.retain(|_, t| now.saturating_duration_since(*t) < FAMILIAR_FOR);
+            if st.familiar.len() > MAX_KEYS {
+                st.familiar.clear();
+            }
+        }
+        st.familiar.insert((name.to_string(), source), now);
     }
 }
 
@@ -81,12 +168,8 @@ fn dummy_hash() -> &'static str {
 const BAD_CREDENTIALS: &str = "wrong user name or password";
 
 pub async fn login(app: &App, req: &LoginRequest, source: Option<IpAddr>) -> LoginOutcome {
-    let user_key = format!("user:{}", req.username);
-    let mut keys = vec![user_key.clone()];
-    if let Some(ip) = source {
-        keys.push(format!("addr:{ip}"));
-    }
-    if let Some(secs) = app.logins.blocked(&keys, Instant::now()) {
+    let source = Source::of(source);
+    if let Some(secs) = app.logins.blocked(&req.username, source, Instant::now()) {
         let e =
             ApiError::new(ErrorCode::TooManyRequests, format!("too many failed logins; try again in {secs} seconds"));
         return LoginOutcome::Err(e, Some(secs));
@@ -94,13 +177,13 @@ pub async fn login(app: &App, req: &LoginRequest, source: Option<IpAddr>) -> Log
     match check(app, req).await {
         Ok(Some(user_id)) => match issue_session(app, user_id).await {
             Ok(resp) => {
-                app.logins.succeed(&user_key);
+                app.logins.succeed(&req.username, source, Instant::now());
                 LoginOutcome::Ok(resp, user_id)
             }
             Err(e) => LoginOutcome::Err(e, None),
         },
         Ok(None) => {
-            app.logins.fail(&keys, Instant::now());
+            app.logins.fail(&req.username, source, Instant::now());
             LoginOutcome::Err(ApiError::unauthenticated(BAD_CREDENTIALS), None)
         }
         Err(e) => LoginOutcome::Err(e, None),
@@ -146,34 +229,70 @@ pub async fn logout(app: &App, token: &str) -> ApiResult<bool> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn five_failures_block_for_the_rest_of_the_window() {
-        let l = LoginLimiter::default();
-        let keys = vec!["user:alice".to_string(), "addr:127.0.0.1".to_string()];
-        let t0 = Instant::now();
-        for i in 0..MAX_FAILURES {
-            assert_eq!(l.blocked(&keys, t0), None, "blocked after {i} failures");
-            l.fail(&keys, t0);
-        }
-        let wait = l.blocked(&keys, t0 + Duration::from_secs(60)).expect("blocked");
-        assert_eq!(wait, 240);
-        // Another user from the same address is blocked too; the same user from elsewhere also.
-        assert!(l.blocked(&["user:bob".into(), "addr:127.0.0.1".into()], t0).is_some());
-        assert!(l.blocked(&["user:alice".into(), "addr:10.0.0.1".into()], t0).is_some());
-        assert!(l.blocked(&["user:bob".into(), "addr:10.0.0.1".into()], t0).is_none());
-        assert_eq!(l.blocked(&keys, t0 + WINDOW), None, "failures expire");
+    fn src(s: &str) -> Source {
+        Source::of(Some(s.parse().expect("ip")))
     }
 
     #[test]
-    fn success_clears_the_user_but_not_the_address() {
+    fn five_failures_block_the_pair_for_the_rest_of_the_window() {
         let l = LoginLimiter::default();
-        let keys = vec!["user:alice".to_string(), "addr:127.0.0.1".to_string()];
+        let a = src("192.0.2.1");
         let t0 = Instant::now();
-        for _ in 0..MAX_FAILURES {
-            l.fail(&keys, t0);
+        for i in 0..MAX_FAILURES {
+            assert_eq!(l.blocked("alice", a, t0), None, "blocked after {i} failures");
+            l.fail("alice", a, t0);
         }
-        l.succeed("user:alice");
-        assert!(l.blocked(&["user:alice".into()], t0).is_none());
-        assert!(l.blocked(&["addr:127.0.0.1".into()], t0).is_some());
+        assert_eq!(l.blocked("alice", a, t0 + Duration::from_secs(60)), Some(240));
+        // The same name from elsewhere, and another name from the same source, still work.
+        assert_eq!(l.blocked("alice", src("192.0.2.2"), t0), None);
+        assert_eq!(l.blocked("bob", a, t0), None);
+        assert_eq!(l.blocked("alice", a, t0 + WINDOW), None, "failures expire");
+    }
+
+    #[test]
+    fn a_source_spraying_many_names_is_blocked() {
+        let l = LoginLimiter::default();
+        let a = src("192.0.2.1");
+        let t0 = Instant::now();
+        for i in 0..SOURCE_MAX_FAILURES {
+            l.fail(&format!("user{i}"), a, t0);
+        }
+        assert!(l.blocked("someone-else", a, t0).is_some());
+        assert_eq!(l.blocked("someone-else", src("192.0.2.2"), t0), None);
+    }
+
+    #[test]
+    fn a_name_guessed_from_many_sources_stays_open_to_familiar_ones() {
+        let l = LoginLimiter::default();
+        let t0 = Instant::now();
+        let home = src("198.51.100.7");
+        l.succeed("root", home, t0);
+        for i in 0..NAME_MAX_FAILURES {
+            l.fail("root", src(&format!("10.0.{}.{}", i / 200, i % 200)), t0);
+        }
+        assert!(l.blocked("root", src("203.0.113.9"), t0).is_some(), "an unfamiliar source is refused");
+        assert_eq!(l.blocked("root", home, t0), None, "the user's own address still works");
+        assert_eq!(l.blocked("root", home, t0 + FAMILIAR_FOR + WINDOW), None, "failures expired too");
+    }
+
+    #[test]
+    fn success_clears_the_pair_but_not_the_source() {
+        let l = LoginLimiter::default();
+        let a = src("192.0.2.1");
+        let t0 = Instant::now();
+        for i in 0..SOURCE_MAX_FAILURES {
+            l.fail(&format!("user{}", i % 4), a, t0);
+        }
+        l.fail("alice", a, t0);
+        l.succeed("alice", a, t0);
+        assert!(l.blocked("alice", a, t0).is_some(), "the source is still over its limit");
+        assert_eq!(l.blocked("alice", src("192.0.2.2"), t0), None);
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64() {
+        assert_eq!(src("2001:db8:1:2::1"), src("2001:db8:1:2:ffff::9"));
+        assert_ne!(src("2001:db8:1:2::1"), src("2001:db8:1:3::1"));
+        assert_eq!(src("::ffff:192.0.2.1"), src("192.0.2.1"));
     }
 }

@@ -48,8 +48,18 @@ pub async fn project(
         project.ok_or_else(|| ApiError::invalid("the 'project' query parameter is required (e.g. ?project=demo)"))?;
     let sel = selector("project", p)?;
     let view = kumo_store::projects::get(conn, &sel).await?.ok_or_else(|| ApiError::not_found("project", p))?;
-    ctx.authorize_project(view.id, &view.name, access)?;
+    ctx.authorize_project(view.id, &view.name, access).map_err(|e| not_a_member(e, p))?;
     Ok(view)
+}
+
+/// A non-member's 404 names the project as they asked for it: given an id, they must not learn
+/// the project's name.
+pub(crate) fn not_a_member(e: ApiError, asked: &str) -> ApiError {
+    if e.code == kumo_types::ErrorCode::NotFound {
+        ApiError::not_found("project", asked)
+    } else {
+        e
+    }
 }
 
 /// Acquires a pooled read connection.

@@ -34,14 +34,16 @@ pub struct AuditNote {
     pub user_id: Option<uuid::Uuid>,
 }
 
-/// The client's address (None when the server was not started with connect info, e.g. in tests
-/// that drive the router directly).
+/// The client's address: behind a trusted proxy the forwarded client (see
+/// [`super::forwarded`]), else the peer's (None when the server was not started with connect
+/// info, e.g. in tests that drive the router directly).
 pub struct SourceAddr(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for SourceAddr {
     type Rejection = Infallible;
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        Ok(SourceAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+        let resolved = parts.extensions.get::<super::forwarded::ClientAddr>().map(|c| c.0);
+        Ok(SourceAddr(resolved.or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod backups;
 pub mod billing;
 pub mod events;
 pub mod floating_ips;
+pub mod forwarded;
 pub mod hosts;
 pub mod images;
 pub mod instance_types;
@@ -147,6 +148,8 @@ pub fn router_with(app: Arc<App>, extra: Router<Arc<App>>) -> Router {
         .layer(axum::middleware::from_fn_with_state((app.clone(), operations.clone()), audit::record))
         .layer(axum::middleware::from_fn_with_state((app.clone(), operations), crate::telemetry::track))
         .layer(axum::middleware::from_fn(request_id))
+        // Outside the audit log and every handler: they all see the resolved client address.
+        .layer(axum::middleware::from_fn_with_state(app.clone(), forwarded::resolve))
         .with_state(app)
 }
 
