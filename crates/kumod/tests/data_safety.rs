@@ -345,30 +345,10 @@ fn a_crash_after_an_image_delete_commits_leaves_an_orphan_the_next_start_quarant
     c.kill9();
 
     let d = c.data_dir().to_path_buf();
-    let mut child = spawn_raw(&d, &cloud_args(&c, &[]), &[("KUMOD_FAULT", "image.delete.committed")]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        if let Ok(a) = std::fs::read_to_string(d.join("kumod.addr")) {
-            if a.ends_with('\n') {
-                break a.trim().to_string();
-            }
-        }
-        assert!(child.try_wait().expect("wait").is_none(), "kumod exited early:\n{}", c.log_tail(30));
-        assert!(Instant::now() < deadline, "kumod did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut child, addr) = spawn_with_fault(&c, "image.delete.committed");
     let r = c.http.delete(format!("http://{addr}/v1/images/img?project=p")).bearer_auth(&c.token).send();
     assert!(r.is_err(), "the delete answered although kumod was to abort: {r:?}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "kumod did not abort at the fault point");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}");
-    assert!(c.log_tail(20).contains("aborting at 'image.delete.committed'"), "{}", c.log_tail(20));
+    wait_abort(&c, &mut child, "image.delete.committed");
     assert!(dir.join("disk.qcow2").exists(), "the crash came before the directory was removed");
 
     c.restart();
@@ -376,4 +356,74 @@ fn a_crash_after_an_image_delete_commits_leaves_an_orphan_the_next_start_quarant
     assert_eq!(s, 404, "the delete had committed: {v}");
     assert!(!dir.exists(), "the orphaned image directory is still in place");
     assert_eq!(quarantined(&d, "images"), [id]);
+}
+
+/// Starts kumod on the cloud's (stopped) data directory with `KUMOD_FAULT=<point>`; returns the
+/// process and its API address.
+fn spawn_with_fault(c: &Cloud, point: &str) -> (Child, String) {
+    let d = c.data_dir();
+    let mut child = spawn_raw(d, &cloud_args(c, &[]), &[("KUMOD_FAULT", point)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(d.join("kumod.addr")) {
+            if a.ends_with('\n') {
+                return (child, a.trim().to_string());
+            }
+        }
+        assert!(child.try_wait().expect("wait").is_none(), "kumod exited early:\n{}", c.log_tail(30));
+        assert!(Instant::now() < deadline, "kumod did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until kumod aborted (SIGABRT) at the named fault point.
+fn wait_abort(c: &Cloud, child: &mut Child, point: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "kumod did not abort at the fault point {point}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}");
+    assert!(c.log_tail(20).contains(&format!("aborting at '{point}'")), "{}", c.log_tail(20));
+}
+
+/// Item 14, a crash at a named step: kumod aborts once an upload is fully received but before
+/// it is converted and recorded (`image.import.received`); the next start quarantines the
+/// half-finished upload and the image does not exist.
+#[test]
+fn a_crash_during_an_image_import_leaves_an_upload_the_next_start_quarantines() {
+    let mut c = cloud(&[]);
+    c.create_project("p");
+    c.kill9();
+    let d = c.data_dir().to_path_buf();
+    let before: Vec<PathBuf> =
+        std::fs::read_dir(d.join("images")).expect("images").flatten().map(|e| e.path()).collect();
+    let (mut child, addr) = spawn_with_fault(&c, "image.import.received");
+    let r = c
+        .http
+        .post(format!("http://{addr}/v1/images/import?project=p&name=half"))
+        .bearer_auth(&c.token)
+        .header("content-type", "application/octet-stream")
+        .body(c.fixture_bytes())
+        .send();
+    assert!(r.is_err(), "the import answered although kumod was to abort: {r:?}");
+    wait_abort(&c, &mut child, "image.import.received");
+    let upload_dirs: Vec<PathBuf> = std::fs::read_dir(d.join("images"))
+        .expect("images")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(upload_dirs.len(), 1, "the crash left the upload's directory: {upload_dirs:?}");
+    assert!(upload_dirs[0].join("upload").exists());
+
+    c.restart();
+    assert!(!upload_dirs[0].exists(), "the half-finished upload is still in place");
+    let id = upload_dirs[0].file_name().expect("name").to_string_lossy().into_owned();
+    assert_eq!(quarantined(&d, "images"), [id]);
+    let (s, v) = c.get("/v1/images/half?project=p");
+    assert_eq!(s, 404, "{v}");
 }
