@@ -464,24 +464,9 @@ pub async fn backup_raw(target: &dyn BackupTarget, project: Uuid, raw: &Path, id
         }
         offset += len as u64;
     }
-    fault_point("backup:before-manifest");
+    crate::fault::point("backup.before-manifest");
     target.put_manifest(project, id, &Manifest { size_bytes: size, chunk_size: CHUNK, chunks }).await?;
     Ok(stats)
-}
-
-/// The environment variable that names a fault-injection point for kill -9 tests.
-pub const FAULT_ENV: &str = "KUMO_TEST_FAULT";
-
-/// A fault-injection point for kill -9 tests: when [`FAULT_ENV`] names `step`, the process
-/// SIGKILLs itself here, as a crash would (no destructor, no cleanup). Never set in production.
-fn fault_point(step: &str) {
-    if std::env::var(FAULT_ENV).is_ok_and(|v| v == step) {
-        tracing::error!("{FAULT_ENV}={step}: killing this process here");
-        // SAFETY: kill(2) on our own pid.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
 }
 
 /// Writes backup `id` of `project` to a new sparse raw file at `raw`, verifying every chunk's

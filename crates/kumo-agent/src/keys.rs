@@ -1,7 +1,9 @@
 //! Volume keys for encryption at rest (LUKS inside qcow2, QEMU's native format).
 //!
 //! Each encrypted volume has its own random 256-bit key. Keys are stored wrapped: sealed with
-//! ChaCha20-Poly1305 under a master key (`<data-dir>/master.key`, mode 0600, made on first use),
+//! ChaCha20-Poly1305 under a master key ([`MasterKey`]: by default `<data-dir>/master.key`, mode
+//! 0600, made on first use; or kept outside the data directory, `kumod --master-key-file` or the
+//! service's environment `KUMOD_MASTER_KEY`, see docs/operations.md),
 //! with the volume id as associated data so a wrapped key cannot be swapped onto another volume.
 //! A key is unwrapped only to hand it to `qemu-img` or QEMU through a transient 0600 file
 //! (`--object secret,file=…`), never on a command line; the file is removed as soon as the tool
@@ -19,10 +21,74 @@ use uuid::Uuid;
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
 
-/// Wrapped volume keys in a directory, under a master key file.
+/// Where the master key comes from.
+#[derive(Clone)]
+pub enum MasterKey {
+    /// A file of 32 raw bytes, made (random, 0600) on first use if missing: the default
+    /// `<data-dir>/master.key`.
+    File(PathBuf),
+    /// Given from outside the data directory (a file on another mount, or the environment);
+    /// `from` says where, for messages.
+    Given { key: [u8; KEY_LEN], from: String },
+}
+
+impl std::fmt::Debug for MasterKey {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterKey::File(p) => write!(f, "MasterKey::File({})", p.display()),
+            MasterKey::Given { from, .. } => write!(f, "MasterKey::Given({from})"),
+        }
+    }
+}
+
+impl MasterKey {
+    /// Where the key comes from, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            MasterKey::File(p) => p.display().to_string(),
+            MasterKey::Given { from, .. } => from.clone(),
+        }
+    }
+
+    /// A key given as text or bytes: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes
+    /// (surrounding whitespace ignored).
+    pub fn parse(bytes: &[u8], from: &str) -> std::result::Result<MasterKey, String> {
+        use base64::Engine;
+        let bad = || {
+            format!(
+                "the master key from {from} is not 32 bytes, 64 hex digits or base64 of 32 bytes \
+                 (make one with: head -c 32 /dev/urandom | base64)"
+            )
+        };
+        let key: Vec<u8> = if bytes.len() == KEY_LEN {
+            bytes.to_vec()
+        } else {
+            let text = std::str::from_utf8(bytes).map_err(|_| bad())?.trim();
+            if text.len() == 2 * KEY_LEN && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                hex::decode(text).map_err(|_| bad())?
+            } else {
+                base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| bad())?
+            }
+        };
+        let key: [u8; KEY_LEN] = key.try_into().map_err(|_| bad())?;
+        Ok(MasterKey::Given { key, from: from.to_string() })
+    }
+}
+
+/// Wrapped volume keys in a directory, under a master key.
 pub struct KeyStore {
     dir: PathBuf,
-    master_path: PathBuf,
+    master: MasterKey,
+}
+
+/// What [`KeyStore::check_master`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MasterCheck {
+    /// Wrapped keys the master key opens.
+    pub open: usize,
+    /// Wrapped keys it does not open.
+    pub refused: Vec<Uuid>,
 }
 
 /// A transient secret file for QEMU or qemu-img; removed when dropped.
@@ -52,32 +118,84 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl KeyStore {
     pub fn new(dir: PathBuf, master_path: PathBuf) -> KeyStore {
-        KeyStore { dir, master_path }
+        KeyStore { dir, master: MasterKey::File(master_path) }
     }
 
-    fn wrapped_path(&self, volume: Uuid) -> PathBuf {
+    pub fn with_master(dir: PathBuf, master: MasterKey) -> KeyStore {
+        KeyStore { dir, master }
+    }
+
+    /// The directory of wrapped keys (and of transient `*.secret` files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Tries the master key on every wrapped key: a master key that opens none of the existing
+    /// keys is not the one that sealed them (kumod refuses to start with it).
+    pub fn check_master(&self) -> Result<MasterCheck> {
+        let mut check = MasterCheck::default();
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(check),
+            Err(e) => return Err(AgentError::io(format!("list {}", self.dir.display()), e)),
+        };
+        let mut volumes: Vec<Uuid> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".key").and_then(|s| Uuid::parse_str(s).ok()))
+            .collect();
+        volumes.sort();
+        if volumes.is_empty() {
+            return Ok(check);
+        }
+        if let MasterKey::File(p) = &self.master {
+            // Never make a new master key while keys sealed under the old one exist.
+            if !p.exists() {
+                return Err(AgentError::Hypervisor(format!(
+                    "there is no master key at {} but it sealed the keys of {} encrypted volume(s) in {}; \
+                     give it with --master-key-file or KUMOD_MASTER_KEY",
+                    p.display(),
+                    volumes.len(),
+                    self.dir.display()
+                )));
+            }
+        }
+        let cipher = self.master()?;
+        for v in volumes {
+            match self.open_with(&cipher, v) {
+                Ok(_) => check.open += 1,
+                Err(_) => check.refused.push(v),
+            }
+        }
+        Ok(check)
+    }
+
+    pub fn wrapped_path(&self, volume: Uuid) -> PathBuf {
         self.dir.join(format!("{volume}.key"))
     }
 
-    /// The master key, made (random, 0600) if there is none yet.
+    /// The master key, made (random, 0600) if it is the data directory's file and there is none yet.
     fn master(&self) -> Result<ChaCha20Poly1305> {
-        let io = |what: &str, e| AgentError::io(format!("{what} {}", self.master_path.display()), e);
-        if !self.master_path.exists() {
+        let master_path = match &self.master {
+            MasterKey::Given { key, .. } => return Ok(ChaCha20Poly1305::new(Key::from_slice(key))),
+            MasterKey::File(p) => p,
+        };
+        let io = |what: &str, e| AgentError::io(format!("{what} {}", master_path.display()), e);
+        if !master_path.exists() {
             let mut key = [0u8; KEY_LEN];
             rand::thread_rng().fill_bytes(&mut key);
-            let tmp = self.master_path.with_extension("tmp");
+            let tmp = master_path.with_extension("tmp");
             let _ = std::fs::remove_file(&tmp);
             write_private(&tmp, &key).map_err(|e| io("write", e))?;
             // Never replace an existing master key (another writer won the race).
-            std::fs::hard_link(&tmp, &self.master_path).or_else(|e| match e.kind() {
+            std::fs::hard_link(&tmp, master_path).or_else(|e| match e.kind() {
                 std::io::ErrorKind::AlreadyExists => Ok(()),
                 _ => Err(io("install", e)),
             })?;
             let _ = std::fs::remove_file(&tmp);
         }
-        let key = std::fs::read(&self.master_path).map_err(|e| io("read", e))?;
+        let key = std::fs::read(master_path).map_err(|e| io("read", e))?;
         if key.len() != KEY_LEN {
-            return Err(AgentError::Hypervisor(format!("master key {} is corrupt", self.master_path.display())));
+            return Err(AgentError::Hypervisor(format!("master key {} is corrupt", master_path.display())));
         }
         Ok(ChaCha20Poly1305::new(Key::from_slice(&key)))
     }
@@ -113,6 +231,10 @@ impl KeyStore {
 
     /// The volume's key, unwrapped, as the hex passphrase LUKS is given.
     fn passphrase(&self, volume: Uuid) -> Result<String> {
+        self.open_with(&self.master()?, volume)
+    }
+
+    fn open_with(&self, master: &ChaCha20Poly1305, volume: Uuid) -> Result<String> {
         let wrapped = std::fs::read(self.wrapped_path(volume)).map_err(|e| AgentError::io("read volume key", e))?;
         if wrapped.len() <= NONCE_LEN {
             return Err(AgentError::Hypervisor(format!("the key of volume {volume} is corrupt")));
@@ -120,9 +242,9 @@ impl KeyStore {
         let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
         let aad = volume.to_string();
         let key =
-            self.master()?.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: aad.as_bytes() }).map_err(
-                |_| AgentError::Hypervisor(format!("the key of volume {volume} does not open under the master key")),
-            )?;
+            master.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: aad.as_bytes() }).map_err(|_| {
+                AgentError::Hypervisor(format!("the key of volume {volume} does not open under the master key"))
+            })?;
         Ok(hex::encode(key))
     }
 
@@ -174,5 +296,27 @@ mod tests {
         let path = f.path.clone();
         drop(f);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_given_master_key_seals_and_a_wrong_one_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let hexkey = "11".repeat(32);
+        let master = MasterKey::parse(hexkey.as_bytes(), "test").unwrap();
+        let ks = KeyStore::with_master(dir.path().join("keys"), master);
+        assert_eq!(ks.check_master().unwrap(), MasterCheck::default());
+        let v = Uuid::now_v7();
+        ks.create(v).unwrap();
+        assert!(!dir.path().join("master.key").exists(), "a given key is never written to the data dir");
+        assert_eq!(ks.check_master().unwrap().open, 1);
+        // The same key as base64 and raw bytes opens it too.
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0x11u8; 32]);
+        for given in [MasterKey::parse(b64.as_bytes(), "b64").unwrap(), MasterKey::parse(&[0x11; 32], "raw").unwrap()] {
+            assert_eq!(KeyStore::with_master(dir.path().join("keys"), given).check_master().unwrap().open, 1);
+        }
+        let wrong = MasterKey::parse("22".repeat(32).as_bytes(), "wrong").unwrap();
+        let check = KeyStore::with_master(dir.path().join("keys"), wrong).check_master().unwrap();
+        assert_eq!((check.open, check.refused), (0, vec![v]));
+        assert!(MasterKey::parse(b"short", "x").unwrap_err().contains("32 bytes"));
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod backup;
 pub mod capacity;
+pub mod fault;
 pub mod keys;
 pub mod kvm_probe;
 pub mod net;
@@ -22,6 +23,7 @@ pub mod proc;
 pub mod qemu;
 pub mod qemu_img;
 pub mod qmp;
+pub mod quarantine;
 pub mod sim;
 pub mod storage;
 pub mod tool;
@@ -193,6 +195,11 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// Ids of every instance that has anything on this host (for leak collection).
     async fn list(&self) -> Result<Vec<Uuid>>;
+
+    /// What leak collection does instead of [`Hypervisor::destroy`]: stops the guest if it runs
+    /// (its hypervisor process is killed) and moves its disks aside into the quarantine, where
+    /// they stay for the grace period. Idempotent.
+    async fn quarantine(&self, id: Uuid, q: &quarantine::Quarantine) -> Result<()>;
 
     /// The instance's cumulative counters, or None when its guest is not running.
     async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>>;

@@ -463,6 +463,14 @@ impl Hypervisor for QemuDriver {
         }
     }
 
+    async fn quarantine(&self, id: Uuid, q: &crate::quarantine::Quarantine) -> Result<()> {
+        self.stop(id, Duration::ZERO).await?;
+        let run = self.run_dir(id);
+        q.put("instances", &id.to_string(), &[&run.dir])
+            .map_err(|e| AgentError::io(format!("quarantine {}", run.dir.display()), e))?;
+        Ok(())
+    }
+
     async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<(Vec<u8>, u64)> {
         let path = self.run_dir(id).serial();
         tokio::task::spawn_blocking(move || read_from(&path, offset, max))

@@ -156,6 +156,13 @@ impl Hypervisor for SimDriver {
         Ok(())
     }
 
+    async fn quarantine(&self, id: Uuid, _q: &crate::quarantine::Quarantine) -> Result<()> {
+        // Nothing of a simulated guest is on disk: stopping it is all there is to do.
+        self.delay().await;
+        self.with(|g| g.remove(&id));
+        Ok(())
+    }
+
     async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<(Vec<u8>, u64)> {
         Ok(self.with(|g| {
             let log = g.get(&id).map(|guest| guest.serial.as_slice()).unwrap_or(&[]);

@@ -55,6 +55,10 @@ pub trait StoragePool: Send + Sync + 'static {
     /// Ids of every volume in the pool (for leak collection).
     async fn list(&self) -> Result<Vec<Uuid>>;
 
+    /// What leak collection does instead of [`StoragePool::delete`]: moves the volume (and its
+    /// key) aside into the quarantine, where it stays for the grace period. Idempotent.
+    async fn quarantine(&self, id: Uuid, q: &crate::quarantine::Quarantine) -> Result<()>;
+
     /// The QEMU `blockdev-add` options opening the volume, with `node_name` as its top node.
     fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value;
 
@@ -104,7 +108,12 @@ pub struct DirPool {
 impl DirPool {
     pub fn new(dir: PathBuf) -> DirPool {
         let master = dir.parent().unwrap_or(&dir).join("master.key");
-        let keys = KeyStore::new(dir.join("keys"), master);
+        DirPool::with_master(dir, crate::keys::MasterKey::File(master))
+    }
+
+    /// A pool whose volume keys are sealed under `master` (e.g. kept outside the data directory).
+    pub fn with_master(dir: PathBuf, master: crate::keys::MasterKey) -> DirPool {
+        let keys = KeyStore::with_master(dir.join("keys"), master);
         DirPool { dir, layers_lock: tokio::sync::Mutex::new(()), keys }
     }
 
@@ -247,6 +256,14 @@ impl StoragePool for DirPool {
         Ok(ids)
     }
 
+    async fn quarantine(&self, id: Uuid, q: &crate::quarantine::Quarantine) -> Result<()> {
+        let (file, tmp, key) = (self.path(id), self.dir.join(format!("{id}.qcow2.tmp")), self.keys.wrapped_path(id));
+        // The key goes along: a quarantined encrypted volume must stay openable.
+        q.put("volumes", &id.to_string(), &[&file, &tmp, &key])
+            .map_err(|e| AgentError::io(format!("quarantine volume {id}"), e))?;
+        Ok(())
+    }
+
     fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value {
         let mut b = serde_json::json!({
             "driver": "qcow2",
@@ -381,6 +398,12 @@ impl StoragePool for SimPool {
 
     async fn list(&self) -> Result<Vec<Uuid>> {
         Ok(self.with(|v| v.keys().copied().collect()))
+    }
+
+    async fn quarantine(&self, id: Uuid, _q: &crate::quarantine::Quarantine) -> Result<()> {
+        // Simulated data: nothing on disk to keep.
+        self.with(|v| v.remove(&id));
+        Ok(())
     }
 
     fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
 pub enum ReconcilerCommand {
-    /// Show each reconciler's last pass, changes, leaks collected and errors
+    /// Show each reconciler's last pass, changes, leaks collected, what it quarantined and errors
     List,
 }
 
@@ -22,8 +22,17 @@ pub fn run(ctx: &Ctx, command: &ReconcilerCommand) -> Result<()> {
 }
 
 fn render_list(value: &Value) -> Result<String> {
-    let mut table =
-        list_table(&["NAME", "LAST PASS", "PASSES", "CHANGES", "LEAKS", "ERRORS", "IN FLIGHT", "LAST ERROR"]);
+    let mut table = list_table(&[
+        "NAME",
+        "LAST PASS",
+        "PASSES",
+        "CHANGES",
+        "LEAKS",
+        "QUARANTINED",
+        "ERRORS",
+        "IN FLIGHT",
+        "LAST ERROR",
+    ]);
     for r in value.as_array().map(Vec::as_slice).unwrap_or(&[]) {
         let s = |k: &str| match &r[k] {
             Value::Null => "-".to_string(),
@@ -36,6 +45,7 @@ fn render_list(value: &Value) -> Result<String> {
             s("passes"),
             s("changes"),
             s("leaks_collected"),
+            s("quarantined"),
             s("errors"),
             s("in_flight"),
             s("last_error"),
@@ -53,6 +63,6 @@ mod tests {
         let v = serde_json::json!([{"name":"instances","last_pass":"2026-11-27T00:00:00Z","passes":3,"changes":2,
             "leaks_collected":1,"errors":0,"in_flight":0,"last_error":null}]);
         let out = render_list(&v).unwrap();
-        assert!(out.contains("instances") && out.contains("LEAKS"), "{out}");
+        assert!(out.contains("instances") && out.contains("LEAKS") && out.contains("QUARANTINED"), "{out}");
     }
 }

@@ -14,12 +14,15 @@ pub mod app;
 pub mod context;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod metering;
+pub mod modes;
 pub mod monitoring;
 pub mod network;
 pub mod openapi;
 pub mod reconciler;
 pub mod scheduler;
+pub mod sweep;
 pub mod telemetry;
 pub mod volume_reconciler;
 
@@ -54,6 +57,12 @@ pub struct ControlConfig {
     /// Reverse proxies whose forwarded-client headers are believed (`--trusted-proxy`,
     /// `--forwarded-header`); see [`http::forwarded`].
     pub trusted_proxies: http::forwarded::TrustedProxies,
+    /// This host's stable id (`DATA_DIR/host-id`; see [`identity`]).
+    pub host_id: uuid::Uuid,
+    /// How long quarantined leaks and orphans are kept before they are deleted (`--quarantine-days`).
+    pub quarantine_grace: Duration,
+    /// Period of the orphan sweep (see [`sweep`]).
+    pub sweep_period: Duration,
 }
 
 impl ControlConfig {
@@ -63,6 +72,10 @@ impl ControlConfig {
 
     pub fn backups_dir(&self) -> PathBuf {
         self.data_dir.join("backups")
+    }
+
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.data_dir.join("quarantine")
     }
 }
 
@@ -96,6 +109,14 @@ pub struct App {
     pub network: network::Handle,
     /// The host's network data plane (None with the sim driver).
     pub hostnet: Option<Arc<kumo_agent::net::HostNet>>,
+    /// Where leak collection and the orphan sweep move what they would delete; see
+    /// [`kumo_agent::quarantine`].
+    pub quarantine: Arc<kumo_agent::quarantine::Quarantine>,
+    /// The orphan sweep; see [`sweep`].
+    pub sweep: reconciler::Handle,
+    /// Files being made right now (e.g. an image upload before its record exists), which the
+    /// periodic sweep must not take for orphans; see [`sweep::InFlight`].
+    pub in_flight: sweep::InFlight,
 }
 
 impl App {
@@ -129,6 +150,9 @@ impl App {
             layers_dirty: std::sync::atomic::AtomicBool::new(true),
             network: network::Handle::default(),
             hostnet: config.host_network.clone().map(|ns| Arc::new(kumo_agent::net::HostNet::new(ns))),
+            quarantine: Arc::new(kumo_agent::quarantine::Quarantine::new(config.quarantine_dir())),
+            sweep: sweep::handle(),
+            in_flight: sweep::InFlight::default(),
             config,
         }))
     }

@@ -9,7 +9,9 @@
 //!
 //! It runs when woken (every API change wakes it) and periodically. Steps of different instances
 //! run concurrently; steps of one instance never overlap. Each pass also collects leaks: anything
-//! on the host whose instance is not live in the store is destroyed. Operators read its status
+//! on the host whose instance is not live in the store is stopped and quarantined (moved aside,
+//! deleted after the grace period; see [`kumo_agent::quarantine`]) — never destroyed outright,
+//! and never when the store says the instance lives on another host. Operators read its status
 //! (last pass, changes, errors) at `GET /v1/system/reconcilers`.
 
 use crate::app::instances;
@@ -36,6 +38,11 @@ pub struct ReconcilerStatus {
     pub changes: u64,
     /// Leaked host resources collected since kumod started.
     pub leaks_collected: u64,
+    /// Leaks and orphans moved into the quarantine since kumod started (deleted after the grace
+    /// period, `--quarantine-days`).
+    pub quarantined: u64,
+    /// Leak candidates left alone because the store says they belong to another host.
+    pub foreign_skipped: u64,
     /// Failed steps since kumod started.
     pub errors: u64,
     /// The last error, if any.
@@ -160,22 +167,34 @@ fn record_error(app: &App, msg: String) {
     });
 }
 
-/// Destroys whatever is on the host without a live instance in the store. The host is listed
-/// before the store is read: an instance is inserted before anything of it exists on the host, so
-/// nothing created in between can be mistaken for a leak.
+/// Quarantines whatever is on the host without a live instance in the store: its guest is
+/// stopped, its disks moved aside (see [`kumo_agent::quarantine`]). The host is listed before the
+/// store is read: an instance is inserted before anything of it exists on the host, so nothing
+/// created in between can be mistaken for a leak. What the store says belongs to another host id
+/// is never touched.
 async fn collect_leaks(app: &App) -> anyhow::Result<()> {
     let on_host = app.hypervisor.list().await?;
     if on_host.is_empty() {
         return Ok(());
     }
-    let live: HashSet<uuid::Uuid> = {
-        let mut conn = app.store.read().await?;
-        kumo_store::instances::on_host(&mut conn, app.host_id).await?.into_iter().map(|r| r.view.id).collect()
-    };
+    let mut conn = app.store.read().await?;
+    let live: HashSet<uuid::Uuid> =
+        kumo_store::instances::on_host(&mut conn, app.host_id).await?.into_iter().map(|r| r.view.id).collect();
     for id in on_host.into_iter().filter(|id| !live.contains(id)) {
-        tracing::warn!(instance = %id, "collecting leaked host resources of an instance that is not live");
-        app.hypervisor.destroy(id).await?;
-        app.reconciler.update(|s| s.leaks_collected += 1);
+        if let Some(rec) = kumo_store::instances::get_by_id(&mut conn, id).await? {
+            if rec.host_id != app.host_id {
+                tracing::warn!(instance = %id, owner = %rec.host_id, host = %app.host_id,
+                    "not collecting: the store says this instance belongs to another host");
+                app.reconciler.update(|s| s.foreign_skipped += 1);
+                continue;
+            }
+        }
+        tracing::warn!(instance = %id, "quarantining the host resources of an instance that is not live");
+        app.hypervisor.quarantine(id, &app.quarantine).await?;
+        app.reconciler.update(|s| {
+            s.leaks_collected += 1;
+            s.quarantined += 1;
+        });
     }
     Ok(())
 }

@@ -10,6 +10,8 @@
 //!   every API request, counted and timed by [`track`] (a middleware around the whole router);
 //!   `operation` is the OpenAPI operation id (`other` for unknown paths, `metrics` for this one);
 //! - `kumo_reconciler_runs_total`, `…_changes_total`, `…_errors_total{reconciler}`;
+//! - `kumo_quarantined_total{kind}`, `kumo_quarantine_purged_total`: leaks and orphans moved aside
+//!   and deleted after the grace period (see `kumo_agent::quarantine`);
 //! - `kumo_host_capacity`, `kumo_host_used`, `kumo_host_limit{host,resource}` (vcpus,
 //!   memory_mib, disk_gib, gpus);
 //! - per-instance latest metrics from the monitoring task, labelled `project` and `instance`:
@@ -96,7 +98,13 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
     let runs = Family::<Labels, Counter>::default();
     let changes = Family::<Labels, Counter>::default();
     let errors = Family::<Labels, Counter>::default();
-    for s in [app.reconciler.status(), app.billing.status(), app.monitoring.status()] {
+    for s in [
+        app.reconciler.status(),
+        app.billing.status(),
+        app.monitoring.status(),
+        app.volume_reconciler.status(),
+        app.sweep.status(),
+    ] {
         let l = labels(&[("reconciler", &s.name)]);
         runs.get_or_create(&l).inc_by(s.passes);
         changes.get_or_create(&l).inc_by(s.changes);
@@ -105,6 +113,20 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
     reg.register("kumo_reconciler_runs", "Passes of each background reconciler since kumod started", runs);
     reg.register("kumo_reconciler_changes", "Changes made by each reconciler since kumod started", changes);
     reg.register("kumo_reconciler_errors", "Failed steps of each reconciler since kumod started", errors);
+
+    // Quarantine (leak collection and the orphan sweep): what was moved aside, and deleted later.
+    let quarantined = Family::<Labels, Counter>::default();
+    for (kind, n) in app.quarantine.moved() {
+        quarantined.get_or_create(&labels(&[("kind", &kind)])).inc_by(n);
+    }
+    reg.register(
+        "kumo_quarantined",
+        "Leaks and orphans moved into DATA_DIR/quarantine since kumod started, by kind",
+        quarantined,
+    );
+    let purged = Counter::<u64>::default();
+    purged.inc_by(app.quarantine.purged());
+    reg.register("kumo_quarantine_purged", "Quarantine entries deleted after their grace period", purged);
 
     let hosts = {
         let mut conn = app.store.read().await?;

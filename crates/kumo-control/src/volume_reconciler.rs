@@ -14,8 +14,9 @@
 //!
 //! Steps wait while the instance is itself in a transitional state (starting, stopping, …), so a
 //! hot-plug never races a QEMU that is being started or stopped. Each pass also collects leaks:
-//! disks in the pool with no live volume (e.g. made just before a crash lost the row's commit).
-//! At start and every [`BACKUP_SWEEP_PERIOD`] it sweeps the backup target ([`sweep_backups`]).
+//! disks in the pool with no live volume (e.g. made just before a crash lost the row's commit)
+//! are quarantined with their key (moved aside, deleted after the grace period), never deleted
+//! outright. At start and every [`BACKUP_SWEEP_PERIOD`] it sweeps the backup target ([`sweep_backups`]).
 
 use crate::app::volumes;
 use crate::reconciler::Handle;
@@ -132,7 +133,7 @@ pub async fn sweep_backups(app: &App, grace: Duration) {
     }
 }
 
-/// Removes disks of the pool that no live volume owns. The pool is listed before the store is
+/// Quarantines disks of the pool that no live volume owns. The pool is listed before the store is
 /// read: a volume's row is committed before its disk is made, so nothing made in between is
 /// mistaken for a leak.
 async fn collect_leaks(app: &App) -> anyhow::Result<()> {
@@ -161,9 +162,12 @@ async fn collect_leaks(app: &App) -> anyhow::Result<()> {
         kumo_store::volumes::all_live(&mut conn).await?.into_iter().map(|r| r.view.id).collect()
     };
     for id in in_pool.into_iter().filter(|id| !live.contains(id)) {
-        tracing::warn!(volume = %id, "collecting a leaked disk of a volume that is not live");
-        pool.delete(id).await?;
-        app.volume_reconciler.update(|s| s.leaks_collected += 1);
+        tracing::warn!(volume = %id, "quarantining a leaked disk of a volume that is not live");
+        pool.quarantine(id, &app.quarantine).await?;
+        app.volume_reconciler.update(|s| {
+            s.leaks_collected += 1;
+            s.quarantined += 1;
+        });
     }
     Ok(())
 }

@@ -136,6 +136,93 @@ pub async fn upsert(conn: &mut Conn, r: &HostReport) -> Result<HostView> {
         .ok_or_else(|| crate::StoreError::Corrupt("host vanished".into()))
 }
 
+/// Registers the host with the stable id kept in its data directory (`DATA_DIR/host-id`), or
+/// refreshes what it reports, its name included: a renamed machine (or another `--host-name`)
+/// renames its row, it never becomes a second host. Its reservations are kept. Fails with
+/// `Conflict` when another live host already has the name.
+pub async fn register(conn: &mut Conn, id: uuid::Uuid, r: &HostReport) -> Result<HostView> {
+    if let Some(other) =
+        get(conn, &NameOrId::Name(kumo_types::Name::parse(&r.name).map_err(crate::StoreError::Corrupt)?))
+            .await?
+            .filter(|h| h.id != id)
+    {
+        return Err(crate::StoreError::Conflict(format!(
+            "host name '{}' is already taken by host {}; start with another --host-name",
+            r.name, other.id
+        )));
+    }
+    let t = ts(now());
+    let l = r.limits();
+    let updated = sqlx::query(
+        "UPDATE hosts SET time_modified = $1, driver = $2, accelerator = $3, accelerator_reason = $4, \
+         vcpus_total = $5, memory_mib_total = $6, disk_gib_total = $7, gpus_total = $8, \
+         vcpus_limit = $9, memory_mib_limit = $10, disk_gib_limit = $11, \
+         cpu_overcommit = $12, memory_overcommit = $13, disk_overcommit = $14, name = $15 \
+         WHERE id = $16 AND time_deleted IS NULL",
+    )
+    .bind(&t)
+    .bind(&r.driver)
+    .bind(&r.accelerator)
+    .bind(&r.accelerator_reason)
+    .bind(r.total.vcpus)
+    .bind(r.total.memory_mib)
+    .bind(r.total.disk_gib)
+    .bind(r.total.gpus)
+    .bind(l.vcpus)
+    .bind(l.memory_mib)
+    .bind(l.disk_gib)
+    .bind(r.cpu_overcommit)
+    .bind(r.memory_overcommit)
+    .bind(r.disk_overcommit)
+    .bind(&r.name)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(crate::map_unique)?;
+    if updated.rows_affected() == 0 {
+        sqlx::query(
+            "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
+             accelerator_reason, vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, \
+             memory_mib_limit, disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit) \
+             VALUES ($1, $2, '', $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(id.to_string())
+        .bind(&r.name)
+        .bind(&t)
+        .bind(&r.driver)
+        .bind(&r.accelerator)
+        .bind(&r.accelerator_reason)
+        .bind(r.total.vcpus)
+        .bind(r.total.memory_mib)
+        .bind(r.total.disk_gib)
+        .bind(r.total.gpus)
+        .bind(l.vcpus)
+        .bind(l.memory_mib)
+        .bind(l.disk_gib)
+        .bind(r.cpu_overcommit)
+        .bind(r.memory_overcommit)
+        .bind(r.disk_overcommit)
+        .execute(&mut *conn)
+        .await
+        .map_err(crate::map_unique)?;
+    }
+    get(conn, &NameOrId::Id(id)).await?.ok_or_else(|| crate::StoreError::Corrupt("host vanished".into()))
+}
+
+/// The host row a data directory from before host ids (no `DATA_DIR/host-id` yet) adopts: the
+/// live host named `name`, else the only live host (a renamed single machine), else none.
+pub async fn adoptable(conn: &mut Conn, name: &str) -> Result<Option<uuid::Uuid>> {
+    let rows = sqlx::query("SELECT id, name FROM hosts WHERE time_deleted IS NULL").fetch_all(&mut *conn).await?;
+    let mut hosts = Vec::new();
+    for r in &rows {
+        hosts.push((parse_uuid(&r.try_get::<String, _>(0)?)?, r.try_get::<String, _>(1)?));
+    }
+    if let Some((id, _)) = hosts.iter().find(|(_, n)| n == name) {
+        return Ok(Some(*id));
+    }
+    Ok(if hosts.len() == 1 { Some(hosts[0].0) } else { None })
+}
+
 pub async fn get(conn: &mut Conn, sel: &NameOrId) -> Result<Option<HostView>> {
     let (col, val) = match sel {
         NameOrId::Id(id) => ("id", id.to_string()),

@@ -155,3 +155,18 @@ pub async fn soft_delete(conn: &mut Conn, image_id: Uuid) -> Result<bool> {
             .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// Every live image's id and files (for the orphan sweep: image directories nothing names).
+pub async fn live_files(conn: &mut Conn) -> Result<Vec<(Uuid, Vec<String>)>> {
+    let rows = sqlx::query("SELECT id, disk_path, kernel_path, initrd_path FROM images WHERE time_deleted IS NULL")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let mut files = vec![r.try_get::<String, _>(1)?];
+        files.extend(r.try_get::<Option<String>, _>(2)?);
+        files.extend(r.try_get::<Option<String>, _>(3)?);
+        out.push((parse_uuid(&r.try_get::<String, _>(0)?)?, files));
+    }
+    Ok(out)
+}

@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod backups;
 pub mod billing;
+pub mod cloud;
 pub mod events;
 pub mod floating_ips;
 pub mod hosts;

@@ -208,6 +208,7 @@ store_tests!(
     metrics_batches_rollups_and_retention,
     volumes_snapshots_and_backups,
     network_ipam_concurrent_and_queries,
+    hosts_keyed_by_their_id_and_the_cloud_id,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1714,4 +1715,34 @@ async fn network_ipam_concurrent_and_queries(store: &Store) {
     tx.commit().await.unwrap();
     let back = security_groups::rules(&mut store.read().await.unwrap(), Some(web.view.id)).await.unwrap();
     assert_eq!(back.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), many);
+}
+
+/// Issue 10, item 1/2: a host row is keyed by the id its data directory keeps (a new name renames
+/// it, never makes a second host; a name another host has is refused), a data directory from
+/// before host ids adopts its row, and the cloud id is written once.
+async fn hosts_keyed_by_their_id_and_the_cloud_id(store: &Store) {
+    let total = Resources { vcpus: 4, memory_mib: 4096, disk_gib: 100, gpus: 0 };
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(kumo_store::cloud::hosts_ever(&mut tx).await.unwrap(), 0);
+    assert_eq!(hosts::adoptable(&mut tx, "alpha").await.unwrap(), None);
+    let old = hosts::upsert(&mut tx, &report("alpha", total, 1.0, 1.0, 1.0)).await.unwrap();
+    // The only host is adopted whatever its name (a renamed single machine).
+    assert_eq!(hosts::adoptable(&mut tx, "renamed").await.unwrap(), Some(old.id));
+    assert!(hosts::reserve(&mut tx, old.id, Resources { vcpus: 1, ..Default::default() }).await.unwrap());
+    let renamed = hosts::register(&mut tx, old.id, &report("beta", total, 1.0, 1.0, 1.0)).await.unwrap();
+    assert_eq!((renamed.id, renamed.name.as_str(), renamed.vcpus_used), (old.id, "beta", 1));
+    let other = hosts::register(&mut tx, Uuid::now_v7(), &report("gamma", total, 1.0, 1.0, 1.0)).await.unwrap();
+    assert_ne!(other.id, old.id);
+    assert_eq!(hosts::adoptable(&mut tx, "gamma").await.unwrap(), Some(other.id));
+    assert_eq!(hosts::adoptable(&mut tx, "nobody").await.unwrap(), None, "two hosts: no guess");
+    match hosts::register(&mut tx, other.id, &report("beta", total, 1.0, 1.0, 1.0)).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("beta"), "{m}"),
+        r => panic!("a taken name must be refused: {r:?}"),
+    }
+    assert_eq!(kumo_store::cloud::hosts_ever(&mut tx).await.unwrap(), 2);
+    assert_eq!(kumo_store::cloud::id(&mut tx).await.unwrap(), None);
+    let cloud = Uuid::now_v7();
+    kumo_store::cloud::set_id(&mut tx, cloud).await.unwrap();
+    assert_eq!(kumo_store::cloud::id(&mut tx).await.unwrap(), Some(cloud));
+    tx.commit().await.unwrap();
 }

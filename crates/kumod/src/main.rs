@@ -3,7 +3,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
+use kumo_agent::keys::{KeyStore, MasterKey};
 use kumo_agent::kvm_probe::{self, AccelRequest, ProbeImage};
+use kumo_agent::storage::DirPool;
 use kumo_agent::{capacity, qemu::QemuDriver, sim::SimDriver, Hypervisor};
 use kumo_control::{App, ControlConfig};
 use std::net::SocketAddr;
@@ -120,7 +122,22 @@ struct RunArgs {
     /// one is read: a proxy passes the other on from the client untouched.
     #[arg(long, env = "KUMOD_FORWARDED_HEADER", default_value = "x-forwarded-for")]
     forwarded_header: kumo_control::http::forwarded::ForwardedHeader,
+    /// The master key that seals volume keys, kept outside the data directory (32 raw bytes, 64
+    /// hex digits or base64). Default: DATA_DIR/master.key, made on first use. The environment
+    /// variable KUMOD_MASTER_KEY (hex or base64) gives the key itself instead.
+    #[arg(long, env = "KUMOD_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Days leaked and orphaned files stay in DATA_DIR/quarantine before they are deleted.
+    #[arg(long, env = "KUMOD_QUARANTINE_DAYS", default_value_t = 7)]
+    quarantine_days: u64,
+    /// Minutes between two orphan sweeps of the data directory (one also runs at every start).
+    #[arg(long, env = "KUMOD_SWEEP_MINUTES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    sweep_minutes: u64,
 }
+
+/// The environment variable giving the master key itself (hex or base64), for services whose
+/// secrets come in their environment. Not a flag: a command line is visible to every local user.
+const MASTER_KEY_ENV: &str = "KUMOD_MASTER_KEY";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -184,14 +201,94 @@ mod serde_json_lite {
     }
 }
 
+/// Where the master key comes from: `--master-key-file`, `KUMOD_MASTER_KEY`, or the data
+/// directory's own file.
+fn master_key(args: &RunArgs, data_dir: &Path) -> anyhow::Result<MasterKey> {
+    let env = std::env::var(MASTER_KEY_ENV).ok().filter(|v| !v.trim().is_empty());
+    let in_dir = data_dir.join("master.key");
+    let key = match (&args.master_key_file, env) {
+        (Some(_), Some(_)) => {
+            bail!("give the master key once: --master-key-file (KUMOD_MASTER_KEY_FILE) or {MASTER_KEY_ENV}, not both")
+        }
+        (Some(path), None) => {
+            let bytes = std::fs::read(path).with_context(|| {
+                format!(
+                    "read the master key file {} (to move the data directory's key there: mv {} {0}; a new key, \
+                     only before any encrypted volume exists: head -c 32 /dev/urandom > {0})",
+                    path.display(),
+                    in_dir.display()
+                )
+            })?;
+            if let Ok(m) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if m.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        "the master key file {} is readable by other local users; chmod 600 it",
+                        path.display()
+                    );
+                }
+            }
+            MasterKey::parse(&bytes, &path.display().to_string()).map_err(anyhow::Error::msg)?
+        }
+        (None, Some(v)) => MasterKey::parse(v.as_bytes(), &format!("the environment ({MASTER_KEY_ENV})"))
+            .map_err(anyhow::Error::msg)?,
+        (None, None) => return Ok(MasterKey::File(in_dir)),
+    };
+    if in_dir.exists() {
+        tracing::warn!(
+            "the master key is given from {} but {} still lies beside the volumes it protects; remove it once \
+             the key is safe elsewhere",
+            key.describe(),
+            in_dir.display()
+        );
+    }
+    Ok(key)
+}
+
+/// Refuses a master key that does not open the keys of the existing encrypted volumes.
+fn check_master_key(data_dir: &Path, master: &MasterKey) -> anyhow::Result<()> {
+    let keys = KeyStore::with_master(data_dir.join("volumes").join("keys"), master.clone());
+    let check = keys.check_master().map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
+    if check.open == 0 && !check.refused.is_empty() {
+        bail!(
+            "refusing to start: the master key from {} does not open the keys of the {} encrypted volume(s) in {} \
+             (e.g. volume {}): it is not the key that sealed them. Give the right key (--master-key-file, \
+             KUMOD_MASTER_KEY_FILE or {MASTER_KEY_ENV}); nothing was changed",
+            master.describe(),
+            check.refused.len(),
+            keys.dir().display(),
+            check.refused[0]
+        );
+    }
+    for v in &check.refused {
+        tracing::warn!(volume = %v, "the master key does not open this volume's key (corrupt key file?)");
+    }
+    Ok(())
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Everything kumod, QEMU and qemu-img create is owner-only (see kumo_control::modes).
+    // SAFETY: umask(2) cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let _lock = lock_data_dir(&data_dir)?;
     // Before anything starts, so an unusable certificate refuses the start.
     let tls = tls::setup(&args.tls, args.listen, &data_dir)?;
     let db_url = args.database.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kumo.db").display()));
-    let store = kumo_store::Store::open(&db_url).await.with_context(|| format!("open database {db_url}"))?;
+    let store = kumo_store::Store::open(&db_url)
+        .await
+        .with_context(|| format!("open database {}", kumo_control::identity::redact(&db_url)))?;
+    // Before anything acts on the data directory: is this store its own, and which host is this?
+    kumo_control::identity::check_cloud(&store, &data_dir, &db_url).await?;
+    let master = master_key(&args, &data_dir)?;
+    check_master_key(&data_dir, &master)?;
+    let fixed = kumo_control::modes::secure(&data_dir);
+    if fixed > 0 {
+        tracing::warn!("{fixed} path(s) in {} were readable by other local users; fixed", data_dir.display());
+    }
 
     let capacity = [
         args.host_vcpus.unwrap_or_else(capacity::cpus),
@@ -200,6 +297,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.host_gpus,
     ];
     let name = host_name(&args);
+    let host_id = kumo_control::identity::host_id(&store, &data_dir, &name).await?;
     let hypervisor: Arc<dyn Hypervisor> = match args.driver {
         DriverKind::Sim => Arc::new(SimDriver::new(name, capacity, Duration::from_millis(args.sim_latency_ms))),
         DriverKind::Qemu => {
@@ -208,8 +306,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let cache = args.image_cache.parent().unwrap_or(Path::new("/var/cache/kumo")).to_path_buf();
             let (accel, reason) = kvm_probe::choose(req, probe.as_ref(), &cache, Duration::from_secs(8)).await;
             tracing::info!(accelerator = accel.as_str(), %reason, "accelerator chosen");
+            let pool = DirPool::with_master(data_dir.join("volumes"), master.clone());
             Arc::new(
                 QemuDriver::new(data_dir.join("instances"), name, accel, reason, capacity)
+                    .with_pool(Arc::new(pool))
                     .with_netns(args.host_netns.clone()),
             )
         }
@@ -233,8 +333,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             networks: args.trusted_proxies.iter().map(|n| n.trunc()).collect(),
             header: args.forwarded_header,
         },
+        host_id,
+        quarantine_grace: Duration::from_secs(args.quarantine_days * 86_400),
+        sweep_period: Duration::from_secs(args.sweep_minutes * 60),
     };
     let app = App::open(store, hypervisor, config).await?;
+    // Leftovers of a crash, before anything new is made (nothing is in flight yet).
+    kumo_control::sweep::pass(&app, kumo_control::sweep::Mode::Startup).await;
     seed_images(&app, &args.image_cache).await;
     // Converge the network first: guests started by the reconciler need their taps.
     if let Err(e) = kumo_control::network::converge(&app).await {
@@ -246,6 +351,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     kumo_control::app::billing::spawn(app.clone());
     kumo_control::app::audit::spawn_retention(app.clone());
     kumo_control::monitoring::spawn(app.clone());
+    kumo_control::sweep::spawn(app.clone());
 
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;

@@ -285,6 +285,16 @@ fn leftovers_without_an_instance_are_collected() {
     }
     let (_, status) = k.get("/v1/system/reconcilers");
     assert!(status[0]["leaks_collected"].as_u64().unwrap_or(0) >= 1, "{status}");
+    // Collected means quarantined (issue 10): moved aside with its disk, not deleted.
+    assert!(status[0]["quarantined"].as_u64().unwrap_or(0) >= 1, "{status}");
+    let name = orphan.file_name().expect("name").to_owned();
+    let kept = std::fs::read_dir(k.data_dir().join("quarantine/instances"))
+        .expect("quarantine/instances")
+        .flatten()
+        .map(|e| e.path().join(&name).join("disk.qcow2"))
+        .find(|p| p.exists())
+        .expect("the leaked run directory is in the quarantine");
+    assert_eq!(std::fs::read(kept).expect("read"), b"leftover");
 }
 
 #[test]

@@ -514,12 +514,12 @@ fn raw_exports(k: &Kumod) -> Vec<std::path::PathBuf> {
 }
 
 /// Issue 10, item 14 (backups), kill -9 at a named step: kumod dies (fault-injection point
-/// `backup:before-manifest`: volume exported, chunks stored, manifest not written). The backup
+/// `backup.before-manifest`: volume exported, chunks stored, manifest not written). The backup
 /// does not exist, the next start sweeps its raw export, and backing up works again.
 #[test]
 fn a_backup_killed_before_its_manifest_leaves_nothing_after_the_restart() {
     let mut k = roomy();
-    k.env.push((kumo_agent::backup::FAULT_ENV.to_string(), "backup:before-manifest".to_string()));
+    k.env.push((kumo_agent::fault::ENV.to_string(), "backup.before-manifest".to_string()));
     k.restart();
     // (The sim's disks live in kumod's memory: the volume is made after the restart.)
     k.create_project("demo");

@@ -10,7 +10,9 @@ use kumo_store::Store;
 use kumo_types::page::PageRequest;
 use kumo_types::{HostView, ResultsPage};
 
-/// Registers (or refreshes) the host the agent runs on; returns its id.
+/// Registers (or refreshes, renaming it if its name changed) the host the agent runs on, under
+/// its stable id (`config.host_id`, from `DATA_DIR/host-id`; see [`crate::identity`]); returns
+/// its id.
 pub async fn register(store: &Store, hv: &dyn Hypervisor, config: &ControlConfig) -> anyhow::Result<uuid::Uuid> {
     let info = hv.host_info();
     let report = HostReport {
@@ -24,7 +26,7 @@ pub async fn register(store: &Store, hv: &dyn Hypervisor, config: &ControlConfig
         disk_overcommit: config.overcommit[2],
     };
     let mut tx = store.begin().await?;
-    let host = kumo_store::hosts::upsert(&mut tx, &report).await?;
+    let host = kumo_store::hosts::register(&mut tx, config.host_id, &report).await?;
     tx.commit().await?;
     tracing::info!(
         host = %host.name, driver = %host.driver, accelerator = %host.accelerator,

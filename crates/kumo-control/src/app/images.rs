@@ -67,6 +67,8 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &s
     }
     kumo_store::images::soft_delete(&mut tx, rec.view.id).await?;
     tx.commit().await.map_err(ApiError::internal)?;
+    // A crash here leaves the directory of a deleted image: the orphan sweep's (see crate::sweep).
+    kumo_agent::fault::point("image.delete.committed");
     let dir = app.config.images_dir().join(rec.view.id.to_string());
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
         tracing::warn!("could not remove {}: {e}", dir.display());
@@ -74,8 +76,25 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &s
     Ok(())
 }
 
-/// Removes a directory on drop unless disarmed: a failed import leaves nothing behind.
-struct DirGuard(Option<PathBuf>);
+/// Copies a file, owner-only (a plain copy would keep the source's mode, e.g. 0644 from the
+/// image cache; see crate::modes).
+async fn copy_private(src: &Path, dst: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::PermissionsExt;
+    let n = tokio::fs::copy(src, dst).await?;
+    tokio::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o600)).await?;
+    Ok(n)
+}
+
+/// Removes a directory on drop unless disarmed: a failed import leaves nothing behind. Until
+/// dropped it marks the directory in flight, so the periodic orphan sweep leaves it alone while
+/// it has no record yet.
+struct DirGuard(Option<PathBuf>, #[allow(dead_code)] crate::sweep::InFlightGuard);
+
+impl DirGuard {
+    fn new(app: &App, dir: &Path) -> DirGuard {
+        DirGuard(Some(dir.to_path_buf()), app.in_flight.hold(dir))
+    }
+}
 
 impl Drop for DirGuard {
     fn drop(&mut self) {
@@ -114,9 +133,11 @@ where
     let id = kumo_store::images::allocate_id();
     let dir = app.config.images_dir().join(id.to_string());
     tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
-    let mut guard = DirGuard(Some(dir.clone()));
+    let mut guard = DirGuard::new(app, &dir);
     let upload = dir.join("upload");
     let size = receive(body, &upload, app.config.max_image_bytes).await?;
+    // A crash here leaves a half-finished upload with no record: the orphan sweep's.
+    kumo_agent::fault::point("image.import.received");
     if size == 0 {
         return Err(ApiError::invalid("the uploaded image is empty"));
     }
@@ -179,7 +200,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
         (Some(snapshot), None) => {
             let snap = super::snapshots::source(&mut conn, proj.id, snapshot).await?;
             tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
-            let guard = DirGuard(Some(dir.clone()));
+            let guard = DirGuard::new(app, &dir);
             app.hypervisor.pool().export_snapshot(snap.view.id, &disk).await.map_err(ApiError::internal)?;
             (guard, format!("from snapshot '{}' of volume '{}'", snap.view.name, snap.view.volume))
         }
@@ -192,7 +213,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
                 )));
             }
             tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
-            let guard = DirGuard(Some(dir.clone()));
+            let guard = DirGuard::new(app, &dir);
             app.hypervisor.export_root_disk(inst.view.id, &disk).await.map_err(ApiError::internal)?;
             (guard, format!("from instance '{}' (image '{}')", inst.view.name, inst.view.image))
         }
@@ -208,7 +229,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
                 let (src, dst) = (src.clone(), dir.join(name));
                 async move {
                     match src {
-                        Some(s) => tokio::fs::copy(&s, &dst)
+                        Some(s) => copy_private(Path::new(&s), &dst)
                             .await
                             .map(|_| Some(dst.to_string_lossy().into_owned()))
                             .map_err(ApiError::internal),
@@ -366,11 +387,11 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
     let id = kumo_store::images::allocate_id();
     let dir = app.config.images_dir().join(id.to_string());
     tokio::fs::create_dir_all(&dir).await?;
-    let mut guard = DirGuard(Some(dir.clone()));
+    let mut guard = DirGuard::new(app, &dir);
     let copy = |file: &str| {
         let (src, dst) = (cache_dir.join(file), dir.join(file));
         async move {
-            tokio::fs::copy(&src, &dst).await.map_err(|e| anyhow::anyhow!("copy {}: {e}", src.display()))?;
+            copy_private(&src, &dst).await.map_err(|e| anyhow::anyhow!("copy {}: {e}", src.display()))?;
             Ok::<String, anyhow::Error>(dst.to_string_lossy().into_owned())
         }
     };

@@ -27,5 +27,6 @@ pub async fn reconciler_list(State(app): State<Arc<App>>, ctx: OpContext) -> Api
         app.monitoring.status(),
         app.volume_reconciler.status(),
         app.network.status(),
+        app.sweep.status(),
     ]))
 }

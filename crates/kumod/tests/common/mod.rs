@@ -222,6 +222,12 @@ impl Kumod {
         self.spawn();
     }
 
+    /// Starts kumod again on the same data directory with other flags.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let s = std::fs::read_to_string(self.dir.path().join("kumod.log")).unwrap_or_default();
         let all: Vec<&str> = s.lines().collect();

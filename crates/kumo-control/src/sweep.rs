@@ -1,0 +1,273 @@
+//! The orphan sweep: the one place that knows every kind of file kumod makes in its data
+//! directory, and what to do with the ones a crash (`kill -9`, power loss) left behind.
+//!
+//! It runs once at start-up, before the API serves and before any reconciler (nothing can be in
+//! flight then, so every leftover is an orphan), and then every `--sweep-minutes`, when it only
+//! takes what is clearly stale: not being made right now ([`InFlight`]) and untouched for
+//! [`STALE`]. Orphans are **quarantined** like leaks (`DATA_DIR/quarantine/<kind>/…`, deleted after
+//! the grace period, `--quarantine-days`), never deleted outright — except unwrapped secrets,
+//! whose whole point is not to linger on disk.
+//!
+//! | file (under DATA_DIR)                      | made by                          | rule |
+//! |--------------------------------------------|----------------------------------|------|
+//! | `kumo.db`, `kumo.db-wal`, `kumo.db-shm`    | the store (SQLite)               | kept |
+//! | `admin-token`, `host-id`, `cloud-id`       | first start                      | kept |
+//! | `kumod.lock`, `kumod.addr`, `master.key`   | every start / first encrypted volume | kept |
+//! | `admin-token.tmp`, `master.tmp`            | writing those (crash before the rename) | **deleted** (a secret in clear) |
+//! | `host-id.tmp`, `cloud-id.tmp`              | writing those                    | quarantined (`ids`) |
+//! | `volumes/keys/<vol>.<rand>.secret`         | an unwrapped LUKS key handed to QEMU/qemu-img for one start | **deleted** at start; later when older than [`STALE`] |
+//! | `volumes/keys/<vol>.tmp`                   | a wrapped key being written      | quarantined (`keys`) |
+//! | `volumes/keys/<vol>.key`                   | the wrapped key of a volume      | kept (goes with its volume: the volume reconciler quarantines both) |
+//! | `volumes/<vol>.qcow2`                      | a volume                         | the volume reconciler: quarantined when no live volume owns it |
+//! | `volumes/<vol>.qcow2.tmp`                  | a volume being made              | beside its `<vol>.qcow2`: quarantined (`volumes`); alone: the volume reconciler's (retried or quarantined) |
+//! | `volumes/<vol>.qcow2.new`                  | a snapshot's new top being made  | quarantined (`volumes`) |
+//! | `volumes/layers/<snap>.qcow2`              | snapshot layers                  | the volume reconciler (removed when no chain uses them) |
+//! | `instances/<id>/`                          | an instance's run directory      | the instance reconciler: quarantined when no live instance of this host owns it |
+//! | `instances/<id>/*.tmp`                     | provisioning (disk, config drive) | quarantined (`instances`) |
+//! | `images/<id>/`                             | an image (import, from a snapshot or an instance, seeded) | quarantined (`images`) when no live image names it and no instance or volume uses it: a half-finished upload, conversion or copy, or a delete interrupted after its commit |
+//! | `images/<id>/upload`                       | an upload being received         | beside a live image: quarantined (`images`); else with its directory |
+//! | `backups/…`                                | volume backups (kumo-agent backup.rs) | left alone here: the backup store collects its own |
+//! | `quarantine/<kind>/<name>-<time>/`         | this module and leak collection  | deleted once older than the grace period |
+//!
+//! Anything else is not kumod's and is left alone.
+
+use crate::reconciler::Handle;
+use crate::App;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use uuid::Uuid;
+
+/// How long a periodic pass leaves a leftover alone (it may belong to a step still running).
+pub const STALE: Duration = Duration::from_secs(3600);
+
+/// How long a periodic pass leaves an image directory nothing names alone after its last change
+/// (an import commits its record right after its last file change).
+pub const IMAGE_SETTLE: Duration = Duration::from_secs(600);
+
+/// A new handle, reported as `sweep`.
+pub fn handle() -> Handle {
+    let h = Handle::default();
+    h.update(|s| s.name = "sweep".into());
+    h
+}
+
+/// Paths being made right now; the periodic sweep leaves them alone.
+#[derive(Default, Clone)]
+pub struct InFlight(Arc<Mutex<HashSet<PathBuf>>>);
+
+/// Holds a path in [`InFlight`] until dropped.
+pub struct InFlightGuard(InFlight, PathBuf);
+
+impl InFlight {
+    pub fn hold(&self, path: &Path) -> InFlightGuard {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_path_buf());
+        InFlightGuard(self.clone(), path.to_path_buf())
+    }
+
+    fn contains(&self, path: &Path) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(path)
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        (self.0).0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
+}
+
+/// Start-up (everything left over is an orphan) or periodic (only what is stale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Startup,
+    Periodic,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub quarantined: Vec<PathBuf>,
+    pub deleted: Vec<PathBuf>,
+    pub purged: usize,
+}
+
+fn age(path: &Path) -> Duration {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default()
+}
+
+fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd.flatten().filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path()))).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+struct Pass<'a> {
+    app: &'a App,
+    mode: Mode,
+    out: Outcome,
+}
+
+impl Pass<'_> {
+    fn old_enough(&self, path: &Path, min: Duration) -> bool {
+        self.mode == Mode::Startup || (age(path) >= min && !self.app.in_flight.contains(path))
+    }
+
+    fn quarantine(&mut self, kind: &str, name: &str, path: &Path) {
+        match self.app.quarantine.put(kind, name, &[path]) {
+            Ok(Some(_)) => self.out.quarantined.push(path.to_path_buf()),
+            Ok(None) => {}
+            Err(e) => record_error(self.app, format!("quarantine {}: {e}", path.display())),
+        }
+    }
+
+    fn delete(&mut self, path: &Path) {
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                tracing::warn!(file = %path.display(), "deleted a leftover secret");
+                self.out.deleted.push(path.to_path_buf());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => record_error(self.app, format!("delete {}: {e}", path.display())),
+        }
+    }
+}
+
+fn record_error(app: &App, msg: String) {
+    tracing::warn!("sweep: {msg}");
+    app.sweep.update(|s| {
+        s.errors += 1;
+        s.last_error = Some(msg);
+    });
+}
+
+/// One pass over the data directory (see the module docs for the rules).
+pub async fn pass(app: &App, mode: Mode) -> Outcome {
+    app.sweep.update(|s| {
+        s.passes += 1;
+        s.last_pass = Some(chrono::Utc::now());
+    });
+    let data = app.config.data_dir.clone();
+    let mut p = Pass { app, mode, out: Outcome::default() };
+
+    // Top level: temporary names of the files written once.
+    for name in ["admin-token.tmp", "master.tmp"] {
+        let path = data.join(name);
+        if path.exists() && p.old_enough(&path, STALE) {
+            p.delete(&path);
+        }
+    }
+    for name in ["host-id.tmp", "cloud-id.tmp"] {
+        let path = data.join(name);
+        if path.exists() && p.old_enough(&path, STALE) {
+            p.quarantine("ids", name, &path);
+        }
+    }
+
+    // Volume keys: unwrapped secrets and half-written wrapped keys.
+    for (name, path) in entries(&data.join("volumes/keys")) {
+        if name.ends_with(".secret") && p.old_enough(&path, STALE) {
+            p.delete(&path);
+        } else if name.ends_with(".tmp") && p.old_enough(&path, STALE) {
+            p.quarantine("keys", &name, &path);
+        }
+    }
+
+    // Volumes: temporary files of a snapshot or a create that a crash interrupted.
+    let volumes = data.join("volumes");
+    for (name, path) in entries(&volumes) {
+        let leftover = match (name.strip_suffix(".qcow2.new"), name.strip_suffix(".qcow2.tmp")) {
+            (Some(id), _) => Uuid::parse_str(id).is_ok(),
+            // Alone, a .tmp is a volume being made: the volume reconciler's.
+            (_, Some(id)) => Uuid::parse_str(id).is_ok() && volumes.join(format!("{id}.qcow2")).exists(),
+            _ => false,
+        };
+        if leftover && p.old_enough(&path, STALE) {
+            p.quarantine("volumes", &name, &path);
+        }
+    }
+
+    // Instances: temporary files of provisioning.
+    for (id, dir) in entries(&data.join("instances")) {
+        if Uuid::parse_str(&id).is_err() {
+            continue;
+        }
+        for (name, path) in entries(&dir) {
+            if name.ends_with(".tmp") && p.old_enough(&path, STALE) {
+                p.quarantine("instances", &format!("{id}-{name}"), &path);
+            }
+        }
+    }
+
+    // Images: directories no live image names (listed before the store is read, so an image
+    // committed in between is seen as live).
+    if let Err(e) = sweep_images(&mut p, &data.join("images")).await {
+        record_error(app, format!("images: {e}"));
+    }
+
+    p.out.purged = app.quarantine.purge(app.config.quarantine_grace);
+    let n = (p.out.quarantined.len() + p.out.deleted.len()) as u64;
+    app.sweep.update(|s| {
+        s.changes += n + p.out.purged as u64;
+        s.quarantined += p.out.quarantined.len() as u64;
+    });
+    if n > 0 {
+        tracing::warn!(
+            quarantined = p.out.quarantined.len(),
+            deleted = p.out.deleted.len(),
+            "orphan sweep ({mode:?}): leftovers of interrupted work moved aside"
+        );
+    }
+    p.out
+}
+
+async fn sweep_images(p: &mut Pass<'_>, images: &Path) -> anyhow::Result<()> {
+    let dirs: Vec<(Uuid, PathBuf)> =
+        entries(images).into_iter().filter_map(|(n, path)| Some((Uuid::parse_str(&n).ok()?, path))).collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let mut conn = p.app.store.read().await?;
+    let live = kumo_store::images::live_files(&mut conn).await?;
+    let mut keep: HashSet<PathBuf> = HashSet::new();
+    let mut live_ids = HashSet::new();
+    for (id, files) in live {
+        live_ids.insert(id);
+        keep.extend(files.iter().filter_map(|f| Path::new(f).parent().map(Path::to_path_buf)));
+    }
+    for (id, dir) in dirs {
+        if live_ids.contains(&id) || keep.contains(&dir) {
+            let upload = dir.join("upload");
+            if upload.exists() && p.old_enough(&upload, STALE) {
+                p.quarantine("images", &format!("{id}-upload"), &upload);
+            }
+            continue;
+        }
+        if !p.old_enough(&dir, IMAGE_SETTLE) {
+            continue;
+        }
+        // Belt and braces: a disk still backed by it keeps it, whatever its record says.
+        let users = kumo_store::images::count_users(&mut conn, id).await?;
+        if users > 0 {
+            tracing::warn!(image = %id, users, "image directory has no live record but disks use it; kept");
+            continue;
+        }
+        p.quarantine("images", &id.to_string(), &dir);
+    }
+    Ok(())
+}
+
+/// Starts the periodic sweep (the start-up pass is run by kumod before serving).
+pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(app.config.sweep_period).await;
+            pass(&app, Mode::Periodic).await;
+        }
+    })
+}
