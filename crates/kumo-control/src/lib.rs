@@ -51,6 +51,9 @@ pub struct ControlConfig {
     /// Run the host network data plane (bridges, taps, nft, DHCP, metadata) in this namespace
     /// (`Some(None)`: the machine's own; `None`: no data plane, as with the sim driver).
     pub host_network: Option<Option<String>>,
+    /// Cap of each instance's serial log, bytes (`--serial-log-max-mib`); see
+    /// [`kumo_agent::serial_log`].
+    pub serial_log_max_bytes: u64,
 }
 
 impl ControlConfig {

@@ -106,6 +106,10 @@ struct RunArgs {
     /// is the host's uplink address).
     #[arg(long, env = "KUMOD_PUBLIC_IP_POOL")]
     public_ip_pool: Option<ipnet::Ipv4Net>,
+    /// Cap of each instance's serial log, MiB: past it, the oldest bytes are trimmed (down to
+    /// half the cap) at the next monitoring round; the console API keeps absolute offsets.
+    #[arg(long, env = "KUMOD_SERIAL_LOG_MAX_MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    serial_log_max_mib: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -213,6 +217,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             (DriverKind::Qemu, None, true) => Some(None),
             _ => None,
         },
+        serial_log_max_bytes: args.serial_log_max_mib << 20,
     };
     let app = App::open(store, hypervisor, config).await?;
     seed_images(&app, &args.image_cache).await;
