@@ -81,14 +81,18 @@ static LOCK: Mutex<()> = Mutex::new(());
 /// Reads at most `max` bytes from absolute `offset`; a missing log reads as empty.
 pub fn read(log: &Path, offset: u64, max: usize) -> std::io::Result<SerialChunk> {
     let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let (pos, start) = locate(offset, discarded(log));
+    let d = discarded(log);
+    let (pos, _) = locate(offset, d);
     let mut f = match std::fs::File::open(log) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(SerialChunk { bytes: Vec::new(), start, next: start })
+            return Ok(SerialChunk { bytes: Vec::new(), start: d, next: d })
         }
         Err(e) => return Err(e),
     };
+    // An offset past the end reads from the end (like the simulated log).
+    let pos = pos.min(f.metadata()?.len());
+    let start = d + pos;
     f.seek(SeekFrom::Start(pos))?;
     let mut bytes = Vec::new();
     f.take(max as u64).read_to_end(&mut bytes)?;
@@ -205,7 +209,9 @@ mod tests {
         copy_down(&f, 70_000).unwrap();
         assert_eq!(std::fs::read(&log).unwrap(), &data[70_000..]);
         let (missing, c) = (dir.path().join("none.log"), read(&dir.path().join("none.log"), 5, 10).unwrap());
-        assert_eq!((c.start, c.next, c.bytes.len()), (5, 5, 0));
+        assert_eq!((c.start, c.next, c.bytes.len()), (0, 0, 0));
+        let c = read(&log, 1 << 40, 10).unwrap();
+        assert_eq!((c.start, c.next, c.bytes.len()), (30_000, 30_000, 0), "past the end reads from the end");
         assert_eq!(trim(&missing, 1).unwrap(), 0);
     }
 }

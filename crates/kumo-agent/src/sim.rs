@@ -162,8 +162,10 @@ impl Hypervisor for SimDriver {
         Ok(self.with(|g| {
             let (log, discarded) =
                 g.get(&id).map(|guest| (guest.serial.as_slice(), guest.serial_discarded)).unwrap_or((&[], 0));
-            let (pos, start) = crate::serial_log::locate(offset, discarded);
+            let (pos, _) = crate::serial_log::locate(offset, discarded);
+            // An offset past the end reads from the end.
             let from = (pos as usize).min(log.len());
+            let start = discarded + from as u64;
             let end = from.saturating_add(max).min(log.len());
             let bytes = log[from..end].to_vec();
             let next = start + bytes.len() as u64;
