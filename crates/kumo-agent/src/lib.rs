@@ -24,6 +24,7 @@ pub mod qemu;
 pub mod qemu_img;
 pub mod qmp;
 pub mod quarantine;
+pub mod serial_log;
 pub mod sim;
 pub mod storage;
 pub mod tool;
@@ -190,8 +191,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Removes everything of the instance: process, disks, run directory. Idempotent.
     async fn destroy(&self, id: Uuid) -> Result<()>;
 
-    /// The serial console output from byte `offset`, at most `max` bytes, and the next offset.
-    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<(Vec<u8>, u64)>;
+    /// The serial console output from absolute byte `offset` (or from the oldest byte still kept,
+    /// when older ones were trimmed away), at most `max` bytes.
+    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<serial_log::SerialChunk>;
+
+    /// Trims every instance's serial log that grew past `max_bytes` (see [`serial_log`]).
+    /// Returns the bytes discarded.
+    async fn trim_serial_logs(&self, max_bytes: u64) -> Result<u64>;
 
     /// Ids of every instance that has anything on this host (for leak collection).
     async fn list(&self) -> Result<Vec<Uuid>>;

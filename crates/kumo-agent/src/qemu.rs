@@ -9,7 +9,8 @@
 //! | `config.img`  | config drive: a raw disk holding a tar of `meta-data.json`, `user-data` |
 //! | `qemu.pid`    | QEMU's pidfile (QEMU locks it, so a second QEMU for the id cannot start) |
 //! | `qmp.sock`    | QMP control socket                                                    |
-//! | `serial.log`  | the serial console, appended across boots                             |
+//! | `serial.log`  | the serial console, appended across boots, trimmed to its cap (see [`crate::serial_log`]) |
+//! | `serial.log.discarded` | bytes trimmed from the front of `serial.log` so far           |
 //! | `qemu.log`    | QEMU's own stdout/stderr of the last start                            |
 //!
 //! QEMU runs in its own process group, so signals aimed at `kumod` (Ctrl-C, SIGKILL of kumod)
@@ -471,11 +472,26 @@ impl Hypervisor for QemuDriver {
         Ok(())
     }
 
-    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<(Vec<u8>, u64)> {
+    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<crate::serial_log::SerialChunk> {
         let path = self.run_dir(id).serial();
-        tokio::task::spawn_blocking(move || read_from(&path, offset, max))
+        tokio::task::spawn_blocking(move || crate::serial_log::read(&path, offset, max))
             .await
             .map_err(|e| AgentError::Hypervisor(e.to_string()))?
+            .map_err(|e| AgentError::io("read serial log", e))
+    }
+
+    async fn trim_serial_logs(&self, max_bytes: u64) -> Result<u64> {
+        let logs: Vec<PathBuf> = self.list().await?.into_iter().map(|id| self.run_dir(id).serial()).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut total = 0;
+            for log in logs {
+                total += crate::serial_log::trim(&log, max_bytes)
+                    .map_err(|e| AgentError::io(format!("trim {}", log.display()), e))?;
+            }
+            Ok(total)
+        })
+        .await
+        .map_err(|e| AgentError::Hypervisor(e.to_string()))?
     }
 
     async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>> {

@@ -13,6 +13,8 @@ use uuid::Uuid;
 struct SimGuest {
     running: bool,
     serial: Vec<u8>,
+    /// Bytes trimmed from the front of `serial` (offsets stay absolute, as with QEMU's log file).
+    serial_discarded: u64,
     /// Volumes the running guest has (hot-plugged or from its spec at start).
     volumes: Vec<Uuid>,
     memory_mib: i64,
@@ -163,12 +165,31 @@ impl Hypervisor for SimDriver {
         Ok(())
     }
 
-    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<(Vec<u8>, u64)> {
+    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<crate::serial_log::SerialChunk> {
         Ok(self.with(|g| {
-            let log = g.get(&id).map(|guest| guest.serial.as_slice()).unwrap_or(&[]);
-            let start = (offset as usize).min(log.len());
-            let end = (start + max).min(log.len());
-            (log[start..end].to_vec(), end as u64)
+            let (log, discarded) =
+                g.get(&id).map(|guest| (guest.serial.as_slice(), guest.serial_discarded)).unwrap_or((&[], 0));
+            let (pos, _) = crate::serial_log::locate(offset, discarded);
+            // An offset past the end reads from the end.
+            let from = (pos as usize).min(log.len());
+            let start = discarded + from as u64;
+            let end = from.saturating_add(max).min(log.len());
+            let bytes = log[from..end].to_vec();
+            let next = start + bytes.len() as u64;
+            crate::serial_log::SerialChunk { bytes, start, next }
+        }))
+    }
+
+    async fn trim_serial_logs(&self, max_bytes: u64) -> Result<u64> {
+        Ok(self.with(|g| {
+            let mut total = 0;
+            for guest in g.values_mut() {
+                let d = crate::serial_log::discard_amount(guest.serial.len() as u64, max_bytes, 1);
+                guest.serial.drain(..d as usize);
+                guest.serial_discarded += d;
+                total += d;
+            }
+            total
         }))
     }
 
@@ -233,5 +254,27 @@ impl Hypervisor for SimDriver {
             }
             _ => None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The simulated log is capped like QEMU's file: same arithmetic, absolute offsets.
+    #[tokio::test]
+    async fn the_serial_log_is_capped_and_keeps_absolute_offsets() {
+        let sim = SimDriver::new("h".into(), [1, 1, 1, 0], Duration::ZERO);
+        let id = Uuid::from_u128(1);
+        let log: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        sim.with(|g| g.entry(id).or_default().serial = log.clone());
+        assert_eq!(sim.trim_serial_logs(20_000).await.unwrap(), 0, "within the cap");
+        let gone = sim.trim_serial_logs(4_000).await.unwrap();
+        assert_eq!(gone, 8_000, "down to half the cap");
+        let c = sim.serial(id, 0, 100).await.unwrap();
+        assert_eq!((c.start, c.next), (8_000, 8_100), "an old offset starts at the oldest kept byte");
+        assert_eq!(c.bytes, &log[8_000..8_100]);
+        let c = sim.serial(id, 9_990, 100).await.unwrap();
+        assert_eq!((c.start, c.next, c.bytes.as_slice()), (9_990, 10_000, &log[9_990..]));
     }
 }

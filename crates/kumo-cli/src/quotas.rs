@@ -40,6 +40,18 @@ pub struct QuotaSetArgs {
     /// Most floating IPs
     #[arg(long, value_name = "N", value_parser = parse_limit)]
     pub floating_ips: Option<Limit>,
+    /// Most VPCs
+    #[arg(long, value_name = "N", value_parser = parse_limit)]
+    pub vpcs: Option<Limit>,
+    /// Most project images (their GiB count against storage too)
+    #[arg(long, value_name = "N", value_parser = parse_limit)]
+    pub images: Option<Limit>,
+    /// Most snapshots
+    #[arg(long, value_name = "N", value_parser = parse_limit)]
+    pub snapshots: Option<Limit>,
+    /// Most volume backups
+    #[arg(long, value_name = "N", value_parser = parse_limit)]
+    pub backups: Option<Limit>,
 }
 
 /// A limit given on the command line.
@@ -71,7 +83,17 @@ fn apply(current: Option<i64>, given: Option<Limit>) -> Option<i64> {
 pub fn run(ctx: &Ctx, command: &QuotaCommand) -> Result<()> {
     match command {
         QuotaCommand::Set(a) => {
-            let given = [a.instances, a.vcpus, a.memory_gib, a.storage_gib, a.floating_ips];
+            let given = [
+                a.instances,
+                a.vcpus,
+                a.memory_gib,
+                a.storage_gib,
+                a.floating_ips,
+                a.vpcs,
+                a.images,
+                a.snapshots,
+                a.backups,
+            ];
             if given.iter().all(Option::is_none) {
                 bail!("give at least one limit, e.g. --vcpus 16 (or --vcpus unlimited)");
             }
@@ -83,6 +105,10 @@ pub fn run(ctx: &Ctx, command: &QuotaCommand) -> Result<()> {
                 memory_gib: apply(l.memory_gib, a.memory_gib),
                 storage_gib: apply(l.storage_gib, a.storage_gib),
                 floating_ips: apply(l.floating_ips, a.floating_ips),
+                vpcs: apply(l.vpcs, a.vpcs),
+                images: apply(l.images, a.images),
+                snapshots: apply(l.snapshots, a.snapshots),
+                backups: apply(l.backups, a.backups),
             };
             let updated = ctx.client.put(&["projects", &a.project, "quotas"], &[], &body)?;
             ctx.show(&updated, render_view)
@@ -110,6 +136,10 @@ fn rows(q: &QuotaView) -> Vec<[String; 3]> {
         ["memory GiB".into(), mem_used, limit(q.limits.memory_gib)],
         ["storage GiB".into(), q.used.storage_gib.to_string(), limit(q.limits.storage_gib)],
         ["floating IPs".into(), q.used.floating_ips.to_string(), limit(q.limits.floating_ips)],
+        ["vpcs".into(), q.used.vpcs.to_string(), limit(q.limits.vpcs)],
+        ["images".into(), q.used.images.to_string(), limit(q.limits.images)],
+        ["snapshots".into(), q.used.snapshots.to_string(), limit(q.limits.snapshots)],
+        ["backups".into(), q.used.backups.to_string(), limit(q.limits.backups)],
     ]
 }
 
@@ -124,7 +154,18 @@ fn render_view(value: &Value) -> Result<String> {
 
 fn render_list(value: &Value) -> Result<String> {
     let list: QuotaList = output::view(value)?;
-    let mut table = list_table(&["PROJECT", "INSTANCES", "VCPUS", "MEMORY GIB", "STORAGE GIB", "FLOATING IPS"]);
+    let mut table = list_table(&[
+        "PROJECT",
+        "INSTANCES",
+        "VCPUS",
+        "MEMORY GIB",
+        "STORAGE GIB",
+        "FLOATING IPS",
+        "VPCS",
+        "IMAGES",
+        "SNAPSHOTS",
+        "BACKUPS",
+    ]);
     for q in &list.items {
         let r = rows(q);
         let mut row = vec![q.project.clone()];
@@ -143,7 +184,8 @@ mod tests {
     fn limits_show_used_over_limit_and_merge_with_the_current_ones() {
         let v = json!({"project": "shop",
             "limits": {"instances": 10, "vcpus": 16, "memory_gib": 32, "storage_gib": null, "floating_ips": 2},
-            "used": {"instances": 2, "vcpus": 3, "memory_mib": 1536, "storage_gib": 11, "floating_ips": 0}});
+            "used": {"instances": 2, "vcpus": 3, "memory_mib": 1536, "storage_gib": 11, "floating_ips": 0,
+                     "vpcs": 3, "images": 1, "snapshots": 0, "backups": 0}});
         let text = render_view(&v).expect("render");
         assert!(
             text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["memory", "GiB", "1.5", "32"]),
@@ -153,6 +195,7 @@ mod tests {
             text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["storage", "GiB", "11", "unlimited"]),
             "{text}"
         );
+        assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["vpcs", "3", "unlimited"]), "{text}");
         let list = render_list(&json!({"items": [v]})).expect("render");
         assert!(list.contains("2/10") && list.contains("11/unlimited"), "{list}");
         assert_eq!(apply(Some(3), None), Some(3));

@@ -11,6 +11,8 @@ use std::io::Write;
 use std::time::Duration;
 
 pub const NEXT_OFFSET_HEADER: &str = "kumo-serial-next-offset";
+/// Set when the asked offset was older than what the server keeps (see docs/operations.md).
+pub const SKIPPED_HEADER: &str = "kumo-serial-skipped-bytes";
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Args)]
@@ -52,6 +54,10 @@ fn fetch(ctx: &Ctx, args: &SerialArgs, offset: Option<u64>) -> Result<(Vec<u8>, 
         query.push(("offset", o.as_str()));
     }
     let (chunk, headers) = ctx.client.get_bytes(&["instances", &args.instance, "serial-console"], &query)?;
+    // The log keeps only its newest bytes: say so when some we asked for were trimmed away.
+    if let Some(skipped) = headers.get(SKIPPED_HEADER).and_then(|v| v.to_str().ok()) {
+        eprintln!("[kumo: {skipped} older bytes of console output were trimmed; showing from the oldest kept]");
+    }
     let next = next_offset(&headers, offset.unwrap_or(0), chunk.len());
     Ok((chunk, next))
 }

@@ -63,6 +63,9 @@ pub struct ControlConfig {
     pub quarantine_grace: Duration,
     /// Period of the orphan sweep (see [`sweep`]).
     pub sweep_period: Duration,
+    /// Cap of each instance's serial log, bytes (`--serial-log-max-mib`); see
+    /// [`kumo_agent::serial_log`].
+    pub serial_log_max_bytes: u64,
 }
 
 impl ControlConfig {

@@ -99,8 +99,26 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             round(&app, kumo_store::now()).await;
+            trim_serial_logs(&app).await;
         }
     })
+}
+
+/// Keeps every serial log on this host within its cap (a guest printing without end would fill
+/// the disk otherwise).
+pub async fn trim_serial_logs(app: &App) -> u64 {
+    match app.hypervisor.trim_serial_logs(app.config.serial_log_max_bytes).await {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(bytes = n, "serial logs trimmed");
+            }
+            n
+        }
+        Err(e) => {
+            tracing::warn!("trimming serial logs: {e}");
+            0
+        }
+    }
 }
 
 /// What one round did.

@@ -34,6 +34,11 @@ impl Handle {
     }
 }
 
+/// A stored conntrack zone as the kernel takes it (16 bits, never 0: that is the host's own).
+fn zone_of(z: i64) -> anyhow::Result<u16> {
+    u16::try_from(z).ok().filter(|z| *z != 0).ok_or_else(|| anyhow::anyhow!("conntrack zone {z} is out of range"))
+}
+
 /// The desired network state of this host.
 pub async fn desired(app: &App) -> anyhow::Result<DesiredNet> {
     let mut conn = app.store.read().await?;
@@ -44,7 +49,8 @@ pub async fn desired(app: &App) -> anyhow::Result<DesiredNet> {
     let mut vpcs: BTreeMap<i64, VpcNet> = BTreeMap::new();
     // Only VPCs with an interface on this host get a bridge here.
     for n in &nics {
-        vpcs.entry(n.vni).or_insert_with(|| VpcNet { vni: n.vni, subnets: Vec::new() });
+        let zone = zone_of(n.ct_zone)?;
+        vpcs.entry(n.vni).or_insert_with(|| VpcNet { vni: n.vni, zone, subnets: Vec::new() });
     }
     for s in &subnets {
         if let Some(v) = vpcs.get_mut(&s.vni) {
@@ -58,6 +64,7 @@ pub async fn desired(app: &App) -> anyhow::Result<DesiredNet> {
         out.nics.push(NicNet {
             id: n.id,
             vni: n.vni,
+            zone: zone_of(n.ct_zone)?,
             subnet: n.subnet_cidr.parse()?,
             groups,
             metadata: Metadata {

@@ -138,6 +138,7 @@ pub struct HostInterface {
     pub subnet_id: Uuid,
     pub vpc_id: Uuid,
     pub vni: i64,
+    pub ct_zone: i64,
     pub subnet_cidr: String,
     pub mac: String,
     pub ipv4: String,
@@ -148,7 +149,7 @@ pub struct HostInterface {
 pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<HostInterface>> {
     let rows = sqlx::query(
         "SELECT n.id, i.id, i.name, i.host_id, i.state, i.user_data, s.id, v.id, v.vni, s.ipv4_cidr, n.mac, n.ipv4, \
-         (SELECT f.ip FROM floating_ips f WHERE f.instance_id = i.id AND f.time_deleted IS NULL) \
+         (SELECT f.ip FROM floating_ips f WHERE f.instance_id = i.id AND f.time_deleted IS NULL), v.ct_zone \
          FROM network_interfaces n JOIN instances i ON i.id = n.instance_id \
          JOIN vpc_subnets s ON s.id = n.subnet_id JOIN vpcs v ON v.id = s.vpc_id \
          WHERE i.host_id = $1 AND n.time_deleted IS NULL AND i.time_deleted IS NULL ORDER BY n.id",
@@ -172,6 +173,7 @@ pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<HostInterface
                 mac: r.try_get(10)?,
                 ipv4: r.try_get(11)?,
                 public_ip: r.try_get(12)?,
+                ct_zone: r.try_get(13)?,
             })
         })
         .collect()

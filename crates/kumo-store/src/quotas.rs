@@ -16,6 +16,10 @@ pub struct QuotaAmounts {
     pub memory_mib: i64,
     pub storage_gib: i64,
     pub floating_ips: i64,
+    pub vpcs: i64,
+    pub images: i64,
+    pub snapshots: i64,
+    pub backups: i64,
 }
 
 /// Limits of a project (None = unlimited).
@@ -26,7 +30,19 @@ pub struct QuotaLimits {
     pub memory_mib: Option<i64>,
     pub storage_gib: Option<i64>,
     pub floating_ips: Option<i64>,
+    pub vpcs: Option<i64>,
+    pub images: Option<i64>,
+    pub snapshots: Option<i64>,
+    pub backups: Option<i64>,
 }
+
+/// Default limits of the counts added in migration 0010 (the column defaults there). They bound
+/// what a tenant can make by default: each VPC takes one of the 65535 conntrack zones, each image
+/// up to the import limit of disk, snapshots and backups keep data alive.
+pub const DEFAULT_VPCS: i64 = 10;
+pub const DEFAULT_IMAGES: i64 = 20;
+pub const DEFAULT_SNAPSHOTS: i64 = 100;
+pub const DEFAULT_BACKUPS: i64 = 100;
 
 /// A project's quota row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +53,19 @@ pub struct QuotaRecord {
     pub used: QuotaAmounts,
 }
 
-const COLS: &str = "p.id, p.name, q.instances_limit, q.vcpus_limit, q.memory_mib_limit, q.storage_gib_limit, \
-    q.floating_ips_limit, q.instances_used, q.vcpus_used, q.memory_mib_used, q.storage_gib_used, q.floating_ips_used";
+/// The columns, with the defaults of limits a project without a quota row would get.
+fn cols() -> String {
+    format!(
+        "p.id, p.name, q.instances_limit, q.vcpus_limit, q.memory_mib_limit, q.storage_gib_limit, \
+         q.floating_ips_limit, q.instances_used, q.vcpus_used, q.memory_mib_used, q.storage_gib_used, \
+         q.floating_ips_used, \
+         CASE WHEN q.project_id IS NULL THEN {DEFAULT_VPCS} ELSE q.vpcs_limit END, \
+         CASE WHEN q.project_id IS NULL THEN {DEFAULT_IMAGES} ELSE q.images_limit END, \
+         CASE WHEN q.project_id IS NULL THEN {DEFAULT_SNAPSHOTS} ELSE q.snapshots_limit END, \
+         CASE WHEN q.project_id IS NULL THEN {DEFAULT_BACKUPS} ELSE q.backups_limit END, \
+         q.vpcs_used, q.images_used, q.snapshots_used, q.backups_used"
+    )
+}
 
 fn from_row(r: &AnyRow) -> Result<QuotaRecord> {
     let used = |i: usize| -> Result<i64> { Ok(r.try_get::<Option<i64>, _>(i)?.unwrap_or(0)) };
@@ -51,6 +78,10 @@ fn from_row(r: &AnyRow) -> Result<QuotaRecord> {
             memory_mib: r.try_get(4)?,
             storage_gib: r.try_get(5)?,
             floating_ips: r.try_get(6)?,
+            vpcs: r.try_get(12)?,
+            images: r.try_get(13)?,
+            snapshots: r.try_get(14)?,
+            backups: r.try_get(15)?,
         },
         used: QuotaAmounts {
             instances: used(7)?,
@@ -58,14 +89,19 @@ fn from_row(r: &AnyRow) -> Result<QuotaRecord> {
             memory_mib: used(9)?,
             storage_gib: used(10)?,
             floating_ips: used(11)?,
+            vpcs: used(16)?,
+            images: used(17)?,
+            snapshots: used(18)?,
+            backups: used(19)?,
         },
     })
 }
 
 /// The quota of a live project (unlimited and unused when it has no row yet).
 pub async fn get(conn: &mut Conn, project_id: uuid::Uuid) -> Result<Option<QuotaRecord>> {
+    let cols = cols();
     let sql = format!(
-        "SELECT {COLS} FROM projects p LEFT JOIN project_quotas q ON q.project_id = p.id \
+        "SELECT {cols} FROM projects p LEFT JOIN project_quotas q ON q.project_id = p.id \
          WHERE p.id = $1 AND p.time_deleted IS NULL"
     );
     let row = sqlx::query(&sql).bind(project_id.to_string()).fetch_optional(&mut *conn).await?;
@@ -74,8 +110,9 @@ pub async fn get(conn: &mut Conn, project_id: uuid::Uuid) -> Result<Option<Quota
 
 /// Every live project's quota and use, by project name.
 pub async fn all(conn: &mut Conn) -> Result<Vec<QuotaRecord>> {
+    let cols = cols();
     let sql = format!(
-        "SELECT {COLS} FROM projects p LEFT JOIN project_quotas q ON q.project_id = p.id \
+        "SELECT {cols} FROM projects p LEFT JOIN project_quotas q ON q.project_id = p.id \
          WHERE p.time_deleted IS NULL ORDER BY p.name"
     );
     let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
@@ -99,7 +136,8 @@ pub async fn set_limits(conn: &mut Conn, project_id: uuid::Uuid, l: &QuotaLimits
     ensure_row(conn, project_id).await?;
     sqlx::query(
         "UPDATE project_quotas SET instances_limit = $1, vcpus_limit = $2, memory_mib_limit = $3, \
-         storage_gib_limit = $4, floating_ips_limit = $5, time_modified = $6 WHERE project_id = $7",
+         storage_gib_limit = $4, floating_ips_limit = $5, time_modified = $6, vpcs_limit = $8, images_limit = $9, \
+         snapshots_limit = $10, backups_limit = $11 WHERE project_id = $7",
     )
     .bind(l.instances)
     .bind(l.vcpus)
@@ -108,6 +146,10 @@ pub async fn set_limits(conn: &mut Conn, project_id: uuid::Uuid, l: &QuotaLimits
     .bind(l.floating_ips)
     .bind(ts(now()))
     .bind(project_id.to_string())
+    .bind(l.vpcs)
+    .bind(l.images)
+    .bind(l.snapshots)
+    .bind(l.backups)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -120,13 +162,18 @@ pub async fn charge(conn: &mut Conn, project_id: uuid::Uuid, d: QuotaAmounts) ->
     let res = sqlx::query(
         "UPDATE project_quotas SET instances_used = instances_used + $1, vcpus_used = vcpus_used + $2, \
          memory_mib_used = memory_mib_used + $3, storage_gib_used = storage_gib_used + $4, \
-         floating_ips_used = floating_ips_used + $5, time_modified = $6 \
+         floating_ips_used = floating_ips_used + $5, time_modified = $6, vpcs_used = vpcs_used + $8, \
+         images_used = images_used + $9, snapshots_used = snapshots_used + $10, backups_used = backups_used + $11 \
          WHERE project_id = $7 \
          AND ($1 <= 0 OR instances_limit IS NULL OR instances_used + $1 <= instances_limit) \
          AND ($2 <= 0 OR vcpus_limit IS NULL OR vcpus_used + $2 <= vcpus_limit) \
          AND ($3 <= 0 OR memory_mib_limit IS NULL OR memory_mib_used + $3 <= memory_mib_limit) \
          AND ($4 <= 0 OR storage_gib_limit IS NULL OR storage_gib_used + $4 <= storage_gib_limit) \
-         AND ($5 <= 0 OR floating_ips_limit IS NULL OR floating_ips_used + $5 <= floating_ips_limit)",
+         AND ($5 <= 0 OR floating_ips_limit IS NULL OR floating_ips_used + $5 <= floating_ips_limit) \
+         AND ($8 <= 0 OR vpcs_limit IS NULL OR vpcs_used + $8 <= vpcs_limit) \
+         AND ($9 <= 0 OR images_limit IS NULL OR images_used + $9 <= images_limit) \
+         AND ($10 <= 0 OR snapshots_limit IS NULL OR snapshots_used + $10 <= snapshots_limit) \
+         AND ($11 <= 0 OR backups_limit IS NULL OR backups_used + $11 <= backups_limit)",
     )
     .bind(d.instances)
     .bind(d.vcpus)
@@ -135,6 +182,10 @@ pub async fn charge(conn: &mut Conn, project_id: uuid::Uuid, d: QuotaAmounts) ->
     .bind(d.floating_ips)
     .bind(ts(now()))
     .bind(project_id.to_string())
+    .bind(d.vpcs)
+    .bind(d.images)
+    .bind(d.snapshots)
+    .bind(d.backups)
     .execute(&mut *conn)
     .await?;
     Ok(res.rows_affected() == 1)
@@ -146,7 +197,9 @@ pub async fn release(conn: &mut Conn, project_id: uuid::Uuid, d: QuotaAmounts) -
     sqlx::query(
         "UPDATE project_quotas SET instances_used = instances_used - $1, vcpus_used = vcpus_used - $2, \
          memory_mib_used = memory_mib_used - $3, storage_gib_used = storage_gib_used - $4, \
-         floating_ips_used = floating_ips_used - $5, time_modified = $6 WHERE project_id = $7",
+         floating_ips_used = floating_ips_used - $5, time_modified = $6, vpcs_used = vpcs_used - $8, \
+         images_used = images_used - $9, snapshots_used = snapshots_used - $10, backups_used = backups_used - $11 \
+         WHERE project_id = $7",
     )
     .bind(d.instances)
     .bind(d.vcpus)
@@ -155,6 +208,10 @@ pub async fn release(conn: &mut Conn, project_id: uuid::Uuid, d: QuotaAmounts) -
     .bind(d.floating_ips)
     .bind(ts(now()))
     .bind(project_id.to_string())
+    .bind(d.vpcs)
+    .bind(d.images)
+    .bind(d.snapshots)
+    .bind(d.backups)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -1,5 +1,7 @@
-//! VPCs and their subnets. A VPC's VNI is allocated here (max + 1, never reused; the unique index
-//! turns a concurrent duplicate into a conflict the caller retries).
+//! VPCs and their subnets. A VPC's VNI (24-bit VXLAN id: bridge and routing-table names) and its
+//! conntrack zone (16-bit) are allocated here, in the creating transaction, as the lowest value
+//! free among live VPCs: deleting a VPC gives both back. A row lock on `vpc_allocator` serialises
+//! allocations on PostgreSQL (SQLite has one writer); the partial unique indexes are the backstop.
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::network::SubnetPlan;
@@ -10,7 +12,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 const VPC_COLS: &str = "v.id, v.name, v.description, v.time_created, v.time_modified, p.name, v.ipv4_cidr, v.vni, \
-    v.project_id";
+    v.project_id, v.ct_zone";
 const VPC_FROM: &str = "FROM vpcs v JOIN projects p ON p.id = v.project_id";
 
 /// A VPC and its project's id.
@@ -18,6 +20,44 @@ const VPC_FROM: &str = "FROM vpcs v JOIN projects p ON p.id = v.project_id";
 pub struct VpcRecord {
     pub view: VpcView,
     pub project_id: Uuid,
+    /// Conntrack zone of the VPC's traffic (1..=65535; unique among live VPCs).
+    pub ct_zone: i64,
+}
+
+/// Largest VXLAN network id (24 bits).
+pub const MAX_VNI: i64 = (1 << 24) - 1;
+/// Largest conntrack zone (16 bits; zone 0 is the host's own).
+pub const MAX_CT_ZONE: i64 = 65535;
+
+/// Why a VPC could not be inserted.
+#[derive(Debug, thiserror::Error)]
+pub enum VpcInsertError {
+    /// Every VNI or conntrack zone is held by a live VPC.
+    #[error("every {0} is in use by a live VPC")]
+    Exhausted(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for VpcInsertError {
+    fn from(e: sqlx::Error) -> Self {
+        VpcInsertError::Store(e.into())
+    }
+}
+
+/// The lowest value in 1..=max of `column` that no live VPC holds (None: all taken). Candidates
+/// are 1 and every held value + 1 whose successor is free.
+async fn lowest_free(conn: &mut Conn, column: &str, max: i64) -> Result<Option<i64>> {
+    let sql = format!(
+        "SELECT MIN(c) FROM ( \
+           SELECT CAST(1 AS BIGINT) AS c WHERE NOT EXISTS \
+             (SELECT 1 FROM vpcs WHERE time_deleted IS NULL AND {column} = 1) \
+           UNION ALL \
+           SELECT v.{column} + 1 AS c FROM vpcs v WHERE v.time_deleted IS NULL AND v.{column} < $1 \
+             AND NOT EXISTS (SELECT 1 FROM vpcs w WHERE w.time_deleted IS NULL AND w.{column} = v.{column} + 1) \
+         ) free"
+    );
+    Ok(sqlx::query_scalar::<_, Option<i64>>(&sql).bind(max).fetch_one(&mut *conn).await?)
 }
 
 impl page::Keyed for VpcRecord {
@@ -42,6 +82,7 @@ fn vpc_from_row(r: &AnyRow) -> Result<VpcRecord> {
             vni: r.try_get(7)?,
         },
         project_id: parse_uuid(&r.try_get::<String, _>(8)?)?,
+        ct_zone: r.try_get(9)?,
     })
 }
 
@@ -58,13 +99,16 @@ pub async fn insert_vpc(
     name: &str,
     description: &str,
     cidr: &str,
-) -> Result<VpcRecord> {
+) -> Result<VpcRecord, VpcInsertError> {
     let id = new_id();
     let t = ts(now());
-    let vni: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(vni), 0) + 1 FROM vpcs").fetch_one(&mut *conn).await?;
+    // Held until the transaction ends: a concurrent create waits here, then sees this one's row.
+    sqlx::query("UPDATE vpc_allocator SET allocations = allocations + 1 WHERE id = 1").execute(&mut *conn).await?;
+    let vni = lowest_free(conn, "vni", MAX_VNI).await?.ok_or(VpcInsertError::Exhausted("VNI"))?;
+    let zone = lowest_free(conn, "ct_zone", MAX_CT_ZONE).await?.ok_or(VpcInsertError::Exhausted("conntrack zone"))?;
     sqlx::query(
-        "INSERT INTO vpcs (id, project_id, name, description, time_created, time_modified, ipv4_cidr, vni) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
+        "INSERT INTO vpcs (id, project_id, name, description, time_created, time_modified, ipv4_cidr, vni, ct_zone) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)",
     )
     .bind(id.to_string())
     .bind(project_id.to_string())
@@ -73,10 +117,11 @@ pub async fn insert_vpc(
     .bind(&t)
     .bind(cidr)
     .bind(vni)
+    .bind(zone)
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
-    vpc_by_id(conn, id).await?.ok_or_else(|| StoreError::Corrupt("vpc vanished".into()))
+    Ok(vpc_by_id(conn, id).await?.ok_or_else(|| StoreError::Corrupt("vpc vanished".into()))?)
 }
 
 pub async fn vpc_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<VpcRecord>> {
@@ -133,7 +178,7 @@ pub async fn delete_vpc(conn: &mut Conn, vpc_id: Uuid) -> Result<bool> {
 
 const SUBNET_COLS: &str = "s.id, s.name, s.description, s.time_created, s.time_modified, p.name, v.name, s.ipv4_cidr, \
     (SELECT COUNT(*) FROM network_interfaces n WHERE n.subnet_id = s.id AND n.time_deleted IS NULL), \
-    s.vpc_id, s.project_id, v.vni";
+    s.vpc_id, s.project_id, v.vni, v.ct_zone";
 const SUBNET_FROM: &str = "FROM vpc_subnets s JOIN vpcs v ON v.id = s.vpc_id JOIN projects p ON p.id = s.project_id";
 
 /// A subnet with its VPC's id and VNI.
@@ -143,6 +188,7 @@ pub struct SubnetRecord {
     pub vpc_id: Uuid,
     pub project_id: Uuid,
     pub vni: i64,
+    pub ct_zone: i64,
     pub plan: SubnetPlan,
 }
 
@@ -175,6 +221,7 @@ fn subnet_from_row(r: &AnyRow) -> Result<SubnetRecord> {
         vpc_id: parse_uuid(&r.try_get::<String, _>(9)?)?,
         project_id: parse_uuid(&r.try_get::<String, _>(10)?)?,
         vni: r.try_get(11)?,
+        ct_zone: r.try_get(12)?,
         plan,
     })
 }

@@ -209,6 +209,7 @@ store_tests!(
     volumes_snapshots_and_backups,
     network_ipam_concurrent_and_queries,
     hosts_keyed_by_their_id_and_the_cloud_id,
+    vpc_zones_and_vnis_are_reused_distinct_and_bounded,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1323,10 +1324,28 @@ async fn identity_users_tokens_and_audit(store: &Store) {
 async fn quotas_charge_conditionally_and_never_overshoot(store: &Store) {
     use kumo_store::quotas::{self, QuotaAmounts, QuotaLimits};
     let p = create_project(store, "shop").await;
-    let one = QuotaAmounts { instances: 1, vcpus: 2, memory_mib: 512, storage_gib: 5, floating_ips: 0 };
-    // Unlimited until limits are set; no row needed.
+    let one = QuotaAmounts { instances: 1, vcpus: 2, memory_mib: 512, storage_gib: 5, ..Default::default() };
+    // Unlimited until limits are set, but for the counts with finite defaults; no row needed.
     let q = quotas::get(&mut store.read().await.unwrap(), p.id).await.unwrap().expect("project");
-    assert_eq!((q.limits, q.used), (QuotaLimits::default(), QuotaAmounts::default()));
+    let defaults = QuotaLimits {
+        vpcs: Some(quotas::DEFAULT_VPCS),
+        images: Some(quotas::DEFAULT_IMAGES),
+        snapshots: Some(quotas::DEFAULT_SNAPSHOTS),
+        backups: Some(quotas::DEFAULT_BACKUPS),
+        ..Default::default()
+    };
+    assert_eq!((q.limits, q.used), (defaults, QuotaAmounts::default()));
+    // The same defaults once the row exists (the columns' defaults), and the counts charge.
+    let mut tx = store.begin().await.unwrap();
+    let vpc = QuotaAmounts { vpcs: 1, ..Default::default() };
+    for _ in 0..quotas::DEFAULT_VPCS {
+        assert!(quotas::charge(&mut tx, p.id, vpc).await.unwrap());
+    }
+    assert!(!quotas::charge(&mut tx, p.id, vpc).await.unwrap(), "11 VPCs > 10");
+    let q = quotas::get(&mut tx, p.id).await.unwrap().expect("project");
+    assert_eq!((q.limits, q.used.vpcs), (defaults, 10));
+    quotas::release(&mut tx, p.id, QuotaAmounts { vpcs: 10, ..Default::default() }).await.unwrap();
+    tx.commit().await.unwrap();
     let mut tx = store.begin().await.unwrap();
     assert!(quotas::charge(&mut tx, p.id, one).await.unwrap());
     quotas::set_limits(&mut tx, p.id, &QuotaLimits { vcpus: Some(5), ..Default::default() }).await.unwrap();
@@ -1339,7 +1358,7 @@ async fn quotas_charge_conditionally_and_never_overshoot(store: &Store) {
     quotas::release(&mut tx, p.id, one).await.unwrap();
     tx.commit().await.unwrap();
     let q = quotas::get(&mut store.read().await.unwrap(), p.id).await.unwrap().expect("project");
-    assert_eq!(q.used, QuotaAmounts { instances: 1, vcpus: 1, memory_mib: 512, storage_gib: 5, floating_ips: 0 });
+    assert_eq!(q.used, QuotaAmounts { instances: 1, vcpus: 1, memory_mib: 512, storage_gib: 5, ..Default::default() });
     assert_eq!(q.limits.vcpus, Some(1));
 
     // Concurrent charges in separate transactions never overshoot.
@@ -1596,7 +1615,7 @@ async fn network_ipam_concurrent_and_queries(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     let vpc = vpcs::insert_vpc(&mut tx, f.project.id, "app", "", "10.10.0.0/16").await.unwrap();
     let other = vpcs::insert_vpc(&mut tx, f.project.id, "other", "", "10.10.0.0/16").await.unwrap();
-    assert_eq!(other.view.vni, vpc.view.vni + 1, "VNIs are allocated in order");
+    assert_eq!(other.view.vni, vpc.view.vni + 1, "the lowest free VNI");
     let subnet = vpcs::insert_subnet(&mut tx, &vpc, "web", "", "10.10.1.0/27").await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(subnet.plan.capacity(), 29);
@@ -1745,4 +1764,100 @@ async fn hosts_keyed_by_their_id_and_the_cloud_id(store: &Store) {
     kumo_store::cloud::set_id(&mut tx, cloud).await.unwrap();
     assert_eq!(kumo_store::cloud::id(&mut tx).await.unwrap(), Some(cloud));
     tx.commit().await.unwrap();
+}
+
+/// VNIs and conntrack zones: the lowest free among live VPCs (reused after a delete), distinct
+/// under concurrent creates, and a clear error when all 65535 zones are live.
+async fn vpc_zones_and_vnis_are_reused_distinct_and_bounded(store: &Store) {
+    use kumo_store::vpcs::{self, VpcInsertError, MAX_CT_ZONE};
+    let f = fixture(store, "zones").await;
+    let insert = |n: String| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let v = vpcs::insert_vpc(&mut tx, f.project.id, &n, "", "10.0.0.0/16").await;
+            tx.commit().await.unwrap();
+            v
+        }
+    };
+    let mut made = Vec::new();
+    for i in 1..=5 {
+        let v = insert(format!("v{i}")).await.unwrap();
+        assert_eq!((v.view.vni, v.ct_zone), (i, i), "lowest free in an empty space");
+        made.push(v);
+    }
+    let mut tx = store.begin().await.unwrap();
+    assert!(vpcs::delete_vpc(&mut tx, made[1].view.id).await.unwrap());
+    assert!(vpcs::delete_vpc(&mut tx, made[3].view.id).await.unwrap());
+    tx.commit().await.unwrap();
+    let zones: Vec<(i64, i64)> = {
+        let mut z = Vec::new();
+        for n in ["r1", "r2", "r3"] {
+            let v = insert(n.into()).await.unwrap();
+            z.push((v.view.vni, v.ct_zone));
+        }
+        z
+    };
+    assert_eq!(zones, [(2, 2), (4, 4), (6, 6)], "deleted VPCs' VNIs and zones are reused, lowest first");
+
+    // Concurrent creates (overlapping transactions on PostgreSQL) get distinct values.
+    const TASKS: usize = 12;
+    let overlap = match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => TASKS.min(store.reader().options().get_max_connections() as usize),
+    };
+    let barrier = Arc::new(tokio::sync::Barrier::new(overlap));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for i in 0..TASKS {
+        let (store, barrier, arrived, project) = (store.clone(), barrier.clone(), arrived.clone(), f.project.id);
+        handles.push(tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            if arrived.fetch_add(1, Ordering::SeqCst) < overlap {
+                sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+                barrier.wait().await;
+            }
+            let v = vpcs::insert_vpc(&mut tx, project, &format!("c{i}"), "", "10.0.0.0/16")
+                .await
+                .unwrap_or_else(|e| panic!("concurrent create {i}: {e:?}"));
+            tx.commit().await.unwrap();
+            (v.view.vni, v.ct_zone)
+        }));
+    }
+    let mut got = HashSet::new();
+    for h in handles {
+        assert!(got.insert(h.await.unwrap()), "duplicate VNI or zone");
+    }
+    let expect: HashSet<(i64, i64)> = (7..7 + TASKS as i64).map(|i| (i, i)).collect();
+    assert_eq!(got, expect, "the next lowest values, each once");
+
+    // Fill every remaining zone (rows straight in, with VNIs far above), then one more is refused.
+    let mut tx = store.begin().await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         INSERT INTO vpcs (id, project_id, name, description, time_created, time_modified, ipv4_cidr, vni, ct_zone) \
+         SELECT 'fill-' || CAST(i AS TEXT), $2, 'fill-' || CAST(i AS TEXT), '', '2026-01-01T00:00:00.000000Z', \
+           '2026-01-01T00:00:00.000000Z', '10.0.0.0/16', i + 1000000, i FROM n \
+         WHERE NOT EXISTS (SELECT 1 FROM vpcs v WHERE v.time_deleted IS NULL AND v.ct_zone = n.i)",
+    )
+    .bind(MAX_CT_ZONE)
+    .bind(f.project.id.to_string())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    match insert("full".into()).await {
+        Err(VpcInsertError::Exhausted(what)) => assert_eq!(what, "conntrack zone"),
+        other => panic!("expected exhaustion, got {other:?}"),
+    }
+    // One freed zone is the next one given.
+    let mut tx = store.begin().await.unwrap();
+    sqlx::query("UPDATE vpcs SET time_deleted = '2026-01-02T00:00:00.000000Z' WHERE id = 'fill-777'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let v = insert("again".into()).await.unwrap();
+    assert_eq!(v.ct_zone, 777);
+    assert!(v.ct_zone <= MAX_CT_ZONE && v.view.vni <= vpcs::MAX_VNI);
 }

@@ -18,12 +18,24 @@ pub struct QuotaLimits {
     /// Most memory over all instances, GiB.
     #[serde(default)]
     pub memory_gib: Option<i64>,
-    /// Most storage (instance root disks and volumes), GiB.
+    /// Most storage (instance root disks, volumes and project images), GiB.
     #[serde(default)]
     pub storage_gib: Option<i64>,
     /// Most floating IPs.
     #[serde(default)]
     pub floating_ips: Option<i64>,
+    /// Most VPCs (each takes a conntrack zone on the hosts; default 10).
+    #[serde(default)]
+    pub vpcs: Option<i64>,
+    /// Most project images (their GiB also count against `storage_gib`; default 20).
+    #[serde(default)]
+    pub images: Option<i64>,
+    /// Most snapshots (default 100).
+    #[serde(default)]
+    pub snapshots: Option<i64>,
+    /// Most volume backups (default 100).
+    #[serde(default)]
+    pub backups: Option<i64>,
 }
 
 /// What a project uses of its quota.
@@ -35,10 +47,22 @@ pub struct QuotaUsage {
     pub vcpus: i64,
     /// Memory of those instances, MiB (exact; limits are in GiB).
     pub memory_mib: i64,
-    /// Storage of root disks and volumes, GiB.
+    /// Storage of root disks, volumes and project images, GiB.
     pub storage_gib: i64,
     /// Floating IPs.
     pub floating_ips: i64,
+    /// VPCs.
+    #[serde(default)]
+    pub vpcs: i64,
+    /// Project images.
+    #[serde(default)]
+    pub images: i64,
+    /// Snapshots.
+    #[serde(default)]
+    pub snapshots: i64,
+    /// Volume backups.
+    #[serde(default)]
+    pub backups: i64,
 }
 
 /// A project's quota: limits and use.

@@ -223,7 +223,8 @@ async fn instance_types_of(app: &App, s: &Session) -> Result<Vec<kumo_types::Ins
 /// console yet) read as empty: the console panel keeps polling.
 async fn console_bytes(app: &App, s: &Session, p: &str, i: &str, offset: u64) -> (String, u64) {
     match instances::serial(app, &s.ctx, Some(p), i, offset, CONSOLE_CHUNK).await {
-        Ok((bytes, next)) => (String::from_utf8_lossy(&bytes).into_owned(), next),
+        // Trimmed output (an old offset) just continues from the oldest byte kept.
+        Ok(c) => (String::from_utf8_lossy(&c.bytes).into_owned(), c.next),
         Err(_) => (String::new(), offset),
     }
 }

@@ -133,6 +133,10 @@ struct RunArgs {
     /// Minutes between two orphan sweeps of the data directory (one also runs at every start).
     #[arg(long, env = "KUMOD_SWEEP_MINUTES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     sweep_minutes: u64,
+    /// Cap of each instance's serial log, MiB: past it, the oldest bytes are trimmed (down to
+    /// half the cap) at the next monitoring round; the console API keeps absolute offsets.
+    #[arg(long, env = "KUMOD_SERIAL_LOG_MAX_MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    serial_log_max_mib: u64,
 }
 
 /// The environment variable giving the master key itself (hex or base64), for services whose
@@ -336,6 +340,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         host_id,
         quarantine_grace: Duration::from_secs(args.quarantine_days * 86_400),
         sweep_period: Duration::from_secs(args.sweep_minutes * 60),
+        serial_log_max_bytes: args.serial_log_max_mib << 20,
     };
     let app = App::open(store, hypervisor, config).await?;
     // Leftovers of a crash, before anything new is made (nothing is in flight yet).

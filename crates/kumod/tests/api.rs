@@ -474,7 +474,16 @@ fn serial_console_is_text_with_a_next_offset() {
             .and_then(|c| c.to_str().ok())
             .and_then(|c| c.parse().ok())
             .expect("kumo-serial-next-offset header");
-        (v.as_str().map(String::from).unwrap_or_else(|| v.to_string()), next)
+        // Nothing trimmed here: the first byte is the one asked for (or the end).
+        let start: u64 = h
+            .get("kumo-serial-start-offset")
+            .and_then(|c| c.to_str().ok())
+            .and_then(|c| c.parse().ok())
+            .expect("kumo-serial-start-offset header");
+        assert!(h.get("kumo-serial-skipped-bytes").is_none());
+        let text = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+        assert_eq!(start + text.len() as u64, next);
+        (text, next)
     };
     let (all, next) = read("");
     assert!(all.contains("simulated"), "{all}");

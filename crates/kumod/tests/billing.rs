@@ -95,7 +95,8 @@ fn each_quota_limit_refuses_with_403_naming_the_limit_and_changes_nothing() {
     let q = ok(k.get("/v1/projects/shop/quotas"), 200);
     assert_eq!(
         q["limits"],
-        json!({"instances": null, "vcpus": null, "memory_gib": null, "storage_gib": null, "floating_ips": null}),
+        json!({"instances": null, "vcpus": null, "memory_gib": null, "storage_gib": null, "floating_ips": null,
+               "vpcs": 10, "images": 20, "snapshots": 100, "backups": 100}),
         "{q}"
     );
     assert_eq!(q["used"]["instances"], 0, "{q}");
@@ -126,7 +127,11 @@ fn each_quota_limit_refuses_with_403_naming_the_limit_and_changes_nothing() {
     let msg = quota_error(create(&k, "shop", "c", "k1-small"));
     assert!(msg.contains("storage 2 of 5 GiB used, this needs 5 GiB more"), "{msg}");
     assert_eq!((used(&k, "shop"), instance_count(&k, "shop"), host_vcpus_used(&k)), before);
-    assert_eq!(before.0, json!({"instances": 2, "vcpus": 2, "memory_mib": 256, "storage_gib": 2, "floating_ips": 0}));
+    assert_eq!(
+        before.0,
+        json!({"instances": 2, "vcpus": 2, "memory_mib": 256, "storage_gib": 2, "floating_ips": 0,
+               "vpcs": 1, "images": 0, "snapshots": 0, "backups": 0})
+    );
 
     // Resize charges the difference; refused, nothing changes.
     set(json!({"vcpus": 3}));
@@ -142,7 +147,8 @@ fn each_quota_limit_refuses_with_403_naming_the_limit_and_changes_nothing() {
     assert_eq!(resized["instance_type"], "k1-medium", "{resized}");
     assert_eq!(
         used(&k, "shop"),
-        json!({"instances": 2, "vcpus": 3, "memory_mib": 1152, "storage_gib": 11, "floating_ips": 0})
+        json!({"instances": 2, "vcpus": 3, "memory_mib": 1152, "storage_gib": 11, "floating_ips": 0,
+               "vpcs": 1, "images": 0, "snapshots": 0, "backups": 0})
     );
 
     // Operators see every project's use.
@@ -158,7 +164,8 @@ fn each_quota_limit_refuses_with_403_naming_the_limit_and_changes_nothing() {
     }
     assert_eq!(
         used(&k, "shop"),
-        json!({"instances": 0, "vcpus": 0, "memory_mib": 0, "storage_gib": 0, "floating_ips": 0})
+        json!({"instances": 0, "vcpus": 0, "memory_mib": 0, "storage_gib": 0, "floating_ips": 0,
+               "vpcs": 1, "images": 0, "snapshots": 0, "backups": 0})
     );
 
     // Bad limits are 400; unknown projects 404.

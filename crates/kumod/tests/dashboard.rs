@@ -439,7 +439,8 @@ fn operator_logs_in_with_a_token_and_sees_hosts_projects_and_audit_log() {
         p.shots("21-hosts").await;
 
         p.goto("/operator/projects").await;
-        assert!(p.body_text().await.contains("demo"));
+        let text = p.body_text().await;
+        assert!(text.contains("demo") && text.contains("VPCs") && text.contains("Snapshots"), "{text}");
         p.shots("22-all-projects").await;
 
         p.goto("/operator/audit").await;

@@ -313,3 +313,35 @@ fn the_issue_flow_through_the_cli() {
     run(&["floating-ip", "detach", "ip1"]);
     run(&["floating-ip", "delete", "ip1"]);
 }
+
+/// VPCs count against the `vpcs` quota (the default VPC too), are refused with 403 in the usual
+/// shape when it is full, and give back their quota, VNI and conntrack zone when deleted: many
+/// creates and deletes never climb the VNI (and zone) space.
+#[test]
+fn vpcs_are_bounded_by_their_quota_and_deleted_ones_give_back_their_vni() {
+    let k = roomy();
+    k.create_project("web");
+    let q = ok(k.get("/v1/projects/web/quotas"), 200);
+    assert_eq!((q["used"]["vpcs"].as_i64(), q["limits"]["vpcs"].as_i64()), (Some(1), Some(10)), "{q}");
+    ok(k.send_put("/v1/projects/web/quotas", json!({"vpcs": 2})), 200);
+    let vpc = |name: &str| k.post("/v1/vpcs?project=web", json!({"name": name, "ipv4_cidr": "10.10.0.0/16"}));
+    let first = ok(vpc("a"), 201);
+    let m = err(vpc("b"), 403, "QuotaExceeded");
+    assert!(m.contains("quota exceeded in project 'web': vpcs 2 of 2 used, this needs 1 more"), "{m}");
+    assert_eq!(k.get("/v1/vpcs/b?project=web").0, 404, "nothing made");
+
+    // 100 creates and deletes: the same VNI comes back each time.
+    let vni = first["vni"].as_i64().expect("vni");
+    ok(k.delete("/v1/vpcs/a?project=web"), 204);
+    for i in 0..100 {
+        let v = ok(vpc(&format!("c{i}")), 201);
+        assert_eq!(v["vni"].as_i64(), Some(vni), "a deleted VPC's VNI is reused: {v}");
+        ok(k.delete(&format!("/v1/vpcs/c{i}?project=web")), 204);
+    }
+    let q = ok(k.get("/v1/projects/web/quotas"), 200);
+    assert_eq!(q["used"]["vpcs"], 1, "{q}");
+    // Unlimited again with `null`.
+    ok(k.send_put("/v1/projects/web/quotas", json!({"vpcs": null})), 200);
+    ok(vpc("b"), 201);
+    ok(vpc("c"), 201);
+}

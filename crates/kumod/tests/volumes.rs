@@ -548,3 +548,77 @@ fn a_backup_killed_before_its_manifest_leaves_nothing_after_the_restart() {
     assert_eq!(s, 202, "{v}");
     wait_volume(&k, "demo", "r1", "available");
 }
+
+/// Snapshots, backups and project images charge their quotas (images also their GiB of storage)
+/// in the creating transaction, refuse with 403 QuotaExceeded when full (an import before its
+/// upload), and give them back on delete.
+#[test]
+fn snapshots_backups_and_images_charge_their_quotas() {
+    let k = roomy();
+    k.create_project("demo");
+    available(&k, "data", 1);
+    let quota = || {
+        let (s, v) = k.get("/v1/projects/demo/quotas");
+        assert_eq!(s, 200, "{v}");
+        v
+    };
+    let q = quota();
+    assert_eq!(
+        (&q["limits"]["vpcs"], &q["limits"]["images"], &q["limits"]["snapshots"], &q["limits"]["backups"]),
+        (&json!(10), &json!(20), &json!(100), &json!(100)),
+        "finite defaults: {q}"
+    );
+    assert_eq!(q["used"]["vpcs"], 1, "the default VPC counts: {q}");
+    let (s, v) = k.send_put("/v1/projects/demo/quotas", json!({"snapshots": 1, "backups": 1, "images": 1, "vpcs": 10}));
+    assert_eq!(s, 200, "{v}");
+
+    // Snapshots.
+    let snap = |name: &str| k.post("/v1/snapshots?project=demo", json!({"name": name, "volume": "data"}));
+    assert_eq!(snap("s1").0, 201);
+    let msg = assert_error(snap("s2"), 403, "QuotaExceeded");
+    assert!(msg.contains("snapshots 1 of 1 used, this needs 1 more"), "{msg}");
+    assert_eq!(k.get("/v1/snapshots/s2?project=demo").0, 404, "nothing made");
+    assert_eq!(k.delete("/v1/snapshots/s1?project=demo").0, 204);
+    assert_eq!(quota()["used"]["snapshots"], 0);
+    assert_eq!(snap("s2").0, 201);
+
+    // Backups.
+    let backup = |name: &str| k.post("/v1/volume-backups?project=demo", json!({"name": name, "volume": "data"}));
+    assert_eq!(backup("b1").0, 201);
+    let msg = assert_error(backup("b2"), 403, "QuotaExceeded");
+    assert!(msg.contains("backups 1 of 1 used"), "{msg}");
+    assert_eq!(k.get("/v1/volume-backups/b2?project=demo").0, 404, "nothing made");
+    assert_eq!(k.delete("/v1/volume-backups/b1?project=demo").0, 204);
+    assert_eq!(quota()["used"]["backups"], 0);
+    assert_eq!(backup("b2").0, 201);
+
+    // Images: one image, and its GiB against storage.
+    let storage_before = quota()["used"]["storage_gib"].as_i64().expect("storage");
+    let (s, v) = k.post("/v1/images?project=demo", json!({"name": "golden", "source_snapshot": "s2"}));
+    assert_eq!(s, 201, "{v}");
+    let q = quota();
+    assert_eq!((q["used"]["images"].as_i64(), q["used"]["storage_gib"].as_i64()), (Some(1), Some(storage_before + 1)));
+    let msg = assert_error(
+        k.post("/v1/images?project=demo", json!({"name": "again", "source_snapshot": "s2"})),
+        403,
+        "QuotaExceeded",
+    );
+    assert!(msg.contains("images 1 of 1 used"), "{msg}");
+    // An import is refused before its upload is read.
+    let resp = k
+        .http
+        .post(format!("{}/v1/images/import?project=demo&name=big", k.url))
+        .bearer_auth(&k.token)
+        .body(vec![0u8; 1 << 20])
+        .send()
+        .expect("import");
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(k.get("/v1/images/big?project=demo").0, 404);
+    let (s, list) = k.get("/v1/system/quotas");
+    assert_eq!(s, 200, "{list}");
+    let demo = list["items"].as_array().expect("items").iter().find(|q| q["project"] == "demo").expect("demo").clone();
+    assert_eq!((demo["used"]["images"].as_i64(), demo["limits"]["images"].as_i64()), (Some(1), Some(1)), "{demo}");
+    assert_eq!(k.delete("/v1/images/golden?project=demo").0, 204);
+    let q = quota();
+    assert_eq!((q["used"]["images"].as_i64(), q["used"]["storage_gib"].as_i64()), (Some(0), Some(storage_before)));
+}

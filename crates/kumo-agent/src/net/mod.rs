@@ -17,7 +17,8 @@
 //! stale (bridges, taps, addresses, routes, rules, nft tables, DHCP/metadata listeners), so it
 //! serves both after an API change and after a crash. Overlapping CIDRs in two VPCs need no VRF:
 //! addresses carry no prefix route, each VPC's routes sit in its own table selected by firewall
-//! mark, DHCP/metadata sockets are bound to their bridge, and conntrack uses a zone per VPC.
+//! mark, DHCP/metadata sockets are bound to their bridge, and conntrack uses a zone per VPC (a 16-bit id
+//! allocated with the VPC, reused after deletes; the VNI is a separate, 24-bit id).
 
 pub mod dhcp;
 pub mod metadata;
@@ -57,6 +58,8 @@ pub fn vpc_table(vni: i64) -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VpcNet {
     pub vni: i64,
+    /// Conntrack zone of the VPC's traffic (16-bit, allocated apart from the VNI).
+    pub zone: u16,
     pub subnets: Vec<Ipv4Net>,
 }
 
@@ -65,6 +68,8 @@ pub struct VpcNet {
 pub struct NicNet {
     pub id: Uuid,
     pub vni: i64,
+    /// Its VPC's conntrack zone.
+    pub zone: u16,
     pub subnet: Ipv4Net,
     pub groups: Vec<Uuid>,
     pub metadata: Metadata,

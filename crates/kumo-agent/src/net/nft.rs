@@ -2,7 +2,9 @@
 //! `nft -j -f -` in one transaction: the batch deletes Kumo's tables and recreates them, so the
 //! kernel swaps the whole ruleset atomically (no window without rules) and nothing stale survives.
 //!
-//! - `bridge kumo`: anti-spoofing on every tap (source MAC, source IP, ARP sender; no IPv6).
+//! - `bridge kumo`: anti-spoofing on every tap (source MAC, source IP, ARP sender; only IPv4 and
+//!   ARP frames) and no DHCP server traffic from guests (UDP from port 67 or to port 68: a rogue
+//!   DHCP server in a VPC could hand its peers another gateway). Those drops are counted.
 //! - `inet kumo`: conntrack zone per VPC (overlapping addresses never share a connection entry),
 //!   the VPC routing mark for floating-IP traffic, DNAT/SNAT of floating IPs, outbound NAT, no
 //!   forwarding between VPC bridges, and security groups: a chain per interface that accepts
@@ -73,6 +75,11 @@ fn accept() -> Statement<'static> {
 
 fn drop_() -> Statement<'static> {
     Statement::Drop(None)
+}
+
+/// An anonymous counter: `nft list ruleset` shows how many packets a drop rule caught.
+fn counter() -> Statement<'static> {
+    Statement::Counter(nftables::stmt::Counter::Anonymous(Some(nftables::stmt::AnonymousCounter::default())))
 }
 
 fn dnat(to: Ipv4Addr) -> Statement<'static> {
@@ -155,6 +162,20 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             &chain,
             vec![is(field("ether", "type"), s("arp")), not(field("arp", "saddr ether"), s(&mac)), drop_()],
         );
+        // Guests are DHCP clients only: server replies (sport 67) and anything aimed at clients'
+        // port 68 come from the host's DHCP server alone, never through a tap.
+        for (port_field, port) in [("sport", 67), ("dport", 68)] {
+            b.rule(
+                br,
+                &chain,
+                vec![
+                    is(field("ether", "type"), s("ip")),
+                    is(field("udp", port_field), Expression::Number(port)),
+                    counter(),
+                    drop_(),
+                ],
+            );
+        }
         // DHCP discovery comes from 0.0.0.0.
         b.rule(
             br,
@@ -167,7 +188,20 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             ],
         );
         b.rule(br, &chain, vec![is(field("ether", "type"), s("ip")), not(field("ip", "saddr"), s(&ip)), drop_()]);
-        b.rule(br, &chain, vec![is(field("ether", "type"), s("ip6")), drop_()]);
+        // Nothing but IPv4 and ARP (no IPv6, and no VLAN-tagged frames that would carry IP past
+        // the checks above).
+        b.rule(
+            br,
+            &chain,
+            vec![
+                Statement::Match(Match {
+                    left: field("ether", "type"),
+                    right: set_of([s("ip"), s("arp")]),
+                    op: Operator::NEQ,
+                }),
+                drop_(),
+            ],
+        );
     }
 
     let inet = NfFamily::INet;
@@ -175,7 +209,7 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
     b.chain(inet, "zone-pre", Some((NfChainType::Filter, NfHook::Prerouting, -300)));
     b.chain(inet, "zone-out", Some((NfChainType::Route, NfHook::Output, -300)));
     for vpc in &want.vpcs {
-        let zone = vpc.vni as u32;
+        let zone = u32::from(vpc.zone);
         b.rule(
             inet,
             "zone-pre",
@@ -192,7 +226,7 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
         b.rule(
             inet,
             "zone-pre",
-            vec![is(meta(MetaKey::Iifname), s(nic.tap())), set_mangle(ct("zone"), nic.vni as u32)],
+            vec![is(meta(MetaKey::Iifname), s(nic.tap())), set_mangle(ct("zone"), u32::from(nic.zone))],
         );
     }
     b.chain(inet, "nat-pre", Some((NfChainType::NAT, NfHook::Prerouting, -100)));
@@ -200,7 +234,7 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
     b.chain(inet, "nat-post", Some((NfChainType::NAT, NfHook::Postrouting, 100)));
     for nic in &want.nics {
         let Some(fip) = nic.metadata.public_ipv4 else { continue };
-        let (mark, zone) = (vpc_table(nic.vni), nic.vni as u32);
+        let (mark, zone) = (vpc_table(nic.vni), u32::from(nic.zone));
         for chain in ["zone-pre", "zone-out"] {
             b.rule(
                 inet,
@@ -266,6 +300,18 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             op: Operator::IN,
         })
     };
+    // DHCP replies come from the host (postrouting), never forwarded from a guest: a second fence
+    // behind the bridge's per-tap drop.
+    b.rule(
+        inet,
+        "forward",
+        vec![
+            is(field("udp", "sport"), Expression::Number(67)),
+            is(field("udp", "dport"), Expression::Number(68)),
+            counter(),
+            drop_(),
+        ],
+    );
     b.rule(inet, "forward", vec![established(), accept()]);
     b.rule(inet, "postrouting", vec![established(), accept()]);
     // Egress first: a packet between two guests passes the sender's egress chain, then the
@@ -418,6 +464,7 @@ mod tests {
         NicNet {
             id: uuid::Uuid::from_u128(n as u128),
             vni: 7,
+            zone: 3,
             subnet: "10.0.0.0/24".parse().unwrap(),
             groups,
             metadata: Metadata {
@@ -453,7 +500,7 @@ mod tests {
             ],
         );
         DesiredNet {
-            vpcs: vec![VpcNet { vni: 7, subnets: vec!["10.0.0.0/24".parse().unwrap()] }],
+            vpcs: vec![VpcNet { vni: 7, zone: 3, subnets: vec!["10.0.0.0/24".parse().unwrap()] }],
             nics: vec![nic(2, vec![g], Some(Ipv4Addr::new(203, 0, 113, 2))), nic(3, vec![g], None)],
             rules,
             public_pool: Some("203.0.113.0/28".parse().unwrap()),
@@ -476,6 +523,40 @@ mod tests {
         }
         let empty = serde_json::to_string(&ruleset(&DesiredNet::default())).unwrap();
         assert!(empty.contains("\"delete\"") && !empty.contains("\"chain\""), "{empty}");
+    }
+
+    /// The rules of `chain` (bridge or inet) as JSON text, one per rule.
+    fn rules_of(family: NfFamily, chain: &str) -> Vec<String> {
+        let rs = ruleset(&desired());
+        rs.objects
+            .iter()
+            .filter_map(|o| match o {
+                nftables::schema::NfObject::CmdObject(nftables::schema::NfCmd::Add(NfListObject::Rule(r)))
+                    if r.family == family && r.chain == chain =>
+                {
+                    Some(serde_json::to_string(&r.expr).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guests_cannot_send_dhcp_server_traffic() {
+        let spoof = rules_of(NfFamily::Bridge, "spoof-kt00000002");
+        let drops = |needle: &str| {
+            spoof.iter().position(|r| r.contains(needle) && r.contains("\"drop\"") && r.contains("\"counter\""))
+        };
+        let sport = drops(r#""field":"sport"}},"right":67"#).expect("a counted drop of udp sport 67");
+        let dport = drops(r#""field":"dport"}},"right":68"#).expect("a counted drop of udp dport 68");
+        // Before anything is accepted in the chain (the DHCP discovery accept).
+        let first_accept = spoof.iter().position(|r| r.contains("\"accept\"")).expect("the discovery accept");
+        assert!(sport < first_accept && dport < first_accept, "{spoof:#?}");
+        // And forwarded replies are dropped before the established/related accept.
+        let fwd = rules_of(NfFamily::INet, "forward");
+        let drop = fwd.iter().position(|r| r.contains("\"right\":67") && r.contains("\"drop\"")).expect("{fwd:#?}");
+        let est = fwd.iter().position(|r| r.contains("established")).expect("established");
+        assert!(drop < est, "{fwd:#?}");
     }
 
     /// Applies the ruleset for real, in a namespace made for the test (needs root and nft).
@@ -513,5 +594,125 @@ mod tests {
         let gone =
             std::process::Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]).output().unwrap();
         assert!(!String::from_utf8_lossy(&gone.stdout).contains("kumo"));
+    }
+
+    /// Namespaces removed on drop (even when the test fails).
+    struct Namespaces(Vec<String>);
+    impl Drop for Namespaces {
+        fn drop(&mut self) {
+            for ns in &self.0 {
+                let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+    }
+
+    fn run_in(ns: &str, args: &[&str]) {
+        let out =
+            std::process::Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("ip netns exec");
+        assert!(out.status.success(), "{ns}: {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn wait_child(child: &mut std::process::Child, deadline: std::time::Instant) -> bool {
+        while std::time::Instant::now() < deadline {
+            if child.try_wait().expect("wait").is_some() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends one UDP datagram from guest 2 (with its own MAC and address: anti-spoofing passes it)
+    /// to guest 3 from port 67 to port 68, then a harmless one to port 9999. Returns whether the
+    /// first reached guest 3, once the second has (same path, so the first had its chance).
+    fn dhcp_spoof_reaches_peer(g2: &str, g3: &str) -> bool {
+        use std::process::{Command, Stdio};
+        let recv = |port: &str| {
+            Command::new("ip")
+                .args(["netns", "exec", g3, "socat", "-u", &format!("UDP4-RECVFROM:{port},reuseaddr"), "STDOUT"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("socat (install-deps.sh installs it)")
+        };
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut spoof_rx = Kill(recv("68"));
+        let mut control_rx = Kill(recv("9999"));
+        // Both receivers bound before anything is sent.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let ss = Command::new("ip").args(["netns", "exec", g3, "ss", "-Hlun"]).output().expect("ss");
+            let text = String::from_utf8_lossy(&ss.stdout).to_string();
+            if text.contains(":68 ") && text.contains(":9999 ") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "receivers never bound: {text}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let send = |target: &str, sport: Option<&str>| {
+            let addr = match sport {
+                Some(p) => format!("UDP4-SENDTO:{target},sourceport={p},reuseaddr"),
+                None => format!("UDP4-SENDTO:{target}"),
+            };
+            let mut c = Command::new("ip")
+                .args(["netns", "exec", g2, "socat", "-u", "STDIN", &addr])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("socat");
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(b"offer").expect("write");
+            assert!(c.wait().expect("socat").success());
+        };
+        send("10.0.0.3:68", Some("67"));
+        send("10.0.0.3:9999", None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        assert!(wait_child(&mut control_rx.0, deadline), "the control datagram never arrived");
+        spoof_rx.0.try_wait().expect("wait").is_some()
+    }
+
+    /// Two guests (veths named like taps) on a VPC bridge in a namespace: a DHCP reply from one
+    /// reaches the other without Kumo's rules, and is dropped (and counted) with them.
+    #[tokio::test]
+    async fn a_guests_dhcp_reply_never_reaches_its_peer() {
+        let tag = std::process::id();
+        let (host, g2, g3) = (format!("kumo-dh-{tag}"), format!("kumo-dh2-{tag}"), format!("kumo-dh3-{tag}"));
+        if std::process::Command::new("ip").args(["netns", "add", &host]).status().map(|s| !s.success()).unwrap_or(true)
+        {
+            assert!(std::env::var("CI").is_err(), "needs root and iproute2");
+            eprintln!("skipped: cannot create a network namespace (not root?)");
+            return;
+        }
+        let mut guard = Namespaces(vec![host.clone()]);
+        for g in [&g2, &g3] {
+            assert!(std::process::Command::new("ip").args(["netns", "add", g]).status().expect("ip").success());
+            guard.0.push(g.clone());
+        }
+        run_in(&host, &["ip", "link", "add", "kv7", "type", "bridge"]);
+        run_in(&host, &["ip", "link", "set", "kv7", "up"]);
+        for (n, g) in [(2, &g2), (3, &g3)] {
+            let tap = format!("kt0000000{n}");
+            run_in(&host, &["ip", "link", "add", &tap, "type", "veth", "peer", "name", "eth0", "netns", g]);
+            run_in(&host, &["ip", "link", "set", &tap, "master", "kv7", "up"]);
+            run_in(g, &["ip", "link", "set", "eth0", "address", &format!("02:00:00:00:00:0{n}")]);
+            run_in(g, &["ip", "addr", "add", &format!("10.0.0.{n}/24"), "dev", "eth0"]);
+            run_in(g, &["ip", "link", "set", "eth0", "up"]);
+            run_in(g, &["ip", "link", "set", "lo", "up"]);
+        }
+        // Without the ruleset the bridge forwards the rogue reply: the harness sees it.
+        assert!(dhcp_spoof_reaches_peer(&g2, &g3), "without rules the reply should arrive (harness check)");
+        apply(Some(&host), &ruleset(&desired())).await.expect("nft accepts the ruleset");
+        assert!(!dhcp_spoof_reaches_peer(&g2, &g3), "a guest's DHCP reply reached its peer");
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &host, "nft", "list", "chain", "bridge", "kumo", "spoof-kt00000002"])
+            .output()
+            .expect("nft");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.contains("udp sport 67")).unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains("counter packets 1 ") && line.contains("drop"), "{text}");
     }
 }

@@ -100,6 +100,8 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Backu
         if kumo_store::backups::get(&mut conn, proj.id, &NameOrId::Name(p.name.clone())).await?.is_some() {
             return Err(already_exists("backup", p.name.as_str())(kumo_store::StoreError::Conflict(String::new())));
         }
+        // Refused before the copy when the quota is full; the charge below decides.
+        super::quotas::precheck(&mut conn, proj.id, &proj.name, super::quotas::one_backup()).await?;
         let incremental = kumo_store::backups::volume_has_any(&mut conn, vol.view.id).await?;
         (proj, vol, incremental)
     };
@@ -131,7 +133,10 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Backu
         chunks: stats.chunks as i64,
         bytes_stored: stats.bytes_stored as i64,
     };
-    let inserted = kumo_store::backups::insert(&mut tx, &new).await.map_err(already_exists("backup", p.name.as_str()));
+    let inserted = match kumo_store::backups::insert(&mut tx, &new).await {
+        Ok(()) => super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::one_backup()).await,
+        Err(e) => Err(already_exists("backup", p.name.as_str())(e)),
+    };
     if let Err(e) = inserted {
         let _ = app.backup_target.delete(proj.id, id).await;
         return Err(e);
@@ -148,7 +153,9 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Backu
 pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, backup: &str) -> ApiResult<()> {
     let mut tx = app.store.begin().await?;
     let rec = get(&mut tx, ctx, project, backup, Access::Write).await?;
-    kumo_store::backups::soft_delete(&mut tx, rec.view.id).await?;
+    if kumo_store::backups::soft_delete(&mut tx, rec.view.id).await? {
+        kumo_store::quotas::release(&mut tx, rec.project_id, super::quotas::one_backup()).await?;
+    }
     let cause = ctx.cause("volume_backup_delete");
     let ev = kumo_store::events::record(&mut tx, &event(&rec, "deleted", &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;

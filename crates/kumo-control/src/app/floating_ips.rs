@@ -15,7 +15,7 @@ use kumo_types::{ErrorCode, FloatingIpCreate, FloatingIpView, ProjectView, Resul
 use std::net::Ipv4Addr;
 
 fn one_ip() -> QuotaAmounts {
-    QuotaAmounts { instances: 0, vcpus: 0, memory_mib: 0, storage_gib: 0, floating_ips: 1 }
+    QuotaAmounts { floating_ips: 1, ..QuotaAmounts::default() }
 }
 
 async fn fip_in(conn: &mut Conn, p: &ProjectView, fip: &str) -> ApiResult<FloatingIpRecord> {

@@ -65,7 +65,11 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &s
             "image '{image}' backs the disks of {users} instance(s) or volume(s); delete them first"
         )));
     }
-    kumo_store::images::soft_delete(&mut tx, rec.view.id).await?;
+    if kumo_store::images::soft_delete(&mut tx, rec.view.id).await? {
+        if let Some(pid) = rec.project_id {
+            kumo_store::quotas::release(&mut tx, pid, super::quotas::image_amounts(rec.view.size_bytes)).await?;
+        }
+    }
     tx.commit().await.map_err(ApiError::internal)?;
     // A crash here leaves the directory of a deleted image: the orphan sweep's (see crate::sweep).
     kumo_agent::fault::point("image.delete.committed");
@@ -129,6 +133,8 @@ where
             format!("image '{name}' already exists in project '{}'", proj.name),
         ));
     }
+    // A full quota is refused before the upload fills the disk.
+    super::quotas::precheck(&mut *read(app).await?, proj.id, &proj.name, super::quotas::image_amounts(0)).await?;
 
     let id = kumo_store::images::allocate_id();
     let dir = app.config.images_dir().join(id.to_string());
@@ -172,6 +178,7 @@ where
     };
     let mut tx = app.store.begin().await?;
     let rec = kumo_store::images::insert(&mut tx, &new).await.map_err(already_exists("image", name.as_str()))?;
+    super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::image_amounts(new.size_bytes)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     guard.0 = None;
     Ok(rec.view)
@@ -193,6 +200,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
             format!("image '{}' already exists in project '{}'", p.name, proj.name),
         ));
     }
+    super::quotas::precheck(&mut conn, proj.id, &proj.name, super::quotas::image_amounts(0)).await?;
     let id = kumo_store::images::allocate_id();
     let dir = app.config.images_dir().join(id.to_string());
     let disk = dir.join("disk.qcow2");
@@ -259,6 +267,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
     };
     let mut tx = app.store.begin().await?;
     let rec = kumo_store::images::insert(&mut tx, &new).await.map_err(already_exists("image", p.name.as_str()))?;
+    super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::image_amounts(new.size_bytes)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     guard.0 = None;
     Ok(rec.view)

@@ -187,7 +187,7 @@ async fn attach_network(
     cause: &str,
 ) -> ApiResult<()> {
     use super::vpcs::DEFAULT;
-    super::vpcs::ensure_default_network(tx, proj.id, cause).await?;
+    super::vpcs::ensure_default_network(tx, proj.id, &proj.name, cause).await?;
     let vpc = super::vpcs::vpc_in(tx, proj, p.vpc.as_deref().unwrap_or(DEFAULT))
         .await
         .map_err(|e| ApiError::invalid(format!("vpc: {}", e.message)))?;
@@ -333,7 +333,7 @@ pub async fn resize(
     Ok(visible(ctx, view))
 }
 
-/// Serial console bytes from `offset`.
+/// Serial console bytes from absolute `offset` (from the oldest kept byte if that was trimmed).
 pub async fn serial(
     app: &App,
     ctx: &OpContext,
@@ -341,7 +341,7 @@ pub async fn serial(
     instance: &str,
     offset: u64,
     max: usize,
-) -> ApiResult<(Vec<u8>, u64)> {
+) -> ApiResult<kumo_agent::serial_log::SerialChunk> {
     let rec = get(&mut *read(app).await?, ctx, project, instance, Access::Read).await?;
     app.hypervisor.serial(rec.view.id, offset, max).await.map_err(ApiError::internal)
 }

@@ -29,7 +29,7 @@ pub async fn create(app: &App, ctx: &OpContext, p: &ProjectCreate) -> ApiResult<
         .map_err(already_exists("project", p.name.as_str()))?;
     let cause = ctx.cause("project_create");
     let ev = kumo_store::events::record(&mut tx, &project_event(&view, "created", &cause)).await?;
-    super::vpcs::ensure_default_network(&mut tx, view.id, &cause).await?;
+    super::vpcs::ensure_default_network(&mut tx, view.id, &view.name, &cause).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(view.id), Some(&view.name), ev);
     Ok(view)

@@ -4,6 +4,8 @@
 //! transaction that reserves host capacity and inserts the row), the difference when resized, and
 //! release everything when destroyed (in the transaction that releases the host). The charge is a
 //! conditional UPDATE (`kumo_store::quotas::charge`), so concurrent creates cannot overshoot.
+//! VPCs, project images, snapshots and backups charge one of their count (images also their
+//! GiB against storage) in the transaction that inserts the row, and release it on delete.
 
 use super::read;
 use crate::context::{Access, OpContext};
@@ -19,7 +21,55 @@ const MIB_PER_GIB: i64 = 1024;
 
 /// What an instance of these resources counts against the quota.
 pub fn instance_amounts(r: Resources) -> QuotaAmounts {
-    QuotaAmounts { instances: 1, vcpus: r.vcpus, memory_mib: r.memory_mib, storage_gib: r.disk_gib, floating_ips: 0 }
+    QuotaAmounts {
+        instances: 1,
+        vcpus: r.vcpus,
+        memory_mib: r.memory_mib,
+        storage_gib: r.disk_gib,
+        ..QuotaAmounts::default()
+    }
+}
+
+const BYTES_PER_GIB: i64 = 1 << 30;
+
+/// What a project image counts: one image, and its virtual size (rounded up to GiB) of storage.
+pub fn image_amounts(size_bytes: i64) -> QuotaAmounts {
+    QuotaAmounts {
+        images: 1,
+        storage_gib: (size_bytes.max(0) + BYTES_PER_GIB - 1) / BYTES_PER_GIB,
+        ..QuotaAmounts::default()
+    }
+}
+
+/// One snapshot.
+pub fn one_snapshot() -> QuotaAmounts {
+    QuotaAmounts { snapshots: 1, ..QuotaAmounts::default() }
+}
+
+/// One backup.
+pub fn one_backup() -> QuotaAmounts {
+    QuotaAmounts { backups: 1, ..QuotaAmounts::default() }
+}
+
+/// Fails with 403 `QuotaExceeded` if `want` would not fit now, without charging: the cheap check
+/// before expensive work (an upload, a copy). The charge in the inserting transaction decides.
+pub async fn precheck(conn: &mut Conn, project_id: uuid::Uuid, project: &str, want: QuotaAmounts) -> ApiResult<()> {
+    let q = kumo_store::quotas::get(conn, project_id).await?.ok_or_else(|| ApiError::not_found("project", project))?;
+    let fits = |used: i64, limit: Option<i64>, more: i64| more <= 0 || limit.is_none_or(|l| used + more <= l);
+    let (u, l, w) = (&q.used, &q.limits, &want);
+    let ok = fits(u.instances, l.instances, w.instances)
+        && fits(u.vcpus, l.vcpus, w.vcpus)
+        && fits(u.memory_mib, l.memory_mib, w.memory_mib)
+        && fits(u.storage_gib, l.storage_gib, w.storage_gib)
+        && fits(u.floating_ips, l.floating_ips, w.floating_ips)
+        && fits(u.vpcs, l.vpcs, w.vpcs)
+        && fits(u.images, l.images, w.images)
+        && fits(u.snapshots, l.snapshots, w.snapshots)
+        && fits(u.backups, l.backups, w.backups);
+    if ok {
+        return Ok(());
+    }
+    Err(ApiError::new(ErrorCode::QuotaExceeded, exceeded_message(project, &q, want)))
 }
 
 /// The change of quota use from `old` to `new` resources of one instance.
@@ -29,19 +79,23 @@ pub fn resize_delta(old: Resources, new: Resources) -> QuotaAmounts {
         vcpus: new.vcpus - old.vcpus,
         memory_mib: new.memory_mib - old.memory_mib,
         storage_gib: new.disk_gib - old.disk_gib,
-        floating_ips: 0,
+        ..QuotaAmounts::default()
     }
 }
 
 /// Explains which limit `want` would exceed, with the current use:
 /// "quota exceeded in project 'shop': vcpus 16 of 16 used, this needs 2 more".
 pub fn exceeded_message(project: &str, q: &QuotaRecord, want: QuotaAmounts) -> String {
-    let checks: [(&str, i64, Option<i64>, i64, &str); 5] = [
+    let checks: [(&str, i64, Option<i64>, i64, &str); 9] = [
         ("instances", q.used.instances, q.limits.instances, want.instances, ""),
         ("vcpus", q.used.vcpus, q.limits.vcpus, want.vcpus, ""),
         ("memory", q.used.memory_mib, q.limits.memory_mib, want.memory_mib, " MiB"),
         ("storage", q.used.storage_gib, q.limits.storage_gib, want.storage_gib, " GiB"),
         ("floating_ips", q.used.floating_ips, q.limits.floating_ips, want.floating_ips, ""),
+        ("vpcs", q.used.vpcs, q.limits.vpcs, want.vpcs, ""),
+        ("images", q.used.images, q.limits.images, want.images, ""),
+        ("snapshots", q.used.snapshots, q.limits.snapshots, want.snapshots, ""),
+        ("backups", q.used.backups, q.limits.backups, want.backups, ""),
     ];
     let short: Vec<String> = checks
         .iter()
@@ -74,6 +128,10 @@ fn view(q: QuotaRecord) -> QuotaView {
             memory_gib: q.limits.memory_mib.map(|m| m / MIB_PER_GIB),
             storage_gib: q.limits.storage_gib,
             floating_ips: q.limits.floating_ips,
+            vpcs: q.limits.vpcs,
+            images: q.limits.images,
+            snapshots: q.limits.snapshots,
+            backups: q.limits.backups,
         },
         used: QuotaUsage {
             instances: q.used.instances,
@@ -81,6 +139,10 @@ fn view(q: QuotaRecord) -> QuotaView {
             memory_mib: q.used.memory_mib,
             storage_gib: q.used.storage_gib,
             floating_ips: q.used.floating_ips,
+            vpcs: q.used.vpcs,
+            images: q.used.images,
+            snapshots: q.used.snapshots,
+            backups: q.used.backups,
         },
     }
 }
@@ -106,6 +168,10 @@ pub async fn update(app: &App, ctx: &OpContext, project: &str, limits: &QuotaLim
         ("memory_gib", limits.memory_gib),
         ("storage_gib", limits.storage_gib),
         ("floating_ips", limits.floating_ips),
+        ("vpcs", limits.vpcs),
+        ("images", limits.images),
+        ("snapshots", limits.snapshots),
+        ("backups", limits.backups),
     ];
     for (what, v) in checks {
         if let Some(v) = v {
@@ -125,6 +191,10 @@ pub async fn update(app: &App, ctx: &OpContext, project: &str, limits: &QuotaLim
         memory_mib: limits.memory_gib.map(|g| g * MIB_PER_GIB),
         storage_gib: limits.storage_gib,
         floating_ips: limits.floating_ips,
+        vpcs: limits.vpcs,
+        images: limits.images,
+        snapshots: limits.snapshots,
+        backups: limits.backups,
     };
     kumo_store::quotas::set_limits(&mut tx, p.id, &l).await?;
     let v = get(&mut tx, &p).await?;

@@ -89,6 +89,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Snaps
         size_gib: vol.view.size_gib,
     };
     kumo_store::snapshots::insert(&mut tx, &new).await.map_err(already_exists("snapshot", p.name.as_str()))?;
+    super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::one_snapshot()).await?;
     // The row commits only if the snapshot was taken; a failure leaves the volume whole (its
     // chain holds all its data) and no snapshot.
     app.hypervisor
@@ -108,7 +109,9 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Snaps
 pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, snapshot: &str) -> ApiResult<()> {
     let mut tx = app.store.begin().await?;
     let rec = get(&mut tx, ctx, project, snapshot, Access::Write).await?;
-    kumo_store::snapshots::soft_delete(&mut tx, rec.view.id).await?;
+    if kumo_store::snapshots::soft_delete(&mut tx, rec.view.id).await? {
+        kumo_store::quotas::release(&mut tx, rec.project_id, super::quotas::one_snapshot()).await?;
+    }
     let cause = ctx.cause("snapshot_delete");
     let ev = kumo_store::events::record(&mut tx, &event(&rec, "deleted", &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;

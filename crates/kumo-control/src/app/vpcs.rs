@@ -7,10 +7,12 @@ use crate::context::{Access, OpContext};
 use crate::error::{already_exists, ApiError, ApiResult};
 use crate::App;
 use kumo_store::events::NewEvent;
-use kumo_store::vpcs::{SubnetRecord, VpcRecord};
+use kumo_store::quotas::QuotaAmounts;
+use kumo_store::vpcs::{SubnetRecord, VpcInsertError, VpcRecord};
 use kumo_store::Conn;
 use kumo_types::network::parse_private_cidr;
 use kumo_types::page::PageRequest;
+use kumo_types::ErrorCode;
 use kumo_types::{NameOrId, ProjectView, ResultsPage, SubnetCreate, SubnetView, VpcCreate, VpcView};
 use uuid::Uuid;
 
@@ -40,15 +42,43 @@ pub(crate) fn event<'a>(
     }
 }
 
+/// One VPC of the `vpcs` quota.
+fn one_vpc() -> QuotaAmounts {
+    QuotaAmounts { vpcs: 1, ..QuotaAmounts::default() }
+}
+
+/// Charges one VPC to the project's quota and inserts the VPC (its VNI and conntrack zone
+/// allocated in `tx`). 403 QuotaExceeded, 409 for a taken name, 507 when no zone is left.
+async fn insert_charged(
+    tx: &mut Conn,
+    project_id: Uuid,
+    project: &str,
+    name: &str,
+    description: &str,
+    cidr: &str,
+) -> ApiResult<VpcRecord> {
+    super::quotas::charge(tx, project_id, project, one_vpc()).await?;
+    kumo_store::vpcs::insert_vpc(tx, project_id, name, description, cidr).await.map_err(|e| match e {
+        VpcInsertError::Exhausted(what) => ApiError::new(
+            ErrorCode::InsufficientCapacity,
+            format!(
+                "cannot create vpc '{name}': every {what} is in use by a live VPC (at most {} VPCs can exist at \
+                 once); delete unused VPCs",
+                kumo_store::vpcs::MAX_CT_ZONE
+            ),
+        ),
+        VpcInsertError::Store(e) => already_exists("vpc", name)(e),
+    })
+}
+
 /// Makes the project's default VPC, subnet and security group exist (idempotent; in `tx`).
-pub async fn ensure_default_network(tx: &mut Conn, project_id: Uuid, cause: &str) -> ApiResult<()> {
+pub async fn ensure_default_network(tx: &mut Conn, project_id: Uuid, project: &str, cause: &str) -> ApiResult<()> {
     let default = NameOrId::Name(kumo_types::Name::parse(DEFAULT).map_err(ApiError::internal)?);
     let vpc = match kumo_store::vpcs::get_vpc(tx, project_id, &default).await? {
         Some(v) => v,
         None => {
             let v =
-                kumo_store::vpcs::insert_vpc(tx, project_id, DEFAULT, "the project's default VPC", DEFAULT_VPC_CIDR)
-                    .await?;
+                insert_charged(tx, project_id, project, DEFAULT, "the project's default VPC", DEFAULT_VPC_CIDR).await?;
             kumo_store::events::record(tx, &event(project_id, "vpc", v.view.id, DEFAULT, "created", cause)).await?;
             v
         }
@@ -96,9 +126,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, c: &VpcCr
     parse_private_cidr("ipv4_cidr", &c.ipv4_cidr).map_err(ApiError::invalid)?;
     let mut tx = app.store.begin().await?;
     let p = super::project(&mut tx, ctx, project, Access::Write).await?;
-    let v = kumo_store::vpcs::insert_vpc(&mut tx, p.id, c.name.as_str(), &c.description, &c.ipv4_cidr)
-        .await
-        .map_err(already_exists("vpc", c.name.as_str()))?;
+    let v = insert_charged(&mut tx, p.id, &p.name, c.name.as_str(), &c.description, &c.ipv4_cidr).await?;
     let cause = ctx.cause("vpc_create");
     let ev =
         kumo_store::events::record(&mut tx, &event(p.id, "vpc", v.view.id, &v.view.name, "created", &cause)).await?;
@@ -119,7 +147,9 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, vpc: &str
             v.view.name
         )));
     }
-    kumo_store::vpcs::delete_vpc(&mut tx, v.view.id).await?;
+    if kumo_store::vpcs::delete_vpc(&mut tx, v.view.id).await? {
+        kumo_store::quotas::release(&mut tx, p.id, one_vpc()).await?;
+    }
     let cause = ctx.cause("vpc_delete");
     let ev =
         kumo_store::events::record(&mut tx, &event(p.id, "vpc", v.view.id, &v.view.name, "deleted", &cause)).await?;

@@ -143,6 +143,8 @@ pub async fn instance_resize(
 #[into_params(parameter_in = Query)]
 pub struct SerialParams {
     /// Byte offset to read from (default 0); pass the previous response's `kumo-serial-next-offset` to follow.
+    /// The log keeps only its newest bytes (`kumod --serial-log-max-mib`): an older offset reads from the
+    /// oldest byte kept, and the response's `kumo-serial-start-offset` says where that is.
     pub offset: Option<u64>,
     /// At most this many bytes (default and maximum 1 MiB).
     pub max_bytes: Option<usize>,
@@ -153,7 +155,9 @@ const SERIAL_MAX: usize = 1 << 20;
 /// Read the serial console (text)
 #[utoipa::path(get, path = "/v1/instances/{instance}/serial-console", tag = "instances", operation_id = "instance_serial_console",
     params(("instance" = String, Path, description = "Instance name or id"), ProjectSelector, SerialParams),
-    responses((status = 200, description = "Console output; header kumo-serial-next-offset tells where to continue",
+    responses((status = 200, description = "Console output; header kumo-serial-next-offset tells where to continue, \
+        kumo-serial-start-offset the offset of the first byte returned (later than the one asked for when older \
+        output was trimmed; then kumo-serial-skipped-bytes says how much was lost)",
                content_type = "text/plain", body = String),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn instance_serial_console(
@@ -164,10 +168,14 @@ pub async fn instance_serial_console(
     ApiQuery(params): ApiQuery<SerialParams>,
 ) -> ApiResult<(HeaderMap, Vec<u8>)> {
     let max = params.max_bytes.unwrap_or(SERIAL_MAX).clamp(1, SERIAL_MAX);
-    let (bytes, next) =
-        instances::serial(&app, &ctx, sel.project.as_deref(), &instance, params.offset.unwrap_or(0), max).await?;
+    let offset = params.offset.unwrap_or(0);
+    let chunk = instances::serial(&app, &ctx, sel.project.as_deref(), &instance, offset, max).await?;
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert("kumo-serial-next-offset", HeaderValue::from(next));
-    Ok((headers, bytes))
+    headers.insert("kumo-serial-next-offset", HeaderValue::from(chunk.next));
+    headers.insert("kumo-serial-start-offset", HeaderValue::from(chunk.start));
+    if chunk.start > offset {
+        headers.insert("kumo-serial-skipped-bytes", HeaderValue::from(chunk.start - offset));
+    }
+    Ok((headers, chunk.bytes))
 }
