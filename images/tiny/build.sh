@@ -6,7 +6,7 @@
 #
 # Produces OUT_DIR/{vmlinuz,initrd.img,disk.qcow2,manifest.json}.
 # Cached: exits at once if OUT_DIR/manifest.json has the current recipe_hash
-# (sha256 over build.sh + init).  Builds in temp dirs and renames the result
+# (sha256 over build.sh + init + wget).  Builds in temp dirs and renames the result
 # into place, so a half-built image is never visible.  Runs as root (apt-get
 # download, mknod); needs what scripts/install-deps.sh installs.
 set -euo pipefail
@@ -25,7 +25,7 @@ say() { echo "build-tiny: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 OUT=$(realpath -m "$OUT")
-RECIPE_HASH=$(cd "$HERE" && sha256sum build.sh init | sha256sum | cut -d' ' -f1)
+RECIPE_HASH=$(cd "$HERE" && sha256sum build.sh init wget | sha256sum | cut -d' ' -f1)
 
 is_cached() {
     [ -f "$OUT/manifest.json" ] &&
@@ -146,6 +146,10 @@ chroot "$R" /bin/busybox --install -s
 [ -L "$R/bin/sh" ] && [ -L "$R/sbin/acpid" ] && [ -L "$R/sbin/modprobe" ] ||
     die "busybox applet links missing"
 install -m 0755 "$HERE/init" "$R/init"
+# busybox wget crashes on -T (see the wrapper): the wrapper takes its place.
+[ -L "$R/usr/bin/wget" ] || die "busybox wget link missing at /usr/bin/wget"
+rm -f "$R/usr/bin/wget"
+install -m 0755 "$HERE/wget" "$R/usr/bin/wget"
 mknod -m 0600 "$R/dev/console" c 5 1
 mknod -m 0666 "$R/dev/null" c 1 3
 
