@@ -106,6 +106,16 @@ struct RunArgs {
     /// is the host's uplink address).
     #[arg(long, env = "KUMOD_PUBLIC_IP_POOL")]
     public_ip_pool: Option<ipnet::Ipv4Net>,
+    /// Unprivileged system user QEMU and qemu-img (on uploaded images) run as; created when
+    /// missing. Empty: they run as kumod's user (not recommended).
+    #[arg(long, env = "KUMOD_QEMU_USER", default_value = kumo_agent::confine::DEFAULT_USER)]
+    qemu_user: String,
+    /// Root-disk I/O allowance per vCPU of the instance type, in requests per second (0: unlimited).
+    #[arg(long, env = "KUMOD_ROOT_DISK_IOPS_PER_VCPU", default_value_t = kumo_agent::qemu::ROOT_IOPS_PER_VCPU)]
+    root_disk_iops_per_vcpu: u64,
+    /// Root-disk I/O allowance per vCPU of the instance type, in MiB/s (0: unlimited).
+    #[arg(long, env = "KUMOD_ROOT_DISK_MIB_S_PER_VCPU", default_value_t = kumo_agent::qemu::ROOT_MIB_S_PER_VCPU)]
+    root_disk_mib_s_per_vcpu: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -173,6 +183,9 @@ mod serde_json_lite {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
+    if !args.qemu_user.is_empty() {
+        kumo_agent::confine::set_user_name(&args.qemu_user);
+    }
     let _lock = lock_data_dir(&data_dir)?;
     let db_url = args.database.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kumo.db").display()));
     let store = kumo_store::Store::open(&db_url).await.with_context(|| format!("open database {db_url}"))?;
@@ -194,7 +207,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!(accelerator = accel.as_str(), %reason, "accelerator chosen");
             Arc::new(
                 QemuDriver::new(data_dir.join("instances"), name, accel, reason, capacity)
-                    .with_netns(args.host_netns.clone()),
+                    .with_netns(args.host_netns.clone())
+                    .with_user(if args.qemu_user.is_empty() { None } else { kumo_agent::confine::unprivileged() })
+                    .with_root_disk_limits(kumo_agent::IoLimits {
+                        iops: Some(args.root_disk_iops_per_vcpu),
+                        bytes_per_sec: Some(args.root_disk_mib_s_per_vcpu << 20),
+                    }),
             )
         }
     };
