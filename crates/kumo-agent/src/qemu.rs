@@ -351,9 +351,13 @@ impl QemuDriver {
             if with_backing {
                 let mut backing = serde_json::Value::Null;
                 for (set, format) in sets.iter().zip(&formats).skip(1).rev() {
+                    // Backing files are immutable (snapshot layers, images) and this QEMU gets only
+                    // a read-only descriptor of them. Their lock would still conflict with the
+                    // stale write lock a guest keeps on its old top after an online snapshot
+                    // (the layer is that file, hard-linked), so it is not taken.
                     backing = serde_json::json!({
                         "driver": format, "read-only": true,
-                        "file": {"driver": "file", "filename": format!("/dev/fdset/{set}")},
+                        "file": {"driver": "file", "filename": format!("/dev/fdset/{set}"), "locking": "off"},
                         "backing": backing,
                     });
                 }
