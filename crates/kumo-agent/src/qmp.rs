@@ -136,22 +136,6 @@ pub async fn node_names(path: &Path) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blockstats_parse_a_qemu_7_2_answer() {
-        // Trimmed from QEMU 7.2 (no zone_append_* fields, which the generated type requires).
-        let answer = r#"[{"device": "", "qdev": "/machine/peripheral-anon/device[0]/virtio-backend",
-            "stats": {"rd_bytes": 1048576, "wr_bytes": 4096, "rd_operations": 20, "wr_operations": 1,
-                      "flush_operations": 0, "account_invalid": true, "account_failed": true}}]"#;
-        let v: Vec<BlockStats> = serde_json::from_str(answer).unwrap();
-        assert_eq!((v[0].stats.rd_bytes, v[0].stats.wr_bytes, v[0].stats.wr_operations), (1048576, 4096, 1));
-        assert_eq!(<QueryBlockstats as qapi::Command>::NAME, "query-blockstats");
-    }
-}
-
 /// A QMP connection kept open over several commands, which can pass file descriptors
 /// (`SCM_RIGHTS`) along with a command. Needed when QEMU runs unprivileged: it cannot open the
 /// files of a hot-plugged disk itself, so they are opened here and handed over with `add-fd`;
@@ -262,4 +246,20 @@ fn send_with_fd(sock: std::os::fd::RawFd, data: &[u8], fd: std::os::fd::RawFd) -
         s.write_all(&data[sent..])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blockstats_parse_a_qemu_7_2_answer() {
+        // Trimmed from QEMU 7.2 (no zone_append_* fields, which the generated type requires).
+        let answer = r#"[{"device": "", "qdev": "/machine/peripheral-anon/device[0]/virtio-backend",
+            "stats": {"rd_bytes": 1048576, "wr_bytes": 4096, "rd_operations": 20, "wr_operations": 1,
+                      "flush_operations": 0, "account_invalid": true, "account_failed": true}}]"#;
+        let v: Vec<BlockStats> = serde_json::from_str(answer).unwrap();
+        assert_eq!((v[0].stats.rd_bytes, v[0].stats.wr_bytes, v[0].stats.wr_operations), (1048576, 4096, 1));
+        assert_eq!(<QueryBlockstats as qapi::Command>::NAME, "query-blockstats");
+    }
 }
