@@ -340,10 +340,11 @@ impl QemuDriver {
             use std::os::fd::AsFd;
             let mut session = qmp::Session::connect(&qmp_path)?;
             let mut sets = Vec::new();
+            let mut writable = None;
             for (ro, rw) in &files {
-                let set = session.add_fd(ro.as_fd(), None)?;
+                let (set, _) = session.add_fd(ro.as_fd(), None)?;
                 if let Some(rw) = rw {
-                    session.add_fd(rw.as_fd(), Some(set))?;
+                    writable = Some((set, session.add_fd(rw.as_fd(), Some(set))?.1));
                 }
                 sets.push(set);
             }
@@ -363,7 +364,16 @@ impl QemuDriver {
                 }
                 options["backing"] = backing;
             }
-            session.execute("blockdev-add", options).map(|_| ())
+            session.execute("blockdev-add", options)?;
+            // The block node has its own copy of the read-write descriptor now. The fd set's
+            // copy goes: it would keep the open file description, and with it the node's write
+            // lock, alive after the node reopens read-only (an online snapshot turns the top into
+            // a layer, which other guests and qemu-img then open). The read-only one stays for
+            // that reopen.
+            if let Some((set, fd)) = writable {
+                session.execute("remove-fd", serde_json::json!({"fdset-id": set, "fd": fd}))?;
+            }
+            Ok(())
         })
         .await
         .map_err(|e| AgentError::Qmp(format!("QMP task failed: {e}")))?

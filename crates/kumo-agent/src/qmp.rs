@@ -196,8 +196,9 @@ impl Session {
         self.answer(name)
     }
 
-    /// `add-fd`: hands `fd` to QEMU (into fd set `set`, or a new one); the fd set's id.
-    pub fn add_fd(&mut self, fd: std::os::fd::BorrowedFd<'_>, set: Option<u64>) -> Result<u64> {
+    /// `add-fd`: hands `fd` to QEMU (into fd set `set`, or a new one); the fd set's id and the
+    /// descriptor's number in QEMU.
+    pub fn add_fd(&mut self, fd: std::os::fd::BorrowedFd<'_>, set: Option<u64>) -> Result<(u64, u64)> {
         use std::os::fd::AsRawFd;
         let mut args = serde_json::json!({});
         if let Some(set) = set {
@@ -207,7 +208,10 @@ impl Session {
         send_with_fd(self.stream.as_raw_fd(), msg.as_bytes(), fd.as_raw_fd())
             .map_err(|e| AgentError::Qmp(format!("send fd: {e}")))?;
         let r = self.answer("add-fd")?;
-        r.get("fdset-id").and_then(|v| v.as_u64()).ok_or_else(|| AgentError::Qmp(format!("add-fd answered {r}")))
+        match (r.get("fdset-id").and_then(|v| v.as_u64()), r.get("fd").and_then(|v| v.as_u64())) {
+            (Some(set), Some(fd)) => Ok((set, fd)),
+            _ => Err(AgentError::Qmp(format!("add-fd answered {r}"))),
+        }
     }
 }
 
