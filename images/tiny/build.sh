@@ -1,12 +1,13 @@
 #!/bin/bash
 # Build Kumo's "tiny" guest image from Debian 12 packages:
-#   linux-image-<abi>-cloud-amd64 (kernel + virtio modules) + busybox-static.
+#   linux-image-<abi>-cloud-amd64 (kernel + virtio modules) + busybox (the
+#   dynamic build: its sh runs commands from PATH, see wget) + libc6.
 #
 #   images/tiny/build.sh [OUT_DIR]     (default /var/cache/kumo/images/tiny)
 #
 # Produces OUT_DIR/{vmlinuz,initrd.img,disk.qcow2,manifest.json}.
 # Cached: exits at once if OUT_DIR/manifest.json has the current recipe_hash
-# (sha256 over build.sh + init).  Builds in temp dirs and renames the result
+# (sha256 over build.sh + init + wget).  Builds in temp dirs and renames the result
 # into place, so a half-built image is never visible.  Runs as root (apt-get
 # download, mknod); needs what scripts/install-deps.sh installs.
 set -euo pipefail
@@ -25,7 +26,7 @@ say() { echo "build-tiny: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 OUT=$(realpath -m "$OUT")
-RECIPE_HASH=$(cd "$HERE" && sha256sum build.sh init | sha256sum | cut -d' ' -f1)
+RECIPE_HASH=$(cd "$HERE" && sha256sum build.sh init wget | sha256sum | cut -d' ' -f1)
 
 is_cached() {
     [ -f "$OUT/manifest.json" ] &&
@@ -82,7 +83,7 @@ if [ -z "$KPKG" ]; then
     KPKG=$(basename "$KPKG"); KPKG=${KPKG%%_*}
 fi
 # Candidate versions of both packages, one apt-cache call: "pkg ver" lines.
-CANDIDATES=$(apt-cache policy "$KPKG" busybox-static 2>/dev/null |
+CANDIDATES=$(apt-cache policy "$KPKG" busybox libc6 2>/dev/null |
     awk '/^[^ ].*:$/ {p = substr($0, 1, length($0) - 1)} /^  Candidate:/ {print p, $2}' || true)
 
 # The lists may be stale (old kernel gone from the mirror): refresh once, rerun.
@@ -123,7 +124,8 @@ fetch_deb() {
 }
 
 fetch_deb "$KPKG" KDEB
-fetch_deb busybox-static BBDEB
+fetch_deb busybox BBDEB
+fetch_deb libc6 LIBCDEB
 
 say "extracting $(basename "$KDEB")"
 dpkg-deb -x "$KDEB" "$T/k"
@@ -133,6 +135,7 @@ KPKGVER=$(dpkg-deb -f "$KDEB" Version)
 depmod -b "$T/k" "$KVER"
 
 dpkg-deb -x "$BBDEB" "$T/bb"
+dpkg-deb -x "$LIBCDEB" "$T/libc"
 BBVER=$(dpkg-deb -f "$BBDEB" Version); BBVER=${BBVER#*:}; BBVER=${BBVER%%-*}
 
 # --------------------------------------------------------------- initramfs --
@@ -140,12 +143,26 @@ R=$T/root
 mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,mnt/root,etc/acpi/PWRF,lib/modules/"$KVER"}
 chmod 1777 "$R/tmp"
 install -m 0755 "$T/bb/bin/busybox" "$R/bin/busybox"
+# The dynamic busybox, not busybox-static: the static build's sh runs its own applets before
+# looking at PATH (FEATURE_SH_STANDALONE), so no wrapper could ever replace its broken
+# `wget -T` for scripts. It needs the loader, libc and libresolv from libc6.
+LIBDIR=lib/x86_64-linux-gnu
+mkdir -p "$R/$LIBDIR" "$R/lib64"
+for so in ld-linux-x86-64.so.2 libc.so.6 libresolv.so.2; do
+    [ -e "$T/libc/$LIBDIR/$so" ] || die "$so missing from $(basename "$LIBCDEB")"
+    cp -L "$T/libc/$LIBDIR/$so" "$R/$LIBDIR/$so"
+done
+ln -s "/$LIBDIR/ld-linux-x86-64.so.2" "$R/lib64/ld-linux-x86-64.so.2"
 # Applet symlinks (/bin/sh, /sbin/acpid, ...).  In a chroot without /proc,
 # "busybox --install -s" links every applet at its full path to argv[0].
 chroot "$R" /bin/busybox --install -s
 [ -L "$R/bin/sh" ] && [ -L "$R/sbin/acpid" ] && [ -L "$R/sbin/modprobe" ] ||
     die "busybox applet links missing"
 install -m 0755 "$HERE/init" "$R/init"
+# busybox wget crashes on -T (see the wrapper): the wrapper takes its place.
+[ -L "$R/usr/bin/wget" ] || die "busybox wget link missing at /usr/bin/wget"
+rm -f "$R/usr/bin/wget"
+install -m 0755 "$HERE/wget" "$R/usr/bin/wget"
 mknod -m 0600 "$R/dev/console" c 5 1
 mknod -m 0666 "$R/dev/null" c 1 3
 

@@ -15,6 +15,8 @@
 
 pub mod backup;
 pub mod capacity;
+pub mod cgroup;
+pub mod confine;
 pub mod fault;
 pub mod keys;
 pub mod kvm_probe;

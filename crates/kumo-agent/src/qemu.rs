@@ -16,6 +16,8 @@
 //! QEMU runs in its own process group, so signals aimed at `kumod` (Ctrl-C, SIGKILL of kumod)
 //! do not reach guests; a restarted `kumod` finds them again through the pidfile and QMP.
 
+use crate::cgroup::{Cgroups, GuestLimits};
+use crate::confine::{self, Identity};
 use crate::storage::{self, DirPool, StoragePool};
 use crate::{
     kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSample,
@@ -93,7 +95,10 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     push("-pidfile");
     push(&run.pidfile().display().to_string());
     push("-drive");
-    push(&format!("file={},if=virtio,format=qcow2,cache=writeback,discard=unmap", run.disk().display()));
+    push(&format!(
+        "file={},id={ROOT_DRIVE},if=virtio,format=qcow2,cache=writeback,discard=unmap",
+        run.disk().display()
+    ));
     push("-drive");
     push(&format!("file={},if=virtio,format=raw,readonly=on", run.config_drive().display()));
     if spec.nics.is_empty() {
@@ -118,6 +123,46 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
         push(cmdline);
     }
     a
+}
+
+/// The root disk's drive id: its block backend's name, which QMP's `block_set_io_throttle` takes.
+pub const ROOT_DRIVE: &str = "kumo-root";
+
+/// QEMU's own confinement: its seccomp sandbox, and the unprivileged user it switches to once it
+/// has opened its files (disks, taps, sockets, serial log), so those stay owned by root and
+/// closed to that user. The sandbox denies obsolete system calls, spawning processes and
+/// changing scheduling/resource limits. With `-runas` it must allow set*uid: QEMU 7.2 installs
+/// the filter before it drops privileges, so `elevateprivileges=deny` kills it with SIGSYS at the
+/// drop; once dropped, the user has no capabilities and `no_new_privs` is set (by the sandbox),
+/// so it cannot regain any. Without a user (kumod not root) set*uid is denied as well.
+pub fn confinement_args(user: Option<&str>) -> Vec<OsString> {
+    let elevate = if user.is_some() { "allow" } else { "deny" };
+    let mut a: Vec<OsString> = vec![
+        "-sandbox".into(),
+        format!("on,obsolete=deny,elevateprivileges={elevate},spawn=deny,resourcecontrol=deny").into(),
+    ];
+    if let Some(u) = user {
+        a.push("-runas".into());
+        a.push(u.into());
+    }
+    a
+}
+
+/// The root disk's I/O limits for a guest of `vcpus`, from the per-vCPU allowance (0 or None:
+/// unlimited).
+pub fn root_disk_limits(per_vcpu: IoLimits, vcpus: i64) -> IoLimits {
+    let scale = |v: Option<u64>| v.filter(|v| *v > 0).map(|v| v.saturating_mul(vcpus.max(1) as u64));
+    IoLimits { iops: scale(per_vcpu.iops), bytes_per_sec: scale(per_vcpu.bytes_per_sec) }
+}
+
+/// Sets the root disk's I/O throttling through QMP (the same command as volumes').
+async fn throttle_root(qmp_path: &Path, limits: IoLimits) -> Result<()> {
+    let args = serde_json::json!({
+        "device": ROOT_DRIVE,
+        "bps": limits.bytes_per_sec.unwrap_or(0), "bps_rd": 0, "bps_wr": 0,
+        "iops": limits.iops.unwrap_or(0), "iops_rd": 0, "iops_wr": 0,
+    });
+    qmp::execute(qmp_path, qmp::BlockSetIoThrottle(args)).await.map(|_| ())
 }
 
 /// First PCI slot of cold-attached volumes. `-device`s are realised before `-drive if=virtio`
@@ -194,7 +239,17 @@ pub struct QemuDriver {
     pool: Arc<dyn StoragePool>,
     /// The network namespace guests' taps live in (`kumod --host-netns`); QEMU is started in it.
     netns: Option<String>,
+    /// The unprivileged user QEMU switches to (None: it stays root).
+    user: Option<Identity>,
+    /// Where guests' cgroups go.
+    cgroups: Cgroups,
+    /// The root disk's I/O allowance per vCPU.
+    root_per_vcpu: IoLimits,
 }
+
+/// Default root-disk allowance per vCPU (`kumod --root-disk-iops-per-vcpu`, `--root-disk-mib-s-per-vcpu`).
+pub const ROOT_IOPS_PER_VCPU: u64 = 2000;
+pub const ROOT_MIB_S_PER_VCPU: u64 = 200;
 
 impl QemuDriver {
     /// `instances_dir` is `<data-dir>/instances`. `capacity` gives the host's schedulable totals.
@@ -217,7 +272,138 @@ impl QemuDriver {
         };
         let volumes_dir = instances_dir.parent().unwrap_or(&instances_dir).join("volumes");
         let pool: Arc<dyn StoragePool> = Arc::new(DirPool::new(volumes_dir));
-        QemuDriver { instances_dir, accel, accel_reason, info, pool, netns: None }
+        let cgroups = Cgroups::detect();
+        if let Cgroups::Unavailable(why) = &cgroups {
+            tracing::warn!("guests run without CPU and memory limits: {why}");
+        }
+        QemuDriver {
+            instances_dir,
+            accel,
+            accel_reason,
+            info,
+            pool,
+            netns: None,
+            user: confine::unprivileged(),
+            cgroups,
+            root_per_vcpu: IoLimits { iops: Some(ROOT_IOPS_PER_VCPU), bytes_per_sec: Some(ROOT_MIB_S_PER_VCPU << 20) },
+        }
+    }
+
+    /// Runs QEMU as this user after it has opened its files (None: as kumod's user).
+    pub fn with_user(mut self, user: Option<Identity>) -> QemuDriver {
+        self.user = user;
+        self
+    }
+
+    /// Puts guests' cgroups there (detected by default).
+    pub fn with_cgroups(mut self, cgroups: Cgroups) -> QemuDriver {
+        self.cgroups = cgroups;
+        self
+    }
+
+    /// The root disk's I/O allowance per vCPU (None or 0: unlimited).
+    pub fn with_root_disk_limits(mut self, per_vcpu: IoLimits) -> QemuDriver {
+        self.root_per_vcpu = per_vcpu;
+        self
+    }
+
+    /// `blockdev-add` of a disk described by `options` (a qcow2 on a file). QEMU running as root
+    /// opens the file (and its backing chain) itself. An unprivileged QEMU cannot: kumod opens
+    /// every file of the chain, hands the descriptors over (`add-fd`, one fd set per file; the
+    /// top also read-write) and names the nodes `/dev/fdset/N`, the chain spelled out so that
+    /// QEMU opens no path from an image header. `with_backing` false: `options` says
+    /// `"backing": null` (a new top whose backing is linked in later).
+    async fn blockdev_add(&self, qmp_path: &Path, mut options: serde_json::Value, with_backing: bool) -> Result<()> {
+        let top = options.get("file").and_then(|f| f.get("filename")).and_then(|f| f.as_str()).map(PathBuf::from);
+        let (Some(_), Some(top)) = (&self.user, top) else {
+            return qmp::execute(qmp_path, qmp::BlockdevAdd(options)).await.map(|_| ());
+        };
+        let chain = if with_backing {
+            qemu_img::backing_chain_formats(&top).await?
+        } else {
+            vec![(top.display().to_string(), "qcow2".to_string())]
+        };
+        let open = |path: &str, write: bool| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(path)
+                .map_err(|e| AgentError::io(format!("open {path} for QEMU"), e))
+        };
+        // (read-only fd, read-write fd for the top) per file of the chain, top first.
+        let mut files = Vec::new();
+        for (i, (path, _)) in chain.iter().enumerate() {
+            files.push((open(path, false)?, if i == 0 { Some(open(path, true)?) } else { None }));
+        }
+        let formats: Vec<String> = chain.iter().map(|(_, f)| f.clone()).collect();
+        let qmp_path = qmp_path.to_path_buf();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            use std::os::fd::AsFd;
+            let mut session = qmp::Session::connect(&qmp_path)?;
+            let mut sets = Vec::new();
+            let mut writable = None;
+            for (ro, rw) in &files {
+                let (set, _) = session.add_fd(ro.as_fd(), None)?;
+                if let Some(rw) = rw {
+                    writable = Some((set, session.add_fd(rw.as_fd(), Some(set))?.1));
+                }
+                sets.push(set);
+            }
+            options["file"]["filename"] = format!("/dev/fdset/{}", sets[0]).into();
+            if with_backing {
+                let mut backing = serde_json::Value::Null;
+                for (set, format) in sets.iter().zip(&formats).skip(1).rev() {
+                    // Backing files are immutable (snapshot layers, images) and this QEMU gets only
+                    // a read-only descriptor of them. Their lock would still conflict with the
+                    // stale write lock a guest keeps on its old top after an online snapshot
+                    // (the layer is that file, hard-linked), so it is not taken.
+                    backing = serde_json::json!({
+                        "driver": format, "read-only": true,
+                        "file": {"driver": "file", "filename": format!("/dev/fdset/{set}"), "locking": "off"},
+                        "backing": backing,
+                    });
+                }
+                options["backing"] = backing;
+            }
+            session.execute("blockdev-add", options)?;
+            // The block node has its own copy of the read-write descriptor now. The fd set's
+            // copy goes: it would keep the open file description, and with it the node's write
+            // lock, alive after the node reopens read-only (an online snapshot turns the top into
+            // a layer, which other guests and qemu-img then open). The read-only one stays for
+            // that reopen.
+            if let Some((set, fd)) = writable {
+                session.execute("remove-fd", serde_json::json!({"fdset-id": set, "fd": fd}))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| AgentError::Qmp(format!("QMP task failed: {e}")))?
+    }
+
+    /// Removes a guest's cgroup once its QEMU is gone.
+    fn remove_cgroup(&self, id: Uuid) {
+        if let Err(e) = self.cgroups.remove(id) {
+            tracing::warn!(instance = %id, "{e}");
+        }
+    }
+
+    /// Empty cgroups of guests without a run directory here (a kumod killed between QEMU's end and
+    /// the removal). Only old ones: a guest being started has its cgroup before QEMU is in it.
+    fn sweep_cgroups(&self) {
+        for id in self.cgroups.list() {
+            if self.run_dir(id).dir.exists() {
+                continue;
+            }
+            let old = self.cgroups.dirs(id).iter().all(|d| {
+                std::fs::metadata(d)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > 2 * START_TIMEOUT)
+            });
+            // Removing fails (EBUSY) while processes are in it: a live guest of another kumod keeps it.
+            if old && self.cgroups.remove(id).is_ok() {
+                tracing::info!(instance = %id, "removed a leaked cgroup");
+            }
+        }
     }
 
     /// Uses another storage pool for volumes.
@@ -330,9 +516,20 @@ impl Hypervisor for QemuDriver {
             }
         }
         args.extend(volume_args(self.pool.as_ref(), &spec.volumes));
+        args.extend(confinement_args(self.user.as_ref().map(|u| u.name.as_str())));
+        // A fresh cgroup with the limits of the guest's type; QEMU enters it before exec.
+        self.remove_cgroup(spec.id);
+        let placement = self
+            .cgroups
+            .create(spec.id, GuestLimits::for_guest(spec.vcpus, spec.memory_mib))
+            .map_err(|e| AgentError::io("create the guest's cgroup", e))?;
         tracing::info!(instance = %spec.id, accel = self.accel.as_str(), "starting QEMU: {} {}", QEMU_BINARY,
             args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
         let mut cmd = tokio::process::Command::new(QEMU_BINARY);
+        // SAFETY: Placement::enter is async-signal-safe (open/write/close, no allocation).
+        unsafe {
+            cmd.pre_exec(move || placement.enter());
+        }
         // Held open until QEMU is spawned (its child setns()es into it before exec).
         let mut _netns_fd = None;
         if let Some(ns) = &self.netns {
@@ -358,6 +555,7 @@ impl Hypervisor for QemuDriver {
             .kill_on_drop(false)
             .spawn()
             .map_err(|e| {
+                self.remove_cgroup(spec.id);
                 AgentError::Hypervisor(format!(
                     "could not run {QEMU_BINARY}: {e} (scripts/install-deps.sh installs it)"
                 ))
@@ -365,6 +563,7 @@ impl Hypervisor for QemuDriver {
         let until = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                self.remove_cgroup(spec.id);
                 return Err(AgentError::Hypervisor(format!(
                     "QEMU exited at start ({status}): {}",
                     Self::tail_of(&run.qemu_log(), 2000)
@@ -376,6 +575,7 @@ impl Hypervisor for QemuDriver {
             if Instant::now() >= until {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
+                self.remove_cgroup(spec.id);
                 return Err(AgentError::Hypervisor(format!(
                     "QEMU did not come up within {}s: {}",
                     START_TIMEOUT.as_secs(),
@@ -385,15 +585,24 @@ impl Hypervisor for QemuDriver {
             tokio::time::sleep(POLL).await;
         }
         drop(secrets);
+        let root = root_disk_limits(self.root_per_vcpu, spec.vcpus);
+        if let Err(e) = throttle_root(&run.qmp(), root).await {
+            tracing::error!(instance = %spec.id, "root disk I/O limits not applied: {e}");
+        }
         for v in spec.volumes.iter().filter(|v| !v.limits.is_unlimited()) {
             // The guest is running: failing the start here would leave its QEMU behind.
             if let Err(e) = throttle(&run.qmp(), v.id, v.limits).await {
                 tracing::error!(instance = %spec.id, volume = %v.id, "I/O limits not applied: {e}");
             }
         }
-        // Reap the process when it ends, so it never lingers as a zombie of kumod.
+        // Reap the process when it ends, so it never lingers as a zombie of kumod; its cgroup goes
+        // with it.
+        let (cgroups, id) = (self.cgroups.clone(), spec.id);
         tokio::spawn(async move {
             let _ = child.wait().await;
+            if let Err(e) = cgroups.remove(id) {
+                tracing::debug!(instance = %id, "{e}");
+            }
         });
         Ok(())
     }
@@ -443,6 +652,7 @@ impl Hypervisor for QemuDriver {
         }
         let _ = std::fs::remove_file(run.qmp());
         let _ = std::fs::remove_file(run.pidfile());
+        self.remove_cgroup(id);
         Ok(())
     }
 
@@ -538,15 +748,20 @@ impl Hypervisor for QemuDriver {
         let (node, dev) = (storage::node_name(volume), storage::device_id(volume));
         if !qmp::node_names(&qmp_path).await?.contains(&node) {
             if let Some(secret) = self.pool.secret(volume).await? {
-                let object = serde_json::json!({
-                    "qom-type": "secret", "id": secret.id, "file": secret.path.display().to_string(), "format": "raw",
-                });
+                let mut object = serde_json::json!({"qom-type": "secret", "id": secret.id, "format": "raw"});
+                if self.user.is_some() {
+                    // An unprivileged QEMU cannot read kumod's 0600 file: the key goes over QMP.
+                    let key = std::fs::read_to_string(&secret.path).map_err(|e| AgentError::io("read secret", e))?;
+                    object["data"] = key.into();
+                } else {
+                    object["file"] = secret.path.display().to_string().into();
+                }
                 // Already there from an earlier, interrupted attempt: fine.
                 if let Err(e) = qmp::execute(&qmp_path, qmp::ObjectAdd(object)).await {
                     tracing::debug!(instance = %id, %volume, "object-add secret: {e}");
                 }
             }
-            qmp::execute(&qmp_path, qmp::BlockdevAdd(self.pool.blockdev(volume, &node))).await?;
+            self.blockdev_add(&qmp_path, self.pool.blockdev(volume, &node), true).await?;
         }
         if !qmp::device_ids(&qmp_path).await?.contains(&dev) {
             let device = serde_json::json!({
@@ -648,12 +863,14 @@ impl Hypervisor for QemuDriver {
         let node = format!("{}-{}", storage::node_name(volume), &snapshot.simple().to_string()[28..]);
         let mut options = self.pool.blockdev(volume, &node);
         options["backing"] = serde_json::Value::Null;
-        qmp::execute(&qmp_path, qmp::BlockdevAdd(options)).await?;
+        self.blockdev_add(&qmp_path, options, false).await?;
         qmp::execute(&qmp_path, qmp::BlockdevSnapshot(serde_json::json!({"node": top, "overlay": node}))).await?;
         Ok(())
     }
 
     async fn list(&self) -> Result<Vec<Uuid>> {
+        // The leak collector lists periodically: a good time to drop leaked empty cgroups.
+        self.sweep_cgroups();
         let mut ids = Vec::new();
         let mut rd = match tokio::fs::read_dir(&self.instances_dir).await {
             Ok(rd) => rd,
@@ -787,6 +1004,38 @@ mod tests {
         {
             assert!(joined.contains(needle), "missing {needle} in {joined}");
         }
+    }
+
+    #[test]
+    fn guests_are_sandboxed_and_drop_to_the_unprivileged_user() {
+        let strs = |v: Vec<OsString>| v.into_iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            strs(confinement_args(Some("kumo-qemu"))),
+            [
+                "-sandbox",
+                "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny",
+                "-runas",
+                "kumo-qemu"
+            ]
+        );
+        // Staying root: nothing needs set*uid, so it is denied too.
+        assert_eq!(
+            strs(confinement_args(None)),
+            ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        );
+    }
+
+    #[test]
+    fn the_root_disk_is_named_and_limited_by_the_type() {
+        let run = RunDir::new(Path::new("/d/instances"), Uuid::nil());
+        let joined: String = command_line(&spec(None), &run, Accel::Tcg)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned() + " ")
+            .collect();
+        assert!(joined.contains(&format!("disk.qcow2,id={ROOT_DRIVE},if=virtio")), "{joined}");
+        let per_vcpu = IoLimits { iops: Some(2000), bytes_per_sec: Some(100 << 20) };
+        assert_eq!(root_disk_limits(per_vcpu, 4), IoLimits { iops: Some(8000), bytes_per_sec: Some(400 << 20) });
+        assert_eq!(root_disk_limits(IoLimits { iops: Some(0), bytes_per_sec: None }, 4), IoLimits::default());
     }
 
     #[test]

@@ -88,6 +88,20 @@ pub async fn backing_chain(path: &Path) -> Result<Vec<String>, ToolError> {
     Ok(chain.iter().filter_map(|i| i.get("filename")?.as_str().map(String::from)).collect())
 }
 
+/// Every file of a qcow2's backing chain (itself first) with its format, read without locks.
+pub async fn backing_chain_formats(path: &Path) -> Result<Vec<(String, String)>, ToolError> {
+    let out = tool::run("qemu-img", args!["info", "--output=json", "--backing-chain", "-U", path]).await?;
+    let chain: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| ToolError::Failed {
+        command: format!("qemu-img info --backing-chain {}", path.display()),
+        status: "unparsable output".into(),
+        stderr: e.to_string(),
+    })?;
+    Ok(chain
+        .iter()
+        .filter_map(|i| Some((i.get("filename")?.as_str()?.to_string(), i.get("format")?.as_str()?.to_string())))
+        .collect())
+}
+
 /// Creates a qcow2 overlay on `backing` without opening it (`-u`): the backing may be in use or
 /// not exist yet (a snapshot layer about to be linked into place).
 pub async fn create_overlay_unsafe(backing: &Path, overlay: &Path, size_bytes: u64) -> Result<(), ToolError> {
@@ -164,4 +178,98 @@ pub async fn import_raw(src: &Path, dst: &Path, secret: Option<(&str, &Path)>) -
 /// Creates an empty standalone qcow2 of `size_bytes` (sparse: O(1)).
 pub async fn create(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
     tool::run("qemu-img", args!["create", "-q", "-f", "qcow2", path, size_bytes.to_string()]).await.map(|_| ())
+}
+
+/// `qemu-img` on a file a tenant uploaded: it may be crafted to make qemu-img open other host
+/// files (a vmdk extent or a qcow2 data file naming `/etc/shadow`, a FIFO that blocks `open`
+/// forever, a device), allocate without bound or spin. So it runs confined:
+///
+/// * as the unprivileged user ([`crate::confine::unprivileged`]), in the upload's directory and
+///   with relative file names: the directory and the upload are lent to that user for the run,
+///   while the data directory above stays closed to it, so what a crafted image names by absolute
+///   path is reachable only if it is world-readable;
+/// * with a wall-clock timeout (the process group is killed: a FIFO cannot hang the request),
+///   RLIMIT_AS/CPU/NOFILE, no core dumps, and RLIMIT_FSIZE 0 for `info` and `check` (they must
+///   write nothing) or the output's bound for `convert`.
+///
+/// Everything in `dir` is given back to root afterwards.
+pub mod untrusted {
+    use super::*;
+    use crate::confine::{self, Confined, Limits};
+    use std::time::Duration;
+
+    /// Reading metadata takes milliseconds; anything longer is a trap.
+    pub const INFO_TIMEOUT: Duration = Duration::from_secs(20);
+    /// `check` reads every metadata cluster (a 64 GiB qcow2: seconds).
+    pub const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+    /// `convert` copies the data: up to the import limit, at disk speed.
+    pub const CONVERT_TIMEOUT: Duration = Duration::from_secs(3600);
+    const ADDRESS_SPACE: u64 = 2 << 30;
+    const OPEN_FILES: u64 = 64;
+
+    fn limits(timeout: Duration, file_size: u64) -> Limits {
+        Limits {
+            timeout,
+            address_space: ADDRESS_SPACE,
+            cpu_secs: timeout.as_secs().max(1),
+            file_size,
+            open_files: OPEN_FILES,
+        }
+    }
+
+    async fn run(
+        dir: &Path,
+        lend: &[&str],
+        args: Vec<OsString>,
+        limits: Limits,
+    ) -> Result<std::process::Output, ToolError> {
+        let user = confine::unprivileged();
+        let io = |what: &str, e: std::io::Error| ToolError::Failed {
+            command: format!("qemu-img {}", args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default()),
+            status: format!("{what} failed"),
+            stderr: e.to_string(),
+        };
+        confine::give(dir, user.as_ref()).map_err(|e| io("lend the directory", e))?;
+        for f in lend {
+            confine::give(&dir.join(f), user.as_ref()).map_err(|e| io("lend the file", e))?;
+        }
+        let out =
+            confine::run(Confined { program: "qemu-img".into(), args, cwd: dir.to_path_buf(), user, limits }).await;
+        // Whatever it made (or half made) goes back to root with the directory.
+        if let Ok(mut rd) = std::fs::read_dir(dir) {
+            while let Some(Ok(e)) = rd.next() {
+                let _ = confine::take_back(&e.path());
+            }
+        }
+        let _ = confine::take_back(dir);
+        out
+    }
+
+    /// `qemu-img info` of `dir/file`, format detected from the content.
+    pub async fn info(dir: &Path, file: &str) -> Result<ImageInfo, ToolError> {
+        let out = run(dir, &[file], args!["info", "--output=json", file], limits(INFO_TIMEOUT, 0)).await?;
+        serde_json::from_slice(&out.stdout).map_err(|e| ToolError::Failed {
+            command: format!("qemu-img info {file}"),
+            status: "unparsable output".into(),
+            stderr: e.to_string(),
+        })
+    }
+
+    /// `qemu-img check` of the qcow2 `dir/file`.
+    pub async fn check(dir: &Path, file: &str) -> Result<(), ToolError> {
+        run(dir, &[file], args!["check", "-q", "-f", "qcow2", file], limits(CHECK_TIMEOUT, 0)).await.map(|_| ())
+    }
+
+    /// Converts `dir/src` (format `src_format`) to the standalone qcow2 `dir/dst`, which may
+    /// grow to `max_out_bytes`.
+    pub async fn convert_to_qcow2(
+        dir: &Path,
+        src: &str,
+        src_format: &str,
+        dst: &str,
+        max_out_bytes: u64,
+    ) -> Result<(), ToolError> {
+        let args = args!["convert", "-q", "-f", src_format, "-O", "qcow2", src, dst];
+        run(dir, &[src], args, limits(CONVERT_TIMEOUT, max_out_bytes)).await.map(|_| ())
+    }
 }

@@ -108,6 +108,21 @@ impl Drop for DirGuard {
     }
 }
 
+/// The first file other than the upload that qemu-img's error says it could not open
+/// (`Could not open '/etc/shadow': Permission denied`): the confined qemu-img was refused it.
+fn other_file_named(error: &str) -> Option<String> {
+    error
+        .split("Could not open '")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('\'').map(|(name, _)| name))
+        .find(|name| *name != UPLOAD)
+        .map(String::from)
+}
+
+/// File names of an import in the image's directory.
+const UPLOAD: &str = "upload";
+const DISK: &str = "disk.qcow2";
+
 /// Imports an uploaded disk image into a project.
 pub async fn import<S, E>(
     app: &App,
@@ -140,26 +155,41 @@ where
     let dir = app.config.images_dir().join(id.to_string());
     tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
     let mut guard = DirGuard::new(app, &dir);
-    let upload = dir.join("upload");
+    let upload = dir.join(UPLOAD);
     let size = receive(body, &upload, app.config.max_image_bytes).await?;
     // A crash here leaves a half-finished upload with no record: the orphan sweep's.
     kumo_agent::fault::point("image.import.received");
     if size == 0 {
         return Err(ApiError::invalid("the uploaded image is empty"));
     }
-    let info = qemu_img::info(&upload, None).await.map_err(|e| ApiError {
-        internal: Some(e.to_string()),
-        ..ApiError::invalid("the upload is not a disk image qemu-img can read")
+    // qemu-img runs confined on the upload (see qemu_img::untrusted), with names relative to
+    // the image's directory.
+    let info = qemu_img::untrusted::info(&dir, UPLOAD).await.map_err(|e| {
+        let text = e.to_string();
+        let message = if text.contains("timed out") {
+            "qemu-img could not read the image in time (does it name a FIFO, a device or another file?); \
+             upload a standalone image"
+                .to_string()
+        } else if let Some(other) = other_file_named(&text) {
+            format!("the image refers to other files of the host ({other}); upload a standalone, single-file image")
+        } else {
+            "the upload is not a disk image qemu-img can read".to_string()
+        };
+        ApiError { internal: Some(text), ..ApiError::invalid(message) }
     })?;
-    refuse_unsafe(&info, &upload)?;
+    refuse_unsafe(&info, Path::new(UPLOAD))?;
     if info.format == "qcow2" {
-        qemu_img::check(&upload).await.map_err(|e| ApiError {
+        qemu_img::untrusted::check(&dir, UPLOAD).await.map_err(|e| ApiError {
             internal: Some(e.to_string()),
             ..ApiError::invalid("the qcow2 image is corrupt (qemu-img check failed)")
         })?;
     }
-    let disk = dir.join("disk.qcow2");
-    qemu_img::convert_to_qcow2(&upload, &info.format, &disk).await.map_err(ApiError::internal)?;
+    let disk = dir.join(DISK);
+    // The output holds at most the virtual size, plus qcow2 metadata.
+    let max_out = IMPORT_MAX_VIRTUAL_BYTES + (1 << 30);
+    qemu_img::untrusted::convert_to_qcow2(&dir, UPLOAD, &info.format, DISK, max_out)
+        .await
+        .map_err(ApiError::internal)?;
     let _ = tokio::fs::remove_file(&upload).await;
     let disk_path = disk.to_string_lossy().into_owned();
     let os = format!("imported ({}, {} bytes uploaded)", info.format, size);
@@ -495,6 +525,13 @@ mod tests {
 
     fn info(json: serde_json::Value) -> qemu_img::ImageInfo {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_other_file_qemu_img_was_refused_is_named() {
+        let e = "qemu-img info failed (exit status: 1): qemu-img: Could not open 'upload': Could not open '/etc/shadow': Permission denied";
+        assert_eq!(other_file_named(e).as_deref(), Some("/etc/shadow"));
+        assert_eq!(other_file_named("qemu-img: Could not open 'upload': Image is not in qcow2 format"), None);
     }
 
     #[test]
