@@ -26,7 +26,7 @@ cargo build --locked --workspace --bins
 echo "== tests"
 # A hung test must fail the run with its name in the log, not run into the CI's wall-clock limit.
 rc=0
-timeout --kill-after=30s "${KUMO_TEST_TIMEOUT:-50m}" cargo test --locked --workspace || rc=$?
+timeout --kill-after=30s "${KUMO_TEST_TIMEOUT:-50m}" cargo test --locked --workspace --no-fail-fast || rc=$?
 if [ "$rc" -eq 124 ]; then
     echo "test.sh: the tests did not finish within ${KUMO_TEST_TIMEOUT:-50m}; the last 'Running' line names the binary" >&2
 fi

@@ -20,6 +20,8 @@ pub const SLICE: &str = "kumo.slice";
 const ROOT: &str = "/sys/fs/cgroup";
 /// cpu.max / cfs period: 100 ms.
 const PERIOD_US: u64 = 100_000;
+/// Size of a TCG guest's translation cache, MiB (`-accel tcg,tb-size=`), counted in its memory limit.
+pub const TCG_CACHE_MIB: u64 = 256;
 
 /// Which cgroup layout the host offers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,11 +42,14 @@ pub struct GuestLimits {
 }
 
 impl GuestLimits {
-    /// Limits for a guest of `vcpus` and `memory_mib`: QEMU's own memory (device emulation, the
-    /// TCG translation cache, I/O buffers) on top of the guest's: 256 MiB plus 1/8.
-    pub fn for_guest(vcpus: i64, memory_mib: i64) -> GuestLimits {
+    /// Limits for a guest of `vcpus` and `memory_mib`: QEMU's own memory (device emulation, I/O
+    /// buffers) on top of the guest's: 256 MiB plus 1/8, and under TCG its translation cache
+    /// ([`TCG_CACHE_MIB`], bounded on QEMU's command line). Without the cache in the limit a
+    /// TCG guest running new code is OOM-killed (seen: anon RSS 408 MiB for a 128 MiB guest).
+    pub fn for_guest(vcpus: i64, memory_mib: i64, tcg: bool) -> GuestLimits {
         let mem = (memory_mib.max(1) as u64) << 20;
-        GuestLimits { vcpus: vcpus.max(1) as u64, memory_bytes: mem + (256 << 20) + mem / 8 }
+        let tcg_cache = if tcg { TCG_CACHE_MIB << 20 } else { 0 };
+        GuestLimits { vcpus: vcpus.max(1) as u64, memory_bytes: mem + (256 << 20) + mem / 8 + tcg_cache }
     }
     /// cgroup v2 `cpu.max`: the guest may use `vcpus` CPUs' worth of time per period.
     pub fn cpu_max(&self) -> String {
@@ -223,11 +228,14 @@ mod tests {
 
     #[test]
     fn limits_follow_the_type() {
-        let l = GuestLimits::for_guest(2, 512);
+        let l = GuestLimits::for_guest(2, 512, false);
         assert_eq!(l.cpu_max(), "200000 100000");
         assert_eq!(l.cpu_weight(), 200);
         assert_eq!(l.cpu_shares(), 2048);
         assert_eq!(l.memory_bytes, (512 << 20) + (256 << 20) + (64 << 20));
+        // Under TCG the translation cache QEMU is told to keep is in the limit too.
+        let t = GuestLimits::for_guest(2, 512, true);
+        assert_eq!(t.memory_bytes, l.memory_bytes + (TCG_CACHE_MIB << 20));
     }
 
     #[test]

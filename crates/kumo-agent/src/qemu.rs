@@ -77,7 +77,12 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     push("-uuid");
     push(&spec.id.to_string());
     push("-accel");
-    push(accel.as_str());
+    match accel {
+        // TCG's translation cache is anonymous memory that grows up to its size (QEMU's default
+        // is 1 GiB): bound it, so the guest's cgroup limit (cgroup::TCG_CACHE_MIB) holds it.
+        Accel::Tcg => push(&format!("tcg,tb-size={}", crate::cgroup::TCG_CACHE_MIB)),
+        Accel::Kvm => push(accel.as_str()),
+    }
     push("-m");
     push(&spec.memory_mib.to_string());
     push("-smp");
@@ -521,7 +526,7 @@ impl Hypervisor for QemuDriver {
         self.remove_cgroup(spec.id);
         let placement = self
             .cgroups
-            .create(spec.id, GuestLimits::for_guest(spec.vcpus, spec.memory_mib))
+            .create(spec.id, GuestLimits::for_guest(spec.vcpus, spec.memory_mib, self.accel == Accel::Tcg))
             .map_err(|e| AgentError::io("create the guest's cgroup", e))?;
         tracing::info!(instance = %spec.id, accel = self.accel.as_str(), "starting QEMU: {} {}", QEMU_BINARY,
             args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));

@@ -79,13 +79,7 @@ pub async fn virtual_size_shared(path: &Path) -> Result<u64, ToolError> {
 
 /// Every file of a qcow2's backing chain (itself first), read without taking locks.
 pub async fn backing_chain(path: &Path) -> Result<Vec<String>, ToolError> {
-    let out = tool::run("qemu-img", args!["info", "--output=json", "--backing-chain", "-U", path]).await?;
-    let chain: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| ToolError::Failed {
-        command: format!("qemu-img info --backing-chain {}", path.display()),
-        status: "unparsable output".into(),
-        stderr: e.to_string(),
-    })?;
-    Ok(chain.iter().filter_map(|i| i.get("filename")?.as_str().map(String::from)).collect())
+    Ok(backing_chain_formats(path).await?.into_iter().map(|(file, _)| file).collect())
 }
 
 /// Every file of a qcow2's backing chain (itself first) with its format, read without locks.

@@ -77,63 +77,13 @@ impl HostReport {
     }
 }
 
-/// Registers a host, or refreshes what it reports (its reservations are kept).
+/// Registers a host by name, or refreshes what it reports (its reservations are kept): the
+/// host of that name keeps its id, a new name gets a new one. kumod itself registers by the id in
+/// its data directory ([`register`]); this is for tests and tools that have no data directory.
 pub async fn upsert(conn: &mut Conn, r: &HostReport) -> Result<HostView> {
-    let t = ts(now());
-    let l = r.limits();
-    let updated = sqlx::query(
-        "UPDATE hosts SET time_modified = $1, driver = $2, accelerator = $3, accelerator_reason = $4, \
-         vcpus_total = $5, memory_mib_total = $6, disk_gib_total = $7, gpus_total = $8, \
-         vcpus_limit = $9, memory_mib_limit = $10, disk_gib_limit = $11, \
-         cpu_overcommit = $12, memory_overcommit = $13, disk_overcommit = $14 \
-         WHERE name = $15 AND time_deleted IS NULL",
-    )
-    .bind(&t)
-    .bind(&r.driver)
-    .bind(&r.accelerator)
-    .bind(&r.accelerator_reason)
-    .bind(r.total.vcpus)
-    .bind(r.total.memory_mib)
-    .bind(r.total.disk_gib)
-    .bind(r.total.gpus)
-    .bind(l.vcpus)
-    .bind(l.memory_mib)
-    .bind(l.disk_gib)
-    .bind(r.cpu_overcommit)
-    .bind(r.memory_overcommit)
-    .bind(r.disk_overcommit)
-    .bind(&r.name)
-    .execute(&mut *conn)
-    .await?;
-    if updated.rows_affected() == 0 {
-        sqlx::query(
-            "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
-             accelerator_reason, vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, \
-             memory_mib_limit, disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit) \
-             VALUES ($1, $2, '', $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(new_id().to_string())
-        .bind(&r.name)
-        .bind(&t)
-        .bind(&r.driver)
-        .bind(&r.accelerator)
-        .bind(&r.accelerator_reason)
-        .bind(r.total.vcpus)
-        .bind(r.total.memory_mib)
-        .bind(r.total.disk_gib)
-        .bind(r.total.gpus)
-        .bind(l.vcpus)
-        .bind(l.memory_mib)
-        .bind(l.disk_gib)
-        .bind(r.cpu_overcommit)
-        .bind(r.memory_overcommit)
-        .bind(r.disk_overcommit)
-        .execute(&mut *conn)
-        .await?;
-    }
-    get(conn, &NameOrId::Name(kumo_types::Name::parse(&r.name).map_err(crate::StoreError::Corrupt)?))
-        .await?
-        .ok_or_else(|| crate::StoreError::Corrupt("host vanished".into()))
+    let name = kumo_types::Name::parse(&r.name).map_err(crate::StoreError::Corrupt)?;
+    let id = get(conn, &NameOrId::Name(name)).await?.map(|h| h.id).unwrap_or_else(new_id);
+    register(conn, id, r).await
 }
 
 /// Registers the host with the stable id kept in its data directory (`DATA_DIR/host-id`), or
