@@ -427,7 +427,7 @@ fn real_guests_cpu_and_disk_metrics_move() {
     k.wait_state("demo", "writer", "running", Duration::from_secs(120));
 
     let serial = |name: &str, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let log = k.text(&format!("/v1/instances/{name}/serial-console?project=demo"));
             if log.contains(needle) {

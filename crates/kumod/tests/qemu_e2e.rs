@@ -369,7 +369,10 @@ fn stop_right_after_start_is_still_graceful() {
     if !qemu_prerequisites() {
         return;
     }
-    let k = qemu_kumod();
+    // A long stop timeout: on a loaded machine the kernel can take tens of seconds to start its
+    // ACPI handler, and the point here is that the driver keeps pressing until it listens.
+    become_subreaper();
+    let k = Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "110"]);
     k.create_project("p");
     create(&k, "p", "early");
     k.wait_state("p", "early", "running", BOOT);
