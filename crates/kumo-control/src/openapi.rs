@@ -134,7 +134,7 @@ const LOGIN_ERRORS: [(&str, &str); 3] = [
 
 /// What an error status means, for the responses the handlers list without a description.
 fn describe(status: &str) -> Option<&'static str> {
-    let all = COMMON_ERRORS.iter().chain(LOGIN_ERRORS.iter()).chain([PAYLOAD_TOO_LARGE].iter());
+    let mut all = COMMON_ERRORS.iter().chain(LOGIN_ERRORS.iter()).chain(std::iter::once(&PAYLOAD_TOO_LARGE));
     let d = match status {
         "409" => {
             "ObjectAlreadyExists (the name is taken) or InvalidState (the resource's current state does not allow it)"
@@ -142,7 +142,7 @@ fn describe(status: &str) -> Option<&'static str> {
         "507" => {
             "InsufficientCapacity: no host (or address pool, or network zone) has room; the message names what is short"
         }
-        s => all.into_iter().find(|(c, _)| *c == s)?.1,
+        s => all.find(|(c, _)| *c == s)?.1,
     };
     Some(d)
 }
