@@ -110,7 +110,103 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = router().split_for_parts();
     let (_, public) = public_router().split_for_parts();
     doc.merge(public);
+    complete(&mut doc);
     doc
+}
+
+/// The error answers every operation can give, whatever its handler does, with what causes them.
+/// `complete` adds them (with the [`kumo_types::ErrorBody`] schema) to every operation that does
+/// not list them already; the handlers' annotations list only their own ones (409, 507, …).
+const COMMON_ERRORS: [(&str, &str); 5] = [
+    ("400", "InvalidValue: a parameter or the body is malformed, out of range, or names something that does not exist"),
+    ("401", "Unauthenticated: no, an expired or an unknown bearer token"),
+    ("403", "Forbidden (the caller's role or token may not do this) or QuotaExceeded"),
+    ("404", "NotFound: the resource, or the project it is in, does not exist or the caller may not see it"),
+    ("500", "Internal: a bug or an unexpected failure; the server log has details under the request id"),
+];
+
+/// What the public login answers besides its own statuses.
+const LOGIN_ERRORS: [(&str, &str); 3] = [
+    ("400", "InvalidValue: the body is malformed"),
+    ("429", "TooManyRequests: too many failed logins; retry after the Retry-After header's seconds"),
+    ("500", "Internal: a bug or an unexpected failure; the server log has details under the request id"),
+];
+
+/// What an error status means, for the responses the handlers list without a description.
+fn describe(status: &str) -> Option<&'static str> {
+    let mut all = COMMON_ERRORS.iter().chain(LOGIN_ERRORS.iter()).chain(std::iter::once(&PAYLOAD_TOO_LARGE));
+    let d = match status {
+        "409" => {
+            "ObjectAlreadyExists (the name is taken) or InvalidState (the resource's current state does not allow it)"
+        }
+        "507" => {
+            "InsufficientCapacity: no host (or address pool, or network zone) has room; the message names what is short"
+        }
+        s => all.find(|(c, _)| *c == s)?.1,
+    };
+    Some(d)
+}
+
+const PAYLOAD_TOO_LARGE: (&str, &str) = ("413", "PayloadTooLarge: the request body is larger than the server takes");
+
+/// Makes the document tell every answer the server can give: the common error responses (see
+/// [`COMMON_ERRORS`]); 404 only where a path or query parameter names something; 413 where there
+/// is a request body. Path parameters without a pattern are `{name-or-id}` selectors and get
+/// [`kumo_types::name::NAME_OR_ID_PATTERN`].
+fn complete(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for op in ops.into_iter().flatten() {
+            let params = op.parameters.get_or_insert_with(Vec::new);
+            for p in params.iter_mut().filter(|p| p.parameter_in == ParameterIn::Path) {
+                if let Some(RefOr::T(Schema::Object(o))) = &mut p.schema {
+                    if o.pattern.is_none() {
+                        o.pattern = Some(kumo_types::name::NAME_OR_ID_PATTERN.to_string());
+                    }
+                }
+            }
+            let names_something = params.iter().any(|p| {
+                p.parameter_in == ParameterIn::Path
+                    || matches!(&p.schema, Some(RefOr::T(Schema::Object(o)))
+                        if o.pattern.as_deref() == Some(kumo_types::name::NAME_OR_ID_PATTERN))
+            });
+            if params.is_empty() {
+                op.parameters = None;
+            }
+            let mut add: Vec<(&str, &str)> = if path == "/v1/login" {
+                LOGIN_ERRORS.to_vec()
+            } else {
+                COMMON_ERRORS.iter().copied().filter(|(s, _)| *s != "404" || names_something).collect()
+            };
+            if op.request_body.is_some() {
+                add.push(PAYLOAD_TOO_LARGE);
+            }
+            for (status, description) in add {
+                op.responses.responses.entry(status.to_string()).or_insert_with(|| error(description));
+            }
+            // The handlers' own error answers, described once here.
+            for (status, response) in op.responses.responses.iter_mut() {
+                if let (RefOr::T(r), Some(d)) = (response, describe(status)) {
+                    if r.description.is_empty() {
+                        r.description = d.to_string();
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The document as pretty JSON (what `openapi/kumo.json` holds).

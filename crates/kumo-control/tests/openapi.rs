@@ -59,3 +59,42 @@ fn regex_lite_op() -> impl Fn(&str) -> bool {
         parts.len() >= 2 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
     }
 }
+
+/// Every operation documents the error answers any operation can give (with the error body and a
+/// description), 413 where it takes a body, and its path parameters' patterns.
+#[test]
+fn every_operation_documents_its_error_answers() {
+    let doc: Value = serde_json::from_str(&kumo_control::openapi::document_json()).expect("valid JSON");
+    let mut problems = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let responses = op["responses"].as_object().expect("responses");
+            let mut want =
+                if path == "/v1/login" { vec!["400", "429", "500"] } else { vec!["400", "401", "403", "500"] };
+            if op.get("requestBody").is_some() {
+                want.push("413");
+            }
+            for status in want {
+                if !responses.contains_key(status) {
+                    problems.push(format!("{method} {path}: no {status} response"));
+                }
+            }
+            for (status, r) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    if r["content"]["application/json"]["schema"]["$ref"] != "#/components/schemas/ErrorBody" {
+                        problems.push(format!("{method} {path}: {status} without the ErrorBody schema"));
+                    }
+                    if r["description"].as_str().unwrap_or("").is_empty() {
+                        problems.push(format!("{method} {path}: {status} without a description"));
+                    }
+                }
+            }
+            for p in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "path") {
+                if p["schema"]["pattern"].as_str().is_none() {
+                    problems.push(format!("{method} {path}: path parameter {} has no pattern", p["name"]));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -11,30 +11,39 @@ use uuid::Uuid;
 pub struct QuotaLimits {
     /// Most instances (any state but destroyed).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub instances: Option<i64>,
     /// Most vCPUs over all instances.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub vcpus: Option<i64>,
     /// Most memory over all instances, GiB.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub memory_gib: Option<i64>,
     /// Most storage (instance root disks, volumes and project images), GiB.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub storage_gib: Option<i64>,
     /// Most floating IPs.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub floating_ips: Option<i64>,
     /// Most VPCs (each takes a conntrack zone on the hosts; default 10).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub vpcs: Option<i64>,
     /// Most project images (their GiB also count against `storage_gib`; default 20).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub images: Option<i64>,
     /// Most snapshots (default 100).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub snapshots: Option<i64>,
     /// Most volume backups (default 100).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub backups: Option<i64>,
 }
 
@@ -89,11 +98,14 @@ pub struct QuotaList {
 pub struct PriceSet {
     /// `instance_type` (per hour), `disk`, `volume`, `snapshot`, `backup`, `image` (per GiB-month) or
     /// `floating_ip` (per hour).
+    #[schema(pattern = "^(instance_type|disk|volume|snapshot|backup|image|floating_ip)$")]
     pub kind: String,
     /// The instance type name, for kind `instance_type` (omit for other kinds).
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: Option<String>,
     /// Price per unit as a decimal string with at most 6 fraction digits, e.g. "0.012".
+    #[schema(pattern = "^ *([0-9]{1,12}(\\.[0-9]{0,6})?|\\.[0-9]{1,6}) *$")]
     pub unit_price: String,
 }
 
@@ -225,8 +237,10 @@ pub struct InvoiceList {
 #[serde(deny_unknown_fields)]
 pub struct BudgetSet {
     /// Monthly budget as a decimal string, e.g. "50.00".
+    #[schema(pattern = "^ *([0-9]{1,16}(\\.[0-9]{0,2})?|\\.[0-9]{1,2}) *$")]
     pub monthly: String,
     /// Record a `budget_alert` event when month-to-date cost reaches this percentage (1–1000).
+    #[schema(minimum = 1, maximum = 1000)]
     pub alert_at_percent: i64,
 }
 

@@ -32,9 +32,11 @@ pub struct UserCreate {
     /// Login name, unique in the cloud.
     pub name: Name,
     /// Password, at least 8 characters (stored as an argon2id hash).
+    #[schema(min_length = 8)]
     pub password: String,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
     /// Make the user a cloud operator (default: a tenant user).
     #[serde(default)]
@@ -68,6 +70,7 @@ pub struct TokenCreate {
     pub name: Name,
     /// Days until the token expires (default: never).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 
@@ -122,6 +125,9 @@ impl ProjectRole {
 #[serde(deny_unknown_fields)]
 pub struct MemberAdd {
     /// User name or id.
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub user: String,
     /// Role in the project.
     pub role: ProjectRole,

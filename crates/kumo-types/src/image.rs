@@ -40,12 +40,19 @@ pub struct ImageCreate {
     pub name: crate::Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
     /// Make it from this snapshot (name or id): the volume's data at that instant.
     #[serde(default)]
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub source_snapshot: Option<String>,
     /// Make it from this stopped instance's root disk (name or id); it boots like the instance.
     #[serde(default)]
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub source_instance: Option<String>,
 }
 

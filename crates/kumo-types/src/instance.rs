@@ -232,22 +232,33 @@ pub struct InstanceCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
     /// Image to boot from (name or id).
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub image: String,
     /// Instance type (plan) name.
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub instance_type: String,
     /// Shell script the guest runs once at boot (at most 32 KiB).
     #[serde(default)]
+    #[schema(max_length = 32768)]
     pub user_data: Option<String>,
     /// Root disk size in GiB, to make it larger than the instance type's (at most 16384).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 16384)]
     pub root_size_gib: Option<i64>,
     /// VPC (name or id) to put it in; default: the project's `default` VPC.
     #[serde(default)]
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub vpc: Option<String>,
     /// Subnet (name) of that VPC; default: `default` in the default VPC, or the VPC's only subnet.
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub subnet: Option<String>,
     /// Security groups (names) of the interface; default: the project's `default` group.
     #[serde(default)]
@@ -262,6 +273,7 @@ pub struct InstanceCreate {
 #[serde(deny_unknown_fields)]
 pub struct InstanceResize {
     /// The new instance type (plan) name.
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub instance_type: String,
 }
 

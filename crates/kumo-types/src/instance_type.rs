@@ -36,15 +36,20 @@ pub struct InstanceTypeCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
     /// Virtual CPUs (1-64).
+    #[schema(minimum = 1, maximum = 64)]
     pub vcpus: i64,
     /// Memory in MiB (64-262144).
+    #[schema(minimum = 64, maximum = 262144)]
     pub memory_mib: i64,
     /// Root disk size in GiB (1-16384).
+    #[schema(minimum = 1, maximum = 16384)]
     pub disk_gib: i64,
     /// GPUs (0-16).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 16)]
     pub gpus: i64,
 }
 

@@ -9,6 +9,14 @@ use std::fmt;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+/// The pattern every [`Name`] matches (what the OpenAPI document says).
+pub const NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// The pattern of a `{name-or-id}` selector in the OpenAPI document: a name or a hyphenated UUID.
+/// (The server also takes the other UUID spellings `uuid` parses; the document names the usual one.)
+pub const NAME_OR_ID_PATTERN: &str =
+    "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$";
+
 /// A validated resource name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]

@@ -112,8 +112,12 @@ pub struct VpcCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
     /// A private IPv4 range, e.g. "10.10.0.0/16".
+    #[schema(
+        pattern = "^(10\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|172\\.(1[6-9]|2[0-9]|3[01])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|192\\.168\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))/([89]|1[0-9]|2[0-9])$"
+    )]
     pub ipv4_cidr: String,
 }
 
@@ -152,8 +156,12 @@ pub struct SubnetCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
     /// A range inside the VPC's, not overlapping its other subnets, e.g. "10.10.1.0/24".
+    #[schema(
+        pattern = "^(10\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|172\\.(1[6-9]|2[0-9]|3[01])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|192\\.168\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))/([89]|1[0-9]|2[0-9])$"
+    )]
     pub ipv4_cidr: String,
 }
 
@@ -215,9 +223,15 @@ pub struct SecurityRule {
     pub protocol: RuleProtocol,
     /// A port ("80") or an inclusive range ("8000-8080"); only for tcp and udp (null: every port).
     #[serde(default)]
+    #[schema(
+        pattern = "^(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})(-(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?$"
+    )]
     pub port_range: Option<String>,
     /// Who may send (ingress) or be reached (egress): a CIDR ("0.0.0.0/0") or a security group
     /// name of the same project (its members' addresses).
+    #[schema(
+        pattern = "^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|[a-z]([a-z0-9-]{0,61}[a-z0-9])?)$"
+    )]
     pub source: String,
 }
 
@@ -291,6 +305,7 @@ impl ParsedRule {
 #[serde(deny_unknown_fields)]
 pub struct SecurityRules {
     /// Every rule of the group, in order; a PUT replaces them all atomically.
+    #[schema(max_items = 2000)]
     pub rules: Vec<SecurityRule>,
 }
 
@@ -321,6 +336,7 @@ pub struct SecurityGroupCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
 }
 
@@ -351,8 +367,13 @@ pub struct SshKeyCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
     /// The public key, in OpenSSH format ("ssh-ed25519 AAAA… comment").
+    #[schema(
+        max_length = 8192,
+        pattern = "^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\\.com) +[A-Za-z0-9+/]+={0,2}( +[^\\n]*)?$"
+    )]
     pub public_key: String,
 }
 
@@ -417,6 +438,7 @@ pub struct FloatingIpCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
 }
 
@@ -425,6 +447,9 @@ pub struct FloatingIpCreate {
 #[serde(deny_unknown_fields)]
 pub struct FloatingIpAttach {
     /// The instance (name or id) of the same project.
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub instance: String,
 }
 

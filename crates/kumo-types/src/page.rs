@@ -26,6 +26,7 @@ pub enum SortBy {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Maximum number of items to return (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Token from a previous page's `next_page`, to continue the listing.
     pub page_token: Option<String>,

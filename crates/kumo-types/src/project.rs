@@ -28,5 +28,6 @@ pub struct ProjectCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
 }

@@ -35,7 +35,11 @@ pub struct SnapshotCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
     /// The volume (name or id, same project) to snapshot.
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub volume: String,
 }

@@ -260,26 +260,39 @@ pub struct VolumeCreate {
     pub name: Name,
     /// Free-form description.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: String,
     /// Size in GiB (1 to 16384). With a source, at least the source's size.
+    #[schema(minimum = 1, maximum = 16384)]
     pub size_gib: i64,
     /// Encrypt the data at rest.
     #[serde(default)]
     pub encrypted: bool,
     /// Make it a copy-on-write clone of this image (name or id).
     #[serde(default)]
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub source_image: Option<String>,
     /// Make it from this snapshot (name or id).
     #[serde(default)]
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub source_snapshot: Option<String>,
     /// Restore it from this backup (name or id).
     #[serde(default)]
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub source_backup: Option<String>,
     /// Most read + write requests per second (1 to 1000000; omit for unlimited).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub iops_limit: Option<i64>,
     /// Most read + write MiB per second (1 to 100000; omit for unlimited).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100000)]
     pub bandwidth_limit_mib_s: Option<i64>,
 }
 
@@ -288,8 +301,10 @@ pub struct VolumeCreate {
 #[serde(deny_unknown_fields)]
 pub struct VolumeIoLimits {
     /// Most read + write requests per second (1 to 1000000; null for unlimited).
+    #[schema(minimum = 1, maximum = 1000000)]
     pub iops_limit: Option<i64>,
     /// Most read + write MiB per second (1 to 100000; null for unlimited).
+    #[schema(minimum = 1, maximum = 100000)]
     pub bandwidth_limit_mib_s: Option<i64>,
 }
 
@@ -303,6 +318,9 @@ pub const BANDWIDTH_LIMIT_MAX_MIB_S: i64 = 100_000;
 #[serde(deny_unknown_fields)]
 pub struct VolumeAttach {
     /// The instance (name or id, same project) to attach it to.
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub instance: String,
 }
 
@@ -311,6 +329,7 @@ pub struct VolumeAttach {
 #[serde(deny_unknown_fields)]
 pub struct VolumeResize {
     /// The new size in GiB; volumes only grow.
+    #[schema(minimum = 1, maximum = 16384)]
     pub size_gib: i64,
 }
 

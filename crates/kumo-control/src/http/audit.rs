@@ -159,12 +159,24 @@ async fn write(app: &App, mut entry: NewAuditEntry, project: Option<String>) -> 
 #[into_params(parameter_in = Query)]
 pub struct AuditFilterParams {
     /// Only entries at or after this time: RFC 3339, or a duration back from now (`30m`, `1h`, `7d`).
+    #[param(
+        pattern = "^([0-9]{1,5}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub since: Option<String>,
     /// Only entries before this time (same forms as `since`).
+    #[param(
+        pattern = "^([0-9]{1,5}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub until: Option<String>,
     /// Only requests of this user (name or id).
+    #[param(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub user: Option<String>,
     /// Only requests about this project (name or id). Project owners may read their project's entries.
+    #[param(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub project: Option<String>,
     /// Only this operation id, e.g. `instance_create`.
     pub operation: Option<String>,

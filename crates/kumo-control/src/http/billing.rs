@@ -40,10 +40,13 @@ pub async fn price_update(
 #[into_params(parameter_in = Query)]
 pub struct UsageParams {
     /// Window start, RFC 3339 (default: the start of the current month, UTC).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Window end, RFC 3339 (default and latest: now).
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// A calendar month `YYYY-MM` instead of from/to.
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub month: Option<String>,
 }
 
@@ -86,7 +89,7 @@ pub async fn invoice_list(
 /// View the invoice of a closed month (the current month is 409: see usage)
 #[utoipa::path(get, path = "/v1/projects/{project}/invoices/{period}", tag = "billing", operation_id = "invoice_view",
     params(("project" = String, Path, description = "Project name or id"),
-           ("period" = String, Path, description = "The month, YYYY-MM")),
+           ("period" = String, Path, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")),
     responses((status = 200, body = InvoiceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn invoice_view(

@@ -21,6 +21,9 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Query)]
 pub struct EventFilter {
     /// Only events of this instance (name or id).
+    #[param(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub instance: Option<String>,
 }
 

@@ -29,7 +29,7 @@ pub async fn floating_ip_list(
 #[utoipa::path(post, path = "/v1/floating-ips", tag = "floating-ips", operation_id = "floating_ip_create",
     params(ProjectSelector), request_body = FloatingIpCreate,
     responses((status = 201, body = FloatingIpView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub async fn floating_ip_create(
     State(app): State<Arc<App>>,
     ctx: OpContext,

@@ -1,6 +1,6 @@
 //! `/v1/images`
 
-use super::{page, ApiQuery, ProjectSelector};
+use super::{page, ApiQuery, OptionalProjectSelector, ProjectSelector};
 use crate::app::images;
 use crate::context::OpContext;
 use crate::error::ApiResult;
@@ -16,13 +16,13 @@ use utoipa::IntoParams;
 
 /// List public images and, with `project`, that project's images
 #[utoipa::path(get, path = "/v1/images", tag = "images", operation_id = "image_list",
-    params(ProjectSelector, PageParams),
+    params(OptionalProjectSelector, PageParams),
     responses((status = 200, body = ResultsPage<ImageView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn image_list(
     State(app): State<Arc<App>>,
     ctx: OpContext,
-    ApiQuery(sel): ApiQuery<ProjectSelector>,
+    ApiQuery(sel): ApiQuery<OptionalProjectSelector>,
     ApiQuery(p): ApiQuery<PageParams>,
 ) -> ApiResult<Json<ResultsPage<ImageView>>> {
     Ok(Json(images::list(&app, &ctx, sel.project.as_deref(), &page(&p)?).await?))
@@ -30,27 +30,27 @@ pub async fn image_list(
 
 /// View an image
 #[utoipa::path(get, path = "/v1/images/{image}", tag = "images", operation_id = "image_view",
-    params(("image" = String, Path, description = "Image name or id"), ProjectSelector),
+    params(("image" = String, Path, description = "Image name or id"), OptionalProjectSelector),
     responses((status = 200, body = ImageView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn image_view(
     State(app): State<Arc<App>>,
     ctx: OpContext,
     Path(image): Path<String>,
-    ApiQuery(sel): ApiQuery<ProjectSelector>,
+    ApiQuery(sel): ApiQuery<OptionalProjectSelector>,
 ) -> ApiResult<Json<ImageView>> {
     Ok(Json(images::view(&app, &ctx, sel.project.as_deref(), &image).await?))
 }
 
 /// Delete an image no instance uses
 #[utoipa::path(delete, path = "/v1/images/{image}", tag = "images", operation_id = "image_delete",
-    params(("image" = String, Path, description = "Image name or id"), ProjectSelector),
+    params(("image" = String, Path, description = "Image name or id"), OptionalProjectSelector),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn image_delete(
     State(app): State<Arc<App>>,
     ctx: OpContext,
     Path(image): Path<String>,
-    ApiQuery(sel): ApiQuery<ProjectSelector>,
+    ApiQuery(sel): ApiQuery<OptionalProjectSelector>,
 ) -> ApiResult<StatusCode> {
     images::delete(&app, &ctx, sel.project.as_deref(), &image).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -61,8 +61,10 @@ pub async fn image_delete(
 #[into_params(parameter_in = Query)]
 pub struct ImportParams {
     /// Name of the new image.
+    #[param(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Free-form description.
+    #[param(max_length = 512)]
     pub description: Option<String>,
 }
 
@@ -108,14 +110,14 @@ pub async fn image_create(
 
 /// Download an image's disk (a standalone qcow2), streamed
 #[utoipa::path(get, path = "/v1/images/{image}/export", tag = "images", operation_id = "image_export",
-    params(("image" = String, Path, description = "Image name or id"), ProjectSelector),
+    params(("image" = String, Path, description = "Image name or id"), OptionalProjectSelector),
     responses((status = 200, description = "The image's disk as qcow2", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn image_export(
     State(app): State<Arc<App>>,
     ctx: OpContext,
     Path(image): Path<String>,
-    ApiQuery(sel): ApiQuery<ProjectSelector>,
+    ApiQuery(sel): ApiQuery<OptionalProjectSelector>,
 ) -> ApiResult<(axum::http::HeaderMap, Body)> {
     use axum::http::{header, HeaderValue};
     use tokio::io::AsyncReadExt;

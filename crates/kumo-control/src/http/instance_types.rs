@@ -38,7 +38,7 @@ pub async fn instance_type_create(
 
 /// View an instance type
 #[utoipa::path(get, path = "/v1/instance-types/{instance_type}", tag = "instance-types", operation_id = "instance_type_view",
-    params(("instance_type" = String, Path, description = "Instance type name")),
+    params(("instance_type" = String, Path, description = "Instance type name (not id)", pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 200, body = InstanceTypeView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn instance_type_view(
     State(app): State<Arc<App>>,
@@ -50,7 +50,7 @@ pub async fn instance_type_view(
 
 /// Remove an unused instance type from the catalogue (operators)
 #[utoipa::path(delete, path = "/v1/instance-types/{instance_type}", tag = "instance-types", operation_id = "instance_type_delete",
-    params(("instance_type" = String, Path, description = "Instance type name")),
+    params(("instance_type" = String, Path, description = "Instance type name (not id)", pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn instance_type_delete(

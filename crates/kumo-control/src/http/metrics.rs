@@ -21,10 +21,13 @@ use utoipa::IntoParams;
 pub struct MetricParams {
     /// `cpu` (percent of one host CPU), `memory` (bytes), `disk_read`, `disk_write`, `net_rx`,
     /// `net_tx` (bytes per second).
+    #[param(pattern = "^(cpu|memory|disk_read|disk_write|net_rx|net_tx)$")]
     pub metric: String,
     /// Start of the window, RFC 3339 (default: one hour before `to`).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// End of the window, RFC 3339, exclusive (default: now).
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 

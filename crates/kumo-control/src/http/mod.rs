@@ -79,11 +79,26 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, String> 
         .map_err(|e| e.body_text())
 }
 
-/// The `project` selector of project-scoped operations.
+/// The `project` selector of project-scoped operations (required: without it the answer is 400).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ProjectSelector {
     /// Project name or id.
+    #[param(
+        required = true,
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
+    pub project: Option<String>,
+}
+
+/// The `project` selector of operations that also work without one (images: the public ones).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OptionalProjectSelector {
+    /// Project name or id; omit it for the public images only.
+    #[param(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub project: Option<String>,
 }
 

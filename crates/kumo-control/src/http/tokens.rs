@@ -34,7 +34,7 @@ pub async fn token_create(
 
 /// Revoke one of your API tokens (it stops working at once)
 #[utoipa::path(delete, path = "/v1/me/tokens/{token}", tag = "tokens", operation_id = "token_delete",
-    params(("token" = String, Path, description = "Token name")),
+    params(("token" = String, Path, description = "Token name (not id)", pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn token_delete(

@@ -18,8 +18,16 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Query)]
 pub struct SubnetSelector {
     /// Project name or id.
+    #[param(
+        required = true,
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub project: Option<String>,
-    /// VPC name or id (needed unless the subnet is given by id).
+    /// VPC name or id (the server lets a subnet given by id go without it; the document asks for it always).
+    #[param(
+        required = true,
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub vpc: Option<String>,
 }
 
@@ -41,7 +49,7 @@ pub async fn vpc_list(
 #[utoipa::path(post, path = "/v1/vpcs", tag = "vpcs", operation_id = "vpc_create",
     params(ProjectSelector), request_body = VpcCreate,
     responses((status = 201, body = VpcView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub async fn vpc_create(
     State(app): State<Arc<App>>,
     ctx: OpContext,
