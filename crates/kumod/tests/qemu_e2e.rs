@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BOOT: Duration = Duration::from_secs(120);
+const BOOT: Duration = Duration::from_secs(240);
 
 fn qemu_kumod() -> Kumod {
     become_subreaper();
@@ -372,7 +372,7 @@ fn stop_right_after_start_is_still_graceful() {
     // A long stop timeout: on a loaded machine the kernel can take tens of seconds to start its
     // ACPI handler, and the point here is that the driver keeps pressing until it listens.
     become_subreaper();
-    let k = Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "110"]);
+    let k = Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "200"]);
     k.create_project("p");
     create(&k, "p", "early");
     k.wait_state("p", "early", "running", BOOT);

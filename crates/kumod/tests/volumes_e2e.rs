@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BOOT: Duration = Duration::from_secs(120);
+const BOOT: Duration = Duration::from_secs(240);
 const WAIT: Duration = Duration::from_secs(90);
 
 fn qemu_kumod() -> Kumod {
