@@ -14,7 +14,7 @@ use super::read;
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};
 use crate::metering::{self, MeterEvent, PriceBook, Size};
-use crate::reconciler::ReconcilerStatus;
+use crate::background::instances::ReconcilerStatus;
 use crate::App;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use kumo_store::billing::{InvoiceRecord, LineRecord};

@@ -2,7 +2,7 @@
 
 use crate::context::{Access, OpContext};
 use crate::error::ApiResult;
-use crate::reconciler::ReconcilerStatus;
+use crate::background::instances::ReconcilerStatus;
 use crate::App;
 use axum::extract::State;
 use axum::Json;

@@ -214,7 +214,7 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
                 let spec = spec().await?;
                 if !spec.nics.is_empty() {
                     // Its taps must exist before the hypervisor opens them.
-                    crate::network::converge(app).await.map_err(|e| format!("network: {e:#}"))?;
+                    crate::background::network::converge(app).await.map_err(|e| format!("network: {e:#}"))?;
                 }
                 hv.start(&spec).await.map_err(|e| e.to_string())?;
                 Ok(Some((InstanceObservation::Booted, "reconciler: hypervisor runs the guest")))

@@ -1,6 +1,6 @@
 //! The monitoring task: per-instance metrics.
 //!
-//! A small reconciler like [`crate::reconciler`]: every `--metrics-interval` (default 5 s) it asks
+//! A small reconciler like [`crate::background::instances`]: every `--metrics-interval` (default 5 s) it asks
 //! the host agent for the cumulative counters of every running instance
 //! ([`kumo_agent::Hypervisor::sample`]), turns two successive samples into rates, and writes one
 //! row per instance in **one transaction per round** (`kumo_store::metrics::insert_raw`). The same
@@ -19,7 +19,7 @@
 //! values are also kept in memory for the Prometheus endpoint. The task takes no input and is
 //! idempotent; its status is at `GET /v1/system/reconcilers` (name `monitoring`).
 
-use crate::reconciler::ReconcilerStatus;
+use crate::background::instances::ReconcilerStatus;
 use crate::App;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;

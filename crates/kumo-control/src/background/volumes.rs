@@ -1,6 +1,6 @@
 //! The volume reconciler.
 //!
-//! Same design as the instance reconciler ([`crate::reconciler`]): no input; each pass reads the
+//! Same design as the instance reconciler ([`crate::background::instances`]): no input; each pass reads the
 //! recorded intent (volume states) and does the one next idempotent step on the host, so a
 //! `kumod` killed at any point converges when it comes back:
 //!
@@ -19,7 +19,7 @@
 //! outright. At start and every [`BACKUP_SWEEP_PERIOD`] it sweeps the backup target ([`sweep_backups`]).
 
 use crate::app::volumes;
-use crate::reconciler::Handle;
+use crate::background::instances::Handle;
 use crate::App;
 use kumo_agent::storage::VolumeSource;
 use kumo_store::volumes::{SourceKind, VolumeRecord};

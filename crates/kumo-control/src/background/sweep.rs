@@ -31,7 +31,7 @@
 //!
 //! Anything else is not kumod's and is left alone.
 
-use crate::reconciler::Handle;
+use crate::background::instances::Handle;
 use crate::App;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

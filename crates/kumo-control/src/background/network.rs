@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub struct Handle {
     notify: Notify,
-    status: Mutex<crate::reconciler::ReconcilerStatus>,
+    status: Mutex<crate::background::instances::ReconcilerStatus>,
     /// Serialises passes (the API's synchronous converge and the loop).
     pass_lock: tokio::sync::Mutex<()>,
 }
@@ -27,7 +27,7 @@ impl Handle {
         self.notify.notify_one();
     }
 
-    pub fn status(&self) -> crate::reconciler::ReconcilerStatus {
+    pub fn status(&self) -> crate::background::instances::ReconcilerStatus {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         s.name = "network".into();
         s
