@@ -88,31 +88,37 @@ pub struct App {
     pub tokens: context::TokenCache,
     /// Recent failed logins, for brute-force protection.
     pub logins: app::login::LoginLimiter,
-    pub reconciler: background::instances::Handle,
-    /// The billing reconciler (budget alerts, closing months); see [`app::billing`].
-    pub billing: app::billing::BillingHandle,
+    /// The instance reconciler; see [`background::instances`]. Every background task has a
+    /// [`background::Handle`] here (wake, status); [`background::all`] lists them.
+    pub reconciler: background::Handle,
+    /// The billing reconciler (budget alerts, closing months); see [`background::billing`].
+    pub billing: background::Handle,
     /// The monitoring task (per-instance metrics); see [`background::monitoring`].
-    pub monitoring: background::monitoring::Handle,
+    pub monitoring: background::Handle,
+    /// The latest per-instance metrics the monitoring task keeps (for `/metrics`).
+    pub instance_metrics: background::monitoring::Memory,
+    /// Audit log retention; see [`background::audit_retention`].
+    pub audit_retention: background::Handle,
     /// Request counters and latencies for `/metrics`; see [`telemetry`].
     pub telemetry: telemetry::Telemetry,
     /// Committed events, for the live event stream; see [`app::events::EventBus`].
     pub events: app::events::EventBus,
     /// The volume reconciler; see [`background::volumes`].
-    pub volume_reconciler: background::instances::Handle,
+    pub volume_reconciler: background::Handle,
     /// Where volume backups go (`<data-dir>/backups`); see [`app::backups`].
     pub backup_target: Arc<dyn kumo_agent::backup::BackupTarget>,
     /// Set when a snapshot or a volume goes: the volume reconciler then looks for snapshot layers
     /// nothing uses any more (reading every chain is too costly for every pass).
     pub layers_dirty: std::sync::atomic::AtomicBool,
     /// The network reconciler; see [`background::network`].
-    pub network: background::network::Handle,
+    pub network: background::Handle,
     /// The host's network data plane (None with the sim driver).
     pub hostnet: Option<Arc<kumo_agent::net::HostNet>>,
     /// Where leak collection and the orphan sweep move what they would delete; see
     /// [`kumo_agent::quarantine`].
     pub quarantine: Arc<kumo_agent::quarantine::Quarantine>,
     /// The orphan sweep; see [`background::sweep`].
-    pub sweep: background::instances::Handle,
+    pub sweep: background::Handle,
     /// Files being made right now (e.g. an image upload before its record exists), which the
     /// periodic sweep must not take for orphans; see [`background::sweep::InFlight`].
     pub in_flight: background::sweep::InFlight,
@@ -120,7 +126,7 @@ pub struct App {
 
 impl App {
     /// Opens the control plane: registers the host, seeds the catalogue, bootstraps the operator
-    /// token. Does not start background tasks or serve (see [`background::instances::spawn`], [`http::serve`]).
+    /// token. Does not start background tasks or serve (see [`background::spawn_all`], [`http::serve`]).
     pub async fn open(
         store: Store,
         hypervisor: Arc<dyn Hypervisor>,
@@ -139,18 +145,20 @@ impl App {
             host_id,
             tokens: context::TokenCache::default(),
             logins: app::login::LoginLimiter::default(),
-            reconciler: background::instances::Handle::default(),
-            billing: app::billing::BillingHandle::default(),
-            monitoring: background::monitoring::Handle::default(),
+            reconciler: background::Handle::new("instances"),
+            billing: background::Handle::new("billing"),
+            monitoring: background::Handle::new("monitoring"),
+            instance_metrics: background::monitoring::Memory::default(),
+            audit_retention: background::Handle::new("audit_retention"),
             telemetry: telemetry::Telemetry::default(),
             events: app::events::EventBus::default(),
-            volume_reconciler: background::volumes::handle(),
+            volume_reconciler: background::Handle::new("volumes"),
             backup_target: Arc::new(kumo_agent::backup::DirTarget::new(config.backups_dir())),
             layers_dirty: std::sync::atomic::AtomicBool::new(true),
-            network: background::network::Handle::default(),
+            network: background::Handle::new("network"),
             hostnet: config.host_network.clone().map(|ns| Arc::new(kumo_agent::net::HostNet::new(ns))),
             quarantine: Arc::new(kumo_agent::quarantine::Quarantine::new(config.quarantine_dir())),
-            sweep: background::sweep::handle(),
+            sweep: background::Handle::new("sweep"),
             in_flight: background::sweep::InFlight::default(),
             config,
         }))
