@@ -731,6 +731,40 @@ fn actions_during_transitions_converge() {
     assert_eq!(used(&k), (0, 0, 0, 0));
 }
 
+/// Issue 11: an internal error while preparing an instance (here its image's record cannot be
+/// read) fails it with a reason that names the cause — not "see the server log", which a
+/// background step has no request id for — and the server log holds the cause.
+#[test]
+fn an_internal_error_while_preparing_an_instance_names_its_cause() {
+    let mut k = roomy();
+    k.create_project("web");
+    running_instance(&k, "web", "vm1", "k1-nano");
+    act(&k, "web", "vm1", "stop", "stopping");
+    k.wait_state("web", "vm1", "stopped", WAIT);
+    // What starting it reads (its image's record) is damaged in the store.
+    k.kill9();
+    common::with_store(&k, async |tx| {
+        sqlx::query("UPDATE images SET boot = 'floppy' WHERE id = (SELECT image_id FROM instances WHERE name = 'vm1')")
+            .execute(&mut *tx)
+            .await
+            .expect("damage the image record");
+    });
+    k.restart();
+    act(&k, "web", "vm1", "start", "starting");
+    let v = k.wait_state("web", "vm1", "failed", WAIT);
+    let reason = v["state_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("image boot 'floppy'"), "the reason names the cause: {v}");
+    assert!(!reason.contains("server log"), "{v}");
+    let log = std::fs::read_to_string(k.data_dir().join("kumod.log")).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR") && l.contains("image boot 'floppy'")),
+        "the log holds the cause:\n{}",
+        k.log_tail(40)
+    );
+    // Still recoverable: deleting it works.
+    delete_instance(&k, "web", "vm1");
+}
+
 /// Issue 11: every background task reports one status shape at `/v1/system/reconcilers`, and
 /// its runs, errors and last pass duration in `/metrics`.
 #[test]

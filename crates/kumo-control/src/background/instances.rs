@@ -17,6 +17,7 @@
 
 use super::{Error, Task};
 use crate::app::instances;
+use crate::error::ApiError;
 use crate::App;
 use kumo_agent::GuestStatus;
 use kumo_types::{InstanceObservation, InstanceState};
@@ -75,6 +76,15 @@ fn record_error(app: &App, msg: String) {
     app.reconciler.record_error(&Error::Step(msg));
 }
 
+/// Why an instance's spec could not be made, as its failure reason: the cause the app layer keeps
+/// (its internal one, not the "see the server log" text meant for a request — a background step
+/// has no request id to look up), logged with it.
+fn spec_failure(id: uuid::Uuid, e: ApiError) -> String {
+    let cause = Error::from(e);
+    tracing::error!(instance = %id, "preparing the instance's configuration failed: {cause}");
+    format!("preparing the instance's configuration failed: {cause}")
+}
+
 /// Quarantines whatever is on the host without a live instance in the store: its guest is
 /// stopped, its disks moved aside (see [`kumo_agent::quarantine`]). The host is listed before the
 /// store is read: an instance is inserted before anything of it exists on the host, so nothing
@@ -112,7 +122,7 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
     let id = rec.view.id;
     let hv = &app.hypervisor;
     let outcome: Result<Option<(InstanceObservation, &str)>, String> = async {
-        let spec = || async { instances::spec_for(app, &rec).await.map_err(|e| e.message) };
+        let spec = || async { instances::spec_for(app, &rec).await.map_err(|e| spec_failure(id, e)) };
         match rec.state() {
             InstanceState::Creating => {
                 hv.provision(&spec().await?).await.map_err(|e| e.to_string())?;
