@@ -8,7 +8,7 @@ use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
 pub enum ReconcilerCommand {
-    /// Show each reconciler's last pass, changes, leaks collected, what it quarantined and errors
+    /// Show each reconciler's last pass and how long it took, changes, leaks collected, what it quarantined and errors
     List,
 }
 
@@ -25,6 +25,7 @@ fn render_list(value: &Value) -> Result<String> {
     let mut table = list_table(&[
         "NAME",
         "LAST PASS",
+        "TOOK",
         "PASSES",
         "CHANGES",
         "LEAKS",
@@ -42,6 +43,7 @@ fn render_list(value: &Value) -> Result<String> {
         table.add_row(vec![
             s("name"),
             s("last_pass"),
+            r["last_duration_seconds"].as_f64().map_or("-".to_string(), |d| format!("{d:.3}s")),
             s("passes"),
             s("changes"),
             s("leaks_collected"),
@@ -60,9 +62,10 @@ mod tests {
 
     #[test]
     fn renders_status_rows() {
-        let v = serde_json::json!([{"name":"instances","last_pass":"2026-11-27T00:00:00Z","passes":3,"changes":2,
+        let v = serde_json::json!([{"name":"instances","last_pass":"2026-11-27T00:00:00Z","last_duration_seconds":0.0042,"passes":3,"changes":2,
             "leaks_collected":1,"errors":0,"in_flight":0,"last_error":null}]);
         let out = render_list(&v).unwrap();
         assert!(out.contains("instances") && out.contains("LEAKS") && out.contains("QUARANTINED"), "{out}");
+        assert!(out.contains("0.004s"), "{out}");
     }
 }

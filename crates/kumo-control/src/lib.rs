@@ -6,25 +6,21 @@
 //! - [`app`]: business logic. Each operation authorises, then does its work in one store
 //!   transaction (for instance create: schedule, reserve capacity, insert, record an event).
 //! - [`scheduler`]: pure placement arithmetic.
-//! - [`reconciler`]: background tasks that make the hosts match the recorded intent.
+//! - [`background`]: background tasks that make the hosts match the recorded intent.
 //!
 //! The control plane reaches hosts only through [`kumo_agent::Hypervisor`].
 
 pub mod app;
+pub mod background;
 pub mod context;
 pub mod error;
 pub mod http;
 pub mod identity;
 pub mod metering;
 pub mod modes;
-pub mod monitoring;
-pub mod network;
 pub mod openapi;
-pub mod reconciler;
 pub mod scheduler;
-pub mod sweep;
 pub mod telemetry;
-pub mod volume_reconciler;
 
 use kumo_agent::Hypervisor;
 use kumo_store::Store;
@@ -61,7 +57,7 @@ pub struct ControlConfig {
     pub host_id: uuid::Uuid,
     /// How long quarantined leaks and orphans are kept before they are deleted (`--quarantine-days`).
     pub quarantine_grace: Duration,
-    /// Period of the orphan sweep (see [`sweep`]).
+    /// Period of the orphan sweep (see [`background::sweep`]).
     pub sweep_period: Duration,
     /// Cap of each instance's serial log, bytes (`--serial-log-max-mib`); see
     /// [`kumo_agent::serial_log`].
@@ -92,39 +88,45 @@ pub struct App {
     pub tokens: context::TokenCache,
     /// Recent failed logins, for brute-force protection.
     pub logins: app::login::LoginLimiter,
-    pub reconciler: reconciler::Handle,
-    /// The billing reconciler (budget alerts, closing months); see [`app::billing`].
-    pub billing: app::billing::BillingHandle,
-    /// The monitoring task (per-instance metrics); see [`monitoring`].
-    pub monitoring: monitoring::Handle,
+    /// The instance reconciler; see [`background::instances`]. Every background task has a
+    /// [`background::Handle`] here (wake, status); [`background::all`] lists them.
+    pub reconciler: background::Handle,
+    /// The billing reconciler (budget alerts, closing months); see [`background::billing`].
+    pub billing: background::Handle,
+    /// The monitoring task (per-instance metrics); see [`background::monitoring`].
+    pub monitoring: background::Handle,
+    /// The latest per-instance metrics the monitoring task keeps (for `/metrics`).
+    pub instance_metrics: background::monitoring::Memory,
+    /// Audit log retention; see [`background::audit_retention`].
+    pub audit_retention: background::Handle,
     /// Request counters and latencies for `/metrics`; see [`telemetry`].
     pub telemetry: telemetry::Telemetry,
     /// Committed events, for the live event stream; see [`app::events::EventBus`].
     pub events: app::events::EventBus,
-    /// The volume reconciler; see [`volume_reconciler`].
-    pub volume_reconciler: reconciler::Handle,
+    /// The volume reconciler; see [`background::volumes`].
+    pub volume_reconciler: background::Handle,
     /// Where volume backups go (`<data-dir>/backups`); see [`app::backups`].
     pub backup_target: Arc<dyn kumo_agent::backup::BackupTarget>,
     /// Set when a snapshot or a volume goes: the volume reconciler then looks for snapshot layers
     /// nothing uses any more (reading every chain is too costly for every pass).
     pub layers_dirty: std::sync::atomic::AtomicBool,
-    /// The network reconciler; see [`network`].
-    pub network: network::Handle,
+    /// The network reconciler; see [`background::network`].
+    pub network: background::Handle,
     /// The host's network data plane (None with the sim driver).
     pub hostnet: Option<Arc<kumo_agent::net::HostNet>>,
     /// Where leak collection and the orphan sweep move what they would delete; see
     /// [`kumo_agent::quarantine`].
     pub quarantine: Arc<kumo_agent::quarantine::Quarantine>,
-    /// The orphan sweep; see [`sweep`].
-    pub sweep: reconciler::Handle,
+    /// The orphan sweep; see [`background::sweep`].
+    pub sweep: background::Handle,
     /// Files being made right now (e.g. an image upload before its record exists), which the
-    /// periodic sweep must not take for orphans; see [`sweep::InFlight`].
-    pub in_flight: sweep::InFlight,
+    /// periodic sweep must not take for orphans; see [`background::sweep::InFlight`].
+    pub in_flight: background::sweep::InFlight,
 }
 
 impl App {
     /// Opens the control plane: registers the host, seeds the catalogue, bootstraps the operator
-    /// token. Does not start background tasks or serve (see [`reconciler::spawn`], [`http::serve`]).
+    /// token. Does not start background tasks or serve (see [`background::spawn_all`], [`http::serve`]).
     pub async fn open(
         store: Store,
         hypervisor: Arc<dyn Hypervisor>,
@@ -143,19 +145,21 @@ impl App {
             host_id,
             tokens: context::TokenCache::default(),
             logins: app::login::LoginLimiter::default(),
-            reconciler: reconciler::Handle::default(),
-            billing: app::billing::BillingHandle::default(),
-            monitoring: monitoring::Handle::default(),
+            reconciler: background::Handle::new("instances"),
+            billing: background::Handle::new("billing"),
+            monitoring: background::Handle::new("monitoring"),
+            instance_metrics: background::monitoring::Memory::default(),
+            audit_retention: background::Handle::new("audit_retention"),
             telemetry: telemetry::Telemetry::default(),
             events: app::events::EventBus::default(),
-            volume_reconciler: volume_reconciler::handle(),
+            volume_reconciler: background::Handle::new("volumes"),
             backup_target: Arc::new(kumo_agent::backup::DirTarget::new(config.backups_dir())),
             layers_dirty: std::sync::atomic::AtomicBool::new(true),
-            network: network::Handle::default(),
+            network: background::Handle::new("network"),
             hostnet: config.host_network.clone().map(|ns| Arc::new(kumo_agent::net::HostNet::new(ns))),
             quarantine: Arc::new(kumo_agent::quarantine::Quarantine::new(config.quarantine_dir())),
-            sweep: sweep::handle(),
-            in_flight: sweep::InFlight::default(),
+            sweep: background::Handle::new("sweep"),
+            in_flight: background::sweep::InFlight::default(),
             config,
         }))
     }

@@ -9,7 +9,9 @@
 //! - `kumo_http_requests_total{operation,status}` and `kumo_http_request_duration_seconds{…}`:
 //!   every API request, counted and timed by [`track`] (a middleware around the whole router);
 //!   `operation` is the OpenAPI operation id (`other` for unknown paths, `metrics` for this one);
-//! - `kumo_reconciler_runs_total`, `…_changes_total`, `…_errors_total{reconciler}`;
+//! - `kumo_reconciler_runs_total`, `…_changes_total`, `…_errors_total{reconciler}` and
+//!   `kumo_reconciler_last_pass_duration_seconds{reconciler}`: every background task (see
+//!   [`crate::background`]);
 //! - `kumo_quarantined_total{kind}`, `kumo_quarantine_purged_total`: leaks and orphans moved aside
 //!   and deleted after the grace period (see `kumo_agent::quarantine`);
 //! - `kumo_host_capacity`, `kumo_host_used`, `kumo_host_limit{host,resource}` (vcpus,
@@ -98,21 +100,24 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
     let runs = Family::<Labels, Counter>::default();
     let changes = Family::<Labels, Counter>::default();
     let errors = Family::<Labels, Counter>::default();
-    for s in [
-        app.reconciler.status(),
-        app.billing.status(),
-        app.monitoring.status(),
-        app.volume_reconciler.status(),
-        app.sweep.status(),
-    ] {
+    let durations = gauge_family();
+    for s in crate::background::all(app).iter().map(|h| h.status()) {
         let l = labels(&[("reconciler", &s.name)]);
         runs.get_or_create(&l).inc_by(s.passes);
         changes.get_or_create(&l).inc_by(s.changes);
         errors.get_or_create(&l).inc_by(s.errors);
+        if let Some(d) = s.last_duration_seconds {
+            durations.get_or_create(&l).set(d);
+        }
     }
     reg.register("kumo_reconciler_runs", "Passes of each background reconciler since kumod started", runs);
     reg.register("kumo_reconciler_changes", "Changes made by each reconciler since kumod started", changes);
-    reg.register("kumo_reconciler_errors", "Failed steps of each reconciler since kumod started", errors);
+    reg.register("kumo_reconciler_errors", "Failed passes and steps of each reconciler since kumod started", errors);
+    reg.register(
+        "kumo_reconciler_last_pass_duration_seconds",
+        "How long the last finished pass of each reconciler took",
+        durations,
+    );
 
     // Quarantine (leak collection and the orphan sweep): what was moved aside, and deleted later.
     let quarantined = Family::<Labels, Counter>::default();
@@ -154,7 +159,7 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
     let mem = gauge_family();
     let mem_conf = gauge_family();
     let rates = [gauge_family(), gauge_family(), gauge_family(), gauge_family()];
-    for m in app.monitoring.latest() {
+    for m in app.instance_metrics.latest() {
         let l = labels(&[("project", &m.project), ("instance", &m.instance)]);
         cpu.get_or_create(&l).set(m.values[0] / 100.0);
         mem.get_or_create(&l).set(m.values[1]);

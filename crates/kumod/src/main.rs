@@ -362,19 +362,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let app = App::open(store, hypervisor, config).await?;
     // Leftovers of a crash, before anything new is made (nothing is in flight yet).
-    kumo_control::sweep::pass(&app, kumo_control::sweep::Mode::Startup).await;
+    kumo_control::background::sweep::startup(&app).await;
     seed_images(&app, &args.image_cache).await;
     // Converge the network first: guests started by the reconciler need their taps.
-    if let Err(e) = kumo_control::network::converge(&app).await {
+    if let Err(e) = kumo_control::background::network::converge(&app).await {
         tracing::warn!("network: {e:#}");
     }
-    kumo_control::network::spawn(app.clone());
-    kumo_control::reconciler::spawn(app.clone());
-    kumo_control::volume_reconciler::spawn(app.clone());
-    kumo_control::app::billing::spawn(app.clone());
-    kumo_control::app::audit::spawn_retention(app.clone());
-    kumo_control::monitoring::spawn(app.clone());
-    kumo_control::sweep::spawn(app.clone());
+    kumo_control::background::spawn_all(&app);
 
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;

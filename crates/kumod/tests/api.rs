@@ -731,6 +731,80 @@ fn actions_during_transitions_converge() {
     assert_eq!(used(&k), (0, 0, 0, 0));
 }
 
+/// Issue 11: an internal error while preparing an instance (here its image's record cannot be
+/// read) fails it with a reason that names the cause — not "see the server log", which a
+/// background step has no request id for — and the server log holds the cause.
+#[test]
+fn an_internal_error_while_preparing_an_instance_names_its_cause() {
+    let mut k = roomy();
+    k.create_project("web");
+    running_instance(&k, "web", "vm1", "k1-nano");
+    act(&k, "web", "vm1", "stop", "stopping");
+    k.wait_state("web", "vm1", "stopped", WAIT);
+    // What starting it reads (its image's record) is damaged in the store.
+    k.kill9();
+    common::with_store(&k, async |tx| {
+        sqlx::query("UPDATE images SET boot = 'floppy' WHERE id = (SELECT image_id FROM instances WHERE name = 'vm1')")
+            .execute(&mut *tx)
+            .await
+            .expect("damage the image record");
+    });
+    k.restart();
+    act(&k, "web", "vm1", "start", "starting");
+    let v = k.wait_state("web", "vm1", "failed", WAIT);
+    let reason = v["state_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("image boot 'floppy'"), "the reason names the cause: {v}");
+    assert!(!reason.contains("server log"), "{v}");
+    let log = std::fs::read_to_string(k.data_dir().join("kumod.log")).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR") && l.contains("image boot 'floppy'")),
+        "the log holds the cause:\n{}",
+        k.log_tail(40)
+    );
+    // Still recoverable: deleting it works.
+    delete_instance(&k, "web", "vm1");
+}
+
+/// Issue 11: every background task reports one status shape at `/v1/system/reconcilers`, and
+/// its runs, errors and last pass duration in `/metrics`.
+#[test]
+fn every_background_task_reports_one_status_shape() {
+    let k = cloud(&[]);
+    let deadline = std::time::Instant::now() + WAIT;
+    let all = loop {
+        let (s, v) = k.get("/v1/system/reconcilers");
+        assert_eq!(s, 200, "{v}");
+        let items = v.as_array().cloned().unwrap_or_default();
+        let ran = |name: &str| items.iter().any(|r| r["name"] == name && r["passes"].as_u64() > Some(0));
+        if ["instances", "volumes", "network", "monitoring", "billing", "sweep"].iter().all(|n| ran(n)) {
+            break items;
+        }
+        assert!(std::time::Instant::now() < deadline, "not every task ran: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let names: BTreeSet<&str> = all.iter().filter_map(|r| r["name"].as_str()).collect();
+    let want: BTreeSet<&str> =
+        ["instances", "volumes", "network", "monitoring", "billing", "audit_retention", "sweep"].into();
+    assert_eq!(names, want);
+    for r in &all {
+        for field in ["passes", "changes", "errors", "in_flight", "leaks_collected", "quarantined", "period_seconds"] {
+            assert!(r[field].is_number(), "{field} of {r}");
+        }
+        // Without --audit-retention-days the retention task does not run.
+        let enabled = r["name"] != "audit_retention";
+        assert_eq!(r["enabled"], enabled, "{r}");
+        if enabled {
+            assert!(r["period_seconds"].as_f64() > Some(0.0), "{r}");
+            assert!(r["last_pass"].is_string() && r["last_duration_seconds"].is_number(), "{r}");
+        }
+    }
+    let metrics = k.text("/metrics");
+    for name in ["network", "sweep", "monitoring"] {
+        let line = format!("kumo_reconciler_last_pass_duration_seconds{{reconciler=\"{name}\"}}");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scheduler
 

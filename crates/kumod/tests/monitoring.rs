@@ -512,7 +512,7 @@ async fn bench_metrics_ingestion_and_day_query() {
         let mut rows = Vec::with_capacity(INSTANCES);
         for (i, id) in ids.iter().enumerate() {
             let cur = kumo_agent::sim::simulated_sample(*id, 512, 5.0 * round as f64);
-            let values = kumo_control::monitoring::rates(&previous[i], &cur, 5.0).expect("rates");
+            let values = kumo_control::background::monitoring::rates(&previous[i], &cur, 5.0).expect("rates");
             rows.push(MetricRow { instance_id: *id, time: now, values });
             previous[i] = cur;
         }

@@ -2,7 +2,7 @@
 //!
 //! The recording itself is the `http::audit` middleware (it sees every request, including the
 //! ones authentication refuses); this module queries the log (operators, or a project's owners
-//! for their project) and prunes it when a retention is configured.
+//! for their project). Pruning past the retention is [`crate::background::audit_retention`].
 
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};
@@ -11,8 +11,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use kumo_store::audit::AuditFilter;
 use kumo_types::page::PageRequest;
 use kumo_types::{AuditEntryView, ResultsPage};
-use std::sync::Arc;
-use std::time::Duration;
 
 /// The query of `GET /v1/system/audit-log`, as given.
 #[derive(Debug, Default, Clone)]
@@ -75,31 +73,6 @@ pub async fn list(
         f.user_id = Some(user.id);
     }
     Ok(kumo_store::audit::list(&mut conn, &f, page).await?)
-}
-
-/// Deletes entries older than the retention, now and then every hour (no-op without a retention).
-pub fn spawn_retention(app: Arc<App>) {
-    let Some(keep) = app.config.audit_retention else { return };
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            let Ok(keep) = TimeDelta::from_std(keep) else { return };
-            let before = kumo_store::now() - keep;
-            let pruned = async {
-                let mut tx = app.store.begin().await?;
-                let n = kumo_store::audit::prune(&mut tx, before).await?;
-                tx.commit().await?;
-                Ok::<u64, kumo_store::StoreError>(n)
-            }
-            .await;
-            match pruned {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(entries = n, "audit log: pruned entries older than the retention"),
-                Err(e) => tracing::warn!("audit log retention: {e}"),
-            }
-        }
-    });
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Pay-as-you-go: the price catalogue, usage, invoices of closed months, budgets, and the billing
-//! reconciler. The arithmetic is in [`crate::metering`] (pure); this module reads events and
+//! Pay-as-you-go: the price catalogue, usage, invoices of closed months, budgets, and what the
+//! billing reconciler does (its loop is [`crate::background::billing`]). The arithmetic is in [`crate::metering`] (pure); this module reads events and
 //! prices from the store, and stores invoices and budget alerts.
 //!
 //! - Prices are appended, effective from the moment they are set: never retroactive.
@@ -14,7 +14,6 @@ use super::read;
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};
 use crate::metering::{self, MeterEvent, PriceBook, Size};
-use crate::reconciler::ReconcilerStatus;
 use crate::App;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use kumo_store::billing::{InvoiceRecord, LineRecord};
@@ -25,7 +24,6 @@ use kumo_types::billing::{
     UsageLine, UsageReport,
 };
 use kumo_types::{money, ErrorCode, NameOrId, ProjectView};
-use std::sync::{Arc, Mutex};
 
 /// Price kinds: (kind, price unit).
 pub const PRICE_KINDS: [(&str, &str); 7] = [
@@ -424,7 +422,7 @@ pub async fn budget_update(app: &App, ctx: &OpContext, project: &str, b: &Budget
     let p = super::project(&mut tx, ctx, Some(project), Access::Manage).await?;
     kumo_store::billing::set_budget(&mut tx, p.id, cents, b.alert_at_percent).await?;
     tx.commit().await.map_err(ApiError::internal)?;
-    app.billing.wake.notify_one();
+    app.billing.wake();
     budget_view(app, ctx, project).await
 }
 
@@ -493,69 +491,6 @@ pub async fn close_last_month(app: &App, now: DateTime<Utc>) -> ApiResult<u64> {
         }
     }
     Ok(generated)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The billing reconciler
-
-/// Wakes the billing reconciler and keeps its status.
-#[derive(Default)]
-pub struct BillingHandle {
-    pub wake: tokio::sync::Notify,
-    status: Mutex<ReconcilerStatus>,
-    closed: Mutex<Option<String>>,
-}
-
-impl BillingHandle {
-    pub fn status(&self) -> ReconcilerStatus {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        s.name = "billing".into();
-        s
-    }
-}
-
-/// One pass: budget alerts, and (once per month) last month's invoices.
-pub async fn billing_pass(app: &App) {
-    let now = kumo_store::now();
-    let mut changes = 0;
-    let mut errors = Vec::new();
-    match check_budgets(app, now).await {
-        Ok(n) => changes += n,
-        Err(e) => errors.push(format!("budgets: {}", e.internal.unwrap_or(e.message))),
-    }
-    let month = period_of(now);
-    let due = app.billing.closed.lock().unwrap_or_else(|p| p.into_inner()).as_deref() != Some(month.as_str());
-    if due {
-        match close_last_month(app, now).await {
-            Ok(n) => {
-                changes += n;
-                *app.billing.closed.lock().unwrap_or_else(|p| p.into_inner()) = Some(month);
-            }
-            Err(e) => errors.push(format!("invoices: {}", e.internal.unwrap_or(e.message))),
-        }
-    }
-    let mut s = app.billing.status.lock().unwrap_or_else(|p| p.into_inner());
-    s.passes += 1;
-    s.last_pass = Some(now);
-    s.changes += changes;
-    for e in errors {
-        tracing::warn!("billing reconciler: {e}");
-        s.errors += 1;
-        s.last_error = Some(e);
-    }
-}
-
-/// Starts the billing reconciler: a pass every `reconcile_period`, and when a budget changes.
-pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            billing_pass(&app).await;
-            tokio::select! {
-                _ = app.billing.wake.notified() => {}
-                _ = tokio::time::sleep(app.config.reconcile_period) => {}
-            }
-        }
-    })
 }
 
 #[cfg(test)]

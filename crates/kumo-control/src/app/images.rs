@@ -71,7 +71,7 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &s
         }
     }
     tx.commit().await.map_err(ApiError::internal)?;
-    // A crash here leaves the directory of a deleted image: the orphan sweep's (see crate::sweep).
+    // A crash here leaves the directory of a deleted image: the orphan sweep's (see crate::background::sweep).
     kumo_agent::fault::point("image.delete.committed");
     let dir = app.config.images_dir().join(rec.view.id.to_string());
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
@@ -92,7 +92,7 @@ async fn copy_private(src: &Path, dst: &Path) -> std::io::Result<u64> {
 /// Removes a directory on drop unless disarmed: a failed import leaves nothing behind. Until
 /// dropped it marks the directory in flight, so the periodic orphan sweep leaves it alone while
 /// it has no record yet.
-struct DirGuard(Option<PathBuf>, #[allow(dead_code)] crate::sweep::InFlightGuard);
+struct DirGuard(Option<PathBuf>, #[allow(dead_code)] crate::background::sweep::InFlightGuard);
 
 impl DirGuard {
     fn new(app: &App, dir: &Path) -> DirGuard {

@@ -1,4 +1,4 @@
-//! Instance metrics: the time series the monitoring task keeps (see [`crate::monitoring`]).
+//! Instance metrics: the time series the monitoring task keeps (see [`crate::background::monitoring`]).
 //!
 //! [`query`] is the one entry point (the API handler and the dashboard's charts call it). It
 //! authorises like `instance_view` (project readers; 404 for non-members), then reads one metric

@@ -1,6 +1,6 @@
 //! Volumes: create (quota + host disk + insert in one transaction), attach, detach, resize,
 //! delete through the state machine (`kumo_types::volume`), and applying what the volume
-//! reconciler observed (`crate::volume_reconciler`).
+//! reconciler observed (`crate::background::volumes`).
 //!
 //! Like instances, the recorded intent is the state: `creating`, `attaching`, `detaching` and
 //! `deleting` are requests the reconciler carries out on the host; `attached_to` says which

@@ -1,8 +1,8 @@
 //! `/v1/me` and `/v1/system/*`: who am I, and the control plane's own status.
 
+use crate::background::{self, ReconcilerStatus};
 use crate::context::{Access, OpContext};
 use crate::error::ApiResult;
-use crate::reconciler::ReconcilerStatus;
 use crate::App;
 use axum::extract::State;
 use axum::Json;
@@ -16,17 +16,10 @@ pub async fn me_view(State(app): State<Arc<App>>, ctx: OpContext) -> ApiResult<J
     Ok(Json(crate::app::me::view(&app, &ctx).await?))
 }
 
-/// Status of the background reconcilers (operators)
+/// Status of the background tasks (operators)
 #[utoipa::path(get, path = "/v1/system/reconcilers", tag = "system", operation_id = "reconciler_list",
     responses((status = 200, body = Vec<ReconcilerStatus>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn reconciler_list(State(app): State<Arc<App>>, ctx: OpContext) -> ApiResult<Json<Vec<ReconcilerStatus>>> {
     ctx.authorize(Access::Operator)?;
-    Ok(Json(vec![
-        app.reconciler.status(),
-        app.billing.status(),
-        app.monitoring.status(),
-        app.volume_reconciler.status(),
-        app.network.status(),
-        app.sweep.status(),
-    ]))
+    Ok(Json(background::all(&app).iter().map(|h| h.status()).collect()))
 }

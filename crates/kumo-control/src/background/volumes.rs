@@ -1,8 +1,9 @@
 //! The volume reconciler.
 //!
-//! Same design as the instance reconciler ([`crate::reconciler`]): no input; each pass reads the
-//! recorded intent (volume states) and does the one next idempotent step on the host, so a
-//! `kumod` killed at any point converges when it comes back:
+//! Same design as the instance reconciler ([`super::instances`]), under the same driver
+//! ([`super`]): no input; each pass reads the recorded intent (volume states) and does the one
+//! next idempotent step on the host, so a `kumod` killed at any point converges when it comes
+//! back:
 //!
 //! - `creating`: make the disk in the pool (a no-op if it exists) → `available`, or `failed`.
 //! - `attaching`: hot-plug into the instance if it runs (a no-op if the guest has it; a stopped
@@ -18,8 +19,8 @@
 //! are quarantined with their key (moved aside, deleted after the grace period), never deleted
 //! outright. At start and every [`BACKUP_SWEEP_PERIOD`] it sweeps the backup target ([`sweep_backups`]).
 
+use super::{Error, Task};
 use crate::app::volumes;
-use crate::reconciler::Handle;
 use crate::App;
 use kumo_agent::storage::VolumeSource;
 use kumo_store::volumes::{SourceKind, VolumeRecord};
@@ -32,13 +33,6 @@ use std::time::Duration;
 /// How long a detach waits for the guest to release the disk.
 pub const DETACH_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A new handle, reported as `volumes`.
-pub fn handle() -> Handle {
-    let h = Handle::default();
-    h.update(|s| s.name = "volumes".into());
-    h
-}
-
 /// How often the backup target is swept for what a crash or a busy deletion left (and at start).
 pub const BACKUP_SWEEP_PERIOD: Duration = Duration::from_secs(600);
 
@@ -47,42 +41,35 @@ pub const BACKUP_SWEEP_PERIOD: Duration = Duration::from_secs(600);
 /// grace only protects a file that something else is writing right now.
 pub const BACKUP_SWEEP_GRACE: Duration = Duration::from_secs(900);
 
-/// Starts the volume reconciler loop.
-pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last_sweep: Option<std::time::Instant> = None;
-        loop {
-            if last_sweep.is_none_or(|t| t.elapsed() >= BACKUP_SWEEP_PERIOD) {
-                // At start no grace: kumod.lock keeps other kumods off this data directory, and
-                // this one's backups and restores in flight own their files, so every other raw
-                // file is a dead kumod's (and may be as big as a volume).
-                let grace = if last_sweep.is_none() { Duration::ZERO } else { BACKUP_SWEEP_GRACE };
-                last_sweep = Some(std::time::Instant::now());
-                sweep_backups(&app, grace).await;
-            }
-            pass(&app).await;
-            tokio::select! {
-                _ = app.volume_reconciler.notify.notified() => {}
-                _ = tokio::time::sleep(app.config.reconcile_period) => {}
-            }
+/// The volume reconciler task (see [`super::spawn`]); remembers when it last swept the backups.
+#[derive(Default)]
+pub struct Volumes {
+    last_sweep: Option<std::time::Instant>,
+}
+
+impl Task for Volumes {
+    async fn pass(&mut self, app: &Arc<App>) -> Result<u64, Error> {
+        let last_sweep = self.last_sweep;
+        if last_sweep.is_none_or(|t| t.elapsed() >= BACKUP_SWEEP_PERIOD) {
+            // At start no grace: kumod.lock keeps other kumods off this data directory, and
+            // this one's backups and restores in flight own their files, so every other raw
+            // file is a dead kumod's (and may be as big as a volume).
+            let grace = if last_sweep.is_none() { Duration::ZERO } else { BACKUP_SWEEP_GRACE };
+            self.last_sweep = Some(std::time::Instant::now());
+            sweep_backups(app, grace).await;
         }
-    })
+        pass(app).await;
+        // Its steps count their changes and errors themselves, when they end.
+        Ok(0)
+    }
 }
 
 fn record_error(app: &App, msg: String) {
-    tracing::warn!("volume reconciler: {msg}");
-    app.volume_reconciler.update(|s| {
-        s.errors += 1;
-        s.last_error = Some(msg);
-    });
+    app.volume_reconciler.record_error(&Error::Step(msg));
 }
 
 /// One pass: collect leaks, then a step for every volume in a transitional state.
 pub async fn pass(app: &Arc<App>) {
-    app.volume_reconciler.update(|s| {
-        s.passes += 1;
-        s.last_pass = Some(chrono::Utc::now());
-    });
     if let Err(e) = collect_leaks(app).await {
         record_error(app, format!("leak collection: {e}"));
     }

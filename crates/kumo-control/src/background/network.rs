@@ -6,33 +6,12 @@
 //! start — before any guest is started, so a restarted `kumod` converges both ways.
 //! Without a data plane (the sim driver) a pass only computes the desired state.
 
+use super::{Error, Task};
 use crate::App;
 use kumo_agent::net::{DesiredNet, Metadata, NicNet, PeerNet, RuleNet, VpcNet};
 use kumo_types::network::RuleProtocol;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
-
-/// Wakes the network reconciler and keeps its status.
-#[derive(Default)]
-pub struct Handle {
-    notify: Notify,
-    status: Mutex<crate::reconciler::ReconcilerStatus>,
-    /// Serialises passes (the API's synchronous converge and the loop).
-    pass_lock: tokio::sync::Mutex<()>,
-}
-
-impl Handle {
-    pub fn wake(&self) {
-        self.notify.notify_one();
-    }
-
-    pub fn status(&self) -> crate::reconciler::ReconcilerStatus {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        s.name = "network".into();
-        s
-    }
-}
+use std::sync::Arc;
 
 /// A stored conntrack zone as the kernel takes it (16 bits, never 0: that is the host's own).
 fn zone_of(z: i64) -> anyhow::Result<u16> {
@@ -100,46 +79,35 @@ pub async fn desired(app: &App) -> anyhow::Result<DesiredNet> {
     Ok(out)
 }
 
-/// One pass: compute and apply.
-pub async fn converge(app: &App) -> anyhow::Result<()> {
-    let _one = app.network.pass_lock.lock().await;
+/// One pass: compute and apply (the loop's, or one asked for directly, e.g. before a guest
+/// starts; passes never overlap).
+pub async fn converge(app: &App) -> Result<(), Error> {
+    app.network.run_pass(converge_once(app)).await.map(|_| ())
+}
+
+async fn converge_once(app: &App) -> Result<u64, Error> {
     let want = desired(app).await?;
     let res = match &app.hostnet {
         Some(net) => net.apply(&want).await.map(Some).map_err(anyhow::Error::from),
         None => Ok(None),
     };
-    let mut st = app.network.status.lock().unwrap_or_else(|p| p.into_inner());
-    st.passes += 1;
-    st.last_pass = Some(chrono::Utc::now());
-    match res {
-        Ok(Some(report)) => {
-            st.changes += (report.created.len() + report.removed.len()) as u64;
-            st.leaks_collected += report.removed.len() as u64;
+    match res? {
+        Some(report) => {
+            app.network.update(|s| s.leaks_collected += report.removed.len() as u64);
             if !report.created.is_empty() || !report.removed.is_empty() {
                 tracing::info!(created = ?report.created, removed = ?report.removed, "network converged");
             }
-            Ok(())
+            Ok((report.created.len() + report.removed.len()) as u64)
         }
-        Ok(None) => Ok(()),
-        Err(e) => {
-            st.errors += 1;
-            st.last_error = Some(format!("{e:#}"));
-            Err(e)
-        }
+        None => Ok(0),
     }
 }
 
-/// Starts the network reconciler loop.
-pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            if let Err(e) = converge(&app).await {
-                tracing::warn!("network reconciler: {e:#}");
-            }
-            tokio::select! {
-                _ = app.network.notify.notified() => {}
-                _ = tokio::time::sleep(app.config.reconcile_period * 5) => {}
-            }
-        }
-    })
+/// The network reconciler task (see [`super::spawn`]).
+pub struct Converge;
+
+impl Task for Converge {
+    async fn pass(&mut self, app: &Arc<App>) -> Result<u64, Error> {
+        converge_once(app).await
+    }
 }

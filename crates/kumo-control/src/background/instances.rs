@@ -11,120 +11,33 @@
 //! run concurrently; steps of one instance never overlap. Each pass also collects leaks: anything
 //! on the host whose instance is not live in the store is stopped and quarantined (moved aside,
 //! deleted after the grace period; see [`kumo_agent::quarantine`]) — never destroyed outright,
-//! and never when the store says the instance lives on another host. Operators read its status
-//! (last pass, changes, errors) at `GET /v1/system/reconcilers`.
+//! and never when the store says the instance lives on another host. It runs under the one driver
+//! of background work ([`super`]); operators read its status (last pass, changes, errors) at
+//! `GET /v1/system/reconcilers`.
 
+use super::{Error, Task};
 use crate::app::instances;
+use crate::error::ApiError;
 use crate::App;
 use kumo_agent::GuestStatus;
 use kumo_types::{InstanceObservation, InstanceState};
-use serde::Serialize;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
-use utoipa::ToSchema;
 
-/// Status of a reconciler, for operators.
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct ReconcilerStatus {
-    /// Reconciler name.
-    pub name: String,
-    /// When the last pass started.
-    pub last_pass: Option<chrono::DateTime<chrono::Utc>>,
-    /// Passes since kumod started.
-    pub passes: u64,
-    /// State changes made since kumod started.
-    pub changes: u64,
-    /// Leaked host resources collected since kumod started.
-    pub leaks_collected: u64,
-    /// Leaks and orphans moved into the quarantine since kumod started (deleted after the grace
-    /// period, `--quarantine-days`).
-    pub quarantined: u64,
-    /// Leak candidates left alone because the store says they belong to another host.
-    pub foreign_skipped: u64,
-    /// Failed steps since kumod started.
-    pub errors: u64,
-    /// The last error, if any.
-    pub last_error: Option<String>,
-    /// Instance steps running now.
-    pub in_flight: usize,
-}
+/// The instance reconciler task (see [`super::spawn`]).
+pub struct Instances;
 
-/// Wakes the reconciler and keeps its status.
-#[derive(Default)]
-pub struct Handle {
-    pub(crate) notify: Notify,
-    /// Instances with a step running, and the generation of the record the step works from.
-    in_flight: Mutex<HashMap<uuid::Uuid, i64>>,
-    /// In-flight instances a pass found changed since their step began (e.g. deleted while being
-    /// created): their step wakes a new pass when it ends, rather than leaving them to the period.
-    changed_meanwhile: Mutex<HashSet<uuid::Uuid>>,
-    status: Mutex<ReconcilerStatus>,
-}
-
-impl Handle {
-    /// Asks for a pass now.
-    pub fn wake(&self) {
-        self.notify.notify_one();
+impl Task for Instances {
+    async fn pass(&mut self, app: &Arc<App>) -> Result<u64, Error> {
+        pass(app).await;
+        // Its steps count their changes and errors themselves, when they end.
+        Ok(0)
     }
-
-    pub fn status(&self) -> ReconcilerStatus {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if s.name.is_empty() {
-            s.name = "instances".into();
-        }
-        s.in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).len();
-        s
-    }
-
-    pub(crate) fn update(&self, f: impl FnOnce(&mut ReconcilerStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
-    pub(crate) fn claim(&self, id: uuid::Uuid, generation: i64) -> bool {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        match in_flight.get(&id) {
-            None => {
-                in_flight.insert(id, generation);
-                true
-            }
-            Some(g) => {
-                if *g != generation {
-                    self.changed_meanwhile.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-                }
-                false
-            }
-        }
-    }
-
-    /// Ends a step; returns whether a pass found the instance changed while the step ran.
-    pub(crate) fn release(&self, id: uuid::Uuid) -> bool {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        in_flight.remove(&id);
-        self.changed_meanwhile.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)
-    }
-}
-
-/// Starts the reconciler loop.
-pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            pass(&app).await;
-            tokio::select! {
-                _ = app.reconciler.notify.notified() => {}
-                _ = tokio::time::sleep(app.config.reconcile_period) => {}
-            }
-        }
-    })
 }
 
 /// One pass: collect leaks, then start a step for every instance that needs one.
 pub async fn pass(app: &Arc<App>) {
-    app.reconciler.update(|s| {
-        s.passes += 1;
-        s.last_pass = Some(chrono::Utc::now());
-    });
     if let Err(e) = collect_leaks(app).await {
         record_error(app, format!("leak collection: {e}"));
     }
@@ -160,11 +73,16 @@ pub async fn pass(app: &Arc<App>) {
 }
 
 fn record_error(app: &App, msg: String) {
-    tracing::warn!("reconciler: {msg}");
-    app.reconciler.update(|s| {
-        s.errors += 1;
-        s.last_error = Some(msg);
-    });
+    app.reconciler.record_error(&Error::Step(msg));
+}
+
+/// Why an instance's spec could not be made, as its failure reason: the cause the app layer keeps
+/// (its internal one, not the "see the server log" text meant for a request — a background step
+/// has no request id to look up), logged with it.
+fn spec_failure(id: uuid::Uuid, e: ApiError) -> String {
+    let cause = Error::from(e);
+    tracing::error!(instance = %id, "preparing the instance's configuration failed: {cause}");
+    format!("preparing the instance's configuration failed: {cause}")
 }
 
 /// Quarantines whatever is on the host without a live instance in the store: its guest is
@@ -204,7 +122,7 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
     let id = rec.view.id;
     let hv = &app.hypervisor;
     let outcome: Result<Option<(InstanceObservation, &str)>, String> = async {
-        let spec = || async { instances::spec_for(app, &rec).await.map_err(|e| e.message) };
+        let spec = || async { instances::spec_for(app, &rec).await.map_err(|e| spec_failure(id, e)) };
         match rec.state() {
             InstanceState::Creating => {
                 hv.provision(&spec().await?).await.map_err(|e| e.to_string())?;
@@ -214,7 +132,7 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
                 let spec = spec().await?;
                 if !spec.nics.is_empty() {
                     // Its taps must exist before the hypervisor opens them.
-                    crate::network::converge(app).await.map_err(|e| format!("network: {e:#}"))?;
+                    crate::background::network::converge(app).await.map_err(|e| format!("network: {e:#}"))?;
                 }
                 hv.start(&spec).await.map_err(|e| e.to_string())?;
                 Ok(Some((InstanceObservation::Booted, "reconciler: hypervisor runs the guest")))
@@ -280,7 +198,7 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
 pub async fn idle(app: &App, timeout: Duration) -> bool {
     let until = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < until {
-        if app.reconciler.in_flight.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        if app.reconciler.steps_in_flight() == 0 {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

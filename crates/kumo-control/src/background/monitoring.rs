@@ -1,8 +1,8 @@
 //! The monitoring task: per-instance metrics.
 //!
-//! A small reconciler like [`crate::reconciler`]: every `--metrics-interval` (default 5 s) it asks
-//! the host agent for the cumulative counters of every running instance
-//! ([`kumo_agent::Hypervisor::sample`]), turns two successive samples into rates, and writes one
+//! A small reconciler like [`super::instances`], under the same driver ([`super`]): every
+//! `--metrics-interval` (default 5 s) it asks the host agent for the cumulative counters of every
+//! running instance ([`kumo_agent::Hypervisor::sample`]), turns two successive samples into rates, and writes one
 //! row per instance in **one transaction per round** (`kumo_store::metrics::insert_raw`). The same
 //! transaction rolls finished minutes and hours up and prunes what is past retention
 //! (`kumo_store::metrics::maintain`: raw 1 hour, 1-minute means 1 day, 1-hour means 30 days).
@@ -19,7 +19,7 @@
 //! values are also kept in memory for the Prometheus endpoint. The task takes no input and is
 //! idempotent; its status is at `GET /v1/system/reconcilers` (name `monitoring`).
 
-use crate::reconciler::ReconcilerStatus;
+use super::{Error, Task};
 use crate::App;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -45,31 +45,20 @@ pub struct Latest {
     pub memory_configured_bytes: u64,
 }
 
-/// The monitoring task's status and memory between rounds.
+/// The monitoring task's memory between rounds (`App::instance_metrics`).
 #[derive(Default)]
-pub struct Handle {
-    status: Mutex<ReconcilerStatus>,
+pub struct Memory {
     /// The previous sample of each running instance and when it was taken.
     previous: Mutex<HashMap<Uuid, (DateTime<Utc>, InstanceSample)>>,
     latest: Mutex<HashMap<Uuid, Latest>>,
 }
 
-impl Handle {
-    pub fn status(&self) -> ReconcilerStatus {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        s.name = "monitoring".into();
-        s
-    }
-
+impl Memory {
     /// The latest metrics of every running instance that has them.
     pub fn latest(&self) -> Vec<Latest> {
         let mut v: Vec<Latest> = self.latest.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         v.sort_by(|a, b| (&a.project, &a.instance).cmp(&(&b.project, &b.instance)));
         v
-    }
-
-    fn update(&self, f: impl FnOnce(&mut ReconcilerStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
@@ -91,17 +80,16 @@ pub fn rates(prev: &InstanceSample, cur: &InstanceSample, secs: f64) -> Option<[
     ])
 }
 
-/// Starts the monitoring loop (one round every `config.metrics_interval`).
-pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(app.config.metrics_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            round(&app, kumo_store::now()).await;
-            trim_serial_logs(&app).await;
-        }
-    })
+/// The monitoring task (see [`super::spawn`]): one round every `config.metrics_interval`, then
+/// the serial logs are kept within their cap.
+pub struct Monitoring;
+
+impl Task for Monitoring {
+    async fn pass(&mut self, app: &Arc<App>) -> Result<u64, Error> {
+        let round = round(app, kumo_store::now()).await;
+        trim_serial_logs(app).await;
+        Ok(round?.rows as u64)
+    }
 }
 
 /// Keeps every serial log on this host within its cap (a guest printing without end would fill
@@ -130,27 +118,10 @@ pub struct RoundReport {
     pub rows: usize,
 }
 
-/// One round at time `now`: sample, compute rates, write, roll up, prune. Errors are recorded in
-/// the status (and the round's rows are lost; the next round starts again).
-pub async fn round(app: &App, now: DateTime<Utc>) -> RoundReport {
-    app.monitoring.update(|s| {
-        s.passes += 1;
-        s.last_pass = Some(now);
-    });
-    match try_round(app, now).await {
-        Ok(r) => {
-            app.monitoring.update(|s| s.changes += r.rows as u64);
-            r
-        }
-        Err(e) => {
-            tracing::warn!("monitoring: {e:#}");
-            app.monitoring.update(|s| {
-                s.errors += 1;
-                s.last_error = Some(format!("{e:#}"));
-            });
-            RoundReport::default()
-        }
-    }
+/// One round at time `now`: sample, compute rates, write, roll up, prune. On an error the
+/// round's rows are lost; the next round starts again.
+pub async fn round(app: &App, now: DateTime<Utc>) -> Result<RoundReport, Error> {
+    try_round(app, now).await.map_err(Error::from)
 }
 
 async fn try_round(app: &App, now: DateTime<Utc>) -> anyhow::Result<RoundReport> {
@@ -174,7 +145,7 @@ async fn try_round(app: &App, now: DateTime<Utc>) -> anyhow::Result<RoundReport>
     let mut sampled = 0;
     let mut failures = Vec::new();
     {
-        let mut previous = app.monitoring.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let mut previous = app.instance_metrics.previous.lock().unwrap_or_else(|p| p.into_inner());
         let mut next_previous = HashMap::with_capacity(samples.len());
         for (rec, s) in samples {
             let id = rec.view.id;
@@ -209,11 +180,11 @@ async fn try_round(app: &App, now: DateTime<Utc>) -> anyhow::Result<RoundReport>
         *previous = next_previous;
     }
     {
-        let mut l = app.monitoring.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = app.instance_metrics.latest.lock().unwrap_or_else(|p| p.into_inner());
         // Keep an instance's last values across a priming round, drop instances no longer sampled.
         let prev_latest = std::mem::take(&mut *l);
         let still: std::collections::HashSet<Uuid> =
-            app.monitoring.previous.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+            app.instance_metrics.previous.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
         *l = prev_latest.into_iter().filter(|(id, _)| still.contains(id)).collect();
         l.extend(latest);
     }

@@ -31,7 +31,7 @@
 //!
 //! Anything else is not kumod's and is left alone.
 
-use crate::reconciler::Handle;
+use super::{Error, Task};
 use crate::App;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -45,13 +45,6 @@ pub const STALE: Duration = Duration::from_secs(3600);
 /// How long a periodic pass leaves an image directory nothing names alone after its last change
 /// (an import commits its record right after its last file change).
 pub const IMAGE_SETTLE: Duration = Duration::from_secs(600);
-
-/// A new handle, reported as `sweep`.
-pub fn handle() -> Handle {
-    let h = Handle::default();
-    h.update(|s| s.name = "sweep".into());
-    h
-}
 
 /// Paths being made right now; the periodic sweep leaves them alone.
 #[derive(Default, Clone)]
@@ -139,19 +132,11 @@ impl Pass<'_> {
 }
 
 fn record_error(app: &App, msg: String) {
-    tracing::warn!("sweep: {msg}");
-    app.sweep.update(|s| {
-        s.errors += 1;
-        s.last_error = Some(msg);
-    });
+    app.sweep.record_error(&Error::Step(msg));
 }
 
 /// One pass over the data directory (see the module docs for the rules).
 pub async fn pass(app: &App, mode: Mode) -> Outcome {
-    app.sweep.update(|s| {
-        s.passes += 1;
-        s.last_pass = Some(chrono::Utc::now());
-    });
     let data = app.config.data_dir.clone();
     let mut p = Pass { app, mode, out: Outcome::default() };
 
@@ -212,10 +197,7 @@ pub async fn pass(app: &App, mode: Mode) -> Outcome {
 
     p.out.purged = app.quarantine.purge(app.config.quarantine_grace);
     let n = (p.out.quarantined.len() + p.out.deleted.len()) as u64;
-    app.sweep.update(|s| {
-        s.changes += n + p.out.purged as u64;
-        s.quarantined += p.out.quarantined.len() as u64;
-    });
+    app.sweep.update(|s| s.quarantined += p.out.quarantined.len() as u64);
     if n > 0 {
         tracing::warn!(
             quarantined = p.out.quarantined.len(),
@@ -262,12 +244,32 @@ async fn sweep_images(p: &mut Pass<'_>, images: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the periodic sweep (the start-up pass is run by kumod before serving).
-pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(app.config.sweep_period).await;
-            pass(&app, Mode::Periodic).await;
-        }
-    })
+impl Outcome {
+    /// Files quarantined, deleted, and quarantine entries purged.
+    pub fn changes(&self) -> u64 {
+        (self.quarantined.len() + self.deleted.len() + self.purged) as u64
+    }
+}
+
+/// The start-up pass, run by kumod before serving and before any other background task (counted
+/// in the sweep's status like the periodic ones).
+pub async fn startup(app: &App) -> Outcome {
+    let mut out = Outcome::default();
+    let _ = app
+        .sweep
+        .run_pass(async {
+            out = pass(app, Mode::Startup).await;
+            Ok(out.changes())
+        })
+        .await;
+    out
+}
+
+/// The periodic sweep task (see [`super::spawn`]; its first pass is one period after the start).
+pub struct Periodic;
+
+impl Task for Periodic {
+    async fn pass(&mut self, app: &Arc<App>) -> Result<u64, Error> {
+        Ok(pass(app, Mode::Periodic).await.changes())
+    }
 }
