@@ -48,29 +48,7 @@ pub struct Manifest {
     pub chunks: Vec<Option<String>>,
 }
 
-/// What taking a backup did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BackupStats {
-    /// Non-zero chunks in the backup.
-    pub chunks: u64,
-    /// Chunks this backup had to store (the rest were in the project's store already).
-    pub new_chunks: u64,
-    /// Bytes this backup added to the project's store.
-    pub bytes_stored: u64,
-}
-
-/// What a sweep removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SweepStats {
-    /// Chunks no manifest names (left by a deletion that found its store busy, or by a backup
-    /// killed before its manifest was written).
-    pub chunks: u64,
-    pub chunk_bytes: u64,
-    /// Half-written chunk or manifest files, and raw export/restore files of a killed kumod.
-    pub temp_files: u64,
-    /// Chunk stores skipped because a backup or restore held them (swept next time).
-    pub busy: u64,
-}
+pub use kumo_host_api::{BackupStats, SweepStats};
 
 /// Proof that a project's chunk store is held (shared) by a backup or restore: while any exists,
 /// no chunk of that store is collected. Released on drop.

@@ -1,8 +1,14 @@
 //! The Kumo host agent.
 //!
-//! The control plane talks to a host only through the [`Hypervisor`] trait: "make this instance's
-//! disk exist", "run it", "stop it", "what is there?". Every operation is idempotent and keyed by
-//! the instance id, so a reconciler that was killed half-way can simply call it again.
+//! The control plane talks to a host only through [`kumo_host_api::HostAgent`] (the seam: plain
+//! data in, plain data out). [`local::LocalAgent`] implements it in process over what this crate
+//! has: a hypervisor driver, its storage pool, the network data plane ([`net`]), the backup target
+//! ([`backup`]), qemu-img ([`qemu_img`]) and the quarantine ([`quarantine`]).
+//!
+//! Inside the agent, a driver implements [`Hypervisor`]: "make this instance's disk exist", "run
+//! it", "stop it", "what is there?". Every operation is idempotent and keyed by the instance id,
+//! so a reconciler that was killed half-way can simply call it again. This trait is the agent's
+//! own (it hands out its pool and takes paths of this host); it never crosses the seam.
 //!
 //! Two drivers implement it:
 //! - [`qemu::QemuDriver`]: real QEMU processes, one per instance, controlled over QMP, with a qcow2
@@ -10,8 +16,8 @@
 //! - [`sim::SimDriver`]: an in-process simulation for fast API tests and scale simulations. It is
 //!   always reported as `sim` (simulated) on the host view, never passed off as a real hypervisor.
 //!
-//! In the all-in-one `kumod` the driver runs in the same process as the control plane; in the
-//! scale-out deployment an HTTP client to a remote agent implements the same trait.
+//! The types that cross the seam ([`InstanceSpec`], [`net::DesiredNet`], …) are defined in
+//! `kumo-host-api` and re-exported here under their old paths.
 
 pub mod backup;
 pub mod capacity;
@@ -19,6 +25,8 @@ pub mod cgroup;
 pub mod confine;
 pub mod fault;
 pub mod keys;
+pub mod local;
+pub use local::LocalAgent;
 pub mod kvm_probe;
 pub mod net;
 pub mod proc;
@@ -32,119 +40,10 @@ pub mod storage;
 pub mod tool;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// How the guest boots.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BootSpec {
-    /// Direct kernel boot.
-    Kernel { kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String },
-    /// Firmware boot from the root disk.
-    Disk,
-}
-
-/// Everything a host needs to run an instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceSpec {
-    pub id: Uuid,
-    pub name: String,
-    pub vcpus: i64,
-    pub memory_mib: i64,
-    pub disk_gib: i64,
-    /// The image's disk; the instance's root disk is a qcow2 overlay backed by it.
-    pub image_disk: PathBuf,
-    pub boot: BootSpec,
-    pub user_data: Option<String>,
-    /// Volumes of the storage pool attached to the instance, in attach order: on the command line
-    /// at start, after the root disk and the config drive (so the guest sees them as vdc, vdd, …).
-    #[serde(default)]
-    pub volumes: Vec<VolumeDisk>,
-    /// Network interfaces: the host data plane has made their taps (see [`net`]).
-    #[serde(default)]
-    pub nics: Vec<NicSpec>,
-}
-
-/// A network interface of a guest: a tap on the host, with the MAC the guest sees.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NicSpec {
-    pub tap: String,
-    pub mac: String,
-}
-
-/// A volume as an instance has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolumeDisk {
-    pub id: Uuid,
-    #[serde(default)]
-    pub limits: IoLimits,
-}
-
-/// I/O limits of one disk (QEMU throttling); None is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IoLimits {
-    /// Read + write requests per second.
-    pub iops: Option<u64>,
-    /// Read + write bytes per second.
-    pub bytes_per_sec: Option<u64>,
-}
-
-impl IoLimits {
-    pub fn is_unlimited(&self) -> bool {
-        self.iops.is_none() && self.bytes_per_sec.is_none()
-    }
-}
-
-/// What exists on the host for an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GuestStatus {
-    /// Nothing: no disk, no process.
-    Absent,
-    /// The disk exists; no hypervisor process runs.
-    Provisioned,
-    /// The hypervisor process runs the guest.
-    Running,
-}
-
-/// Cumulative counters of one running instance, as the host sees them. Counters only grow while
-/// the guest's hypervisor process lives; a restart (new QEMU) starts them again from zero, which
-/// the control plane detects as a counter going down.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceSample {
-    /// CPU time of the hypervisor process (every vCPU thread plus emulation), nanoseconds.
-    pub cpu_ns: u64,
-    /// Resident memory of the hypervisor process (what the guest really uses on the host), bytes.
-    pub memory_bytes: u64,
-    /// The guest's configured memory, bytes.
-    pub memory_configured_bytes: u64,
-    /// Bytes and requests the guest read from and wrote to its disks.
-    pub disk_read_bytes: u64,
-    pub disk_write_bytes: u64,
-    pub disk_read_ops: u64,
-    pub disk_write_ops: u64,
-    /// Network traffic of the guest's NICs, from the guest's side (its taps' counters, reversed).
-    pub net_rx_bytes: u64,
-    pub net_tx_bytes: u64,
-    pub net_rx_packets: u64,
-    pub net_tx_packets: u64,
-}
-
-/// What a host says about itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HostInfo {
-    pub name: String,
-    /// `qemu` or `sim`.
-    pub driver: String,
-    /// `kvm`, `tcg` or `simulated`.
-    pub accelerator: String,
-    pub accelerator_reason: String,
-    pub vcpus: i64,
-    pub memory_mib: i64,
-    pub disk_gib: i64,
-    pub gpus: i64,
-}
+pub use kumo_host_api::{BootSpec, GuestStatus, HostInfo, InstanceSample, InstanceSpec, IoLimits, NicSpec, VolumeDisk};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -168,7 +67,7 @@ impl AgentError {
 
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 
-/// The host agent's API. See the crate docs.
+/// A hypervisor driver: the agent's own interface to QEMU or the simulation. See the crate docs.
 #[async_trait]
 pub trait Hypervisor: Send + Sync + 'static {
     /// Describes the host: driver, accelerator, capacity.

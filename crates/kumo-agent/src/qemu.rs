@@ -113,7 +113,7 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     for (i, nic) in spec.nics.iter().enumerate() {
         // The tap exists already (the host data plane made it, on the VPC's bridge).
         push("-netdev");
-        push(&format!("tap,id=net{i},ifname={},script=no,downscript=no", nic.tap));
+        push(&format!("tap,id=net{i},ifname={},script=no,downscript=no", crate::net::tap_name(&nic.mac)));
         push("-device");
         push(&format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac));
     }
@@ -1068,7 +1068,7 @@ mod tests {
     #[test]
     fn taps_of_the_command_line_and_their_counters() {
         let mut spec = spec(None);
-        spec.nics = vec![crate::NicSpec { tap: "kt0a1b2c3d".into(), mac: "52:54:00:0a:1b:2c".into() }];
+        spec.nics = vec![crate::NicSpec { mac: "52:54:0a:1b:2c:3d".into() }];
         let run = RunDir::new(Path::new("/d"), spec.id);
         let cmdline: Vec<u8> = command_line(&spec, &run, Accel::Tcg)
             .iter()

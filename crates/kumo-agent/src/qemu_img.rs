@@ -1,7 +1,6 @@
 //! The `qemu-img` wrapper: overlays, inspection, conversion, growth.
 
 use crate::tool::{self, ToolError};
-use serde::Deserialize;
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -10,25 +9,7 @@ macro_rules! args {
     ($($a:expr),* $(,)?) => { vec![$(OsString::from($a)),*] };
 }
 
-/// What `qemu-img info --output=json` says about a file.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ImageInfo {
-    pub format: String,
-    #[serde(rename = "virtual-size")]
-    pub virtual_size: u64,
-    #[serde(rename = "backing-filename")]
-    pub backing_filename: Option<String>,
-    #[serde(rename = "format-specific", default)]
-    pub format_specific: Option<serde_json::Value>,
-}
-
-impl ImageInfo {
-    /// A qcow2 may keep its data in an external file (`data-file`); like a backing file, that
-    /// could point anywhere on the host.
-    pub fn external_data_file(&self) -> Option<&str> {
-        self.format_specific.as_ref()?.get("data")?.get("data-file")?.as_str()
-    }
-}
+pub use kumo_host_api::ImageInfo;
 
 /// Inspects a file. Without `format` the format is detected from the content.
 pub async fn info(path: &Path, format: Option<&str>) -> Result<ImageInfo, ToolError> {

@@ -23,16 +23,7 @@ use std::sync::Mutex;
 /// Default cap of a serial log, bytes (8 MiB).
 pub const DEFAULT_MAX_BYTES: u64 = 8 << 20;
 
-/// Serial console bytes read from a log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SerialChunk {
-    pub bytes: Vec<u8>,
-    /// Absolute offset of the first byte: the offset asked for, or the oldest byte still kept when
-    /// the one asked for was discarded.
-    pub start: u64,
-    /// Absolute offset to continue from.
-    pub next: u64,
-}
+pub use kumo_host_api::SerialChunk;
 
 /// Where absolute `offset` lies in a log whose first `discarded` bytes are gone: the position in
 /// what is kept, and the absolute offset reading starts at.

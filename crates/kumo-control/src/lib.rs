@@ -8,8 +8,11 @@
 //! - [`scheduler`]: pure placement arithmetic.
 //! - [`background`]: background tasks that make the hosts match the recorded intent.
 //!
-//! The control plane reaches hosts only through [`kumo_agent::Hypervisor`].
+//! The control plane reaches hosts only through their agents ([`agents::HostAgents`]: host id →
+//! [`kumo_host_api::HostAgent`]), with plain-data arguments and results; it holds no object of a
+//! host, runs no host tool and names no path of a host (see `kumo-host-api`).
 
+pub mod agents;
 pub mod app;
 pub mod background;
 pub mod context;
@@ -22,7 +25,7 @@ pub mod openapi;
 pub mod scheduler;
 pub mod telemetry;
 
-use kumo_agent::Hypervisor;
+use kumo_host_api::HostAgent;
 use kumo_store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,9 +50,6 @@ pub struct ControlConfig {
     pub metrics_interval: Duration,
     /// The operator's public IPv4 pool for floating IPs (`--public-ip-pool`).
     pub public_ip_pool: Option<ipnet::Ipv4Net>,
-    /// Run the host network data plane (bridges, taps, nft, DHCP, metadata) in this namespace
-    /// (`Some(None)`: the machine's own; `None`: no data plane, as with the sim driver).
-    pub host_network: Option<Option<String>>,
     /// Reverse proxies whose forwarded-client headers are believed (`--trusted-proxy`,
     /// `--forwarded-header`); see [`http::forwarded`].
     pub trusted_proxies: http::forwarded::TrustedProxies,
@@ -69,10 +69,6 @@ impl ControlConfig {
         self.data_dir.join("images")
     }
 
-    pub fn backups_dir(&self) -> PathBuf {
-        self.data_dir.join("backups")
-    }
-
     pub fn quarantine_dir(&self) -> PathBuf {
         self.data_dir.join("quarantine")
     }
@@ -81,7 +77,8 @@ impl ControlConfig {
 /// Everything a request handler or background task needs.
 pub struct App {
     pub store: Store,
-    pub hypervisor: Arc<dyn Hypervisor>,
+    /// The hosts' agents, by host id (today the local host's alone); see [`agents`].
+    pub hosts: agents::HostAgents,
     /// The id of the local host's row.
     pub host_id: uuid::Uuid,
     pub config: ControlConfig,
@@ -105,17 +102,13 @@ pub struct App {
     pub events: app::events::EventBus,
     /// The volume reconciler; see [`background::volumes`].
     pub volume_reconciler: background::Handle,
-    /// Where volume backups go (`<data-dir>/backups`); see [`app::backups`].
-    pub backup_target: Arc<dyn kumo_agent::backup::BackupTarget>,
     /// Set when a snapshot or a volume goes: the volume reconciler then looks for snapshot layers
     /// nothing uses any more (reading every chain is too costly for every pass).
     pub layers_dirty: std::sync::atomic::AtomicBool,
     /// The network reconciler; see [`background::network`].
     pub network: background::Handle,
-    /// The host's network data plane (None with the sim driver).
-    pub hostnet: Option<Arc<kumo_agent::net::HostNet>>,
-    /// Where leak collection and the orphan sweep move what they would delete; see
-    /// [`kumo_agent::quarantine`].
+    /// Where the orphan sweep moves what it would delete (the local agent's leak collection shares
+    /// it); see [`kumo_agent::quarantine`].
     pub quarantine: Arc<kumo_agent::quarantine::Quarantine>,
     /// The orphan sweep; see [`background::sweep`].
     pub sweep: background::Handle,
@@ -125,14 +118,22 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the control plane: registers the host, seeds the catalogue, bootstraps the operator
-    /// token. Does not start background tasks or serve (see [`background::spawn_all`], [`http::serve`]).
+    /// The local host's agent (the one host of the all-in-one `kumod`).
+    pub fn agent(&self) -> &dyn HostAgent {
+        self.hosts.local()
+    }
+
+    /// Opens the control plane: registers the local host (described by its `agent`), seeds the
+    /// catalogue, bootstraps the operator token. `quarantine` is the data directory's (shared with
+    /// the local agent). Does not start background tasks or serve (see [`background::spawn_all`],
+    /// [`http::serve`]).
     pub async fn open(
         store: Store,
-        hypervisor: Arc<dyn Hypervisor>,
+        agent: Arc<dyn HostAgent>,
+        quarantine: Arc<kumo_agent::quarantine::Quarantine>,
         config: ControlConfig,
     ) -> anyhow::Result<Arc<App>> {
-        let host_id = app::hosts::register(&store, hypervisor.as_ref(), &config).await?;
+        let host_id = app::hosts::register(&store, agent.as_ref(), &config).await?;
         {
             let mut tx = store.begin().await?;
             kumo_store::instance_types::seed_defaults(&mut tx).await?;
@@ -141,7 +142,7 @@ impl App {
         app::tokens::bootstrap_admin_token(&store, &config.data_dir).await?;
         Ok(Arc::new(App {
             store,
-            hypervisor,
+            hosts: agents::HostAgents::new(host_id, agent),
             host_id,
             tokens: context::TokenCache::default(),
             logins: app::login::LoginLimiter::default(),
@@ -153,11 +154,9 @@ impl App {
             telemetry: telemetry::Telemetry::default(),
             events: app::events::EventBus::default(),
             volume_reconciler: background::Handle::new("volumes"),
-            backup_target: Arc::new(kumo_agent::backup::DirTarget::new(config.backups_dir())),
             layers_dirty: std::sync::atomic::AtomicBool::new(true),
             network: background::Handle::new("network"),
-            hostnet: config.host_network.clone().map(|ns| Arc::new(kumo_agent::net::HostNet::new(ns))),
-            quarantine: Arc::new(kumo_agent::quarantine::Quarantine::new(config.quarantine_dir())),
+            quarantine,
             sweep: background::Handle::new("sweep"),
             in_flight: background::sweep::InFlight::default(),
             config,

@@ -6,8 +6,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kumo_agent::keys::{KeyStore, MasterKey};
 use kumo_agent::kvm_probe::{self, AccelRequest, ProbeImage};
 use kumo_agent::storage::DirPool;
-use kumo_agent::{capacity, qemu::QemuDriver, sim::SimDriver, Hypervisor};
+use kumo_agent::{capacity, qemu::QemuDriver, sim::SimDriver, Hypervisor, LocalAgent};
 use kumo_control::{App, ControlConfig};
+use kumo_host_api::{HostAgent, JsonRoundTrip};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,16 @@ enum DriverKind {
     Qemu,
     /// Simulated hypervisor (tests, scale simulations): no guest really runs.
     Sim,
+}
+
+/// How the control plane holds the local host's agent.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AgentAdapter {
+    /// Directly, in process.
+    Direct,
+    /// Through a JSON round trip of every call's arguments and result: proves the host-agent seam
+    /// can cross a wire (tests; see kumo_host_api::JsonRoundTrip).
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -106,6 +117,10 @@ struct RunArgs {
     /// Without this or --host-netns, guests get no NIC (their addresses are still allocated).
     #[arg(long, env = "KUMOD_HOST_NETWORK")]
     host_network: bool,
+
+    /// How the control plane holds the local agent (`json`: every call round-trips through JSON).
+    #[arg(long, env = "KUMOD_AGENT_ADAPTER", value_enum, default_value = "direct", hide = true)]
+    agent_adapter: AgentAdapter,
     /// The operator's public IPv4 pool for floating IPs, e.g. 203.0.113.0/24 (its first address
     /// is the host's uplink address).
     #[arg(long, env = "KUMOD_PUBLIC_IP_POOL")]
@@ -345,12 +360,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         audit_retention: args.audit_retention_days.map(|d| Duration::from_secs(d * 86_400)),
         metrics_interval: Duration::from_secs(args.metrics_interval),
         public_ip_pool: args.public_ip_pool.map(|p| p.trunc()),
-        // The sim driver has no guests to connect: no data plane.
-        host_network: match (&args.driver, &args.host_netns, args.host_network) {
-            (DriverKind::Qemu, Some(ns), _) => Some(Some(ns.clone())),
-            (DriverKind::Qemu, None, true) => Some(None),
-            _ => None,
-        },
         trusted_proxies: kumo_control::http::forwarded::TrustedProxies {
             networks: args.trusted_proxies.iter().map(|n| n.trunc()).collect(),
             header: args.forwarded_header,
@@ -360,7 +369,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         sweep_period: Duration::from_secs(args.sweep_minutes * 60),
         serial_log_max_bytes: args.serial_log_max_mib << 20,
     };
-    let app = App::open(store, hypervisor, config).await?;
+    let quarantine = Arc::new(kumo_agent::quarantine::Quarantine::new(config.quarantine_dir()));
+    let local = LocalAgent::new(hypervisor, &data_dir, quarantine.clone());
+    // The host network data plane (bridges, taps, nft, DHCP, metadata); the sim driver has no
+    // guests to connect: no data plane.
+    let local = match (&args.driver, &args.host_netns, args.host_network) {
+        (DriverKind::Qemu, Some(ns), _) => local.with_network(Some(ns.clone())),
+        (DriverKind::Qemu, None, true) => local.with_network(None),
+        _ => local,
+    };
+    let agent: Arc<dyn HostAgent> = match args.agent_adapter {
+        AgentAdapter::Direct => Arc::new(local),
+        AgentAdapter::Json => Arc::new(JsonRoundTrip(local)),
+    };
+    let app = App::open(store, agent, quarantine, config).await?;
     // Leftovers of a crash, before anything new is made (nothing is in flight yet).
     kumo_control::background::sweep::startup(&app).await;
     seed_images(&app, &args.image_cache).await;

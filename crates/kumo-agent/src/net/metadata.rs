@@ -16,17 +16,7 @@ use std::sync::Arc;
 
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
-/// What one instance may read about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Metadata {
-    pub instance_id: String,
-    pub hostname: String,
-    pub local_ipv4: Ipv4Addr,
-    pub public_ipv4: Option<Ipv4Addr>,
-    pub ssh_keys: Vec<String>,
-    pub user_data: Option<String>,
-    pub mac: String,
-}
+pub use kumo_host_api::net::Metadata;
 
 /// Binds the metadata listener of `bridge` inside `netns`.
 pub fn bind(netns: Option<&str>, bridge: &str) -> std::io::Result<tokio::net::TcpListener> {

@@ -26,13 +26,12 @@ pub mod netns;
 pub mod nft;
 
 use ipnet::Ipv4Net;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
-use uuid::Uuid;
 
 pub use dhcp::Lease;
-pub use metadata::Metadata;
+pub use kumo_host_api::net::{tap_name, ApplyReport, DesiredNet, Metadata, NicNet, PeerNet, RuleNet, VpcNet};
 
 /// The public uplink (a bridge without ports holding the pool's first address; a physical NIC
 /// joins it in production).
@@ -43,72 +42,9 @@ pub fn bridge_name(vni: i64) -> String {
     format!("kv{vni}")
 }
 
-/// Tap of an interface, from its MAC (unique among live interfaces): `kt` + its last 4 bytes.
-pub fn tap_name(mac: &str) -> String {
-    let hex: String = mac.split(':').skip(2).collect();
-    format!("kt{hex}")
-}
-
 /// Routing table (and firewall mark) of a VPC.
 pub fn vpc_table(vni: i64) -> u32 {
     1000 + vni as u32
-}
-
-/// A VPC on this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VpcNet {
-    pub vni: i64,
-    /// Conntrack zone of the VPC's traffic (16-bit, allocated apart from the VNI).
-    pub zone: u16,
-    pub subnets: Vec<Ipv4Net>,
-}
-
-/// A guest interface on this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NicNet {
-    pub id: Uuid,
-    pub vni: i64,
-    /// Its VPC's conntrack zone.
-    pub zone: u16,
-    pub subnet: Ipv4Net,
-    pub groups: Vec<Uuid>,
-    pub metadata: Metadata,
-}
-
-impl NicNet {
-    pub fn tap(&self) -> String {
-        tap_name(&self.metadata.mac)
-    }
-    pub fn ip(&self) -> Ipv4Addr {
-        self.metadata.local_ipv4
-    }
-}
-
-/// Where a rule's peers are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerNet {
-    Cidr(Ipv4Net),
-    /// Members of a security group (their addresses in the same VPC).
-    Group(Uuid),
-}
-
-/// One security group rule, as the host applies it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleNet {
-    pub ingress: bool,
-    /// `tcp`, `udp`, `icmp`, or None for any.
-    pub protocol: Option<String>,
-    pub ports: Option<(u16, u16)>,
-    pub peer: PeerNet,
-}
-
-/// What the host's tenant networking should look like.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DesiredNet {
-    pub vpcs: Vec<VpcNet>,
-    pub nics: Vec<NicNet>,
-    pub rules: BTreeMap<Uuid, Vec<RuleNet>>,
-    pub public_pool: Option<Ipv4Net>,
 }
 
 /// DHCP leases and metadata of every interface, by bridge: what the in-process DHCP and metadata
@@ -140,13 +76,6 @@ pub enum NetError {
     Io(#[from] std::io::Error),
     #[error("nft: {0}")]
     Nft(String),
-}
-
-/// What one [`HostNet::apply`] changed.
-#[derive(Debug, Default, Clone)]
-pub struct ApplyReport {
-    pub created: Vec<String>,
-    pub removed: Vec<String>,
 }
 
 struct Servers {

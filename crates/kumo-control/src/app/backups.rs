@@ -1,6 +1,7 @@
-//! Volume backups: taken in the request into the backup target (`kumo_agent::backup`), listed,
-//! deleted; restored by creating a volume with `source_backup` (the volume reconciler writes the
-//! verified chunks into the new volume).
+//! Volume backups: taken in the request by the volume's host into its backup target
+//! ([`kumo_host_api::HostAgent::backup_volume`]; a backup is an artifact of the host named by
+//! project and id), listed, deleted; restored by creating a volume with `source_backup` (the volume
+//! reconciler has the host write the verified chunks into the new volume).
 //!
 //! A backup reads the volume's data, so the volume must not be open by a running guest
 //! (available, or attached to a stopped instance): the copy is then exactly the volume's data.
@@ -107,17 +108,12 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Backu
     };
 
     let id = kumo_store::new_id();
-    let dir = app.config.backups_dir();
-    tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
-    // Removed when done (or by the backup sweep, if kumod dies meanwhile).
-    let raw = kumo_agent::backup::Scratch::new(&dir, "export", id);
-    let stats = async {
-        app.hypervisor.pool().export_raw(vol.view.id, raw.path()).await?;
-        kumo_agent::backup::backup_raw(app.backup_target.as_ref(), proj.id, raw.path(), id).await
-    }
-    .await;
-    drop(raw);
-    let stats = stats.map_err(|e| ApiError::internal(format!("backup of volume {}: {e}", vol.view.id)))?;
+    // The host exports the volume and stores the backup in its backup target.
+    let stats = app
+        .agent()
+        .backup_volume(vol.view.id, proj.id, id)
+        .await
+        .map_err(|e| ApiError::internal(format!("backup of volume {}: {e}", vol.view.id)))?;
 
     let mut tx = app.store.begin().await?;
     let new = NewBackup {
@@ -138,7 +134,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Backu
         Err(e) => Err(already_exists("backup", p.name.as_str())(e)),
     };
     if let Err(e) = inserted {
-        let _ = app.backup_target.delete(proj.id, id).await;
+        let _ = app.agent().delete_backup(proj.id, id).await;
         return Err(e);
     }
     let rec =
@@ -163,7 +159,7 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, backup: &
     // The manifest goes, and the chunks no other backup of the project uses (unless a backup or
     // restore of the project is running: then the volume reconciler's sweep collects them). A
     // failure leaves only unused data.
-    match app.backup_target.delete(rec.project_id, rec.view.id).await {
+    match app.agent().delete_backup(rec.project_id, rec.view.id).await {
         Ok(true) => {}
         Ok(false) => tracing::info!(backup = %rec.view.id, "chunk store busy: its unused chunks go at the next sweep"),
         Err(e) => tracing::warn!(backup = %rec.view.id, "removing the backup's data: {e}"),

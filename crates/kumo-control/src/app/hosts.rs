@@ -4,7 +4,7 @@ use super::{read, selector};
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};
 use crate::{App, ControlConfig};
-use kumo_agent::Hypervisor;
+use kumo_host_api::HostAgent;
 use kumo_store::hosts::{HostReport, Resources};
 use kumo_store::Store;
 use kumo_types::page::PageRequest;
@@ -13,8 +13,8 @@ use kumo_types::{HostView, ResultsPage};
 /// Registers (or refreshes, renaming it if its name changed) the host the agent runs on, under
 /// its stable id (`config.host_id`, from `DATA_DIR/host-id`; see [`crate::identity`]); returns
 /// its id.
-pub async fn register(store: &Store, hv: &dyn Hypervisor, config: &ControlConfig) -> anyhow::Result<uuid::Uuid> {
-    let info = hv.host_info();
+pub async fn register(store: &Store, host: &dyn HostAgent, config: &ControlConfig) -> anyhow::Result<uuid::Uuid> {
+    let info = host.host_info().await?;
     let report = HostReport {
         name: info.name.clone(),
         driver: info.driver,

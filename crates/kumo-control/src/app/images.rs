@@ -4,14 +4,15 @@
 //! (never whole in memory), detect the format from the content with `qemu-img info` (never from
 //! a file name), accept qcow2, raw, vmdk and vhdx, refuse anything that would make qemu-img read
 //! other files of the host (see [`refuse_unsafe`]), check qcow2 metadata, and convert to a
-//! standalone qcow2.
+//! standalone qcow2. qemu-img runs on the host, through its agent: files of the image store are
+//! named to it by image id and file name ([`ImageFile`]), never by path.
 
 use super::{read, selector};
 use crate::context::{Access, OpContext};
 use crate::error::{already_exists, ApiError, ApiResult};
 use crate::App;
 use futures_util::{Stream, StreamExt};
-use kumo_agent::qemu_img;
+use kumo_host_api::{ImageFile, ImageInfo};
 use kumo_store::images::NewImage;
 use kumo_types::page::PageRequest;
 use kumo_types::{ImageBoot, ImageCreate, ImageView, Name, ResultsPage};
@@ -162,9 +163,9 @@ where
     if size == 0 {
         return Err(ApiError::invalid("the uploaded image is empty"));
     }
-    // qemu-img runs confined on the upload (see qemu_img::untrusted), with names relative to
-    // the image's directory.
-    let info = qemu_img::untrusted::info(&dir, UPLOAD).await.map_err(|e| {
+    // qemu-img runs confined on the upload (see kumo_agent::qemu_img::untrusted), with names
+    // relative to the image's directory.
+    let info = app.agent().inspect_upload(ImageFile::new(id, UPLOAD)).await.map_err(|e| {
         let text = e.to_string();
         let message = if text.contains("timed out") {
             "qemu-img could not read the image in time (does it name a FIFO, a device or another file?); \
@@ -179,7 +180,7 @@ where
     })?;
     refuse_unsafe(&info, Path::new(UPLOAD))?;
     if info.format == "qcow2" {
-        qemu_img::untrusted::check(&dir, UPLOAD).await.map_err(|e| ApiError {
+        app.agent().check_upload(ImageFile::new(id, UPLOAD)).await.map_err(|e| ApiError {
             internal: Some(e.to_string()),
             ..ApiError::invalid("the qcow2 image is corrupt (qemu-img check failed)")
         })?;
@@ -187,7 +188,8 @@ where
     let disk = dir.join(DISK);
     // The output holds at most the virtual size, plus qcow2 metadata.
     let max_out = IMPORT_MAX_VIRTUAL_BYTES + (1 << 30);
-    qemu_img::untrusted::convert_to_qcow2(&dir, UPLOAD, &info.format, DISK, max_out)
+    app.agent()
+        .convert_upload(ImageFile::new(id, UPLOAD), info.format.clone(), ImageFile::new(id, DISK), max_out)
         .await
         .map_err(ApiError::internal)?;
     let _ = tokio::fs::remove_file(&upload).await;
@@ -233,13 +235,13 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
     super::quotas::precheck(&mut conn, proj.id, &proj.name, super::quotas::image_amounts(0)).await?;
     let id = kumo_store::images::allocate_id();
     let dir = app.config.images_dir().join(id.to_string());
-    let disk = dir.join("disk.qcow2");
+    let disk = dir.join(DISK);
     let (boot_from, os) = match (&p.source_snapshot, &p.source_instance) {
         (Some(snapshot), None) => {
             let snap = super::snapshots::source(&mut conn, proj.id, snapshot).await?;
             tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
             let guard = DirGuard::new(app, &dir);
-            app.hypervisor.pool().export_snapshot(snap.view.id, &disk).await.map_err(ApiError::internal)?;
+            app.agent().export_snapshot(snap.view.id, ImageFile::new(id, DISK)).await.map_err(ApiError::internal)?;
             (guard, format!("from snapshot '{}' of volume '{}'", snap.view.name, snap.view.volume))
         }
         (None, Some(instance)) => {
@@ -252,7 +254,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
             }
             tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
             let guard = DirGuard::new(app, &dir);
-            app.hypervisor.export_root_disk(inst.view.id, &disk).await.map_err(ApiError::internal)?;
+            app.agent().export_root_disk(inst.view.id, ImageFile::new(id, DISK)).await.map_err(ApiError::internal)?;
             (guard, format!("from instance '{}' (image '{}')", inst.view.name, inst.view.image))
         }
         _ => return Err(ApiError::invalid("give exactly one of source_snapshot and source_instance")),
@@ -280,7 +282,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
             cmdline = img.cmdline.clone();
         }
     }
-    let info = qemu_img::info(&disk, Some("qcow2")).await.map_err(ApiError::internal)?;
+    let info = app.agent().image_info(ImageFile::new(id, DISK)).await.map_err(ApiError::internal)?;
     let disk_path = disk.to_string_lossy().into_owned();
     let new = NewImage {
         id,
@@ -325,7 +327,7 @@ pub const IMPORT_MAX_VIRTUAL_BYTES: u64 = (kumo_types::volume::VOLUME_MAX_GIB as
 /// host (a qcow2 backing file or external data file, a vmdk whose extents are separate files —
 /// a descriptor can name `/etc/shadow` as a flat extent — or a vmdk parent), formats we do not
 /// import, and absurd virtual sizes. The format is what qemu-img detected from the content.
-pub fn refuse_unsafe(info: &qemu_img::ImageInfo, upload: &Path) -> ApiResult<()> {
+pub fn refuse_unsafe(info: &ImageInfo, upload: &Path) -> ApiResult<()> {
     match info.format.as_str() {
         "qcow2" | "raw" | "vmdk" | "vhdx" => {}
         other => {
@@ -443,7 +445,7 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
         Some(i) => Some(copy(i).await?),
         None => None,
     };
-    let info = qemu_img::info(Path::new(&disk_path), Some("qcow2")).await?;
+    let info = app.agent().image_info(ImageFile::new(id, manifest.disk.as_str())).await?;
     let new = NewImage {
         id,
         project_id: None,
@@ -523,7 +525,7 @@ async fn same_build(
 mod tests {
     use super::*;
 
-    fn info(json: serde_json::Value) -> qemu_img::ImageInfo {
+    fn info(json: serde_json::Value) -> ImageInfo {
         serde_json::from_value(json).unwrap()
     }
 

@@ -10,7 +10,7 @@ use super::{read, selector};
 use crate::context::{Access, OpContext};
 use crate::error::{already_exists, ApiError, ApiResult};
 use crate::{scheduler, App};
-use kumo_agent::{BootSpec, InstanceSpec};
+use kumo_host_api::{BootSpec, InstanceSpec, NicSpec, SerialChunk};
 use kumo_store::events::NewEvent;
 use kumo_store::hosts::Resources;
 use kumo_store::instances::{InstanceRecord, NewInstance};
@@ -341,9 +341,9 @@ pub async fn serial(
     instance: &str,
     offset: u64,
     max: usize,
-) -> ApiResult<kumo_agent::serial_log::SerialChunk> {
+) -> ApiResult<SerialChunk> {
     let rec = get(&mut *read(app).await?, ctx, project, instance, Access::Read).await?;
-    app.hypervisor.serial(rec.view.id, offset, max).await.map_err(ApiError::internal)
+    app.agent().serial(rec.view.id, offset, max as u64).await.map_err(ApiError::internal)
 }
 
 /// The agent's view of an instance: what it needs to provision and run it.
@@ -371,18 +371,15 @@ pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec
         boot,
         user_data: rec.user_data.clone(),
         volumes,
-        // Without a host data plane there are no taps to plug into: the guest gets no NIC.
-        nics: match &app.hostnet {
-            Some(_) => kumo_store::nics::for_instances(&mut *read(app).await?, &[rec.view.id])
-                .await?
-                .remove(&rec.view.id)
-                .map(|(nics, _)| nics)
-                .unwrap_or_default()
-                .iter()
-                .map(|n| kumo_agent::NicSpec { tap: kumo_agent::net::tap_name(&n.mac), mac: n.mac.clone() })
-                .collect(),
-            None => Vec::new(),
-        },
+        // The host names the taps (and, without a data plane, gives the guest no NIC).
+        nics: kumo_store::nics::for_instances(&mut *read(app).await?, &[rec.view.id])
+            .await?
+            .remove(&rec.view.id)
+            .map(|(nics, _)| nics)
+            .unwrap_or_default()
+            .iter()
+            .map(|n| NicSpec { mac: n.mac.clone() })
+            .collect(),
     })
 }
 

@@ -92,7 +92,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Snaps
     super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::one_snapshot()).await?;
     // The row commits only if the snapshot was taken; a failure leaves the volume whole (its
     // chain holds all its data) and no snapshot.
-    app.hypervisor
+    app.agent()
         .snapshot_volume(vol.instance_id, vol.view.id, id)
         .await
         .map_err(|e| ApiError::internal(format!("snapshot of volume {}: {e}", vol.view.id)))?;

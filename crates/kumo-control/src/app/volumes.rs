@@ -13,7 +13,7 @@ use super::{read, selector};
 use crate::context::{Access, OpContext};
 use crate::error::{already_exists, ApiError, ApiResult};
 use crate::App;
-use kumo_agent::{IoLimits, VolumeDisk};
+use kumo_host_api::{IoLimits, VolumeDisk};
 use kumo_store::events::NewEvent;
 use kumo_store::hosts::Resources;
 use kumo_store::quotas::QuotaAmounts;
@@ -291,7 +291,7 @@ pub async fn resize(
         return Err(ApiError::conflict("the volume changed while the request was handled; retry"));
     }
     let instance = rec.instance_id.filter(|_| rec.state() == VolumeState::Attached);
-    app.hypervisor
+    app.agent()
         .grow_volume(instance, rec.view.id, size_gib as u64 * GIB as u64)
         .await
         .map_err(|e| ApiError::internal(format!("growing volume {}: {e}", rec.view.id)))?;
@@ -390,7 +390,7 @@ pub async fn set_io_limits(
     kumo_store::volumes::set_limits(&mut tx, rec.view.id, limits.iops_limit, limits.bandwidth_limit_mib_s).await?;
     let after = reread(&mut tx, rec.view.id).await?;
     if let Some(instance) = rec.instance_id.filter(|_| rec.state() == VolumeState::Attached) {
-        app.hypervisor
+        app.agent()
             .set_volume_limits(instance, rec.view.id, io_limits(&after.view))
             .await
             .map_err(|e| ApiError::internal(format!("throttling volume {}: {e}", rec.view.id)))?;

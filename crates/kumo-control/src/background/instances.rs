@@ -19,7 +19,7 @@ use super::{Error, Task};
 use crate::app::instances;
 use crate::error::ApiError;
 use crate::App;
-use kumo_agent::GuestStatus;
+use kumo_host_api::GuestStatus;
 use kumo_types::{InstanceObservation, InstanceState};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -91,7 +91,7 @@ fn spec_failure(id: uuid::Uuid, e: ApiError) -> String {
 /// created in between can be mistaken for a leak. What the store says belongs to another host id
 /// is never touched.
 async fn collect_leaks(app: &App) -> anyhow::Result<()> {
-    let on_host = app.hypervisor.list().await?;
+    let on_host = app.agent().list_instances().await?;
     if on_host.is_empty() {
         return Ok(());
     }
@@ -108,7 +108,7 @@ async fn collect_leaks(app: &App) -> anyhow::Result<()> {
             }
         }
         tracing::warn!(instance = %id, "quarantining the host resources of an instance that is not live");
-        app.hypervisor.quarantine(id, &app.quarantine).await?;
+        app.agent().quarantine_instance(id).await?;
         app.reconciler.update(|s| {
             s.leaks_collected += 1;
             s.quarantined += 1;
@@ -120,12 +120,12 @@ async fn collect_leaks(app: &App) -> anyhow::Result<()> {
 /// Does the next step for one instance. Returns whether its state changed.
 async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
     let id = rec.view.id;
-    let hv = &app.hypervisor;
+    let hv = app.agent();
     let outcome: Result<Option<(InstanceObservation, &str)>, String> = async {
         let spec = || async { instances::spec_for(app, &rec).await.map_err(|e| spec_failure(id, e)) };
         match rec.state() {
             InstanceState::Creating => {
-                hv.provision(&spec().await?).await.map_err(|e| e.to_string())?;
+                hv.provision(spec().await?).await.map_err(|e| e.to_string())?;
                 Ok(Some((InstanceObservation::Provisioned, "reconciler: root disk and config drive ready")))
             }
             InstanceState::Starting => {
@@ -134,7 +134,7 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
                     // Its taps must exist before the hypervisor opens them.
                     crate::background::network::converge(app).await.map_err(|e| format!("network: {e:#}"))?;
                 }
-                hv.start(&spec).await.map_err(|e| e.to_string())?;
+                hv.start(spec).await.map_err(|e| e.to_string())?;
                 Ok(Some((InstanceObservation::Booted, "reconciler: hypervisor runs the guest")))
             }
             InstanceState::Stopping => {

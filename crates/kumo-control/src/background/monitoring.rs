@@ -2,7 +2,7 @@
 //!
 //! A small reconciler like [`super::instances`], under the same driver ([`super`]): every
 //! `--metrics-interval` (default 5 s) it asks the host agent for the cumulative counters of every
-//! running instance ([`kumo_agent::Hypervisor::sample`]), turns two successive samples into rates, and writes one
+//! running instance ([`kumo_host_api::HostAgent::sample`]), turns two successive samples into rates, and writes one
 //! row per instance in **one transaction per round** (`kumo_store::metrics::insert_raw`). The same
 //! transaction rolls finished minutes and hours up and prunes what is past retention
 //! (`kumo_store::metrics::maintain`: raw 1 hour, 1-minute means 1 day, 1-hour means 30 days).
@@ -23,7 +23,7 @@ use super::{Error, Task};
 use crate::App;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use kumo_agent::InstanceSample;
+use kumo_host_api::InstanceSample;
 use kumo_store::metrics::MetricRow;
 use kumo_types::InstanceState;
 use std::collections::HashMap;
@@ -95,7 +95,7 @@ impl Task for Monitoring {
 /// Keeps every serial log on this host within its cap (a guest printing without end would fill
 /// the disk otherwise).
 pub async fn trim_serial_logs(app: &App) -> u64 {
-    match app.hypervisor.trim_serial_logs(app.config.serial_log_max_bytes).await {
+    match app.agent().trim_serial_logs(app.config.serial_log_max_bytes).await {
         Ok(n) => {
             if n > 0 {
                 tracing::info!(bytes = n, "serial logs trimmed");
@@ -130,7 +130,7 @@ async fn try_round(app: &App, now: DateTime<Utc>) -> anyhow::Result<RoundReport>
         kumo_store::instances::on_host(&mut conn, app.host_id).await?
     };
     let running: Vec<_> = records.into_iter().filter(|r| r.state() == InstanceState::Running).collect();
-    let hv = &app.hypervisor;
+    let hv = app.agent();
     let samples: Vec<_> = futures_util::stream::iter(running)
         .map(|rec| async move {
             let s = hv.sample(rec.view.id).await;

@@ -1,14 +1,15 @@
 //! The network reconciler: makes the host's tenant networking (bridges, taps, nft ruleset,
 //! DHCP leases, metadata) match the store. Like the instance reconciler it takes no input: each
-//! pass computes the desired state of this host from the store and hands it to
-//! [`kumo_agent::net::HostNet::apply`], which creates what is missing and removes what is stale.
+//! pass computes the desired state of this host from the store and hands it to the host's agent
+//! ([`kumo_host_api::HostAgent::apply_network`]), which creates what is missing and removes what
+//! is stale.
 //! It runs when woken (every network change, instance create/destroy), periodically, and — at
 //! start — before any guest is started, so a restarted `kumod` converges both ways.
-//! Without a data plane (the sim driver) a pass only computes the desired state.
+//! A host without a data plane (the sim driver) applies nothing and reports so.
 
 use super::{Error, Task};
 use crate::App;
-use kumo_agent::net::{DesiredNet, Metadata, NicNet, PeerNet, RuleNet, VpcNet};
+use kumo_host_api::net::{DesiredNet, Metadata, NicNet, PeerNet, RuleNet, VpcNet};
 use kumo_types::network::RuleProtocol;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,10 +88,7 @@ pub async fn converge(app: &App) -> Result<(), Error> {
 
 async fn converge_once(app: &App) -> Result<u64, Error> {
     let want = desired(app).await?;
-    let res = match &app.hostnet {
-        Some(net) => net.apply(&want).await.map(Some).map_err(anyhow::Error::from),
-        None => Ok(None),
-    };
+    let res = app.agent().apply_network(want).await.map_err(anyhow::Error::from);
     match res? {
         Some(report) => {
             app.network.update(|s| s.leaks_collected += report.removed.len() as u64);

@@ -22,7 +22,7 @@
 use super::{Error, Task};
 use crate::app::volumes;
 use crate::App;
-use kumo_agent::storage::VolumeSource;
+use kumo_host_api::VolumeOrigin;
 use kumo_store::volumes::{SourceKind, VolumeRecord};
 use kumo_types::{InstanceState, VolumeObservation, VolumeState};
 use std::collections::HashSet;
@@ -103,7 +103,7 @@ pub async fn pass(app: &Arc<App>) {
 /// deletion that found its project's store busy), half-written files, and raw export/restore
 /// files of a killed kumod. Stores held by a running backup or restore are skipped until the next.
 pub async fn sweep_backups(app: &App, grace: Duration) {
-    match app.backup_target.sweep(grace).await {
+    match app.agent().sweep_backups(grace).await {
         Ok(st) => {
             if st.chunks + st.temp_files > 0 {
                 tracing::info!(
@@ -124,14 +124,14 @@ pub async fn sweep_backups(app: &App, grace: Duration) {
 /// read: a volume's row is committed before its disk is made, so nothing made in between is
 /// mistaken for a leak.
 async fn collect_leaks(app: &App) -> anyhow::Result<()> {
-    let pool = app.hypervisor.pool();
+    let host = app.agent();
     // Snapshot layers no live snapshot and no volume's chain uses.
     let keep: HashSet<uuid::Uuid> = {
         let mut conn = app.store.read().await?;
         kumo_store::snapshots::live_ids(&mut conn).await?.into_iter().collect()
     };
     if app.layers_dirty.swap(false, Ordering::SeqCst) {
-        match pool.collect_layers(&keep).await {
+        match host.collect_layers(keep).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!("removed {removed} snapshot layer(s) nothing uses any more"),
             Err(e) => {
@@ -140,7 +140,7 @@ async fn collect_leaks(app: &App) -> anyhow::Result<()> {
             }
         }
     }
-    let in_pool = pool.list().await?;
+    let in_pool = host.list_volumes().await?;
     if in_pool.is_empty() {
         return Ok(());
     }
@@ -150,7 +150,7 @@ async fn collect_leaks(app: &App) -> anyhow::Result<()> {
     };
     for id in in_pool.into_iter().filter(|id| !live.contains(id)) {
         tracing::warn!(volume = %id, "quarantining a leaked disk of a volume that is not live");
-        pool.quarantine(id, &app.quarantine).await?;
+        host.quarantine_volume(id).await?;
         app.volume_reconciler.update(|s| {
             s.leaks_collected += 1;
             s.quarantined += 1;
@@ -168,18 +168,8 @@ async fn holder(app: &App, rec: &VolumeRecord) -> Result<Option<kumo_store::inst
 
 /// Creates a volume from a backup: the verified chunks into a raw file, then into the pool.
 async fn restore(app: &App, rec: &VolumeRecord, backup_id: uuid::Uuid, size: u64) -> (VolumeObservation, &'static str) {
-    let dir = app.config.backups_dir();
-    // Removed when done (or by the backup sweep, if kumod dies meanwhile).
-    let raw = kumo_agent::backup::Scratch::new(&dir, "restore", rec.view.id);
-    let outcome = async {
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| kumo_agent::AgentError::io("create backups dir", e))?;
-        kumo_agent::backup::restore_raw(app.backup_target.as_ref(), rec.project_id, backup_id, raw.path()).await?;
-        let source = VolumeSource::Raw(raw.path().to_path_buf());
-        app.hypervisor.pool().create(rec.view.id, size, &source, rec.view.encrypted).await
-    }
-    .await;
-    drop(raw);
-    match outcome {
+    let origin = VolumeOrigin::Backup { project: rec.project_id, backup: backup_id };
+    match app.agent().create_volume(rec.view.id, size, origin, rec.view.encrypted).await {
         Ok(()) => (VolumeObservation::Created, "volume reconciler: restored from the backup (checksums verified)"),
         Err(e) => (VolumeObservation::CreateFailed { reason: e.to_string() }, "volume reconciler: restore"),
     }
@@ -188,7 +178,7 @@ async fn restore(app: &App, rec: &VolumeRecord, backup_id: uuid::Uuid, size: u64
 /// Does the next step for one volume. Returns whether its state changed.
 async fn step(app: &App, rec: VolumeRecord) -> bool {
     let id = rec.view.id;
-    let hv = &app.hypervisor;
+    let hv = app.agent();
     let size = rec.view.size_gib as u64 * (1 << 30);
     let outcome: Result<Option<(VolumeObservation, &str)>, String> = async {
         match rec.state() {
@@ -200,15 +190,15 @@ async fn step(app: &App, rec: VolumeRecord) -> bool {
                             .await
                             .map_err(|e| e.to_string())?
                             .ok_or_else(|| format!("image {image_id} is gone"))?;
-                        VolumeSource::Image(image.disk_path.into())
+                        VolumeOrigin::Image(image.disk_path.into())
                     }
-                    (SourceKind::Snapshot, Some(snapshot_id)) => VolumeSource::Snapshot(snapshot_id),
+                    (SourceKind::Snapshot, Some(snapshot_id)) => VolumeOrigin::Snapshot(snapshot_id),
                     (SourceKind::Backup, Some(backup_id)) => {
                         return Ok(Some(restore(app, &rec, backup_id, size).await));
                     }
-                    _ => VolumeSource::Empty,
+                    _ => VolumeOrigin::Empty,
                 };
-                Ok(match hv.pool().create(id, size, &source, rec.view.encrypted).await {
+                Ok(match hv.create_volume(id, size, source, rec.view.encrypted).await {
                     Ok(()) => Some((VolumeObservation::Created, "volume reconciler: disk ready")),
                     Err(e) => Some((VolumeObservation::CreateFailed { reason: e.to_string() }, "volume reconciler")),
                 })
@@ -222,8 +212,8 @@ async fn step(app: &App, rec: VolumeRecord) -> bool {
                 if inst.state().is_transitional() {
                     return Ok(None);
                 }
-                let disk = kumo_agent::VolumeDisk { id, limits: volumes::io_limits(&rec.view) };
-                Ok(match hv.attach_volume(inst.view.id, &disk).await {
+                let disk = kumo_host_api::VolumeDisk { id, limits: volumes::io_limits(&rec.view) };
+                Ok(match hv.attach_volume(inst.view.id, disk).await {
                     Ok(()) => Some((VolumeObservation::Attached, "volume reconciler: the instance has the disk")),
                     Err(e) => Some((
                         VolumeObservation::AttachFailed { reason: format!("hot-plug failed: {e}") },
@@ -246,7 +236,7 @@ async fn step(app: &App, rec: VolumeRecord) -> bool {
                     )),
                 })
             }
-            VolumeState::Deleting => Ok(match hv.pool().delete(id).await {
+            VolumeState::Deleting => Ok(match hv.delete_volume(id).await {
                 Ok(()) => Some((VolumeObservation::Deleted, "volume reconciler: disk removed")),
                 Err(e) => Some((VolumeObservation::DeleteFailed { reason: e.to_string() }, "volume reconciler")),
             }),

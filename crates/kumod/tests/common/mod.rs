@@ -39,6 +39,23 @@ pub fn on_postgres() -> bool {
     }
 }
 
+/// The environment variable that picks how each kumod of the tests holds its host agent: `json`
+/// passes every call's arguments and result through a JSON round trip (`kumod --agent-adapter
+/// json`, see kumo_host_api::JsonRoundTrip), proving the control plane / host seam can cross a
+/// wire; unset or `direct`, in process. scripts/test.sh runs the sim-driver API suites both ways.
+pub const AGENT_ENV: &str = "KUMO_TEST_AGENT";
+
+/// The `--agent-adapter` of the tests' kumod processes (KUMO_TEST_AGENT). Any other value than
+/// `json`, `direct` or nothing fails the test: a typo must not silently test the direct path.
+pub fn agent_adapter() -> &'static str {
+    match std::env::var(AGENT_ENV).as_deref() {
+        Ok("json") => "json",
+        Ok("direct") | Ok("") | Err(std::env::VarError::NotPresent) => "direct",
+        Ok(other) => panic!("{AGENT_ENV}={other}: use `json` or `direct`"),
+        Err(e) => panic!("{AGENT_ENV}: {e}"),
+    }
+}
+
 /// Skips the rest of a test on PostgreSQL, saying why (a test of something only SQLite has).
 /// Returns true when the test must stop here.
 pub fn sqlite_only(reason: &str) -> bool {
@@ -183,6 +200,7 @@ impl Kumod {
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
             .env("RUST_LOG", "info,kumo_control=debug")
+            .env("KUMOD_AGENT_ADAPTER", agent_adapter())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
