@@ -135,15 +135,22 @@ pub(crate) async fn fast_fill_interfaces(
     if views.is_empty() {
         return Ok(());
     }
-    // Ids are UUIDs we formatted ourselves: safe to inline.
-    let list = views.iter().map(|v| format!("'{}'", v.id)).collect::<Vec<_>>().join(",");
+    // One instance (a view): a bound id, so the statement is prepared once. A page: ids are
+    // UUIDs we formatted ourselves, safe to inline.
+    let (pred, binds) = match views {
+        [one] => ("= $1".to_string(), vec![one.id.to_string()]),
+        _ => {
+            let list = views.iter().map(|v| format!("'{}'", v.id)).collect::<Vec<_>>().join(",");
+            (format!("IN ({list})"), Vec::new())
+        }
+    };
     let sql = format!(
         "SELECT n.instance_id, n.mac, n.ipv4, v.name, s.name FROM network_interfaces n \
          JOIN vpc_subnets s ON s.id = n.subnet_id JOIN vpcs v ON v.id = s.vpc_id \
-         WHERE n.instance_id IN ({list}) AND n.time_deleted IS NULL ORDER BY n.id"
+         WHERE n.instance_id {pred} AND n.time_deleted IS NULL ORDER BY n.id"
     );
     let rows = reader
-        .all(&sql, &[], |r| {
+        .all(&sql, &binds, |r| {
             Ok((
                 parse_uuid(&r.text(0)?)?,
                 NetworkInterfaceView { mac: r.text(1)?, ipv4: r.text(2)?, vpc: r.text(3)?, subnet: r.text(4)? },

@@ -433,7 +433,7 @@ pub async fn invoice_get(app: &App, ctx: &OpContext, project: &str, period: &str
 async fn budget_view_of(conn: &mut Conn, p: &ProjectView) -> ApiResult<BudgetView> {
     let b = kumo_store::billing::budget(conn, p.id).await?;
     let now = kumo_store::now();
-    let mtd = total(&lines(conn, p.id, month_start(now), now).await?);
+    let mtd = total(&lines(conn, Events::Conn, p.id, month_start(now), now).await?);
     Ok(BudgetView {
         project: p.name.clone(),
         monthly: b.as_ref().map(|b| money::format_cents(b.monthly_cents)),
