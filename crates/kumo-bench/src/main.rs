@@ -66,6 +66,9 @@ enum What {
     /// Storage: volume-from-image create time (1 and 10 GiB), backup throughput vs a file copy.
     /// Needs no kumod.
     Storage,
+    /// Fast read paths (issue 11): GET view, GET list, a page of 1,000 of 100,000 instances and a
+    /// month's usage of 10,000 instances, on SQLite and (with --postgres) on PostgreSQL.
+    Reads,
     /// (internal) The trivial HTTP server of the API benchmark.
     #[command(hide = true)]
     ServeStatic { files: Vec<PathBuf> },

@@ -1481,7 +1481,8 @@ async fn metering_window_carries_the_state_from_before_it(store: &Store) {
         |gib: i64| Some(format!(r#"{{"instance_type":"k1-small","vcpus":1,"memory_mib":512,"disk_gib":{gib}}}"#));
     // (resource, time, kind, to_state, detail): lives that start, change and end on either side.
     let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
-    let evs: Vec<(usize, chrono::DateTime<chrono::Utc>, &str, Option<&str>, Option<String>)> = vec![
+    type Ev<'a> = (usize, chrono::DateTime<chrono::Utc>, &'a str, Option<&'a str>, Option<String>);
+    let evs: Vec<Ev> = vec![
         // 0: set before the window, untouched in it (a later "note" without state or size).
         (0, t(1, 0), "created", Some("creating"), size(5)),
         (0, t(1, 10), "state_changed", Some("running"), size(5)),
