@@ -186,10 +186,22 @@ fn main() -> anyhow::Result<()> {
 
 /// Holds an exclusive lock on the data directory for the life of the process: two kumods on one
 /// data directory would fight over the same guests. The kernel drops it when the process dies.
+///
+/// A POSIX record lock (`fcntl(F_SETLK)`), not `flock(2)`: an flock belongs to the open file
+/// description, which a child forked to start QEMU or qemu-img shares until its `exec` — and a
+/// child still in its `pre_exec` (joining a cgroup can take tens of milliseconds) when kumod is
+/// killed kept the lock, so the restarted kumod refused to start. A record lock belongs to the
+/// process alone and is never inherited by a fork.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("kumod.lock"))?;
-    // SAFETY: flock(2) on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // SAFETY: a zeroed flock struct is valid; fcntl(2) on a descriptor we own.
+    let taken = unsafe {
+        let mut lock: libc::flock = std::mem::zeroed();
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &lock) == 0
+    };
+    if !taken {
         bail!("another kumod is already running on {}", dir.display());
     }
     Ok(f)
