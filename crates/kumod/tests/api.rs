@@ -775,7 +775,12 @@ fn every_background_task_reports_one_status_shape() {
         let (s, v) = k.get("/v1/system/reconcilers");
         assert_eq!(s, 200, "{v}");
         let items = v.as_array().cloned().unwrap_or_default();
-        let ran = |name: &str| items.iter().any(|r| r["name"] == name && r["passes"].as_u64() > Some(0));
+        // A pass is counted when it starts and timed when it ends: wait for both.
+        let ran = |name: &str| {
+            items
+                .iter()
+                .any(|r| r["name"] == name && r["passes"].as_u64() > Some(0) && r["last_duration_seconds"].is_number())
+        };
         if ["instances", "volumes", "network", "monitoring", "billing", "sweep"].iter().all(|n| ran(n)) {
             break items;
         }
