@@ -298,11 +298,19 @@ Rss:                5000 kB
         let dir = tempfile::tempdir().unwrap();
         // argv[0] carries the marker, as a QEMU's serial path does.
         let mut child = std::process::Command::new("sleep").arg0(dir.path().join("marker")).arg("30").spawn().unwrap();
+        // spawn() returns once the exec has begun, but the kernel fills in the new command line a
+        // moment later (an empty /proc/PID/cmdline until then): wait until it shows.
+        let marker = format!("{}/", dir.path().display());
+        let until = Instant::now() + Duration::from_secs(10);
+        while pids_with_marker(&marker).is_empty() {
+            assert!(Instant::now() < until, "the child's command line never showed the marker");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let killed = kill_everything_under(dir.path());
         assert_eq!(killed.len(), 1, "{killed:?}");
         assert!(!alive(child.id() as i32), "killed and reaped");
         // Already reaped by kill_everything_under: wait() finds no child, which is fine.
         let _ = child.wait();
-        assert!(pids_with_marker(&format!("{}/", dir.path().display())).is_empty());
+        assert!(pids_with_marker(&marker).is_empty());
     }
 }

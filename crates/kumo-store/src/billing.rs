@@ -96,9 +96,12 @@ pub async fn insert_invoice(conn: &mut Conn, project_id: uuid::Uuid, inv: &Invoi
     if let Some(existing) = invoice(conn, project_id, &inv.period).await? {
         return Ok(existing);
     }
-    sqlx::query(
+    // Two writers may close the same month at once (a request and the billing task): the loser keeps
+    // the winner's invoice. ON CONFLICT waits for the winner to commit, and the read after it (a new
+    // statement) sees the committed row on PostgreSQL; SQLite serialises writers anyway.
+    let inserted = sqlx::query(
         "INSERT INTO invoices (id, project_id, period, period_start, period_end, total_cents, time_created) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (project_id, period) DO NOTHING",
     )
     .bind(inv.id.to_string())
     .bind(project_id.to_string())
@@ -108,8 +111,13 @@ pub async fn insert_invoice(conn: &mut Conn, project_id: uuid::Uuid, inv: &Invoi
     .bind(inv.total_cents)
     .bind(ts(inv.time_created))
     .execute(&mut *conn)
-    .await
-    .map_err(crate::map_unique)?;
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return invoice(conn, project_id, &inv.period)
+            .await?
+            .ok_or_else(|| crate::StoreError::Corrupt(format!("invoice {} vanished after a conflict", inv.period)));
+    }
     for (i, l) in inv.lines.iter().enumerate() {
         sqlx::query(
             "INSERT INTO invoice_lines (invoice_id, line_no, resource_type, resource_id, resource_name, price_kind, \

@@ -1455,11 +1455,31 @@ async fn billing_prices_invoices_budgets_and_metering_events(store: &Store) {
     assert!(billing::mark_alerted(&mut tx, p.id, "2026-11").await.unwrap());
     tx.commit().await.unwrap();
     let mut conn = store.read().await.unwrap();
-    assert_eq!(billing::invoice(&mut conn, p.id, "2026-10").await.unwrap(), Some(inv));
+    assert_eq!(billing::invoice(&mut conn, p.id, "2026-10").await.unwrap(), Some(inv.clone()));
     assert_eq!(billing::invoice(&mut conn, p.id, "2026-09").await.unwrap(), None);
     let b = billing::budget(&mut conn, p.id).await.unwrap().expect("budget");
     assert_eq!((b.monthly_cents, b.alert_at_percent, b.last_alert_period.as_deref()), (6000, 90, Some("2026-11")));
     assert_eq!(billing::budgets(&mut conn).await.unwrap().len(), 1);
+    drop(conn);
+
+    // Two writers close the same month at once (a request and the billing task): the second waits
+    // for the first and keeps its invoice instead of failing on the unique index.
+    let nov = InvoiceRecord { id: Uuid::now_v7(), period: "2026-11".into(), ..inv.clone() };
+    let rival = InvoiceRecord { id: Uuid::now_v7(), total_cents: 1, lines: vec![], ..nov.clone() };
+    let mut first = store.begin().await.unwrap();
+    assert_eq!(billing::insert_invoice(&mut first, p.id, &nov).await.unwrap(), nov);
+    let commit_later = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        first.commit().await.unwrap();
+    };
+    let second = async {
+        let mut tx = store.begin().await.unwrap();
+        let kept = billing::insert_invoice(&mut tx, p.id, &rival).await.unwrap();
+        tx.commit().await.unwrap();
+        kept
+    };
+    let ((), kept) = tokio::join!(commit_later, second);
+    assert_eq!(kept, nov);
 }
 
 /// Metrics: a batch of raw rows (more than one INSERT chunk), 1-minute and 1-hour means computed
