@@ -184,6 +184,22 @@ fn a_fresh_or_foreign_database_is_refused_naming_both_ids() {
     assert_eq!(s, 200, "{v}");
 }
 
+/// Two kumods on one data directory would each collect the other's guests as leaks: the second is
+/// refused before it touches anything, and the first keeps serving.
+#[test]
+fn a_second_kumod_on_the_same_data_directory_is_refused_and_the_first_keeps_serving() {
+    let c = cloud(&[]);
+    c.create_project("web");
+    let addr = std::fs::read_to_string(c.data_dir().join("kumod.addr")).expect("kumod.addr");
+    let (status, out) = refused(c.data_dir(), &cloud_args(&c, &[]), &[]);
+    // `refused` removes kumod.addr to notice a start: give the first kumod's back.
+    std::fs::write(c.data_dir().join("kumod.addr"), &addr).expect("restore kumod.addr");
+    assert!(!status.success());
+    assert!(out.contains("another kumod is already running on"), "{out}");
+    let (s, v) = c.get("/v1/projects/web");
+    assert_eq!(s, 200, "the first kumod must keep serving: {v}");
+}
+
 fn walk(d: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![d.to_path_buf()];
