@@ -4,7 +4,7 @@
 #   url=$(scripts/postgres.sh)      # e.g. KUMO_TEST_POSTGRES_URL=$(scripts/postgres.sh)
 #
 # Installs Debian's postgresql package if it is missing, creates/starts the cluster on port 5432,
-# makes sure a role kumo (password kumo, CREATEDB) exists, checks that password login over TCP on
+# makes sure a role kumo (password kumo, CREATEDB, member of pg_signal_backend) exists, checks that password login over TCP on
 # 127.0.0.1:5432 works, and prints the URL to connect with as the last (only) line of stdout.
 # Everything else goes to stderr. Idempotent, and quick (no apt, no restart) when all is in place.
 set -eu
@@ -28,10 +28,13 @@ as_postgres() {
     (cd / && runuser -u postgres -- "$@")
 }
 
-# Password login over TCP, as the tests will do it. Prints "t" when kumo may create databases.
+# Password login over TCP, as the tests will do it. Prints "t" when kumo may create databases and
+# drop them while an autovacuum worker is in one (DROP DATABASE ... WITH (FORCE) terminates it, which
+# needs pg_signal_backend: without it a test's cleanup fails now and then after many writes).
 check_tcp() {
     (cd / && PGPASSWORD=kumo PGCONNECT_TIMEOUT=5 psql -X -q -w -h 127.0.0.1 -p "$PORT" -U kumo -d postgres -Atc \
-        "SELECT rolcreatedb FROM pg_roles WHERE rolname = current_user" 2>/dev/null) || true
+        "SELECT rolcreatedb AND pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') \
+         FROM pg_roles WHERE rolname = current_user" 2>/dev/null) || true
 }
 
 installed() {
@@ -111,6 +114,7 @@ BEGIN
     END IF;
 END
 $$;
+GRANT pg_signal_backend TO kumo;
 SQL
     # 4. TCP + password auth, as the tests connect.
     if [ "$(check_tcp)" != "t" ]; then
