@@ -525,6 +525,79 @@ mod tests {
         assert!(empty.contains("\"delete\"") && !empty.contains("\"chain\""), "{empty}");
     }
 
+    /// A state with every section of the ruleset: two VPCs (one with overlapping addresses), three
+    /// security groups (CIDR and group peers, port ranges, ingress and egress), floating IPs and
+    /// the outbound pool.
+    fn representative() -> DesiredNet {
+        let (web, db, admin) = (uuid::Uuid::from_u128(100), uuid::Uuid::from_u128(101), uuid::Uuid::from_u128(102));
+        let in_nic = |n: u8, vni: i64, zone: u16, groups: Vec<uuid::Uuid>, fip: Option<Ipv4Addr>| {
+            let mut nic = nic(n, groups, fip);
+            nic.id = uuid::Uuid::from_u128(vni as u128 * 1000 + n as u128);
+            (nic.vni, nic.zone) = (vni, zone);
+            nic.metadata.mac = format!("02:00:00:00:{:02x}:{n:02x}", vni);
+            nic
+        };
+        let rule = |ingress: bool, protocol: Option<&str>, ports: Option<(u16, u16)>, peer: PeerNet| RuleNet {
+            ingress,
+            protocol: protocol.map(String::from),
+            ports,
+            peer,
+        };
+        let cidr = |c: &str| PeerNet::Cidr(c.parse().unwrap());
+        let mut rules = std::collections::BTreeMap::new();
+        rules.insert(
+            web,
+            vec![
+                rule(true, Some("tcp"), Some((80, 80)), cidr("0.0.0.0/0")),
+                rule(true, Some("tcp"), Some((8000, 8100)), cidr("198.51.100.0/24")),
+                rule(true, Some("icmp"), None, cidr("0.0.0.0/0")),
+            ],
+        );
+        rules.insert(
+            db,
+            vec![
+                rule(true, Some("tcp"), Some((5432, 5432)), PeerNet::Group(web)),
+                rule(true, None, None, PeerNet::Group(admin)),
+                rule(false, Some("udp"), Some((53, 53)), cidr("192.0.2.0/24")),
+                rule(false, Some("tcp"), Some((443, 443)), PeerNet::Group(web)),
+            ],
+        );
+        rules.insert(admin, vec![rule(false, None, None, cidr("0.0.0.0/0"))]);
+        DesiredNet {
+            vpcs: vec![
+                VpcNet { vni: 7, zone: 3, subnets: vec!["10.0.0.0/24".parse().unwrap()] },
+                VpcNet {
+                    vni: 9,
+                    zone: 5,
+                    subnets: vec!["10.0.0.0/24".parse().unwrap(), "10.1.0.0/24".parse().unwrap()],
+                },
+            ],
+            nics: vec![
+                in_nic(2, 7, 3, vec![web], Some(Ipv4Addr::new(203, 0, 113, 2))),
+                in_nic(3, 7, 3, vec![web, db], None),
+                in_nic(4, 7, 3, vec![db], Some(Ipv4Addr::new(203, 0, 113, 4))),
+                in_nic(5, 7, 3, vec![], None),
+                in_nic(2, 9, 5, vec![admin], Some(Ipv4Addr::new(203, 0, 113, 9))),
+                in_nic(6, 9, 5, vec![db, admin], None),
+            ],
+            rules,
+            public_pool: Some("203.0.113.0/28".parse().unwrap()),
+        }
+    }
+
+    /// The whole ruleset of [`representative`], pinned: refactoring the builder must not change a
+    /// byte of it. `KUMO_BLESS=1` rewrites the pinned file (review the diff: it is the firewall).
+    #[test]
+    fn the_ruleset_of_a_representative_state_is_pinned() {
+        let got = serde_json::to_string_pretty(&ruleset(&representative())).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/net/testdata/ruleset.json");
+        if std::env::var_os("KUMO_BLESS").is_some() {
+            std::fs::write(path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(path).unwrap();
+        assert!(got == want, "the ruleset changed; diff it against {path}:\n{got}");
+    }
+
     /// The rules of `chain` (bridge or inet) as JSON text, one per rule.
     fn rules_of(family: NfFamily, chain: &str) -> Vec<String> {
         let rs = ruleset(&desired());
