@@ -9,19 +9,20 @@
 //! | `config.img`  | config drive: a raw disk holding a tar of `meta-data.json`, `user-data` |
 //! | `qemu.pid`    | QEMU's pidfile (QEMU locks it, so a second QEMU for the id cannot start) |
 //! | `qmp.sock`    | QMP control socket                                                    |
-//! | `serial.log`  | the serial console, appended across boots, trimmed to its cap (see [`crate::serial_log`]) |
+//! | `serial.log`  | the serial console, appended across boots, trimmed to its cap (see [`crate::compute::serial_log`]) |
 //! | `serial.log.discarded` | bytes trimmed from the front of `serial.log` so far           |
 //! | `qemu.log`    | QEMU's own stdout/stderr of the last start                            |
 //!
 //! QEMU runs in its own process group, so signals aimed at `kumod` (Ctrl-C, SIGKILL of kumod)
 //! do not reach guests; a restarted `kumod` finds them again through the pidfile and QMP.
 
-use crate::cgroup::{Cgroups, GuestLimits};
-use crate::confine::{self, Identity};
-use crate::storage::{self, DirPool, StoragePool};
+use crate::compute::cgroup::{Cgroups, GuestLimits};
+use crate::compute::confine::{self, Identity};
+use crate::compute::{kvm_probe::Accel, proc, qmp};
+use crate::storage::pool::{self as storage, DirPool, StoragePool};
+use crate::storage::qemu_img;
 use crate::{
-    kvm_probe::Accel, proc, qemu_img, qmp, AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSample,
-    InstanceSpec, IoLimits, Result, VolumeDisk,
+    AgentError, BootSpec, GuestStatus, HostInfo, Hypervisor, InstanceSample, InstanceSpec, IoLimits, Result, VolumeDisk,
 };
 use async_trait::async_trait;
 use std::ffi::OsString;
@@ -80,7 +81,7 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     match accel {
         // TCG's translation cache is anonymous memory that grows up to its size (QEMU's default
         // is 1 GiB): bound it, so the guest's cgroup limit (cgroup::TCG_CACHE_MIB) holds it.
-        Accel::Tcg => push(&format!("tcg,tb-size={}", crate::cgroup::TCG_CACHE_MIB)),
+        Accel::Tcg => push(&format!("tcg,tb-size={}", crate::compute::cgroup::TCG_CACHE_MIB)),
         Accel::Kvm => push(accel.as_str()),
     }
     push("-m");
@@ -113,7 +114,7 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     for (i, nic) in spec.nics.iter().enumerate() {
         // The tap exists already (the host data plane made it, on the VPC's bridge).
         push("-netdev");
-        push(&format!("tap,id=net{i},ifname={},script=no,downscript=no", crate::net::tap_name(&nic.mac)));
+        push(&format!("tap,id=net{i},ifname={},script=no,downscript=no", crate::network::tap_name(&nic.mac)));
         push("-device");
         push(&format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac));
     }
@@ -538,7 +539,7 @@ impl Hypervisor for QemuDriver {
         // Held open until QEMU is spawned (its child setns()es into it before exec).
         let mut _netns_fd = None;
         if let Some(ns) = &self.netns {
-            let fd = crate::net::netns::open(ns).map_err(|e| AgentError::io(format!("open netns {ns}"), e))?;
+            let fd = crate::network::netns::open(ns).map_err(|e| AgentError::io(format!("open netns {ns}"), e))?;
             let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
             _netns_fd = Some(fd);
             // SAFETY: setns(2) is async-signal-safe; the fd stays open until spawn returns.
@@ -679,7 +680,7 @@ impl Hypervisor for QemuDriver {
         }
     }
 
-    async fn quarantine(&self, id: Uuid, q: &crate::quarantine::Quarantine) -> Result<()> {
+    async fn quarantine(&self, id: Uuid, q: &crate::storage::quarantine::Quarantine) -> Result<()> {
         self.stop(id, Duration::ZERO).await?;
         let run = self.run_dir(id);
         q.put("instances", &id.to_string(), &[&run.dir])
@@ -687,9 +688,9 @@ impl Hypervisor for QemuDriver {
         Ok(())
     }
 
-    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<crate::serial_log::SerialChunk> {
+    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<crate::compute::serial_log::SerialChunk> {
         let path = self.run_dir(id).serial();
-        tokio::task::spawn_blocking(move || crate::serial_log::read(&path, offset, max))
+        tokio::task::spawn_blocking(move || crate::compute::serial_log::read(&path, offset, max))
             .await
             .map_err(|e| AgentError::Hypervisor(e.to_string()))?
             .map_err(|e| AgentError::io("read serial log", e))
@@ -700,7 +701,7 @@ impl Hypervisor for QemuDriver {
         tokio::task::spawn_blocking(move || {
             let mut total = 0;
             for log in logs {
-                total += crate::serial_log::trim(&log, max_bytes)
+                total += crate::compute::serial_log::trim(&log, max_bytes)
                     .map_err(|e| AgentError::io(format!("trim {}", log.display()), e))?;
             }
             Ok(total)
@@ -828,7 +829,7 @@ impl Hypervisor for QemuDriver {
             }
             if qmp::node_names(&qmp_path).await?.iter().all(|n| !n.starts_with(&node)) {
                 // The key of an encrypted volume (absent for a plain one: the error is expected).
-                let secret = serde_json::json!({"id": crate::keys::secret_id(volume)});
+                let secret = serde_json::json!({"id": crate::storage::keys::secret_id(volume)});
                 let _ = qmp::execute(&qmp_path, qmp::ObjectDel(secret)).await;
                 return Ok(());
             }

@@ -458,7 +458,7 @@ pub async fn apply(netns: Option<&str>, rules: &Nftables<'static>) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{Metadata, NicNet, RuleNet, VpcNet};
+    use crate::network::{Metadata, NicNet, RuleNet, VpcNet};
 
     fn nic(n: u8, groups: Vec<uuid::Uuid>, fip: Option<Ipv4Addr>) -> NicNet {
         NicNet {
@@ -590,7 +590,7 @@ mod tests {
     #[test]
     fn the_ruleset_of_a_representative_state_is_pinned() {
         let got = serde_json::to_string_pretty(&ruleset(&representative())).unwrap() + "\n";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/net/testdata/ruleset.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/network/testdata/ruleset.json");
         if std::env::var_os("KUMO_BLESS").is_some() {
             std::fs::write(path, &got).unwrap();
         }
