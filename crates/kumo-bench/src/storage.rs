@@ -185,7 +185,8 @@ impl Drop for Guest {
 /// (write, read) seconds for 128 MiB.
 async fn guest_io(root: &Path, kumod_way: bool) -> Result<(f64, f64)> {
     use kumo_agent::compute::kvm_probe::Accel;
-    use kumo_agent::compute::qemu::{command_line, config_drive_bytes, volume_args};
+    use kumo_agent::compute::qemu::cmdline::{command_line, volume_args};
+    use kumo_agent::compute::qemu::config_drive::config_drive_bytes;
     use kumo_agent::compute::qemu::{RunDir, QEMU_BINARY};
     use kumo_agent::storage::qemu_img;
     use kumo_agent::{BootSpec, InstanceSpec, IoLimits, VolumeDisk};
