@@ -132,22 +132,44 @@ pub fn nic_chain(nic: &NicNet) -> String {
     format!("in-{}", nic.tap())
 }
 
-/// The whole ruleset for `want` (a transaction: delete Kumo's tables, recreate them).
+/// The whole ruleset for `want` (a transaction: delete Kumo's tables, recreate them), section by
+/// section in this order (the order of the rules in a chain is the order they are added).
 pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
     let mut b = Builder { batch: Batch::new() };
+    let nothing = want.vpcs.is_empty() && want.nics.is_empty() && want.public_pool.is_none();
+    tables(&mut b, !nothing);
+    if nothing {
+        return b.batch.to_nftables();
+    }
+    anti_spoofing(&mut b, want);
+    zones(&mut b, want);
+    floating_ips(&mut b, want);
+    outbound_nat(&mut b, want);
+    vpc_isolation(&mut b, want);
+    egress_chains(&mut b, want);
+    ingress_chains(&mut b, want);
+    b.batch.to_nftables()
+}
+
+/// Deletes Kumo's tables (adding them first, so the delete never fails) and, with `recreate`,
+/// recreates them empty.
+fn tables(b: &mut Builder, recreate: bool) {
     for family in [NfFamily::Bridge, NfFamily::INet] {
         let t = Table { family, name: Cow::Borrowed(TABLE), ..Table::default() };
         b.batch.add(NfListObject::Table(t.clone()));
         b.batch.delete(NfListObject::Table(t));
     }
-    if want.vpcs.is_empty() && want.nics.is_empty() && want.public_pool.is_none() {
-        return b.batch.to_nftables();
+    if !recreate {
+        return;
     }
     for family in [NfFamily::Bridge, NfFamily::INet] {
         b.batch.add(NfListObject::Table(Table { family, name: Cow::Borrowed(TABLE), ..Table::default() }));
     }
+}
 
-    // Anti-spoofing, per tap, at the bridge.
+/// Anti-spoofing, per tap, at the bridge: source MAC, ARP sender, source IP, no DHCP server
+/// traffic, nothing but IPv4 and ARP.
+fn anti_spoofing(b: &mut Builder, want: &DesiredNet) {
     let br = NfFamily::Bridge;
     b.chain(br, "prerouting", Some((NfChainType::Filter, NfHook::Prerouting, -200)));
     for nic in &want.nics {
@@ -203,7 +225,11 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             ],
         );
     }
+}
 
+/// Conntrack zones and routing marks, before conntrack (-200) and routing: per VPC bridge and
+/// per tap.
+fn zones(b: &mut Builder, want: &DesiredNet) {
     let inet = NfFamily::INet;
     // Conntrack zones and routing marks, before conntrack (-200) and routing.
     b.chain(inet, "zone-pre", Some((NfChainType::Filter, NfHook::Prerouting, -300)));
@@ -229,6 +255,11 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             vec![is(meta(MetaKey::Iifname), s(nic.tap())), set_mangle(ct("zone"), u32::from(nic.zone))],
         );
     }
+}
+
+/// Floating IPs: their zone and VPC routing mark, DNAT to the interface, SNAT of its traffic.
+fn floating_ips(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     b.chain(inet, "nat-pre", Some((NfChainType::NAT, NfHook::Prerouting, -100)));
     b.chain(inet, "nat-out", Some((NfChainType::NAT, NfHook::Output, -100)));
     b.chain(inet, "nat-post", Some((NfChainType::NAT, NfHook::Postrouting, 100)));
@@ -261,7 +292,11 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             ],
         );
     }
-    // Outbound NAT for the rest: leaving by the uplink (or any non-VPC device).
+}
+
+/// Outbound NAT for the rest: leaving by the uplink (or any non-VPC device).
+fn outbound_nat(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     if let Some(pool) = &want.public_pool {
         b.rule(
             inet,
@@ -273,7 +308,12 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             ],
         );
     }
+}
 
+/// The filter chains, VPC isolation (never route between VPCs), the DHCP-reply fence and
+/// established traffic.
+fn vpc_isolation(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     // Security groups and VPC isolation.
     b.chain(inet, "forward", Some((NfChainType::Filter, NfHook::Forward, 0)));
     // Host-made traffic (floating-IP DNAT from the host, DHCP and metadata replies) is filtered
@@ -314,16 +354,23 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
     );
     b.rule(inet, "forward", vec![established(), accept()]);
     b.rule(inet, "postrouting", vec![established(), accept()]);
-    // Egress first: a packet between two guests passes the sender's egress chain, then the
-    // receiver's ingress chain.
+}
+
+/// Addresses in the interface's VPC of the other interfaces in group `g`.
+fn members_of(want: &DesiredNet, nic: &NicNet, g: &uuid::Uuid) -> Vec<Expression<'static>> {
+    want.nics
+        .iter()
+        .filter(|o| o.vni == nic.vni && o.id != nic.id && o.groups.contains(g))
+        .map(|o| s(o.ip().to_string()))
+        .collect()
+}
+
+/// Security groups, egress: a chain per interface whose groups have egress rules. Egress first: a
+/// packet between two guests passes the sender's egress chain, then the receiver's ingress chain.
+fn egress_chains(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     for nic in &want.nics {
-        let members_of = |g: &uuid::Uuid| -> Vec<Expression<'static>> {
-            want.nics
-                .iter()
-                .filter(|o| o.vni == nic.vni && o.id != nic.id && o.groups.contains(g))
-                .map(|o| s(o.ip().to_string()))
-                .collect()
-        };
+        let members_of = |g: &uuid::Uuid| members_of(want, nic, g);
         // Egress is open unless one of its groups has egress rules: then only those (and the
         // group's members) are allowed. The chain returns (not accepts) so that the peer's
         // ingress chain is still evaluated.
@@ -356,6 +403,12 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             b.rule(inet, &out, vec![drop_()]);
         }
     }
+}
+
+/// Security groups, ingress: a chain per interface accepting DHCP replies, members of its groups
+/// and the groups' ingress rules, dropping the rest.
+fn ingress_chains(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     for nic in &want.nics {
         let chain = nic_chain(nic);
         b.chain(inet, &chain, None);
@@ -379,13 +432,7 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
                 accept(),
             ],
         );
-        let members_of = |g: &uuid::Uuid| -> Vec<Expression<'static>> {
-            want.nics
-                .iter()
-                .filter(|o| o.vni == nic.vni && o.id != nic.id && o.groups.contains(g))
-                .map(|o| s(o.ip().to_string()))
-                .collect()
-        };
+        let members_of = |g: &uuid::Uuid| members_of(want, nic, g);
         for g in &nic.groups {
             let members = members_of(g);
             if !members.is_empty() {
@@ -400,7 +447,6 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
         }
         b.rule(inet, &chain, vec![drop_()]);
     }
-    b.batch.to_nftables()
 }
 
 /// The matches of one rule; `peer` is `saddr` (ingress) or `daddr` (egress). None when the rule
