@@ -2,8 +2,14 @@
 //!
 //! The control plane talks to a host only through [`kumo_host_api::HostAgent`] (the seam: plain
 //! data in, plain data out). [`local::LocalAgent`] implements it in process over what this crate
-//! has: a hypervisor driver, its storage pool, the network data plane ([`net`]), the backup target
-//! ([`backup`]), qemu-img ([`qemu_img`]) and the quarantine ([`quarantine`]).
+//! has, in four folders:
+//!
+//! | module        | what                                                                          |
+//! |---------------|-------------------------------------------------------------------------------|
+//! | [`compute`]   | hypervisor drivers ([`compute::qemu`], [`compute::sim`]), QMP, serial logs, cgroups, confinement, the KVM probe, processes, host capacity |
+//! | [`storage`]   | the storage pool of volumes ([`storage::pool`]), backups, qemu-img, volume keys, the quarantine |
+//! | [`network`]   | the tenant-network data plane: bridges/taps, nftables, DHCP, metadata, network namespaces |
+//! | [`system`]    | host-wide plumbing: running system tools, fault injection for crash tests     |
 //!
 //! Inside the agent, a driver implements [`Hypervisor`]: "make this instance's disk exist", "run
 //! it", "stop it", "what is there?". Every operation is idempotent and keyed by the instance id,
@@ -11,33 +17,30 @@
 //! own (it hands out its pool and takes paths of this host); it never crosses the seam.
 //!
 //! Two drivers implement it:
-//! - [`qemu::QemuDriver`]: real QEMU processes, one per instance, controlled over QMP, with a qcow2
-//!   copy-on-write root disk backed by the image.
-//! - [`sim::SimDriver`]: an in-process simulation for fast API tests and scale simulations. It is
-//!   always reported as `sim` (simulated) on the host view, never passed off as a real hypervisor.
+//! - [`compute::qemu::QemuDriver`]: real QEMU processes, one per instance, controlled over QMP,
+//!   with a qcow2 copy-on-write root disk backed by the image.
+//! - [`compute::sim::SimDriver`]: an in-process simulation for fast API tests and scale
+//!   simulations. It is always reported as `sim` (simulated) on the host view, never passed off as
+//!   a real hypervisor.
 //!
-//! The types that cross the seam ([`InstanceSpec`], [`net::DesiredNet`], …) are defined in
+//! The types that cross the seam ([`InstanceSpec`], [`network::DesiredNet`], …) are defined in
 //! `kumo-host-api` and re-exported here under their old paths.
+//!
+//! See `docs/adding-a-resource.md` for where a new resource touches the agent.
 
-pub mod backup;
-pub mod capacity;
-pub mod cgroup;
-pub mod confine;
-pub mod fault;
-pub mod keys;
+pub mod compute;
 pub mod local;
-pub use local::LocalAgent;
-pub mod kvm_probe;
-pub mod net;
-pub mod proc;
-pub mod qemu;
-pub mod qemu_img;
-pub mod qmp;
-pub mod quarantine;
-pub mod serial_log;
-pub mod sim;
+pub mod network;
 pub mod storage;
-pub mod tool;
+pub mod system;
+
+pub use local::LocalAgent;
+
+// Paths other crates still spell out in code (not only in `use` lines) from before the agent was
+// split into folders. New code names the real paths (`compute::qemu`, `storage::quarantine`, …).
+pub use compute::{confine, qemu, sim};
+pub use storage::quarantine;
+pub use system::fault;
 
 use async_trait::async_trait;
 use std::time::Duration;
@@ -48,7 +51,7 @@ pub use kumo_host_api::{BootSpec, GuestStatus, HostInfo, InstanceSample, Instanc
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("{0}")]
-    Tool(#[from] tool::ToolError),
+    Tool(#[from] system::tool::ToolError),
     #[error("QMP: {0}")]
     Qmp(String),
     #[error("{context}: {source}")]
@@ -94,9 +97,9 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// The serial console output from absolute byte `offset` (or from the oldest byte still kept,
     /// when older ones were trimmed away), at most `max` bytes.
-    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<serial_log::SerialChunk>;
+    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<compute::serial_log::SerialChunk>;
 
-    /// Trims every instance's serial log that grew past `max_bytes` (see [`serial_log`]).
+    /// Trims every instance's serial log that grew past `max_bytes` (see [`compute::serial_log`]).
     /// Returns the bytes discarded.
     async fn trim_serial_logs(&self, max_bytes: u64) -> Result<u64>;
 
@@ -106,13 +109,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// What leak collection does instead of [`Hypervisor::destroy`]: stops the guest if it runs
     /// (its hypervisor process is killed) and moves its disks aside into the quarantine, where
     /// they stay for the grace period. Idempotent.
-    async fn quarantine(&self, id: Uuid, q: &quarantine::Quarantine) -> Result<()>;
+    async fn quarantine(&self, id: Uuid, q: &storage::quarantine::Quarantine) -> Result<()>;
 
     /// The instance's cumulative counters, or None when its guest is not running.
     async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>>;
 
     /// The storage pool holding this host's volumes.
-    fn pool(&self) -> &dyn storage::StoragePool;
+    fn pool(&self) -> &dyn storage::pool::StoragePool;
 
     /// Hot-plugs a volume into the instance's running guest (a new virtio disk). A no-op when
     /// the guest does not run (the volume is on its command line at the next start) or already

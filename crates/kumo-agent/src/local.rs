@@ -1,6 +1,6 @@
 //! [`LocalAgent`]: the host agent of the all-in-one `kumod`, in the control plane's process. It
 //! implements [`kumo_host_api::HostAgent`] over what this crate has: a hypervisor driver (qemu or
-//! sim) and its storage pool, the tenant-network data plane ([`crate::net::HostNet`]), the backup
+//! sim) and its storage pool, the tenant-network data plane ([`crate::network::HostNet`]), the backup
 //! target, qemu-img and the quarantine. The control plane sees only the trait; a remote agent
 //! would run this same type behind a server and need no change on the other side.
 //!
@@ -9,12 +9,13 @@
 //! `DATA_DIR/images/<image id>/<name>` (see [`kumo_host_api::ImageFile`]), leaks go to the
 //! quarantine.
 
-use crate::backup::{BackupTarget, DirTarget, Scratch};
-use crate::net::{HostNet, NetError};
-use crate::quarantine::Quarantine;
-use crate::storage::VolumeSource;
-use crate::tool::ToolError;
-use crate::{qemu_img, AgentError, Hypervisor};
+use crate::network::{HostNet, NetError};
+use crate::storage::backup::{BackupTarget, DirTarget, Scratch};
+use crate::storage::pool::VolumeSource;
+use crate::storage::qemu_img;
+use crate::storage::quarantine::Quarantine;
+use crate::system::tool::ToolError;
+use crate::{AgentError, Hypervisor};
 use async_trait::async_trait;
 use kumo_host_api::{
     ApplyReport, BackupStats, DesiredNet, GuestStatus, HostAgent, HostError, HostInfo, ImageFile, ImageInfo,
@@ -173,7 +174,7 @@ impl HostAgent for LocalAgent {
                     tokio::fs::create_dir_all(&self.backups_dir)
                         .await
                         .map_err(|e| AgentError::io("create backups dir", e))?;
-                    crate::backup::restore_raw(self.backups.as_ref(), project, backup, raw.path()).await?;
+                    crate::storage::backup::restore_raw(self.backups.as_ref(), project, backup, raw.path()).await?;
                     let source = VolumeSource::Raw(raw.path().to_path_buf());
                     pool.create(id, size_bytes, &source, encrypted).await
                 }
@@ -227,7 +228,7 @@ impl HostAgent for LocalAgent {
         let raw = Scratch::new(&self.backups_dir, "export", backup);
         let stats = async {
             self.driver.pool().export_raw(volume, raw.path()).await?;
-            crate::backup::backup_raw(self.backups.as_ref(), project, raw.path(), backup).await
+            crate::storage::backup::backup_raw(self.backups.as_ref(), project, raw.path(), backup).await
         }
         .await;
         drop(raw);
@@ -290,7 +291,7 @@ mod tests {
     use super::*;
 
     fn agent(dir: &Path) -> LocalAgent {
-        let driver = Arc::new(crate::sim::SimDriver::new("h".into(), [4, 4096, 100, 0], Duration::ZERO));
+        let driver = Arc::new(crate::compute::sim::SimDriver::new("h".into(), [4, 4096, 100, 0], Duration::ZERO));
         LocalAgent::new(driver, dir, Arc::new(Quarantine::new(dir.join("quarantine"))))
     }
 

@@ -6,7 +6,7 @@ use crate::kumod::{Api, Kumod};
 use crate::procs;
 use crate::raw::{RawQemu, RawSetup};
 use anyhow::{bail, Context, Result};
-use kumo_agent::kvm_probe::READY_LINE;
+use kumo_agent::compute::kvm_probe::READY_LINE;
 use std::time::{Duration, Instant};
 
 /// How often a single launch is polled (API or serial file).

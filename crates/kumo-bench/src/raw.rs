@@ -8,9 +8,12 @@
 use crate::kumod::{Kumod, IMAGE, IMAGE_CACHE, INSTANCE_TYPE};
 use crate::procs;
 use anyhow::{bail, Context, Result};
-use kumo_agent::kvm_probe::{Accel, READY_LINE};
-use kumo_agent::qemu::{command_line, config_drive_bytes, RunDir, QEMU_BINARY};
-use kumo_agent::{qemu_img, BootSpec, InstanceSpec};
+use kumo_agent::compute::kvm_probe::{Accel, READY_LINE};
+use kumo_agent::compute::qemu::cmdline::command_line;
+use kumo_agent::compute::qemu::config_drive::config_drive_bytes;
+use kumo_agent::compute::qemu::{RunDir, QEMU_BINARY};
+use kumo_agent::storage::qemu_img;
+use kumo_agent::{BootSpec, InstanceSpec};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -7,8 +7,8 @@
 //!   with the same amount of data, and an incremental backup after a small change.
 
 use anyhow::{bail, Context, Result};
-use kumo_agent::backup::{backup_raw, DirTarget};
-use kumo_agent::storage::{DirPool, StoragePool, VolumeSource};
+use kumo_agent::storage::backup::{backup_raw, DirTarget};
+use kumo_agent::storage::pool::{DirPool, StoragePool, VolumeSource};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -184,9 +184,12 @@ impl Drop for Guest {
 /// from the pool + virtio-blk device) or by hand (`-drive if=virtio`); returns the guest's
 /// (write, read) seconds for 128 MiB.
 async fn guest_io(root: &Path, kumod_way: bool) -> Result<(f64, f64)> {
-    use kumo_agent::kvm_probe::Accel;
-    use kumo_agent::qemu::{command_line, config_drive_bytes, volume_args, RunDir, QEMU_BINARY};
-    use kumo_agent::{qemu_img, BootSpec, InstanceSpec, IoLimits, VolumeDisk};
+    use kumo_agent::compute::kvm_probe::Accel;
+    use kumo_agent::compute::qemu::cmdline::{command_line, volume_args};
+    use kumo_agent::compute::qemu::config_drive::config_drive_bytes;
+    use kumo_agent::compute::qemu::{RunDir, QEMU_BINARY};
+    use kumo_agent::storage::qemu_img;
+    use kumo_agent::{BootSpec, InstanceSpec, IoLimits, VolumeDisk};
     let cache = Path::new("/var/cache/kumo/images/tiny");
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(cache.join("manifest.json"))?)?;
     let field = |k: &str| manifest[k].as_str().map(|f| cache.join(f));

@@ -3,10 +3,11 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use kumo_agent::keys::{KeyStore, MasterKey};
-use kumo_agent::kvm_probe::{self, AccelRequest, ProbeImage};
-use kumo_agent::storage::DirPool;
-use kumo_agent::{capacity, qemu::QemuDriver, sim::SimDriver, Hypervisor, LocalAgent};
+use kumo_agent::compute::kvm_probe::{self, AccelRequest, ProbeImage};
+use kumo_agent::compute::{capacity, qemu::QemuDriver, sim::SimDriver};
+use kumo_agent::storage::keys::{KeyStore, MasterKey};
+use kumo_agent::storage::pool::DirPool;
+use kumo_agent::{Hypervisor, LocalAgent};
 use kumo_control::{App, ControlConfig};
 use kumo_host_api::{HostAgent, JsonRoundTrip};
 use std::net::SocketAddr;

@@ -296,7 +296,7 @@ fn the_data_directory_is_owner_only_and_wrong_modes_are_fixed() {
 /// a key that did not seal the existing volume keys is refused, and so is a missing one.
 #[test]
 fn master_key_from_outside_the_data_dir_and_a_wrong_one_is_refused() {
-    use kumo_agent::keys::{KeyStore, MasterKey};
+    use kumo_agent::storage::keys::{KeyStore, MasterKey};
     let keys = tempfile::tempdir().expect("tmp");
     let right = keys.path().join("right.key");
     let wrong = keys.path().join("wrong.key");

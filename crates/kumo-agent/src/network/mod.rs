@@ -71,7 +71,7 @@ impl Leases {
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("{0}")]
-    Tool(#[from] crate::tool::ToolError),
+    Tool(#[from] crate::system::tool::ToolError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("nft: {0}")]
@@ -124,7 +124,7 @@ impl HostNet {
             a.extend(["-n".to_string(), ns.clone()]);
         }
         a.extend(args.iter().map(|s| s.as_ref().to_string()));
-        Ok(crate::tool::run("ip", &a).await?)
+        Ok(crate::system::tool::run("ip", &a).await?)
     }
 
     async fn ip_json<S: AsRef<str>>(&self, args: &[S]) -> Result<Vec<serde_json::Value>, NetError> {
@@ -146,7 +146,7 @@ impl HostNet {
     async fn prepare(&self) -> Result<(), NetError> {
         if let Some(ns) = &self.netns {
             if !netns::exists(ns) {
-                crate::tool::run("ip", ["netns", "add", ns.as_str()]).await?;
+                crate::system::tool::run("ip", ["netns", "add", ns.as_str()]).await?;
                 self.ip(&["link", "set", "lo", "up"]).await?;
             }
         }

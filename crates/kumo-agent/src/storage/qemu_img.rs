@@ -1,6 +1,6 @@
 //! The `qemu-img` wrapper: overlays, inspection, conversion, growth.
 
-use crate::tool::{self, ToolError};
+use crate::system::tool::{self, ToolError};
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -159,7 +159,7 @@ pub async fn create(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
 /// files (a vmdk extent or a qcow2 data file naming `/etc/shadow`, a FIFO that blocks `open`
 /// forever, a device), allocate without bound or spin. So it runs confined:
 ///
-/// * as the unprivileged user ([`crate::confine::unprivileged`]), in the upload's directory and
+/// * as the unprivileged user ([`crate::compute::confine::unprivileged`]), in the upload's directory and
 ///   with relative file names: the directory and the upload are lent to that user for the run,
 ///   while the data directory above stays closed to it, so what a crafted image names by absolute
 ///   path is reachable only if it is world-readable;
@@ -170,7 +170,7 @@ pub async fn create(path: &Path, size_bytes: u64) -> Result<(), ToolError> {
 /// Everything in `dir` is given back to root afterwards.
 pub mod untrusted {
     use super::*;
-    use crate::confine::{self, Confined, Limits};
+    use crate::compute::confine::{self, Confined, Limits};
     use std::time::Duration;
 
     /// Reading metadata takes milliseconds; anything longer is a trap.

@@ -11,8 +11,9 @@
 //!
 //! Every operation is idempotent and keyed by the volume id, like the [`crate::Hypervisor`]'s.
 
-use crate::keys::{KeyStore, SecretFile};
-use crate::{qemu_img, AgentError, Result};
+use crate::storage::keys::{KeyStore, SecretFile};
+use crate::storage::qemu_img;
+use crate::{AgentError, Result};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -57,7 +58,7 @@ pub trait StoragePool: Send + Sync + 'static {
 
     /// What leak collection does instead of [`StoragePool::delete`]: moves the volume (and its
     /// key) aside into the quarantine, where it stays for the grace period. Idempotent.
-    async fn quarantine(&self, id: Uuid, q: &crate::quarantine::Quarantine) -> Result<()>;
+    async fn quarantine(&self, id: Uuid, q: &crate::storage::quarantine::Quarantine) -> Result<()>;
 
     /// The QEMU `blockdev-add` options opening the volume, with `node_name` as its top node.
     fn blockdev(&self, id: Uuid, node_name: &str) -> serde_json::Value;
@@ -108,11 +109,11 @@ pub struct DirPool {
 impl DirPool {
     pub fn new(dir: PathBuf) -> DirPool {
         let master = dir.parent().unwrap_or(&dir).join("master.key");
-        DirPool::with_master(dir, crate::keys::MasterKey::File(master))
+        DirPool::with_master(dir, crate::storage::keys::MasterKey::File(master))
     }
 
     /// A pool whose volume keys are sealed under `master` (e.g. kept outside the data directory).
-    pub fn with_master(dir: PathBuf, master: crate::keys::MasterKey) -> DirPool {
+    pub fn with_master(dir: PathBuf, master: crate::storage::keys::MasterKey) -> DirPool {
         let keys = KeyStore::with_master(dir.join("keys"), master);
         DirPool { dir, layers_lock: tokio::sync::Mutex::new(()), keys }
     }
@@ -256,7 +257,7 @@ impl StoragePool for DirPool {
         Ok(ids)
     }
 
-    async fn quarantine(&self, id: Uuid, q: &crate::quarantine::Quarantine) -> Result<()> {
+    async fn quarantine(&self, id: Uuid, q: &crate::storage::quarantine::Quarantine) -> Result<()> {
         let (file, tmp, key) = (self.path(id), self.dir.join(format!("{id}.qcow2.tmp")), self.keys.wrapped_path(id));
         // The key goes along: a quarantined encrypted volume must stay openable.
         q.put("volumes", &id.to_string(), &[&file, &tmp, &key])
@@ -272,7 +273,7 @@ impl StoragePool for DirPool {
             "file": {"driver": "file", "filename": self.path(id).display().to_string()},
         });
         if self.keys.has(id) {
-            b["encrypt"] = serde_json::json!({"format": "luks", "key-secret": crate::keys::secret_id(id)});
+            b["encrypt"] = serde_json::json!({"format": "luks", "key-secret": crate::storage::keys::secret_id(id)});
         }
         b
     }
@@ -400,7 +401,7 @@ impl StoragePool for SimPool {
         Ok(self.with(|v| v.keys().copied().collect()))
     }
 
-    async fn quarantine(&self, id: Uuid, _q: &crate::quarantine::Quarantine) -> Result<()> {
+    async fn quarantine(&self, id: Uuid, _q: &crate::storage::quarantine::Quarantine) -> Result<()> {
         // Simulated data: nothing on disk to keep.
         self.with(|v| v.remove(&id));
         Ok(())

@@ -442,7 +442,7 @@ pub async fn backup_raw(target: &dyn BackupTarget, project: Uuid, raw: &Path, id
         }
         offset += len as u64;
     }
-    crate::fault::point("backup.before-manifest");
+    crate::system::fault::point("backup.before-manifest");
     target.put_manifest(project, id, &Manifest { size_bytes: size, chunk_size: CHUNK, chunks }).await?;
     Ok(stats)
 }

@@ -57,7 +57,7 @@ async fn neighbour_mac(netns: Option<&str>, bridge: &str, ip: Ipv4Addr) -> Optio
         args.extend(["-n".into(), ns.into()]);
     }
     args.extend(["-j", "neigh", "show", "dev", bridge, "to", &ip.to_string()].map(String::from));
-    let out = crate::tool::run("ip", &args).await.ok()?;
+    let out = crate::system::tool::run("ip", &args).await.ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v.as_array()?.iter().find_map(|n| n["lladdr"].as_str().map(|s| s.to_lowercase()))
 }

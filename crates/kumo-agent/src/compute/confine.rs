@@ -6,7 +6,7 @@
 //! to it, so a compromised QEMU or a crafted image cannot read `kumo.db`, keys or other tenants'
 //! disks.
 
-use crate::tool::ToolError;
+use crate::system::tool::ToolError;
 use std::ffi::{CString, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

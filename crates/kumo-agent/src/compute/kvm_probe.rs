@@ -108,7 +108,7 @@ fn verdict(kvm_works: bool, detail: String) -> (Accel, String) {
 
 async fn cache_key() -> String {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let qemu = tokio::process::Command::new(crate::qemu::QEMU_BINARY)
+    let qemu = tokio::process::Command::new(crate::compute::qemu::QEMU_BINARY)
         .arg("--version")
         .output()
         .await
@@ -124,7 +124,7 @@ async fn probe_boot(probe: &ProbeImage, timeout: Duration) -> (bool, String) {
         Err(e) => return (false, format!("probe could not make a temp dir: {e}")),
     };
     let serial = dir.join("serial.log");
-    let mut cmd = tokio::process::Command::new(crate::qemu::QEMU_BINARY);
+    let mut cmd = tokio::process::Command::new(crate::compute::qemu::QEMU_BINARY);
     cmd.args(["-accel", "kvm", "-m", "128", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none"])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))

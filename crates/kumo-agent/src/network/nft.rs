@@ -132,22 +132,44 @@ pub fn nic_chain(nic: &NicNet) -> String {
     format!("in-{}", nic.tap())
 }
 
-/// The whole ruleset for `want` (a transaction: delete Kumo's tables, recreate them).
+/// The whole ruleset for `want` (a transaction: delete Kumo's tables, recreate them), section by
+/// section in this order (the order of the rules in a chain is the order they are added).
 pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
     let mut b = Builder { batch: Batch::new() };
+    let nothing = want.vpcs.is_empty() && want.nics.is_empty() && want.public_pool.is_none();
+    tables(&mut b, !nothing);
+    if nothing {
+        return b.batch.to_nftables();
+    }
+    anti_spoofing(&mut b, want);
+    zones(&mut b, want);
+    floating_ips(&mut b, want);
+    outbound_nat(&mut b, want);
+    vpc_isolation(&mut b, want);
+    egress_chains(&mut b, want);
+    ingress_chains(&mut b, want);
+    b.batch.to_nftables()
+}
+
+/// Deletes Kumo's tables (adding them first, so the delete never fails) and, with `recreate`,
+/// recreates them empty.
+fn tables(b: &mut Builder, recreate: bool) {
     for family in [NfFamily::Bridge, NfFamily::INet] {
         let t = Table { family, name: Cow::Borrowed(TABLE), ..Table::default() };
         b.batch.add(NfListObject::Table(t.clone()));
         b.batch.delete(NfListObject::Table(t));
     }
-    if want.vpcs.is_empty() && want.nics.is_empty() && want.public_pool.is_none() {
-        return b.batch.to_nftables();
+    if !recreate {
+        return;
     }
     for family in [NfFamily::Bridge, NfFamily::INet] {
         b.batch.add(NfListObject::Table(Table { family, name: Cow::Borrowed(TABLE), ..Table::default() }));
     }
+}
 
-    // Anti-spoofing, per tap, at the bridge.
+/// Anti-spoofing, per tap, at the bridge: source MAC, ARP sender, source IP, no DHCP server
+/// traffic, nothing but IPv4 and ARP.
+fn anti_spoofing(b: &mut Builder, want: &DesiredNet) {
     let br = NfFamily::Bridge;
     b.chain(br, "prerouting", Some((NfChainType::Filter, NfHook::Prerouting, -200)));
     for nic in &want.nics {
@@ -203,7 +225,11 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             ],
         );
     }
+}
 
+/// Conntrack zones and routing marks, before conntrack (-200) and routing: per VPC bridge and
+/// per tap.
+fn zones(b: &mut Builder, want: &DesiredNet) {
     let inet = NfFamily::INet;
     // Conntrack zones and routing marks, before conntrack (-200) and routing.
     b.chain(inet, "zone-pre", Some((NfChainType::Filter, NfHook::Prerouting, -300)));
@@ -229,6 +255,11 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             vec![is(meta(MetaKey::Iifname), s(nic.tap())), set_mangle(ct("zone"), u32::from(nic.zone))],
         );
     }
+}
+
+/// Floating IPs: their zone and VPC routing mark, DNAT to the interface, SNAT of its traffic.
+fn floating_ips(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     b.chain(inet, "nat-pre", Some((NfChainType::NAT, NfHook::Prerouting, -100)));
     b.chain(inet, "nat-out", Some((NfChainType::NAT, NfHook::Output, -100)));
     b.chain(inet, "nat-post", Some((NfChainType::NAT, NfHook::Postrouting, 100)));
@@ -261,7 +292,11 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             ],
         );
     }
-    // Outbound NAT for the rest: leaving by the uplink (or any non-VPC device).
+}
+
+/// Outbound NAT for the rest: leaving by the uplink (or any non-VPC device).
+fn outbound_nat(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     if let Some(pool) = &want.public_pool {
         b.rule(
             inet,
@@ -273,7 +308,12 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             ],
         );
     }
+}
 
+/// The filter chains, VPC isolation (never route between VPCs), the DHCP-reply fence and
+/// established traffic.
+fn vpc_isolation(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     // Security groups and VPC isolation.
     b.chain(inet, "forward", Some((NfChainType::Filter, NfHook::Forward, 0)));
     // Host-made traffic (floating-IP DNAT from the host, DHCP and metadata replies) is filtered
@@ -314,16 +354,23 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
     );
     b.rule(inet, "forward", vec![established(), accept()]);
     b.rule(inet, "postrouting", vec![established(), accept()]);
-    // Egress first: a packet between two guests passes the sender's egress chain, then the
-    // receiver's ingress chain.
+}
+
+/// Addresses in the interface's VPC of the other interfaces in group `g`.
+fn members_of(want: &DesiredNet, nic: &NicNet, g: &uuid::Uuid) -> Vec<Expression<'static>> {
+    want.nics
+        .iter()
+        .filter(|o| o.vni == nic.vni && o.id != nic.id && o.groups.contains(g))
+        .map(|o| s(o.ip().to_string()))
+        .collect()
+}
+
+/// Security groups, egress: a chain per interface whose groups have egress rules. Egress first: a
+/// packet between two guests passes the sender's egress chain, then the receiver's ingress chain.
+fn egress_chains(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     for nic in &want.nics {
-        let members_of = |g: &uuid::Uuid| -> Vec<Expression<'static>> {
-            want.nics
-                .iter()
-                .filter(|o| o.vni == nic.vni && o.id != nic.id && o.groups.contains(g))
-                .map(|o| s(o.ip().to_string()))
-                .collect()
-        };
+        let members_of = |g: &uuid::Uuid| members_of(want, nic, g);
         // Egress is open unless one of its groups has egress rules: then only those (and the
         // group's members) are allowed. The chain returns (not accepts) so that the peer's
         // ingress chain is still evaluated.
@@ -356,6 +403,12 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
             b.rule(inet, &out, vec![drop_()]);
         }
     }
+}
+
+/// Security groups, ingress: a chain per interface accepting DHCP replies, members of its groups
+/// and the groups' ingress rules, dropping the rest.
+fn ingress_chains(b: &mut Builder, want: &DesiredNet) {
+    let inet = NfFamily::INet;
     for nic in &want.nics {
         let chain = nic_chain(nic);
         b.chain(inet, &chain, None);
@@ -379,13 +432,7 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
                 accept(),
             ],
         );
-        let members_of = |g: &uuid::Uuid| -> Vec<Expression<'static>> {
-            want.nics
-                .iter()
-                .filter(|o| o.vni == nic.vni && o.id != nic.id && o.groups.contains(g))
-                .map(|o| s(o.ip().to_string()))
-                .collect()
-        };
+        let members_of = |g: &uuid::Uuid| members_of(want, nic, g);
         for g in &nic.groups {
             let members = members_of(g);
             if !members.is_empty() {
@@ -400,7 +447,6 @@ pub fn ruleset(want: &DesiredNet) -> Nftables<'static> {
         }
         b.rule(inet, &chain, vec![drop_()]);
     }
-    b.batch.to_nftables()
 }
 
 /// The matches of one rule; `peer` is `saddr` (ingress) or `daddr` (egress). None when the rule
@@ -458,7 +504,7 @@ pub async fn apply(netns: Option<&str>, rules: &Nftables<'static>) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{Metadata, NicNet, RuleNet, VpcNet};
+    use crate::network::{Metadata, NicNet, RuleNet, VpcNet};
 
     fn nic(n: u8, groups: Vec<uuid::Uuid>, fip: Option<Ipv4Addr>) -> NicNet {
         NicNet {
@@ -523,6 +569,79 @@ mod tests {
         }
         let empty = serde_json::to_string(&ruleset(&DesiredNet::default())).unwrap();
         assert!(empty.contains("\"delete\"") && !empty.contains("\"chain\""), "{empty}");
+    }
+
+    /// A state with every section of the ruleset: two VPCs (one with overlapping addresses), three
+    /// security groups (CIDR and group peers, port ranges, ingress and egress), floating IPs and
+    /// the outbound pool.
+    fn representative() -> DesiredNet {
+        let (web, db, admin) = (uuid::Uuid::from_u128(100), uuid::Uuid::from_u128(101), uuid::Uuid::from_u128(102));
+        let in_nic = |n: u8, vni: i64, zone: u16, groups: Vec<uuid::Uuid>, fip: Option<Ipv4Addr>| {
+            let mut nic = nic(n, groups, fip);
+            nic.id = uuid::Uuid::from_u128(vni as u128 * 1000 + n as u128);
+            (nic.vni, nic.zone) = (vni, zone);
+            nic.metadata.mac = format!("02:00:00:00:{:02x}:{n:02x}", vni);
+            nic
+        };
+        let rule = |ingress: bool, protocol: Option<&str>, ports: Option<(u16, u16)>, peer: PeerNet| RuleNet {
+            ingress,
+            protocol: protocol.map(String::from),
+            ports,
+            peer,
+        };
+        let cidr = |c: &str| PeerNet::Cidr(c.parse().unwrap());
+        let mut rules = std::collections::BTreeMap::new();
+        rules.insert(
+            web,
+            vec![
+                rule(true, Some("tcp"), Some((80, 80)), cidr("0.0.0.0/0")),
+                rule(true, Some("tcp"), Some((8000, 8100)), cidr("198.51.100.0/24")),
+                rule(true, Some("icmp"), None, cidr("0.0.0.0/0")),
+            ],
+        );
+        rules.insert(
+            db,
+            vec![
+                rule(true, Some("tcp"), Some((5432, 5432)), PeerNet::Group(web)),
+                rule(true, None, None, PeerNet::Group(admin)),
+                rule(false, Some("udp"), Some((53, 53)), cidr("192.0.2.0/24")),
+                rule(false, Some("tcp"), Some((443, 443)), PeerNet::Group(web)),
+            ],
+        );
+        rules.insert(admin, vec![rule(false, None, None, cidr("0.0.0.0/0"))]);
+        DesiredNet {
+            vpcs: vec![
+                VpcNet { vni: 7, zone: 3, subnets: vec!["10.0.0.0/24".parse().unwrap()] },
+                VpcNet {
+                    vni: 9,
+                    zone: 5,
+                    subnets: vec!["10.0.0.0/24".parse().unwrap(), "10.1.0.0/24".parse().unwrap()],
+                },
+            ],
+            nics: vec![
+                in_nic(2, 7, 3, vec![web], Some(Ipv4Addr::new(203, 0, 113, 2))),
+                in_nic(3, 7, 3, vec![web, db], None),
+                in_nic(4, 7, 3, vec![db], Some(Ipv4Addr::new(203, 0, 113, 4))),
+                in_nic(5, 7, 3, vec![], None),
+                in_nic(2, 9, 5, vec![admin], Some(Ipv4Addr::new(203, 0, 113, 9))),
+                in_nic(6, 9, 5, vec![db, admin], None),
+            ],
+            rules,
+            public_pool: Some("203.0.113.0/28".parse().unwrap()),
+        }
+    }
+
+    /// The whole ruleset of [`representative`], pinned: refactoring the builder must not change a
+    /// byte of it. `KUMO_BLESS=1` rewrites the pinned file (review the diff: it is the firewall).
+    #[test]
+    fn the_ruleset_of_a_representative_state_is_pinned() {
+        let got = serde_json::to_string_pretty(&ruleset(&representative())).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/network/testdata/ruleset.json");
+        if std::env::var_os("KUMO_BLESS").is_some() {
+            std::fs::write(path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(path).unwrap();
+        assert!(got == want, "the ruleset changed; diff it against {path}:\n{got}");
     }
 
     /// The rules of `chain` (bridge or inet) as JSON text, one per rule.

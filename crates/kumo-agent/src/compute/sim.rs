@@ -46,7 +46,7 @@ pub fn simulated_sample(id: Uuid, memory_mib: i64, secs: f64) -> InstanceSample 
 
 pub struct SimDriver {
     info: HostInfo,
-    pool: crate::storage::SimPool,
+    pool: crate::storage::pool::SimPool,
     /// Artificial latency of each operation (0 by default).
     latency: Duration,
     guests: Mutex<HashMap<Uuid, SimGuest>>,
@@ -111,7 +111,7 @@ impl Hypervisor for SimDriver {
                     spec.name,
                     spec.vcpus,
                     spec.memory_mib,
-                    crate::kvm_probe::READY_LINE
+                    crate::compute::kvm_probe::READY_LINE
                 );
                 guest.serial.extend_from_slice(boot.as_bytes());
             }
@@ -158,25 +158,25 @@ impl Hypervisor for SimDriver {
         Ok(())
     }
 
-    async fn quarantine(&self, id: Uuid, _q: &crate::quarantine::Quarantine) -> Result<()> {
+    async fn quarantine(&self, id: Uuid, _q: &crate::storage::quarantine::Quarantine) -> Result<()> {
         // Nothing of a simulated guest is on disk: stopping it is all there is to do.
         self.delay().await;
         self.with(|g| g.remove(&id));
         Ok(())
     }
 
-    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<crate::serial_log::SerialChunk> {
+    async fn serial(&self, id: Uuid, offset: u64, max: usize) -> Result<crate::compute::serial_log::SerialChunk> {
         Ok(self.with(|g| {
             let (log, discarded) =
                 g.get(&id).map(|guest| (guest.serial.as_slice(), guest.serial_discarded)).unwrap_or((&[], 0));
-            let (pos, _) = crate::serial_log::locate(offset, discarded);
+            let (pos, _) = crate::compute::serial_log::locate(offset, discarded);
             // An offset past the end reads from the end.
             let from = (pos as usize).min(log.len());
             let start = discarded + from as u64;
             let end = from.saturating_add(max).min(log.len());
             let bytes = log[from..end].to_vec();
             let next = start + bytes.len() as u64;
-            crate::serial_log::SerialChunk { bytes, start, next }
+            crate::compute::serial_log::SerialChunk { bytes, start, next }
         }))
     }
 
@@ -184,7 +184,7 @@ impl Hypervisor for SimDriver {
         Ok(self.with(|g| {
             let mut total = 0;
             for guest in g.values_mut() {
-                let d = crate::serial_log::discard_amount(guest.serial.len() as u64, max_bytes, 1);
+                let d = crate::compute::serial_log::discard_amount(guest.serial.len() as u64, max_bytes, 1);
                 guest.serial.drain(..d as usize);
                 guest.serial_discarded += d;
                 total += d;
@@ -197,7 +197,7 @@ impl Hypervisor for SimDriver {
         Ok(self.with(|g| g.keys().copied().collect()))
     }
 
-    fn pool(&self) -> &dyn crate::storage::StoragePool {
+    fn pool(&self) -> &dyn crate::storage::pool::StoragePool {
         &self.pool
     }
 
@@ -234,16 +234,16 @@ impl Hypervisor for SimDriver {
     }
 
     async fn grow_volume(&self, _instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()> {
-        use crate::storage::StoragePool;
+        use crate::storage::pool::StoragePool;
         self.pool.grow(volume, size_bytes).await
     }
 
     async fn export_root_disk(&self, _id: Uuid, dst: &std::path::Path) -> Result<()> {
-        Ok(crate::qemu_img::create(dst, 1 << 30).await?)
+        Ok(crate::storage::qemu_img::create(dst, 1 << 30).await?)
     }
 
     async fn snapshot_volume(&self, _instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {
-        use crate::storage::StoragePool;
+        use crate::storage::pool::StoragePool;
         self.pool.snapshot(volume, snapshot).await
     }
 
