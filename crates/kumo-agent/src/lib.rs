@@ -36,12 +36,6 @@ pub mod system;
 
 pub use local::LocalAgent;
 
-// Paths other crates still spell out in code (not only in `use` lines) from before the agent was
-// split into folders. New code names the real paths (`compute::qemu`, `storage::quarantine`, …).
-pub use compute::{confine, qemu, sim};
-pub use storage::quarantine;
-pub use system::fault;
-
 use async_trait::async_trait;
 use std::time::Duration;
 use uuid::Uuid;

@@ -285,7 +285,7 @@ fn print_machine(cli: &Cli, what: &What, cores: usize) {
         read("/proc/sys/kernel/osrelease").trim(),
         mem_kib as f64 / 1048576.0
     );
-    println!("qemu:    {}", version(Path::new(kumo_agent::qemu::QEMU_BINARY)));
+    println!("qemu:    {}", version(Path::new(kumo_agent::compute::qemu::QEMU_BINARY)));
     println!("kumod:   {kumod_version}");
     println!("load:    {} (1/5/15-minute load average before the run)", loadavg());
     println!(

@@ -1,5 +1,5 @@
 //! The physical limit of a launch: `qemu-system-x86_64` started by hand, with exactly the command
-//! line kumod uses ([`kumo_agent::qemu::command_line`]), the same image files kumod boots, its own
+//! line kumod uses ([`kumo_agent::compute::qemu::command_line`]), the same image files kumod boots, its own
 //! qcow2 overlay and config drive, and the accelerator kumod chose. Timed from spawn to the
 //! readiness line in its serial file.
 //!
@@ -159,7 +159,7 @@ impl RawQemu {
         }
         // Only what is new since the last look, plus enough overlap for a line split across reads.
         let from = self.serial_seen.saturating_sub(READY_LINE.len() as u64);
-        let (bytes, next) = kumo_agent::qemu::read_from(&self.run.serial(), from, 1 << 20)?;
+        let (bytes, next) = kumo_agent::compute::qemu::read_from(&self.run.serial(), from, 1 << 20)?;
         self.serial_seen = next;
         if String::from_utf8_lossy(&bytes).contains(READY_LINE) {
             self.ready = Some(self.spawned.elapsed());

@@ -60,7 +60,7 @@ pub struct ControlConfig {
     /// Period of the orphan sweep (see [`background::sweep`]).
     pub sweep_period: Duration,
     /// Cap of each instance's serial log, bytes (`--serial-log-max-mib`); see
-    /// [`kumo_agent::serial_log`].
+    /// [`kumo_agent::compute::serial_log`].
     pub serial_log_max_bytes: u64,
 }
 
@@ -108,8 +108,8 @@ pub struct App {
     /// The network reconciler; see [`background::network`].
     pub network: background::Handle,
     /// Where the orphan sweep moves what it would delete (the local agent's leak collection shares
-    /// it); see [`kumo_agent::quarantine`].
-    pub quarantine: Arc<kumo_agent::quarantine::Quarantine>,
+    /// it); see [`kumo_agent::storage::quarantine`].
+    pub quarantine: Arc<kumo_agent::storage::quarantine::Quarantine>,
     /// The orphan sweep; see [`background::sweep`].
     pub sweep: background::Handle,
     /// Files being made right now (e.g. an image upload before its record exists), which the
@@ -130,7 +130,7 @@ impl App {
     pub async fn open(
         store: Store,
         agent: Arc<dyn HostAgent>,
-        quarantine: Arc<kumo_agent::quarantine::Quarantine>,
+        quarantine: Arc<kumo_agent::storage::quarantine::Quarantine>,
         config: ControlConfig,
     ) -> anyhow::Result<Arc<App>> {
         let host_id = app::hosts::register(&store, agent.as_ref(), &config).await?;

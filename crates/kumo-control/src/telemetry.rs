@@ -13,7 +13,7 @@
 //!   `kumo_reconciler_last_pass_duration_seconds{reconciler}`: every background task (see
 //!   [`crate::background`]);
 //! - `kumo_quarantined_total{kind}`, `kumo_quarantine_purged_total`: leaks and orphans moved aside
-//!   and deleted after the grace period (see `kumo_agent::quarantine`);
+//!   and deleted after the grace period (see `kumo_agent::storage::quarantine`);
 //! - `kumo_host_capacity`, `kumo_host_used`, `kumo_host_limit{host,resource}` (vcpus,
 //!   memory_mib, disk_gib, gpus);
 //! - per-instance latest metrics from the monitoring task, labelled `project` and `instance`:

@@ -155,13 +155,13 @@ struct RunArgs {
     serial_log_max_mib: u64,
     /// Unprivileged system user QEMU and qemu-img (on uploaded images) run as; created when
     /// missing. Empty: they run as kumod's user (not recommended).
-    #[arg(long, env = "KUMOD_QEMU_USER", default_value = kumo_agent::confine::DEFAULT_USER)]
+    #[arg(long, env = "KUMOD_QEMU_USER", default_value = kumo_agent::compute::confine::DEFAULT_USER)]
     qemu_user: String,
     /// Root-disk I/O allowance per vCPU of the instance type, in requests per second (0: unlimited).
-    #[arg(long, env = "KUMOD_ROOT_DISK_IOPS_PER_VCPU", default_value_t = kumo_agent::qemu::ROOT_IOPS_PER_VCPU)]
+    #[arg(long, env = "KUMOD_ROOT_DISK_IOPS_PER_VCPU", default_value_t = kumo_agent::compute::qemu::ROOT_IOPS_PER_VCPU)]
     root_disk_iops_per_vcpu: u64,
     /// Root-disk I/O allowance per vCPU of the instance type, in MiB/s (0: unlimited).
-    #[arg(long, env = "KUMOD_ROOT_DISK_MIB_S_PER_VCPU", default_value_t = kumo_agent::qemu::ROOT_MIB_S_PER_VCPU)]
+    #[arg(long, env = "KUMOD_ROOT_DISK_MIB_S_PER_VCPU", default_value_t = kumo_agent::compute::qemu::ROOT_MIB_S_PER_VCPU)]
     root_disk_mib_s_per_vcpu: u64,
 }
 
@@ -317,7 +317,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     if !args.qemu_user.is_empty() {
-        kumo_agent::confine::set_user_name(&args.qemu_user);
+        kumo_agent::compute::confine::set_user_name(&args.qemu_user);
     }
     let _lock = lock_data_dir(&data_dir)?;
     // Before anything starts, so an unusable certificate refuses the start.
@@ -356,7 +356,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 QemuDriver::new(data_dir.join("instances"), name, accel, reason, capacity)
                     .with_pool(Arc::new(pool))
                     .with_netns(args.host_netns.clone())
-                    .with_user(if args.qemu_user.is_empty() { None } else { kumo_agent::confine::unprivileged() })
+                    .with_user(if args.qemu_user.is_empty() {
+                        None
+                    } else {
+                        kumo_agent::compute::confine::unprivileged()
+                    })
                     .with_root_disk_limits(kumo_agent::IoLimits {
                         iops: Some(args.root_disk_iops_per_vcpu),
                         bytes_per_sec: Some(args.root_disk_mib_s_per_vcpu << 20),
@@ -382,7 +386,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         sweep_period: Duration::from_secs(args.sweep_minutes * 60),
         serial_log_max_bytes: args.serial_log_max_mib << 20,
     };
-    let quarantine = Arc::new(kumo_agent::quarantine::Quarantine::new(config.quarantine_dir()));
+    let quarantine = Arc::new(kumo_agent::storage::quarantine::Quarantine::new(config.quarantine_dir()));
     let local = LocalAgent::new(hypervisor, &data_dir, quarantine.clone());
     // The host network data plane (bridges, taps, nft, DHCP, metadata); the sim driver has no
     // guests to connect: no data plane.

@@ -1,7 +1,7 @@
 //! Data safety (issue 10, items 1, 2, 7, 13, 14): host identity, the data directory and the
 //! database recognising each other, quarantine instead of deletion, owner-only modes, secrets at
 //! rest, and the orphan sweep — including a crash at a named step (fault injection,
-//! `KUMOD_FAULT`, see kumo_agent::fault).
+//! `KUMOD_FAULT`, see kumo_agent::system::fault).
 
 mod common;
 

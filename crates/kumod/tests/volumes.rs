@@ -519,7 +519,7 @@ fn raw_exports(k: &Kumod) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_backup_killed_before_its_manifest_leaves_nothing_after_the_restart() {
     let mut k = roomy();
-    k.env.push((kumo_agent::fault::ENV.to_string(), "backup.before-manifest".to_string()));
+    k.env.push((kumo_agent::system::fault::ENV.to_string(), "backup.before-manifest".to_string()));
     k.restart();
     // (The sim's disks live in kumod's memory: the volume is made after the restart.)
     k.create_project("demo");

@@ -6,7 +6,7 @@
 //! relaxed load of a cached value. Always compiled in, so the tests in `crates/kumod/tests` drive
 //! the real binary; only the environment enables it.
 //!
-//! Adding a point: call `kumo_agent::fault::point("area.step")` right after the step whose
+//! Adding a point: call `kumo_agent::system::fault::point("area.step")` right after the step whose
 //! interruption you want to test, list it below, and start kumod with `KUMOD_FAULT=area.step` in
 //! a test (see `crates/kumod/tests/data_safety.rs`).
 //!

@@ -73,7 +73,7 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, image: &s
     }
     tx.commit().await.map_err(ApiError::internal)?;
     // A crash here leaves the directory of a deleted image: the orphan sweep's (see crate::background::sweep).
-    kumo_agent::fault::point("image.delete.committed");
+    kumo_agent::system::fault::point("image.delete.committed");
     let dir = app.config.images_dir().join(rec.view.id.to_string());
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
         tracing::warn!("could not remove {}: {e}", dir.display());
@@ -159,11 +159,11 @@ where
     let upload = dir.join(UPLOAD);
     let size = receive(body, &upload, app.config.max_image_bytes).await?;
     // A crash here leaves a half-finished upload with no record: the orphan sweep's.
-    kumo_agent::fault::point("image.import.received");
+    kumo_agent::system::fault::point("image.import.received");
     if size == 0 {
         return Err(ApiError::invalid("the uploaded image is empty"));
     }
-    // qemu-img runs confined on the upload (see kumo_agent::qemu_img::untrusted), with names
+    // qemu-img runs confined on the upload (see kumo_agent::storage::qemu_img::untrusted), with names
     // relative to the image's directory.
     let info = app.agent().inspect_upload(ImageFile::new(id, UPLOAD)).await.map_err(|e| {
         let text = e.to_string();

@@ -10,7 +10,7 @@
 //! It runs when woken (every API change wakes it) and periodically. Steps of different instances
 //! run concurrently; steps of one instance never overlap. Each pass also collects leaks: anything
 //! on the host whose instance is not live in the store is stopped and quarantined (moved aside,
-//! deleted after the grace period; see [`kumo_agent::quarantine`]) — never destroyed outright,
+//! deleted after the grace period; see [`kumo_agent::storage::quarantine`]) — never destroyed outright,
 //! and never when the store says the instance lives on another host. It runs under the one driver
 //! of background work ([`super`]); operators read its status (last pass, changes, errors) at
 //! `GET /v1/system/reconcilers`.
@@ -86,7 +86,7 @@ fn spec_failure(id: uuid::Uuid, e: ApiError) -> String {
 }
 
 /// Quarantines whatever is on the host without a live instance in the store: its guest is
-/// stopped, its disks moved aside (see [`kumo_agent::quarantine`]). The host is listed before the
+/// stopped, its disks moved aside (see [`kumo_agent::storage::quarantine`]). The host is listed before the
 /// store is read: an instance is inserted before anything of it exists on the host, so nothing
 /// created in between can be mistaken for a leak. What the store says belongs to another host id
 /// is never touched.
