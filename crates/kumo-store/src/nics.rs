@@ -126,6 +126,52 @@ pub async fn fill_views(conn: &mut Conn, views: &mut [&mut kumo_types::InstanceV
     Ok(())
 }
 
+/// Fills the views' `network_interfaces` on the typed read path (their `public_ip` comes with the
+/// instance row, see `instances::fast_get_in_project`).
+pub(crate) async fn fast_fill_interfaces(
+    reader: &crate::fast::Reader,
+    views: &mut [&mut kumo_types::InstanceView],
+) -> Result<()> {
+    if views.is_empty() {
+        return Ok(());
+    }
+    // One instance (a view): a bound id, so the statement is prepared once. A page: ids are
+    // UUIDs we formatted ourselves, safe to inline.
+    let (pred, binds) = match views {
+        [one] => ("= $1".to_string(), vec![one.id.to_string()]),
+        _ => {
+            let list = views.iter().map(|v| format!("'{}'", v.id)).collect::<Vec<_>>().join(",");
+            (format!("IN ({list})"), Vec::new())
+        }
+    };
+    let sql = format!(
+        "SELECT n.instance_id, n.mac, n.ipv4, v.name, s.name FROM network_interfaces n \
+         JOIN vpc_subnets s ON s.id = n.subnet_id JOIN vpcs v ON v.id = s.vpc_id \
+         WHERE n.instance_id {pred} AND n.time_deleted IS NULL ORDER BY n.id"
+    );
+    let rows = reader
+        .all(&sql, &binds, |r| {
+            Ok((
+                parse_uuid(&r.text(0)?)?,
+                NetworkInterfaceView { mac: r.text(1)?, ipv4: r.text(2)?, vpc: r.text(3)?, subnet: r.text(4)? },
+            ))
+        })
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut by_id: std::collections::HashMap<Uuid, Vec<NetworkInterfaceView>> = Default::default();
+    for (id, nic) in rows {
+        by_id.entry(id).or_default().push(nic);
+    }
+    for v in views.iter_mut() {
+        if let Some(nics) = by_id.remove(&v.id) {
+            v.network_interfaces = nics;
+        }
+    }
+    Ok(())
+}
+
 /// One live interface with everything the host data plane and metadata service need.
 #[derive(Debug, Clone)]
 pub struct HostInterface {
