@@ -2,18 +2,22 @@
 //!
 //! The general store runs every query through `sqlx::Any`, which copies each row into an `AnyRow`
 //! (one allocation and a type lookup per value) and, on SQLite, hands every query and its rows
-//! across threads (sqlx-sqlite runs each connection on a worker thread). For the few reads that
-//! dominate the API's load — an instance's view, a page of instances, a month's events for
-//! usage — that overhead is most of the request. [`Reader`] runs such reads:
+//! across threads twice (sqlx-sqlite runs each connection on a worker thread of its own and
+//! streams rows back one message at a time). For the few reads that dominate the API's load — an
+//! instance's view, a page of instances, a month's events for usage — that overhead is most of the
+//! request. [`Reader`] runs such reads:
 //!
 //! - on **SQLite** through `rusqlite` (the same `libsqlite3-sys` as sqlx, so the same library), on
-//!   a small pool of read-only connections to the same file, **on the calling thread**: no
-//!   channel, no worker thread, and columns are decoded straight from the statement. WAL mode lets
-//!   these readers run beside the writer and see every committed transaction; a read takes tens of
-//!   microseconds to a few milliseconds (a month's events), so running it inline on a runtime
-//!   worker costs less than the two thread hops it replaces.
+//!   a small pool of dedicated reader threads, each owning one read-only connection to the same
+//!   file, fed through a channel: one hop there and one back per read, the whole result decoded on
+//!   the reader thread straight from the statement (no `AnyRow`). **No SQLite call runs on an
+//!   async worker thread**: a read may wait on the disk or on SQLite's locks (`busy_timeout`), and
+//!   the runtime has as many workers as cores (two here), so a blocking read there stalls every
+//!   task behind it (the first version of this module read inline and made 50 concurrent instance
+//!   creates take 62 s instead of 8). WAL mode lets these readers run beside the writer and see
+//!   every committed transaction.
 //! - on **PostgreSQL** through a typed `sqlx::PgPool` (rows decoded from `PgRow` directly, no
-//!   `AnyRow` copy).
+//!   `AnyRow` copy; async all the way).
 //!
 //! Queries are the same SQL text as the rest of the store (`$N` placeholders, TEXT ids and
 //! timestamps), and rows are decoded once through [`Cols`], which `AnyRow`, `rusqlite::Row` and
@@ -70,39 +74,74 @@ impl Cols for rusqlite::Row<'_> {
     }
 }
 
-/// Idle read connections kept per SQLite database (more are opened under load, then dropped).
-const SQLITE_IDLE: usize = 8;
+/// Read connections (and reader threads) per SQLite database.
+const SQLITE_READERS: usize = 4;
+
+/// A read run on a reader thread with that thread's connection.
+type Job = Box<dyn FnOnce(&rusqlite::Connection) + Send>;
+
+/// How SQLite reads leave the async runtime (see the module docs). Both keep every blocking
+/// SQLite call off the runtime's worker threads.
+enum Exec {
+    /// Dedicated threads, each owning one connection, fed through a channel.
+    Threads(Mutex<Option<std::sync::mpsc::Sender<Job>>>),
+    /// `tokio::task::spawn_blocking` with a pool of idle connections.
+    Blocking(Mutex<Vec<rusqlite::Connection>>),
+}
 
 pub(crate) struct SqliteReaders {
     path: String,
-    idle: Mutex<Vec<rusqlite::Connection>>,
+    exec: Exec,
+}
+
+fn open_sqlite(path: &str) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let c = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(lite)?;
+    c.execute_batch("PRAGMA busy_timeout=10000; PRAGMA query_only=ON;").map_err(lite)?;
+    c.set_prepared_statement_cache_capacity(64);
+    Ok(c)
 }
 
 impl SqliteReaders {
-    fn open_one(&self) -> Result<rusqlite::Connection> {
-        use rusqlite::OpenFlags;
-        let c = rusqlite::Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .map_err(lite)?;
-        c.execute_batch("PRAGMA busy_timeout=10000; PRAGMA query_only=ON;").map_err(lite)?;
-        c.set_prepared_statement_cache_capacity(64);
-        Ok(c)
-    }
-
-    fn query<T>(&self, sql: &str, binds: &[String], decode: &mut dyn FnMut(&dyn Cols) -> Result<T>) -> Result<Vec<T>> {
-        let popped = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match popped {
-            Some(c) => c,
-            None => self.open_one()?,
-        };
-        let out = run_sqlite(&conn, sql, binds, decode);
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < SQLITE_IDLE {
-            idle.push(conn);
+    /// Runs `job` with a read connection, off the async runtime's worker threads.
+    async fn with_conn<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&rusqlite::Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let gone = || StoreError::Db(sqlx::Error::PoolClosed);
+        match &self.exec {
+            Exec::Threads(tx) => {
+                let (done, result) = tokio::sync::oneshot::channel();
+                let job: Job = Box::new(move |conn| {
+                    let _ = done.send(job(conn));
+                });
+                tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())?;
+                result.await.map_err(|_| gone())?
+            }
+            Exec::Blocking(idle) => {
+                let popped = idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let path = self.path.clone();
+                let (conn, out) = tokio::task::spawn_blocking(move || {
+                    let conn = match popped {
+                        Some(c) => c,
+                        None => open_sqlite(&path)?,
+                    };
+                    let out = job(&conn);
+                    Ok::<_, StoreError>((conn, out))
+                })
+                .await
+                .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("sqlite read task: {e}"))))??;
+                let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < SQLITE_READERS {
+                    idle.push(conn);
+                }
+                out
+            }
         }
-        out
     }
 }
 
@@ -140,16 +179,57 @@ pub(crate) enum Reader {
     Postgres(sqlx::PgPool),
 }
 
+/// How SQLite reads leave the async runtime: `KUMO_SQLITE_READS=blocking` for `spawn_blocking`
+/// (measured against the default, dedicated threads; see docs/benchmarks.md).
+fn sqlite_mode() -> SqliteMode {
+    match std::env::var("KUMO_SQLITE_READS").as_deref() {
+        Ok("blocking") => SqliteMode::Blocking,
+        _ => SqliteMode::Threads,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SqliteMode {
+    Threads,
+    Blocking,
+}
+
 impl Reader {
     /// Readers of the SQLite database at `url` (`sqlite://PATH[?…]` or `sqlite:PATH`).
     pub(crate) fn sqlite(url: &str) -> Result<Reader> {
+        Reader::sqlite_with(url, sqlite_mode())
+    }
+
+    pub(crate) fn sqlite_with(url: &str, mode: SqliteMode) -> Result<Reader> {
         let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         let path = rest.split('?').next().unwrap_or(rest).to_string();
-        let r = SqliteReaders { path, idle: Mutex::new(Vec::new()) };
-        // Fail early (and keep one connection ready).
-        let first = r.open_one()?;
-        r.idle.lock().unwrap_or_else(|e| e.into_inner()).push(first);
-        Ok(Reader::Sqlite(Arc::new(r)))
+        // Open every connection here, so that a bad path fails now rather than at the first read.
+        let conns = (0..SQLITE_READERS).map(|_| open_sqlite(&path)).collect::<Result<Vec<_>>>()?;
+        let exec = match mode {
+            SqliteMode::Blocking => Exec::Blocking(Mutex::new(conns)),
+            SqliteMode::Threads => {
+                let (tx, rx) = std::sync::mpsc::channel::<Job>();
+                let rx = Arc::new(Mutex::new(rx));
+                for (i, conn) in conns.into_iter().enumerate() {
+                    let rx = rx.clone();
+                    std::thread::Builder::new()
+                        .name(format!("kumo-sqlite-read-{i}"))
+                        .spawn(move || loop {
+                            // The lock is held while waiting, so one idle thread waits on the
+                            // channel and the others on the lock; a job wakes exactly one.
+                            let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            match job {
+                                Ok(job) => job(&conn),
+                                // Every sender dropped: the store is closed.
+                                Err(_) => return,
+                            }
+                        })
+                        .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+                }
+                Exec::Threads(Mutex::new(Some(tx)))
+            }
+        };
+        Ok(Reader::Sqlite(Arc::new(SqliteReaders { path, exec })))
     }
 
     pub(crate) async fn postgres(url: &str) -> Result<Reader> {
@@ -162,14 +242,17 @@ impl Reader {
     }
 
     /// Runs `sql` (placeholders `$1..$n` for `binds`) and decodes every row.
-    pub(crate) async fn all<T: Send>(
+    pub(crate) async fn all<T: Send + 'static>(
         &self,
         sql: &str,
         binds: &[String],
-        mut decode: impl FnMut(&dyn Cols) -> Result<T> + Send,
+        mut decode: impl FnMut(&dyn Cols) -> Result<T> + Send + 'static,
     ) -> Result<Vec<T>> {
         match self {
-            Reader::Sqlite(r) => r.query(sql, binds, &mut decode),
+            Reader::Sqlite(r) => {
+                let (sql, binds) = (sql.to_string(), binds.to_vec());
+                r.with_conn(move |conn| run_sqlite(conn, &sql, &binds, &mut decode)).await
+            }
             Reader::Postgres(pool) => {
                 let mut q = sqlx::query(sql);
                 for b in binds {
@@ -182,19 +265,66 @@ impl Reader {
     }
 
     /// The first row, if any.
-    pub(crate) async fn one<T: Send>(
+    pub(crate) async fn one<T: Send + 'static>(
         &self,
         sql: &str,
         binds: &[String],
-        decode: impl FnMut(&dyn Cols) -> Result<T> + Send,
+        decode: impl FnMut(&dyn Cols) -> Result<T> + Send + 'static,
     ) -> Result<Option<T>> {
         Ok(self.all(sql, binds, decode).await?.into_iter().next())
     }
 
     pub(crate) async fn close(&self) {
         match self {
-            Reader::Sqlite(r) => r.idle.lock().unwrap_or_else(|e| e.into_inner()).clear(),
+            Reader::Sqlite(r) => match &r.exec {
+                // The threads finish the reads already queued, then exit and close their connections.
+                Exec::Threads(tx) => drop(tx.lock().unwrap_or_else(|e| e.into_inner()).take()),
+                Exec::Blocking(idle) => idle.lock().unwrap_or_else(|e| e.into_inner()).clear(),
+            },
             Reader::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The regression that reverted the first version: SQLite reads ran on the runtime's worker
+    /// threads. Every read (and its decoding) must run on another thread than the task awaiting it.
+    async fn reads_run_off_the_worker(mode: SqliteMode) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let setup = rusqlite::Connection::open(&path).unwrap();
+        setup.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('a'), ('b');").unwrap();
+        let reader = Reader::sqlite_with(&format!("sqlite://{}?mode=rwc", path.display()), mode).unwrap();
+        // On a runtime worker (a spawned task), as a request handler is.
+        let (caller, seen) = tokio::spawn(async move {
+            let caller = std::thread::current().id();
+            let seen = reader
+                .all("SELECT x FROM t WHERE x >= $1 ORDER BY x", &["a".to_string()], |r| {
+                    Ok((r.text(0)?, std::thread::current().id()))
+                })
+                .await
+                .unwrap();
+            reader.close().await;
+            (caller, seen)
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen.iter().map(|(x, _)| x.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        for (_, thread) in &seen {
+            assert_ne!(*thread, caller, "{mode:?}: a SQLite read ran on the async worker that awaited it");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_reads_on_reader_threads_do_not_run_on_the_runtime_worker() {
+        reads_run_off_the_worker(SqliteMode::Threads).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_reads_through_spawn_blocking_do_not_run_on_the_runtime_worker() {
+        reads_run_off_the_worker(SqliteMode::Blocking).await;
     }
 }

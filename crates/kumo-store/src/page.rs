@@ -108,7 +108,7 @@ pub(crate) async fn fetch<T: Keyed>(
 }
 
 /// [`fetch`] on the typed read path (see [`crate::fast`]).
-pub(crate) async fn fetch_fast<T: Keyed + Send>(
+pub(crate) async fn fetch_fast<T: Keyed + Send + 'static>(
     reader: &crate::fast::Reader,
     select_where: &str,
     binds: &[String],
