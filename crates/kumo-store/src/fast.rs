@@ -274,6 +274,39 @@ impl Reader {
         Ok(self.all(sql, binds, decode).await?.into_iter().next())
     }
 
+    /// Two reads with the same binds in one trip: on SQLite one hop to a reader thread and one
+    /// snapshot (a read transaction around both); on PostgreSQL two queries on the pool.
+    pub(crate) async fn both<A: Send + 'static, B: Send + 'static>(
+        &self,
+        sql_a: &str,
+        sql_b: &str,
+        binds: &[String],
+        mut decode_a: impl FnMut(&dyn Cols) -> Result<A> + Send + 'static,
+        mut decode_b: impl FnMut(&dyn Cols) -> Result<B> + Send + 'static,
+    ) -> Result<(Vec<A>, Vec<B>)> {
+        match self {
+            Reader::Sqlite(r) => {
+                let (sql_a, sql_b, binds) = (sql_a.to_string(), sql_b.to_string(), binds.to_vec());
+                r.with_conn(move |conn| {
+                    conn.execute_batch("BEGIN").map_err(lite)?;
+                    let out = run_sqlite(conn, &sql_a, &binds, &mut decode_a)
+                        .and_then(|a| Ok((a, run_sqlite(conn, &sql_b, &binds, &mut decode_b)?)));
+                    if let Err(e) = conn.execute_batch("COMMIT") {
+                        // Never leave a reader inside an old snapshot.
+                        let _ = conn.execute_batch("ROLLBACK");
+                        return Err(lite(e));
+                    }
+                    out
+                })
+                .await
+            }
+            Reader::Postgres(_) => {
+                let a = self.all(sql_a, binds, decode_a).await?;
+                Ok((a, self.all(sql_b, binds, decode_b).await?))
+            }
+        }
+    }
+
     pub(crate) async fn close(&self) {
         match self {
             Reader::Sqlite(r) => match &r.exec {

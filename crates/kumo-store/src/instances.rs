@@ -105,7 +105,8 @@ fn from_fast_row(r: &dyn Cols) -> Result<InstanceRecord> {
     Ok(rec)
 }
 
-/// [`get_in_project`] on the typed read path (the API's view of an instance).
+/// [`get_in_project`] on the typed read path (the API's view of an instance): the instance and
+/// its interfaces in one trip to the database (see `Reader::both`).
 pub async fn fast_get_in_project(store: &Store, project: &NameOrId, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
     let (ppred, pval) = match project {
         NameOrId::Id(id) => ("p.id = $1", id.to_string()),
@@ -115,18 +116,24 @@ pub async fn fast_get_in_project(store: &Store, project: &NameOrId, sel: &NameOr
         NameOrId::Id(id) => ("i.id = $2", id.to_string()),
         NameOrId::Name(n) => ("i.name = $2", n.to_string()),
     };
-    let sql = format!(
-        "SELECT {FAST_COLS} {FROM} WHERE {ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL"
-    );
-    let rec = store.fast.one(&sql, &[pval, val], from_fast_row).await?;
-    fast_with_nics(store, rec).await
+    let found = format!("{ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL");
+    let sql = format!("SELECT {FAST_COLS} {FROM} WHERE {found}");
+    // A live name is unique in its project, so the subquery has at most one row.
+    let nics = crate::nics::fast_interfaces_sql(&format!(
+        "= (SELECT i.id FROM instances i JOIN projects p ON p.id = i.project_id WHERE {found})"
+    ));
+    let (recs, nics) =
+        store.fast.both(&sql, &nics, &[pval, val], from_fast_row, crate::nics::fast_interface).await?;
+    Ok(with_interfaces(recs, nics))
 }
 
 /// [`get_by_id`] on the typed read path.
 pub async fn fast_get_by_id(store: &Store, id: Uuid) -> Result<Option<InstanceRecord>> {
     let sql = format!("SELECT {FAST_COLS} {FROM} WHERE i.id = $1 AND i.time_deleted IS NULL");
-    let rec = store.fast.one(&sql, &[id.to_string()], from_fast_row).await?;
-    fast_with_nics(store, rec).await
+    let nics = crate::nics::fast_interfaces_sql("= $1");
+    let (recs, nics) =
+        store.fast.both(&sql, &nics, &[id.to_string()], from_fast_row, crate::nics::fast_interface).await?;
+    Ok(with_interfaces(recs, nics))
 }
 
 /// [`list`] on the typed read path.
@@ -138,10 +145,13 @@ pub async fn fast_list(store: &Store, project_id: Uuid, req: &PageRequest) -> Re
     Ok(page)
 }
 
-async fn fast_with_nics(store: &Store, rec: Option<InstanceRecord>) -> Result<Option<InstanceRecord>> {
-    let Some(mut rec) = rec else { return Ok(None) };
-    crate::nics::fast_fill_interfaces(&store.fast, &mut [&mut rec.view]).await?;
-    Ok(Some(rec))
+fn with_interfaces(
+    recs: Vec<InstanceRecord>,
+    nics: Vec<(Uuid, kumo_types::NetworkInterfaceView)>,
+) -> Option<InstanceRecord> {
+    let mut rec = recs.into_iter().next()?;
+    crate::nics::attach_interfaces(&mut [&mut rec.view], nics);
+    Some(rec)
 }
 
 /// An instance to insert (capacity on `host_id` must already be reserved in the same transaction).

@@ -126,39 +126,27 @@ pub async fn fill_views(conn: &mut Conn, views: &mut [&mut kumo_types::InstanceV
     Ok(())
 }
 
-/// Fills the views' `network_interfaces` on the typed read path (their `public_ip` comes with the
-/// instance row, see `instances::fast_get_in_project`).
-pub(crate) async fn fast_fill_interfaces(
-    reader: &crate::fast::Reader,
-    views: &mut [&mut kumo_types::InstanceView],
-) -> Result<()> {
-    if views.is_empty() {
-        return Ok(());
-    }
-    // One instance (a view): a bound id, so the statement is prepared once. A page: ids are
-    // UUIDs we formatted ourselves, safe to inline.
-    let (pred, binds) = match views {
-        [one] => ("= $1".to_string(), vec![one.id.to_string()]),
-        _ => {
-            let list = views.iter().map(|v| format!("'{}'", v.id)).collect::<Vec<_>>().join(",");
-            (format!("IN ({list})"), Vec::new())
-        }
-    };
-    let sql = format!(
+/// The typed read path's query of live interfaces whose `instance_id` matches `pred` (e.g.
+/// `= $1`), decoded by [`fast_interface`].
+pub(crate) fn fast_interfaces_sql(pred: &str) -> String {
+    format!(
         "SELECT n.instance_id, n.mac, n.ipv4, v.name, s.name FROM network_interfaces n \
          JOIN vpc_subnets s ON s.id = n.subnet_id JOIN vpcs v ON v.id = s.vpc_id \
          WHERE n.instance_id {pred} AND n.time_deleted IS NULL ORDER BY n.id"
-    );
-    let rows = reader
-        .all(&sql, &binds, |r| {
-            Ok((
-                parse_uuid(&r.text(0)?)?,
-                NetworkInterfaceView { mac: r.text(1)?, ipv4: r.text(2)?, vpc: r.text(3)?, subnet: r.text(4)? },
-            ))
-        })
-        .await?;
+    )
+}
+
+pub(crate) fn fast_interface(r: &dyn crate::fast::Cols) -> Result<(Uuid, NetworkInterfaceView)> {
+    Ok((
+        parse_uuid(&r.text(0)?)?,
+        NetworkInterfaceView { mac: r.text(1)?, ipv4: r.text(2)?, vpc: r.text(3)?, subnet: r.text(4)? },
+    ))
+}
+
+/// Puts each of `rows` (from [`fast_interfaces_sql`]) into its instance's view.
+pub(crate) fn attach_interfaces(views: &mut [&mut kumo_types::InstanceView], rows: Vec<(Uuid, NetworkInterfaceView)>) {
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
     let mut by_id: std::collections::HashMap<Uuid, Vec<NetworkInterfaceView>> = Default::default();
     for (id, nic) in rows {
@@ -169,6 +157,21 @@ pub(crate) async fn fast_fill_interfaces(
             v.network_interfaces = nics;
         }
     }
+}
+
+/// Fills the views' `network_interfaces` on the typed read path (their `public_ip` comes with the
+/// instance row, see `instances::fast_list`).
+pub(crate) async fn fast_fill_interfaces(
+    reader: &crate::fast::Reader,
+    views: &mut [&mut kumo_types::InstanceView],
+) -> Result<()> {
+    if views.is_empty() {
+        return Ok(());
+    }
+    // Ids are UUIDs we formatted ourselves, safe to inline.
+    let list = views.iter().map(|v| format!("'{}'", v.id)).collect::<Vec<_>>().join(",");
+    let rows = reader.all(&fast_interfaces_sql(&format!("IN ({list})")), &[], fast_interface).await?;
+    attach_interfaces(views, rows);
     Ok(())
 }
 
