@@ -119,7 +119,12 @@ impl SqliteReaders {
                 let job: Job = Box::new(move |conn| {
                     let _ = done.send(job(conn));
                 });
-                tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())?;
+                tx.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .ok_or_else(gone)?
+                    .send(job)
+                    .map_err(|_| gone())?;
                 result.await.map_err(|_| gone())?
             }
             Exec::Blocking(idle) => {
@@ -329,7 +334,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let setup = rusqlite::Connection::open(&path).unwrap();
-        setup.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('a'), ('b');").unwrap();
+        setup
+            .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('a'), ('b');")
+            .unwrap();
         let reader = Reader::sqlite_with(&format!("sqlite://{}?mode=rwc", path.display()), mode).unwrap();
         // On a runtime worker (a spawned task), as a request handler is.
         let (caller, seen) = tokio::spawn(async move {

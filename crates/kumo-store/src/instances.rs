@@ -122,8 +122,7 @@ pub async fn fast_get_in_project(store: &Store, project: &NameOrId, sel: &NameOr
     let nics = crate::nics::fast_interfaces_sql(&format!(
         "= (SELECT i.id FROM instances i JOIN projects p ON p.id = i.project_id WHERE {found})"
     ));
-    let (recs, nics) =
-        store.fast.both(&sql, &nics, &[pval, val], from_fast_row, crate::nics::fast_interface).await?;
+    let (recs, nics) = store.fast.both(&sql, &nics, &[pval, val], from_fast_row, crate::nics::fast_interface).await?;
     Ok(with_interfaces(recs, nics))
 }
 
