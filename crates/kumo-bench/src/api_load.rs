@@ -228,8 +228,15 @@ pub struct ApiFigures {
 }
 
 pub async fn api_throughput(root: &Path, connections: usize, seconds: f64) -> Result<ApiFigures> {
+    let kumod = start_sim(&root.join("s"), &[]).await?;
+    api_throughput_on(&kumod, root, connections, seconds).await
+}
+
+/// A sim kumod in `data_dir` (plus `extra` flags, e.g. `--database`), with room for any number of
+/// instances.
+pub async fn start_sim(data_dir: &Path, extra: &[String]) -> Result<Kumod> {
     let big = |v: u64| v.to_string();
-    let flags = [
+    let mut flags = vec![
         "--driver".into(),
         "sim".into(),
         // Room for the 100 instances whatever this machine's size: the sim driver runs nothing.
@@ -240,7 +247,13 @@ pub async fn api_throughput(root: &Path, connections: usize, seconds: f64) -> Re
         "--host-disk-gib".into(),
         big(1 << 20),
     ];
-    let kumod = Kumod::start(&root.join("s"), &flags).await?;
+    flags.extend(extra.iter().cloned());
+    Kumod::start(data_dir, &flags).await
+}
+
+/// Part 3 against a running sim kumod: creates the project and its 100 instances, then runs
+/// the load (the static server's files go under `root`).
+pub async fn api_throughput_on(kumod: &Kumod, root: &Path, connections: usize, seconds: f64) -> Result<ApiFigures> {
     kumod.api.create_project(PROJECT).await?;
     let names: Vec<String> = (0..INSTANCES).map(|i| format!("vm-{i:03}")).collect();
     for chunk in names.chunks(10) {

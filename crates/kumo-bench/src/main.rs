@@ -12,6 +12,7 @@ mod kumod;
 mod launch;
 mod procs;
 mod raw;
+mod reads;
 mod report;
 mod storage;
 
@@ -43,6 +44,11 @@ struct Cli {
     /// Keep-alive connections of the API load generator.
     #[arg(long, global = true, default_value_t = 32)]
     connections: usize,
+    /// PostgreSQL server for the `reads` benchmark (a URL whose role may create databases, e.g. what
+    /// scripts/postgres.sh prints); a fresh database is created on it and dropped afterwards.
+    /// Without it, `reads` measures SQLite only.
+    #[arg(long, global = true, env = "KUMO_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
 }
 
 #[derive(Subcommand, Debug, Clone, PartialEq)]
@@ -60,6 +66,9 @@ enum What {
     /// Storage: volume-from-image create time (1 and 10 GiB), backup throughput vs a file copy.
     /// Needs no kumod.
     Storage,
+    /// Fast read paths (issue 11): GET view, GET list, a page of 1,000 of 100,000 instances and a
+    /// month's usage of 10,000 instances, on SQLite and (with --postgres) on PostgreSQL.
+    Reads,
     /// (internal) The trivial HTTP server of the API benchmark.
     #[command(hide = true)]
     ServeStatic { files: Vec<PathBuf> },
@@ -241,6 +250,25 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
     if all || what == What::Rss {
         report::memory(&memory);
     }
+
+    if what == What::Reads {
+        let mut figures = Vec::new();
+        eprintln!("fast read paths: SQLite");
+        figures.push(reads::run(root, "SQLite", None, cli.connections, cli.seconds).await?);
+        match &cli.postgres {
+            Some(admin) => {
+                eprintln!("fast read paths: PostgreSQL");
+                let db = reads::PgDb::create(admin).await?;
+                let r = reads::run(root, "PostgreSQL", Some(&db.url), cli.connections, cli.seconds).await;
+                db.drop_now().await;
+                figures.push(r?);
+            }
+            None => println!(
+                "(no --postgres URL: PostgreSQL not measured; e.g. --postgres \"$(scripts/postgres.sh | tail -n 1)\")"
+            ),
+        }
+        report::reads(&figures);
+    }
     Ok(())
 }
 
@@ -303,5 +331,6 @@ fn what_name(w: &What) -> &'static str {
         What::Rss => "rss",
         What::ServeStatic { .. } => "serve-static",
         What::Storage => "storage",
+        What::Reads => "reads",
     }
 }

@@ -316,6 +316,81 @@ pub fn memory(m: &Memory) {
     println!("{t}");
 }
 
+pub const VIEW_RATIO_TARGET: f64 = 0.5;
+pub const LIST_RATIO_TARGET: f64 = 0.25;
+pub const PAGE_MS_TARGET: f64 = 20.0;
+pub const USAGE_MS_TARGET: f64 = 100.0;
+
+/// The fast-read-paths part (issue 11): per backend, each figure beside its same-run ceiling or
+/// its target.
+pub fn reads(figures: &[crate::reads::ReadFigures]) {
+    use crate::reads::{BIG_INSTANCES, PAGE, USAGE_INSTANCES};
+    title("5. Fast read paths, SQLite and PostgreSQL");
+    println!(
+        "Per database: a sim kumod on it; GET view and GET list of {INSTANCES} under load (as in part 3) against \
+         the trivial HTTP server's ceiling in the same run; then, sequential requests from one client, the first \
+         page of {PAGE} of a project with {BIG_INSTANCES} instances (limit={PAGE}), and a month's usage of a \
+         project with {USAGE_INSTANCES} instance lives in that month, 3 months of the same history before it and \
+         1,000 instances running across the month's start (time from request to whole body).\n"
+    );
+    let mut t = table(&["database", "figure", "kumod", "limit (same run)", "ratio", "target", "verdict"]);
+    for f in figures {
+        let a = &f.api;
+        let view_ok =
+            a.view_kumod.rate() >= VIEW_RATE_TARGET || a.view_kumod.rate() / a.view_static.rate() >= VIEW_RATIO_TARGET;
+        t.add_row(vec![
+            f.backend.to_string(),
+            format!("GET view ({} B), req/s", a.view_bytes),
+            format!("{:.0}", a.view_kumod.rate()),
+            format!("{:.0}", a.view_static.rate()),
+            format!("{:.3}", a.view_kumod.rate() / a.view_static.rate()),
+            format!("≥ {VIEW_RATE_TARGET:.0} req/s or ≥ {VIEW_RATIO_TARGET}"),
+            verdict(view_ok).to_string(),
+        ]);
+        let list_ratio = a.list_kumod.rate() / a.list_static.rate();
+        t.add_row(vec![
+            f.backend.to_string(),
+            format!("GET list of {INSTANCES} ({} B), req/s", a.list_bytes),
+            format!("{:.0}", a.list_kumod.rate()),
+            format!("{:.0}", a.list_static.rate()),
+            format!("{list_ratio:.3}"),
+            format!("≥ {LIST_RATIO_TARGET}"),
+            verdict(list_ratio >= LIST_RATIO_TARGET).to_string(),
+        ]);
+        t.add_row(vec![
+            f.backend.to_string(),
+            format!("first page of {PAGE} of {BIG_INSTANCES} ({} KiB), median (min–max) of 20", f.page_bytes / 1024),
+            format!("{:.1} ms ({:.1}–{:.1})", f.page_ms.median, f.page_ms.min, f.page_ms.max),
+            String::new(),
+            String::new(),
+            format!("≤ {PAGE_MS_TARGET:.0} ms"),
+            verdict(f.page_ms.median <= PAGE_MS_TARGET).to_string(),
+        ]);
+        t.add_row(vec![
+            f.backend.to_string(),
+            format!(
+                "usage of a month: {} lines, {:.1} MB; {} events in the project; median (min–max) of 10",
+                f.usage_lines,
+                f.usage_bytes as f64 / 1e6,
+                f.usage_events
+            ),
+            format!("{:.1} ms ({:.1}–{:.1})", f.usage_ms.median, f.usage_ms.min, f.usage_ms.max),
+            String::new(),
+            String::new(),
+            format!("≤ {USAGE_MS_TARGET:.0} ms"),
+            verdict(f.usage_ms.median <= USAGE_MS_TARGET).to_string(),
+        ]);
+    }
+    println!("{t}");
+    let errors: u64 = figures
+        .iter()
+        .map(|f| {
+            f.api.view_kumod.errors + f.api.view_static.errors + f.api.list_kumod.errors + f.api.list_static.errors
+        })
+        .sum();
+    println!("errors (non-2xx or broken connections) during the measured windows: {errors}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,13 +4,13 @@
 //! (observations) may race, and whoever read an older generation loses and re-reads. The state
 //! change and its event are written in one transaction by the caller (`kumo-control`).
 
+use crate::fast::Cols;
 use crate::hosts::Resources;
 use crate::page::Keyed;
-use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store, StoreError};
 use kumo_types::page::PageRequest;
 use kumo_types::{InstanceState, InstanceView, NameOrId, ResultsPage};
 use sqlx::any::AnyRow;
-use sqlx::Row;
 use uuid::Uuid;
 
 const COLS: &str = "i.id, i.name, i.description, i.time_created, i.time_modified, p.name, i.state, \
@@ -56,36 +56,101 @@ impl Keyed for InstanceRecord {
     }
 }
 
-fn from_row(r: &AnyRow) -> Result<InstanceRecord> {
-    let state: String = r.try_get(6)?;
+fn from_row(r: &dyn Cols) -> Result<InstanceRecord> {
+    let state = r.text(6)?;
     Ok(InstanceRecord {
         view: InstanceView {
-            id: parse_uuid(&r.try_get::<String, _>(0)?)?,
-            name: r.try_get(1)?,
-            description: r.try_get(2)?,
-            time_created: parse_ts(&r.try_get::<String, _>(3)?)?,
-            time_modified: parse_ts(&r.try_get::<String, _>(4)?)?,
-            project: r.try_get(5)?,
+            id: parse_uuid(&r.text(0)?)?,
+            name: r.text(1)?,
+            description: r.text(2)?,
+            time_created: parse_ts(&r.text(3)?)?,
+            time_modified: parse_ts(&r.text(4)?)?,
+            project: r.text(5)?,
             state: InstanceState::parse(&state)
                 .ok_or_else(|| StoreError::Corrupt(format!("instance state '{state}'")))?,
-            state_reason: r.try_get(7)?,
-            image: r.try_get(8)?,
-            instance_type: r.try_get(9)?,
-            vcpus: r.try_get(10)?,
-            memory_mib: r.try_get(11)?,
-            disk_gib: r.try_get(12)?,
-            host: r.try_get(14)?,
+            state_reason: r.opt_text(7)?,
+            image: r.text(8)?,
+            instance_type: r.text(9)?,
+            vcpus: r.int(10)?,
+            memory_mib: r.int(11)?,
+            disk_gib: r.int(12)?,
+            host: r.opt_text(14)?,
             network_interfaces: Vec::new(),
             public_ip: None,
         },
-        gpus: r.try_get(13)?,
-        project_id: parse_uuid(&r.try_get::<String, _>(15)?)?,
-        image_id: parse_uuid(&r.try_get::<String, _>(16)?)?,
-        instance_type_id: parse_uuid(&r.try_get::<String, _>(17)?)?,
-        host_id: parse_uuid(&r.try_get::<String, _>(18)?)?,
-        user_data: r.try_get(19)?,
-        generation: r.try_get(20)?,
+        gpus: r.int(13)?,
+        project_id: parse_uuid(&r.text(15)?)?,
+        image_id: parse_uuid(&r.text(16)?)?,
+        instance_type_id: parse_uuid(&r.text(17)?)?,
+        host_id: parse_uuid(&r.text(18)?)?,
+        user_data: r.opt_text(19)?,
+        generation: r.int(20)?,
     })
+}
+
+fn from_any(r: &AnyRow) -> Result<InstanceRecord> {
+    from_row(r)
+}
+
+/// The typed read path's columns: [`COLS`] and the floating IP attached, if any (so a view needs
+/// one query for the instance and one for its interfaces).
+const FAST_COLS: &str = "i.id, i.name, i.description, i.time_created, i.time_modified, p.name, i.state, \
+    i.state_reason, im.name, t.name, i.vcpus, i.memory_mib, i.disk_gib, i.gpus, h.name, i.project_id, \
+    i.image_id, i.instance_type_id, i.host_id, i.user_data, i.generation, \
+    (SELECT f.ip FROM floating_ips f WHERE f.instance_id = i.id AND f.time_deleted IS NULL)";
+
+fn from_fast_row(r: &dyn Cols) -> Result<InstanceRecord> {
+    let mut rec = from_row(r)?;
+    rec.view.public_ip = r.opt_text(21)?;
+    Ok(rec)
+}
+
+/// [`get_in_project`] on the typed read path (the API's view of an instance): the instance and
+/// its interfaces in one trip to the database (see `Reader::both`).
+pub async fn fast_get_in_project(store: &Store, project: &NameOrId, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
+    let (ppred, pval) = match project {
+        NameOrId::Id(id) => ("p.id = $1", id.to_string()),
+        NameOrId::Name(n) => ("p.name = $1", n.to_string()),
+    };
+    let (pred, val) = match sel {
+        NameOrId::Id(id) => ("i.id = $2", id.to_string()),
+        NameOrId::Name(n) => ("i.name = $2", n.to_string()),
+    };
+    let found = format!("{ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL");
+    let sql = format!("SELECT {FAST_COLS} {FROM} WHERE {found}");
+    // A live name is unique in its project, so the subquery has at most one row.
+    let nics = crate::nics::fast_interfaces_sql(&format!(
+        "= (SELECT i.id FROM instances i JOIN projects p ON p.id = i.project_id WHERE {found})"
+    ));
+    let (recs, nics) = store.fast.both(&sql, &nics, &[pval, val], from_fast_row, crate::nics::fast_interface).await?;
+    Ok(with_interfaces(recs, nics))
+}
+
+/// [`get_by_id`] on the typed read path.
+pub async fn fast_get_by_id(store: &Store, id: Uuid) -> Result<Option<InstanceRecord>> {
+    let sql = format!("SELECT {FAST_COLS} {FROM} WHERE i.id = $1 AND i.time_deleted IS NULL");
+    let nics = crate::nics::fast_interfaces_sql("= $1");
+    let (recs, nics) =
+        store.fast.both(&sql, &nics, &[id.to_string()], from_fast_row, crate::nics::fast_interface).await?;
+    Ok(with_interfaces(recs, nics))
+}
+
+/// [`list`] on the typed read path.
+pub async fn fast_list(store: &Store, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
+    let sql = format!("SELECT {FAST_COLS} {FROM} WHERE i.project_id = $1 AND i.time_deleted IS NULL");
+    let mut page = page::fetch_fast(&store.fast, &sql, &[project_id.to_string()], "i", req, from_fast_row).await?;
+    let mut views: Vec<&mut InstanceView> = page.items.iter_mut().map(|r| &mut r.view).collect();
+    crate::nics::fast_fill_interfaces(&store.fast, &mut views).await?;
+    Ok(page)
+}
+
+fn with_interfaces(
+    recs: Vec<InstanceRecord>,
+    nics: Vec<(Uuid, kumo_types::NetworkInterfaceView)>,
+) -> Option<InstanceRecord> {
+    let mut rec = recs.into_iter().next()?;
+    crate::nics::attach_interfaces(&mut [&mut rec.view], nics);
+    Some(rec)
 }
 
 /// An instance to insert (capacity on `host_id` must already be reserved in the same transaction).
@@ -137,7 +202,7 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Op
     };
     let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND {pred} AND i.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    with_network(conn, row.as_ref().map(from_row).transpose()?).await
+    with_network(conn, row.as_ref().map(from_any).transpose()?).await
 }
 
 /// A live instance by name or id in a project given by name or id, in one query.
@@ -153,19 +218,19 @@ pub async fn get_in_project(conn: &mut Conn, project: &NameOrId, sel: &NameOrId)
     let sql =
         format!("SELECT {COLS} {FROM} WHERE {ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(pval).bind(val).fetch_optional(&mut *conn).await?;
-    with_network(conn, row.as_ref().map(from_row).transpose()?).await
+    with_network(conn, row.as_ref().map(from_any).transpose()?).await
 }
 
 /// A live instance by id, whatever its project.
 pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.id = $1 AND i.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
-    with_network(conn, row.as_ref().map(from_row).transpose()?).await
+    with_network(conn, row.as_ref().map(from_any).transpose()?).await
 }
 
 pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND i.time_deleted IS NULL");
-    let mut page = page::fetch(conn, &sql, &[project_id.to_string()], "i", req, from_row).await?;
+    let mut page = page::fetch(conn, &sql, &[project_id.to_string()], "i", req, from_any).await?;
     let mut views: Vec<&mut InstanceView> = page.items.iter_mut().map(|r| &mut r.view).collect();
     crate::nics::fill_views(conn, &mut views).await?;
     Ok(page)
@@ -182,7 +247,7 @@ async fn with_network(conn: &mut Conn, rec: Option<InstanceRecord>) -> Result<Op
 pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.host_id = $1 AND i.time_deleted IS NULL ORDER BY i.id");
     let rows = sqlx::query(&sql).bind(host_id.to_string()).fetch_all(&mut *conn).await?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(from_any).collect()
 }
 
 /// Compare-and-set of the state: succeeds only if nobody changed the instance since `generation`.

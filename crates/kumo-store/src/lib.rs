@@ -9,6 +9,9 @@
 //! example: reserve host capacity + insert an instance + record an event) take a `&mut Conn`, which
 //! is either a pooled connection or an open transaction.
 //!
+//! The hot reads (an instance's view, a page of instances, a month's events for usage) take a
+//! `&Store` instead and run on typed drivers, without `Any`'s per-row copies (see [`fast`]).
+//!
 //! SQLite allows one writer at a time; to avoid "database is locked" upgrades between concurrent
 //! deferred transactions, writes go through a pool of exactly one connection on SQLite, while reads
 //! use a pool of several (WAL mode lets them run beside the writer). On PostgreSQL both are one pool.
@@ -18,6 +21,7 @@ pub mod backups;
 pub mod billing;
 pub mod cloud;
 pub mod events;
+mod fast;
 pub mod floating_ips;
 pub mod hosts;
 pub mod images;
@@ -89,6 +93,8 @@ pub enum Backend {
 pub struct Store {
     read: AnyPool,
     write: AnyPool,
+    /// Typed drivers for the hot reads (see [`fast`]).
+    fast: fast::Reader,
     backend: Backend,
 }
 
@@ -119,7 +125,8 @@ impl Store {
                 MIGRATOR.run(&write).await?;
                 let read =
                     AnyPoolOptions::new().max_connections(4).after_connect(sqlite_init).connect_with(opts).await?;
-                Store { read, write, backend }
+                let fast = fast::Reader::sqlite(&url)?;
+                Store { read, write, fast, backend }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -128,7 +135,8 @@ impl Store {
                     .connect(url)
                     .await?;
                 MIGRATOR.run(&pool).await?;
-                Store { read: pool.clone(), write: pool, backend }
+                let fast = fast::Reader::postgres(url).await?;
+                Store { read: pool.clone(), write: pool, fast, backend }
             }
         };
         Ok(store)
@@ -154,6 +162,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.fast.close().await;
         self.read.close().await;
         self.write.close().await;
     }

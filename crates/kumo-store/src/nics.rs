@@ -126,6 +126,55 @@ pub async fn fill_views(conn: &mut Conn, views: &mut [&mut kumo_types::InstanceV
     Ok(())
 }
 
+/// The typed read path's query of live interfaces whose `instance_id` matches `pred` (e.g.
+/// `= $1`), decoded by [`fast_interface`].
+pub(crate) fn fast_interfaces_sql(pred: &str) -> String {
+    format!(
+        "SELECT n.instance_id, n.mac, n.ipv4, v.name, s.name FROM network_interfaces n \
+         JOIN vpc_subnets s ON s.id = n.subnet_id JOIN vpcs v ON v.id = s.vpc_id \
+         WHERE n.instance_id {pred} AND n.time_deleted IS NULL ORDER BY n.id"
+    )
+}
+
+pub(crate) fn fast_interface(r: &dyn crate::fast::Cols) -> Result<(Uuid, NetworkInterfaceView)> {
+    Ok((
+        parse_uuid(&r.text(0)?)?,
+        NetworkInterfaceView { mac: r.text(1)?, ipv4: r.text(2)?, vpc: r.text(3)?, subnet: r.text(4)? },
+    ))
+}
+
+/// Puts each of `rows` (from [`fast_interfaces_sql`]) into its instance's view.
+pub(crate) fn attach_interfaces(views: &mut [&mut kumo_types::InstanceView], rows: Vec<(Uuid, NetworkInterfaceView)>) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut by_id: std::collections::HashMap<Uuid, Vec<NetworkInterfaceView>> = Default::default();
+    for (id, nic) in rows {
+        by_id.entry(id).or_default().push(nic);
+    }
+    for v in views.iter_mut() {
+        if let Some(nics) = by_id.remove(&v.id) {
+            v.network_interfaces = nics;
+        }
+    }
+}
+
+/// Fills the views' `network_interfaces` on the typed read path (their `public_ip` comes with the
+/// instance row, see `instances::fast_list`).
+pub(crate) async fn fast_fill_interfaces(
+    reader: &crate::fast::Reader,
+    views: &mut [&mut kumo_types::InstanceView],
+) -> Result<()> {
+    if views.is_empty() {
+        return Ok(());
+    }
+    // Ids are UUIDs we formatted ourselves, safe to inline.
+    let list = views.iter().map(|v| format!("'{}'", v.id)).collect::<Vec<_>>().join(",");
+    let rows = reader.all(&fast_interfaces_sql(&format!("IN ({list})")), &[], fast_interface).await?;
+    attach_interfaces(views, rows);
+    Ok(())
+}
+
 /// One live interface with everything the host data plane and metadata service need.
 #[derive(Debug, Clone)]
 pub struct HostInterface {

@@ -29,16 +29,9 @@ keyed!(
     kumo_types::SshKeyView
 );
 
-/// Runs `select_where` (a `SELECT … WHERE …` whose placeholders are `$1..$n` for `binds`) as one
-/// keyset page on table alias `alias`, sorted as `req` asks.
-pub(crate) async fn fetch<T: Keyed>(
-    conn: &mut Conn,
-    select_where: &str,
-    binds: &[String],
-    alias: &str,
-    req: &PageRequest,
-    from_row: fn(&AnyRow) -> Result<T>,
-) -> Result<ResultsPage<T>> {
+/// The SQL and binds of one keyset page of `select_where` (a `SELECT … WHERE …` whose
+/// placeholders are `$1..$n` for `binds`) on table alias `alias`, sorted as `req` asks.
+fn keyset_sql(select_where: &str, binds: &[String], alias: &str, req: &PageRequest) -> (String, Vec<String>) {
     let (col, op, dir) = match req.sort_by {
         SortBy::NameAscending => ("name", ">", "ASC"),
         SortBy::NameDescending => ("name", "<", "DESC"),
@@ -71,15 +64,13 @@ pub(crate) async fn fetch<T: Keyed>(
     } else {
         sql.push_str(&format!(" ORDER BY {alias}.{col} {dir} LIMIT {}", req.limit as i64 + 1));
     }
-    let mut q = sqlx::query(&sql);
-    for b in binds {
-        q = q.bind(b.clone());
-    }
-    for b in [after, after_id].into_iter().flatten() {
-        q = q.bind(b);
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    let mut all = binds.to_vec();
+    all.extend([after, after_id].into_iter().flatten());
+    (sql, all)
+}
+
+/// Cuts the `limit + 1` rows of a keyset query to a page and its next-page token.
+fn keyset_page<T: Keyed>(mut items: Vec<T>, req: &PageRequest) -> ResultsPage<T> {
     let more = items.len() > req.limit as usize;
     items.truncate(req.limit as usize);
     let next_page = if more {
@@ -93,7 +84,41 @@ pub(crate) async fn fetch<T: Keyed>(
     } else {
         None
     };
-    Ok(ResultsPage { items, next_page })
+    ResultsPage { items, next_page }
+}
+
+/// Runs `select_where` (a `SELECT … WHERE …` whose placeholders are `$1..$n` for `binds`) as one
+/// keyset page on table alias `alias`, sorted as `req` asks.
+pub(crate) async fn fetch<T: Keyed>(
+    conn: &mut Conn,
+    select_where: &str,
+    binds: &[String],
+    alias: &str,
+    req: &PageRequest,
+    from_row: fn(&AnyRow) -> Result<T>,
+) -> Result<ResultsPage<T>> {
+    let (sql, binds) = keyset_sql(select_where, binds, alias, req);
+    let mut q = sqlx::query(&sql);
+    for b in binds {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(keyset_page(items, req))
+}
+
+/// [`fetch`] on the typed read path (see [`crate::fast`]).
+pub(crate) async fn fetch_fast<T: Keyed + Send + 'static>(
+    reader: &crate::fast::Reader,
+    select_where: &str,
+    binds: &[String],
+    alias: &str,
+    req: &PageRequest,
+    from_row: fn(&dyn crate::fast::Cols) -> Result<T>,
+) -> Result<ResultsPage<T>> {
+    let (sql, binds) = keyset_sql(select_where, binds, alias, req);
+    let items = reader.all(&sql, &binds, from_row).await?;
+    Ok(keyset_page(items, req))
 }
 
 /// Runs `select_where` (placeholders `$1..$n` for `binds`) as one page in id order — for

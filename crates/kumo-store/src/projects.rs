@@ -1,21 +1,35 @@
 //! Projects.
 
-use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
+use crate::fast::Cols;
+use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store};
 use kumo_types::page::PageRequest;
 use kumo_types::{NameOrId, ProjectView, ResultsPage};
 use sqlx::any::AnyRow;
-use sqlx::Row;
 
 const COLS: &str = "p.id, p.name, p.description, p.time_created, p.time_modified";
 
-fn from_row(r: &AnyRow) -> Result<ProjectView> {
+fn decode(r: &dyn Cols) -> Result<ProjectView> {
     Ok(ProjectView {
-        id: parse_uuid(&r.try_get::<String, _>(0)?)?,
-        name: r.try_get(1)?,
-        description: r.try_get(2)?,
-        time_created: parse_ts(&r.try_get::<String, _>(3)?)?,
-        time_modified: parse_ts(&r.try_get::<String, _>(4)?)?,
+        id: parse_uuid(&r.text(0)?)?,
+        name: r.text(1)?,
+        description: r.text(2)?,
+        time_created: parse_ts(&r.text(3)?)?,
+        time_modified: parse_ts(&r.text(4)?)?,
     })
+}
+
+fn from_row(r: &AnyRow) -> Result<ProjectView> {
+    decode(r)
+}
+
+/// [`get`] on the typed read path (see `crate::fast`).
+pub async fn fast_get(store: &Store, sel: &NameOrId) -> Result<Option<ProjectView>> {
+    let (col, val) = match sel {
+        NameOrId::Id(id) => ("id", id.to_string()),
+        NameOrId::Name(n) => ("name", n.to_string()),
+    };
+    let sql = format!("SELECT {COLS} FROM projects p WHERE p.{col} = $1 AND p.time_deleted IS NULL");
+    store.fast.one(&sql, &[val], decode).await
 }
 
 pub async fn create(conn: &mut Conn, name: &str, description: &str) -> Result<ProjectView> {

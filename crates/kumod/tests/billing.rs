@@ -398,6 +398,99 @@ fn a_closed_month_is_invoiced_once_and_never_changes() {
     assert!(usage["total"].as_i64().expect("total") > 321, "{usage}");
 }
 
+/// Usage reads only the window's events and, per resource, its last events before the window:
+/// a resource whose state was set before the month and not changed in it is billed for the
+/// whole month (instance running time and disk, a volume, a floating IP), and one destroyed
+/// before the month is not billed at all.
+#[test]
+fn a_resource_set_before_the_window_is_billed_across_a_month_end() {
+    let mut k = cloud();
+    k.create_project("steady");
+    let project: uuid::Uuid = ok(k.get("/v1/projects/steady"), 200)["id"].as_str().expect("id").parse().expect("uuid");
+    let now = Utc::now();
+    let this_month = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().expect("month");
+    let last_month_day = this_month - ChronoDuration::days(1);
+    let last = Utc.with_ymd_and_hms(last_month_day.year(), last_month_day.month(), 1, 0, 0, 0).single().expect("month");
+    let period = month(last);
+    let month_secs = (this_month - last).num_seconds();
+
+    k.kill9();
+    with_store(&k, async |tx| {
+        let long_ago = last - ChronoDuration::days(90);
+        kumo_store::billing::add_price(tx, "instance_type", "k1-small", 12_000, long_ago).await.expect("price");
+        kumo_store::billing::add_price(tx, "disk", "", 100_000, long_ago).await.expect("price");
+        kumo_store::billing::add_price(tx, "volume", "", 100_000, long_ago).await.expect("price");
+        kumo_store::billing::add_price(tx, "floating_ip", "", 5_000, long_ago).await.expect("price");
+        let ev = |id, rt, name, kind, to: Option<&'static str>, detail: Option<String>| kumo_store::events::NewEvent {
+            project_id: Some(project),
+            resource_type: rt,
+            resource_id: id,
+            resource_name: name,
+            kind,
+            from_state: None,
+            to_state: to,
+            cause: "test: before the window",
+            detail,
+        };
+        let size = |ty: &str, gib: i64| {
+            Some(json!({"instance_type": ty, "vcpus": 1, "memory_mib": 512, "disk_gib": gib}).to_string())
+        };
+        // Running since two months before, resized (k1-small, 5 GiB) the month before, no event since.
+        let vm = uuid::Uuid::now_v7();
+        let t = last - ChronoDuration::days(60);
+        for (at, kind, to, detail) in [
+            (t, "created", Some("creating"), size("k1-large", 40)),
+            (t + ChronoDuration::seconds(10), "state_changed", Some("running"), size("k1-large", 40)),
+            (last - ChronoDuration::days(20), "resized", None, size("k1-small", 5)),
+            (last - ChronoDuration::days(10), "note", None, None),
+        ] {
+            kumo_store::events::record_at(tx, &ev(vm, "instance", "steady-vm", kind, to, detail), at)
+                .await
+                .expect("ev");
+        }
+        // Destroyed before the month: nothing to bill.
+        past_instance(tx, project, "gone", last - ChronoDuration::days(30), 24, last - ChronoDuration::days(25)).await;
+        // A 7 GiB volume created before the month, attached (same size), never deleted.
+        let vol = uuid::Uuid::now_v7();
+        let gib = Some(json!({"size_gib": 7}).to_string());
+        kumo_store::events::record_at(tx, &ev(vol, "volume", "data", "created", Some("available"), gib.clone()), t)
+            .await
+            .expect("ev");
+        kumo_store::events::record_at(
+            tx,
+            &ev(vol, "volume", "data", "state_changed", Some("attached"), None),
+            last - ChronoDuration::days(3),
+        )
+        .await
+        .expect("ev");
+        // A floating IP held since before the month, attached before it.
+        let ip = uuid::Uuid::now_v7();
+        kumo_store::events::record_at(tx, &ev(ip, "floating_ip", "ip", "created", None, None), t).await.expect("ev");
+        kumo_store::events::record_at(tx, &ev(ip, "floating_ip", "ip", "attached", None, None), t).await.expect("ev");
+    });
+    k.restart();
+
+    let usage = ok(k.get(&format!("/v1/projects/steady/usage?month={period}")), 200);
+    assert_lines_add_up(&usage);
+    let items = usage["items"].as_array().expect("items");
+    let line = |rt: &str| {
+        items.iter().find(|l| l["resource_type"] == rt).unwrap_or_else(|| panic!("no {rt} line: {usage}")).clone()
+    };
+    assert!(items.iter().all(|l| l["resource"] != "gone"), "{usage}");
+    assert_eq!(items.len(), 4, "{usage}");
+    let run = line("instance");
+    assert_eq!((run["quantity"].as_i64(), run["price_name"].as_str()), (Some(month_secs), Some("k1-small")), "{run}");
+    assert_eq!(time(&run["intervals"][0]["start"]), last, "{run}");
+    assert_eq!(time(&run["intervals"][0]["end"]), this_month, "{run}");
+    assert_eq!(line("disk")["quantity"].as_i64(), Some(5 * month_secs), "{usage}");
+    assert_eq!(line("volume")["quantity"].as_i64(), Some(7 * month_secs), "{usage}");
+    assert_eq!(line("floating_ip")["quantity"].as_i64(), Some(month_secs), "{usage}");
+    // The invoice of that month (generated in a transaction, the other read path) agrees.
+    let invoice = ok(k.get(&format!("/v1/projects/steady/invoices/{period}")), 200);
+    assert_eq!(invoice["total"], usage["total"], "{invoice}\n{usage}");
+    assert_eq!(invoice["items"].as_array().map(Vec::len), Some(4), "{invoice}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Budgets
 

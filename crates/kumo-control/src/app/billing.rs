@@ -110,22 +110,53 @@ async fn price_book(conn: &mut Conn) -> ApiResult<PriceBook> {
     Ok(PriceBook::new(prices.into_iter().map(|p| (p.kind, p.name, p.effective_from, p.unit_price_micros))))
 }
 
-/// The priced usage lines of a project over `[from, to)`, from its durable events.
+/// Where metering reads events from: the connection (or transaction) at hand, or the store's
+/// typed read path (see `kumo_store::fast`), which a request outside a transaction uses.
+pub enum Events<'a> {
+    Conn,
+    Fast(&'a kumo_store::Store),
+}
+
+/// The events metering needs for `[from, to)`: the window's, and per resource with earlier
+/// history its last events before the window (see `kumo_store::events::for_metering_window`).
+async fn meter_rows(
+    conn: &mut Conn,
+    via: &Events<'_>,
+    project_id: uuid::Uuid,
+    resource_type: &str,
+    carry: &[kumo_store::events::Carry],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<Vec<kumo_store::events::MeterRow>> {
+    Ok(match via {
+        Events::Conn => {
+            kumo_store::events::for_metering_window(conn, project_id, resource_type, carry, from, to).await?
+        }
+        Events::Fast(store) => {
+            kumo_store::events::fast_for_metering_window(store, project_id, resource_type, carry, from, to).await?
+        }
+    })
+}
+
+/// The priced usage lines of a project over `[from, to)`, from its durable events. Reads only the
+/// window's events and, per resource, the few events before it that fix its state at `from`
+/// (the folds in [`metering`] keep, per field, the last value set, so those give the same state
+/// as the whole history).
 pub async fn lines(
     conn: &mut Conn,
+    via: Events<'_>,
     project_id: uuid::Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> ApiResult<Vec<UsageLine>> {
+    use kumo_store::events::Carry;
     let book = price_book(conn).await?;
-    let rows = kumo_store::events::for_metering(conn, project_id, "instance", to).await?;
+    // An instance's state, and its size (every instance event's detail is a `Size`).
+    let carry = [Carry::State, Carry::DetailWith("disk_gib")];
+    let rows = meter_rows(conn, &via, project_id, "instance", &carry, from, to).await?;
     let mut out = Vec::new();
-    let mut start = 0;
-    while start < rows.len() {
-        let id = rows[start].resource_id;
-        let end = rows[start..].iter().position(|r| r.resource_id != id).map_or(rows.len(), |n| start + n);
-        let group = &rows[start..end];
-        start = end;
+    for group in rows.chunk_by(|a, b| a.resource_id == b.resource_id) {
+        let id = group[0].resource_id;
         let events: Vec<MeterEvent> = group
             .iter()
             .map(|r| MeterEvent {
@@ -142,7 +173,7 @@ pub async fn lines(
         out.extend(metering::price_lines(metering::instance_resource_type, name, id, &ivs, &book));
     }
     // Floating IPs: held from creation to release.
-    let rows = kumo_store::events::for_metering(conn, project_id, "floating_ip", to).await?;
+    let rows = meter_rows(conn, &via, project_id, "floating_ip", &[Carry::Held], from, to).await?;
     for group in rows.chunk_by(|a, b| a.resource_id == b.resource_id) {
         let kinds: Vec<_> = group.iter().map(|r| (r.time, r.kind.as_str())).collect();
         let ivs = metering::held_intervals(&kinds, from, to);
@@ -156,7 +187,7 @@ pub async fn lines(
             ));
         }
     }
-    out.extend(storage_lines(conn, project_id, from, to, &book).await?);
+    out.extend(storage_lines(conn, &via, project_id, from, to, &book).await?);
     Ok(out)
 }
 
@@ -164,17 +195,22 @@ pub async fn lines(
 /// [`metering::storage_intervals`]), from their events (whose detail carries the size).
 async fn storage_lines(
     conn: &mut Conn,
+    via: &Events<'_>,
     project_id: uuid::Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     book: &PriceBook,
 ) -> ApiResult<Vec<UsageLine>> {
+    use kumo_store::events::Carry;
     use metering::{Meter, StorageEvent};
     let mut out = Vec::new();
-    for (resource_type, meter) in
-        [("volume", Meter::Volume), ("snapshot", Meter::Snapshot), ("volume_backup", Meter::Backup)]
-    {
-        let rows = kumo_store::events::for_metering(conn, project_id, resource_type, to).await?;
+    for (resource_type, meter, size_key) in [
+        ("volume", Meter::Volume, "size_gib"),
+        ("snapshot", Meter::Snapshot, "size_gib"),
+        ("volume_backup", Meter::Backup, "bytes_stored"),
+    ] {
+        let carry = [Carry::Lifecycle, Carry::DetailWith(size_key)];
+        let rows = meter_rows(conn, via, project_id, resource_type, &carry, from, to).await?;
         for group in rows.chunk_by(|a, b| a.resource_id == b.resource_id) {
             let events: Vec<StorageEvent> = group
                 .iter()
@@ -259,7 +295,7 @@ pub async fn usage(app: &App, ctx: &OpContext, project: &str, w: &Window) -> Api
     // Nothing is known about the future: the window ends at now at the latest (a window wholly in
     // the future is empty).
     let to = to.min(now).max(from);
-    let items = lines(&mut conn, p.id, from, to).await?;
+    let items = lines(&mut conn, Events::Fast(&app.store), p.id, from, to).await?;
     Ok(UsageReport { project: p.name, from, to, total: total(&items), items })
 }
 
@@ -330,7 +366,7 @@ async fn ensure_invoice(app: &App, p: &ProjectView, period: &str) -> ApiResult<I
     }
     let (from, to) = month_bounds(period)?;
     let mut tx = app.store.begin().await?;
-    let items = lines(&mut tx, p.id, from, to).await?;
+    let items = lines(&mut tx, Events::Conn, p.id, from, to).await?;
     let stored = kumo_store::billing::insert_invoice(&mut tx, p.id, &to_record(period, from, to, &items)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     Ok(stored)
@@ -395,7 +431,7 @@ pub async fn invoice_get(app: &App, ctx: &OpContext, project: &str, period: &str
 async fn budget_view_of(conn: &mut Conn, p: &ProjectView) -> ApiResult<BudgetView> {
     let b = kumo_store::billing::budget(conn, p.id).await?;
     let now = kumo_store::now();
-    let mtd = total(&lines(conn, p.id, month_start(now), now).await?);
+    let mtd = total(&lines(conn, Events::Conn, p.id, month_start(now), now).await?);
     Ok(BudgetView {
         project: p.name.clone(),
         monthly: b.as_ref().map(|b| money::format_cents(b.monthly_cents)),
@@ -438,7 +474,7 @@ pub async fn check_budgets(app: &App, now: DateTime<Utc>) -> ApiResult<u64> {
         }
         let mut tx = app.store.begin().await?;
         let Some(p) = kumo_store::projects::get(&mut tx, &NameOrId::Id(b.project_id)).await? else { continue };
-        let cost = total(&lines(&mut tx, p.id, month_start(now), now).await?);
+        let cost = total(&lines(&mut tx, Events::Conn, p.id, month_start(now), now).await?);
         // cost / monthly >= percent / 100, in integers.
         if (cost as i128) * 100 < (b.monthly_cents as i128) * (b.alert_at_percent as i128) {
             continue;

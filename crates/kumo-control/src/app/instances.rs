@@ -82,13 +82,42 @@ pub async fn list(
     project: Option<&str>,
     page: &PageRequest,
 ) -> ApiResult<ResultsPage<InstanceView>> {
-    let mut conn = read(app).await?;
-    let p = super::project(&mut conn, ctx, project, Access::Read).await?;
-    let page = kumo_store::instances::list(&mut conn, p.id, page).await?;
+    // The typed read path (kumo_store::fast): project, then one page and its interfaces.
+    let name =
+        project.ok_or_else(|| ApiError::invalid("the 'project' query parameter is required (e.g. ?project=demo)"))?;
+    let p = kumo_store::projects::fast_get(&app.store, &selector("project", name)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project", name))?;
+    ctx.authorize_project(p.id, &p.name, Access::Read).map_err(|e| super::not_a_member(e, name))?;
+    let page = kumo_store::instances::fast_list(&app.store, p.id, page).await?;
     Ok(ResultsPage { items: page.items.into_iter().map(|r| visible(ctx, r.view)).collect(), next_page: page.next_page })
 }
 
 pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, instance: &str) -> ApiResult<InstanceView> {
+    // Hot path on the typed read path (kumo_store::fast): the instance with its project, then its
+    // interfaces; the same authorisation as [`get`].
+    let sel = selector("instance", instance)?;
+    match (project, &sel) {
+        (Some(p), _) => {
+            let project_sel = selector("project", p)?;
+            if let Some(rec) = kumo_store::instances::fast_get_in_project(&app.store, &project_sel, &sel).await? {
+                ctx.authorize_project(rec.project_id, &rec.view.project, Access::Read)
+                    .map_err(|e| super::not_a_member(e, p))?;
+                return Ok(visible(ctx, rec.view));
+            }
+        }
+        (None, NameOrId::Id(id)) => {
+            if let Some(rec) = kumo_store::instances::fast_get_by_id(&app.store, *id).await? {
+                ctx.authorize_project(rec.project_id, &rec.view.project, Access::Read).map_err(|e| match e.code {
+                    ErrorCode::NotFound => ApiError::not_found("instance", instance),
+                    _ => e,
+                })?;
+                return Ok(visible(ctx, rec.view));
+            }
+        }
+        _ => {}
+    }
+    // Not found that way: the general path says precisely what is missing (or not allowed).
     Ok(visible(ctx, get(&mut *read(app).await?, ctx, project, instance, Access::Read).await?.view))
 }
 
