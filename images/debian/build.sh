@@ -90,6 +90,12 @@ unmount_all() {
 }
 cleanup() {
     unmount_all
+    # Anything else still mounted under the build dir (e.g. debootstrap's own proc/sys after a
+    # failure), deepest first.
+    local m
+    for m in $(awk -v t="$T/" 'index($2, t) == 1 {print $2}' /proc/self/mounts | sort -r); do
+        umount "$m" 2>/dev/null || umount -l "$m" || true
+    done
     # Never rm -rf through a mount that is still there.
     if grep -q " $T/" /proc/self/mounts; then
         say "warning: mounts left under $T; not removing it"
@@ -171,7 +177,10 @@ datasource_list: [ ConfigDrive, NoCloud, OpenStack, Ec2, None ]
 # Keys only: no password logins, for root or the default user.
 ssh_pwauth: false
 disable_root: true
+# Built into glibc: no locale-gen at first boot (slow under TCG).
+locale: C.UTF-8
 EOF
+echo LANG=C.UTF-8 >"$R/etc/default/locale"
 mkdir -p "$R/etc/ssh/sshd_config.d"
 cat >"$R/etc/ssh/sshd_config.d/60-kumo.conf" <<'EOF'
 PasswordAuthentication no

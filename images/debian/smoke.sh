@@ -141,10 +141,10 @@ while :; do
 done
 say "SSH answered $SSH_AT s after QEMU started"
 # Wait for cloud-init's final stage (user-data modules) before reading its results.
-in_ns "${SSH[@]}" 'cloud-init status --wait >/dev/null 2>&1 || true'
+in_ns "${SSH[@]}" 'timeout 600 cloud-init status --wait >/dev/null 2>&1 || true'
 DONE_AT=$(elapsed)
 in_ns "${SSH[@]}" "set -x; hostname; id; cat /run/cloud-init/result.json; cat $MARKER_FILE; cloud-init status --long; \
-    cat /run/cloud-init/cloud.cfg; grep -E '^(DMI|FS_LABELS|ISO9660_DEVS|DSLIST|RESULT|found)' /run/cloud-init/ds-identify.log; \
+    cat /run/cloud-init/cloud.cfg; sudo grep -E '^(DMI_PRODUCT_NAME|DMI_SYS_VENDOR|FS_LABELS|ISO9660_DEVS|DSLIST|MODE|found|Found)' /run/cloud-init/ds-identify.log; \
     ip -br addr; df -h /; systemd-analyze || true" >"$T/guest.txt" 2>&1 || true
 cat "$T/guest.txt"
 FIRST_LINE=$(grep -m1 -E 'Linux version' "$T/serial.log" || true)
