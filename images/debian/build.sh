@@ -23,6 +23,7 @@ SUITE=bookworm
 DISK_MIB=2048          # virtual size of the image's disk (= smallest root disk an instance may have)
 PART_START_MIB=1       # partition 1 starts at 1 MiB: sectors 1..2047 hold GRUB's core.img
 DEFAULT_USER=debian
+MIN_MEMORY_MIB=512     # advertised in the manifest (k1-nano's 128 MiB cannot run it)
 CMDLINE_EXTRA="console=tty0 console=ttyS0,115200n8"
 # Installed with apt (no recommends) on top of minbase.
 PKGS="systemd-sysv udev dbus linux-image-cloud-amd64 initramfs-tools cloud-init cloud-guest-utils
@@ -262,7 +263,7 @@ cp "$T/packages.txt" "$STAGE/packages.txt"
 # absence of kernel/initrd (= firmware boot from the disk); the other fields are for the
 # integration to come (boot mode, smallest disk, default user, datasources).
 cat >"$STAGE/manifest.json" <<EOF
-{"name":"$NAME","os":"Debian 12 (bookworm) kernel $KVER ($KPKGVER) + cloud-init $CIVER","disk":"disk.qcow2","boot":"disk","firmware":"bios","disk_bus":"virtio","min_disk_gib":$((DISK_MIB / 1024)),"default_user":"$DEFAULT_USER","os_family":"debian","os_version":"12","console":"ttyS0","cloud_init":{"version":"$CIVER","datasources":["ConfigDrive","NoCloud","OpenStack","Ec2"],"config_drive":["iso9660","vfat"],"label":"config-2"},"root_uuid":"$ROOT_UUID","recipe_hash":"$RECIPE_HASH"}
+{"name":"$NAME","os":"Debian 12 (bookworm) kernel $KVER ($KPKGVER) + cloud-init $CIVER","description":"Debian 12 with cloud-init and SSH (user $DEFAULT_USER), built by images/debian/build.sh","disk":"disk.qcow2","boot":"disk","firmware":"bios","disk_bus":"virtio","min_disk_gib":$((DISK_MIB / 1024)),"min_memory_mib":$MIN_MEMORY_MIB,"default_user":"$DEFAULT_USER","os_family":"debian","os_version":"12","console":"ttyS0","cloud_init":{"version":"$CIVER","datasources":["ConfigDrive","NoCloud","OpenStack","Ec2"],"config_drive":["iso9660","vfat"],"label":"config-2"},"root_uuid":"$ROOT_UUID","recipe_hash":"$RECIPE_HASH"}
 EOF
 chmod 0644 "$STAGE"/*
 chmod 0755 "$STAGE"

@@ -14,6 +14,7 @@
 # deletes (bridge + tap + dnsmasq as DHCP server, guest at 10.77.0.10); the root namespace's
 # network is never touched.  QEMU, dnsmasq and the namespace are removed on every exit path.
 # Exits 0 only if every check passed; prints "N passed, N failed".
+# Env: KUMO_SMOKE_TIMEOUT (s to wait for SSH, default 900), KUMO_SMOKE_MEMORY_MIB (default 1024).
 set -euo pipefail
 export LC_ALL=C
 
@@ -25,12 +26,13 @@ for arg in "$@"; do
         --no-smbios) SMBIOS=0 ;;
         --no-network-data) NETDATA=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         -*) echo "smoke: unknown option $arg" >&2; exit 2 ;;
         *) IMG=$arg ;;
     esac
 done
 BOOT_TIMEOUT=${KUMO_SMOKE_TIMEOUT:-900}
+MEMORY_MIB=${KUMO_SMOKE_MEMORY_MIB:-1024}
 NS=kumo-dsmoke-$$
 MAC=52:54:00:4b:75:6d
 HOST_IP=10.77.0.1
@@ -117,7 +119,7 @@ SMBIOS_ARGS=()
 [ "$SMBIOS" = 0 ] || SMBIOS_ARGS=(-smbios "type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova,serial=$INSTANCE_UUID,uuid=$INSTANCE_UUID")
 say "booting $IMG under TCG: config drive $DRIVE_KIND, SMBIOS $([ "$SMBIOS" = 1 ] && echo OpenStack || echo none), network_data.json $([ "$NETDATA" = 1 ] && echo yes || echo no)"
 START=$(date +%s.%N)
-in_ns qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -nographic -monitor none \
+in_ns qemu-system-x86_64 -accel tcg -m "$MEMORY_MIB" -smp 2 -nographic -monitor none \
     -serial "file:$T/serial.log" \
     "${SMBIOS_ARGS[@]}" \
     -drive "file=$T/root.qcow2,if=virtio,format=qcow2" \
@@ -163,6 +165,6 @@ check "cloud-init status: done" grep -qE '^status: done' "$T/guest.txt"
 check "cloud-init reported no errors" grep -qE '"errors": \[\]' "$T/guest.txt"
 check "root filesystem grown to the 4G disk" grep -qE '^/dev/vda1 +3\.[0-9]G' "$T/guest.txt"
 check "boot messages on the serial port" test -n "$FIRST_LINE"
-echo "figures: ssh_after=${SSH_AT}s cloud_init_done_after=${DONE_AT}s drive=\"$DRIVE_KIND\" smbios=$SMBIOS network_data=$NETDATA"
+echo "figures: memory=${MEMORY_MIB}MiB ssh_after=${SSH_AT}s cloud_init_done_after=${DONE_AT}s drive=\"$DRIVE_KIND\" smbios=$SMBIOS network_data=$NETDATA"
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
