@@ -80,6 +80,18 @@ STAGE=$(mktemp -d "$(dirname "$OUT")/.$(basename "$OUT").new.XXXXXX")
 R=$T/root
 OLD=""
 MOUNTS=()
+CHILD=""
+# bg_run CMD...: runs a long step in its own process group and waits for it; bash runs the
+# signal trap only once a foreground command ends, but interrupts a `wait` at once, and cleanup
+# then ends the whole step (debootstrap, apt and dpkg in the chroot, ...).
+bg_run() {
+    local rc=0
+    setsid "$@" &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
 unmount_all() {
     local i
     for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
@@ -90,6 +102,11 @@ unmount_all() {
     MOUNTS=()
 }
 cleanup() {
+    if [ -n "$CHILD" ]; then
+        kill -TERM -- "-$CHILD" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 -- "-$CHILD" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$CHILD" 2>/dev/null || true
+    fi
     unmount_all
     # Anything else still mounted under the build dir (e.g. debootstrap's own proc/sys after a
     # failure), deepest first.
@@ -117,10 +134,12 @@ bind() { # bind SRC DST-under-root [mount options...]
 }
 in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C \
     DEBIAN_FRONTEND=noninteractive HOME=/root "$@"; }
+in_root_bg() { bg_run chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C \
+    DEBIAN_FRONTEND=noninteractive HOME=/root "$@"; }
 
 # -------------------------------------------------------------- debootstrap --
 say "debootstrap $SUITE (minbase) from $MIRROR"
-debootstrap --variant=minbase --cache-dir="$DEBS" --components=main "$SUITE" "$R" "$MIRROR" >"$T/debootstrap.log" 2>&1 ||
+bg_run debootstrap --variant=minbase --cache-dir="$DEBS" --components=main "$SUITE" "$R" "$MIRROR" >"$T/debootstrap.log" 2>&1 ||
     { tail -n 30 "$T/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
 
 cat >"$R/etc/apt/sources.list" <<EOF
@@ -149,10 +168,10 @@ bind "$DEBS" /var/cache/apt/archives --bind
 
 say "apt-get install: $(echo $PKGS)"
 {
-    in_root apt-get update -q &&
-        in_root apt-get -y -q dist-upgrade &&
+    in_root_bg apt-get update -q &&
+        in_root_bg apt-get -y -q dist-upgrade &&
         # shellcheck disable=SC2086
-        in_root apt-get install -y -q --no-install-recommends $PKGS
+        in_root_bg apt-get install -y -q --no-install-recommends $PKGS
 } >"$T/apt.log" 2>&1 || { tail -n 40 "$T/apt.log" >&2; die "apt-get in the chroot failed (log above)"; }
 in_root dpkg-query -W -f='${Package} ${Version}\n' >"$T/packages.txt"
 unmount_all
@@ -180,6 +199,8 @@ ssh_pwauth: false
 disable_root: true
 # Built into glibc: no locale-gen at first boot (slow under TCG).
 locale: C.UTF-8
+# Host keys made at first boot: no RSA 3072 / DSA (~40 s of a first boot under TCG).
+ssh_genkeytypes: [ ed25519, ecdsa ]
 EOF
 echo LANG=C.UTF-8 >"$R/etc/default/locale"
 mkdir -p "$R/etc/ssh/sshd_config.d"
@@ -187,12 +208,21 @@ cat >"$R/etc/ssh/sshd_config.d/60-kumo.conf" <<'EOF'
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
+HostKey /etc/ssh/ssh_host_ed25519_key
+HostKey /etc/ssh/ssh_host_ecdsa_key
 EOF
 # Host keys are per instance: removed here, made by cloud-init at first boot (ssh module), and by
-# this drop-in if cloud-init found no datasource.
+# this drop-in (before sshd's own config test) if cloud-init found no datasource.
 rm -f "$R"/etc/ssh/ssh_host_*
 mkdir -p "$R/etc/systemd/system/ssh.service.d"
-printf '[Service]\nExecStartPre=-/usr/bin/ssh-keygen -A\n' >"$R/etc/systemd/system/ssh.service.d/kumo-hostkeys.conf"
+cat >"$R/etc/systemd/system/ssh.service.d/kumo-hostkeys.conf" <<'EOF'
+[Service]
+ExecStartPre=
+ExecStartPre=-/bin/sh -c 'test -s /etc/ssh/ssh_host_ed25519_key || ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key; test -s /etc/ssh/ssh_host_ecdsa_key || ssh-keygen -q -t ecdsa -N "" -f /etc/ssh/ssh_host_ecdsa_key'
+ExecStartPre=/usr/sbin/sshd -t
+EOF
+grep -qx 'ExecStartPre=/usr/sbin/sshd -t' "$R/lib/systemd/system/ssh.service" ||
+    die "ssh.service changed: check the kumo-hostkeys drop-in"
 # DHCP on any Ethernet NIC when cloud-init wrote no network configuration of its own (its files,
 # 10-cloud-init-*.network, sort first and win).
 cat >"$R/etc/systemd/network/99-kumo-dhcp.network" <<'EOF'
@@ -243,7 +273,7 @@ CORE_SECTORS=$(( ($(stat -c %s "$T/core.img") + 511) / 512 ))
 # -------------------------------------------------------------------- disk --
 PART_MIB=$((DISK_MIB - PART_START_MIB))
 say "mkfs.ext4 -d (${PART_MIB} MiB partition)"
-mkfs.ext4 -q -F -L debian-root -U "$ROOT_UUID" -O '^metadata_csum_seed,^orphan_file' \
+bg_run mkfs.ext4 -q -F -L debian-root -U "$ROOT_UUID" -O '^metadata_csum_seed,^orphan_file' \
     -E lazy_itable_init=0,lazy_journal_init=0 -d "$R" "$T/root.ext4" "${PART_MIB}M" 2>"$T/mkfs.log" ||
     { cat "$T/mkfs.log" >&2; die "mkfs.ext4 failed"; }
 rm -rf "$R"
@@ -254,7 +284,7 @@ dd if="$T/core.img" of="$T/disk.raw" bs=512 seek=1 conv=notrunc status=none
 dd if="$T/root.ext4" of="$T/disk.raw" bs=1M seek="$PART_START_MIB" conv=notrunc,sparse status=none
 rm -f "$T/root.ext4"
 say "qemu-img convert -c (compressed qcow2)"
-qemu-img convert -q -c -f raw -O qcow2 "$T/disk.raw" "$STAGE/disk.qcow2"
+bg_run qemu-img convert -q -c -f raw -O qcow2 "$T/disk.raw" "$STAGE/disk.qcow2"
 rm -f "$T/disk.raw"
 cp "$T/packages.txt" "$STAGE/packages.txt"
 
