@@ -54,6 +54,9 @@ T=$(mktemp -d /tmp/kumo-debian-smoke.XXXXXX)
 QEMU_PID="" DNSMASQ_PID=""
 cleanup() {
     local pid
+    # The PIDs we started, and those their pid files name (the same, unless a wrapper forked).
+    QEMU_PID="$QEMU_PID $(cat "$T/qemu.pid" 2>/dev/null || true)"
+    DNSMASQ_PID="$DNSMASQ_PID $(cat "$T/dnsmasq.pid" 2>/dev/null || true)"
     for pid in $QEMU_PID $DNSMASQ_PID; do
         kill "$pid" 2>/dev/null || true
     done
@@ -109,7 +112,8 @@ in_ns ip link set br0 up
 in_ns ip tuntap add dev tap0 mode tap
 in_ns ip link set tap0 master br0
 in_ns ip link set tap0 up
-in_ns dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces \
+# Not through in_ns: `func &` would fork a subshell, and $! would be that subshell, not dnsmasq.
+ip netns exec "$NS" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces \
     --dhcp-range=10.77.0.50,10.77.0.99,1h --dhcp-host="$MAC,$GUEST_IP" \
     --dhcp-leasefile="$T/leases" --pid-file="$T/dnsmasq.pid" --log-dhcp --log-facility="$T/dnsmasq.log" &
 DNSMASQ_PID=$!
@@ -119,8 +123,8 @@ SMBIOS_ARGS=()
 [ "$SMBIOS" = 0 ] || SMBIOS_ARGS=(-smbios "type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova,serial=$INSTANCE_UUID,uuid=$INSTANCE_UUID")
 say "booting $IMG under TCG: config drive $DRIVE_KIND, SMBIOS $([ "$SMBIOS" = 1 ] && echo OpenStack || echo none), network_data.json $([ "$NETDATA" = 1 ] && echo yes || echo no)"
 START=$(date +%s.%N)
-in_ns qemu-system-x86_64 -accel tcg -m "$MEMORY_MIB" -smp 2 -nographic -monitor none \
-    -serial "file:$T/serial.log" \
+ip netns exec "$NS" qemu-system-x86_64 -accel tcg -m "$MEMORY_MIB" -smp 2 -nographic -monitor none \
+    -serial "file:$T/serial.log" -pidfile "$T/qemu.pid" \
     "${SMBIOS_ARGS[@]}" \
     -drive "file=$T/root.qcow2,if=virtio,format=qcow2" \
     -drive "file=$DRIVE,if=virtio,format=raw,readonly=on" \
