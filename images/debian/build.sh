@@ -166,13 +166,15 @@ bind /dev /dev --bind
 bind /dev/pts /dev/pts --bind
 bind "$DEBS" /var/cache/apt/archives --bind
 
+# shellcheck disable=SC2086,SC2116
 say "apt-get install: $(echo $PKGS)"
+# shellcheck disable=SC2086
 {
     in_root_bg apt-get update -q &&
         in_root_bg apt-get -y -q dist-upgrade &&
-        # shellcheck disable=SC2086
         in_root_bg apt-get install -y -q --no-install-recommends $PKGS
 } >"$T/apt.log" 2>&1 || { tail -n 40 "$T/apt.log" >&2; die "apt-get in the chroot failed (log above)"; }
+# shellcheck disable=SC2016
 in_root dpkg-query -W -f='${Package} ${Version}\n' >"$T/packages.txt"
 unmount_all
 
