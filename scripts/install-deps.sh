@@ -10,6 +10,9 @@
 set -eu
 
 PKGS="qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs kmod gzip socat iproute2 nftables curl"
+# images/debian/build.sh (debootstrap, GRUB for SeaBIOS, sfdisk) and its smoke.sh (config drives as
+# ISO 9660 or vfat, a DHCP server in a netns, ssh into the guest).
+PKGS="$PKGS debootstrap grub-pc-bin fdisk xorriso dosfstools mtools dnsmasq-base openssh-client"
 
 for arg in "$@"; do
     case "$arg" in
