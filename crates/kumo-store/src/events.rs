@@ -1,16 +1,17 @@
 //! Events: an append-only record of every state change, with its cause.
 
 use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
+use kumo_types::ProjectId;
 use chrono::{DateTime, Utc};
 use kumo_types::page::PageRequest;
-use kumo_types::{EventView, ResultsPage};
+use kumo_types::{EventId, EventView, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// An event to record.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
-    pub project_id: Option<uuid::Uuid>,
+    pub project_id: Option<ProjectId>,
     pub resource_type: &'a str,
     pub resource_id: uuid::Uuid,
     pub resource_name: &'a str,
@@ -31,7 +32,7 @@ pub async fn record(conn: &mut Conn, e: &NewEvent<'_>) -> Result<EventView> {
 
 /// Records an event with an explicit time (imports, and tests that need a past period).
 pub async fn record_at(conn: &mut Conn, e: &NewEvent<'_>, at: DateTime<Utc>) -> Result<EventView> {
-    let id = new_id();
+    let id: EventId = new_id();
     sqlx::query(
         "INSERT INTO events (id, time_created, project_id, resource_type, resource_id, resource_name, kind, \
          from_state, to_state, cause, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -84,7 +85,7 @@ fn from_row(r: &AnyRow) -> Result<EventView> {
 /// id order (ids are time-ordered), whatever `sort_by` says.
 pub async fn list(
     conn: &mut Conn,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     resource_id: Option<uuid::Uuid>,
     req: &PageRequest,
 ) -> Result<ResultsPage<EventView>> {
@@ -98,7 +99,7 @@ pub async fn list(
         binds.push(r.to_string());
         sql.push_str(&format!(" AND e.resource_id = ${}", binds.len()));
     }
-    page::fetch_by_id(conn, &sql, binds, "e.id", req, from_row, |e| e.id).await
+    page::fetch_by_id(conn, &sql, binds, "e.id", req, from_row, |e| e.id.into()).await
 }
 
 /// One event as metering reads it.
@@ -116,7 +117,7 @@ pub struct MeterRow {
 /// of metering (a resource's whole history, so its state at the start of a window is known).
 pub async fn for_metering(
     conn: &mut Conn,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     resource_type: &str,
     until: DateTime<Utc>,
 ) -> Result<Vec<MeterRow>> {
@@ -145,7 +146,7 @@ pub async fn for_metering(
 }
 
 /// The time of a project's first event, if any (where its billing history starts).
-pub async fn earliest_time(conn: &mut Conn, project_id: uuid::Uuid) -> Result<Option<DateTime<Utc>>> {
+pub async fn earliest_time(conn: &mut Conn, project_id: ProjectId) -> Result<Option<DateTime<Utc>>> {
     let t: Option<String> = sqlx::query_scalar("SELECT MIN(time_created) FROM events WHERE project_id = $1")
         .bind(project_id.to_string())
         .fetch_one(&mut *conn)

@@ -5,6 +5,7 @@
 //! change and its event are written in one transaction by the caller (`kumo-control`).
 
 use crate::hosts::Resources;
+use kumo_types::{HostId, ImageId, InstanceId, InstanceTypeId, ProjectId};
 use crate::page::Keyed;
 use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
@@ -24,10 +25,10 @@ const FROM: &str = "FROM instances i JOIN projects p ON p.id = i.project_id JOIN
 pub struct InstanceRecord {
     pub view: InstanceView,
     pub gpus: i64,
-    pub project_id: Uuid,
-    pub image_id: Uuid,
-    pub instance_type_id: Uuid,
-    pub host_id: Uuid,
+    pub project_id: ProjectId,
+    pub image_id: ImageId,
+    pub instance_type_id: InstanceTypeId,
+    pub host_id: HostId,
     pub user_data: Option<String>,
     pub generation: i64,
 }
@@ -52,7 +53,7 @@ impl Keyed for InstanceRecord {
         &self.view.name
     }
     fn key_id(&self) -> Uuid {
-        self.view.id
+        self.view.id.get()
     }
 }
 
@@ -91,13 +92,13 @@ fn from_row(r: &AnyRow) -> Result<InstanceRecord> {
 /// An instance to insert (capacity on `host_id` must already be reserved in the same transaction).
 #[derive(Debug, Clone)]
 pub struct NewInstance<'a> {
-    pub id: Uuid,
-    pub project_id: Uuid,
+    pub id: InstanceId,
+    pub project_id: ProjectId,
     pub name: &'a str,
     pub description: &'a str,
-    pub image_id: Uuid,
-    pub instance_type_id: Uuid,
-    pub host_id: Uuid,
+    pub image_id: ImageId,
+    pub instance_type_id: InstanceTypeId,
+    pub host_id: HostId,
     pub resources: Resources,
     pub user_data: Option<&'a str>,
 }
@@ -130,7 +131,7 @@ pub async fn insert(conn: &mut Conn, n: &NewInstance<'_>) -> Result<()> {
 }
 
 /// A live instance of a project, by name or id.
-pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
+pub async fn get(conn: &mut Conn, project_id: ProjectId, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
     let (pred, val) = match sel {
         NameOrId::Id(id) => ("i.id = $2", id.to_string()),
         NameOrId::Name(n) => ("i.name = $2", n.to_string()),
@@ -157,13 +158,13 @@ pub async fn get_in_project(conn: &mut Conn, project: &NameOrId, sel: &NameOrId)
 }
 
 /// A live instance by id, whatever its project.
-pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<InstanceRecord>> {
+pub async fn get_by_id(conn: &mut Conn, id: InstanceId) -> Result<Option<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.id = $1 AND i.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     with_network(conn, row.as_ref().map(from_row).transpose()?).await
 }
 
-pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND i.time_deleted IS NULL");
     let mut page = page::fetch(conn, &sql, &[project_id.to_string()], "i", req, from_row).await?;
     let mut views: Vec<&mut InstanceView> = page.items.iter_mut().map(|r| &mut r.view).collect();
@@ -179,7 +180,7 @@ async fn with_network(conn: &mut Conn, rec: Option<InstanceRecord>) -> Result<Op
 }
 
 /// Every live instance placed on a host (what its agent should have).
-pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<InstanceRecord>> {
+pub async fn on_host(conn: &mut Conn, host_id: HostId) -> Result<Vec<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.host_id = $1 AND i.time_deleted IS NULL ORDER BY i.id");
     let rows = sqlx::query(&sql).bind(host_id.to_string()).fetch_all(&mut *conn).await?;
     rows.iter().map(from_row).collect()
@@ -188,7 +189,7 @@ pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<InstanceRecor
 /// Compare-and-set of the state: succeeds only if nobody changed the instance since `generation`.
 pub async fn set_state(
     conn: &mut Conn,
-    id: Uuid,
+    id: InstanceId,
     generation: i64,
     state: InstanceState,
     reason: Option<&str>,
@@ -210,9 +211,9 @@ pub async fn set_state(
 /// Compare-and-set of the instance type and the resources it reserves.
 pub async fn set_type(
     conn: &mut Conn,
-    id: Uuid,
+    id: InstanceId,
     generation: i64,
-    instance_type_id: Uuid,
+    instance_type_id: InstanceTypeId,
     r: Resources,
 ) -> Result<bool> {
     let res = sqlx::query(
@@ -233,7 +234,7 @@ pub async fn set_type(
 }
 
 /// Soft-deletes a destroyed instance (the row stays for history; its name becomes free).
-pub async fn mark_destroyed(conn: &mut Conn, id: Uuid, generation: i64) -> Result<bool> {
+pub async fn mark_destroyed(conn: &mut Conn, id: InstanceId, generation: i64) -> Result<bool> {
     let t = ts(now());
     let r = sqlx::query(
         "UPDATE instances SET state = $1, generation = generation + 1, time_modified = $2, time_deleted = $2 \

@@ -1,16 +1,17 @@
 //! Snapshots: the data of a volume at one instant (crash-consistent), taken while it is detached
 //! or attached to a running guest. A snapshot is the source of new volumes.
 
+use crate::{SnapshotId};
 use crate::Name;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// A snapshot of a volume.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: SnapshotId,
     /// Name, unique within the project.
     pub name: String,
     /// Free-form description.

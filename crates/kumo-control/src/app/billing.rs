@@ -23,7 +23,7 @@ use kumo_types::billing::{
     BudgetSet, BudgetView, InvoiceList, InvoiceSummary, InvoiceView, PriceList, PriceSet, PriceView, UsageInterval,
     UsageLine, UsageReport,
 };
-use kumo_types::{money, ErrorCode, NameOrId, ProjectView};
+use kumo_types::{ErrorCode, NameOrId, ProjectId, ProjectView, money};
 
 /// Price kinds: (kind, price unit).
 pub const PRICE_KINDS: [(&str, &str); 7] = [
@@ -113,7 +113,7 @@ async fn price_book(conn: &mut Conn) -> ApiResult<PriceBook> {
 /// The priced usage lines of a project over `[from, to)`, from its durable events.
 pub async fn lines(
     conn: &mut Conn,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> ApiResult<Vec<UsageLine>> {
@@ -164,7 +164,7 @@ pub async fn lines(
 /// [`metering::storage_intervals`]), from their events (whose detail carries the size).
 async fn storage_lines(
     conn: &mut Conn,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     book: &PriceBook,
@@ -437,7 +437,7 @@ pub async fn check_budgets(app: &App, now: DateTime<Utc>) -> ApiResult<u64> {
             continue;
         }
         let mut tx = app.store.begin().await?;
-        let Some(p) = kumo_store::projects::get(&mut tx, &NameOrId::Id(b.project_id)).await? else { continue };
+        let Some(p) = kumo_store::projects::get(&mut tx, &NameOrId::Id(b.project_id.get())).await? else { continue };
         let cost = total(&lines(&mut tx, p.id, month_start(now), now).await?);
         // cost / monthly >= percent / 100, in integers.
         if (cost as i128) * 100 < (b.monthly_cents as i128) * (b.alert_at_percent as i128) {
@@ -459,7 +459,7 @@ pub async fn check_budgets(app: &App, now: DateTime<Utc>) -> ApiResult<u64> {
         let event = NewEvent {
             project_id: Some(p.id),
             resource_type: "project",
-            resource_id: p.id,
+            resource_id: p.id.get(),
             resource_name: &p.name,
             kind: "budget_alert",
             from_state: None,
