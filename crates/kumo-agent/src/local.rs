@@ -219,7 +219,12 @@ impl HostAgent for LocalAgent {
         Ok(self.driver.grow_volume(instance.map(InstanceId::get), volume.get(), size_bytes).await?)
     }
 
-    async fn snapshot_volume(&self, instance: Option<InstanceId>, volume: VolumeId, snapshot: SnapshotId) -> Result<()> {
+    async fn snapshot_volume(
+        &self,
+        instance: Option<InstanceId>,
+        volume: VolumeId,
+        snapshot: SnapshotId,
+    ) -> Result<()> {
         Ok(self.driver.snapshot_volume(instance.map(InstanceId::get), volume.get(), snapshot.get()).await?)
     }
 

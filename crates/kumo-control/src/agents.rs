@@ -7,9 +7,9 @@
 //! has one entry: the local host, under the id it registered with.
 
 use kumo_host_api::HostAgent;
+use kumo_types::HostId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use kumo_types::HostId;
 
 /// Host id → agent handle.
 pub struct HostAgents {

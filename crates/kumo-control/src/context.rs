@@ -89,12 +89,7 @@ impl OpContext {
     /// The authorisation check of an operation on a project's resources. A user who is not a
     /// member gets 404 (they may not learn the project exists); a member whose role does not
     /// allow the access gets 403.
-    pub fn authorize_project(
-        &self,
-        project_id: ProjectId,
-        project_name: &str,
-        access: Access,
-    ) -> Result<(), ApiError> {
+    pub fn authorize_project(&self, project_id: ProjectId, project_name: &str, access: Access) -> Result<(), ApiError> {
         if self.actor.operator {
             return Ok(());
         }

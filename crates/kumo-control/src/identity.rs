@@ -10,9 +10,9 @@
 //!   differs from the database's, or a database without an id (fresh, empty) while the data
 //!   directory has one or holds guests or volumes, makes kumod refuse to start, naming both.
 
-use kumo_types::HostId;
 use anyhow::{bail, Context};
 use kumo_store::Store;
+use kumo_types::HostId;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;

@@ -25,9 +25,9 @@ pub mod openapi;
 pub mod scheduler;
 pub mod telemetry;
 
-use kumo_types::HostId;
 use kumo_host_api::HostAgent;
 use kumo_store::Store;
+use kumo_types::HostId;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -67,7 +67,7 @@ mod tests {
     fn host(name: &str, limit: [i64; 3], used: [i64; 3], gpus: (i64, i64)) -> HostView {
         let t = chrono::Utc::now();
         HostView {
-            id: uuid::Uuid::new_v4(),
+            id: kumo_types::HostId::new_v7(),
             name: name.into(),
             description: String::new(),
             time_created: t,

@@ -93,7 +93,12 @@ impl<A: HostAgent> HostAgent for JsonRoundTrip<A> {
     async fn grow_volume(&self, instance: Option<InstanceId>, volume: VolumeId, size_bytes: u64) -> Result<()> {
         call!(self.grow_volume(instance, volume, size_bytes))
     }
-    async fn snapshot_volume(&self, instance: Option<InstanceId>, volume: VolumeId, snapshot: SnapshotId) -> Result<()> {
+    async fn snapshot_volume(
+        &self,
+        instance: Option<InstanceId>,
+        volume: VolumeId,
+        snapshot: SnapshotId,
+    ) -> Result<()> {
         call!(self.snapshot_volume(instance, volume, snapshot))
     }
     async fn backup_volume(&self, volume: VolumeId, project: ProjectId, backup: BackupId) -> Result<BackupStats> {

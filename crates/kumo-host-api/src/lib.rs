@@ -152,7 +152,8 @@ pub trait HostAgent: Send + Sync + 'static {
 
     /// Takes a crash-consistent snapshot of a volume; when `instance` runs with it, the guest's
     /// later writes go to the new top layer, never into the snapshot.
-    async fn snapshot_volume(&self, instance: Option<InstanceId>, volume: VolumeId, snapshot: SnapshotId) -> Result<()>;
+    async fn snapshot_volume(&self, instance: Option<InstanceId>, volume: VolumeId, snapshot: SnapshotId)
+        -> Result<()>;
 
     // ---- backups (artifacts of the host's backup target)
 

@@ -7,8 +7,8 @@
 //!   In the all-in-one `kumod` the image store is `DATA_DIR/images`, which the local host reads
 //!   directly; a remote agent fetches and pushes these artifacts over its transport.
 
-use serde::{Deserialize, Serialize};
 use kumo_types::{BackupId, ImageId, ProjectId, SnapshotId};
+use serde::{Deserialize, Serialize};
 
 /// What a new volume starts from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,10 +2,9 @@
 //! deleted by retention (`prune`); nothing updates them.
 
 use crate::{new_id, page, parse_ts, parse_uuid, ts, Conn, Result};
-use kumo_types::{AuditEntryId, ProjectId, TokenId, UserId};
 use chrono::{DateTime, Utc};
 use kumo_types::page::PageRequest;
-use kumo_types::{AuditEntryView, ResultsPage};
+use kumo_types::{AuditEntryId, AuditEntryView, ProjectId, ResultsPage, TokenId, UserId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 

@@ -1,10 +1,9 @@
 //! Volume backups. Taken synchronously (the manifest is in the target before the row commits).
 
 use crate::page::Keyed;
-use kumo_types::{BackupId, ProjectId, VolumeId};
 use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use kumo_types::page::PageRequest;
-use kumo_types::{BackupView, NameOrId, ResultsPage};
+use kumo_types::{BackupId, BackupView, NameOrId, ProjectId, ResultsPage, VolumeId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;

@@ -3,8 +3,8 @@
 //! Money is integers only: unit prices in micro-units, costs in minor units (cents).
 
 use crate::{new_id, now, parse_ts, parse_uuid, ts, Conn, Result};
-use kumo_types::{InvoiceId, PriceId, ProjectId};
 use chrono::{DateTime, Utc};
+use kumo_types::{InvoiceId, PriceId, ProjectId};
 use sqlx::Row;
 
 /// One price of the catalogue, in force from `effective_from` until the next price of the same

@@ -1,10 +1,9 @@
 //! Events: an append-only record of every state change, with its cause.
 
-use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
-use kumo_types::ProjectId;
+use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use chrono::{DateTime, Utc};
 use kumo_types::page::PageRequest;
-use kumo_types::{EventId, EventView, ResultsPage};
+use kumo_types::{EventId, EventView, InstanceState, ProjectId, ResultsPage, VolumeState};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -109,8 +108,36 @@ pub struct MeterRow {
     pub resource_name: String,
     pub time: DateTime<Utc>,
     pub kind: String,
-    pub to_state: Option<String>,
+    pub to_state: Option<EventState>,
     pub detail: Option<String>,
+}
+
+/// The state an event recorded, parsed by the kind of resource it is about. Events keep states as
+/// text; a stored state the resource's state machine does not have is corrupt data, not a string
+/// to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventState {
+    Instance(InstanceState),
+    Volume(VolumeState),
+}
+
+impl EventState {
+    fn parse(resource_type: &str, s: &str) -> Result<EventState> {
+        let state = match resource_type {
+            "instance" => InstanceState::parse(s).map(EventState::Instance),
+            "volume" => VolumeState::parse(s).map(EventState::Volume),
+            _ => None,
+        };
+        state.ok_or_else(|| StoreError::Corrupt(format!("{resource_type} event with state '{s}'")))
+    }
+
+    /// The instance state, if this is one.
+    pub fn instance(self) -> Option<InstanceState> {
+        match self {
+            EventState::Instance(s) => Some(s),
+            EventState::Volume(_) => None,
+        }
+    }
 }
 
 /// Every event of `resource_type` in a project before `until`, by resource then time: the input
@@ -138,7 +165,10 @@ pub async fn for_metering(
                 resource_name: r.try_get(1)?,
                 time: parse_ts(&r.try_get::<String, _>(2)?)?,
                 kind: r.try_get(3)?,
-                to_state: r.try_get(4)?,
+                to_state: r
+                    .try_get::<Option<String>, _>(4)?
+                    .map(|s| EventState::parse(resource_type, &s))
+                    .transpose()?,
                 detail: r.try_get(5)?,
             })
         })

@@ -2,9 +2,8 @@
 //! one instance. An address is taken by inserting its row (unique among live rows).
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
-use kumo_types::{FloatingIpId, InstanceId, ProjectId};
 use kumo_types::page::PageRequest;
-use kumo_types::{FloatingIpView, NameOrId, ResultsPage};
+use kumo_types::{FloatingIpId, FloatingIpView, InstanceId, NameOrId, ProjectId, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -73,7 +72,9 @@ pub async fn insert(
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
-    get(conn, project_id, &NameOrId::Id(id.get())).await?.ok_or_else(|| StoreError::Corrupt("floating ip vanished".into()))
+    get(conn, project_id, &NameOrId::Id(id.get()))
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("floating ip vanished".into()))
 }
 
 pub async fn get(conn: &mut Conn, project_id: ProjectId, s: &NameOrId) -> Result<Option<FloatingIpRecord>> {

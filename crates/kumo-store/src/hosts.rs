@@ -5,9 +5,8 @@
 //! makes concurrent reservations unable to overshoot.
 
 use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
-use kumo_types::HostId;
 use kumo_types::page::PageRequest;
-use kumo_types::{HostView, NameOrId, ResultsPage};
+use kumo_types::{HostId, HostView, NameOrId, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 

@@ -2,9 +2,8 @@
 //! A name is looked up in the project first, then among public images.
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
-use kumo_types::{ImageId, ProjectId};
 use kumo_types::page::PageRequest;
-use kumo_types::{ImageBoot, ImageView, NameOrId, ResultsPage};
+use kumo_types::{ImageBoot, ImageId, ImageView, NameOrId, ProjectId, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 

@@ -5,11 +5,12 @@
 //! change and its event are written in one transaction by the caller (`kumo-control`).
 
 use crate::hosts::Resources;
-use kumo_types::{HostId, ImageId, InstanceId, InstanceTypeId, ProjectId};
 use crate::page::Keyed;
 use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{InstanceState, InstanceView, NameOrId, ResultsPage};
+use kumo_types::{
+    HostId, ImageId, InstanceId, InstanceState, InstanceTypeId, InstanceView, NameOrId, ProjectId, ResultsPage,
+};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;

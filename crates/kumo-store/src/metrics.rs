@@ -10,8 +10,8 @@
 //! are taken, so none arrive for an interval that has already been rolled up.
 
 use crate::{parse_ts, parse_uuid, ts, Conn, Result, StoreError};
-use kumo_types::InstanceId;
 use chrono::{DateTime, TimeDelta, Utc};
+use kumo_types::InstanceId;
 use sqlx::Row;
 use std::collections::BTreeMap;
 

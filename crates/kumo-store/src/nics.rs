@@ -4,10 +4,9 @@
 //! the address (soft delete of the interface).
 
 use crate::vpcs::SubnetRecord;
-use kumo_types::{HostId, InstanceId, NicId, SubnetId, VpcId};
 use crate::{map_unique, new_id, now, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::network::mac_for;
-use kumo_types::NetworkInterfaceView;
+use kumo_types::{HostId, InstanceId, InstanceState, NetworkInterfaceView, NicId, SubnetId, VpcId};
 use sqlx::Row;
 use std::net::Ipv4Addr;
 
@@ -84,7 +83,8 @@ pub async fn for_instances(
     conn: &mut Conn,
     ids: &[InstanceId],
 ) -> Result<std::collections::HashMap<InstanceId, (Vec<NetworkInterfaceView>, Option<String>)>> {
-    let mut out: std::collections::HashMap<InstanceId, (Vec<NetworkInterfaceView>, Option<String>)> = Default::default();
+    let mut out: std::collections::HashMap<InstanceId, (Vec<NetworkInterfaceView>, Option<String>)> =
+        Default::default();
     if ids.is_empty() {
         return Ok(out);
     }
@@ -133,7 +133,7 @@ pub struct HostInterface {
     pub instance_id: InstanceId,
     pub instance_name: String,
     pub host_id: HostId,
-    pub instance_state: String,
+    pub instance_state: InstanceState,
     pub user_data: Option<String>,
     pub subnet_id: SubnetId,
     pub vpc_id: VpcId,
@@ -164,7 +164,10 @@ pub async fn on_host(conn: &mut Conn, host_id: HostId) -> Result<Vec<HostInterfa
                 instance_id: parse_uuid(&r.try_get::<String, _>(1)?)?,
                 instance_name: r.try_get(2)?,
                 host_id: parse_uuid(&r.try_get::<String, _>(3)?)?,
-                instance_state: r.try_get(4)?,
+                instance_state: {
+                    let s: String = r.try_get(4)?;
+                    InstanceState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("instance state '{s}'")))?
+                },
                 user_data: r.try_get(5)?,
                 subnet_id: parse_uuid(&r.try_get::<String, _>(6)?)?,
                 vpc_id: parse_uuid(&r.try_get::<String, _>(7)?)?,

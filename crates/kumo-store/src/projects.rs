@@ -1,9 +1,8 @@
 //! Projects.
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
-use kumo_types::{ProjectId, UserId};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ProjectView, ResultsPage};
+use kumo_types::{NameOrId, ProjectId, ProjectView, ResultsPage, UserId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -51,11 +50,7 @@ pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<Proj
 }
 
 /// The projects `user_id` is a member of.
-pub async fn list_for_user(
-    conn: &mut Conn,
-    user_id: UserId,
-    req: &PageRequest,
-) -> Result<ResultsPage<ProjectView>> {
+pub async fn list_for_user(conn: &mut Conn, user_id: UserId, req: &PageRequest) -> Result<ResultsPage<ProjectView>> {
     let sql = format!(
         "SELECT {COLS} FROM projects p JOIN project_members m ON m.project_id = p.id \
          WHERE m.user_id = $1 AND p.time_deleted IS NULL"

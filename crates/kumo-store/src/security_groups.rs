@@ -1,10 +1,9 @@
 //! Security groups, their rules (replaced as a whole) and which instances they apply to.
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
-use kumo_types::{InstanceId, ProjectId, SecurityGroupId};
 use kumo_types::network::{RuleDirection, RuleProtocol};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, SecurityGroupView, SecurityRule};
+use kumo_types::{InstanceId, NameOrId, ProjectId, ResultsPage, SecurityGroupId, SecurityGroupView, SecurityRule};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;

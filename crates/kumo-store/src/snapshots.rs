@@ -2,10 +2,9 @@
 //! state machine: a row exists once its layer does.
 
 use crate::page::Keyed;
-use kumo_types::{ProjectId, SnapshotId, VolumeId};
 use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, SnapshotView};
+use kumo_types::{NameOrId, ProjectId, ResultsPage, SnapshotId, SnapshotView, VolumeId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;

@@ -1,9 +1,8 @@
 //! SSH public keys of a project.
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
-use kumo_types::{ProjectId, SshKeyId};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, SshKeyView};
+use kumo_types::{NameOrId, ProjectId, ResultsPage, SshKeyId, SshKeyView};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 

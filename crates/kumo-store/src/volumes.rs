@@ -2,10 +2,9 @@
 //! the volume reconciler race); the caller records the event in the same transaction.
 
 use crate::page::Keyed;
-use kumo_types::{InstanceId, ProjectId, VolumeId};
 use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, VolumeState, VolumeView};
+use kumo_types::{InstanceId, NameOrId, ProjectId, ResultsPage, VolumeId, VolumeState, VolumeView};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -213,7 +212,12 @@ pub async fn set_state(
 }
 
 /// Sets the I/O limits (None: unlimited); they are not part of the state machine.
-pub async fn set_limits(conn: &mut Conn, id: VolumeId, iops: Option<i64>, bandwidth_mib_s: Option<i64>) -> Result<bool> {
+pub async fn set_limits(
+    conn: &mut Conn,
+    id: VolumeId,
+    iops: Option<i64>,
+    bandwidth_mib_s: Option<i64>,
+) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE volumes SET iops_limit = $1, bandwidth_mib_s = $2, generation = generation + 1, time_modified = $3 \
          WHERE id = $4 AND time_deleted IS NULL",

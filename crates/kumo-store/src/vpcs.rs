@@ -4,10 +4,9 @@
 //! allocations on PostgreSQL (SQLite has one writer); the partial unique indexes are the backstop.
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
-use kumo_types::{ProjectId, SubnetId, VpcId};
 use kumo_types::network::SubnetPlan;
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, SubnetView, VpcView};
+use kumo_types::{NameOrId, ProjectId, ResultsPage, SubnetId, SubnetView, VpcId, VpcView};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -267,7 +266,11 @@ pub async fn get_subnet(conn: &mut Conn, vpc_id: VpcId, s: &NameOrId) -> Result<
 }
 
 /// A live subnet by id within a project (selectors by id need no VPC).
-pub async fn get_subnet_in_project(conn: &mut Conn, project_id: ProjectId, id: SubnetId) -> Result<Option<SubnetRecord>> {
+pub async fn get_subnet_in_project(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    id: SubnetId,
+) -> Result<Option<SubnetRecord>> {
     let sql =
         format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.project_id = $1 AND s.id = $2 AND s.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(project_id.to_string()).bind(id.to_string()).fetch_optional(&mut *conn).await?;

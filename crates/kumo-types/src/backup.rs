@@ -1,6 +1,6 @@
 //! Volume backups: copies of a volume's data in a backup target, restorable into new volumes.
 
-use crate::{BackupId};
+use crate::BackupId;
 use crate::Name;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,7 +1,7 @@
 //! Quotas, prices, usage, invoices and budgets on the wire. Money: unit prices as decimal strings
 //! (plus the exact integer micro-units), costs in integer minor units (cents).
 
-use crate::{PriceId};
+use crate::PriceId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;

@@ -1,6 +1,6 @@
 //! Events: every state change of every resource, with time and cause.
 
-use crate::{EventId};
+use crate::EventId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;

@@ -1,6 +1,6 @@
 //! Hosts (operators only): the machines instances run on and their capacity.
 
-use crate::{HostId};
+use crate::HostId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -1,7 +1,7 @@
 //! Identity: users, login, API tokens, project members and the audit log.
 
-use crate::{AuditEntryId, ProjectId, TokenId, UserId};
 use crate::Name;
+use crate::{AuditEntryId, ProjectId, TokenId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

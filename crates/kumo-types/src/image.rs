@@ -1,7 +1,7 @@
 //! Images: bootable disk templates. Public images (project null) are provided by the operator;
 //! project images are imported by tenants.
 
-use crate::{ImageId};
+use crate::ImageId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

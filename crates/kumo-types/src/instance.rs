@@ -13,7 +13,7 @@
 //! any → deleting → destroyed (soft-deleted row: history stays)
 //! ```
 
-use crate::{InstanceId};
+use crate::InstanceId;
 use crate::Name;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,6 +1,6 @@
 //! Instance types (plans): the sizes an instance can have. The operator extends the catalogue.
 
-use crate::{InstanceTypeId};
+use crate::InstanceTypeId;
 use crate::Name;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -5,8 +5,8 @@
 //! and the agent (gateway on the bridge, DHCP answers) agree on what a subnet's reserved addresses
 //! are: the network address, the gateway (first host) and the broadcast address.
 
-use crate::{FloatingIpId, SecurityGroupId, SshKeyId, SubnetId, VpcId};
 use crate::Name;
+use crate::{FloatingIpId, SecurityGroupId, SshKeyId, SubnetId, VpcId};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;

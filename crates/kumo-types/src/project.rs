@@ -1,7 +1,7 @@
 //! Projects: the unit of tenancy; every tenant resource lives in one.
 
-use crate::{ProjectId};
 use crate::Name;
+use crate::ProjectId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

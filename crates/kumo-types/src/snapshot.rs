@@ -1,8 +1,8 @@
 //! Snapshots: the data of a volume at one instant (crash-consistent), taken while it is detached
 //! or attached to a running guest. A snapshot is the source of new volumes.
 
-use crate::{SnapshotId};
 use crate::Name;
+use crate::SnapshotId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

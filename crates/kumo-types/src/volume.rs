@@ -13,8 +13,8 @@
 //! available → deleting → deleted (soft-deleted row)
 //! ```
 
-use crate::{VolumeId};
 use crate::Name;
+use crate::VolumeId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

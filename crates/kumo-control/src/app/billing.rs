@@ -17,13 +17,13 @@ use crate::metering::{self, MeterEvent, PriceBook, Size};
 use crate::App;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use kumo_store::billing::{InvoiceRecord, LineRecord};
-use kumo_store::events::NewEvent;
+use kumo_store::events::{EventState, NewEvent};
 use kumo_store::Conn;
 use kumo_types::billing::{
     BudgetSet, BudgetView, InvoiceList, InvoiceSummary, InvoiceView, PriceList, PriceSet, PriceView, UsageInterval,
     UsageLine, UsageReport,
 };
-use kumo_types::{ErrorCode, NameOrId, ProjectId, ProjectView, money};
+use kumo_types::{money, ErrorCode, NameOrId, ProjectId, ProjectView, VolumeState};
 
 /// Price kinds: (kind, price unit).
 pub const PRICE_KINDS: [(&str, &str); 7] = [
@@ -130,7 +130,7 @@ pub async fn lines(
             .iter()
             .map(|r| MeterEvent {
                 time: r.time,
-                to_state: r.to_state.clone(),
+                to_state: r.to_state.and_then(EventState::instance),
                 size: r.detail.as_deref().and_then(|d| serde_json::from_str::<Size>(d).ok()),
             })
             .collect();
@@ -186,9 +186,9 @@ async fn storage_lines(
                         Meter::Backup => detail["bytes_stored"].as_i64().map(|b| (b + (1 << 30) - 1) >> 30),
                         _ => detail["size_gib"].as_i64(),
                     };
-                    let exists = match (r.kind.as_str(), r.to_state.as_deref()) {
+                    let exists = match (r.kind.as_str(), r.to_state) {
                         ("created", _) => Some(true),
-                        ("deleted", _) | (_, Some("deleted")) => Some(false),
+                        ("deleted", _) | (_, Some(EventState::Volume(VolumeState::Deleted))) => Some(false),
                         _ => None,
                     };
                     StorageEvent { time: r.time, exists, gib }

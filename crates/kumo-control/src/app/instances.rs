@@ -16,7 +16,10 @@ use kumo_store::hosts::Resources;
 use kumo_store::instances::{InstanceRecord, NewInstance};
 use kumo_store::Conn;
 use kumo_types::page::PageRequest;
-use kumo_types::{ErrorCode, HostId, InstanceAction, InstanceCreate, InstanceId, InstanceObservation, InstanceState, InstanceView, Name, NameOrId, ResultsPage, Transition, USER_DATA_MAX_BYTES};
+use kumo_types::{
+    ErrorCode, HostId, InstanceAction, InstanceCreate, InstanceId, InstanceObservation, InstanceState, InstanceView,
+    Name, NameOrId, ResultsPage, Transition, USER_DATA_MAX_BYTES,
+};
 
 /// What the instance should end up as, given its state.
 pub fn desired(state: InstanceState) -> &'static str {

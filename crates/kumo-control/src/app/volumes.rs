@@ -21,7 +21,10 @@ use kumo_store::volumes::{NewVolume, SourceKind, VolumeRecord};
 use kumo_store::Conn;
 use kumo_types::page::PageRequest;
 use kumo_types::volume::{BANDWIDTH_LIMIT_MAX_MIB_S, IOPS_LIMIT_MAX, VOLUMES_PER_INSTANCE_MAX, VOLUME_MAX_GIB};
-use kumo_types::{ErrorCode, EventView, InstanceId, InstanceState, ResultsPage, VolumeAction, VolumeCreate, VolumeId, VolumeObservation, VolumeState, VolumeTransition, VolumeView};
+use kumo_types::{
+    ErrorCode, EventView, InstanceId, InstanceState, ResultsPage, VolumeAction, VolumeCreate, VolumeId,
+    VolumeObservation, VolumeState, VolumeTransition, VolumeView,
+};
 
 const GIB: i64 = 1 << 30;
 

@@ -12,8 +12,9 @@ use kumo_store::vpcs::{SubnetRecord, VpcInsertError, VpcRecord};
 use kumo_store::Conn;
 use kumo_types::network::parse_private_cidr;
 use kumo_types::page::PageRequest;
-use kumo_types::ErrorCode;
-use kumo_types::{NameOrId, ProjectId, ProjectView, ResultsPage, SubnetCreate, SubnetId, SubnetView, VpcCreate, VpcView};
+use kumo_types::{
+    ErrorCode, NameOrId, ProjectId, ProjectView, ResultsPage, SubnetCreate, SubnetId, SubnetView, VpcCreate, VpcView,
+};
 use uuid::Uuid;
 
 /// The name of every project's default VPC, subnet and security group.

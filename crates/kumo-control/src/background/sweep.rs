@@ -31,9 +31,9 @@
 //!
 //! Anything else is not kumod's and is left alone.
 
-use kumo_types::ImageId;
 use super::{Error, Task};
 use crate::App;
+use kumo_types::ImageId;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
