@@ -140,11 +140,11 @@ mod tests {
 
     #[test]
     fn a_desired_network_survives_the_wire() {
-        let group = Uuid::new_v4();
+        let group = uuid::Uuid::new_v4();
         let mut want = DesiredNet {
             vpcs: vec![VpcNet { vni: 7, zone: 3, subnets: vec!["10.0.0.0/24".parse().unwrap()] }],
             nics: vec![NicNet {
-                id: Uuid::new_v4(),
+                id: uuid::Uuid::new_v4(),
                 vni: 7,
                 zone: 3,
                 subnet: "10.0.0.0/24".parse().unwrap(),
