@@ -505,13 +505,13 @@ async fn bench_metrics_ingestion_and_day_query() {
     let ids: Vec<kumo_types::InstanceId> = (0..INSTANCES).map(|_| kumo_types::InstanceId::new_v7()).collect();
     let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").expect("t0").with_timezone(&chrono::Utc);
     let mut previous: Vec<kumo_agent::InstanceSample> =
-        ids.iter().map(|id| kumo_agent::sim::simulated_sample(*id, 512, 0.0)).collect();
+        ids.iter().map(|id| kumo_agent::sim::simulated_sample(id.get(), 512, 0.0)).collect();
     let (cpu0, wall0) = (process_cpu(), Instant::now());
     for round in 1..=ROUNDS {
         let now = t0 + chrono::TimeDelta::seconds(5 * round);
         let mut rows = Vec::with_capacity(INSTANCES);
         for (i, id) in ids.iter().enumerate() {
-            let cur = kumo_agent::sim::simulated_sample(*id, 512, 5.0 * round as f64);
+            let cur = kumo_agent::sim::simulated_sample(id.get(), 512, 5.0 * round as f64);
             let values = kumo_control::background::monitoring::rates(&previous[i], &cur, 5.0).expect("rates");
             rows.push(MetricRow { instance_id: *id, time: now, values });
             previous[i] = cur;
