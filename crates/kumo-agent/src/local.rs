@@ -18,8 +18,9 @@ use crate::system::tool::ToolError;
 use crate::{AgentError, Hypervisor};
 use async_trait::async_trait;
 use kumo_host_api::{
-    ApplyReport, BackupStats, DesiredNet, GuestStatus, HostAgent, HostError, HostInfo, ImageFile, ImageInfo,
-    InstanceSample, InstanceSpec, IoLimits, Result, SerialChunk, SweepStats, VolumeDisk, VolumeOrigin,
+    ApplyReport, BackupId, BackupStats, DesiredNet, GuestStatus, HostAgent, HostError, HostInfo, ImageFile, ImageId,
+    ImageInfo, InstanceId, InstanceSample, InstanceSpec, IoLimits, ProjectId, Result, SerialChunk, SnapshotId,
+    SweepStats, VolumeDisk, VolumeId, VolumeOrigin,
 };
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
@@ -96,7 +97,7 @@ impl LocalAgent {
     }
 
     /// The directory of an image in the image store.
-    fn image_dir(&self, image: Uuid) -> PathBuf {
+    fn image_dir(&self, image: ImageId) -> PathBuf {
         self.images_dir.join(image.to_string())
     }
 
@@ -124,119 +125,126 @@ impl HostAgent for LocalAgent {
         Ok(self.driver.start(&self.for_this_host(spec)).await?)
     }
 
-    async fn status(&self, id: Uuid) -> Result<GuestStatus> {
-        Ok(self.driver.status(id).await?)
+    async fn status(&self, id: InstanceId) -> Result<GuestStatus> {
+        Ok(self.driver.status(id.get()).await?)
     }
 
-    async fn stop(&self, id: Uuid, grace: Duration) -> Result<()> {
-        Ok(self.driver.stop(id, grace).await?)
+    async fn stop(&self, id: InstanceId, grace: Duration) -> Result<()> {
+        Ok(self.driver.stop(id.get(), grace).await?)
     }
 
-    async fn reboot(&self, id: Uuid) -> Result<()> {
-        Ok(self.driver.reboot(id).await?)
+    async fn reboot(&self, id: InstanceId) -> Result<()> {
+        Ok(self.driver.reboot(id.get()).await?)
     }
 
-    async fn destroy(&self, id: Uuid) -> Result<()> {
-        Ok(self.driver.destroy(id).await?)
+    async fn destroy(&self, id: InstanceId) -> Result<()> {
+        Ok(self.driver.destroy(id.get()).await?)
     }
 
-    async fn serial(&self, id: Uuid, offset: u64, max: u64) -> Result<SerialChunk> {
-        Ok(self.driver.serial(id, offset, usize::try_from(max).unwrap_or(usize::MAX)).await?)
+    async fn serial(&self, id: InstanceId, offset: u64, max: u64) -> Result<SerialChunk> {
+        Ok(self.driver.serial(id.get(), offset, usize::try_from(max).unwrap_or(usize::MAX)).await?)
     }
 
     async fn trim_serial_logs(&self, max_bytes: u64) -> Result<u64> {
         Ok(self.driver.trim_serial_logs(max_bytes).await?)
     }
 
-    async fn list_instances(&self) -> Result<Vec<Uuid>> {
-        Ok(self.driver.list().await?)
+    async fn list_instances(&self) -> Result<Vec<InstanceId>> {
+        Ok(self.driver.list().await?.into_iter().map(InstanceId::from).collect())
     }
 
-    async fn quarantine_instance(&self, id: Uuid) -> Result<()> {
-        Ok(self.driver.quarantine(id, &self.quarantine).await?)
+    async fn quarantine_instance(&self, id: InstanceId) -> Result<()> {
+        Ok(self.driver.quarantine(id.get(), &self.quarantine).await?)
     }
 
-    async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>> {
-        Ok(self.driver.sample(id).await?)
+    async fn sample(&self, id: InstanceId) -> Result<Option<InstanceSample>> {
+        Ok(self.driver.sample(id.get()).await?)
     }
 
-    async fn create_volume(&self, id: Uuid, size_bytes: u64, origin: VolumeOrigin, encrypted: bool) -> Result<()> {
+    async fn create_volume(&self, id: VolumeId, size_bytes: u64, origin: VolumeOrigin, encrypted: bool) -> Result<()> {
         let pool = self.driver.pool();
         let source = match origin {
             VolumeOrigin::Empty => VolumeSource::Empty,
             VolumeOrigin::Image(disk) => VolumeSource::Image(disk),
-            VolumeOrigin::Snapshot(snapshot) => VolumeSource::Snapshot(snapshot),
+            VolumeOrigin::Snapshot(snapshot) => VolumeSource::Snapshot(snapshot.get()),
             VolumeOrigin::Backup { project, backup } => {
                 // The verified chunks into a raw file, then into the pool. The file is removed
                 // when done (or by the backup sweep, if kumod dies meanwhile).
-                let raw = Scratch::new(&self.backups_dir, "restore", id);
+                let raw = Scratch::new(&self.backups_dir, "restore", id.get());
                 let outcome = async {
                     tokio::fs::create_dir_all(&self.backups_dir)
                         .await
                         .map_err(|e| AgentError::io("create backups dir", e))?;
-                    crate::storage::backup::restore_raw(self.backups.as_ref(), project, backup, raw.path()).await?;
+                    crate::storage::backup::restore_raw(self.backups.as_ref(), project.get(), backup.get(), raw.path())
+                        .await?;
                     let source = VolumeSource::Raw(raw.path().to_path_buf());
-                    pool.create(id, size_bytes, &source, encrypted).await
+                    pool.create(id.get(), size_bytes, &source, encrypted).await
                 }
                 .await;
                 drop(raw);
                 return Ok(outcome?);
             }
         };
-        Ok(pool.create(id, size_bytes, &source, encrypted).await?)
+        Ok(pool.create(id.get(), size_bytes, &source, encrypted).await?)
     }
 
-    async fn delete_volume(&self, id: Uuid) -> Result<()> {
-        Ok(self.driver.pool().delete(id).await?)
+    async fn delete_volume(&self, id: VolumeId) -> Result<()> {
+        Ok(self.driver.pool().delete(id.get()).await?)
     }
 
-    async fn list_volumes(&self) -> Result<Vec<Uuid>> {
-        Ok(self.driver.pool().list().await?)
+    async fn list_volumes(&self) -> Result<Vec<VolumeId>> {
+        Ok(self.driver.pool().list().await?.into_iter().map(VolumeId::from).collect())
     }
 
-    async fn quarantine_volume(&self, id: Uuid) -> Result<()> {
-        Ok(self.driver.pool().quarantine(id, &self.quarantine).await?)
+    async fn quarantine_volume(&self, id: VolumeId) -> Result<()> {
+        Ok(self.driver.pool().quarantine(id.get(), &self.quarantine).await?)
     }
 
-    async fn collect_layers(&self, keep: HashSet<Uuid>) -> Result<u64> {
+    async fn collect_layers(&self, keep: HashSet<SnapshotId>) -> Result<u64> {
+        let keep: HashSet<Uuid> = keep.into_iter().map(SnapshotId::get).collect();
         Ok(self.driver.pool().collect_layers(&keep).await? as u64)
     }
 
-    async fn attach_volume(&self, instance: Uuid, volume: VolumeDisk) -> Result<()> {
-        Ok(self.driver.attach_volume(instance, &volume).await?)
+    async fn attach_volume(&self, instance: InstanceId, volume: VolumeDisk) -> Result<()> {
+        Ok(self.driver.attach_volume(instance.get(), &volume).await?)
     }
 
-    async fn set_volume_limits(&self, instance: Uuid, volume: Uuid, limits: IoLimits) -> Result<()> {
-        Ok(self.driver.set_volume_limits(instance, volume, limits).await?)
+    async fn set_volume_limits(&self, instance: InstanceId, volume: VolumeId, limits: IoLimits) -> Result<()> {
+        Ok(self.driver.set_volume_limits(instance.get(), volume.get(), limits).await?)
     }
 
-    async fn detach_volume(&self, instance: Uuid, volume: Uuid, deadline: Duration) -> Result<()> {
-        Ok(self.driver.detach_volume(instance, volume, deadline).await?)
+    async fn detach_volume(&self, instance: InstanceId, volume: VolumeId, deadline: Duration) -> Result<()> {
+        Ok(self.driver.detach_volume(instance.get(), volume.get(), deadline).await?)
     }
 
-    async fn grow_volume(&self, instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()> {
-        Ok(self.driver.grow_volume(instance, volume, size_bytes).await?)
+    async fn grow_volume(&self, instance: Option<InstanceId>, volume: VolumeId, size_bytes: u64) -> Result<()> {
+        Ok(self.driver.grow_volume(instance.map(InstanceId::get), volume.get(), size_bytes).await?)
     }
 
-    async fn snapshot_volume(&self, instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {
-        Ok(self.driver.snapshot_volume(instance, volume, snapshot).await?)
+    async fn snapshot_volume(
+        &self,
+        instance: Option<InstanceId>,
+        volume: VolumeId,
+        snapshot: SnapshotId,
+    ) -> Result<()> {
+        Ok(self.driver.snapshot_volume(instance.map(InstanceId::get), volume.get(), snapshot.get()).await?)
     }
 
-    async fn backup_volume(&self, volume: Uuid, project: Uuid, backup: Uuid) -> Result<BackupStats> {
+    async fn backup_volume(&self, volume: VolumeId, project: ProjectId, backup: BackupId) -> Result<BackupStats> {
         tokio::fs::create_dir_all(&self.backups_dir).await.map_err(|e| AgentError::io("create backups dir", e))?;
         // Removed when done (or by the backup sweep, if kumod dies meanwhile).
-        let raw = Scratch::new(&self.backups_dir, "export", backup);
+        let raw = Scratch::new(&self.backups_dir, "export", backup.get());
         let stats = async {
-            self.driver.pool().export_raw(volume, raw.path()).await?;
-            crate::storage::backup::backup_raw(self.backups.as_ref(), project, raw.path(), backup).await
+            self.driver.pool().export_raw(volume.get(), raw.path()).await?;
+            crate::storage::backup::backup_raw(self.backups.as_ref(), project.get(), raw.path(), backup.get()).await
         }
         .await;
         drop(raw);
         Ok(stats?)
     }
 
-    async fn delete_backup(&self, project: Uuid, backup: Uuid) -> Result<bool> {
-        Ok(self.backups.delete(project, backup).await?)
+    async fn delete_backup(&self, project: ProjectId, backup: BackupId) -> Result<bool> {
+        Ok(self.backups.delete(project.get(), backup.get()).await?)
     }
 
     async fn sweep_backups(&self, grace: Duration) -> Result<SweepStats> {
@@ -270,12 +278,12 @@ impl HostAgent for LocalAgent {
         Ok(qemu_img::info(&self.image_path(&file)?, Some("qcow2")).await?)
     }
 
-    async fn export_snapshot(&self, snapshot: Uuid, dst: ImageFile) -> Result<()> {
-        Ok(self.driver.pool().export_snapshot(snapshot, &self.image_path(&dst)?).await?)
+    async fn export_snapshot(&self, snapshot: SnapshotId, dst: ImageFile) -> Result<()> {
+        Ok(self.driver.pool().export_snapshot(snapshot.get(), &self.image_path(&dst)?).await?)
     }
 
-    async fn export_root_disk(&self, id: Uuid, dst: ImageFile) -> Result<()> {
-        Ok(self.driver.export_root_disk(id, &self.image_path(&dst)?).await?)
+    async fn export_root_disk(&self, id: InstanceId, dst: ImageFile) -> Result<()> {
+        Ok(self.driver.export_root_disk(id.get(), &self.image_path(&dst)?).await?)
     }
 
     async fn apply_network(&self, want: DesiredNet) -> Result<Option<ApplyReport>> {
@@ -299,7 +307,7 @@ mod tests {
     async fn image_files_are_plain_names_inside_their_image() {
         let dir = tempfile::tempdir().unwrap();
         let a = agent(dir.path());
-        let image = Uuid::new_v4();
+        let image = ImageId::new_v7();
         for bad in ["../../etc/shadow", "/etc/shadow", "a/b", "", "."] {
             let err = a.image_info(ImageFile::new(image, bad)).await.unwrap_err();
             assert!(matches!(err, HostError::Failed(_)), "{bad}: {err:?}");

@@ -128,8 +128,9 @@ async fn time_get(kumod: &Kumod, path: &str, n: usize) -> Result<(Summary, usize
 /// 100,000 stopped instances like `template`, on a host row of their own.
 async fn insert_instances(url: &str, project: uuid::Uuid, template: uuid::Uuid) -> Result<()> {
     let store = kumo_store::Store::open(url).await?;
-    let rec = kumo_store::instances::get_by_id(&mut *store.read().await?, template).await?.context("template")?;
-    let host = kumo_store::new_id();
+    let rec =
+        kumo_store::instances::get_by_id(&mut *store.read().await?, template.into()).await?.context("template")?;
+    let host: uuid::Uuid = kumo_store::new_id();
     let mut tx = store.begin().await?;
     sqlx::query(
         "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
@@ -173,7 +174,7 @@ async fn insert_instances(url: &str, project: uuid::Uuid, template: uuid::Uuid) 
             .bind(rec.instance_type_id.to_string())
             .bind(host.to_string());
         for i in chunk {
-            q = q.bind(kumo_store::new_id().to_string()).bind(format!("vm-{i:06}"));
+            q = q.bind(kumo_store::new_id::<uuid::Uuid>().to_string()).bind(format!("vm-{i:06}"));
         }
         q.execute(&mut *tx).await?;
     }
@@ -248,7 +249,7 @@ async fn insert_usage(url: &str, project: uuid::Uuid) -> Result<(String, usize)>
         let mut q = sqlx::query(&sql).bind(project.to_string()).bind(detail);
         for (id, name, at, kind, to) in chunk {
             q = q
-                .bind(kumo_store::new_id().to_string())
+                .bind(kumo_store::new_id::<uuid::Uuid>().to_string())
                 .bind(kumo_store::ts(*at))
                 .bind(id.to_string())
                 .bind(name.clone())

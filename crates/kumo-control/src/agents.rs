@@ -7,24 +7,24 @@
 //! has one entry: the local host, under the id it registered with.
 
 use kumo_host_api::HostAgent;
+use kumo_types::HostId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// Host id → agent handle.
 pub struct HostAgents {
-    local: Uuid,
-    by_host: BTreeMap<Uuid, Arc<dyn HostAgent>>,
+    local: HostId,
+    by_host: BTreeMap<HostId, Arc<dyn HostAgent>>,
 }
 
 impl HostAgents {
     /// The agents of a control plane whose local host is `local`.
-    pub fn new(local: Uuid, agent: Arc<dyn HostAgent>) -> HostAgents {
+    pub fn new(local: HostId, agent: Arc<dyn HostAgent>) -> HostAgents {
         HostAgents { local, by_host: BTreeMap::from([(local, agent)]) }
     }
 
     /// The agent of a host, if the control plane has one for it.
-    pub fn get(&self, host: Uuid) -> Option<&dyn HostAgent> {
+    pub fn get(&self, host: HostId) -> Option<&dyn HostAgent> {
         self.by_host.get(&host).map(|a| a.as_ref())
     }
 
@@ -37,7 +37,7 @@ impl HostAgents {
     }
 
     /// Ids of every host with an agent.
-    pub fn hosts(&self) -> impl Iterator<Item = Uuid> + '_ {
+    pub fn hosts(&self) -> impl Iterator<Item = HostId> + '_ {
         self.by_host.keys().copied()
     }
 }

@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use axum::http::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use kumo_types::ErrorCode;
+use kumo_types::{ErrorCode, ProjectId, TokenId, UserId};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 /// user it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    pub token_id: uuid::Uuid,
+    pub token_id: TokenId,
     pub token_name: String,
     /// The user (None for the bootstrap operator token).
     pub user: Option<UserRef>,
@@ -34,12 +34,12 @@ pub struct Actor {
     pub operator: bool,
     /// The user's role in each project they are a member of, loaded with the token (and dropped
     /// from the cache when a membership changes), so a project-scoped check costs no query.
-    pub roles: Arc<BTreeMap<uuid::Uuid, String>>,
+    pub roles: Arc<BTreeMap<ProjectId, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRef {
-    pub id: uuid::Uuid,
+    pub id: UserId,
     pub name: String,
 }
 
@@ -89,12 +89,7 @@ impl OpContext {
     /// The authorisation check of an operation on a project's resources. A user who is not a
     /// member gets 404 (they may not learn the project exists); a member whose role does not
     /// allow the access gets 403.
-    pub fn authorize_project(
-        &self,
-        project_id: uuid::Uuid,
-        project_name: &str,
-        access: Access,
-    ) -> Result<(), ApiError> {
+    pub fn authorize_project(&self, project_id: ProjectId, project_name: &str, access: Access) -> Result<(), ApiError> {
         if self.actor.operator {
             return Ok(());
         }
@@ -164,7 +159,7 @@ impl TokenCache {
     }
 
     /// Drops every cached token of a user (their roles changed).
-    pub fn forget_user(&self, user_id: uuid::Uuid) {
+    pub fn forget_user(&self, user_id: UserId) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|_, (actor, _)| actor.user.as_ref().map(|u| u.id) != Some(user_id));
         drop(entries);

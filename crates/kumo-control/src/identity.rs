@@ -12,6 +12,7 @@
 
 use anyhow::{bail, Context};
 use kumo_store::Store;
+use kumo_types::HostId;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -122,14 +123,14 @@ pub async fn check_cloud(store: &Store, data_dir: &Path, db_url: &str) -> anyhow
 
 /// This host's stable id: `DATA_DIR/host-id`, written at the first start (adopting the host row
 /// of a data directory from before host ids).
-pub async fn host_id(store: &Store, data_dir: &Path, name: &str) -> anyhow::Result<Uuid> {
+pub async fn host_id(store: &Store, data_dir: &Path, name: &str) -> anyhow::Result<HostId> {
     let file = data_dir.join(HOST_ID_FILE);
     if let Some(id) = read_id(&file)? {
-        return Ok(id);
+        return Ok(HostId::from(id));
     }
     let adopted = kumo_store::hosts::adoptable(&mut *store.read().await?, name).await?;
     let id = adopted.unwrap_or_else(kumo_store::new_id);
-    write_id(&file, id)?;
+    write_id(&file, id.get())?;
     match adopted {
         Some(_) => {
             tracing::info!(host = %id, "adopted the existing host row; its id is now kept in {}", file.display())

@@ -27,6 +27,7 @@ pub mod telemetry;
 
 use kumo_host_api::HostAgent;
 use kumo_store::Store;
+use kumo_types::HostId;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +55,7 @@ pub struct ControlConfig {
     /// `--forwarded-header`); see [`http::forwarded`].
     pub trusted_proxies: http::forwarded::TrustedProxies,
     /// This host's stable id (`DATA_DIR/host-id`; see [`identity`]).
-    pub host_id: uuid::Uuid,
+    pub host_id: HostId,
     /// How long quarantined leaks and orphans are kept before they are deleted (`--quarantine-days`).
     pub quarantine_grace: Duration,
     /// Period of the orphan sweep (see [`background::sweep`]).
@@ -80,7 +81,7 @@ pub struct App {
     /// The hosts' agents, by host id (today the local host's alone); see [`agents`].
     pub hosts: agents::HostAgents,
     /// The id of the local host's row.
-    pub host_id: uuid::Uuid,
+    pub host_id: HostId,
     pub config: ControlConfig,
     pub tokens: context::TokenCache,
     /// Recent failed logins, for brute-force protection.

@@ -25,12 +25,13 @@
 
 use chrono::{DateTime, Utc};
 use kumo_types::billing::{UsageInterval, UsageLine};
-use kumo_types::money;
+use kumo_types::{money, InstanceState};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Instance states whose time is billed as running time.
-pub const BILLED_STATES: [&str; 3] = ["running", "rebooting", "stopping"];
+pub const BILLED_STATES: [InstanceState; 3] =
+    [InstanceState::Running, InstanceState::Rebooting, InstanceState::Stopping];
 
 /// Seconds in the "month" of a per-GiB-month price: 730 hours (the usual cloud convention, so a
 /// price does not depend on the length of the calendar month).
@@ -50,7 +51,7 @@ pub struct Size {
 pub struct MeterEvent {
     pub time: DateTime<Utc>,
     /// The state entered, for state changes (and `creating` for the creation).
-    pub to_state: Option<String>,
+    pub to_state: Option<InstanceState>,
     /// The size from this event on (None: unchanged).
     pub size: Option<Size>,
 }
@@ -154,37 +155,40 @@ impl Interval {
 /// Events at or after `to` are ignored; a state still in force at `to` is billed up to `to`.
 pub fn intervals(events: &[MeterEvent], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Interval> {
     let mut out: Vec<Interval> = Vec::new();
-    let mut state: Option<&str> = None;
+    let mut state: Option<InstanceState> = None;
     let mut size: Option<&Size> = None;
     let mut since: Option<DateTime<Utc>> = None;
-    let emit =
-        |out: &mut Vec<Interval>, state: Option<&str>, size: Option<&Size>, a: DateTime<Utc>, b: DateTime<Utc>| {
-            let (a, b) = (a.max(from), b.min(to));
-            let (Some(state), Some(size)) = (state, size) else { return };
-            if a >= b {
-                return;
-            }
-            let mut push = |meter: Meter, gib: i64| {
-                if let Some(last) = out.iter_mut().rev().find(|i| i.meter == meter) {
-                    if last.end == a && last.gib == gib {
-                        last.end = b;
-                        return;
-                    }
+    let emit = |out: &mut Vec<Interval>,
+                state: Option<InstanceState>,
+                size: Option<&Size>,
+                a: DateTime<Utc>,
+                b: DateTime<Utc>| {
+        let (a, b) = (a.max(from), b.min(to));
+        let (Some(state), Some(size)) = (state, size) else { return };
+        if a >= b {
+            return;
+        }
+        let mut push = |meter: Meter, gib: i64| {
+            if let Some(last) = out.iter_mut().rev().find(|i| i.meter == meter) {
+                if last.end == a && last.gib == gib {
+                    last.end = b;
+                    return;
                 }
-                out.push(Interval { meter, start: a, end: b, gib });
-            };
-            if BILLED_STATES.contains(&state) {
-                push(Meter::Running { instance_type: size.instance_type.clone() }, 1);
             }
-            if state != "destroyed" && size.disk_gib > 0 {
-                push(Meter::Disk, size.disk_gib);
-            }
+            out.push(Interval { meter, start: a, end: b, gib });
         };
+        if BILLED_STATES.contains(&state) {
+            push(Meter::Running { instance_type: size.instance_type.clone() }, 1);
+        }
+        if state != InstanceState::Destroyed && size.disk_gib > 0 {
+            push(Meter::Disk, size.disk_gib);
+        }
+    };
     for e in events.iter().take_while(|e| e.time < to) {
         if let Some(t) = since {
             emit(&mut out, state, size, t, e.time);
         }
-        if let Some(s) = &e.to_state {
+        if let Some(s) = e.to_state {
             state = Some(s);
         }
         if let Some(s) = &e.size {
@@ -392,7 +396,7 @@ mod tests {
     }
 
     fn ev(at: i64, state: Option<&str>, sz: Option<Size>) -> MeterEvent {
-        MeterEvent { time: t(at), to_state: state.map(Into::into), size: sz }
+        MeterEvent { time: t(at), to_state: state.map(|s| InstanceState::parse(s).expect("a state")), size: sz }
     }
 
     fn secs(ivs: &[Interval], m: &Meter) -> i64 {
@@ -535,14 +539,14 @@ mod tests {
             let mut state = None;
             let mut sz = None;
             for e in evs.iter().filter(|e| e.time <= t(s)) {
-                state = e.to_state.clone().or(state);
+                state = e.to_state.or(state);
                 sz = e.size.clone().or(sz);
             }
             let (Some(state), Some(sz)) = (state, sz) else { continue };
-            if BILLED_STATES.contains(&state.as_str()) {
+            if BILLED_STATES.contains(&state) {
                 *running.entry(sz.instance_type.clone()).or_default() += 1;
             }
-            if state != "destroyed" {
+            if state != InstanceState::Destroyed {
                 disk += sz.disk_gib;
             }
         }

@@ -7,7 +7,7 @@
 //! the insert, so concurrent creates cannot overshoot.
 
 use kumo_store::hosts::Resources;
-use kumo_types::HostView;
+use kumo_types::{HostId, HostView};
 
 fn free(h: &HostView) -> Resources {
     Resources {
@@ -24,7 +24,7 @@ pub fn fits(h: &HostView, want: Resources) -> bool {
 }
 
 /// Hosts that can take `want`, best first; or a message saying what is short.
-pub fn rank(hosts: &[HostView], want: Resources) -> Result<Vec<uuid::Uuid>, String> {
+pub fn rank(hosts: &[HostView], want: Resources) -> Result<Vec<HostId>, String> {
     let mut fitting: Vec<&HostView> = hosts.iter().filter(|h| fits(h, want)).collect();
     if fitting.is_empty() {
         return Err(shortage(hosts, want));
@@ -67,7 +67,7 @@ mod tests {
     fn host(name: &str, limit: [i64; 3], used: [i64; 3], gpus: (i64, i64)) -> HostView {
         let t = chrono::Utc::now();
         HostView {
-            id: uuid::Uuid::new_v4(),
+            id: kumo_types::HostId::new_v7(),
             name: name.into(),
             description: String::new(),
             time_created: t,

@@ -39,67 +39,72 @@ impl<A: HostAgent> HostAgent for JsonRoundTrip<A> {
     async fn start(&self, spec: InstanceSpec) -> Result<()> {
         call!(self.start(spec))
     }
-    async fn status(&self, id: Uuid) -> Result<GuestStatus> {
+    async fn status(&self, id: InstanceId) -> Result<GuestStatus> {
         call!(self.status(id))
     }
-    async fn stop(&self, id: Uuid, grace: Duration) -> Result<()> {
+    async fn stop(&self, id: InstanceId, grace: Duration) -> Result<()> {
         call!(self.stop(id, grace))
     }
-    async fn reboot(&self, id: Uuid) -> Result<()> {
+    async fn reboot(&self, id: InstanceId) -> Result<()> {
         call!(self.reboot(id))
     }
-    async fn destroy(&self, id: Uuid) -> Result<()> {
+    async fn destroy(&self, id: InstanceId) -> Result<()> {
         call!(self.destroy(id))
     }
-    async fn serial(&self, id: Uuid, offset: u64, max: u64) -> Result<SerialChunk> {
+    async fn serial(&self, id: InstanceId, offset: u64, max: u64) -> Result<SerialChunk> {
         call!(self.serial(id, offset, max))
     }
     async fn trim_serial_logs(&self, max_bytes: u64) -> Result<u64> {
         call!(self.trim_serial_logs(max_bytes))
     }
-    async fn list_instances(&self) -> Result<Vec<Uuid>> {
+    async fn list_instances(&self) -> Result<Vec<InstanceId>> {
         call!(self.list_instances())
     }
-    async fn quarantine_instance(&self, id: Uuid) -> Result<()> {
+    async fn quarantine_instance(&self, id: InstanceId) -> Result<()> {
         call!(self.quarantine_instance(id))
     }
-    async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>> {
+    async fn sample(&self, id: InstanceId) -> Result<Option<InstanceSample>> {
         call!(self.sample(id))
     }
-    async fn create_volume(&self, id: Uuid, size_bytes: u64, origin: VolumeOrigin, encrypted: bool) -> Result<()> {
+    async fn create_volume(&self, id: VolumeId, size_bytes: u64, origin: VolumeOrigin, encrypted: bool) -> Result<()> {
         call!(self.create_volume(id, size_bytes, origin, encrypted))
     }
-    async fn delete_volume(&self, id: Uuid) -> Result<()> {
+    async fn delete_volume(&self, id: VolumeId) -> Result<()> {
         call!(self.delete_volume(id))
     }
-    async fn list_volumes(&self) -> Result<Vec<Uuid>> {
+    async fn list_volumes(&self) -> Result<Vec<VolumeId>> {
         call!(self.list_volumes())
     }
-    async fn quarantine_volume(&self, id: Uuid) -> Result<()> {
+    async fn quarantine_volume(&self, id: VolumeId) -> Result<()> {
         call!(self.quarantine_volume(id))
     }
-    async fn collect_layers(&self, keep: HashSet<Uuid>) -> Result<u64> {
+    async fn collect_layers(&self, keep: HashSet<SnapshotId>) -> Result<u64> {
         call!(self.collect_layers(keep))
     }
-    async fn attach_volume(&self, instance: Uuid, volume: VolumeDisk) -> Result<()> {
+    async fn attach_volume(&self, instance: InstanceId, volume: VolumeDisk) -> Result<()> {
         call!(self.attach_volume(instance, volume))
     }
-    async fn set_volume_limits(&self, instance: Uuid, volume: Uuid, limits: IoLimits) -> Result<()> {
+    async fn set_volume_limits(&self, instance: InstanceId, volume: VolumeId, limits: IoLimits) -> Result<()> {
         call!(self.set_volume_limits(instance, volume, limits))
     }
-    async fn detach_volume(&self, instance: Uuid, volume: Uuid, deadline: Duration) -> Result<()> {
+    async fn detach_volume(&self, instance: InstanceId, volume: VolumeId, deadline: Duration) -> Result<()> {
         call!(self.detach_volume(instance, volume, deadline))
     }
-    async fn grow_volume(&self, instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()> {
+    async fn grow_volume(&self, instance: Option<InstanceId>, volume: VolumeId, size_bytes: u64) -> Result<()> {
         call!(self.grow_volume(instance, volume, size_bytes))
     }
-    async fn snapshot_volume(&self, instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {
+    async fn snapshot_volume(
+        &self,
+        instance: Option<InstanceId>,
+        volume: VolumeId,
+        snapshot: SnapshotId,
+    ) -> Result<()> {
         call!(self.snapshot_volume(instance, volume, snapshot))
     }
-    async fn backup_volume(&self, volume: Uuid, project: Uuid, backup: Uuid) -> Result<BackupStats> {
+    async fn backup_volume(&self, volume: VolumeId, project: ProjectId, backup: BackupId) -> Result<BackupStats> {
         call!(self.backup_volume(volume, project, backup))
     }
-    async fn delete_backup(&self, project: Uuid, backup: Uuid) -> Result<bool> {
+    async fn delete_backup(&self, project: ProjectId, backup: BackupId) -> Result<bool> {
         call!(self.delete_backup(project, backup))
     }
     async fn sweep_backups(&self, grace: Duration) -> Result<SweepStats> {
@@ -117,10 +122,10 @@ impl<A: HostAgent> HostAgent for JsonRoundTrip<A> {
     async fn image_info(&self, file: ImageFile) -> Result<ImageInfo> {
         call!(self.image_info(file))
     }
-    async fn export_snapshot(&self, snapshot: Uuid, dst: ImageFile) -> Result<()> {
+    async fn export_snapshot(&self, snapshot: SnapshotId, dst: ImageFile) -> Result<()> {
         call!(self.export_snapshot(snapshot, dst))
     }
-    async fn export_root_disk(&self, id: Uuid, dst: ImageFile) -> Result<()> {
+    async fn export_root_disk(&self, id: InstanceId, dst: ImageFile) -> Result<()> {
         call!(self.export_root_disk(id, dst))
     }
     async fn apply_network(&self, want: DesiredNet) -> Result<Option<ApplyReport>> {
@@ -135,11 +140,11 @@ mod tests {
 
     #[test]
     fn a_desired_network_survives_the_wire() {
-        let group = Uuid::new_v4();
+        let group = uuid::Uuid::new_v4();
         let mut want = DesiredNet {
             vpcs: vec![VpcNet { vni: 7, zone: 3, subnets: vec!["10.0.0.0/24".parse().unwrap()] }],
             nics: vec![NicNet {
-                id: Uuid::new_v4(),
+                id: uuid::Uuid::new_v4(),
                 vni: 7,
                 zone: 3,
                 subnet: "10.0.0.0/24".parse().unwrap(),

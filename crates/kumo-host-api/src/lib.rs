@@ -34,6 +34,8 @@ pub use compute::{
     BootSpec, GuestStatus, HostInfo, InstanceSample, InstanceSpec, IoLimits, NicSpec, SerialChunk, VolumeDisk,
 };
 pub use json::JsonRoundTrip;
+/// The typed ids the seam's calls take (re-exported so a host agent needs no other crate).
+pub use kumo_types::{BackupId, ImageId, InstanceId, ProjectId, SnapshotId, VolumeId};
 pub use net::{ApplyReport, DesiredNet};
 pub use storage::{BackupStats, ImageFile, ImageInfo, SweepStats, VolumeOrigin};
 
@@ -41,7 +43,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// A failure of a host operation, as it crosses the seam. `Display` is the host's message alone,
 /// so what the control plane records (e.g. a volume's failure reason) does not depend on the
@@ -83,85 +84,86 @@ pub trait HostAgent: Send + Sync + 'static {
     async fn start(&self, spec: InstanceSpec) -> Result<()>;
 
     /// What exists for the instance.
-    async fn status(&self, id: Uuid) -> Result<GuestStatus>;
+    async fn status(&self, id: InstanceId) -> Result<GuestStatus>;
 
     /// Asks the guest to power off (ACPI) and waits up to `grace`; then forces it off. Returns once
     /// no hypervisor process runs. Idempotent.
-    async fn stop(&self, id: Uuid, grace: Duration) -> Result<()>;
+    async fn stop(&self, id: InstanceId, grace: Duration) -> Result<()>;
 
     /// Resets the running guest.
-    async fn reboot(&self, id: Uuid) -> Result<()>;
+    async fn reboot(&self, id: InstanceId) -> Result<()>;
 
     /// Removes everything of the instance: process, disks, run directory. Idempotent.
-    async fn destroy(&self, id: Uuid) -> Result<()>;
+    async fn destroy(&self, id: InstanceId) -> Result<()>;
 
     /// The serial console output from absolute byte `offset` (or from the oldest byte still kept,
     /// when older ones were trimmed away), at most `max` bytes.
-    async fn serial(&self, id: Uuid, offset: u64, max: u64) -> Result<SerialChunk>;
+    async fn serial(&self, id: InstanceId, offset: u64, max: u64) -> Result<SerialChunk>;
 
     /// Trims every instance's serial log that grew past `max_bytes`. Returns the bytes discarded.
     async fn trim_serial_logs(&self, max_bytes: u64) -> Result<u64>;
 
     /// Ids of every instance that has anything on this host (for leak collection).
-    async fn list_instances(&self) -> Result<Vec<Uuid>>;
+    async fn list_instances(&self) -> Result<Vec<InstanceId>>;
 
     /// What leak collection does instead of [`HostAgent::destroy`]: stops the guest if it runs and
     /// moves its disks aside into the host's quarantine, where they stay for the grace period.
     /// Idempotent.
-    async fn quarantine_instance(&self, id: Uuid) -> Result<()>;
+    async fn quarantine_instance(&self, id: InstanceId) -> Result<()>;
 
     /// The instance's cumulative counters, or None when its guest is not running.
-    async fn sample(&self, id: Uuid) -> Result<Option<InstanceSample>>;
+    async fn sample(&self, id: InstanceId) -> Result<Option<InstanceSample>>;
 
     // ---- volumes
 
     /// Makes the volume exist with `size_bytes` from `origin`, encrypted at rest with a key of its
     /// own if asked. A no-op if it exists.
-    async fn create_volume(&self, id: Uuid, size_bytes: u64, origin: VolumeOrigin, encrypted: bool) -> Result<()>;
+    async fn create_volume(&self, id: VolumeId, size_bytes: u64, origin: VolumeOrigin, encrypted: bool) -> Result<()>;
 
     /// Removes the volume. A no-op if it is gone.
-    async fn delete_volume(&self, id: Uuid) -> Result<()>;
+    async fn delete_volume(&self, id: VolumeId) -> Result<()>;
 
     /// Ids of every volume in the host's pool (for leak collection).
-    async fn list_volumes(&self) -> Result<Vec<Uuid>>;
+    async fn list_volumes(&self) -> Result<Vec<VolumeId>>;
 
     /// What leak collection does instead of [`HostAgent::delete_volume`]: moves the volume (and
     /// its key) into the host's quarantine. Idempotent.
-    async fn quarantine_volume(&self, id: Uuid) -> Result<()>;
+    async fn quarantine_volume(&self, id: VolumeId) -> Result<()>;
 
     /// Removes snapshot layers that neither a live snapshot (`keep`) nor any volume's chain uses.
     /// Returns how many were removed.
-    async fn collect_layers(&self, keep: HashSet<Uuid>) -> Result<u64>;
+    async fn collect_layers(&self, keep: HashSet<SnapshotId>) -> Result<u64>;
 
     /// Hot-plugs a volume into the instance's running guest. A no-op when the guest does not run
     /// (the volume is on its command line at the next start) or already has it. Idempotent.
-    async fn attach_volume(&self, instance: Uuid, volume: VolumeDisk) -> Result<()>;
+    async fn attach_volume(&self, instance: InstanceId, volume: VolumeDisk) -> Result<()>;
 
     /// Changes the I/O limits of a volume the running guest has (live). A no-op when the guest
     /// does not run or does not have it.
-    async fn set_volume_limits(&self, instance: Uuid, volume: Uuid, limits: IoLimits) -> Result<()>;
+    async fn set_volume_limits(&self, instance: InstanceId, volume: VolumeId, limits: IoLimits) -> Result<()>;
 
     /// Unplugs a volume from the running guest, waiting up to `deadline` for the guest to release
     /// it; fails (the guest keeps it) if it does not. A no-op when the guest does not run or does
     /// not have it. Idempotent.
-    async fn detach_volume(&self, instance: Uuid, volume: Uuid, deadline: Duration) -> Result<()>;
+    async fn detach_volume(&self, instance: InstanceId, volume: VolumeId, deadline: Duration) -> Result<()>;
 
     /// Grows a volume: online when `instance` runs with it, else in the pool.
-    async fn grow_volume(&self, instance: Option<Uuid>, volume: Uuid, size_bytes: u64) -> Result<()>;
+    async fn grow_volume(&self, instance: Option<InstanceId>, volume: VolumeId, size_bytes: u64) -> Result<()>;
 
     /// Takes a crash-consistent snapshot of a volume; when `instance` runs with it, the guest's
     /// later writes go to the new top layer, never into the snapshot.
-    async fn snapshot_volume(&self, instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()>;
+    async fn snapshot_volume(&self, instance: Option<InstanceId>, volume: VolumeId, snapshot: SnapshotId)
+        -> Result<()>;
 
     // ---- backups (artifacts of the host's backup target)
 
     /// Backs up a volume no running guest has open, as backup `backup` of `project` (chunks the
     /// project's store has already are not stored again).
-    async fn backup_volume(&self, volume: Uuid, project: Uuid, backup: Uuid) -> Result<BackupStats>;
+    async fn backup_volume(&self, volume: VolumeId, project: ProjectId, backup: BackupId) -> Result<BackupStats>;
 
     /// Removes a backup, then every chunk of its project's store no other backup uses, unless a
     /// backup or restore holds the store. Returns whether it collected.
-    async fn delete_backup(&self, project: Uuid, backup: Uuid) -> Result<bool>;
+    async fn delete_backup(&self, project: ProjectId, backup: BackupId) -> Result<bool>;
 
     /// Collects what a crash or a busy deletion left in the backup target (older than `grace`).
     async fn sweep_backups(&self, grace: Duration) -> Result<SweepStats>;
@@ -182,10 +184,10 @@ pub trait HostAgent: Send + Sync + 'static {
     async fn image_info(&self, file: ImageFile) -> Result<ImageInfo>;
 
     /// Writes a snapshot's data (its whole chain) as the standalone qcow2 `dst`.
-    async fn export_snapshot(&self, snapshot: Uuid, dst: ImageFile) -> Result<()>;
+    async fn export_snapshot(&self, snapshot: SnapshotId, dst: ImageFile) -> Result<()>;
 
     /// Writes a stopped instance's root disk (its whole chain) as the standalone qcow2 `dst`.
-    async fn export_root_disk(&self, id: Uuid, dst: ImageFile) -> Result<()>;
+    async fn export_root_disk(&self, id: InstanceId, dst: ImageFile) -> Result<()>;
 
     // ---- network
 

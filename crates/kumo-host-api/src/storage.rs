@@ -7,8 +7,8 @@
 //!   In the all-in-one `kumod` the image store is `DATA_DIR/images`, which the local host reads
 //!   directly; a remote agent fetches and pushes these artifacts over its transport.
 
+use kumo_types::{BackupId, ImageId, ProjectId, SnapshotId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 /// What a new volume starts from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,20 +19,20 @@ pub enum VolumeOrigin {
     /// [`crate::InstanceSpec::image_disk`]).
     Image(std::path::PathBuf),
     /// A copy-on-write clone of a snapshot's layer in the host's pool.
-    Snapshot(Uuid),
+    Snapshot(SnapshotId),
     /// The data of a backup of the project, verified chunk by chunk.
-    Backup { project: Uuid, backup: Uuid },
+    Backup { project: ProjectId, backup: BackupId },
 }
 
 /// A file of an image in the image store: `name` (one plain file name) of image `image`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ImageFile {
-    pub image: Uuid,
+    pub image: ImageId,
     pub name: String,
 }
 
 impl ImageFile {
-    pub fn new(image: Uuid, name: impl Into<String>) -> ImageFile {
+    pub fn new(image: ImageId, name: impl Into<String>) -> ImageFile {
         ImageFile { image, name: name.into() }
     }
 }

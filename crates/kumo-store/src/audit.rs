@@ -4,7 +4,7 @@
 use crate::{new_id, page, parse_ts, parse_uuid, ts, Conn, Result};
 use chrono::{DateTime, Utc};
 use kumo_types::page::PageRequest;
-use kumo_types::{AuditEntryView, ResultsPage};
+use kumo_types::{AuditEntryId, AuditEntryView, ProjectId, ResultsPage, TokenId, UserId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -14,13 +14,13 @@ pub struct NewAuditEntry {
     pub time: DateTime<Utc>,
     pub request_id: String,
     pub actor: String,
-    pub user_id: Option<uuid::Uuid>,
-    pub token_id: Option<uuid::Uuid>,
+    pub user_id: Option<UserId>,
+    pub token_id: Option<TokenId>,
     pub source_address: String,
     pub method: String,
     pub path: String,
     pub operation: String,
-    pub project_id: Option<uuid::Uuid>,
+    pub project_id: Option<ProjectId>,
     pub status: u16,
     pub result: String,
 }
@@ -30,7 +30,7 @@ pub async fn record(conn: &mut Conn, e: &NewAuditEntry) -> Result<()> {
         "INSERT INTO audit_log (id, time_created, request_id, actor, user_id, token_id, source_address, method, \
          path, operation, project_id, status, result) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
-    .bind(new_id().to_string())
+    .bind(new_id::<AuditEntryId>().to_string())
     .bind(ts(e.time))
     .bind(&e.request_id)
     .bind(&e.actor)
@@ -53,12 +53,12 @@ pub async fn record(conn: &mut Conn, e: &NewAuditEntry) -> Result<()> {
 pub struct AuditFilter {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
-    pub user_id: Option<uuid::Uuid>,
-    pub project_id: Option<uuid::Uuid>,
+    pub user_id: Option<UserId>,
+    pub project_id: Option<ProjectId>,
     pub operation: Option<String>,
 }
 
-fn opt_uuid(r: &AnyRow, i: usize) -> Result<Option<uuid::Uuid>> {
+fn opt_uuid<I: From<uuid::Uuid>>(r: &AnyRow, i: usize) -> Result<Option<I>> {
     r.try_get::<Option<String>, _>(i)?.map(|s| parse_uuid(&s)).transpose()
 }
 
@@ -106,7 +106,7 @@ pub async fn list(conn: &mut Conn, f: &AuditFilter, req: &PageRequest) -> Result
     if let Some(o) = &f.operation {
         cond(&mut sql, "operation =", o.clone());
     }
-    page::fetch_by_id(conn, &sql, binds, "id", req, from_row, |e| e.id).await
+    page::fetch_by_id(conn, &sql, binds, "id", req, from_row, |e| e.id.into()).await
 }
 
 /// Deletes entries older than `before` (retention). Returns how many.

@@ -3,7 +3,7 @@
 use crate::page::Keyed;
 use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use kumo_types::page::PageRequest;
-use kumo_types::{BackupView, NameOrId, ResultsPage};
+use kumo_types::{BackupId, BackupView, NameOrId, ProjectId, ResultsPage, VolumeId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -15,8 +15,8 @@ const FROM: &str = "FROM volume_backups b JOIN projects p ON p.id = b.project_id
 #[derive(Debug, Clone)]
 pub struct BackupRecord {
     pub view: BackupView,
-    pub project_id: Uuid,
-    pub volume_id: Uuid,
+    pub project_id: ProjectId,
+    pub volume_id: VolumeId,
     pub encrypted: bool,
 }
 
@@ -25,7 +25,7 @@ impl Keyed for BackupRecord {
         &self.view.name
     }
     fn key_id(&self) -> Uuid {
-        self.view.id
+        self.view.id.get()
     }
 }
 
@@ -52,11 +52,11 @@ fn from_row(r: &AnyRow) -> Result<BackupRecord> {
 
 #[derive(Debug, Clone)]
 pub struct NewBackup<'a> {
-    pub id: Uuid,
-    pub project_id: Uuid,
+    pub id: BackupId,
+    pub project_id: ProjectId,
     pub name: &'a str,
     pub description: &'a str,
-    pub volume_id: Uuid,
+    pub volume_id: VolumeId,
     pub volume_name: &'a str,
     pub size_gib: i64,
     pub encrypted: bool,
@@ -89,7 +89,7 @@ pub async fn insert(conn: &mut Conn, n: &NewBackup<'_>) -> Result<()> {
     Ok(())
 }
 
-pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Option<BackupRecord>> {
+pub async fn get(conn: &mut Conn, project_id: ProjectId, sel: &NameOrId) -> Result<Option<BackupRecord>> {
     let (pred, val) = match sel {
         NameOrId::Id(id) => ("b.id = $2", id.to_string()),
         NameOrId::Name(n) => ("b.name = $2", n.to_string()),
@@ -100,19 +100,19 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Op
 }
 
 /// By id, deleted ones included (a volume being restored from a backup deleted meanwhile).
-pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<BackupRecord>> {
+pub async fn get_by_id(conn: &mut Conn, id: BackupId) -> Result<Option<BackupRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE b.id = $1");
     let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
-pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<BackupRecord>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<BackupRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE b.project_id = $1 AND b.time_deleted IS NULL");
     page::fetch(conn, &sql, &[project_id.to_string()], "b", req, from_row).await
 }
 
 /// Whether the volume has any backup (live or not): its next one is incremental.
-pub async fn volume_has_any(conn: &mut Conn, volume_id: Uuid) -> Result<bool> {
+pub async fn volume_has_any(conn: &mut Conn, volume_id: VolumeId) -> Result<bool> {
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM volume_backups WHERE volume_id = $1 AND time_deleted IS NULL")
             .bind(volume_id.to_string())
@@ -121,7 +121,7 @@ pub async fn volume_has_any(conn: &mut Conn, volume_id: Uuid) -> Result<bool> {
     Ok(n > 0)
 }
 
-pub async fn soft_delete(conn: &mut Conn, id: Uuid) -> Result<bool> {
+pub async fn soft_delete(conn: &mut Conn, id: BackupId) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE volume_backups SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL",
     )

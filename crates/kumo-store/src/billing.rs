@@ -4,13 +4,14 @@
 
 use crate::{new_id, now, parse_ts, parse_uuid, ts, Conn, Result};
 use chrono::{DateTime, Utc};
+use kumo_types::{InvoiceId, PriceId, ProjectId};
 use sqlx::Row;
 
 /// One price of the catalogue, in force from `effective_from` until the next price of the same
 /// kind and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PriceRecord {
-    pub id: uuid::Uuid,
+    pub id: PriceId,
     pub kind: String,
     pub name: String,
     pub unit_price_micros: i64,
@@ -25,7 +26,7 @@ pub async fn add_price(
     unit_price_micros: i64,
     at: DateTime<Utc>,
 ) -> Result<PriceRecord> {
-    let id = new_id();
+    let id: PriceId = new_id();
     sqlx::query(
         "INSERT INTO prices (id, kind, name, unit_price_micros, effective_from, time_created) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -81,7 +82,7 @@ pub struct LineRecord {
 /// A stored invoice of a closed month.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceRecord {
-    pub id: uuid::Uuid,
+    pub id: InvoiceId,
     pub period: String,
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
@@ -92,7 +93,7 @@ pub struct InvoiceRecord {
 
 /// Stores an invoice unless one exists for the period; returns the stored one either way (the
 /// first writer wins, so an invoice never changes once stored).
-pub async fn insert_invoice(conn: &mut Conn, project_id: uuid::Uuid, inv: &InvoiceRecord) -> Result<InvoiceRecord> {
+pub async fn insert_invoice(conn: &mut Conn, project_id: ProjectId, inv: &InvoiceRecord) -> Result<InvoiceRecord> {
     if let Some(existing) = invoice(conn, project_id, &inv.period).await? {
         return Ok(existing);
     }
@@ -144,7 +145,7 @@ pub async fn insert_invoice(conn: &mut Conn, project_id: uuid::Uuid, inv: &Invoi
 }
 
 /// The stored invoice of a project for a period (`YYYY-MM`), with its lines.
-pub async fn invoice(conn: &mut Conn, project_id: uuid::Uuid, period: &str) -> Result<Option<InvoiceRecord>> {
+pub async fn invoice(conn: &mut Conn, project_id: ProjectId, period: &str) -> Result<Option<InvoiceRecord>> {
     let row = sqlx::query(
         "SELECT id, period, period_start, period_end, total_cents, time_created FROM invoices \
          WHERE project_id = $1 AND period = $2",
@@ -154,7 +155,7 @@ pub async fn invoice(conn: &mut Conn, project_id: uuid::Uuid, period: &str) -> R
     .fetch_optional(&mut *conn)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let id = parse_uuid(&r.try_get::<String, _>(0)?)?;
+    let id: InvoiceId = parse_uuid(&r.try_get::<String, _>(0)?)?;
     let lines = sqlx::query(
         "SELECT resource_type, resource_id, resource_name, price_kind, price_name, quantity, unit, \
          unit_price_micros, price_unit, cost_cents, intervals FROM invoice_lines WHERE invoice_id = $1 ORDER BY line_no",
@@ -194,7 +195,7 @@ pub async fn invoice(conn: &mut Conn, project_id: uuid::Uuid, period: &str) -> R
 /// A project's monthly budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetRecord {
-    pub project_id: uuid::Uuid,
+    pub project_id: ProjectId,
     pub monthly_cents: i64,
     pub alert_at_percent: i64,
     pub last_alert_period: Option<String>,
@@ -202,7 +203,7 @@ pub struct BudgetRecord {
 
 pub async fn set_budget(
     conn: &mut Conn,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     monthly_cents: i64,
     alert_at_percent: i64,
 ) -> Result<()> {
@@ -241,7 +242,7 @@ fn budget_row(r: &sqlx::any::AnyRow) -> Result<BudgetRecord> {
     })
 }
 
-pub async fn budget(conn: &mut Conn, project_id: uuid::Uuid) -> Result<Option<BudgetRecord>> {
+pub async fn budget(conn: &mut Conn, project_id: ProjectId) -> Result<Option<BudgetRecord>> {
     let sql = format!("SELECT {BUDGET_COLS} FROM budgets b WHERE b.project_id = $1");
     let row = sqlx::query(&sql).bind(project_id.to_string()).fetch_optional(&mut *conn).await?;
     row.as_ref().map(budget_row).transpose()
@@ -258,7 +259,7 @@ pub async fn budgets(conn: &mut Conn) -> Result<Vec<BudgetRecord>> {
 }
 
 /// Marks the budget alerted for `period`; false when it already was (one alert per month).
-pub async fn mark_alerted(conn: &mut Conn, project_id: uuid::Uuid, period: &str) -> Result<bool> {
+pub async fn mark_alerted(conn: &mut Conn, project_id: ProjectId, period: &str) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE budgets SET last_alert_period = $1 WHERE project_id = $2 \
          AND (last_alert_period IS NULL OR last_alert_period <> $1)",

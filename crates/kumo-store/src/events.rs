@@ -1,17 +1,17 @@
 //! Events: an append-only record of every state change, with its cause.
 
 use crate::fast::Cols;
-use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store};
+use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use kumo_types::page::PageRequest;
-use kumo_types::{EventView, ResultsPage};
+use kumo_types::{EventId, EventView, InstanceState, ProjectId, ResultsPage, VolumeState};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// An event to record.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
-    pub project_id: Option<uuid::Uuid>,
+    pub project_id: Option<ProjectId>,
     pub resource_type: &'a str,
     pub resource_id: uuid::Uuid,
     pub resource_name: &'a str,
@@ -32,7 +32,7 @@ pub async fn record(conn: &mut Conn, e: &NewEvent<'_>) -> Result<EventView> {
 
 /// Records an event with an explicit time (imports, and tests that need a past period).
 pub async fn record_at(conn: &mut Conn, e: &NewEvent<'_>, at: DateTime<Utc>) -> Result<EventView> {
-    let id = new_id();
+    let id: EventId = new_id();
     sqlx::query(
         "INSERT INTO events (id, time_created, project_id, resource_type, resource_id, resource_name, kind, \
          from_state, to_state, cause, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -85,7 +85,7 @@ fn from_row(r: &AnyRow) -> Result<EventView> {
 /// id order (ids are time-ordered), whatever `sort_by` says.
 pub async fn list(
     conn: &mut Conn,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     resource_id: Option<uuid::Uuid>,
     req: &PageRequest,
 ) -> Result<ResultsPage<EventView>> {
@@ -99,7 +99,7 @@ pub async fn list(
         binds.push(r.to_string());
         sql.push_str(&format!(" AND e.resource_id = ${}", binds.len()));
     }
-    page::fetch_by_id(conn, &sql, binds, "e.id", req, from_row, |e| e.id).await
+    page::fetch_by_id(conn, &sql, binds, "e.id", req, from_row, |e| e.id.into()).await
 }
 
 /// One event as metering reads it.
@@ -109,15 +109,43 @@ pub struct MeterRow {
     pub resource_name: String,
     pub time: DateTime<Utc>,
     pub kind: String,
-    pub to_state: Option<String>,
+    pub to_state: Option<EventState>,
     pub detail: Option<String>,
+}
+
+/// The state an event recorded, parsed by the kind of resource it is about. Events keep states as
+/// text; a stored state the resource's state machine does not have is corrupt data, not a string
+/// to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventState {
+    Instance(InstanceState),
+    Volume(VolumeState),
+}
+
+impl EventState {
+    fn parse(resource_type: &str, s: &str) -> Result<EventState> {
+        let state = match resource_type {
+            "instance" => InstanceState::parse(s).map(EventState::Instance),
+            "volume" => VolumeState::parse(s).map(EventState::Volume),
+            _ => None,
+        };
+        state.ok_or_else(|| StoreError::Corrupt(format!("{resource_type} event with state '{s}'")))
+    }
+
+    /// The instance state, if this is one.
+    pub fn instance(self) -> Option<InstanceState> {
+        match self {
+            EventState::Instance(s) => Some(s),
+            EventState::Volume(_) => None,
+        }
+    }
 }
 
 /// Every event of `resource_type` in a project before `until`, by resource then time: the input
 /// of metering (a resource's whole history, so its state at the start of a window is known).
 pub async fn for_metering(
     conn: &mut Conn,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     resource_type: &str,
     until: DateTime<Utc>,
 ) -> Result<Vec<MeterRow>> {
@@ -138,7 +166,10 @@ pub async fn for_metering(
                 resource_name: r.try_get(1)?,
                 time: parse_ts(&r.try_get::<String, _>(2)?)?,
                 kind: r.try_get(3)?,
-                to_state: r.try_get(4)?,
+                to_state: r
+                    .try_get::<Option<String>, _>(4)?
+                    .map(|s| EventState::parse(resource_type, &s))
+                    .transpose()?,
                 detail: r.try_get(5)?,
             })
         })
@@ -215,15 +246,26 @@ fn window_sql(carry: &[Carry]) -> String {
     )
 }
 
-fn meter_row(r: &dyn Cols) -> Result<MeterRow> {
-    Ok(MeterRow {
+/// A metering row and its stored state's text, which [`with_states`] parses by resource type.
+fn meter_row(r: &dyn Cols) -> Result<(MeterRow, Option<String>)> {
+    let row = MeterRow {
         resource_id: parse_uuid(&r.text(0)?)?,
         resource_name: r.text(1)?,
         time: parse_ts(&r.text(2)?)?,
         kind: r.text(3)?,
-        to_state: r.opt_text(4)?,
+        to_state: None,
         detail: r.opt_text(5)?,
-    })
+    };
+    Ok((row, r.opt_text(4)?))
+}
+
+fn with_states(resource_type: &str, rows: Vec<(MeterRow, Option<String>)>) -> Result<Vec<MeterRow>> {
+    rows.into_iter()
+        .map(|(mut row, state)| {
+            row.to_state = state.map(|s| EventState::parse(resource_type, &s)).transpose()?;
+            Ok(row)
+        })
+        .collect()
 }
 
 /// The input of metering for the window `[from, to)`, by resource then time: every event of
@@ -236,7 +278,7 @@ fn meter_row(r: &dyn Cols) -> Result<MeterRow> {
 /// [`for_metering`] gives, without reading the project's history.
 pub async fn for_metering_window(
     conn: &mut Conn,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     resource_type: &str,
     carry: &[Carry],
     from: DateTime<Utc>,
@@ -248,24 +290,24 @@ pub async fn for_metering_window(
         q = q.bind(b);
     }
     let rows = q.fetch_all(&mut *conn).await?;
-    rows.iter().map(|r| meter_row(r)).collect()
+    with_states(resource_type, rows.iter().map(|r| meter_row(r)).collect::<Result<_>>()?)
 }
 
 /// [`for_metering_window`] on the typed read path (see `crate::fast`).
 pub async fn fast_for_metering_window(
     store: &Store,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     resource_type: &str,
     carry: &[Carry],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<MeterRow>> {
     let binds = [project_id.to_string(), resource_type.to_string(), ts(from), ts(to)];
-    store.fast.all(&window_sql(carry), &binds, meter_row).await
+    with_states(resource_type, store.fast.all(&window_sql(carry), &binds, meter_row).await?)
 }
 
 /// The time of a project's first event, if any (where its billing history starts).
-pub async fn earliest_time(conn: &mut Conn, project_id: uuid::Uuid) -> Result<Option<DateTime<Utc>>> {
+pub async fn earliest_time(conn: &mut Conn, project_id: ProjectId) -> Result<Option<DateTime<Utc>>> {
     let t: Option<String> = sqlx::query_scalar("SELECT MIN(time_created) FROM events WHERE project_id = $1")
         .bind(project_id.to_string())
         .fetch_one(&mut *conn)

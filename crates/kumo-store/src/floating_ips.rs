@@ -3,7 +3,7 @@
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{FloatingIpView, NameOrId, ResultsPage};
+use kumo_types::{FloatingIpId, FloatingIpView, InstanceId, NameOrId, ProjectId, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -16,8 +16,8 @@ const FROM: &str = "FROM floating_ips f JOIN projects p ON p.id = f.project_id \
 #[derive(Debug, Clone)]
 pub struct FloatingIpRecord {
     pub view: FloatingIpView,
-    pub project_id: Uuid,
-    pub instance_id: Option<Uuid>,
+    pub project_id: ProjectId,
+    pub instance_id: Option<InstanceId>,
 }
 
 impl page::Keyed for FloatingIpRecord {
@@ -25,7 +25,7 @@ impl page::Keyed for FloatingIpRecord {
         &self.view.name
     }
     fn key_id(&self) -> Uuid {
-        self.view.id
+        self.view.id.get()
     }
 }
 
@@ -53,12 +53,12 @@ pub async fn used_ips(conn: &mut Conn) -> Result<Vec<String>> {
 
 pub async fn insert(
     conn: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     name: &str,
     description: &str,
     ip: &str,
 ) -> Result<FloatingIpRecord> {
-    let id = new_id();
+    let id: FloatingIpId = new_id();
     sqlx::query(
         "INSERT INTO floating_ips (id, project_id, name, description, time_created, time_modified, ip) \
          VALUES ($1, $2, $3, $4, $5, $5, $6)",
@@ -72,10 +72,12 @@ pub async fn insert(
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
-    get(conn, project_id, &NameOrId::Id(id)).await?.ok_or_else(|| StoreError::Corrupt("floating ip vanished".into()))
+    get(conn, project_id, &NameOrId::Id(id.get()))
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("floating ip vanished".into()))
 }
 
-pub async fn get(conn: &mut Conn, project_id: Uuid, s: &NameOrId) -> Result<Option<FloatingIpRecord>> {
+pub async fn get(conn: &mut Conn, project_id: ProjectId, s: &NameOrId) -> Result<Option<FloatingIpRecord>> {
     let (pred, val) = match s {
         NameOrId::Id(id) => ("f.id = $2", id.to_string()),
         NameOrId::Name(n) => ("f.name = $2", n.to_string()),
@@ -85,13 +87,13 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, s: &NameOrId) -> Result<Opti
     row.as_ref().map(from_row).transpose()
 }
 
-pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<FloatingIpRecord>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<FloatingIpRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE f.project_id = $1 AND f.time_deleted IS NULL");
     page::fetch(conn, &sql, &[project_id.to_string()], "f", req, from_row).await
 }
 
 /// Attaches (Some) or detaches (None). The unique index refuses a second IP on one instance.
-pub async fn set_instance(conn: &mut Conn, id: Uuid, instance_id: Option<Uuid>) -> Result<()> {
+pub async fn set_instance(conn: &mut Conn, id: FloatingIpId, instance_id: Option<InstanceId>) -> Result<()> {
     sqlx::query("UPDATE floating_ips SET instance_id = $1, time_modified = $2 WHERE id = $3 AND time_deleted IS NULL")
         .bind(instance_id.map(|i| i.to_string()))
         .bind(ts(now()))
@@ -103,7 +105,7 @@ pub async fn set_instance(conn: &mut Conn, id: Uuid, instance_id: Option<Uuid>) 
 }
 
 /// Detaches whatever is attached to the instance (it is being destroyed).
-pub async fn detach_instance(conn: &mut Conn, instance_id: Uuid) -> Result<()> {
+pub async fn detach_instance(conn: &mut Conn, instance_id: InstanceId) -> Result<()> {
     sqlx::query("UPDATE floating_ips SET instance_id = NULL, time_modified = $1 WHERE instance_id = $2")
         .bind(ts(now()))
         .bind(instance_id.to_string())
@@ -112,7 +114,7 @@ pub async fn detach_instance(conn: &mut Conn, instance_id: Uuid) -> Result<()> {
     Ok(())
 }
 
-pub async fn soft_delete(conn: &mut Conn, id: Uuid) -> Result<bool> {
+pub async fn soft_delete(conn: &mut Conn, id: FloatingIpId) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE floating_ips SET time_deleted = $1, time_modified = $1, instance_id = NULL \
          WHERE id = $2 AND time_deleted IS NULL",

@@ -6,7 +6,7 @@
 
 use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use kumo_types::page::PageRequest;
-use kumo_types::{HostView, NameOrId, ResultsPage};
+use kumo_types::{HostId, HostView, NameOrId, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -90,7 +90,7 @@ pub async fn upsert(conn: &mut Conn, r: &HostReport) -> Result<HostView> {
 /// refreshes what it reports, its name included: a renamed machine (or another `--host-name`)
 /// renames its row, it never becomes a second host. Its reservations are kept. Fails with
 /// `Conflict` when another live host already has the name.
-pub async fn register(conn: &mut Conn, id: uuid::Uuid, r: &HostReport) -> Result<HostView> {
+pub async fn register(conn: &mut Conn, id: HostId, r: &HostReport) -> Result<HostView> {
     if let Some(other) =
         get(conn, &NameOrId::Name(kumo_types::Name::parse(&r.name).map_err(crate::StoreError::Corrupt)?))
             .await?
@@ -156,12 +156,12 @@ pub async fn register(conn: &mut Conn, id: uuid::Uuid, r: &HostReport) -> Result
         .await
         .map_err(crate::map_unique)?;
     }
-    get(conn, &NameOrId::Id(id)).await?.ok_or_else(|| crate::StoreError::Corrupt("host vanished".into()))
+    get(conn, &NameOrId::Id(id.get())).await?.ok_or_else(|| crate::StoreError::Corrupt("host vanished".into()))
 }
 
 /// The host row a data directory from before host ids (no `DATA_DIR/host-id` yet) adopts: the
 /// live host named `name`, else the only live host (a renamed single machine), else none.
-pub async fn adoptable(conn: &mut Conn, name: &str) -> Result<Option<uuid::Uuid>> {
+pub async fn adoptable(conn: &mut Conn, name: &str) -> Result<Option<HostId>> {
     let rows = sqlx::query("SELECT id, name FROM hosts WHERE time_deleted IS NULL").fetch_all(&mut *conn).await?;
     let mut hosts = Vec::new();
     for r in &rows {
@@ -197,7 +197,7 @@ pub async fn all(conn: &mut Conn) -> Result<Vec<HostView>> {
 
 /// Reserves `r` on the host if it fits under every limit. Returns false (and changes nothing)
 /// when it does not fit.
-pub async fn reserve(conn: &mut Conn, host_id: uuid::Uuid, r: Resources) -> Result<bool> {
+pub async fn reserve(conn: &mut Conn, host_id: HostId, r: Resources) -> Result<bool> {
     let res = sqlx::query(
         "UPDATE hosts SET vcpus_used = vcpus_used + $1, memory_mib_used = memory_mib_used + $2, \
          disk_gib_used = disk_gib_used + $3, gpus_used = gpus_used + $4 \
@@ -215,7 +215,7 @@ pub async fn reserve(conn: &mut Conn, host_id: uuid::Uuid, r: Resources) -> Resu
 }
 
 /// Gives back a reservation.
-pub async fn release(conn: &mut Conn, host_id: uuid::Uuid, r: Resources) -> Result<()> {
+pub async fn release(conn: &mut Conn, host_id: HostId, r: Resources) -> Result<()> {
     sqlx::query(
         "UPDATE hosts SET vcpus_used = vcpus_used - $1, memory_mib_used = memory_mib_used - $2, \
          disk_gib_used = disk_gib_used - $3, gpus_used = gpus_used - $4 WHERE id = $5",

@@ -3,10 +3,9 @@
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{ImageBoot, ImageView, NameOrId, ResultsPage};
+use kumo_types::{ImageBoot, ImageId, ImageView, NameOrId, ProjectId, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use uuid::Uuid;
 
 const COLS: &str = "i.id, i.name, i.description, i.time_created, i.time_modified, p.name, i.os, i.boot, \
     i.size_bytes, i.project_id, i.disk_path, i.kernel_path, i.initrd_path, i.cmdline";
@@ -16,7 +15,7 @@ const FROM: &str = "FROM images i LEFT JOIN projects p ON p.id = i.project_id";
 #[derive(Debug, Clone)]
 pub struct ImageRecord {
     pub view: ImageView,
-    pub project_id: Option<Uuid>,
+    pub project_id: Option<ProjectId>,
     pub disk_path: String,
     pub kernel_path: Option<String>,
     pub initrd_path: Option<String>,
@@ -52,8 +51,8 @@ fn view_from_row(r: &AnyRow) -> Result<ImageView> {
 /// An image to register.
 #[derive(Debug, Clone)]
 pub struct NewImage<'a> {
-    pub id: Uuid,
-    pub project_id: Option<Uuid>,
+    pub id: ImageId,
+    pub project_id: Option<ProjectId>,
     pub name: &'a str,
     pub description: &'a str,
     pub os: &'a str,
@@ -66,7 +65,7 @@ pub struct NewImage<'a> {
 }
 
 /// A fresh id for an image whose files are being prepared before it is inserted.
-pub fn allocate_id() -> Uuid {
+pub fn allocate_id() -> ImageId {
     new_id()
 }
 
@@ -95,14 +94,14 @@ pub async fn insert(conn: &mut Conn, n: &NewImage<'_>) -> Result<ImageRecord> {
 }
 
 /// By id, whoever owns it (internal use: the reconciler, deleted images included).
-pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<ImageRecord>> {
+pub async fn get_by_id(conn: &mut Conn, id: ImageId) -> Result<Option<ImageRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.id = $1");
     let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Looks up an image visible from `project_id` (or only public images when `None`).
-pub async fn get(conn: &mut Conn, project_id: Option<Uuid>, sel: &NameOrId) -> Result<Option<ImageRecord>> {
+pub async fn get(conn: &mut Conn, project_id: Option<ProjectId>, sel: &NameOrId) -> Result<Option<ImageRecord>> {
     let project = project_id.map(|p| p.to_string()).unwrap_or_default();
     let (pred, val) = match sel {
         NameOrId::Id(id) => ("i.id = $2", id.to_string()),
@@ -118,7 +117,7 @@ pub async fn get(conn: &mut Conn, project_id: Option<Uuid>, sel: &NameOrId) -> R
 }
 
 /// Public images plus those of `project_id`.
-pub async fn list(conn: &mut Conn, project_id: Option<Uuid>, req: &PageRequest) -> Result<ResultsPage<ImageView>> {
+pub async fn list(conn: &mut Conn, project_id: Option<ProjectId>, req: &PageRequest) -> Result<ResultsPage<ImageView>> {
     let sql =
         format!("SELECT {COLS} {FROM} WHERE i.time_deleted IS NULL AND (i.project_id IS NULL OR i.project_id = $1)");
     let project = project_id.map(|p| p.to_string()).unwrap_or_default();
@@ -126,17 +125,17 @@ pub async fn list(conn: &mut Conn, project_id: Option<Uuid>, req: &PageRequest) 
 }
 
 /// Live instances and volumes created from the image (their disks are backed by its file).
-pub async fn count_users(conn: &mut Conn, image_id: Uuid) -> Result<i64> {
+pub async fn count_users(conn: &mut Conn, image_id: ImageId) -> Result<i64> {
     let instances: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE image_id = $1 AND time_deleted IS NULL")
             .bind(image_id.to_string())
             .fetch_one(&mut *conn)
             .await?;
-    Ok(instances + crate::volumes::count_from_source(conn, image_id).await?)
+    Ok(instances + crate::volumes::count_from_source(conn, image_id.get()).await?)
 }
 
 /// Gives a live image another name (a public image superseded by a new build while in use).
-pub async fn rename(conn: &mut Conn, image_id: Uuid, name: &str) -> Result<bool> {
+pub async fn rename(conn: &mut Conn, image_id: ImageId, name: &str) -> Result<bool> {
     let r = sqlx::query("UPDATE images SET name = $1, time_modified = $2 WHERE id = $3 AND time_deleted IS NULL")
         .bind(name)
         .bind(ts(now()))
@@ -146,7 +145,7 @@ pub async fn rename(conn: &mut Conn, image_id: Uuid, name: &str) -> Result<bool>
     Ok(r.rows_affected() == 1)
 }
 
-pub async fn soft_delete(conn: &mut Conn, image_id: Uuid) -> Result<bool> {
+pub async fn soft_delete(conn: &mut Conn, image_id: ImageId) -> Result<bool> {
     let r =
         sqlx::query("UPDATE images SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
             .bind(ts(now()))
@@ -157,7 +156,7 @@ pub async fn soft_delete(conn: &mut Conn, image_id: Uuid) -> Result<bool> {
 }
 
 /// Every live image's id and files (for the orphan sweep: image directories nothing names).
-pub async fn live_files(conn: &mut Conn) -> Result<Vec<(Uuid, Vec<String>)>> {
+pub async fn live_files(conn: &mut Conn) -> Result<Vec<(ImageId, Vec<String>)>> {
     let rows = sqlx::query("SELECT id, disk_path, kernel_path, initrd_path FROM images WHERE time_deleted IS NULL")
         .fetch_all(&mut *conn)
         .await?;

@@ -2,7 +2,7 @@
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use kumo_types::page::PageRequest;
-use kumo_types::{InstanceTypeCreate, InstanceTypeView, ResultsPage};
+use kumo_types::{InstanceTypeCreate, InstanceTypeId, InstanceTypeView, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -53,7 +53,7 @@ pub async fn seed_defaults(conn: &mut Conn) -> Result<()> {
 }
 
 pub async fn create(conn: &mut Conn, p: &InstanceTypeCreate) -> Result<InstanceTypeView> {
-    let id = new_id();
+    let id: InstanceTypeId = new_id();
     let t = ts(now());
     sqlx::query(
         "INSERT INTO instance_types (id, name, description, time_created, time_modified, vcpus, memory_mib, disk_gib, gpus) \
@@ -85,14 +85,14 @@ pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<Inst
 }
 
 /// Live instances using the type (deleting a type in use is refused).
-pub async fn count_users(conn: &mut Conn, type_id: uuid::Uuid) -> Result<i64> {
+pub async fn count_users(conn: &mut Conn, type_id: InstanceTypeId) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE instance_type_id = $1 AND time_deleted IS NULL")
         .bind(type_id.to_string())
         .fetch_one(&mut *conn)
         .await?)
 }
 
-pub async fn soft_delete(conn: &mut Conn, type_id: uuid::Uuid) -> Result<bool> {
+pub async fn soft_delete(conn: &mut Conn, type_id: InstanceTypeId) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE instance_types SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL",
     )

@@ -9,7 +9,9 @@ use crate::hosts::Resources;
 use crate::page::Keyed;
 use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{InstanceState, InstanceView, NameOrId, ResultsPage};
+use kumo_types::{
+    HostId, ImageId, InstanceId, InstanceState, InstanceTypeId, InstanceView, NameOrId, ProjectId, ResultsPage,
+};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
@@ -24,10 +26,10 @@ const FROM: &str = "FROM instances i JOIN projects p ON p.id = i.project_id JOIN
 pub struct InstanceRecord {
     pub view: InstanceView,
     pub gpus: i64,
-    pub project_id: Uuid,
-    pub image_id: Uuid,
-    pub instance_type_id: Uuid,
-    pub host_id: Uuid,
+    pub project_id: ProjectId,
+    pub image_id: ImageId,
+    pub instance_type_id: InstanceTypeId,
+    pub host_id: HostId,
     pub user_data: Option<String>,
     pub generation: i64,
 }
@@ -52,7 +54,7 @@ impl Keyed for InstanceRecord {
         &self.view.name
     }
     fn key_id(&self) -> Uuid {
-        self.view.id
+        self.view.id.get()
     }
 }
 
@@ -127,7 +129,7 @@ pub async fn fast_get_in_project(store: &Store, project: &NameOrId, sel: &NameOr
 }
 
 /// [`get_by_id`] on the typed read path.
-pub async fn fast_get_by_id(store: &Store, id: Uuid) -> Result<Option<InstanceRecord>> {
+pub async fn fast_get_by_id(store: &Store, id: InstanceId) -> Result<Option<InstanceRecord>> {
     let sql = format!("SELECT {FAST_COLS} {FROM} WHERE i.id = $1 AND i.time_deleted IS NULL");
     let nics = crate::nics::fast_interfaces_sql("= $1");
     let (recs, nics) =
@@ -136,7 +138,7 @@ pub async fn fast_get_by_id(store: &Store, id: Uuid) -> Result<Option<InstanceRe
 }
 
 /// [`list`] on the typed read path.
-pub async fn fast_list(store: &Store, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
+pub async fn fast_list(store: &Store, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
     let sql = format!("SELECT {FAST_COLS} {FROM} WHERE i.project_id = $1 AND i.time_deleted IS NULL");
     let mut page = page::fetch_fast(&store.fast, &sql, &[project_id.to_string()], "i", req, from_fast_row).await?;
     let mut views: Vec<&mut InstanceView> = page.items.iter_mut().map(|r| &mut r.view).collect();
@@ -146,7 +148,7 @@ pub async fn fast_list(store: &Store, project_id: Uuid, req: &PageRequest) -> Re
 
 fn with_interfaces(
     recs: Vec<InstanceRecord>,
-    nics: Vec<(Uuid, kumo_types::NetworkInterfaceView)>,
+    nics: Vec<(InstanceId, kumo_types::NetworkInterfaceView)>,
 ) -> Option<InstanceRecord> {
     let mut rec = recs.into_iter().next()?;
     crate::nics::attach_interfaces(&mut [&mut rec.view], nics);
@@ -156,13 +158,13 @@ fn with_interfaces(
 /// An instance to insert (capacity on `host_id` must already be reserved in the same transaction).
 #[derive(Debug, Clone)]
 pub struct NewInstance<'a> {
-    pub id: Uuid,
-    pub project_id: Uuid,
+    pub id: InstanceId,
+    pub project_id: ProjectId,
     pub name: &'a str,
     pub description: &'a str,
-    pub image_id: Uuid,
-    pub instance_type_id: Uuid,
-    pub host_id: Uuid,
+    pub image_id: ImageId,
+    pub instance_type_id: InstanceTypeId,
+    pub host_id: HostId,
     pub resources: Resources,
     pub user_data: Option<&'a str>,
 }
@@ -195,7 +197,7 @@ pub async fn insert(conn: &mut Conn, n: &NewInstance<'_>) -> Result<()> {
 }
 
 /// A live instance of a project, by name or id.
-pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
+pub async fn get(conn: &mut Conn, project_id: ProjectId, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
     let (pred, val) = match sel {
         NameOrId::Id(id) => ("i.id = $2", id.to_string()),
         NameOrId::Name(n) => ("i.name = $2", n.to_string()),
@@ -222,13 +224,13 @@ pub async fn get_in_project(conn: &mut Conn, project: &NameOrId, sel: &NameOrId)
 }
 
 /// A live instance by id, whatever its project.
-pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<InstanceRecord>> {
+pub async fn get_by_id(conn: &mut Conn, id: InstanceId) -> Result<Option<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.id = $1 AND i.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     with_network(conn, row.as_ref().map(from_any).transpose()?).await
 }
 
-pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND i.time_deleted IS NULL");
     let mut page = page::fetch(conn, &sql, &[project_id.to_string()], "i", req, from_any).await?;
     let mut views: Vec<&mut InstanceView> = page.items.iter_mut().map(|r| &mut r.view).collect();
@@ -244,7 +246,7 @@ async fn with_network(conn: &mut Conn, rec: Option<InstanceRecord>) -> Result<Op
 }
 
 /// Every live instance placed on a host (what its agent should have).
-pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<InstanceRecord>> {
+pub async fn on_host(conn: &mut Conn, host_id: HostId) -> Result<Vec<InstanceRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE i.host_id = $1 AND i.time_deleted IS NULL ORDER BY i.id");
     let rows = sqlx::query(&sql).bind(host_id.to_string()).fetch_all(&mut *conn).await?;
     rows.iter().map(from_any).collect()
@@ -253,7 +255,7 @@ pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<InstanceRecor
 /// Compare-and-set of the state: succeeds only if nobody changed the instance since `generation`.
 pub async fn set_state(
     conn: &mut Conn,
-    id: Uuid,
+    id: InstanceId,
     generation: i64,
     state: InstanceState,
     reason: Option<&str>,
@@ -275,9 +277,9 @@ pub async fn set_state(
 /// Compare-and-set of the instance type and the resources it reserves.
 pub async fn set_type(
     conn: &mut Conn,
-    id: Uuid,
+    id: InstanceId,
     generation: i64,
-    instance_type_id: Uuid,
+    instance_type_id: InstanceTypeId,
     r: Resources,
 ) -> Result<bool> {
     let res = sqlx::query(
@@ -298,7 +300,7 @@ pub async fn set_type(
 }
 
 /// Soft-deletes a destroyed instance (the row stays for history; its name becomes free).
-pub async fn mark_destroyed(conn: &mut Conn, id: Uuid, generation: i64) -> Result<bool> {
+pub async fn mark_destroyed(conn: &mut Conn, id: InstanceId, generation: i64) -> Result<bool> {
     let t = ts(now());
     let r = sqlx::query(
         "UPDATE instances SET state = $1, generation = generation + 1, time_modified = $2, time_deleted = $2 \

@@ -199,11 +199,14 @@ pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
         .map_err(|e| StoreError::Corrupt(format!("bad timestamp '{s}': {e}")))
 }
 
-pub(crate) fn parse_uuid(s: &str) -> Result<uuid::Uuid> {
-    uuid::Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad uuid '{s}': {e}")))
+/// Parses an id column. Ids are stored as the text of their UUID (bound with `.bind(id.to_string())`);
+/// `I` is a typed id of `kumo_types::id` (or a plain UUID, for a column naming any kind of thing,
+/// like an event's resource).
+pub(crate) fn parse_uuid<I: From<uuid::Uuid>>(s: &str) -> Result<I> {
+    uuid::Uuid::parse_str(s).map(I::from).map_err(|e| StoreError::Corrupt(format!("bad uuid '{s}': {e}")))
 }
 
-/// A new time-ordered id.
-pub fn new_id() -> uuid::Uuid {
-    uuid::Uuid::now_v7()
+/// A new time-ordered id of any kind.
+pub fn new_id<I: From<uuid::Uuid>>() -> I {
+    I::from(uuid::Uuid::now_v7())
 }

@@ -1,20 +1,20 @@
 //! Project membership: which user has which role in which project.
 
 use crate::{now, parse_ts, parse_uuid, ts, Conn, Result};
+use kumo_types::{ProjectId, UserId};
 use sqlx::Row;
-use uuid::Uuid;
 
 /// A member of a project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub user_name: String,
     pub role: String,
     pub time_created: chrono::DateTime<chrono::Utc>,
 }
 
 /// The role of `user_id` in `project_id`, if a member.
-pub async fn role(conn: &mut Conn, project_id: Uuid, user_id: Uuid) -> Result<Option<String>> {
+pub async fn role(conn: &mut Conn, project_id: ProjectId, user_id: UserId) -> Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
         .bind(project_id.to_string())
         .bind(user_id.to_string())
@@ -23,7 +23,7 @@ pub async fn role(conn: &mut Conn, project_id: Uuid, user_id: Uuid) -> Result<Op
 }
 
 /// Adds a member or changes their role.
-pub async fn put(conn: &mut Conn, project_id: Uuid, user_id: Uuid, role: &str) -> Result<()> {
+pub async fn put(conn: &mut Conn, project_id: ProjectId, user_id: UserId, role: &str) -> Result<()> {
     let updated = sqlx::query("UPDATE project_members SET role = $1 WHERE project_id = $2 AND user_id = $3")
         .bind(role)
         .bind(project_id.to_string())
@@ -43,7 +43,7 @@ pub async fn put(conn: &mut Conn, project_id: Uuid, user_id: Uuid, role: &str) -
     Ok(())
 }
 
-pub async fn remove(conn: &mut Conn, project_id: Uuid, user_id: Uuid) -> Result<bool> {
+pub async fn remove(conn: &mut Conn, project_id: ProjectId, user_id: UserId) -> Result<bool> {
     let r = sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2")
         .bind(project_id.to_string())
         .bind(user_id.to_string())
@@ -53,7 +53,7 @@ pub async fn remove(conn: &mut Conn, project_id: Uuid, user_id: Uuid) -> Result<
 }
 
 /// Members of a project, by user name.
-pub async fn list(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Member>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId) -> Result<Vec<Member>> {
     let rows = sqlx::query(
         "SELECT m.user_id, u.name, m.role, m.time_created FROM project_members m JOIN users u ON u.id = m.user_id \
          WHERE m.project_id = $1 AND u.time_deleted IS NULL ORDER BY u.name",
@@ -74,7 +74,7 @@ pub async fn list(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Member>> {
 }
 
 /// Ids of the projects a user is a member of.
-pub async fn projects_of(conn: &mut Conn, user_id: Uuid) -> Result<Vec<Uuid>> {
+pub async fn projects_of(conn: &mut Conn, user_id: UserId) -> Result<Vec<ProjectId>> {
     let ids: Vec<String> = sqlx::query_scalar("SELECT project_id FROM project_members WHERE user_id = $1")
         .bind(user_id.to_string())
         .fetch_all(&mut *conn)
@@ -83,7 +83,7 @@ pub async fn projects_of(conn: &mut Conn, user_id: Uuid) -> Result<Vec<Uuid>> {
 }
 
 /// Every project a user is a member of, with the role.
-pub async fn roles_of(conn: &mut Conn, user_id: Uuid) -> Result<Vec<(Uuid, String)>> {
+pub async fn roles_of(conn: &mut Conn, user_id: UserId) -> Result<Vec<(ProjectId, String)>> {
     let rows = sqlx::query("SELECT project_id, role FROM project_members WHERE user_id = $1")
         .bind(user_id.to_string())
         .fetch_all(&mut *conn)

@@ -11,6 +11,7 @@
 
 use crate::{parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use chrono::{DateTime, TimeDelta, Utc};
+use kumo_types::InstanceId;
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -20,7 +21,7 @@ pub const COLUMNS: [&str; 6] = ["cpu", "memory", "disk_read", "disk_write", "net
 /// One instance's metrics at one time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricRow {
-    pub instance_id: uuid::Uuid,
+    pub instance_id: InstanceId,
     pub time: DateTime<Utc>,
     /// cpu %, memory bytes, disk read B/s, disk write B/s, net rx B/s, net tx B/s.
     pub values: [f64; 6],
@@ -125,7 +126,7 @@ pub async fn insert_raw(conn: &mut Conn, rows: &[MetricRow]) -> Result<()> {
 /// One metric of one instance at resolution `res`, with `from <= time < to`, in time order.
 pub async fn series(
     conn: &mut Conn,
-    instance_id: uuid::Uuid,
+    instance_id: InstanceId,
     res: Resolution,
     metric: &str,
     from: DateTime<Utc>,
@@ -212,7 +213,7 @@ pub async fn downsample(conn: &mut Conn, from: Resolution, to: Resolution, now: 
         set_watermark(conn, to, until.max(start)).await?;
         return Ok(0);
     }
-    let mut buckets: BTreeMap<(uuid::Uuid, DateTime<Utc>), ([f64; 6], u32)> = BTreeMap::new();
+    let mut buckets: BTreeMap<(InstanceId, DateTime<Utc>), ([f64; 6], u32)> = BTreeMap::new();
     for r in rows(conn, from, start, until).await? {
         let (sum, n) = buckets.entry((r.instance_id, floor(r.time, interval))).or_insert(([0.0; 6], 0));
         for (s, v) in sum.iter_mut().zip(r.values) {

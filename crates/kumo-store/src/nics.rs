@@ -6,10 +6,9 @@
 use crate::vpcs::SubnetRecord;
 use crate::{map_unique, new_id, now, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::network::mac_for;
-use kumo_types::NetworkInterfaceView;
+use kumo_types::{HostId, InstanceId, InstanceState, NetworkInterfaceView, NicId, SubnetId, VpcId};
 use sqlx::Row;
 use std::net::Ipv4Addr;
-use uuid::Uuid;
 
 /// Why an interface could not be made.
 #[derive(Debug)]
@@ -34,7 +33,7 @@ impl From<sqlx::Error> for AllocError {
 /// Allocates an address in `subnet` and inserts the interface of `instance_id`.
 pub async fn allocate(
     conn: &mut Conn,
-    instance_id: Uuid,
+    instance_id: InstanceId,
     subnet: &SubnetRecord,
 ) -> std::result::Result<NetworkInterfaceView, AllocError> {
     crate::vpcs::lock_subnet(conn, subnet.view.id).await?;
@@ -70,7 +69,7 @@ pub async fn allocate(
 }
 
 /// Releases the instance's addresses (its interfaces are gone with it).
-pub async fn release_for_instance(conn: &mut Conn, instance_id: Uuid) -> Result<()> {
+pub async fn release_for_instance(conn: &mut Conn, instance_id: InstanceId) -> Result<()> {
     sqlx::query("UPDATE network_interfaces SET time_deleted = $1 WHERE instance_id = $2 AND time_deleted IS NULL")
         .bind(ts(now()))
         .bind(instance_id.to_string())
@@ -82,9 +81,10 @@ pub async fn release_for_instance(conn: &mut Conn, instance_id: Uuid) -> Result<
 /// The interfaces and public IP of each of `ids` (for instance views), in one query each.
 pub async fn for_instances(
     conn: &mut Conn,
-    ids: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, (Vec<NetworkInterfaceView>, Option<String>)>> {
-    let mut out: std::collections::HashMap<Uuid, (Vec<NetworkInterfaceView>, Option<String>)> = Default::default();
+    ids: &[InstanceId],
+) -> Result<std::collections::HashMap<InstanceId, (Vec<NetworkInterfaceView>, Option<String>)>> {
+    let mut out: std::collections::HashMap<InstanceId, (Vec<NetworkInterfaceView>, Option<String>)> =
+        Default::default();
     if ids.is_empty() {
         return Ok(out);
     }
@@ -115,7 +115,7 @@ pub async fn for_instances(
 
 /// Fills `network_interfaces` and `public_ip` of instance views.
 pub async fn fill_views(conn: &mut Conn, views: &mut [&mut kumo_types::InstanceView]) -> Result<()> {
-    let ids: Vec<Uuid> = views.iter().map(|v| v.id).collect();
+    let ids: Vec<InstanceId> = views.iter().map(|v| v.id).collect();
     let mut map = for_instances(conn, &ids).await?;
     for v in views.iter_mut() {
         if let Some((nics, ip)) = map.remove(&v.id) {
@@ -136,7 +136,7 @@ pub(crate) fn fast_interfaces_sql(pred: &str) -> String {
     )
 }
 
-pub(crate) fn fast_interface(r: &dyn crate::fast::Cols) -> Result<(Uuid, NetworkInterfaceView)> {
+pub(crate) fn fast_interface(r: &dyn crate::fast::Cols) -> Result<(InstanceId, NetworkInterfaceView)> {
     Ok((
         parse_uuid(&r.text(0)?)?,
         NetworkInterfaceView { mac: r.text(1)?, ipv4: r.text(2)?, vpc: r.text(3)?, subnet: r.text(4)? },
@@ -144,11 +144,14 @@ pub(crate) fn fast_interface(r: &dyn crate::fast::Cols) -> Result<(Uuid, Network
 }
 
 /// Puts each of `rows` (from [`fast_interfaces_sql`]) into its instance's view.
-pub(crate) fn attach_interfaces(views: &mut [&mut kumo_types::InstanceView], rows: Vec<(Uuid, NetworkInterfaceView)>) {
+pub(crate) fn attach_interfaces(
+    views: &mut [&mut kumo_types::InstanceView],
+    rows: Vec<(InstanceId, NetworkInterfaceView)>,
+) {
     if rows.is_empty() {
         return;
     }
-    let mut by_id: std::collections::HashMap<Uuid, Vec<NetworkInterfaceView>> = Default::default();
+    let mut by_id: std::collections::HashMap<InstanceId, Vec<NetworkInterfaceView>> = Default::default();
     for (id, nic) in rows {
         by_id.entry(id).or_default().push(nic);
     }
@@ -178,14 +181,14 @@ pub(crate) async fn fast_fill_interfaces(
 /// One live interface with everything the host data plane and metadata service need.
 #[derive(Debug, Clone)]
 pub struct HostInterface {
-    pub id: Uuid,
-    pub instance_id: Uuid,
+    pub id: NicId,
+    pub instance_id: InstanceId,
     pub instance_name: String,
-    pub host_id: Uuid,
-    pub instance_state: String,
+    pub host_id: HostId,
+    pub instance_state: InstanceState,
     pub user_data: Option<String>,
-    pub subnet_id: Uuid,
-    pub vpc_id: Uuid,
+    pub subnet_id: SubnetId,
+    pub vpc_id: VpcId,
     pub vni: i64,
     pub ct_zone: i64,
     pub subnet_cidr: String,
@@ -195,7 +198,7 @@ pub struct HostInterface {
 }
 
 /// Every live interface of instances placed on `host_id`.
-pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<HostInterface>> {
+pub async fn on_host(conn: &mut Conn, host_id: HostId) -> Result<Vec<HostInterface>> {
     let rows = sqlx::query(
         "SELECT n.id, i.id, i.name, i.host_id, i.state, i.user_data, s.id, v.id, v.vni, s.ipv4_cidr, n.mac, n.ipv4, \
          (SELECT f.ip FROM floating_ips f WHERE f.instance_id = i.id AND f.time_deleted IS NULL), v.ct_zone \
@@ -213,7 +216,10 @@ pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<HostInterface
                 instance_id: parse_uuid(&r.try_get::<String, _>(1)?)?,
                 instance_name: r.try_get(2)?,
                 host_id: parse_uuid(&r.try_get::<String, _>(3)?)?,
-                instance_state: r.try_get(4)?,
+                instance_state: {
+                    let s: String = r.try_get(4)?;
+                    InstanceState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("instance state '{s}'")))?
+                },
                 user_data: r.try_get(5)?,
                 subnet_id: parse_uuid(&r.try_get::<String, _>(6)?)?,
                 vpc_id: parse_uuid(&r.try_get::<String, _>(7)?)?,
@@ -229,14 +235,14 @@ pub async fn on_host(conn: &mut Conn, host_id: Uuid) -> Result<Vec<HostInterface
 }
 
 /// The SSH public keys an instance was created with.
-pub async fn instance_ssh_keys(conn: &mut Conn, instance_id: Uuid) -> Result<Vec<String>> {
+pub async fn instance_ssh_keys(conn: &mut Conn, instance_id: InstanceId) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar("SELECT public_key FROM instance_ssh_keys WHERE instance_id = $1 ORDER BY position")
         .bind(instance_id.to_string())
         .fetch_all(&mut *conn)
         .await?)
 }
 
-pub async fn set_instance_ssh_keys(conn: &mut Conn, instance_id: Uuid, keys: &[String]) -> Result<()> {
+pub async fn set_instance_ssh_keys(conn: &mut Conn, instance_id: InstanceId, keys: &[String]) -> Result<()> {
     for (i, k) in keys.iter().enumerate() {
         sqlx::query("INSERT INTO instance_ssh_keys (instance_id, position, public_key) VALUES ($1, $2, $3)")
             .bind(instance_id.to_string())

@@ -15,7 +15,7 @@ macro_rules! keyed {
     ($($t:ty),*) => {$(
         impl Keyed for $t {
             fn key_name(&self) -> &str { &self.name }
-            fn key_id(&self) -> uuid::Uuid { self.id }
+            fn key_id(&self) -> uuid::Uuid { self.id.into() }
         }
     )*};
 }

@@ -3,7 +3,7 @@
 use crate::fast::Cols;
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ProjectView, ResultsPage};
+use kumo_types::{NameOrId, ProjectId, ProjectView, ResultsPage, UserId};
 use sqlx::any::AnyRow;
 
 const COLS: &str = "p.id, p.name, p.description, p.time_created, p.time_modified";
@@ -33,7 +33,7 @@ pub async fn fast_get(store: &Store, sel: &NameOrId) -> Result<Option<ProjectVie
 }
 
 pub async fn create(conn: &mut Conn, name: &str, description: &str) -> Result<ProjectView> {
-    let id = new_id();
+    let id: ProjectId = new_id();
     let t = ts(now());
     sqlx::query(
         "INSERT INTO projects (id, name, description, time_created, time_modified) VALUES ($1, $2, $3, $4, $4)",
@@ -45,7 +45,7 @@ pub async fn create(conn: &mut Conn, name: &str, description: &str) -> Result<Pr
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
-    get(conn, &NameOrId::Id(id)).await?.ok_or_else(|| crate::StoreError::Corrupt("project vanished".into()))
+    get(conn, &NameOrId::Id(id.get())).await?.ok_or_else(|| crate::StoreError::Corrupt("project vanished".into()))
 }
 
 pub async fn get(conn: &mut Conn, sel: &NameOrId) -> Result<Option<ProjectView>> {
@@ -64,11 +64,7 @@ pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<Proj
 }
 
 /// The projects `user_id` is a member of.
-pub async fn list_for_user(
-    conn: &mut Conn,
-    user_id: uuid::Uuid,
-    req: &PageRequest,
-) -> Result<ResultsPage<ProjectView>> {
+pub async fn list_for_user(conn: &mut Conn, user_id: UserId, req: &PageRequest) -> Result<ResultsPage<ProjectView>> {
     let sql = format!(
         "SELECT {COLS} FROM projects p JOIN project_members m ON m.project_id = p.id \
          WHERE m.user_id = $1 AND p.time_deleted IS NULL"
@@ -77,7 +73,7 @@ pub async fn list_for_user(
 }
 
 /// Number of live resources that keep a project from being deleted.
-pub async fn count_children(conn: &mut Conn, project_id: uuid::Uuid) -> Result<i64> {
+pub async fn count_children(conn: &mut Conn, project_id: ProjectId) -> Result<i64> {
     let n: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM instances WHERE project_id = $1 AND time_deleted IS NULL) \
          + (SELECT COUNT(*) FROM images WHERE project_id = $1 AND time_deleted IS NULL) \
@@ -89,7 +85,7 @@ pub async fn count_children(conn: &mut Conn, project_id: uuid::Uuid) -> Result<i
     Ok(n)
 }
 
-pub async fn soft_delete(conn: &mut Conn, project_id: uuid::Uuid) -> Result<bool> {
+pub async fn soft_delete(conn: &mut Conn, project_id: ProjectId) -> Result<bool> {
     let t = ts(now());
     let r =
         sqlx::query("UPDATE projects SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")

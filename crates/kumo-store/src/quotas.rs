@@ -5,6 +5,7 @@
 //! single writer (SQLite) or the row lock (PostgreSQL) makes concurrent charges unable to overshoot.
 
 use crate::{now, parse_uuid, ts, Conn, Result};
+use kumo_types::ProjectId;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -47,7 +48,7 @@ pub const DEFAULT_BACKUPS: i64 = 100;
 /// A project's quota row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaRecord {
-    pub project_id: uuid::Uuid,
+    pub project_id: ProjectId,
     pub project_name: String,
     pub limits: QuotaLimits,
     pub used: QuotaAmounts,
@@ -98,7 +99,7 @@ fn from_row(r: &AnyRow) -> Result<QuotaRecord> {
 }
 
 /// The quota of a live project (unlimited and unused when it has no row yet).
-pub async fn get(conn: &mut Conn, project_id: uuid::Uuid) -> Result<Option<QuotaRecord>> {
+pub async fn get(conn: &mut Conn, project_id: ProjectId) -> Result<Option<QuotaRecord>> {
     let cols = cols();
     let sql = format!(
         "SELECT {cols} FROM projects p LEFT JOIN project_quotas q ON q.project_id = p.id \
@@ -119,7 +120,7 @@ pub async fn all(conn: &mut Conn) -> Result<Vec<QuotaRecord>> {
     rows.iter().map(from_row).collect()
 }
 
-async fn ensure_row(conn: &mut Conn, project_id: uuid::Uuid) -> Result<()> {
+async fn ensure_row(conn: &mut Conn, project_id: ProjectId) -> Result<()> {
     sqlx::query(
         "INSERT INTO project_quotas (project_id, time_modified) VALUES ($1, $2) ON CONFLICT (project_id) DO NOTHING",
     )
@@ -132,7 +133,7 @@ async fn ensure_row(conn: &mut Conn, project_id: uuid::Uuid) -> Result<()> {
 
 /// Sets the limits (use is kept). Limits below the current use are allowed: nothing more can be
 /// charged until use falls under them.
-pub async fn set_limits(conn: &mut Conn, project_id: uuid::Uuid, l: &QuotaLimits) -> Result<()> {
+pub async fn set_limits(conn: &mut Conn, project_id: ProjectId, l: &QuotaLimits) -> Result<()> {
     ensure_row(conn, project_id).await?;
     sqlx::query(
         "UPDATE project_quotas SET instances_limit = $1, vcpus_limit = $2, memory_mib_limit = $3, \
@@ -157,7 +158,7 @@ pub async fn set_limits(conn: &mut Conn, project_id: uuid::Uuid, l: &QuotaLimits
 
 /// Charges `d` if every amount that grows stays within its limit. Returns false (and changes
 /// nothing) when it does not fit. Amounts that shrink or stay are always allowed.
-pub async fn charge(conn: &mut Conn, project_id: uuid::Uuid, d: QuotaAmounts) -> Result<bool> {
+pub async fn charge(conn: &mut Conn, project_id: ProjectId, d: QuotaAmounts) -> Result<bool> {
     ensure_row(conn, project_id).await?;
     let res = sqlx::query(
         "UPDATE project_quotas SET instances_used = instances_used + $1, vcpus_used = vcpus_used + $2, \
@@ -192,7 +193,7 @@ pub async fn charge(conn: &mut Conn, project_id: uuid::Uuid, d: QuotaAmounts) ->
 }
 
 /// Gives back what was charged (a destroyed resource).
-pub async fn release(conn: &mut Conn, project_id: uuid::Uuid, d: QuotaAmounts) -> Result<()> {
+pub async fn release(conn: &mut Conn, project_id: ProjectId, d: QuotaAmounts) -> Result<()> {
     ensure_row(conn, project_id).await?;
     sqlx::query(
         "UPDATE project_quotas SET instances_used = instances_used - $1, vcpus_used = vcpus_used - $2, \

@@ -3,7 +3,7 @@
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::network::{RuleDirection, RuleProtocol};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, SecurityGroupView, SecurityRule};
+use kumo_types::{InstanceId, NameOrId, ProjectId, ResultsPage, SecurityGroupId, SecurityGroupView, SecurityRule};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -15,7 +15,7 @@ const FROM: &str = "FROM security_groups g JOIN projects p ON p.id = g.project_i
 #[derive(Debug, Clone)]
 pub struct GroupRecord {
     pub view: SecurityGroupView,
-    pub project_id: Uuid,
+    pub project_id: ProjectId,
 }
 
 impl page::Keyed for GroupRecord {
@@ -23,7 +23,7 @@ impl page::Keyed for GroupRecord {
         &self.view.name
     }
     fn key_id(&self) -> Uuid {
-        self.view.id
+        self.view.id.get()
     }
 }
 
@@ -42,8 +42,8 @@ fn from_row(r: &AnyRow) -> Result<GroupRecord> {
     })
 }
 
-pub async fn insert(conn: &mut Conn, project_id: Uuid, name: &str, description: &str) -> Result<GroupRecord> {
-    let id = new_id();
+pub async fn insert(conn: &mut Conn, project_id: ProjectId, name: &str, description: &str) -> Result<GroupRecord> {
+    let id: SecurityGroupId = new_id();
     sqlx::query(
         "INSERT INTO security_groups (id, project_id, name, description, time_created, time_modified) \
          VALUES ($1, $2, $3, $4, $5, $5)",
@@ -56,10 +56,10 @@ pub async fn insert(conn: &mut Conn, project_id: Uuid, name: &str, description: 
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
-    get(conn, project_id, &NameOrId::Id(id)).await?.ok_or_else(|| StoreError::Corrupt("group vanished".into()))
+    get(conn, project_id, &NameOrId::Id(id.get())).await?.ok_or_else(|| StoreError::Corrupt("group vanished".into()))
 }
 
-pub async fn get(conn: &mut Conn, project_id: Uuid, s: &NameOrId) -> Result<Option<GroupRecord>> {
+pub async fn get(conn: &mut Conn, project_id: ProjectId, s: &NameOrId) -> Result<Option<GroupRecord>> {
     let (pred, val) = match s {
         NameOrId::Id(id) => ("g.id = $2", id.to_string()),
         NameOrId::Name(n) => ("g.name = $2", n.to_string()),
@@ -69,13 +69,13 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, s: &NameOrId) -> Result<Opti
     row.as_ref().map(from_row).transpose()
 }
 
-pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<GroupRecord>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<GroupRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE g.project_id = $1 AND g.time_deleted IS NULL");
     page::fetch(conn, &sql, &[project_id.to_string()], "g", req, from_row).await
 }
 
 /// Live instances the group applies to.
-pub async fn count_members(conn: &mut Conn, group_id: Uuid) -> Result<i64> {
+pub async fn count_members(conn: &mut Conn, group_id: SecurityGroupId) -> Result<i64> {
     Ok(sqlx::query_scalar(
         "SELECT COUNT(*) FROM instance_security_groups m JOIN instances i ON i.id = m.instance_id \
          WHERE m.group_id = $1 AND i.time_deleted IS NULL",
@@ -86,7 +86,7 @@ pub async fn count_members(conn: &mut Conn, group_id: Uuid) -> Result<i64> {
 }
 
 /// Names of other groups whose rules name this one as their source.
-pub async fn referenced_by(conn: &mut Conn, group_id: Uuid) -> Result<Vec<String>> {
+pub async fn referenced_by(conn: &mut Conn, group_id: SecurityGroupId) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT DISTINCT g.name FROM security_group_rules r JOIN security_groups g ON g.id = r.group_id \
          WHERE r.source_group_id = $1 AND r.group_id <> $1 AND g.time_deleted IS NULL ORDER BY g.name",
@@ -96,7 +96,7 @@ pub async fn referenced_by(conn: &mut Conn, group_id: Uuid) -> Result<Vec<String
     .await?)
 }
 
-pub async fn soft_delete(conn: &mut Conn, group_id: Uuid) -> Result<bool> {
+pub async fn soft_delete(conn: &mut Conn, group_id: SecurityGroupId) -> Result<bool> {
     sqlx::query("DELETE FROM security_group_rules WHERE group_id = $1")
         .bind(group_id.to_string())
         .execute(&mut *conn)
@@ -118,7 +118,7 @@ pub struct StoredRule {
     pub protocol: RuleProtocol,
     pub ports: Option<(u16, u16)>,
     pub source_cidr: Option<String>,
-    pub source_group: Option<(Uuid, String)>,
+    pub source_group: Option<(SecurityGroupId, String)>,
 }
 
 impl StoredRule {
@@ -137,7 +137,7 @@ impl StoredRule {
 }
 
 /// Replaces every rule of the group (call inside a transaction).
-pub async fn replace_rules(conn: &mut Conn, group_id: Uuid, rules: &[StoredRule]) -> Result<()> {
+pub async fn replace_rules(conn: &mut Conn, group_id: SecurityGroupId, rules: &[StoredRule]) -> Result<()> {
     sqlx::query("DELETE FROM security_group_rules WHERE group_id = $1")
         .bind(group_id.to_string())
         .execute(&mut *conn)
@@ -189,7 +189,7 @@ pub async fn replace_rules(conn: &mut Conn, group_id: Uuid, rules: &[StoredRule]
 }
 
 /// The rules of the given groups (None: of every live group), with their group's id.
-pub async fn rules(conn: &mut Conn, group_id: Option<Uuid>) -> Result<Vec<(Uuid, StoredRule)>> {
+pub async fn rules(conn: &mut Conn, group_id: Option<SecurityGroupId>) -> Result<Vec<(SecurityGroupId, StoredRule)>> {
     let (pred, val) = match group_id {
         Some(g) => ("r.group_id = $1", g.to_string()),
         None => ("$1 = ''", String::new()),
@@ -227,7 +227,7 @@ pub async fn rules(conn: &mut Conn, group_id: Option<Uuid>) -> Result<Vec<(Uuid,
         .collect()
 }
 
-pub async fn set_instance_groups(conn: &mut Conn, instance_id: Uuid, groups: &[Uuid]) -> Result<()> {
+pub async fn set_instance_groups(conn: &mut Conn, instance_id: InstanceId, groups: &[SecurityGroupId]) -> Result<()> {
     for g in groups {
         sqlx::query("INSERT INTO instance_security_groups (instance_id, group_id) VALUES ($1, $2)")
             .bind(instance_id.to_string())
@@ -239,7 +239,7 @@ pub async fn set_instance_groups(conn: &mut Conn, instance_id: Uuid, groups: &[U
 }
 
 /// (instance id, group id) of every live instance.
-pub async fn memberships(conn: &mut Conn) -> Result<Vec<(Uuid, Uuid)>> {
+pub async fn memberships(conn: &mut Conn) -> Result<Vec<(InstanceId, SecurityGroupId)>> {
     let rows = sqlx::query(
         "SELECT m.instance_id, m.group_id FROM instance_security_groups m JOIN instances i ON i.id = m.instance_id \
          WHERE i.time_deleted IS NULL",

@@ -4,7 +4,7 @@
 use crate::page::Keyed;
 use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, SnapshotView};
+use kumo_types::{NameOrId, ProjectId, ResultsPage, SnapshotId, SnapshotView, VolumeId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -16,8 +16,8 @@ const FROM: &str = "FROM snapshots s JOIN projects p ON p.id = s.project_id";
 #[derive(Debug, Clone)]
 pub struct SnapshotRecord {
     pub view: SnapshotView,
-    pub project_id: Uuid,
-    pub volume_id: Uuid,
+    pub project_id: ProjectId,
+    pub volume_id: VolumeId,
 }
 
 impl Keyed for SnapshotRecord {
@@ -25,7 +25,7 @@ impl Keyed for SnapshotRecord {
         &self.view.name
     }
     fn key_id(&self) -> Uuid {
-        self.view.id
+        self.view.id.get()
     }
 }
 
@@ -48,11 +48,11 @@ fn from_row(r: &AnyRow) -> Result<SnapshotRecord> {
 
 #[derive(Debug, Clone)]
 pub struct NewSnapshot<'a> {
-    pub id: Uuid,
-    pub project_id: Uuid,
+    pub id: SnapshotId,
+    pub project_id: ProjectId,
     pub name: &'a str,
     pub description: &'a str,
-    pub volume_id: Uuid,
+    pub volume_id: VolumeId,
     pub volume_name: &'a str,
     pub size_gib: i64,
 }
@@ -76,7 +76,7 @@ pub async fn insert(conn: &mut Conn, n: &NewSnapshot<'_>) -> Result<()> {
     Ok(())
 }
 
-pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Option<SnapshotRecord>> {
+pub async fn get(conn: &mut Conn, project_id: ProjectId, sel: &NameOrId) -> Result<Option<SnapshotRecord>> {
     let (pred, val) = match sel {
         NameOrId::Id(id) => ("s.id = $2", id.to_string()),
         NameOrId::Name(n) => ("s.name = $2", n.to_string()),
@@ -86,19 +86,19 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Op
     row.as_ref().map(from_row).transpose()
 }
 
-pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<SnapshotRecord>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<SnapshotRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE s.project_id = $1 AND s.time_deleted IS NULL");
     page::fetch(conn, &sql, &[project_id.to_string()], "s", req, from_row).await
 }
 
 /// Ids of every live snapshot (whose layers the pool must keep).
-pub async fn live_ids(conn: &mut Conn) -> Result<Vec<Uuid>> {
+pub async fn live_ids(conn: &mut Conn) -> Result<Vec<SnapshotId>> {
     let rows: Vec<String> =
         sqlx::query_scalar("SELECT id FROM snapshots WHERE time_deleted IS NULL").fetch_all(&mut *conn).await?;
     rows.iter().map(|s| parse_uuid(s)).collect()
 }
 
-pub async fn soft_delete(conn: &mut Conn, id: Uuid) -> Result<bool> {
+pub async fn soft_delete(conn: &mut Conn, id: SnapshotId) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE snapshots SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL",
     )

@@ -2,10 +2,9 @@
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, SshKeyView};
+use kumo_types::{NameOrId, ProjectId, ResultsPage, SshKeyId, SshKeyView};
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use uuid::Uuid;
 
 const COLS: &str = "k.id, k.name, k.description, k.time_created, k.time_modified, p.name, k.public_key";
 const FROM: &str = "FROM ssh_keys k JOIN projects p ON p.id = k.project_id";
@@ -24,12 +23,12 @@ fn from_row(r: &AnyRow) -> Result<SshKeyView> {
 
 pub async fn insert(
     conn: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     name: &str,
     description: &str,
     public_key: &str,
 ) -> Result<SshKeyView> {
-    let id = new_id();
+    let id: SshKeyId = new_id();
     sqlx::query(
         "INSERT INTO ssh_keys (id, project_id, name, description, time_created, time_modified, public_key) \
          VALUES ($1, $2, $3, $4, $5, $5, $6)",
@@ -43,10 +42,10 @@ pub async fn insert(
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
-    get(conn, project_id, &NameOrId::Id(id)).await?.ok_or_else(|| StoreError::Corrupt("key vanished".into()))
+    get(conn, project_id, &NameOrId::Id(id.get())).await?.ok_or_else(|| StoreError::Corrupt("key vanished".into()))
 }
 
-pub async fn get(conn: &mut Conn, project_id: Uuid, s: &NameOrId) -> Result<Option<SshKeyView>> {
+pub async fn get(conn: &mut Conn, project_id: ProjectId, s: &NameOrId) -> Result<Option<SshKeyView>> {
     let (pred, val) = match s {
         NameOrId::Id(id) => ("k.id = $2", id.to_string()),
         NameOrId::Name(n) => ("k.name = $2", n.to_string()),
@@ -56,12 +55,12 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, s: &NameOrId) -> Result<Opti
     row.as_ref().map(from_row).transpose()
 }
 
-pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<SshKeyView>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<SshKeyView>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE k.project_id = $1 AND k.time_deleted IS NULL");
     page::fetch(conn, &sql, &[project_id.to_string()], "k", req, from_row).await
 }
 
-pub async fn soft_delete(conn: &mut Conn, id: Uuid) -> Result<bool> {
+pub async fn soft_delete(conn: &mut Conn, id: SshKeyId) -> Result<bool> {
     let r =
         sqlx::query("UPDATE ssh_keys SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
             .bind(ts(now()))

@@ -1,25 +1,26 @@
 //! API tokens. Only a SHA-256 hash of each token is stored; the secret is shown once.
 
 use crate::{map_unique, new_id, now, parse_ts, parse_uuid, ts, Conn, Result};
+use kumo_types::{TokenId, UserId};
 use sqlx::Row;
 
 /// Who a token authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
-    pub id: uuid::Uuid,
+    pub id: TokenId,
     pub name: String,
     /// `operator` (the bootstrap token, no user), `user` (an API token a user created) or
     /// `session` (issued by login).
     pub kind: String,
     /// The user it belongs to (None for the bootstrap operator token).
-    pub user_id: Option<uuid::Uuid>,
+    pub user_id: Option<UserId>,
     pub user_name: Option<String>,
     /// Whether the token acts as a cloud operator.
     pub operator: bool,
 }
 
-pub async fn insert(conn: &mut Conn, name: &str, token_hash: &str, kind: &str) -> Result<uuid::Uuid> {
-    let id = new_id();
+pub async fn insert(conn: &mut Conn, name: &str, token_hash: &str, kind: &str) -> Result<TokenId> {
+    let id: TokenId = new_id();
     sqlx::query("INSERT INTO api_tokens (id, name, token_hash, kind, time_created) VALUES ($1, $2, $3, $4, $5)")
         .bind(id.to_string())
         .bind(name)
@@ -63,7 +64,7 @@ pub async fn lookup(conn: &mut Conn, token_hash: &str) -> Result<Option<TokenRec
     }
 }
 
-pub async fn touch(conn: &mut Conn, id: uuid::Uuid) -> Result<()> {
+pub async fn touch(conn: &mut Conn, id: TokenId) -> Result<()> {
     sqlx::query("UPDATE api_tokens SET time_last_used = $1 WHERE id = $2")
         .bind(ts(now()))
         .bind(id.to_string())
@@ -75,13 +76,13 @@ pub async fn touch(conn: &mut Conn, id: uuid::Uuid) -> Result<()> {
 /// Inserts a token of a user (`kind` `user` or `session`), expiring at `expires` (None: never).
 pub async fn insert_for_user(
     conn: &mut Conn,
-    user_id: uuid::Uuid,
+    user_id: UserId,
     name: &str,
     token_hash: &str,
     kind: &str,
     expires: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<uuid::Uuid> {
-    let id = new_id();
+) -> Result<TokenId> {
+    let id: TokenId = new_id();
     sqlx::query(
         "INSERT INTO api_tokens (id, name, token_hash, kind, time_created, time_expires, user_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -100,7 +101,7 @@ pub async fn insert_for_user(
 }
 
 /// Revokes a user's expired API tokens named `name`, so that the name may be used again.
-pub async fn retire_expired(conn: &mut Conn, user_id: uuid::Uuid, name: &str) -> Result<()> {
+pub async fn retire_expired(conn: &mut Conn, user_id: UserId, name: &str) -> Result<()> {
     let t = ts(now());
     sqlx::query(
         "UPDATE api_tokens SET time_revoked = $1 WHERE user_id = $2 AND name = $3 AND kind = 'user' \
@@ -115,7 +116,7 @@ pub async fn retire_expired(conn: &mut Conn, user_id: uuid::Uuid, name: &str) ->
 }
 
 /// A user's live API tokens (not sessions), by name: name, created, expires, last used.
-pub async fn list_for_user(conn: &mut Conn, user_id: uuid::Uuid) -> Result<Vec<kumo_types::TokenView>> {
+pub async fn list_for_user(conn: &mut Conn, user_id: UserId) -> Result<Vec<kumo_types::TokenView>> {
     let rows = sqlx::query(
         "SELECT name, time_created, time_expires, time_last_used FROM api_tokens WHERE user_id = $1 \
          AND kind = 'user' AND time_revoked IS NULL AND (time_expires IS NULL OR time_expires > $2) ORDER BY name",
@@ -138,7 +139,7 @@ pub async fn list_for_user(conn: &mut Conn, user_id: uuid::Uuid) -> Result<Vec<k
 }
 
 /// Revokes a user's live API token by name. Returns the hashes revoked (for the auth cache).
-pub async fn revoke_by_name(conn: &mut Conn, user_id: uuid::Uuid, name: &str) -> Result<Vec<String>> {
+pub async fn revoke_by_name(conn: &mut Conn, user_id: UserId, name: &str) -> Result<Vec<String>> {
     let hashes: Vec<String> = sqlx::query_scalar(
         "SELECT token_hash FROM api_tokens WHERE user_id = $1 AND name = $2 AND kind = 'user' AND time_revoked IS NULL",
     )
@@ -158,7 +159,7 @@ pub async fn revoke_by_name(conn: &mut Conn, user_id: uuid::Uuid, name: &str) ->
 }
 
 /// Revokes every token (API tokens and sessions) of a user. Returns the hashes revoked.
-pub async fn revoke_all_for_user(conn: &mut Conn, user_id: uuid::Uuid) -> Result<Vec<String>> {
+pub async fn revoke_all_for_user(conn: &mut Conn, user_id: UserId) -> Result<Vec<String>> {
     let hashes: Vec<String> =
         sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE user_id = $1 AND time_revoked IS NULL")
             .bind(user_id.to_string())

@@ -2,7 +2,7 @@
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, UserView};
+use kumo_types::{NameOrId, ResultsPage, UserId, UserView};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -26,7 +26,7 @@ pub async fn create(
     password_hash: &str,
     operator: bool,
 ) -> Result<UserView> {
-    let id = new_id();
+    let id: UserId = new_id();
     sqlx::query(
         "INSERT INTO users (id, name, description, password_hash, is_operator, time_created, time_modified) \
          VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -40,7 +40,7 @@ pub async fn create(
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;
-    get(conn, &NameOrId::Id(id)).await?.ok_or_else(|| StoreError::Corrupt("user vanished".into()))
+    get(conn, &NameOrId::Id(id.get())).await?.ok_or_else(|| StoreError::Corrupt("user vanished".into()))
 }
 
 /// A live user by name or id.
@@ -60,7 +60,7 @@ pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<User
 }
 
 /// The id and password hash of a live user, for login.
-pub async fn credentials(conn: &mut Conn, name: &str) -> Result<Option<(uuid::Uuid, String)>> {
+pub async fn credentials(conn: &mut Conn, name: &str) -> Result<Option<(UserId, String)>> {
     let row = sqlx::query("SELECT id, password_hash FROM users WHERE name = $1 AND time_deleted IS NULL")
         .bind(name)
         .fetch_optional(&mut *conn)
@@ -72,7 +72,7 @@ pub async fn credentials(conn: &mut Conn, name: &str) -> Result<Option<(uuid::Uu
 }
 
 /// Soft-deletes a user and removes their project memberships.
-pub async fn soft_delete(conn: &mut Conn, user_id: uuid::Uuid) -> Result<bool> {
+pub async fn soft_delete(conn: &mut Conn, user_id: UserId) -> Result<bool> {
     let t = ts(now());
     let r =
         sqlx::query("UPDATE users SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
@@ -85,7 +85,7 @@ pub async fn soft_delete(conn: &mut Conn, user_id: uuid::Uuid) -> Result<bool> {
 }
 
 /// The live projects a user is a member of, with their role, by project name.
-pub async fn memberships(conn: &mut Conn, user_id: uuid::Uuid) -> Result<Vec<kumo_types::MyProjectView>> {
+pub async fn memberships(conn: &mut Conn, user_id: UserId) -> Result<Vec<kumo_types::MyProjectView>> {
     let rows = sqlx::query(
         "SELECT p.id, p.name, m.role FROM project_members m JOIN projects p ON p.id = m.project_id \
          WHERE m.user_id = $1 AND p.time_deleted IS NULL ORDER BY p.name",

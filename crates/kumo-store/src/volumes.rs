@@ -4,7 +4,7 @@
 use crate::page::Keyed;
 use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, VolumeState, VolumeView};
+use kumo_types::{InstanceId, NameOrId, ProjectId, ResultsPage, VolumeId, VolumeState, VolumeView};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -44,8 +44,8 @@ impl SourceKind {
 #[derive(Debug, Clone)]
 pub struct VolumeRecord {
     pub view: VolumeView,
-    pub project_id: Uuid,
-    pub instance_id: Option<Uuid>,
+    pub project_id: ProjectId,
+    pub instance_id: Option<InstanceId>,
     pub source_kind: SourceKind,
     pub source_id: Option<Uuid>,
     pub generation: i64,
@@ -62,7 +62,7 @@ impl Keyed for VolumeRecord {
         &self.view.name
     }
     fn key_id(&self) -> Uuid {
-        self.view.id
+        self.view.id.get()
     }
 }
 
@@ -103,8 +103,8 @@ fn from_row(r: &AnyRow) -> Result<VolumeRecord> {
 /// A volume to insert (its quota must already be charged in the same transaction).
 #[derive(Debug, Clone)]
 pub struct NewVolume<'a> {
-    pub id: Uuid,
-    pub project_id: Uuid,
+    pub id: VolumeId,
+    pub project_id: ProjectId,
     pub name: &'a str,
     pub description: &'a str,
     pub size_gib: i64,
@@ -143,7 +143,7 @@ pub async fn insert(conn: &mut Conn, n: &NewVolume<'_>) -> Result<()> {
 }
 
 /// A live volume of a project, by name or id.
-pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Option<VolumeRecord>> {
+pub async fn get(conn: &mut Conn, project_id: ProjectId, sel: &NameOrId) -> Result<Option<VolumeRecord>> {
     let (pred, val) = match sel {
         NameOrId::Id(id) => ("v.id = $2", id.to_string()),
         NameOrId::Name(n) => ("v.name = $2", n.to_string()),
@@ -154,13 +154,13 @@ pub async fn get(conn: &mut Conn, project_id: Uuid, sel: &NameOrId) -> Result<Op
 }
 
 /// A live volume by id, whatever its project.
-pub async fn get_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<VolumeRecord>> {
+pub async fn get_by_id(conn: &mut Conn, id: VolumeId) -> Result<Option<VolumeRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE v.id = $1 AND v.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
-pub async fn list(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<VolumeRecord>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<VolumeRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE v.project_id = $1 AND v.time_deleted IS NULL");
     page::fetch(conn, &sql, &[project_id.to_string()], "v", req, from_row).await
 }
@@ -173,7 +173,7 @@ pub async fn all_live(conn: &mut Conn) -> Result<Vec<VolumeRecord>> {
 }
 
 /// Live volumes held by an instance (in any state with `instance_id` set), by id.
-pub async fn of_instance(conn: &mut Conn, instance_id: Uuid) -> Result<Vec<VolumeRecord>> {
+pub async fn of_instance(conn: &mut Conn, instance_id: InstanceId) -> Result<Vec<VolumeRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE v.instance_id = $1 AND v.time_deleted IS NULL ORDER BY v.id");
     let rows = sqlx::query(&sql).bind(instance_id.to_string()).fetch_all(&mut *conn).await?;
     rows.iter().map(from_row).collect()
@@ -190,10 +190,10 @@ pub async fn count_from_source(conn: &mut Conn, source_id: Uuid) -> Result<i64> 
 /// Compare-and-set of the state and the instance it is attached to.
 pub async fn set_state(
     conn: &mut Conn,
-    id: Uuid,
+    id: VolumeId,
     generation: i64,
     state: VolumeState,
-    instance_id: Option<Uuid>,
+    instance_id: Option<InstanceId>,
     reason: Option<&str>,
 ) -> Result<bool> {
     let r = sqlx::query(
@@ -212,7 +212,12 @@ pub async fn set_state(
 }
 
 /// Sets the I/O limits (None: unlimited); they are not part of the state machine.
-pub async fn set_limits(conn: &mut Conn, id: Uuid, iops: Option<i64>, bandwidth_mib_s: Option<i64>) -> Result<bool> {
+pub async fn set_limits(
+    conn: &mut Conn,
+    id: VolumeId,
+    iops: Option<i64>,
+    bandwidth_mib_s: Option<i64>,
+) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE volumes SET iops_limit = $1, bandwidth_mib_s = $2, generation = generation + 1, time_modified = $3 \
          WHERE id = $4 AND time_deleted IS NULL",
@@ -227,7 +232,7 @@ pub async fn set_limits(conn: &mut Conn, id: Uuid, iops: Option<i64>, bandwidth_
 }
 
 /// Compare-and-set of the size.
-pub async fn set_size(conn: &mut Conn, id: Uuid, generation: i64, size_gib: i64) -> Result<bool> {
+pub async fn set_size(conn: &mut Conn, id: VolumeId, generation: i64, size_gib: i64) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE volumes SET size_gib = $1, generation = generation + 1, time_modified = $2 \
          WHERE id = $3 AND generation = $4 AND time_deleted IS NULL",
@@ -242,7 +247,7 @@ pub async fn set_size(conn: &mut Conn, id: Uuid, generation: i64, size_gib: i64)
 }
 
 /// Soft-deletes a deleted volume (the row stays for history; its name becomes free).
-pub async fn mark_deleted(conn: &mut Conn, id: Uuid, generation: i64) -> Result<bool> {
+pub async fn mark_deleted(conn: &mut Conn, id: VolumeId, generation: i64) -> Result<bool> {
     let t = ts(now());
     let r = sqlx::query(
         "UPDATE volumes SET state = $1, instance_id = NULL, generation = generation + 1, time_modified = $2, \

@@ -6,7 +6,7 @@
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::network::SubnetPlan;
 use kumo_types::page::PageRequest;
-use kumo_types::{NameOrId, ResultsPage, SubnetView, VpcView};
+use kumo_types::{NameOrId, ProjectId, ResultsPage, SubnetId, SubnetView, VpcId, VpcView};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ const VPC_FROM: &str = "FROM vpcs v JOIN projects p ON p.id = v.project_id";
 #[derive(Debug, Clone)]
 pub struct VpcRecord {
     pub view: VpcView,
-    pub project_id: Uuid,
+    pub project_id: ProjectId,
     /// Conntrack zone of the VPC's traffic (1..=65535; unique among live VPCs).
     pub ct_zone: i64,
 }
@@ -65,7 +65,7 @@ impl page::Keyed for VpcRecord {
         &self.view.name
     }
     fn key_id(&self) -> Uuid {
-        self.view.id
+        self.view.id.get()
     }
 }
 
@@ -95,12 +95,12 @@ fn sel(alias: &str, n: usize, s: &NameOrId) -> (String, String) {
 
 pub async fn insert_vpc(
     conn: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     name: &str,
     description: &str,
     cidr: &str,
 ) -> Result<VpcRecord, VpcInsertError> {
-    let id = new_id();
+    let id: VpcId = new_id();
     let t = ts(now());
     // Held until the transaction ends: a concurrent create waits here, then sees this one's row.
     sqlx::query("UPDATE vpc_allocator SET allocations = allocations + 1 WHERE id = 1").execute(&mut *conn).await?;
@@ -124,20 +124,20 @@ pub async fn insert_vpc(
     Ok(vpc_by_id(conn, id).await?.ok_or_else(|| StoreError::Corrupt("vpc vanished".into()))?)
 }
 
-pub async fn vpc_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<VpcRecord>> {
+pub async fn vpc_by_id(conn: &mut Conn, id: VpcId) -> Result<Option<VpcRecord>> {
     let sql = format!("SELECT {VPC_COLS} {VPC_FROM} WHERE v.id = $1");
     let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     row.as_ref().map(vpc_from_row).transpose()
 }
 
-pub async fn get_vpc(conn: &mut Conn, project_id: Uuid, s: &NameOrId) -> Result<Option<VpcRecord>> {
+pub async fn get_vpc(conn: &mut Conn, project_id: ProjectId, s: &NameOrId) -> Result<Option<VpcRecord>> {
     let (pred, val) = sel("v", 2, s);
     let sql = format!("SELECT {VPC_COLS} {VPC_FROM} WHERE v.project_id = $1 AND {pred} AND v.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
     row.as_ref().map(vpc_from_row).transpose()
 }
 
-pub async fn list_vpcs(conn: &mut Conn, project_id: Uuid, req: &PageRequest) -> Result<ResultsPage<VpcRecord>> {
+pub async fn list_vpcs(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<VpcRecord>> {
     let sql = format!("SELECT {VPC_COLS} {VPC_FROM} WHERE v.project_id = $1 AND v.time_deleted IS NULL");
     page::fetch(conn, &sql, &[project_id.to_string()], "v", req, vpc_from_row).await
 }
@@ -150,7 +150,7 @@ pub async fn all_vpcs(conn: &mut Conn) -> Result<Vec<VpcRecord>> {
 }
 
 /// Live interfaces in the VPC (instances using it).
-pub async fn count_vpc_interfaces(conn: &mut Conn, vpc_id: Uuid) -> Result<i64> {
+pub async fn count_vpc_interfaces(conn: &mut Conn, vpc_id: VpcId) -> Result<i64> {
     Ok(sqlx::query_scalar(
         "SELECT COUNT(*) FROM network_interfaces n JOIN vpc_subnets s ON s.id = n.subnet_id \
          WHERE s.vpc_id = $1 AND n.time_deleted IS NULL",
@@ -161,7 +161,7 @@ pub async fn count_vpc_interfaces(conn: &mut Conn, vpc_id: Uuid) -> Result<i64> 
 }
 
 /// Soft-deletes a VPC and its subnets.
-pub async fn delete_vpc(conn: &mut Conn, vpc_id: Uuid) -> Result<bool> {
+pub async fn delete_vpc(conn: &mut Conn, vpc_id: VpcId) -> Result<bool> {
     let t = ts(now());
     sqlx::query("UPDATE vpc_subnets SET time_deleted = $1 WHERE vpc_id = $2 AND time_deleted IS NULL")
         .bind(&t)
@@ -185,8 +185,8 @@ const SUBNET_FROM: &str = "FROM vpc_subnets s JOIN vpcs v ON v.id = s.vpc_id JOI
 #[derive(Debug, Clone)]
 pub struct SubnetRecord {
     pub view: SubnetView,
-    pub vpc_id: Uuid,
-    pub project_id: Uuid,
+    pub vpc_id: VpcId,
+    pub project_id: ProjectId,
     pub vni: i64,
     pub ct_zone: i64,
     pub plan: SubnetPlan,
@@ -197,7 +197,7 @@ impl page::Keyed for SubnetRecord {
         &self.view.name
     }
     fn key_id(&self) -> Uuid {
-        self.view.id
+        self.view.id.get()
     }
 }
 
@@ -233,7 +233,7 @@ pub async fn insert_subnet(
     description: &str,
     cidr: &str,
 ) -> Result<SubnetRecord> {
-    let id = new_id();
+    let id: SubnetId = new_id();
     let t = ts(now());
     sqlx::query(
         "INSERT INTO vpc_subnets (id, project_id, vpc_id, name, description, time_created, time_modified, ipv4_cidr) \
@@ -252,13 +252,13 @@ pub async fn insert_subnet(
     subnet_by_id(conn, id).await?.ok_or_else(|| StoreError::Corrupt("subnet vanished".into()))
 }
 
-pub async fn subnet_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<SubnetRecord>> {
+pub async fn subnet_by_id(conn: &mut Conn, id: SubnetId) -> Result<Option<SubnetRecord>> {
     let sql = format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.id = $1");
     let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     row.as_ref().map(subnet_from_row).transpose()
 }
 
-pub async fn get_subnet(conn: &mut Conn, vpc_id: Uuid, s: &NameOrId) -> Result<Option<SubnetRecord>> {
+pub async fn get_subnet(conn: &mut Conn, vpc_id: VpcId, s: &NameOrId) -> Result<Option<SubnetRecord>> {
     let (pred, val) = sel("s", 2, s);
     let sql = format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.vpc_id = $1 AND {pred} AND s.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(vpc_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
@@ -266,20 +266,24 @@ pub async fn get_subnet(conn: &mut Conn, vpc_id: Uuid, s: &NameOrId) -> Result<O
 }
 
 /// A live subnet by id within a project (selectors by id need no VPC).
-pub async fn get_subnet_in_project(conn: &mut Conn, project_id: Uuid, id: Uuid) -> Result<Option<SubnetRecord>> {
+pub async fn get_subnet_in_project(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    id: SubnetId,
+) -> Result<Option<SubnetRecord>> {
     let sql =
         format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.project_id = $1 AND s.id = $2 AND s.time_deleted IS NULL");
     let row = sqlx::query(&sql).bind(project_id.to_string()).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     row.as_ref().map(subnet_from_row).transpose()
 }
 
-pub async fn list_subnets(conn: &mut Conn, vpc_id: Uuid, req: &PageRequest) -> Result<ResultsPage<SubnetRecord>> {
+pub async fn list_subnets(conn: &mut Conn, vpc_id: VpcId, req: &PageRequest) -> Result<ResultsPage<SubnetRecord>> {
     let sql = format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.vpc_id = $1 AND s.time_deleted IS NULL");
     page::fetch(conn, &sql, &[vpc_id.to_string()], "s", req, subnet_from_row).await
 }
 
 /// Every live subnet of a VPC (overlap checks) or of every VPC (`None`: the data plane).
-pub async fn all_subnets(conn: &mut Conn, vpc_id: Option<Uuid>) -> Result<Vec<SubnetRecord>> {
+pub async fn all_subnets(conn: &mut Conn, vpc_id: Option<VpcId>) -> Result<Vec<SubnetRecord>> {
     let (pred, val) = match vpc_id {
         Some(v) => ("s.vpc_id = $1", v.to_string()),
         None => ("$1 = ''", String::new()),
@@ -289,7 +293,7 @@ pub async fn all_subnets(conn: &mut Conn, vpc_id: Option<Uuid>) -> Result<Vec<Su
     rows.iter().map(subnet_from_row).collect()
 }
 
-pub async fn delete_subnet(conn: &mut Conn, subnet_id: Uuid) -> Result<bool> {
+pub async fn delete_subnet(conn: &mut Conn, subnet_id: SubnetId) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE vpc_subnets SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL",
     )
@@ -302,7 +306,7 @@ pub async fn delete_subnet(conn: &mut Conn, subnet_id: Uuid) -> Result<bool> {
 
 /// Takes the subnet's row lock (PostgreSQL; SQLite has one writer anyway) so that concurrent
 /// allocations in one subnet run one after the other.
-pub async fn lock_subnet(conn: &mut Conn, subnet_id: Uuid) -> Result<()> {
+pub async fn lock_subnet(conn: &mut Conn, subnet_id: SubnetId) -> Result<()> {
     sqlx::query("UPDATE vpc_subnets SET time_modified = time_modified WHERE id = $1")
         .bind(subnet_id.to_string())
         .execute(&mut *conn)

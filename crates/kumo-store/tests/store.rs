@@ -11,14 +11,15 @@
 //!
 //!     KUMO_TEST_POSTGRES_URL=$(scripts/postgres.sh) cargo test -p kumo-store --test store
 
-use kumo_store::events::{self, NewEvent};
+use kumo_store::events::{self, EventState, NewEvent};
 use kumo_store::hosts::{self, HostReport, Resources};
 use kumo_store::images::{self, NewImage};
 use kumo_store::instances::{self, InstanceRecord, NewInstance};
 use kumo_store::{instance_types, projects, tokens, Backend, Store, StoreError};
 use kumo_types::page::{PageParams, PageRequest, SortBy};
 use kumo_types::{
-    HostView, ImageBoot, InstanceState, InstanceTypeCreate, InstanceTypeView, Name, NameOrId, ProjectView, ResultsPage,
+    BackupId, HostId, HostView, ImageBoot, ImageId, InstanceId, InstanceState, InstanceTypeCreate, InstanceTypeView,
+    InvoiceId, Name, NameOrId, ProjectId, ProjectView, ResultsPage, SecurityGroupId, SnapshotId, VolumeId,
 };
 use sqlx::{Connection, Executor};
 use std::collections::HashSet;
@@ -298,16 +299,16 @@ async fn upsert_host(store: &Store, r: &HostReport) -> HostView {
     h
 }
 
-async fn get_host(store: &Store, id: Uuid) -> HostView {
+async fn get_host(store: &Store, id: HostId) -> HostView {
     let mut c = store.read().await.unwrap();
-    hosts::get(&mut c, &NameOrId::Id(id)).await.unwrap().expect("host exists")
+    hosts::get(&mut c, &NameOrId::Id(id.get())).await.unwrap().expect("host exists")
 }
 
 fn used(h: &HostView) -> Resources {
     Resources { vcpus: h.vcpus_used, memory_mib: h.memory_mib_used, disk_gib: h.disk_gib_used, gpus: h.gpus_used }
 }
 
-async fn create_image(store: &Store, project_id: Option<Uuid>, n: &str) -> images::ImageRecord {
+async fn create_image(store: &Store, project_id: Option<ProjectId>, n: &str) -> images::ImageRecord {
     let id = images::allocate_id();
     let disk = format!("/var/lib/kumo/images/{id}.qcow2");
     let new = NewImage {
@@ -358,8 +359,13 @@ async fn fixture(store: &Store, project: &str) -> Fixture {
 }
 
 /// Reserves capacity and inserts the instance in one transaction, as the control plane does.
-async fn try_create_instance(store: &Store, f: &Fixture, project_id: Uuid, n: &str) -> Result<Uuid, StoreError> {
-    let id = Uuid::now_v7();
+async fn try_create_instance(
+    store: &Store,
+    f: &Fixture,
+    project_id: ProjectId,
+    n: &str,
+) -> Result<InstanceId, StoreError> {
+    let id = InstanceId::new_v7();
     let mut tx = store.begin().await?;
     assert!(hosts::reserve(&mut tx, f.host.id, SMALL).await?, "fixture host is full");
     instances::insert(
@@ -386,19 +392,19 @@ async fn create_instance(store: &Store, f: &Fixture, n: &str) -> InstanceRecord 
     get_instance(store, f.project.id, id).await.expect("instance just inserted")
 }
 
-async fn get_instance(store: &Store, project_id: Uuid, id: Uuid) -> Option<InstanceRecord> {
+async fn get_instance(store: &Store, project_id: ProjectId, id: InstanceId) -> Option<InstanceRecord> {
     let mut c = store.read().await.unwrap();
-    instances::get(&mut c, project_id, &NameOrId::Id(id)).await.unwrap()
+    instances::get(&mut c, project_id, &NameOrId::Id(id.get())).await.unwrap()
 }
 
 /// The id of the image `sel` finds from `project_id`.
-async fn image_id(store: &Store, project_id: Option<Uuid>, sel: NameOrId) -> Option<Uuid> {
+async fn image_id(store: &Store, project_id: Option<ProjectId>, sel: NameOrId) -> Option<ImageId> {
     let mut c = store.read().await.unwrap();
     images::get(&mut c, project_id, &sel).await.unwrap().map(|r| r.view.id)
 }
 
 /// (name, project) of every image listed from `project_id`, in one page.
-async fn visible_images(store: &Store, project_id: Option<Uuid>) -> Vec<(String, Option<String>)> {
+async fn visible_images(store: &Store, project_id: Option<ProjectId>) -> Vec<(String, Option<String>)> {
     let mut c = store.read().await.unwrap();
     let page = images::list(&mut c, project_id, &PageParams::default().validate().unwrap()).await.unwrap();
     assert!(page.next_page.is_none());
@@ -470,7 +476,7 @@ async fn projects_get_and_paginate(store: &Store) {
     let mut c = store.read().await.unwrap();
     for p in &created {
         let a = projects::get(&mut c, &by_name(&p.name)).await.unwrap().expect("get by name");
-        let b = projects::get(&mut c, &NameOrId::Id(p.id)).await.unwrap().expect("get by id");
+        let b = projects::get(&mut c, &NameOrId::Id(p.id.get())).await.unwrap().expect("get by id");
         assert_eq!((a.id, a.name.as_str(), a.time_created), (p.id, p.name.as_str(), p.time_created));
         assert_eq!((b.id, b.name.as_str(), b.time_created), (p.id, p.name.as_str(), p.time_created));
     }
@@ -478,15 +484,15 @@ async fn projects_get_and_paginate(store: &Store) {
     assert!(projects::get(&mut c, &NameOrId::Id(Uuid::now_v7())).await.unwrap().is_none());
     drop(c);
 
-    let mut by_name_asc: Vec<(String, Uuid)> = created.iter().map(|p| (p.name.clone(), p.id)).collect();
+    let mut by_name_asc: Vec<(String, ProjectId)> = created.iter().map(|p| (p.name.clone(), p.id)).collect();
     by_name_asc.sort();
-    let mut by_id: Vec<(String, Uuid)> = created.iter().map(|p| (p.name.clone(), p.id)).collect();
+    let mut by_id: Vec<(String, ProjectId)> = created.iter().map(|p| (p.name.clone(), p.id)).collect();
     by_id.sort_by_key(|(_, id)| id.to_string());
     // Ids are time-ordered: the id order is the creation order.
     assert_eq!(by_id.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), names);
 
     for sort in SORTS {
-        let expected: Vec<(String, Uuid)> = match sort {
+        let expected: Vec<(String, ProjectId)> = match sort {
             SortBy::NameAscending => by_name_asc.clone(),
             SortBy::NameDescending => by_name_asc.iter().rev().cloned().collect(),
             SortBy::IdAscending => by_id.clone(),
@@ -504,7 +510,7 @@ async fn projects_get_and_paginate(store: &Store) {
                 _ => vec![7],
             };
             assert_eq!(sizes, want_sizes, "page sizes for limit {limit}, {sort:?}");
-            let got: Vec<(String, Uuid)> = pages.into_iter().flatten().map(|p| (p.name, p.id)).collect();
+            let got: Vec<(String, ProjectId)> = pages.into_iter().flatten().map(|p| (p.name, p.id)).collect();
             assert_eq!(got, expected, "limit {limit}, {sort:?}: every project exactly once, in order");
         }
     }
@@ -519,7 +525,7 @@ async fn projects_get_and_paginate(store: &Store) {
     })
     .await;
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3]);
-    let got: Vec<Uuid> = pages.into_iter().flatten().map(|p| p.id).collect();
+    let got: Vec<ProjectId> = pages.into_iter().flatten().map(|p| p.id).collect();
     assert_eq!(got, by_id[1..].iter().map(|(_, id)| *id).collect::<Vec<_>>(), "deleted project not listed");
 }
 
@@ -550,7 +556,7 @@ async fn names_unique_among_live_rows(store: &Store) {
 
     let mut c = store.read().await.unwrap();
     assert!(projects::get(&mut c, &by_name("dup")).await.unwrap().is_none(), "deleted project by name");
-    assert!(projects::get(&mut c, &NameOrId::Id(first.id)).await.unwrap().is_none(), "deleted project by id");
+    assert!(projects::get(&mut c, &NameOrId::Id(first.id.get())).await.unwrap().is_none(), "deleted project by id");
     drop(c);
 
     // The name is free again, for a new project with a new id.
@@ -685,7 +691,7 @@ async fn hosts_upsert_reserve_release(store: &Store) {
     }
     // Unknown host: refused, not an error.
     let mut tx = store.begin().await.unwrap();
-    assert!(!hosts::reserve(&mut tx, Uuid::now_v7(), part).await.unwrap());
+    assert!(!hosts::reserve(&mut tx, HostId::new_v7(), part).await.unwrap());
     drop(tx);
 
     // Re-registering refreshes what the host reports but keeps its reservations and its id.
@@ -759,7 +765,7 @@ async fn hosts_concurrent_reservations_never_overshoot(store: &Store) {
                     &NewEvent {
                         project_id: Some(project.id),
                         resource_type: "host",
-                        resource_id: h.id,
+                        resource_id: h.id.get(),
                         resource_name: "busy",
                         kind: "reserved",
                         from_state: None,
@@ -790,7 +796,8 @@ async fn hosts_concurrent_reservations_never_overshoot(store: &Store) {
         "used must be exactly 7 × size"
     );
     let mut c = store.read().await.unwrap();
-    let evs = events::list(&mut c, project.id, Some(h.id), &PageParams::default().validate().unwrap()).await.unwrap();
+    let evs =
+        events::list(&mut c, project.id, Some(h.id.get()), &PageParams::default().validate().unwrap()).await.unwrap();
     assert_eq!(evs.items.len(), 7, "one event per granted reservation, none from refused ones");
 }
 
@@ -821,7 +828,7 @@ async fn instances_lifecycle(store: &Store) {
     assert_eq!(any.view.name, "web1");
     // Not visible from another project.
     let other = create_project(store, "other").await;
-    assert!(instances::get(&mut c, other.id, &NameOrId::Id(web1.view.id)).await.unwrap().is_none());
+    assert!(instances::get(&mut c, other.id, &NameOrId::Id(web1.view.id.get())).await.unwrap().is_none());
     assert!(instances::get(&mut c, other.id, &by_name("web1")).await.unwrap().is_none());
     drop(c);
 
@@ -840,7 +847,7 @@ async fn instances_lifecycle(store: &Store) {
         })
         .await;
         assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
-        let got: Vec<Uuid> = pages.into_iter().flatten().map(|r| r.view.id).collect();
+        let got: Vec<InstanceId> = pages.into_iter().flatten().map(|r| r.view.id).collect();
         let want = match sort {
             SortBy::NameAscending => expected_by_name.clone(),
             SortBy::NameDescending => expected_by_name.iter().rev().copied().collect(),
@@ -849,7 +856,8 @@ async fn instances_lifecycle(store: &Store) {
         assert_eq!(got, want, "{sort:?}");
     }
     let mut c = store.read().await.unwrap();
-    let on_host: Vec<Uuid> = instances::on_host(&mut c, f.host.id).await.unwrap().iter().map(|r| r.view.id).collect();
+    let on_host: Vec<InstanceId> =
+        instances::on_host(&mut c, f.host.id).await.unwrap().iter().map(|r| r.view.id).collect();
     assert_eq!(on_host.len(), 4, "acme's three and other's one");
     assert!(on_host.windows(2).all(|w| w[0].to_string() < w[1].to_string()), "on_host is in id order");
     drop(c);
@@ -940,13 +948,16 @@ async fn images_visibility_and_shadowing(store: &Store) {
     assert_eq!(image_id(store, Some(b.id), by_name("debian")).await, Some(public_debian.view.id));
     assert_eq!(image_id(store, None, by_name("debian")).await, Some(public_debian.view.id));
     // The public one stays reachable by id from team-a.
-    assert_eq!(image_id(store, Some(a.id), NameOrId::Id(public_debian.view.id)).await, Some(public_debian.view.id));
+    assert_eq!(
+        image_id(store, Some(a.id), NameOrId::Id(public_debian.view.id.get())).await,
+        Some(public_debian.view.id)
+    );
     assert_eq!(image_id(store, Some(a.id), by_name("alpine")).await, Some(alpine.view.id));
     // A project image is invisible from other projects and to public lookups, by name and by id.
     assert_eq!(image_id(store, Some(a.id), by_name("private")).await, Some(a_private.view.id));
     assert_eq!(image_id(store, Some(b.id), by_name("private")).await, None);
-    assert_eq!(image_id(store, Some(b.id), NameOrId::Id(a_private.view.id)).await, None);
-    assert_eq!(image_id(store, None, NameOrId::Id(a_private.view.id)).await, None);
+    assert_eq!(image_id(store, Some(b.id), NameOrId::Id(a_private.view.id.get())).await, None);
+    assert_eq!(image_id(store, None, NameOrId::Id(a_private.view.id.get())).await, None);
     // get_by_id is the internal lookup: it sees everything.
     let mut c = store.read().await.unwrap();
     let rec = images::get_by_id(&mut c, a_private.view.id).await.unwrap().expect("get_by_id");
@@ -984,7 +995,7 @@ async fn images_visibility_and_shadowing(store: &Store) {
     assert!(images::soft_delete(&mut tx, a_debian.view.id).await.unwrap());
     tx.commit().await.unwrap();
     assert_eq!(image_id(store, Some(a.id), by_name("debian")).await, Some(public_debian.view.id));
-    assert_eq!(image_id(store, Some(a.id), NameOrId::Id(a_debian.view.id)).await, None);
+    assert_eq!(image_id(store, Some(a.id), NameOrId::Id(a_debian.view.id.get())).await, None);
 }
 
 /// A project sees a public image and its own one under the same name: listing page by page must
@@ -1006,10 +1017,10 @@ async fn images_list_paginates_through_shadowed_names(store: &Store) {
             })
             .await;
             let got: Vec<_> = pages.into_iter().flatten().collect();
-            let ids: Vec<Uuid> = got.iter().map(|i| i.id).collect();
-            let unique: HashSet<Uuid> = ids.iter().copied().collect();
+            let ids: Vec<ImageId> = got.iter().map(|i| i.id).collect();
+            let unique: HashSet<ImageId> = ids.iter().copied().collect();
             assert_eq!(unique.len(), ids.len(), "{sort:?}, limit {limit}: an image listed twice: {ids:?}");
-            let mut want: Vec<Uuid> = all.iter().map(|i| i.id).collect();
+            let mut want: Vec<ImageId> = all.iter().map(|i| i.id).collect();
             let mut have = ids.clone();
             want.sort();
             have.sort();
@@ -1033,7 +1044,7 @@ async fn events_record_and_list(store: &Store) {
     let (r1, r2) = (Uuid::now_v7(), Uuid::now_v7());
     // Recorded interleaved, over several transactions: project a gets 7, r1 4 of them.
     // (project, resource, kind)
-    type Planned = (Option<Uuid>, Uuid, &'static str);
+    type Planned = (Option<ProjectId>, Uuid, &'static str);
     let plan: [Planned; 10] = [
         (Some(a.id), r1, "created"),
         (Some(a.id), r2, "created"),
@@ -1116,7 +1127,8 @@ async fn events_record_and_list(store: &Store) {
     let of_b = events::list(&mut c, b.id, None, &PageParams::default().validate().unwrap()).await.unwrap();
     assert_eq!(of_b.items.iter().map(|e| e.cause.as_str()).collect::<Vec<_>>(), ["step 2", "step 7"]);
     assert!(of_b.next_page.is_none());
-    let none = events::list(&mut c, Uuid::now_v7(), None, &PageParams::default().validate().unwrap()).await.unwrap();
+    let none =
+        events::list(&mut c, ProjectId::new_v7(), None, &PageParams::default().validate().unwrap()).await.unwrap();
     assert!(none.items.is_empty() && none.next_page.is_none());
 }
 
@@ -1418,13 +1430,34 @@ async fn billing_prices_invoices_budgets_and_metering_events(store: &Store) {
         [("disk", 100_000), ("instance_type", 12_000), ("instance_type", 15_000)]
     );
     let rows = events::for_metering(&mut conn, p.id, "instance", t0 + chrono_seconds(15)).await.unwrap();
-    assert_eq!(rows.iter().map(|r| r.to_state.as_deref()).collect::<Vec<_>>(), [Some("creating"), Some("running")]);
+    assert_eq!(
+        rows.iter().map(|r| r.to_state).collect::<Vec<_>>(),
+        [Some(EventState::Instance(InstanceState::Creating)), Some(EventState::Instance(InstanceState::Running))]
+    );
     assert!(rows[0].detail.as_deref().is_some_and(|d| d.contains("k1-small")));
+    // A state the instance state machine does not have is corrupt data, not a string to bill by.
+    let q = create_project(store, "odd-states").await;
+    let mut tx = store.begin().await.unwrap();
+    let odd = NewEvent {
+        project_id: Some(q.id),
+        resource_type: "instance",
+        resource_id: Uuid::now_v7(),
+        resource_name: "odd",
+        kind: "state_changed",
+        from_state: None,
+        to_state: Some("hibernating"),
+        cause: "test",
+        detail: None,
+    };
+    events::record_at(&mut tx, &odd, t0).await.unwrap();
+    tx.commit().await.unwrap();
+    let err = events::for_metering(&mut conn, q.id, "instance", t0 + chrono_seconds(15)).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("hibernating")), "{err:?}");
     assert_eq!(events::earliest_time(&mut conn, p.id).await.unwrap().map(|t| t <= t0), Some(true));
     drop(conn);
 
     let inv = InvoiceRecord {
-        id: Uuid::now_v7(),
+        id: InvoiceId::new_v7(),
         period: "2026-10".into(),
         period_start: t0,
         period_end: t0 + chrono_seconds(31 * 86400),
@@ -1447,7 +1480,7 @@ async fn billing_prices_invoices_budgets_and_metering_events(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     assert_eq!(billing::insert_invoice(&mut tx, p.id, &inv).await.unwrap(), inv);
     // A second generation returns the stored one, unchanged.
-    let other = InvoiceRecord { id: Uuid::now_v7(), total_cents: 999, lines: vec![], ..inv.clone() };
+    let other = InvoiceRecord { id: InvoiceId::new_v7(), total_cents: 999, lines: vec![], ..inv.clone() };
     assert_eq!(billing::insert_invoice(&mut tx, p.id, &other).await.unwrap(), inv);
     billing::set_budget(&mut tx, p.id, 5000, 80).await.unwrap();
     billing::set_budget(&mut tx, p.id, 6000, 90).await.unwrap();
@@ -1465,8 +1498,8 @@ async fn billing_prices_invoices_budgets_and_metering_events(store: &Store) {
 
     // Two writers close the same month at once (a request and the billing task): the second waits
     // for the first and keeps its invoice instead of failing on the unique index.
-    let nov = InvoiceRecord { id: Uuid::now_v7(), period: "2026-11".into(), ..inv.clone() };
-    let rival = InvoiceRecord { id: Uuid::now_v7(), total_cents: 1, lines: vec![], ..nov.clone() };
+    let nov = InvoiceRecord { id: InvoiceId::new_v7(), period: "2026-11".into(), ..inv.clone() };
+    let rival = InvoiceRecord { id: InvoiceId::new_v7(), total_cents: 1, lines: vec![], ..nov.clone() };
     let mut first = store.begin().await.unwrap();
     assert_eq!(billing::insert_invoice(&mut first, p.id, &nov).await.unwrap(), nov);
     let commit_later = async {
@@ -1540,19 +1573,19 @@ async fn metering_window_carries_the_state_from_before_it(store: &Store) {
     tx.commit().await.unwrap();
 
     // The state at `from` per resource, folded from rows before it: (last to_state, last detail, last time).
-    type Folded = std::collections::BTreeMap<Uuid, (Option<String>, Option<String>, chrono::DateTime<chrono::Utc>)>;
+    type Folded = std::collections::BTreeMap<Uuid, (Option<EventState>, Option<String>, chrono::DateTime<chrono::Utc>)>;
     let fold = |rows: &[MeterRow]| -> Folded {
         let mut out = Folded::new();
         for r in rows.iter().filter(|r| r.time < from) {
             let e = out.entry(r.resource_id).or_insert((None, None, r.time));
-            e.0 = r.to_state.clone().or(e.0.take());
+            e.0 = r.to_state.or(e.0.take());
             e.1 = r.detail.clone().or(e.1.take());
             e.2 = r.time;
         }
         out
     };
-    let inside = |rows: &[MeterRow]| -> Vec<(Uuid, chrono::DateTime<chrono::Utc>, Option<String>)> {
-        rows.iter().filter(|r| r.time >= from).map(|r| (r.resource_id, r.time, r.to_state.clone())).collect()
+    let inside = |rows: &[MeterRow]| -> Vec<(Uuid, chrono::DateTime<chrono::Utc>, Option<EventState>)> {
+        rows.iter().filter(|r| r.time >= from).map(|r| (r.resource_id, r.time, r.to_state)).collect()
     };
     let mut conn = store.read().await.unwrap();
     let whole = events::for_metering(&mut conn, p.id, "instance", to).await.unwrap();
@@ -1567,7 +1600,7 @@ async fn metering_window_carries_the_state_from_before_it(store: &Store) {
     assert!(window.iter().filter(|r| r.time < from).count() <= 3 + 3 + 2, "{window:#?}");
     assert!(window.iter().all(|r| r.time < to && r.resource_id != ids[3]));
     let resource_0 = fold(&window)[&ids[0]].clone();
-    assert_eq!((resource_0.0.as_deref(), resource_0.2), (Some("running"), t(20, 0)));
+    assert_eq!((resource_0.0, resource_0.2), (Some(EventState::Instance(InstanceState::Running)), t(20, 0)));
     assert!(resource_0.1.is_some_and(|d| d.contains(r#""disk_gib":9"#)));
     // Sorted by resource, then time.
     let key = |r: &MeterRow| (r.resource_id.to_string(), r.time);
@@ -1589,7 +1622,7 @@ async fn metrics_batches_rollups_and_retention(store: &Store) {
     use kumo_store::metrics::{self, MetricRow, Resolution};
     let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
     let secs = chrono::TimeDelta::seconds;
-    let ids: Vec<Uuid> = (0..150).map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<InstanceId> = (0..150).map(|_| InstanceId::new_v7()).collect();
     // Two rounds 30 s apart in the first minute, for 150 instances: cpu 10 then 30 → mean 20.
     for (i, cpu) in [(0, 10.0), (30, 30.0)] {
         let rows: Vec<MetricRow> = ids
@@ -1637,7 +1670,7 @@ async fn volumes_snapshots_and_backups(store: &Store) {
     use kumo_types::VolumeState;
     let f = fixture(store, "vols").await;
     let inst = create_instance(store, &f, "vm1").await;
-    let new = |id: Uuid, n: &'static str, source_id: Option<Uuid>| NewVolume {
+    let new = |id: VolumeId, n: &'static str, source_id: Option<Uuid>| NewVolume {
         id,
         project_id: f.project.id,
         name: n,
@@ -1650,14 +1683,14 @@ async fn volumes_snapshots_and_backups(store: &Store) {
         iops_limit: Some(100),
         bandwidth_limit_mib_s: None,
     };
-    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let (a, b) = (VolumeId::new_v7(), VolumeId::new_v7());
     let mut tx = store.begin().await.unwrap();
     volumes::insert(&mut tx, &new(a, "data", None)).await.unwrap();
-    volumes::insert(&mut tx, &new(b, "secret", Some(f.image.view.id))).await.unwrap();
+    volumes::insert(&mut tx, &new(b, "secret", Some(f.image.view.id.get()))).await.unwrap();
     tx.commit().await.unwrap();
     // (In its own transaction: on PostgreSQL a failed statement aborts the transaction.)
     let mut tx = store.begin().await.unwrap();
-    assert_conflict(volumes::insert(&mut tx, &new(Uuid::now_v7(), "data", None)).await, "duplicate volume name");
+    assert_conflict(volumes::insert(&mut tx, &new(VolumeId::new_v7(), "data", None)).await, "duplicate volume name");
     drop(tx);
 
     let mut conn = store.read().await.unwrap();
@@ -1689,7 +1722,7 @@ async fn volumes_snapshots_and_backups(store: &Store) {
     assert_eq!(held[0].view.attached_to.as_deref(), Some("vm1"));
     drop(conn);
 
-    let (s1, b1) = (Uuid::now_v7(), Uuid::now_v7());
+    let (s1, b1) = (SnapshotId::new_v7(), BackupId::new_v7());
     let mut tx = store.begin().await.unwrap();
     let snap = snapshots::NewSnapshot {
         id: s1,
@@ -1755,7 +1788,7 @@ async fn network_ipam_concurrent_and_queries(store: &Store) {
         let (barrier, arrived) = (barrier.clone(), arrived.clone());
         let (image, itype, host, project) = (f.image.view.id, f.itype.id, f.host.id, f.project.id);
         handles.push(tokio::spawn(async move {
-            let id = Uuid::now_v7();
+            let id = InstanceId::new_v7();
             let mut tx = store.begin().await.unwrap();
             if arrived.fetch_add(1, Ordering::SeqCst) < overlap {
                 sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
@@ -1810,7 +1843,7 @@ async fn network_ipam_concurrent_and_queries(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     let web = security_groups::insert(&mut tx, f.project.id, "web", "").await.unwrap();
     let db = security_groups::insert(&mut tx, f.project.id, "db", "").await.unwrap();
-    let rule = |ports, cidr: Option<&str>, group: Option<(Uuid, String)>| security_groups::StoredRule {
+    let rule = |ports, cidr: Option<&str>, group: Option<(SecurityGroupId, String)>| security_groups::StoredRule {
         direction: RuleDirection::Ingress,
         protocol: RuleProtocol::Tcp,
         ports,
@@ -1871,7 +1904,7 @@ async fn hosts_keyed_by_their_id_and_the_cloud_id(store: &Store) {
     assert!(hosts::reserve(&mut tx, old.id, Resources { vcpus: 1, ..Default::default() }).await.unwrap());
     let renamed = hosts::register(&mut tx, old.id, &report("beta", total, 1.0, 1.0, 1.0)).await.unwrap();
     assert_eq!((renamed.id, renamed.name.as_str(), renamed.vcpus_used), (old.id, "beta", 1));
-    let other = hosts::register(&mut tx, Uuid::now_v7(), &report("gamma", total, 1.0, 1.0, 1.0)).await.unwrap();
+    let other = hosts::register(&mut tx, HostId::new_v7(), &report("gamma", total, 1.0, 1.0, 1.0)).await.unwrap();
     assert_ne!(other.id, old.id);
     assert_eq!(hosts::adoptable(&mut tx, "gamma").await.unwrap(), Some(other.id));
     assert_eq!(hosts::adoptable(&mut tx, "nobody").await.unwrap(), None, "two hosts: no guess");

@@ -1,15 +1,16 @@
 //! Volume backups: copies of a volume's data in a backup target, restorable into new volumes.
 
+use crate::BackupId;
 use crate::Name;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// A backup of a volume.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BackupView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: BackupId,
     /// Name, unique within the project.
     pub name: String,
     /// Free-form description.

@@ -1,6 +1,7 @@
 //! Quotas, prices, usage, invoices and budgets on the wire. Money: unit prices as decimal strings
 //! (plus the exact integer micro-units), costs in integer minor units (cents).
 
+use crate::PriceId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -113,7 +114,8 @@ pub struct PriceSet {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PriceView {
     /// Unique id.
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: PriceId,
     /// Price kind (see `PriceSet.kind`).
     pub kind: String,
     /// Instance type name for kind `instance_type`, else null.

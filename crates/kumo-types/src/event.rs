@@ -1,5 +1,6 @@
 //! Events: every state change of every resource, with time and cause.
 
+use crate::EventId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -8,7 +9,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     /// Unique id (UUIDv7: ordered by time).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: EventId,
     /// When it happened.
     pub time_created: chrono::DateTime<chrono::Utc>,
     /// Project of the resource (null for cloud-wide resources such as hosts).

@@ -1,15 +1,16 @@
 //! Hosts (operators only): the machines instances run on and their capacity.
 
+use crate::HostId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// A host and its capacity. `*_limit` is the physical amount times the overcommit ratio; the
 /// scheduler places an instance only when `used + requested <= limit` for every resource.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HostView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: HostId,
     /// Host name.
     pub name: String,
     /// Free-form description.

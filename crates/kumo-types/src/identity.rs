@@ -1,9 +1,9 @@
 //! Identity: users, login, API tokens, project members and the audit log.
 
 use crate::Name;
+use crate::{AuditEntryId, ProjectId, TokenId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// Shortest password accepted.
 pub const PASSWORD_MIN_CHARS: usize = 8;
@@ -12,7 +12,8 @@ pub const PASSWORD_MIN_CHARS: usize = 8;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UserView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: UserId,
     /// Login name, unique in the cloud.
     pub name: String,
     /// Free-form description.
@@ -137,7 +138,8 @@ pub struct MemberAdd {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MemberView {
     /// Id of the user.
-    pub user_id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub user_id: UserId,
     /// Name of the user.
     pub user: String,
     /// Role in the project: owner, collaborator or viewer.
@@ -150,7 +152,8 @@ pub struct MemberView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MyProjectView {
     /// Id of the project.
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: ProjectId,
     /// Name of the project.
     pub name: String,
     /// The caller's role: owner, collaborator or viewer.
@@ -167,7 +170,8 @@ pub struct MeView {
     /// Name of the user the token belongs to (null for the bootstrap operator token).
     pub user: Option<String>,
     /// Id of that user (null for the bootstrap operator token).
-    pub user_id: Option<Uuid>,
+    #[schema(value_type = Option<Uuid>)]
+    pub user_id: Option<UserId>,
     /// Whether the caller is a cloud operator.
     pub operator: bool,
     /// The projects a tenant user is a member of, with their roles (empty for operators, who see
@@ -179,7 +183,8 @@ pub struct MeView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntryView {
     /// Unique id (UUID, time-ordered).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: AuditEntryId,
     /// When the request arrived.
     pub time: chrono::DateTime<chrono::Utc>,
     /// Id of the request (as in its `x-request-id` header).
@@ -187,9 +192,11 @@ pub struct AuditEntryView {
     /// Who called, e.g. "user 'alice' (token 'ci')", or "anonymous".
     pub actor: String,
     /// Id of the calling user (null: the operator token, or unauthenticated).
-    pub user_id: Option<Uuid>,
+    #[schema(value_type = Option<Uuid>)]
+    pub user_id: Option<UserId>,
     /// Id of the token used (null: unauthenticated).
-    pub token_id: Option<Uuid>,
+    #[schema(value_type = Option<Uuid>)]
+    pub token_id: Option<TokenId>,
     /// Address the request came from.
     pub source_address: String,
     /// HTTP method.
@@ -199,7 +206,8 @@ pub struct AuditEntryView {
     /// Operation id (e.g. `instance_create`), or "-" when no operation matched.
     pub operation: String,
     /// Id of the project the request was about, when it named one that exists.
-    pub project_id: Option<Uuid>,
+    #[schema(value_type = Option<Uuid>)]
+    pub project_id: Option<ProjectId>,
     /// HTTP status of the answer.
     pub status: u16,
     /// `ok`, or the error code of the answer.

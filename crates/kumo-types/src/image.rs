@@ -1,9 +1,9 @@
 //! Images: bootable disk templates. Public images (project null) are provided by the operator;
 //! project images are imported by tenants.
 
+use crate::ImageId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// How an image boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -60,7 +60,8 @@ pub struct ImageCreate {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ImageView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: ImageId,
     /// Name, unique among public images or within its project.
     pub name: String,
     /// Free-form description.

@@ -13,10 +13,10 @@
 //! any → deleting → destroyed (soft-deleted row: history stays)
 //! ```
 
+use crate::InstanceId;
 use crate::Name;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// Largest accepted user-data, in bytes.
 pub const USER_DATA_MAX_BYTES: usize = 32 * 1024;
@@ -189,7 +189,8 @@ pub enum InstanceObservation {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InstanceView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: InstanceId,
     /// Name, unique within the project.
     pub name: String,
     /// Free-form description.

@@ -1,15 +1,16 @@
 //! Instance types (plans): the sizes an instance can have. The operator extends the catalogue.
 
+use crate::InstanceTypeId;
 use crate::Name;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// An instance type (plan).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InstanceTypeView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: InstanceTypeId,
     /// Name, unique in the catalogue.
     pub name: String,
     /// Free-form description.

@@ -7,6 +7,7 @@ pub mod billing;
 pub mod error;
 pub mod event;
 pub mod host;
+pub mod id;
 pub mod identity;
 pub mod image;
 pub mod instance;
@@ -24,6 +25,10 @@ pub use backup::{BackupCreate, BackupView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::HostView;
+pub use id::{
+    AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId, InvoiceId, NicId,
+    PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId, SubnetId, TokenId, UserId, VolumeId, VpcId,
+};
 pub use identity::{
     AuditEntryView, LoginRequest, LoginResponse, MeView, MemberAdd, MemberView, MyProjectView, ProjectRole,
     TokenCreate, TokenCreated, TokenView, UserCreate, UserView,

@@ -6,6 +6,7 @@
 //! are: the network address, the gateway (first host) and the broadcast address.
 
 use crate::Name;
+use crate::{FloatingIpId, SecurityGroupId, SshKeyId, SubnetId, VpcId};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -87,7 +88,8 @@ pub fn mac_for(id: Uuid) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VpcView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: VpcId,
     /// Name, unique within the project.
     pub name: String,
     /// Free-form description.
@@ -125,7 +127,8 @@ pub struct VpcCreate {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SubnetView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: SubnetId,
     /// Name, unique within the VPC.
     pub name: String,
     /// Free-form description.
@@ -313,7 +316,8 @@ pub struct SecurityRules {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SecurityGroupView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: SecurityGroupId,
     /// Name, unique within the project.
     pub name: String,
     /// Free-form description.
@@ -344,7 +348,8 @@ pub struct SecurityGroupCreate {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SshKeyView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: SshKeyId,
     /// Name, unique within the project.
     pub name: String,
     /// Free-form description.
@@ -413,7 +418,8 @@ pub fn check_public_key(key: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FloatingIpView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: FloatingIpId,
     /// Name, unique within the project.
     pub name: String,
     /// Free-form description.

@@ -1,15 +1,16 @@
 //! Projects: the unit of tenancy; every tenant resource lives in one.
 
 use crate::Name;
+use crate::ProjectId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// A project.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProjectView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: ProjectId,
     /// Name, unique in the cloud.
     pub name: String,
     /// Free-form description.

@@ -2,15 +2,16 @@
 //! or attached to a running guest. A snapshot is the source of new volumes.
 
 use crate::Name;
+use crate::SnapshotId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// A snapshot of a volume.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: SnapshotId,
     /// Name, unique within the project.
     pub name: String,
     /// Free-form description.

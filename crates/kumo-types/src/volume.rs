@@ -14,9 +14,9 @@
 //! ```
 
 use crate::Name;
+use crate::VolumeId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// Largest volume, GiB.
 pub const VOLUME_MAX_GIB: i64 = 16 * 1024;
@@ -223,7 +223,8 @@ impl VolumeObservation {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VolumeView {
     /// Unique id (UUID).
-    pub id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub id: VolumeId,
     /// Name, unique within the project.
     pub name: String,
     /// Free-form description.

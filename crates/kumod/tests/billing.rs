@@ -406,7 +406,8 @@ fn a_closed_month_is_invoiced_once_and_never_changes() {
 fn a_resource_set_before_the_window_is_billed_across_a_month_end() {
     let mut k = cloud();
     k.create_project("steady");
-    let project: uuid::Uuid = ok(k.get("/v1/projects/steady"), 200)["id"].as_str().expect("id").parse().expect("uuid");
+    let project: kumo_types::ProjectId =
+        ok(k.get("/v1/projects/steady"), 200)["id"].as_str().expect("id").parse().expect("uuid");
     let now = Utc::now();
     let this_month = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().expect("month");
     let last_month_day = this_month - ChronoDuration::days(1);
@@ -449,7 +450,8 @@ fn a_resource_set_before_the_window_is_billed_across_a_month_end() {
                 .expect("ev");
         }
         // Destroyed before the month: nothing to bill.
-        past_instance(tx, project, "gone", last - ChronoDuration::days(30), 24, last - ChronoDuration::days(25)).await;
+        past_instance(tx, project.get(), "gone", last - ChronoDuration::days(30), 24, last - ChronoDuration::days(25))
+            .await;
         // A 7 GiB volume created before the month, attached (same size), never deleted.
         let vol = uuid::Uuid::now_v7();
         let gib = Some(json!({"size_gib": 7}).to_string());

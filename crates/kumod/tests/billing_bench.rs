@@ -201,7 +201,7 @@ fn invoices_of_1000_projects() {
             let view = kumo_store::projects::create(tx, &format!("p-{p:04}"), "").await.expect("project");
             for j in 0..2 {
                 let (t0, hours) = life(start, p * 2 + j);
-                past_instance(tx, view.id, &format!("vm-{j}"), t0, hours).await;
+                past_instance(tx, view.id.get(), &format!("vm-{j}"), t0, hours).await;
             }
         }
     });

@@ -338,7 +338,7 @@ async fn downsampling_and_retention_follow_a_fake_clock() {
     let store = kumo_store::Store::open(&format!("sqlite://{}", dir.path().join("m.db").display())).await.expect("db");
     let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").expect("t0").with_timezone(&chrono::Utc);
     let secs = chrono::TimeDelta::seconds;
-    let id = uuid::Uuid::now_v7();
+    let id = kumo_types::InstanceId::new_v7();
     // Two hours of 5-second samples; cpu = the minute number (0..119), memory constant. The clock
     // advances with the samples and maintenance runs as the task would.
     // (One transaction per simulated minute keeps the test fast; rollups only look at ended intervals.)
@@ -502,16 +502,16 @@ async fn bench_metrics_ingestion_and_day_query() {
     const ROUNDS: i64 = 36; // three simulated minutes at 5 s
     let dir = tempfile::tempdir().expect("dir");
     let store = kumo_store::Store::open(&format!("sqlite://{}", dir.path().join("m.db").display())).await.expect("db");
-    let ids: Vec<uuid::Uuid> = (0..INSTANCES).map(|_| uuid::Uuid::now_v7()).collect();
+    let ids: Vec<kumo_types::InstanceId> = (0..INSTANCES).map(|_| kumo_types::InstanceId::new_v7()).collect();
     let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").expect("t0").with_timezone(&chrono::Utc);
     let mut previous: Vec<kumo_agent::InstanceSample> =
-        ids.iter().map(|id| kumo_agent::compute::sim::simulated_sample(*id, 512, 0.0)).collect();
+        ids.iter().map(|id| kumo_agent::compute::sim::simulated_sample(id.get(), 512, 0.0)).collect();
     let (cpu0, wall0) = (process_cpu(), Instant::now());
     for round in 1..=ROUNDS {
         let now = t0 + chrono::TimeDelta::seconds(5 * round);
         let mut rows = Vec::with_capacity(INSTANCES);
         for (i, id) in ids.iter().enumerate() {
-            let cur = kumo_agent::compute::sim::simulated_sample(*id, 512, 5.0 * round as f64);
+            let cur = kumo_agent::compute::sim::simulated_sample(id.get(), 512, 5.0 * round as f64);
             let values = kumo_control::background::monitoring::rates(&previous[i], &cur, 5.0).expect("rates");
             rows.push(MetricRow { instance_id: *id, time: now, values });
             previous[i] = cur;

@@ -15,7 +15,7 @@ use kumo_store::backups::{BackupRecord, NewBackup};
 use kumo_store::events::NewEvent;
 use kumo_store::Conn;
 use kumo_types::page::PageRequest;
-use kumo_types::{BackupCreate, BackupView, InstanceState, NameOrId, ResultsPage, VolumeAction};
+use kumo_types::{BackupCreate, BackupView, InstanceState, NameOrId, ProjectId, ResultsPage, VolumeAction};
 
 async fn get(
     conn: &mut Conn,
@@ -30,7 +30,7 @@ async fn get(
 }
 
 /// A live backup of a project, for volume creation (400 when missing: it is a reference).
-pub async fn source(conn: &mut Conn, project_id: uuid::Uuid, backup: &str) -> ApiResult<BackupRecord> {
+pub async fn source(conn: &mut Conn, project_id: ProjectId, backup: &str) -> ApiResult<BackupRecord> {
     let sel = selector("source_backup", backup)?;
     kumo_store::backups::get(conn, project_id, &sel)
         .await?
@@ -57,7 +57,7 @@ fn event<'a>(rec: &'a BackupRecord, kind: &'a str, cause: &'a str) -> NewEvent<'
     NewEvent {
         project_id: Some(rec.project_id),
         resource_type: "volume_backup",
-        resource_id: rec.view.id,
+        resource_id: rec.view.id.get(),
         resource_name: &rec.view.name,
         kind,
         from_state: None,

@@ -17,13 +17,13 @@ use crate::metering::{self, MeterEvent, PriceBook, Size};
 use crate::App;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use kumo_store::billing::{InvoiceRecord, LineRecord};
-use kumo_store::events::NewEvent;
+use kumo_store::events::{EventState, NewEvent};
 use kumo_store::Conn;
 use kumo_types::billing::{
     BudgetSet, BudgetView, InvoiceList, InvoiceSummary, InvoiceView, PriceList, PriceSet, PriceView, UsageInterval,
     UsageLine, UsageReport,
 };
-use kumo_types::{money, ErrorCode, NameOrId, ProjectView};
+use kumo_types::{money, ErrorCode, NameOrId, ProjectId, ProjectView, VolumeState};
 
 /// Price kinds: (kind, price unit).
 pub const PRICE_KINDS: [(&str, &str); 7] = [
@@ -122,7 +122,7 @@ pub enum Events<'a> {
 async fn meter_rows(
     conn: &mut Conn,
     via: &Events<'_>,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     resource_type: &str,
     carry: &[kumo_store::events::Carry],
     from: DateTime<Utc>,
@@ -145,7 +145,7 @@ async fn meter_rows(
 pub async fn lines(
     conn: &mut Conn,
     via: Events<'_>,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> ApiResult<Vec<UsageLine>> {
@@ -161,7 +161,7 @@ pub async fn lines(
             .iter()
             .map(|r| MeterEvent {
                 time: r.time,
-                to_state: r.to_state.clone(),
+                to_state: r.to_state.and_then(EventState::instance),
                 size: r.detail.as_deref().and_then(|d| serde_json::from_str::<Size>(d).ok()),
             })
             .collect();
@@ -196,7 +196,7 @@ pub async fn lines(
 async fn storage_lines(
     conn: &mut Conn,
     via: &Events<'_>,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     book: &PriceBook,
@@ -222,9 +222,9 @@ async fn storage_lines(
                         Meter::Backup => detail["bytes_stored"].as_i64().map(|b| (b + (1 << 30) - 1) >> 30),
                         _ => detail["size_gib"].as_i64(),
                     };
-                    let exists = match (r.kind.as_str(), r.to_state.as_deref()) {
+                    let exists = match (r.kind.as_str(), r.to_state) {
                         ("created", _) => Some(true),
-                        ("deleted", _) | (_, Some("deleted")) => Some(false),
+                        ("deleted", _) | (_, Some(EventState::Volume(VolumeState::Deleted))) => Some(false),
                         _ => None,
                     };
                     StorageEvent { time: r.time, exists, gib }
@@ -473,7 +473,7 @@ pub async fn check_budgets(app: &App, now: DateTime<Utc>) -> ApiResult<u64> {
             continue;
         }
         let mut tx = app.store.begin().await?;
-        let Some(p) = kumo_store::projects::get(&mut tx, &NameOrId::Id(b.project_id)).await? else { continue };
+        let Some(p) = kumo_store::projects::get(&mut tx, &NameOrId::Id(b.project_id.get())).await? else { continue };
         let cost = total(&lines(&mut tx, Events::Conn, p.id, month_start(now), now).await?);
         // cost / monthly >= percent / 100, in integers.
         if (cost as i128) * 100 < (b.monthly_cents as i128) * (b.alert_at_percent as i128) {
@@ -495,7 +495,7 @@ pub async fn check_budgets(app: &App, now: DateTime<Utc>) -> ApiResult<u64> {
         let event = NewEvent {
             project_id: Some(p.id),
             resource_type: "project",
-            resource_id: p.id,
+            resource_id: p.id.get(),
             resource_name: &p.name,
             kind: "budget_alert",
             from_state: None,

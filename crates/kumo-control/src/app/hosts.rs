@@ -8,12 +8,12 @@ use kumo_host_api::HostAgent;
 use kumo_store::hosts::{HostReport, Resources};
 use kumo_store::Store;
 use kumo_types::page::PageRequest;
-use kumo_types::{HostView, ResultsPage};
+use kumo_types::{HostId, HostView, ResultsPage};
 
 /// Registers (or refreshes, renaming it if its name changed) the host the agent runs on, under
 /// its stable id (`config.host_id`, from `DATA_DIR/host-id`; see [`crate::identity`]); returns
 /// its id.
-pub async fn register(store: &Store, host: &dyn HostAgent, config: &ControlConfig) -> anyhow::Result<uuid::Uuid> {
+pub async fn register(store: &Store, host: &dyn HostAgent, config: &ControlConfig) -> anyhow::Result<HostId> {
     let info = host.host_info().await?;
     let report = HostReport {
         name: info.name.clone(),

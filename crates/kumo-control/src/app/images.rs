@@ -467,7 +467,7 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
             kumo_store::images::soft_delete(&mut tx, old.view.id).await?;
             retired_dir = Path::new(&old.disk_path).parent().map(Path::to_path_buf);
         } else {
-            let old_name = format!("{}-{}", old.view.name, &old.view.id.simple().to_string()[..8]);
+            let old_name = format!("{}-{}", old.view.name, &old.view.id.get().simple().to_string()[..8]);
             kumo_store::images::rename(&mut tx, old.view.id, &old_name).await?;
         }
     }

@@ -17,8 +17,8 @@ use kumo_store::instances::{InstanceRecord, NewInstance};
 use kumo_store::Conn;
 use kumo_types::page::PageRequest;
 use kumo_types::{
-    ErrorCode, InstanceAction, InstanceCreate, InstanceObservation, InstanceState, InstanceView, Name, NameOrId,
-    ResultsPage, Transition, USER_DATA_MAX_BYTES,
+    ErrorCode, HostId, InstanceAction, InstanceCreate, InstanceId, InstanceObservation, InstanceState, InstanceView,
+    Name, NameOrId, ResultsPage, Transition, USER_DATA_MAX_BYTES,
 };
 
 /// What the instance should end up as, given its state.
@@ -45,7 +45,7 @@ pub(crate) async fn get(
     let sel = selector("instance", instance)?;
     // An id needs no project selector (docs/api.md); with one, the instance must be in it.
     if let (None, NameOrId::Id(id)) = (project, &sel) {
-        let rec = kumo_store::instances::get_by_id(conn, *id)
+        let rec = kumo_store::instances::get_by_id(conn, InstanceId::from(*id))
             .await?
             .ok_or_else(|| ApiError::not_found("instance", instance))?;
         // Not a member: the instance does not exist as far as the caller may know.
@@ -107,7 +107,7 @@ pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, instance: &
             }
         }
         (None, NameOrId::Id(id)) => {
-            if let Some(rec) = kumo_store::instances::fast_get_by_id(&app.store, *id).await? {
+            if let Some(rec) = kumo_store::instances::fast_get_by_id(&app.store, (*id).into()).await? {
                 ctx.authorize_project(rec.project_id, &rec.view.project, Access::Read).map_err(|e| match e.code {
                     ErrorCode::NotFound => ApiError::not_found("instance", instance),
                     _ => e,
@@ -125,7 +125,7 @@ fn event<'a>(rec: &'a InstanceRecord, kind: &'a str, t: Option<Transition>, caus
     NewEvent {
         project_id: Some(rec.project_id),
         resource_type: "instance",
-        resource_id: rec.view.id,
+        resource_id: rec.view.id.get(),
         resource_name: &rec.view.name,
         kind,
         from_state: t.map(|t| t.from.as_str()),
@@ -211,7 +211,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
 async fn attach_network(
     tx: &mut Conn,
     proj: &kumo_types::ProjectView,
-    instance_id: uuid::Uuid,
+    instance_id: InstanceId,
     p: &InstanceCreate,
     cause: &str,
 ) -> ApiResult<()> {
@@ -273,7 +273,7 @@ async fn attach_network(
 }
 
 /// Picks a host and reserves `want` on it, in the caller's transaction.
-async fn reserve_anywhere(tx: &mut Conn, want: Resources) -> ApiResult<uuid::Uuid> {
+async fn reserve_anywhere(tx: &mut Conn, want: Resources) -> ApiResult<HostId> {
     let hosts = kumo_store::hosts::all(tx).await?;
     let ranked = scheduler::rank(&hosts, want).map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
     for host_id in ranked {
@@ -340,7 +340,7 @@ pub async fn resize(
     super::quotas::charge(&mut tx, rec.project_id, &project_name, super::quotas::resize_delta(old, new)).await?;
     kumo_store::hosts::release(&mut tx, rec.host_id, old).await?;
     if !kumo_store::hosts::reserve(&mut tx, rec.host_id, new).await? {
-        let host = kumo_store::hosts::get(&mut tx, &NameOrId::Id(rec.host_id)).await?;
+        let host = kumo_store::hosts::get(&mut tx, &NameOrId::Id(rec.host_id.get())).await?;
         let msg = scheduler::shortage(&host.into_iter().collect::<Vec<_>>(), new);
         return Err(ApiError::new(
             ErrorCode::InsufficientCapacity,
@@ -391,7 +391,7 @@ pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec
         None => BootSpec::Disk,
     };
     Ok(InstanceSpec {
-        id: rec.view.id,
+        id: rec.view.id.get(),
         name: rec.view.name.clone(),
         vcpus: rec.view.vcpus,
         memory_mib: rec.view.memory_mib,
@@ -416,7 +416,7 @@ pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec
 /// nothing. `Destroyed` also gives the host capacity back and soft-deletes the row, atomically.
 pub async fn observe(
     app: &App,
-    id: uuid::Uuid,
+    id: InstanceId,
     obs: InstanceObservation,
     cause: &str,
 ) -> ApiResult<Option<Transition>> {

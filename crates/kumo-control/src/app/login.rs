@@ -19,7 +19,7 @@
 use crate::context::{hash_token, new_token_secret};
 use crate::error::{ApiError, ApiResult};
 use crate::App;
-use kumo_types::{ErrorCode, LoginRequest, LoginResponse};
+use kumo_types::{ErrorCode, LoginRequest, LoginResponse, UserId};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, OnceLock};
@@ -156,7 +156,7 @@ impl LoginLimiter {
 
 /// The outcome of a login, for the handler (the token) and the audit log (who tried).
 pub enum LoginOutcome {
-    Ok(LoginResponse, uuid::Uuid),
+    Ok(LoginResponse, UserId),
     Err(ApiError, Option<u64>),
 }
 
@@ -191,7 +191,7 @@ pub async fn login(app: &App, req: &LoginRequest, source: Option<IpAddr>) -> Log
 }
 
 /// The user id when the credentials are right.
-async fn check(app: &App, req: &LoginRequest) -> ApiResult<Option<uuid::Uuid>> {
+async fn check(app: &App, req: &LoginRequest) -> ApiResult<Option<UserId>> {
     let creds = kumo_store::users::credentials(&mut *super::read(app).await?, &req.username).await?;
     let password = req.password.clone();
     let (user_id, hash) = match creds {
@@ -204,7 +204,7 @@ async fn check(app: &App, req: &LoginRequest) -> ApiResult<Option<uuid::Uuid>> {
     Ok(user_id.filter(|_| ok))
 }
 
-async fn issue_session(app: &App, user_id: uuid::Uuid) -> ApiResult<LoginResponse> {
+async fn issue_session(app: &App, user_id: UserId) -> ApiResult<LoginResponse> {
     let secret = new_token_secret();
     let expires_at = kumo_store::now() + SESSION_TTL;
     let mut tx = app.store.begin().await?;

@@ -60,7 +60,7 @@ fn project_event<'a>(p: &'a ProjectView, kind: &'a str, cause: &'a str) -> NewEv
     NewEvent {
         project_id: Some(p.id),
         resource_type: "project",
-        resource_id: p.id,
+        resource_id: p.id.get(),
         resource_name: &p.name,
         kind,
         from_state: None,

@@ -15,7 +15,7 @@ use kumo_store::hosts::Resources;
 use kumo_store::quotas::{QuotaAmounts, QuotaRecord};
 use kumo_store::Conn;
 use kumo_types::billing::{QuotaLimits, QuotaList, QuotaUsage, QuotaView};
-use kumo_types::ErrorCode;
+use kumo_types::{ErrorCode, ProjectId};
 
 const MIB_PER_GIB: i64 = 1024;
 
@@ -53,7 +53,7 @@ pub fn one_backup() -> QuotaAmounts {
 
 /// Fails with 403 `QuotaExceeded` if `want` would not fit now, without charging: the cheap check
 /// before expensive work (an upload, a copy). The charge in the inserting transaction decides.
-pub async fn precheck(conn: &mut Conn, project_id: uuid::Uuid, project: &str, want: QuotaAmounts) -> ApiResult<()> {
+pub async fn precheck(conn: &mut Conn, project_id: ProjectId, project: &str, want: QuotaAmounts) -> ApiResult<()> {
     let q = kumo_store::quotas::get(conn, project_id).await?.ok_or_else(|| ApiError::not_found("project", project))?;
     let fits = |used: i64, limit: Option<i64>, more: i64| more <= 0 || limit.is_none_or(|l| used + more <= l);
     let (u, l, w) = (&q.used, &q.limits, &want);
@@ -111,7 +111,7 @@ pub fn exceeded_message(project: &str, q: &QuotaRecord, want: QuotaAmounts) -> S
 }
 
 /// Charges `want` to the project's quota in `tx`, or fails with 403 `QuotaExceeded`.
-pub async fn charge(tx: &mut Conn, project_id: uuid::Uuid, project: &str, want: QuotaAmounts) -> ApiResult<()> {
+pub async fn charge(tx: &mut Conn, project_id: ProjectId, project: &str, want: QuotaAmounts) -> ApiResult<()> {
     if kumo_store::quotas::charge(tx, project_id, want).await? {
         return Ok(());
     }

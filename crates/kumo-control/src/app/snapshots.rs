@@ -11,7 +11,7 @@ use kumo_store::events::NewEvent;
 use kumo_store::snapshots::{NewSnapshot, SnapshotRecord};
 use kumo_store::Conn;
 use kumo_types::page::PageRequest;
-use kumo_types::{ResultsPage, SnapshotCreate, SnapshotView, VolumeAction};
+use kumo_types::{ProjectId, ResultsPage, SnapshotCreate, SnapshotView, VolumeAction};
 
 async fn get(
     conn: &mut Conn,
@@ -26,7 +26,7 @@ async fn get(
 }
 
 /// A live snapshot of a project, for volume creation (400 when missing: it is a reference).
-pub async fn source(conn: &mut Conn, project_id: uuid::Uuid, snapshot: &str) -> ApiResult<SnapshotRecord> {
+pub async fn source(conn: &mut Conn, project_id: ProjectId, snapshot: &str) -> ApiResult<SnapshotRecord> {
     let sel = selector("source_snapshot", snapshot)?;
     kumo_store::snapshots::get(conn, project_id, &sel)
         .await?
@@ -53,7 +53,7 @@ fn event<'a>(rec: &'a SnapshotRecord, kind: &'a str, cause: &'a str) -> NewEvent
     NewEvent {
         project_id: Some(rec.project_id),
         resource_type: "snapshot",
-        resource_id: rec.view.id,
+        resource_id: rec.view.id.get(),
         resource_name: &rec.view.name,
         kind,
         from_state: None,
@@ -96,7 +96,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Snaps
         .snapshot_volume(vol.instance_id, vol.view.id, id)
         .await
         .map_err(|e| ApiError::internal(format!("snapshot of volume {}: {e}", vol.view.id)))?;
-    let rec = kumo_store::snapshots::get(&mut tx, proj.id, &kumo_types::NameOrId::Id(id))
+    let rec = kumo_store::snapshots::get(&mut tx, proj.id, &kumo_types::NameOrId::Id(id.get()))
         .await?
         .ok_or_else(|| ApiError::internal("snapshot vanished"))?;
     let cause = format!("{} (of volume '{}')", ctx.cause("snapshot_create"), vol.view.name);

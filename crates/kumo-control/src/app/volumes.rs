@@ -22,8 +22,8 @@ use kumo_store::Conn;
 use kumo_types::page::PageRequest;
 use kumo_types::volume::{BANDWIDTH_LIMIT_MAX_MIB_S, IOPS_LIMIT_MAX, VOLUMES_PER_INSTANCE_MAX, VOLUME_MAX_GIB};
 use kumo_types::{
-    ErrorCode, EventView, InstanceState, ResultsPage, VolumeAction, VolumeCreate, VolumeObservation, VolumeState,
-    VolumeTransition, VolumeView,
+    ErrorCode, EventView, InstanceId, InstanceState, ResultsPage, VolumeAction, VolumeCreate, VolumeId,
+    VolumeObservation, VolumeState, VolumeTransition, VolumeView,
 };
 
 const GIB: i64 = 1 << 30;
@@ -53,7 +53,7 @@ fn event<'a>(rec: &'a VolumeRecord, kind: &'a str, t: Option<VolumeTransition>, 
     NewEvent {
         project_id: Some(rec.project_id),
         resource_type: "volume",
-        resource_id: rec.view.id,
+        resource_id: rec.view.id.get(),
         resource_name: &rec.view.name,
         kind,
         from_state: t.map(|t| t.from.as_str()),
@@ -63,7 +63,7 @@ fn event<'a>(rec: &'a VolumeRecord, kind: &'a str, t: Option<VolumeTransition>, 
     }
 }
 
-async fn reread(tx: &mut Conn, id: uuid::Uuid) -> ApiResult<VolumeRecord> {
+async fn reread(tx: &mut Conn, id: VolumeId) -> ApiResult<VolumeRecord> {
     kumo_store::volumes::get_by_id(tx, id).await?.ok_or_else(|| ApiError::internal("volume vanished"))
 }
 
@@ -110,7 +110,7 @@ fn check_size(size_gib: i64) -> ApiResult<()> {
 /// Reserves `gib` of disk on the host holding the storage pool, or fails with 507.
 async fn reserve_disk(tx: &mut Conn, app: &App, gib: i64) -> ApiResult<()> {
     if !kumo_store::hosts::reserve(tx, app.host_id, disk(gib)).await? {
-        let host = kumo_store::hosts::get(tx, &kumo_types::NameOrId::Id(app.host_id)).await?;
+        let host = kumo_store::hosts::get(tx, &kumo_types::NameOrId::Id(app.host_id.get())).await?;
         let msg = crate::scheduler::shortage(&host.into_iter().collect::<Vec<_>>(), disk(gib));
         return Err(ApiError::new(ErrorCode::InsufficientCapacity, format!("no room for {gib} GiB: {msg}")));
     }
@@ -143,7 +143,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
                     p.size_gib, b.view.size_gib, b.view.size_gib
                 )));
             }
-            (SourceKind::Backup, Some(b.view.id), Some(b.view.name))
+            (SourceKind::Backup, Some(b.view.id.get()), Some(b.view.name))
         }
         (None, Some(snapshot)) => {
             let snap = super::snapshots::source(&mut tx, proj.id, snapshot).await?;
@@ -153,7 +153,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
                     p.size_gib, snap.view.size_gib, snap.view.size_gib
                 )));
             }
-            (SourceKind::Snapshot, Some(snap.view.id), Some(snap.view.name))
+            (SourceKind::Snapshot, Some(snap.view.id.get()), Some(snap.view.name))
         }
         (None, None) => (SourceKind::Empty, None, None),
         (Some(image), _) => {
@@ -168,7 +168,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Volum
                     p.size_gib
                 )));
             }
-            (SourceKind::Image, Some(img.view.id), Some(img.view.name))
+            (SourceKind::Image, Some(img.view.id.get()), Some(img.view.name))
         }
     };
     // Quota before capacity: a tenant over its quota is told so (403), not that the cloud is full.
@@ -206,7 +206,7 @@ async fn transition(
     ctx: &OpContext,
     rec: &VolumeRecord,
     t: VolumeTransition,
-    instance_id: Option<uuid::Uuid>,
+    instance_id: Option<InstanceId>,
     operation: &str,
 ) -> ApiResult<VolumeView> {
     if !kumo_store::volumes::set_state(&mut tx, rec.view.id, rec.generation, t.to, instance_id, None).await? {
@@ -307,7 +307,7 @@ pub async fn resize(
 /// `Deleted` also gives back the quota and the host disk and soft-deletes the row, atomically.
 pub async fn observe(
     app: &App,
-    id: uuid::Uuid,
+    id: VolumeId,
     obs: VolumeObservation,
     cause: &str,
 ) -> ApiResult<Option<VolumeTransition>> {
@@ -344,7 +344,7 @@ pub async fn observe(
 /// `available` again. Returns the events to publish after the commit.
 pub async fn release_from_instance(
     tx: &mut Conn,
-    instance_id: uuid::Uuid,
+    instance_id: InstanceId,
     instance_name: &str,
 ) -> ApiResult<Vec<EventView>> {
     let mut events = Vec::new();
@@ -360,12 +360,12 @@ pub async fn release_from_instance(
 }
 
 /// The volumes an instance's guest should have (its spec's disks), in attach order.
-pub async fn plugged_into(conn: &mut Conn, instance_id: uuid::Uuid) -> ApiResult<Vec<VolumeDisk>> {
+pub async fn plugged_into(conn: &mut Conn, instance_id: InstanceId) -> ApiResult<Vec<VolumeDisk>> {
     let vols = kumo_store::volumes::of_instance(conn, instance_id).await?;
     Ok(vols
         .into_iter()
         .filter(|v| v.state().is_plugged())
-        .map(|v| VolumeDisk { id: v.view.id, limits: io_limits(&v.view) })
+        .map(|v| VolumeDisk { id: v.view.id.get(), limits: io_limits(&v.view) })
         .collect())
 }
 

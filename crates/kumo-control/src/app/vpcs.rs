@@ -12,8 +12,9 @@ use kumo_store::vpcs::{SubnetRecord, VpcInsertError, VpcRecord};
 use kumo_store::Conn;
 use kumo_types::network::parse_private_cidr;
 use kumo_types::page::PageRequest;
-use kumo_types::ErrorCode;
-use kumo_types::{NameOrId, ProjectView, ResultsPage, SubnetCreate, SubnetView, VpcCreate, VpcView};
+use kumo_types::{
+    ErrorCode, NameOrId, ProjectId, ProjectView, ResultsPage, SubnetCreate, SubnetId, SubnetView, VpcCreate, VpcView,
+};
 use uuid::Uuid;
 
 /// The name of every project's default VPC, subnet and security group.
@@ -22,9 +23,9 @@ const DEFAULT_VPC_CIDR: &str = "10.0.0.0/16";
 const DEFAULT_SUBNET_CIDR: &str = "10.0.0.0/20";
 
 pub(crate) fn event<'a>(
-    project_id: Uuid,
+    project_id: ProjectId,
     resource_type: &'a str,
-    id: Uuid,
+    id: impl Into<Uuid>,
     name: &'a str,
     kind: &'a str,
     cause: &'a str,
@@ -32,7 +33,7 @@ pub(crate) fn event<'a>(
     NewEvent {
         project_id: Some(project_id),
         resource_type,
-        resource_id: id,
+        resource_id: id.into(),
         resource_name: name,
         kind,
         from_state: None,
@@ -51,7 +52,7 @@ fn one_vpc() -> QuotaAmounts {
 /// allocated in `tx`). 403 QuotaExceeded, 409 for a taken name, 507 when no zone is left.
 async fn insert_charged(
     tx: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     project: &str,
     name: &str,
     description: &str,
@@ -72,7 +73,7 @@ async fn insert_charged(
 }
 
 /// Makes the project's default VPC, subnet and security group exist (idempotent; in `tx`).
-pub async fn ensure_default_network(tx: &mut Conn, project_id: Uuid, project: &str, cause: &str) -> ApiResult<()> {
+pub async fn ensure_default_network(tx: &mut Conn, project_id: ProjectId, project: &str, cause: &str) -> ApiResult<()> {
     let default = NameOrId::Name(kumo_types::Name::parse(DEFAULT).map_err(ApiError::internal)?);
     let vpc = match kumo_store::vpcs::get_vpc(tx, project_id, &default).await? {
         Some(v) => v,
@@ -172,7 +173,7 @@ pub(crate) async fn subnet_in(
 ) -> ApiResult<SubnetRecord> {
     let sel = selector("subnet", subnet)?;
     let found = match (&sel, vpc) {
-        (NameOrId::Id(id), _) => kumo_store::vpcs::get_subnet_in_project(conn, project.id, *id).await?,
+        (NameOrId::Id(id), _) => kumo_store::vpcs::get_subnet_in_project(conn, project.id, SubnetId::from(*id)).await?,
         (NameOrId::Name(_), vpc) => {
             let v = vpc_in(conn, project, vpc_param(vpc)?).await?;
             kumo_store::vpcs::get_subnet(conn, v.view.id, &sel).await?

@@ -20,7 +20,7 @@ use crate::app::instances;
 use crate::error::ApiError;
 use crate::App;
 use kumo_host_api::GuestStatus;
-use kumo_types::{InstanceObservation, InstanceState};
+use kumo_types::{InstanceId, InstanceObservation, InstanceState};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +79,7 @@ fn record_error(app: &App, msg: String) {
 /// Why an instance's spec could not be made, as its failure reason: the cause the app layer keeps
 /// (its internal one, not the "see the server log" text meant for a request — a background step
 /// has no request id to look up), logged with it.
-fn spec_failure(id: uuid::Uuid, e: ApiError) -> String {
+fn spec_failure(id: InstanceId, e: ApiError) -> String {
     let cause = Error::from(e);
     tracing::error!(instance = %id, "preparing the instance's configuration failed: {cause}");
     format!("preparing the instance's configuration failed: {cause}")
@@ -96,7 +96,7 @@ async fn collect_leaks(app: &App) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut conn = app.store.read().await?;
-    let live: HashSet<uuid::Uuid> =
+    let live: HashSet<InstanceId> =
         kumo_store::instances::on_host(&mut conn, app.host_id).await?.into_iter().map(|r| r.view.id).collect();
     for id in on_host.into_iter().filter(|id| !live.contains(id)) {
         if let Some(rec) = kumo_store::instances::get_by_id(&mut conn, id).await? {

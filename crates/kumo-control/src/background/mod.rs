@@ -192,7 +192,8 @@ impl Handle {
     }
 
     /// Starts a step of resource `id` unless one runs (a changed `generation` meanwhile is noted).
-    pub(crate) fn claim(&self, id: uuid::Uuid, generation: i64) -> bool {
+    pub(crate) fn claim(&self, id: impl Into<uuid::Uuid>, generation: i64) -> bool {
+        let id = id.into();
         let mut in_flight = lock(&self.in_flight);
         match in_flight.get(&id) {
             None => {
@@ -209,7 +210,8 @@ impl Handle {
     }
 
     /// Ends a step; returns whether a pass found the resource changed while the step ran.
-    pub(crate) fn release(&self, id: uuid::Uuid) -> bool {
+    pub(crate) fn release(&self, id: impl Into<uuid::Uuid>) -> bool {
+        let id = id.into();
         lock(&self.in_flight).remove(&id);
         lock(&self.changed_meanwhile).remove(&id)
     }

@@ -25,10 +25,9 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use kumo_host_api::InstanceSample;
 use kumo_store::metrics::MetricRow;
-use kumo_types::InstanceState;
+use kumo_types::{InstanceId, InstanceState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use uuid::Uuid;
 
 /// Agent calls in flight at once during a round (QMP round trips of real guests overlap).
 const CONCURRENCY: usize = 16;
@@ -49,8 +48,8 @@ pub struct Latest {
 #[derive(Default)]
 pub struct Memory {
     /// The previous sample of each running instance and when it was taken.
-    previous: Mutex<HashMap<Uuid, (DateTime<Utc>, InstanceSample)>>,
-    latest: Mutex<HashMap<Uuid, Latest>>,
+    previous: Mutex<HashMap<InstanceId, (DateTime<Utc>, InstanceSample)>>,
+    latest: Mutex<HashMap<InstanceId, Latest>>,
 }
 
 impl Memory {
@@ -183,7 +182,7 @@ async fn try_round(app: &App, now: DateTime<Utc>) -> anyhow::Result<RoundReport>
         let mut l = app.instance_metrics.latest.lock().unwrap_or_else(|p| p.into_inner());
         // Keep an instance's last values across a priming round, drop instances no longer sampled.
         let prev_latest = std::mem::take(&mut *l);
-        let still: std::collections::HashSet<Uuid> =
+        let still: std::collections::HashSet<InstanceId> =
             app.instance_metrics.previous.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
         *l = prev_latest.into_iter().filter(|(id, _)| still.contains(id)).collect();
         l.extend(latest);

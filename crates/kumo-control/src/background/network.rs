@@ -40,9 +40,9 @@ pub async fn desired(app: &App) -> anyhow::Result<DesiredNet> {
     let mut out = DesiredNet { public_pool: app.config.public_ip_pool, ..DesiredNet::default() };
     for n in nics {
         let keys = kumo_store::nics::instance_ssh_keys(&mut conn, n.instance_id).await?;
-        let groups = memberships.iter().filter(|(i, _)| *i == n.instance_id).map(|(_, g)| *g).collect();
+        let groups = memberships.iter().filter(|(i, _)| *i == n.instance_id).map(|(_, g)| g.get()).collect();
         out.nics.push(NicNet {
-            id: n.id,
+            id: n.id.get(),
             vni: n.vni,
             zone: zone_of(n.ct_zone)?,
             subnet: n.subnet_cidr.parse()?,
@@ -61,7 +61,7 @@ pub async fn desired(app: &App) -> anyhow::Result<DesiredNet> {
     for (g, r) in rules {
         let peer = match (&r.source_cidr, &r.source_group) {
             (Some(c), _) => PeerNet::Cidr(c.parse()?),
-            (None, Some((id, _))) => PeerNet::Group(*id),
+            (None, Some((id, _))) => PeerNet::Group(id.get()),
             (None, None) => continue,
         };
         let protocol = match r.protocol {
@@ -74,7 +74,7 @@ pub async fn desired(app: &App) -> anyhow::Result<DesiredNet> {
             ports: r.ports,
             peer,
         };
-        out.rules.entry(g).or_default().push(rule);
+        out.rules.entry(g.get()).or_default().push(rule);
     }
     out.vpcs = vpcs.into_values().collect();
     Ok(out)

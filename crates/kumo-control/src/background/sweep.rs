@@ -33,6 +33,7 @@
 
 use super::{Error, Task};
 use crate::App;
+use kumo_types::ImageId;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -209,8 +210,8 @@ pub async fn pass(app: &App, mode: Mode) -> Outcome {
 }
 
 async fn sweep_images(p: &mut Pass<'_>, images: &Path) -> anyhow::Result<()> {
-    let dirs: Vec<(Uuid, PathBuf)> =
-        entries(images).into_iter().filter_map(|(n, path)| Some((Uuid::parse_str(&n).ok()?, path))).collect();
+    let dirs: Vec<(ImageId, PathBuf)> =
+        entries(images).into_iter().filter_map(|(n, path)| Some((n.parse::<ImageId>().ok()?, path))).collect();
     if dirs.is_empty() {
         return Ok(());
     }

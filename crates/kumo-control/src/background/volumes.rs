@@ -24,7 +24,7 @@ use crate::app::volumes;
 use crate::App;
 use kumo_host_api::VolumeOrigin;
 use kumo_store::volumes::{SourceKind, VolumeRecord};
-use kumo_types::{InstanceState, VolumeObservation, VolumeState};
+use kumo_types::{BackupId, ImageId, InstanceState, SnapshotId, VolumeId, VolumeObservation, VolumeState};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -126,7 +126,7 @@ pub async fn sweep_backups(app: &App, grace: Duration) {
 async fn collect_leaks(app: &App) -> anyhow::Result<()> {
     let host = app.agent();
     // Snapshot layers no live snapshot and no volume's chain uses.
-    let keep: HashSet<uuid::Uuid> = {
+    let keep: HashSet<SnapshotId> = {
         let mut conn = app.store.read().await?;
         kumo_store::snapshots::live_ids(&mut conn).await?.into_iter().collect()
     };
@@ -144,7 +144,7 @@ async fn collect_leaks(app: &App) -> anyhow::Result<()> {
     if in_pool.is_empty() {
         return Ok(());
     }
-    let live: HashSet<uuid::Uuid> = {
+    let live: HashSet<VolumeId> = {
         let mut conn = app.store.read().await?;
         kumo_store::volumes::all_live(&mut conn).await?.into_iter().map(|r| r.view.id).collect()
     };
@@ -167,7 +167,7 @@ async fn holder(app: &App, rec: &VolumeRecord) -> Result<Option<kumo_store::inst
 }
 
 /// Creates a volume from a backup: the verified chunks into a raw file, then into the pool.
-async fn restore(app: &App, rec: &VolumeRecord, backup_id: uuid::Uuid, size: u64) -> (VolumeObservation, &'static str) {
+async fn restore(app: &App, rec: &VolumeRecord, backup_id: BackupId, size: u64) -> (VolumeObservation, &'static str) {
     let origin = VolumeOrigin::Backup { project: rec.project_id, backup: backup_id };
     match app.agent().create_volume(rec.view.id, size, origin, rec.view.encrypted).await {
         Ok(()) => (VolumeObservation::Created, "volume reconciler: restored from the backup (checksums verified)"),
@@ -186,15 +186,15 @@ async fn step(app: &App, rec: VolumeRecord) -> bool {
                 let source = match (rec.source_kind, rec.source_id) {
                     (SourceKind::Image, Some(image_id)) => {
                         let mut conn = app.store.read().await.map_err(|e| e.to_string())?;
-                        let image = kumo_store::images::get_by_id(&mut conn, image_id)
+                        let image = kumo_store::images::get_by_id(&mut conn, ImageId::from(image_id))
                             .await
                             .map_err(|e| e.to_string())?
                             .ok_or_else(|| format!("image {image_id} is gone"))?;
                         VolumeOrigin::Image(image.disk_path.into())
                     }
-                    (SourceKind::Snapshot, Some(snapshot_id)) => VolumeOrigin::Snapshot(snapshot_id),
+                    (SourceKind::Snapshot, Some(snapshot_id)) => VolumeOrigin::Snapshot(SnapshotId::from(snapshot_id)),
                     (SourceKind::Backup, Some(backup_id)) => {
-                        return Ok(Some(restore(app, &rec, backup_id, size).await));
+                        return Ok(Some(restore(app, &rec, BackupId::from(backup_id), size).await));
                     }
                     _ => VolumeOrigin::Empty,
                 };
@@ -212,7 +212,7 @@ async fn step(app: &App, rec: VolumeRecord) -> bool {
                 if inst.state().is_transitional() {
                     return Ok(None);
                 }
-                let disk = kumo_host_api::VolumeDisk { id, limits: volumes::io_limits(&rec.view) };
+                let disk = kumo_host_api::VolumeDisk { id: id.get(), limits: volumes::io_limits(&rec.view) };
                 Ok(match hv.attach_volume(inst.view.id, disk).await {
                     Ok(()) => Some((VolumeObservation::Attached, "volume reconciler: the instance has the disk")),
                     Err(e) => Some((

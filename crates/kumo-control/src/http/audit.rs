@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Json;
 use kumo_store::audit::NewAuditEntry;
-use kumo_types::{AuditEntryView, ErrorBody, ErrorCode, NameOrId, PageParams, ResultsPage};
+use kumo_types::{AuditEntryView, ErrorBody, ErrorCode, NameOrId, PageParams, ProjectId, ResultsPage, UserId};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -31,7 +31,7 @@ use utoipa::IntoParams;
 #[derive(Debug, Clone)]
 pub struct AuditNote {
     pub actor: String,
-    pub user_id: Option<uuid::Uuid>,
+    pub user_id: Option<UserId>,
 }
 
 /// The client's address: behind a trusted proxy the forwarded client (see
@@ -143,7 +143,7 @@ async fn write(app: &App, mut entry: NewAuditEntry, project: Option<String>) -> 
         entry.project_id = match kumo_store::projects::get(&mut conn, &sel).await? {
             Some(p) => Some(p.id),
             None => match sel {
-                NameOrId::Id(id) => Some(id),
+                NameOrId::Id(id) => Some(ProjectId::from(id)),
                 NameOrId::Name(_) => None,
             },
         };

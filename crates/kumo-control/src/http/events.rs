@@ -8,7 +8,7 @@ use crate::App;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::{Extension, Json};
-use kumo_types::{ErrorBody, EventView, PageParams, ResultsPage};
+use kumo_types::{ErrorBody, EventView, PageParams, ProjectId, ResultsPage};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +77,7 @@ struct StreamState {
     revocations: watch::Receiver<u64>,
     tick: tokio::time::Interval,
     token_hash: String,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
     ended: bool,
 }
 
@@ -104,7 +104,7 @@ impl StreamState {
 pub fn project_event_stream(
     app: &Arc<App>,
     token_hash: String,
-    project_id: uuid::Uuid,
+    project_id: ProjectId,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
     // Subscribe before answering, so nothing that happens after the response head is missed.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_PERIOD, RECHECK_PERIOD);

@@ -518,7 +518,7 @@ pub async fn past_instance(
     ];
     for (at, kind, to) in steps {
         let e = kumo_store::events::NewEvent {
-            project_id: Some(project),
+            project_id: Some(project.into()),
             resource_type: "instance",
             resource_id: id,
             resource_name: name,
