@@ -141,6 +141,20 @@ fn ipam_gives_50_concurrent_creates_distinct_addresses_and_exhaustion_names_the_
         assert!(ips.insert(ip), "duplicate address {ip}");
     }
     assert_eq!(ips.len(), 50);
+    // And every one of them boots: a burst of creates larger than the store's read pool must not
+    // starve the reconciler (each step once held a read connection while waiting for a second:
+    // a deadlock until the pool's timeout, and the instances `failed`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let list = ok(k.get("/v1/instances?project=web&limit=1000"), 200);
+        let items = list["items"].as_array().expect("items");
+        assert!(items.iter().all(|i| i["state"] != "failed"), "an instance of the burst failed: {list}");
+        if items.iter().filter(|i| i["state"] == "running").count() == 50 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not all 50 running within 120 s: {list}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     // A /29 has 5 assignable addresses; the 6th create fails, naming the subnet, and leaves nothing.
     ok(k.post("/v1/vpc-subnets?project=web&vpc=app", json!({"name": "tiny", "ipv4_cidr": "10.10.1.0/29"})), 201);

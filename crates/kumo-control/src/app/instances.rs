@@ -377,6 +377,8 @@ pub async fn serial(
 
 /// The agent's view of an instance: what it needs to provision and run it.
 pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec> {
+    // One connection for every read here: a second one taken while holding the first deadlocks
+    // once as many steps run at once as the read pool has connections (a burst of creates).
     let mut conn = read(app).await?;
     let volumes = super::volumes::plugged_into(&mut conn, rec.view.id).await?;
     let image = kumo_store::images::get_by_id(&mut conn, rec.image_id)
@@ -401,7 +403,7 @@ pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec
         user_data: rec.user_data.clone(),
         volumes,
         // The host names the taps (and, without a data plane, gives the guest no NIC).
-        nics: kumo_store::nics::for_instances(&mut *read(app).await?, &[rec.view.id])
+        nics: kumo_store::nics::for_instances(&mut conn, &[rec.view.id])
             .await?
             .remove(&rec.view.id)
             .map(|(nics, _)| nics)
