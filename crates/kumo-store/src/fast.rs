@@ -80,18 +80,10 @@ const SQLITE_READERS: usize = 4;
 /// A read run on a reader thread with that thread's connection.
 type Job = Box<dyn FnOnce(&rusqlite::Connection) + Send>;
 
-/// How SQLite reads leave the async runtime (see the module docs). Both keep every blocking
-/// SQLite call off the runtime's worker threads.
-enum Exec {
-    /// Dedicated threads, each owning one connection, fed through a channel.
-    Threads(Mutex<Option<std::sync::mpsc::Sender<Job>>>),
-    /// `tokio::task::spawn_blocking` with a pool of idle connections.
-    Blocking(Mutex<Vec<rusqlite::Connection>>),
-}
-
+/// Dedicated reader threads, each owning one connection, fed through a channel (see the module
+/// docs); `None` once the store is closed.
 pub(crate) struct SqliteReaders {
-    path: String,
-    exec: Exec,
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
 }
 
 fn open_sqlite(path: &str) -> Result<rusqlite::Connection> {
@@ -113,40 +105,12 @@ impl SqliteReaders {
         job: impl FnOnce(&rusqlite::Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let gone = || StoreError::Db(sqlx::Error::PoolClosed);
-        match &self.exec {
-            Exec::Threads(tx) => {
-                let (done, result) = tokio::sync::oneshot::channel();
-                let job: Job = Box::new(move |conn| {
-                    let _ = done.send(job(conn));
-                });
-                tx.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .ok_or_else(gone)?
-                    .send(job)
-                    .map_err(|_| gone())?;
-                result.await.map_err(|_| gone())?
-            }
-            Exec::Blocking(idle) => {
-                let popped = idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let path = self.path.clone();
-                let (conn, out) = tokio::task::spawn_blocking(move || {
-                    let conn = match popped {
-                        Some(c) => c,
-                        None => open_sqlite(&path)?,
-                    };
-                    let out = job(&conn);
-                    Ok::<_, StoreError>((conn, out))
-                })
-                .await
-                .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("sqlite read task: {e}"))))??;
-                let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < SQLITE_READERS {
-                    idle.push(conn);
-                }
-                out
-            }
-        }
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = done.send(job(conn));
+        });
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
     }
 }
 
@@ -184,57 +148,32 @@ pub(crate) enum Reader {
     Postgres(sqlx::PgPool),
 }
 
-/// How SQLite reads leave the async runtime: `KUMO_SQLITE_READS=blocking` for `spawn_blocking`
-/// (measured against the default, dedicated threads; see docs/benchmarks.md).
-fn sqlite_mode() -> SqliteMode {
-    match std::env::var("KUMO_SQLITE_READS").as_deref() {
-        Ok("blocking") => SqliteMode::Blocking,
-        _ => SqliteMode::Threads,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SqliteMode {
-    Threads,
-    Blocking,
-}
-
 impl Reader {
     /// Readers of the SQLite database at `url` (`sqlite://PATH[?…]` or `sqlite:PATH`).
     pub(crate) fn sqlite(url: &str) -> Result<Reader> {
-        Reader::sqlite_with(url, sqlite_mode())
-    }
-
-    pub(crate) fn sqlite_with(url: &str, mode: SqliteMode) -> Result<Reader> {
         let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         let path = rest.split('?').next().unwrap_or(rest).to_string();
         // Open every connection here, so that a bad path fails now rather than at the first read.
         let conns = (0..SQLITE_READERS).map(|_| open_sqlite(&path)).collect::<Result<Vec<_>>>()?;
-        let exec = match mode {
-            SqliteMode::Blocking => Exec::Blocking(Mutex::new(conns)),
-            SqliteMode::Threads => {
-                let (tx, rx) = std::sync::mpsc::channel::<Job>();
-                let rx = Arc::new(Mutex::new(rx));
-                for (i, conn) in conns.into_iter().enumerate() {
-                    let rx = rx.clone();
-                    std::thread::Builder::new()
-                        .name(format!("kumo-sqlite-read-{i}"))
-                        .spawn(move || loop {
-                            // The lock is held while waiting, so one idle thread waits on the
-                            // channel and the others on the lock; a job wakes exactly one.
-                            let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                            match job {
-                                Ok(job) => job(&conn),
-                                // Every sender dropped: the store is closed.
-                                Err(_) => return,
-                            }
-                        })
-                        .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-                }
-                Exec::Threads(Mutex::new(Some(tx)))
-            }
-        };
-        Ok(Reader::Sqlite(Arc::new(SqliteReaders { path, exec })))
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for (i, conn) in conns.into_iter().enumerate() {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("kumo-sqlite-read-{i}"))
+                .spawn(move || loop {
+                    // The lock is held while waiting, so one idle thread waits on the
+                    // channel and the others on the lock; a job wakes exactly one.
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(&conn),
+                        // Every sender dropped: the store is closed.
+                        Err(_) => return,
+                    }
+                })
+                .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        }
+        Ok(Reader::Sqlite(Arc::new(SqliteReaders { jobs: Mutex::new(Some(tx)) })))
     }
 
     pub(crate) async fn postgres(url: &str) -> Result<Reader> {
@@ -314,11 +253,8 @@ impl Reader {
 
     pub(crate) async fn close(&self) {
         match self {
-            Reader::Sqlite(r) => match &r.exec {
-                // The threads finish the reads already queued, then exit and close their connections.
-                Exec::Threads(tx) => drop(tx.lock().unwrap_or_else(|e| e.into_inner()).take()),
-                Exec::Blocking(idle) => idle.lock().unwrap_or_else(|e| e.into_inner()).clear(),
-            },
+            // The threads finish the reads already queued, then exit and close their connections.
+            Reader::Sqlite(r) => drop(r.jobs.lock().unwrap_or_else(|e| e.into_inner()).take()),
             Reader::Postgres(pool) => pool.close().await,
         }
     }
@@ -330,14 +266,15 @@ mod tests {
 
     /// The regression that reverted the first version: SQLite reads ran on the runtime's worker
     /// threads. Every read (and its decoding) must run on another thread than the task awaiting it.
-    async fn reads_run_off_the_worker(mode: SqliteMode) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_reads_on_reader_threads_do_not_run_on_the_runtime_worker() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let setup = rusqlite::Connection::open(&path).unwrap();
         setup
             .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('a'), ('b');")
             .unwrap();
-        let reader = Reader::sqlite_with(&format!("sqlite://{}?mode=rwc", path.display()), mode).unwrap();
+        let reader = Reader::sqlite(&format!("sqlite://{}?mode=rwc", path.display())).unwrap();
         // On a runtime worker (a spawned task), as a request handler is.
         let (caller, seen) = tokio::spawn(async move {
             let caller = std::thread::current().id();
@@ -354,17 +291,7 @@ mod tests {
         .unwrap();
         assert_eq!(seen.iter().map(|(x, _)| x.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         for (_, thread) in &seen {
-            assert_ne!(*thread, caller, "{mode:?}: a SQLite read ran on the async worker that awaited it");
+            assert_ne!(*thread, caller, "a SQLite read ran on the async worker that awaited it");
         }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite_reads_on_reader_threads_do_not_run_on_the_runtime_worker() {
-        reads_run_off_the_worker(SqliteMode::Threads).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite_reads_through_spawn_blocking_do_not_run_on_the_runtime_worker() {
-        reads_run_off_the_worker(SqliteMode::Blocking).await;
     }
 }
