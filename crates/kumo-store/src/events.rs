@@ -286,7 +286,7 @@ pub async fn for_metering_window(
 ) -> Result<Vec<MeterRow>> {
     let sql = window_sql(carry);
     let mut q = sqlx::query(&sql);
-    for b in [project_id.to_string(), resource_type.to_string(), ts(from), ts(to)] {
+    for b in window_binds(project_id, resource_type, from, to) {
         q = q.bind(b);
     }
     let rows = q.fetch_all(&mut *conn).await?;
@@ -302,8 +302,13 @@ pub async fn fast_for_metering_window(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<MeterRow>> {
-    let binds = [project_id.to_string(), resource_type.to_string(), ts(from), ts(to)];
+    let binds = window_binds(project_id, resource_type, from, to);
     with_states(resource_type, store.fast.all(&window_sql(carry), &binds, meter_row).await?)
+}
+
+/// The binds of [`window_sql`], in its `$1`..`$4` order.
+fn window_binds(project_id: ProjectId, resource_type: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> [String; 4] {
+    [project_id.to_string(), resource_type.to_string(), ts(from), ts(to)]
 }
 
 /// The time of a project's first event, if any (where its billing history starts).

@@ -34,29 +34,23 @@ pub(crate) trait Cols {
     fn int(&self, i: usize) -> Result<i64>;
 }
 
-impl Cols for sqlx::any::AnyRow {
-    fn text(&self, i: usize) -> Result<String> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>> {
-        Ok(self.try_get(i)?)
-    }
-    fn int(&self, i: usize) -> Result<i64> {
-        Ok(self.try_get(i)?)
-    }
+/// sqlx rows: the general store's `AnyRow` and the typed PostgreSQL path's `PgRow`.
+macro_rules! sqlx_cols {
+    ($($row:ty),*) => {$(
+        impl Cols for $row {
+            fn text(&self, i: usize) -> Result<String> {
+                Ok(self.try_get(i)?)
+            }
+            fn opt_text(&self, i: usize) -> Result<Option<String>> {
+                Ok(self.try_get(i)?)
+            }
+            fn int(&self, i: usize) -> Result<i64> {
+                Ok(self.try_get(i)?)
+            }
+        }
+    )*};
 }
-
-impl Cols for sqlx::postgres::PgRow {
-    fn text(&self, i: usize) -> Result<String> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>> {
-        Ok(self.try_get(i)?)
-    }
-    fn int(&self, i: usize) -> Result<i64> {
-        Ok(self.try_get(i)?)
-    }
-}
+sqlx_cols!(sqlx::any::AnyRow, sqlx::postgres::PgRow);
 
 fn lite(e: rusqlite::Error) -> StoreError {
     StoreError::Db(sqlx::Error::Protocol(format!("sqlite (read path): {e}")))
