@@ -4,8 +4,9 @@
 //! interface's own: a guest can only ever read its own instance's data (anti-spoofing in nft
 //! already stops it from using another's address).
 //!
-//! Layouts: EC2 (`/latest/meta-data/…`, `/latest/user-data`) and OpenStack
-//! (`/openstack/latest/meta_data.json`, `/openstack/latest/user_data`).
+//! Layouts: EC2 (`/`, `/<version>/meta-data/…`, `/<version>/user-data`) and OpenStack
+//! (`/openstack`, `/openstack/<version>/{meta_data.json,user_data,network_data.json,vendor_data.json}`):
+//! see [`render`].
 
 use super::Leases;
 use axum::extract::{ConnectInfo, State};
@@ -80,39 +81,93 @@ async fn handle(State(ctx): State<Ctx>, ConnectInfo(peer): ConnectInfo<SocketAdd
     }
 }
 
-/// The document at `path` for the instance, with its content type.
+/// EC2 metadata versions served (cloud-init 22's Ec2 and OpenStack readers ask for `2009-04-04`
+/// and `latest`); every one serves the same tree.
+pub const EC2_VERSIONS: &[&str] = &["1.0", "2007-01-19", "2009-04-04", "latest"];
+/// OpenStack metadata versions served (cloud-init picks the newest it knows from this list,
+/// else `latest`); every one serves the same documents.
+pub const OPENSTACK_VERSIONS: &[&str] = &[
+    "2012-08-10",
+    "2013-04-04",
+    "2013-10-17",
+    "2015-10-15",
+    "2016-06-30",
+    "2016-10-06",
+    "2017-02-22",
+    "2018-08-27",
+    "latest",
+];
+
+/// The document at `path` for the instance, with its content type: the EC2 layout (`/`,
+/// `/<version>/meta-data/…`, `/<version>/user-data`) and the OpenStack one (`/openstack`,
+/// `/openstack/<version>/{meta_data.json,user_data,network_data.json,vendor_data.json}`), as
+/// cloud-init's Ec2 and OpenStack datasources crawl them. A listing names subtrees with a
+/// trailing `/`.
 pub fn render(md: &Metadata, path: &str) -> Option<(&'static str, String)> {
     const TEXT: &str = "text/plain";
+    const JSON: &str = "application/json";
     let path = path.trim_end_matches('/');
-    let body = match path {
-        "/latest/meta-data" => {
-            let mut keys = vec!["hostname", "instance-id", "local-ipv4", "public-keys/"];
+    if path.is_empty() {
+        return Some((TEXT, EC2_VERSIONS.join("\n")));
+    }
+    if path == "/openstack" {
+        return Some((TEXT, OPENSTACK_VERSIONS.join("\n")));
+    }
+    if let Some(rest) = path.strip_prefix("/openstack/") {
+        let (version, doc) = rest.split_once('/').unwrap_or((rest, ""));
+        if !OPENSTACK_VERSIONS.contains(&version) {
+            return None;
+        }
+        return match doc {
+            "" => {
+                let mut docs = vec!["meta_data.json", "network_data.json", "vendor_data.json"];
+                if md.user_data.is_some() {
+                    docs.push("user_data");
+                }
+                Some((TEXT, docs.join("\n")))
+            }
+            "meta_data.json" => Some((JSON, openstack_meta_data(md).to_string())),
+            "network_data.json" => Some((JSON, openstack_network_data(md).to_string())),
+            "vendor_data.json" => Some((JSON, "{}".into())),
+            "user_data" => Some((TEXT, md.user_data.clone()?)),
+            _ => None,
+        };
+    }
+    let rest = path.strip_prefix('/')?;
+    let (version, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    if !EC2_VERSIONS.contains(&version) {
+        return None;
+    }
+    let body = match rest {
+        "" => {
+            if md.user_data.is_some() {
+                "meta-data/\nuser-data".into()
+            } else {
+                "meta-data/".into()
+            }
+        }
+        "user-data" => md.user_data.clone()?,
+        "meta-data" => {
+            let mut keys =
+                vec!["ami-id", "hostname", "instance-id", "local-hostname", "local-ipv4", "placement/", "public-keys/"];
             if md.public_ipv4.is_some() {
                 keys.push("public-ipv4");
             }
             keys.join("\n")
         }
-        "/latest/meta-data/instance-id" => md.instance_id.clone(),
-        "/latest/meta-data/hostname" | "/latest/meta-data/local-hostname" => md.hostname.clone(),
-        "/latest/meta-data/local-ipv4" => md.local_ipv4.to_string(),
-        "/latest/meta-data/public-ipv4" => md.public_ipv4?.to_string(),
-        "/latest/meta-data/public-keys" => {
+        "meta-data/instance-id" => md.instance_id.clone(),
+        // Kumo has no AMIs; readers that want the key get a stable value.
+        "meta-data/ami-id" => "ami-00000000".into(),
+        "meta-data/hostname" | "meta-data/local-hostname" => md.hostname.clone(),
+        "meta-data/local-ipv4" => md.local_ipv4.to_string(),
+        "meta-data/public-ipv4" => md.public_ipv4?.to_string(),
+        "meta-data/placement" => "availability-zone".into(),
+        "meta-data/placement/availability-zone" => "nova".into(),
+        "meta-data/public-keys" => {
             md.ssh_keys.iter().enumerate().map(|(i, _)| format!("{i}=key{i}")).collect::<Vec<_>>().join("\n")
         }
-        "/latest/user-data" | "/openstack/latest/user_data" => md.user_data.clone()?,
-        "/openstack/latest/meta_data.json" => {
-            let keys: serde_json::Map<String, serde_json::Value> =
-                md.ssh_keys.iter().enumerate().map(|(i, k)| (format!("key{i}"), k.clone().into())).collect();
-            let doc = serde_json::json!({
-                "uuid": md.instance_id,
-                "name": md.hostname,
-                "hostname": md.hostname,
-                "public_keys": keys,
-            });
-            return Some(("application/json", doc.to_string()));
-        }
         p => {
-            let rest = p.strip_prefix("/latest/meta-data/public-keys/")?;
+            let rest = p.strip_prefix("meta-data/public-keys/")?;
             let (i, what) = rest.split_once('/').unwrap_or((rest, ""));
             let key = md.ssh_keys.get(i.parse::<usize>().ok()?)?;
             match what {
@@ -123,6 +178,32 @@ pub fn render(md: &Metadata, path: &str) -> Option<(&'static str, String)> {
         }
     };
     Some((TEXT, body))
+}
+
+/// OpenStack's `meta_data.json` as cloud-init's ConfigDrive/OpenStack readers take it.
+fn openstack_meta_data(md: &Metadata) -> serde_json::Value {
+    let keys: serde_json::Map<String, serde_json::Value> =
+        md.ssh_keys.iter().enumerate().map(|(i, k)| (format!("key{i}"), k.clone().into())).collect();
+    serde_json::json!({
+        "uuid": md.instance_id,
+        "name": md.hostname,
+        "hostname": md.hostname,
+        "public_keys": keys,
+        "launch_index": 0,
+        "availability_zone": "nova",
+        "files": [],
+        "meta": {},
+    })
+}
+
+/// OpenStack's `network_data.json`: the interface (by MAC) configured by DHCP, which serves the
+/// IPAM address.
+fn openstack_network_data(md: &Metadata) -> serde_json::Value {
+    serde_json::json!({
+        "links": [{"id": "tap0", "type": "phy", "ethernet_mac_address": md.mac, "mtu": null}],
+        "networks": [{"id": "network0", "type": "ipv4_dhcp", "link": "tap0", "network_id": "network0"}],
+        "services": [],
+    })
 }
 
 #[cfg(test)]
@@ -151,5 +232,79 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["uuid"], "i-1");
         assert_eq!(v["public_keys"]["key0"], "ssh-ed25519 AAAA k");
+    }
+
+    fn md(user_data: Option<&str>) -> Metadata {
+        Metadata {
+            instance_id: "i-1".into(),
+            hostname: "web1".into(),
+            local_ipv4: Ipv4Addr::new(10, 0, 0, 2),
+            public_ipv4: Some(Ipv4Addr::new(203, 0, 113, 5)),
+            ssh_keys: vec!["ssh-ed25519 AAAA k".into()],
+            user_data: user_data.map(String::from),
+            mac: "02:00:00:00:00:01".into(),
+        }
+    }
+
+    /// What cloud-init 22's OpenStack reader asks first: the version list, then the newest
+    /// version it knows; and its Ec2 reader: a dated version's tree, crawled through listings.
+    #[test]
+    fn version_lists_and_dated_versions_as_cloud_init_crawls_them() {
+        let md = md(None);
+        let (_, os) = render(&md, "/openstack").unwrap();
+        assert!(os.lines().any(|v| v == "2018-08-27") && os.lines().any(|v| v == "latest"), "{os}");
+        let (_, os) = render(&md, "/openstack/").unwrap();
+        assert!(os.contains("latest"));
+        for v in OPENSTACK_VERSIONS {
+            let (ct, doc) = render(&md, &format!("/openstack/{v}/meta_data.json")).unwrap();
+            assert_eq!(ct, "application/json");
+            let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+            assert_eq!(doc["uuid"], "i-1");
+            assert_eq!(doc["hostname"], "web1");
+        }
+        assert!(render(&md, "/openstack/1999-01-01/meta_data.json").is_none());
+        // No user data: not listed, and 404.
+        let (_, docs) = render(&md, "/openstack/latest").unwrap();
+        assert!(!docs.contains("user_data"), "{docs}");
+        assert!(render(&md, "/openstack/latest/user_data").is_none());
+        assert!(render(&md, "/latest/user-data").is_none());
+        assert_eq!(render(&md, "/openstack/latest/vendor_data.json").unwrap().1, "{}");
+        let (_, net) = render(&md, "/openstack/latest/network_data.json").unwrap();
+        let net: serde_json::Value = serde_json::from_str(&net).unwrap();
+        assert_eq!(net["links"][0]["ethernet_mac_address"], "02:00:00:00:00:01");
+        assert_eq!(net["networks"][0]["type"], "ipv4_dhcp");
+        assert_eq!(net["networks"][0]["link"], net["links"][0]["id"]);
+
+        let (_, ec2) = render(&md, "/").unwrap();
+        assert!(ec2.lines().any(|v| v == "2009-04-04"), "{ec2}");
+        assert_eq!(render(&md, "/2009-04-04").unwrap().1, "meta-data/");
+        // Crawl the dated tree through its listings: every listed key answers.
+        let mut todo = vec!["/2009-04-04/meta-data/".to_string()];
+        let mut leaves = std::collections::BTreeMap::new();
+        while let Some(dir) = todo.pop() {
+            let (_, listing) = render(&md, &dir).unwrap_or_else(|| panic!("{dir} listed but 404"));
+            for entry in listing.lines() {
+                let entry = entry.split_once('=').map_or(entry, |(i, _)| i);
+                if entry.ends_with('/') || dir.ends_with("public-keys/") {
+                    let sub = format!("{dir}{}/", entry.trim_end_matches('/'));
+                    todo.push(sub);
+                } else {
+                    let p = format!("{dir}{entry}");
+                    let (_, v) = render(&md, &p).unwrap_or_else(|| panic!("{p} listed but 404"));
+                    leaves.insert(p, v);
+                }
+            }
+        }
+        assert_eq!(leaves["/2009-04-04/meta-data/instance-id"], "i-1");
+        assert_eq!(leaves["/2009-04-04/meta-data/local-hostname"], "web1");
+        assert_eq!(leaves["/2009-04-04/meta-data/public-ipv4"], "203.0.113.5");
+        assert_eq!(leaves["/2009-04-04/meta-data/placement/availability-zone"], "nova");
+        assert_eq!(leaves["/2009-04-04/meta-data/public-keys/0/openssh-key"], "ssh-ed25519 AAAA k");
+        assert!(render(&md, "/2030-01-01/meta-data/instance-id").is_none());
+
+        let md = self::md(Some("#cloud-config\n"));
+        assert_eq!(render(&md, "/latest").unwrap().1, "meta-data/\nuser-data");
+        assert_eq!(render(&md, "/openstack/2018-08-27/user_data").unwrap().1, "#cloud-config\n");
+        assert!(render(&md, "/openstack/latest").unwrap().1.contains("user_data"));
     }
 }

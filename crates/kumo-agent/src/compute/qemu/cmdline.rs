@@ -17,6 +17,8 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
     push(&format!("kumo-{},debug-threads=off", spec.id));
     push("-uuid");
     push(&spec.id.to_string());
+    push("-smbios");
+    push(&smbios_system(spec));
     push("-accel");
     match accel {
         // TCG's translation cache is anonymous memory that grows up to its size (QEMU's default
@@ -69,6 +71,18 @@ pub fn command_line(spec: &InstanceSpec, run: &RunDir, accel: Accel) -> Vec<OsSt
         push(cmdline);
     }
     a
+}
+
+/// SMBIOS type 1 (system) strings: what cloud-init's `ds-identify` reads to decide which
+/// datasources may apply. `product=OpenStack Nova` lets it enable the OpenStack metadata service
+/// at 169.254.169.254 beside the config drive (found by its label alone); the serial is the
+/// instance id, as Nova sets it. No value contains a comma (QEMU's option separator).
+pub fn smbios_system(spec: &InstanceSpec) -> String {
+    format!(
+        "type=1,manufacturer=Kumo,product=OpenStack Nova,version={},serial={},family=Virtual Machine",
+        env!("CARGO_PKG_VERSION"),
+        spec.id
+    )
 }
 
 /// The root disk's drive id: its block backend's name, which QMP's `block_set_io_throttle` takes.
@@ -165,6 +179,20 @@ mod tests {
             strs(confinement_args(None)),
             ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
         );
+    }
+
+    #[test]
+    fn guests_identify_as_openstack_to_cloud_init() {
+        let run = RunDir::new(Path::new("/d/instances"), Uuid::nil());
+        let s = spec(None);
+        let args: Vec<String> =
+            command_line(&s, &run, Accel::Tcg).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let i = args.iter().position(|a| a == "-smbios").expect("-smbios on the command line");
+        let fields: Vec<&str> = args[i + 1].split(',').collect();
+        assert_eq!(fields[0], "type=1");
+        assert!(fields.contains(&"product=OpenStack Nova"), "{fields:?}");
+        assert!(fields.contains(&format!("serial={}", s.id).as_str()), "{fields:?}");
+        assert!(fields.iter().all(|f| f.contains('=')), "a value holds a comma: {fields:?}");
     }
 
     #[test]
