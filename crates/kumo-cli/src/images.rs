@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kumo_types::{ImageCreate, ImageView, Name};
+use kumo_types::{ImageCreate, ImageFacts, ImageView, Name};
 use reqwest::blocking::Body;
 use serde_json::Value;
 use std::io::{IsTerminal, Read};
@@ -197,18 +197,41 @@ impl<R: Read> Read for ProgressReader<R> {
 
 fn render_list(page: &Value) -> Result<String> {
     let now = Utc::now();
-    let mut table = list_table(&["NAME", "PROJECT", "OS", "BOOT", "SIZE", "AGE"]);
+    let mut table = list_table(&["NAME", "PROJECT", "DISTRIBUTION", "USER", "MINIMUM", "BOOT", "SIZE", "AGE"]);
     for i in output::items::<ImageView>(page)? {
         table.add_row(vec![
             i.name,
             i.project.unwrap_or_else(|| "(public)".into()),
-            or_dash(Some(&i.os)),
+            distribution(&i.os_facts),
+            or_dash(i.os_facts.default_user.as_deref()),
+            minimum(&i.os_facts),
             i.boot.as_str().to_string(),
             bytes(i.size_bytes),
             age(i.time_created, now),
         ]);
     }
     Ok(output::render(&table))
+}
+
+/// `debian 12`, or `-` when the image says nothing.
+fn distribution(f: &ImageFacts) -> String {
+    match (&f.os_family, &f.os_version) {
+        (Some(family), Some(version)) => format!("{family} {version}"),
+        (Some(family), None) => family.clone(),
+        _ => "-".into(),
+    }
+}
+
+/// `512 MiB, 2 GiB`: the smallest memory and root disk an instance of the image may have.
+fn minimum(f: &ImageFacts) -> String {
+    match (f.min_memory_mib, f.min_disk_gib) {
+        (None, None) => "-".into(),
+        (m, d) => {
+            let m = m.map_or("-".into(), |m| format!("{m} MiB"));
+            let d = d.map_or("-".into(), |d| format!("{d} GiB"));
+            format!("{m}, {d}")
+        }
+    }
 }
 
 fn render_view(value: &Value) -> Result<String> {
@@ -220,6 +243,9 @@ fn render_view(value: &Value) -> Result<String> {
         ("PROJECT", i.project.unwrap_or_else(|| "(public)".into())),
         ("DESCRIPTION", or_dash(Some(&i.description))),
         ("OS", or_dash(Some(&i.os))),
+        ("DISTRIBUTION", distribution(&i.os_facts)),
+        ("DEFAULT USER", or_dash(i.os_facts.default_user.as_deref())),
+        ("MINIMUM", minimum(&i.os_facts)),
         ("BOOT", i.boot.as_str().to_string()),
         ("SIZE", format!("{} ({} bytes)", bytes(i.size_bytes), i.size_bytes)),
         ("CREATED", time_with_age(i.time_created, now)),
@@ -242,6 +268,21 @@ mod tests {
             "time_created": "2024-05-01T10:00:00Z", "time_modified": "2024-05-01T10:00:00Z",
             "project": project, "os": "linux", "boot": "kernel", "size_bytes": 1073741824_i64
         })
+    }
+
+    #[test]
+    fn os_facts_are_shown() {
+        let mut debian = sample_image(None);
+        debian["name"] = json!("debian-12");
+        debian["os_facts"] = json!({"os_family": "debian", "os_version": "12", "default_user": "debian",
+            "min_memory_mib": 512, "min_disk_gib": 2});
+        let page = json!({"items": [debian.clone(), sample_image(None)], "next_page": null});
+        let text = render_list(&page).expect("render");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("DISTRIBUTION") && lines[0].contains("USER"), "{text}");
+        assert!(lines[1].contains("debian 12") && lines[1].contains("512 MiB, 2 GiB"), "{text}");
+        let view = render_view(&debian).expect("render");
+        assert!(view.contains("DEFAULT USER") && view.contains("debian 12"), "{view}");
     }
 
     #[test]

@@ -3,12 +3,13 @@
 
 use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{ImageBoot, ImageId, ImageView, NameOrId, ProjectId, ResultsPage};
+use kumo_types::{ImageBoot, ImageFacts, ImageId, ImageView, NameOrId, ProjectId, ResultsPage};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 const COLS: &str = "i.id, i.name, i.description, i.time_created, i.time_modified, p.name, i.os, i.boot, \
-    i.size_bytes, i.project_id, i.disk_path, i.kernel_path, i.initrd_path, i.cmdline";
+    i.size_bytes, i.project_id, i.disk_path, i.kernel_path, i.initrd_path, i.cmdline, i.os_family, i.os_version, \
+    i.default_user, i.min_memory_mib, i.min_disk_gib";
 const FROM: &str = "FROM images i LEFT JOIN projects p ON p.id = i.project_id";
 
 /// An image with where its files are.
@@ -35,6 +36,13 @@ fn from_row(r: &AnyRow) -> Result<ImageRecord> {
             os: r.try_get(6)?,
             boot: ImageBoot::parse(&boot).ok_or_else(|| StoreError::Corrupt(format!("image boot '{boot}'")))?,
             size_bytes: r.try_get(8)?,
+            os_facts: ImageFacts {
+                os_family: r.try_get(14)?,
+                os_version: r.try_get(15)?,
+                default_user: r.try_get(16)?,
+                min_memory_mib: r.try_get(17)?,
+                min_disk_gib: r.try_get(18)?,
+            },
         },
         project_id: r.try_get::<Option<String>, _>(9)?.map(|s| parse_uuid(&s)).transpose()?,
         disk_path: r.try_get(10)?,
@@ -62,6 +70,7 @@ pub struct NewImage<'a> {
     pub initrd_path: Option<&'a str>,
     pub cmdline: Option<&'a str>,
     pub size_bytes: i64,
+    pub facts: ImageFacts,
 }
 
 /// A fresh id for an image whose files are being prepared before it is inserted.
@@ -73,7 +82,8 @@ pub async fn insert(conn: &mut Conn, n: &NewImage<'_>) -> Result<ImageRecord> {
     let t = ts(now());
     sqlx::query(
         "INSERT INTO images (id, project_id, name, description, time_created, time_modified, os, boot, disk_path, \
-         kernel_path, initrd_path, cmdline, size_bytes) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12)",
+         kernel_path, initrd_path, cmdline, size_bytes, os_family, os_version, default_user, min_memory_mib, \
+         min_disk_gib) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(n.id.to_string())
     .bind(n.project_id.map(|p| p.to_string()))
@@ -87,6 +97,11 @@ pub async fn insert(conn: &mut Conn, n: &NewImage<'_>) -> Result<ImageRecord> {
     .bind(n.initrd_path)
     .bind(n.cmdline)
     .bind(n.size_bytes)
+    .bind(n.facts.os_family.as_deref())
+    .bind(n.facts.os_version.as_deref())
+    .bind(n.facts.default_user.as_deref())
+    .bind(n.facts.min_memory_mib)
+    .bind(n.facts.min_disk_gib)
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;

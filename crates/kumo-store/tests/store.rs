@@ -18,8 +18,9 @@ use kumo_store::instances::{self, InstanceRecord, NewInstance};
 use kumo_store::{instance_types, projects, tokens, Backend, Store, StoreError};
 use kumo_types::page::{PageParams, PageRequest, SortBy};
 use kumo_types::{
-    BackupId, HostId, HostView, ImageBoot, ImageId, InstanceId, InstanceState, InstanceTypeCreate, InstanceTypeView,
-    InvoiceId, Name, NameOrId, ProjectId, ProjectView, ResultsPage, SecurityGroupId, SnapshotId, VolumeId,
+    BackupId, HostId, HostView, ImageBoot, ImageFacts, ImageId, InstanceId, InstanceState, InstanceTypeCreate,
+    InstanceTypeView, InvoiceId, Name, NameOrId, ProjectId, ProjectView, ResultsPage, SecurityGroupId, SnapshotId,
+    VolumeId,
 };
 use sqlx::{Connection, Executor};
 use std::collections::HashSet;
@@ -323,10 +324,19 @@ async fn create_image(store: &Store, project_id: Option<ProjectId>, n: &str) -> 
         initrd_path: None,
         cmdline: None,
         size_bytes: 1 << 30,
+        facts: ImageFacts {
+            os_family: Some("debian".into()),
+            os_version: Some("12".into()),
+            default_user: Some("debian".into()),
+            min_memory_mib: Some(512),
+            min_disk_gib: None,
+        },
     };
     let mut tx = store.begin().await.unwrap();
     let rec = images::insert(&mut tx, &new).await.unwrap();
     tx.commit().await.unwrap();
+    // The OS facts come back as stored (a null one too).
+    assert_eq!(rec.view.os_facts, new.facts);
     rec
 }
 
@@ -581,6 +591,7 @@ async fn names_unique_among_live_rows(store: &Store) {
         initrd_path: Some("/i"),
         cmdline: Some("console=ttyS0"),
         size_bytes: 1,
+        facts: ImageFacts::default(),
     };
     assert_conflict(images::insert(&mut tx, &dup).await, "second image named own in a project");
     drop(tx);

@@ -78,4 +78,27 @@ pub struct ImageView {
     pub boot: ImageBoot,
     /// Virtual size of its disk in bytes.
     pub size_bytes: i64,
+    /// What the image's maker says about the OS in it (from the image cache's manifest).
+    #[serde(default)]
+    pub os_facts: ImageFacts,
+}
+
+/// An image's OS facts; each is null when not known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageFacts {
+    /// Distribution (`debian`, …).
+    #[serde(default)]
+    pub os_family: Option<String>,
+    /// Its version (`12`, …).
+    #[serde(default)]
+    pub os_version: Option<String>,
+    /// The user cloud-init makes for the instance's SSH keys (`kumo instance ssh` logs in as it).
+    #[serde(default)]
+    pub default_user: Option<String>,
+    /// Smallest memory an instance of the image may have: smaller instance types are refused.
+    #[serde(default)]
+    pub min_memory_mib: Option<i64>,
+    /// Smallest root disk: an instance's root disk is grown to it (as to the image's virtual size).
+    #[serde(default)]
+    pub min_disk_gib: Option<i64>,
 }

@@ -33,7 +33,7 @@ pub use identity::{
     AuditEntryView, LoginRequest, LoginResponse, MeView, MemberAdd, MemberView, MyProjectView, ProjectRole,
     TokenCreate, TokenCreated, TokenView, UserCreate, UserView,
 };
-pub use image::{ImageBoot, ImageCreate, ImageView};
+pub use image::{ImageBoot, ImageCreate, ImageFacts, ImageView};
 pub use instance::{
     InstanceAction, InstanceCreate, InstanceObservation, InstanceResize, InstanceState, InstanceView, Transition,
     USER_DATA_MAX_BYTES,

@@ -1237,6 +1237,58 @@ fn a_new_build_in_the_image_cache_takes_the_name_at_the_next_start() {
     assert_eq!(images.len(), 2, "the third build and the first (in use): {images:?}");
 }
 
+/// Issue 12: an image carries its OS facts from the cache's manifest into the catalogue; an
+/// instance type with less memory than the image's minimum is refused at create and at resize
+/// (400, nothing made or changed), and the root disk grows to the image's minimum disk.
+#[test]
+fn images_carry_their_os_facts_and_refuse_types_below_their_minimum() {
+    let mut c = cloud(&[]);
+    let dir = c.images.path().join("bigos");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(c.images.path().join(IMAGE).join("disk.qcow2"), dir.join("disk.qcow2")).unwrap();
+    let manifest = json!({"name": "bigos", "os": "Big OS 12", "disk": "disk.qcow2",
+        "description": "a distribution that needs room", "os_family": "bigos", "os_version": "12",
+        "default_user": "admin", "min_memory_mib": 512, "min_disk_gib": 8});
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    c.restart();
+    let (s, v) = c.get("/v1/images/bigos");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["description"], "a distribution that needs room", "{v}");
+    assert_eq!(
+        v["os_facts"],
+        json!({"os_family": "bigos", "os_version": "12", "default_user": "admin", "min_memory_mib": 512, "min_disk_gib": 8}),
+        "{v}"
+    );
+    // A manifest without facts: all null.
+    let (_, v) = c.get(&format!("/v1/images/{IMAGE}"));
+    assert_eq!(v["os_facts"]["default_user"], Value::Null, "{v}");
+    assert_eq!(v["os_facts"]["min_memory_mib"], Value::Null, "{v}");
+
+    c.create_project("os");
+    let create =
+        |t: &str| c.post("/v1/instances?project=os", json!({"name": "vm1", "image": "bigos", "instance_type": t}));
+    let msg = assert_error(create("k1-nano"), 400, "InvalidValue");
+    assert!(msg.contains("512 MiB") && msg.contains("k1-nano") && msg.contains("128 MiB"), "{msg}");
+    assert_eq!(instance_names(&c, "os"), Vec::<String>::new(), "a refused create made an instance");
+    assert_eq!(used(&c), (0, 0, 0, 0), "a refused create reserved capacity");
+
+    let (s, v) = create("k1-small");
+    assert_eq!(s, 202, "{v}");
+    c.wait_state("os", "vm1", "running", WAIT);
+    assert_eq!(used(&c), (1, 512, 8, 0), "the root disk grows to the image's minimum disk");
+    act(&c, "os", "vm1", "stop", "stopping");
+    c.wait_state("os", "vm1", "stopped", WAIT);
+    let msg = assert_error(
+        c.post("/v1/instances/vm1/resize?project=os", json!({"instance_type": "k1-nano"})),
+        400,
+        "InvalidValue",
+    );
+    assert!(msg.contains("512 MiB"), "{msg}");
+    let (_, v) = c.get("/v1/instances/vm1?project=os");
+    assert_eq!(v["instance_type"], "k1-small", "a refused resize changed the instance: {v}");
+    assert_eq!(used(&c), (1, 512, 8, 0));
+}
+
 /// Issue 10, item 16: the suites run on the database the run asks for (KUMO_TEST_DATABASE): on
 /// PostgreSQL each kumod has a fresh database of its own that holds what the API made, and no
 /// SQLite file; never silently SQLite.

@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 use kumo_host_api::{ImageFile, ImageInfo};
 use kumo_store::images::NewImage;
 use kumo_types::page::PageRequest;
-use kumo_types::{ImageBoot, ImageCreate, ImageView, Name, ResultsPage};
+use kumo_types::{ImageBoot, ImageCreate, ImageFacts, ImageView, Name, ResultsPage};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -207,6 +207,7 @@ where
         initrd_path: None,
         cmdline: None,
         size_bytes: info.virtual_size as i64,
+        facts: ImageFacts::default(),
     };
     let mut tx = app.store.begin().await?;
     let rec = kumo_store::images::insert(&mut tx, &new).await.map_err(already_exists("image", name.as_str()))?;
@@ -262,6 +263,8 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
     let mut guard = boot_from;
     // An instance's image boots by kernel: the new image gets copies of its boot files.
     let (mut kernel, mut initrd, mut cmdline) = (None, None, None);
+    // …and its OS facts (same OS, same default user, same minimums).
+    let mut facts = ImageFacts::default();
     if let Some(instance) = &p.source_instance {
         let inst = super::instances::get(&mut conn, ctx, Some(&proj.name), instance, Access::Write).await?;
         if let Some(img) = kumo_store::images::get_by_id(&mut conn, inst.image_id).await? {
@@ -280,6 +283,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
             kernel = copy(&img.kernel_path, "vmlinuz").await?;
             initrd = copy(&img.initrd_path, "initrd.img").await?;
             cmdline = img.cmdline.clone();
+            facts = img.view.os_facts.clone();
         }
     }
     let info = app.agent().image_info(ImageFile::new(id, DISK)).await.map_err(ApiError::internal)?;
@@ -296,6 +300,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
         initrd_path: initrd.as_deref(),
         cmdline: cmdline.as_deref(),
         size_bytes: info.virtual_size as i64,
+        facts,
     };
     let mut tx = app.store.begin().await?;
     let rec = kumo_store::images::insert(&mut tx, &new).await.map_err(already_exists("image", p.name.as_str()))?;
@@ -407,6 +412,32 @@ pub struct Manifest {
     pub initrd: Option<String>,
     pub disk: String,
     pub cmdline: Option<String>,
+    /// Optional: shown in the catalogue (else a generic line naming the cache directory).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The OS facts (images/debian/build.sh writes them all; tiny's manifest none).
+    #[serde(default)]
+    pub os_family: Option<String>,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub default_user: Option<String>,
+    #[serde(default)]
+    pub min_memory_mib: Option<i64>,
+    #[serde(default)]
+    pub min_disk_gib: Option<i64>,
+}
+
+impl Manifest {
+    pub fn facts(&self) -> ImageFacts {
+        ImageFacts {
+            os_family: self.os_family.clone(),
+            os_version: self.os_version.clone(),
+            default_user: self.default_user.clone(),
+            min_memory_mib: self.min_memory_mib,
+            min_disk_gib: self.min_disk_gib,
+        }
+    }
 }
 
 /// Registers a cached image as a public image: its files are copied into the data directory so
@@ -446,11 +477,12 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
         None => None,
     };
     let info = app.agent().image_info(ImageFile::new(id, manifest.disk.as_str())).await?;
+    let default_description = format!("{} from the image cache ({})", manifest.name, cache_dir.display());
     let new = NewImage {
         id,
         project_id: None,
         name: name.as_str(),
-        description: "tiny Debian-kernel + busybox guest built by images/tiny/build.sh",
+        description: manifest.description.as_deref().unwrap_or(&default_description),
         os: &manifest.os,
         boot: if kernel_path.is_some() { ImageBoot::Kernel } else { ImageBoot::Disk },
         disk_path: &disk_path,
@@ -458,6 +490,7 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
         initrd_path: initrd_path.as_deref(),
         cmdline: manifest.cmdline.as_deref(),
         size_bytes: info.virtual_size as i64,
+        facts: manifest.facts(),
     };
     tokio::fs::write(dir.join(MANIFEST), &manifest_bytes).await?;
     let mut tx = app.store.begin().await?;

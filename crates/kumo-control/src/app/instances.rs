@@ -165,7 +165,10 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str()).await?.ok_or_else(|| {
         ApiError::invalid(format!("instance type '{}' does not exist (see `kumo instance-type list`)", p.instance_type))
     })?;
-    let mut disk_gib = itype.disk_gib.max((image.view.size_bytes + (1 << 30) - 1) / (1 << 30));
+    refuse_below_minimum(&image.view, &itype)?;
+    let image_gib =
+        ((image.view.size_bytes + (1 << 30) - 1) / (1 << 30)).max(image.view.os_facts.min_disk_gib.unwrap_or(0));
+    let mut disk_gib = itype.disk_gib.max(image_gib);
     if let Some(root) = p.root_size_gib {
         let max = kumo_types::volume::VOLUME_MAX_GIB;
         if root < disk_gib || root > max {
@@ -313,6 +316,18 @@ pub async fn act(
     Ok(visible(ctx, view))
 }
 
+/// An image's minimum memory refuses smaller instance types (its minimum disk only grows the
+/// root disk, as its virtual size does).
+fn refuse_below_minimum(image: &kumo_types::ImageView, itype: &kumo_types::InstanceTypeView) -> ApiResult<()> {
+    match image.os_facts.min_memory_mib {
+        Some(min) if itype.memory_mib < min => Err(ApiError::invalid(format!(
+            "image '{}' needs at least {min} MiB of memory; instance type '{}' has {} MiB (see `kumo instance-type list`)",
+            image.name, itype.name, itype.memory_mib
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Changes the plan of a stopped instance. The root disk never shrinks: downgrading to a type
 /// with a smaller disk keeps (and keeps reserving) the current disk size.
 pub async fn resize(
@@ -329,6 +344,9 @@ pub async fn resize(
     let itype = kumo_store::instance_types::get_by_name(&mut tx, type_name.as_str()).await?.ok_or_else(|| {
         ApiError::invalid(format!("instance type '{new_type}' does not exist (see `kumo instance-type list`)"))
     })?;
+    if let Some(image) = kumo_store::images::get_by_id(&mut tx, rec.image_id).await? {
+        refuse_below_minimum(&image.view, &itype)?;
+    }
     let old = rec.resources();
     let new = Resources {
         vcpus: itype.vcpus,
