@@ -19,8 +19,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NAME=tiny
 CMDLINE="console=ttyS0 panic=-1"
 DISK_SIZE=1G
-# Modules put in the initramfs (dependencies are added automatically).
-MODULES="virtio_pci virtio_blk virtio_net virtio_console virtio_rng virtio_balloon button evdev"
+# Modules put in the initramfs (dependencies are added automatically).  vfat
+# mounts the config drive with the kernel's defaults: codepage 437, iocharset
+# ascii (CONFIG_FAT_DEFAULT_CODEPAGE/IOCHARSET), utf8 names.
+MODULES="virtio_pci virtio_blk virtio_net virtio_console virtio_rng virtio_balloon button evdev vfat nls_cp437 nls_ascii nls_utf8"
 
 say() { echo "build-tiny: $*" >&2; }
 die() { say "error: $*"; exit 1; }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{become_subreaper, qemu_prerequisites, Cloud, Kumod, IMAGE_CACHE};
+use common::{become_subreaper, image_cache, qemu_prerequisites, Cloud, Kumod};
 use reqwest::blocking::RequestBuilder;
 use serde_json::{json, Value};
 use std::io::BufRead;
@@ -410,7 +410,7 @@ fn real_guests_cpu_and_disk_metrics_move() {
         "--driver",
         "qemu",
         "--image-cache",
-        IMAGE_CACHE,
+        image_cache(),
         "--stop-timeout",
         "20",
         "--metrics-interval",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{become_subreaper, qemu_prerequisites, Kumod, IMAGE_CACHE};
+use common::{become_subreaper, image_cache, qemu_prerequisites, Kumod};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ fn guests_of_a_vpc_reach_each_other_and_no_one_else_and_read_only_their_metadata
         "--driver",
         "qemu",
         "--image-cache",
-        IMAGE_CACHE,
+        image_cache(),
         "--stop-timeout",
         "5",
         "--host-netns",
@@ -214,8 +214,16 @@ fn a_killed_kumod_converges_the_network_both_ways_and_delete_leaves_nothing() {
     }
     become_subreaper();
     let ns = Netns::new("crash");
-    let mut k =
-        Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "5", "--host-netns", &ns.0]);
+    let mut k = Kumod::start(&[
+        "--driver",
+        "qemu",
+        "--image-cache",
+        image_cache(),
+        "--stop-timeout",
+        "5",
+        "--host-netns",
+        &ns.0,
+    ]);
     k.create_project("net");
     let v = ok(
         k.post(
@@ -267,8 +275,16 @@ fn bench_network() {
     assert!(qemu_prerequisites(), "the benchmark needs root, QEMU and the tiny image");
     become_subreaper();
     let ns = Netns::new("bench");
-    let k =
-        Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "5", "--host-netns", &ns.0]);
+    let k = Kumod::start(&[
+        "--driver",
+        "qemu",
+        "--image-cache",
+        image_cache(),
+        "--stop-timeout",
+        "5",
+        "--host-netns",
+        &ns.0,
+    ]);
     k.create_project("net");
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f me@laptop";
     ok(k.post("/v1/ssh-keys?project=net", json!({"name": "laptop", "public_key": key})), 201);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{become_subreaper, kumo_binary, qemu_pids_under, qemu_prerequisites, Kumod, IMAGE_CACHE};
+use common::{become_subreaper, image_cache, kumo_binary, qemu_pids_under, qemu_prerequisites, Kumod};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -18,7 +18,7 @@ fn qemu_kumod() -> Kumod {
     become_subreaper();
     // A short stop timeout keeps a guest that ignores ACPI from slowing the suite; the tiny image
     // powers off on ACPI within a second.
-    Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "20"])
+    Kumod::start(&["--driver", "qemu", "--image-cache", image_cache(), "--stop-timeout", "20"])
 }
 
 /// Polls the serial console until it contains `needle` `count` times.
@@ -372,7 +372,7 @@ fn stop_right_after_start_is_still_graceful() {
     // A long stop timeout: on a loaded machine the kernel can take tens of seconds to start its
     // ACPI handler, and the point here is that the driver keeps pressing until it listens.
     become_subreaper();
-    let k = Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "200"]);
+    let k = Kumod::start(&["--driver", "qemu", "--image-cache", image_cache(), "--stop-timeout", "200"]);
     k.create_project("p");
     create(&k, "p", "early");
     k.wait_state("p", "early", "running", BOOT);

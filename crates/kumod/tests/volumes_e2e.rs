@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{become_subreaper, kumo_binary, qemu_pids_under, qemu_prerequisites, Kumod, IMAGE_CACHE};
+use common::{become_subreaper, image_cache, kumo_binary, qemu_pids_under, qemu_prerequisites, Kumod};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 fn qemu_kumod() -> Kumod {
     become_subreaper();
-    Kumod::start(&["--driver", "qemu", "--image-cache", IMAGE_CACHE, "--stop-timeout", "20"])
+    Kumod::start(&["--driver", "qemu", "--image-cache", image_cache(), "--stop-timeout", "20"])
 }
 
 /// Polls the serial console until it contains `needle`.

@@ -451,8 +451,12 @@ pub fn cloud(extra: &[&str]) -> Cloud {
     Cloud { k, images }
 }
 
-/// The machine-wide image cache the real-QEMU tests boot the tiny image from.
-pub const IMAGE_CACHE: &str = "/var/cache/kumo/images";
+/// The image cache the real-QEMU tests boot the tiny image from: the machine-wide one, or
+/// `KUMO_TEST_IMAGE_CACHE` (e.g. a changed tiny recipe built into a temp dir before CI rebuilds it).
+pub fn image_cache() -> &'static str {
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| std::env::var("KUMO_TEST_IMAGE_CACHE").unwrap_or_else(|_| "/var/cache/kumo/images".into()))
+}
 
 /// Whether a missing prerequisite must fail the test rather than skip it: in CI (env `CI`) and under
 /// scripts/test.sh (env `KUMO_TEST_STRICT`), which is the README's test command.
@@ -467,7 +471,7 @@ pub fn qemu_prerequisites() -> bool {
     if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
         missing.push("qemu-system-x86_64 (scripts/install-deps.sh)");
     }
-    if !Path::new(IMAGE_CACHE).join("tiny/manifest.json").exists() {
+    if !Path::new(image_cache()).join("tiny/manifest.json").exists() {
         missing.push("the tiny image (images/tiny/build.sh)");
     }
     // SAFETY: geteuid has no preconditions.

@@ -6,7 +6,7 @@
 //! | file          | what                                                                  |
 //! |---------------|-----------------------------------------------------------------------|
 //! | `disk.qcow2`  | root disk: a qcow2 overlay backed by the image (O(1) to create)       |
-//! | `config.img`  | config drive: a raw disk holding a tar of `meta-data.json`, `user-data` |
+//! | `config.img`  | config drive: vfat `CONFIG-2`, OpenStack layout (see `config_drive`) |
 //! | `qemu.pid`    | QEMU's pidfile (QEMU locks it, so a second QEMU for the id cannot start) |
 //! | `qmp.sock`    | QMP control socket                                                    |
 //! | `serial.log`  | the serial console, appended across boots, trimmed to its cap (see [`crate::compute::serial_log`]) |
