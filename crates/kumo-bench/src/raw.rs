@@ -97,6 +97,7 @@ impl RawSetup {
             image_disk: self.image_disk.clone(),
             boot: self.boot.clone(),
             user_data: None,
+            ssh_keys: Vec::new(),
             volumes: vec![],
             nics: Vec::new(),
         };

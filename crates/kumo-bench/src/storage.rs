@@ -210,6 +210,7 @@ async fn guest_io(root: &Path, kumod_way: bool) -> Result<(f64, f64)> {
             cmdline: manifest["cmdline"].as_str().unwrap_or_default().to_string(),
         },
         user_data: Some(GUEST_IO_SCRIPT.to_string()),
+        ssh_keys: Vec::new(),
         volumes: vec![VolumeDisk { id: Uuid::now_v7(), limits: IoLimits::default() }],
         nics: Vec::new(),
     };

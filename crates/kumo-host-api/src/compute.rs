@@ -26,6 +26,9 @@ pub struct InstanceSpec {
     pub image_disk: PathBuf,
     pub boot: BootSpec,
     pub user_data: Option<String>,
+    /// The SSH public keys given at create (the config drive's `public_keys`).
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
     /// Volumes of the storage pool attached to the instance, in attach order: on the command line
     /// at start, after the root disk and the config drive (so the guest sees them as vdc, vdd, …).
     #[serde(default)]

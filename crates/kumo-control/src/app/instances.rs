@@ -419,6 +419,7 @@ pub async fn spec_for(app: &App, rec: &InstanceRecord) -> ApiResult<InstanceSpec
         image_disk: image.disk_path.into(),
         boot,
         user_data: rec.user_data.clone(),
+        ssh_keys: kumo_store::nics::instance_ssh_keys(&mut conn, rec.view.id).await?,
         volumes,
         // The host names the taps (and, without a data plane, gives the guest no NIC).
         nics: kumo_store::nics::for_instances(&mut conn, &[rec.view.id])

@@ -13,8 +13,8 @@ const DIR: &str = "openstack/latest";
 
 /// `openstack/latest/meta_data.json`.
 fn meta_data(spec: &InstanceSpec) -> serde_json::Value {
-    // InstanceSpec carries no SSH keys yet: `public_keys` stays empty until it does.
-    let public_keys = serde_json::Map::new();
+    let public_keys: serde_json::Map<String, serde_json::Value> =
+        spec.ssh_keys.iter().enumerate().map(|(i, k)| (format!("key{i}"), k.clone().into())).collect();
     serde_json::json!({
         "uuid": spec.id.to_string(),
         "name": spec.name,
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(meta["launch_index"], 0);
         assert_eq!(meta["availability_zone"], "nova");
         assert_eq!(meta["files"], serde_json::json!([]));
-        assert_eq!(meta["public_keys"], serde_json::json!({}));
+        assert_eq!(meta["public_keys"], serde_json::json!({"key0": "ssh-ed25519 AAAA me@laptop"}));
         assert_eq!(read("user_data").unwrap(), "#!/bin/sh\necho hi\n\u{e9}\0x".as_bytes());
         assert_eq!(json(read("vendor_data.json")), serde_json::json!({}));
     }

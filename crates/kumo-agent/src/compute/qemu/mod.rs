@@ -566,6 +566,7 @@ mod tests {
             image_disk: "/images/tiny/disk.qcow2".into(),
             boot: BootSpec::Kernel { kernel: "/k".into(), initrd: Some("/i".into()), cmdline: "console=ttyS0".into() },
             user_data: user_data.map(String::from),
+            ssh_keys: vec!["ssh-ed25519 AAAA me@laptop".into()],
             volumes: vec![],
             nics: Vec::new(),
         }
