@@ -39,6 +39,8 @@ pub enum InstanceCommand {
     Resize(InstanceResizeArgs),
     /// Print the serial console log
     Serial(SerialArgs),
+    /// SSH into an instance through its floating IP, as its image's default user
+    Ssh(crate::ssh::SshArgs),
     /// Show one metric of an instance over time (cpu, memory, disk_read, disk_write, net_rx, net_tx)
     Metrics(crate::metrics::MetricsArgs),
 }
@@ -137,6 +139,7 @@ pub fn run(ctx: &Ctx, command: &InstanceCommand) -> Result<()> {
             ctx.show(&resized, render_view)
         }
         InstanceCommand::Serial(args) => serial::run(ctx, args),
+        InstanceCommand::Ssh(args) => crate::ssh::run(ctx, args),
         InstanceCommand::Metrics(args) => crate::metrics::run(ctx, args),
     }
 }

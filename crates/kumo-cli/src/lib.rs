@@ -30,6 +30,7 @@ pub mod projects;
 pub mod quotas;
 pub mod serial;
 pub mod snapshots;
+pub mod ssh;
 pub mod system;
 pub mod tls;
 pub mod tokens;
