@@ -72,10 +72,33 @@ echo "  $(cat "$DATA_DIR/tls/fingerprint")"
 echo "Check it when your browser (dashboard: https://$LISTEN/) or a remote CLI first connects:"
 echo "  kumo login --url https://<this host>:${LISTEN##*:} --token-file FILE --fingerprint $(cat "$DATA_DIR/tls/fingerprint")"
 kumo host list
+
+# The public Debian 12 image (images/debian/build.sh: cloud-init, SSH, user `debian`): built once per
+# machine in the background — 5 to 8 minutes on 2 cores, so the first command does not wait for it —
+# then this script runs again to restart kumod, which registers the images of the cache at start
+# (guests keep running across the restart). KUMO_DEBIAN_IMAGE=0 skips it.
+DEBIAN_LOG=${KUMO_DEBIAN_LOG:-/var/log/kumo-debian-build.log}
+if [ "${KUMO_DEBIAN_IMAGE:-1}" = 1 ]; then
+    if kumo image view debian-12 >/dev/null 2>&1; then
+        echo "up: the public image debian-12 is registered"
+    else
+        echo "up: building the public image debian-12 in the background (5-8 min; log $DEBIAN_LOG);"
+        echo "    kumod restarts to register it when it is done (guests keep running): see \`kumo image list\`"
+        KUMO_PROJECT='' setsid nohup bash -c '
+            nice -n 10 images/debian/build.sh /var/cache/kumo/images/debian-12 || exit 1
+            kumo image view debian-12 >/dev/null 2>&1 || KUMO_DEBIAN_IMAGE=0 scripts/up.sh
+        ' >>"$DEBIAN_LOG" 2>&1 </dev/null &
+    fi
+fi
 echo
 echo "Try:"
 echo "  kumo project create demo"
 echo "  kumo instance create web1 --project demo --image tiny --type k1-nano --wait"
 echo "  kumo instance serial web1 --project demo"
+echo "  kumo ssh-key import laptop --project demo --public-key-file ~/.ssh/id_ed25519.pub"
+echo "  kumo instance create deb1 --project demo --image debian-12 --type k1-small --ssh-key laptop --wait   # once debian-12 is listed"
+echo "  kumo floating-ip create ip2 --project demo && kumo floating-ip attach ip2 --instance deb1 --project demo"
+echo "  kumo security-group rule add default --project demo --ingress --protocol tcp --port 22 --source 0.0.0.0/0"
+echo "  kumo instance ssh deb1 --project demo --netns $NETNS      # as the image's default user, debian"
 echo "  kumo floating-ip create ip1 --project demo && kumo floating-ip attach ip1 --instance web1 --project demo"
 echo "  ip netns exec $NETNS curl http://<the floating ip>/   # once a security-group rule opens port 80; public IPs live in the '$NETNS' namespace"
