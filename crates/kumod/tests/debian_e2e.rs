@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{become_subreaper, kumo_binary, qemu_prerequisites, strict, Kumod};
+use common::{become_subreaper, kumo_binary, qemu_prerequisites, strict, Kumod, Netns};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,23 +40,6 @@ fn prerequisites() -> bool {
     false
 }
 
-/// A network namespace removed on drop (with every bridge, tap and nft table in it).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("kumo-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 fn ok(resp: (u16, Value), status: u16) -> Value {
     assert_eq!(resp.0, status, "{}", resp.1);
     resp.1
@@ -72,36 +55,29 @@ fn kumo(k: &Kumod, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("run {}: {e} (cargo build --workspace first)", kumo_binary().display()))
 }
 
-/// `kumo instance ssh NAME --project P --netns NS -i KEY -- <ssh options> CMD`: the guest's fresh
-/// host key is not written to root's known_hosts.
-fn guest_ssh(k: &Kumod, ns: &Netns, key: &Path, name: &str, cmd: &str) -> Output {
+/// `kumo instance ssh NAME --project P --netns NS -i KEY [-l USER] -- <ssh options> CMD`: the
+/// guest's fresh host key is not written to root's known_hosts.
+fn guest_ssh(k: &Kumod, ns: &Netns, key: &Path, name: &str, user: Option<&str>, cmd: &str) -> Output {
     let key = key.to_string_lossy();
-    kumo(
-        k,
-        &[
-            "instance",
-            "ssh",
-            name,
-            "--project",
-            "os",
-            "--netns",
-            &ns.0,
-            "-i",
-            &key,
-            "--",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "LogLevel=ERROR",
-            cmd,
-        ],
-    )
+    let mut args = vec!["instance", "ssh", name, "--project", "os", "--netns", &ns.0, "-i", &key];
+    if let Some(u) = user {
+        args.extend(["-l", u]);
+    }
+    args.extend([
+        "--",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-o",
+        "LogLevel=ERROR",
+        cmd,
+    ]);
+    kumo(k, &args)
 }
 
 fn text(o: &Output) -> String {
@@ -125,7 +101,7 @@ fn boot_and_check(k: &Kumod, ns: &Netns, key: &Path, image: &str, name: &str) ->
     // SSH answers once cloud-init has made the user and written the key.
     let deadline = started + BOOT;
     loop {
-        let out = guest_ssh(k, ns, key, name, "true");
+        let out = guest_ssh(k, ns, key, name, None, "true");
         if out.status.success() {
             break;
         }
@@ -144,7 +120,7 @@ fn boot_and_check(k: &Kumod, ns: &Netns, key: &Path, image: &str, name: &str) ->
     let to_ssh = started.elapsed().as_secs_f64();
 
     // cloud-init's own report, once all its stages are done.
-    let out = guest_ssh(k, ns, key, name, "cloud-init status --wait >/dev/null; cat /run/cloud-init/result.json");
+    let out = guest_ssh(k, ns, key, name, None, "cloud-init status --wait >/dev/null; cat /run/cloud-init/result.json");
     assert!(out.status.success(), "cloud-init result of {name}: {}", text(&out));
     let result: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("result.json of {name} is not JSON ({e}): {}", text(&out)));
@@ -153,7 +129,7 @@ fn boot_and_check(k: &Kumod, ns: &Netns, key: &Path, image: &str, name: &str) ->
     assert_eq!(result["v1"]["errors"], json!([]), "{name}: cloud-init reported errors: {result}");
     eprintln!("{name}: cloud-init datasource {ds}");
 
-    let out = guest_ssh(k, ns, key, name, "hostname; id -un; cat /var/tmp/kumo-user-data /var/tmp/kumo-runcmd");
+    let out = guest_ssh(k, ns, key, name, None, "hostname; id -un; cat /var/tmp/kumo-user-data /var/tmp/kumo-runcmd");
     let got = text(&out);
     assert!(out.status.success(), "{name}: {got}");
     let lines: Vec<&str> = got.lines().collect();
@@ -253,37 +229,7 @@ fn boot_imported(k: &Kumod, ns: &Netns, key: &Path) -> f64 {
     ok(k.post("/v1/instances?project=os", body), 202);
     ok(k.post("/v1/floating-ips?project=os", json!({"name": "ip-deb2"})), 201);
     ok(k.post("/v1/floating-ips/ip-deb2/attach?project=os", json!({"instance": "deb2"})), 200);
-    let ssh = |cmd: &str| {
-        let key = key.to_string_lossy();
-        kumo(
-            k,
-            &[
-                "instance",
-                "ssh",
-                "deb2",
-                "--project",
-                "os",
-                "--netns",
-                &ns.0,
-                "-i",
-                &key,
-                "-l",
-                "debian",
-                "--",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=5",
-                "-o",
-                "LogLevel=ERROR",
-                cmd,
-            ],
-        )
-    };
+    let ssh = |cmd: &str| guest_ssh(k, ns, key, "deb2", Some("debian"), cmd);
     let deadline = started + BOOT;
     loop {
         let out = ssh("true");

@@ -5,32 +5,12 @@
 
 mod common;
 
-use common::{become_subreaper, image_cache, qemu_prerequisites, Kumod};
+use common::{become_subreaper, image_cache, qemu_prerequisites, Kumod, Netns};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BOOT: Duration = Duration::from_secs(240);
-
-/// A network namespace removed on drop (with every bridge, tap and nft table in it).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("kumo-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        Netns(name)
-    }
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", &self.0]).args(args).output().expect("ip netns exec")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 fn wait_serial(k: &Kumod, project: &str, name: &str, needle: &str) -> String {
     let deadline = Instant::now() + BOOT;

@@ -416,28 +416,8 @@ pub struct Manifest {
     #[serde(default)]
     pub description: Option<String>,
     /// The OS facts (images/debian/build.sh writes them all; tiny's manifest none).
-    #[serde(default)]
-    pub os_family: Option<String>,
-    #[serde(default)]
-    pub os_version: Option<String>,
-    #[serde(default)]
-    pub default_user: Option<String>,
-    #[serde(default)]
-    pub min_memory_mib: Option<i64>,
-    #[serde(default)]
-    pub min_disk_gib: Option<i64>,
-}
-
-impl Manifest {
-    pub fn facts(&self) -> ImageFacts {
-        ImageFacts {
-            os_family: self.os_family.clone(),
-            os_version: self.os_version.clone(),
-            default_user: self.default_user.clone(),
-            min_memory_mib: self.min_memory_mib,
-            min_disk_gib: self.min_disk_gib,
-        }
-    }
+    #[serde(flatten)]
+    pub facts: ImageFacts,
 }
 
 /// Registers a cached image as a public image: its files are copied into the data directory so
@@ -490,7 +470,7 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
         initrd_path: initrd_path.as_deref(),
         cmdline: manifest.cmdline.as_deref(),
         size_bytes: info.virtual_size as i64,
-        facts: manifest.facts(),
+        facts: manifest.facts.clone(),
     };
     tokio::fs::write(dir.join(MANIFEST), &manifest_bytes).await?;
     let mut tx = app.store.begin().await?;

@@ -535,3 +535,24 @@ pub async fn past_instance(
         kumo_store::events::record_at(tx, &e, at).await.expect("event");
     }
 }
+
+/// A network namespace removed on drop (with every bridge, tap and nft table in it).
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("kumo-{tag}-{}", std::process::id());
+        // One left by an earlier run that was killed (none, usually: stderr is not the test's).
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        Netns(name)
+    }
+    pub fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.0]).args(args).output().expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
