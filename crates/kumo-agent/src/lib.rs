@@ -31,6 +31,7 @@
 pub mod compute;
 pub mod local;
 pub mod network;
+pub mod openstack;
 pub mod storage;
 pub mod system;
 

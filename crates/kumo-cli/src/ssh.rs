@@ -3,7 +3,6 @@
 //! addresses in one (`scripts/up.sh` uses `kumo`: `--netns kumo` or `KUMO_NETNS=kumo`).
 
 use crate::cli::ProjectArg;
-use crate::json::Json;
 use crate::Ctx;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -36,8 +35,7 @@ pub struct SshArgs {
 
 pub fn run(ctx: &Ctx, args: &SshArgs) -> Result<()> {
     let project = args.project.project.as_str();
-    let inst: InstanceView =
-        decode(ctx.client.get(&["instances", &args.instance], &[("project", project)])?, "instance")?;
+    let inst: InstanceView = ctx.client.get(&["instances", &args.instance], &[("project", project)])?.decode()?;
     let Some(ip) = inst.public_ip.clone() else {
         bail!(
             "instance '{}' has no floating IP; attach one first: kumo floating-ip create ip1 --project {project} && \
@@ -49,7 +47,7 @@ pub fn run(ctx: &Ctx, args: &SshArgs) -> Result<()> {
     let user = match &args.user {
         Some(u) => u.clone(),
         None => {
-            let image: ImageView = decode(ctx.client.get(&["images", &inst.image], &[("project", project)])?, "image")?;
+            let image: ImageView = ctx.client.get(&["images", &inst.image], &[("project", project)])?.decode()?;
             match image.os_facts.default_user {
                 Some(u) => u,
                 None => bail!("image '{}' names no default user; give one with -l USER", image.name),
@@ -64,10 +62,6 @@ pub fn run(ctx: &Ctx, args: &SshArgs) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
     Err(err).with_context(|| format!("could not run {} (openssh-client and iproute2 provide ssh and ip)", argv[0]))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(v: Json, what: &str) -> Result<T> {
-    v.decode().with_context(|| format!("the server's {what} could not be read"))
 }
 
 /// The command line: `[ip netns exec NS] ssh -o StrictHostKeyChecking=accept-new [-i KEY] -l

@@ -126,8 +126,10 @@ pub fn render(md: &Metadata, path: &str) -> Option<(&'static str, String)> {
                 }
                 Some((TEXT, docs.join("\n")))
             }
-            "meta_data.json" => Some((JSON, openstack_meta_data(md).to_string())),
-            "network_data.json" => Some((JSON, openstack_network_data(md).to_string())),
+            "meta_data.json" => {
+                Some((JSON, crate::openstack::meta_data(&md.instance_id, &md.hostname, &md.ssh_keys).to_string()))
+            }
+            "network_data.json" => Some((JSON, crate::openstack::network_data([md.mac.as_str()]).to_string())),
             "vendor_data.json" => Some((JSON, "{}".into())),
             "user_data" => Some((TEXT, md.user_data.clone()?)),
             _ => None,
@@ -178,32 +180,6 @@ pub fn render(md: &Metadata, path: &str) -> Option<(&'static str, String)> {
         }
     };
     Some((TEXT, body))
-}
-
-/// OpenStack's `meta_data.json` as cloud-init's ConfigDrive/OpenStack readers take it.
-fn openstack_meta_data(md: &Metadata) -> serde_json::Value {
-    let keys: serde_json::Map<String, serde_json::Value> =
-        md.ssh_keys.iter().enumerate().map(|(i, k)| (format!("key{i}"), k.clone().into())).collect();
-    serde_json::json!({
-        "uuid": md.instance_id,
-        "name": md.hostname,
-        "hostname": md.hostname,
-        "public_keys": keys,
-        "launch_index": 0,
-        "availability_zone": "nova",
-        "files": [],
-        "meta": {},
-    })
-}
-
-/// OpenStack's `network_data.json`: the interface (by MAC) configured by DHCP, which serves the
-/// IPAM address.
-fn openstack_network_data(md: &Metadata) -> serde_json::Value {
-    serde_json::json!({
-        "links": [{"id": "tap0", "type": "phy", "ethernet_mac_address": md.mac, "mtu": null}],
-        "networks": [{"id": "network0", "type": "ipv4_dhcp", "link": "tap0", "network_id": "network0"}],
-        "services": [],
-    })
 }
 
 #[cfg(test)]

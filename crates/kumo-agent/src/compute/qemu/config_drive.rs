@@ -11,39 +11,6 @@ pub const LABEL: &str = "CONFIG-2";
 /// The one version directory written: cloud-init reads `latest` when it finds no dated one.
 const DIR: &str = "openstack/latest";
 
-/// `openstack/latest/meta_data.json`.
-fn meta_data(spec: &InstanceSpec) -> serde_json::Value {
-    let public_keys: serde_json::Map<String, serde_json::Value> =
-        spec.ssh_keys.iter().enumerate().map(|(i, k)| (format!("key{i}"), k.clone().into())).collect();
-    serde_json::json!({
-        "uuid": spec.id.to_string(),
-        "name": spec.name,
-        "hostname": spec.name,
-        "public_keys": public_keys,
-        "launch_index": 0,
-        "availability_zone": "nova",
-        "files": [],
-    })
-}
-
-/// `openstack/latest/network_data.json`: one physical link per NIC, by MAC, each configured by
-/// DHCP. None when the instance has no NIC.
-fn network_data(spec: &InstanceSpec) -> Option<serde_json::Value> {
-    if spec.nics.is_empty() {
-        return None;
-    }
-    let links: Vec<_> = spec
-        .nics
-        .iter()
-        .enumerate()
-        .map(|(i, nic)| serde_json::json!({"id": format!("tap{i}"), "type": "phy", "ethernet_mac_address": nic.mac}))
-        .collect();
-    let networks: Vec<_> = (0..spec.nics.len())
-        .map(|i| serde_json::json!({"id": format!("net{i}"), "type": "ipv4_dhcp", "link": format!("tap{i}")}))
-        .collect();
-    Some(serde_json::json!({"links": links, "networks": networks, "services": []}))
-}
-
 /// The config drive: an OpenStack config drive, i.e. a vfat filesystem labelled `CONFIG-2`
 /// holding `openstack/latest/{meta_data.json, vendor_data.json, network_data.json (when the
 /// instance has NICs), user_data (when given)}`. Written in memory with `fatfs` (no host tool).
@@ -64,9 +31,11 @@ pub fn config_drive_bytes(spec: &InstanceSpec) -> std::io::Result<Vec<u8>> {
                 f.write_all(data)?;
                 f.flush()
             };
-            add("meta_data.json", meta_data(spec).to_string().as_bytes())?;
+            let meta = crate::openstack::meta_data(&spec.id.to_string(), &spec.name, &spec.ssh_keys);
+            add("meta_data.json", meta.to_string().as_bytes())?;
             add("vendor_data.json", b"{}")?;
-            if let Some(net) = network_data(spec) {
+            if !spec.nics.is_empty() {
+                let net = crate::openstack::network_data(spec.nics.iter().map(|n| n.mac.as_str()));
                 add("network_data.json", net.to_string().as_bytes())?;
             }
             if let Some(ud) = &spec.user_data {
