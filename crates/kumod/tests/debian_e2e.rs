@@ -80,6 +80,20 @@ fn guest_ssh(k: &Kumod, ns: &Netns, key: &Path, name: &str, user: Option<&str>, 
     kumo(k, &args)
 }
 
+/// Runs a command in a guest that already answered SSH. During a first boot cloud-init may still
+/// restart sshd (new host keys), which resets a connection: ssh's own failures (exit 255) are
+/// retried for a minute; the command's own exit status is the caller's to check.
+fn settled(mut run: impl FnMut() -> Output) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = run();
+        if out.status.code() != Some(255) || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -120,7 +134,9 @@ fn boot_and_check(k: &Kumod, ns: &Netns, key: &Path, image: &str, name: &str) ->
     let to_ssh = started.elapsed().as_secs_f64();
 
     // cloud-init's own report, once all its stages are done.
-    let out = guest_ssh(k, ns, key, name, None, "cloud-init status --wait >/dev/null; cat /run/cloud-init/result.json");
+    let out = settled(|| {
+        guest_ssh(k, ns, key, name, None, "cloud-init status --wait >/dev/null; cat /run/cloud-init/result.json")
+    });
     assert!(out.status.success(), "cloud-init result of {name}: {}", text(&out));
     let result: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("result.json of {name} is not JSON ({e}): {}", text(&out)));
@@ -129,7 +145,9 @@ fn boot_and_check(k: &Kumod, ns: &Netns, key: &Path, image: &str, name: &str) ->
     assert_eq!(result["v1"]["errors"], json!([]), "{name}: cloud-init reported errors: {result}");
     eprintln!("{name}: cloud-init datasource {ds}");
 
-    let out = guest_ssh(k, ns, key, name, None, "hostname; id -un; cat /var/tmp/kumo-user-data /var/tmp/kumo-runcmd");
+    let out = settled(|| {
+        guest_ssh(k, ns, key, name, None, "hostname; id -un; cat /var/tmp/kumo-user-data /var/tmp/kumo-runcmd")
+    });
     let got = text(&out);
     assert!(out.status.success(), "{name}: {got}");
     let lines: Vec<&str> = got.lines().collect();
@@ -240,8 +258,9 @@ fn boot_imported(k: &Kumod, ns: &Netns, key: &Path) -> f64 {
         std::thread::sleep(Duration::from_secs(2));
     }
     let secs = started.elapsed().as_secs_f64();
-    let out =
-        ssh("cloud-init status --wait >/dev/null; hostname; cat /var/tmp/kumo-runcmd; cat /run/cloud-init/result.json");
+    let out = settled(|| {
+        ssh("cloud-init status --wait >/dev/null; hostname; cat /var/tmp/kumo-runcmd; cat /run/cloud-init/result.json")
+    });
     let got = text(&out);
     assert!(out.status.success(), "{got}");
     assert!(got.starts_with("deb2\nimported-ran\n"), "hostname and user-data of the imported image: {got}");
