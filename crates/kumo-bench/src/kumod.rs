@@ -40,8 +40,14 @@ pub struct Kumod {
 }
 
 impl Kumod {
-    /// Starts kumod with `--data-dir data_dir` plus `flags` and waits until its API answers.
+    /// Starts kumod with `--data-dir data_dir` plus `flags` and waits until its API answers; its
+    /// public images come from [`IMAGE_CACHE`].
     pub async fn start(data_dir: &Path, flags: &[String]) -> Result<Kumod> {
+        Kumod::start_with_images(data_dir, Path::new(IMAGE_CACHE), flags).await
+    }
+
+    /// [`Kumod::start`] with the public images of `image_cache`.
+    pub async fn start_with_images(data_dir: &Path, image_cache: &Path, flags: &[String]) -> Result<Kumod> {
         let exe = binary()?;
         std::fs::create_dir_all(data_dir)?;
         let log = data_dir.with_extension("log");
@@ -50,7 +56,8 @@ impl Kumod {
         let mut cmd = Command::new(&exe);
         cmd.arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--image-cache", IMAGE_CACHE, "--host-name", "bench"])
+            .args(["--listen", "127.0.0.1:0", "--host-name", "bench", "--image-cache"])
+            .arg(image_cache)
             .args(flags)
             // Reproducible: the defaults of kumod, not whatever the caller's environment says.
             .env_remove("RUST_LOG")
@@ -190,6 +197,11 @@ impl Api {
     pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
         let resp =
             self.send(self.http.post(format!("{}{path}", self.base)).json(&body), &format!("POST {path}")).await?;
+        Ok(resp.json().await?)
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Result<Value> {
+        let resp = self.send(self.http.put(format!("{}{path}", self.base)).json(&body), &format!("PUT {path}")).await?;
         Ok(resp.json().await?)
     }
 

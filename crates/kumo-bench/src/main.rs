@@ -8,6 +8,7 @@
 //! started (see [`procs`]). docs/benchmarks.md has the results and how to read them.
 
 mod api_load;
+mod boot;
 mod kumod;
 mod launch;
 mod procs;
@@ -49,6 +50,16 @@ struct Cli {
     /// Without it, `reads` measures SQLite only.
     #[arg(long, global = true, env = "KUMO_BENCH_POSTGRES_URL")]
     postgres: Option<String>,
+    /// Public image the `boot` benchmark boots (one with a default user in its OS facts).
+    #[arg(long, global = true, default_value = "debian-12")]
+    image: String,
+    /// Directory of public images the `boot` benchmark's kumod registers (where scripts/test.sh
+    /// builds the Debian image).
+    #[arg(long, global = true, default_value = "/var/cache/kumo/os-images")]
+    image_cache: PathBuf,
+    /// Instance type of the `boot` benchmark.
+    #[arg(long, global = true, default_value = "k1-small")]
+    instance_type: String,
 }
 
 #[derive(Subcommand, Debug, Clone, PartialEq)]
@@ -69,6 +80,9 @@ enum What {
     /// Fast read paths (issue 11): GET view, GET list, a page of 1,000 of 100,000 instances and a
     /// month's usage of 10,000 instances, on SQLite and (with --postgres) on PostgreSQL.
     Reads,
+    /// A real OS (default debian-12) from create to SSH answering, through kumod with its data plane
+    /// vs raw QEMU with a tap and DHCP; not part of `all` (minutes per boot under TCG).
+    Boot,
     /// (internal) The trivial HTTP server of the API benchmark.
     #[command(hide = true)]
     ServeStatic { files: Vec<PathBuf> },
@@ -198,7 +212,14 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
         let accel = host["accelerator"].as_str().unwrap_or("?").to_string();
         println!("kumod accelerator: {accel} — {}", host["accelerator_reason"].as_str().unwrap_or(""));
         kumod.api.create_project(PROJECT).await?;
-        let setup = raw::RawSetup::like(&kumod, &root.join("raw")).await?;
+        let setup = raw::RawSetup::like(
+            &kumod,
+            &root.join("raw"),
+            Path::new(kumod::IMAGE_CACHE),
+            kumod::IMAGE,
+            kumod::INSTANCE_TYPE,
+        )
+        .await?;
 
         let mut raw_single = None;
         if all || matches!(what, What::Launch | What::Rss) {
@@ -249,6 +270,24 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
 
     if all || what == What::Rss {
         report::memory(&memory);
+    }
+
+    if what == What::Boot {
+        let opts = boot::BootOptions {
+            image: cli.image.clone(),
+            image_cache: cli.image_cache.clone(),
+            instance_type: cli.instance_type.clone(),
+            runs: cli.runs,
+        };
+        eprintln!(
+            "boot: {} of {} ({}), {} round(s), kumod and raw interleaved",
+            opts.image,
+            opts.image_cache.display(),
+            opts.instance_type,
+            opts.runs
+        );
+        let f = boot::run(&root.join("boot"), &opts).await?;
+        report::boot(&f, &opts);
     }
 
     if what == What::Reads {
@@ -316,10 +355,20 @@ fn print_machine(cli: &Cli, what: &What, cores: usize) {
     println!("qemu:    {}", version(Path::new(kumo_agent::compute::qemu::QEMU_BINARY)));
     println!("kumod:   {kumod_version}");
     println!("load:    {} (1/5/15-minute load average before the run)", loadavg());
-    println!(
-        "options: --runs {} --concurrency {} --seconds {} --connections {}",
-        cli.runs, cli.concurrency, cli.seconds, cli.connections
-    );
+    if *what == What::Boot {
+        println!(
+            "options: --runs {} --image {} --image-cache {} --instance-type {}",
+            cli.runs,
+            cli.image,
+            cli.image_cache.display(),
+            cli.instance_type
+        );
+    } else {
+        println!(
+            "options: --runs {} --concurrency {} --seconds {} --connections {}",
+            cli.runs, cli.concurrency, cli.seconds, cli.connections
+        );
+    }
 }
 
 fn what_name(w: &What) -> &'static str {
@@ -332,5 +381,6 @@ fn what_name(w: &What) -> &'static str {
         What::ServeStatic { .. } => "serve-static",
         What::Storage => "storage",
         What::Reads => "reads",
+        What::Boot => "boot",
     }
 }

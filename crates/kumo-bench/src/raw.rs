@@ -5,7 +5,7 @@
 //!
 //! [`RawQemu`] is a guard: dropping it kills the QEMU and removes its run directory.
 
-use crate::kumod::{Kumod, IMAGE, IMAGE_CACHE, INSTANCE_TYPE};
+use crate::kumod::Kumod;
 use crate::procs;
 use anyhow::{bail, Context, Result};
 use kumo_agent::compute::kvm_probe::{Accel, READY_LINE};
@@ -13,7 +13,7 @@ use kumo_agent::compute::qemu::cmdline::command_line;
 use kumo_agent::compute::qemu::config_drive::config_drive_bytes;
 use kumo_agent::compute::qemu::{RunDir, QEMU_BINARY};
 use kumo_agent::storage::qemu_img;
-use kumo_agent::{BootSpec, InstanceSpec};
+use kumo_agent::{BootSpec, InstanceSpec, NicSpec};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,19 +34,26 @@ pub struct RawSetup {
 }
 
 impl RawSetup {
-    /// The image files kumod registered (its own copy, in its data directory), the accelerator it
-    /// reports, and the plan (vCPUs, memory, disk) of the benchmark's instance type.
-    pub async fn like(kumod: &Kumod, root: &Path) -> Result<RawSetup> {
+    /// The files of `image` as kumod registered them from `image_cache` (its own copy, in its data
+    /// directory), the accelerator it reports, and the plan (vCPUs, memory, disk) kumod gives an
+    /// instance of `instance_type` and that image (the disk at least the image's minimum).
+    pub async fn like(
+        kumod: &Kumod,
+        root: &Path,
+        image_cache: &Path,
+        image_name: &str,
+        instance_type: &str,
+    ) -> Result<RawSetup> {
         let host = kumod.host().await?;
         let accel = match host["accelerator"].as_str() {
             Some("kvm") => Accel::Kvm,
             Some("tcg") => Accel::Tcg,
             other => bail!("kumod reports accelerator {other:?}; the raw baseline needs kvm or tcg"),
         };
-        let image = kumod.api.get(&format!("/v1/images/{IMAGE}")).await?;
+        let image = kumod.api.get(&format!("/v1/images/{image_name}")).await?;
         let id = image["id"].as_str().context("image without id")?;
         let dir = kumod.data_dir.join("images").join(id);
-        let manifest_path = Path::new(IMAGE_CACHE).join(IMAGE).join("manifest.json");
+        let manifest_path = image_cache.join(image_name).join("manifest.json");
         let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path)?)
             .with_context(|| format!("parse {}", manifest_path.display()))?;
         let field = |k: &str| manifest[k].as_str().map(|f| dir.join(f));
@@ -58,15 +65,16 @@ impl RawSetup {
             },
             None => BootSpec::Disk,
         };
-        let plan = kumod.api.get(&format!("/v1/instance-types/{INSTANCE_TYPE}")).await?;
+        let plan = kumod.api.get(&format!("/v1/instance-types/{instance_type}")).await?;
         let num = |k: &str| plan[k].as_i64().with_context(|| format!("instance type view without {k}"));
+        let min_disk_gib = image["os_facts"]["min_disk_gib"].as_i64().unwrap_or(0);
         let setup = RawSetup {
             accel,
             image_disk: field("disk").context("manifest without disk")?,
             boot,
             vcpus: num("vcpus")?,
             memory_mib: num("memory_mib")?,
-            disk_gib: num("disk_gib")?,
+            disk_gib: num("disk_gib")?.max(min_disk_gib),
             root: root.to_path_buf(),
         };
         for f in [Some(&setup.image_disk), setup.kernel()].into_iter().flatten() {
@@ -85,8 +93,14 @@ impl RawSetup {
     }
 
     /// Makes a run directory with an overlay and a config drive, as kumod's provisioning does
-    /// (not timed: the raw figure is QEMU alone).
+    /// (not timed: the raw figure is QEMU alone). The guest gets no NIC and no SSH key.
     pub async fn prepare(&self, name: &str) -> Result<Prepared> {
+        self.prepare_with(name, Vec::new(), Vec::new()).await
+    }
+
+    /// [`RawSetup::prepare`] with SSH keys on the config drive and NICs (whose taps must exist
+    /// in the network namespace QEMU is started in, see [`Prepared::spawn_in`]).
+    pub async fn prepare_with(&self, name: &str, ssh_keys: Vec<String>, nics: Vec<NicSpec>) -> Result<Prepared> {
         let id = Uuid::new_v4();
         let spec = InstanceSpec {
             id,
@@ -97,9 +111,9 @@ impl RawSetup {
             image_disk: self.image_disk.clone(),
             boot: self.boot.clone(),
             user_data: None,
-            ssh_keys: Vec::new(),
+            ssh_keys,
             volumes: vec![],
-            nics: Vec::new(),
+            nics,
         };
         let run = RunDir::new(&self.root, id);
         std::fs::create_dir_all(&run.dir)?;
@@ -121,11 +135,25 @@ pub struct Prepared {
 impl Prepared {
     /// Starts QEMU with kumod's command line.
     pub fn spawn(self) -> Result<RawQemu> {
+        self.spawn_in(None)
+    }
+
+    /// Starts QEMU with kumod's command line, in network namespace `netns` if given (through
+    /// `ip netns exec`, which enters it and execs QEMU: the pid is QEMU's).
+    pub fn spawn_in(self, netns: Option<&str>) -> Result<RawQemu> {
         let log = std::fs::File::create(self.run.qemu_log())?;
         let log2 = log.try_clone()?;
         let args = command_line(&self.spec, &self.run, self.accel);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, QEMU_BINARY]);
+                c
+            }
+            None => Command::new(QEMU_BINARY),
+        };
         let spawned = Instant::now();
-        let child = Command::new(QEMU_BINARY)
+        let child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -151,6 +179,25 @@ pub struct RawQemu {
 impl RawQemu {
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// When QEMU was spawned.
+    pub fn spawned(&self) -> Instant {
+        self.spawned
+    }
+
+    /// Why QEMU is no longer running (its exit status and log), or None while it runs.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!("{status}: {}", procs::tail(&self.run.qemu_log(), 2000))),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot wait for it: {e}")),
+        }
+    }
+
+    /// The last `bytes` of the guest's serial console.
+    pub fn serial_tail(&self, bytes: usize) -> String {
+        procs::tail(&self.run.serial(), bytes)
     }
 
     /// Looks at the serial file once; records and returns the boot time when the line is there.
