@@ -74,20 +74,18 @@ echo "  kumo login --url https://<this host>:${LISTEN##*:} --token-file FILE --f
 kumo host list
 
 # The public Debian 12 image (images/debian/build.sh: cloud-init, SSH, user `debian`): built once per
-# machine in the background — 5 to 8 minutes on 2 cores, so the first command does not wait for it —
-# then this script runs again to restart kumod, which registers the images of the cache at start
-# (guests keep running across the restart). KUMO_DEBIAN_IMAGE=0 skips it.
+# machine in the background — 5 to 8 minutes on 2 cores, so the first command does not wait for it.
+# kumod rescans its image cache every minute (--image-rescan-seconds) and makes the new image public
+# without a restart. KUMO_DEBIAN_IMAGE=0 skips it.
 DEBIAN_LOG=${KUMO_DEBIAN_LOG:-/var/log/kumo-debian-build.log}
 if [ "${KUMO_DEBIAN_IMAGE:-1}" = 1 ]; then
     if kumo image view debian-12 >/dev/null 2>&1; then
         echo "up: the public image debian-12 is registered"
     else
         echo "up: building the public image debian-12 in the background (5-8 min; log $DEBIAN_LOG);"
-        echo "    kumod restarts to register it when it is done (guests keep running): see \`kumo image list\`"
-        KUMO_PROJECT='' setsid nohup bash -c '
-            nice -n 10 images/debian/build.sh /var/cache/kumo/images/debian-12 || exit 1
-            kumo image view debian-12 >/dev/null 2>&1 || KUMO_DEBIAN_IMAGE=0 scripts/up.sh
-        ' >>"$DEBIAN_LOG" 2>&1 </dev/null &
+        echo "    kumod lists it within a minute of the build's end: see \`kumo image list\`"
+        setsid nohup nice -n 10 images/debian/build.sh /var/cache/kumo/images/debian-12 \
+            >>"$DEBIAN_LOG" 2>&1 </dev/null &
     fi
 fi
 echo

@@ -60,6 +60,10 @@ pub struct ControlConfig {
     pub quarantine_grace: Duration,
     /// Period of the orphan sweep (see [`background::sweep`]).
     pub sweep_period: Duration,
+    /// The machine-wide image cache whose images are public (`--image-cache`; None: none).
+    pub image_cache: Option<PathBuf>,
+    /// How often the image cache is scanned for new images (see [`background::images`]).
+    pub image_rescan_period: Duration,
     /// Cap of each instance's serial log, bytes (`--serial-log-max-mib`); see
     /// [`kumo_agent::compute::serial_log`].
     pub serial_log_max_bytes: u64,
@@ -113,6 +117,8 @@ pub struct App {
     pub quarantine: Arc<kumo_agent::storage::quarantine::Quarantine>,
     /// The orphan sweep; see [`background::sweep`].
     pub sweep: background::Handle,
+    /// The public image catalogue's rescan of the image cache; see [`background::images`].
+    pub images: background::Handle,
     /// Files being made right now (e.g. an image upload before its record exists), which the
     /// periodic sweep must not take for orphans; see [`background::sweep::InFlight`].
     pub in_flight: background::sweep::InFlight,
@@ -152,6 +158,7 @@ impl App {
             monitoring: background::Handle::new("monitoring"),
             instance_metrics: background::monitoring::Memory::default(),
             audit_retention: background::Handle::new("audit_retention"),
+            images: background::Handle::new("images"),
             telemetry: telemetry::Telemetry::default(),
             events: app::events::EventBus::default(),
             volume_reconciler: background::Handle::new("volumes"),

@@ -149,6 +149,10 @@ struct RunArgs {
     /// Minutes between two orphan sweeps of the data directory (one also runs at every start).
     #[arg(long, env = "KUMOD_SWEEP_MINUTES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     sweep_minutes: u64,
+    /// Seconds between two scans of --image-cache for new images and new builds (one also runs at
+    /// every start, before the API serves).
+    #[arg(long, env = "KUMOD_IMAGE_RESCAN_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    image_rescan_seconds: u64,
     /// Cap of each instance's serial log, MiB: past it, the oldest bytes are trimmed (down to
     /// half the cap) at the next monitoring round; the console API keeps absolute offsets.
     #[arg(long, env = "KUMOD_SERIAL_LOG_MAX_MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -385,6 +389,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         quarantine_grace: Duration::from_secs(args.quarantine_days * 86_400),
         sweep_period: Duration::from_secs(args.sweep_minutes * 60),
         serial_log_max_bytes: args.serial_log_max_mib << 20,
+        image_cache: Some(args.image_cache.clone()),
+        image_rescan_period: Duration::from_secs(args.image_rescan_seconds),
     };
     let quarantine = Arc::new(kumo_agent::storage::quarantine::Quarantine::new(config.quarantine_dir()));
     let local = LocalAgent::new(hypervisor, &data_dir, quarantine.clone());
@@ -402,7 +408,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = App::open(store, agent, quarantine, config).await?;
     // Leftovers of a crash, before anything new is made (nothing is in flight yet).
     kumo_control::background::sweep::startup(&app).await;
-    seed_images(&app, &args.image_cache).await;
+    kumo_control::background::images::startup(&app).await;
     // Converge the network first: guests started by the reconciler need their taps.
     if let Err(e) = kumo_control::background::network::converge(&app).await {
         tracing::warn!("network: {e:#}");
@@ -423,22 +429,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tls::serve(app, listener, tls, shutdown_signal()).await?;
     tracing::info!("kumod stopped; guests keep running and are found again at the next start");
     Ok(())
-}
-
-/// Registers every built image in the cache as a public image (once).
-async fn seed_images(app: &App, cache: &Path) {
-    let Ok(entries) = std::fs::read_dir(cache) else {
-        tracing::warn!("no image cache at {}; build one with images/tiny/build.sh", cache.display());
-        return;
-    };
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        if dir.join("manifest.json").exists() {
-            if let Err(e) = kumo_control::app::images::seed_public(app, &dir).await {
-                tracing::warn!("could not register image {}: {e:#}", dir.display());
-            }
-        }
-    }
 }
 
 async fn shutdown_signal() {

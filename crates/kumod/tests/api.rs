@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{cloud, Cloud, Kumod};
+use common::{cloud, Cloud, Kumod, FIXTURE_IMAGE};
 use reqwest::blocking::RequestBuilder;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -765,6 +765,51 @@ fn an_internal_error_while_preparing_an_instance_names_its_cause() {
     delete_instance(&k, "web", "vm1");
 }
 
+/// Issue 12: an image that appears in the image cache while kumod runs (scripts/up.sh builds
+/// debian-12 in the background) becomes public at the next rescan, without a restart; a new build
+/// of a registered image takes its name; a directory without a manifest is not an image.
+#[test]
+fn an_image_built_while_kumod_runs_is_registered_without_a_restart() {
+    let c = cloud(&["--image-rescan-seconds", "1"]);
+    let (_, before) = c.get(&format!("/v1/images/{FIXTURE_IMAGE}"));
+    let cache = c.images.path();
+    let add = |dir: &str, manifest: Value| {
+        let d = cache.join(dir);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::copy(cache.join(FIXTURE_IMAGE).join("disk.qcow2"), d.join("disk.qcow2")).expect("copy disk");
+        std::fs::write(d.join("manifest.json"), manifest.to_string()).expect("manifest");
+    };
+    std::fs::create_dir(cache.join("half-built")).expect("mkdir");
+    add(
+        "later",
+        json!({"name": "later", "os": "built later", "disk": "disk.qcow2", "os_family": "debian",
+        "os_version": "12", "default_user": "debian", "min_memory_mib": 512, "min_disk_gib": 2}),
+    );
+    // A new build of the fixture (its manifest changed).
+    let rebuilt = json!({"name": FIXTURE_IMAGE, "os": "test fixture, second build", "disk": "disk.qcow2"});
+    std::fs::write(cache.join(FIXTURE_IMAGE).join("manifest.json"), rebuilt.to_string()).expect("manifest");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (s, later) = c.get("/v1/images/later");
+        let (_, fixture) = c.get(&format!("/v1/images/{FIXTURE_IMAGE}"));
+        if s == 200 && fixture["os"] == "test fixture, second build" {
+            assert!(later["project"].is_null(), "public: {later}");
+            assert_eq!(later["os_facts"]["default_user"], "debian", "{later}");
+            assert_ne!(fixture["id"], before["id"], "a new build is a new image: {fixture}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not registered by a rescan: {later}\n{}", c.log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, v) = c.get("/v1/images");
+    let names: Vec<&str> = v["items"].as_array().expect("items").iter().filter_map(|i| i["name"].as_str()).collect();
+    assert!(!names.contains(&"half-built"), "{names:?}");
+    let (_, tasks) = c.get("/v1/system/reconcilers");
+    let images = tasks.as_array().and_then(|t| t.iter().find(|r| r["name"] == "images")).cloned().expect("images task");
+    assert!(images["changes"].as_u64() >= Some(3) && images["errors"] == 0, "{images}");
+    assert_eq!(images["period_seconds"], 1.0, "{images}");
+}
+
 /// Issue 11: every background task reports one status shape at `/v1/system/reconcilers`, and
 /// its runs, errors and last pass duration in `/metrics`.
 #[test]
@@ -781,7 +826,7 @@ fn every_background_task_reports_one_status_shape() {
                 .iter()
                 .any(|r| r["name"] == name && r["passes"].as_u64() > Some(0) && r["last_duration_seconds"].is_number())
         };
-        if ["instances", "volumes", "network", "monitoring", "billing", "sweep"].iter().all(|n| ran(n)) {
+        if ["instances", "volumes", "network", "monitoring", "billing", "sweep", "images"].iter().all(|n| ran(n)) {
             break items;
         }
         assert!(std::time::Instant::now() < deadline, "not every task ran: {v}");
@@ -789,7 +834,7 @@ fn every_background_task_reports_one_status_shape() {
     };
     let names: BTreeSet<&str> = all.iter().filter_map(|r| r["name"].as_str()).collect();
     let want: BTreeSet<&str> =
-        ["instances", "volumes", "network", "monitoring", "billing", "audit_retention", "sweep"].into();
+        ["instances", "volumes", "network", "monitoring", "billing", "audit_retention", "sweep", "images"].into();
     assert_eq!(names, want);
     for r in &all {
         for field in ["passes", "changes", "errors", "in_flight", "leaks_collected", "quarantined", "period_seconds"] {

@@ -424,8 +424,9 @@ pub struct Manifest {
 /// the cloud does not depend on the cache staying put. When the cache holds a new build of an
 /// image already registered (e.g. after `scripts/up.sh` rebuilt it), the new build takes the name;
 /// the old one is removed when nothing uses it, else renamed `<name>-<first 8 hex of its id>`
-/// (its files stay: running disks are backed by them).
-pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<ImageView>> {
+/// (its files stay: running disks are backed by them). Returns whether it registered anything
+/// (false: this build is registered already).
+pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<bool> {
     let manifest_bytes = tokio::fs::read(cache_dir.join("manifest.json")).await?;
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)?;
     let name = Name::parse(&manifest.name).map_err(anyhow::Error::msg)?;
@@ -433,7 +434,7 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
         kumo_store::images::get(&mut *app.store.read().await?, None, &kumo_types::NameOrId::Name(name.clone())).await?;
     if let Some(existing) = &existing {
         if same_build(existing, cache_dir, &manifest, &manifest_bytes).await {
-            return Ok(Some(existing.view.clone()));
+            return Ok(false);
         }
     }
     let id = kumo_store::images::allocate_id();
@@ -494,7 +495,7 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<Option<I
     }
     let how = if existing.is_some() { "a new build of " } else { "" };
     tracing::info!(image = %rec.view.name, "registered {how}public image from {}", cache_dir.display());
-    Ok(Some(rec.view))
+    Ok(true)
 }
 
 /// The manifest copied beside a seeded image's files, to recognise its build later.

@@ -15,6 +15,7 @@
 //! | billing (`billing`)           | [`billing`]           | `reconcile_period`          | a budget change |
 //! | audit retention (`audit_retention`) | [`audit_retention`] | 1 hour (only with `--audit-retention-days`) | — |
 //! | orphan sweep (`sweep`)        | [`sweep`]             | `--sweep-minutes`           | — (its start-up pass runs before the API serves) |
+//! | image catalogue (`images`)    | [`images`]            | `--image-rescan-seconds`    | — (its start-up pass runs before the API serves) |
 //!
 //! The driver ([`spawn`]) runs a task's pass at start (or after one period, for the sweep), then
 //! whenever the task is woken ([`Handle::wake`]) or its period has passed since the last pass
@@ -33,6 +34,7 @@
 
 pub mod audit_retention;
 pub mod billing;
+pub mod images;
 pub mod instances;
 pub mod monitoring;
 pub mod network;
@@ -77,7 +79,8 @@ impl From<crate::error::ApiError> for Error {
 /// Status of a background task, for operators: the same shape for every task.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ReconcilerStatus {
-    /// Task name (`instances`, `volumes`, `network`, `monitoring`, `billing`, `audit_retention`, `sweep`).
+    /// Task name (`instances`, `volumes`, `network`, `monitoring`, `billing`, `audit_retention`, `sweep`,
+    /// `images`).
     pub name: String,
     /// Whether the task runs in this kumod (audit retention runs only with a retention set).
     pub enabled: bool,
@@ -277,10 +280,13 @@ pub fn spawn_all(app: &Arc<App>) {
     }
     spawn(app.clone(), |a| &a.monitoring, app.config.metrics_interval, First::Now, monitoring::Monitoring);
     spawn(app.clone(), |a| &a.sweep, app.config.sweep_period, First::AfterPeriod, sweep::Periodic);
+    if app.config.image_cache.is_some() {
+        spawn(app.clone(), |a| &a.images, app.config.image_rescan_period, First::AfterPeriod, images::Rescan);
+    }
 }
 
 /// The handles of every task, in the order `GET /v1/system/reconcilers` lists them.
-pub fn all(app: &App) -> [&Handle; 7] {
+pub fn all(app: &App) -> [&Handle; 8] {
     [
         &app.reconciler,
         &app.billing,
@@ -288,6 +294,7 @@ pub fn all(app: &App) -> [&Handle; 7] {
         &app.volume_reconciler,
         &app.network,
         &app.sweep,
+        &app.images,
         &app.audit_retention,
     ]
 }
