@@ -90,6 +90,21 @@ pub struct ImageImportArgs {
     /// Free-form description
     #[arg(long)]
     pub description: Option<String>,
+    /// Distribution in the image, as os-release's ID (debian, ubuntu, rocky…)
+    #[arg(long, value_name = "ID")]
+    pub os_family: Option<String>,
+    /// Its version, as os-release's VERSION_ID (12, 24.04…)
+    #[arg(long, value_name = "VERSION", requires = "os_family")]
+    pub os_version: Option<String>,
+    /// The user cloud-init makes for the instance's SSH keys: `kumo instance ssh` logs in as it
+    #[arg(long, value_name = "USER")]
+    pub default_user: Option<String>,
+    /// Smallest memory an instance of the image may have: smaller instance types are refused
+    #[arg(long, value_name = "MIB")]
+    pub min_memory_mib: Option<i64>,
+    /// Smallest root disk: an instance's root disk is grown to it
+    #[arg(long, value_name = "GIB")]
+    pub min_disk_gib: Option<i64>,
 }
 
 pub fn run(ctx: &Ctx, command: &ImageCommand) -> Result<()> {
@@ -164,6 +179,16 @@ fn import(ctx: &Ctx, args: &ImageImportArgs) -> Result<Json> {
     if let Some(d) = &args.description {
         query.push(("description", d.as_str()));
     }
+    // The OS facts go as they are: the server checks them (before reading the upload).
+    let (mem, disk) = (args.min_memory_mib.map(|m| m.to_string()), args.min_disk_gib.map(|d| d.to_string()));
+    let facts = [
+        ("os_family", args.os_family.as_deref()),
+        ("os_version", args.os_version.as_deref()),
+        ("default_user", args.default_user.as_deref()),
+        ("min_memory_mib", mem.as_deref()),
+        ("min_disk_gib", disk.as_deref()),
+    ];
+    query.extend(facts.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     let result = ctx.client.post_stream(&["images", "import"], &query, Body::sized(reader, size));
     bar.finish_and_clear();
     Ok(result?)
@@ -308,6 +333,11 @@ mod tests {
             name: Name::parse("tiny").expect("name"),
             project: ProjectArg { project: "demo".into() },
             description: Some("a b&c".into()),
+            os_family: None,
+            os_version: None,
+            default_user: None,
+            min_memory_mib: None,
+            min_disk_gib: None,
         };
         let created = import(&ctx, &args).expect("import");
         assert_eq!(created.get("name").and_then(Json::as_str), Some("tiny"));
@@ -317,6 +347,67 @@ mod tests {
         assert_eq!(req.query_param("project").as_deref(), Some("demo"));
         assert_eq!(req.header("content-type").as_deref(), Some("application/octet-stream"));
         assert_eq!(req.body, content);
+        assert_eq!(req.query_param("default_user"), None, "no facts given, none sent");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn import_flags_reach_the_query_as_os_facts() {
+        use clap::Parser;
+        let server = TestServer::start(|_| Reply::json(201, &sample_image(Some("demo")).to_string()));
+        let dir = std::env::temp_dir().join(format!("kumo-cli-import-facts-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("disk.qcow2");
+        std::fs::write(&file, b"not really a disk").expect("write");
+        let cli = crate::cli::Cli::try_parse_from([
+            "kumo",
+            "image",
+            "import",
+            file.to_str().expect("path"),
+            "--name",
+            "mydebian",
+            "--project",
+            "demo",
+            "--os-family",
+            "debian",
+            "--os-version",
+            "12",
+            "--default-user",
+            "debian",
+            "--min-memory-mib",
+            "512",
+            "--min-disk-gib",
+            "2",
+        ])
+        .expect("parse");
+        let crate::cli::Command::Image(ImageCommand::Import(args)) = cli.command else {
+            panic!("not an image import: {:?}", cli.command)
+        };
+        let ctx = Ctx { client: Client::new(&server.url(), "t").expect("client"), output: OutputFormat::Json };
+        import(&ctx, &args).expect("import");
+        let req = &server.requests()[0];
+        let q = |k: &str| req.query_param(k);
+        assert_eq!(q("name").as_deref(), Some("mydebian"));
+        assert_eq!(q("os_family").as_deref(), Some("debian"));
+        assert_eq!(q("os_version").as_deref(), Some("12"));
+        assert_eq!(q("default_user").as_deref(), Some("debian"));
+        assert_eq!(q("min_memory_mib").as_deref(), Some("512"));
+        assert_eq!(q("min_disk_gib").as_deref(), Some("2"));
+        let _ = std::fs::remove_dir_all(&dir);
+        // A version without its distribution is caught by the CLI already.
+        let e = crate::cli::Cli::try_parse_from([
+            "kumo",
+            "image",
+            "import",
+            "f",
+            "--name",
+            "x",
+            "--project",
+            "p",
+            "--os-version",
+            "12",
+        ])
+        .expect_err("--os-version without --os-family");
+        assert!(e.to_string().contains("--os-family"), "{e}");
     }
 }

@@ -50,7 +50,17 @@ pub async fn import(
     if let Err(e) = s.check_csrf(&headers, None) {
         return e.into_response();
     }
-    let result = images::import(&app, &s.ctx, Some(&p), &q.name, &q.description, body.into_data_stream()).await;
+    let result = images::import(
+        &app,
+        &s.ctx,
+        Some(&p),
+        &q.name,
+        &q.description,
+        // The dashboard's form asks for no OS facts yet (the CLI and the API take them).
+        &kumo_types::ImageFacts::default(),
+        body.into_data_stream(),
+    )
+    .await;
     let mut r = match result {
         Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
         Err(e) => e.into_response(),

@@ -1334,6 +1334,82 @@ fn images_carry_their_os_facts_and_refuse_types_below_their_minimum() {
     assert_eq!(used(&c), (1, 512, 8, 0));
 }
 
+/// Issue 12: an import may say its image's OS facts (query parameters of `POST
+/// /v1/images/import`); they become its `os_facts`, and its minimum memory refuses smaller types as
+/// a public image's does. Bad values are refused with 400 before the upload is read: no image, no
+/// files, no quota used.
+#[test]
+fn an_import_carries_the_os_facts_it_is_given_and_bad_ones_are_refused() {
+    let c = cloud(&[]);
+    c.create_project("os");
+    let import = |query: &str| {
+        let resp = c
+            .http
+            .post(format!("{}/v1/images/import?project=os&{query}", c.url))
+            .bearer_auth(&c.token)
+            .header("content-type", "application/octet-stream")
+            .body(c.fixture_bytes())
+            .send()
+            .expect("import");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().unwrap_or(Value::Null))
+    };
+    let image_dirs = || std::fs::read_dir(c.data_dir().join("images")).expect("images dir").count();
+    let dirs_before = image_dirs();
+    let long_user = "u".repeat(33);
+    let long_family = "d".repeat(65);
+    let bad = [
+        ("default_user=Admin".to_string(), "default_user"),
+        ("default_user=-oProxyCommand%3Dsh".into(), "default_user"),
+        ("default_user=ad%20min".into(), "default_user"),
+        ("default_user=".into(), "default_user"),
+        (format!("default_user={long_user}"), "default_user"),
+        ("min_memory_mib=0".into(), "min_memory_mib"),
+        ("min_memory_mib=-512".into(), "min_memory_mib"),
+        ("min_memory_mib=99999999".into(), "min_memory_mib"),
+        ("min_memory_mib=lots".into(), "min_memory_mib"),
+        ("min_disk_gib=0".into(), "min_disk_gib"),
+        ("min_disk_gib=100000".into(), "min_disk_gib"),
+        (format!("os_family={long_family}"), "os_family"),
+        ("os_family=Debian%20GNU%2FLinux".into(), "os_family"),
+        ("os_family=debian&os_version=12%3B".into(), "os_version"),
+        ("os_version=12".into(), "os_family"),
+    ];
+    for (query, field) in &bad {
+        let msg = assert_error(import(&format!("name=bad&{query}")), 400, "InvalidValue");
+        assert!(msg.contains(field), "{query}: the message names {field}: {msg}");
+    }
+    assert_eq!(c.get("/v1/images/bad?project=os").0, 404, "a refused import made an image");
+    assert_eq!(image_dirs(), dirs_before, "a refused import left files in the image store");
+    let (_, q) = c.get("/v1/projects/os/quotas");
+    assert_eq!((q["used"]["images"].as_i64(), q["used"]["storage_gib"].as_i64()), (Some(0), Some(0)), "{q}");
+
+    let facts = json!({"os_family": "bigos", "os_version": "12.1", "default_user": "admin", "min_memory_mib": 512,
+        "min_disk_gib": 8});
+    let (s, v) =
+        import("name=bigos&os_family=bigos&os_version=12.1&default_user=admin&min_memory_mib=512&min_disk_gib=8");
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["os_facts"], facts, "{v}");
+    let (s, v) = c.get("/v1/images/bigos?project=os");
+    assert_eq!((s, &v["os_facts"]), (200, &facts), "{v}");
+    // Without facts: all null, as before.
+    let (s, v) = import("name=plain");
+    assert_eq!(s, 201, "{v}");
+    let nulls = json!({"os_family": null, "os_version": null, "default_user": null, "min_memory_mib": null,
+        "min_disk_gib": null});
+    assert_eq!(v["os_facts"], nulls, "{v}");
+
+    let create =
+        |t: &str| c.post("/v1/instances?project=os", json!({"name": "vm1", "image": "bigos", "instance_type": t}));
+    let msg = assert_error(create("k1-nano"), 400, "InvalidValue");
+    assert!(msg.contains("'bigos' needs at least 512 MiB") && msg.contains("k1-nano"), "{msg}");
+    assert_eq!(instance_names(&c, "os"), Vec::<String>::new(), "a refused create made an instance");
+    let (s, v) = create("k1-small");
+    assert_eq!(s, 202, "{v}");
+    c.wait_state("os", "vm1", "running", WAIT);
+    assert_eq!(used(&c), (1, 512, 8, 0), "the root disk grows to the imported image's minimum disk");
+}
+
 /// Issue 10, item 16: the suites run on the database the run asks for (KUMO_TEST_DATABASE): on
 /// PostgreSQL each kumod has a fresh database of its own that holds what the API made, and no
 /// SQLite file; never silently SQLite.

@@ -328,6 +328,61 @@ fn the_issue_flow_through_the_cli() {
     run(&["floating-ip", "delete", "ip1"]);
 }
 
+/// Issue 12: `kumo instance ssh` logs in as the default user an import gave the image
+/// (`kumo image import --default-user`), and asks for `-l USER` when the image names none — checked
+/// here on the sim driver with `--print`, not with another Debian boot (debian_e2e.rs boots one).
+#[test]
+fn instance_ssh_uses_the_default_user_given_at_import_or_asks_for_one() {
+    let k = roomy();
+    k.create_project("demo");
+    let disk = k.images.path().join(IMAGE).join("disk.qcow2");
+    let disk = disk.to_str().expect("path");
+    let import = ["image", "import", disk, "--project", "demo", "--name"];
+    cli(
+        &k,
+        &[&import[..], &["mydebian", "--os-family", "debian", "--os-version", "12", "--default-user", "debian"]]
+            .concat(),
+    );
+    cli(&k, &[&import[..], &["plain"]].concat());
+    let listed = cli(&k, &["image", "list", "--project", "demo"]);
+    let row = listed.lines().find(|l| l.starts_with("mydebian")).unwrap_or_else(|| panic!("no mydebian: {listed}"));
+    assert!(row.contains("debian 12") && row.contains(" debian "), "{listed}");
+
+    let mut ips = Vec::new();
+    for (vm, image, ip) in [("vm1", "mydebian", "ip1"), ("vm2", "plain", "ip2")] {
+        ok(instance(&k, "demo", json!({"name": vm, "image": image})), 202);
+        ok(k.post("/v1/floating-ips?project=demo", json!({"name": ip})), 201);
+        let f = ok(k.post(&format!("/v1/floating-ips/{ip}/attach?project=demo"), json!({"instance": vm})), 200);
+        ips.push(f["ip"].as_str().expect("ip").to_string());
+    }
+    let ssh = |args: &[&str]| {
+        std::process::Command::new(common::kumo_binary())
+            .args([&["instance", "ssh"][..], args, &["--project", "demo", "--print"]].concat())
+            .env("KUMO_URL", &k.url)
+            .env("KUMO_TOKEN", &k.token)
+            .env("KUMO_CONFIG", k.data_dir().join("cli-config.json"))
+            .env_remove("KUMO_NETNS")
+            .output()
+            .expect("run kumo")
+    };
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let out = ssh(&["vm1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("ssh -o StrictHostKeyChecking=accept-new -l debian {}", ips[0]),
+        "as the default user given at import"
+    );
+    let out = ssh(&["vm2"]);
+    assert!(!out.status.success(), "an image without a default user: {}", text(&out));
+    assert!(text(&out).contains("image 'plain' names no default user; give one with -l USER"), "{}", text(&out));
+    let out = ssh(&["vm2", "-l", "debian"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("-l debian {}", ips[1])), "{}", text(&out));
+}
+
 /// VPCs count against the `vpcs` quota (the default VPC too), are refused with 403 in the usual
 /// shape when it is full, and give back their quota, VNI and conntrack zone when deleted: many
 /// creates and deletes never climb the VNI (and zone) space.

@@ -124,13 +124,15 @@ fn other_file_named(error: &str) -> Option<String> {
 const UPLOAD: &str = "upload";
 const DISK: &str = "disk.qcow2";
 
-/// Imports an uploaded disk image into a project.
+/// Imports an uploaded disk image into a project, with the OS facts its uploader gives (checked
+/// before a byte of the upload is read: a refused import leaves nothing behind).
 pub async fn import<S, E>(
     app: &App,
     ctx: &OpContext,
     project: Option<&str>,
     name: &str,
     description: &str,
+    facts: &ImageFacts,
     body: S,
 ) -> ApiResult<ImageView>
 where
@@ -139,6 +141,7 @@ where
 {
     let name = Name::parse(name).map_err(|e| ApiError::invalid(format!("image: {e}")))?;
     super::check_description(description)?;
+    facts.validate().map_err(ApiError::invalid)?;
     let proj = super::project(&mut *read(app).await?, ctx, project, Access::Write).await?;
     if kumo_store::images::get(&mut *read(app).await?, Some(proj.id), &kumo_types::NameOrId::Name(name.clone()))
         .await?
@@ -207,7 +210,7 @@ where
         initrd_path: None,
         cmdline: None,
         size_bytes: info.virtual_size as i64,
-        facts: ImageFacts::default(),
+        facts: facts.clone(),
     };
     let mut tx = app.store.begin().await?;
     let rec = kumo_store::images::insert(&mut tx, &new).await.map_err(already_exists("image", name.as_str()))?;

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_types::{ErrorBody, ImageCreate, ImageView, PageParams, ResultsPage};
+use kumo_types::{ErrorBody, ImageCreate, ImageFacts, ImageView, PageParams, ResultsPage};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::IntoParams;
@@ -66,9 +66,37 @@ pub struct ImportParams {
     /// Free-form description.
     #[param(max_length = 512)]
     pub description: Option<String>,
+    /// Distribution in the image, as os-release's `ID` (`debian`, `ubuntu`, `rocky`…).
+    #[param(pattern = "^[a-z0-9._-]{1,64}$")]
+    pub os_family: Option<String>,
+    /// Its version, as os-release's `VERSION_ID` (`12`, `24.04`…); needs `os_family`.
+    #[param(pattern = "^[a-z0-9._-]{1,64}$")]
+    pub os_version: Option<String>,
+    /// The user cloud-init makes for the instance's SSH keys (`kumo instance ssh` logs in as it):
+    /// a Linux user name.
+    #[param(pattern = "^[a-z_][a-z0-9_-]{0,31}$")]
+    pub default_user: Option<String>,
+    /// Smallest memory an instance of the image may have, in MiB: smaller instance types are refused.
+    #[param(minimum = 1, maximum = 262144)]
+    pub min_memory_mib: Option<i64>,
+    /// Smallest root disk, in GiB: an instance's root disk is grown to it.
+    #[param(minimum = 1, maximum = 16384)]
+    pub min_disk_gib: Option<i64>,
 }
 
-/// Import a disk image (qcow2, raw, vmdk or vhdx, detected from the content) by streaming it as the body
+impl ImportParams {
+    fn facts(&self) -> ImageFacts {
+        ImageFacts {
+            os_family: self.os_family.clone(),
+            os_version: self.os_version.clone(),
+            default_user: self.default_user.clone(),
+            min_memory_mib: self.min_memory_mib,
+            min_disk_gib: self.min_disk_gib,
+        }
+    }
+}
+
+/// Import a disk image (qcow2, raw, vmdk or vhdx, detected from the content) by streaming it as the body, with its OS facts
 #[utoipa::path(post, path = "/v1/images/import", tag = "images", operation_id = "image_import",
     params(ProjectSelector, ImportParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image file"),
@@ -88,6 +116,7 @@ pub async fn image_import(
         sel.project.as_deref(),
         &params.name,
         params.description.as_deref().unwrap_or(""),
+        &params.facts(),
         stream,
     )
     .await?;
