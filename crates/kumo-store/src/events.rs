@@ -1,7 +1,6 @@
 //! Events: an append-only record of every state change, with its cause.
 
-use crate::fast::Cols;
-use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store, StoreError};
+use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use chrono::{DateTime, Utc};
 use kumo_types::page::PageRequest;
 use kumo_types::{EventId, EventView, InstanceState, ProjectId, ResultsPage, VolumeState};
@@ -27,11 +26,20 @@ pub struct NewEvent<'a> {
 /// Records an event. Returns its view (with `project` unset: the caller knows the project's name)
 /// for the live event stream, which publishes it once the transaction has committed.
 pub async fn record(conn: &mut Conn, e: &NewEvent<'_>) -> Result<EventView> {
-    record_at(conn, e, now()).await
+    insert(conn, e, now()).await
 }
 
-/// Records an event with an explicit time (imports, and tests that need a past period).
+/// Records an event with an explicit time (imports, and tests that need a past period). An event
+/// in the past drops metering's stored carry of the months after it (`crate::metering`).
 pub async fn record_at(conn: &mut Conn, e: &NewEvent<'_>, at: DateTime<Utc>) -> Result<EventView> {
+    let view = insert(conn, e, at).await?;
+    if let Some(project_id) = e.project_id {
+        crate::metering::invalidate(conn, project_id, e.resource_type, at).await?;
+    }
+    Ok(view)
+}
+
+async fn insert(conn: &mut Conn, e: &NewEvent<'_>, at: DateTime<Utc>) -> Result<EventView> {
     let id: EventId = new_id();
     sqlx::query(
         "INSERT INTO events (id, time_created, project_id, resource_type, resource_id, resource_name, kind, \
@@ -123,7 +131,7 @@ pub enum EventState {
 }
 
 impl EventState {
-    fn parse(resource_type: &str, s: &str) -> Result<EventState> {
+    pub(crate) fn parse(resource_type: &str, s: &str) -> Result<EventState> {
         let state = match resource_type {
             "instance" => InstanceState::parse(s).map(EventState::Instance),
             "volume" => VolumeState::parse(s).map(EventState::Volume),
@@ -176,140 +184,7 @@ pub async fn for_metering(
         .collect()
 }
 
-/// What metering needs to know of a resource's history before a window, besides its last event:
-/// the last event before the window that matches each of these is read with the window's events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Carry {
-    /// The last state change (`to_state` set): an instance's state.
-    State,
-    /// The last `created`/`deleted` (by kind, or `to_state` `deleted`): whether a stored resource
-    /// exists.
-    Lifecycle,
-    /// The last `created`/`deleted` by kind: whether a floating IP is held.
-    Held,
-    /// The last event whose detail has this key (an instance's size: `disk_gib`; a volume's:
-    /// `size_gib`; a backup's: `bytes_stored`). The key must be a plain identifier.
-    DetailWith(&'static str),
-}
-
-impl Carry {
-    fn predicate(self) -> String {
-        match self {
-            Carry::State => "e.to_state IS NOT NULL".into(),
-            Carry::Lifecycle => "(e.kind IN ('created', 'deleted') OR e.to_state = 'deleted')".into(),
-            Carry::Held => "e.kind IN ('created', 'deleted')".into(),
-            Carry::DetailWith(key) => {
-                assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "detail key {key:?}");
-                format!("e.detail LIKE '%\"{key}\"%'")
-            }
-        }
-    }
-}
-
-/// The SQL of [`for_metering_window`]: binds `$1` project, `$2` resource type, `$3` from, `$4` to.
-///
-/// Cost: O(resources with events before the window + events in the window), each an index seek
-/// or an index range (`events_metering`, `events_metering_window`, migration 0011), whatever the
-/// project's age. The resources with history are walked one index seek each (a recursive
-/// "next resource id" — the loose index scan neither SQLite nor PostgreSQL does by itself); for
-/// each, the last event before the window, and the last one matching each [`Carry`], are picked
-/// by an index seek in reverse time order.
-fn window_sql(carry: &[Carry]) -> String {
-    let mut picks = vec!["1 = 1".to_string()];
-    picks.extend(carry.iter().map(|c| c.predicate()));
-    let picks = picks
-        .iter()
-        .map(|pred| {
-            format!(
-                "(SELECT e.id FROM events e WHERE e.project_id = $1 AND e.resource_type = $2 \
-                 AND e.resource_id = r.rid AND e.time_created < $3 AND {pred} \
-                 ORDER BY e.time_created DESC, e.id DESC LIMIT 1)"
-            )
-        })
-        .collect::<Vec<_>>();
-    let cols = (0..picks.len()).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", ");
-    format!(
-        "WITH RECURSIVE r(rid) AS (\
-           SELECT MIN(resource_id) FROM events WHERE project_id = $1 AND resource_type = $2 AND time_created < $3 \
-           UNION ALL \
-           SELECT (SELECT MIN(e.resource_id) FROM events e WHERE e.project_id = $1 AND e.resource_type = $2 \
-                   AND e.resource_id > r.rid AND e.time_created < $3) \
-           FROM r WHERE r.rid IS NOT NULL), \
-         c({cols}) AS (SELECT {picks} FROM r WHERE r.rid IS NOT NULL) \
-         SELECT e.resource_id, e.resource_name, e.time_created, e.kind, e.to_state, e.detail, e.id \
-           FROM c JOIN events e ON e.id IN ({cols}) \
-         UNION ALL \
-         SELECT resource_id, resource_name, time_created, kind, to_state, detail, id FROM events \
-           WHERE project_id = $1 AND resource_type = $2 AND time_created >= $3 AND time_created < $4 \
-         ORDER BY 1, 3, 7",
-        picks = picks.join(", ")
-    )
-}
-
-/// A metering row and its stored state's text, which [`with_states`] parses by resource type.
-fn meter_row(r: &dyn Cols) -> Result<(MeterRow, Option<String>)> {
-    let row = MeterRow {
-        resource_id: parse_uuid(&r.text(0)?)?,
-        resource_name: r.text(1)?,
-        time: parse_ts(&r.text(2)?)?,
-        kind: r.text(3)?,
-        to_state: None,
-        detail: r.opt_text(5)?,
-    };
-    Ok((row, r.opt_text(4)?))
-}
-
-fn with_states(resource_type: &str, rows: Vec<(MeterRow, Option<String>)>) -> Result<Vec<MeterRow>> {
-    rows.into_iter()
-        .map(|(mut row, state)| {
-            row.to_state = state.map(|s| EventState::parse(resource_type, &s)).transpose()?;
-            Ok(row)
-        })
-        .collect()
-}
-
-/// The input of metering for the window `[from, to)`, by resource then time: every event of
-/// `resource_type` in the window, preceded, for each resource with events before the window, by
-/// its last event before it and its last event matching each of `carry`.
-///
-/// For a fold that keeps, per field, the value of the last event that sets it (state, size,
-/// existence), replaying these few events gives the same state at `from` as replaying the whole
-/// history — and metering clips everything before `from` away — so usage is what
-/// [`for_metering`] gives, without reading the project's history.
-pub async fn for_metering_window(
-    conn: &mut Conn,
-    project_id: ProjectId,
-    resource_type: &str,
-    carry: &[Carry],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<Vec<MeterRow>> {
-    let sql = window_sql(carry);
-    let mut q = sqlx::query(&sql);
-    for b in window_binds(project_id, resource_type, from, to) {
-        q = q.bind(b);
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
-    with_states(resource_type, rows.iter().map(|r| meter_row(r)).collect::<Result<_>>()?)
-}
-
-/// [`for_metering_window`] on the typed read path (see `crate::fast`).
-pub async fn fast_for_metering_window(
-    store: &Store,
-    project_id: ProjectId,
-    resource_type: &str,
-    carry: &[Carry],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<Vec<MeterRow>> {
-    let binds = window_binds(project_id, resource_type, from, to);
-    with_states(resource_type, store.fast.all(&window_sql(carry), &binds, meter_row).await?)
-}
-
-/// The binds of [`window_sql`], in its `$1`..`$4` order.
-fn window_binds(project_id: ProjectId, resource_type: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> [String; 4] {
-    [project_id.to_string(), resource_type.to_string(), ts(from), ts(to)]
-}
+pub use crate::metering::{fast_for_metering_window, for_metering_window, Carry};
 
 /// The time of a project's first event, if any (where its billing history starts).
 pub async fn earliest_time(conn: &mut Conn, project_id: ProjectId) -> Result<Option<DateTime<Utc>>> {

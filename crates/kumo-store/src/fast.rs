@@ -219,16 +219,28 @@ impl Reader {
         sql_a: &str,
         sql_b: &str,
         binds: &[String],
+        decode_a: impl FnMut(&dyn Cols) -> Result<A> + Send + 'static,
+        decode_b: impl FnMut(&dyn Cols) -> Result<B> + Send + 'static,
+    ) -> Result<(Vec<A>, Vec<B>)> {
+        self.pair((sql_a, binds), (sql_b, binds), decode_a, decode_b).await
+    }
+
+    /// [`Reader::both`] with binds of their own for each read.
+    pub(crate) async fn pair<A: Send + 'static, B: Send + 'static>(
+        &self,
+        (sql_a, binds_a): (&str, &[String]),
+        (sql_b, binds_b): (&str, &[String]),
         mut decode_a: impl FnMut(&dyn Cols) -> Result<A> + Send + 'static,
         mut decode_b: impl FnMut(&dyn Cols) -> Result<B> + Send + 'static,
     ) -> Result<(Vec<A>, Vec<B>)> {
         match self {
             Reader::Sqlite(r) => {
-                let (sql_a, sql_b, binds) = (sql_a.to_string(), sql_b.to_string(), binds.to_vec());
+                let (sql_a, sql_b) = (sql_a.to_string(), sql_b.to_string());
+                let (binds_a, binds_b) = (binds_a.to_vec(), binds_b.to_vec());
                 r.with_conn(move |conn| {
                     conn.execute_batch("BEGIN").map_err(lite)?;
-                    let out = run_sqlite(conn, &sql_a, &binds, &mut decode_a)
-                        .and_then(|a| Ok((a, run_sqlite(conn, &sql_b, &binds, &mut decode_b)?)));
+                    let out = run_sqlite(conn, &sql_a, &binds_a, &mut decode_a)
+                        .and_then(|a| Ok((a, run_sqlite(conn, &sql_b, &binds_b, &mut decode_b)?)));
                     if let Err(e) = conn.execute_batch("COMMIT") {
                         // Never leave a reader inside an old snapshot.
                         let _ = conn.execute_batch("ROLLBACK");
@@ -239,8 +251,8 @@ impl Reader {
                 .await
             }
             Reader::Postgres(_) => {
-                let a = self.all(sql_a, binds, decode_a).await?;
-                Ok((a, self.all(sql_b, binds, decode_b).await?))
+                let a = self.all(sql_a, binds_a, decode_a).await?;
+                Ok((a, self.all(sql_b, binds_b, decode_b).await?))
             }
         }
     }

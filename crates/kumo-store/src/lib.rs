@@ -28,6 +28,7 @@ pub mod images;
 pub mod instance_types;
 pub mod instances;
 pub mod members;
+pub mod metering;
 pub mod metrics;
 pub mod nics;
 pub mod page;

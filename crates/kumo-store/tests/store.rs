@@ -207,7 +207,6 @@ store_tests!(
     identity_users_tokens_and_audit,
     quotas_charge_conditionally_and_never_overshoot,
     billing_prices_invoices_budgets_and_metering_events,
-    metering_window_carries_the_state_from_before_it,
     metrics_batches_rollups_and_retention,
     volumes_snapshots_and_backups,
     network_ipam_concurrent_and_queries,
@@ -1529,106 +1528,6 @@ async fn billing_prices_invoices_budgets_and_metering_events(store: &Store) {
 
 /// Metrics: a batch of raw rows (more than one INSERT chunk), 1-minute and 1-hour means computed
 /// once each interval has ended, and pruning by retention, all at explicit times.
-/// `for_metering_window` reads the window's events and, per resource, the last events before it
-/// that fix its state; folded per field (last value set wins), they give exactly the state the
-/// whole history gives at the window's start. Typed read path and `Any` path agree.
-async fn metering_window_carries_the_state_from_before_it(store: &Store) {
-    use events::{Carry, MeterRow};
-    let p = create_project(store, "meter").await;
-    let other = create_project(store, "other").await;
-    let t = |d: i64, s: i64| {
-        chrono::DateTime::parse_from_rfc3339("2026-09-01T00:00:00Z").unwrap().with_timezone(&chrono::Utc)
-            + chrono_seconds(d * 86400 + s)
-    };
-    let (from, to) = (t(30, 0), t(61, 0)); // October 2026
-    let size =
-        |gib: i64| Some(format!(r#"{{"instance_type":"k1-small","vcpus":1,"memory_mib":512,"disk_gib":{gib}}}"#));
-    // (resource, time, kind, to_state, detail): lives that start, change and end on either side.
-    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
-    type Ev<'a> = (usize, chrono::DateTime<chrono::Utc>, &'a str, Option<&'a str>, Option<String>);
-    let evs: Vec<Ev> = vec![
-        // 0: set before the window, untouched in it (a later "note" without state or size).
-        (0, t(1, 0), "created", Some("creating"), size(5)),
-        (0, t(1, 10), "state_changed", Some("running"), size(5)),
-        (0, t(10, 0), "resized", None, size(9)),
-        (0, t(20, 0), "note", None, None),
-        // 1: before and inside the window.
-        (1, t(2, 0), "created", Some("creating"), size(3)),
-        (1, t(2, 5), "state_changed", Some("running"), size(3)),
-        (1, t(29, 86399), "state_changed", Some("stopped"), size(3)),
-        (1, from, "state_changed", Some("running"), size(4)),
-        (1, t(40, 0), "state_changed", Some("destroyed"), size(4)),
-        // 2: only inside the window; 3: only after it; 4: destroyed before it.
-        (2, t(35, 0), "created", Some("creating"), size(1)),
-        (3, t(70, 0), "created", Some("creating"), size(1)),
-        (4, t(3, 0), "created", Some("creating"), size(2)),
-        (4, t(4, 0), "state_changed", Some("destroyed"), size(2)),
-    ];
-    let mut tx = store.begin().await.unwrap();
-    for (i, at, kind, to_state, detail) in &evs {
-        for project in [p.id, other.id] {
-            let e = NewEvent {
-                project_id: Some(project),
-                resource_type: "instance",
-                resource_id: if project == p.id { ids[*i] } else { Uuid::now_v7() },
-                resource_name: "vm",
-                kind,
-                from_state: None,
-                to_state: *to_state,
-                cause: "test",
-                detail: detail.clone(),
-            };
-            events::record_at(&mut tx, &e, *at).await.unwrap();
-        }
-    }
-    tx.commit().await.unwrap();
-
-    // The state at `from` per resource, folded from rows before it: (last to_state, last detail, last time).
-    type Folded = std::collections::BTreeMap<Uuid, (Option<EventState>, Option<String>, chrono::DateTime<chrono::Utc>)>;
-    let fold = |rows: &[MeterRow]| -> Folded {
-        let mut out = Folded::new();
-        for r in rows.iter().filter(|r| r.time < from) {
-            let e = out.entry(r.resource_id).or_insert((None, None, r.time));
-            e.0 = r.to_state.or(e.0.take());
-            e.1 = r.detail.clone().or(e.1.take());
-            e.2 = r.time;
-        }
-        out
-    };
-    let inside = |rows: &[MeterRow]| -> Vec<(Uuid, chrono::DateTime<chrono::Utc>, Option<EventState>)> {
-        rows.iter().filter(|r| r.time >= from).map(|r| (r.resource_id, r.time, r.to_state)).collect()
-    };
-    let mut conn = store.read().await.unwrap();
-    let whole = events::for_metering(&mut conn, p.id, "instance", to).await.unwrap();
-    let carry = [Carry::State, Carry::DetailWith("disk_gib")];
-    let window = events::for_metering_window(&mut conn, p.id, "instance", &carry, from, to).await.unwrap();
-    let fast = events::fast_for_metering_window(store, p.id, "instance", &carry, from, to).await.unwrap();
-    drop(conn);
-    assert_eq!(fold(&window), fold(&whole));
-    assert_eq!(inside(&window), inside(&whole));
-    // Only the few carried events are read from before the window (resource 0: the last state
-    // change, the last size, the last event; resource 4's two events).
-    assert!(window.iter().filter(|r| r.time < from).count() <= 3 + 3 + 2, "{window:#?}");
-    assert!(window.iter().all(|r| r.time < to && r.resource_id != ids[3]));
-    let resource_0 = fold(&window)[&ids[0]].clone();
-    assert_eq!((resource_0.0, resource_0.2), (Some(EventState::Instance(InstanceState::Running)), t(20, 0)));
-    assert!(resource_0.1.is_some_and(|d| d.contains(r#""disk_gib":9"#)));
-    // Sorted by resource, then time.
-    let key = |r: &MeterRow| (r.resource_id.to_string(), r.time);
-    assert!(window.windows(2).all(|w| key(&w[0]) <= key(&w[1])), "{window:#?}");
-    let same = |a: &[MeterRow], b: &[MeterRow]| {
-        a.len() == b.len()
-            && a.iter().zip(b).all(|(x, y)| {
-                (x.resource_id, x.time, &x.kind, &x.to_state, &x.detail)
-                    == (y.resource_id, y.time, &y.kind, &y.to_state, &y.detail)
-            })
-    };
-    assert!(same(&window, &fast), "{window:#?}\n{fast:#?}");
-    // A window with no history before it is just its events.
-    let early = events::fast_for_metering_window(store, p.id, "instance", &carry, t(0, 0), t(1, 5)).await.unwrap();
-    assert_eq!(early.len(), 1);
-}
-
 async fn metrics_batches_rollups_and_retention(store: &Store) {
     use kumo_store::metrics::{self, MetricRow, Resolution};
     let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
