@@ -110,15 +110,17 @@ async fn price_book(conn: &mut Conn) -> ApiResult<PriceBook> {
     Ok(PriceBook::new(prices.into_iter().map(|p| (p.kind, p.name, p.effective_from, p.unit_price_micros))))
 }
 
-/// Where metering reads events from: the connection (or transaction) at hand, or the store's
-/// typed read path (see `kumo_store::fast`), which a request outside a transaction uses.
+/// Where metering reads events from: the write transaction at hand (which also stores a month's
+/// carry built on the way, see `kumo_store::metering`), or the store's typed read path (see
+/// `kumo_store::fast`), which a request outside a transaction uses.
 pub enum Events<'a> {
     Conn,
     Fast(&'a kumo_store::Store),
 }
 
-/// The events metering needs for `[from, to)`: the window's, and per resource with earlier
-/// history its last events before the window (see `kumo_store::events::for_metering_window`).
+/// The events metering needs for `[from, to)`: the window's, and per resource that can still be
+/// billed its last events before the window (see `kumo_store::metering`: read from the carry of
+/// the month that holds `from`, not from the project's history).
 async fn meter_rows(
     conn: &mut Conn,
     via: &Events<'_>,
@@ -141,7 +143,8 @@ async fn meter_rows(
 /// The priced usage lines of a project over `[from, to)`, from its durable events. Reads only the
 /// window's events and, per resource, the few events before it that fix its state at `from`
 /// (the folds in [`metering`] keep, per field, the last value set, so those give the same state
-/// as the whole history).
+/// as the whole history; a resource destroyed or deleted before `from` adds nothing and is left
+/// out). `conn` must be a write transaction when `via` is [`Events::Conn`].
 pub async fn lines(
     conn: &mut Conn,
     via: Events<'_>,
@@ -428,10 +431,10 @@ pub async fn invoice_get(app: &App, ctx: &OpContext, project: &str, period: &str
 // ---------------------------------------------------------------------------------------------
 // Budgets
 
-async fn budget_view_of(conn: &mut Conn, p: &ProjectView) -> ApiResult<BudgetView> {
+async fn budget_view_of(app: &App, conn: &mut Conn, p: &ProjectView) -> ApiResult<BudgetView> {
     let b = kumo_store::billing::budget(conn, p.id).await?;
     let now = kumo_store::now();
-    let mtd = total(&lines(conn, Events::Conn, p.id, month_start(now), now).await?);
+    let mtd = total(&lines(conn, Events::Fast(&app.store), p.id, month_start(now), now).await?);
     Ok(BudgetView {
         project: p.name.clone(),
         monthly: b.as_ref().map(|b| money::format_cents(b.monthly_cents)),
@@ -445,7 +448,7 @@ async fn budget_view_of(conn: &mut Conn, p: &ProjectView) -> ApiResult<BudgetVie
 pub async fn budget_view(app: &App, ctx: &OpContext, project: &str) -> ApiResult<BudgetView> {
     let mut conn = read(app).await?;
     let p = super::project(&mut conn, ctx, Some(project), Access::Read).await?;
-    budget_view_of(&mut conn, &p).await
+    budget_view_of(app, &mut conn, &p).await
 }
 
 /// Sets the monthly budget (project owners).
