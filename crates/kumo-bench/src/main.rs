@@ -50,6 +50,9 @@ struct Cli {
     /// Without it, `reads` measures SQLite only.
     #[arg(long, global = true, env = "KUMO_BENCH_POSTGRES_URL")]
     postgres: Option<String>,
+    /// Run one part of the `reads` benchmark only (api, page or usage).
+    #[arg(long, global = true, value_enum)]
+    only: Option<reads::Part>,
     /// Public image the `boot` benchmark boots (one with a default user in its OS facts).
     #[arg(long, global = true, default_value = "debian-12")]
     image: String,
@@ -293,12 +296,12 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
     if what == What::Reads {
         let mut figures = Vec::new();
         eprintln!("fast read paths: SQLite");
-        figures.push(reads::run(root, "SQLite", None, cli.connections, cli.seconds).await?);
+        figures.push(reads::run(root, "SQLite", None, cli.connections, cli.seconds, cli.only).await?);
         match &cli.postgres {
             Some(admin) => {
                 eprintln!("fast read paths: PostgreSQL");
                 let db = reads::PgDb::create(admin).await?;
-                let r = reads::run(root, "PostgreSQL", Some(&db.url), cli.connections, cli.seconds).await;
+                let r = reads::run(root, "PostgreSQL", Some(&db.url), cli.connections, cli.seconds, cli.only).await;
                 db.drop_now().await;
                 figures.push(r?);
             }

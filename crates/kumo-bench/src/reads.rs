@@ -28,15 +28,45 @@ const HISTORY_MONTHS: i64 = 3;
 const CARRIED: usize = 1_000;
 const REPEAT: usize = 20;
 
+/// A part of the `reads` benchmark (`--only`): each writes its own data set, so running one part
+/// alone takes a fraction of the whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// GET view and GET list under load, against the HTTP ceiling.
+    Api,
+    /// The first page of 1,000 of 100,000 instances.
+    Page,
+    /// A month's usage of the 10,000-instance project, and where its time goes.
+    Usage,
+}
+
 pub struct ReadFigures {
     pub backend: &'static str,
-    pub api: ApiFigures,
-    pub page_ms: Summary,
-    pub page_bytes: usize,
-    pub usage_ms: Summary,
-    pub usage_bytes: usize,
-    pub usage_lines: usize,
-    pub usage_events: usize,
+    pub api: Option<ApiFigures>,
+    pub page: Option<PageFigures>,
+    pub usage: Option<UsageFigures>,
+}
+
+pub struct PageFigures {
+    pub ms: Summary,
+    pub bytes: usize,
+}
+
+pub struct UsageFigures {
+    /// The first request of the month: builds and stores the month's carry (kumo_store::metering).
+    pub first_ms: f64,
+    /// The request, from sending to having the whole body (the later ones).
+    pub ms: Summary,
+    pub bytes: usize,
+    pub lines: usize,
+    pub events: usize,
+    /// In the benchmark's process, on the same database: the store read of the instance rows
+    /// (carry + the month's events, decoded and folded into the window's rows) …
+    pub store_ms: Summary,
+    /// … the usage lines (every resource type's store read, the fold into intervals, pricing) …
+    pub lines_ms: Summary,
+    /// … and the report's JSON.
+    pub json_ms: Summary,
 }
 
 /// A fresh PostgreSQL database for one benchmark run, dropped at the end.
@@ -69,44 +99,111 @@ impl PgDb {
     }
 }
 
-/// One backend's figures: `database` is None for SQLite (kumod's default) or a PostgreSQL URL.
+/// One backend's figures: `database` is None for SQLite (kumod's default) or a PostgreSQL URL;
+/// `only` picks one part.
 pub async fn run(
     root: &Path,
     backend: &'static str,
     database: Option<&str>,
     connections: usize,
     seconds: f64,
+    only: Option<Part>,
 ) -> Result<ReadFigures> {
+    let part = |p: Part| only.is_none_or(|o| o == p);
     let mut extra = Vec::new();
     if let Some(url) = database {
         extra.extend(["--database".to_string(), url.to_string()]);
     }
     let dir = root.join(backend);
     let kumod = api_load::start_sim(&dir.join("s"), &extra).await?;
-    let api = api_load::api_throughput_on(&kumod, &dir, connections, seconds).await?;
+    let api = match part(Part::Api) {
+        true => Some(api_load::api_throughput_on(&kumod, &dir, connections, seconds).await?),
+        false => None,
+    };
     let db_url = database.map(String::from).unwrap_or_else(|| format!("sqlite://{}", dir.join("s/kumo.db").display()));
 
-    eprintln!("  writing {BIG_INSTANCES} instances into project big ({backend})");
-    kumod.api.create_project("big").await?;
-    let big = project_id(&kumod, "big").await?;
-    let vm = kumod.api.get(&format!("/v1/instances/vm-000?project={}", crate::kumod::PROJECT)).await?;
-    let vm_id: uuid::Uuid = vm["id"].as_str().context("instance id")?.parse()?;
-    insert_instances(&db_url, big, vm_id).await?;
-    let page_path = format!("/v1/instances?project=big&limit={PAGE}");
-    let (page_ms, page_bytes) = time_get(&kumod, &page_path, REPEAT).await?;
-    eprintln!("  first page of {PAGE} of {BIG_INSTANCES}: median {:.1} ms", page_ms.median);
+    let mut page = None;
+    if part(Part::Page) {
+        eprintln!("  writing {BIG_INSTANCES} instances into project big ({backend})");
+        kumod.api.create_project("big").await?;
+        let big = project_id(&kumod, "big").await?;
+        let vm = kumod.api.get(&format!("/v1/instances/vm-000?project={}", crate::kumod::PROJECT)).await?;
+        let vm_id: uuid::Uuid = vm["id"].as_str().context("instance id")?.parse()?;
+        insert_instances(&db_url, big, vm_id).await?;
+        let page_path = format!("/v1/instances?project=big&limit={PAGE}");
+        let (ms, bytes) = time_get(&kumod, &page_path, REPEAT).await?;
+        eprintln!("  first page of {PAGE} of {BIG_INSTANCES}: median {:.1} ms", ms.median);
+        page = Some(PageFigures { ms, bytes });
+    }
 
-    eprintln!("  writing the usage data set into project billing ({backend})");
-    kumod.api.create_project("billing").await?;
-    let billing = project_id(&kumod, "billing").await?;
-    let (month, usage_events) = insert_usage(&db_url, billing).await?;
-    let usage_path = format!("/v1/projects/billing/usage?month={month}");
-    let body = kumod.api.get(&usage_path).await?;
-    let usage_lines = body["items"].as_array().map_or(0, Vec::len);
-    let (usage_ms, usage_bytes) = time_get(&kumod, &usage_path, REPEAT / 2).await?;
-    eprintln!("  usage of {month} ({usage_lines} lines): median {:.1} ms", usage_ms.median);
+    let mut usage = None;
+    if part(Part::Usage) {
+        eprintln!("  writing the usage data set into project billing ({backend})");
+        kumod.api.create_project("billing").await?;
+        let billing = project_id(&kumod, "billing").await?;
+        let (month, events) = insert_usage(&db_url, billing).await?;
+        let usage_path = format!("/v1/projects/billing/usage?month={month}");
+        let t = Instant::now();
+        let body = kumod.api.get(&usage_path).await?;
+        let first_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let lines = body["items"].as_array().map_or(0, Vec::len);
+        let (ms, bytes) = time_get(&kumod, &usage_path, REPEAT / 2).await?;
+        eprintln!("  usage of {month} ({lines} lines): first {first_ms:.1} ms, then median {:.1} ms", ms.median);
+        let (store_ms, lines_ms, json_ms) = usage_breakdown(&db_url, billing, &month, REPEAT / 2).await?;
+        eprintln!(
+            "  in process: store read {:.1} ms, lines {:.1} ms, JSON {:.1} ms (medians)",
+            store_ms.median, lines_ms.median, json_ms.median
+        );
+        usage = Some(UsageFigures { first_ms, ms, bytes, lines, events, store_ms, lines_ms, json_ms });
+    }
     drop(kumod);
-    Ok(ReadFigures { backend, api, page_ms, page_bytes, usage_ms, usage_bytes, usage_lines, usage_events })
+    Ok(ReadFigures { backend, api, page, usage })
+}
+
+/// Where a usage request's time goes, measured in this process on the same database (its month's
+/// carry already stored by the requests before): the store read of the instance rows, the whole
+/// usage lines (`kumo_control::app::billing::lines`: every resource type's read, fold, pricing),
+/// and the JSON of the report.
+async fn usage_breakdown(url: &str, project: uuid::Uuid, month: &str, n: usize) -> Result<(Summary, Summary, Summary)> {
+    use kumo_control::app::billing::{self, Events};
+    use kumo_store::events::Carry;
+    let store = kumo_store::Store::open(url).await?;
+    let (from, to) = billing::month_bounds(month).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let project = kumo_types::ProjectId::from(project);
+    let (mut read, mut lines, mut json) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let rows = kumo_store::events::fast_for_metering_window(
+            &store,
+            project,
+            "instance",
+            &[Carry::State, Carry::DetailWith("disk_gib")],
+            from,
+            to,
+        )
+        .await?;
+        read.push(t.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(!rows.is_empty(), "no usage rows read");
+        let mut conn = store.read().await?;
+        let t = Instant::now();
+        let items = billing::lines(&mut conn, Events::Fast(&store), project, from, to)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        lines.push(t.elapsed().as_secs_f64() * 1000.0);
+        let report = kumo_types::billing::UsageReport {
+            project: "billing".into(),
+            from,
+            to,
+            total: items.iter().map(|l| l.cost).sum(),
+            items,
+        };
+        let t = Instant::now();
+        let body = serde_json::to_vec(&report)?;
+        json.push(t.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(!body.is_empty());
+    }
+    store.close().await;
+    Ok((report::summarize(&read), report::summarize(&lines), report::summarize(&json)))
 }
 
 async fn project_id(kumod: &Kumod, name: &str) -> Result<uuid::Uuid> {
