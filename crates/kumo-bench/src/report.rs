@@ -445,7 +445,15 @@ pub fn reads(figures: &[crate::reads::ReadFigures]) {
                 verdict(u.ms.median <= USAGE_MS_TARGET).to_string(),
             ]);
             let row = |what: &str, value: String| {
-                vec![f.backend.to_string(), what.to_string(), value, String::new(), String::new(), String::new(), String::new()]
+                vec![
+                    f.backend.to_string(),
+                    what.to_string(),
+                    value,
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]
             };
             t.add_row(row("  usage: the month's first request (builds its carry)", format!("{:.1} ms", u.first_ms)));
             t.add_row(row("  usage, in process: store read of the instance rows", ms(&u.store_ms)));

@@ -55,13 +55,13 @@ impl Carry {
     fn matches(self, e: &Raw) -> bool {
         match self {
             Carry::State => e.to_state.is_some(),
-            Carry::Lifecycle => matches!(e.kind.as_str(), "created" | "deleted") || e.to_state.as_deref() == Some("deleted"),
+            Carry::Lifecycle => {
+                matches!(e.kind.as_str(), "created" | "deleted") || e.to_state.as_deref() == Some("deleted")
+            }
             Carry::Held => matches!(e.kind.as_str(), "created" | "deleted"),
             Carry::DetailWith(key) => e.detail.as_deref().is_some_and(|d| {
                 // `"key"` anywhere in the JSON text, as the SQL `LIKE '%"key"%'` of before.
-                d.match_indices(key).any(|(i, _)| {
-                    d[..i].ends_with('"') && d[i + key.len()..].starts_with('"')
-                })
+                d.match_indices(key).any(|(i, _)| d[..i].ends_with('"') && d[i + key.len()..].starts_with('"'))
             }),
         }
     }
@@ -320,12 +320,7 @@ async fn build_fast(store: &Store, set: &Set<'_>, carry: &[Carry]) -> Result<Bui
         .unwrap_or_default();
     let (base, events) = store
         .fast
-        .pair(
-            (CARRY_SQL, &set.binds(&previous)),
-            (EVENTS_SQL, &set.events_binds(&previous, set.month)),
-            carry_row,
-            raw,
-        )
+        .pair((CARRY_SQL, &set.binds(&previous)), (EVENTS_SQL, &set.events_binds(&previous, set.month)), carry_row, raw)
         .await?;
     let n = events.len() as i64;
     Ok(Built { carried: advance(stored(base).unwrap_or_default(), events, carry), previous, events: n })

@@ -103,7 +103,7 @@ async fn metering_window_carries_the_state_from_before_it(store: &Store) {
     let other = create_project(store, "other").await;
     let t = |d: i64, s: i64| at("2026-09-01T00:00:00Z") + TimeDelta::seconds(d * 86400 + s);
     let (from, to) = (t(30, 0), t(61, 0)); // October 2026
-    // (resource, time, kind, to_state, detail): lives that start, change and end on either side.
+                                           // (resource, time, kind, to_state, detail): lives that start, change and end on either side.
     let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
     type Ev<'a> = (usize, DateTime<Utc>, &'a str, Option<&'a str>, Option<String>);
     let evs: Vec<Ev> = vec![
