@@ -346,12 +346,13 @@ async fn store_set(conn: &mut Conn, set: &Set<'_>, built: &Built) -> Result<bool
     if !built.previous.is_empty() {
         let still = conn_all(
             conn,
-            "SELECT 1 FROM metering_carry_months WHERE project_id = $1 AND resource_type = $2 AND spec = $3 AND month = $4",
+            "SELECT COUNT(*) FROM metering_carry_months \
+             WHERE project_id = $1 AND resource_type = $2 AND spec = $3 AND month = $4",
             &set.binds(&built.previous),
             |r| r.int(0),
         )
         .await?;
-        if still.is_empty() {
+        if still.first().copied() != Some(1) {
             return Ok(false);
         }
     }
@@ -534,6 +535,13 @@ mod tests {
             to_state: state.map(String::from),
             detail: detail.map(String::from),
         }
+    }
+
+    #[test]
+    fn a_month_is_stored_only_once_settled() {
+        let set = |month| Set { project_id: String::new(), resource_type: "instance", spec: String::new(), month };
+        assert!(!set(now() - chrono::TimeDelta::minutes(30)).settled());
+        assert!(set(now() - SETTLED - chrono::TimeDelta::seconds(1)).settled());
     }
 
     #[test]

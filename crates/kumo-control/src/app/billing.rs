@@ -160,12 +160,21 @@ pub async fn lines(
     let mut out = Vec::new();
     for group in rows.chunk_by(|a, b| a.resource_id == b.resource_id) {
         let id = group[0].resource_id;
+        // An instance's events repeat its size in every detail: parse a detail only when it
+        // differs from the one before (tens of thousands of rows in a month's usage).
+        let mut parsed: Option<(&str, Option<Size>)> = None;
         let events: Vec<MeterEvent> = group
             .iter()
-            .map(|r| MeterEvent {
-                time: r.time,
-                to_state: r.to_state.and_then(EventState::instance),
-                size: r.detail.as_deref().and_then(|d| serde_json::from_str::<Size>(d).ok()),
+            .map(|r| {
+                let size = r.detail.as_deref().and_then(|d| match &parsed {
+                    Some((before, size)) if *before == d => size.clone(),
+                    _ => {
+                        let size = serde_json::from_str::<Size>(d).ok();
+                        parsed = Some((d, size.clone()));
+                        size
+                    }
+                });
+                MeterEvent { time: r.time, to_state: r.to_state.and_then(EventState::instance), size }
             })
             .collect();
         let ivs = metering::intervals(&events, from, to);
