@@ -1,10 +1,8 @@
 //! Store tests: networking: IPAM, VPCs (VNIs, conntrack zones).
 //!
-//! Each case runs on SQLite and on PostgreSQL: see `common/mod.rs`.
+//! Each case runs on SQLite and on PostgreSQL: see `common.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kumo_store::hosts::Resources;
 use kumo_store::instances::{self, NewInstance};
 use kumo_store::{Backend, Store};

@@ -1,10 +1,8 @@
 //! Store tests: images: visibility, shadowing of public images by a project's own, pagination.
 //!
-//! Each case runs on SQLite and on PostgreSQL: see `common/mod.rs`.
+//! Each case runs on SQLite and on PostgreSQL: see `common.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kumo_store::images;
 use kumo_store::instances;
 use kumo_store::Store;

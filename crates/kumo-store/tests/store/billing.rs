@@ -1,10 +1,8 @@
 //! Store tests: quotas and billing (prices, invoices, budgets).
 //!
-//! Each case runs on SQLite and on PostgreSQL: see `common/mod.rs`.
+//! Each case runs on SQLite and on PostgreSQL: see `common.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kumo_store::events::{self, EventState, NewEvent};
 use kumo_store::{Store, StoreError};
 use kumo_types::{InstanceState, InvoiceId};

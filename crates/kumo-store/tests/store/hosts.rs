@@ -1,10 +1,8 @@
 //! Store tests: hosts (capacity reservations, ids) and instance types.
 //!
-//! Each case runs on SQLite and on PostgreSQL: see `common/mod.rs`.
+//! Each case runs on SQLite and on PostgreSQL: see `common.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kumo_store::events::{self, NewEvent};
 use kumo_store::hosts::{self, Resources};
 use kumo_store::{instance_types, Backend, Store, StoreError};

@@ -1,10 +1,8 @@
 //! Store tests: projects, names unique among live rows, and the migrations themselves.
 //!
-//! Each case runs on SQLite and on PostgreSQL: see `common/mod.rs`.
+//! Each case runs on SQLite and on PostgreSQL: see `common.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kumo_store::images::{self, NewImage};
 use kumo_store::{instance_types, projects, Store};
 use kumo_types::page::{PageParams, SortBy};

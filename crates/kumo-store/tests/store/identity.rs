@@ -1,10 +1,8 @@
 //! Store tests: users, API tokens, project members and the audit log.
 //!
-//! Each case runs on SQLite and on PostgreSQL: see `common/mod.rs`.
+//! Each case runs on SQLite and on PostgreSQL: see `common.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kumo_store::{tokens, Store};
 use kumo_types::page::{PageParams, SortBy};
 use kumo_types::ResultsPage;

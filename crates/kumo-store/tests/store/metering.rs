@@ -1,10 +1,8 @@
 //! Store tests: events, the metering window and metrics.
 //!
-//! Each case runs on SQLite and on PostgreSQL: see `common/mod.rs`.
+//! Each case runs on SQLite and on PostgreSQL: see `common.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kumo_store::events::{self, EventState, NewEvent};
 use kumo_store::Store;
 use kumo_types::page::PageParams;

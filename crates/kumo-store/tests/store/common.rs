@@ -9,14 +9,11 @@
 //! Without `KUMO_TEST_POSTGRES_URL` the PostgreSQL tests fail when `CI` is set, and are skipped
 //! with a printed reason otherwise.
 //!
-//! The cases live in one file per resource or area beside this folder (`instances.rs`,
-//! `networking.rs`, …), each its own test binary that declares `mod common;`:
+//! The cases live in one module per resource or area beside this file (`instances.rs`,
+//! `networking.rs`, …), all in one test binary (`main.rs`: one link instead of one per file):
 //!
 //!     KUMO_TEST_POSTGRES_URL=$(scripts/postgres.sh) cargo test -p kumo-store
-//!     cargo test -p kumo-store --test instances
-
-// Each test binary uses a part of the helpers.
-#![allow(dead_code)]
+//!     cargo test -p kumo-store --test store instances::
 
 use kumo_store::hosts::{self, HostReport, Resources};
 use kumo_store::images::{self, NewImage};
