@@ -18,14 +18,15 @@
 //! every exit path (guards).
 
 use crate::kumod::{Kumod, PROJECT};
+use crate::net::{Netns, RawNet, RAW_FIRST_IP};
 use crate::procs;
 use crate::raw::RawSetup;
 use anyhow::{bail, Context, Result};
 use kumo_agent::NicSpec;
 use serde_json::json;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A new SSH probe at most this often (each probe waits for its predecessor).
@@ -35,10 +36,6 @@ const CONNECT_TIMEOUT_S: u32 = 3;
 /// First boot under TCG on 2 shared cores took 75–120 s in the tests; far more is a failure.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
-/// The raw side's bridge network (inside its own namespace).
-const RAW_HOST_IP: &str = "10.77.0.1";
-const RAW_GUEST_IP: &str = "10.77.0.10";
-const RAW_MAC: &str = "52:54:00:6b:62:01";
 /// The kumod side's addresses (inside its namespace; documentation prefix for the public pool).
 const VPC_CIDR: &str = "10.20.0.0/16";
 const SUBNET_CIDR: &str = "10.20.1.0/24";
@@ -59,97 +56,18 @@ pub struct BootFigures {
     pub kumod: Vec<Duration>,
     /// Of each kumod boot: create → its QEMU process started (from /proc, ±10 ms).
     pub kumod_spawn: Vec<f64>,
+    /// Of each kumod boot: how long its cgroup's CPU quota held QEMU back until SSH answered.
+    pub kumod_throttled: Vec<f64>,
+    /// Of each kumod boot: QEMU's CPU time (all its threads) until SSH answered.
+    pub kumod_qemu_cpu: Vec<f64>,
+    /// Of each raw boot: QEMU's CPU time until SSH answered.
+    pub raw_qemu_cpu: Vec<f64>,
     pub raw: Vec<Duration>,
     pub accel: String,
     pub user: String,
     pub vcpus: i64,
     pub memory_mib: i64,
     pub disk_gib: i64,
-}
-
-/// A network namespace, deleted on drop with everything in it.
-struct Netns(String);
-
-impl Netns {
-    fn name(tag: &str) -> Netns {
-        let ns = Netns(format!("kb-{tag}-{}", std::process::id()));
-        // One left by an earlier run that was killed.
-        let _ = Command::new("ip").args(["netns", "del", &ns.0]).stderr(Stdio::null()).status();
-        ns
-    }
-
-    fn create(tag: &str) -> Result<Netns> {
-        let ns = Netns::name(tag);
-        ip(&["netns", "add", &ns.0])?;
-        Ok(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> Result<()> {
-        let mut all = vec!["-n", self.0.as_str()];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).stderr(Stdio::null()).status();
-    }
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("run ip (iproute2)")?;
-    if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-/// A child process killed (and reaped) on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The raw side's network: a bridge with a tap for the guest and dnsmasq answering DHCP, all in a
-/// namespace of the benchmark's own.
-struct RawNet {
-    // Field order is drop order: dnsmasq stops before its namespace goes.
-    _dnsmasq: Reaped,
-    ns: Netns,
-}
-
-impl RawNet {
-    fn start(dir: &Path) -> Result<RawNet> {
-        let ns = Netns::create("raw")?;
-        ns.ip(&["link", "set", "lo", "up"])?;
-        ns.ip(&["link", "add", "br0", "type", "bridge"])?;
-        ns.ip(&["addr", "add", &format!("{RAW_HOST_IP}/24"), "dev", "br0"])?;
-        ns.ip(&["link", "set", "br0", "up"])?;
-        let tap = kumo_agent::network::tap_name(RAW_MAC);
-        ns.ip(&["tuntap", "add", "dev", &tap, "mode", "tap"])?;
-        ns.ip(&["link", "set", &tap, "master", "br0"])?;
-        ns.ip(&["link", "set", &tap, "up"])?;
-        std::fs::create_dir_all(dir)?;
-        let log = std::fs::File::create(dir.join("dnsmasq.log"))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
-            .args(["--interface=br0", "--bind-interfaces", "--dhcp-authoritative", "--log-dhcp"])
-            .arg("--dhcp-range=10.77.0.50,10.77.0.99,1h")
-            .arg(format!("--dhcp-host={RAW_MAC},{RAW_GUEST_IP}"))
-            .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("run dnsmasq (scripts/install-deps.sh installs it)")?;
-        Ok(RawNet { _dnsmasq: Reaped(child), ns })
-    }
 }
 
 /// One `ssh USER@ADDR true` inside `netns` with the benchmark's key: true once the guest let us in.
@@ -167,6 +85,35 @@ async fn ssh_answers(netns: &str, key: &Path, user: &str, addr: &str) -> bool {
         .kill_on_drop(true);
     let limit = Duration::from_secs(CONNECT_TIMEOUT_S as u64 + 10);
     matches!(tokio::time::timeout(limit, cmd.status()).await, Ok(Ok(s)) if s.success())
+}
+
+/// With `KUMO_BENCH_BOOT_DIAG=1`: what the guest says about its boot (systemd's and cloud-init's
+/// own timings), printed to stderr after each boot, to see where two sides' boots differ.
+async fn print_guest_diagnostics(side: &str, netns: &str, key: &Path, user: &str, addr: &str) {
+    if std::env::var_os("KUMO_BENCH_BOOT_DIAG").is_none_or(|v| v != "1") {
+        return;
+    }
+    let script =
+        "systemd-analyze; systemd-analyze blame | head -n 12; cloud-init analyze blame 2>/dev/null | head -n 14; \
+                  cat /etc/resolv.conf; ip -br addr; ip route";
+    let out = tokio::process::Command::new("ip")
+        .args(["netns", "exec", netns, "ssh", "-i"])
+        .arg(key)
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"])
+        .arg(format!("{user}@{addr}"))
+        .arg(format!("cloud-init status --wait >/dev/null 2>&1; {script}"))
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    match out {
+        Ok(o) => eprintln!(
+            "--- {side} guest's own boot timings:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("--- {side} guest: ssh failed: {e}"),
+    }
 }
 
 /// Probes until SSH answers; `alive` is asked every ~10 probes and fails the wait when the guest
@@ -248,8 +195,12 @@ pub async fn run(root: &Path, opts: &BootOptions) -> Result<BootFigures> {
         json!({"rules": [{"direction": "ingress", "protocol": "tcp", "port_range": "22", "source": "0.0.0.0/0"}]});
     api.put(&format!("/v1/security-groups/default/rules{q}"), ssh_in).await?;
 
-    let setup = RawSetup::like(&kumod, &root.join("raw"), &opts.image_cache, &opts.image, &opts.instance_type).await?;
-    let raw_net = RawNet::start(&root.join("rawnet"))?;
+    let mut setup =
+        RawSetup::like(&kumod, &root.join("raw"), &opts.image_cache, &opts.image, &opts.instance_type).await?;
+    let raw_net = Arc::new(RawNet::start(&root.join("rawnet"))?);
+    // One tap for every raw boot (one guest at a time): its guest always gets RAW_FIRST_IP.
+    let raw_nic = raw_net.add_tap()?;
+    setup.net = Some(raw_net.clone());
     let mut f = BootFigures {
         accel,
         user: user.clone(),
@@ -262,11 +213,15 @@ pub async fn run(root: &Path, opts: &BootOptions) -> Result<BootFigures> {
     for round in 0..opts.runs {
         for side in if round % 2 == 0 { ["kumod", "raw"] } else { ["raw", "kumod"] } {
             let took = if side == "kumod" {
-                let (took, spawn) = kumod_boot(&kumod, opts, round, &kumod_ns.0, &key, &user).await?;
-                f.kumod_spawn.extend(spawn);
-                took
+                let b = kumod_boot(&kumod, opts, round, &kumod_ns.0, &key, &user).await?;
+                f.kumod_spawn.extend(b.spawn);
+                f.kumod_throttled.extend(b.throttled);
+                f.kumod_qemu_cpu.extend(b.qemu_cpu);
+                b.took
             } else {
-                raw_boot(&setup, round, &raw_net.ns.0, &key, &public, &user).await?
+                let (took, cpu) = raw_boot(&setup, round, &raw_net.ns.0, &raw_nic, &key, &public, &user).await?;
+                f.raw_qemu_cpu.extend(cpu);
+                took
             };
             eprintln!("round {}/{}: {side:5} create → SSH {:.1} s", round + 1, opts.runs, took.as_secs_f64());
             if side == "kumod" { &mut f.kumod } else { &mut f.raw }.push(took);
@@ -277,13 +232,23 @@ pub async fn run(root: &Path, opts: &BootOptions) -> Result<BootFigures> {
     if !left.is_empty() {
         bail!("after every instance was deleted and kumod stopped, {} process(es) were left: {left:?}", left.len());
     }
+    drop(setup);
     drop(raw_net);
     drop(kumod_ns);
     Ok(f)
 }
 
+/// What one boot through kumod measured.
+struct KumodBoot {
+    took: Duration,
+    /// Create → QEMU started, when /proc told.
+    spawn: Option<f64>,
+    throttled: Option<f64>,
+    qemu_cpu: Option<f64>,
+}
+
 /// One boot through the API (see the module docs); the instance and its floating IP are deleted
-/// afterwards. Returns create → SSH, and create → QEMU started when /proc told.
+/// afterwards.
 async fn kumod_boot(
     kumod: &Kumod,
     opts: &BootOptions,
@@ -291,7 +256,7 @@ async fn kumod_boot(
     ns: &str,
     key: &Path,
     user: &str,
-) -> Result<(Duration, Option<f64>)> {
+) -> Result<KumodBoot> {
     let api = &kumod.api;
     let q = format!("?project={PROJECT}");
     let name = format!("boot{round}");
@@ -315,25 +280,38 @@ async fn kumod_boot(
     let took = wait_for_ssh(started, ns, key, user, &addr, alive)
         .await
         .with_context(|| format!("kumod side, round {}; kumod log:\n{}", round + 1, procs::tail(&kumod.log, 3000)))?;
-    let spawn = kumod.qemu_pid(&id).and_then(procs::started_at).map(|t| (t - boot_before).max(0.0));
+    let pid = kumod.qemu_pid(&id);
+    let spawn = pid.and_then(procs::started_at).map(|t| (t - boot_before).max(0.0));
+    let throttled = pid.and_then(procs::cpu_throttled_secs);
+    let qemu_cpu = pid.and_then(procs::cpu_secs);
+    print_guest_diagnostics("kumod", ns, key, user, &addr).await;
     api.delete_instance_and_wait(&name, DELETE_TIMEOUT).await?;
     api.delete(&format!("/v1/floating-ips/{fip}{q}")).await?;
-    Ok((took, spawn))
+    Ok(KumodBoot { took, spawn, throttled, qemu_cpu })
 }
 
 /// One raw boot (see the module docs); QEMU is killed and its run directory removed afterwards.
-async fn raw_boot(setup: &RawSetup, round: usize, ns: &str, key: &Path, public: &str, user: &str) -> Result<Duration> {
-    let nics = vec![NicSpec { mac: RAW_MAC.to_string() }];
-    let prepared = setup.prepare_with(&format!("raw{round}"), vec![public.to_string()], nics).await?;
-    let mut qemu = prepared.spawn_in(Some(ns))?;
+async fn raw_boot(
+    setup: &RawSetup,
+    round: usize,
+    ns: &str,
+    nic: &NicSpec,
+    key: &Path,
+    public: &str,
+    user: &str,
+) -> Result<(Duration, Option<f64>)> {
+    let prepared = setup.prepare_with(&format!("raw{round}"), vec![public.to_string()], vec![nic.clone()]).await?;
+    let mut qemu = prepared.spawn()?;
     let started = qemu.spawned();
-    let took = wait_for_ssh(started, ns, key, user, RAW_GUEST_IP, || {
+    let took = wait_for_ssh(started, ns, key, user, RAW_FIRST_IP, || {
         let exited = qemu.exited();
         async move { exited.map_or(Ok(()), |why| Err(anyhow::anyhow!("raw QEMU exited: {why}"))) }
     })
     .await;
     let took =
         took.with_context(|| format!("raw side, round {}; serial tail:\n{}", round + 1, qemu.serial_tail(3000)))?;
+    let cpu = procs::cpu_secs(qemu.pid());
+    print_guest_diagnostics("raw", ns, key, user, RAW_FIRST_IP).await;
     drop(qemu);
-    Ok(took)
+    Ok((took, cpu))
 }

@@ -152,13 +152,15 @@ impl Drop for Kumod {
 pub struct Api {
     pub base: String,
     pub token: String,
+    /// Fields every [`Api::create_instance`] adds to its body (e.g. the VPC and subnet).
+    pub create_extra: serde_json::Map<String, Value>,
     http: reqwest::Client,
 }
 
 impl Api {
     fn new(base: String, token: String) -> Api {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
-        Api { base, token, http }
+        Api { base, token, create_extra: serde_json::Map::new(), http }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
@@ -214,9 +216,12 @@ impl Api {
         self.post("/v1/projects", json!({ "name": name })).await.map(|_| ())
     }
 
-    /// Creates a k1-nano instance of the tiny image; returns its id.
+    /// Creates a k1-nano instance of the tiny image (plus [`Api::create_extra`]); returns its id.
     pub async fn create_instance(&self, name: &str) -> Result<String> {
-        let body = json!({ "name": name, "image": IMAGE, "instance_type": INSTANCE_TYPE });
+        let mut body = json!({ "name": name, "image": IMAGE, "instance_type": INSTANCE_TYPE });
+        if let Some(b) = body.as_object_mut() {
+            b.extend(self.create_extra.clone());
+        }
         let view = self.post(&format!("/v1/instances?project={PROJECT}"), body).await?;
         view["id"].as_str().map(String::from).context("the created instance has no id")
     }

@@ -11,6 +11,7 @@ mod api_load;
 mod boot;
 mod kumod;
 mod launch;
+mod net;
 mod procs;
 mod raw;
 mod reads;
@@ -20,6 +21,7 @@ mod storage;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use kumod::{Kumod, PROJECT};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -60,6 +62,11 @@ struct Cli {
     /// builds the Debian image).
     #[arg(long, global = true, default_value = "/var/cache/kumo/os-images")]
     image_cache: PathBuf,
+    /// Launch without networks (launch, concurrent, rss): kumod without its data plane and raw
+    /// QEMU without a tap, so guests have no NIC — how the figures before 2026-12-03 were taken.
+    /// By default both sides give every guest a NIC with DHCP, as users get it.
+    #[arg(long, global = true)]
+    no_network: bool,
     /// Instance type of the `boot` benchmark.
     #[arg(long, global = true, default_value = "k1-small")]
     instance_type: String,
@@ -206,16 +213,37 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
         // The default overcommit (4 vCPUs per core) would refuse N 1-vCPU instances on a small
         // machine with 507; the benchmark is about launching them, so make room.
         let overcommit = ((cli.concurrency + 1) as f64 / cores as f64).ceil().max(4.0);
-        let flags =
-            ["--driver", "qemu", "--accel", "auto", "--cpu-overcommit", &overcommit.to_string()].map(String::from);
-        eprintln!("starting kumod (qemu driver) in {}", root.join("q").display());
+        let mut flags: Vec<String> =
+            ["--driver", "qemu", "--accel", "auto", "--cpu-overcommit", &overcommit.to_string()]
+                .map(String::from)
+                .into();
+        // kumod's data plane in a namespace of its own, as scripts/up.sh runs it (kumod makes it).
+        let kumod_ns = (!cli.no_network).then(|| net::Netns::name("launch"));
+        if let Some(ns) = &kumod_ns {
+            flags.extend(["--host-netns".to_string(), ns.0.clone()]);
+        }
+        eprintln!(
+            "starting kumod (qemu driver{}) in {}",
+            if kumod_ns.is_some() { ", guests with a NIC" } else { ", guests without a NIC" },
+            root.join("q").display()
+        );
         let mut kumod = Kumod::start(&root.join("q"), &flags).await?;
         memory.kumod_idle_start_kib = procs::vm_rss_kib(kumod.pid);
         let host = kumod.host().await?;
         let accel = host["accelerator"].as_str().unwrap_or("?").to_string();
         println!("kumod accelerator: {accel} — {}", host["accelerator_reason"].as_str().unwrap_or(""));
         kumod.api.create_project(PROJECT).await?;
-        let setup = raw::RawSetup::like(
+        if kumod_ns.is_some() {
+            let q = format!("?project={PROJECT}");
+            kumod.api.post(&format!("/v1/vpcs{q}"), json!({"name": "bench", "ipv4_cidr": "10.30.0.0/16"})).await?;
+            let subnet = json!({"name": "bench", "ipv4_cidr": "10.30.0.0/24"});
+            kumod.api.post(&format!("/v1/vpc-subnets{q}&vpc=bench"), subnet).await?;
+            kumod
+                .api
+                .create_extra
+                .extend([("vpc".to_string(), json!("bench")), ("subnet".to_string(), json!("bench"))]);
+        }
+        let mut setup = raw::RawSetup::like(
             &kumod,
             &root.join("raw"),
             Path::new(kumod::IMAGE_CACHE),
@@ -223,6 +251,9 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
             kumod::INSTANCE_TYPE,
         )
         .await?;
+        if kumod_ns.is_some() {
+            setup.net = Some(std::sync::Arc::new(net::RawNet::start(&root.join("rawnet"))?));
+        }
 
         let mut raw_single = None;
         if all || matches!(what, What::Launch | What::Rss) {
@@ -230,7 +261,7 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
             eprintln!("launch latency: {runs} run(s) each side");
             let f = launch::launch_latency(&kumod, &setup, runs).await?;
             if what != What::Rss {
-                report::launch(&f, &accel);
+                report::launch(&f, &accel, kumod_ns.is_some());
             }
             raw_single = Some(f.raw.clone());
             memory.single = Some((f.kumod_mem, f.raw_mem));
@@ -246,7 +277,7 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
             eprintln!("concurrent launches: {} through kumod, then {} raw", cli.concurrency, cli.concurrency);
             let k = launch::kumod_concurrent(&kumod, cli.concurrency, setup.memory_mib).await?;
             let r = launch::raw_concurrent(&setup, cli.concurrency).await?;
-            report::concurrent(&k, &r, &raw_single, cores);
+            report::concurrent(&k, &r, &raw_single, cores, kumod_ns.is_some());
             memory.concurrent = Some((k.mem, r.mem));
         }
         memory.kumod_idle_end_kib = procs::vm_rss_kib(kumod.pid);

@@ -92,6 +92,26 @@ pub fn started_at(pid: i32) -> Option<f64> {
     Some(stat_field(pid, 22)? as f64 / clock_ticks_per_sec())
 }
 
+/// How long the CPU controller of a live process's cgroup has throttled it (its `cpu.max` /
+/// `cpu.cfs_quota_us` quota used up), in seconds: cgroup v2 `throttled_usec`, or v1
+/// `throttled_time` (ns) of its `cpu` hierarchy. None when it is in no such cgroup.
+pub fn cpu_throttled_secs(pid: i32) -> Option<f64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let stat = |path: String| std::fs::read_to_string(path).ok();
+    let field = |stat: &str, key: &str| stat.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok());
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "cpu") {
+            let s = stat(format!("/sys/fs/cgroup/cpu{path}/cpu.stat"))?;
+            return field(&s, "throttled_time ").map(|ns| ns / 1e9);
+        }
+    }
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let s = stat(format!("/sys/fs/cgroup{path}/cpu.stat"))?;
+    field(&s, "throttled_usec ").map(|us| us / 1e6)
+}
+
 /// CPU time (user + system) a live process has used, in seconds.
 pub fn cpu_secs(pid: i32) -> Option<f64> {
     Some((stat_field(pid, 14)? + stat_field(pid, 15)?) as f64 / clock_ticks_per_sec())

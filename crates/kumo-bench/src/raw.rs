@@ -6,6 +6,7 @@
 //! [`RawQemu`] is a guard: dropping it kills the QEMU and removes its run directory.
 
 use crate::kumod::Kumod;
+use crate::net::RawNet;
 use crate::procs;
 use anyhow::{bail, Context, Result};
 use kumo_agent::compute::kvm_probe::{Accel, READY_LINE};
@@ -17,6 +18,7 @@ use kumo_agent::{BootSpec, InstanceSpec, NicSpec};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -31,6 +33,8 @@ pub struct RawSetup {
     pub disk_gib: i64,
     /// Parent of the raw run directories.
     pub root: PathBuf,
+    /// The raw guests' network, as users get one (a tap on a bridge, DHCP); None: no NIC.
+    pub net: Option<Arc<RawNet>>,
 }
 
 impl RawSetup {
@@ -76,6 +80,7 @@ impl RawSetup {
             memory_mib: num("memory_mib")?,
             disk_gib: num("disk_gib")?.max(min_disk_gib),
             root: root.to_path_buf(),
+            net: None,
         };
         for f in [Some(&setup.image_disk), setup.kernel()].into_iter().flatten() {
             if !f.exists() {
@@ -93,13 +98,18 @@ impl RawSetup {
     }
 
     /// Makes a run directory with an overlay and a config drive, as kumod's provisioning does
-    /// (not timed: the raw figure is QEMU alone). The guest gets no NIC and no SSH key.
+    /// (not timed: the raw figure is QEMU alone). With a [`RawSetup::net`] the guest gets a NIC on
+    /// a new tap of it; no SSH key.
     pub async fn prepare(&self, name: &str) -> Result<Prepared> {
-        self.prepare_with(name, Vec::new(), Vec::new()).await
+        let nics = match &self.net {
+            Some(net) => vec![net.add_tap()?],
+            None => Vec::new(),
+        };
+        self.prepare_with(name, Vec::new(), nics).await
     }
 
-    /// [`RawSetup::prepare`] with SSH keys on the config drive and NICs (whose taps must exist
-    /// in the network namespace QEMU is started in, see [`Prepared::spawn_in`]).
+    /// [`RawSetup::prepare`] with SSH keys on the config drive and the given NICs (their taps
+    /// must exist in [`RawSetup::net`]'s namespace, where QEMU is started).
     pub async fn prepare_with(&self, name: &str, ssh_keys: Vec<String>, nics: Vec<NicSpec>) -> Result<Prepared> {
         let id = Uuid::new_v4();
         let spec = InstanceSpec {
@@ -121,7 +131,7 @@ impl RawSetup {
         let size = (self.disk_gib as u64 * (1 << 30)).max(image.virtual_size);
         qemu_img::create_overlay(&self.image_disk, &run.disk(), size).await?;
         std::fs::write(run.config_drive(), config_drive_bytes(&spec)?)?;
-        Ok(Prepared { spec, run, accel: self.accel })
+        Ok(Prepared { spec, run, accel: self.accel, netns: self.net.as_ref().map(|n| n.ns.0.clone()) })
     }
 }
 
@@ -130,21 +140,17 @@ pub struct Prepared {
     spec: InstanceSpec,
     run: RunDir,
     accel: Accel,
+    netns: Option<String>,
 }
 
 impl Prepared {
-    /// Starts QEMU with kumod's command line.
+    /// Starts QEMU with kumod's command line, in the raw network's namespace if there is one
+    /// (through `ip netns exec`, which enters it and execs QEMU: the pid is QEMU's).
     pub fn spawn(self) -> Result<RawQemu> {
-        self.spawn_in(None)
-    }
-
-    /// Starts QEMU with kumod's command line, in network namespace `netns` if given (through
-    /// `ip netns exec`, which enters it and execs QEMU: the pid is QEMU's).
-    pub fn spawn_in(self, netns: Option<&str>) -> Result<RawQemu> {
         let log = std::fs::File::create(self.run.qemu_log())?;
         let log2 = log.try_clone()?;
         let args = command_line(&self.spec, &self.run, self.accel);
-        let mut cmd = match netns {
+        let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, QEMU_BINARY]);

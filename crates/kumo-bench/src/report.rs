@@ -63,8 +63,19 @@ fn title(text: &str) {
 }
 
 /// Part 1.
-pub fn launch(f: &LaunchFigures, accel: &str) {
+/// How the guests of parts 1 and 2 are connected.
+pub fn networks(with_nic: bool) -> &'static str {
+    if with_nic {
+        "every guest has a NIC: kumod's on a VPC subnet of its data plane (its namespace, DHCP, metadata), \
+         raw QEMU's on a tap of a bridge with dnsmasq DHCP (no metadata service)"
+    } else {
+        "--no-network: guests have no NIC (kumod without its data plane, raw QEMU without a tap)"
+    }
+}
+
+pub fn launch(f: &LaunchFigures, accel: &str, with_nic: bool) {
     title("1. Launch latency");
+    println!("Networks: {}.", networks(with_nic));
     println!(
         "One k1-nano instance of the tiny image at a time, accelerator {accel}, {} runs, kumod and raw interleaved.",
         f.kumod.len()
@@ -163,12 +174,33 @@ pub fn boot(f: &BootFigures, opts: &BootOptions) {
     ]);
     println!("{t}");
     println!("kumod overhead per boot (difference of medians): {:+.1} s", k.median - r.median);
+    let median = |v: &[f64]| summarize(v).median;
+    if f.kumod_qemu_cpu.len() == f.kumod.len() && f.raw_qemu_cpu.len() == f.raw.len() {
+        println!(
+            "QEMU CPU time until SSH (median, all its threads): kumod's {:.1} s, raw {:.1} s",
+            median(&f.kumod_qemu_cpu),
+            median(&f.raw_qemu_cpu)
+        );
+    }
+    if f.kumod_throttled.len() == f.kumod.len() {
+        println!(
+            "kumod's QEMU held back by its cgroup's CPU quota until SSH (median): {:.2} s",
+            median(&f.kumod_throttled)
+        );
+    }
 }
 
 /// Part 2.
-pub fn concurrent(k: &ConcurrentFigures, raw: &ConcurrentFigures, raw_single: &[Duration], cores: usize) {
+pub fn concurrent(
+    k: &ConcurrentFigures,
+    raw: &ConcurrentFigures,
+    raw_single: &[Duration],
+    cores: usize,
+    with_nic: bool,
+) {
     let n = k.each.len();
     title(&format!("2. {n} concurrent launches"));
+    println!("Networks: {}.", networks(with_nic));
     println!(
         "{n} k1-nano (1 vCPU) instances created at once; each polled every {} ms (kumod: API, raw: serial file).",
         concurrent_poll(n).as_millis()

@@ -1,7 +1,7 @@
 //! Volume backups. Taken synchronously (the manifest is in the target before the row commits).
 
 use crate::page::Keyed;
-use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result};
+use crate::{lookup, map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use kumo_types::page::PageRequest;
 use kumo_types::{BackupId, BackupView, NameOrId, ProjectId, ResultsPage, VolumeId};
 use sqlx::any::AnyRow;
@@ -90,14 +90,10 @@ pub async fn insert(conn: &mut Conn, n: &NewBackup<'_>) -> Result<()> {
 }
 
 pub async fn get(conn: &mut Conn, project_id: ProjectId, sel: &NameOrId) -> Result<Option<BackupRecord>> {
-    let (pred, val) = match sel {
-        NameOrId::Id(id) => ("b.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("b.name = $2", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} {FROM} WHERE b.project_id = $1 AND {pred} AND b.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, project_id, sel).await
 }
+
+lookup::impl_lookup!(BackupRecord: COLS FROM "b", Parent("project_id") => ProjectId, from_row);
 
 /// By id, deleted ones included (a volume being restored from a backup deleted meanwhile).
 pub async fn get_by_id(conn: &mut Conn, id: BackupId) -> Result<Option<BackupRecord>> {

@@ -1,7 +1,7 @@
 //! Floating IPs: addresses of the operator's public pool, held by a project, attached to at most
 //! one instance. An address is taken by inserting its row (unique among live rows).
 
-use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use crate::{lookup, map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
 use kumo_types::{FloatingIpId, FloatingIpView, InstanceId, NameOrId, ProjectId, ResultsPage};
 use sqlx::any::AnyRow;
@@ -78,14 +78,10 @@ pub async fn insert(
 }
 
 pub async fn get(conn: &mut Conn, project_id: ProjectId, s: &NameOrId) -> Result<Option<FloatingIpRecord>> {
-    let (pred, val) = match s {
-        NameOrId::Id(id) => ("f.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("f.name = $2", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} {FROM} WHERE f.project_id = $1 AND {pred} AND f.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, project_id, s).await
 }
+
+lookup::impl_lookup!(FloatingIpRecord: COLS FROM "f", Parent("project_id") => ProjectId, from_row);
 
 pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<FloatingIpRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE f.project_id = $1 AND f.time_deleted IS NULL");

@@ -4,7 +4,7 @@
 //! transaction that inserts the instance: the row lock (PostgreSQL) or the single writer (SQLite)
 //! makes concurrent reservations unable to overshoot.
 
-use crate::{new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
+use crate::{lookup, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use kumo_types::page::PageRequest;
 use kumo_types::{HostId, HostView, NameOrId, ResultsPage};
 use sqlx::any::AnyRow;
@@ -174,14 +174,10 @@ pub async fn adoptable(conn: &mut Conn, name: &str) -> Result<Option<HostId>> {
 }
 
 pub async fn get(conn: &mut Conn, sel: &NameOrId) -> Result<Option<HostView>> {
-    let (col, val) = match sel {
-        NameOrId::Id(id) => ("id", id.to_string()),
-        NameOrId::Name(n) => ("name", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} FROM hosts h WHERE h.{col} = $1 AND h.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, (), sel).await
 }
+
+lookup::impl_lookup!(HostView: COLS "FROM hosts h" "h", Global => (), from_row);
 
 pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<HostView>> {
     let sql = format!("SELECT {COLS} FROM hosts h WHERE h.time_deleted IS NULL");

@@ -1,7 +1,7 @@
 //! Images. Public images have no project; project images are visible only inside their project.
 //! A name is looked up in the project first, then among public images.
 
-use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use crate::{lookup, map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
 use kumo_types::{ImageBoot, ImageFacts, ImageId, ImageView, NameOrId, ProjectId, ResultsPage};
 use sqlx::any::AnyRow;
@@ -117,19 +117,11 @@ pub async fn get_by_id(conn: &mut Conn, id: ImageId) -> Result<Option<ImageRecor
 
 /// Looks up an image visible from `project_id` (or only public images when `None`).
 pub async fn get(conn: &mut Conn, project_id: Option<ProjectId>, sel: &NameOrId) -> Result<Option<ImageRecord>> {
-    let project = project_id.map(|p| p.to_string()).unwrap_or_default();
-    let (pred, val) = match sel {
-        NameOrId::Id(id) => ("i.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("i.name = $2", n.to_string()),
-    };
-    // Project images sort before public ones, so a project's own image shadows a public one.
-    let sql = format!(
-        "SELECT {COLS} {FROM} WHERE {pred} AND i.time_deleted IS NULL \
-         AND (i.project_id IS NULL OR i.project_id = $1) ORDER BY i.project_id IS NULL LIMIT 1"
-    );
-    let row = sqlx::query(&sql).bind(project).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, project_id, sel).await
 }
+
+// Project images sort before public ones, so a project's own image shadows a public one.
+lookup::impl_lookup!(ImageRecord: COLS FROM "i", ParentOrPublic("project_id") => Option<ProjectId>, from_row);
 
 /// Public images plus those of `project_id`.
 pub async fn list(conn: &mut Conn, project_id: Option<ProjectId>, req: &PageRequest) -> Result<ResultsPage<ImageView>> {

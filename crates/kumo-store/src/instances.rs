@@ -7,7 +7,7 @@
 use crate::fast::Cols;
 use crate::hosts::Resources;
 use crate::page::Keyed;
-use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store, StoreError};
+use crate::{lookup, map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store, StoreError};
 use kumo_types::page::PageRequest;
 use kumo_types::{
     HostId, ImageId, InstanceId, InstanceState, InstanceTypeId, InstanceView, NameOrId, ProjectId, ResultsPage,
@@ -110,21 +110,13 @@ fn from_fast_row(r: &dyn Cols) -> Result<InstanceRecord> {
 /// [`get_in_project`] on the typed read path (the API's view of an instance): the instance and
 /// its interfaces in one trip to the database (see `Reader::both`).
 pub async fn fast_get_in_project(store: &Store, project: &NameOrId, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
-    let (ppred, pval) = match project {
-        NameOrId::Id(id) => ("p.id = $1", id.to_string()),
-        NameOrId::Name(n) => ("p.name = $1", n.to_string()),
-    };
-    let (pred, val) = match sel {
-        NameOrId::Id(id) => ("i.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("i.name = $2", n.to_string()),
-    };
-    let found = format!("{ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL");
+    let (found, binds) = in_project(project, sel);
     let sql = format!("SELECT {FAST_COLS} {FROM} WHERE {found}");
     // A live name is unique in its project, so the subquery has at most one row.
     let nics = crate::nics::fast_interfaces_sql(&format!(
         "= (SELECT i.id FROM instances i JOIN projects p ON p.id = i.project_id WHERE {found})"
     ));
-    let (recs, nics) = store.fast.both(&sql, &nics, &[pval, val], from_fast_row, crate::nics::fast_interface).await?;
+    let (recs, nics) = store.fast.both(&sql, &nics, &binds, from_fast_row, crate::nics::fast_interface).await?;
     Ok(with_interfaces(recs, nics))
 }
 
@@ -198,28 +190,29 @@ pub async fn insert(conn: &mut Conn, n: &NewInstance<'_>) -> Result<()> {
 
 /// A live instance of a project, by name or id.
 pub async fn get(conn: &mut Conn, project_id: ProjectId, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
-    let (pred, val) = match sel {
-        NameOrId::Id(id) => ("i.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("i.name = $2", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} {FROM} WHERE i.project_id = $1 AND {pred} AND i.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    with_network(conn, row.as_ref().map(from_any).transpose()?).await
+    let rec = lookup::get(conn, project_id, sel).await?;
+    with_network(conn, rec).await
+}
+
+lookup::impl_lookup!(InstanceRecord: COLS FROM "i", Parent("project_id") => ProjectId, from_any);
+
+/// The condition (on [`FROM`]) and binds of a live instance by name or id in a live project
+/// given by name or id.
+fn in_project(project: &NameOrId, sel: &NameOrId) -> (String, Vec<String>) {
+    let (ppred, pval) = lookup::name_or_id("p", 1, project);
+    let (pred, val) = lookup::name_or_id("i", 2, sel);
+    (format!("{ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL"), vec![pval, val])
 }
 
 /// A live instance by name or id in a project given by name or id, in one query.
 pub async fn get_in_project(conn: &mut Conn, project: &NameOrId, sel: &NameOrId) -> Result<Option<InstanceRecord>> {
-    let (ppred, pval) = match project {
-        NameOrId::Id(id) => ("p.id = $1", id.to_string()),
-        NameOrId::Name(n) => ("p.name = $1", n.to_string()),
-    };
-    let (pred, val) = match sel {
-        NameOrId::Id(id) => ("i.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("i.name = $2", n.to_string()),
-    };
-    let sql =
-        format!("SELECT {COLS} {FROM} WHERE {ppred} AND p.time_deleted IS NULL AND {pred} AND i.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(pval).bind(val).fetch_optional(&mut *conn).await?;
+    let (found, binds) = in_project(project, sel);
+    let sql = format!("SELECT {COLS} {FROM} WHERE {found}");
+    let mut q = sqlx::query(&sql);
+    for b in binds {
+        q = q.bind(b);
+    }
+    let row = q.fetch_optional(&mut *conn).await?;
     with_network(conn, row.as_ref().map(from_any).transpose()?).await
 }
 

@@ -27,6 +27,7 @@ pub mod hosts;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
+mod lookup;
 pub mod members;
 pub mod metering;
 pub mod metrics;

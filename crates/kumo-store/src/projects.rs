@@ -1,7 +1,7 @@
 //! Projects.
 
 use crate::fast::Cols;
-use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store};
+use crate::{lookup, map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store};
 use kumo_types::page::PageRequest;
 use kumo_types::{NameOrId, ProjectId, ProjectView, ResultsPage, UserId};
 use sqlx::any::AnyRow;
@@ -24,12 +24,8 @@ fn from_row(r: &AnyRow) -> Result<ProjectView> {
 
 /// [`get`] on the typed read path (see `crate::fast`).
 pub async fn fast_get(store: &Store, sel: &NameOrId) -> Result<Option<ProjectView>> {
-    let (col, val) = match sel {
-        NameOrId::Id(id) => ("id", id.to_string()),
-        NameOrId::Name(n) => ("name", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} FROM projects p WHERE p.{col} = $1 AND p.time_deleted IS NULL");
-    store.fast.one(&sql, &[val], decode).await
+    let (sql, binds) = lookup::get_sql::<ProjectView>(&(), sel);
+    store.fast.one(&sql, &binds, decode).await
 }
 
 pub async fn create(conn: &mut Conn, name: &str, description: &str) -> Result<ProjectView> {
@@ -49,14 +45,10 @@ pub async fn create(conn: &mut Conn, name: &str, description: &str) -> Result<Pr
 }
 
 pub async fn get(conn: &mut Conn, sel: &NameOrId) -> Result<Option<ProjectView>> {
-    let (col, val) = match sel {
-        NameOrId::Id(id) => ("id", id.to_string()),
-        NameOrId::Name(n) => ("name", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} FROM projects p WHERE p.{col} = $1 AND p.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, (), sel).await
 }
+
+lookup::impl_lookup!(ProjectView: COLS "FROM projects p" "p", Global => (), from_row);
 
 pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<ProjectView>> {
     let sql = format!("SELECT {COLS} FROM projects p WHERE p.time_deleted IS NULL");

@@ -1,6 +1,6 @@
 //! Security groups, their rules (replaced as a whole) and which instances they apply to.
 
-use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use crate::{lookup, map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::network::{RuleDirection, RuleProtocol};
 use kumo_types::page::PageRequest;
 use kumo_types::{InstanceId, NameOrId, ProjectId, ResultsPage, SecurityGroupId, SecurityGroupView, SecurityRule};
@@ -60,14 +60,10 @@ pub async fn insert(conn: &mut Conn, project_id: ProjectId, name: &str, descript
 }
 
 pub async fn get(conn: &mut Conn, project_id: ProjectId, s: &NameOrId) -> Result<Option<GroupRecord>> {
-    let (pred, val) = match s {
-        NameOrId::Id(id) => ("g.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("g.name = $2", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} {FROM} WHERE g.project_id = $1 AND {pred} AND g.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, project_id, s).await
 }
+
+lookup::impl_lookup!(GroupRecord: COLS FROM "g", Parent("project_id") => ProjectId, from_row);
 
 pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<GroupRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE g.project_id = $1 AND g.time_deleted IS NULL");

@@ -2,7 +2,7 @@
 //! state machine: a row exists once its layer does.
 
 use crate::page::Keyed;
-use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result};
+use crate::{lookup, map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result};
 use kumo_types::page::PageRequest;
 use kumo_types::{NameOrId, ProjectId, ResultsPage, SnapshotId, SnapshotView, VolumeId};
 use sqlx::any::AnyRow;
@@ -77,14 +77,10 @@ pub async fn insert(conn: &mut Conn, n: &NewSnapshot<'_>) -> Result<()> {
 }
 
 pub async fn get(conn: &mut Conn, project_id: ProjectId, sel: &NameOrId) -> Result<Option<SnapshotRecord>> {
-    let (pred, val) = match sel {
-        NameOrId::Id(id) => ("s.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("s.name = $2", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} {FROM} WHERE s.project_id = $1 AND {pred} AND s.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, project_id, sel).await
 }
+
+lookup::impl_lookup!(SnapshotRecord: COLS FROM "s", Parent("project_id") => ProjectId, from_row);
 
 pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<SnapshotRecord>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE s.project_id = $1 AND s.time_deleted IS NULL");

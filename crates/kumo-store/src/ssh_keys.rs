@@ -1,6 +1,6 @@
 //! SSH public keys of a project.
 
-use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use crate::{lookup, map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
 use kumo_types::{NameOrId, ProjectId, ResultsPage, SshKeyId, SshKeyView};
 use sqlx::any::AnyRow;
@@ -46,14 +46,10 @@ pub async fn insert(
 }
 
 pub async fn get(conn: &mut Conn, project_id: ProjectId, s: &NameOrId) -> Result<Option<SshKeyView>> {
-    let (pred, val) = match s {
-        NameOrId::Id(id) => ("k.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("k.name = $2", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} {FROM} WHERE k.project_id = $1 AND {pred} AND k.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, project_id, s).await
 }
+
+lookup::impl_lookup!(SshKeyView: COLS FROM "k", Parent("project_id") => ProjectId, from_row);
 
 pub async fn list(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<SshKeyView>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE k.project_id = $1 AND k.time_deleted IS NULL");

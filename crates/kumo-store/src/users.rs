@@ -1,6 +1,6 @@
 //! Users: operators and tenant users, with argon2id password hashes (hashed by the caller).
 
-use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use crate::{lookup, map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
 use kumo_types::{NameOrId, ResultsPage, UserId, UserView};
 use sqlx::any::AnyRow;
@@ -45,14 +45,10 @@ pub async fn create(
 
 /// A live user by name or id.
 pub async fn get(conn: &mut Conn, sel: &NameOrId) -> Result<Option<UserView>> {
-    let (col, val) = match sel {
-        NameOrId::Id(id) => ("id", id.to_string()),
-        NameOrId::Name(n) => ("name", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} FROM users u WHERE u.{col} = $1 AND u.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, (), sel).await
 }
+
+lookup::impl_lookup!(UserView: COLS "FROM users u" "u", Global => (), from_row);
 
 pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<UserView>> {
     let sql = format!("SELECT {COLS} FROM users u WHERE u.time_deleted IS NULL");

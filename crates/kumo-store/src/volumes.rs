@@ -2,7 +2,7 @@
 //! the volume reconciler race); the caller records the event in the same transaction.
 
 use crate::page::Keyed;
-use crate::{map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use crate::{lookup, map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
 use kumo_types::{InstanceId, NameOrId, ProjectId, ResultsPage, VolumeId, VolumeState, VolumeView};
 use sqlx::any::AnyRow;
@@ -144,14 +144,10 @@ pub async fn insert(conn: &mut Conn, n: &NewVolume<'_>) -> Result<()> {
 
 /// A live volume of a project, by name or id.
 pub async fn get(conn: &mut Conn, project_id: ProjectId, sel: &NameOrId) -> Result<Option<VolumeRecord>> {
-    let (pred, val) = match sel {
-        NameOrId::Id(id) => ("v.id = $2", id.to_string()),
-        NameOrId::Name(n) => ("v.name = $2", n.to_string()),
-    };
-    let sql = format!("SELECT {COLS} {FROM} WHERE v.project_id = $1 AND {pred} AND v.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(from_row).transpose()
+    lookup::get(conn, project_id, sel).await
 }
+
+lookup::impl_lookup!(VolumeRecord: COLS FROM "v", Parent("project_id") => ProjectId, from_row);
 
 /// A live volume by id, whatever its project.
 pub async fn get_by_id(conn: &mut Conn, id: VolumeId) -> Result<Option<VolumeRecord>> {

@@ -3,7 +3,7 @@
 //! free among live VPCs: deleting a VPC gives both back. A row lock on `vpc_allocator` serialises
 //! allocations on PostgreSQL (SQLite has one writer); the partial unique indexes are the backstop.
 
-use crate::{map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
+use crate::{lookup, map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::network::SubnetPlan;
 use kumo_types::page::PageRequest;
 use kumo_types::{NameOrId, ProjectId, ResultsPage, SubnetId, SubnetView, VpcId, VpcView};
@@ -86,13 +86,6 @@ fn vpc_from_row(r: &AnyRow) -> Result<VpcRecord> {
     })
 }
 
-fn sel(alias: &str, n: usize, s: &NameOrId) -> (String, String) {
-    match s {
-        NameOrId::Id(id) => (format!("{alias}.id = ${n}"), id.to_string()),
-        NameOrId::Name(name) => (format!("{alias}.name = ${n}"), name.to_string()),
-    }
-}
-
 pub async fn insert_vpc(
     conn: &mut Conn,
     project_id: ProjectId,
@@ -131,11 +124,10 @@ pub async fn vpc_by_id(conn: &mut Conn, id: VpcId) -> Result<Option<VpcRecord>> 
 }
 
 pub async fn get_vpc(conn: &mut Conn, project_id: ProjectId, s: &NameOrId) -> Result<Option<VpcRecord>> {
-    let (pred, val) = sel("v", 2, s);
-    let sql = format!("SELECT {VPC_COLS} {VPC_FROM} WHERE v.project_id = $1 AND {pred} AND v.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(vpc_from_row).transpose()
+    lookup::get(conn, project_id, s).await
 }
+
+lookup::impl_lookup!(VpcRecord: VPC_COLS VPC_FROM "v", Parent("project_id") => ProjectId, vpc_from_row);
 
 pub async fn list_vpcs(conn: &mut Conn, project_id: ProjectId, req: &PageRequest) -> Result<ResultsPage<VpcRecord>> {
     let sql = format!("SELECT {VPC_COLS} {VPC_FROM} WHERE v.project_id = $1 AND v.time_deleted IS NULL");
@@ -259,11 +251,10 @@ pub async fn subnet_by_id(conn: &mut Conn, id: SubnetId) -> Result<Option<Subnet
 }
 
 pub async fn get_subnet(conn: &mut Conn, vpc_id: VpcId, s: &NameOrId) -> Result<Option<SubnetRecord>> {
-    let (pred, val) = sel("s", 2, s);
-    let sql = format!("SELECT {SUBNET_COLS} {SUBNET_FROM} WHERE s.vpc_id = $1 AND {pred} AND s.time_deleted IS NULL");
-    let row = sqlx::query(&sql).bind(vpc_id.to_string()).bind(val).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(subnet_from_row).transpose()
+    lookup::get(conn, vpc_id, s).await
 }
+
+lookup::impl_lookup!(SubnetRecord: SUBNET_COLS SUBNET_FROM "s", Parent("vpc_id") => VpcId, subnet_from_row);
 
 /// A live subnet by id within a project (selectors by id need no VPC).
 pub async fn get_subnet_in_project(

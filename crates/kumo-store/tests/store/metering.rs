@@ -1,23 +1,119 @@
-//! Store tests of metering's read model (`kumo_store::metering`): the usage window reads only
+//! Store tests: events, metering's read model (`kumo_store::metering`: the usage window reads only
 //! the window's events and the state each resource carries across the month's start, and that
-//! gives exactly what the whole history gives, on both databases.
+//! gives exactly what the whole history gives) and metrics.
 //!
-//! Each case runs on SQLite and on PostgreSQL, with the harness of `store.rs` (copied below until
-//! the store tests share one in `tests/common`):
-//!
-//!     KUMO_TEST_POSTGRES_URL=$(scripts/postgres.sh | tail -n 1) cargo test -p kumo-store --test metering
+//! Each case runs on SQLite and on PostgreSQL: see `common.rs`.
 
+use crate::common::*;
 use chrono::{DateTime, TimeDelta, Utc};
 use kumo_store::events::{self, Carry, EventState, MeterRow, NewEvent};
-use kumo_store::{projects, Backend, Store};
-use kumo_types::{InstanceState, ProjectId, ProjectView};
-use sqlx::{Connection, Executor};
+use kumo_store::Store;
+use kumo_types::page::PageParams;
+use kumo_types::{InstanceId, InstanceState, ProjectId};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-// ---------------------------------------------------------------------------------------------
-// Cases
-// ---------------------------------------------------------------------------------------------
+store_tests!(
+    events_record_and_list,
+    metering_window_carries_the_state_from_before_it,
+    metering_carry_equals_the_whole_history_for_random_lives,
+    metering_carry_is_dropped_by_a_backdated_event,
+    metrics_batches_rollups_and_retention,
+);
+
+async fn events_record_and_list(store: &Store) {
+    let a = create_project(store, "ev-a").await;
+    let b = create_project(store, "ev-b").await;
+    let (r1, r2) = (Uuid::now_v7(), Uuid::now_v7());
+    // Recorded interleaved, over several transactions: project a gets 7, r1 4 of them.
+    // (project, resource, kind)
+    type Planned = (Option<ProjectId>, Uuid, &'static str);
+    let plan: [Planned; 10] = [
+        (Some(a.id), r1, "created"),
+        (Some(a.id), r2, "created"),
+        (Some(b.id), r1, "created"),
+        (Some(a.id), r1, "state"),
+        (None, r1, "host-registered"),
+        (Some(a.id), r2, "state"),
+        (Some(a.id), r1, "state"),
+        (Some(b.id), r2, "state"),
+        (Some(a.id), r2, "deleted"),
+        (Some(a.id), r1, "deleted"),
+    ];
+    for (i, chunk) in plan.chunks(3).enumerate() {
+        let mut tx = store.begin().await.unwrap();
+        for (j, (project_id, resource_id, kind)) in chunk.iter().enumerate() {
+            let cause = format!("step {}", i * 3 + j);
+            let (from, to) = if *kind == "state" { (Some("creating"), Some("running")) } else { (None, None) };
+            events::record(
+                &mut tx,
+                &NewEvent {
+                    project_id: *project_id,
+                    resource_type: "instance",
+                    resource_id: *resource_id,
+                    resource_name: if *resource_id == r1 { "one" } else { "two" },
+                    kind,
+                    from_state: from,
+                    to_state: to,
+                    cause: &cause,
+                    detail: None,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let steps = |f: &dyn Fn(&Planned) -> bool| -> Vec<String> {
+        plan.iter().enumerate().filter(|(_, e)| f(e)).map(|(i, _)| format!("step {i}")).collect()
+    };
+
+    // Events come back oldest first, whatever sort_by asks.
+    for sort in SORTS {
+        for (resource, want) in [
+            (None, steps(&|e| e.0 == Some(a.id))),
+            (Some(r1), steps(&|e| e.0 == Some(a.id) && e.1 == r1)),
+            (Some(r2), steps(&|e| e.0 == Some(a.id) && e.1 == r2)),
+        ] {
+            let pages = all_pages(3, sort, |req| async move {
+                let mut c = store.read().await.unwrap();
+                events::list(&mut c, a.id, resource, &req).await.unwrap()
+            })
+            .await;
+            let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+            let mut want_sizes = vec![3; want.len() / 3];
+            if want.len() % 3 != 0 {
+                want_sizes.push(want.len() % 3);
+            }
+            assert_eq!(sizes, want_sizes, "{resource:?}, {sort:?}");
+            let got: Vec<_> = pages.into_iter().flatten().collect();
+            assert_eq!(got.iter().map(|e| e.cause.clone()).collect::<Vec<_>>(), want, "{resource:?}, {sort:?}");
+            assert!(got.windows(2).all(|w| w[0].id.to_string() < w[1].id.to_string()), "id order");
+            for e in &got {
+                assert_eq!(e.project.as_deref(), Some("ev-a"));
+                assert_eq!(e.resource_type, "instance");
+                assert_eq!(e.resource_name, if e.resource_id == r1 { "one" } else { "two" });
+                if let Some(r) = resource {
+                    assert_eq!(e.resource_id, r);
+                }
+                let state = (e.from_state.as_deref(), e.to_state.as_deref());
+                if e.kind == "state" {
+                    assert_eq!(state, (Some("creating"), Some("running")));
+                } else {
+                    assert_eq!(state, (None, None));
+                }
+            }
+            assert!(got.windows(2).all(|w| w[0].time_created <= w[1].time_created), "time order");
+        }
+    }
+    let mut c = store.read().await.unwrap();
+    let of_b = events::list(&mut c, b.id, None, &PageParams::default().validate().unwrap()).await.unwrap();
+    assert_eq!(of_b.items.iter().map(|e| e.cause.as_str()).collect::<Vec<_>>(), ["step 2", "step 7"]);
+    assert!(of_b.next_page.is_none());
+    let none =
+        events::list(&mut c, ProjectId::new_v7(), None, &PageParams::default().validate().unwrap()).await.unwrap();
+    assert!(none.items.is_empty() && none.next_page.is_none());
+}
 
 fn at(rfc3339: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc)
@@ -307,179 +403,51 @@ async fn metering_carry_is_dropped_by_a_backdated_event(store: &Store) {
     assert_eq!(stored_months(store, p.id).await.len(), 3);
 }
 
-async fn create_project(store: &Store, n: &str) -> ProjectView {
+
+/// Metrics: a batch of raw rows (more than one INSERT chunk), 1-minute and 1-hour means computed
+/// once each interval has ended, and pruning by retention, all at explicit times.
+async fn metrics_batches_rollups_and_retention(store: &Store) {
+    use kumo_store::metrics::{self, MetricRow, Resolution};
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    let secs = chrono::TimeDelta::seconds;
+    let ids: Vec<InstanceId> = (0..150).map(|_| InstanceId::new_v7()).collect();
+    // Two rounds 30 s apart in the first minute, for 150 instances: cpu 10 then 30 → mean 20.
+    for (i, cpu) in [(0, 10.0), (30, 30.0)] {
+        let rows: Vec<MetricRow> = ids
+            .iter()
+            .map(|id| MetricRow { instance_id: *id, time: t0 + secs(i), values: [cpu, 1e6, 100.0, 200.0, 0.0, 0.0] })
+            .collect();
+        let mut tx = store.begin().await.unwrap();
+        metrics::insert_raw(&mut tx, &rows).await.unwrap();
+        tx.commit().await.unwrap();
+    }
     let mut tx = store.begin().await.unwrap();
-    let p = projects::create(&mut tx, n, &format!("project {n}")).await.unwrap();
+    // Nothing has ended at t0 + 59 s.
+    let m = metrics::maintain(&mut tx, t0 + secs(59)).await.unwrap();
+    assert_eq!((m.minute_rows, m.hour_rows, m.pruned), (0, 0, 0));
+    let m = metrics::maintain(&mut tx, t0 + secs(61)).await.unwrap();
+    assert_eq!(m.minute_rows, 150);
+    // Computed once: a second call writes nothing.
+    assert_eq!(metrics::maintain(&mut tx, t0 + secs(62)).await.unwrap().minute_rows, 0);
     tx.commit().await.unwrap();
-    p
+    let mut conn = store.read().await.unwrap();
+    let raw = metrics::series(&mut conn, ids[7], Resolution::Raw, "cpu", t0, t0 + secs(60)).await.unwrap();
+    assert_eq!(raw, vec![(t0, 10.0), (t0 + secs(30), 30.0)]);
+    let minute = metrics::series(&mut conn, ids[7], Resolution::Minute, "cpu", t0, t0 + secs(3600)).await.unwrap();
+    assert_eq!(minute, vec![(t0, 20.0)]);
+    let disk = metrics::series(&mut conn, ids[7], Resolution::Minute, "disk_write", t0, t0 + secs(60)).await.unwrap();
+    assert_eq!(disk, vec![(t0, 200.0)]);
+    assert!(metrics::series(&mut conn, ids[7], Resolution::Minute, "nope", t0, t0 + secs(60)).await.is_err());
+    drop(conn);
+    // After the hour: the hour's mean; after 1 h raw rows go, after 1 day minute rows go.
+    let mut tx = store.begin().await.unwrap();
+    let m = metrics::maintain(&mut tx, t0 + secs(3631)).await.unwrap();
+    assert_eq!((m.hour_rows, m.pruned), (150, 300), "hour rollup, and both raw rounds pruned");
+    let m = metrics::maintain(&mut tx, t0 + secs(86_400 + 61)).await.unwrap();
+    assert_eq!(m.pruned, 150, "minute rows pruned after a day");
+    tx.commit().await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    let hour = metrics::series(&mut conn, ids[0], Resolution::Hour, "cpu", t0, t0 + secs(86_400)).await.unwrap();
+    assert_eq!(hour, vec![(t0, 20.0)]);
+    assert!(metrics::rows(&mut conn, Resolution::Minute, t0, t0 + secs(86_400)).await.unwrap().is_empty());
 }
-
-// ---------------------------------------------------------------------------------------------
-// Harness
-// ---------------------------------------------------------------------------------------------
-
-/// A store on a fresh database, and what it takes to throw that database away.
-struct TestDb {
-    store: Store,
-    #[allow(dead_code)]
-    url: String,
-    cleanup: Cleanup,
-}
-
-enum Cleanup {
-    /// The SQLite file lives in this directory, removed on drop.
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    /// `DROP DATABASE name WITH (FORCE)` through `admin_url`, unless already done.
-    Postgres { admin_url: String, name: String, dropped: bool },
-}
-
-impl std::ops::Deref for TestDb {
-    type Target = Store;
-    fn deref(&self) -> &Store {
-        &self.store
-    }
-}
-
-impl TestDb {
-    async fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("create a temporary directory");
-        let url = format!("sqlite://{}", dir.path().join("kumo.db").display());
-        let store = Store::open(&url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
-        let db = TestDb { store, url, cleanup: Cleanup::Sqlite(dir) };
-        assert_eq!(db.backend(), Backend::Sqlite);
-        db
-    }
-
-    /// A fresh PostgreSQL database, or `None` (after saying why) when none is configured locally.
-    async fn postgres() -> Option<TestDb> {
-        let admin_url = match std::env::var("KUMO_TEST_POSTGRES_URL") {
-            Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
-            _ => {
-                if std::env::var_os("CI").is_some() || std::env::var_os("KUMO_TEST_STRICT").is_some() {
-                    panic!(
-                        "KUMO_TEST_POSTGRES_URL is not set, and CI is: the store tests must run on PostgreSQL too; \
-                         set KUMO_TEST_POSTGRES_URL; scripts/postgres.sh prints it \
-                         (KUMO_TEST_POSTGRES_URL=$(scripts/postgres.sh) cargo test -p kumo-store)"
-                    );
-                }
-                println!(
-                    "skipped: KUMO_TEST_POSTGRES_URL is not set, so only SQLite was tested \
-                     (set KUMO_TEST_POSTGRES_URL; scripts/postgres.sh prints it)"
-                );
-                return None;
-            }
-        };
-        sqlx::any::install_default_drivers();
-        let name = format!("kumo_test_{}", Uuid::new_v4().simple());
-        let mut admin = sqlx::AnyConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("connect to KUMO_TEST_POSTGRES_URL={admin_url}: {e}"));
-        // C collation: names sort byte-wise, as on SQLite (a locale collation orders "web-2" and "web1"
-        // differently; docs/operations.md tells operators to create Kumo's database the same way).
-        admin
-            .execute(format!("CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'").as_str())
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} through {admin_url}: {e}"));
-        let _ = admin.close().await;
-        // From here on the guard drops the database, whatever happens.
-        let mut cleanup = Cleanup::Postgres { admin_url: admin_url.clone(), name: name.clone(), dropped: false };
-        let url = with_database(&admin_url, &name);
-        let store = match Store::open(&url).await {
-            Ok(store) => store,
-            Err(e) => {
-                cleanup_now(&mut cleanup);
-                panic!("open {url}: {e}");
-            }
-        };
-        let db = TestDb { store, url, cleanup };
-        assert_eq!(db.backend(), Backend::Postgres);
-        Some(db)
-    }
-
-    /// Normal end of a test: close the pools, then drop the database (a failure to do so fails the
-    /// test, and the guard tries once more).
-    async fn finish(mut self) {
-        self.store.close().await;
-        if let Cleanup::Postgres { admin_url, name, dropped } = &mut self.cleanup {
-            if let Err(e) = drop_database(admin_url, name).await {
-                panic!("could not drop test database {name}: {e}");
-            }
-            *dropped = true;
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        cleanup_now(&mut self.cleanup);
-    }
-}
-
-/// Synchronous cleanup (a test failed, or the store could not be opened): drops the database from a
-/// thread with its own runtime, since the test's runtime may be unwinding.
-fn cleanup_now(cleanup: &mut Cleanup) {
-    if let Cleanup::Postgres { admin_url, name, dropped } = cleanup {
-        if *dropped {
-            return;
-        }
-        *dropped = true;
-        let (admin_url, name) = (admin_url.clone(), name.clone());
-        let joined =
-            std::thread::spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => {
-                    if let Err(e) = rt.block_on(drop_database(&admin_url, &name)) {
-                        eprintln!("warning: could not drop test database {name}: {e}");
-                    }
-                }
-                Err(e) => eprintln!("cannot drop test database {name}: no runtime: {e}"),
-            })
-            .join();
-        if joined.is_err() {
-            eprintln!("dropping the test database panicked");
-        }
-    }
-}
-
-async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
-    let mut admin = sqlx::AnyConnection::connect(admin_url).await?;
-    admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
-    admin.close().await
-}
-
-/// `postgres://u:p@host:port/whatever?opts` with its database replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let authority_end = base[authority_start..].find('/').map(|i| authority_start + i).unwrap_or(base.len());
-    format!("{}/{db}{query}", &base[..authority_end])
-}
-
-/// One test per (case, backend): `<case>::sqlite` and `<case>::postgres`.
-macro_rules! store_tests {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite().await;
-                super::$case(&db).await;
-                db.finish().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let Some(db) = super::TestDb::postgres().await else { return };
-                super::$case(&db).await;
-                db.finish().await;
-            }
-        }
-    )*};
-}
-
-store_tests!(
-    metering_window_carries_the_state_from_before_it,
-    metering_carry_equals_the_whole_history_for_random_lives,
-    metering_carry_is_dropped_by_a_backdated_event,
-);
