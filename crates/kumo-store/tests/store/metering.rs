@@ -403,7 +403,6 @@ async fn metering_carry_is_dropped_by_a_backdated_event(store: &Store) {
     assert_eq!(stored_months(store, p.id).await.len(), 3);
 }
 
-
 /// Metrics: a batch of raw rows (more than one INSERT chunk), 1-minute and 1-hour means computed
 /// once each interval has ended, and pruning by retention, all at explicit times.
 async fn metrics_batches_rollups_and_retention(store: &Store) {
