@@ -93,7 +93,10 @@ impl RawNet {
         let log = std::fs::File::create(dir.join("dnsmasq.log"))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.0, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
-            .args(["--interface=br0", "--bind-interfaces", "--dhcp-authoritative", "--log-dhcp"])
+            // `--no-ping`: by default dnsmasq pings an address of the range before offering it and
+            // waits 3 s for an answer — a delay kumod's own DHCP server does not have, which made
+            // every raw guest after the first (whose address is fixed) 3 s slower.
+            .args(["--interface=br0", "--bind-interfaces", "--dhcp-authoritative", "--log-dhcp", "--no-ping"])
             .arg("--dhcp-range=10.77.0.50,10.77.0.250,1h")
             .arg(format!("--dhcp-host={RAW_FIRST_MAC},{RAW_FIRST_IP}"))
             .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
