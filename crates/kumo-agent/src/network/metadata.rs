@@ -19,10 +19,21 @@ pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 pub use kumo_host_api::net::Metadata;
 
-/// Binds the metadata listener of `bridge` inside `netns`.
-pub fn bind(netns: Option<&str>, bridge: &str) -> std::io::Result<tokio::net::TcpListener> {
+/// The IPv4 neighbour table of the namespace of the thread that opens it.
+const ARP_TABLE: &str = "/proc/thread-self/net/arp";
+
+/// The metadata listener of one bridge, and that namespace's IPv4 neighbour table.
+pub struct Listener {
+    tcp: tokio::net::TcpListener,
+    arp: Arp,
+}
+
+/// Binds the metadata listener of `bridge` inside `netns`, and opens the namespace's neighbour
+/// table (`/proc/thread-self/net/arp`, opened from inside the namespace: the open file keeps
+/// showing that namespace's table wherever it is read).
+pub fn bind(netns: Option<&str>, bridge: &str) -> std::io::Result<Listener> {
     let bridge = bridge.to_string();
-    let std_l = super::netns::run_in(netns, move || {
+    let (std_l, arp) = super::netns::run_in(netns, move || {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
@@ -30,37 +41,57 @@ pub fn bind(netns: Option<&str>, bridge: &str) -> std::io::Result<tokio::net::Tc
         s.bind(&SocketAddrV4::new(METADATA_IP, 80).into())?;
         s.listen(128)?;
         s.set_nonblocking(true)?;
-        Ok(std::net::TcpListener::from(s))
+        let arp = std::fs::File::open(ARP_TABLE)?;
+        Ok((std::net::TcpListener::from(s), arp))
     })?;
-    tokio::net::TcpListener::from_std(std_l)
+    Ok(Listener { tcp: tokio::net::TcpListener::from_std(std_l)?, arp: Arp(Arc::new(std::sync::Mutex::new(arp))) })
+}
+
+/// A namespace's IPv4 neighbour table, read again on every lookup (a read of a procfs file: no
+/// process per request, unlike `ip neigh`).
+#[derive(Clone)]
+struct Arp(Arc<std::sync::Mutex<std::fs::File>>);
+
+impl Arp {
+    /// The MAC the neighbour table has for `ip` on `bridge` (complete entries only).
+    fn mac(&self, bridge: &str, ip: Ipv4Addr) -> Option<String> {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        {
+            let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            f.rewind().ok()?;
+            f.read_to_string(&mut text).ok()?;
+        }
+        arp_mac(&text, bridge, ip)
+    }
+}
+
+/// The MAC of `ip` on `device` in the text of `/proc/net/arp` (columns: IP address, HW type,
+/// Flags, HW address, Mask, Device), if its entry is complete (flag `ATF_COM`, 0x2).
+fn arp_mac(text: &str, device: &str, ip: Ipv4Addr) -> Option<String> {
+    const ATF_COM: u32 = 0x2;
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [addr, _, flags, mac, _, dev] = f[..] else { return None };
+        let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()?;
+        (dev == device && addr.parse::<Ipv4Addr>().ok()? == ip && flags & ATF_COM != 0).then(|| mac.to_lowercase())
+    })
 }
 
 #[derive(Clone)]
 struct Ctx {
     bridge: String,
-    netns: Option<String>,
+    arp: Arp,
     leases: Arc<Leases>,
 }
 
 /// Serves until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, netns: Option<String>, bridge: String, leases: Arc<Leases>) {
-    let ctx = Ctx { bridge: bridge.clone(), netns, leases };
+pub async fn serve(listener: Listener, bridge: String, leases: Arc<Leases>) {
+    let ctx = Ctx { bridge: bridge.clone(), arp: listener.arp, leases };
     let app = axum::Router::new().fallback(handle).with_state(ctx);
-    if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
+    if let Err(e) = axum::serve(listener.tcp, app.into_make_service_with_connect_info::<SocketAddr>()).await {
         tracing::warn!(%bridge, "metadata service stopped: {e}");
     }
-}
-
-/// The MAC the bridge's neighbour table has for `ip`.
-async fn neighbour_mac(netns: Option<&str>, bridge: &str, ip: Ipv4Addr) -> Option<String> {
-    let mut args: Vec<String> = Vec::new();
-    if let Some(ns) = netns {
-        args.extend(["-n".into(), ns.into()]);
-    }
-    args.extend(["-j", "neigh", "show", "dev", bridge, "to", &ip.to_string()].map(String::from));
-    let out = crate::system::tool::run("ip", &args).await.ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()?.iter().find_map(|n| n["lladdr"].as_str().map(|s| s.to_lowercase()))
 }
 
 async fn handle(State(ctx): State<Ctx>, ConnectInfo(peer): ConnectInfo<SocketAddr>, uri: Uri) -> Response {
@@ -68,7 +99,7 @@ async fn handle(State(ctx): State<Ctx>, ConnectInfo(peer): ConnectInfo<SocketAdd
     let Some(md) = ctx.leases.metadata(&ctx.bridge, *peer.ip()) else {
         return (StatusCode::NOT_FOUND, "no instance has this address on this network\n").into_response();
     };
-    match neighbour_mac(ctx.netns.as_deref(), &ctx.bridge, *peer.ip()).await {
+    match ctx.arp.mac(&ctx.bridge, *peer.ip()) {
         Some(mac) if mac == md.mac => {}
         other => {
             tracing::warn!(bridge = %ctx.bridge, ip = %peer.ip(), seen = ?other, want = %md.mac, "metadata caller MAC mismatch");
@@ -185,6 +216,57 @@ pub fn render(md: &Metadata, path: &str) -> Option<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_neighbour_table_gives_complete_entries_on_the_bridge_only() {
+        let text = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                    10.30.0.5        0x1         0x2         52:54:00:AA:00:05     *        kbr-1\n\
+                    10.30.0.6        0x1         0x0         00:00:00:00:00:00     *        kbr-1\n\
+                    10.30.0.7        0x1         0x2         52:54:00:aa:00:07     *        kbr-2\n";
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(arp_mac(text, "kbr-1", ip("10.30.0.5")).as_deref(), Some("52:54:00:aa:00:05"));
+        assert_eq!(arp_mac(text, "kbr-1", ip("10.30.0.6")), None, "incomplete entry");
+        assert_eq!(arp_mac(text, "kbr-1", ip("10.30.0.7")), None, "another bridge");
+        assert_eq!(arp_mac(text, "kbr-2", ip("10.30.0.7")).as_deref(), Some("52:54:00:aa:00:07"));
+        assert_eq!(arp_mac("", "kbr-1", ip("10.30.0.5")), None);
+    }
+
+    /// The table opened inside a namespace is that namespace's, read again on every lookup.
+    #[test]
+    fn the_table_is_read_from_the_namespace_it_was_opened_in() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (a network namespace of its own)");
+        let ns = format!("kumo-arp-{}", std::process::id());
+        let ip = |args: &[&str]| assert!(std::process::Command::new("ip").args(args).status().unwrap().success());
+        ip(&["netns", "add", &ns]);
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let _del = Del(ns.clone());
+        ip(&["-n", &ns, "link", "add", "kbr-t", "type", "bridge"]);
+        ip(&["-n", &ns, "link", "set", "kbr-t", "up"]);
+        // Opened as `bind` opens it: on a thread inside the namespace, which then ends.
+        let file = super::super::netns::run_in(Some(&ns), || std::fs::File::open(ARP_TABLE)).unwrap();
+        let arp = Arp(Arc::new(std::sync::Mutex::new(file)));
+        assert_eq!(arp.mac("kbr-t", "10.99.0.2".parse().unwrap()), None);
+        ip(&[
+            "-n",
+            &ns,
+            "neigh",
+            "add",
+            "10.99.0.2",
+            "lladdr",
+            "52:54:00:12:34:56",
+            "dev",
+            "kbr-t",
+            "nud",
+            "permanent",
+        ]);
+        assert_eq!(arp.mac("kbr-t", "10.99.0.2".parse().unwrap()).as_deref(), Some("52:54:00:12:34:56"));
+    }
 
     #[test]
     fn both_layouts() {

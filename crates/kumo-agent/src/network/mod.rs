@@ -318,12 +318,7 @@ impl HostNet {
                 br.clone(),
                 Servers {
                     dhcp: tokio::spawn(dhcp::serve(sock, br.clone(), self.leases.clone())),
-                    metadata: tokio::spawn(metadata::serve(
-                        listener,
-                        self.netns.clone(),
-                        br.clone(),
-                        self.leases.clone(),
-                    )),
+                    metadata: tokio::spawn(metadata::serve(listener, br.clone(), self.leases.clone())),
                 },
             );
         }
