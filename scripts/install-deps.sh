@@ -13,6 +13,8 @@ PKGS="qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs kmod gzip socat i
 # images/debian/build.sh (debootstrap, GRUB for SeaBIOS, sfdisk) and its smoke.sh (config drives as
 # ISO 9660 or vfat, a DHCP server in a netns, ssh into the guest).
 PKGS="$PKGS debootstrap grub-pc-bin fdisk xorriso dosfstools mtools dnsmasq-base openssh-client"
+# kumo-bench's raw side (a metadata service in its namespace: python3 -m http.server).
+PKGS="$PKGS python3"
 
 for arg in "$@"; do
     case "$arg" in

@@ -15,10 +15,17 @@ pub const RAW_HOST_IP: &str = "10.77.0.1";
 /// The address the first raw guest (MAC [`RAW_FIRST_MAC`]) always gets.
 pub const RAW_FIRST_IP: &str = "10.77.0.10";
 const RAW_FIRST_MAC: &str = "52:54:00:6b:62:00";
-/// Where guests look for a metadata service. The raw side has none: this address on the
-/// namespace's loopback makes a guest's request refused at once (as by a host without the
-/// service) instead of unanswered until the guest's timeout.
+/// Where guests look for a metadata service. The raw side serves the same documents kumod's
+/// service gives a benchmark guest (see [`metadata_tree`]) with Python's `http.server`, bound to
+/// this address on the namespace's loopback, so a raw guest does the same work as kumod's.
 const METADATA_IP: &str = "169.254.169.254";
+/// The paths the tiny image's init asks for (images/tiny/init), in the EC2 layout.
+const METADATA_PATHS: &[&str] = &[
+    "/latest/meta-data/instance-id",
+    "/latest/meta-data/hostname",
+    "/latest/meta-data/public-keys/0/openssh-key",
+    "/latest/user-data",
+];
 
 /// A network namespace, deleted on drop with everything in it.
 #[derive(Debug)]
@@ -74,8 +81,9 @@ impl Drop for Reaped {
 /// The raw side's network (see the module docs).
 #[derive(Debug)]
 pub struct RawNet {
-    // Field order is drop order: dnsmasq stops before its namespace goes.
+    // Field order is drop order: dnsmasq and the metadata server stop before their namespace goes.
     _dnsmasq: Reaped,
+    _metadata: Reaped,
     pub ns: Netns,
     taps: AtomicU32,
 }
@@ -106,7 +114,9 @@ impl RawNet {
             .process_group(0)
             .spawn()
             .context("run dnsmasq (scripts/install-deps.sh installs it)")?;
-        Ok(RawNet { _dnsmasq: Reaped(child), ns, taps: AtomicU32::new(0) })
+        let dnsmasq = Reaped(child);
+        let metadata = serve_metadata(&ns, dir)?;
+        Ok(RawNet { _dnsmasq: dnsmasq, _metadata: metadata, ns, taps: AtomicU32::new(0) })
     }
 
     /// A new tap on the bridge, for one guest: the NIC to give it. The first one's guest gets
@@ -120,4 +130,53 @@ impl RawNet {
         self.ns.ip(&["link", "set", &tap, "up"])?;
         Ok(NicSpec { mac })
     }
+}
+
+/// Writes, under `root`, the documents kumod's metadata service gives a benchmark guest (created
+/// without SSH keys or user data: the key and the user data are not found there either), rendered
+/// by kumod's own function.
+fn metadata_tree(root: &Path) -> Result<()> {
+    let md = kumo_agent::network::metadata::Metadata {
+        instance_id: "01900000-0000-7000-8000-000000000000".into(),
+        hostname: "raw".into(),
+        local_ipv4: RAW_FIRST_IP.parse()?,
+        public_ipv4: None,
+        ssh_keys: Vec::new(),
+        user_data: None,
+        mac: RAW_FIRST_MAC.into(),
+    };
+    for path in METADATA_PATHS {
+        if let Some((_, body)) = kumo_agent::network::metadata::render(&md, path) {
+            let file = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(file.parent().context("a metadata path has a parent")?)?;
+            std::fs::write(file, body)?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts Python's `http.server` on 169.254.169.254:80 in `ns`, serving [`metadata_tree`], and
+/// waits until it listens.
+fn serve_metadata(ns: &Netns, dir: &Path) -> Result<Reaped> {
+    let root = dir.join("metadata");
+    metadata_tree(&root)?;
+    let log = std::fs::File::create(dir.join("metadata.log"))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-m", "http.server", "80", "--bind", METADATA_IP, "--directory"])
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("run python3 -m http.server (the raw side's metadata service)")?;
+    let child = Reaped(child);
+    for _ in 0..100 {
+        let out = Command::new("ip").args(["netns", "exec", &ns.0, "ss", "-Hltn", "sport = :80"]).output()?;
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return Ok(child);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bail!("the raw side's metadata server did not listen within 5 s (see {})", dir.join("metadata.log").display())
 }

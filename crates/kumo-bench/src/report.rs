@@ -67,7 +67,7 @@ fn title(text: &str) {
 pub fn networks(with_nic: bool) -> &'static str {
     if with_nic {
         "every guest has a NIC: kumod's on a VPC subnet of its data plane (its namespace, DHCP, metadata), \
-         raw QEMU's on a tap of a bridge with dnsmasq DHCP (no metadata service)"
+         raw QEMU's on a tap of a bridge with dnsmasq DHCP and the same metadata documents served by python3 http.server"
     } else {
         "--no-network: guests have no NIC (kumod without its data plane, raw QEMU without a tap)"
     }
