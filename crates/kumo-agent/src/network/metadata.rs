@@ -239,13 +239,7 @@ mod tests {
         let ns = format!("kumo-arp-{}", std::process::id());
         let ip = |args: &[&str]| assert!(std::process::Command::new("ip").args(args).status().unwrap().success());
         ip(&["netns", "add", &ns]);
-        struct Del(String);
-        impl Drop for Del {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
-            }
-        }
-        let _del = Del(ns.clone());
+        let _del = super::super::netns::TestNamespaces(vec![ns.clone()]);
         ip(&["-n", &ns, "link", "add", "kbr-t", "type", "bridge"]);
         ip(&["-n", &ns, "link", "set", "kbr-t", "up"]);
         // Opened as `bind` opens it: on a thread inside the namespace, which then ends.

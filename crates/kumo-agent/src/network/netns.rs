@@ -36,3 +36,16 @@ pub fn run_in<T: Send + 'static>(
     .join()
     .map_err(|_| std::io::Error::other("namespace thread panicked"))?
 }
+
+/// Network namespaces made by a test, deleted on drop (also when the test fails).
+#[cfg(test)]
+pub(crate) struct TestNamespaces(pub Vec<String>);
+
+#[cfg(test)]
+impl Drop for TestNamespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}

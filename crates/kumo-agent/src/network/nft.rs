@@ -503,6 +503,7 @@ pub async fn apply(netns: Option<&str>, rules: &Nftables<'static>) -> Result<(),
 
 #[cfg(test)]
 mod tests {
+    use super::super::netns::TestNamespaces;
     use super::*;
     use crate::network::{Metadata, NicNet, RuleNet, VpcNet};
 
@@ -690,13 +691,7 @@ mod tests {
             eprintln!("skipped: cannot create a network namespace (not root?)");
             return;
         }
-        struct Del(String);
-        impl Drop for Del {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
-            }
-        }
-        let _del = Del(ns.clone());
+        let _del = TestNamespaces(vec![ns.clone()]);
         apply(Some(&ns), &ruleset(&desired())).await.expect("nft accepts the ruleset");
         let out =
             std::process::Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "ruleset"]).output().unwrap();
@@ -713,16 +708,6 @@ mod tests {
         let gone =
             std::process::Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]).output().unwrap();
         assert!(!String::from_utf8_lossy(&gone.stdout).contains("kumo"));
-    }
-
-    /// Namespaces removed on drop (even when the test fails).
-    struct Namespaces(Vec<String>);
-    impl Drop for Namespaces {
-        fn drop(&mut self) {
-            for ns in &self.0 {
-                let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
-            }
-        }
     }
 
     fn run_in(ns: &str, args: &[&str]) {
@@ -806,7 +791,7 @@ mod tests {
             eprintln!("skipped: cannot create a network namespace (not root?)");
             return;
         }
-        let mut guard = Namespaces(vec![host.clone()]);
+        let mut guard = TestNamespaces(vec![host.clone()]);
         for g in [&g2, &g3] {
             assert!(std::process::Command::new("ip").args(["netns", "add", g]).status().expect("ip").success());
             guard.0.push(g.clone());
