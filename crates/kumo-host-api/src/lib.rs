@@ -9,10 +9,14 @@
 //!        │
 //!        ├── kumo_agent::LocalAgent    in-process: qemu/sim driver, storage pool, HostNet,
 //!        │                             backup target, qemu-img, quarantine
-//!        ├── JsonRoundTrip<A>          passes every argument and result through serde_json
-//!        │                             (tests prove the seam can cross a wire)
-//!        └── (later) a remote client   the same calls over the network, no control-plane change
+//!        └── every wire::Transport     carries a wire::Call and brings its Reply back:
+//!              ├── JsonRoundTrip<A>    through serde_json in process (tests prove the seam
+//!              │                       can cross a wire)
+//!              └── kumo_host_rpc::client::RemoteAgent   over HTTPS to a remote agent
 //! ```
+//!
+//! [`wire`] holds the seam as messages: one [`wire::Call`] per method, [`wire::dispatch`] for the
+//! serving side.
 //!
 //! Every argument and result is plain data (`Serialize + Deserialize`): ids, sizes, specs,
 //! desired states, reports. Nothing crosses as a path of the host, an object of the agent or a
@@ -29,6 +33,7 @@ pub mod compute;
 pub mod json;
 pub mod net;
 pub mod storage;
+pub mod wire;
 
 pub use compute::{
     BootSpec, GuestStatus, HostInfo, InstanceSample, InstanceSpec, IoLimits, NicSpec, SerialChunk, VolumeDisk,
