@@ -1,0 +1,122 @@
+//! The serving side of the host agent's API: an axum [`Router`] for an agent (authentication,
+//! `POST /agent/v1/call`, `GET /agent/v1/health`) and [`serve_tls`] to serve a router over TLS.
+//! See the crate docs for the protocol.
+
+use crate::{CALL_PATH, HEALTH_PATH};
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kumo_host_api::wire::{dispatch, Call};
+use kumo_host_api::HostAgent;
+use rand::RngCore;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// The largest call body accepted. Calls carry ids and specs, never bulk data; the largest is a
+/// host's whole desired network (every NIC with its metadata and user data).
+pub const MAX_CALL_BYTES: usize = 64 << 20;
+
+/// The API for `agent`, open to requests that carry `Authorization: Bearer SECRET`. An empty
+/// `secret` refuses every request.
+pub fn router(agent: Arc<dyn HostAgent>, secret: String) -> Router {
+    let secret: Arc<str> = secret.into();
+    Router::new()
+        .route(CALL_PATH, post(call))
+        .route(HEALTH_PATH, get(health))
+        .with_state(agent)
+        .layer(DefaultBodyLimit::max(MAX_CALL_BYTES))
+        // Outermost: nothing is read or called before the secret is checked.
+        .layer(middleware::from_fn_with_state(secret, authenticate))
+}
+
+/// A new random secret for [`router`]: 256 bits from the OS, as hex.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Serves `router` over TLS with `tls` on `listener` until `shutdown` (then open requests get 5
+/// s to finish). Handlers may read the peer's `ConnectInfo<SocketAddr>`.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // Open event streams never end by themselves: give requests a moment, then close.
+        stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    let listener = listener.into_std().context("the listener")?;
+    axum_server::from_tcp_rustls(listener, config)
+        .context("serve TLS on the listener")?
+        .handle(handle)
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .context("serving TLS")?;
+    Ok(())
+}
+
+/// A JSON error body: `{"error": "…"}`.
+fn refuse(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn authenticate(State(secret): State<Arc<str>>, req: Request, next: Next) -> Response {
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let ok = match given {
+        Some(given) => !secret.is_empty() && bool::from(given.as_bytes().ct_eq(secret.as_bytes())),
+        None => false,
+    };
+    if !ok {
+        let what = if given.is_some() { "a wrong secret" } else { "no bearer secret" };
+        tracing::warn!(path = %req.uri().path(), "host agent API: refused a request with {what}");
+        let mut resp = refuse(
+            StatusCode::UNAUTHORIZED,
+            format!("the host agent refuses a request with {what} (Authorization: Bearer SECRET)"),
+        );
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    next.run(req).await
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn call(State(agent): State<Arc<dyn HostAgent>>, body: Bytes) -> Response {
+    let call: Call = match serde_json::from_slice(&body) {
+        Ok(call) => call,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a call of the host agent API ({{\"call\": NAME, \"args\": {{…}}}}): {e}"),
+            )
+        }
+    };
+    let name = call.name();
+    tracing::debug!(call = name, "host agent call");
+    // In a task of its own: a caller that goes away (its timeout) does not cut a call half-way.
+    match tokio::spawn(async move { dispatch(&*agent, call).await }).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => {
+            tracing::error!(call = name, "host agent call failed: {e}");
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("{name}: the agent's task failed: {e}"))
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The host agent's API end to end: a `LocalAgent` on the sim driver served over TLS on
+//! 127.0.0.1 with a fresh self-signed certificate, called through `RemoteAgent`.
+
+use async_trait::async_trait;
+use kumo_agent::compute::sim::SimDriver;
+use kumo_agent::storage::quarantine::Quarantine;
+use kumo_agent::LocalAgent;
+use kumo_host_api::wire::{Call, Reply, Transport};
+use kumo_host_api::{BootSpec, GuestStatus, HostAgent, HostError, InstanceId, InstanceSpec};
+use kumo_host_rpc::client::RemoteAgent;
+use kumo_host_rpc::server::{new_secret, router, serve_tls};
+use kumo_host_rpc::tls::{self, SelfSigned};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An agent served on a port of its own, and what a client needs to reach it.
+struct Served {
+    base: String,
+    cert: SelfSigned,
+    secret: String,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Served {
+    fn client(&self) -> RemoteAgent {
+        RemoteAgent::new(&self.base, &self.cert.fingerprint, &self.secret).expect("client")
+    }
+
+    /// A plain reqwest client that trusts the agent's certificate (to send what RemoteAgent never would).
+    fn raw(&self) -> reqwest::Client {
+        let tls = tls::pinned_client_config(&self.cert.fingerprint, None).expect("tls");
+        reqwest::Client::builder().use_preconfigured_tls(tls).build().expect("reqwest")
+    }
+}
+
+async fn serve(agent: Option<Arc<dyn HostAgent>>) -> Served {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = agent.unwrap_or_else(|| {
+        let driver = Arc::new(SimDriver::new("h".into(), [4, 4096, 100, 0], Duration::ZERO));
+        let quarantine = Arc::new(Quarantine::new(dir.path().join("quarantine")));
+        Arc::new(LocalAgent::new(driver, dir.path(), quarantine))
+    });
+    let cert = tls::self_signed(&["127.0.0.1".into()]).expect("cert");
+    let secret = new_secret();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("https://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = router(agent, secret.clone());
+    let config = tls::server_config(&cert).expect("server config");
+    tokio::spawn(async move {
+        serve_tls(listener, app, config, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("serve")
+    });
+    Served { base, cert, secret, _dir: dir, _stop: stop }
+}
+
+fn spec() -> InstanceSpec {
+    InstanceSpec {
+        id: uuid::Uuid::new_v4(),
+        name: "web-1".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        disk_gib: 1,
+        image_disk: "/nonexistent/disk.qcow2".into(),
+        boot: BootSpec::Disk,
+        user_data: Some("#cloud-config\n".into()),
+        ssh_keys: vec![],
+        volumes: vec![],
+        nics: vec![],
+    }
+}
+
+fn unreachable(err: HostError) -> String {
+    match err {
+        HostError::Unreachable(m) => m,
+        other => panic!("not a transport error: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_instance_lives_its_life_through_the_remote_agent() {
+    let served = serve(None).await;
+    let agent = served.client();
+    agent.health().await.expect("health");
+    let info = agent.host_info().await.expect("host_info");
+    assert_eq!((info.name.as_str(), info.driver.as_str(), info.vcpus), ("h", "sim", 4));
+
+    let spec = spec();
+    let id = InstanceId::from(spec.id);
+    assert_eq!(agent.status(id).await, Ok(GuestStatus::Absent));
+    agent.provision(spec.clone()).await.expect("provision");
+    agent.start(spec.clone()).await.expect("start");
+    assert_eq!(agent.status(id).await, Ok(GuestStatus::Running));
+    assert_eq!(agent.list_instances().await, Ok(vec![id]));
+    let serial = agent.serial(id, 0, 4096).await.expect("serial");
+    assert!(String::from_utf8_lossy(&serial.bytes).contains("simulated guest 'web-1'"), "{serial:?}");
+    agent.stop(id, Duration::from_secs(1)).await.expect("stop");
+    assert_eq!(agent.status(id).await, Ok(GuestStatus::Provisioned));
+    // The host's own error keeps its kind: rebooting a guest that does not run.
+    let err = agent.reboot(id).await.expect_err("reboot of a stopped guest");
+    assert!(matches!(&err, HostError::Failed(m) if m.contains("not running")), "{err:?}");
+    agent.destroy(id).await.expect("destroy");
+    assert_eq!(agent.status(id).await, Ok(GuestStatus::Absent));
+}
+
+/// An agent that answers every call with the same reply (an agent by way of `Transport`).
+struct Answers(Reply<serde_json::Value>);
+
+#[async_trait]
+impl Transport for Answers {
+    async fn send(&self, _call: &Call) -> Result<Vec<u8>, HostError> {
+        Ok(serde_json::to_vec(&self.0).expect("encode"))
+    }
+}
+
+#[tokio::test]
+async fn not_found_keeps_its_kind_and_message() {
+    let missing = HostError::NotFound("volume v is not on this host".into());
+    let served = serve(Some(Arc::new(Answers(Reply::Err(missing.clone()))))).await;
+    assert_eq!(served.client().delete_volume(uuid::Uuid::new_v4().into()).await, Err(missing));
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_and_nothing_is_done() {
+    let served = serve(None).await;
+    let wrong = RemoteAgent::new(&served.base, &served.cert.fingerprint, "not-the-secret").expect("client");
+    let spec = spec();
+    let m = unreachable(wrong.provision(spec.clone()).await.expect_err("refused"));
+    assert!(m.contains("refused our secret") && m.contains("401"), "{m}");
+    assert!(wrong.health().await.is_err());
+    assert_eq!(served.client().status(spec.id.into()).await, Ok(GuestStatus::Absent));
+
+    // No secret at all, and a body that is not even a call: 401 before anything is read.
+    let resp = served.raw().post(format!("{}/agent/v1/call", served.base)).body("{").send().await.expect("send");
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(body["error"].as_str().expect("error").contains("no bearer secret"), "{body}");
+}
+
+#[tokio::test]
+async fn a_certificate_that_is_not_the_pinned_one_is_refused() {
+    let served = serve(None).await;
+    let other = tls::self_signed(&["127.0.0.1".into()]).expect("cert");
+    let agent = RemoteAgent::new(&served.base, &other.fingerprint, &served.secret).expect("client");
+    let m = unreachable(agent.host_info().await.expect_err("refused"));
+    assert!(m.contains("TLS with the host agent") && m.contains("not the pinned"), "{m}");
+    assert!(m.contains(&other.fingerprint) && m.contains(&served.cert.fingerprint), "{m}");
+}
+
+#[tokio::test]
+async fn a_malformed_call_is_400_and_nothing_is_called() {
+    let served = serve(None).await;
+    let url = format!("{}/agent/v1/call", served.base);
+    let post = |body: &'static str| served.raw().post(&url).bearer_auth(&served.secret).body(body).send();
+    for (body, says) in [
+        ("not json", "expected ident"),
+        (r#"{"call":"format_host","args":{}}"#, "unknown variant `format_host`"),
+        (r#"{"call":"reboot","args":{"id":"nope"}}"#, "UUID"),
+    ] {
+        let resp = post(body).await.expect("send");
+        assert_eq!(resp.status(), 400, "{body}");
+        let answer: serde_json::Value = resp.json().await.expect("json");
+        let error = answer["error"].as_str().expect("error");
+        assert!(error.contains("not a call of the host agent API") && error.contains(says), "{body}: {error}");
+    }
+    // Well-formed, by hand: the answer is the wire's reply.
+    let resp = post(r#"{"call":"list_instances","args":{}}"#).await.expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<serde_json::Value>().await.expect("json"), serde_json::json!({"ok": []}));
+}
+
+#[tokio::test]
+async fn an_agent_that_is_not_there_is_unreachable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let fingerprint = tls::self_signed(&["127.0.0.1".into()]).expect("cert").fingerprint;
+    let agent = RemoteAgent::new(&format!("https://{addr}"), &fingerprint, "s").expect("client");
+    let m = unreachable(agent.host_info().await.expect_err("down"));
+    assert!(m.starts_with("host_info: cannot connect to the host agent at https://127.0.0.1:"), "{m}");
+}
+
+#[test]
+fn addresses_and_fingerprints_are_checked_up_front() {
+    let fp = vec!["AB"; 32].join(":");
+    assert!(RemoteAgent::new("http://10.0.0.1:7401", &fp, "s").is_err());
+    assert!(RemoteAgent::new("https://10.0.0.1:7401/x", &fp, "s").is_err());
+    assert!(RemoteAgent::new("https://10.0.0.1:7401", "abcd", "s").is_err());
+    assert!(RemoteAgent::new("https://10.0.0.1:7401", &fp, "").is_err());
+    let agent = RemoteAgent::new("https://10.0.0.1:7401/", &fp, "s").expect("ok");
+    assert_eq!(agent.base(), "https://10.0.0.1:7401");
+}
