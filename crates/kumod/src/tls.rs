@@ -1,6 +1,8 @@
 //! HTTPS for kumod: the TLS flags, the certificate (given PEM files, or a self-signed one made at
 //! first start into `DATA_DIR/tls/` and reused afterwards), its SHA-256 fingerprint, and serving
-//! the API + dashboard over TLS (axum-server with rustls on the ring provider).
+//! the API + dashboard over TLS. The certificate machinery (self-signed certificates,
+//! fingerprints, the rustls configuration, serving over TLS) is shared with the host agent's API:
+//! `kumo_host_rpc::tls` and `kumo_host_rpc::server::serve_tls`.
 //!
 //! Policy: on a loopback address kumod serves plain HTTP unless asked for TLS (same machine: a
 //! TLS-terminating proxy, the test harness). On any other address it serves TLS — with a
@@ -14,15 +16,13 @@ use axum::http::{header, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use kumo_control::App;
+use kumo_host_rpc::tls::{fingerprint, load_or_make, private_dir, server_config, server_config_for, write_atomic};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// TLS flags of `kumod` (flattened at the end of its run arguments).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -116,25 +116,9 @@ impl ServerTls {
     fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, source: String) -> anyhow::Result<Self> {
         let Some(leaf) = chain.first() else { bail!("the {source} holds no certificate") };
         let fingerprint = fingerprint(leaf);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?
-            .with_no_client_auth()
-            // rustls checks here that the key belongs to the certificate.
-            .with_single_cert(chain, key)
-            .with_context(|| format!("the {source} and its key cannot be used together"))?;
-        // The API is served over HTTP/1.1 (as on plain HTTP; server-sent events).
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(ServerTls { config: Arc::new(config), fingerprint, source })
+        let config = server_config_for(chain, key).with_context(|| format!("the {source}"))?;
+        Ok(ServerTls { config, fingerprint, source })
     }
-}
-
-/// SHA-256 of a DER certificate as upper-case hex pairs joined by colons (as `openssl x509
-/// -fingerprint -sha256` and browsers show it).
-pub fn fingerprint(cert: &[u8]) -> String {
-    let digest = Sha256::digest(cert);
-    digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 /// Names of the self-signed certificate: the listen IP (unless it is a wildcard), localhost,
@@ -162,46 +146,13 @@ fn names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
     names
 }
 
-/// Loads `dir/{cert,key}.pem`, or makes them when either is missing. The names it was made for
-/// are kept in `dir/names`; a start with other names keeps the certificate (its fingerprint is
-/// what clients pinned) and says how to get a new one.
+/// The self-signed certificate of `dir` (made at the first start, reused afterwards; see
+/// `kumo_host_rpc::tls::load_or_make`).
 fn self_signed(dir: &Path, names: &[String]) -> anyhow::Result<ServerTls> {
-    private_dir(dir)?;
-    let (cert_path, key_path, names_path) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("names"));
-    if !(cert_path.exists() && key_path.exists()) {
-        let key = rcgen::KeyPair::generate().context("generate the TLS key")?;
-        let mut params = rcgen::CertificateParams::new(names.to_vec())
-            .with_context(|| format!("a certificate for the names {names:?}"))?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, format!("kumod {}", names.join(" ")));
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(1);
-        params.not_after = now + time::Duration::days(3650);
-        let cert = params.self_signed(&key).context("self-sign the TLS certificate")?;
-        // Key first: a crash between the two leaves no certificate, so the next start makes both.
-        write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_atomic(&names_path, format!("{}\n", names.join("\n")).as_bytes(), 0o644)?;
-        write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
-        tracing::info!(names = ?names, "made a self-signed TLS certificate in {}", dir.display());
-    } else {
-        fix_key_mode(&key_path)?;
-        let made_for: Vec<String> =
-            std::fs::read_to_string(&names_path).unwrap_or_default().lines().map(str::to_string).collect();
-        let missing: Vec<&String> = names.iter().filter(|n| !made_for.contains(n)).collect();
-        if !missing.is_empty() {
-            tracing::warn!(
-                "the self-signed certificate in {} does not name {missing:?}; clients that check names \
-                 (--ca-cert) will refuse those. Pinned clients (--fingerprint) are unaffected. To make a new \
-                 certificate, stop kumod, delete that directory and start again (clients must trust the new one).",
-                dir.display()
-            );
-        }
-    }
-    ServerTls::new(
-        read_chain(&cert_path)?,
-        read_key(&key_path)?,
-        format!("self-signed certificate {}", cert_path.display()),
-    )
+    let made = load_or_make(dir, names)?;
+    let config = server_config(&made).with_context(|| format!("the self-signed certificate in {}", dir.display()))?;
+    let source = format!("self-signed certificate {}", dir.join("cert.pem").display());
+    Ok(ServerTls { config, fingerprint: made.fingerprint, source })
 }
 
 fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -229,37 +180,6 @@ fn warn_if_key_readable(path: &Path) {
     }
 }
 
-/// Our own key must be owner-only; a looser mode (copied around, restored from a backup) is fixed.
-fn fix_key_mode(path: &Path) -> anyhow::Result<()> {
-    let mode = std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?.permissions().mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!("the TLS key {} had mode {:o}; set to 600", path.display(), mode & 0o777);
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("chmod 600 {}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod 700 {}", dir.display()))
-}
-
-/// Writes through a temporary file created with `mode` and renamed over `path`, so a crash
-/// leaves either the old file or the whole new one, and a key is never briefly world-readable.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().with_context(|| format!("write {}", path.display()))
-}
-
 /// Serves the API and the dashboard on `listener` until `shutdown`: over TLS when `tls` is set.
 pub async fn serve(
     app: Arc<App>,
@@ -271,19 +191,7 @@ pub async fn serve(
         return Ok(kumo_control::http::serve_with(app, kumo_web::router(), listener, shutdown).await?);
     };
     let router = kumo_control::http::router_with(app, kumo_web::router()).layer(axum::middleware::from_fn(mark_https));
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        // Open event streams never end by themselves: give requests a moment, then close.
-        stopper.graceful_shutdown(Some(Duration::from_secs(5)));
-    });
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
-    axum_server::from_tcp_rustls(listener.into_std()?, config)?
-        .handle(handle)
-        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-        .await?;
-    Ok(())
+    kumo_host_rpc::server::serve_tls(listener, router, tls.config, shutdown).await
 }
 
 /// Gives the request the `https` scheme in its URI (as RFC 9112 §3.3 reconstructs the target),
@@ -340,22 +248,6 @@ mod tests {
         assert_eq!(n.iter().filter(|x| *x == "localhost").count(), 1);
         let wild = names(addr("0.0.0.0:7400"), &[]);
         assert!(!wild.contains(&"0.0.0.0".to_string()), "{wild:?}");
-    }
-
-    #[test]
-    fn the_self_signed_certificate_is_made_once_with_a_private_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tls_dir = dir.path().join("tls");
-        let first = self_signed(&tls_dir, &["127.0.0.1".into(), "localhost".into()]).expect("make");
-        let mode = std::fs::metadata(tls_dir.join("key.pem")).expect("key").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
-        // Loosened by hand: fixed at the next load, and the same certificate comes back.
-        std::fs::set_permissions(tls_dir.join("key.pem"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let again = self_signed(&tls_dir, &["127.0.0.1".into(), "kumo.example".into()]).expect("load");
-        assert_eq!(again.fingerprint, first.fingerprint);
-        let mode = std::fs::metadata(tls_dir.join("key.pem")).expect("key").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
     }
 
     #[test]

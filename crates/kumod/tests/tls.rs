@@ -137,12 +137,10 @@ fn self_signed_certificate_is_served_pinned_and_kept_across_restarts() {
 #[test]
 fn given_certificate_files_are_served() {
     let files = tempfile::tempdir().expect("tempdir");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-    let cert = params.self_signed(&key).expect("cert");
+    let cert = kumo_host_rpc::tls::self_signed(&["127.0.0.1".to_string()]).expect("cert");
     let (cert_path, key_path) = (files.path().join("server.crt"), files.path().join("server.key"));
-    std::fs::write(&cert_path, cert.pem()).expect("write cert");
-    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    std::fs::write(&cert_path, &cert.cert_pem).expect("write cert");
+    std::fs::write(&key_path, &cert.key_pem).expect("write key");
 
     let k =
         Kumod::sim(&["--tls-cert", cert_path.to_str().expect("utf-8"), "--tls-key", key_path.to_str().expect("utf-8")]);
