@@ -46,9 +46,13 @@ enum DriverKind {
 enum AgentAdapter {
     /// Directly, in process.
     Direct,
-    /// Through a JSON round trip of every call's arguments and result: proves the host-agent seam
-    /// can cross a wire (tests; see kumo_host_api::JsonRoundTrip).
+    /// Through a JSON round trip of every call and its answer: proves the host-agent seam can
+    /// cross a wire (tests; see kumo_host_api::JsonRoundTrip).
     Json,
+    /// Over HTTPS, as a controller reaches a remote host: the local agent is served on a loopback
+    /// port (a fresh self-signed certificate, a random secret) and the control plane calls it
+    /// through a `RemoteAgent` pinned to that certificate (tests; see kumo-host-rpc).
+    Http,
 }
 
 #[derive(clap::Args, Debug)]
@@ -119,7 +123,8 @@ struct RunArgs {
     #[arg(long, env = "KUMOD_HOST_NETWORK")]
     host_network: bool,
 
-    /// How the control plane holds the local agent (`json`: every call round-trips through JSON).
+    /// How the control plane holds the local agent (`json`: every call round-trips through JSON;
+    /// `http`: every call goes over HTTPS to the agent served on a loopback port).
     #[arg(long, env = "KUMOD_AGENT_ADAPTER", value_enum, default_value = "direct", hide = true)]
     agent_adapter: AgentAdapter,
     /// The operator's public IPv4 pool for floating IPs, e.g. 203.0.113.0/24 (its first address
@@ -404,6 +409,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let agent: Arc<dyn HostAgent> = match args.agent_adapter {
         AgentAdapter::Direct => Arc::new(local),
         AgentAdapter::Json => Arc::new(JsonRoundTrip(local)),
+        AgentAdapter::Http => Arc::new(serve_agent_on_loopback(Arc::new(local)).await?),
     };
     let app = App::open(store, agent, quarantine, config).await?;
     // Leftovers of a crash, before anything new is made (nothing is in flight yet).
@@ -429,6 +435,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tls::serve(app, listener, tls, shutdown_signal()).await?;
     tracing::info!("kumod stopped; guests keep running and are found again at the next start");
     Ok(())
+}
+
+/// Serves `agent`'s API over HTTPS on a free loopback port, with a fresh self-signed certificate
+/// and a random secret, for as long as kumod runs; returns the client the control plane holds.
+async fn serve_agent_on_loopback(agent: Arc<dyn HostAgent>) -> anyhow::Result<kumo_host_rpc::client::RemoteAgent> {
+    use kumo_host_rpc::{server, tls};
+    let cert = tls::self_signed(&["127.0.0.1".to_string()])?;
+    let secret = server::new_secret();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("listen for the host agent's API")?;
+    let base = format!("https://{}", listener.local_addr()?);
+    let router = server::router(agent, secret.clone());
+    let config = tls::server_config(&cert)?;
+    tokio::spawn(async move {
+        // No shutdown of its own: the agent serves the control plane until the process ends.
+        if let Err(e) = server::serve_tls(listener, router, config, std::future::pending()).await {
+            tracing::error!("the host agent's API stopped: {e:#}");
+        }
+    });
+    let remote = kumo_host_rpc::client::RemoteAgent::new(&base, &cert.fingerprint, &secret)?;
+    remote.health().await.context("the host agent's API on loopback")?;
+    tracing::info!(fingerprint = %cert.fingerprint, "the control plane reaches the local agent over HTTPS at {base}");
+    Ok(remote)
 }
 
 async fn shutdown_signal() {

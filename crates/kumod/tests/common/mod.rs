@@ -39,19 +39,23 @@ pub fn on_postgres() -> bool {
     }
 }
 
-/// The environment variable that picks how each kumod of the tests holds its host agent: `json`
-/// passes every call's arguments and result through a JSON round trip (`kumod --agent-adapter
-/// json`, see kumo_host_api::JsonRoundTrip), proving the control plane / host seam can cross a
-/// wire; unset or `direct`, in process. scripts/test.sh runs the sim-driver API suites both ways.
+/// The environment variable that picks how each kumod of the tests holds its host agent: `http`
+/// serves the agent's API on a loopback port and calls it over HTTPS (`kumod --agent-adapter
+/// http`, see kumo-host-rpc), proving the control plane / host seam crosses the network as a
+/// remote host's would; `json` passes every call and its answer through a JSON round trip in
+/// process (`--agent-adapter json`, kumo_host_api::JsonRoundTrip); unset or `direct`, in process.
+/// scripts/test.sh runs the sim-driver API suites directly and over `http`.
 pub const AGENT_ENV: &str = "KUMO_TEST_AGENT";
 
 /// The `--agent-adapter` of the tests' kumod processes (KUMO_TEST_AGENT). Any other value than
-/// `json`, `direct` or nothing fails the test: a typo must not silently test the direct path.
+/// `http`, `json`, `direct` or nothing fails the test: a typo must not silently test the direct
+/// path.
 pub fn agent_adapter() -> &'static str {
     match std::env::var(AGENT_ENV).as_deref() {
+        Ok("http") => "http",
         Ok("json") => "json",
         Ok("direct") | Ok("") | Err(std::env::VarError::NotPresent) => "direct",
-        Ok(other) => panic!("{AGENT_ENV}={other}: use `json` or `direct`"),
+        Ok(other) => panic!("{AGENT_ENV}={other}: use `http`, `json` or `direct`"),
         Err(e) => panic!("{AGENT_ENV}: {e}"),
     }
 }
