@@ -1,8 +1,9 @@
 //! [`JsonRoundTrip`]: a [`HostAgent`] adapter that sends every call through the wire format of
-//! [`crate::wire`] in process: the [`Call`] to JSON text and back, then the agent's [`Reply`] to
-//! JSON text and back. It changes nothing when the seam is sound; a field that does not survive
-//! the trip breaks the tests that run on it (`kumod --agent-adapter json`, `KUMO_TEST_AGENT=json`;
-//! see scripts/test.sh). The HTTPS transport (`kumo-host-rpc`) carries the same bytes.
+//! [`crate::wire`] in process: the [`Call`] to JSON text and back, then the agent's
+//! [`Reply`](crate::wire::Reply) to JSON text and back. It changes nothing when the seam is sound;
+//! a field that does not survive the trip breaks the tests that run on it (`kumod --agent-adapter
+//! json`, `KUMO_TEST_AGENT=json`). The HTTPS transport (`kumo-host-rpc`, `--agent-adapter http`,
+//! the second pass of scripts/test.sh) carries the same bytes over a socket, so it covers this too.
 //!
 //! Bulk data is not part of a call (backups and image files are artifacts named by id; see
 //! [`crate::storage`]): moving them is the transport's job, so this adapter has none to pass.
