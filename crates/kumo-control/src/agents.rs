@@ -2,42 +2,128 @@
 //!
 //! Each entry is a [`HostAgent`] (see `kumo-host-api`): plain data in, plain data out, so an entry
 //! may be the agent in this process (`kumo_agent::LocalAgent`, the all-in-one `kumod`), the same
-//! wrapped in a JSON round trip (`kumod --agent-adapter json`, the seam's test), or — with the
-//! cluster work — a client of a remote agent, with no change here or in the callers. Today the map
-//! has one entry: the local host, under the id it registered with.
+//! wrapped in a JSON round trip or served over HTTPS and called back (`kumod --agent-adapter
+//! json|http`, the seam's tests), or a client of a remote agent (`kumod controller`: one entry per
+//! joined host, kept in step with the store by [`HostAgents::sync`]). Callers do not know which.
+//!
+//! The all-in-one `kumod` has a **local** host: its own machine, where volumes, backups and image
+//! files live ([`HostAgents::local`]). A controller has none; what needs the local host's storage
+//! answers that it is not available there (see [`crate::App::agent`]).
 
-use kumo_host_api::HostAgent;
+use kumo_host_api::{HostAgent, HostError};
 use kumo_types::HostId;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+/// Where and how a joined host's agent is reached (what the store holds about it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEndpoint {
+    pub id: HostId,
+    pub name: String,
+    /// Base URL of its API, e.g. `https://10.77.0.2:7401`.
+    pub address: String,
+    /// SHA-256 of its TLS certificate (`AB:CD:…`), pinned by the client.
+    pub fingerprint: String,
+    /// The bearer secret a controller presents to it.
+    pub secret: String,
+}
+
+/// Makes the client of a joined host's agent.
+pub type Connect = dyn Fn(&AgentEndpoint) -> anyhow::Result<Arc<dyn HostAgent>> + Send + Sync;
+
+struct Remote {
+    /// What the client was made from: a change (new address, certificate, secret) makes a new one.
+    endpoint: AgentEndpoint,
+    agent: Arc<dyn HostAgent>,
+}
 
 /// Host id → agent handle.
 pub struct HostAgents {
-    local: HostId,
-    by_host: BTreeMap<HostId, Arc<dyn HostAgent>>,
+    local: Option<(HostId, Arc<dyn HostAgent>)>,
+    remote: RwLock<BTreeMap<HostId, Remote>>,
+    connect: Option<Box<Connect>>,
 }
 
 impl HostAgents {
-    /// The agents of a control plane whose local host is `local`.
+    /// The agents of the all-in-one control plane: its local host `local` alone.
     pub fn new(local: HostId, agent: Arc<dyn HostAgent>) -> HostAgents {
-        HostAgents { local, by_host: BTreeMap::from([(local, agent)]) }
+        HostAgents { local: Some((local, agent)), remote: RwLock::default(), connect: None }
+    }
+
+    /// The agents of a controller: no local host; joined hosts are reached through clients made by
+    /// `connect` (see [`HostAgents::sync`]).
+    pub fn remote(connect: Box<Connect>) -> HostAgents {
+        HostAgents { local: None, remote: RwLock::default(), connect: Some(connect) }
     }
 
     /// The agent of a host, if the control plane has one for it.
-    pub fn get(&self, host: HostId) -> Option<&dyn HostAgent> {
-        self.by_host.get(&host).map(|a| a.as_ref())
+    pub fn get(&self, host: HostId) -> Option<Arc<dyn HostAgent>> {
+        if let Some((id, agent)) = &self.local {
+            if *id == host {
+                return Some(agent.clone());
+            }
+        }
+        self.remote.read().unwrap_or_else(|p| p.into_inner()).get(&host).map(|r| r.agent.clone())
     }
 
-    /// The local host's agent (always present: it is added at construction and never removed).
-    pub fn local(&self) -> &dyn HostAgent {
-        match self.by_host.get(&self.local) {
-            Some(a) => a.as_ref(),
-            None => unreachable!("the local host's agent is in the map from construction"),
-        }
+    /// The agent of a host, or the error a caller reports when it has none (the host is not
+    /// joined, or this controller has not seen it yet).
+    pub fn require(&self, host: HostId) -> Result<Arc<dyn HostAgent>, HostError> {
+        self.get(host).ok_or_else(|| HostError::Unreachable(format!("no agent is known for host {host}")))
+    }
+
+    /// The local host: its id and agent (the all-in-one `kumod`), None on a controller.
+    pub fn local(&self) -> Option<(HostId, &Arc<dyn HostAgent>)> {
+        self.local.as_ref().map(|(id, a)| (*id, a))
     }
 
     /// Ids of every host with an agent.
-    pub fn hosts(&self) -> impl Iterator<Item = HostId> + '_ {
-        self.by_host.keys().copied()
+    pub fn hosts(&self) -> Vec<HostId> {
+        let mut out: Vec<HostId> = self.local.iter().map(|(id, _)| *id).collect();
+        out.extend(self.remote.read().unwrap_or_else(|p| p.into_inner()).keys().copied());
+        out
+    }
+
+    /// Brings the remote entries in step with the joined hosts of the store: a client for every
+    /// new host or changed endpoint, none for a host that left. Returns how many entries changed.
+    /// A host whose client cannot be made is left out (and logged); the next sync tries again.
+    pub fn sync(&self, endpoints: Vec<AgentEndpoint>) -> usize {
+        let Some(connect) = &self.connect else { return 0 };
+        let mut map = self.remote.write().unwrap_or_else(|p| p.into_inner());
+        let mut changed = 0;
+        let live: std::collections::HashSet<HostId> = endpoints.iter().map(|e| e.id).collect();
+        let before = map.len();
+        map.retain(|id, _| live.contains(id));
+        changed += before - map.len();
+        for e in endpoints {
+            if map.get(&e.id).is_some_and(|r| r.endpoint == e) {
+                continue;
+            }
+            match connect(&e) {
+                Ok(agent) => {
+                    tracing::info!(host = %e.id, name = %e.name, address = %e.address, "host agent connected");
+                    map.insert(e.id, Remote { endpoint: e, agent });
+                    changed += 1;
+                }
+                Err(err) => tracing::warn!(host = %e.id, name = %e.name, "cannot make a client for the host's agent: {err:#}"),
+            }
+        }
+        changed
+    }
+}
+
+/// What [`crate::App::agent`] answers with on a controller: volumes, backups and image files live
+/// on the all-in-one `kumod`'s own host, and a cluster has no such host (they need storage every
+/// host reaches, which comes with Ceph). Every call fails saying so; none touches anything.
+pub struct NoLocalHost;
+
+pub const NO_LOCAL_HOST: &str = "this needs the host's own storage (volumes, backups, image files), which a cluster \
+     controller does not have yet: run it on the all-in-one kumod (shared storage for clusters comes with Ceph)";
+
+#[async_trait::async_trait]
+impl kumo_host_api::wire::Transport for NoLocalHost {
+    async fn send(&self, _call: &kumo_host_api::wire::Call) -> kumo_host_api::Result<Vec<u8>> {
+        let reply = kumo_host_api::wire::Reply::<()>::Err(HostError::Failed(NO_LOCAL_HOST.into()));
+        serde_json::to_vec(&reply).map_err(|e| HostError::Failed(e.to_string()))
     }
 }

@@ -54,7 +54,8 @@ pub struct ControlConfig {
     /// Reverse proxies whose forwarded-client headers are believed (`--trusted-proxy`,
     /// `--forwarded-header`); see [`http::forwarded`].
     pub trusted_proxies: http::forwarded::TrustedProxies,
-    /// This host's stable id (`DATA_DIR/host-id`; see [`identity`]).
+    /// This host's stable id (`DATA_DIR/host-id`; see [`identity`]); on a controller, which has no
+    /// host of its own, an id no host row has.
     pub host_id: HostId,
     /// How long quarantined leaks and orphans are kept before they are deleted (`--quarantine-days`).
     pub quarantine_grace: Duration,
@@ -82,10 +83,15 @@ impl ControlConfig {
 /// Everything a request handler or background task needs.
 pub struct App {
     pub store: Store,
-    /// The hosts' agents, by host id (today the local host's alone); see [`agents`].
+    /// The hosts' agents, by host id; see [`agents`].
     pub hosts: agents::HostAgents,
-    /// The id of the local host's row.
-    pub host_id: HostId,
+    /// The hosts task of a controller (agent clients, the background lease); see
+    /// [`background::hosts`].
+    pub hosts_sync: background::Handle,
+    /// Whether this process does the background work (always, for the all-in-one `kumod`).
+    pub leadership: background::hosts::Leadership,
+    /// The placeholder [`App::agent`] answers with on a controller (no local host).
+    no_local_host: Arc<dyn HostAgent>,
     pub config: ControlConfig,
     pub tokens: context::TokenCache,
     /// Recent failed logins, for brute-force protection.
@@ -125,9 +131,19 @@ pub struct App {
 }
 
 impl App {
-    /// The local host's agent (the one host of the all-in-one `kumod`).
+    /// The local host's agent (the one host of the all-in-one `kumod`), where volumes, backups
+    /// and image files live. On a controller (no local host) every call of it fails with a message
+    /// saying so: those need storage a cluster shares, which comes with Ceph.
     pub fn agent(&self) -> &dyn HostAgent {
-        self.hosts.local()
+        match self.hosts.local() {
+            Some((_, a)) => a.as_ref(),
+            None => self.no_local_host.as_ref(),
+        }
+    }
+
+    /// The local host's id (the all-in-one `kumod`); None on a controller.
+    pub fn local_host(&self) -> Option<HostId> {
+        self.hosts.local().map(|(id, _)| id)
     }
 
     /// Opens the control plane: registers the local host (described by its `agent`), seeds the
@@ -141,6 +157,31 @@ impl App {
         config: ControlConfig,
     ) -> anyhow::Result<Arc<App>> {
         let host_id = app::hosts::register(&store, agent.as_ref(), &config).await?;
+        let hosts = agents::HostAgents::new(host_id, agent);
+        App::with_hosts(store, hosts, background::hosts::Leadership::alone(), quarantine, config).await
+    }
+
+    /// Opens a controller's control plane: no local host; the joined hosts' agents are reached
+    /// through clients made by `connect` (see [`agents::HostAgents::sync`] and
+    /// [`background::hosts`]). `quarantine` is the controller's data directory's (nothing of a
+    /// guest is ever put there: leaks are quarantined on their host).
+    pub async fn open_controller(
+        store: Store,
+        connect: Box<agents::Connect>,
+        quarantine: Arc<kumo_agent::storage::quarantine::Quarantine>,
+        config: ControlConfig,
+    ) -> anyhow::Result<Arc<App>> {
+        let leadership = background::hosts::Leadership::controller(format!("controller-{}", uuid::Uuid::now_v7()));
+        App::with_hosts(store, agents::HostAgents::remote(connect), leadership, quarantine, config).await
+    }
+
+    async fn with_hosts(
+        store: Store,
+        hosts: agents::HostAgents,
+        leadership: background::hosts::Leadership,
+        quarantine: Arc<kumo_agent::storage::quarantine::Quarantine>,
+        config: ControlConfig,
+    ) -> anyhow::Result<Arc<App>> {
         {
             let mut tx = store.begin().await?;
             kumo_store::instance_types::seed_defaults(&mut tx).await?;
@@ -149,8 +190,10 @@ impl App {
         app::tokens::bootstrap_admin_token(&store, &config.data_dir).await?;
         Ok(Arc::new(App {
             store,
-            hosts: agents::HostAgents::new(host_id, agent),
-            host_id,
+            hosts,
+            hosts_sync: background::Handle::new("hosts"),
+            leadership,
+            no_local_host: Arc::new(agents::NoLocalHost),
             tokens: context::TokenCache::default(),
             logins: app::login::LoginLimiter::default(),
             reconciler: background::Handle::new("instances"),

@@ -31,6 +31,7 @@
 
 pub mod compute;
 pub mod json;
+pub mod membership;
 pub mod net;
 pub mod storage;
 pub mod wire;

@@ -27,6 +27,7 @@ pub mod hosts;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
+pub mod leases;
 mod lookup;
 pub mod members;
 pub mod metering;

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod agent;
+mod controller;
 mod tls;
 
 #[derive(Parser, Debug)]
@@ -31,6 +33,12 @@ struct Cli {
 enum Command {
     /// Print the OpenAPI document of the REST API.
     Openapi,
+    /// Run a controller of a cluster: the REST API and the background work, on a shared database
+    /// (PostgreSQL), reaching the hosts' agents over the network; no guest runs here.
+    Controller(RunArgs),
+    /// Run a host's agent: joins a cluster's controllers (once, with a join token), serves them
+    /// the host-agent API over HTTPS, renews its lease and fences itself when it cannot.
+    Agent(agent::AgentArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -56,7 +64,7 @@ enum AgentAdapter {
 }
 
 #[derive(clap::Args, Debug)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// Data directory: database, images, instance disks and run directories, admin token.
     #[arg(long, env = "KUMOD_DATA_DIR", default_value = "/var/lib/kumo")]
     data_dir: PathBuf,
@@ -191,7 +199,11 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(run(cli.run))
+    match cli.command {
+        Some(Command::Controller(args)) => rt.block_on(controller::run(args)),
+        Some(Command::Agent(args)) => rt.block_on(agent::run(args)),
+        _ => rt.block_on(run(cli.run)),
+    }
 }
 
 /// Holds an exclusive lock on the data directory for the life of the process: two kumods on one
@@ -217,7 +229,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(f)
 }
 
-fn host_name(args: &RunArgs) -> String {
+pub(crate) fn host_name(args: &RunArgs) -> String {
     args.host_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_lowercase())
@@ -317,7 +329,9 @@ fn check_master_key(data_dir: &Path, master: &MasterKey) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+/// What every role does first with its data directory: owner-only files, the directory made and
+/// locked (one process per data directory), the user QEMU runs as.
+pub(crate) fn prepare_data_dir(args: &RunArgs) -> anyhow::Result<(PathBuf, std::fs::File)> {
     // Everything kumod, QEMU and qemu-img create is owner-only (see kumo_control::modes).
     // SAFETY: umask(2) cannot fail.
     unsafe {
@@ -328,30 +342,54 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.qemu_user.is_empty() {
         kumo_agent::compute::confine::set_user_name(&args.qemu_user);
     }
-    let _lock = lock_data_dir(&data_dir)?;
-    // Before anything starts, so an unusable certificate refuses the start.
-    let tls = tls::setup(&args.tls, args.listen, &data_dir)?;
+    let lock = lock_data_dir(&data_dir)?;
+    Ok((data_dir, lock))
+}
+
+/// Opens the store of a control plane (all-in-one or controller) and checks that it and the data
+/// directory belong to the same cloud.
+pub(crate) async fn open_store(args: &RunArgs, data_dir: &Path) -> anyhow::Result<kumo_store::Store> {
     let db_url = args.database.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kumo.db").display()));
     let store = kumo_store::Store::open(&db_url)
         .await
         .with_context(|| format!("open database {}", kumo_control::identity::redact(&db_url)))?;
     // Before anything acts on the data directory: is this store its own, and which host is this?
-    kumo_control::identity::check_cloud(&store, &data_dir, &db_url).await?;
-    let master = master_key(&args, &data_dir)?;
-    check_master_key(&data_dir, &master)?;
-    let fixed = kumo_control::modes::secure(&data_dir);
+    kumo_control::identity::check_cloud(&store, data_dir, &db_url).await?;
+    Ok(store)
+}
+
+/// The host's master key, checked against the encrypted volumes it must open; then the data
+/// directory's modes are fixed.
+pub(crate) fn master_key_checked(args: &RunArgs, data_dir: &Path) -> anyhow::Result<MasterKey> {
+    let master = master_key(args, data_dir)?;
+    check_master_key(data_dir, &master)?;
+    let fixed = kumo_control::modes::secure(data_dir);
     if fixed > 0 {
         tracing::warn!("{fixed} path(s) in {} were readable by other local users; fixed", data_dir.display());
     }
+    Ok(master)
+}
 
-    let capacity = [
+/// The host's capacity offered to guests: [vCPUs, MiB of memory, GiB of disk, GPUs].
+fn host_capacity(args: &RunArgs, data_dir: &Path) -> [i64; 4] {
+    [
         args.host_vcpus.unwrap_or_else(capacity::cpus),
         args.host_memory_mib.unwrap_or_else(capacity::memory_mib),
-        args.host_disk_gib.unwrap_or_else(|| capacity::disk_gib(&data_dir)),
+        args.host_disk_gib.unwrap_or_else(|| capacity::disk_gib(data_dir)),
         args.host_gpus,
-    ];
-    let name = host_name(&args);
-    let host_id = kumo_control::identity::host_id(&store, &data_dir, &name).await?;
+    ]
+}
+
+/// The local host's agent: the hypervisor driver, storage pool, quarantine and (with a data
+/// plane) the tenant network, as `args` ask.
+pub(crate) async fn local_agent(
+    args: &RunArgs,
+    data_dir: &Path,
+    master: MasterKey,
+    quarantine: Arc<kumo_agent::storage::quarantine::Quarantine>,
+) -> anyhow::Result<LocalAgent> {
+    let capacity = host_capacity(args, data_dir);
+    let name = host_name(args);
     let hypervisor: Arc<dyn Hypervisor> = match args.driver {
         DriverKind::Sim => Arc::new(SimDriver::new(name, capacity, Duration::from_millis(args.sim_latency_ms))),
         DriverKind::Qemu => {
@@ -360,7 +398,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let cache = args.image_cache.parent().unwrap_or(Path::new("/var/cache/kumo")).to_path_buf();
             let (accel, reason) = kvm_probe::choose(req, probe.as_ref(), &cache, Duration::from_secs(8)).await;
             tracing::info!(accelerator = accel.as_str(), %reason, "accelerator chosen");
-            let pool = DirPool::with_master(data_dir.join("volumes"), master.clone());
+            let pool = DirPool::with_master(data_dir.join("volumes"), master);
             Arc::new(
                 QemuDriver::new(data_dir.join("instances"), name, accel, reason, capacity)
                     .with_pool(Arc::new(pool))
@@ -377,8 +415,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let config = ControlConfig {
-        data_dir: data_dir.clone(),
+    let local = LocalAgent::new(hypervisor, data_dir, quarantine);
+    // The host network data plane (bridges, taps, nft, DHCP, metadata); the sim driver has no
+    // guests to connect: no data plane.
+    Ok(match (&args.driver, &args.host_netns, args.host_network) {
+        (DriverKind::Qemu, Some(ns), _) => local.with_network(Some(ns.clone())),
+        (DriverKind::Qemu, None, true) => local.with_network(None),
+        _ => local,
+    })
+}
+
+/// The control plane's configuration from the flags; `host_id` is the local host's (a
+/// controller passes an id no host has).
+pub(crate) fn control_config(args: &RunArgs, data_dir: &Path, host_id: kumo_types::HostId) -> ControlConfig {
+    ControlConfig {
+        data_dir: data_dir.to_path_buf(),
         stop_timeout: Duration::from_secs(args.stop_timeout),
         overcommit: [args.cpu_overcommit, args.memory_overcommit, args.disk_overcommit],
         max_image_bytes: args.max_image_gib << 30,
@@ -396,16 +447,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         serial_log_max_bytes: args.serial_log_max_mib << 20,
         image_cache: Some(args.image_cache.clone()),
         image_rescan_period: Duration::from_secs(args.image_rescan_seconds),
-    };
+    }
+}
+
+/// Serves the API and the dashboard on `args.listen` until SIGTERM / Ctrl-C (writing the address
+/// chosen to DATA_DIR/kumod.addr).
+pub(crate) async fn serve_api(
+    app: Arc<App>,
+    args: &RunArgs,
+    data_dir: &Path,
+    tls: Option<tls::ServerTls>,
+) -> anyhow::Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    std::fs::write(data_dir.join("kumod.addr"), format!("{addr}\n"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("kumod listening on {scheme}://{addr} (data dir {})", data_dir.display());
+    match &tls {
+        Some(t) => println!("kumod listening on https://{addr} (certificate SHA-256 fingerprint {})", t.fingerprint),
+        None => println!("kumod listening on http://{addr}"),
+    }
+    // The dashboard (kumo-web) is served beside the API, at /.
+    tls::serve(app, listener, tls, shutdown_signal()).await
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (data_dir, _lock) = prepare_data_dir(&args)?;
+    // Before anything starts, so an unusable certificate refuses the start.
+    let tls = tls::setup(&args.tls, args.listen, &data_dir)?;
+    let store = open_store(&args, &data_dir).await?;
+    let master = master_key_checked(&args, &data_dir)?;
+    let host_id = kumo_control::identity::host_id(&store, &data_dir, &host_name(&args)).await?;
+    let config = control_config(&args, &data_dir, host_id);
     let quarantine = Arc::new(kumo_agent::storage::quarantine::Quarantine::new(config.quarantine_dir()));
-    let local = LocalAgent::new(hypervisor, &data_dir, quarantine.clone());
-    // The host network data plane (bridges, taps, nft, DHCP, metadata); the sim driver has no
-    // guests to connect: no data plane.
-    let local = match (&args.driver, &args.host_netns, args.host_network) {
-        (DriverKind::Qemu, Some(ns), _) => local.with_network(Some(ns.clone())),
-        (DriverKind::Qemu, None, true) => local.with_network(None),
-        _ => local,
-    };
+    let local = local_agent(&args, &data_dir, master, quarantine.clone()).await?;
     let agent: Arc<dyn HostAgent> = match args.agent_adapter {
         AgentAdapter::Direct => Arc::new(local),
         AgentAdapter::Json => Arc::new(JsonRoundTrip(local)),
@@ -420,19 +496,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("network: {e:#}");
     }
     kumo_control::background::spawn_all(&app);
-
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    std::fs::write(data_dir.join("kumod.addr"), format!("{addr}\n"))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!("kumod listening on {scheme}://{addr} (data dir {})", data_dir.display());
-    match &tls {
-        Some(t) => println!("kumod listening on https://{addr} (certificate SHA-256 fingerprint {})", t.fingerprint),
-        None => println!("kumod listening on http://{addr}"),
-    }
-    // The dashboard (kumo-web) is served beside the API, at /.
-    tls::serve(app, listener, tls, shutdown_signal()).await?;
+    serve_api(app, &args, &data_dir, tls).await?;
     tracing::info!("kumod stopped; guests keep running and are found again at the next start");
     Ok(())
 }
@@ -459,7 +523,7 @@ async fn serve_agent_on_loopback(agent: Arc<dyn HostAgent>) -> anyhow::Result<ku
     Ok(remote)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

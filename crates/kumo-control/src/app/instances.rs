@@ -390,7 +390,8 @@ pub async fn serial(
     max: usize,
 ) -> ApiResult<SerialChunk> {
     let rec = get(&mut *read(app).await?, ctx, project, instance, Access::Read).await?;
-    app.agent().serial(rec.view.id, offset, max as u64).await.map_err(ApiError::internal)
+    let agent = app.hosts.require(rec.host_id).map_err(ApiError::internal)?;
+    agent.serial(rec.view.id, offset, max as u64).await.map_err(ApiError::internal)
 }
 
 /// The agent's view of an instance: what it needs to provision and run it.

@@ -14,6 +14,7 @@ pub mod instances;
 pub mod login;
 pub mod me;
 pub mod members;
+pub mod membership;
 pub mod metrics;
 pub mod projects;
 pub mod quotas;

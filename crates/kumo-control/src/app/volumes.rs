@@ -109,8 +109,11 @@ fn check_size(size_gib: i64) -> ApiResult<()> {
 
 /// Reserves `gib` of disk on the host holding the storage pool, or fails with 507.
 async fn reserve_disk(tx: &mut Conn, app: &App, gib: i64) -> ApiResult<()> {
-    if !kumo_store::hosts::reserve(tx, app.host_id, disk(gib)).await? {
-        let host = kumo_store::hosts::get(tx, &kumo_types::NameOrId::Id(app.host_id.get())).await?;
+    let Some(host_id) = app.local_host() else {
+        return Err(ApiError::new(ErrorCode::InvalidState, crate::agents::NO_LOCAL_HOST.to_string()));
+    };
+    if !kumo_store::hosts::reserve(tx, host_id, disk(gib)).await? {
+        let host = kumo_store::hosts::get(tx, &kumo_types::NameOrId::Id(host_id.get())).await?;
         let msg = crate::scheduler::shortage(&host.into_iter().collect::<Vec<_>>(), disk(gib));
         return Err(ApiError::new(ErrorCode::InsufficientCapacity, format!("no room for {gib} GiB: {msg}")));
     }
@@ -319,7 +322,9 @@ pub async fn observe(
         VolumeState::Deleted => {
             app.layers_dirty.store(true, std::sync::atomic::Ordering::SeqCst);
             kumo_store::quotas::release(&mut tx, rec.project_id, storage(rec.view.size_gib)).await?;
-            kumo_store::hosts::release(&mut tx, app.host_id, disk(rec.view.size_gib)).await?;
+            if let Some(host_id) = app.local_host() {
+                kumo_store::hosts::release(&mut tx, host_id, disk(rec.view.size_gib)).await?;
+            }
             kumo_store::volumes::mark_deleted(&mut tx, id, rec.generation).await?
         }
         to => {

@@ -19,8 +19,8 @@ use super::{Error, Task};
 use crate::app::instances;
 use crate::error::ApiError;
 use crate::App;
-use kumo_host_api::GuestStatus;
-use kumo_types::{InstanceId, InstanceObservation, InstanceState};
+use kumo_host_api::{GuestStatus, HostAgent, HostError};
+use kumo_types::{HostId, InstanceId, InstanceObservation, InstanceState};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,39 +36,45 @@ impl Task for Instances {
     }
 }
 
-/// One pass: collect leaks, then start a step for every instance that needs one.
+/// One pass, for every host with an agent: collect its leaks, then start a step for every
+/// instance on it that needs one. Instances of a host without an agent here (not joined, or not
+/// seen by this controller yet) are left alone.
 pub async fn pass(app: &Arc<App>) {
-    if let Err(e) = collect_leaks(app).await {
-        record_error(app, format!("leak collection: {e}"));
-    }
-    let records = match app.store.read().await {
-        Ok(mut conn) => kumo_store::instances::on_host(&mut conn, app.host_id).await,
-        Err(e) => Err(e),
-    };
-    let records = match records {
-        Ok(r) => r,
-        Err(e) => {
-            record_error(app, format!("listing instances: {e}"));
-            return;
+    for host in app.hosts.hosts() {
+        let Some(agent) = app.hosts.get(host) else { continue };
+        if let Err(e) = collect_leaks(app, host, agent.as_ref()).await {
+            record_error(app, format!("leak collection on host {host}: {e}"));
         }
-    };
-    for rec in records {
-        if matches!(rec.state(), InstanceState::Failed) {
-            continue;
-        }
-        if !app.reconciler.claim(rec.view.id, rec.generation) {
-            continue;
-        }
-        let app = app.clone();
-        tokio::spawn(async move {
-            let id = rec.view.id;
-            let changed = step(&app, rec).await;
-            let changed_meanwhile = app.reconciler.release(id);
-            if changed || changed_meanwhile {
-                // The next step of this instance (e.g. starting after creating) follows at once.
-                app.reconciler.wake();
+        let records = match app.store.read().await {
+            Ok(mut conn) => kumo_store::instances::on_host(&mut conn, host).await,
+            Err(e) => Err(e),
+        };
+        let records = match records {
+            Ok(r) => r,
+            Err(e) => {
+                record_error(app, format!("listing instances: {e}"));
+                return;
             }
-        });
+        };
+        for rec in records {
+            if matches!(rec.state(), InstanceState::Failed) {
+                continue;
+            }
+            if !app.reconciler.claim(rec.view.id, rec.generation) {
+                continue;
+            }
+            let app = app.clone();
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                let id = rec.view.id;
+                let changed = step(&app, agent.as_ref(), rec).await;
+                let changed_meanwhile = app.reconciler.release(id);
+                if changed || changed_meanwhile {
+                    // The next step of this instance (e.g. starting after creating) follows at once.
+                    app.reconciler.wake();
+                }
+            });
+        }
     }
 }
 
@@ -90,25 +96,25 @@ fn spec_failure(id: InstanceId, e: ApiError) -> String {
 /// store is read: an instance is inserted before anything of it exists on the host, so nothing
 /// created in between can be mistaken for a leak. What the store says belongs to another host id
 /// is never touched.
-async fn collect_leaks(app: &App) -> anyhow::Result<()> {
-    let on_host = app.agent().list_instances().await?;
+async fn collect_leaks(app: &App, host: HostId, agent: &dyn HostAgent) -> anyhow::Result<()> {
+    let on_host = agent.list_instances().await?;
     if on_host.is_empty() {
         return Ok(());
     }
     let mut conn = app.store.read().await?;
     let live: HashSet<InstanceId> =
-        kumo_store::instances::on_host(&mut conn, app.host_id).await?.into_iter().map(|r| r.view.id).collect();
+        kumo_store::instances::on_host(&mut conn, host).await?.into_iter().map(|r| r.view.id).collect();
     for id in on_host.into_iter().filter(|id| !live.contains(id)) {
         if let Some(rec) = kumo_store::instances::get_by_id(&mut conn, id).await? {
-            if rec.host_id != app.host_id {
-                tracing::warn!(instance = %id, owner = %rec.host_id, host = %app.host_id,
+            if rec.host_id != host {
+                tracing::warn!(instance = %id, owner = %rec.host_id, %host,
                     "not collecting: the store says this instance belongs to another host");
                 app.reconciler.update(|s| s.foreign_skipped += 1);
                 continue;
             }
         }
         tracing::warn!(instance = %id, "quarantining the host resources of an instance that is not live");
-        app.agent().quarantine_instance(id).await?;
+        agent.quarantine_instance(id).await?;
         app.reconciler.update(|s| {
             s.leaks_collected += 1;
             s.quarantined += 1;
@@ -117,15 +123,38 @@ async fn collect_leaks(app: &App) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Does the next step for one instance. Returns whether its state changed.
-async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
+/// Why a step did not do its work: a failure of the instance (it becomes `failed` with the
+/// reason), or its host's agent could not be reached (nothing is known about the guest: the step
+/// is tried again at the next pass, the instance keeps its state).
+enum StepError {
+    Failed(String),
+    Unreachable(String),
+}
+
+impl From<HostError> for StepError {
+    fn from(e: HostError) -> StepError {
+        match e {
+            HostError::Unreachable(_) => StepError::Unreachable(e.to_string()),
+            e => StepError::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<String> for StepError {
+    fn from(reason: String) -> StepError {
+        StepError::Failed(reason)
+    }
+}
+
+/// Does the next step for one instance, through the agent of its host. Returns whether its state
+/// changed.
+async fn step(app: &App, hv: &dyn HostAgent, rec: kumo_store::instances::InstanceRecord) -> bool {
     let id = rec.view.id;
-    let hv = app.agent();
-    let outcome: Result<Option<(InstanceObservation, &str)>, String> = async {
+    let outcome: Result<Option<(InstanceObservation, &str)>, StepError> = async {
         let spec = || async { instances::spec_for(app, &rec).await.map_err(|e| spec_failure(id, e)) };
         match rec.state() {
             InstanceState::Creating => {
-                hv.provision(spec().await?).await.map_err(|e| e.to_string())?;
+                hv.provision(spec().await?).await?;
                 Ok(Some((InstanceObservation::Provisioned, "reconciler: root disk and config drive ready")))
             }
             InstanceState::Starting => {
@@ -134,28 +163,28 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
                     // Its taps must exist before the hypervisor opens them.
                     crate::background::network::converge(app).await.map_err(|e| format!("network: {e:#}"))?;
                 }
-                hv.start(spec).await.map_err(|e| e.to_string())?;
+                hv.start(spec).await?;
                 Ok(Some((InstanceObservation::Booted, "reconciler: hypervisor runs the guest")))
             }
             InstanceState::Stopping => {
-                hv.stop(id, app.config.stop_timeout).await.map_err(|e| e.to_string())?;
+                hv.stop(id, app.config.stop_timeout).await?;
                 Ok(Some((InstanceObservation::PoweredOff, "reconciler: guest powered off")))
             }
             InstanceState::Rebooting => {
-                if hv.status(id).await.map_err(|e| e.to_string())? != GuestStatus::Running {
+                if hv.status(id).await? != GuestStatus::Running {
                     return Ok(Some((
                         InstanceObservation::PoweredOff,
                         "reconciler: the guest was not running at reboot",
                     )));
                 }
-                hv.reboot(id).await.map_err(|e| e.to_string())?;
+                hv.reboot(id).await?;
                 Ok(Some((InstanceObservation::Rebooted, "reconciler: guest reset")))
             }
             InstanceState::Deleting => {
-                hv.destroy(id).await.map_err(|e| e.to_string())?;
+                hv.destroy(id).await?;
                 Ok(Some((InstanceObservation::Destroyed, "reconciler: every host resource removed")))
             }
-            InstanceState::Running => match hv.status(id).await.map_err(|e| e.to_string())? {
+            InstanceState::Running => match hv.status(id).await? {
                 GuestStatus::Running => Ok(None),
                 _ => {
                     Ok(Some((InstanceObservation::PoweredOff, "reconciler: the guest powered off or its QEMU exited")))
@@ -163,8 +192,8 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
             },
             InstanceState::Stopped => {
                 // Converge: nothing may run for a stopped instance.
-                if hv.status(id).await.map_err(|e| e.to_string())? == GuestStatus::Running {
-                    hv.stop(id, app.config.stop_timeout).await.map_err(|e| e.to_string())?;
+                if hv.status(id).await? == GuestStatus::Running {
+                    hv.stop(id, app.config.stop_timeout).await?;
                 }
                 Ok(None)
             }
@@ -175,7 +204,11 @@ async fn step(app: &App, rec: kumo_store::instances::InstanceRecord) -> bool {
     let (obs, cause) = match outcome {
         Ok(Some((obs, cause))) => (obs, cause.to_string()),
         Ok(None) => return false,
-        Err(reason) => {
+        Err(StepError::Unreachable(reason)) => {
+            record_error(app, format!("instance {id} ({}), its host {}: {reason}", rec.state(), rec.host_id));
+            return false;
+        }
+        Err(StepError::Failed(reason)) => {
             record_error(app, format!("instance {id} ({}): {reason}", rec.state()));
             (InstanceObservation::Failed { reason: reason.clone() }, format!("reconciler: {} failed", rec.state()))
         }

@@ -34,6 +34,7 @@
 
 pub mod audit_retention;
 pub mod billing;
+pub mod hosts;
 pub mod images;
 pub mod instances;
 pub mod monitoring;
@@ -229,6 +230,12 @@ impl Handle {
 pub trait Task: Send + 'static {
     /// One pass; returns the changes it made (steps it starts may count theirs later).
     fn pass(&mut self, app: &Arc<App>) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Whether passes run only on the controller that holds the background lease (see
+    /// [`hosts::Leadership`]); every task but the one that keeps the lease does.
+    fn needs_lease(&self) -> bool {
+        true
+    }
 }
 
 /// When the first pass runs.
@@ -261,6 +268,9 @@ pub fn spawn<T: Task>(
                 _ = tokio::time::sleep_until(next) => {}
             }
             next = tokio::time::Instant::now() + period;
+            if task.needs_lease() && !app.leadership.leads() {
+                continue;
+            }
             // Errors are recorded (and logged) by run_pass; the next pass starts afresh.
             let _ = handle(&app).run_pass(task.pass(&app)).await;
         }
@@ -271,6 +281,9 @@ pub fn spawn<T: Task>(
 /// [`network::converge`]).
 pub fn spawn_all(app: &Arc<App>) {
     let period = app.config.reconcile_period;
+    if app.leadership.id().is_some() {
+        spawn(app.clone(), |a| &a.hosts_sync, hosts::PERIOD, First::Now, hosts::Hosts);
+    }
     spawn(app.clone(), |a| &a.network, period * 5, First::Now, network::Converge);
     spawn(app.clone(), |a| &a.reconciler, period, First::Now, instances::Instances);
     spawn(app.clone(), |a| &a.volume_reconciler, period, First::Now, volumes::Volumes::default());
@@ -286,8 +299,9 @@ pub fn spawn_all(app: &Arc<App>) {
 }
 
 /// The handles of every task, in the order `GET /v1/system/reconcilers` lists them.
-pub fn all(app: &App) -> [&Handle; 8] {
+pub fn all(app: &App) -> [&Handle; 9] {
     [
+        &app.hosts_sync,
         &app.reconciler,
         &app.billing,
         &app.monitoring,

@@ -91,21 +91,37 @@ impl Task for Monitoring {
     }
 }
 
-/// Keeps every serial log on this host within its cap (a guest printing without end would fill
+/// Keeps every serial log on every host within its cap (a guest printing without end would fill
 /// the disk otherwise).
 pub async fn trim_serial_logs(app: &App) -> u64 {
-    match app.agent().trim_serial_logs(app.config.serial_log_max_bytes).await {
-        Ok(n) => {
-            if n > 0 {
-                tracing::info!(bytes = n, "serial logs trimmed");
+    let mut total = 0;
+    for host in app.hosts.hosts() {
+        let Some(agent) = app.hosts.get(host) else { continue };
+        match agent.trim_serial_logs(app.config.serial_log_max_bytes).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(%host, bytes = n, "serial logs trimmed");
+                }
+                total += n;
             }
-            n
-        }
-        Err(e) => {
-            tracing::warn!("trimming serial logs: {e}");
-            0
+            Err(e) => tracing::warn!(%host, "trimming serial logs: {e}"),
         }
     }
+    total
+}
+
+/// A running instance and the agent of its host. (A struct, not a tuple: with the trait object
+/// in a tuple the round's future was not provably `Send` — rustc's higher-ranked lifetime issue.)
+struct Running {
+    rec: kumo_store::instances::InstanceRecord,
+    hv: Arc<dyn kumo_host_api::HostAgent>,
+}
+
+async fn sample_one(
+    r: Running,
+) -> (kumo_store::instances::InstanceRecord, kumo_host_api::Result<Option<kumo_host_api::InstanceSample>>) {
+    let s = r.hv.sample(r.rec.view.id).await;
+    (r.rec, s)
 }
 
 /// What one round did.
@@ -124,17 +140,19 @@ pub async fn round(app: &App, now: DateTime<Utc>) -> Result<RoundReport, Error> 
 }
 
 async fn try_round(app: &App, now: DateTime<Utc>) -> anyhow::Result<RoundReport> {
-    let records = {
+    let mut running: Vec<Running> = Vec::new();
+    {
         let mut conn = app.store.read().await?;
-        kumo_store::instances::on_host(&mut conn, app.host_id).await?
-    };
-    let running: Vec<_> = records.into_iter().filter(|r| r.state() == InstanceState::Running).collect();
-    let hv = app.agent();
+        for host in app.hosts.hosts() {
+            let Some(agent) = app.hosts.get(host) else { continue };
+            let records = kumo_store::instances::on_host(&mut conn, host).await?;
+            running.extend(
+                records.into_iter().filter(|r| r.state() == InstanceState::Running).map(|rec| Running { rec, hv: agent.clone() }),
+            );
+        }
+    }
     let samples: Vec<_> = futures_util::stream::iter(running)
-        .map(|rec| async move {
-            let s = hv.sample(rec.view.id).await;
-            (rec, s)
-        })
+        .map(sample_one)
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;

@@ -11,6 +11,7 @@ use super::{Error, Task};
 use crate::App;
 use kumo_host_api::net::{DesiredNet, Metadata, NicNet, PeerNet, RuleNet, VpcNet};
 use kumo_types::network::RuleProtocol;
+use kumo_types::HostId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -19,10 +20,10 @@ fn zone_of(z: i64) -> anyhow::Result<u16> {
     u16::try_from(z).ok().filter(|z| *z != 0).ok_or_else(|| anyhow::anyhow!("conntrack zone {z} is out of range"))
 }
 
-/// The desired network state of this host.
-pub async fn desired(app: &App) -> anyhow::Result<DesiredNet> {
+/// The desired network state of host `host`.
+pub async fn desired(app: &App, host: HostId) -> anyhow::Result<DesiredNet> {
     let mut conn = app.store.read().await?;
-    let nics = kumo_store::nics::on_host(&mut conn, app.host_id).await?;
+    let nics = kumo_store::nics::on_host(&mut conn, host).await?;
     let subnets = kumo_store::vpcs::all_subnets(&mut conn, None).await?;
     let memberships = kumo_store::security_groups::memberships(&mut conn).await?;
     let rules = kumo_store::security_groups::rules(&mut conn, None).await?;
@@ -86,14 +87,34 @@ pub async fn converge(app: &App) -> Result<(), Error> {
     app.network.run_pass(converge_once(app)).await.map(|_| ())
 }
 
+/// Converges every host with an agent; a host that fails does not keep the others from
+/// converging (the pass then reports the first failure).
 async fn converge_once(app: &App) -> Result<u64, Error> {
-    let want = desired(app).await?;
-    let res = app.agent().apply_network(want).await.map_err(anyhow::Error::from);
-    match res? {
+    let mut changes = 0;
+    let mut first_error = None;
+    for host in app.hosts.hosts() {
+        match converge_host(app, host).await {
+            Ok(n) => changes += n,
+            Err(e) => {
+                tracing::warn!(%host, "network: {e:#}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(changes),
+    }
+}
+
+async fn converge_host(app: &App, host: HostId) -> anyhow::Result<u64> {
+    let Some(agent) = app.hosts.get(host) else { return Ok(0) };
+    let want = desired(app, host).await?;
+    match agent.apply_network(want).await? {
         Some(report) => {
             app.network.update(|s| s.leaks_collected += report.removed.len() as u64);
             if !report.created.is_empty() || !report.removed.is_empty() {
-                tracing::info!(created = ?report.created, removed = ?report.removed, "network converged");
+                tracing::info!(%host, created = ?report.created, removed = ?report.removed, "network converged");
             }
             Ok((report.created.len() + report.removed.len()) as u64)
         }

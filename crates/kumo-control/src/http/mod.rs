@@ -14,6 +14,7 @@ pub mod instance_types;
 pub mod instances;
 pub mod login;
 pub mod members;
+pub mod membership;
 pub mod metrics;
 pub mod projects;
 pub mod quotas;
@@ -157,6 +158,7 @@ pub fn router_with(app: Arc<App>, extra: Router<Arc<App>>) -> Router {
         .merge(api)
         .merge(public)
         .merge(prometheus)
+        .merge(membership::router())
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,0 +1,252 @@
+//! `kumod agent`: the agent of one host of a cluster.
+//!
+//! - **Joins once.** Without a membership in its data directory it needs `--join-token`: it
+//!   presents the token to a controller with what the host is, the https address of its API, its
+//!   certificate's fingerprint and the secret controllers must present to it; it gets its host id
+//!   and its own credential, and keeps them in `DATA_DIR/membership.json` (0600). Later starts
+//!   use that file; the token is spent.
+//! - **Serves the host-agent API** ([`kumo_host_rpc::server`]) over HTTPS with its own
+//!   certificate (`DATA_DIR/agent-tls/`), to callers presenting the secret.
+//! - **Renews its lease** with a heartbeat to a controller every [`HEARTBEAT`]; the answer says
+//!   how long the lease lasts.
+//! - **Fences itself.** When no heartbeat has been acknowledged for `--fence-seconds` (default:
+//!   half the lease), it stops every guest it runs, by itself, before the controllers may take
+//!   the host for lost (the lease's end) — so a host cut off from the controllers never runs a
+//!   guest that could be started elsewhere. See docs/architecture.md, "Host health and fencing".
+
+use crate::{local_agent, master_key_checked, prepare_data_dir, shutdown_signal, RunArgs};
+use anyhow::{bail, Context};
+use kumo_agent::LocalAgent;
+use kumo_host_api::membership::{Heartbeat, HeartbeatAck, JoinRequest, JoinResponse};
+use kumo_host_api::{GuestStatus, HostAgent};
+use kumo_types::HostId;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the agent renews its lease.
+pub const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// Flags of `kumod agent` (besides the host's own, shared with the all-in-one `kumod`; there
+/// `--listen` is the address of the agent's API).
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A controller's URL, e.g. https://10.77.0.1:7400 (repeatable, comma-separated in the
+    /// environment); the agent talks to the first that answers.
+    #[arg(long = "controller", env = "KUMOD_CONTROLLERS", value_delimiter = ',', required = true)]
+    controllers: Vec<String>,
+    /// SHA-256 fingerprint of the controllers' TLS certificate (kumod prints it at start and
+    /// writes it to DATA_DIR/tls/fingerprint); the agent trusts exactly that certificate.
+    #[arg(long, env = "KUMOD_CONTROLLER_FINGERPRINT")]
+    controller_fingerprint: String,
+    /// The operator's one-time join token (`kumo host join-token create`); needed at the first
+    /// start only.
+    #[arg(long, env = "KUMOD_JOIN_TOKEN")]
+    join_token: Option<String>,
+    /// The zone to join (must be the join token's).
+    #[arg(long, env = "KUMOD_ZONE")]
+    zone: Option<String>,
+    /// Address controllers reach this agent's API at (default: --listen).
+    #[arg(long, env = "KUMOD_ADVERTISE")]
+    advertise: Option<SocketAddr>,
+    /// Seconds without an acknowledged heartbeat after which the agent stops its guests (default:
+    /// half the lease the controllers give).
+    #[arg(long, env = "KUMOD_FENCE_SECONDS")]
+    fence_seconds: Option<u64>,
+}
+
+/// What the agent keeps of its joining (DATA_DIR/membership.json, 0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Membership {
+    host_id: HostId,
+    zone: String,
+    /// The bearer it presents to controllers.
+    credential: String,
+    /// The bearer controllers present to it.
+    agent_secret: String,
+    lease_seconds: u64,
+}
+
+const MEMBERSHIP: &str = "membership.json";
+
+/// The agent's client of the controllers: the first that answers.
+struct Controllers {
+    urls: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl Controllers {
+    fn new(urls: Vec<String>, fingerprint: &str) -> anyhow::Result<Controllers> {
+        for u in &urls {
+            if !u.starts_with("https://") {
+                bail!("--controller must be an https:// URL (got '{u}'): agents talk to controllers over TLS only");
+            }
+        }
+        let tls = kumo_host_rpc::tls::pinned_client_config(fingerprint, None)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Controllers { urls, http })
+    }
+
+    /// POSTs `body` to `path` on the first controller that answers; a controller's 4xx answer is
+    /// final (another would say the same), a transport error or 5xx tries the next.
+    async fn post<B: Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &B,
+    ) -> anyhow::Result<R> {
+        let mut last = None;
+        for base in &self.urls {
+            let mut req = self.http.post(format!("{}{path}", base.trim_end_matches('/'))).json(body);
+            if let Some(b) = bearer {
+                req = req.bearer_auth(b);
+            }
+            match req.send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp.json().await?),
+                Ok(resp) if resp.status().is_client_error() => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    bail!("{base} refused ({status}): {text}");
+                }
+                Ok(resp) => last = Some(anyhow::anyhow!("{base}: {}", resp.status())),
+                Err(e) => last = Some(anyhow::anyhow!("{base}: {e}")),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no controller given")))
+    }
+}
+
+fn read_membership(path: &Path) -> anyhow::Result<Option<Membership>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!("{} is damaged; restore it from a backup (or remove the host and join again)", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let (data_dir, _lock) = prepare_data_dir(&args.run)?;
+    let master = master_key_checked(&args.run, &data_dir)?;
+    let quarantine = Arc::new(kumo_agent::storage::quarantine::Quarantine::new(data_dir.join("quarantine")));
+    let local = Arc::new(local_agent(&args.run, &data_dir, master, quarantine).await?);
+    let info = local.host_info().await?;
+
+    let advertise = args.advertise.unwrap_or(args.run.listen);
+    if advertise.ip().is_unspecified() {
+        bail!("--listen {} is not an address controllers can reach: give --advertise", args.run.listen);
+    }
+    let address = format!("https://{advertise}");
+    let cert = kumo_host_rpc::tls::load_or_make(&data_dir.join("agent-tls"), &[advertise.ip().to_string()])?;
+    let controllers = Controllers::new(args.controllers.clone(), &args.controller_fingerprint)?;
+
+    let path = data_dir.join(MEMBERSHIP);
+    let membership = match read_membership(&path)? {
+        Some(m) => {
+            tracing::info!(host = %m.host_id, zone = %m.zone, "member of the cluster (from {})", path.display());
+            m
+        }
+        None => {
+            let Some(token) = &args.join_token else {
+                bail!("this host has not joined a cluster yet: give --join-token (kumo host join-token create)")
+            };
+            let agent_secret = kumo_control::context::new_token_secret();
+            let req = JoinRequest {
+                token: token.clone(),
+                zone: args.zone.clone(),
+                info: info.clone(),
+                address: address.clone(),
+                fingerprint: cert.fingerprint.clone(),
+                agent_secret: agent_secret.clone(),
+            };
+            let joined: JoinResponse = controllers.post("/agent/v1/join", None, &req).await.context("joining")?;
+            let m = Membership {
+                host_id: joined.host_id,
+                zone: joined.zone,
+                credential: joined.credential,
+                agent_secret,
+                lease_seconds: joined.lease_seconds,
+            };
+            kumo_host_rpc::tls::write_atomic(&path, &serde_json::to_vec_pretty(&m)?, 0o600)?;
+            tracing::info!(host = %m.host_id, zone = %m.zone, "joined the cluster");
+            m
+        }
+    };
+    println!("kumod agent: host {} in zone {}, serving {address}", membership.host_id, membership.zone);
+
+    let listener = tokio::net::TcpListener::bind(args.run.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.run.listen))?;
+    std::fs::write(data_dir.join("agent.addr"), format!("{}\n", listener.local_addr()?))?;
+    let router = kumo_host_rpc::server::router(local.clone() as Arc<dyn HostAgent>, membership.agent_secret.clone());
+    let server_tls = kumo_host_rpc::tls::server_config(&cert)?;
+
+    let fence_after = Duration::from_secs(args.fence_seconds.unwrap_or((membership.lease_seconds / 2).max(1)));
+    let hb = Heartbeat { host_id: membership.host_id, info, address, fingerprint: cert.fingerprint.clone() };
+    tokio::spawn(heartbeats(controllers, membership, hb, local, fence_after));
+
+    kumo_host_rpc::server::serve_tls(listener, router, server_tls, shutdown_signal()).await?;
+    tracing::info!("agent stopped; guests keep running and are found again at the next start");
+    Ok(())
+}
+
+/// Renews the lease every [`HEARTBEAT`]; fences the host when renewals fail for `fence_after`.
+async fn heartbeats(
+    controllers: Controllers,
+    m: Membership,
+    hb: Heartbeat,
+    local: Arc<LocalAgent>,
+    fence_after: Duration,
+) {
+    let mut last_ok = Instant::now();
+    let mut fenced = false;
+    loop {
+        match controllers.post::<_, HeartbeatAck>("/agent/v1/heartbeat", Some(&m.credential), &hb).await {
+            Ok(_) => {
+                if fenced {
+                    tracing::warn!("heartbeats acknowledged again; the controllers decide what runs here now");
+                }
+                last_ok = Instant::now();
+                fenced = false;
+            }
+            Err(e) => {
+                tracing::warn!("heartbeat not acknowledged ({:.0?} since the last one): {e:#}", last_ok.elapsed());
+                if !fenced && last_ok.elapsed() >= fence_after {
+                    fenced = true;
+                    fence(local.as_ref()).await;
+                }
+            }
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+/// Stops every guest of this host at once (forced): the host has lost its lease or is about to.
+async fn fence(local: &LocalAgent) {
+    let ids = match local.list_instances().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!("fencing: cannot list the guests: {e}");
+            return;
+        }
+    };
+    let mut stopped = 0;
+    for id in ids {
+        if matches!(local.status(id).await, Ok(GuestStatus::Running)) {
+            match local.stop(id, Duration::ZERO).await {
+                Ok(()) => stopped += 1,
+                Err(e) => tracing::error!(instance = %id, "fencing: stopping the guest failed: {e}"),
+            }
+        }
+    }
+    tracing::warn!(stopped, "fenced: no controller acknowledged this host's lease; its guests are stopped");
+}
