@@ -79,6 +79,9 @@ pub struct InstanceCreateArgs {
     /// SSH key the guest gets through the metadata service (repeat for several)
     #[arg(long = "ssh-key", value_name = "KEY")]
     pub ssh_keys: Vec<String>,
+    /// Zone to place the instance in (default: any; see `kumo zone list`)
+    #[arg(long)]
+    pub zone: Option<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -157,6 +160,7 @@ fn create(ctx: &Ctx, args: &InstanceCreateArgs) -> Result<()> {
         subnet: args.subnet.clone(),
         security_groups: (!args.security_groups.is_empty()).then(|| args.security_groups.clone()),
         ssh_keys: args.ssh_keys.clone(),
+        zone: args.zone.clone(),
     };
     let project = args.project.project.as_str();
     let created = ctx.client.post(&["instances"], &[("project", project)], Some(&body))?;

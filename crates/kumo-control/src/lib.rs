@@ -68,6 +68,9 @@ pub struct ControlConfig {
     /// Cap of each instance's serial log, bytes (`--serial-log-max-mib`); see
     /// [`kumo_agent::compute::serial_log`].
     pub serial_log_max_bytes: u64,
+    /// An agent host whose last heartbeat is older than this is `unreachable` and takes no new
+    /// instance (`--host-unreachable-seconds`; see [`app::hosts::state`]).
+    pub host_unreachable_after: Duration,
 }
 
 impl ControlConfig {

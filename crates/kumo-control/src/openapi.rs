@@ -6,7 +6,7 @@ use crate::http::{
     audit, backups, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects,
     quotas, snapshots, system, tokens, users, volumes,
 };
-use crate::http::{floating_ips, security_groups, ssh_keys, vpcs};
+use crate::http::{floating_ips, security_groups, ssh_keys, vpcs, zones};
 use crate::App;
 use std::sync::Arc;
 use utoipa::OpenApi;
@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kumo API", version = "1", description = "The Kumo IaaS cloud. Every call but `POST /v1/login` needs `Authorization: Bearer <token>`."),
-    components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy, kumo_types::VolumeState)),
+    components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy, kumo_types::VolumeState, kumo_types::HostState, kumo_types::HostRole)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -57,6 +57,11 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(events::event_stream))
         .routes(routes!(hosts::host_list))
         .routes(routes!(hosts::host_view))
+        .routes(routes!(hosts::host_cordon))
+        .routes(routes!(hosts::host_uncordon))
+        .routes(routes!(hosts::join_token_create))
+        .routes(routes!(zones::zone_list, zones::zone_create))
+        .routes(routes!(zones::zone_view))
         .routes(routes!(system::me_view))
         .routes(routes!(system::reconciler_list))
         .routes(routes!(users::user_list, users::user_create))

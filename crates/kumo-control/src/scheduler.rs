@@ -1,13 +1,15 @@
 //! Scheduler v0: placement arithmetic, kept pure so it can be tested exhaustively.
 //!
-//! A host fits a request when, for every resource, `used + requested <= limit`, where `limit` is
-//! the physical amount times the host's overcommit ratio (GPUs are never overcommitted). Among the
-//! hosts that fit, the one with the most free memory comes first (spreading load). The caller then
-//! reserves on the first host whose conditional reservation succeeds, in the same transaction as
-//! the insert, so concurrent creates cannot overshoot.
+//! A host is a candidate when it is in the zone asked for (if any) and `ready` (not cordoned, not
+//! unreachable: its `state` is set by [`crate::app::hosts::state`] before it gets here). A
+//! candidate fits a request when, for every resource, `used + requested <= limit`, where `limit`
+//! is the physical amount times the host's overcommit ratio (GPUs are never overcommitted). Among
+//! the hosts that fit, the one with the most free memory comes first (spreading load). The caller
+//! then reserves on the first host whose conditional reservation succeeds, in the same
+//! transaction as the insert, so concurrent creates cannot overshoot.
 
 use kumo_store::hosts::Resources;
-use kumo_types::{HostId, HostView};
+use kumo_types::{HostId, HostState, HostView};
 
 fn free(h: &HostView) -> Resources {
     Resources {
@@ -23,17 +25,73 @@ pub fn fits(h: &HostView, want: Resources) -> bool {
     want.vcpus <= f.vcpus && want.memory_mib <= f.memory_mib && want.disk_gib <= f.disk_gib && want.gpus <= f.gpus
 }
 
-/// Hosts that can take `want`, best first; or a message saying what is short.
-pub fn rank(hosts: &[HostView], want: Resources) -> Result<Vec<HostId>, String> {
-    let mut fitting: Vec<&HostView> = hosts.iter().filter(|h| fits(h, want)).collect();
+fn in_zone(h: &HostView, zone: Option<&str>) -> bool {
+    zone.is_none_or(|z| h.zone == z)
+}
+
+/// Hosts of `zone` (any zone: None) that are ready and can take `want`, best first; or a message
+/// saying why none can ([`explain`]).
+pub fn rank(hosts: &[HostView], zone: Option<&str>, want: Resources) -> Result<Vec<HostId>, String> {
+    let mut fitting: Vec<&HostView> =
+        hosts.iter().filter(|h| in_zone(h, zone) && h.state == HostState::Ready && fits(h, want)).collect();
     if fitting.is_empty() {
-        return Err(shortage(hosts, want));
+        return Err(explain(hosts, zone, want));
     }
     fitting.sort_by_key(|h| std::cmp::Reverse((free(h).memory_mib, free(h).vcpus)));
     Ok(fitting.into_iter().map(|h| h.id).collect())
 }
 
-/// Explains why nothing fits: which resources no host has enough of.
+/// At most this many host names in a message; then "and N more".
+const NAMES_SHOWN: usize = 5;
+
+fn names(hosts: &[&HostView]) -> String {
+    let mut s: Vec<&str> = hosts.iter().take(NAMES_SHOWN).map(|h| h.name.as_str()).collect();
+    let more = hosts.len().saturating_sub(NAMES_SHOWN);
+    let more = (more > 0).then(|| format!("and {more} more"));
+    s.extend(more.as_deref());
+    s.join(", ")
+}
+
+/// Explains why no host can take `want`, per filter: the hosts considered (those of `zone`), how
+/// many are cordoned and unreachable (named), and of the ready ones how many are short of each
+/// resource, e.g. "no host can take it: 3 hosts: 1 cordoned (node-a), 2 short of memory (2048
+/// MiB of memory requested, at most 1024 free)".
+pub fn explain(hosts: &[HostView], zone: Option<&str>, want: Resources) -> String {
+    if hosts.is_empty() {
+        return "no host is registered".into();
+    }
+    let pool: Vec<&HostView> = hosts.iter().filter(|h| in_zone(h, zone)).collect();
+    if pool.is_empty() {
+        return format!("zone '{}' has no hosts", zone.unwrap_or_default());
+    }
+    let of = |s: HostState| pool.iter().copied().filter(|h| h.state == s).collect::<Vec<_>>();
+    let (cordoned, unreachable, ready) = (of(HostState::Cordoned), of(HostState::Unreachable), of(HostState::Ready));
+    let mut parts = Vec::new();
+    if !cordoned.is_empty() {
+        parts.push(format!("{} cordoned ({})", cordoned.len(), names(&cordoned)));
+    }
+    if !unreachable.is_empty() {
+        parts.push(format!("{} unreachable ({})", unreachable.len(), names(&unreachable)));
+    }
+    let checks: [(&str, &str, i64, fn(&Resources) -> i64); 4] = [
+        ("vCPUs", "vCPUs", want.vcpus, |r| r.vcpus),
+        ("memory", "MiB of memory", want.memory_mib, |r| r.memory_mib),
+        ("disk", "GiB of disk", want.disk_gib, |r| r.disk_gib),
+        ("GPUs", "GPUs", want.gpus, |r| r.gpus),
+    ];
+    for (short_of, unit, need, get) in checks {
+        let short: Vec<i64> = ready.iter().map(|h| get(&free(h)).max(0)).filter(|have| need > *have).collect();
+        if let Some(most) = short.iter().max() {
+            parts.push(format!("{} short of {short_of} ({need} {unit} requested, at most {most} free)", short.len()));
+        }
+    }
+    let n = pool.len();
+    let zone = zone.map(|z| format!(" in zone '{z}'")).unwrap_or_default();
+    format!("no host can take it: {n} host{}{zone}: {}", if n == 1 { "" } else { "s" }, parts.join(", "))
+}
+
+/// Explains why nothing fits on these hosts, whatever their state: which resources no host has
+/// enough of (for a resize or a volume, which stay on their host).
 pub fn shortage(hosts: &[HostView], want: Resources) -> String {
     if hosts.is_empty() {
         return "no host is registered".into();
@@ -89,7 +147,23 @@ mod tests {
             cpu_overcommit: 1.0,
             memory_overcommit: 1.0,
             disk_overcommit: 1.0,
+            zone: "default".into(),
+            state: HostState::Ready,
+            role: kumo_types::HostRole::Local,
+            cordoned: false,
+            last_seen: None,
+            address: None,
         }
+    }
+
+    fn in_state(mut h: HostView, state: HostState) -> HostView {
+        h.state = state;
+        h
+    }
+
+    fn in_zone(mut h: HostView, zone: &str) -> HostView {
+        h.zone = zone.into();
+        h
     }
 
     fn want(v: i64, m: i64, d: i64, g: i64) -> Resources {
@@ -110,31 +184,72 @@ mod tests {
         let plain = host("plain", [8, 8192, 100], [0, 0, 0], (0, 0));
         let gpu = host("gpu", [8, 4096, 100], [0, 0, 0], (1, 0));
         let busy_gpu = host("busy", [8, 8192, 100], [0, 0, 0], (1, 1));
-        let ranked = rank(&[plain.clone(), gpu.clone(), busy_gpu.clone()], want(1, 512, 1, 1)).unwrap();
+        let ranked = rank(&[plain.clone(), gpu.clone(), busy_gpu.clone()], None, want(1, 512, 1, 1)).unwrap();
         assert_eq!(ranked, vec![gpu.id]);
-        let err = rank(&[plain, busy_gpu], want(1, 512, 1, 1)).unwrap_err();
-        assert!(err.contains("1 GPUs requested, at most 0 free"), "{err}");
+        let err = rank(&[plain, busy_gpu], None, want(1, 512, 1, 1)).unwrap_err();
+        assert!(err.contains("2 short of GPUs (1 GPUs requested, at most 0 free)"), "{err}");
     }
 
     #[test]
     fn prefers_the_host_with_most_free_memory() {
         let a = host("a", [8, 2048, 100], [0, 1024, 0], (0, 0));
         let b = host("b", [8, 4096, 100], [0, 0, 0], (0, 0));
-        assert_eq!(rank(&[a.clone(), b.clone()], want(1, 256, 1, 0)).unwrap(), vec![b.id, a.id]);
+        assert_eq!(rank(&[a.clone(), b.clone()], None, want(1, 256, 1, 0)).unwrap(), vec![b.id, a.id]);
+    }
+
+    #[test]
+    fn only_ready_hosts_of_the_zone_are_candidates() {
+        let a = host("a", [8, 4096, 100], [0, 0, 0], (0, 0));
+        let b = in_zone(host("b", [8, 2048, 100], [0, 0, 0], (0, 0)), "east");
+        let cordoned = in_state(host("c", [8, 8192, 100], [0, 0, 0], (0, 0)), HostState::Cordoned);
+        let gone = in_state(in_zone(host("d", [8, 8192, 100], [0, 0, 0], (0, 0)), "east"), HostState::Unreachable);
+        let all = [a.clone(), b.clone(), cordoned.clone(), gone.clone()];
+        let w = want(1, 256, 1, 0);
+        assert_eq!(rank(&all, None, w).unwrap(), vec![a.id, b.id]);
+        assert_eq!(rank(&all, Some("east"), w).unwrap(), vec![b.id]);
+        assert_eq!(rank(&all, Some("default"), w).unwrap(), vec![a.id]);
+        assert_eq!(rank(&all, Some("west"), w).unwrap_err(), "zone 'west' has no hosts");
+        // Nothing ready in the zone: each filter is named.
+        let msg = rank(&[a.clone(), gone.clone()], Some("east"), w).unwrap_err();
+        assert_eq!(msg, "no host can take it: 1 host in zone 'east': 1 unreachable (d)");
+        let msg = rank(&[cordoned.clone()], None, w).unwrap_err();
+        assert_eq!(msg, "no host can take it: 1 host: 1 cordoned (c)");
+    }
+
+    #[test]
+    fn the_reason_counts_hosts_per_filter() {
+        let cordoned = in_state(host("node-a", [8, 8192, 100], [0, 0, 0], (0, 0)), HostState::Cordoned);
+        let b = host("node-b", [8, 1024, 100], [0, 0, 0], (0, 0));
+        let c = host("node-c", [8, 2048, 100], [0, 1536, 0], (0, 0));
+        let msg = rank(&[cordoned, b, c], None, want(1, 2048, 1, 0)).unwrap_err();
+        assert_eq!(
+            msg,
+            "no host can take it: 3 hosts: 1 cordoned (node-a), 2 short of memory (2048 MiB of memory requested, at most 1024 free)"
+        );
+        // Many cordoned hosts: the first few are named.
+        let many: Vec<HostView> = (0..7)
+            .map(|i| in_state(host(&format!("h{i}"), [8, 8192, 100], [0, 0, 0], (0, 0)), HostState::Cordoned))
+            .collect();
+        let msg = rank(&many, None, want(1, 1, 1, 0)).unwrap_err();
+        assert!(msg.ends_with("7 cordoned (h0, h1, h2, h3, h4, and 2 more)"), "{msg}");
     }
 
     #[test]
     fn shortage_names_what_is_short() {
         let h = host("a", [2, 1024, 10], [2, 0, 0], (0, 0));
-        let msg = rank(std::slice::from_ref(&h), want(1, 2048, 1, 0)).unwrap_err();
-        assert!(msg.contains("1 vCPUs requested, at most 0 free"), "{msg}");
-        assert!(msg.contains("2048 MiB of memory requested, at most 1024 free"), "{msg}");
+        let msg = rank(std::slice::from_ref(&h), None, want(1, 2048, 1, 0)).unwrap_err();
+        assert!(msg.contains("1 short of vCPUs (1 vCPUs requested, at most 0 free)"), "{msg}");
+        assert!(msg.contains("1 short of memory (2048 MiB of memory requested, at most 1024 free)"), "{msg}");
         assert!(!msg.contains("disk"), "{msg}");
-        // Enough of each somewhere, but never all on one host.
+        let msg = shortage(std::slice::from_ref(&h), want(1, 2048, 1, 0));
+        assert!(msg.contains("1 vCPUs requested, at most 0 free on any host"), "{msg}");
+        // Enough of each somewhere, but never all on one host: each host is short of one thing.
         let cpu_rich = host("c", [8, 256, 10], [0, 0, 0], (0, 0));
         let mem_rich = host("m", [1, 8192, 10], [0, 0, 0], (0, 0));
-        let msg = rank(&[cpu_rich, mem_rich], want(4, 4096, 1, 0)).unwrap_err();
-        assert!(msg.starts_with("no single host"), "{msg}");
-        assert_eq!(rank(&[], want(1, 1, 1, 0)).unwrap_err(), "no host is registered");
+        let msg = rank(&[cpu_rich.clone(), mem_rich.clone()], None, want(4, 4096, 1, 0)).unwrap_err();
+        assert!(msg.contains("1 short of vCPUs (4 vCPUs requested, at most 1 free)"), "{msg}");
+        assert!(msg.contains("1 short of memory (4096 MiB of memory requested, at most 256 free)"), "{msg}");
+        assert!(shortage(&[cpu_rich, mem_rich], want(4, 4096, 1, 0)).starts_with("no single host"));
+        assert_eq!(rank(&[], None, want(1, 1, 1, 0)).unwrap_err(), "no host is registered");
     }
 }

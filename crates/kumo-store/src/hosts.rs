@@ -4,18 +4,39 @@
 //! transaction that inserts the instance: the row lock (PostgreSQL) or the single writer (SQLite)
 //! makes concurrent reservations unable to overshoot.
 
-use crate::{lookup, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result};
+use crate::{lookup, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{HostId, HostView, NameOrId, ResultsPage};
+use kumo_types::{HostId, HostRole, HostState, HostView, NameOrId, ResultsPage, ZoneId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 const COLS: &str = "h.id, h.name, h.description, h.time_created, h.time_modified, h.driver, h.accelerator, \
     h.accelerator_reason, h.vcpus_total, h.vcpus_used, h.vcpus_limit, h.memory_mib_total, h.memory_mib_used, \
     h.memory_mib_limit, h.disk_gib_total, h.disk_gib_used, h.disk_gib_limit, h.gpus_total, h.gpus_used, \
-    h.cpu_overcommit, h.memory_overcommit, h.disk_overcommit";
+    h.cpu_overcommit, h.memory_overcommit, h.disk_overcommit, COALESCE(z.name, ''), h.role, h.cordoned, h.last_seen, \
+    h.address";
+const FROM: &str = "FROM hosts h LEFT JOIN zones z ON z.id = h.zone_id";
+
+/// The state a row shows before the control plane applies its heartbeat deadline: cordoned, else
+/// ready, except an agent never heard from (unreachable). The control plane's
+/// `kumo_control::app::hosts::state` is the rule every view goes through; the store cannot know
+/// the deadline (`--host-unreachable-seconds`).
+fn stored_state(role: HostRole, cordoned: bool, last_seen: Option<chrono::DateTime<chrono::Utc>>) -> HostState {
+    if cordoned {
+        HostState::Cordoned
+    } else if role == HostRole::Agent && last_seen.is_none() {
+        HostState::Unreachable
+    } else {
+        HostState::Ready
+    }
+}
 
 fn from_row(r: &AnyRow) -> Result<HostView> {
+    let role_text: String = r.try_get(23)?;
+    let role =
+        HostRole::parse(&role_text).ok_or_else(|| StoreError::Corrupt(format!("bad host role '{role_text}'")))?;
+    let cordoned = r.try_get::<i64, _>(24)? != 0;
+    let last_seen = r.try_get::<Option<String>, _>(25)?.map(|t| parse_ts(&t)).transpose()?;
     Ok(HostView {
         id: parse_uuid(&r.try_get::<String, _>(0)?)?,
         name: r.try_get(1)?,
@@ -39,6 +60,12 @@ fn from_row(r: &AnyRow) -> Result<HostView> {
         cpu_overcommit: r.try_get(19)?,
         memory_overcommit: r.try_get(20)?,
         disk_overcommit: r.try_get(21)?,
+        zone: r.try_get(22)?,
+        state: stored_state(role, cordoned, last_seen),
+        role,
+        cordoned,
+        last_seen,
+        address: r.try_get(26)?,
     })
 }
 
@@ -89,7 +116,8 @@ pub async fn upsert(conn: &mut Conn, r: &HostReport) -> Result<HostView> {
 /// Registers the host with the stable id kept in its data directory (`DATA_DIR/host-id`), or
 /// refreshes what it reports, its name included: a renamed machine (or another `--host-name`)
 /// renames its row, it never becomes a second host. Its reservations are kept. Fails with
-/// `Conflict` when another live host already has the name.
+/// `Conflict` when another live host already has the name. A host in no zone (a new one, or one
+/// from before zones) is put in the zone `default`, which is created if needed.
 pub async fn register(conn: &mut Conn, id: HostId, r: &HostReport) -> Result<HostView> {
     if let Some(other) =
         get(conn, &NameOrId::Name(kumo_types::Name::parse(&r.name).map_err(crate::StoreError::Corrupt)?))
@@ -156,7 +184,181 @@ pub async fn register(conn: &mut Conn, id: HostId, r: &HostReport) -> Result<Hos
         .await
         .map_err(crate::map_unique)?;
     }
+    let zoneless = sqlx::query("SELECT 1 FROM hosts WHERE id = $1 AND zone_id IS NULL")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if zoneless {
+        let zone = crate::zones::ensure(conn, crate::zones::DEFAULT).await?;
+        set_zone(conn, id, zone).await?;
+    }
     get(conn, &NameOrId::Id(id.get())).await?.ok_or_else(|| crate::StoreError::Corrupt("host vanished".into()))
+}
+
+/// A host that joined the cluster over the network (`kumod agent` with a join token).
+pub struct JoinedHost<'a> {
+    pub id: HostId,
+    pub report: &'a HostReport,
+    pub zone: ZoneId,
+    /// The agent's API base URL (`https://10.77.0.2:7401`).
+    pub address: &'a str,
+    /// SHA-256 of the agent's TLS certificate, `AB:CD:…`.
+    pub fingerprint: &'a str,
+    /// The bearer controllers present to the agent.
+    pub agent_secret: &'a str,
+    /// SHA-256 hex of the bearer the agent presents to controllers.
+    pub credential_hash: &'a str,
+}
+
+/// Inserts a host that joined: role `agent`, seen now. `Conflict` when a live host has its name
+/// (or its id, or its credential).
+pub async fn join(conn: &mut Conn, h: &JoinedHost<'_>) -> Result<HostView> {
+    let r = h.report;
+    let name = kumo_types::Name::parse(&r.name).map_err(StoreError::Corrupt)?;
+    if let Some(other) = get(conn, &NameOrId::Name(name)).await? {
+        return Err(StoreError::Conflict(format!(
+            "host name '{}' is already taken by host {}; join with another host name",
+            r.name, other.id
+        )));
+    }
+    let t = ts(now());
+    let l = r.limits();
+    sqlx::query(
+        "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
+         accelerator_reason, vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, \
+         memory_mib_limit, disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit, \
+         zone_id, role, address, cert_fingerprint, agent_secret, credential_hash, last_seen) \
+         VALUES ($1, $2, '', $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+         $17, 'agent', $18, $19, $20, $21, $3)",
+    )
+    .bind(h.id.to_string())
+    .bind(&r.name)
+    .bind(&t)
+    .bind(&r.driver)
+    .bind(&r.accelerator)
+    .bind(&r.accelerator_reason)
+    .bind(r.total.vcpus)
+    .bind(r.total.memory_mib)
+    .bind(r.total.disk_gib)
+    .bind(r.total.gpus)
+    .bind(l.vcpus)
+    .bind(l.memory_mib)
+    .bind(l.disk_gib)
+    .bind(r.cpu_overcommit)
+    .bind(r.memory_overcommit)
+    .bind(r.disk_overcommit)
+    .bind(h.zone.to_string())
+    .bind(h.address)
+    .bind(h.fingerprint)
+    .bind(h.agent_secret)
+    .bind(h.credential_hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(crate::map_unique)?;
+    get(conn, &NameOrId::Id(h.id.get())).await?.ok_or_else(|| StoreError::Corrupt("host vanished".into()))
+}
+
+/// The live host whose agent presents the bearer hashing to `credential_hash`.
+pub async fn by_credential(conn: &mut Conn, credential_hash: &str) -> Result<Option<HostId>> {
+    let row = sqlx::query("SELECT id FROM hosts WHERE credential_hash = $1 AND time_deleted IS NULL")
+        .bind(credential_hash)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| parse_uuid(&r.try_get::<String, _>(0)?)).transpose()
+}
+
+/// An agent's heartbeat: refreshes what it reports (capacity, limits; its reservations are
+/// kept), its address and certificate fingerprint, and `last_seen`. `Conflict` when no live host
+/// has the id (it was deleted).
+pub async fn heartbeat(conn: &mut Conn, id: HostId, r: &HostReport, address: &str, fingerprint: &str) -> Result<()> {
+    let t = ts(now());
+    let l = r.limits();
+    let updated = sqlx::query(
+        "UPDATE hosts SET time_modified = $1, last_seen = $1, driver = $2, accelerator = $3, accelerator_reason = $4, \
+         vcpus_total = $5, memory_mib_total = $6, disk_gib_total = $7, gpus_total = $8, \
+         vcpus_limit = $9, memory_mib_limit = $10, disk_gib_limit = $11, \
+         cpu_overcommit = $12, memory_overcommit = $13, disk_overcommit = $14, address = $15, cert_fingerprint = $16 \
+         WHERE id = $17 AND time_deleted IS NULL",
+    )
+    .bind(&t)
+    .bind(&r.driver)
+    .bind(&r.accelerator)
+    .bind(&r.accelerator_reason)
+    .bind(r.total.vcpus)
+    .bind(r.total.memory_mib)
+    .bind(r.total.disk_gib)
+    .bind(r.total.gpus)
+    .bind(l.vcpus)
+    .bind(l.memory_mib)
+    .bind(l.disk_gib)
+    .bind(r.cpu_overcommit)
+    .bind(r.memory_overcommit)
+    .bind(r.disk_overcommit)
+    .bind(address)
+    .bind(fingerprint)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!("host {id} is not a live host")));
+    }
+    Ok(())
+}
+
+/// Cordons (no new instances are placed on it) or uncordons a host.
+pub async fn set_cordoned(conn: &mut Conn, id: HostId, cordoned: bool) -> Result<()> {
+    sqlx::query("UPDATE hosts SET cordoned = $1, time_modified = $2 WHERE id = $3 AND time_deleted IS NULL")
+        .bind(i64::from(cordoned))
+        .bind(ts(now()))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// How a controller reaches an agent host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEndpoint {
+    pub id: HostId,
+    pub name: String,
+    /// The agent's API base URL.
+    pub address: String,
+    /// SHA-256 of its TLS certificate, `AB:CD:…`.
+    pub fingerprint: String,
+    /// The bearer to present to it.
+    pub secret: String,
+}
+
+/// Every live agent host (role `agent`), by name.
+pub async fn agent_endpoints(conn: &mut Conn) -> Result<Vec<AgentEndpoint>> {
+    let rows = sqlx::query(
+        "SELECT id, name, COALESCE(address, ''), COALESCE(cert_fingerprint, ''), COALESCE(agent_secret, '') \
+         FROM hosts WHERE role = 'agent' AND time_deleted IS NULL ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AgentEndpoint {
+                id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+                name: r.try_get(1)?,
+                address: r.try_get(2)?,
+                fingerprint: r.try_get(3)?,
+                secret: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+/// Puts a host in a zone.
+pub async fn set_zone(conn: &mut Conn, id: HostId, zone: ZoneId) -> Result<()> {
+    sqlx::query("UPDATE hosts SET zone_id = $1 WHERE id = $2")
+        .bind(zone.to_string())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// The host row a data directory from before host ids (no `DATA_DIR/host-id` yet) adopts: the
@@ -177,16 +379,17 @@ pub async fn get(conn: &mut Conn, sel: &NameOrId) -> Result<Option<HostView>> {
     lookup::get(conn, (), sel).await
 }
 
-lookup::impl_lookup!(HostView: COLS "FROM hosts h" "h", Global => (), from_row);
+lookup::impl_lookup!(HostView: COLS FROM "h", Global => (), from_row);
 
 pub async fn list(conn: &mut Conn, req: &PageRequest) -> Result<ResultsPage<HostView>> {
-    let sql = format!("SELECT {COLS} FROM hosts h WHERE h.time_deleted IS NULL");
+    let sql = format!("SELECT {COLS} {FROM} WHERE h.time_deleted IS NULL");
     page::fetch(conn, &sql, &[], "h", req, from_row).await
 }
 
-/// Every live host, for the scheduler.
+/// Every live host, for the scheduler: with its zone, role, cordon flag and last heartbeat (its
+/// `state` is the stored one; apply `kumo_control::app::hosts::state` for the deadline).
 pub async fn all(conn: &mut Conn) -> Result<Vec<HostView>> {
-    let sql = format!("SELECT {COLS} FROM hosts h WHERE h.time_deleted IS NULL ORDER BY h.name");
+    let sql = format!("SELECT {COLS} {FROM} WHERE h.time_deleted IS NULL ORDER BY h.name");
     let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
     rows.iter().map(from_row).collect()
 }

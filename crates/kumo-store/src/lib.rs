@@ -27,6 +27,7 @@ pub mod hosts;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
+pub mod join_tokens;
 pub mod leases;
 mod lookup;
 pub mod members;
@@ -43,6 +44,7 @@ pub mod tokens;
 pub mod users;
 pub mod volumes;
 pub mod vpcs;
+pub mod zones;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

@@ -26,7 +26,8 @@ keyed!(
     kumo_types::InstanceView,
     kumo_types::HostView,
     kumo_types::UserView,
-    kumo_types::SshKeyView
+    kumo_types::SshKeyView,
+    kumo_types::ZoneView
 );
 
 /// The SQL and binds of one keyset page of `select_where` (a `SELECT … WHERE …` whose

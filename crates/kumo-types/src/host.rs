@@ -1,8 +1,61 @@
-//! Hosts (operators only): the machines instances run on and their capacity.
+//! Hosts (operators only): the machines instances run on and their capacity; the zones they are
+//! grouped in, and the one-time join tokens agent hosts join the cluster with.
 
-use crate::HostId;
+use crate::{HostId, JoinTokenId, Name, ZoneId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// Whether a host takes new instances.
+///
+/// - `ready`: it does (the scheduler may place instances on it);
+/// - `cordoned`: an operator cordoned it: its instances keep running, no new one is placed on it;
+/// - `unreachable`: an agent host that has not sent a heartbeat within the controller's deadline
+///   (`kumod --host-unreachable-seconds`), or never has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    Ready,
+    Cordoned,
+    Unreachable,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Ready => "ready",
+            HostState::Cordoned => "cordoned",
+            HostState::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// How a host is connected to the control plane.
+///
+/// - `local`: the all-in-one kumod's own host, driven in process;
+/// - `agent`: a `kumod agent` that joined over the network with a join token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HostRole {
+    Local,
+    Agent,
+}
+
+impl HostRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostRole::Local => "local",
+            HostRole::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HostRole> {
+        match s {
+            "local" => Some(HostRole::Local),
+            "agent" => Some(HostRole::Agent),
+            _ => None,
+        }
+    }
+}
 
 /// A host and its capacity. `*_limit` is the physical amount times the overcommit ratio; the
 /// scheduler places an instance only when `used + requested <= limit` for every resource.
@@ -53,4 +106,94 @@ pub struct HostView {
     pub memory_overcommit: f64,
     /// Disk overcommit ratio.
     pub disk_overcommit: f64,
+    /// Name of the zone the host is in (empty for a host registered by a tool outside kumod that
+    /// was never given one).
+    pub zone: String,
+    /// Whether it takes new instances (see the enum).
+    pub state: HostState,
+    /// How it is connected: `local` (the all-in-one's own host) or `agent` (joined over the network).
+    pub role: HostRole,
+    /// Whether an operator cordoned it (also shown by `state`, unless it is unreachable too).
+    pub cordoned: bool,
+    /// An agent host's last heartbeat (none for the local host, or an agent never heard from).
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    /// An agent host's API base URL (e.g. `https://10.77.0.2:7401`); none for the local host.
+    pub address: Option<String>,
+}
+
+/// A zone: a named group of hosts (a rack, a room, a site) instances can be placed in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ZoneView {
+    /// Unique id (UUID).
+    #[schema(value_type = Uuid)]
+    pub id: ZoneId,
+    /// Name, unique in the cloud.
+    pub name: String,
+    /// Free-form description.
+    pub description: String,
+    /// When it was created.
+    pub time_created: chrono::DateTime<chrono::Utc>,
+    /// When it was last changed.
+    pub time_modified: chrono::DateTime<chrono::Utc>,
+    /// Live hosts in the zone.
+    pub hosts: i64,
+    /// vCPUs that may be reserved on its hosts (sum of their limits).
+    pub vcpus_limit: i64,
+    /// vCPUs reserved on its hosts.
+    pub vcpus_used: i64,
+    /// Memory that may be reserved on its hosts, MiB.
+    pub memory_mib_limit: i64,
+    /// Memory reserved on its hosts, MiB.
+    pub memory_mib_used: i64,
+    /// Disk that may be reserved on its hosts, GiB.
+    pub disk_gib_limit: i64,
+    /// Disk reserved on its hosts, GiB.
+    pub disk_gib_used: i64,
+}
+
+/// Parameters to create a zone.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneCreate {
+    /// Name, unique in the cloud.
+    pub name: Name,
+    /// Free-form description.
+    #[serde(default)]
+    #[schema(max_length = 512)]
+    pub description: String,
+}
+
+/// Default lifetime of a join token, seconds.
+pub const JOIN_TOKEN_DEFAULT_SECONDS: u64 = 3600;
+/// Shortest lifetime of a join token, seconds.
+pub const JOIN_TOKEN_MIN_SECONDS: u64 = 60;
+/// Longest lifetime of a join token, seconds (7 days).
+pub const JOIN_TOKEN_MAX_SECONDS: u64 = 7 * 86_400;
+
+/// Parameters to create a one-time join token, with which one `kumod agent` joins the cluster as
+/// a host of `zone`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenCreate {
+    /// The zone the joining host is put in (it must exist).
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub zone: String,
+    /// How long the token may be used, seconds (default 3600; 60 to 604800, 7 days).
+    #[serde(default)]
+    #[schema(minimum = 60, maximum = 604800)]
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// A join token just created. The token is shown this once; only its SHA-256 hash is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinTokenCreated {
+    /// Unique id (UUID).
+    #[schema(value_type = Uuid)]
+    pub id: JoinTokenId,
+    /// The secret to give `kumod agent --join-token` (works once).
+    pub token: String,
+    /// The zone the joining host is put in.
+    pub zone: String,
+    /// When the token stops working if unused.
+    pub time_expires: chrono::DateTime<chrono::Utc>,
 }

@@ -149,6 +149,10 @@ typed_ids! {
     PriceId => "price";
     /// Id of an invoice.
     InvoiceId => "invoice";
+    /// Id of a zone (a group of hosts).
+    ZoneId => "zone";
+    /// Id of a host join token.
+    JoinTokenId => "join token";
 }
 
 #[cfg(test)]

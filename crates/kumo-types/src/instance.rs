@@ -267,6 +267,10 @@ pub struct InstanceCreate {
     /// SSH keys (names) the guest gets through the metadata service.
     #[serde(default)]
     pub ssh_keys: Vec<String>,
+    /// The zone to place the instance in (it must exist); default: any zone.
+    #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub zone: Option<String>,
 }
 
 /// Parameters to change the instance type of a stopped instance.

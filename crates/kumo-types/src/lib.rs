@@ -24,10 +24,14 @@ pub mod volume;
 pub use backup::{BackupCreate, BackupView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
-pub use host::HostView;
+pub use host::{
+    HostRole, HostState, HostView, JoinTokenCreate, JoinTokenCreated, ZoneCreate, ZoneView, JOIN_TOKEN_DEFAULT_SECONDS,
+    JOIN_TOKEN_MAX_SECONDS, JOIN_TOKEN_MIN_SECONDS,
+};
 pub use id::{
-    AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId, InvoiceId, NicId,
-    PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId, SubnetId, TokenId, UserId, VolumeId, VpcId,
+    AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId, InvoiceId,
+    JoinTokenId, NicId, PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId, SubnetId, TokenId, UserId, VolumeId,
+    VpcId, ZoneId,
 };
 pub use identity::{
     AuditEntryView, LoginRequest, LoginResponse, MeView, MemberAdd, MemberView, MyProjectView, ProjectRole,

@@ -142,6 +142,7 @@ pub async fn create(
         subnet: f.optional("subnet"),
         security_groups: (!groups.is_empty()).then_some(groups),
         ssh_keys: f.all("ssh_keys"),
+        zone: f.optional("zone"),
     };
     let view = instances::create(&app, &s.ctx, Some(&p), &body).await?;
     let to = format!("/projects/{}/instances/{}", render::urlencode(&p), render::urlencode(&view.name));

@@ -166,6 +166,10 @@ pub(crate) struct RunArgs {
     /// every start, before the API serves).
     #[arg(long, env = "KUMOD_IMAGE_RESCAN_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     image_rescan_seconds: u64,
+    /// An agent host whose last heartbeat is older than this many seconds is `unreachable`: the
+    /// scheduler places nothing on it (the all-in-one's own host is never unreachable).
+    #[arg(long, env = "KUMOD_HOST_UNREACHABLE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    host_unreachable_seconds: u64,
     /// Cap of each instance's serial log, MiB: past it, the oldest bytes are trimmed (down to
     /// half the cap) at the next monitoring round; the console API keeps absolute offsets.
     #[arg(long, env = "KUMOD_SERIAL_LOG_MAX_MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -447,6 +451,7 @@ pub(crate) fn control_config(args: &RunArgs, data_dir: &Path, host_id: kumo_type
         serial_log_max_bytes: args.serial_log_max_mib << 20,
         image_cache: Some(args.image_cache.clone()),
         image_rescan_period: Duration::from_secs(args.image_rescan_seconds),
+        host_unreachable_after: Duration::from_secs(args.host_unreachable_seconds),
     }
 }
 

@@ -1,14 +1,40 @@
-//! Hosts (operators only): registration of the local host, and the operator views.
+//! Hosts (operators only): registration of the local host, the operator views, cordoning, and
+//! the one rule of a host's state ([`state`]).
 
 use super::{read, selector};
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};
 use crate::{App, ControlConfig};
+use chrono::{DateTime, Utc};
 use kumo_host_api::HostAgent;
 use kumo_store::hosts::{HostReport, Resources};
 use kumo_store::Store;
 use kumo_types::page::PageRequest;
-use kumo_types::{HostId, HostView, ResultsPage};
+use kumo_types::{HostId, HostRole, HostState, HostView, ResultsPage};
+use std::time::Duration;
+
+/// Whether a host takes new instances, the one rule every view and the scheduler go through:
+/// cordoned → `cordoned`; the local host (in process) → `ready`; an agent host whose last
+/// heartbeat is older than `unreachable_after` (`--host-unreachable-seconds`), or that was never
+/// heard from → `unreachable`; else `ready`.
+pub fn state(h: &HostView, now: DateTime<Utc>, unreachable_after: Duration) -> HostState {
+    if h.cordoned {
+        return HostState::Cordoned;
+    }
+    match (h.role, h.last_seen) {
+        (HostRole::Local, _) => HostState::Ready,
+        (HostRole::Agent, Some(seen)) if (now - seen).to_std().unwrap_or_default() <= unreachable_after => {
+            HostState::Ready
+        }
+        (HostRole::Agent, _) => HostState::Unreachable,
+    }
+}
+
+/// `h` with its [`state`] as of now.
+pub fn with_state(mut h: HostView, config: &ControlConfig) -> HostView {
+    h.state = state(&h, Utc::now(), config.host_unreachable_after);
+    h
+}
 
 /// Registers (or refreshes, renaming it if its name changed) the host the agent runs on, under
 /// its stable id (`config.host_id`, from `DATA_DIR/host-id`; see [`crate::identity`]); returns
@@ -25,11 +51,12 @@ pub async fn register(store: &Store, host: &dyn HostAgent, config: &ControlConfi
         memory_overcommit: config.overcommit[1],
         disk_overcommit: config.overcommit[2],
     };
+    // A new host (or one from before zones) is put in the zone `default` by the store.
     let mut tx = store.begin().await?;
     let host = kumo_store::hosts::register(&mut tx, config.host_id, &report).await?;
     tx.commit().await?;
     tracing::info!(
-        host = %host.name, driver = %host.driver, accelerator = %host.accelerator,
+        host = %host.name, zone = %host.zone, driver = %host.driver, accelerator = %host.accelerator,
         reason = %host.accelerator_reason, "host registered"
     );
     Ok(host.id)
@@ -37,11 +64,31 @@ pub async fn register(store: &Store, host: &dyn HostAgent, config: &ControlConfi
 
 pub async fn list(app: &App, ctx: &OpContext, page: &PageRequest) -> ApiResult<ResultsPage<HostView>> {
     ctx.authorize(Access::Operator)?;
-    Ok(kumo_store::hosts::list(&mut *read(app).await?, page).await?)
+    let mut page = kumo_store::hosts::list(&mut *read(app).await?, page).await?;
+    page.items = page.items.into_iter().map(|h| with_state(h, &app.config)).collect();
+    Ok(page)
 }
 
 pub async fn view(app: &App, ctx: &OpContext, host: &str) -> ApiResult<HostView> {
     ctx.authorize(Access::Operator)?;
     let sel = selector("host", host)?;
-    kumo_store::hosts::get(&mut *read(app).await?, &sel).await?.ok_or_else(|| ApiError::not_found("host", host))
+    let h =
+        kumo_store::hosts::get(&mut *read(app).await?, &sel).await?.ok_or_else(|| ApiError::not_found("host", host))?;
+    Ok(with_state(h, &app.config))
+}
+
+/// Cordons a host (no new instance is placed on it; the ones there keep running) or uncordons
+/// it. Idempotent.
+pub async fn set_cordoned(app: &App, ctx: &OpContext, host: &str, cordoned: bool) -> ApiResult<HostView> {
+    ctx.authorize(Access::Operator)?;
+    let sel = selector("host", host)?;
+    let mut tx = app.store.begin().await?;
+    let h = kumo_store::hosts::get(&mut tx, &sel).await?.ok_or_else(|| ApiError::not_found("host", host))?;
+    kumo_store::hosts::set_cordoned(&mut tx, h.id, cordoned).await?;
+    let h = kumo_store::hosts::get(&mut tx, &kumo_types::NameOrId::Id(h.id.get()))
+        .await?
+        .ok_or_else(|| ApiError::internal("host vanished"))?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(host = %h.name, cordoned, "host cordon changed");
+    Ok(with_state(h, &app.config))
 }

@@ -166,6 +166,10 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
         ApiError::invalid(format!("instance type '{}' does not exist (see `kumo instance-type list`)", p.instance_type))
     })?;
     refuse_below_minimum(&image.view, &itype)?;
+    let zone = match &p.zone {
+        Some(z) => Some(super::zones::referenced(&mut tx, "zone", z).await?.1),
+        None => None,
+    };
     let image_gib =
         ((image.view.size_bytes + (1 << 30) - 1) / (1 << 30)).max(image.view.os_facts.min_disk_gib.unwrap_or(0));
     let mut disk_gib = itype.disk_gib.max(image_gib);
@@ -181,7 +185,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     let want = Resources { vcpus: itype.vcpus, memory_mib: itype.memory_mib, disk_gib, gpus: itype.gpus };
     // Quota before capacity: a tenant over its quota is told so (403), not that the cloud is full.
     super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::instance_amounts(want)).await?;
-    let host_id = reserve_anywhere(&mut tx, want).await?;
+    let host_id = reserve_anywhere(&mut tx, &app.config, zone.as_deref(), want).await?;
     let id = kumo_store::new_id();
     let new = NewInstance {
         id,
@@ -276,17 +280,29 @@ async fn attach_network(
 }
 
 /// Picks a host and reserves `want` on it, in the caller's transaction.
-async fn reserve_anywhere(tx: &mut Conn, want: Resources) -> ApiResult<HostId> {
-    let hosts = kumo_store::hosts::all(tx).await?;
-    let ranked = scheduler::rank(&hosts, want).map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
+/// Reserves `want` on the best ready host (of `zone`, if given); 507 naming why none can take it.
+async fn reserve_anywhere(
+    tx: &mut Conn,
+    config: &crate::ControlConfig,
+    zone: Option<&str>,
+    want: Resources,
+) -> ApiResult<HostId> {
+    let hosts = candidates(tx, config).await?;
+    let ranked = scheduler::rank(&hosts, zone, want).map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
     for host_id in ranked {
         if kumo_store::hosts::reserve(tx, host_id, want).await? {
             return Ok(host_id);
         }
     }
     // Every candidate filled up between the read and the reservation.
+    let hosts = candidates(tx, config).await?;
+    Err(ApiError::new(ErrorCode::InsufficientCapacity, scheduler::explain(&hosts, zone, want)))
+}
+
+/// Every live host with its state as of now.
+async fn candidates(tx: &mut Conn, config: &crate::ControlConfig) -> ApiResult<Vec<kumo_types::HostView>> {
     let hosts = kumo_store::hosts::all(tx).await?;
-    Err(ApiError::new(ErrorCode::InsufficientCapacity, scheduler::shortage(&hosts, want)))
+    Ok(hosts.into_iter().map(|h| super::hosts::with_state(h, config)).collect())
 }
 
 /// Start, stop, reboot or delete: the state machine decides whether it is allowed.

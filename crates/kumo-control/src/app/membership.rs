@@ -93,7 +93,7 @@ pub async fn join(app: &App, req: JoinRequest) -> ApiResult<JoinResponse> {
     )
     .await
     .map_err(crate::error::already_exists("host", &req.info.name))?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::internal)?;
     tracing::info!(host = %host.id, name = %host.name, zone = %zone_view.name, address = %req.address, "host joined");
     app.hosts_sync.wake();
     Ok(JoinResponse {
@@ -125,7 +125,7 @@ pub async fn heartbeat(app: &App, host: HostId, hb: Heartbeat) -> ApiResult<Hear
     let report = report(app, &hb.info);
     let mut tx = app.store.begin().await?;
     kumo_store::hosts::heartbeat(&mut tx, host, &report, &hb.address, &hb.fingerprint).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::internal)?;
     app.hosts_sync.wake();
     Ok(HeartbeatAck { lease_seconds: app.config.host_unreachable_after.as_secs() })
 }

@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
+pub mod join_tokens;
 pub mod login;
 pub mod me;
 pub mod members;
@@ -25,6 +26,7 @@ pub mod tokens;
 pub mod users;
 pub mod volumes;
 pub mod vpcs;
+pub mod zones;
 
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};

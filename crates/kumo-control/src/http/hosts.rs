@@ -1,13 +1,14 @@
-//! `/v1/hosts` (operators)
+//! `/v1/hosts` and `/v1/join-tokens` (operators)
 
-use super::{page, ApiQuery};
+use super::{page, ApiJson, ApiQuery};
 use crate::app::hosts;
 use crate::context::OpContext;
 use crate::error::ApiResult;
 use crate::App;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
-use kumo_types::{ErrorBody, HostView, PageParams, ResultsPage};
+use kumo_types::{ErrorBody, HostView, JoinTokenCreate, JoinTokenCreated, PageParams, ResultsPage};
 use std::sync::Arc;
 
 /// List hosts with their capacity (operators)
@@ -34,4 +35,44 @@ pub async fn host_view(
     Path(host): Path<String>,
 ) -> ApiResult<Json<HostView>> {
     Ok(Json(hosts::view(&app, &ctx, &host).await?))
+}
+
+/// Cordon a host: no new instance is placed on it; its instances keep running (operators)
+#[utoipa::path(post, path = "/v1/hosts/{host}/cordon", tag = "hosts", operation_id = "host_cordon",
+    params(("host" = String, Path, description = "Host name or id")),
+    responses((status = 200, body = HostView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn host_cordon(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(host): Path<String>,
+) -> ApiResult<Json<HostView>> {
+    Ok(Json(hosts::set_cordoned(&app, &ctx, &host, true).await?))
+}
+
+/// Uncordon a host: the scheduler may place instances on it again (operators)
+#[utoipa::path(post, path = "/v1/hosts/{host}/uncordon", tag = "hosts", operation_id = "host_uncordon",
+    params(("host" = String, Path, description = "Host name or id")),
+    responses((status = 200, body = HostView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn host_uncordon(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(host): Path<String>,
+) -> ApiResult<Json<HostView>> {
+    Ok(Json(hosts::set_cordoned(&app, &ctx, &host, false).await?))
+}
+
+/// Create a one-time join token for a `kumod agent` to join as a host of a zone; the token is
+/// shown once (operators)
+#[utoipa::path(post, path = "/v1/join-tokens", tag = "hosts", operation_id = "join_token_create",
+    request_body = JoinTokenCreate,
+    responses((status = 201, body = JoinTokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub async fn join_token_create(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    ApiJson(body): ApiJson<JoinTokenCreate>,
+) -> ApiResult<(StatusCode, Json<JoinTokenCreated>)> {
+    Ok((StatusCode::CREATED, Json(crate::app::join_tokens::create(&app, &ctx, &body).await?)))
 }

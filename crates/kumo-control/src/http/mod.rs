@@ -26,6 +26,7 @@ pub mod tokens;
 pub mod users;
 pub mod volumes;
 pub mod vpcs;
+pub mod zones;
 
 use crate::error::{ApiError, REQUEST_ID};
 use crate::App;

@@ -4,6 +4,7 @@
 mod common;
 
 mod billing;
+mod cluster;
 mod hosts;
 mod identity;
 mod images;

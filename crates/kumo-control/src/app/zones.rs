@@ -1,0 +1,41 @@
+//! Zones (operators only): named groups of hosts; an instance may ask for one.
+
+use super::{read, selector};
+use crate::context::{Access, OpContext};
+use crate::error::{already_exists, ApiError, ApiResult};
+use crate::App;
+use kumo_store::Conn;
+use kumo_types::page::PageRequest;
+use kumo_types::{Name, NameOrId, ResultsPage, ZoneCreate, ZoneId, ZoneView};
+
+pub async fn list(app: &App, ctx: &OpContext, page: &PageRequest) -> ApiResult<ResultsPage<ZoneView>> {
+    ctx.authorize(Access::Operator)?;
+    Ok(kumo_store::zones::list(&mut *read(app).await?, page).await?)
+}
+
+pub async fn view(app: &App, ctx: &OpContext, zone: &str) -> ApiResult<ZoneView> {
+    ctx.authorize(Access::Operator)?;
+    let sel = selector("zone", zone)?;
+    kumo_store::zones::get(&mut *read(app).await?, &sel).await?.ok_or_else(|| ApiError::not_found("zone", zone))
+}
+
+pub async fn create(app: &App, ctx: &OpContext, p: &ZoneCreate) -> ApiResult<ZoneView> {
+    ctx.authorize(Access::Operator)?;
+    super::check_description(&p.description)?;
+    let mut tx = app.store.begin().await?;
+    let view = kumo_store::zones::create(&mut tx, p.name.as_str(), &p.description)
+        .await
+        .map_err(already_exists("zone", p.name.as_str()))?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(view)
+}
+
+/// The zone a request body names (`field` is the body's field, for the message): 400 when the
+/// name is malformed or no zone has it.
+pub async fn referenced(conn: &mut Conn, field: &str, zone: &str) -> ApiResult<(ZoneId, String)> {
+    let name = Name::parse(zone).map_err(|e| ApiError::invalid(format!("{field}: {e}")))?;
+    let z = kumo_store::zones::get(conn, &NameOrId::Name(name))
+        .await?
+        .ok_or_else(|| ApiError::invalid(format!("zone '{zone}' does not exist (see `kumo zone list`)")))?;
+    Ok((z.id, z.name))
+}
