@@ -12,7 +12,7 @@
 
 use kumo_host_api::{HostAgent, HostError};
 use kumo_types::HostId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 /// Where and how a joined host's agent is reached (what the store holds about it).
@@ -42,18 +42,21 @@ pub struct HostAgents {
     local: Option<(HostId, Arc<dyn HostAgent>)>,
     remote: RwLock<BTreeMap<HostId, Remote>>,
     connect: Option<Box<Connect>>,
+    /// Hosts whose agent has not renewed its lease in time (`unreachable`): background work
+    /// leaves them alone, and their instances show `unknown`. Kept by the hosts task.
+    lost: RwLock<HashSet<HostId>>,
 }
 
 impl HostAgents {
     /// The agents of the all-in-one control plane: its local host `local` alone.
     pub fn new(local: HostId, agent: Arc<dyn HostAgent>) -> HostAgents {
-        HostAgents { local: Some((local, agent)), remote: RwLock::default(), connect: None }
+        HostAgents { local: Some((local, agent)), remote: RwLock::default(), connect: None, lost: RwLock::default() }
     }
 
     /// The agents of a controller: no local host; joined hosts are reached through clients made by
     /// `connect` (see [`HostAgents::sync`]).
     pub fn remote(connect: Box<Connect>) -> HostAgents {
-        HostAgents { local: None, remote: RwLock::default(), connect: Some(connect) }
+        HostAgents { local: None, remote: RwLock::default(), connect: Some(connect), lost: RwLock::default() }
     }
 
     /// The agent of a host, if the control plane has one for it.
@@ -84,6 +87,33 @@ impl HostAgents {
         out
     }
 
+    /// Ids of every host with an agent that is not lost: the hosts background work acts on.
+    pub fn reachable(&self) -> Vec<HostId> {
+        let lost = self.lost.read().unwrap_or_else(|p| p.into_inner());
+        self.hosts().into_iter().filter(|h| !lost.contains(h)).collect()
+    }
+
+    /// Whether the host's agent has not renewed its lease in time.
+    pub fn is_lost(&self, host: HostId) -> bool {
+        self.lost.read().unwrap_or_else(|p| p.into_inner()).contains(&host)
+    }
+
+    /// Sets the hosts that are lost (see [`HostAgents::reachable`]); returns whether it changed.
+    pub fn set_lost(&self, lost: HashSet<HostId>) -> bool {
+        let mut cur = self.lost.write().unwrap_or_else(|p| p.into_inner());
+        if *cur == lost {
+            return false;
+        }
+        for h in lost.difference(&cur) {
+            tracing::warn!(host = %h, "host unreachable: its agent did not renew its lease in time");
+        }
+        for h in cur.difference(&lost) {
+            tracing::info!(host = %h, "host reachable again");
+        }
+        *cur = lost;
+        true
+    }
+
     /// Brings the remote entries in step with the joined hosts of the store: a client for every
     /// new host or changed endpoint, none for a host that left. Returns how many entries changed.
     /// A host whose client cannot be made is left out (and logged); the next sync tries again.
@@ -105,7 +135,9 @@ impl HostAgents {
                     map.insert(e.id, Remote { endpoint: e, agent });
                     changed += 1;
                 }
-                Err(err) => tracing::warn!(host = %e.id, name = %e.name, "cannot make a client for the host's agent: {err:#}"),
+                Err(err) => {
+                    tracing::warn!(host = %e.id, name = %e.name, "cannot make a client for the host's agent: {err:#}")
+                }
             }
         }
         changed

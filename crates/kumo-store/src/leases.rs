@@ -36,7 +36,11 @@ pub async fn acquire(conn: &mut Conn, name: &str, holder: &str, ttl: Duration) -
 
 /// Gives lease `name` up if `holder` holds it (a controller stopping cleanly).
 pub async fn release(conn: &mut Conn, name: &str, holder: &str) -> Result<()> {
-    sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2").bind(name).bind(holder).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+        .bind(name)
+        .bind(holder)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

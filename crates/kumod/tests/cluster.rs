@@ -297,8 +297,10 @@ fn a_cluster_of_two_controllers_and_three_hosts() {
     assert_eq!(cl.hosts(0).len(), 3, "nothing was added by the refused join");
 
     // An agent cannot act for another host: h1's credential with h2's id → 403.
-    let m1: Value = serde_json::from_slice(&std::fs::read(cl.dir.path().join("h1/membership.json")).expect("m1")).expect("json");
-    let m2: Value = serde_json::from_slice(&std::fs::read(cl.dir.path().join("h2/membership.json")).expect("m2")).expect("json");
+    let m1: Value =
+        serde_json::from_slice(&std::fs::read(cl.dir.path().join("h1/membership.json")).expect("m1")).expect("json");
+    let m2: Value =
+        serde_json::from_slice(&std::fs::read(cl.dir.path().join("h2/membership.json")).expect("m2")).expect("json");
     let hb = json!({"host_id": m2["host_id"], "info": agent_join["info"], "address": "https://127.0.0.1:1",
                     "fingerprint": cl.fingerprint});
     let resp = cl
@@ -310,7 +312,8 @@ fn a_cluster_of_two_controllers_and_three_hosts() {
         .expect("heartbeat");
     assert_eq!(resp.status().as_u16(), 403, "{}", resp.text().unwrap_or_default());
     // A user's token means nothing to the agents' protocol, nor to an agent's API.
-    let resp = cl.http.post(format!("{}/agent/v1/heartbeat", cl.urls[0])).bearer_auth(&cl.token).json(&hb).send().expect("hb");
+    let resp =
+        cl.http.post(format!("{}/agent/v1/heartbeat", cl.urls[0])).bearer_auth(&cl.token).json(&hb).send().expect("hb");
     assert_eq!(resp.status().as_u16(), 401);
     let h1_addr = std::fs::read_to_string(cl.dir.path().join("h1/agent.addr")).expect("agent.addr");
     let resp = cl

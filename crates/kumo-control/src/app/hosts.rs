@@ -19,14 +19,21 @@ use std::time::Duration;
 /// heard from → `unreachable`; else `ready`.
 pub fn state(h: &HostView, now: DateTime<Utc>, unreachable_after: Duration) -> HostState {
     if h.cordoned {
-        return HostState::Cordoned;
+        HostState::Cordoned
+    } else if is_unreachable(h, now, unreachable_after) {
+        HostState::Unreachable
+    } else {
+        HostState::Ready
     }
+}
+
+/// Whether the host's agent has not renewed its lease within `unreachable_after` (never true of
+/// the all-in-one's own host, which is in process), cordoned or not.
+pub fn is_unreachable(h: &HostView, now: DateTime<Utc>, unreachable_after: Duration) -> bool {
     match (h.role, h.last_seen) {
-        (HostRole::Local, _) => HostState::Ready,
-        (HostRole::Agent, Some(seen)) if (now - seen).to_std().unwrap_or_default() <= unreachable_after => {
-            HostState::Ready
-        }
-        (HostRole::Agent, _) => HostState::Unreachable,
+        (HostRole::Local, _) => false,
+        (HostRole::Agent, Some(seen)) => (now - seen).to_std().unwrap_or_default() > unreachable_after,
+        (HostRole::Agent, None) => true,
     }
 }
 

@@ -423,6 +423,19 @@ pub struct Manifest {
     pub facts: ImageFacts,
 }
 
+/// The virtual size of a disk of the operator's image cache (trusted: never a tenant's upload), as a
+/// controller without a host of its own reads it: a qcow2's header (magic `QFI\xfb`, the size as a
+/// big-endian u64 at byte 24), else the file's length (raw).
+async fn trusted_virtual_size(path: &Path) -> anyhow::Result<u64> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(path).await.map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?;
+    let mut head = [0u8; 32];
+    match f.read_exact(&mut head).await {
+        Ok(_) if head[..4] == *b"QFI\xfb" => Ok(u64::from_be_bytes(head[24..32].try_into()?)),
+        _ => Ok(f.metadata().await?.len()),
+    }
+}
+
 /// Registers a cached image as a public image: its files are copied into the data directory so
 /// the cloud does not depend on the cache staying put. When the cache holds a new build of an
 /// image already registered (e.g. after `scripts/up.sh` rebuilt it), the new build takes the name;
@@ -460,7 +473,12 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<bool> {
         Some(i) => Some(copy(i).await?),
         None => None,
     };
-    let info = app.agent().image_info(ImageFile::new(id, manifest.disk.as_str())).await?;
+    let size_bytes = match app.local_host() {
+        Some(_) => app.agent().image_info(ImageFile::new(id, manifest.disk.as_str())).await?.virtual_size,
+        // A controller has no host of its own to ask (its image store is not any host's yet):
+        // the size is read from the operator's file itself.
+        None => trusted_virtual_size(Path::new(&disk_path)).await?,
+    };
     let default_description = format!("{} from the image cache ({})", manifest.name, cache_dir.display());
     let new = NewImage {
         id,
@@ -473,7 +491,7 @@ pub async fn seed_public(app: &App, cache_dir: &Path) -> anyhow::Result<bool> {
         kernel_path: kernel_path.as_deref(),
         initrd_path: initrd_path.as_deref(),
         cmdline: manifest.cmdline.as_deref(),
-        size_bytes: info.virtual_size as i64,
+        size_bytes: size_bytes as i64,
         facts: manifest.facts.clone(),
     };
     tokio::fs::write(dir.join(MANIFEST), &manifest_bytes).await?;

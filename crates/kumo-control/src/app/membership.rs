@@ -72,10 +72,7 @@ pub async fn join(app: &App, req: JoinRequest) -> ApiResult<JoinResponse> {
         .ok_or_else(|| ApiError::internal("the join token's zone is gone"))?;
     if let Some(asked) = &req.zone {
         if *asked != zone_view.name {
-            return Err(ApiError::invalid(format!(
-                "the join token is for zone '{}', not '{asked}'",
-                zone_view.name
-            )));
+            return Err(ApiError::invalid(format!("the join token is for zone '{}', not '{asked}'", zone_view.name)));
         }
     }
     let report = report(app, &req.info);

@@ -62,10 +62,21 @@ impl Task for Hosts {
 
     async fn pass(&mut self, app: &Arc<App>) -> Result<u64, Error> {
         let mut changes = renew(app).await? as u64;
-        let endpoints = {
+        let (endpoints, hosts) = {
             let mut conn = app.store.read().await?;
-            kumo_store::hosts::agent_endpoints(&mut conn).await?
+            (kumo_store::hosts::agent_endpoints(&mut conn).await?, kumo_store::hosts::all(&mut conn).await?)
         };
+        let now = chrono::Utc::now();
+        let lost = hosts
+            .iter()
+            .filter(|h| crate::app::hosts::is_unreachable(h, now, app.config.host_unreachable_after))
+            .map(|h| h.id)
+            .collect();
+        if app.hosts.set_lost(lost) {
+            changes += 1;
+            // Instances of a host that came back are looked at again at once.
+            app.reconciler.wake();
+        }
         let endpoints = endpoints
             .into_iter()
             .map(|e| AgentEndpoint {

@@ -40,7 +40,7 @@ impl Task for Instances {
 /// instance on it that needs one. Instances of a host without an agent here (not joined, or not
 /// seen by this controller yet) are left alone.
 pub async fn pass(app: &Arc<App>) {
-    for host in app.hosts.hosts() {
+    for host in app.hosts.reachable() {
         let Some(agent) = app.hosts.get(host) else { continue };
         if let Err(e) = collect_leaks(app, host, agent.as_ref()).await {
             record_error(app, format!("leak collection on host {host}: {e}"));
@@ -146,6 +146,23 @@ impl From<String> for StepError {
     }
 }
 
+/// A failed network pass before a start: the host's agent unreachable is not the instance's
+/// failure.
+fn network_error(e: super::Error) -> StepError {
+    let unreachable = match &e {
+        super::Error::Other(any) => {
+            any.chain().any(|c| matches!(c.downcast_ref::<HostError>(), Some(HostError::Unreachable(_))))
+        }
+        _ => false,
+    };
+    let msg = format!("network: {e:#}");
+    if unreachable {
+        StepError::Unreachable(msg)
+    } else {
+        StepError::Failed(msg)
+    }
+}
+
 /// Does the next step for one instance, through the agent of its host. Returns whether its state
 /// changed.
 async fn step(app: &App, hv: &dyn HostAgent, rec: kumo_store::instances::InstanceRecord) -> bool {
@@ -161,7 +178,7 @@ async fn step(app: &App, hv: &dyn HostAgent, rec: kumo_store::instances::Instanc
                 let spec = spec().await?;
                 if !spec.nics.is_empty() {
                     // Its taps must exist before the hypervisor opens them.
-                    crate::background::network::converge(app).await.map_err(|e| format!("network: {e:#}"))?;
+                    crate::background::network::converge_one(app, rec.host_id).await.map_err(network_error)?;
                 }
                 hv.start(spec).await?;
                 Ok(Some((InstanceObservation::Booted, "reconciler: hypervisor runs the guest")))

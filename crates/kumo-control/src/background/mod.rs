@@ -286,7 +286,10 @@ pub fn spawn_all(app: &Arc<App>) {
     }
     spawn(app.clone(), |a| &a.network, period * 5, First::Now, network::Converge);
     spawn(app.clone(), |a| &a.reconciler, period, First::Now, instances::Instances);
-    spawn(app.clone(), |a| &a.volume_reconciler, period, First::Now, volumes::Volumes::default());
+    // Volumes live in the all-in-one host's storage; a controller has none (see App::agent).
+    if app.local_host().is_some() {
+        spawn(app.clone(), |a| &a.volume_reconciler, period, First::Now, volumes::Volumes::default());
+    }
     spawn(app.clone(), |a| &a.billing, period, First::Now, billing::Billing::default());
     if let Some(keep) = app.config.audit_retention {
         spawn(app.clone(), |a| &a.audit_retention, audit_retention::PERIOD, First::Now, audit_retention::Prune(keep));

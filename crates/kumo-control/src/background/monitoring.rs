@@ -95,7 +95,7 @@ impl Task for Monitoring {
 /// the disk otherwise).
 pub async fn trim_serial_logs(app: &App) -> u64 {
     let mut total = 0;
-    for host in app.hosts.hosts() {
+    for host in app.hosts.reachable() {
         let Some(agent) = app.hosts.get(host) else { continue };
         match agent.trim_serial_logs(app.config.serial_log_max_bytes).await {
             Ok(n) => {
@@ -143,19 +143,19 @@ async fn try_round(app: &App, now: DateTime<Utc>) -> anyhow::Result<RoundReport>
     let mut running: Vec<Running> = Vec::new();
     {
         let mut conn = app.store.read().await?;
-        for host in app.hosts.hosts() {
+        for host in app.hosts.reachable() {
             let Some(agent) = app.hosts.get(host) else { continue };
             let records = kumo_store::instances::on_host(&mut conn, host).await?;
             running.extend(
-                records.into_iter().filter(|r| r.state() == InstanceState::Running).map(|rec| Running { rec, hv: agent.clone() }),
+                records
+                    .into_iter()
+                    .filter(|r| r.state() == InstanceState::Running)
+                    .map(|rec| Running { rec, hv: agent.clone() }),
             );
         }
     }
-    let samples: Vec<_> = futures_util::stream::iter(running)
-        .map(sample_one)
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+    let samples: Vec<_> =
+        futures_util::stream::iter(running).map(sample_one).buffer_unordered(CONCURRENCY).collect().await;
 
     let mut rows = Vec::with_capacity(samples.len());
     let mut latest = HashMap::with_capacity(samples.len());

@@ -92,7 +92,7 @@ pub async fn converge(app: &App) -> Result<(), Error> {
 async fn converge_once(app: &App) -> Result<u64, Error> {
     let mut changes = 0;
     let mut first_error = None;
-    for host in app.hosts.hosts() {
+    for host in app.hosts.reachable() {
         match converge_host(app, host).await {
             Ok(n) => changes += n,
             Err(e) => {
@@ -105,6 +105,12 @@ async fn converge_once(app: &App) -> Result<u64, Error> {
         Some(e) => Err(e.into()),
         None => Ok(changes),
     }
+}
+
+/// A pass for one host alone (e.g. before one of its guests starts: its taps must exist), under
+/// the same pass lock.
+pub async fn converge_one(app: &App, host: HostId) -> Result<(), Error> {
+    app.network.run_pass(async { Ok(converge_host(app, host).await?) }).await.map(|_| ())
 }
 
 async fn converge_host(app: &App, host: HostId) -> anyhow::Result<u64> {
