@@ -76,9 +76,12 @@ pub enum Command {
     /// What happened to a project's resources, oldest first
     #[command(subcommand)]
     Event(EventCommand),
-    /// Hosts and their capacity (operators)
+    /// Hosts: capacity, state, cordoning, join tokens (operators)
     #[command(subcommand)]
     Host(HostCommand),
+    /// Zones: named groups of hosts (operators)
+    #[command(subcommand)]
+    Zone(crate::zones::ZoneCommand),
     /// The control plane's background reconcilers (operators)
     #[command(subcommand)]
     Reconciler(crate::system::ReconcilerCommand),
@@ -318,11 +321,20 @@ mod tests {
             vec!["instance", "list", "--project", "p", "--limit", "5"],
             vec!["event", "list", "--project", "p", "--instance", "web1"],
             vec!["host", "view", "h1"],
+            vec!["host", "cordon", "h1"],
+            vec!["host", "uncordon", "h1"],
+            vec!["host", "join-token", "create", "--zone", "east", "--expires", "1h"],
+            vec!["zone", "list"],
+            vec!["zone", "create", "east", "--description", "the east room"],
+            vec!["zone", "view", "east"],
+            vec!["instance", "create", "w", "--project", "p", "--image", "i", "--type", "k1-nano", "--zone", "east"],
         ];
         for args in ok {
             parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
         assert!(parse(&["project", "list", "--limit", "0"]).is_err());
         assert!(parse(&["instance-type", "create", "x", "--vcpus", "1"]).is_err());
+        assert!(parse(&["host", "join-token", "create", "--zone", "east", "--expires", "1w"]).is_err());
+        assert!(parse(&["host", "join-token", "create"]).is_err(), "--zone is required");
     }
 }

@@ -1,23 +1,65 @@
-//! `kumo host …`: the machines instances run on, and how much of each is reserved (operators).
+//! `kumo host …`: the machines instances run on, how much of each is reserved, cordoning, and
+//! the join tokens agent hosts join with (operators).
 
 use crate::cli::ListArgs;
-use crate::output::{self, age, list_table, or_dash, time_with_age, view_table};
+use crate::output::{self, age, list_table, or_dash, time_with_age, timestamp, view_table};
 use crate::Ctx;
 use anyhow::Result;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use kumo_types::HostView;
+use kumo_types::{HostRole, HostView, JoinTokenCreate, JoinTokenCreated};
 use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
 pub enum HostCommand {
-    /// List hosts with their used/limit capacity
+    /// List hosts with their zone, state and used/limit capacity
     List(ListArgs),
     /// Show one host
     View {
         /// Host name or id
         host: String,
     },
+    /// Cordon a host: no new instance is placed on it (its instances keep running)
+    Cordon {
+        /// Host name or id
+        host: String,
+    },
+    /// Uncordon a host: the scheduler may place instances on it again
+    Uncordon {
+        /// Host name or id
+        host: String,
+    },
+    /// One-time tokens a `kumod agent` joins the cluster with
+    #[command(subcommand)]
+    JoinToken(JoinTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JoinTokenCommand {
+    /// Create a join token for one host of a zone and print it (shown only this once)
+    Create {
+        /// The zone the joining host is put in (see `kumo zone list`)
+        #[arg(long)]
+        zone: String,
+        /// How long the token may be used: seconds (90 or 90s), minutes (30m), hours (1h) or
+        /// days (7d); 1 minute to 7 days, default 1h
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        expires: Option<u64>,
+    },
+}
+
+/// `90`, `90s`, `30m`, `1h`, `7d` → seconds (bounds are the server's).
+pub fn parse_lifetime(s: &str) -> Result<u64, String> {
+    let bad = || format!("'{s}' is not a lifetime like 90s, 30m, 1h or 7d");
+    let (n, per) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    n.checked_mul(per).ok_or_else(bad)
 }
 
 pub fn run(ctx: &Ctx, command: &HostCommand) -> Result<()> {
@@ -30,6 +72,39 @@ pub fn run(ctx: &Ctx, command: &HostCommand) -> Result<()> {
             let found = ctx.client.get(&["hosts", host], &[])?;
             ctx.show(&found, render_view)
         }
+        HostCommand::Cordon { host } => {
+            let h = ctx.client.post(&["hosts", host, "cordon"], &[], None::<&()>)?;
+            ctx.show(&h, render_view)
+        }
+        HostCommand::Uncordon { host } => {
+            let h = ctx.client.post(&["hosts", host, "uncordon"], &[], None::<&()>)?;
+            ctx.show(&h, render_view)
+        }
+        HostCommand::JoinToken(JoinTokenCommand::Create { zone, expires }) => {
+            let body = JoinTokenCreate { zone: zone.clone(), expires_in_seconds: *expires };
+            let created = ctx.client.post(&["join-tokens"], &[], Some(&body))?;
+            ctx.show(&created, render_join_token)
+        }
+    }
+}
+
+fn render_join_token(value: &Value) -> Result<String> {
+    let t: JoinTokenCreated = output::view(value)?;
+    Ok(format!(
+        "{}\n\njoin token for one host of zone '{}' (expires: {}). This is the only time it is shown; \
+         start the agent with it: kumod agent --join-token <token> …",
+        t.token,
+        t.zone,
+        timestamp(t.time_expires)
+    ))
+}
+
+/// When an agent host was last heard from; the local host is in process.
+fn seen(role: HostRole, last_seen: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match (role, last_seen) {
+        (HostRole::Local, _) => "local".into(),
+        (HostRole::Agent, Some(t)) => format!("{} ago", age(t, now)),
+        (HostRole::Agent, None) => "never".into(),
     }
 }
 
@@ -39,18 +114,18 @@ fn used_of(used: i64, limit: i64) -> String {
 
 fn render_list(page: &Value) -> Result<String> {
     let now = Utc::now();
-    let headers = ["NAME", "DRIVER", "ACCEL", "VCPU", "MEMORY MIB", "DISK GIB", "GPU", "SEEN"];
+    let headers = ["NAME", "ZONE", "STATE", "VCPU", "MEMORY MIB", "DISK GIB", "GPU", "SEEN"];
     let mut table = list_table(&headers);
     for h in output::items::<HostView>(page)? {
         table.add_row(vec![
             h.name,
-            h.driver,
-            h.accelerator,
+            or_dash(Some(&h.zone)),
+            h.state.as_str().to_string(),
             used_of(h.vcpus_used, h.vcpus_limit),
             used_of(h.memory_mib_used, h.memory_mib_limit),
             used_of(h.disk_gib_used, h.disk_gib_limit),
             used_of(h.gpus_used, h.gpus_total),
-            format!("{} ago", age(h.time_modified, now)),
+            seen(h.role, h.last_seen, now),
         ]);
     }
     Ok(output::render(&table))
@@ -66,6 +141,10 @@ fn render_view(value: &Value) -> Result<String> {
         ("NAME", h.name),
         ("ID", h.id.to_string()),
         ("DESCRIPTION", or_dash(Some(&h.description))),
+        ("ZONE", or_dash(Some(&h.zone))),
+        ("STATE", h.state.as_str().to_string()),
+        ("ROLE", h.role.as_str().to_string()),
+        ("ADDRESS", or_dash(h.address.as_deref())),
         ("DRIVER", h.driver),
         ("ACCELERATOR", format!("{} ({})", h.accelerator, or_dash(Some(&h.accelerator_reason)))),
         ("VCPU", capacity(h.vcpus_used, h.vcpus_limit, h.vcpus_total, h.cpu_overcommit, "")),
@@ -73,7 +152,8 @@ fn render_view(value: &Value) -> Result<String> {
         ("DISK", capacity(h.disk_gib_used, h.disk_gib_limit, h.disk_gib_total, h.disk_overcommit, " GiB")),
         ("GPU", used_of(h.gpus_used, h.gpus_total)),
         ("REGISTERED", time_with_age(h.time_created, now)),
-        ("LAST SEEN", time_with_age(h.time_modified, now)),
+        ("LAST REPORT", time_with_age(h.time_modified, now)),
+        ("LAST SEEN", h.last_seen.map_or_else(|| seen(h.role, None, now), |t| time_with_age(t, now))),
     ]);
     Ok(output::render(&table))
 }
@@ -92,7 +172,9 @@ mod tests {
             "memory_mib_total": 4096, "memory_mib_used": 1024, "memory_mib_limit": 6144,
             "disk_gib_total": 100, "disk_gib_used": 20, "disk_gib_limit": 100,
             "gpus_total": 0, "gpus_used": 0,
-            "cpu_overcommit": 4.0, "memory_overcommit": 1.5, "disk_overcommit": 1.0
+            "cpu_overcommit": 4.0, "memory_overcommit": 1.5, "disk_overcommit": 1.0,
+            "zone": "default", "state": "cordoned", "role": "agent", "cordoned": true,
+            "last_seen": "2024-05-01T10:00:00Z", "address": "https://10.77.0.2:7401"
         })
     }
 
@@ -101,11 +183,30 @@ mod tests {
         let text = render_list(&json!({"items": [sample()]})).expect("render");
         let lines: Vec<&str> = text.lines().collect();
         let header: Vec<&str> = lines[0].split_whitespace().collect();
-        assert_eq!(&header[..4], ["NAME", "DRIVER", "ACCEL", "VCPU"]);
+        assert_eq!(&header[..4], ["NAME", "ZONE", "STATE", "VCPU"]);
         let row: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(&row[..7], ["host-a", "qemu", "tcg", "3/8", "1024/6144", "20/100", "0/0"]);
+        assert_eq!(&row[..7], ["host-a", "default", "cordoned", "3/8", "1024/6144", "20/100", "0/0"]);
+        assert!(lines[1].ends_with("ago"), "{text}");
         let view = render_view(&sample()).expect("view");
         assert!(view.contains("1024/6144 MiB used (physical 4096 MiB, overcommit x1.5)"), "{view}");
         assert!(view.contains("tcg (KVM probe boot timed out)"), "{view}");
+        assert!(view.contains("https://10.77.0.2:7401"), "{view}");
+    }
+
+    #[test]
+    fn lifetimes_parse_to_seconds_and_the_join_token_comes_first() {
+        assert_eq!(parse_lifetime("90"), Ok(90));
+        assert_eq!(parse_lifetime("90s"), Ok(90));
+        assert_eq!(parse_lifetime("30m"), Ok(1800));
+        assert_eq!(parse_lifetime("1h"), Ok(3600));
+        assert_eq!(parse_lifetime("7d"), Ok(604_800));
+        for bad in ["", "h", "-1h", "1.5h", "1w", "99999999999999999999d"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad}");
+        }
+        let v = json!({"id": "0190b2a4-0000-7000-8000-000000000007", "token": "kumo_join_abc", "zone": "east",
+                       "time_expires": "2024-05-01T11:00:00Z"});
+        let text = render_join_token(&v).expect("render");
+        assert_eq!(text.lines().next(), Some("kumo_join_abc"));
+        assert!(text.contains("zone 'east'"), "{text}");
     }
 }

@@ -1,7 +1,8 @@
 //! `kumo`, the command-line client of the Kumo REST API.
 //!
 //! One module per resource (projects, members, images, instance_types, instances, events, hosts,
-//! users, tokens, audit, quotas, prices, usage, invoices, budgets, volumes, snapshots, backups) declares
+//! users, tokens, audit, quotas, prices, usage, invoices, budgets, volumes, snapshots, backups,
+//! zones) declares
 //! its subcommands and turns API answers into tables; `client` speaks HTTP (auth, errors,
 //! pagination), `wait` implements `--wait`, `config` resolves the server URL, token and TLS trust
 //! and implements `kumo login`, `tls` the certificate checks (`--ca-cert`, `--fingerprint`),
@@ -38,6 +39,7 @@ pub mod usage;
 pub mod users;
 pub mod volumes;
 pub mod wait;
+pub mod zones;
 
 #[cfg(test)]
 mod testserver;
@@ -91,6 +93,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Instance(c) => instances::run(&ctx, c),
         Command::Event(c) => events::run(&ctx, c),
         Command::Host(c) => hosts::run(&ctx, c),
+        Command::Zone(c) => zones::run(&ctx, c),
         Command::Reconciler(c) => system::run(&ctx, c),
         Command::User(c) => users::run(&ctx, c),
         Command::Token(c) => tokens::run(&ctx, c),

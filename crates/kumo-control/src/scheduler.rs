@@ -73,7 +73,9 @@ pub fn explain(hosts: &[HostView], zone: Option<&str>, want: Resources) -> Strin
     if !unreachable.is_empty() {
         parts.push(format!("{} unreachable ({})", unreachable.len(), names(&unreachable)));
     }
-    let checks: [(&str, &str, i64, fn(&Resources) -> i64); 4] = [
+    /// (what a host is short of, the unit, the amount asked, the amount of a `Resources`)
+    type Check = (&'static str, &'static str, i64, fn(&Resources) -> i64);
+    let checks: [Check; 4] = [
         ("vCPUs", "vCPUs", want.vcpus, |r| r.vcpus),
         ("memory", "MiB of memory", want.memory_mib, |r| r.memory_mib),
         ("disk", "GiB of disk", want.disk_gib, |r| r.disk_gib),
@@ -212,7 +214,7 @@ mod tests {
         // Nothing ready in the zone: each filter is named.
         let msg = rank(&[a.clone(), gone.clone()], Some("east"), w).unwrap_err();
         assert_eq!(msg, "no host can take it: 1 host in zone 'east': 1 unreachable (d)");
-        let msg = rank(&[cordoned.clone()], None, w).unwrap_err();
+        let msg = rank(std::slice::from_ref(&cordoned), None, w).unwrap_err();
         assert_eq!(msg, "no host can take it: 1 host: 1 cordoned (c)");
     }
 

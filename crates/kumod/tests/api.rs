@@ -1431,3 +1431,115 @@ fn kumod_runs_on_the_database_the_tests_ask_for() {
     });
     assert_eq!(found, Some(1), "the project is in {}", k.database_url());
 }
+
+/// Runs the `kumo` CLI as the operator; returns its stdout (it must succeed).
+fn kumo_cli(k: &Kumod, args: &[&str]) -> String {
+    let out = std::process::Command::new(common::kumo_binary())
+        .args(args)
+        .env("KUMO_URL", &k.url)
+        .env("KUMO_TOKEN", &k.token)
+        .env("KUMO_CONFIG", k.data_dir().join("cli-config.json"))
+        .env_remove("KUMO_PROJECT")
+        .output()
+        .expect("run kumo (cargo build --workspace --bins first)");
+    assert!(out.status.success(), "kumo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn zones_join_tokens_and_cordoned_hosts() {
+    let k = roomy();
+    k.create_project("web");
+    // The all-in-one's host is in zone `default`, in process, ready.
+    let h = host(&k);
+    let name = h["name"].as_str().expect("host name").to_string();
+    assert_eq!(
+        (&h["zone"], &h["state"], &h["role"], &h["cordoned"]),
+        (&json!("default"), &json!("ready"), &json!("local"), &json!(false)),
+        "{h}"
+    );
+    assert!(h["last_seen"].is_null() && h["address"].is_null(), "{h}");
+
+    // Zones: `default` sums its host's capacity; create, duplicates, bad names, list, view.
+    let (s, d) = k.get("/v1/zones/default");
+    assert_eq!((s, &d["hosts"], &d["vcpus_limit"], &d["vcpus_used"]), (200, &json!(1), &h["vcpus_limit"], &json!(0)));
+    let (s, v) = k.post("/v1/zones", json!({"name": "east", "description": "the east room"}));
+    assert_eq!(
+        (s, &v["name"], &v["hosts"], &v["memory_mib_limit"]),
+        (201, &json!("east"), &json!(0), &json!(0)),
+        "{v}"
+    );
+    assert_error(k.post("/v1/zones", json!({"name": "east"})), 409, "ObjectAlreadyExists");
+    assert_error(k.post("/v1/zones", json!({"name": "East_1"})), 400, "InvalidValue");
+    let (s, v) = k.get("/v1/zones");
+    assert_eq!((s, names(&v)), (200, vec!["default".to_string(), "east".to_string()]), "{v}");
+    assert_error(k.get("/v1/zones/north"), 404, "NotFound");
+
+    // Join tokens: shown once, for an existing zone, with a bounded lifetime.
+    let before = chrono::Utc::now();
+    let (s, t) = k.post("/v1/join-tokens", json!({"zone": "east"}));
+    assert_eq!((s, &t["zone"]), (201, &json!("east")), "{t}");
+    assert!(t["token"].as_str().is_some_and(|x| x.starts_with("kumo_join_") && x.len() > 60), "{t}");
+    let expires: chrono::DateTime<chrono::Utc> = serde_json::from_value(t["time_expires"].clone()).expect("time");
+    let secs = (expires - before).num_seconds();
+    assert!((3590..=3610).contains(&secs), "default lifetime is an hour: {secs} s");
+    let (s, t2) = k.post("/v1/join-tokens", json!({"zone": "east", "expires_in_seconds": 604800}));
+    assert_eq!(s, 201, "{t2}");
+    assert_ne!(t["token"], t2["token"]);
+    let msg = assert_error(k.post("/v1/join-tokens", json!({"zone": "north"})), 400, "InvalidValue");
+    assert!(msg.contains("zone 'north' does not exist"), "{msg}");
+    for bad in [0, 59, 604801] {
+        let msg = assert_error(
+            k.post("/v1/join-tokens", json!({"zone": "east", "expires_in_seconds": bad})),
+            400,
+            "InvalidValue",
+        );
+        assert!(msg.contains("expires_in_seconds"), "{msg}");
+    }
+    let mut stored = -1;
+    common::with_store(&k, async |tx| {
+        stored = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM join_tokens")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("count join tokens");
+    });
+    assert_eq!(stored, 2, "refused join tokens are not stored");
+
+    // Cordoned: the host list says so, and a create fails naming the cordoned host.
+    let (s, v) = k.post_empty(&format!("/v1/hosts/{name}/cordon"));
+    assert_eq!((s, &v["state"], &v["cordoned"]), (200, &json!("cordoned"), &json!(true)), "{v}");
+    assert_eq!(host(&k)["state"], "cordoned");
+    let msg = assert_error(create_instance(&k, "web", "vm1", "k1-nano"), 507, "InsufficientCapacity");
+    assert!(msg.contains("1 cordoned") && msg.contains(&name), "{msg}");
+    assert!(instance_names(&k, "web").is_empty());
+    assert_eq!(used(&k), (0, 0, 0, 0));
+    let (s, v) = k.get("/v1/system/audit-log?operation=host_cordon&limit=10");
+    assert!(s == 200 && v["items"].as_array().is_some_and(|a| a.len() == 1), "the cordon is audited: {v}");
+
+    // The CLI shows it.
+    let table = kumo_cli(&k, &["host", "list"]);
+    let row: Vec<&str> = table.lines().nth(1).expect("a host row").split_whitespace().collect();
+    assert_eq!(&row[..3], [name.as_str(), "default", "cordoned"], "{table}");
+    let zones = kumo_cli(&k, &["zone", "list"]);
+    assert!(zones.lines().any(|l| l.starts_with("default ") && l.contains(" 1 ")), "{zones}");
+    assert!(zones.lines().any(|l| l.starts_with("east ") && l.contains("the east room")), "{zones}");
+    let out = kumo_cli(&k, &["--output", "json", "host", "join-token", "create", "--zone", "east", "--expires", "10m"]);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert!(v["token"].as_str().is_some_and(|t| t.starts_with("kumo_join_")) && v["zone"] == "east", "{v}");
+
+    // Uncordoned: creates work again; a zone must exist and have room.
+    let v: Value = serde_json::from_str(&kumo_cli(&k, &["--output", "json", "host", "uncordon", &name])).expect("json");
+    assert_eq!((&v["state"], &v["cordoned"]), (&json!("ready"), &json!(false)), "{v}");
+    assert_eq!(host(&k)["state"], "ready");
+    let with_zone =
+        |zone: &str| json!({"name": format!("in-{zone}"), "image": IMAGE, "instance_type": "k1-nano", "zone": zone});
+    let msg = assert_error(k.post("/v1/instances?project=web", with_zone("north")), 400, "InvalidValue");
+    assert!(msg.contains("zone 'north' does not exist"), "{msg}");
+    let msg = assert_error(k.post("/v1/instances?project=web", with_zone("east")), 507, "InsufficientCapacity");
+    assert!(msg.contains("zone 'east' has no hosts"), "{msg}");
+    assert!(instance_names(&k, "web").is_empty());
+    let (s, v) = k.post("/v1/instances?project=web", with_zone("default"));
+    assert_eq!(s, 202, "{v}");
+    running_instance(&k, "web", "vm1", "k1-nano");
+    assert_eq!(used(&k), (2, 256, 2, 0));
+}

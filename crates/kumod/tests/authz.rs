@@ -107,6 +107,12 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("event_stream", Kind::ProjectRead, "project=a", Body::None),
     ("host_list", Kind::Operator, "", Body::None),
     ("host_view", Kind::Operator, "", Body::None),
+    ("host_cordon", Kind::Operator, "", Body::None),
+    ("host_uncordon", Kind::Operator, "", Body::None),
+    ("join_token_create", Kind::Operator, "", Body::Json(r#"{"zone":"default"}"#)),
+    ("zone_list", Kind::Operator, "", Body::None),
+    ("zone_create", Kind::Operator, "", Body::Json(r#"{"name":"east"}"#)),
+    ("zone_view", Kind::Operator, "", Body::None),
     ("reconciler_list", Kind::Operator, "", Body::None),
     ("audit_log_list", Kind::Operator, "", Body::None),
     // Quotas, prices, usage, invoices, budgets.
@@ -196,6 +202,7 @@ fn path_param(name: &str) -> &'static str {
         "image" => "img-a",
         "instance_type" => "k1-nano",
         "host" => "test-host",
+        "zone" => "default",
         "user" => "bob",
         "token" => "ci",
         // A closed month (invoices).

@@ -80,6 +80,8 @@ impl Context {
             ("InstanceCreate", "root_size_gib" | "vpc" | "subnet" | "security_groups" | "ssh_keys") => {
                 return Some(None)
             }
+            // The zone must exist: the one every host of the all-in-one is in.
+            ("InstanceCreate" | "JoinTokenCreate", "zone") => json!("default"),
             // At most one source, and it must exist.
             ("VolumeCreate", "source_image" | "source_snapshot" | "source_backup") => return Some(None),
             ("ImageCreate", "source_instance") => return Some(None),
@@ -601,6 +603,7 @@ fn the_openapi_document_tells_the_whole_truth() {
     existing.insert("security_group", "default".to_string());
     existing.insert("user", "alice".to_string());
     existing.insert("host", host);
+    existing.insert("zone", "default".to_string());
     existing.insert("period", chrono::Utc::now().format("%Y-%m").to_string());
     existing.insert("vpc_prefix", format!("{}.{}", octets[0], octets[1]));
     let mut ctx = Context {

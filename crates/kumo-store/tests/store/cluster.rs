@@ -58,7 +58,7 @@ async fn zones_create_list_sum_their_hosts(store: &Store) {
     assert_eq!(names, ["default", "east", "west"]);
     let pages = all_pages(2, kumo_types::SortBy::NameDescending, |req| {
         let store = store.clone();
-        async move { zones::list(&mut *store.read().await.unwrap(), &req).await.unwrap() }
+        async move { zones::list(&mut store.read().await.unwrap(), &req).await.unwrap() }
     })
     .await;
     let names: Vec<String> = pages.into_iter().flatten().map(|z| z.name).collect();
