@@ -301,10 +301,10 @@ pub fn spawn_all(app: &Arc<App>) {
     }
 }
 
-/// The handles of every task, in the order `GET /v1/system/reconcilers` lists them.
-pub fn all(app: &App) -> [&Handle; 9] {
-    [
-        &app.hosts_sync,
+/// The handles of every task, in the order `GET /v1/system/reconcilers` lists them (the hosts
+/// task exists on controllers only).
+pub fn all(app: &App) -> Vec<&Handle> {
+    let mut out = vec![
         &app.reconciler,
         &app.billing,
         &app.monitoring,
@@ -313,7 +313,11 @@ pub fn all(app: &App) -> [&Handle; 9] {
         &app.sweep,
         &app.images,
         &app.audit_retention,
-    ]
+    ];
+    if app.leadership.id().is_some() {
+        out.push(&app.hosts_sync);
+    }
+    out
 }
 
 #[cfg(test)]
