@@ -43,6 +43,9 @@ pub enum InstanceState {
     Deleting,
     /// Gone (only visible in history and events).
     Destroyed,
+    /// Shown, never stored: the instance's host has not renewed its lease in time (unreachable),
+    /// so what its guest does is not known. Its recorded state comes back with the host.
+    Unknown,
 }
 
 impl InstanceState {
@@ -69,6 +72,7 @@ impl InstanceState {
             InstanceState::Failed => "failed",
             InstanceState::Deleting => "deleting",
             InstanceState::Destroyed => "destroyed",
+            InstanceState::Unknown => "unknown",
         }
     }
 
@@ -98,7 +102,7 @@ impl InstanceState {
             (A::Reboot, S::Running) => S::Rebooting,
             // Resize changes the plan, not the state; only a stopped instance can be resized.
             (A::Resize, S::Stopped) => S::Stopped,
-            (A::Delete, s) if s != S::Deleting && s != S::Destroyed => S::Deleting,
+            (A::Delete, s) if s != S::Deleting && s != S::Destroyed && s != S::Unknown => S::Deleting,
             (a, s) => {
                 let hint = match (a, s) {
                     (A::Start, S::Running | S::Starting) => "it is already running or starting",
@@ -106,6 +110,7 @@ impl InstanceState {
                     (A::Resize, S::Running | S::Starting | S::Rebooting) => "stop it first",
                     (_, S::Creating) => "wait until it has been created",
                     (_, S::Deleting | S::Destroyed) => "it is being deleted",
+                    (_, S::Unknown) => "its host is unreachable",
                     (A::Reboot, S::Stopped) => "start it instead",
                     _ => "wait until it reaches a resting state",
                 };
@@ -125,7 +130,9 @@ impl InstanceState {
             (O::Booted, S::Starting) => S::Running,
             (O::Rebooted, S::Rebooting) => S::Running,
             (O::PoweredOff, S::Stopping | S::Running | S::Rebooting | S::Starting) => S::Stopped,
-            (O::Failed { .. }, s) if s != S::Deleting && s != S::Destroyed && s != S::Failed => S::Failed,
+            (O::Failed { .. }, s) if s != S::Deleting && s != S::Destroyed && s != S::Failed && s != S::Unknown => {
+                S::Failed
+            }
             (O::Destroyed, S::Deleting) => S::Destroyed,
             _ => return None,
         };

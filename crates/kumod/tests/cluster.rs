@@ -333,10 +333,15 @@ fn a_cluster_of_two_controllers_and_three_hosts() {
         assert_eq!(s, 202, "{v}");
     }
     let mut per_host = std::collections::BTreeMap::<String, usize>::new();
+    let mut on_h2 = None;
     for i in 0..6 {
         let v = cl.wait_running(1, &format!("vm{i}"));
+        if v["host"] == "h2" {
+            on_h2 = Some(format!("vm{i}"));
+        }
         *per_host.entry(v["host"].as_str().expect("host").to_string()).or_default() += 1;
     }
+    let on_h2 = on_h2.expect("an instance on h2");
     assert_eq!(per_host.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "spread evenly: {per_host:?}");
 
     // A zone asked for is a filter.
@@ -362,6 +367,14 @@ fn a_cluster_of_two_controllers_and_three_hosts() {
         (cl.host_state(0, "h2").as_deref() == Some("unreachable")).then_some(())
     });
     assert!(killed_at.elapsed() <= Duration::from_secs(30), "{:?}", killed_at.elapsed());
+    // Its instances show `unknown`, never a stale `running` (on both controllers).
+    for c in 0..2 {
+        wait_for("unknown", Duration::from_secs(10), &|| cl.logs(), || {
+            let v = cl.instance(c, &on_h2);
+            (v["state"] == "unknown").then_some(())
+        });
+    }
+    assert!(cl.instance(0, &on_h2)["state_reason"].as_str().unwrap_or("").contains("last recorded state: running"));
     // New instances go to the hosts still there.
     let (s, v) = cl.create(0, "after-h2", json!({}));
     assert_eq!(s, 202, "{v}");

@@ -30,6 +30,7 @@ pub fn desired(state: InstanceState) -> &'static str {
         InstanceState::Stopping | InstanceState::Stopped => "stopped",
         InstanceState::Failed => "failed (waiting for start or delete)",
         InstanceState::Deleting | InstanceState::Destroyed => "destroyed",
+        InstanceState::Unknown => "unknown (its host is unreachable)",
     }
 }
 
@@ -68,8 +69,18 @@ pub(crate) async fn get(
     kumo_store::instances::get(conn, p.id, &sel).await?.ok_or_else(|| ApiError::not_found("instance", instance))
 }
 
-/// Tenants never see hosts.
-fn visible(ctx: &OpContext, mut view: InstanceView) -> InstanceView {
+/// An instance as the caller may see it: tenants never see hosts; an instance of a host that has
+/// not renewed its lease in time shows `unknown` (never a stale `running`), its recorded state
+/// kept in the reason.
+fn visible(app: &App, ctx: &OpContext, host: HostId, mut view: InstanceView) -> InstanceView {
+    if app.hosts.is_lost(host) && !matches!(view.state, InstanceState::Destroyed) {
+        view.state_reason = Some(format!(
+            "its host is unreachable (no heartbeat within {} s); last recorded state: {}",
+            app.config.host_unreachable_after.as_secs(),
+            view.state
+        ));
+        view.state = InstanceState::Unknown;
+    }
     if !ctx.actor.operator {
         view.host = None;
     }
@@ -90,7 +101,10 @@ pub async fn list(
         .ok_or_else(|| ApiError::not_found("project", name))?;
     ctx.authorize_project(p.id, &p.name, Access::Read).map_err(|e| super::not_a_member(e, name))?;
     let page = kumo_store::instances::fast_list(&app.store, p.id, page).await?;
-    Ok(ResultsPage { items: page.items.into_iter().map(|r| visible(ctx, r.view)).collect(), next_page: page.next_page })
+    Ok(ResultsPage {
+        items: page.items.into_iter().map(|r| visible(app, ctx, r.host_id, r.view)).collect(),
+        next_page: page.next_page,
+    })
 }
 
 pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, instance: &str) -> ApiResult<InstanceView> {
@@ -103,7 +117,7 @@ pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, instance: &
             if let Some(rec) = kumo_store::instances::fast_get_in_project(&app.store, &project_sel, &sel).await? {
                 ctx.authorize_project(rec.project_id, &rec.view.project, Access::Read)
                     .map_err(|e| super::not_a_member(e, p))?;
-                return Ok(visible(ctx, rec.view));
+                return Ok(visible(app, ctx, rec.host_id, rec.view));
             }
         }
         (None, NameOrId::Id(id)) => {
@@ -112,13 +126,14 @@ pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, instance: &
                     ErrorCode::NotFound => ApiError::not_found("instance", instance),
                     _ => e,
                 })?;
-                return Ok(visible(ctx, rec.view));
+                return Ok(visible(app, ctx, rec.host_id, rec.view));
             }
         }
         _ => {}
     }
     // Not found that way: the general path says precisely what is missing (or not allowed).
-    Ok(visible(ctx, get(&mut *read(app).await?, ctx, project, instance, Access::Read).await?.view))
+    let rec = get(&mut *read(app).await?, ctx, project, instance, Access::Read).await?;
+    Ok(visible(app, ctx, rec.host_id, rec.view))
 }
 
 fn event<'a>(rec: &'a InstanceRecord, kind: &'a str, t: Option<Transition>, cause: &'a str) -> NewEvent<'a> {
@@ -209,7 +224,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
     app.network.wake();
     app.reconciler.wake();
-    Ok(visible(ctx, rec.view))
+    Ok(visible(app, ctx, rec.host_id, rec.view))
 }
 
 /// Gives a new instance its interface (an address of its subnet, allocated here, in the
@@ -329,7 +344,7 @@ pub async fn act(
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
     app.reconciler.wake();
-    Ok(visible(ctx, view))
+    Ok(visible(app, ctx, rec.host_id, view))
 }
 
 /// An image's minimum memory refuses smaller instance types (its minimum disk only grows the
@@ -393,7 +408,7 @@ pub async fn resize(
         .view;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
-    Ok(visible(ctx, view))
+    Ok(visible(app, ctx, rec.host_id, view))
 }
 
 /// Serial console bytes from absolute `offset` (from the oldest kept byte if that was trimmed).

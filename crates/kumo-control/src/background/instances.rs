@@ -214,7 +214,7 @@ async fn step(app: &App, hv: &dyn HostAgent, rec: kumo_store::instances::Instanc
                 }
                 Ok(None)
             }
-            InstanceState::Failed | InstanceState::Destroyed => Ok(None),
+            InstanceState::Failed | InstanceState::Destroyed | InstanceState::Unknown => Ok(None),
         }
     }
     .await;
