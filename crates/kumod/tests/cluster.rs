@@ -54,6 +54,16 @@ impl Proc {
         }
     }
 
+    /// Sends `sig` (e.g. SIGSTOP: the process is there but answers nothing, as if cut off).
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on a child we own.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
