@@ -3,6 +3,8 @@
 //! the test fails.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
