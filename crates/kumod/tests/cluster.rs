@@ -82,6 +82,11 @@ fn a_cluster_of_two_controllers_and_three_hosts() {
     // Instances through either controller spread over the hosts (most free memory first).
     let (s, v) = cl.post(0, "/v1/projects", json!({"name": "demo"}));
     assert_eq!(s, 201, "{v}");
+    // What needs the all-in-one host's storage is refused by a controller, saying why.
+    let (s, v) = cl.post(0, "/v1/volumes?project=demo", json!({"name": "data", "size_gib": 1}));
+    assert_eq!(s, 409, "{v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("shared storage"), "{v}");
+
     for i in 0..6 {
         let (s, v) = cl.create(i % 2, &format!("vm{i}"), json!({}));
         assert_eq!(s, 202, "{v}");
