@@ -16,17 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 /// Where and how a joined host's agent is reached (what the store holds about it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentEndpoint {
-    pub id: HostId,
-    pub name: String,
-    /// Base URL of its API, e.g. `https://10.77.0.2:7401`.
-    pub address: String,
-    /// SHA-256 of its TLS certificate (`AB:CD:…`), pinned by the client.
-    pub fingerprint: String,
-    /// The bearer secret a controller presents to it.
-    pub secret: String,
-}
+pub use kumo_store::hosts::AgentEndpoint;
 
 /// Makes the client of a joined host's agent.
 pub type Connect = dyn Fn(&AgentEndpoint) -> anyhow::Result<Arc<dyn HostAgent>> + Send + Sync;

@@ -113,6 +113,81 @@ pub async fn upsert(conn: &mut Conn, r: &HostReport) -> Result<HostView> {
     register(conn, id, r).await
 }
 
+/// Inserts host `id` with what it reports, plus `also_cols` (`, col, …`) set to `also_values`
+/// (`, $17, …`, numbered from `$17`; `$3` is the time) bound to `also_binds` in order.
+async fn insert(
+    conn: &mut Conn,
+    id: HostId,
+    r: &HostReport,
+    also_cols: &str,
+    also_values: &str,
+    also_binds: &[&str],
+) -> Result<()> {
+    let l = r.limits();
+    let sql = format!(
+        "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
+         accelerator_reason, vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, \
+         memory_mib_limit, disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit{also_cols}) \
+         VALUES ($1, $2, '', $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16{also_values})"
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(id.to_string())
+        .bind(&r.name)
+        .bind(ts(now()))
+        .bind(&r.driver)
+        .bind(&r.accelerator)
+        .bind(&r.accelerator_reason)
+        .bind(r.total.vcpus)
+        .bind(r.total.memory_mib)
+        .bind(r.total.disk_gib)
+        .bind(r.total.gpus)
+        .bind(l.vcpus)
+        .bind(l.memory_mib)
+        .bind(l.disk_gib)
+        .bind(r.cpu_overcommit)
+        .bind(r.memory_overcommit)
+        .bind(r.disk_overcommit);
+    for b in also_binds {
+        q = q.bind(*b);
+    }
+    q.execute(&mut *conn).await.map_err(crate::map_unique)?;
+    Ok(())
+}
+
+/// Refreshes what host `id` reports (driver, accelerator, capacity, limits, overcommit; its
+/// reservations are kept) and `also`: more assignments, numbered from `$15`, bound to `also_binds`
+/// in order (`$1` is the time). Returns the rows changed (0: no live host has the id).
+async fn refresh(conn: &mut Conn, id: HostId, r: &HostReport, also: &str, also_binds: &[&str]) -> Result<u64> {
+    let l = r.limits();
+    let sql = format!(
+        "UPDATE hosts SET time_modified = $1, driver = $2, accelerator = $3, accelerator_reason = $4, \
+         vcpus_total = $5, memory_mib_total = $6, disk_gib_total = $7, gpus_total = $8, \
+         vcpus_limit = $9, memory_mib_limit = $10, disk_gib_limit = $11, \
+         cpu_overcommit = $12, memory_overcommit = $13, disk_overcommit = $14{also} \
+         WHERE id = ${} AND time_deleted IS NULL",
+        15 + also_binds.len()
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(ts(now()))
+        .bind(&r.driver)
+        .bind(&r.accelerator)
+        .bind(&r.accelerator_reason)
+        .bind(r.total.vcpus)
+        .bind(r.total.memory_mib)
+        .bind(r.total.disk_gib)
+        .bind(r.total.gpus)
+        .bind(l.vcpus)
+        .bind(l.memory_mib)
+        .bind(l.disk_gib)
+        .bind(r.cpu_overcommit)
+        .bind(r.memory_overcommit)
+        .bind(r.disk_overcommit);
+    for b in also_binds {
+        q = q.bind(*b);
+    }
+    Ok(q.bind(id.to_string()).execute(&mut *conn).await.map_err(crate::map_unique)?.rows_affected())
+}
+
 /// Registers the host with the stable id kept in its data directory (`DATA_DIR/host-id`), or
 /// refreshes what it reports, its name included: a renamed machine (or another `--host-name`)
 /// renames its row, it never becomes a second host. Its reservations are kept. Fails with
@@ -129,60 +204,9 @@ pub async fn register(conn: &mut Conn, id: HostId, r: &HostReport) -> Result<Hos
             r.name, other.id
         )));
     }
-    let t = ts(now());
-    let l = r.limits();
-    let updated = sqlx::query(
-        "UPDATE hosts SET time_modified = $1, driver = $2, accelerator = $3, accelerator_reason = $4, \
-         vcpus_total = $5, memory_mib_total = $6, disk_gib_total = $7, gpus_total = $8, \
-         vcpus_limit = $9, memory_mib_limit = $10, disk_gib_limit = $11, \
-         cpu_overcommit = $12, memory_overcommit = $13, disk_overcommit = $14, name = $15 \
-         WHERE id = $16 AND time_deleted IS NULL",
-    )
-    .bind(&t)
-    .bind(&r.driver)
-    .bind(&r.accelerator)
-    .bind(&r.accelerator_reason)
-    .bind(r.total.vcpus)
-    .bind(r.total.memory_mib)
-    .bind(r.total.disk_gib)
-    .bind(r.total.gpus)
-    .bind(l.vcpus)
-    .bind(l.memory_mib)
-    .bind(l.disk_gib)
-    .bind(r.cpu_overcommit)
-    .bind(r.memory_overcommit)
-    .bind(r.disk_overcommit)
-    .bind(&r.name)
-    .bind(id.to_string())
-    .execute(&mut *conn)
-    .await
-    .map_err(crate::map_unique)?;
-    if updated.rows_affected() == 0 {
-        sqlx::query(
-            "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
-             accelerator_reason, vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, \
-             memory_mib_limit, disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit) \
-             VALUES ($1, $2, '', $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(id.to_string())
-        .bind(&r.name)
-        .bind(&t)
-        .bind(&r.driver)
-        .bind(&r.accelerator)
-        .bind(&r.accelerator_reason)
-        .bind(r.total.vcpus)
-        .bind(r.total.memory_mib)
-        .bind(r.total.disk_gib)
-        .bind(r.total.gpus)
-        .bind(l.vcpus)
-        .bind(l.memory_mib)
-        .bind(l.disk_gib)
-        .bind(r.cpu_overcommit)
-        .bind(r.memory_overcommit)
-        .bind(r.disk_overcommit)
-        .execute(&mut *conn)
-        .await
-        .map_err(crate::map_unique)?;
+    let updated = refresh(conn, id, r, ", name = $15", &[&r.name]).await?;
+    if updated == 0 {
+        insert(conn, id, r, "", "", &[]).await?;
     }
     let zoneless = sqlx::query("SELECT 1 FROM hosts WHERE id = $1 AND zone_id IS NULL")
         .bind(id.to_string())
@@ -222,40 +246,16 @@ pub async fn join(conn: &mut Conn, h: &JoinedHost<'_>) -> Result<HostView> {
             r.name, other.id
         )));
     }
-    let t = ts(now());
-    let l = r.limits();
-    sqlx::query(
-        "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
-         accelerator_reason, vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, \
-         memory_mib_limit, disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit, \
-         zone_id, role, address, cert_fingerprint, agent_secret, credential_hash, last_seen) \
-         VALUES ($1, $2, '', $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-         $17, 'agent', $18, $19, $20, $21, $3)",
+    let zone = h.zone.to_string();
+    insert(
+        conn,
+        h.id,
+        r,
+        ", zone_id, role, address, cert_fingerprint, agent_secret, credential_hash, last_seen",
+        ", $17, 'agent', $18, $19, $20, $21, $3",
+        &[&zone, h.address, h.fingerprint, h.agent_secret, h.credential_hash],
     )
-    .bind(h.id.to_string())
-    .bind(&r.name)
-    .bind(&t)
-    .bind(&r.driver)
-    .bind(&r.accelerator)
-    .bind(&r.accelerator_reason)
-    .bind(r.total.vcpus)
-    .bind(r.total.memory_mib)
-    .bind(r.total.disk_gib)
-    .bind(r.total.gpus)
-    .bind(l.vcpus)
-    .bind(l.memory_mib)
-    .bind(l.disk_gib)
-    .bind(r.cpu_overcommit)
-    .bind(r.memory_overcommit)
-    .bind(r.disk_overcommit)
-    .bind(h.zone.to_string())
-    .bind(h.address)
-    .bind(h.fingerprint)
-    .bind(h.agent_secret)
-    .bind(h.credential_hash)
-    .execute(&mut *conn)
-    .await
-    .map_err(crate::map_unique)?;
+    .await?;
     get(conn, &NameOrId::Id(h.id.get())).await?.ok_or_else(|| StoreError::Corrupt("host vanished".into()))
 }
 
@@ -272,35 +272,10 @@ pub async fn by_credential(conn: &mut Conn, credential_hash: &str) -> Result<Opt
 /// kept), its address and certificate fingerprint, and `last_seen`. `Conflict` when no live host
 /// has the id (it was deleted).
 pub async fn heartbeat(conn: &mut Conn, id: HostId, r: &HostReport, address: &str, fingerprint: &str) -> Result<()> {
-    let t = ts(now());
-    let l = r.limits();
-    let updated = sqlx::query(
-        "UPDATE hosts SET time_modified = $1, last_seen = $1, driver = $2, accelerator = $3, accelerator_reason = $4, \
-         vcpus_total = $5, memory_mib_total = $6, disk_gib_total = $7, gpus_total = $8, \
-         vcpus_limit = $9, memory_mib_limit = $10, disk_gib_limit = $11, \
-         cpu_overcommit = $12, memory_overcommit = $13, disk_overcommit = $14, address = $15, cert_fingerprint = $16 \
-         WHERE id = $17 AND time_deleted IS NULL",
-    )
-    .bind(&t)
-    .bind(&r.driver)
-    .bind(&r.accelerator)
-    .bind(&r.accelerator_reason)
-    .bind(r.total.vcpus)
-    .bind(r.total.memory_mib)
-    .bind(r.total.disk_gib)
-    .bind(r.total.gpus)
-    .bind(l.vcpus)
-    .bind(l.memory_mib)
-    .bind(l.disk_gib)
-    .bind(r.cpu_overcommit)
-    .bind(r.memory_overcommit)
-    .bind(r.disk_overcommit)
-    .bind(address)
-    .bind(fingerprint)
-    .bind(id.to_string())
-    .execute(&mut *conn)
-    .await?;
-    if updated.rows_affected() == 0 {
+    let updated =
+        refresh(conn, id, r, ", last_seen = $1, address = $15, cert_fingerprint = $16", &[address, fingerprint])
+            .await?;
+    if updated == 0 {
         return Err(StoreError::Conflict(format!("host {id} is not a live host")));
     }
     Ok(())

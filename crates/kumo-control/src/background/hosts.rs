@@ -11,7 +11,6 @@
 //! The all-in-one `kumod` is alone by construction: it always leads and holds no lease.
 
 use super::{Error, Task};
-use crate::agents::AgentEndpoint;
 use crate::App;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -77,16 +76,6 @@ impl Task for Hosts {
             // Instances of a host that came back are looked at again at once.
             app.reconciler.wake();
         }
-        let endpoints = endpoints
-            .into_iter()
-            .map(|e| AgentEndpoint {
-                id: e.id,
-                name: e.name,
-                address: e.address,
-                fingerprint: e.fingerprint,
-                secret: e.secret,
-            })
-            .collect();
         changes += app.hosts.sync(endpoints) as u64;
         Ok(changes)
     }
