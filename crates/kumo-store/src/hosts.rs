@@ -113,28 +113,14 @@ pub async fn upsert(conn: &mut Conn, r: &HostReport) -> Result<HostView> {
     register(conn, id, r).await
 }
 
-/// Inserts host `id` with what it reports, plus `also_cols` (`, col, …`) set to `also_values`
-/// (`, $17, …`, numbered from `$17`; `$3` is the time) bound to `also_binds` in order.
-async fn insert(
-    conn: &mut Conn,
-    id: HostId,
-    r: &HostReport,
-    also_cols: &str,
-    also_values: &str,
-    also_binds: &[&str],
-) -> Result<()> {
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds what a host reports, in the column order `driver, accelerator, accelerator_reason,
+/// vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, memory_mib_limit,
+/// disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit` (13 values).
+fn bind_report<'q>(q: AnyQuery<'q>, r: &'q HostReport) -> AnyQuery<'q> {
     let l = r.limits();
-    let sql = format!(
-        "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
-         accelerator_reason, vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, \
-         memory_mib_limit, disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit{also_cols}) \
-         VALUES ($1, $2, '', $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16{also_values})"
-    );
-    let mut q = sqlx::query(&sql)
-        .bind(id.to_string())
-        .bind(&r.name)
-        .bind(ts(now()))
-        .bind(&r.driver)
+    q.bind(&r.driver)
         .bind(&r.accelerator)
         .bind(&r.accelerator_reason)
         .bind(r.total.vcpus)
@@ -146,7 +132,26 @@ async fn insert(
         .bind(l.disk_gib)
         .bind(r.cpu_overcommit)
         .bind(r.memory_overcommit)
-        .bind(r.disk_overcommit);
+        .bind(r.disk_overcommit)
+}
+
+/// Inserts host `id` with what it reports, plus `also_cols` (`, col, …`) set to `also_values`
+/// (`, $17, …`, numbered from `$17`; `$3` is the time) bound to `also_binds` in order.
+async fn insert(
+    conn: &mut Conn,
+    id: HostId,
+    r: &HostReport,
+    also_cols: &str,
+    also_values: &str,
+    also_binds: &[&str],
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO hosts (id, name, description, time_created, time_modified, driver, accelerator, \
+         accelerator_reason, vcpus_total, memory_mib_total, disk_gib_total, gpus_total, vcpus_limit, \
+         memory_mib_limit, disk_gib_limit, cpu_overcommit, memory_overcommit, disk_overcommit{also_cols}) \
+         VALUES ($1, $2, '', $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16{also_values})"
+    );
+    let mut q = bind_report(sqlx::query(&sql).bind(id.to_string()).bind(&r.name).bind(ts(now())), r);
     for b in also_binds {
         q = q.bind(*b);
     }
@@ -158,7 +163,6 @@ async fn insert(
 /// reservations are kept) and `also`: more assignments, numbered from `$15`, bound to `also_binds`
 /// in order (`$1` is the time). Returns the rows changed (0: no live host has the id).
 async fn refresh(conn: &mut Conn, id: HostId, r: &HostReport, also: &str, also_binds: &[&str]) -> Result<u64> {
-    let l = r.limits();
     let sql = format!(
         "UPDATE hosts SET time_modified = $1, driver = $2, accelerator = $3, accelerator_reason = $4, \
          vcpus_total = $5, memory_mib_total = $6, disk_gib_total = $7, gpus_total = $8, \
@@ -167,21 +171,7 @@ async fn refresh(conn: &mut Conn, id: HostId, r: &HostReport, also: &str, also_b
          WHERE id = ${} AND time_deleted IS NULL",
         15 + also_binds.len()
     );
-    let mut q = sqlx::query(&sql)
-        .bind(ts(now()))
-        .bind(&r.driver)
-        .bind(&r.accelerator)
-        .bind(&r.accelerator_reason)
-        .bind(r.total.vcpus)
-        .bind(r.total.memory_mib)
-        .bind(r.total.disk_gib)
-        .bind(r.total.gpus)
-        .bind(l.vcpus)
-        .bind(l.memory_mib)
-        .bind(l.disk_gib)
-        .bind(r.cpu_overcommit)
-        .bind(r.memory_overcommit)
-        .bind(r.disk_overcommit);
+    let mut q = bind_report(sqlx::query(&sql).bind(ts(now())), r);
     for b in also_binds {
         q = q.bind(*b);
     }
