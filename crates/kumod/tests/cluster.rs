@@ -65,6 +65,34 @@ fn a_cluster_of_two_controllers_and_three_hosts() {
         .send()
         .expect("heartbeat");
     assert_eq!(resp.status().as_u16(), 403, "{}", resp.text().unwrap_or_default());
+    // A malformed report → 400, an unknown credential → 401; nothing changes.
+    let bad = json!({"host_id": m1["host_id"], "info": agent_join["info"], "address": "ftp://x",
+                     "fingerprint": "nope"});
+    let resp = cl
+        .http
+        .post(format!("{}/agent/v1/heartbeat", cl.urls[0]))
+        .bearer_auth(m1["credential"].as_str().expect("credential"))
+        .json(&bad)
+        .send()
+        .expect("heartbeat");
+    assert_eq!(resp.status().as_u16(), 400, "{}", resp.text().unwrap_or_default());
+    let resp =
+        cl.http.post(format!("{}/agent/v1/heartbeat", cl.urls[0])).bearer_auth("kumo_not_a_host").json(&hb).send();
+    assert_eq!(resp.expect("heartbeat").status().as_u16(), 401);
+    // A join for another zone than the token's → 400; an agent address that is not https → 400.
+    let token = cl.join_token("zone-a");
+    let mut wrong_zone = agent_join.clone();
+    wrong_zone["token"] = json!(token);
+    wrong_zone["zone"] = json!("zone-b");
+    let resp = cl.http.post(format!("{}/agent/v1/join", cl.urls[0])).json(&wrong_zone).send().expect("join");
+    assert_eq!(resp.status().as_u16(), 400, "{}", resp.text().unwrap_or_default());
+    let mut bad_address = agent_join.clone();
+    bad_address["token"] = json!(token);
+    bad_address["address"] = json!("http://127.0.0.1:1");
+    let resp = cl.http.post(format!("{}/agent/v1/join", cl.urls[0])).json(&bad_address).send().expect("join");
+    assert_eq!(resp.status().as_u16(), 400, "a plain-http agent address is refused");
+    assert_eq!(cl.hosts(0).len(), 3);
+
     // A user's token means nothing to the agents' protocol, nor to an agent's API.
     let resp =
         cl.http.post(format!("{}/agent/v1/heartbeat", cl.urls[0])).bearer_auth(&cl.token).json(&hb).send().expect("hb");
