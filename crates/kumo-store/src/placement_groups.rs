@@ -110,11 +110,13 @@ pub async fn soft_delete(conn: &mut Conn, id: PlacementGroupId) -> Result<bool> 
 
 /// Takes the group's row for the rest of the transaction (a no-op write), so that creates in the
 /// same group (and its delete) count its members one after the other: without it two creates in
-/// an anti-affinity group could both see a host free of members and both land on it.
-pub async fn lock(conn: &mut Conn, id: PlacementGroupId) -> Result<()> {
-    sqlx::query("UPDATE placement_groups SET time_modified = time_modified WHERE id = $1")
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// an anti-affinity group could both see a host free of members and both land on it. False when
+/// the group is no longer live (deleted since it was read).
+pub async fn lock(conn: &mut Conn, id: PlacementGroupId) -> Result<bool> {
+    let r =
+        sqlx::query("UPDATE placement_groups SET time_modified = time_modified WHERE id = $1 AND time_deleted IS NULL")
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    Ok(r.rows_affected() == 1)
 }

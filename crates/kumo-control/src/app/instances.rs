@@ -312,7 +312,9 @@ async fn reserve_anywhere(
     // in one group are placed one after the other.
     let members = match group {
         Some(g) => {
-            kumo_store::placement_groups::lock(tx, g.id).await?;
+            if !kumo_store::placement_groups::lock(tx, g.id).await? {
+                return Err(ApiError::invalid(format!("placement group '{}' was deleted", g.name)));
+            }
             kumo_store::placement_groups::members_per_host(tx, g.id).await?
         }
         None => Vec::new(),

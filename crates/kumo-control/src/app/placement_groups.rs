@@ -81,7 +81,9 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, group: &s
         .await?
         .ok_or_else(|| ApiError::not_found("placement group", group))?;
     // Taken first, so an instance being created in the group waits for (or sees) the delete.
-    kumo_store::placement_groups::lock(&mut tx, g.id).await?;
+    if !kumo_store::placement_groups::lock(&mut tx, g.id).await? {
+        return Err(ApiError::not_found("placement group", group));
+    }
     let members = kumo_store::placement_groups::members(&mut tx, g.id).await?;
     if !members.is_empty() {
         let mut shown: Vec<&str> = members.iter().take(NAMES_SHOWN).map(String::as_str).collect();

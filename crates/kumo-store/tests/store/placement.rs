@@ -93,6 +93,8 @@ async fn placement_groups_life_cycle_and_members(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     assert!(placement_groups::soft_delete(&mut tx, db.id).await.unwrap());
     assert!(!placement_groups::soft_delete(&mut tx, db.id).await.unwrap(), "deleted once");
+    assert!(!placement_groups::lock(&mut tx, db.id).await.unwrap(), "a deleted group is not taken");
+    assert!(placement_groups::lock(&mut tx, web.id).await.unwrap());
     assert!(placement_groups::get(&mut tx, f.project.id, &by_name("db")).await.unwrap().is_none());
     assert_eq!(placement_groups::count(&mut tx, f.project.id).await.unwrap(), 1);
     let again = placement_groups::insert(&mut tx, f.project.id, "db", "", PlacementPolicy::Affinity).await.unwrap();
