@@ -131,6 +131,9 @@ pub enum Command {
     /// Public addresses attached to instances
     #[command(subcommand)]
     FloatingIp(crate::network::FloatingIpCommand),
+    /// Placement groups: how instances are placed relative to each other (spread, pack, anti-affinity, affinity)
+    #[command(subcommand)]
+    PlacementGroup(crate::placement_groups::PlacementGroupCommand),
 }
 
 /// The project a tenant resource lives in.

@@ -82,6 +82,9 @@ pub struct InstanceCreateArgs {
     /// Zone to place the instance in (default: any; see `kumo zone list`)
     #[arg(long)]
     pub zone: Option<String>,
+    /// Placement group of the project to place it by (see `kumo placement-group list`)
+    #[arg(long)]
+    pub placement_group: Option<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -161,6 +164,7 @@ fn create(ctx: &Ctx, args: &InstanceCreateArgs) -> Result<()> {
         security_groups: (!args.security_groups.is_empty()).then(|| args.security_groups.clone()),
         ssh_keys: args.ssh_keys.clone(),
         zone: args.zone.clone(),
+        placement_group: args.placement_group.clone(),
     };
     let project = args.project.project.as_str();
     let created = ctx.client.post(&["instances"], &[("project", project)], Some(&body))?;
@@ -233,6 +237,9 @@ pub fn render_view(value: &Value) -> Result<String> {
         ("IMAGE", i.image),
         ("HOST", or_dash(i.host.as_deref())),
     ]);
+    if let Some(g) = i.placement_group {
+        rows.push(("PLACEMENT GROUP", g));
+    }
     for nic in &i.network_interfaces {
         rows.push(("NETWORK", format!("{} in {}/{} (mac {})", nic.ipv4, nic.vpc, nic.subnet, nic.mac)));
     }

@@ -26,6 +26,7 @@ pub mod members;
 pub mod metrics;
 pub mod network;
 pub mod output;
+pub mod placement_groups;
 pub mod prices;
 pub mod projects;
 pub mod quotas;
@@ -110,6 +111,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Subnet(c) => network::run_subnet(&ctx, c),
         Command::SecurityGroup(c) => network::run_security_group(&ctx, c),
         Command::SshKey(c) => network::run_ssh_key(&ctx, c),
+        Command::PlacementGroup(c) => placement_groups::run(&ctx, c),
         Command::FloatingIp(c) => network::run_floating_ip(&ctx, c),
     }
 }

@@ -6,7 +6,7 @@ use crate::http::{
     audit, backups, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects,
     quotas, snapshots, system, tokens, users, volumes,
 };
-use crate::http::{floating_ips, security_groups, ssh_keys, vpcs, zones};
+use crate::http::{floating_ips, placement_groups, security_groups, ssh_keys, vpcs, zones};
 use crate::App;
 use std::sync::Arc;
 use utoipa::OpenApi;
@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kumo API", version = "1", description = "The Kumo IaaS cloud. Every call but `POST /v1/login` needs `Authorization: Bearer <token>`."),
-    components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy, kumo_types::VolumeState, kumo_types::HostState, kumo_types::HostRole)),
+    components(schemas(kumo_types::ErrorCode, kumo_types::InstanceState, kumo_types::ImageBoot, kumo_types::SortBy, kumo_types::VolumeState, kumo_types::HostState, kumo_types::HostRole, kumo_types::PlacementPolicy)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -62,6 +62,8 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(hosts::join_token_create))
         .routes(routes!(zones::zone_list, zones::zone_create))
         .routes(routes!(zones::zone_view))
+        .routes(routes!(placement_groups::placement_group_list, placement_groups::placement_group_create))
+        .routes(routes!(placement_groups::placement_group_view, placement_groups::placement_group_delete))
         .routes(routes!(system::me_view))
         .routes(routes!(system::reconciler_list))
         .routes(routes!(users::user_list, users::user_create))

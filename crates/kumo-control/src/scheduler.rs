@@ -7,9 +7,15 @@
 //! the hosts that fit, the one with the most free memory comes first (spreading load). The caller
 //! then reserves on the first host whose conditional reservation succeeds, in the same
 //! transaction as the insert, so concurrent creates cannot overshoot.
+//!
+//! An instance of a placement group is placed by the group's policy ([`rank_in_group`]), given how
+//! many live members of the group each host runs: `anti-affinity` (hard) only on hosts with none,
+//! `affinity` (hard) only on the hosts its members are on (anywhere for the first one), `spread`
+//! (soft) on the hosts with the fewest members first, `pack` (soft) on those with the most first
+//! and then the fullest. A hard policy that leaves no host is a refusal naming the group.
 
 use kumo_store::hosts::Resources;
-use kumo_types::{HostId, HostState, HostView};
+use kumo_types::{HostId, HostState, HostView, PlacementPolicy};
 
 fn free(h: &HostView) -> Resources {
     Resources {
@@ -32,13 +38,116 @@ fn in_zone(h: &HostView, zone: Option<&str>) -> bool {
 /// Hosts of `zone` (any zone: None) that are ready and can take `want`, best first; or a message
 /// saying why none can ([`explain`]).
 pub fn rank(hosts: &[HostView], zone: Option<&str>, want: Resources) -> Result<Vec<HostId>, String> {
+    Ok(ranked(hosts, zone, want)?.into_iter().map(|h| h.id).collect())
+}
+
+/// [`rank`]'s hosts themselves.
+fn ranked<'a>(hosts: &'a [HostView], zone: Option<&str>, want: Resources) -> Result<Vec<&'a HostView>, String> {
     let mut fitting: Vec<&HostView> =
         hosts.iter().filter(|h| in_zone(h, zone) && h.state == HostState::Ready && fits(h, want)).collect();
     if fitting.is_empty() {
         return Err(explain(hosts, zone, want));
     }
     fitting.sort_by_key(|h| std::cmp::Reverse((free(h).memory_mib, free(h).vcpus)));
-    Ok(fitting.into_iter().map(|h| h.id).collect())
+    Ok(fitting)
+}
+
+/// The placement group an instance to place is in: its name and policy, and how many of its live
+/// instances each host runs (hosts with none may be left out).
+#[derive(Debug, Clone, Copy)]
+pub struct Group<'a> {
+    pub name: &'a str,
+    pub policy: PlacementPolicy,
+    pub members_per_host: &'a [(HostId, i64)],
+}
+
+impl Group<'_> {
+    fn on(&self, h: &HostView) -> i64 {
+        self.members_per_host.iter().filter(|(id, _)| *id == h.id).map(|(_, n)| n).sum()
+    }
+
+    fn total(&self) -> i64 {
+        self.members_per_host.iter().map(|(_, n)| n).sum()
+    }
+
+    fn instances(&self) -> String {
+        let n = self.total();
+        format!("{n} instance{}", if n == 1 { "" } else { "s" })
+    }
+
+    fn prefix(&self) -> String {
+        format!("placement group '{}' ({})", self.name, self.policy)
+    }
+}
+
+/// [`rank`] for an instance of placement group `group` (none: [`rank`] itself), by the group's
+/// policy; the refusal says which filter left no host, the group's first.
+pub fn rank_in_group(
+    hosts: &[HostView],
+    zone: Option<&str>,
+    want: Resources,
+    group: Option<Group<'_>>,
+) -> Result<Vec<HostId>, String> {
+    let Some(g) = group else { return rank(hosts, zone, want) };
+    let ids = |v: Vec<&HostView>| v.into_iter().map(|h| h.id).collect();
+    match g.policy {
+        PlacementPolicy::AntiAffinity => {
+            let ready: Vec<&HostView> =
+                hosts.iter().filter(|h| in_zone(h, zone) && h.state == HostState::Ready).collect();
+            if ready.is_empty() {
+                // The group is not why: say what is.
+                return rank(hosts, zone, want);
+            }
+            let taken: Vec<&HostView> = ready.iter().copied().filter(|h| g.on(h) > 0).collect();
+            let zone_text = zone.map(|z| format!(" in zone '{z}'")).unwrap_or_default();
+            if taken.len() == ready.len() {
+                return Err(format!(
+                    "{}: every ready host{zone_text} already runs one of its {} ({} ready host{}: {})",
+                    g.prefix(),
+                    g.instances(),
+                    ready.len(),
+                    if ready.len() == 1 { "" } else { "s" },
+                    names(&ready)
+                ));
+            }
+            let others: Vec<HostView> = hosts.iter().filter(|h| g.on(h) == 0).cloned().collect();
+            rank(&others, zone, want).map_err(|m| {
+                let (n, s) = (taken.len(), if taken.len() == 1 { "s" } else { "" });
+                let host = if n == 1 { "host" } else { "hosts" };
+                format!(
+                    "{}: {n} ready {host}{zone_text} already run{s} one of its {} ({}); {m}",
+                    g.prefix(),
+                    g.instances(),
+                    names(&taken)
+                )
+            })
+        }
+        PlacementPolicy::Affinity if g.total() > 0 => {
+            let with: Vec<HostView> = hosts.iter().filter(|h| g.on(h) > 0).cloned().collect();
+            let refs: Vec<&HostView> = with.iter().collect();
+            rank(&with, zone, want).map_err(|m| {
+                format!(
+                    "{}: its {} {} on {}; {m}",
+                    g.prefix(),
+                    g.instances(),
+                    if g.total() == 1 { "is" } else { "are" },
+                    names(&refs)
+                )
+            })
+        }
+        PlacementPolicy::Affinity => rank(hosts, zone, want),
+        PlacementPolicy::Spread => {
+            let mut fitting = ranked(hosts, zone, want)?;
+            // Stable: among hosts with as many members, the most free memory first still.
+            fitting.sort_by_key(|h| g.on(h));
+            Ok(ids(fitting))
+        }
+        PlacementPolicy::Pack => {
+            let mut fitting = ranked(hosts, zone, want)?;
+            fitting.sort_by_key(|h| (std::cmp::Reverse(g.on(h)), free(h).memory_mib, free(h).vcpus));
+            Ok(ids(fitting))
+        }
+    }
 }
 
 /// At most this many host names in a message; then "and N more".
@@ -234,6 +343,86 @@ mod tests {
             .collect();
         let msg = rank(&many, None, want(1, 1, 1, 0)).unwrap_err();
         assert!(msg.ends_with("7 cordoned (h0, h1, h2, h3, h4, and 2 more)"), "{msg}");
+    }
+
+    fn group<'a>(policy: PlacementPolicy, members: &'a [(HostId, i64)]) -> Option<Group<'a>> {
+        Some(Group { name: "web", policy, members_per_host: members })
+    }
+
+    #[test]
+    fn anti_affinity_takes_only_hosts_without_a_member() {
+        let a = host("a", [8, 4096, 100], [0, 0, 0], (0, 0));
+        let b = host("b", [8, 2048, 100], [0, 0, 0], (0, 0));
+        let c = host("c", [8, 1024, 100], [0, 0, 0], (0, 0));
+        let all = [a.clone(), b.clone(), c.clone()];
+        let w = want(1, 256, 1, 0);
+        use PlacementPolicy::AntiAffinity as AA;
+        assert_eq!(rank_in_group(&all, None, w, group(AA, &[])).unwrap(), vec![a.id, b.id, c.id]);
+        assert_eq!(rank_in_group(&all, None, w, group(AA, &[(a.id, 1)])).unwrap(), vec![b.id, c.id]);
+        assert_eq!(rank_in_group(&all, None, w, group(AA, &[(a.id, 1), (c.id, 1)])).unwrap(), vec![b.id]);
+        let msg = rank_in_group(&all, None, w, group(AA, &[(a.id, 1), (b.id, 1), (c.id, 1)])).unwrap_err();
+        assert_eq!(
+            msg,
+            "placement group 'web' (anti-affinity): every ready host already runs one of its 3 instances (3 ready hosts: a, b, c)"
+        );
+        // A cordoned host without a member does not count; the one left is too small: both said.
+        let d = in_state(host("d", [8, 8192, 100], [0, 0, 0], (0, 0)), HostState::Cordoned);
+        let msg =
+            rank_in_group(&[a.clone(), c.clone(), d], None, want(1, 2048, 1, 0), group(AA, &[(a.id, 2)])).unwrap_err();
+        assert_eq!(
+            msg,
+            "placement group 'web' (anti-affinity): 1 ready host already runs one of its 2 instances (a); \
+             no host can take it: 2 hosts: 1 cordoned (d), 1 short of memory (2048 MiB of memory requested, at most 1024 free)"
+        );
+        // Nothing ready at all: the group is not the reason.
+        let gone = in_state(a.clone(), HostState::Unreachable);
+        let msg = rank_in_group(&[gone], None, w, group(AA, &[(a.id, 1)])).unwrap_err();
+        assert_eq!(msg, "no host can take it: 1 host: 1 unreachable (a)");
+    }
+
+    #[test]
+    fn affinity_follows_the_first_member() {
+        let a = host("a", [8, 4096, 100], [0, 0, 0], (0, 0));
+        let b = host("b", [8, 2048, 100], [0, 1536, 0], (0, 0));
+        let all = [a.clone(), b.clone()];
+        let w = want(1, 256, 1, 0);
+        use PlacementPolicy::Affinity as AF;
+        assert_eq!(rank_in_group(&all, None, w, group(AF, &[])).unwrap(), vec![a.id, b.id]);
+        assert_eq!(rank_in_group(&all, None, w, group(AF, &[(b.id, 2)])).unwrap(), vec![b.id]);
+        let msg = rank_in_group(&all, None, want(1, 1024, 1, 0), group(AF, &[(b.id, 2)])).unwrap_err();
+        assert_eq!(
+            msg,
+            "placement group 'web' (affinity): its 2 instances are on b; \
+             no host can take it: 1 host: 1 short of memory (1024 MiB of memory requested, at most 512 free)"
+        );
+        let cordoned = [a.clone(), in_state(b.clone(), HostState::Cordoned)];
+        let msg = rank_in_group(&cordoned, None, w, group(AF, &[(b.id, 1)])).unwrap_err();
+        assert_eq!(
+            msg,
+            "placement group 'web' (affinity): its 1 instance is on b; no host can take it: 1 host: 1 cordoned (b)"
+        );
+    }
+
+    #[test]
+    fn spread_prefers_fewest_members_and_pack_most() {
+        let a = host("a", [8, 4096, 100], [0, 0, 0], (0, 0));
+        let b = host("b", [8, 2048, 100], [0, 0, 0], (0, 0));
+        let c = host("c", [8, 3072, 100], [0, 0, 0], (0, 0));
+        let full = host("full", [8, 8192, 100], [8, 0, 0], (0, 0));
+        let all = [a.clone(), b.clone(), c.clone(), full.clone()];
+        let w = want(1, 256, 1, 0);
+        use PlacementPolicy::{Pack, Spread};
+        // No members: the usual order (most free memory first) for spread, the fullest for pack.
+        assert_eq!(rank_in_group(&all, None, w, group(Spread, &[])).unwrap(), vec![a.id, c.id, b.id]);
+        assert_eq!(rank_in_group(&all, None, w, group(Pack, &[])).unwrap(), vec![b.id, c.id, a.id]);
+        let m = [(a.id, 2), (c.id, 1), (full.id, 5)];
+        assert_eq!(rank_in_group(&all, None, w, group(Spread, &m)).unwrap(), vec![b.id, c.id, a.id]);
+        assert_eq!(rank_in_group(&all, None, w, group(Pack, &m)).unwrap(), vec![a.id, c.id, b.id]);
+        // Soft: a full host is never chosen, and nothing fitting is the usual refusal.
+        let msg = rank_in_group(std::slice::from_ref(&full), None, w, group(Pack, &m)).unwrap_err();
+        assert!(msg.starts_with("no host can take it: 1 host: 1 short of vCPUs"), "{msg}");
+        // Without a group: exactly rank.
+        assert_eq!(rank_in_group(&all, None, w, None).unwrap(), rank(&all, None, w).unwrap());
     }
 
     #[test]

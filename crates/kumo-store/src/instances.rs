@@ -10,16 +10,18 @@ use crate::page::Keyed;
 use crate::{lookup, map_unique, now, page, parse_ts, parse_uuid, ts, Conn, Result, Store, StoreError};
 use kumo_types::page::PageRequest;
 use kumo_types::{
-    HostId, ImageId, InstanceId, InstanceState, InstanceTypeId, InstanceView, NameOrId, ProjectId, ResultsPage,
+    HostId, ImageId, InstanceId, InstanceState, InstanceTypeId, InstanceView, NameOrId, PlacementGroupId, ProjectId,
+    ResultsPage,
 };
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 const COLS: &str = "i.id, i.name, i.description, i.time_created, i.time_modified, p.name, i.state, \
     i.state_reason, im.name, t.name, i.vcpus, i.memory_mib, i.disk_gib, i.gpus, h.name, i.project_id, \
-    i.image_id, i.instance_type_id, i.host_id, i.user_data, i.generation";
+    i.image_id, i.instance_type_id, i.host_id, i.user_data, i.generation, plg.name, i.placement_group_id";
 const FROM: &str = "FROM instances i JOIN projects p ON p.id = i.project_id JOIN images im ON im.id = i.image_id \
-    JOIN instance_types t ON t.id = i.instance_type_id JOIN hosts h ON h.id = i.host_id";
+    JOIN instance_types t ON t.id = i.instance_type_id JOIN hosts h ON h.id = i.host_id \
+    LEFT JOIN placement_groups plg ON plg.id = i.placement_group_id";
 
 /// Everything the control plane knows about an instance.
 #[derive(Debug, Clone)]
@@ -32,6 +34,7 @@ pub struct InstanceRecord {
     pub host_id: HostId,
     pub user_data: Option<String>,
     pub generation: i64,
+    pub placement_group_id: Option<PlacementGroupId>,
 }
 
 impl InstanceRecord {
@@ -79,6 +82,7 @@ fn from_row(r: &dyn Cols) -> Result<InstanceRecord> {
             host: r.opt_text(14)?,
             network_interfaces: Vec::new(),
             public_ip: None,
+            placement_group: r.opt_text(21)?,
         },
         gpus: r.int(13)?,
         project_id: parse_uuid(&r.text(15)?)?,
@@ -87,6 +91,7 @@ fn from_row(r: &dyn Cols) -> Result<InstanceRecord> {
         host_id: parse_uuid(&r.text(18)?)?,
         user_data: r.opt_text(19)?,
         generation: r.int(20)?,
+        placement_group_id: r.opt_text(22)?.map(|s| parse_uuid(&s)).transpose()?,
     })
 }
 
@@ -98,12 +103,12 @@ fn from_any(r: &AnyRow) -> Result<InstanceRecord> {
 /// one query for the instance and one for its interfaces).
 const FAST_COLS: &str = "i.id, i.name, i.description, i.time_created, i.time_modified, p.name, i.state, \
     i.state_reason, im.name, t.name, i.vcpus, i.memory_mib, i.disk_gib, i.gpus, h.name, i.project_id, \
-    i.image_id, i.instance_type_id, i.host_id, i.user_data, i.generation, \
+    i.image_id, i.instance_type_id, i.host_id, i.user_data, i.generation, plg.name, i.placement_group_id, \
     (SELECT f.ip FROM floating_ips f WHERE f.instance_id = i.id AND f.time_deleted IS NULL)";
 
 fn from_fast_row(r: &dyn Cols) -> Result<InstanceRecord> {
     let mut rec = from_row(r)?;
-    rec.view.public_ip = r.opt_text(21)?;
+    rec.view.public_ip = r.opt_text(23)?;
     Ok(rec)
 }
 
@@ -159,14 +164,15 @@ pub struct NewInstance<'a> {
     pub host_id: HostId,
     pub resources: Resources,
     pub user_data: Option<&'a str>,
+    pub placement_group_id: Option<PlacementGroupId>,
 }
 
 pub async fn insert(conn: &mut Conn, n: &NewInstance<'_>) -> Result<()> {
     let t = ts(now());
     sqlx::query(
         "INSERT INTO instances (id, project_id, name, description, time_created, time_modified, image_id, \
-         instance_type_id, host_id, vcpus, memory_mib, disk_gib, gpus, state, user_data, generation) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)",
+         instance_type_id, host_id, vcpus, memory_mib, disk_gib, gpus, state, user_data, generation, \
+         placement_group_id) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15)",
     )
     .bind(n.id.to_string())
     .bind(n.project_id.to_string())
@@ -182,6 +188,7 @@ pub async fn insert(conn: &mut Conn, n: &NewInstance<'_>) -> Result<()> {
     .bind(n.resources.gpus)
     .bind(InstanceState::Creating.as_str())
     .bind(n.user_data)
+    .bind(n.placement_group_id.map(|g| g.to_string()))
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;

@@ -35,6 +35,7 @@ pub mod metering;
 pub mod metrics;
 pub mod nics;
 pub mod page;
+pub mod placement_groups;
 pub mod projects;
 pub mod quotas;
 pub mod security_groups;

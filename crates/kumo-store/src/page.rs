@@ -27,7 +27,8 @@ keyed!(
     kumo_types::HostView,
     kumo_types::UserView,
     kumo_types::SshKeyView,
-    kumo_types::ZoneView
+    kumo_types::ZoneView,
+    kumo_types::PlacementGroupView
 );
 
 /// The SQL and binds of one keyset page of `select_where` (a `SELECT … WHERE …` whose

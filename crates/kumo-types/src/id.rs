@@ -153,6 +153,8 @@ typed_ids! {
     ZoneId => "zone";
     /// Id of a host join token.
     JoinTokenId => "join token";
+    /// Id of a placement group.
+    PlacementGroupId => "placement group";
 }
 
 #[cfg(test)]

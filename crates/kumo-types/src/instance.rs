@@ -230,6 +230,9 @@ pub struct InstanceView {
     /// The floating IP attached to it (null when none).
     #[serde(default)]
     pub public_ip: Option<String>,
+    /// The placement group it is in (null when none).
+    #[serde(default)]
+    pub placement_group: Option<String>,
 }
 
 /// Parameters to create an instance.
@@ -278,6 +281,10 @@ pub struct InstanceCreate {
     #[serde(default)]
     #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub zone: Option<String>,
+    /// The placement group (name, of the same project) to place it by; default: none.
+    #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub placement_group: Option<String>,
 }
 
 /// Parameters to change the instance type of a stopped instance.

@@ -17,6 +17,7 @@ pub mod money;
 pub mod name;
 pub mod network;
 pub mod page;
+pub mod placement;
 pub mod project;
 pub mod snapshot;
 pub mod volume;
@@ -30,8 +31,8 @@ pub use host::{
 };
 pub use id::{
     AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId, InvoiceId,
-    JoinTokenId, NicId, PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId, SubnetId, TokenId, UserId, VolumeId,
-    VpcId, ZoneId,
+    JoinTokenId, NicId, PlacementGroupId, PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId, SubnetId, TokenId,
+    UserId, VolumeId, VpcId, ZoneId,
 };
 pub use identity::{
     AuditEntryView, LoginRequest, LoginResponse, MeView, MemberAdd, MemberView, MyProjectView, ProjectRole,
@@ -50,6 +51,7 @@ pub use network::{
     SecurityRule, SecurityRules, SshKeyCreate, SshKeyView, SubnetCreate, SubnetView, VpcCreate, VpcView,
 };
 pub use page::{PageParams, ResultsPage, SortBy};
+pub use placement::{PlacementGroupCreate, PlacementGroupView, PlacementPolicy, PLACEMENT_GROUPS_PER_PROJECT};
 pub use project::{ProjectCreate, ProjectView};
 pub use snapshot::{SnapshotCreate, SnapshotView};
 pub use volume::{

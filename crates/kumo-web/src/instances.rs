@@ -143,6 +143,7 @@ pub async fn create(
         security_groups: (!groups.is_empty()).then_some(groups),
         ssh_keys: f.all("ssh_keys"),
         zone: f.optional("zone"),
+        placement_group: f.optional("placement_group"),
     };
     let view = instances::create(&app, &s.ctx, Some(&p), &body).await?;
     let to = format!("/projects/{}/instances/{}", render::urlencode(&p), render::urlencode(&view.name));

@@ -1543,3 +1543,81 @@ fn zones_join_tokens_and_cordoned_hosts() {
     running_instance(&k, "web", "vm1", "k1-nano");
     assert_eq!(used(&k), (2, 256, 2, 0));
 }
+
+#[test]
+fn placement_groups_anti_affinity_affinity_and_delete() {
+    let k = roomy();
+    k.create_project("web");
+    let host_name = host(&k)["name"].as_str().expect("host name").to_string();
+    let group =
+        |name: &str, policy: &str| k.post("/v1/placement-groups?project=web", json!({"name": name, "policy": policy}));
+    let in_group = |name: &str, g: &str| {
+        k.post(
+            "/v1/instances?project=web",
+            json!({"name": name, "image": IMAGE, "instance_type": "k1-nano", "placement_group": g}),
+        )
+    };
+
+    // Created through the CLI and the API; bad input refused with nothing made.
+    let out = kumo_cli(
+        &k,
+        &["--output", "json", "placement-group", "create", "front", "--project", "web", "--policy", "anti-affinity"],
+    );
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((&v["name"], &v["policy"], &v["instances"]), (&json!("front"), &json!("anti-affinity"), &json!(0)));
+    let (s, v) = group("db", "affinity");
+    assert_eq!((s, &v["policy"], &v["project"]), (201, &json!("affinity"), &json!("web")), "{v}");
+    assert_error(group("db", "pack"), 409, "ObjectAlreadyExists");
+    assert_error(group("other", "sideways"), 400, "InvalidValue");
+    let (s, v) = k.get("/v1/placement-groups?project=web");
+    assert_eq!((s, names(&v)), (200, vec!["db".to_string(), "front".to_string()]), "{v}");
+
+    // Unknown group: 400, nothing made, nothing reserved.
+    let msg = assert_error(in_group("x", "nope"), 400, "InvalidValue");
+    assert!(msg.contains("placement group 'nope' does not exist"), "{msg}");
+    assert!(instance_names(&k, "web").is_empty());
+    assert_eq!(used(&k), (0, 0, 0, 0));
+
+    // Anti-affinity on one host: the first is placed, the second refused saying why.
+    let (s, v) = in_group("f1", "front");
+    assert_eq!((s, &v["placement_group"]), (202, &json!("front")), "{v}");
+    k.wait_state("web", "f1", "running", WAIT);
+    let msg = assert_error(in_group("f2", "front"), 507, "InsufficientCapacity");
+    assert_eq!(
+        msg,
+        format!(
+            "placement group 'front' (anti-affinity): every ready host already runs one of its 1 instance (1 ready host: {host_name})"
+        )
+    );
+    assert_eq!(instance_names(&k, "web"), ["f1"]);
+    assert_eq!(used(&k), (1, 128, 1, 0));
+
+    // Affinity: both on the one host (the operator sees it).
+    for name in ["d1", "d2"] {
+        let (s, v) = in_group(name, "db");
+        assert_eq!(s, 202, "{v}");
+        let v = k.wait_state("web", name, "running", WAIT);
+        assert_eq!((&v["host"], &v["placement_group"]), (&json!(host_name), &json!("db")), "{v}");
+    }
+    let (s, v) = k.get("/v1/placement-groups/db?project=web");
+    assert_eq!((s, &v["instances"]), (200, &json!(2)), "{v}");
+    let table = kumo_cli(&k, &["placement-group", "list", "--project", "web"]);
+    assert!(table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["db", "affinity", "2", "-"]), "{table}");
+
+    // Not deleted while it has instances (named); deleted once they are gone.
+    let msg = assert_error(k.delete("/v1/placement-groups/db?project=web"), 409, "InvalidState");
+    assert!(msg.contains("still has 2 instances (d1, d2)"), "{msg}");
+    delete_instance(&k, "web", "d1");
+    delete_instance(&k, "web", "d2");
+    let (s, v) = k.delete("/v1/placement-groups/db?project=web");
+    assert_eq!(s, 204, "{v}");
+    assert_error(k.get("/v1/placement-groups/db?project=web"), 404, "NotFound");
+    // The anti-affinity group's host is free again once f1 is gone.
+    delete_instance(&k, "web", "f1");
+    let (s, v) = in_group("f2", "front");
+    assert_eq!(s, 202, "{v}");
+
+    // Audited like the other mutations.
+    let (s, v) = k.get("/v1/system/audit-log?operation=placement_group_delete&limit=10");
+    assert!(s == 200 && v["items"].as_array().is_some_and(|a| a.len() == 2), "the deletes are audited: {v}");
+}

@@ -190,6 +190,11 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("floating_ip_delete", Kind::ProjectWrite, "project=a", Body::None),
     ("floating_ip_attach", Kind::ProjectWrite, "project=a", Body::Json(r#"{"instance":"vm-a"}"#)),
     ("floating_ip_detach", Kind::ProjectWrite, "project=a", Body::None),
+    // Placement.
+    ("placement_group_list", Kind::ProjectRead, "project=a", Body::None),
+    ("placement_group_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"pg-x","policy":"spread"}"#)),
+    ("placement_group_view", Kind::ProjectRead, "project=a", Body::None),
+    ("placement_group_delete", Kind::ProjectWrite, "project=a", Body::None),
 ];
 
 const SSH_KEY_X: &str = r#"{"name":"key-x","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f x"}"#;
@@ -213,6 +218,7 @@ fn path_param(name: &str) -> &'static str {
         "vpc" | "subnet" | "security_group" => "default",
         "ssh_key" => "key-a",
         "floating_ip" => "fip-a",
+        "placement_group" => "pg-a",
         other => panic!("no value for path parameter {{{other}}}: add one to path_param()"),
     }
 }
@@ -342,6 +348,8 @@ fn tenants(k: &Cloud) -> [String; 3] {
     let key = SSH_KEY_X.replace("key-x", "key-a");
     let (s, v) = as_alice.post("/v1/ssh-keys?project=a", serde_json::from_str(&key).expect("json"));
     assert_eq!(s, 201, "an ssh key in a: {v}");
+    let (s, v) = as_alice.post("/v1/placement-groups?project=a", json!({"name": "pg-a", "policy": "spread"}));
+    assert_eq!(s, 201, "a placement group in a: {v}");
     k.wait_state("a", "vm-a", "running", WAIT);
     [alice, bob, carol]
 }

@@ -177,3 +177,60 @@ fn a_cluster_of_two_controllers_and_three_hosts() {
         assert!(a.exited().is_none() || a.name == "h2", "agent {} exited:\n{}", a.name, a.log_tail());
     }
 }
+
+/// Placement groups over three hosts (one controller): anti-affinity puts three instances on
+/// three hosts and refuses a fourth saying why; spread uses every host; pack one.
+#[test]
+fn placement_groups_over_three_hosts() {
+    let mut cl = Cluster::start(1, fixture_image_cache());
+    let (s, v) = cl.post(0, "/v1/zones", json!({"name": "zone-a"}));
+    assert_eq!(s, 201, "{v}");
+    let tokens: Vec<String> = (0..3).map(|_| cl.join_token("zone-a")).collect();
+    for (i, token) in tokens.iter().enumerate() {
+        cl.start_agent(&format!("h{}", i + 1), "zone-a", token);
+    }
+    wait_for("3 ready hosts", Duration::from_secs(60), &|| cl.logs(), || {
+        let hosts = cl.hosts(0);
+        (hosts.len() == 3 && hosts.iter().all(|h| h["state"] == "ready")).then_some(())
+    });
+    let (s, v) = cl.post(0, "/v1/projects", json!({"name": "demo"}));
+    assert_eq!(s, 201, "{v}");
+    for (name, policy) in [("aa", "anti-affinity"), ("sp", "spread"), ("pk", "pack")] {
+        let (s, v) = cl.post(0, "/v1/placement-groups?project=demo", json!({"name": name, "policy": policy}));
+        assert_eq!(s, 201, "{v}");
+    }
+    // The hosts of `n` instances created in `group`.
+    let place = |group: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let (s, v) = cl.create(0, &format!("{group}{i}"), json!({"placement_group": group}));
+                assert_eq!(s, 202, "{v}");
+                assert_eq!(v["placement_group"], group, "{v}");
+                v["host"].as_str().expect("the operator sees the host").to_string()
+            })
+            .collect()
+    };
+    let distinct = |hosts: &[String]| hosts.iter().collect::<std::collections::BTreeSet<_>>().len();
+
+    let aa = place("aa", 3);
+    assert_eq!(distinct(&aa), 3, "anti-affinity: one per host: {aa:?}");
+    let (s, v) = cl.create(0, "aa3", json!({"placement_group": "aa"}));
+    assert_eq!((s, &v["error_code"]), (507, &json!("InsufficientCapacity")), "{v}");
+    let msg = v["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("placement group 'aa' (anti-affinity): every ready host already runs one of its 3 instances"),
+        "the refusal says why: {msg}"
+    );
+    let (s, v) = cl.get(0, "/v1/instances/aa3?project=demo");
+    assert_eq!(s, 404, "nothing was made: {v}");
+
+    let sp = place("sp", 3);
+    assert_eq!(distinct(&sp), 3, "spread: every host: {sp:?}");
+    let pk = place("pk", 3);
+    assert_eq!(distinct(&pk), 1, "pack: one host: {pk:?}");
+    let (s, v) = cl.get(0, "/v1/placement-groups/pk?project=demo");
+    assert_eq!((s, &v["instances"]), (200, &json!(3)), "{v}");
+    for i in 0..3 {
+        cl.wait_running(0, &format!("pk{i}"));
+    }
+}

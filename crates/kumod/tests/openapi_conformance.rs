@@ -82,6 +82,8 @@ impl Context {
             }
             // The zone must exist: the one every host of the all-in-one is in.
             ("InstanceCreate" | "JoinTokenCreate", "zone") => json!("default"),
+            // The group must exist in the project: the fixture's (spread, so it never refuses).
+            ("InstanceCreate", "placement_group") => json!(self.existing["placement_group"]),
             // At most one source, and it must exist.
             ("VolumeCreate", "source_image" | "source_snapshot" | "source_backup") => return Some(None),
             ("ImageCreate", "source_instance") => return Some(None),
@@ -583,6 +585,8 @@ fn the_openapi_document_tells_the_whole_truth() {
     }
     let (s, v) = k.post(&format!("/v1/snapshots?project={project}"), json!({"name": "snap1", "volume": "vol1"}));
     assert_eq!(s, 201, "{v}");
+    let (s, v) = k.post(&format!("/v1/placement-groups?project={project}"), json!({"name": "pg1", "policy": "spread"}));
+    assert_eq!(s, 201, "{v}");
     let (s, v) = k.post("/v1/users", json!({"name": "alice", "password": "correct horse"}));
     assert_eq!(s, 201, "{v}");
     let (s, hosts) = k.get("/v1/hosts");
@@ -604,6 +608,7 @@ fn the_openapi_document_tells_the_whole_truth() {
     existing.insert("user", "alice".to_string());
     existing.insert("host", host);
     existing.insert("zone", "default".to_string());
+    existing.insert("placement_group", "pg1".to_string());
     existing.insert("period", chrono::Utc::now().format("%Y-%m").to_string());
     existing.insert("vpc_prefix", format!("{}.{}", octets[0], octets[1]));
     let mut ctx = Context {

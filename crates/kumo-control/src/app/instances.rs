@@ -197,10 +197,14 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
         }
         disk_gib = root;
     }
+    let group = match &p.placement_group {
+        Some(g) => Some(super::placement_groups::referenced(&mut tx, proj.id, g).await?),
+        None => None,
+    };
     let want = Resources { vcpus: itype.vcpus, memory_mib: itype.memory_mib, disk_gib, gpus: itype.gpus };
     // Quota before capacity: a tenant over its quota is told so (403), not that the cloud is full.
     super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::instance_amounts(want)).await?;
-    let host_id = reserve_anywhere(&mut tx, &app.config, zone.as_deref(), want).await?;
+    let host_id = reserve_anywhere(&mut tx, &app.config, zone.as_deref(), group.as_ref(), want).await?;
     let id = kumo_store::new_id();
     let new = NewInstance {
         id,
@@ -212,6 +216,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
         host_id,
         resources: want,
         user_data: p.user_data.as_deref(),
+        placement_group_id: group.as_ref().map(|g| g.id),
     };
     kumo_store::instances::insert(&mut tx, &new).await.map_err(already_exists("instance", p.name.as_str()))?;
     attach_network(&mut tx, &proj, id, p, &ctx.cause("instance_create")).await?;
@@ -294,16 +299,30 @@ async fn attach_network(
     Ok(())
 }
 
-/// Picks a host and reserves `want` on it, in the caller's transaction.
-/// Reserves `want` on the best ready host (of `zone`, if given); 507 naming why none can take it.
+/// Reserves `want` on the best ready host (of `zone`, if given; by the policy of placement group
+/// `group`, if given), in the caller's transaction; 507 naming why none can take it.
 async fn reserve_anywhere(
     tx: &mut Conn,
     config: &crate::ControlConfig,
     zone: Option<&str>,
+    group: Option<&kumo_types::PlacementGroupView>,
     want: Resources,
 ) -> ApiResult<HostId> {
+    // The group's members are counted in this transaction, after taking the group's row: creates
+    // in one group are placed one after the other.
+    let members = match group {
+        Some(g) => {
+            if !kumo_store::placement_groups::lock(tx, g.id).await? {
+                return Err(ApiError::invalid(format!("placement group '{}' was deleted", g.name)));
+            }
+            kumo_store::placement_groups::members_per_host(tx, g.id).await?
+        }
+        None => Vec::new(),
+    };
+    let as_group = group.map(|g| scheduler::Group { name: &g.name, policy: g.policy, members_per_host: &members });
     let hosts = candidates(tx, config).await?;
-    let ranked = scheduler::rank(&hosts, zone, want).map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
+    let ranked = scheduler::rank_in_group(&hosts, zone, want, as_group)
+        .map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
     for host_id in ranked {
         if kumo_store::hosts::reserve(tx, host_id, want).await? {
             return Ok(host_id);
@@ -311,7 +330,11 @@ async fn reserve_anywhere(
     }
     // Every candidate filled up between the read and the reservation.
     let hosts = candidates(tx, config).await?;
-    Err(ApiError::new(ErrorCode::InsufficientCapacity, scheduler::explain(&hosts, zone, want)))
+    let msg = match scheduler::rank_in_group(&hosts, zone, want, as_group) {
+        Err(m) => m,
+        Ok(_) => scheduler::explain(&hosts, zone, want),
+    };
+    Err(ApiError::new(ErrorCode::InsufficientCapacity, msg))
 }
 
 /// Every live host with its state as of now.

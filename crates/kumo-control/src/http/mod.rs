@@ -16,6 +16,7 @@ pub mod login;
 pub mod members;
 pub mod membership;
 pub mod metrics;
+pub mod placement_groups;
 pub mod projects;
 pub mod quotas;
 pub mod security_groups;

@@ -368,6 +368,7 @@ pub async fn try_create_instance(
             host_id: f.host.id,
             resources: SMALL,
             user_data: Some("#cloud-config\n"),
+            placement_group_id: None,
         },
     )
     .await?;

@@ -11,5 +11,6 @@ mod images;
 mod instances;
 mod metering;
 mod networking;
+mod placement;
 mod tenancy;
 mod volumes;

@@ -55,6 +55,7 @@ async fn network_ipam_concurrent_and_queries(store: &Store) {
                 host_id: host,
                 resources: Resources { vcpus: 0, memory_mib: 0, disk_gib: 0, gpus: 0 },
                 user_data: None,
+                placement_group_id: None,
             };
             instances::insert(&mut tx, &new).await.unwrap();
             let nic = match nics::allocate(&mut tx, id, &subnet).await {
