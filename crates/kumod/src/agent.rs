@@ -73,10 +73,12 @@ struct Membership {
 
 const MEMBERSHIP: &str = "membership.json";
 
-/// The agent's client of the controllers: the first that answers.
+/// The agent's client of the controllers: the one that answered last, else the next that answers.
 struct Controllers {
     urls: Vec<String>,
     http: reqwest::Client,
+    /// Index of the controller that answered last (tried first: a hung one costs its timeout once).
+    preferred: std::sync::atomic::AtomicUsize,
 }
 
 impl Controllers {
@@ -92,25 +94,32 @@ impl Controllers {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .build()?;
-        Ok(Controllers { urls, http })
+        Ok(Controllers { urls, http, preferred: Default::default() })
     }
 
-    /// POSTs `body` to `path` on the first controller that answers; a controller's 4xx answer is
-    /// final (another would say the same), a transport error or 5xx tries the next.
+    /// POSTs `body` to `path`, on the controller that answered last first, then the others in
+    /// turn; a controller's 4xx answer is final (another would say the same), a transport error or
+    /// 5xx tries the next.
     async fn post<B: Serialize, R: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         bearer: Option<&str>,
         body: &B,
     ) -> anyhow::Result<R> {
+        use std::sync::atomic::Ordering;
         let mut last = None;
-        for base in &self.urls {
+        let first = self.preferred.load(Ordering::Relaxed);
+        for i in (0..self.urls.len()).map(|k| (first + k) % self.urls.len()) {
+            let base = &self.urls[i];
             let mut req = self.http.post(format!("{}{path}", base.trim_end_matches('/'))).json(body);
             if let Some(b) = bearer {
                 req = req.bearer_auth(b);
             }
             match req.send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp.json().await?),
+                Ok(resp) if resp.status().is_success() => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(resp.json().await?);
+                }
                 Ok(resp) if resp.status().is_client_error() => {
                     let status = resp.status();
                     let text = resp.text().await.unwrap_or_default();
