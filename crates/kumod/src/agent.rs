@@ -36,7 +36,7 @@ pub struct AgentArgs {
     #[command(flatten)]
     run: RunArgs,
     /// A controller's URL, e.g. https://10.77.0.1:7400 (repeatable, comma-separated in the
-    /// environment); the agent talks to the first that answers.
+    /// environment); the agent talks to the one that answered last, else the next that answers.
     #[arg(long = "controller", env = "KUMOD_CONTROLLERS", value_delimiter = ',', required = true)]
     controllers: Vec<String>,
     /// SHA-256 fingerprint of the controllers' TLS certificate (kumod prints it at start and
