@@ -152,7 +152,10 @@ fn readme_flow_on_real_qemu_through_the_cli() {
     wait_serial(&k, "demo", "web1", "kumo-guest: ready", 3);
 
     let hosts = cli(&k, &["host", "list"]);
-    assert!(hosts.contains("qemu") && (hosts.contains("tcg") || hosts.contains("kvm")), "{hosts}");
+    assert!(hosts.contains("default") && hosts.contains("ready"), "{hosts}");
+    let host_name = host["items"][0]["name"].as_str().expect("host name").to_string();
+    let view = cli(&k, &["host", "view", &host_name]);
+    assert!(view.contains("qemu") && (view.contains("tcg") || view.contains("kvm")), "{view}");
 
     cli(&k, &["instance", "delete", "web1", "--project", "demo", "--wait"]);
     no_leaks(&k, &id);
