@@ -144,6 +144,14 @@ impl App {
         }
     }
 
+    /// The host whose storage holds volumes, backups and image files: the all-in-one `kumod`'s
+    /// own. On a controller, a 409 saying why — checked before any work (e.g. before an upload
+    /// is received), so nothing is half-done.
+    pub fn storage_host(&self) -> Result<HostId, error::ApiError> {
+        self.local_host()
+            .ok_or_else(|| error::ApiError::new(kumo_types::ErrorCode::InvalidState, agents::NO_LOCAL_HOST.to_string()))
+    }
+
     /// The local host's id (the all-in-one `kumod`); None on a controller.
     pub fn local_host(&self) -> Option<HostId> {
         self.hosts.local().map(|(id, _)| id)

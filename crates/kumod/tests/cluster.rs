@@ -114,6 +114,9 @@ fn a_cluster_of_two_controllers_and_three_hosts() {
     let (s, v) = cl.post(0, "/v1/volumes?project=demo", json!({"name": "data", "size_gib": 1}));
     assert_eq!(s, 409, "{v}");
     assert!(v["message"].as_str().unwrap_or("").contains("shared storage"), "{v}");
+    let (s, v) = cl.post(0, "/v1/images?project=demo", json!({"name": "img", "source_instance": "vm0"}));
+    assert_eq!(s, 409, "{v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("shared storage"), "{v}");
 
     for i in 0..6 {
         let (s, v) = cl.create(i % 2, &format!("vm{i}"), json!({}));

@@ -143,6 +143,7 @@ where
     super::check_description(description)?;
     facts.validate().map_err(ApiError::invalid)?;
     let proj = super::project(&mut *read(app).await?, ctx, project, Access::Write).await?;
+    app.storage_host()?;
     if kumo_store::images::get(&mut *read(app).await?, Some(proj.id), &kumo_types::NameOrId::Name(name.clone()))
         .await?
         .is_some_and(|i| i.project_id == Some(proj.id))
@@ -227,6 +228,7 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Image
     super::check_description(&p.description)?;
     let mut conn = read(app).await?;
     let proj = super::project(&mut conn, ctx, project, Access::Write).await?;
+    app.storage_host()?;
     if kumo_store::images::get(&mut conn, Some(proj.id), &kumo_types::NameOrId::Name(p.name.clone()))
         .await?
         .is_some_and(|i| i.project_id == Some(proj.id))

@@ -109,9 +109,7 @@ fn check_size(size_gib: i64) -> ApiResult<()> {
 
 /// Reserves `gib` of disk on the host holding the storage pool, or fails with 507.
 async fn reserve_disk(tx: &mut Conn, app: &App, gib: i64) -> ApiResult<()> {
-    let Some(host_id) = app.local_host() else {
-        return Err(ApiError::new(ErrorCode::InvalidState, crate::agents::NO_LOCAL_HOST.to_string()));
-    };
+    let host_id = app.storage_host()?;
     if !kumo_store::hosts::reserve(tx, host_id, disk(gib)).await? {
         let host = kumo_store::hosts::get(tx, &kumo_types::NameOrId::Id(host_id.get())).await?;
         let msg = crate::scheduler::shortage(&host.into_iter().collect::<Vec<_>>(), disk(gib));
