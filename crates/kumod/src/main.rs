@@ -124,7 +124,7 @@ pub(crate) struct RunArgs {
     metrics_interval: u64,
     /// Put the tenant-network data plane (bridges, taps, nft tables, DHCP, metadata, the public
     /// uplink) in this network namespace, created if missing (default: the machine's own).
-    #[arg(long, env = "KUMOD_HOST_NETNS", conflicts_with = "host_network")]
+    #[arg(long, visible_alias = "netns", env = "KUMOD_HOST_NETNS", conflicts_with = "host_network")]
     host_netns: Option<String>,
     /// Run the tenant-network data plane in the machine's own network namespace (production).
     /// Without this or --host-netns, guests get no NIC (their addresses are still allocated).

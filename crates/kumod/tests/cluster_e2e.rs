@@ -44,7 +44,8 @@ fn real_guests_spread_over_three_hosts_and_outlive_their_agent() {
     assert_eq!(s, 201, "{v}");
     for (i, ns) in namespaces.iter().enumerate() {
         let token = cl.join_token("zone-a");
-        let extra = ["--driver", "qemu", "--accel", "tcg", "--image-cache", image_cache(), "--host-netns", &ns.0];
+        let extra = ["--driver", "qemu", "--accel", "tcg", "--image-cache", image_cache(), "--netns", &ns.0];
+        // `--netns` as the issue spells it (an alias of `--host-netns`).
         cl.start_agent_with(&format!("h{}", i + 1), "zone-a", &token, &extra.map(String::from));
     }
     wait_for("3 ready hosts", Duration::from_secs(90), &|| cl.logs(), || {
