@@ -6,7 +6,7 @@ use crate::Ctx;
 use anyhow::Result;
 use chrono::Utc;
 use clap::Subcommand;
-use kumo_types::{Name, ZoneCreate, ZoneView};
+use kumo_types::{Name, ZoneCapacity, ZoneCreate, ZoneView};
 use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
@@ -51,17 +51,24 @@ fn used_of(used: i64, limit: i64) -> String {
     format!("{used}/{limit}")
 }
 
+/// The capacity columns: hosts, vCPU, memory, disk (dashes for a tenant, who is not shown them).
+fn capacity_cells(c: Option<&ZoneCapacity>) -> [String; 4] {
+    match c {
+        Some(c) => [
+            c.hosts.to_string(),
+            used_of(c.vcpus_used, c.vcpus_limit),
+            used_of(c.memory_mib_used, c.memory_mib_limit),
+            used_of(c.disk_gib_used, c.disk_gib_limit),
+        ],
+        None => std::array::from_fn(|_| "-".to_string()),
+    }
+}
+
 fn render_list(page: &Value) -> Result<String> {
     let mut table = list_table(&["NAME", "HOSTS", "VCPU", "MEMORY MIB", "DISK GIB", "DESCRIPTION"]);
     for z in output::items::<ZoneView>(page)? {
-        table.add_row(vec![
-            z.name,
-            z.hosts.to_string(),
-            used_of(z.vcpus_used, z.vcpus_limit),
-            used_of(z.memory_mib_used, z.memory_mib_limit),
-            used_of(z.disk_gib_used, z.disk_gib_limit),
-            or_dash(Some(&z.description)),
-        ]);
+        let [hosts, vcpu, memory, disk] = capacity_cells(z.capacity.as_ref());
+        table.add_row(vec![z.name, hosts, vcpu, memory, disk, or_dash(Some(&z.description))]);
     }
     Ok(output::render(&table))
 }
@@ -69,16 +76,17 @@ fn render_list(page: &Value) -> Result<String> {
 fn render_view(value: &Value) -> Result<String> {
     let z: ZoneView = output::view(value)?;
     let now = Utc::now();
-    let table = view_table(vec![
-        ("NAME", z.name),
-        ("ID", z.id.to_string()),
-        ("DESCRIPTION", or_dash(Some(&z.description))),
-        ("HOSTS", z.hosts.to_string()),
-        ("VCPU", format!("{} used", used_of(z.vcpus_used, z.vcpus_limit))),
-        ("MEMORY", format!("{} MiB used", used_of(z.memory_mib_used, z.memory_mib_limit))),
-        ("DISK", format!("{} GiB used", used_of(z.disk_gib_used, z.disk_gib_limit))),
-        ("CREATED", time_with_age(z.time_created, now)),
-    ]);
+    let mut rows = vec![("NAME", z.name), ("ID", z.id.to_string()), ("DESCRIPTION", or_dash(Some(&z.description)))];
+    if let Some(c) = &z.capacity {
+        rows.extend([
+            ("HOSTS", c.hosts.to_string()),
+            ("VCPU", format!("{} used", used_of(c.vcpus_used, c.vcpus_limit))),
+            ("MEMORY", format!("{} MiB used", used_of(c.memory_mib_used, c.memory_mib_limit))),
+            ("DISK", format!("{} GiB used", used_of(c.disk_gib_used, c.disk_gib_limit))),
+        ]);
+    }
+    rows.push(("CREATED", time_with_age(z.time_created, now)));
+    let table = view_table(rows);
     Ok(output::render(&table))
 }
 
@@ -99,5 +107,18 @@ mod tests {
         let row: Vec<&str> = text.lines().nth(1).expect("row").split_whitespace().collect();
         assert_eq!(row, ["east", "2", "3/32", "1024/8192", "20/200", "-"]);
         assert!(render_view(&z).expect("view").contains("1024/8192 MiB used"));
+    }
+
+    #[test]
+    fn a_tenant_sees_zones_without_capacity() {
+        let z = json!({
+            "id": "0190b2a4-0000-7000-8000-000000000008", "name": "east", "description": "room 2",
+            "time_created": "2024-05-01T10:00:00Z", "time_modified": "2024-05-01T10:00:00Z"
+        });
+        let text = render_list(&json!({"items": [z]})).expect("render");
+        let row: Vec<&str> = text.lines().nth(1).expect("row").split_whitespace().collect();
+        assert_eq!(row, ["east", "-", "-", "-", "-", "room", "2"]);
+        let view = render_view(&z).expect("view");
+        assert!(view.contains("room 2") && !view.contains("HOSTS"), "{view}");
     }
 }

@@ -135,6 +135,14 @@ pub struct ZoneView {
     pub time_created: chrono::DateTime<chrono::Utc>,
     /// When it was last changed.
     pub time_modified: chrono::DateTime<chrono::Utc>,
+    /// What its hosts hold, for operators (absent for tenants: a provider's capacity is its own).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<ZoneCapacity>,
+}
+
+/// A zone's hosts and their summed capacity (operators only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ZoneCapacity {
     /// Live hosts in the zone.
     pub hosts: i64,
     /// vCPUs that may be reserved on its hosts (sum of their limits).

@@ -26,8 +26,8 @@ pub use backup::{BackupCreate, BackupView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::{
-    HostRole, HostState, HostView, JoinTokenCreate, JoinTokenCreated, ZoneCreate, ZoneView, JOIN_TOKEN_DEFAULT_SECONDS,
-    JOIN_TOKEN_MAX_SECONDS, JOIN_TOKEN_MIN_SECONDS,
+    HostRole, HostState, HostView, JoinTokenCreate, JoinTokenCreated, ZoneCapacity, ZoneCreate, ZoneView,
+    JOIN_TOKEN_DEFAULT_SECONDS, JOIN_TOKEN_MAX_SECONDS, JOIN_TOKEN_MIN_SECONDS,
 };
 pub use id::{
     AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId, InvoiceId,

@@ -110,9 +110,9 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("host_cordon", Kind::Operator, "", Body::None),
     ("host_uncordon", Kind::Operator, "", Body::None),
     ("join_token_create", Kind::Operator, "", Body::Json(r#"{"zone":"default"}"#)),
-    ("zone_list", Kind::Operator, "", Body::None),
+    ("zone_list", Kind::AnyUser, "", Body::None),
     ("zone_create", Kind::Operator, "", Body::Json(r#"{"name":"east"}"#)),
-    ("zone_view", Kind::Operator, "", Body::None),
+    ("zone_view", Kind::AnyUser, "", Body::None),
     ("reconciler_list", Kind::Operator, "", Body::None),
     ("audit_log_list", Kind::Operator, "", Body::None),
     // Quotas, prices, usage, invoices, budgets.
@@ -514,6 +514,14 @@ fn tenants_see_only_their_projects_and_no_hosts() {
     let (s, v) = alice.get("/v1/instances?project=a");
     assert!(s == 200 && v["items"][0]["host"].is_null(), "{v}");
     assert_eq!(alice.get("/v1/hosts").0, 403);
+    // Zones: tenants list them (to choose one) but not their hosts' capacity.
+    let (s, v) = alice.get("/v1/zones");
+    assert_eq!((s, &v["items"][0]["name"]), (200, &json!("default")), "{v}");
+    assert!(v["items"][0].get("hosts").is_none() && v["items"][0].get("vcpus_limit").is_none(), "{v}");
+    let (s, v) = alice.get("/v1/zones/default");
+    assert!(s == 200 && v.get("memory_mib_used").is_none(), "{v}");
+    let (s, v) = k.get("/v1/zones/default");
+    assert!(s == 200 && v["hosts"] == json!(1) && v["vcpus_limit"].is_i64(), "operators see the capacity: {v}");
 
     // Who am I: the user and their projects with roles.
     let (s, v) = alice.get("/v1/me");

@@ -1,4 +1,5 @@
-//! Zones (operators only): named groups of hosts; an instance may ask for one.
+//! Zones: named groups of hosts; an instance may ask for one. Every user may list them (to choose
+//! one); operators make them and see their hosts' capacity.
 
 use super::{read, selector};
 use crate::context::{Access, OpContext};
@@ -9,14 +10,26 @@ use kumo_types::page::PageRequest;
 use kumo_types::{Name, NameOrId, ResultsPage, ZoneCreate, ZoneId, ZoneView};
 
 pub async fn list(app: &App, ctx: &OpContext, page: &PageRequest) -> ApiResult<ResultsPage<ZoneView>> {
-    ctx.authorize(Access::Operator)?;
-    Ok(kumo_store::zones::list(&mut *read(app).await?, page).await?)
+    ctx.authorize(Access::Read)?;
+    let mut zones = kumo_store::zones::list(&mut *read(app).await?, page).await?;
+    zones.items.iter_mut().for_each(|z| for_caller(ctx, z));
+    Ok(zones)
 }
 
 pub async fn view(app: &App, ctx: &OpContext, zone: &str) -> ApiResult<ZoneView> {
-    ctx.authorize(Access::Operator)?;
+    ctx.authorize(Access::Read)?;
     let sel = selector("zone", zone)?;
-    kumo_store::zones::get(&mut *read(app).await?, &sel).await?.ok_or_else(|| ApiError::not_found("zone", zone))
+    let mut z =
+        kumo_store::zones::get(&mut *read(app).await?, &sel).await?.ok_or_else(|| ApiError::not_found("zone", zone))?;
+    for_caller(ctx, &mut z);
+    Ok(z)
+}
+
+/// A zone as the caller may see it: its hosts and capacity are the provider's, for operators only.
+fn for_caller(ctx: &OpContext, zone: &mut ZoneView) {
+    if !ctx.actor.operator {
+        zone.capacity = None;
+    }
 }
 
 pub async fn create(app: &App, ctx: &OpContext, p: &ZoneCreate) -> ApiResult<ZoneView> {

@@ -1,4 +1,4 @@
-//! `/v1/zones` (operators)
+//! `/v1/zones` (every user lists and views; operators create)
 
 use super::{page, ApiJson, ApiQuery};
 use crate::app::zones;
@@ -11,7 +11,7 @@ use axum::Json;
 use kumo_types::{ErrorBody, PageParams, ResultsPage, ZoneCreate, ZoneView};
 use std::sync::Arc;
 
-/// List zones with their hosts' summed capacity (operators)
+/// List zones (operators also see their hosts' summed capacity)
 #[utoipa::path(get, path = "/v1/zones", tag = "zones", operation_id = "zone_list",
     params(PageParams),
     responses((status = 200, body = ResultsPage<ZoneView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -37,7 +37,7 @@ pub async fn zone_create(
     Ok((StatusCode::CREATED, Json(zones::create(&app, &ctx, &body).await?)))
 }
 
-/// View a zone (operators)
+/// View a zone (operators also see its hosts' summed capacity)
 #[utoipa::path(get, path = "/v1/zones/{zone}", tag = "zones", operation_id = "zone_view",
     params(("zone" = String, Path, description = "Zone name or id")),
     responses((status = 200, body = ZoneView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
