@@ -62,6 +62,9 @@ impl Operations {
                 }
             }
         }
+        for (method, path, id) in super::membership::AUDITED {
+            map.insert((method.to_string(), path.to_string()), id.to_string());
+        }
         Operations(map)
     }
 

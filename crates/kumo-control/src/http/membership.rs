@@ -2,25 +2,46 @@
 //! ([`kumo_host_api::membership`]). Not part of the REST API and its OpenAPI document: agents are
 //! not users, and no user token is accepted here (join: a join token in the body; heartbeat: the
 //! host's credential as the bearer).
+//!
+//! A join is a change to the cloud and lands in the audit log (as `host_join`, the actor naming the
+//! host); heartbeats are its lease, renewed every few seconds by every host, and are not audited
+//! (the host's `last_seen` is their record).
 
+use super::audit::AuditNote;
 use super::ApiJson;
 use crate::app::membership;
 use crate::error::{ApiError, ApiResult};
 use crate::App;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use kumo_host_api::membership::{Heartbeat, HeartbeatAck, JoinRequest, JoinResponse};
 use std::sync::Arc;
 
-/// The routes, for [`super::router_with`].
-pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/agent/v1/join", post(join)).route("/agent/v1/heartbeat", post(heartbeat))
+/// The agents' operations the audit log names, as (method, route, operation id): they are not in
+/// the OpenAPI document the other operation ids come from.
+pub const AUDITED: [(&str, &str, &str); 1] = [("POST", "/agent/v1/join", "host_join")];
+
+/// The audited routes (joins), for [`super::router_with`].
+pub fn audited() -> Router<Arc<App>> {
+    Router::new().route("/agent/v1/join", post(join))
 }
 
-async fn join(State(app): State<Arc<App>>, ApiJson(req): ApiJson<JoinRequest>) -> ApiResult<Json<JoinResponse>> {
-    Ok(Json(membership::join(&app, req).await?))
+/// The routes kept out of the audit log (heartbeats), for [`super::router_with`].
+pub fn unaudited() -> Router<Arc<App>> {
+    Router::new().route("/agent/v1/heartbeat", post(heartbeat))
+}
+
+async fn join(State(app): State<Arc<App>>, ApiJson(req): ApiJson<JoinRequest>) -> Response {
+    let actor = format!("agent joining as host '{}'", req.info.name.chars().take(64).collect::<String>());
+    let mut resp = match membership::join(&app, req).await {
+        Ok(joined) => Json::<JoinResponse>(joined).into_response(),
+        Err(e) => e.into_response(),
+    };
+    resp.extensions_mut().insert(AuditNote { actor, user_id: None });
+    resp
 }
 
 async fn heartbeat(
