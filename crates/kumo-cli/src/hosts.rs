@@ -7,7 +7,7 @@ use crate::Ctx;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use kumo_types::{HostRole, HostView, JoinTokenCreate, JoinTokenCreated};
+use kumo_types::{labels_text, HostLabelsSet, HostRole, HostView, JoinTokenCreate, JoinTokenCreated, Labels};
 use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
@@ -28,6 +28,15 @@ pub enum HostCommand {
     Uncordon {
         /// Host name or id
         host: String,
+    },
+    /// Set or remove a host's labels: `disk=ssd` sets, `disk-` removes (instance types with
+    /// `--host-label` are placed only on hosts that have them)
+    Label {
+        /// Host name or id
+        host: String,
+        /// KEY=VALUE to set, KEY- to remove
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        changes: Vec<String>,
     },
     /// One-time tokens a `kumod agent` joins the cluster with
     #[command(subcommand)]
@@ -62,6 +71,27 @@ pub fn parse_lifetime(s: &str) -> Result<u64, String> {
     n.checked_mul(per).ok_or_else(bad)
 }
 
+/// `KEY=VALUE` → (key, value) (the rules are the server's).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not a label KEY=VALUE")),
+    }
+}
+
+/// The labels after `changes` (`KEY=VALUE` sets, `KEY-` removes) to `labels`.
+fn relabel(mut labels: Labels, changes: &[String]) -> Result<Labels, String> {
+    for c in changes {
+        if let Some(key) = c.strip_suffix('-').filter(|k| !k.contains('=')) {
+            labels.remove(key);
+        } else {
+            let (k, v) = parse_label(c).map_err(|e| format!("{e} (or KEY- to remove one)"))?;
+            labels.insert(k, v);
+        }
+    }
+    Ok(labels)
+}
+
 pub fn run(ctx: &Ctx, command: &HostCommand) -> Result<()> {
     match command {
         HostCommand::List(list) => {
@@ -78,6 +108,12 @@ pub fn run(ctx: &Ctx, command: &HostCommand) -> Result<()> {
         }
         HostCommand::Uncordon { host } => {
             let h = ctx.client.post(&["hosts", host, "uncordon"], &[], None::<&()>)?;
+            ctx.show(&h, render_view)
+        }
+        HostCommand::Label { host, changes } => {
+            let current: HostView = ctx.client.get(&["hosts", host], &[])?.decode()?;
+            let labels = relabel(current.labels, changes).map_err(anyhow::Error::msg)?;
+            let h = ctx.client.put(&["hosts", host, "labels"], &[], &HostLabelsSet { labels })?;
             ctx.show(&h, render_view)
         }
         HostCommand::JoinToken(JoinTokenCommand::Create { zone, expires }) => {
@@ -151,6 +187,7 @@ fn render_view(value: &Value) -> Result<String> {
         ("MEMORY", capacity(h.memory_mib_used, h.memory_mib_limit, h.memory_mib_total, h.memory_overcommit, " MiB")),
         ("DISK", capacity(h.disk_gib_used, h.disk_gib_limit, h.disk_gib_total, h.disk_overcommit, " GiB")),
         ("GPU", used_of(h.gpus_used, h.gpus_total)),
+        ("LABELS", or_dash(Some(&labels_text(&h.labels)))),
         ("REGISTERED", time_with_age(h.time_created, now)),
         ("LAST REPORT", time_with_age(h.time_modified, now)),
         ("LAST SEEN", h.last_seen.map_or_else(|| seen(h.role, None, now), |t| time_with_age(t, now))),
@@ -191,6 +228,17 @@ mod tests {
         assert!(view.contains("1024/6144 MiB used (physical 4096 MiB, overcommit x1.5)"), "{view}");
         assert!(view.contains("tcg (KVM probe boot timed out)"), "{view}");
         assert!(view.contains("https://10.77.0.2:7401"), "{view}");
+    }
+
+    #[test]
+    fn labels_are_set_with_key_value_and_removed_with_key_dash() {
+        let start: Labels = [("disk".to_string(), "hdd".to_string()), ("rack".to_string(), "r1".to_string())].into();
+        let changed = relabel(start, &["disk=ssd".into(), "rack-".into(), "gpu=a100".into()]).expect("relabel");
+        assert_eq!(labels_text(&changed), "disk=ssd,gpu=a100");
+        assert!(relabel(Labels::new(), &["oops".into()]).unwrap_err().contains("KEY- to remove"));
+        let mut h = sample();
+        h["labels"] = json!({"disk": "ssd"});
+        assert!(render_view(&h).expect("view").contains("disk=ssd"));
     }
 
     #[test]

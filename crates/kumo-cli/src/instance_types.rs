@@ -47,6 +47,9 @@ pub struct InstanceTypeCreateArgs {
     /// Free-form description
     #[arg(long, default_value = "")]
     pub description: String,
+    /// A label its instances' hosts must have, KEY=VALUE (repeat for several; see `kumo host label`)
+    #[arg(long = "host-label", value_name = "KEY=VALUE", value_parser = crate::hosts::parse_label)]
+    pub host_labels: Vec<(String, String)>,
 }
 
 pub fn run(ctx: &Ctx, command: &InstanceTypeCommand) -> Result<()> {
@@ -67,6 +70,7 @@ pub fn run(ctx: &Ctx, command: &InstanceTypeCommand) -> Result<()> {
                 memory_mib: args.memory_mib,
                 disk_gib: args.disk_gib,
                 gpus: args.gpus,
+                host_labels: args.host_labels.iter().cloned().collect(),
             };
             // Same range checks as the server, to fail before a round trip.
             if let Err(message) = body.validate() {
@@ -109,6 +113,7 @@ fn render_view(value: &Value) -> Result<String> {
         ("MEMORY", format!("{} MiB", t.memory_mib)),
         ("DISK", format!("{} GiB", t.disk_gib)),
         ("GPUS", t.gpus.to_string()),
+        ("HOST LABELS", or_dash(Some(&kumo_types::labels_text(&t.host_labels)))),
         ("CREATED", time_with_age(t.time_created, now)),
         ("MODIFIED", time_with_age(t.time_modified, now)),
     ]);

@@ -6,7 +6,7 @@ use crate::Ctx;
 use anyhow::Result;
 use chrono::Utc;
 use clap::Subcommand;
-use kumo_types::{Name, ZoneCapacity, ZoneCreate, ZoneView};
+use kumo_types::{Name, ZoneCreate, ZoneView};
 use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
@@ -52,22 +52,19 @@ fn used_of(used: i64, limit: i64) -> String {
 }
 
 /// The capacity columns: hosts, vCPU, memory, disk (dashes for a tenant, who is not shown them).
-fn capacity_cells(c: Option<&ZoneCapacity>) -> [String; 4] {
-    match c {
-        Some(c) => [
-            c.hosts.to_string(),
-            used_of(c.vcpus_used, c.vcpus_limit),
-            used_of(c.memory_mib_used, c.memory_mib_limit),
-            used_of(c.disk_gib_used, c.disk_gib_limit),
-        ],
-        None => std::array::from_fn(|_| "-".to_string()),
-    }
+fn capacity_cells(z: &ZoneView) -> Option<[String; 4]> {
+    Some([
+        z.hosts?.to_string(),
+        used_of(z.vcpus_used?, z.vcpus_limit?),
+        used_of(z.memory_mib_used?, z.memory_mib_limit?),
+        used_of(z.disk_gib_used?, z.disk_gib_limit?),
+    ])
 }
 
 fn render_list(page: &Value) -> Result<String> {
     let mut table = list_table(&["NAME", "HOSTS", "VCPU", "MEMORY MIB", "DISK GIB", "DESCRIPTION"]);
     for z in output::items::<ZoneView>(page)? {
-        let [hosts, vcpu, memory, disk] = capacity_cells(z.capacity.as_ref());
+        let [hosts, vcpu, memory, disk] = capacity_cells(&z).unwrap_or_else(|| std::array::from_fn(|_| "-".into()));
         table.add_row(vec![z.name, hosts, vcpu, memory, disk, or_dash(Some(&z.description))]);
     }
     Ok(output::render(&table))
@@ -76,13 +73,14 @@ fn render_list(page: &Value) -> Result<String> {
 fn render_view(value: &Value) -> Result<String> {
     let z: ZoneView = output::view(value)?;
     let now = Utc::now();
+    let capacity = capacity_cells(&z);
     let mut rows = vec![("NAME", z.name), ("ID", z.id.to_string()), ("DESCRIPTION", or_dash(Some(&z.description)))];
-    if let Some(c) = &z.capacity {
+    if let Some([hosts, vcpu, memory, disk]) = capacity {
         rows.extend([
-            ("HOSTS", c.hosts.to_string()),
-            ("VCPU", format!("{} used", used_of(c.vcpus_used, c.vcpus_limit))),
-            ("MEMORY", format!("{} MiB used", used_of(c.memory_mib_used, c.memory_mib_limit))),
-            ("DISK", format!("{} GiB used", used_of(c.disk_gib_used, c.disk_gib_limit))),
+            ("HOSTS", hosts),
+            ("VCPU", format!("{vcpu} used")),
+            ("MEMORY", format!("{memory} MiB used")),
+            ("DISK", format!("{disk} GiB used")),
         ]);
     }
     rows.push(("CREATED", time_with_age(z.time_created, now)));

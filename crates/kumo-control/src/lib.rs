@@ -71,6 +71,8 @@ pub struct ControlConfig {
     /// An agent host whose last heartbeat is older than this is `unreachable` and takes no new
     /// instance (`--host-unreachable-seconds`; see [`app::hosts::state`]).
     pub host_unreachable_after: Duration,
+    /// How the scheduler orders the hosts that can take an instance (`--scheduler-weights`).
+    pub scheduler_weights: scheduler::Weights,
 }
 
 impl ControlConfig {

@@ -59,6 +59,7 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(hosts::host_view))
         .routes(routes!(hosts::host_cordon))
         .routes(routes!(hosts::host_uncordon))
+        .routes(routes!(hosts::host_labels_set))
         .routes(routes!(hosts::join_token_create))
         .routes(routes!(zones::zone_list, zones::zone_create))
         .routes(routes!(zones::zone_view))

@@ -1,12 +1,14 @@
 //! Scheduler v0: placement arithmetic, kept pure so it can be tested exhaustively.
 //!
-//! A host is a candidate when it is in the zone asked for (if any) and `ready` (not cordoned, not
-//! unreachable: its `state` is set by [`crate::app::hosts::state`] before it gets here). A
-//! candidate fits a request when, for every resource, `used + requested <= limit`, where `limit`
-//! is the physical amount times the host's overcommit ratio (GPUs are never overcommitted). Among
-//! the hosts that fit, the one with the most free memory comes first (spreading load). The caller
-//! then reserves on the first host whose conditional reservation succeeds, in the same
-//! transaction as the insert, so concurrent creates cannot overshoot.
+//! A host is a candidate when it is in the zone asked for (if any), `ready` (not cordoned, not
+//! unreachable: its `state` is set by [`crate::app::hosts::state`] before it gets here) and has
+//! every label the instance type asks of its host (operator labels, `disk=ssd`). A candidate fits
+//! a request when, for every resource, `used + requested <= limit`, where `limit` is the physical
+//! amount times the host's overcommit ratio (GPUs are never overcommitted). The hosts that fit are
+//! weighed by the cloud's [`Weights`] (`kumod --scheduler-weights`): `spread` (the default) puts
+//! the one with the most free memory first, `pack` the one with the least. The caller then
+//! reserves on the first host whose conditional reservation succeeds, in the same transaction as
+//! the insert, so concurrent creates cannot overshoot.
 //!
 //! An instance of a placement group is placed by the group's policy ([`rank_in_group`]), given how
 //! many live members of the group each host runs: `anti-affinity` (hard) only on hosts with none,
@@ -15,7 +17,58 @@
 //! and then the fullest. A hard policy that leaves no host is a refusal naming the group.
 
 use kumo_store::hosts::Resources;
-use kumo_types::{HostId, HostState, HostView, PlacementPolicy};
+use kumo_types::{labels_text, HostId, HostState, HostView, Labels, PlacementPolicy};
+
+/// How the hosts that can take an instance are ordered (`kumod --scheduler-weights`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Weights {
+    /// The host with the most free memory (then vCPUs) first: load spread over every host.
+    #[default]
+    Spread,
+    /// The host with the least free memory (then vCPUs) first: hosts filled one by one, the
+    /// others kept empty (for power saving, or room for big instances).
+    Pack,
+}
+
+impl Weights {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weights::Spread => "spread",
+            Weights::Pack => "pack",
+        }
+    }
+}
+
+impl std::str::FromStr for Weights {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Weights, String> {
+        match s {
+            "spread" => Ok(Weights::Spread),
+            "pack" => Ok(Weights::Pack),
+            _ => Err(format!("'{s}' is not a scheduler weighing: spread or pack")),
+        }
+    }
+}
+
+/// What a placement asks of its host besides capacity, and how the cloud weighs the hosts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask<'a> {
+    /// Only hosts of this zone.
+    pub zone: Option<&'a str>,
+    /// Only hosts with all these labels (the instance type's `host_labels`).
+    pub labels: Option<&'a Labels>,
+    pub weights: Weights,
+}
+
+impl Ask<'_> {
+    fn labels_wanted(&self) -> Option<&Labels> {
+        self.labels.filter(|l| !l.is_empty())
+    }
+
+    fn has_labels(&self, h: &HostView) -> bool {
+        self.labels_wanted().is_none_or(|want| want.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
+    }
+}
 
 fn free(h: &HostView) -> Resources {
     Resources {
@@ -35,20 +88,25 @@ fn in_zone(h: &HostView, zone: Option<&str>) -> bool {
     zone.is_none_or(|z| h.zone == z)
 }
 
-/// Hosts of `zone` (any zone: None) that are ready and can take `want`, best first; or a message
-/// saying why none can ([`explain`]).
-pub fn rank(hosts: &[HostView], zone: Option<&str>, want: Resources) -> Result<Vec<HostId>, String> {
-    Ok(ranked(hosts, zone, want)?.into_iter().map(|h| h.id).collect())
+/// Hosts of the zone asked for (any zone: None), ready, with the labels asked for, that can take
+/// `want`, best first by the weights; or a message saying why none can ([`explain`]).
+pub fn rank(hosts: &[HostView], ask: &Ask<'_>, want: Resources) -> Result<Vec<HostId>, String> {
+    Ok(ranked(hosts, ask, want)?.into_iter().map(|h| h.id).collect())
 }
 
 /// [`rank`]'s hosts themselves.
-fn ranked<'a>(hosts: &'a [HostView], zone: Option<&str>, want: Resources) -> Result<Vec<&'a HostView>, String> {
-    let mut fitting: Vec<&HostView> =
-        hosts.iter().filter(|h| in_zone(h, zone) && h.state == HostState::Ready && fits(h, want)).collect();
+fn ranked<'a>(hosts: &'a [HostView], ask: &Ask<'_>, want: Resources) -> Result<Vec<&'a HostView>, String> {
+    let mut fitting: Vec<&HostView> = hosts
+        .iter()
+        .filter(|h| in_zone(h, ask.zone) && h.state == HostState::Ready && ask.has_labels(h) && fits(h, want))
+        .collect();
     if fitting.is_empty() {
-        return Err(explain(hosts, zone, want));
+        return Err(explain(hosts, ask, want));
     }
-    fitting.sort_by_key(|h| std::cmp::Reverse((free(h).memory_mib, free(h).vcpus)));
+    match ask.weights {
+        Weights::Spread => fitting.sort_by_key(|h| std::cmp::Reverse((free(h).memory_mib, free(h).vcpus))),
+        Weights::Pack => fitting.sort_by_key(|h| (free(h).memory_mib, free(h).vcpus)),
+    }
     Ok(fitting)
 }
 
@@ -84,11 +142,12 @@ impl Group<'_> {
 /// policy; the refusal says which filter left no host, the group's first.
 pub fn rank_in_group(
     hosts: &[HostView],
-    zone: Option<&str>,
+    ask: &Ask<'_>,
     want: Resources,
     group: Option<Group<'_>>,
 ) -> Result<Vec<HostId>, String> {
-    let Some(g) = group else { return rank(hosts, zone, want) };
+    let Some(g) = group else { return rank(hosts, ask, want) };
+    let zone = ask.zone;
     let ids = |v: Vec<&HostView>| v.into_iter().map(|h| h.id).collect();
     match g.policy {
         PlacementPolicy::AntiAffinity => {
@@ -96,7 +155,7 @@ pub fn rank_in_group(
                 hosts.iter().filter(|h| in_zone(h, zone) && h.state == HostState::Ready).collect();
             if ready.is_empty() {
                 // The group is not why: say what is.
-                return rank(hosts, zone, want);
+                return rank(hosts, ask, want);
             }
             let taken: Vec<&HostView> = ready.iter().copied().filter(|h| g.on(h) > 0).collect();
             let zone_text = zone.map(|z| format!(" in zone '{z}'")).unwrap_or_default();
@@ -111,7 +170,7 @@ pub fn rank_in_group(
                 ));
             }
             let others: Vec<HostView> = hosts.iter().filter(|h| g.on(h) == 0).cloned().collect();
-            rank(&others, zone, want).map_err(|m| {
+            rank(&others, ask, want).map_err(|m| {
                 let (n, s) = (taken.len(), if taken.len() == 1 { "s" } else { "" });
                 let host = if n == 1 { "host" } else { "hosts" };
                 format!(
@@ -125,7 +184,7 @@ pub fn rank_in_group(
         PlacementPolicy::Affinity if g.total() > 0 => {
             let with: Vec<HostView> = hosts.iter().filter(|h| g.on(h) > 0).cloned().collect();
             let refs: Vec<&HostView> = with.iter().collect();
-            rank(&with, zone, want).map_err(|m| {
+            rank(&with, ask, want).map_err(|m| {
                 format!(
                     "{}: its {} {} on {}; {m}",
                     g.prefix(),
@@ -135,15 +194,15 @@ pub fn rank_in_group(
                 )
             })
         }
-        PlacementPolicy::Affinity => rank(hosts, zone, want),
+        PlacementPolicy::Affinity => rank(hosts, ask, want),
         PlacementPolicy::Spread => {
-            let mut fitting = ranked(hosts, zone, want)?;
+            let mut fitting = ranked(hosts, ask, want)?;
             // Stable: among hosts with as many members, the most free memory first still.
             fitting.sort_by_key(|h| g.on(h));
             Ok(ids(fitting))
         }
         PlacementPolicy::Pack => {
-            let mut fitting = ranked(hosts, zone, want)?;
+            let mut fitting = ranked(hosts, ask, want)?;
             fitting.sort_by_key(|h| (std::cmp::Reverse(g.on(h)), free(h).memory_mib, free(h).vcpus));
             Ok(ids(fitting))
         }
@@ -161,11 +220,13 @@ fn names(hosts: &[&HostView]) -> String {
     s.join(", ")
 }
 
-/// Explains why no host can take `want`, per filter: the hosts considered (those of `zone`), how
-/// many are cordoned and unreachable (named), and of the ready ones how many are short of each
-/// resource, e.g. "no host can take it: 3 hosts: 1 cordoned (node-a), 2 short of memory (2048
-/// MiB of memory requested, at most 1024 free)".
-pub fn explain(hosts: &[HostView], zone: Option<&str>, want: Resources) -> String {
+/// Explains why no host can take `want`, per filter: the hosts considered (those of the zone
+/// asked for), how many are cordoned and unreachable (named), of the ready ones how many lack the
+/// labels asked for (named), and of the rest how many are short of each resource, e.g. "no host
+/// can take it: 3 hosts: 1 cordoned (node-a), 2 short of memory (2048 MiB of memory requested, at
+/// most 1024 free)".
+pub fn explain(hosts: &[HostView], ask: &Ask<'_>, want: Resources) -> String {
+    let zone = ask.zone;
     if hosts.is_empty() {
         return "no host is registered".into();
     }
@@ -181,6 +242,16 @@ pub fn explain(hosts: &[HostView], zone: Option<&str>, want: Resources) -> Strin
     }
     if !unreachable.is_empty() {
         parts.push(format!("{} unreachable ({})", unreachable.len(), names(&unreachable)));
+    }
+    let (ready, unlabelled): (Vec<&HostView>, Vec<&HostView>) = ready.into_iter().partition(|h| ask.has_labels(h));
+    if let (false, Some(labels)) = (unlabelled.is_empty(), ask.labels_wanted()) {
+        let label = if labels.len() == 1 { "label" } else { "labels" };
+        parts.push(format!(
+            "{} without the {label} {} ({})",
+            unlabelled.len(),
+            labels_text(labels),
+            names(&unlabelled)
+        ));
     }
     /// (what a host is short of, the unit, the amount asked, the amount of a `Resources`)
     type Check = (&'static str, &'static str, i64, fn(&Resources) -> i64);
@@ -264,7 +335,12 @@ mod tests {
             cordoned: false,
             last_seen: None,
             address: None,
+            labels: Default::default(),
         }
+    }
+
+    fn zone(z: &str) -> Ask<'_> {
+        Ask { zone: Some(z), ..Ask::default() }
     }
 
     fn in_state(mut h: HostView, state: HostState) -> HostView {
@@ -295,9 +371,10 @@ mod tests {
         let plain = host("plain", [8, 8192, 100], [0, 0, 0], (0, 0));
         let gpu = host("gpu", [8, 4096, 100], [0, 0, 0], (1, 0));
         let busy_gpu = host("busy", [8, 8192, 100], [0, 0, 0], (1, 1));
-        let ranked = rank(&[plain.clone(), gpu.clone(), busy_gpu.clone()], None, want(1, 512, 1, 1)).unwrap();
+        let ranked =
+            rank(&[plain.clone(), gpu.clone(), busy_gpu.clone()], &Ask::default(), want(1, 512, 1, 1)).unwrap();
         assert_eq!(ranked, vec![gpu.id]);
-        let err = rank(&[plain, busy_gpu], None, want(1, 512, 1, 1)).unwrap_err();
+        let err = rank(&[plain, busy_gpu], &Ask::default(), want(1, 512, 1, 1)).unwrap_err();
         assert!(err.contains("2 short of GPUs (1 GPUs requested, at most 0 free)"), "{err}");
     }
 
@@ -305,7 +382,7 @@ mod tests {
     fn prefers_the_host_with_most_free_memory() {
         let a = host("a", [8, 2048, 100], [0, 1024, 0], (0, 0));
         let b = host("b", [8, 4096, 100], [0, 0, 0], (0, 0));
-        assert_eq!(rank(&[a.clone(), b.clone()], None, want(1, 256, 1, 0)).unwrap(), vec![b.id, a.id]);
+        assert_eq!(rank(&[a.clone(), b.clone()], &Ask::default(), want(1, 256, 1, 0)).unwrap(), vec![b.id, a.id]);
     }
 
     #[test]
@@ -316,14 +393,14 @@ mod tests {
         let gone = in_state(in_zone(host("d", [8, 8192, 100], [0, 0, 0], (0, 0)), "east"), HostState::Unreachable);
         let all = [a.clone(), b.clone(), cordoned.clone(), gone.clone()];
         let w = want(1, 256, 1, 0);
-        assert_eq!(rank(&all, None, w).unwrap(), vec![a.id, b.id]);
-        assert_eq!(rank(&all, Some("east"), w).unwrap(), vec![b.id]);
-        assert_eq!(rank(&all, Some("default"), w).unwrap(), vec![a.id]);
-        assert_eq!(rank(&all, Some("west"), w).unwrap_err(), "zone 'west' has no hosts");
+        assert_eq!(rank(&all, &Ask::default(), w).unwrap(), vec![a.id, b.id]);
+        assert_eq!(rank(&all, &zone("east"), w).unwrap(), vec![b.id]);
+        assert_eq!(rank(&all, &zone("default"), w).unwrap(), vec![a.id]);
+        assert_eq!(rank(&all, &zone("west"), w).unwrap_err(), "zone 'west' has no hosts");
         // Nothing ready in the zone: each filter is named.
-        let msg = rank(&[a.clone(), gone.clone()], Some("east"), w).unwrap_err();
+        let msg = rank(&[a.clone(), gone.clone()], &zone("east"), w).unwrap_err();
         assert_eq!(msg, "no host can take it: 1 host in zone 'east': 1 unreachable (d)");
-        let msg = rank(std::slice::from_ref(&cordoned), None, w).unwrap_err();
+        let msg = rank(std::slice::from_ref(&cordoned), &Ask::default(), w).unwrap_err();
         assert_eq!(msg, "no host can take it: 1 host: 1 cordoned (c)");
     }
 
@@ -332,7 +409,7 @@ mod tests {
         let cordoned = in_state(host("node-a", [8, 8192, 100], [0, 0, 0], (0, 0)), HostState::Cordoned);
         let b = host("node-b", [8, 1024, 100], [0, 0, 0], (0, 0));
         let c = host("node-c", [8, 2048, 100], [0, 1536, 0], (0, 0));
-        let msg = rank(&[cordoned, b, c], None, want(1, 2048, 1, 0)).unwrap_err();
+        let msg = rank(&[cordoned, b, c], &Ask::default(), want(1, 2048, 1, 0)).unwrap_err();
         assert_eq!(
             msg,
             "no host can take it: 3 hosts: 1 cordoned (node-a), 2 short of memory (2048 MiB of memory requested, at most 1024 free)"
@@ -341,7 +418,7 @@ mod tests {
         let many: Vec<HostView> = (0..7)
             .map(|i| in_state(host(&format!("h{i}"), [8, 8192, 100], [0, 0, 0], (0, 0)), HostState::Cordoned))
             .collect();
-        let msg = rank(&many, None, want(1, 1, 1, 0)).unwrap_err();
+        let msg = rank(&many, &Ask::default(), want(1, 1, 1, 0)).unwrap_err();
         assert!(msg.ends_with("7 cordoned (h0, h1, h2, h3, h4, and 2 more)"), "{msg}");
     }
 
@@ -357,10 +434,10 @@ mod tests {
         let all = [a.clone(), b.clone(), c.clone()];
         let w = want(1, 256, 1, 0);
         use PlacementPolicy::AntiAffinity as AA;
-        assert_eq!(rank_in_group(&all, None, w, group(AA, &[])).unwrap(), vec![a.id, b.id, c.id]);
-        assert_eq!(rank_in_group(&all, None, w, group(AA, &[(a.id, 1)])).unwrap(), vec![b.id, c.id]);
-        assert_eq!(rank_in_group(&all, None, w, group(AA, &[(a.id, 1), (c.id, 1)])).unwrap(), vec![b.id]);
-        let msg = rank_in_group(&all, None, w, group(AA, &[(a.id, 1), (b.id, 1), (c.id, 1)])).unwrap_err();
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, group(AA, &[])).unwrap(), vec![a.id, b.id, c.id]);
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, group(AA, &[(a.id, 1)])).unwrap(), vec![b.id, c.id]);
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, group(AA, &[(a.id, 1), (c.id, 1)])).unwrap(), vec![b.id]);
+        let msg = rank_in_group(&all, &Ask::default(), w, group(AA, &[(a.id, 1), (b.id, 1), (c.id, 1)])).unwrap_err();
         assert_eq!(
             msg,
             "placement group 'web' (anti-affinity): every ready host already runs one of its 3 instances (3 ready hosts: a, b, c)"
@@ -368,7 +445,8 @@ mod tests {
         // A cordoned host without a member does not count; the one left is too small: both said.
         let d = in_state(host("d", [8, 8192, 100], [0, 0, 0], (0, 0)), HostState::Cordoned);
         let msg =
-            rank_in_group(&[a.clone(), c.clone(), d], None, want(1, 2048, 1, 0), group(AA, &[(a.id, 2)])).unwrap_err();
+            rank_in_group(&[a.clone(), c.clone(), d], &Ask::default(), want(1, 2048, 1, 0), group(AA, &[(a.id, 2)]))
+                .unwrap_err();
         assert_eq!(
             msg,
             "placement group 'web' (anti-affinity): 1 ready host already runs one of its 2 instances (a); \
@@ -376,7 +454,7 @@ mod tests {
         );
         // Nothing ready at all: the group is not the reason.
         let gone = in_state(a.clone(), HostState::Unreachable);
-        let msg = rank_in_group(&[gone], None, w, group(AA, &[(a.id, 1)])).unwrap_err();
+        let msg = rank_in_group(&[gone], &Ask::default(), w, group(AA, &[(a.id, 1)])).unwrap_err();
         assert_eq!(msg, "no host can take it: 1 host: 1 unreachable (a)");
     }
 
@@ -387,16 +465,16 @@ mod tests {
         let all = [a.clone(), b.clone()];
         let w = want(1, 256, 1, 0);
         use PlacementPolicy::Affinity as AF;
-        assert_eq!(rank_in_group(&all, None, w, group(AF, &[])).unwrap(), vec![a.id, b.id]);
-        assert_eq!(rank_in_group(&all, None, w, group(AF, &[(b.id, 2)])).unwrap(), vec![b.id]);
-        let msg = rank_in_group(&all, None, want(1, 1024, 1, 0), group(AF, &[(b.id, 2)])).unwrap_err();
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, group(AF, &[])).unwrap(), vec![a.id, b.id]);
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, group(AF, &[(b.id, 2)])).unwrap(), vec![b.id]);
+        let msg = rank_in_group(&all, &Ask::default(), want(1, 1024, 1, 0), group(AF, &[(b.id, 2)])).unwrap_err();
         assert_eq!(
             msg,
             "placement group 'web' (affinity): its 2 instances are on b; \
              no host can take it: 1 host: 1 short of memory (1024 MiB of memory requested, at most 512 free)"
         );
         let cordoned = [a.clone(), in_state(b.clone(), HostState::Cordoned)];
-        let msg = rank_in_group(&cordoned, None, w, group(AF, &[(b.id, 1)])).unwrap_err();
+        let msg = rank_in_group(&cordoned, &Ask::default(), w, group(AF, &[(b.id, 1)])).unwrap_err();
         assert_eq!(
             msg,
             "placement group 'web' (affinity): its 1 instance is on b; no host can take it: 1 host: 1 cordoned (b)"
@@ -413,22 +491,22 @@ mod tests {
         let w = want(1, 256, 1, 0);
         use PlacementPolicy::{Pack, Spread};
         // No members: the usual order (most free memory first) for spread, the fullest for pack.
-        assert_eq!(rank_in_group(&all, None, w, group(Spread, &[])).unwrap(), vec![a.id, c.id, b.id]);
-        assert_eq!(rank_in_group(&all, None, w, group(Pack, &[])).unwrap(), vec![b.id, c.id, a.id]);
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, group(Spread, &[])).unwrap(), vec![a.id, c.id, b.id]);
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, group(Pack, &[])).unwrap(), vec![b.id, c.id, a.id]);
         let m = [(a.id, 2), (c.id, 1), (full.id, 5)];
-        assert_eq!(rank_in_group(&all, None, w, group(Spread, &m)).unwrap(), vec![b.id, c.id, a.id]);
-        assert_eq!(rank_in_group(&all, None, w, group(Pack, &m)).unwrap(), vec![a.id, c.id, b.id]);
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, group(Spread, &m)).unwrap(), vec![b.id, c.id, a.id]);
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, group(Pack, &m)).unwrap(), vec![a.id, c.id, b.id]);
         // Soft: a full host is never chosen, and nothing fitting is the usual refusal.
-        let msg = rank_in_group(std::slice::from_ref(&full), None, w, group(Pack, &m)).unwrap_err();
+        let msg = rank_in_group(std::slice::from_ref(&full), &Ask::default(), w, group(Pack, &m)).unwrap_err();
         assert!(msg.starts_with("no host can take it: 1 host: 1 short of vCPUs"), "{msg}");
         // Without a group: exactly rank.
-        assert_eq!(rank_in_group(&all, None, w, None).unwrap(), rank(&all, None, w).unwrap());
+        assert_eq!(rank_in_group(&all, &Ask::default(), w, None).unwrap(), rank(&all, &Ask::default(), w).unwrap());
     }
 
     #[test]
     fn shortage_names_what_is_short() {
         let h = host("a", [2, 1024, 10], [2, 0, 0], (0, 0));
-        let msg = rank(std::slice::from_ref(&h), None, want(1, 2048, 1, 0)).unwrap_err();
+        let msg = rank(std::slice::from_ref(&h), &Ask::default(), want(1, 2048, 1, 0)).unwrap_err();
         assert!(msg.contains("1 short of vCPUs (1 vCPUs requested, at most 0 free)"), "{msg}");
         assert!(msg.contains("1 short of memory (2048 MiB of memory requested, at most 1024 free)"), "{msg}");
         assert!(!msg.contains("disk"), "{msg}");
@@ -437,10 +515,48 @@ mod tests {
         // Enough of each somewhere, but never all on one host: each host is short of one thing.
         let cpu_rich = host("c", [8, 256, 10], [0, 0, 0], (0, 0));
         let mem_rich = host("m", [1, 8192, 10], [0, 0, 0], (0, 0));
-        let msg = rank(&[cpu_rich.clone(), mem_rich.clone()], None, want(4, 4096, 1, 0)).unwrap_err();
+        let msg = rank(&[cpu_rich.clone(), mem_rich.clone()], &Ask::default(), want(4, 4096, 1, 0)).unwrap_err();
         assert!(msg.contains("1 short of vCPUs (4 vCPUs requested, at most 1 free)"), "{msg}");
         assert!(msg.contains("1 short of memory (4096 MiB of memory requested, at most 256 free)"), "{msg}");
         assert!(shortage(&[cpu_rich, mem_rich], want(4, 4096, 1, 0)).starts_with("no single host"));
-        assert_eq!(rank(&[], None, want(1, 1, 1, 0)).unwrap_err(), "no host is registered");
+        assert_eq!(rank(&[], &Ask::default(), want(1, 1, 1, 0)).unwrap_err(), "no host is registered");
+    }
+
+    #[test]
+    fn labels_are_a_filter_and_the_refusal_names_the_hosts_without_them() {
+        let mut ssd = host("ssd", [8, 2048, 100], [0, 0, 0], (0, 0));
+        ssd.labels.insert("disk".into(), "ssd".into());
+        let hdd = host("hdd", [8, 8192, 100], [0, 0, 0], (0, 0));
+        let mut other = host("nvme", [8, 8192, 100], [0, 0, 0], (0, 0));
+        other.labels.insert("disk".into(), "nvme".into());
+        let all = [ssd.clone(), hdd.clone(), other.clone()];
+        let labels: Labels = [("disk".to_string(), "ssd".to_string())].into();
+        let ask = Ask { labels: Some(&labels), ..Ask::default() };
+        assert_eq!(rank(&all, &ask, want(1, 512, 1, 0)).unwrap(), vec![ssd.id]);
+        let msg = rank(&all, &ask, want(1, 4096, 1, 0)).unwrap_err();
+        assert_eq!(
+            msg,
+            "no host can take it: 3 hosts: 2 without the label disk=ssd (hdd, nvme), \
+             1 short of memory (4096 MiB of memory requested, at most 2048 free)"
+        );
+        // No labels asked: every host.
+        let none = Labels::new();
+        assert_eq!(rank(&all, &Ask { labels: Some(&none), ..Ask::default() }, want(1, 512, 1, 0)).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn pack_weights_fill_the_fullest_host_first() {
+        let a = host("a", [8, 4096, 100], [0, 1024, 0], (0, 0));
+        let b = host("b", [8, 4096, 100], [0, 3072, 0], (0, 0));
+        let c = host("c", [8, 4096, 100], [0, 0, 0], (0, 0));
+        let all = [a.clone(), b.clone(), c.clone()];
+        let w = want(1, 512, 1, 0);
+        assert_eq!(rank(&all, &Ask::default(), w).unwrap(), vec![c.id, a.id, b.id], "spread by default");
+        let pack = Ask { weights: Weights::Pack, ..Ask::default() };
+        assert_eq!(rank(&all, &pack, w).unwrap(), vec![b.id, a.id, c.id]);
+        // A host too full for it is not first, whatever the weights.
+        assert_eq!(rank(&all, &pack, want(1, 2048, 1, 0)).unwrap(), vec![a.id, c.id]);
+        assert_eq!("pack".parse::<Weights>(), Ok(Weights::Pack));
+        assert!("fill".parse::<Weights>().unwrap_err().contains("spread or pack"));
     }
 }

@@ -14,7 +14,7 @@ const COLS: &str = "h.id, h.name, h.description, h.time_created, h.time_modified
     h.accelerator_reason, h.vcpus_total, h.vcpus_used, h.vcpus_limit, h.memory_mib_total, h.memory_mib_used, \
     h.memory_mib_limit, h.disk_gib_total, h.disk_gib_used, h.disk_gib_limit, h.gpus_total, h.gpus_used, \
     h.cpu_overcommit, h.memory_overcommit, h.disk_overcommit, COALESCE(z.name, ''), h.role, h.cordoned, h.last_seen, \
-    h.address";
+    h.address, h.labels";
 const FROM: &str = "FROM hosts h LEFT JOIN zones z ON z.id = h.zone_id";
 
 /// The state a row shows before the control plane applies its heartbeat deadline: cordoned, else
@@ -66,6 +66,7 @@ fn from_row(r: &AnyRow) -> Result<HostView> {
         cordoned,
         last_seen,
         address: r.try_get(26)?,
+        labels: crate::labels_from_text(&r.try_get::<String, _>(27)?)?,
     })
 }
 
@@ -272,6 +273,17 @@ pub async fn heartbeat(conn: &mut Conn, id: HostId, r: &HostReport, address: &st
 }
 
 /// Cordons (no new instances are placed on it) or uncordons a host.
+/// Replaces a live host's labels; false when there is no such host.
+pub async fn set_labels(conn: &mut Conn, id: HostId, labels: &kumo_types::Labels) -> Result<bool> {
+    let done = sqlx::query("UPDATE hosts SET labels = $1, time_modified = $2 WHERE id = $3 AND time_deleted IS NULL")
+        .bind(crate::labels_to_text(labels))
+        .bind(ts(now()))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn set_cordoned(conn: &mut Conn, id: HostId, cordoned: bool) -> Result<()> {
     sqlx::query("UPDATE hosts SET cordoned = $1, time_modified = $2 WHERE id = $3 AND time_deleted IS NULL")
         .bind(i64::from(cordoned))

@@ -7,7 +7,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 const COLS: &str =
-    "t.id, t.name, t.description, t.time_created, t.time_modified, t.vcpus, t.memory_mib, t.disk_gib, t.gpus";
+    "t.id, t.name, t.description, t.time_created, t.time_modified, t.vcpus, t.memory_mib, t.disk_gib, t.gpus, \
+     t.host_labels";
 
 fn from_row(r: &AnyRow) -> Result<InstanceTypeView> {
     Ok(InstanceTypeView {
@@ -20,6 +21,7 @@ fn from_row(r: &AnyRow) -> Result<InstanceTypeView> {
         memory_mib: r.try_get(6)?,
         disk_gib: r.try_get(7)?,
         gpus: r.try_get(8)?,
+        host_labels: crate::labels_from_text(&r.try_get::<String, _>(9)?)?,
     })
 }
 
@@ -46,6 +48,7 @@ pub async fn seed_defaults(conn: &mut Conn) -> Result<()> {
             memory_mib,
             disk_gib,
             gpus,
+            host_labels: Default::default(),
         };
         create(conn, &params).await?;
     }
@@ -56,8 +59,8 @@ pub async fn create(conn: &mut Conn, p: &InstanceTypeCreate) -> Result<InstanceT
     let id: InstanceTypeId = new_id();
     let t = ts(now());
     sqlx::query(
-        "INSERT INTO instance_types (id, name, description, time_created, time_modified, vcpus, memory_mib, disk_gib, gpus) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8)",
+        "INSERT INTO instance_types (id, name, description, time_created, time_modified, vcpus, memory_mib, disk_gib, gpus, \
+         host_labels) VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9)",
     )
     .bind(id.to_string())
     .bind(p.name.as_str())
@@ -67,6 +70,7 @@ pub async fn create(conn: &mut Conn, p: &InstanceTypeCreate) -> Result<InstanceT
     .bind(p.memory_mib)
     .bind(p.disk_gib)
     .bind(p.gpus)
+    .bind(crate::labels_to_text(&p.host_labels))
     .execute(&mut *conn)
     .await
     .map_err(map_unique)?;

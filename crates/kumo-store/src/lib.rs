@@ -212,6 +212,16 @@ pub(crate) fn parse_uuid<I: From<uuid::Uuid>>(s: &str) -> Result<I> {
     uuid::Uuid::parse_str(s).map(I::from).map_err(|e| StoreError::Corrupt(format!("bad uuid '{s}': {e}")))
 }
 
+/// Parses a labels column (a JSON object of strings).
+pub(crate) fn labels_from_text(s: &str) -> Result<kumo_types::Labels> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad labels '{s}': {e}")))
+}
+
+/// The text of a labels column.
+pub(crate) fn labels_to_text(labels: &kumo_types::Labels) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
+}
+
 /// A new time-ordered id of any kind.
 pub fn new_id<I: From<uuid::Uuid>>() -> I {
     I::from(uuid::Uuid::now_v7())

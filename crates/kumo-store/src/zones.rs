@@ -2,7 +2,7 @@
 
 use crate::{lookup, map_unique, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{Name, NameOrId, ResultsPage, ZoneCapacity, ZoneId, ZoneView};
+use kumo_types::{Name, NameOrId, ResultsPage, ZoneId, ZoneView};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -43,15 +43,13 @@ fn from_row(r: &AnyRow) -> Result<ZoneView> {
         description: r.try_get(2)?,
         time_created: parse_ts(&r.try_get::<String, _>(3)?)?,
         time_modified: parse_ts(&r.try_get::<String, _>(4)?)?,
-        capacity: Some(ZoneCapacity {
-            hosts: r.try_get(5)?,
-            vcpus_limit: r.try_get(6)?,
-            vcpus_used: r.try_get(7)?,
-            memory_mib_limit: r.try_get(8)?,
-            memory_mib_used: r.try_get(9)?,
-            disk_gib_limit: r.try_get(10)?,
-            disk_gib_used: r.try_get(11)?,
-        }),
+        hosts: Some(r.try_get(5)?),
+        vcpus_limit: Some(r.try_get(6)?),
+        vcpus_used: Some(r.try_get(7)?),
+        memory_mib_limit: Some(r.try_get(8)?),
+        memory_mib_used: Some(r.try_get(9)?),
+        disk_gib_limit: Some(r.try_get(10)?),
+        disk_gib_used: Some(r.try_get(11)?),
     })
 }
 

@@ -119,6 +119,52 @@ pub struct HostView {
     pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
     /// An agent host's API base URL (e.g. `https://10.77.0.2:7401`); none for the local host.
     pub address: Option<String>,
+    /// Operator labels (`disk=ssd`), matched by instance types' `host_labels`.
+    #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub labels: Labels,
+}
+
+/// Labels: key → value. Keys are 1–63 characters of `a-z 0-9 . _ -` starting with a letter or
+/// digit; values 0–63 characters of `A-Z a-z 0-9 . _ -`; at most [`MAX_LABELS`].
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// The most labels a host (or an instance type's `host_labels`) may have.
+pub const MAX_LABELS: usize = 32;
+
+/// Checks labels against [`Labels`]' rules; the message names the offending one.
+pub fn check_labels(labels: &Labels) -> Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels, not {}", labels.len()));
+    }
+    for (k, v) in labels {
+        let key_ok = (1..=63).contains(&k.len())
+            && k.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !key_ok {
+            return Err(format!(
+                "label key '{k}': 1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+            ));
+        }
+        if v.len() > 63 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(format!("label '{k}': the value '{v}' is not 0-63 characters of A-Z, a-z, 0-9, '.', '_', '-'"));
+        }
+    }
+    Ok(())
+}
+
+/// Labels as `k=v,k2=v2` (for messages and tables).
+pub fn labels_text(labels: &Labels) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Sets a host's labels (replacing all of them).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostLabelsSet {
+    /// The host's labels from now on (an empty object removes them all).
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub labels: Labels,
 }
 
 /// A zone: a named group of hosts (a rack, a room, a site) instances can be placed in.
@@ -135,28 +181,44 @@ pub struct ZoneView {
     pub time_created: chrono::DateTime<chrono::Utc>,
     /// When it was last changed.
     pub time_modified: chrono::DateTime<chrono::Utc>,
-    /// What its hosts hold, for operators (absent for tenants: a provider's capacity is its own).
-    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
-    pub capacity: Option<ZoneCapacity>,
+    /// Live hosts in the zone (operators only: absent for tenants, as every capacity figure
+    /// below — a provider's capacity is its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<i64>,
+    /// vCPUs that may be reserved on its hosts (sum of their limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus_limit: Option<i64>,
+    /// vCPUs reserved on its hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus_used: Option<i64>,
+    /// Memory that may be reserved on its hosts, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib_limit: Option<i64>,
+    /// Memory reserved on its hosts, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib_used: Option<i64>,
+    /// Disk that may be reserved on its hosts, GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib_limit: Option<i64>,
+    /// Disk reserved on its hosts, GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib_used: Option<i64>,
 }
 
-/// A zone's hosts and their summed capacity (operators only).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ZoneCapacity {
-    /// Live hosts in the zone.
-    pub hosts: i64,
-    /// vCPUs that may be reserved on its hosts (sum of their limits).
-    pub vcpus_limit: i64,
-    /// vCPUs reserved on its hosts.
-    pub vcpus_used: i64,
-    /// Memory that may be reserved on its hosts, MiB.
-    pub memory_mib_limit: i64,
-    /// Memory reserved on its hosts, MiB.
-    pub memory_mib_used: i64,
-    /// Disk that may be reserved on its hosts, GiB.
-    pub disk_gib_limit: i64,
-    /// Disk reserved on its hosts, GiB.
-    pub disk_gib_used: i64,
+impl ZoneView {
+    /// The view without its capacity figures (what a tenant sees).
+    pub fn without_capacity(self) -> ZoneView {
+        ZoneView {
+            hosts: None,
+            vcpus_limit: None,
+            vcpus_used: None,
+            memory_mib_limit: None,
+            memory_mib_used: None,
+            disk_gib_limit: None,
+            disk_gib_used: None,
+            ..self
+        }
+    }
 }
 
 /// Parameters to create a zone.

@@ -27,6 +27,10 @@ pub struct InstanceTypeView {
     pub disk_gib: i64,
     /// GPUs passed through (placed only on hosts that report free GPUs).
     pub gpus: i64,
+    /// Labels a host must have to run an instance of this type (operator labels, e.g. `disk=ssd`).
+    #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub host_labels: crate::Labels,
 }
 
 /// Parameters to add an instance type to the catalogue (operators).
@@ -52,6 +56,10 @@ pub struct InstanceTypeCreate {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 16)]
     pub gpus: i64,
+    /// Only hosts with all these labels run instances of this type (see `PUT /v1/hosts/{host}/labels`).
+    #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub host_labels: crate::Labels,
 }
 
 impl InstanceTypeCreate {
@@ -68,6 +76,6 @@ impl InstanceTypeCreate {
                 return Err(format!("{field} must be between {lo} and {hi} (got {v})"));
             }
         }
-        Ok(())
+        crate::check_labels(&self.host_labels).map_err(|e| format!("host_labels: {e}"))
     }
 }

@@ -26,8 +26,8 @@ pub use backup::{BackupCreate, BackupView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::{
-    HostRole, HostState, HostView, JoinTokenCreate, JoinTokenCreated, ZoneCapacity, ZoneCreate, ZoneView,
-    JOIN_TOKEN_DEFAULT_SECONDS, JOIN_TOKEN_MAX_SECONDS, JOIN_TOKEN_MIN_SECONDS,
+    check_labels, labels_text, HostLabelsSet, HostRole, HostState, HostView, JoinTokenCreate, JoinTokenCreated, Labels,
+    ZoneCreate, ZoneView, JOIN_TOKEN_DEFAULT_SECONDS, JOIN_TOKEN_MAX_SECONDS, JOIN_TOKEN_MIN_SECONDS, MAX_LABELS,
 };
 pub use id::{
     AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId, InvoiceId,

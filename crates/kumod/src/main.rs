@@ -170,6 +170,12 @@ pub(crate) struct RunArgs {
     /// scheduler places nothing on it (the all-in-one's own host is never unreachable).
     #[arg(long, env = "KUMOD_HOST_UNREACHABLE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     host_unreachable_seconds: u64,
+    /// How the scheduler orders the hosts that can take an instance: `spread` (most free memory
+    /// first) or `pack` (least free memory first: hosts filled one by one). Placement groups'
+    /// policies come first.
+    #[arg(long, env = "KUMOD_SCHEDULER_WEIGHTS", default_value = "spread",
+          value_parser = |s: &str| s.parse::<kumo_control::scheduler::Weights>())]
+    scheduler_weights: kumo_control::scheduler::Weights,
     /// Cap of each instance's serial log, MiB: past it, the oldest bytes are trimmed (down to
     /// half the cap) at the next monitoring round; the console API keeps absolute offsets.
     #[arg(long, env = "KUMOD_SERIAL_LOG_MAX_MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -452,6 +458,7 @@ pub(crate) fn control_config(args: &RunArgs, data_dir: &Path, host_id: kumo_type
         image_cache: Some(args.image_cache.clone()),
         image_rescan_period: Duration::from_secs(args.image_rescan_seconds),
         host_unreachable_after: Duration::from_secs(args.host_unreachable_seconds),
+        scheduler_weights: args.scheduler_weights,
     }
 }
 

@@ -1545,6 +1545,56 @@ fn zones_join_tokens_and_cordoned_hosts() {
 }
 
 #[test]
+fn host_labels_decide_where_an_instance_type_may_run() {
+    let k = roomy();
+    k.create_project("web");
+    let name = host(&k)["name"].as_str().expect("host name").to_string();
+    // An instance type that needs a label its host does not have: refused, saying why.
+    let out = kumo_cli(
+        &k,
+        &[
+            "--output",
+            "json",
+            "instance-type",
+            "create",
+            "ssd1",
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "128",
+            "--disk-gib",
+            "1",
+            "--host-label",
+            "disk=ssd",
+        ],
+    );
+    let t: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(t["host_labels"], json!({"disk": "ssd"}), "{t}");
+    let msg = assert_error(create_instance(&k, "web", "fast", "ssd1"), 507, "InsufficientCapacity");
+    assert!(msg.contains(&format!("1 without the label disk=ssd ({name})")), "{msg}");
+    assert!(instance_names(&k, "web").is_empty());
+    // Bad labels → 400, nothing changed.
+    for bad in [json!({"Disk": "ssd"}), json!({"disk": "s s d"}), json!({"": "x"})] {
+        assert_error(k.send_put(&format!("/v1/hosts/{name}/labels"), json!({"labels": bad})), 400, "InvalidValue");
+    }
+    assert_error(k.send_put("/v1/hosts/nowhere/labels", json!({"labels": {}})), 404, "NotFound");
+    let bad_type = json!({"name": "bad", "vcpus": 1, "memory_mib": 128, "disk_gib": 1, "host_labels": {"a b": "c"}});
+    assert_error(k.post("/v1/instance-types", bad_type), 400, "InvalidValue");
+    assert_eq!(host(&k)["labels"], json!({}));
+    // Labelled (through the CLI: set two, remove one), the host takes it.
+    kumo_cli(&k, &["host", "label", &name, "disk=ssd", "rack=r1"]);
+    let view = kumo_cli(&k, &["host", "label", &name, "rack-"]);
+    assert!(view.lines().any(|l| l.starts_with("LABELS") && l.ends_with("disk=ssd")), "{view}");
+    assert_eq!(host(&k)["labels"], json!({"disk": "ssd"}));
+    running_instance(&k, "web", "fast", "ssd1");
+    let (s, v) = k.get("/v1/system/audit-log?operation=host_labels_set&limit=10");
+    assert!(
+        s == 200 && v["items"].as_array().is_some_and(|a| a.len() == 6),
+        "label changes are audited, refused ones too: {v}"
+    );
+}
+
+#[test]
 fn placement_groups_anti_affinity_affinity_and_delete() {
     let k = roomy();
     k.create_project("web");

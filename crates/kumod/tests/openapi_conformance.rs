@@ -667,7 +667,7 @@ fn the_openapi_document_tells_the_whole_truth() {
                     _ => req.json(b),
                 };
             }
-            let resp = req.send().expect("request");
+            let resp = req.send().unwrap_or_else(|e| panic!("request: {e}\n{}", k.log_tail(40)));
             let status = resp.status().as_u16();
             let content_type =
                 resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();

@@ -99,3 +99,22 @@ pub async fn set_cordoned(app: &App, ctx: &OpContext, host: &str, cordoned: bool
     tracing::info!(host = %h.name, cordoned, "host cordon changed");
     Ok(with_state(h, &app.config))
 }
+
+/// Replaces a host's operator labels (instance types' `host_labels` are matched against them).
+/// Bad labels → 400 and nothing changed; idempotent.
+pub async fn set_labels(app: &App, ctx: &OpContext, host: &str, labels: &kumo_types::Labels) -> ApiResult<HostView> {
+    ctx.authorize(Access::Operator)?;
+    kumo_types::check_labels(labels).map_err(|e| ApiError::invalid(format!("labels: {e}")))?;
+    let sel = selector("host", host)?;
+    let mut tx = app.store.begin().await?;
+    let h = kumo_store::hosts::get(&mut tx, &sel).await?.ok_or_else(|| ApiError::not_found("host", host))?;
+    if !kumo_store::hosts::set_labels(&mut tx, h.id, labels).await? {
+        return Err(ApiError::not_found("host", host));
+    }
+    let h = kumo_store::hosts::get(&mut tx, &kumo_types::NameOrId::Id(h.id.get()))
+        .await?
+        .ok_or_else(|| ApiError::internal("host vanished"))?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(host = %h.name, labels = %kumo_types::labels_text(labels), "host labels set");
+    Ok(with_state(h, &app.config))
+}

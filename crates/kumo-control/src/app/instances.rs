@@ -204,7 +204,12 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
     let want = Resources { vcpus: itype.vcpus, memory_mib: itype.memory_mib, disk_gib, gpus: itype.gpus };
     // Quota before capacity: a tenant over its quota is told so (403), not that the cloud is full.
     super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::instance_amounts(want)).await?;
-    let host_id = reserve_anywhere(&mut tx, &app.config, zone.as_deref(), group.as_ref(), want).await?;
+    let ask = scheduler::Ask {
+        zone: zone.as_deref(),
+        labels: Some(&itype.host_labels),
+        weights: app.config.scheduler_weights,
+    };
+    let host_id = reserve_anywhere(&mut tx, &app.config, &ask, group.as_ref(), want).await?;
     let id = kumo_store::new_id();
     let new = NewInstance {
         id,
@@ -299,12 +304,12 @@ async fn attach_network(
     Ok(())
 }
 
-/// Reserves `want` on the best ready host (of `zone`, if given; by the policy of placement group
-/// `group`, if given), in the caller's transaction; 507 naming why none can take it.
+/// Reserves `want` on the best ready host (as `ask` says: zone, labels, weights; by the policy of
+/// placement group `group`, if given), in the caller's transaction; 507 naming why none can take it.
 async fn reserve_anywhere(
     tx: &mut Conn,
     config: &crate::ControlConfig,
-    zone: Option<&str>,
+    ask: &scheduler::Ask<'_>,
     group: Option<&kumo_types::PlacementGroupView>,
     want: Resources,
 ) -> ApiResult<HostId> {
@@ -321,7 +326,7 @@ async fn reserve_anywhere(
     };
     let as_group = group.map(|g| scheduler::Group { name: &g.name, policy: g.policy, members_per_host: &members });
     let hosts = candidates(tx, config).await?;
-    let ranked = scheduler::rank_in_group(&hosts, zone, want, as_group)
+    let ranked = scheduler::rank_in_group(&hosts, ask, want, as_group)
         .map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
     for host_id in ranked {
         if kumo_store::hosts::reserve(tx, host_id, want).await? {
@@ -330,9 +335,9 @@ async fn reserve_anywhere(
     }
     // Every candidate filled up between the read and the reservation.
     let hosts = candidates(tx, config).await?;
-    let msg = match scheduler::rank_in_group(&hosts, zone, want, as_group) {
+    let msg = match scheduler::rank_in_group(&hosts, ask, want, as_group) {
         Err(m) => m,
-        Ok(_) => scheduler::explain(&hosts, zone, want),
+        Ok(_) => scheduler::explain(&hosts, ask, want),
     };
     Err(ApiError::new(ErrorCode::InsufficientCapacity, msg))
 }

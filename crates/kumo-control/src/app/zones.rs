@@ -12,23 +12,24 @@ use kumo_types::{Name, NameOrId, ResultsPage, ZoneCreate, ZoneId, ZoneView};
 pub async fn list(app: &App, ctx: &OpContext, page: &PageRequest) -> ApiResult<ResultsPage<ZoneView>> {
     ctx.authorize(Access::Read)?;
     let mut zones = kumo_store::zones::list(&mut *read(app).await?, page).await?;
-    zones.items.iter_mut().for_each(|z| for_caller(ctx, z));
+    zones.items = zones.items.into_iter().map(|z| for_caller(ctx, z)).collect();
     Ok(zones)
 }
 
 pub async fn view(app: &App, ctx: &OpContext, zone: &str) -> ApiResult<ZoneView> {
     ctx.authorize(Access::Read)?;
     let sel = selector("zone", zone)?;
-    let mut z =
+    let z =
         kumo_store::zones::get(&mut *read(app).await?, &sel).await?.ok_or_else(|| ApiError::not_found("zone", zone))?;
-    for_caller(ctx, &mut z);
-    Ok(z)
+    Ok(for_caller(ctx, z))
 }
 
 /// A zone as the caller may see it: its hosts and capacity are the provider's, for operators only.
-fn for_caller(ctx: &OpContext, zone: &mut ZoneView) {
-    if !ctx.actor.operator {
-        zone.capacity = None;
+fn for_caller(ctx: &OpContext, zone: ZoneView) -> ZoneView {
+    if ctx.actor.operator {
+        zone
+    } else {
+        zone.without_capacity()
     }
 }
 

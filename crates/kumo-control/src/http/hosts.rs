@@ -8,7 +8,7 @@ use crate::App;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_types::{ErrorBody, HostView, JoinTokenCreate, JoinTokenCreated, PageParams, ResultsPage};
+use kumo_types::{ErrorBody, HostLabelsSet, HostView, JoinTokenCreate, JoinTokenCreated, PageParams, ResultsPage};
 use std::sync::Arc;
 
 /// List hosts with their capacity (operators)
@@ -61,6 +61,22 @@ pub async fn host_uncordon(
     Path(host): Path<String>,
 ) -> ApiResult<Json<HostView>> {
     Ok(Json(hosts::set_cordoned(&app, &ctx, &host, false).await?))
+}
+
+/// Set a host's labels, replacing them (operators): instance types with `host_labels` are placed
+/// only on hosts that have them all
+#[utoipa::path(put, path = "/v1/hosts/{host}/labels", tag = "hosts", operation_id = "host_labels_set",
+    params(("host" = String, Path, description = "Host name or id")),
+    request_body = HostLabelsSet,
+    responses((status = 200, body = HostView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn host_labels_set(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(host): Path<String>,
+    ApiJson(body): ApiJson<HostLabelsSet>,
+) -> ApiResult<Json<HostView>> {
+    Ok(Json(hosts::set_labels(&app, &ctx, &host, &body.labels).await?))
 }
 
 /// Create a one-time join token for a `kumod agent` to join as a host of a zone; the token is

@@ -18,8 +18,8 @@ store_tests!(
 async fn zones_create_list_sum_their_hosts(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     let east = zones::create(&mut tx, "east", "the east room").await.unwrap();
-    assert_eq!((east.name.as_str(), east.description.as_str(), east.hosts), ("east", "the east room", 0));
-    assert_eq!((east.vcpus_limit, east.memory_mib_used), (0, 0));
+    assert_eq!((east.name.as_str(), east.description.as_str(), east.hosts), ("east", "the east room", Some(0)));
+    assert_eq!((east.vcpus_limit, east.memory_mib_used), (Some(0), Some(0)));
     tx.commit().await.unwrap();
     // A conflict aborts the transaction on PostgreSQL: its own one.
     let mut tx = store.begin().await.unwrap();
@@ -48,10 +48,10 @@ async fn zones_create_list_sum_their_hosts(store: &Store) {
 
     let mut c = store.read().await.unwrap();
     let d = zones::get(&mut c, &by_name("default")).await.unwrap().expect("default zone");
-    assert_eq!((d.hosts, d.vcpus_limit, d.vcpus_used), (1, 8, 1));
-    assert_eq!((d.memory_mib_limit, d.memory_mib_used, d.disk_gib_limit, d.disk_gib_used), (4096, 512, 100, 10));
+    assert_eq!((d.hosts, d.vcpus_limit, d.vcpus_used), (Some(1), Some(8), Some(1)));
+    assert_eq!((d.memory_mib_limit, d.memory_mib_used, d.disk_gib_limit, d.disk_gib_used), (Some(4096), Some(512), Some(100), Some(10)));
     let e = zones::get(&mut c, &NameOrId::Id(east.id.get())).await.unwrap().expect("east by id");
-    assert_eq!((e.hosts, e.vcpus_limit, e.vcpus_used), (1, 4, 0));
+    assert_eq!((e.hosts, e.vcpus_limit, e.vcpus_used), (Some(1), Some(4), Some(0)));
     assert!(zones::get(&mut c, &by_name("north")).await.unwrap().is_none());
     let page = zones::list(&mut c, &PageParams::default().validate().unwrap()).await.unwrap();
     let names: Vec<&str> = page.items.iter().map(|z| z.name.as_str()).collect();

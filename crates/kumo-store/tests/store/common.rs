@@ -251,6 +251,7 @@ pub async fn create_type(store: &Store, n: &str, r: Resources) -> InstanceTypeVi
         memory_mib: r.memory_mib,
         disk_gib: r.disk_gib,
         gpus: r.gpus,
+        host_labels: Default::default(),
     };
     let mut tx = store.begin().await.unwrap();
     let t = instance_types::create(&mut tx, &params).await.unwrap();

@@ -196,6 +196,7 @@ async fn names_unique_among_live_rows(store: &Store) {
         memory_mib: 2,
         disk_gib: 2,
         gpus: 0,
+        host_labels: Default::default(),
     };
     assert_conflict(instance_types::create(&mut tx, &again).await, "second instance type named plan");
     drop(tx);
