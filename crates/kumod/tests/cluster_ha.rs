@@ -63,6 +63,16 @@ fn try_create(cl: &Cluster, c: usize, project: &str, name: &str) -> Result<(u16,
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
 }
 
+/// The controllers' log lines that mention `needle` (a request id).
+fn server_log(cl: &Cluster, needle: &str) -> String {
+    let mut out = String::new();
+    for c in &cl.controllers {
+        let log = std::fs::read_to_string(c.dir.join("kumod.log")).unwrap_or_default();
+        out.extend(log.lines().filter(|l| l.contains(needle)).map(|l| format!("{}: {l}\n", c.name)));
+    }
+    out
+}
+
 /// Every host's counters equal the sum of what its live instances reserve, and stay within its
 /// limits. Returns the instances per host name.
 fn check_accounting(cl: &Cluster, c: usize, instances: &[Value]) -> BTreeMap<String, usize> {
@@ -116,7 +126,7 @@ fn killing_the_controller_doing_the_background_work_amid_50_creates() {
                 for attempt in 0..4 {
                     match try_create(&cl, c, "demo", &name) {
                         Ok((202, _)) => made = true,
-                        Ok((409, v)) if attempt > 0 && v["error_code"] == "AlreadyExists" => made = true,
+                        Ok((409, v)) if attempt > 0 && v["error_code"] == "ObjectAlreadyExists" => made = true,
                         Ok((s, v)) if s >= 500 => eprintln!("{name} through c{c}: {s} {v}"),
                         Ok((s, v)) => panic!("{name} through c{c}: {s} {v}"),
                         Err(e) => eprintln!("{name} through c{c}: {e}"),
@@ -222,7 +232,8 @@ fn two_hundred_concurrent_creates_never_overshoot_a_host() {
     eprintln!("{N} creates answered in {:?}", started.elapsed());
     let (accepted, refused): (Vec<_>, Vec<_>) = answers.iter().partition(|a| a.2 == 202);
     for (_, name, status, v) in &refused {
-        assert_eq!((*status, &v["error_code"]), (507, &json!("InsufficientCapacity")), "{name}: {v}");
+        let why = || server_log(&cl, v["request_id"].as_str().unwrap_or("-"));
+        assert_eq!((*status, &v["error_code"]), (507, &json!("InsufficientCapacity")), "{name}: {v}\n{}", why());
         let msg = v["message"].as_str().unwrap_or_default();
         assert!(
             msg.starts_with("no host can take it: 3 hosts: ") && msg.contains(" short of "),
