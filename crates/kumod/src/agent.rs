@@ -11,9 +11,11 @@
 //!   the fence time is short: at least three heartbeats per fence time); the answer says how
 //!   long the lease lasts.
 //! - **Fences itself.** When no heartbeat has been acknowledged for `--fence-seconds` (default:
-//!   half the lease), it stops every guest it runs, by itself, before the controllers may take
-//!   the host for lost (the lease's end) — so a host cut off from the controllers never runs a
-//!   guest that could be started elsewhere. See docs/architecture.md, "Host health and fencing".
+//!   half the lease; it must be shorter than the lease), counted from when the last acknowledged
+//!   one was sent and watched on its own clock ([`fence_watch`]), it stops every guest it runs,
+//!   by itself, and keeps them stopped, before the controllers may take the host for lost (the
+//!   lease's end) — so a host cut off from the controllers never runs a guest that could be
+//!   started elsewhere. See docs/architecture.md, "Host health and fencing".
 
 use crate::{local_agent, master_key_checked, prepare_data_dir, shutdown_signal, RunArgs};
 use anyhow::{bail, Context};
