@@ -387,6 +387,22 @@ fn a_host_cut_off_stops_its_guests_before_the_controllers_call_it_lost() {
         assert_eq!(cl.agent_guest_status("cut", id), "Provisioned", "nothing started them again");
     }
     assert_eq!(cl.instance(0, "g1")["state"], "running");
+
+    // A fence time that is not shorter than the lease would let a host run its guests after the
+    // controllers may take it for lost: the agent refuses to start, saying why.
+    let steady = cl.agent_index("steady");
+    cl.restart_agent_with(steady, &["--fence-seconds".to_string(), UNREACHABLE_AFTER.to_string()]);
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = cl.agents[steady].exited() {
+            break status;
+        }
+        assert!(Instant::now() < until, "the agent did not refuse\n{}", cl.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(cl.dir.path().join("steady/kumod.log")).expect("agent log");
+    assert!(log.contains("--fence-seconds 6 is not shorter than the lease the controllers give (6 s)"), "{log}");
 }
 
 /// The same with a real guest (QEMU, TCG) on a host without a data plane (no NIC, no namespace):

@@ -221,9 +221,15 @@ impl Cluster {
     /// Starts agent `i` again on its data directory, without its (spent) join token: it comes
     /// back as the host it joined as.
     pub fn restart_agent(&mut self, i: usize) {
+        self.restart_agent_with(i, &[]);
+    }
+
+    /// [`Cluster::restart_agent`] with `extra` flags added.
+    pub fn restart_agent_with(&mut self, i: usize, extra: &[String]) {
         let a = &mut self.agents[i];
         a.kill9();
         let mut args = a.args.clone();
+        args.extend_from_slice(extra);
         if let Some(at) = args.iter().position(|x| x == "--join-token") {
             args.drain(at..at + 2);
         }
