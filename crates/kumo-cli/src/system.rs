@@ -8,7 +8,8 @@ use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
 pub enum ReconcilerCommand {
-    /// Show each reconciler's last pass and how long it took, changes, leaks collected, what it quarantined and errors
+    /// Show each reconciler's last pass and how long it took, changes, leaks collected, what it quarantined, errors
+    /// and whether it runs on the controller asked (only the holder of the background lease runs most)
     List,
 }
 
@@ -32,6 +33,7 @@ fn render_list(value: &Value) -> Result<String> {
         "QUARANTINED",
         "ERRORS",
         "IN FLIGHT",
+        "HERE",
         "LAST ERROR",
     ]);
     for r in value.as_array().map(Vec::as_slice).unwrap_or(&[]) {
@@ -50,6 +52,7 @@ fn render_list(value: &Value) -> Result<String> {
             s("quarantined"),
             s("errors"),
             s("in_flight"),
+            if r["runs_here"] == Value::Bool(true) { "yes" } else { "no" }.to_string(),
             s("last_error"),
         ]);
     }

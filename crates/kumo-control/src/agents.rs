@@ -10,10 +10,12 @@
 //! files live ([`HostAgents::local`]). A controller has none; what needs the local host's storage
 //! answers that it is not available there (see [`crate::App::agent`]).
 
+use chrono::{DateTime, Utc};
 use kumo_host_api::{HostAgent, HostError};
 use kumo_types::HostId;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// Where and how a joined host's agent is reached (what the store holds about it).
 pub use kumo_store::hosts::AgentEndpoint;
@@ -32,21 +34,43 @@ pub struct HostAgents {
     local: Option<(HostId, Arc<dyn HostAgent>)>,
     remote: RwLock<BTreeMap<HostId, Remote>>,
     connect: Option<Box<Connect>>,
-    /// Hosts whose agent has not renewed its lease in time (`unreachable`): background work
-    /// leaves them alone, and their instances show `unknown`. Kept by the hosts task.
+    /// When each joined host's agent last renewed its lease (None: never), as the store said at
+    /// the hosts task's last pass (at most its period ago; at once on this controller's own
+    /// heartbeats, which wake it). A host whose lease ran out (`unreachable`) is lost: background
+    /// work leaves it alone and its instances show `unknown` — judged at the moment asked, so an
+    /// instance view never lags behind the host's (it may say `unknown` up to one period early).
+    seen: RwLock<HashMap<HostId, Option<DateTime<Utc>>>>,
+    /// `--host-unreachable-seconds`.
+    unreachable_after: Duration,
+    /// The lost hosts as of the last [`HostAgents::set_seen`] (to log changes).
     lost: RwLock<HashSet<HostId>>,
 }
 
 impl HostAgents {
     /// The agents of the all-in-one control plane: its local host `local` alone.
     pub fn new(local: HostId, agent: Arc<dyn HostAgent>) -> HostAgents {
-        HostAgents { local: Some((local, agent)), remote: RwLock::default(), connect: None, lost: RwLock::default() }
+        HostAgents {
+            local: Some((local, agent)),
+            remote: RwLock::default(),
+            connect: None,
+            seen: RwLock::default(),
+            unreachable_after: Duration::MAX,
+            lost: RwLock::default(),
+        }
     }
 
     /// The agents of a controller: no local host; joined hosts are reached through clients made by
-    /// `connect` (see [`HostAgents::sync`]).
-    pub fn remote(connect: Box<Connect>) -> HostAgents {
-        HostAgents { local: None, remote: RwLock::default(), connect: Some(connect), lost: RwLock::default() }
+    /// `connect` (see [`HostAgents::sync`]); a host is lost `unreachable_after` after its last
+    /// heartbeat.
+    pub fn remote(connect: Box<Connect>, unreachable_after: Duration) -> HostAgents {
+        HostAgents {
+            local: None,
+            remote: RwLock::default(),
+            connect: Some(connect),
+            seen: RwLock::default(),
+            unreachable_after,
+            lost: RwLock::default(),
+        }
     }
 
     /// The agent of a host, if the control plane has one for it.
@@ -79,17 +103,29 @@ impl HostAgents {
 
     /// Ids of every host with an agent that is not lost: the hosts background work acts on.
     pub fn reachable(&self) -> Vec<HostId> {
-        let lost = self.lost.read().unwrap_or_else(|p| p.into_inner());
-        self.hosts().into_iter().filter(|h| !lost.contains(h)).collect()
+        let now = Utc::now();
+        self.hosts().into_iter().filter(|h| !self.lost_at(*h, now)).collect()
     }
 
-    /// Whether the host's agent has not renewed its lease in time.
+    /// Whether the host's agent has not renewed its lease in time (now).
     pub fn is_lost(&self, host: HostId) -> bool {
-        self.lost.read().unwrap_or_else(|p| p.into_inner()).contains(&host)
+        self.lost_at(host, Utc::now())
     }
 
-    /// Sets the hosts that are lost (see [`HostAgents::reachable`]); returns whether it changed.
-    pub fn set_lost(&self, lost: HashSet<HostId>) -> bool {
+    fn lost_at(&self, host: HostId, now: DateTime<Utc>) -> bool {
+        match self.seen.read().unwrap_or_else(|p| p.into_inner()).get(&host) {
+            // The all-in-one's own host, or one joined since the last pass (it has no client yet).
+            None => false,
+            Some(last) => crate::app::hosts::lease_expired(*last, now, self.unreachable_after),
+        }
+    }
+
+    /// Sets when each joined host last renewed its lease (see [`HostAgents::is_lost`]); returns
+    /// whether the set of lost hosts changed since the last call.
+    pub fn set_seen(&self, seen: HashMap<HostId, Option<DateTime<Utc>>>) -> bool {
+        *self.seen.write().unwrap_or_else(|p| p.into_inner()) = seen;
+        let now = Utc::now();
+        let lost: HashSet<HostId> = self.hosts().into_iter().filter(|h| self.lost_at(*h, now)).collect();
         let mut cur = self.lost.write().unwrap_or_else(|p| p.into_inner());
         if *cur == lost {
             return false;

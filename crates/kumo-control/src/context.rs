@@ -219,6 +219,9 @@ pub async fn resolve_hash(app: &App, hash: String) -> Result<Actor, ApiError> {
             _ => BTreeMap::new(),
         }),
     };
+    // One connection at a time: on PostgreSQL reads and writes share one pool, and a storm of
+    // first requests each holding a read connection while waiting for a write one would empty it.
+    drop(conn);
     // Recorded on cache refresh, so at most once per TTL per token.
     let mut wconn = app.store.begin().await?;
     kumo_store::tokens::touch(&mut wconn, actor.token_id).await?;

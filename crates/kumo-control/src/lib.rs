@@ -185,7 +185,14 @@ impl App {
         config: ControlConfig,
     ) -> anyhow::Result<Arc<App>> {
         let leadership = background::hosts::Leadership::controller(format!("controller-{}", uuid::Uuid::now_v7()));
-        App::with_hosts(store, agents::HostAgents::remote(connect), leadership, quarantine, config).await
+        App::with_hosts(
+            store,
+            agents::HostAgents::remote(connect, config.host_unreachable_after),
+            leadership,
+            quarantine,
+            config,
+        )
+        .await
     }
 
     async fn with_hosts(

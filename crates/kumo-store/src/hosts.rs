@@ -2,7 +2,12 @@
 //!
 //! Capacity is reserved with a conditional `UPDATE … WHERE used + asked <= limit`, inside the same
 //! transaction that inserts the instance: the row lock (PostgreSQL) or the single writer (SQLite)
-//! makes concurrent reservations unable to overshoot.
+//! makes concurrent reservations unable to overshoot. On PostgreSQL this holds under READ
+//! COMMITTED: an `UPDATE` that waited for another transaction's lock on the row evaluates its
+//! `WHERE` again on the row as that transaction committed it, so the second of two claims sees
+//! the first one's use. [`lock_if_free`] lets a create pass over a host another create is
+//! claiming (tried again after the free ones), so concurrent creates spread over the hosts
+//! rather than queue on the best one.
 
 use crate::{lookup, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
@@ -369,6 +374,20 @@ pub async fn all(conn: &mut Conn) -> Result<Vec<HostView>> {
     let sql = format!("SELECT {COLS} {FROM} WHERE h.time_deleted IS NULL ORDER BY h.name");
     let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
     rows.iter().map(from_row).collect()
+}
+
+/// Takes host `id`'s row for the caller's transaction unless another transaction holds it
+/// (PostgreSQL `FOR UPDATE SKIP LOCKED`); false when another does. SQLite has a single writer:
+/// always true there.
+pub async fn lock_if_free(conn: &mut Conn, id: HostId) -> Result<bool> {
+    if !crate::is_postgres(conn) {
+        return Ok(true);
+    }
+    let row = sqlx::query("SELECT id FROM hosts WHERE id = $1 FOR UPDATE SKIP LOCKED")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Reserves `r` on the host if it fits under every limit. Returns false (and changes nothing)

@@ -76,6 +76,11 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Whether `conn` is PostgreSQL's (for the few statements written per backend).
+pub(crate) fn is_postgres(conn: &Conn) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("postgresql")
+}
+
 /// Maps unique violations (SQLite 2067/1555, PostgreSQL 23505) to `StoreError::Conflict`.
 pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {

@@ -29,7 +29,7 @@
 
 use crate::events::{EventState, MeterRow};
 use crate::fast::Cols;
-use crate::{now, parse_ts, parse_uuid, ts, Conn, Result, Store};
+use crate::{is_postgres, now, parse_ts, parse_uuid, ts, Conn, Result, Store};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use kumo_types::ProjectId;
 use std::collections::BTreeMap;
@@ -324,10 +324,6 @@ async fn build_fast(store: &Store, set: &Set<'_>, carry: &[Carry]) -> Result<Bui
         .await?;
     let n = events.len() as i64;
     Ok(Built { carried: advance(stored(base).unwrap_or_default(), events, carry), previous, events: n })
-}
-
-fn is_postgres(conn: &Conn) -> bool {
-    conn.backend_name().eq_ignore_ascii_case("postgresql")
 }
 
 /// Stores a built set in the write transaction `conn`, unless its inputs changed since it was

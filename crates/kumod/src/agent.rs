@@ -7,12 +7,15 @@
 //!   use that file; the token is spent.
 //! - **Serves the host-agent API** ([`kumo_host_rpc::server`]) over HTTPS with its own
 //!   certificate (`DATA_DIR/agent-tls/`), to callers presenting the secret.
-//! - **Renews its lease** with a heartbeat to a controller every [`HEARTBEAT`]; the answer says
-//!   how long the lease lasts.
+//! - **Renews its lease** with a heartbeat to a controller every [`HEARTBEAT`] (more often when
+//!   the fence time is short: at least three heartbeats per fence time); the answer says how
+//!   long the lease lasts.
 //! - **Fences itself.** When no heartbeat has been acknowledged for `--fence-seconds` (default:
-//!   half the lease), it stops every guest it runs, by itself, before the controllers may take
-//!   the host for lost (the lease's end) — so a host cut off from the controllers never runs a
-//!   guest that could be started elsewhere. See docs/architecture.md, "Host health and fencing".
+//!   half the lease; it must be shorter than the lease), counted from when the last acknowledged
+//!   one was sent and watched on its own clock ([`fence_watch`]), it stops every guest it runs,
+//!   by itself, and keeps them stopped, before the controllers may take the host for lost (the
+//!   lease's end) — so a host cut off from the controllers never runs a guest that could be
+//!   started elsewhere. See docs/architecture.md, "Host health and fencing".
 
 use crate::{local_agent, master_key_checked, prepare_data_dir, shutdown_signal, RunArgs};
 use anyhow::{bail, Context};
@@ -26,8 +29,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the agent renews its lease.
+/// How often the agent renews its lease (at most; see [`heartbeat_period`]).
 pub const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// The period of heartbeats for a fence time: [`HEARTBEAT`], or a third of the fence time if
+/// shorter, so that one slow or lost heartbeat never fences a host.
+fn heartbeat_period(fence_after: Duration) -> Duration {
+    HEARTBEAT.min(fence_after / 3)
+}
 
 /// Flags of `kumod agent` (besides the host's own, shared with the all-in-one `kumod`; there
 /// `--listen` is the address of the agent's API).
@@ -200,6 +209,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let server_tls = kumo_host_rpc::tls::server_config(&cert)?;
 
     let fence_after = Duration::from_secs(args.fence_seconds.unwrap_or((membership.lease_seconds / 2).max(1)));
+    if fence_after.as_secs() >= membership.lease_seconds {
+        bail!(
+            "--fence-seconds {} is not shorter than the lease the controllers give ({} s): the host would run \
+             its guests after the controllers may take it for lost (see docs/architecture.md, \
+             \"Host health and fencing\")",
+            fence_after.as_secs(),
+            membership.lease_seconds
+        );
+    }
     let hb = Heartbeat { host_id: membership.host_id, info, address, fingerprint: cert.fingerprint.clone() };
     tokio::spawn(heartbeats(controllers, membership, hb, local, fence_after));
 
@@ -208,7 +226,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Renews the lease every [`HEARTBEAT`]; fences the host when renewals fail for `fence_after`.
+/// Renews the lease every [`heartbeat_period`]; the fence watch ([`fence_watch`]) fences the host when
+/// renewals fail for `fence_after`.
 async fn heartbeats(
     controllers: Controllers,
     m: Membership,
@@ -216,31 +235,52 @@ async fn heartbeats(
     local: Arc<LocalAgent>,
     fence_after: Duration,
 ) {
-    let mut last_ok = Instant::now();
-    let mut fenced = false;
+    // When the last acknowledged heartbeat was sent (before the controller received it and
+    // counted the host's lease from then: the agent's deadline comes first).
+    let renewed = Arc::new(std::sync::Mutex::new(Instant::now()));
+    tokio::spawn(fence_watch(renewed.clone(), local, fence_after));
+    let period = heartbeat_period(fence_after);
     loop {
+        let sent = Instant::now();
         match controllers.post::<_, HeartbeatAck>("/agent/v1/heartbeat", Some(&m.credential), &hb).await {
-            Ok(_) => {
-                if fenced {
-                    tracing::warn!("heartbeats acknowledged again; the controllers decide what runs here now");
-                }
-                last_ok = Instant::now();
-                fenced = false;
-            }
+            Ok(_) => *renewed.lock().unwrap_or_else(|p| p.into_inner()) = sent,
             Err(e) => {
-                tracing::warn!("heartbeat not acknowledged ({:.0?} since the last one): {e:#}", last_ok.elapsed());
-                if !fenced && last_ok.elapsed() >= fence_after {
-                    fenced = true;
-                    fence(local.as_ref()).await;
-                }
+                let since = renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                tracing::warn!("heartbeat not acknowledged ({since:.0?} since the last one): {e:#}");
             }
         }
-        tokio::time::sleep(HEARTBEAT).await;
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// How often the fence watch looks at the lease.
+const FENCE_TICK: Duration = Duration::from_millis(250);
+
+/// Fences the host once `fence_after` has passed since the last acknowledged heartbeat was sent,
+/// whatever the heartbeat in flight does (a controller that does not answer holds a heartbeat up
+/// to its timeout, once per controller: the fence must not wait for that). While the lease is not
+/// renewed it keeps every guest stopped (a guest started meanwhile is stopped within a
+/// [`HEARTBEAT`]).
+async fn fence_watch(renewed: Arc<std::sync::Mutex<Instant>>, local: Arc<LocalAgent>, fence_after: Duration) {
+    let mut fenced_at: Option<Instant> = None;
+    loop {
+        let since = renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        if since < fence_after {
+            if fenced_at.take().is_some() {
+                tracing::warn!("heartbeats acknowledged again; the controllers decide what runs here now");
+            }
+        } else if fenced_at.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
+            let first = fenced_at.is_none();
+            fenced_at = Some(Instant::now());
+            fence(local.as_ref(), first, since).await;
+        }
+        tokio::time::sleep(FENCE_TICK).await;
     }
 }
 
 /// Stops every guest of this host at once (forced): the host has lost its lease or is about to.
-async fn fence(local: &LocalAgent) {
+/// `first`: the first fence since the lease was last renewed (logged even when nothing ran).
+async fn fence(local: &LocalAgent, first: bool, since: Duration) {
     let ids = match local.list_instances().await {
         Ok(ids) => ids,
         Err(e) => {
@@ -257,5 +297,10 @@ async fn fence(local: &LocalAgent) {
             }
         }
     }
-    tracing::warn!(stopped, "fenced: no controller acknowledged this host's lease; its guests are stopped");
+    if first || stopped > 0 {
+        tracing::warn!(
+            stopped,
+            "fenced: no controller acknowledged this host's lease for {since:.1?}; its guests are stopped"
+        );
+    }
 }

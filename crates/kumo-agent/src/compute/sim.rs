@@ -50,6 +50,10 @@ pub struct SimDriver {
     /// Artificial latency of each operation (0 by default).
     latency: Duration,
     guests: Mutex<HashMap<Uuid, SimGuest>>,
+    /// How many times each instance's guest was made (provisioned where nothing was), kept after
+    /// it is destroyed: a guest made twice says so on its console (`made (time 2)`), which is how
+    /// tests see that a provision retried after a crash was not done twice.
+    made: Mutex<HashMap<Uuid, u32>>,
 }
 
 impl SimDriver {
@@ -68,6 +72,7 @@ impl SimDriver {
             latency,
             pool: Default::default(),
             guests: Mutex::new(HashMap::new()),
+            made: Mutex::default(),
         }
     }
 
@@ -92,7 +97,13 @@ impl Hypervisor for SimDriver {
     async fn provision(&self, spec: &InstanceSpec) -> Result<()> {
         self.delay().await;
         self.with(|g| {
-            g.entry(spec.id).or_default();
+            if let std::collections::hash_map::Entry::Vacant(e) = g.entry(spec.id) {
+                let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+                let times = made.entry(spec.id).or_default();
+                *times += 1;
+                let line = format!("[simulated] root disk and config drive made (time {times})\n");
+                e.insert(SimGuest { serial: line.into_bytes(), ..SimGuest::default() });
+            }
         });
         Ok(())
     }
@@ -276,5 +287,31 @@ mod tests {
         assert_eq!(c.bytes, &log[8_000..8_100]);
         let c = sim.serial(id, 9_990, 100).await.unwrap();
         assert_eq!((c.start, c.next, c.bytes.as_slice()), (9_990, 10_000, &log[9_990..]));
+    }
+
+    /// A provision of what exists is a no-op; a guest made again after its destroy says so.
+    #[tokio::test]
+    async fn the_console_counts_how_often_a_guest_was_made() {
+        let sim = SimDriver::new("h".into(), [1, 1, 1, 0], Duration::ZERO);
+        let spec = InstanceSpec {
+            id: Uuid::from_u128(7),
+            name: "vm".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            disk_gib: 1,
+            image_disk: "/images/tiny/disk.qcow2".into(),
+            boot: crate::BootSpec::Disk,
+            user_data: None,
+            ssh_keys: vec![],
+            volumes: vec![],
+            nics: vec![],
+        };
+        let console = |sim: &SimDriver| sim.with(|g| String::from_utf8_lossy(&g[&spec.id].serial).into_owned());
+        sim.provision(&spec).await.unwrap();
+        sim.provision(&spec).await.unwrap();
+        assert_eq!(console(&sim), "[simulated] root disk and config drive made (time 1)\n");
+        sim.destroy(spec.id).await.unwrap();
+        sim.provision(&spec).await.unwrap();
+        assert_eq!(console(&sim), "[simulated] root disk and config drive made (time 2)\n");
     }
 }

@@ -30,10 +30,15 @@ pub fn state(h: &HostView, now: DateTime<Utc>, unreachable_after: Duration) -> H
 /// Whether the host's agent has not renewed its lease within `unreachable_after` (never true of
 /// the all-in-one's own host, which is in process), cordoned or not.
 pub fn is_unreachable(h: &HostView, now: DateTime<Utc>, unreachable_after: Duration) -> bool {
-    match (h.role, h.last_seen) {
-        (HostRole::Local, _) => false,
-        (HostRole::Agent, Some(seen)) => (now - seen).to_std().unwrap_or_default() > unreachable_after,
-        (HostRole::Agent, None) => true,
+    h.role == HostRole::Agent && lease_expired(h.last_seen, now, unreachable_after)
+}
+
+/// Whether an agent last heard from at `last_seen` (None: never) has lost its lease at `now`:
+/// the one rule for a host's `unreachable` and its instances' `unknown`.
+pub fn lease_expired(last_seen: Option<DateTime<Utc>>, now: DateTime<Utc>, unreachable_after: Duration) -> bool {
+    match last_seen {
+        Some(seen) => (now - seen).to_std().unwrap_or_default() > unreachable_after,
+        None => true,
     }
 }
 

@@ -202,13 +202,21 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, p: &Insta
         None => None,
     };
     let want = Resources { vcpus: itype.vcpus, memory_mib: itype.memory_mib, disk_gib, gpus: itype.gpus };
-    // Quota before capacity: a tenant over its quota is told so (403), not that the cloud is full.
-    super::quotas::charge(&mut tx, proj.id, &proj.name, super::quotas::instance_amounts(want)).await?;
+    let amounts = super::quotas::instance_amounts(want);
     let ask = scheduler::Ask {
         zone: zone.as_deref(),
         labels: Some(&itype.host_labels),
         weights: app.config.scheduler_weights,
     };
+    // A create no host has room for now is refused at once, before it takes any lock (the
+    // project's quota row, a host's): a storm of creates into a full cloud does not queue the
+    // ones that fit. Quota before capacity: a tenant over its quota is told so (403), not that
+    // the cloud is full. The reservation below decides.
+    if let Err(why) = fits_now(&mut tx, &app.config, &ask, group.as_ref(), want).await? {
+        super::quotas::precheck(&mut tx, proj.id, &proj.name, amounts).await?;
+        return Err(ApiError::new(ErrorCode::InsufficientCapacity, why));
+    }
+    super::quotas::charge(&mut tx, proj.id, &proj.name, amounts).await?;
     let host_id = reserve_anywhere(&mut tx, &app.config, &ask, group.as_ref(), want).await?;
     let id = kumo_store::new_id();
     let new = NewInstance {
@@ -328,7 +336,17 @@ async fn reserve_anywhere(
     let hosts = candidates(tx, config).await?;
     let ranked = scheduler::rank_in_group(&hosts, ask, want, as_group)
         .map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
+    // Hosts another create is claiming are tried after the free ones (PostgreSQL; see
+    // kumo_store::hosts::lock_if_free).
+    let mut busy = Vec::new();
     for host_id in ranked {
+        if !kumo_store::hosts::lock_if_free(tx, host_id).await? {
+            busy.push(host_id);
+        } else if kumo_store::hosts::reserve(tx, host_id, want).await? {
+            return Ok(host_id);
+        }
+    }
+    for host_id in busy {
         if kumo_store::hosts::reserve(tx, host_id, want).await? {
             return Ok(host_id);
         }
@@ -340,6 +358,24 @@ async fn reserve_anywhere(
         Ok(_) => scheduler::explain(&hosts, ask, want),
     };
     Err(ApiError::new(ErrorCode::InsufficientCapacity, msg))
+}
+
+/// Whether some ready host has room for `want` as of now (by the placement group's policy, its
+/// members counted without taking the group), else why not — a read, deciding nothing.
+async fn fits_now(
+    tx: &mut Conn,
+    config: &crate::ControlConfig,
+    ask: &scheduler::Ask<'_>,
+    group: Option<&kumo_types::PlacementGroupView>,
+    want: Resources,
+) -> ApiResult<Result<(), String>> {
+    let members = match group {
+        Some(g) => kumo_store::placement_groups::members_per_host(tx, g.id).await?,
+        None => Vec::new(),
+    };
+    let as_group = group.map(|g| scheduler::Group { name: &g.name, policy: g.policy, members_per_host: &members });
+    let hosts = candidates(tx, config).await?;
+    Ok(scheduler::rank_in_group(&hosts, ask, want, as_group).map(|_| ()))
 }
 
 /// Every live host with its state as of now.

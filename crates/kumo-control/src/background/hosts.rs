@@ -65,18 +65,14 @@ impl Task for Hosts {
             let mut conn = app.store.read().await?;
             (kumo_store::hosts::agent_endpoints(&mut conn).await?, kumo_store::hosts::all(&mut conn).await?)
         };
-        let now = chrono::Utc::now();
-        let lost = hosts
-            .iter()
-            .filter(|h| crate::app::hosts::is_unreachable(h, now, app.config.host_unreachable_after))
-            .map(|h| h.id)
-            .collect();
-        if app.hosts.set_lost(lost) {
+        let seen =
+            hosts.iter().filter(|h| h.role == kumo_types::HostRole::Agent).map(|h| (h.id, h.last_seen)).collect();
+        changes += app.hosts.sync(endpoints) as u64;
+        if app.hosts.set_seen(seen) {
             changes += 1;
             // Instances of a host that came back are looked at again at once.
             app.reconciler.wake();
         }
-        changes += app.hosts.sync(endpoints) as u64;
         Ok(changes)
     }
 }

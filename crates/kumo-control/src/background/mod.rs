@@ -110,6 +110,10 @@ pub struct ReconcilerStatus {
     pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Steps running now (instances, volumes).
     pub in_flight: usize,
+    /// Whether this process runs the task's passes now: on a controller, the tasks that need the
+    /// `background` lease run only on the controller holding it (the hosts task runs on every
+    /// one); the all-in-one `kumod` runs every enabled task.
+    pub runs_here: bool,
 }
 
 /// One background task's handle: wakes it, serialises its passes, keeps its status and its steps
@@ -120,6 +124,8 @@ pub struct Handle {
     /// Serialises passes (the loop's and those asked for directly).
     pass_lock: tokio::sync::Mutex<()>,
     status: Mutex<ReconcilerStatus>,
+    /// Whether its passes run only on the holder of the background lease (set by [`spawn`]).
+    needs_lease: std::sync::atomic::AtomicBool,
     /// Resources with a step running, and the generation of the record the step works from.
     in_flight: Mutex<HashMap<uuid::Uuid, i64>>,
     /// In-flight resources a pass found changed since their step began (e.g. deleted while being
@@ -138,6 +144,7 @@ impl Handle {
             notify: Notify::new(),
             pass_lock: tokio::sync::Mutex::new(()),
             status: Mutex::new(ReconcilerStatus { name: name.into(), ..ReconcilerStatus::default() }),
+            needs_lease: Default::default(),
             in_flight: Mutex::default(),
             changed_meanwhile: Mutex::default(),
         }
@@ -260,6 +267,7 @@ pub fn spawn<T: Task>(
         s.enabled = true;
         s.period_seconds = period.as_secs_f64();
     });
+    handle(&app).needs_lease.store(task.needs_lease(), std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(async move {
         let mut next = tokio::time::Instant::now() + if first == First::Now { Duration::ZERO } else { period };
         loop {
@@ -299,6 +307,19 @@ pub fn spawn_all(app: &Arc<App>) {
     if app.config.image_cache.is_some() {
         spawn(app.clone(), |a| &a.images, app.config.image_rescan_period, First::AfterPeriod, images::Rescan);
     }
+}
+
+/// The status of every task of this process (see [`all`]), with whether it runs here now.
+pub fn statuses(app: &App) -> Vec<ReconcilerStatus> {
+    let leads = app.leadership.leads();
+    all(app)
+        .into_iter()
+        .map(|h| {
+            let mut s = h.status();
+            s.runs_here = s.enabled && (leads || !h.needs_lease.load(std::sync::atomic::Ordering::Relaxed));
+            s
+        })
+        .collect()
 }
 
 /// The handles of every task, in the order `GET /v1/system/reconcilers` lists them (the hosts

@@ -21,5 +21,5 @@ pub async fn me_view(State(app): State<Arc<App>>, ctx: OpContext) -> ApiResult<J
     responses((status = 200, body = Vec<ReconcilerStatus>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn reconciler_list(State(app): State<Arc<App>>, ctx: OpContext) -> ApiResult<Json<Vec<ReconcilerStatus>>> {
     ctx.authorize(Access::Operator)?;
-    Ok(Json(background::all(&app).iter().map(|h| h.status()).collect()))
+    Ok(Json(background::statuses(&app)))
 }

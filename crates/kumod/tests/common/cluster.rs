@@ -214,40 +214,22 @@ impl Cluster {
 
     /// An agent host `name` joining `zone` with `token`, with `extra` flags (driver, namespace).
     pub fn start_agent_with(&mut self, name: &str, zone: &str, token: &str, extra: &[String]) {
-        let dir = self.dir.path().join(name);
-        let port = free_port();
-        let mut args: Vec<String> = [
-            "agent",
-            "--data-dir",
-            &dir.to_string_lossy(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--controller",
-            &self.urls.join(","),
-            "--controller-fingerprint",
-            &self.fingerprint,
-            "--join-token",
-            token,
-            "--zone",
-            zone,
-            "--host-name",
-            name,
-            "--host-disk-gib",
-            "200",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend_from_slice(extra);
-        self.agents.push(Proc::start(name, &dir, &args));
+        let args = self.agent_args(name, zone, token, free_port(), &self.urls, extra);
+        self.agents.push(Proc::start(name, &self.dir.path().join(name), &args));
     }
 
     /// Starts agent `i` again on its data directory, without its (spent) join token: it comes
     /// back as the host it joined as.
     pub fn restart_agent(&mut self, i: usize) {
+        self.restart_agent_with(i, &[]);
+    }
+
+    /// [`Cluster::restart_agent`] with `extra` flags added.
+    pub fn restart_agent_with(&mut self, i: usize, extra: &[String]) {
         let a = &mut self.agents[i];
         a.kill9();
         let mut args = a.args.clone();
+        args.extend_from_slice(extra);
         if let Some(at) = args.iter().position(|x| x == "--join-token") {
             args.drain(at..at + 2);
         }
@@ -285,5 +267,215 @@ impl Cluster {
             assert_ne!(v["state"], "failed", "{v}");
             (v["state"] == "running").then_some(v)
         })
+    }
+}
+
+// ---- Pieces of the high-availability tests (cluster_ha.rs) ----
+
+impl Cluster {
+    /// The flags of agent `name` listening on `port` of loopback, heartbeating to `controllers`.
+    pub fn agent_args(
+        &self,
+        name: &str,
+        zone: &str,
+        token: &str,
+        port: u16,
+        controllers: &[String],
+        extra: &[String],
+    ) -> Vec<String> {
+        let dir = self.dir.path().join(name);
+        let mut args: Vec<String> = [
+            "agent",
+            "--data-dir",
+            &dir.to_string_lossy(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--controller",
+            &controllers.join(","),
+            "--controller-fingerprint",
+            &self.fingerprint,
+            "--join-token",
+            token,
+            "--zone",
+            zone,
+            "--host-name",
+            name,
+            "--host-disk-gib",
+            "200",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// An agent host whose every connection with the controllers goes through `cable`: its
+    /// heartbeats to a relay in front of each controller, the controllers' calls to a relay in
+    /// front of its API (the address it advertises). Cutting the cable cuts the host off.
+    pub fn start_agent_behind(&mut self, cable: &Cable, name: &str, zone: &str, token: &str, extra: &[String]) {
+        let port = free_port();
+        let to_controllers: Vec<String> = self
+            .urls
+            .iter()
+            .map(|u| {
+                let target = u.trim_start_matches("https://").parse().expect("controller address");
+                format!("https://{}", cable.relay(target))
+            })
+            .collect();
+        let api = cable.relay(format!("127.0.0.1:{port}").parse().expect("agent address"));
+        let mut args = self.agent_args(name, zone, token, port, &to_controllers, extra);
+        args.extend(["--advertise".to_string(), api.to_string()]);
+        self.agents.push(Proc::start(name, &self.dir.path().join(name), &args));
+    }
+
+    /// Index of the agent named `name`.
+    pub fn agent_index(&self, name: &str) -> usize {
+        self.agents.iter().position(|a| a.name == name).unwrap_or_else(|| panic!("no agent {name}"))
+    }
+
+    /// Calls agent `name`'s API directly (not through any cable), as a controller does: `call`
+    /// is a `wire::Call` (`{"call": "status", "args": {"id": …}}`); returns the `ok` of its reply.
+    pub fn agent_call(&self, name: &str, call: Value) -> Value {
+        let dir = self.dir.path().join(name);
+        let m: Value = serde_json::from_slice(&std::fs::read(dir.join("membership.json")).expect("membership"))
+            .expect("membership json");
+        let addr = std::fs::read_to_string(dir.join("agent.addr")).expect("agent.addr");
+        let resp = self
+            .http
+            .post(format!("https://{}/agent/v1/call", addr.trim()))
+            .bearer_auth(m["agent_secret"].as_str().expect("agent secret"))
+            .json(&call)
+            .send()
+            .expect("agent call");
+        assert_eq!(resp.status().as_u16(), 200, "agent {name}: {call}");
+        let reply: Value = resp.json().expect("reply");
+        assert!(reply.get("ok").is_some(), "agent {name}: {call} → {reply}");
+        reply["ok"].clone()
+    }
+
+    /// The instance ids agent `name` has guests (or their disks) of.
+    pub fn agent_guests(&self, name: &str) -> Vec<String> {
+        let v = self.agent_call(name, json!({"call": "list_instances", "args": {}}));
+        v.as_array().expect("ids").iter().map(|i| i.as_str().expect("id").to_string()).collect()
+    }
+
+    /// What agent `name` says of instance `id`: `Absent`, `Provisioned` or `Running`.
+    pub fn agent_guest_status(&self, name: &str, id: &str) -> String {
+        let v = self.agent_call(name, json!({"call": "status", "args": {"id": id}}));
+        v.as_str().expect("status").to_string()
+    }
+
+    /// The console of instance `id`'s guest on agent `name`, from its start.
+    pub fn agent_console(&self, name: &str, id: &str) -> String {
+        let v = self.agent_call(name, json!({"call": "serial", "args": {"id": id, "offset": 0, "max": 1 << 20}}));
+        let bytes: Vec<u8> =
+            v["bytes"].as_array().expect("bytes").iter().map(|b| b.as_u64().expect("byte") as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Which controller does the background work now (holds the `background` lease), as the
+    /// live controllers say (`runs_here` of their `instances` reconciler); None while nobody does.
+    pub fn leader(&self) -> Option<usize> {
+        let leading: Vec<usize> = (0..self.controllers.len())
+            .filter(|&c| self.controllers[c].child.is_some())
+            .filter(|&c| {
+                let (s, v) = self.get(c, "/v1/system/reconcilers");
+                assert_eq!(s, 200, "{v}");
+                v.as_array().into_iter().flatten().any(|r| r["name"] == "instances" && r["runs_here"] == true)
+            })
+            .collect();
+        assert!(leading.len() <= 1, "two controllers do the background work at once: {leading:?}");
+        leading.first().copied()
+    }
+
+    /// Every instance of project `project` (up to 1000).
+    pub fn instances_of(&self, c: usize, project: &str) -> Vec<Value> {
+        let (s, v) = self.get(c, &format!("/v1/instances?project={project}&limit=1000"));
+        assert_eq!(s, 200, "{v}");
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A network cable between one agent and the controllers, made of TCP relays in the test process
+/// (no namespace, no rule of the machine touched). [`Cable::cut`] closes every connection through
+/// it and then holds new ones open without carrying a byte (as a cut link does: nothing answers,
+/// the callers time out); [`Cable::mend`] drops those and carries new connections again.
+#[derive(Clone, Default)]
+pub struct Cable(std::sync::Arc<CableState>);
+
+#[derive(Default)]
+pub struct CableState {
+    cut: std::sync::atomic::AtomicBool,
+    /// Both ends of every connection carried, to shut them at a cut.
+    live: std::sync::Mutex<Vec<std::net::TcpStream>>,
+    /// Connections accepted while cut, held silent.
+    held: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl Cable {
+    /// A relay on a free loopback port carrying connections to `target`; returns its address.
+    pub fn relay(&self, target: std::net::SocketAddr) -> std::net::SocketAddr {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("relay bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("relay addr");
+        // The relay ends when the cable is dropped.
+        let weak = std::sync::Arc::downgrade(&self.0);
+        std::thread::spawn(move || {
+            while let Some(state) = weak.upgrade() {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        drop(state);
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let _ = client.set_nonblocking(false);
+                if state.cut.load(Ordering::SeqCst) {
+                    state.held.lock().expect("held").push(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else { continue };
+                let mut live = state.live.lock().expect("live");
+                for s in [&client, &server] {
+                    if let Ok(c) = s.try_clone() {
+                        live.push(c);
+                    }
+                }
+                drop(live);
+                for (mut from, mut to) in
+                    [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())]
+                        .into_iter()
+                        .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        addr
+    }
+
+    /// Cuts the cable: every connection through it is closed, new ones hang.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.0.cut.store(true, Ordering::SeqCst);
+        for s in self.0.live.lock().expect("live").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Mends the cable: the connections held while cut are closed, new ones are carried.
+    pub fn mend(&self) {
+        use std::sync::atomic::Ordering;
+        self.0.cut.store(false, Ordering::SeqCst);
+        for s in self.0.held.lock().expect("held").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
