@@ -29,6 +29,12 @@ pub enum HostCommand {
         /// Host name or id
         host: String,
     },
+    /// Remove an agent host from the cloud (refused while anything is placed on it); its agent's
+    /// credential stops working
+    Delete {
+        /// Host name or id
+        host: String,
+    },
     /// Set or remove a host's labels: `disk=ssd` sets, `disk-` removes (instance types with
     /// `--host-label` are placed only on hosts that have them)
     Label {
@@ -109,6 +115,11 @@ pub fn run(ctx: &Ctx, command: &HostCommand) -> Result<()> {
         HostCommand::Uncordon { host } => {
             let h = ctx.client.post(&["hosts", host, "uncordon"], &[], None::<&()>)?;
             ctx.show(&h, render_view)
+        }
+        HostCommand::Delete { host } => {
+            ctx.client.delete(&["hosts", host], &[])?;
+            ctx.done(&format!("removed host {host}"));
+            Ok(())
         }
         HostCommand::Label { host, changes } => {
             let current: HostView = ctx.client.get(&["hosts", host], &[])?.decode()?;

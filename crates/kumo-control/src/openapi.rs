@@ -56,7 +56,7 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(events::event_list))
         .routes(routes!(events::event_stream))
         .routes(routes!(hosts::host_list))
-        .routes(routes!(hosts::host_view))
+        .routes(routes!(hosts::host_view, hosts::host_delete))
         .routes(routes!(hosts::host_cordon))
         .routes(routes!(hosts::host_uncordon))
         .routes(routes!(hosts::host_labels_set))

@@ -278,6 +278,25 @@ pub async fn heartbeat(conn: &mut Conn, id: HostId, r: &HostReport, address: &st
 }
 
 /// Cordons (no new instances are placed on it) or uncordons a host.
+/// Removes agent host `id` from the cloud when nothing holds capacity on it (every counter at 0:
+/// no instance, no move under way); its credential stops working at once. The condition is on
+/// the row that every reservation updates, so a removal and a concurrent reservation are
+/// serialised by the row (PostgreSQL re-checks the condition on the row a committed reservation
+/// left): one of them wins, never both. False when the host is not a live agent host with
+/// nothing on it.
+pub async fn remove(conn: &mut Conn, id: HostId) -> Result<bool> {
+    let t = ts(now());
+    let done = sqlx::query(
+        "UPDATE hosts SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL \
+         AND role = 'agent' AND vcpus_used = 0 AND memory_mib_used = 0 AND disk_gib_used = 0 AND gpus_used = 0",
+    )
+    .bind(&t)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Replaces a live host's labels; false when there is no such host.
 pub async fn set_labels(conn: &mut Conn, id: HostId, labels: &kumo_types::Labels) -> Result<bool> {
     let done = sqlx::query("UPDATE hosts SET labels = $1, time_modified = $2 WHERE id = $3 AND time_deleted IS NULL")
@@ -396,8 +415,9 @@ pub async fn reserve(conn: &mut Conn, host_id: HostId, r: Resources) -> Result<b
     let res = sqlx::query(
         "UPDATE hosts SET vcpus_used = vcpus_used + $1, memory_mib_used = memory_mib_used + $2, \
          disk_gib_used = disk_gib_used + $3, gpus_used = gpus_used + $4 \
-         WHERE id = $5 AND vcpus_used + $1 <= vcpus_limit AND memory_mib_used + $2 <= memory_mib_limit \
-         AND disk_gib_used + $3 <= disk_gib_limit AND gpus_used + $4 <= gpus_total",
+         WHERE id = $5 AND time_deleted IS NULL AND vcpus_used + $1 <= vcpus_limit \
+         AND memory_mib_used + $2 <= memory_mib_limit AND disk_gib_used + $3 <= disk_gib_limit \
+         AND gpus_used + $4 <= gpus_total",
     )
     .bind(r.vcpus)
     .bind(r.memory_mib)

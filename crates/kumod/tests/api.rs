@@ -1587,6 +1587,11 @@ fn host_labels_decide_where_an_instance_type_may_run() {
     assert!(view.lines().any(|l| l.starts_with("LABELS") && l.ends_with("disk=ssd")), "{view}");
     assert_eq!(host(&k)["labels"], json!({"disk": "ssd"}));
     running_instance(&k, "web", "fast", "ssd1");
+    // The all-in-one's own host cannot be removed; an unknown one is 404.
+    let msg = assert_error(k.delete(&format!("/v1/hosts/{name}")), 409, "InvalidState");
+    assert!(msg.contains("own host"), "{msg}");
+    assert_error(k.delete("/v1/hosts/nowhere"), 404, "NotFound");
+    assert_eq!(host(&k)["name"], name.as_str());
     let (s, v) = k.get("/v1/system/audit-log?operation=host_labels_set&limit=10");
     assert!(
         s == 200 && v["items"].as_array().is_some_and(|a| a.len() == 6),

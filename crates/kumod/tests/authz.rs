@@ -110,6 +110,7 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("host_cordon", Kind::Operator, "", Body::None),
     ("host_uncordon", Kind::Operator, "", Body::None),
     ("join_token_create", Kind::Operator, "", Body::Json(r#"{"zone":"default"}"#)),
+    ("host_delete", Kind::Operator, "", Body::None),
     ("host_labels_set", Kind::Operator, "", Body::Json(r#"{"labels":{"disk":"ssd"}}"#)),
     ("zone_list", Kind::AnyUser, "", Body::None),
     ("zone_create", Kind::Operator, "", Body::Json(r#"{"name":"east"}"#)),

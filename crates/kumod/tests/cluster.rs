@@ -251,4 +251,37 @@ fn placement_groups_over_three_hosts() {
     for i in 0..3 {
         cl.wait_running(0, &format!("pk{i}"));
     }
+
+    // Removing a host: refused while instances are on it, saying which; once they are gone it
+    // leaves the cloud, and its agent's credential no longer works.
+    let gone = aa[0].clone();
+    let (s, v) = cl.call(0, reqwest::Method::DELETE, &format!("/v1/hosts/{gone}"), None);
+    assert_eq!((s, &v["error_code"]), (409, &json!("InvalidState")), "{v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("aa0"), "the refusal names what is on it: {v}");
+    assert_eq!(cl.hosts(0).len(), 3, "nothing was removed");
+    let on_gone: Vec<String> = ["aa", "sp", "pk"]
+        .iter()
+        .flat_map(|g| (0..3).map(move |i| format!("{g}{i}")))
+        .filter(|n| cl.instance(0, n)["host"] == gone.as_str())
+        .collect();
+    for n in &on_gone {
+        let (s, v) = cl.call(0, reqwest::Method::DELETE, &format!("/v1/instances/{n}?project=demo"), None);
+        assert_eq!(s, 202, "{v}");
+    }
+    wait_for("the host emptied", Duration::from_secs(30), &|| cl.logs(), || {
+        on_gone.iter().all(|n| cl.get(0, &format!("/v1/instances/{n}?project=demo")).0 == 404).then_some(())
+    });
+    let (s, v) = cl.call(0, reqwest::Method::DELETE, &format!("/v1/hosts/{gone}"), None);
+    assert_eq!(s, 204, "{v}");
+    let hosts = cl.hosts(0);
+    assert!(hosts.len() == 2 && hosts.iter().all(|h| h["name"] != gone.as_str()), "{hosts:?}");
+    let (s, _) = cl.get(0, &format!("/v1/hosts/{gone}"));
+    assert_eq!(s, 404);
+    let i = gone.trim_start_matches('h').parse::<usize>().expect("host index") - 1;
+    wait_for("its heartbeats refused", Duration::from_secs(15), &|| cl.logs(), || {
+        cl.agents[i].log_tail().contains("not a host credential").then_some(())
+    });
+    let (s, v) = cl.create(0, "after-removal", json!({}));
+    assert_eq!(s, 202, "{v}");
+    assert_ne!(v["host"], gone.as_str());
 }

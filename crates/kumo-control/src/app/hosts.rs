@@ -123,3 +123,43 @@ pub async fn set_labels(app: &App, ctx: &OpContext, host: &str, labels: &kumo_ty
     tracing::info!(host = %h.name, labels = %kumo_types::labels_text(labels), "host labels set");
     Ok(with_state(h, &app.config))
 }
+
+/// Removes an agent host from the cloud (operators): a host retired, or one that died and will
+/// not come back. Refused (409, nothing changed) while anything is placed on it — its instances
+/// must be moved or deleted first — and for the all-in-one's own host. Its agent's credential
+/// stops working at once (its heartbeats get 401); to bring the machine back, join it again with a
+/// new token (after removing the agent's `DATA_DIR/membership.json`).
+pub async fn delete(app: &App, ctx: &OpContext, host: &str) -> ApiResult<()> {
+    ctx.authorize(Access::Operator)?;
+    let sel = selector("host", host)?;
+    let mut tx = app.store.begin().await?;
+    let h = kumo_store::hosts::get(&mut tx, &sel).await?.ok_or_else(|| ApiError::not_found("host", host))?;
+    if h.role == kumo_types::HostRole::Local {
+        return Err(ApiError::conflict(format!(
+            "host '{}' is this all-in-one kumod's own host; it cannot be removed",
+            h.name
+        )));
+    }
+    let on = kumo_store::instances::on_host(&mut tx, h.id).await?;
+    if !on.is_empty() {
+        let names: Vec<&str> = on.iter().take(5).map(|i| i.view.name.as_str()).collect();
+        let more = if on.len() > names.len() { format!(" and {} more", on.len() - names.len()) } else { String::new() };
+        return Err(ApiError::conflict(format!(
+            "host '{}' still has {} instance{} ({}{more}): move them off it (kumo host drain) or delete them first",
+            h.name,
+            on.len(),
+            if on.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        )));
+    }
+    if !kumo_store::hosts::remove(&mut tx, h.id).await? {
+        return Err(ApiError::conflict(format!(
+            "host '{}' has capacity reserved (an instance being placed or moved there); try again when it is done",
+            h.name
+        )));
+    }
+    tx.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(host = %h.name, id = %h.id, "host removed");
+    app.hosts_sync.wake();
+    Ok(())
+}

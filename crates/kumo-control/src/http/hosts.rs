@@ -63,6 +63,21 @@ pub async fn host_uncordon(
     Ok(Json(hosts::set_cordoned(&app, &ctx, &host, false).await?))
 }
 
+/// Remove an agent host from the cloud: refused while anything is placed on it (operators)
+#[utoipa::path(delete, path = "/v1/hosts/{host}", tag = "hosts", operation_id = "host_delete",
+    params(("host" = String, Path, description = "Host name or id")),
+    responses((status = 204, description = "Removed; its agent's credential no longer works"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn host_delete(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(host): Path<String>,
+) -> ApiResult<StatusCode> {
+    hosts::delete(&app, &ctx, &host).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Set a host's labels, replacing them (operators): instance types with `host_labels` are placed
 /// only on hosts that have them all
 #[utoipa::path(put, path = "/v1/hosts/{host}/labels", tag = "hosts", operation_id = "host_labels_set",

@@ -49,7 +49,10 @@ async fn zones_create_list_sum_their_hosts(store: &Store) {
     let mut c = store.read().await.unwrap();
     let d = zones::get(&mut c, &by_name("default")).await.unwrap().expect("default zone");
     assert_eq!((d.hosts, d.vcpus_limit, d.vcpus_used), (Some(1), Some(8), Some(1)));
-    assert_eq!((d.memory_mib_limit, d.memory_mib_used, d.disk_gib_limit, d.disk_gib_used), (Some(4096), Some(512), Some(100), Some(10)));
+    assert_eq!(
+        (d.memory_mib_limit, d.memory_mib_used, d.disk_gib_limit, d.disk_gib_used),
+        (Some(4096), Some(512), Some(100), Some(10))
+    );
     let e = zones::get(&mut c, &NameOrId::Id(east.id.get())).await.unwrap().expect("east by id");
     assert_eq!((e.hosts, e.vcpus_limit, e.vcpus_used), (Some(1), Some(4), Some(0)));
     assert!(zones::get(&mut c, &by_name("north")).await.unwrap().is_none());
