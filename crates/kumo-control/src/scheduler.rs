@@ -236,12 +236,16 @@ pub fn explain(hosts: &[HostView], ask: &Ask<'_>, want: Resources) -> String {
     }
     let of = |s: HostState| pool.iter().copied().filter(|h| h.state == s).collect::<Vec<_>>();
     let (cordoned, unreachable, ready) = (of(HostState::Cordoned), of(HostState::Unreachable), of(HostState::Ready));
+    let down = of(HostState::Down);
     let mut parts = Vec::new();
     if !cordoned.is_empty() {
         parts.push(format!("{} cordoned ({})", cordoned.len(), names(&cordoned)));
     }
     if !unreachable.is_empty() {
         parts.push(format!("{} unreachable ({})", unreachable.len(), names(&unreachable)));
+    }
+    if !down.is_empty() {
+        parts.push(format!("{} down ({})", down.len(), names(&down)));
     }
     let (ready, unlabelled): (Vec<&HostView>, Vec<&HostView>) = ready.into_iter().partition(|h| ask.has_labels(h));
     if let (false, Some(labels)) = (unlabelled.is_empty(), ask.labels_wanted()) {
@@ -336,6 +340,7 @@ mod tests {
             last_seen: None,
             address: None,
             labels: Default::default(),
+            time_left: None,
         }
     }
 

@@ -55,6 +55,15 @@ pub struct Heartbeat {
     pub fingerprint: String,
 }
 
+/// An agent saying it is stopping (a clean shutdown): its host is `down` until its next
+/// heartbeat. `POST /agent/v1/leave`, the host's credential as the bearer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Leave {
+    /// The host the agent is (must be the credential's host).
+    pub host_id: HostId,
+}
+
 /// A controller's answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatAck {

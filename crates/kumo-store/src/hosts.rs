@@ -19,15 +19,22 @@ const COLS: &str = "h.id, h.name, h.description, h.time_created, h.time_modified
     h.accelerator_reason, h.vcpus_total, h.vcpus_used, h.vcpus_limit, h.memory_mib_total, h.memory_mib_used, \
     h.memory_mib_limit, h.disk_gib_total, h.disk_gib_used, h.disk_gib_limit, h.gpus_total, h.gpus_used, \
     h.cpu_overcommit, h.memory_overcommit, h.disk_overcommit, COALESCE(z.name, ''), h.role, h.cordoned, h.last_seen, \
-    h.address, h.labels";
+    h.address, h.labels, h.time_left";
 const FROM: &str = "FROM hosts h LEFT JOIN zones z ON z.id = h.zone_id";
 
 /// The state a row shows before the control plane applies its heartbeat deadline: cordoned, else
 /// ready, except an agent never heard from (unreachable). The control plane's
 /// `kumo_control::app::hosts::state` is the rule every view goes through; the store cannot know
 /// the deadline (`--host-unreachable-seconds`).
-fn stored_state(role: HostRole, cordoned: bool, last_seen: Option<chrono::DateTime<chrono::Utc>>) -> HostState {
-    if cordoned {
+fn stored_state(
+    role: HostRole,
+    cordoned: bool,
+    last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    left: Option<chrono::DateTime<chrono::Utc>>,
+) -> HostState {
+    if left.is_some() {
+        HostState::Down
+    } else if cordoned {
         HostState::Cordoned
     } else if role == HostRole::Agent && last_seen.is_none() {
         HostState::Unreachable
@@ -42,6 +49,9 @@ fn from_row(r: &AnyRow) -> Result<HostView> {
         HostRole::parse(&role_text).ok_or_else(|| StoreError::Corrupt(format!("bad host role '{role_text}'")))?;
     let cordoned = r.try_get::<i64, _>(24)? != 0;
     let last_seen = r.try_get::<Option<String>, _>(25)?.map(|t| parse_ts(&t)).transpose()?;
+    let left = r.try_get::<Option<String>, _>(28)?.map(|t| parse_ts(&t)).transpose()?;
+    // Back once a heartbeat came after it left.
+    let left = left.filter(|l| last_seen.is_none_or(|s| s <= *l));
     Ok(HostView {
         id: parse_uuid(&r.try_get::<String, _>(0)?)?,
         name: r.try_get(1)?,
@@ -66,12 +76,13 @@ fn from_row(r: &AnyRow) -> Result<HostView> {
         memory_overcommit: r.try_get(20)?,
         disk_overcommit: r.try_get(21)?,
         zone: r.try_get(22)?,
-        state: stored_state(role, cordoned, last_seen),
+        state: stored_state(role, cordoned, last_seen, left),
         role,
         cordoned,
         last_seen,
         address: r.try_get(26)?,
         labels: crate::labels_from_text(&r.try_get::<String, _>(27)?)?,
+        time_left: left,
     })
 }
 
@@ -294,6 +305,17 @@ pub async fn remove(conn: &mut Conn, id: HostId) -> Result<bool> {
     .bind(id.to_string())
     .execute(&mut *conn)
     .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that agent host `id`'s agent said it is stopping (a clean shutdown): the host is
+/// `down` until its next heartbeat.
+pub async fn leave(conn: &mut Conn, id: HostId) -> Result<bool> {
+    let done = sqlx::query("UPDATE hosts SET time_left = $1 WHERE id = $2 AND time_deleted IS NULL AND role = 'agent'")
+        .bind(ts(now()))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 

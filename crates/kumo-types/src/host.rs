@@ -10,13 +10,17 @@ use utoipa::ToSchema;
 /// - `ready`: it does (the scheduler may place instances on it);
 /// - `cordoned`: an operator cordoned it: its instances keep running, no new one is placed on it;
 /// - `unreachable`: an agent host that has not sent a heartbeat within the controller's deadline
-///   (`kumod --host-unreachable-seconds`), or never has.
+///   (`kumod --host-unreachable-seconds`), or never has;
+/// - `down`: an agent host whose agent said it was stopping (a clean shutdown, e.g. for an
+///   upgrade or maintenance) and has not sent a heartbeat since: its guests keep running, but
+///   nothing can be done to them until it is back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HostState {
     Ready,
     Cordoned,
     Unreachable,
+    Down,
 }
 
 impl HostState {
@@ -25,6 +29,7 @@ impl HostState {
             HostState::Ready => "ready",
             HostState::Cordoned => "cordoned",
             HostState::Unreachable => "unreachable",
+            HostState::Down => "down",
         }
     }
 }
@@ -119,6 +124,10 @@ pub struct HostView {
     pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
     /// An agent host's API base URL (e.g. `https://10.77.0.2:7401`); none for the local host.
     pub address: Option<String>,
+    /// When an agent host's agent said it was stopping (none: it did not, or has sent a heartbeat
+    /// since — then it is back). See `state` `down`.
+    #[serde(default)]
+    pub time_left: Option<chrono::DateTime<chrono::Utc>>,
     /// Operator labels (`disk=ssd`), matched by instance types' `host_labels`.
     #[serde(default)]
     #[schema(value_type = std::collections::BTreeMap<String, String>)]

@@ -20,7 +20,7 @@
 use crate::{local_agent, master_key_checked, prepare_data_dir, shutdown_signal, RunArgs};
 use anyhow::{bail, Context};
 use kumo_agent::LocalAgent;
-use kumo_host_api::membership::{Heartbeat, HeartbeatAck, JoinRequest, JoinResponse};
+use kumo_host_api::membership::{Heartbeat, HeartbeatAck, JoinRequest, JoinResponse, Leave};
 use kumo_host_api::{GuestStatus, HostAgent};
 use kumo_types::HostId;
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,9 @@ impl Controllers {
             match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     self.preferred.store(i, Ordering::Relaxed);
-                    return Ok(resp.json().await?);
+                    // An answer without a body (204) is JSON `null`: `()` for a call answering nothing.
+                    let body = resp.bytes().await?;
+                    return Ok(serde_json::from_slice(if body.is_empty() { b"null" } else { &body })?);
                 }
                 Ok(resp) if resp.status().is_client_error() => {
                     let status = resp.status();
@@ -219,17 +221,33 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         );
     }
     let hb = Heartbeat { host_id: membership.host_id, info, address, fingerprint: cert.fingerprint.clone() };
-    tokio::spawn(heartbeats(controllers, membership, hb, local, fence_after));
+    let controllers = Arc::new(controllers);
+    let (host_id, credential) = (membership.host_id, membership.credential.clone());
+    let beating = tokio::spawn(heartbeats(controllers.clone(), membership, hb, local, fence_after));
 
     kumo_host_rpc::server::serve_tls(listener, router, server_tls, shutdown_signal()).await?;
+    // A clean stop: no heartbeat after this, and the controllers are told, so the host shows
+    // `down` at once instead of `unreachable` after the deadline (its next heartbeat undoes it).
+    beating.abort();
+    let leave = Leave { host_id };
+    match tokio::time::timeout(LEAVE_WAIT, controllers.post::<_, ()>("/agent/v1/leave", Some(&credential), &leave))
+        .await
+    {
+        Ok(Ok(())) => tracing::info!("the controllers know this host is down"),
+        Ok(Err(e)) => tracing::warn!("could not tell the controllers this host is down: {e:#}"),
+        Err(_) => tracing::warn!("no controller answered within {LEAVE_WAIT:?} that this host is down"),
+    }
     tracing::info!("agent stopped; guests keep running and are found again at the next start");
     Ok(())
 }
 
+/// How long a stopping agent waits for a controller to take note that its host is down.
+const LEAVE_WAIT: Duration = Duration::from_secs(3);
+
 /// Renews the lease every [`heartbeat_period`]; the fence watch ([`fence_watch`]) fences the host when
 /// renewals fail for `fence_after`.
 async fn heartbeats(
-    controllers: Controllers,
+    controllers: Arc<Controllers>,
     m: Membership,
     hb: Heartbeat,
     local: Arc<LocalAgent>,

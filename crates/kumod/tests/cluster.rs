@@ -284,4 +284,40 @@ fn placement_groups_over_three_hosts() {
     let (s, v) = cl.create(0, "after-removal", json!({}));
     assert_eq!(s, 202, "{v}");
     assert_ne!(v["host"], gone.as_str());
+
+    // An agent stopped cleanly (SIGTERM) says so: its host is `down` at once (not `unreachable`
+    // after the deadline), its instances `unknown`; started again, it is `ready` and they show
+    // their state again.
+    let i = (0..cl.agents.len()).find(|&i| cl.agents[i].name != gone).expect("another host");
+    let name = cl.agents[i].name.clone();
+    let on_it: Vec<String> = ["aa0", "aa1", "aa2", "sp0", "sp1", "sp2", "pk0", "pk1", "pk2", "after-removal"]
+        .iter()
+        .filter(|n| cl.get(0, &format!("/v1/instances/{n}?project=demo")).1["host"] == name.as_str())
+        .map(|n| n.to_string())
+        .collect();
+    assert!(!on_it.is_empty(), "instances on {name}");
+    let stopped_at = Instant::now();
+    cl.agents[i].signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cl.agents[i].exited().is_none() {
+        assert!(Instant::now() < deadline, "the agent did not stop on SIGTERM:\n{}", cl.agents[i].log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for("the host down", Duration::from_secs(10), &|| cl.logs(), || {
+        (cl.host_state(0, &name).as_deref() == Some("down")).then_some(())
+    });
+    assert!(stopped_at.elapsed() < Duration::from_secs(UNREACHABLE_AFTER), "down before any deadline");
+    wait_for("its instances unknown", Duration::from_secs(10), &|| cl.logs(), || {
+        on_it.iter().all(|n| cl.instance(0, n)["state"] == "unknown").then_some(())
+    });
+    let (s, v) = cl.get(0, "/v1/system/audit-log?operation=host_leave&limit=10");
+    assert!(s == 200 && v["items"][0]["status"] == 204, "the leave is audited: {v}");
+    cl.restart_agent(i);
+    wait_for("the host ready again", Duration::from_secs(30), &|| cl.logs(), || {
+        (cl.host_state(0, &name).as_deref() == Some("ready")).then_some(())
+    });
+    // Back, they show what the host really has (a sim agent's guests lived in its memory: stopped).
+    wait_for("its instances known again", Duration::from_secs(30), &|| cl.logs(), || {
+        on_it.iter().all(|n| cl.instance(0, n)["state"] == "stopped").then_some(())
+    });
 }

@@ -13,12 +13,15 @@ use kumo_types::page::PageRequest;
 use kumo_types::{HostId, HostRole, HostState, HostView, ResultsPage};
 use std::time::Duration;
 
-/// Whether a host takes new instances, the one rule every view and the scheduler go through:
+/// Whether a host takes new instances, the one rule every view and the scheduler go through: an
+/// agent host whose agent said it was stopping and has not sent a heartbeat since → `down`;
 /// cordoned → `cordoned`; the local host (in process) → `ready`; an agent host whose last
 /// heartbeat is older than `unreachable_after` (`--host-unreachable-seconds`), or that was never
 /// heard from → `unreachable`; else `ready`.
 pub fn state(h: &HostView, now: DateTime<Utc>, unreachable_after: Duration) -> HostState {
-    if h.cordoned {
+    if h.time_left.is_some() {
+        HostState::Down
+    } else if h.cordoned {
         HostState::Cordoned
     } else if is_unreachable(h, now, unreachable_after) {
         HostState::Unreachable

@@ -126,3 +126,23 @@ pub async fn heartbeat(app: &App, host: HostId, hb: Heartbeat) -> ApiResult<Hear
     app.hosts_sync.wake();
     Ok(HeartbeatAck { lease_seconds: app.config.host_unreachable_after.as_secs() })
 }
+
+/// Host `host`'s agent says it is stopping (authenticated): the host is `down` (and its
+/// instances `unknown`) at once, until its next heartbeat, instead of `unreachable` after the
+/// deadline.
+pub async fn leave(app: &App, host: HostId, req: &kumo_host_api::membership::Leave) -> ApiResult<()> {
+    if req.host_id != host {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this credential is host {host}'s; it cannot act for host {}", req.host_id),
+        ));
+    }
+    let mut tx = app.store.begin().await?;
+    if !kumo_store::hosts::leave(&mut tx, host).await? {
+        return Err(ApiError::unauthenticated("not a host credential (unknown, or the host was removed)"));
+    }
+    tx.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(%host, "host down: its agent is stopping");
+    app.hosts_sync.wake();
+    Ok(())
+}

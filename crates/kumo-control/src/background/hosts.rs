@@ -65,8 +65,12 @@ impl Task for Hosts {
             let mut conn = app.store.read().await?;
             (kumo_store::hosts::agent_endpoints(&mut conn).await?, kumo_store::hosts::all(&mut conn).await?)
         };
-        let seen =
-            hosts.iter().filter(|h| h.role == kumo_types::HostRole::Agent).map(|h| (h.id, h.last_seen)).collect();
+        // A host whose agent said it stopped is lost at once (as if never heard from).
+        let seen = hosts
+            .iter()
+            .filter(|h| h.role == kumo_types::HostRole::Agent)
+            .map(|h| (h.id, if h.time_left.is_some() { None } else { h.last_seen }))
+            .collect();
         changes += app.hosts.sync(endpoints) as u64;
         if app.hosts.set_seen(seen) {
             changes += 1;

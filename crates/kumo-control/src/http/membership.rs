@@ -13,20 +13,21 @@ use crate::app::membership;
 use crate::error::{ApiError, ApiResult};
 use crate::App;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use kumo_host_api::membership::{Heartbeat, HeartbeatAck, JoinRequest, JoinResponse};
+use kumo_host_api::membership::{Heartbeat, HeartbeatAck, JoinRequest, JoinResponse, Leave};
 use std::sync::Arc;
 
 /// The agents' operations the audit log names, as (method, route, operation id): they are not in
 /// the OpenAPI document the other operation ids come from.
-pub const AUDITED: [(&str, &str, &str); 1] = [("POST", "/agent/v1/join", "host_join")];
+pub const AUDITED: [(&str, &str, &str); 2] =
+    [("POST", "/agent/v1/join", "host_join"), ("POST", "/agent/v1/leave", "host_leave")];
 
-/// The audited routes (joins), for [`super::router_with`].
+/// The audited routes (joins, and agents saying they stop), for [`super::router_with`].
 pub fn audited() -> Router<Arc<App>> {
-    Router::new().route("/agent/v1/join", post(join))
+    Router::new().route("/agent/v1/join", post(join)).route("/agent/v1/leave", post(leave))
 }
 
 /// The routes kept out of the audit log (heartbeats), for [`super::router_with`].
@@ -44,11 +45,8 @@ async fn join(State(app): State<Arc<App>>, ApiJson(req): ApiJson<JoinRequest>) -
     resp
 }
 
-async fn heartbeat(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    ApiJson(hb): ApiJson<Heartbeat>,
-) -> ApiResult<Json<HeartbeatAck>> {
+/// The host whose credential is the request's bearer.
+async fn host_of(app: &App, headers: &HeaderMap) -> ApiResult<kumo_types::HostId> {
     let credential = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -56,6 +54,27 @@ async fn heartbeat(
         .filter(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty())
         .map(|(_, t)| t.trim().to_string())
         .ok_or_else(|| ApiError::unauthenticated("missing 'Authorization: Bearer <host credential>' header"))?;
-    let host = membership::authenticate(&app, &credential).await?;
+    membership::authenticate(app, &credential).await
+}
+
+async fn heartbeat(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    ApiJson(hb): ApiJson<Heartbeat>,
+) -> ApiResult<Json<HeartbeatAck>> {
+    let host = host_of(&app, &headers).await?;
     Ok(Json(membership::heartbeat(&app, host, hb).await?))
+}
+
+async fn leave(State(app): State<Arc<App>>, headers: HeaderMap, ApiJson(req): ApiJson<Leave>) -> Response {
+    let (actor, result) = match host_of(&app, &headers).await {
+        Ok(host) => (format!("agent of host {host}, stopping"), membership::leave(&app, host, &req).await),
+        Err(e) => ("agent (unknown credential)".to_string(), Err(e)),
+    };
+    let mut resp = match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    };
+    resp.extensions_mut().insert(AuditNote { actor, user_id: None });
+    resp
 }
