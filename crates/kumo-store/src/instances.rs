@@ -314,3 +314,28 @@ pub async fn mark_destroyed(conn: &mut Conn, id: InstanceId, generation: i64) ->
     .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// Compare-and-set that puts the instance on another host with a new state (a move's commit;
+/// the caller moves the capacity reservation in the same transaction).
+pub async fn move_to(
+    conn: &mut Conn,
+    id: InstanceId,
+    generation: i64,
+    host_id: HostId,
+    state: InstanceState,
+    reason: Option<&str>,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE instances SET host_id = $1, state = $2, state_reason = $3, generation = generation + 1, \
+         time_modified = $4 WHERE id = $5 AND generation = $6 AND time_deleted IS NULL",
+    )
+    .bind(host_id.to_string())
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(ts(now()))
+    .bind(id.to_string())
+    .bind(generation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -26,12 +26,12 @@ pub use backup::{BackupCreate, BackupView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::{
-    HostRole, HostState, HostView, JoinTokenCreate, JoinTokenCreated, ZoneCreate, ZoneView, JOIN_TOKEN_DEFAULT_SECONDS,
+    DrainState, DrainView, HostRole, HostState, HostView, JoinTokenCreate, JoinTokenCreated, ZoneCreate, ZoneView, JOIN_TOKEN_DEFAULT_SECONDS,
     JOIN_TOKEN_MAX_SECONDS, JOIN_TOKEN_MIN_SECONDS,
 };
 pub use id::{
     AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId, InvoiceId,
-    JoinTokenId, NicId, PlacementGroupId, PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId, SubnetId, TokenId,
+    JoinTokenId, MigrationId, NicId, PlacementGroupId, PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId, SubnetId, TokenId,
     UserId, VolumeId, VpcId, ZoneId,
 };
 pub use identity::{
@@ -40,7 +40,7 @@ pub use identity::{
 };
 pub use image::{ImageBoot, ImageCreate, ImageFacts, ImageView};
 pub use instance::{
-    InstanceAction, InstanceCreate, InstanceObservation, InstanceResize, InstanceState, InstanceView, Transition,
+    InstanceAction, InstanceCreate, InstanceMigrate, InstanceObservation, InstanceResize, InstanceState, InstanceView, Transition,
     USER_DATA_MAX_BYTES,
 };
 pub use instance_type::{InstanceTypeCreate, InstanceTypeView};

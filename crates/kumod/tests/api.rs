@@ -1209,6 +1209,7 @@ fn every_documented_operation_requires_authentication() {
         "instance_stop",
         "instance_reboot",
         "instance_resize",
+        "instance_migrate",
         "instance_serial_console",
         "event_list",
         "host_list",

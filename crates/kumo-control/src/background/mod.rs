@@ -37,6 +37,7 @@ pub mod billing;
 pub mod hosts;
 pub mod images;
 pub mod instances;
+pub mod migrations;
 pub mod monitoring;
 pub mod network;
 pub mod sweep;
