@@ -38,8 +38,8 @@
 //!
 //! Drains: a host with a drain under way gets one move at a time (the scheduler chooses each
 //! target); an instance whose move was refused or rolled back during this drain is not tried
-//! again; instances in a transitional state are waited for. The drain ends `done` when nothing is
-//! left on the host, `incomplete` (saying why per instance) when what is left cannot move.
+//! again; instances in a transitional state are waited for. The drain ends `done` when no
+//! instance is left on the host and every move off it has cleaned up its source copy, `incomplete` (saying why per instance) when what is left cannot move.
 
 use super::Error;
 use crate::app::instances::event;
@@ -354,6 +354,9 @@ async fn drive_drains(app: &App) -> Result<(), Error> {
         }
         let on_host = kumo_store::instances::on_host(&mut tx, h.id).await?;
         if on_host.is_empty() {
+            if moves.iter().any(|m| m.phase == Phase::Cleaning) {
+                continue; // done once nothing of the moved instances is left on the host either
+            }
             kumo_store::hosts::finish_drain(&mut tx, h.id, DrainState::Done, None).await?;
             tx.commit().await.map_err(kumo_store::StoreError::from)?;
             tracing::info!(host = %h.name, "drain done: no instance is left on the host");
