@@ -56,8 +56,13 @@ fn real_guests_spread_over_three_hosts_and_outlive_their_agent() {
     let (s, v) = cl.post(0, "/v1/projects", json!({"name": "demo"}));
     assert_eq!(s, 201, "{v}");
     let mut hosts = std::collections::BTreeSet::new();
+    // Every boot: a marker on the root disk is written the first time and found afterwards, so a
+    // guest moved to another host proves its disk came with it.
+    let marker = "if [ -f /mnt/root/kumo-marker ]; then echo \"kumo-test: marker found $(cat /mnt/root/kumo-marker)\"; \
+                  else echo first-boot > /mnt/root/kumo-marker && sync && echo 'kumo-test: marker written'; fi";
     for i in 0..3 {
-        let body = json!({"name": format!("g{i}"), "image": "tiny", "instance_type": "k1-nano"});
+        let body =
+            json!({"name": format!("g{i}"), "image": "tiny", "instance_type": "k1-nano", "user_data": marker});
         let (s, v) = cl.post(0, "/v1/instances?project=demo", body);
         assert_eq!(s, 202, "{v}");
     }
@@ -93,6 +98,37 @@ fn real_guests_spread_over_three_hosts_and_outlive_their_agent() {
         (cl.instance(0, &on_h2)["state"] == "running").then_some(())
     });
     assert_eq!(qemu_pids(&h2), before, "the same QEMU, found again");
+
+    // Drain h3: its guest is stopped, its root disk copied to another host and checked there,
+    // and it boots there with the same address (from the new host's DHCP) and its disk's data.
+    let serial = |name: &str| -> String {
+        let (s, v) = cl.get(0, &format!("/v1/instances/{name}/serial-console?project=demo"));
+        assert_eq!(s, 200, "{v}");
+        v.as_str().unwrap_or("").to_string()
+    };
+    let on_h3 = (0..3).map(|i| format!("g{i}")).find(|n| cl.instance(0, n)["host"] == "h3").expect("a guest on h3");
+    wait_for("the marker written on h3", Duration::from_secs(60), &|| cl.logs(), || {
+        serial(&on_h3).contains("kumo-test: marker written").then_some(())
+    });
+    let ip = cl.instance(0, &on_h3)["network_interfaces"][0]["ipv4"].as_str().expect("ip").to_string();
+    let (s, v) = cl.post(0, "/v1/hosts/h3/drain", json!({}));
+    assert_eq!((s, &v["drain"]["state"]), (202, &json!("draining")), "{v}");
+    let drained_at = std::time::Instant::now();
+    wait_for("h3 drained", Duration::from_secs(180), &|| cl.logs(), || {
+        let (_, h) = cl.get(0, "/v1/hosts/h3");
+        assert_ne!(h["drain"]["state"], "incomplete", "{h}");
+        (h["drain"]["state"] == "done").then_some(())
+    });
+    let moved = cl.wait_running(0, &on_h3);
+    assert_ne!(moved["host"], "h3", "{moved}");
+    assert_eq!(moved["network_interfaces"][0]["ipv4"], ip.as_str(), "the same address: {moved}");
+    wait_for("the moved guest ready with its address and its disk", Duration::from_secs(120), &|| cl.logs(), || {
+        let text = serial(&on_h3);
+        (text.contains(&format!("kumo-guest: network eth0 {ip}")) && text.contains("kumo-test: marker found first-boot"))
+            .then_some(())
+    });
+    eprintln!("drain of h3 (one guest, TCG): {:.1} s to done", drained_at.elapsed().as_secs_f64());
+    assert!(qemu_pids(&cl.dir.path().join("h3")).is_empty(), "no guest left on h3");
 
     // Deleting the guests removes them from their hosts.
     for i in 0..3 {
