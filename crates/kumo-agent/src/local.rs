@@ -19,8 +19,8 @@ use crate::system::tool::ToolError;
 use crate::{AgentError, Hypervisor};
 use async_trait::async_trait;
 use kumo_host_api::{
-    ApplyReport, BackupId, BackupStats, DesiredNet, DiskExport, GuestStatus, HostAgent, HostError, HostInfo, ImageFile, ImageId,
-    ImageInfo, InstanceId, InstanceSample, InstanceSpec, IoLimits, ProjectId, Result, SerialChunk, SnapshotId,
+    ApplyReport, BackupId, BackupStats, DesiredNet, DiskExport, GuestStatus, HostAgent, HostError, HostInfo, ImageFile,
+    ImageId, ImageInfo, InstanceId, InstanceSample, InstanceSpec, IoLimits, ProjectId, Result, SerialChunk, SnapshotId,
     SweepStats, VolumeDisk, VolumeId, VolumeOrigin,
 };
 use std::collections::HashSet;
@@ -166,18 +166,17 @@ impl HostAgent for LocalAgent {
     }
 
     async fn export_disk(&self, id: InstanceId) -> Result<DiskExport> {
-        let export = self.moves.export_path(id.get());
-        if !export.exists() {
-            if self.driver.status(id.get()).await? == GuestStatus::Running {
-                return Err(HostError::Failed(format!("instance {id} is running on this host; stop it first")));
-            }
-            self.moves.ensure_dir().await?;
-            // Written under a temporary name, then renamed: a staged export is always complete.
-            let tmp = self.moves.export_tmp(id.get());
-            let _ = tokio::fs::remove_file(&tmp).await;
-            self.driver.export_for_move(id.get(), &tmp).await?;
-            tokio::fs::rename(&tmp, &export).await.map_err(|e| AgentError::io("rename the staged export", e))?;
+        if self.driver.status(id.get()).await? == GuestStatus::Running {
+            return Err(HostError::Failed(format!("instance {id} is running on this host; stop it first")));
         }
+        // Always afresh: an export left by an earlier move (rolled back, the guest ran since) is
+        // stale. The guest is stopped, so doing it again after a crash gives the same bytes.
+        self.moves.ensure_dir().await?;
+        let (tmp, export) = (self.moves.export_tmp(id.get()), self.moves.export_path(id.get()));
+        let _ = tokio::fs::remove_file(&tmp).await;
+        self.driver.export_for_move(id.get(), &tmp).await?;
+        // Renamed when complete: a staged export is never half-written.
+        tokio::fs::rename(&tmp, &export).await.map_err(|e| AgentError::io("rename the staged export", e))?;
         Ok(moves::digest(&export).await?)
     }
 

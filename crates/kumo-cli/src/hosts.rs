@@ -122,7 +122,12 @@ pub fn drain_line(name: &str, d: &DrainView) -> String {
 
 /// Polls the host every second until its drain ends, printing a progress line (stderr) whenever
 /// it changes; an `incomplete` drain is an error with its reason.
-fn wait_drain(ctx: &Ctx, host: &str, mut current: crate::json::Json, timeout: std::time::Duration) -> Result<crate::json::Json> {
+fn wait_drain(
+    ctx: &Ctx,
+    host: &str,
+    mut current: crate::json::Json,
+    timeout: std::time::Duration,
+) -> Result<crate::json::Json> {
     let deadline = std::time::Instant::now() + timeout;
     let mut printed = String::new();
     loop {
@@ -137,7 +142,11 @@ fn wait_drain(ctx: &Ctx, host: &str, mut current: crate::json::Json, timeout: st
             DrainState::Draining => {}
             DrainState::Done => return Ok(current),
             DrainState::Incomplete => {
-                anyhow::bail!("the drain of host {} is incomplete: {}", h.name, d.reason.as_deref().unwrap_or("no reason given"))
+                anyhow::bail!(
+                    "the drain of host {} is incomplete: {}",
+                    h.name,
+                    d.reason.as_deref().unwrap_or("no reason given")
+                )
             }
         }
         if std::time::Instant::now() >= deadline {

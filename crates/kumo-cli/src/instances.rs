@@ -10,7 +10,9 @@ use crate::Ctx;
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use kumo_types::{InstanceCreate, InstanceMigrate, InstanceResize, InstanceState, InstanceView, Name, USER_DATA_MAX_BYTES};
+use kumo_types::{
+    InstanceCreate, InstanceMigrate, InstanceResize, InstanceState, InstanceView, Name, USER_DATA_MAX_BYTES,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -128,7 +128,7 @@ pub trait HostAgent: Send + Sync + 'static {
 
     /// Stages the stopped instance's root disk for a move: flattened (overlay and image) into one
     /// standalone qcow2 beside the host's other moves, and returns its size and SHA-256. Fails when
-    /// the guest runs. Idempotent (a staged export is reused).
+    /// the guest runs. Idempotent (staged afresh each time: the guest is stopped, the bytes the same).
     async fn export_disk(&self, id: InstanceId) -> Result<DiskExport>;
 
     /// Up to `max` bytes (at most [`DISK_CHUNK_BYTES`]) of the staged export from `offset`; empty

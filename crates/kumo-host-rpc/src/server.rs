@@ -13,8 +13,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use kumo_host_api::wire::{dispatch, Call, Reply};
 use kumo_host_api::{HostAgent, HostError, InstanceId, DISK_CHUNK_BYTES};
-use std::collections::HashMap;
 use rand::RngCore;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,19 +129,17 @@ fn host_error(e: HostError) -> Response {
     (StatusCode::UNPROCESSABLE_ENTITY, Json(Reply::<()>::Err(e))).into_response()
 }
 
-/// A number of the query string (`offset`, `max`), or 400.
-fn query_number(q: &HashMap<String, String>, name: &str, default: Option<u64>) -> Result<u64, Response> {
+/// A number of the query string (`offset`, `max`); the message of a 400 when it is not one.
+fn query_number(q: &HashMap<String, String>, name: &str, default: Option<u64>) -> Result<u64, String> {
     match (q.get(name), default) {
-        (Some(v), _) => v
-            .parse()
-            .map_err(|_| refuse(StatusCode::BAD_REQUEST, format!("'{name}' must be a byte count (got '{v}')"))),
+        (Some(v), _) => v.parse().map_err(|_| format!("'{name}' must be a byte count (got '{v}')")),
         (None, Some(d)) => Ok(d),
-        (None, None) => Err(refuse(StatusCode::BAD_REQUEST, format!("the query parameter '{name}' is missing"))),
+        (None, None) => Err(format!("the query parameter '{name}' is missing")),
     }
 }
 
-fn instance_id(id: &str) -> Result<InstanceId, Response> {
-    id.parse().map_err(|_| refuse(StatusCode::BAD_REQUEST, format!("'{id}' is not an instance id")))
+fn instance_id(id: &str) -> Result<InstanceId, String> {
+    id.parse().map_err(|_| format!("'{id}' is not an instance id"))
 }
 
 /// `GET /agent/v1/disks/{id}/export?offset=N&max=M`: bytes of a staged export.
@@ -150,10 +148,11 @@ async fn read_export(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let parsed = (|| Ok::<_, Response>((instance_id(&id)?, query_number(&q, "offset", None)?, query_number(&q, "max", Some(DISK_CHUNK_BYTES))?)))();
+    let parsed = instance_id(&id)
+        .and_then(|id| Ok((id, query_number(&q, "offset", None)?, query_number(&q, "max", Some(DISK_CHUNK_BYTES))?)));
     let (id, offset, max) = match parsed {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     match tokio::spawn(async move { agent.read_export(id, offset, max).await }).await {
         Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
@@ -169,10 +168,10 @@ async fn write_import(
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    let parsed = (|| Ok::<_, Response>((instance_id(&id)?, query_number(&q, "offset", None)?)))();
+    let parsed = instance_id(&id).and_then(|id| Ok((id, query_number(&q, "offset", None)?)));
     let (id, offset) = match parsed {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     if body.len() as u64 > DISK_CHUNK_BYTES {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("a chunk is at most {DISK_CHUNK_BYTES} bytes"));

@@ -134,7 +134,8 @@ pub async fn clear_drain(conn: &mut Conn, id: HostId) -> Result<()> {
 
 /// Hosts with a drain under way.
 pub async fn draining(conn: &mut Conn) -> Result<Vec<HostView>> {
-    let sql = format!("SELECT {COLS} {FROM} WHERE h.time_deleted IS NULL AND h.drain_state = 'draining' ORDER BY h.name");
+    let sql =
+        format!("SELECT {COLS} {FROM} WHERE h.time_deleted IS NULL AND h.drain_state = 'draining' ORDER BY h.name");
     let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
     rows.iter().map(from_row).collect()
 }

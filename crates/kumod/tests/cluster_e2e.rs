@@ -58,11 +58,11 @@ fn real_guests_spread_over_three_hosts_and_outlive_their_agent() {
     let mut hosts = std::collections::BTreeSet::new();
     // Every boot: a marker on the root disk is written the first time and found afterwards, so a
     // guest moved to another host proves its disk came with it.
-    let marker = "if [ -f /mnt/root/kumo-marker ]; then echo \"kumo-test: marker found $(cat /mnt/root/kumo-marker)\"; \
+    let marker =
+        "if [ -f /mnt/root/kumo-marker ]; then echo \"kumo-test: marker found $(cat /mnt/root/kumo-marker)\"; \
                   else echo first-boot > /mnt/root/kumo-marker && sync && echo 'kumo-test: marker written'; fi";
     for i in 0..3 {
-        let body =
-            json!({"name": format!("g{i}"), "image": "tiny", "instance_type": "k1-nano", "user_data": marker});
+        let body = json!({"name": format!("g{i}"), "image": "tiny", "instance_type": "k1-nano", "user_data": marker});
         let (s, v) = cl.post(0, "/v1/instances?project=demo", body);
         assert_eq!(s, 202, "{v}");
     }
@@ -124,8 +124,9 @@ fn real_guests_spread_over_three_hosts_and_outlive_their_agent() {
     assert_eq!(moved["network_interfaces"][0]["ipv4"], ip.as_str(), "the same address: {moved}");
     wait_for("the moved guest ready with its address and its disk", Duration::from_secs(120), &|| cl.logs(), || {
         let text = serial(&on_h3);
-        (text.contains(&format!("kumo-guest: network eth0 {ip}")) && text.contains("kumo-test: marker found first-boot"))
-            .then_some(())
+        (text.contains(&format!("kumo-guest: network eth0 {ip}"))
+            && text.contains("kumo-test: marker found first-boot"))
+        .then_some(())
     });
     eprintln!("drain of h3 (one guest, TCG): {:.1} s to done", drained_at.elapsed().as_secs_f64());
     assert!(qemu_pids(&cl.dir.path().join("h3")).is_empty(), "no guest left on h3");

@@ -261,7 +261,9 @@ impl Hypervisor for SimDriver {
         self.delay().await;
         let disk = self.with(|g| match g.get(&id) {
             None => Err(crate::AgentError::NotFound(id)),
-            Some(guest) if guest.running => Err(crate::AgentError::Hypervisor("the instance is running; stop it first".into())),
+            Some(guest) if guest.running => {
+                Err(crate::AgentError::Hypervisor("the instance is running; stop it first".into()))
+            }
             Some(guest) => Ok(guest.disk.clone()),
         })?;
         tokio::fs::write(dst, disk).await.map_err(|e| crate::AgentError::io(format!("write {}", dst.display()), e))
@@ -269,11 +271,14 @@ impl Hypervisor for SimDriver {
 
     async fn import_root_disk(&self, id: Uuid, src: &std::path::Path) -> Result<()> {
         self.delay().await;
-        let disk = tokio::fs::read(src).await.map_err(|e| crate::AgentError::io(format!("read {}", src.display()), e))?;
+        let disk =
+            tokio::fs::read(src).await.map_err(|e| crate::AgentError::io(format!("read {}", src.display()), e))?;
         self.with(|g| {
             let guest = g.entry(id).or_default();
             if guest.running {
-                return Err(crate::AgentError::Hypervisor("the instance runs on this host; its disk is not replaced".into()));
+                return Err(crate::AgentError::Hypervisor(
+                    "the instance runs on this host; its disk is not replaced".into(),
+                ));
             }
             guest.disk = disk;
             guest.serial.extend_from_slice(b"[simulated] root disk copied in from another host\n");

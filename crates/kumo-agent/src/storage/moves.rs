@@ -40,7 +40,9 @@ impl Moves {
     }
 
     pub async fn ensure_dir(&self) -> Result<()> {
-        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| AgentError::io(format!("create {}", self.dir.display()), e))
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| AgentError::io(format!("create {}", self.dir.display()), e))
     }
 
     /// Up to `max` bytes (at most [`DISK_CHUNK_BYTES`]) of the staged export from `offset`.

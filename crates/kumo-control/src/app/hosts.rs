@@ -96,17 +96,20 @@ pub async fn with_drain_progress(conn: &mut kumo_store::Conn, mut h: HostView) -
     let moves = kumo_store::migrations::from_host_since(conn, h.id, drain.time_started).await?;
     let drained: Vec<_> = moves.iter().filter(|m| m.drain).collect();
     drain.moved = drained.iter().filter(|m| matches!(m.phase, Phase::Cleaning | Phase::Done)).count() as i64;
-    drain.failed = drained
-        .iter()
-        .filter(|m| matches!(m.phase, Phase::RollingBack | Phase::RolledBack | Phase::Refused))
-        .count() as i64;
+    drain.failed =
+        drained.iter().filter(|m| matches!(m.phase, Phase::RollingBack | Phase::RolledBack | Phase::Refused)).count()
+            as i64;
     drain.moving = None;
     if let Some(m) = moves.iter().find(|m| m.phase.before_commit()) {
         drain.moving = kumo_store::instances::get_by_id(conn, m.instance_id).await?.map(|r| r.view.name);
     }
     drain.remaining = kumo_store::instances::on_host(conn, h.id).await?.len() as i64;
     if drain.reason.is_none() {
-        drain.reason = drained.iter().rev().find(|m| m.reason.is_some() && !m.phase.before_commit()).and_then(|m| m.reason.clone());
+        drain.reason = drained
+            .iter()
+            .rev()
+            .find(|m| m.reason.is_some() && !m.phase.before_commit())
+            .and_then(|m| m.reason.clone());
     }
     Ok(h)
 }

@@ -374,6 +374,18 @@ pub async fn act(
     }
     let cause = ctx.cause(&operation);
     let ev = kumo_store::events::record(&mut tx, &event(&rec, "state_changed", Some(t), &cause)).await?;
+    commit_action(app, ctx, tx, &rec, ev).await
+}
+
+/// Ends an action's transaction: reads the instance as changed, commits, publishes the action's
+/// event and wakes the reconciler; returns the view.
+pub(crate) async fn commit_action(
+    app: &App,
+    ctx: &OpContext,
+    mut tx: kumo_store::Tx,
+    rec: &InstanceRecord,
+    ev: kumo_types::EventView,
+) -> ApiResult<InstanceView> {
     let view = kumo_store::instances::get_by_id(&mut tx, rec.view.id)
         .await?
         .ok_or_else(|| ApiError::internal("instance vanished"))?

@@ -11,7 +11,7 @@
 //! scheduler's reason), attached volumes and an unreachable source host (their disks live only
 //! there: moving them needs shared storage, a later issue).
 
-use super::instances::{candidates, event, reserve_among, visible};
+use super::instances::{candidates, event, reserve_among};
 use super::selector;
 use crate::context::{Access, OpContext};
 use crate::error::{ApiError, ApiResult};
@@ -36,14 +36,7 @@ pub async fn migrate(
     let mut tx = app.store.begin().await?;
     let rec = super::instances::get(&mut tx, ctx, project, instance, Access::Write).await?;
     let ev = begin(app, &mut tx, &rec, target.as_ref(), false, &ctx.cause("instance_migrate")).await?;
-    let view = kumo_store::instances::get_by_id(&mut tx, rec.view.id)
-        .await?
-        .ok_or_else(|| ApiError::internal("instance vanished"))?
-        .view;
-    tx.commit().await.map_err(ApiError::internal)?;
-    app.events.publish(Some(rec.project_id), Some(&rec.view.project), ev);
-    app.reconciler.wake();
-    Ok(visible(app, ctx, rec.host_id, view))
+    super::instances::commit_action(app, ctx, tx, &rec, ev).await
 }
 
 /// Begins a move of `rec` to `target` (None: the scheduler's choice) in the caller's transaction:
@@ -110,7 +103,10 @@ pub(crate) async fn begin(
         }
     };
     let target_name = hosts.iter().find(|h| h.id == target_id).map(|h| h.name.clone()).unwrap_or_default();
-    let reason = format!("moving from host '{}' to host '{target_name}': stopping the guest, staging its root disk", source.name);
+    let reason = format!(
+        "moving from host '{}' to host '{target_name}': stopping the guest, staging its root disk",
+        source.name
+    );
     if !kumo_store::instances::set_state(tx, rec.view.id, rec.generation, t.to, Some(&reason)).await? {
         return Err(ApiError::conflict("the instance changed while the request was handled; retry"));
     }

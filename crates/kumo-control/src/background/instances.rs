@@ -129,7 +129,7 @@ async fn collect_leaks(app: &App, host: HostId, agent: &dyn HostAgent) -> anyhow
 /// Why a step did not do its work: a failure of the instance (it becomes `failed` with the
 /// reason), or its host's agent could not be reached (nothing is known about the guest: the step
 /// is tried again at the next pass, the instance keeps its state).
-enum StepError {
+pub(super) enum StepError {
     Failed(String),
     Unreachable(String),
 }
@@ -140,6 +140,13 @@ impl From<HostError> for StepError {
             HostError::Unreachable(_) => StepError::Unreachable(e.to_string()),
             e => StepError::Failed(e.to_string()),
         }
+    }
+}
+
+impl From<kumo_store::StoreError> for StepError {
+    fn from(e: kumo_store::StoreError) -> StepError {
+        // Not the resource's fault: the step is tried again.
+        StepError::Unreachable(format!("store: {e}"))
     }
 }
 
@@ -217,10 +224,9 @@ async fn step(app: &App, hv: &dyn HostAgent, rec: kumo_store::instances::Instanc
                 }
                 Ok(None)
             }
-            InstanceState::Failed
-            | InstanceState::Destroyed
-            | InstanceState::Unknown
-            | InstanceState::Migrating => Ok(None),
+            InstanceState::Failed | InstanceState::Destroyed | InstanceState::Unknown | InstanceState::Migrating => {
+                Ok(None)
+            }
         }
     }
     .await;

@@ -41,10 +41,11 @@
 //! again; instances in a transitional state are waited for. The drain ends `done` when no
 //! instance is left on the host and every move off it has cleaned up its source copy, `incomplete` (saying why per instance) when what is left cannot move.
 
+use super::instances::StepError;
 use super::Error;
 use crate::app::instances::event;
 use crate::App;
-use kumo_host_api::{DiskExport, HostAgent, HostError, DISK_CHUNK_BYTES};
+use kumo_host_api::{DiskExport, HostAgent, DISK_CHUNK_BYTES};
 use kumo_store::migrations::{MigrationRecord, Phase};
 use kumo_types::{DrainState, HostId, InstanceId, InstanceObservation, InstanceState, NameOrId};
 use std::collections::HashSet;
@@ -85,29 +86,6 @@ pub async fn pass(app: &Arc<App>) {
     }
 }
 
-/// Why a step did not finish: a host refused (before the commit: roll back), or could not be
-/// reached (try again; roll back after [`MOVE_PATIENCE`]).
-enum StepError {
-    Failed(String),
-    Unreachable(String),
-}
-
-impl From<HostError> for StepError {
-    fn from(e: HostError) -> StepError {
-        match e {
-            HostError::Unreachable(_) => StepError::Unreachable(e.to_string()),
-            e => StepError::Failed(e.to_string()),
-        }
-    }
-}
-
-impl From<kumo_store::StoreError> for StepError {
-    fn from(e: kumo_store::StoreError) -> StepError {
-        // Not the move's fault: try again.
-        StepError::Unreachable(format!("store: {e}"))
-    }
-}
-
 fn agent(app: &App, host: HostId) -> Result<Arc<dyn HostAgent>, StepError> {
     if app.hosts.is_lost(host) {
         return Err(StepError::Unreachable(format!("host {host} is unreachable")));
@@ -125,7 +103,11 @@ async fn step(app: &App, m: MigrationRecord) -> bool {
         Phase::Done | Phase::RolledBack | Phase::Refused => Ok(false),
     };
     let record = |msg: &str| {
-        app.reconciler.record_error(&Error::Step(format!("move of instance {} ({}): {msg}", m.instance_id, m.phase.as_str())))
+        app.reconciler.record_error(&Error::Step(format!(
+            "move of instance {} ({}): {msg}",
+            m.instance_id,
+            m.phase.as_str()
+        )))
     };
     match outcome {
         Ok(changed) => changed,
@@ -152,7 +134,9 @@ fn target_of(m: &MigrationRecord) -> Result<HostId, StepError> {
 
 async fn host_name(app: &App, host: HostId) -> String {
     let name = match app.store.read().await {
-        Ok(mut conn) => kumo_store::hosts::get(&mut conn, &NameOrId::Id(host.get())).await.ok().flatten().map(|h| h.name),
+        Ok(mut conn) => {
+            kumo_store::hosts::get(&mut conn, &NameOrId::Id(host.get())).await.ok().flatten().map(|h| h.name)
+        }
         Err(_) => None,
     };
     name.unwrap_or_else(|| host.to_string())
@@ -265,9 +249,7 @@ async fn clean_source(app: &App, m: &MigrationRecord) -> Result<bool, StepError>
     }
     source.destroy(id).await?;
     source.discard_move(id).await?;
-    if let Some(target) = m.target_host_id.and_then(|t| app.hosts.get(t)) {
-        target.discard_move(id).await?;
-    }
+    agent(app, target_of(m)?)?.discard_move(id).await?;
     let mut tx = app.store.begin().await?;
     let done = kumo_store::migrations::set_phase(&mut tx, m.id, Phase::Cleaning, Phase::Done, None).await?;
     tx.commit().await.map_err(kumo_store::StoreError::from)?;
@@ -285,9 +267,7 @@ async fn clean_target(app: &App, m: &MigrationRecord) -> Result<bool, StepError>
     }
     target.destroy(id).await?;
     target.discard_move(id).await?;
-    if let Some(source) = app.hosts.get(m.source_host_id) {
-        source.discard_move(id).await?;
-    }
+    agent(app, m.source_host_id)?.discard_move(id).await?;
     let mut tx = app.store.begin().await?;
     let done = kumo_store::migrations::set_phase(&mut tx, m.id, Phase::RollingBack, Phase::RolledBack, None).await?;
     tx.commit().await.map_err(kumo_store::StoreError::from)?;
@@ -367,9 +347,9 @@ async fn drive_drains(app: &App) -> Result<(), Error> {
             .filter(|m| m.drain && matches!(m.phase, Phase::RollingBack | Phase::RolledBack | Phase::Refused))
             .map(|m| m.instance_id)
             .collect();
-        let next = on_host
-            .iter()
-            .find(|r| matches!(r.state(), InstanceState::Running | InstanceState::Stopped) && !tried.contains(&r.view.id));
+        let next = on_host.iter().find(|r| {
+            matches!(r.state(), InstanceState::Running | InstanceState::Stopped) && !tried.contains(&r.view.id)
+        });
         if let Some(rec) = next {
             let cause = format!("host_drain of '{}'", h.name);
             match crate::app::migrations::begin(app, &mut tx, rec, None, true, &cause).await {
