@@ -238,6 +238,20 @@ fn placement_groups_over_three_hosts() {
     }
 }
 
+/// The `kumo` CLI against controller `c`, as the operator (stdout and stderr captured).
+fn kumo(cl: &Cluster, c: usize, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(common::kumo_binary());
+    cmd.args(args)
+        .env("KUMO_URL", &cl.urls[c])
+        .env("KUMO_TOKEN", &cl.token)
+        .env("KUMO_FINGERPRINT", &cl.fingerprint)
+        .env("HOME", cl.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
 /// What must not change when an instance moves: its id, address and MAC.
 fn identity(v: &Value) -> (Value, Value, Value) {
     let nic = &v["network_interfaces"][0];
@@ -348,14 +362,23 @@ fn instances_move_between_hosts_and_a_host_drains() {
     let used = |h: &str| cl.host(0, h)["vcpus_used"].as_i64().expect("vcpus_used");
     let used_before: Vec<i64> = ["h1", "h2", "h3"].iter().map(|h| used(h)).collect();
 
-    // A running instance to the host asked for: it shows `migrating`, then runs there.
-    let (s, v) = migrate(0, &a, json!({"host": "h2"}));
-    assert_eq!((s, &v["state"]), (202, &json!("migrating")), "{v}");
+    // A running instance to the host asked for, with the CLI: it shows `migrating` (a second move
+    // meanwhile is refused), then runs there.
+    let mut cli =
+        kumo(&cl, 1, &["instance", "migrate", &a, "--host", "h2", "--project", "demo", "--wait", "--timeout", "60"])
+            .spawn()
+            .expect("kumo");
+    let v = wait_for("migrating", Duration::from_secs(10), &|| cl.logs(), || {
+        let v = cl.instance(0, &a);
+        (v["state"] == "migrating").then_some(v)
+    });
     assert!(v["state_reason"].as_str().unwrap_or("").contains("to host 'h2'"), "{v}");
     let (s, v) = migrate(1, &a, json!({}));
     assert_eq!(s, 409, "a second move while it moves: {v}");
-    let v = cl.wait_running(1, &a);
-    assert_eq!(v["host"], "h2", "{v}");
+    let status = cli.wait().expect("kumo");
+    assert!(status.success(), "kumo instance migrate --wait failed\n{}", cl.logs());
+    let v = cl.instance(1, &a);
+    assert_eq!((&v["state"], &v["host"]), (&json!("running"), &json!("h2")), "{v}");
     assert_eq!(identity(&v), before[&a], "same id, IP and MAC");
     assert_eq!(used("h1"), used_before[0] - 1, "its capacity left h1");
     assert_eq!(used("h2"), used_before[1] + 1, "and is reserved on h2");
@@ -380,13 +403,16 @@ fn instances_move_between_hosts_and_a_host_drains() {
     // Drain h1: every instance moves off it, one at a time; the host ends empty.
     let left_on_h1 = on("h1");
     assert!(!left_on_h1.is_empty(), "something to drain");
-    let (s, v) = cl.post(1, "/v1/hosts/h1/drain", json!({}));
-    assert_eq!((s, &v["state"], &v["drain"]["state"]), (202, &json!("cordoned"), &json!("draining")), "{v}");
-    let h1 = wait_for("h1 drained", Duration::from_secs(90), &|| cl.logs(), || {
-        let h = cl.host(0, "h1");
-        assert_ne!(h["drain"]["state"], "incomplete", "{h}");
-        (h["drain"]["state"] == "done").then_some(h)
-    });
+    let out = kumo(&cl, 1, &["host", "drain", "h1", "--wait", "--timeout", "90"]).output().expect("kumo");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kumo host drain --wait: {progress}\n{}", cl.logs());
+    let lines: Vec<&str> = progress.lines().collect();
+    let first = format!("host h1: drain draining: 0 moved, {} remaining", left_on_h1.len());
+    assert!(lines.first().is_some_and(|l| l.starts_with(&first)), "progress lines: {progress}");
+    let last = format!("host h1: drain done: {} moved, 0 remaining", left_on_h1.len());
+    assert_eq!(lines.last().copied(), Some(last.as_str()), "progress lines: {progress}");
+    let h1 = cl.host(0, "h1");
+    assert_eq!((&h1["state"], &h1["drain"]["state"]), (&json!("cordoned"), &json!("done")), "{h1}");
     assert_eq!((h1["drain"]["remaining"].as_i64(), h1["vcpus_used"].as_i64()), (Some(0), Some(0)), "{h1}");
     assert_eq!(h1["drain"]["moved"].as_i64(), Some(left_on_h1.len() as i64), "{h1}");
     assert!(cl.agent_instances("h1").is_empty(), "nothing is left on h1");
