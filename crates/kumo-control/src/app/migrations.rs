@@ -57,6 +57,12 @@ pub(crate) async fn begin(
         .iter()
         .find(|h| h.id == rec.host_id)
         .ok_or_else(|| ApiError::internal(format!("host {} of instance {} is missing", rec.host_id, rec.view.id)))?;
+    if hosts.len() == 1 {
+        return Err(ApiError::conflict(format!(
+            "instance '{name}' cannot be moved: its host '{}' is the only host of the cloud",
+            source.name
+        )));
+    }
     if source.state == HostState::Unreachable || app.hosts.is_lost(source.id) {
         return Err(ApiError::conflict(format!(
             "instance '{name}' cannot be moved: its host '{}' is unreachable and its root disk is only there; \
