@@ -2,7 +2,7 @@
 //! move itself is carried out by the background reconciler (`background::migrations`), phase by
 //! phase, from the row recorded here.
 //!
-//! A move is begun in one transaction ([`begin`]): the state machine allows it (`running` or
+//! A move is begun in one transaction (`begin`): the state machine allows it (`running` or
 //! `stopped` → `migrating`), the target is chosen (the scheduler among the other ready hosts of
 //! the instance's zone, or the host asked for, checked the same way), its capacity reserved, the
 //! move recorded (phase `exporting`) and the instance set `migrating`. Nothing happens on a host

@@ -8,7 +8,7 @@
 //!
 //! | task (status name)            | file                  | period                      | woken by |
 //! |-------------------------------|-----------------------|-----------------------------|----------|
-//! | instances (`instances`)       | [`instances`]         | `reconcile_period`          | every instance change |
+//! | instances (`instances`)       | [`instances`], [`migrations`] (moves between hosts, drains) | `reconcile_period` | every instance change, move and drain |
 //! | volumes (`volumes`)           | [`volumes`]           | `reconcile_period`          | every volume or snapshot change |
 //! | network (`network`)           | [`network`]           | 5 × `reconcile_period`      | every network change, instance create/destroy |
 //! | monitoring (`monitoring`)     | [`monitoring`]        | `--metrics-interval`        | — |
