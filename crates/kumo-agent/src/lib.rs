@@ -137,4 +137,15 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// Writes a stopped instance's root disk (its whole chain) as a standalone qcow2 at `dst`.
     async fn export_root_disk(&self, id: Uuid, dst: &std::path::Path) -> Result<()>;
+
+    /// Writes a stopped instance's root disk at `dst` for a move to another host, standalone
+    /// (nothing of this host's image cache needed to read it). By default
+    /// [`Hypervisor::export_root_disk`].
+    async fn export_for_move(&self, id: Uuid, dst: &std::path::Path) -> Result<()> {
+        self.export_root_disk(id, dst).await
+    }
+
+    /// Makes `src` — a verified copy of what [`Hypervisor::export_for_move`] wrote on another
+    /// host — the instance's root disk here (moved into place; its config drive is made at start).
+    async fn import_root_disk(&self, id: Uuid, src: &std::path::Path) -> Result<()>;
 }

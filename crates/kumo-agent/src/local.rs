@@ -11,6 +11,7 @@
 
 use crate::network::{HostNet, NetError};
 use crate::storage::backup::{BackupTarget, DirTarget, Scratch};
+use crate::storage::moves::{self, Moves};
 use crate::storage::pool::VolumeSource;
 use crate::storage::qemu_img;
 use crate::storage::quarantine::Quarantine;
@@ -18,8 +19,8 @@ use crate::system::tool::ToolError;
 use crate::{AgentError, Hypervisor};
 use async_trait::async_trait;
 use kumo_host_api::{
-    ApplyReport, BackupId, BackupStats, DesiredNet, GuestStatus, HostAgent, HostError, HostInfo, ImageFile, ImageId,
-    ImageInfo, InstanceId, InstanceSample, InstanceSpec, IoLimits, ProjectId, Result, SerialChunk, SnapshotId,
+    ApplyReport, BackupId, BackupStats, DesiredNet, DiskExport, GuestStatus, HostAgent, HostError, HostInfo, ImageFile,
+    ImageId, ImageInfo, InstanceId, InstanceSample, InstanceSpec, IoLimits, ProjectId, Result, SerialChunk, SnapshotId,
     SweepStats, VolumeDisk, VolumeId, VolumeOrigin,
 };
 use std::collections::HashSet;
@@ -65,6 +66,8 @@ pub struct LocalAgent {
     backups_dir: PathBuf,
     images_dir: PathBuf,
     quarantine: Arc<Quarantine>,
+    /// Root disks on the move (`DATA_DIR/moves`).
+    moves: Moves,
 }
 
 impl LocalAgent {
@@ -79,6 +82,7 @@ impl LocalAgent {
             backups_dir,
             images_dir: data_dir.join("images"),
             quarantine,
+            moves: Moves::new(data_dir.join("moves")),
         }
     }
 
@@ -159,6 +163,54 @@ impl HostAgent for LocalAgent {
 
     async fn sample(&self, id: InstanceId) -> Result<Option<InstanceSample>> {
         Ok(self.driver.sample(id.get()).await?)
+    }
+
+    async fn export_disk(&self, id: InstanceId) -> Result<DiskExport> {
+        if self.driver.status(id.get()).await? == GuestStatus::Running {
+            return Err(HostError::Failed(format!("instance {id} is running on this host; stop it first")));
+        }
+        // Always afresh: an export left by an earlier move (rolled back, the guest ran since) is
+        // stale. The guest is stopped, so doing it again after a crash gives the same bytes.
+        self.moves.ensure_dir().await?;
+        let (tmp, export) = (self.moves.export_tmp(id.get()), self.moves.export_path(id.get()));
+        let _ = tokio::fs::remove_file(&tmp).await;
+        self.driver.export_for_move(id.get(), &tmp).await?;
+        // Renamed when complete: a staged export is never half-written.
+        tokio::fs::rename(&tmp, &export).await.map_err(|e| AgentError::io("rename the staged export", e))?;
+        Ok(moves::digest(&export).await?)
+    }
+
+    async fn read_export(&self, id: InstanceId, offset: u64, max: u64) -> Result<Vec<u8>> {
+        Ok(self.moves.read_export(id.get(), offset, max).await?)
+    }
+
+    async fn write_import(&self, id: InstanceId, offset: u64, bytes: Vec<u8>) -> Result<()> {
+        Ok(self.moves.write_import(id.get(), offset, bytes).await?)
+    }
+
+    async fn finish_import(&self, id: InstanceId, expect: DiskExport) -> Result<()> {
+        let incoming = self.moves.import_path(id.get());
+        if !incoming.exists() {
+            // Installed by an earlier call whose answer was lost: the disk is there.
+            if self.driver.status(id.get()).await? != GuestStatus::Absent {
+                return Ok(());
+            }
+            return Err(HostError::NotFound(format!("no incoming copy of instance {id}'s root disk on this host")));
+        }
+        let got = moves::digest(&incoming).await?;
+        if got != expect {
+            let _ = tokio::fs::remove_file(&incoming).await;
+            return Err(HostError::Failed(format!(
+                "the copy of instance {id}'s root disk does not match the source's: {} bytes with SHA-256 {}, \
+                 expected {} bytes with SHA-256 {}",
+                got.size_bytes, got.sha256, expect.size_bytes, expect.sha256
+            )));
+        }
+        Ok(self.driver.import_root_disk(id.get(), &incoming).await?)
+    }
+
+    async fn discard_move(&self, id: InstanceId) -> Result<()> {
+        Ok(self.moves.discard(id.get()).await?)
     }
 
     async fn create_volume(&self, id: VolumeId, size_bytes: u64, origin: VolumeOrigin, encrypted: bool) -> Result<()> {

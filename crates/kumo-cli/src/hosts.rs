@@ -7,7 +7,9 @@ use crate::Ctx;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use kumo_types::{labels_text, HostLabelsSet, HostRole, HostView, JoinTokenCreate, JoinTokenCreated, Labels};
+use kumo_types::{
+    labels_text, DrainState, DrainView, HostLabelsSet, HostRole, HostView, JoinTokenCreate, JoinTokenCreated, Labels,
+};
 use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +45,18 @@ pub enum HostCommand {
         /// KEY=VALUE to set, KEY- to remove
         #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
         changes: Vec<String>,
+    },
+    /// Drain a host: cordon it and move every instance off it, one at a time (cold migration:
+    /// stop, copy the root disk, start on another host of its zone)
+    Drain {
+        /// Host name or id
+        host: String,
+        /// Wait until the drain ends, printing a line at every step
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds
+        #[arg(long, value_name = "SECS", default_value_t = 1800, requires = "wait")]
+        timeout: u64,
     },
     /// One-time tokens a `kumod agent` joins the cluster with
     #[command(subcommand)]
@@ -127,11 +141,72 @@ pub fn run(ctx: &Ctx, command: &HostCommand) -> Result<()> {
             let h = ctx.client.put(&["hosts", host, "labels"], &[], &HostLabelsSet { labels })?;
             ctx.show(&h, render_view)
         }
+        HostCommand::Drain { host, wait, timeout } => {
+            let h = ctx.client.post(&["hosts", host, "drain"], &[], None::<&()>)?;
+            if !*wait {
+                return ctx.show(&h, render_view);
+            }
+            let last = wait_drain(ctx, host, h, std::time::Duration::from_secs(*timeout))?;
+            ctx.show(&last, render_view)
+        }
         HostCommand::JoinToken(JoinTokenCommand::Create { zone, expires }) => {
             let body = JoinTokenCreate { zone: zone.clone(), expires_in_seconds: *expires };
             let created = ctx.client.post(&["join-tokens"], &[], Some(&body))?;
             ctx.show(&created, render_join_token)
         }
+    }
+}
+
+/// One line of a drain's progress.
+pub fn drain_line(name: &str, d: &DrainView) -> String {
+    let mut line = format!("host {name}: drain {}: {} moved, {} remaining", d.state.as_str(), d.moved, d.remaining);
+    if d.failed > 0 {
+        line.push_str(&format!(", {} failed", d.failed));
+    }
+    if let Some(m) = &d.moving {
+        line.push_str(&format!(", moving {m}"));
+    }
+    line
+}
+
+/// Polls the host every second until its drain ends, printing a progress line (stderr) whenever
+/// it changes; an `incomplete` drain is an error with its reason.
+fn wait_drain(
+    ctx: &Ctx,
+    host: &str,
+    mut current: crate::json::Json,
+    timeout: std::time::Duration,
+) -> Result<crate::json::Json> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut printed = String::new();
+    loop {
+        let h: HostView = output::view(&current.to_value())?;
+        let Some(d) = &h.drain else { anyhow::bail!("host {} is not being drained (uncordoned meanwhile?)", h.name) };
+        let line = drain_line(&h.name, d);
+        if line != printed {
+            eprintln!("{line}");
+            printed = line;
+        }
+        match d.state {
+            DrainState::Draining => {}
+            DrainState::Done => return Ok(current),
+            DrainState::Incomplete => {
+                anyhow::bail!(
+                    "the drain of host {} is incomplete: {}",
+                    h.name,
+                    d.reason.as_deref().unwrap_or("no reason given")
+                )
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "timed out after {}s waiting for the drain of host {}; it goes on: check with `kumo host view {host}`",
+                timeout.as_secs(),
+                h.name
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        current = ctx.client.get(&["hosts", host], &[])?;
     }
 }
 
@@ -184,6 +259,13 @@ fn render_view(value: &Value) -> Result<String> {
     let capacity = |used: i64, limit: i64, total: i64, ratio: f64, unit: &str| {
         format!("{used}/{limit}{unit} used (physical {total}{unit}, overcommit x{ratio})")
     };
+    let drain = h.drain.as_ref().map_or_else(
+        || "-".to_string(),
+        |d| match &d.reason {
+            Some(r) => format!("{} ({r})", drain_line(&h.name, d)),
+            None => drain_line(&h.name, d),
+        },
+    );
     let table = view_table(vec![
         ("NAME", h.name),
         ("ID", h.id.to_string()),
@@ -202,6 +284,7 @@ fn render_view(value: &Value) -> Result<String> {
         ("REGISTERED", time_with_age(h.time_created, now)),
         ("LAST REPORT", time_with_age(h.time_modified, now)),
         ("LAST SEEN", h.last_seen.map_or_else(|| seen(h.role, None, now), |t| time_with_age(t, now))),
+        ("DRAIN", drain),
     ]);
     Ok(output::render(&table))
 }
@@ -239,6 +322,11 @@ mod tests {
         assert!(view.contains("1024/6144 MiB used (physical 4096 MiB, overcommit x1.5)"), "{view}");
         assert!(view.contains("tcg (KVM probe boot timed out)"), "{view}");
         assert!(view.contains("https://10.77.0.2:7401"), "{view}");
+        let mut draining = sample();
+        draining["drain"] = json!({"state": "draining", "time_started": "2024-05-01T10:00:00Z", "time_finished": null,
+            "moved": 2, "failed": 0, "remaining": 1, "moving": "vm3", "reason": null});
+        let view = render_view(&draining).expect("view");
+        assert!(view.contains("host host-a: drain draining: 2 moved, 1 remaining, moving vm3"), "{view}");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::Ctx;
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use kumo_types::{InstanceCreate, InstanceResize, InstanceState, InstanceView, Name, USER_DATA_MAX_BYTES};
+use kumo_types::{
+    InstanceCreate, InstanceMigrate, InstanceResize, InstanceState, InstanceView, Name, USER_DATA_MAX_BYTES,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,9 @@ pub enum InstanceCommand {
     Delete(InstanceActionArgs),
     /// Change the instance type of a stopped instance
     Resize(InstanceResizeArgs),
+    /// Move an instance to another host (operators): stopped, its root disk copied, started
+    /// there again if it ran; it keeps its name, id, IP and MAC
+    Migrate(InstanceMigrateArgs),
     /// Print the serial console log
     Serial(SerialArgs),
     /// SSH into an instance through its floating IP, as its image's default user
@@ -119,6 +124,19 @@ pub struct InstanceResizeArgs {
     pub project: ProjectArg,
 }
 
+#[derive(Debug, Args)]
+pub struct InstanceMigrateArgs {
+    /// Instance name or id
+    pub instance: String,
+    /// The host to move it to (default: the scheduler's choice among the other ready hosts of its zone)
+    #[arg(long)]
+    pub host: Option<String>,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
 pub fn run(ctx: &Ctx, command: &InstanceCommand) -> Result<()> {
     match command {
         InstanceCommand::List { project, list } => {
@@ -144,6 +162,7 @@ pub fn run(ctx: &Ctx, command: &InstanceCommand) -> Result<()> {
             let resized = ctx.client.post(&["instances", &r.instance, "resize"], &query, Some(&body))?;
             ctx.show(&resized, render_view)
         }
+        InstanceCommand::Migrate(m) => migrate(ctx, m),
         InstanceCommand::Serial(args) => serial::run(ctx, args),
         InstanceCommand::Ssh(args) => crate::ssh::run(ctx, args),
         InstanceCommand::Metrics(args) => crate::metrics::run(ctx, args),
@@ -182,6 +201,31 @@ fn read_user_data(path: &Path) -> Result<String> {
         );
     }
     String::from_utf8(data).map_err(|_| anyhow::anyhow!("user data file {} is not UTF-8 text", path.display()))
+}
+
+/// Moves an instance; with `--wait`, until it is back in the state it was in, on another host
+/// (a move that was rolled back is an error, with its reason).
+fn migrate(ctx: &Ctx, m: &InstanceMigrateArgs) -> Result<()> {
+    let project = m.project.project.as_str();
+    let query = [("project", project)];
+    let before: InstanceView = crate::output::view(&ctx.client.get(&["instances", &m.instance], &query)?.to_value())?;
+    let body = InstanceMigrate { host: m.host.clone() };
+    let returned = ctx.client.post(&["instances", &m.instance, "migrate"], &query, Some(&body))?;
+    let Some(after) = maybe_wait(&ctx.client, project, &m.instance, Target::State(before.state), &m.wait, returned)?
+    else {
+        bail!("instance {} disappeared while it was being moved", m.instance);
+    };
+    if m.wait.wait {
+        let view: InstanceView = crate::output::view(&after.to_value())?;
+        if view.host == before.host {
+            bail!(
+                "instance {} was not moved: {}",
+                m.instance,
+                view.state_reason.as_deref().unwrap_or("it is still on its host")
+            );
+        }
+    }
+    ctx.show(&after, render_view)
 }
 
 /// start, stop, reboot: POST the action, then wait if asked.

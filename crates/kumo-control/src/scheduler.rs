@@ -333,6 +333,7 @@ mod tests {
             cpu_overcommit: 1.0,
             memory_overcommit: 1.0,
             disk_overcommit: 1.0,
+            drain: None,
             zone: "default".into(),
             state: HostState::Ready,
             role: kumo_types::HostRole::Local,

@@ -127,3 +127,15 @@ pub struct SerialChunk {
     /// Absolute offset to continue from.
     pub next: u64,
 }
+
+/// An instance's root disk staged for a move to another host ([`crate::HostAgent::export_disk`]):
+/// one standalone qcow2 (the overlay and its image flattened together), its size and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskExport {
+    pub size_bytes: u64,
+    /// SHA-256 of the staged file, lower-case hex.
+    pub sha256: String,
+}
+
+/// The largest chunk of a disk one transfer call carries (see [`crate::HostAgent::read_export`]).
+pub const DISK_CHUNK_BYTES: u64 = 8 << 20;

@@ -25,6 +25,14 @@ impl<A: HostAgent> Transport for JsonRoundTrip<A> {
         let answer = dispatch(&self.0, call).await;
         serde_json::to_vec(&answer).map_err(|e| HostError::Unreachable(format!("{name}: encoding the answer: {e}")))
     }
+
+    async fn read_chunk(&self, id: InstanceId, offset: u64, max: u64) -> Result<Vec<u8>> {
+        self.0.read_export(id, offset, max).await
+    }
+
+    async fn write_chunk(&self, id: InstanceId, offset: u64, bytes: Vec<u8>) -> Result<()> {
+        self.0.write_import(id, offset, bytes).await
+    }
 }
 
 #[cfg(test)]

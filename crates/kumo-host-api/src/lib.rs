@@ -22,7 +22,10 @@
 //! desired states, reports. Nothing crosses as a path of the host, an object of the agent or a
 //! `&dyn` trait. Bulk data never crosses as bytes in a call either: backups are artifacts of the
 //! host's backup target named by (project, backup id), image files artifacts of the image store
-//! named by [`ImageFile`] (see [`storage`]); moving those artifacts is the transport's job.
+//! named by [`ImageFile`] (see [`storage`]); moving those artifacts is the transport's job. The
+//! one exception is moving a root disk to another host (cold migration): its bytes go in chunks
+//! ([`HostAgent::read_export`], [`HostAgent::write_import`]), which a transport carries as raw
+//! bytes, never as JSON (see [`wire::Transport::read_chunk`]).
 //!
 //! Every operation is idempotent and keyed by ids, so a reconciler killed half-way can simply call
 //! it again. Errors are a [`HostError`]: its kind keeps the distinctions the control plane acts on
@@ -37,7 +40,8 @@ pub mod storage;
 pub mod wire;
 
 pub use compute::{
-    BootSpec, GuestStatus, HostInfo, InstanceSample, InstanceSpec, IoLimits, NicSpec, SerialChunk, VolumeDisk,
+    BootSpec, DiskExport, GuestStatus, HostInfo, InstanceSample, InstanceSpec, IoLimits, NicSpec, SerialChunk,
+    VolumeDisk, DISK_CHUNK_BYTES,
 };
 pub use json::JsonRoundTrip;
 /// The typed ids the seam's calls take (re-exported so a host agent needs no other crate).
@@ -119,6 +123,29 @@ pub trait HostAgent: Send + Sync + 'static {
 
     /// The instance's cumulative counters, or None when its guest is not running.
     async fn sample(&self, id: InstanceId) -> Result<Option<InstanceSample>>;
+
+    // ---- moving a root disk to another host (cold migration; see docs/architecture.md)
+
+    /// Stages the stopped instance's root disk for a move: flattened (overlay and image) into one
+    /// standalone qcow2 beside the host's other moves, and returns its size and SHA-256. Fails when
+    /// the guest runs. Idempotent (staged afresh each time: the guest is stopped, the bytes the same).
+    async fn export_disk(&self, id: InstanceId) -> Result<DiskExport>;
+
+    /// Up to `max` bytes (at most [`DISK_CHUNK_BYTES`]) of the staged export from `offset`; empty
+    /// past its end. `not_found` when nothing is staged.
+    async fn read_export(&self, id: InstanceId, offset: u64, max: u64) -> Result<Vec<u8>>;
+
+    /// Writes `bytes` at `offset` of the incoming copy of the instance's root disk (offset 0
+    /// starts the copy afresh).
+    async fn write_import(&self, id: InstanceId, offset: u64, bytes: Vec<u8>) -> Result<()>;
+
+    /// Checks the incoming copy against `expect` (size and SHA-256) and makes it the instance's
+    /// root disk on this host; a copy that does not match is removed and the call fails. A no-op
+    /// when the copy was already installed.
+    async fn finish_import(&self, id: InstanceId, expect: DiskExport) -> Result<()>;
+
+    /// Removes the staged export and the incoming copy of the instance, if any (not its disk).
+    async fn discard_move(&self, id: InstanceId) -> Result<()>;
 
     // ---- volumes
 

@@ -7,6 +7,10 @@
 //! - the client side: every [`Transport`] (something that carries a `Call` to an agent and brings
 //!   the answer back) is a [`HostAgent`], by a blanket implementation.
 //!
+//! Two calls are not in the table: [`HostAgent::read_export`] and [`HostAgent::write_import`]
+//! carry disk bytes, which a transport moves as raw bytes ([`Transport::read_chunk`],
+//! [`Transport::write_chunk`]), never as JSON.
+//!
 //! The compiler checks the table against the trait both ways (a missing or mistyped call fails
 //! the blanket implementation). A transport carries bytes only: [`crate::JsonRoundTrip`] in
 //! process, `kumo_host_rpc::client::RemoteAgent` over HTTPS.
@@ -50,6 +54,19 @@ impl<T> From<Reply<T>> for Result<T> {
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     async fn send(&self, call: &Call) -> Result<Vec<u8>>;
+
+    /// [`HostAgent::read_export`]: disk bytes travel as bytes, not in a [`Call`]. A transport
+    /// that carries no bytes refuses.
+    async fn read_chunk(&self, id: InstanceId, offset: u64, max: u64) -> Result<Vec<u8>> {
+        let _ = (id, offset, max);
+        Err(HostError::Unreachable("read_export: this transport carries no disk bytes".into()))
+    }
+
+    /// [`HostAgent::write_import`], as raw bytes (see [`Transport::read_chunk`]).
+    async fn write_chunk(&self, id: InstanceId, offset: u64, bytes: Vec<u8>) -> Result<()> {
+        let _ = (id, offset, bytes);
+        Err(HostError::Unreachable("write_import: this transport carries no disk bytes".into()))
+    }
 }
 
 /// `result` as the answer's JSON.
@@ -104,6 +121,14 @@ macro_rules! calls {
                     call(self, Call::$variant { $($arg),* }).await
                 }
             )*
+
+            async fn read_export(&self, id: InstanceId, offset: u64, max: u64) -> Result<Vec<u8>> {
+                self.read_chunk(id, offset, max).await
+            }
+
+            async fn write_import(&self, id: InstanceId, offset: u64, bytes: Vec<u8>) -> Result<()> {
+                self.write_chunk(id, offset, bytes).await
+            }
         }
     };
 }
@@ -140,6 +165,9 @@ calls! {
     ImageInfo => image_info(file: ImageFile) -> ImageInfo;
     ExportSnapshot => export_snapshot(snapshot: SnapshotId, dst: ImageFile) -> ();
     ExportRootDisk => export_root_disk(id: InstanceId, dst: ImageFile) -> ();
+    ExportDisk => export_disk(id: InstanceId) -> DiskExport;
+    FinishImport => finish_import(id: InstanceId, expect: DiskExport) -> ();
+    DiscardMove => discard_move(id: InstanceId) -> ();
     ApplyNetwork => apply_network(want: DesiredNet) -> Option<ApplyReport>;
 }
 

@@ -4,11 +4,11 @@
 //!
 //! [`HostAgent`]: kumo_host_api::HostAgent
 
-use crate::{tls, CALL_PATH, HEALTH_PATH};
+use crate::{tls, CALL_PATH, DISK_PATH, HEALTH_PATH};
 use anyhow::{bail, Context};
 use async_trait::async_trait;
-use kumo_host_api::wire::{Call, Transport};
-use kumo_host_api::HostError;
+use kumo_host_api::wire::{Call, Reply, Transport};
+use kumo_host_api::{HostError, InstanceId};
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use std::time::Duration;
 
@@ -85,6 +85,12 @@ impl RemoteAgent {
         if status.is_success() {
             return Ok(body.to_vec());
         }
+        // A host's error of a disk transfer keeps its kind (see the crate docs).
+        if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+            if let Ok(Reply::Err(e)) = serde_json::from_slice::<Reply<()>>(&body) {
+                return Err(e);
+            }
+        }
         let text = String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned();
         let what = match status {
             reqwest::StatusCode::UNAUTHORIZED => "refused our secret",
@@ -116,6 +122,17 @@ impl Transport for RemoteAgent {
     async fn send(&self, call: &Call) -> Result<Vec<u8>, HostError> {
         let request = self.http.post(&self.call_url).timeout(self.call_timeout).json(call);
         self.exchange(call.name(), request).await
+    }
+
+    async fn read_chunk(&self, id: InstanceId, offset: u64, max: u64) -> Result<Vec<u8>, HostError> {
+        let url = format!("{}{DISK_PATH}/{id}/export?offset={offset}&max={max}", self.base);
+        self.exchange("read_export", self.http.get(url).timeout(self.call_timeout)).await
+    }
+
+    async fn write_chunk(&self, id: InstanceId, offset: u64, bytes: Vec<u8>) -> Result<(), HostError> {
+        let url = format!("{}{DISK_PATH}/{id}/import?offset={offset}", self.base);
+        let request = self.http.put(url).timeout(self.call_timeout).body(bytes);
+        self.exchange("write_import", request).await.map(drop)
     }
 }
 

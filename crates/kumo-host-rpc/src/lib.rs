@@ -26,10 +26,16 @@
 //!   minutes ([`client::CALL_TIMEOUT`]); a connection must open within 3 s. The server runs every
 //!   call to its end even when the caller goes away, and every call is idempotent, so a caller that
 //!   timed out simply calls again.
-//! - **Bulk data: none.** No call carries a disk or an image as bytes: backups and image files are
-//!   artifacts named by id (see `kumo_host_api::storage`), so a call's body stays small (at most
-//!   [`server::MAX_CALL_BYTES`]). Moving artifacts between hosts and the image store is future
-//!   work outside this API.
+//! - **Bulk data: one kind, beside the calls.** No JSON call carries a disk or an image as bytes:
+//!   backups and image files are artifacts named by id (see `kumo_host_api::storage`), so a call's
+//!   body stays small (at most [`server::MAX_CALL_BYTES`]). The one exception is a root disk moved
+//!   to another host (cold migration): its staged export is read in chunks of at most 8 MiB with
+//!   `GET /agent/v1/disks/{instance}/export?offset=N&max=M` (the answer: the bytes,
+//!   `application/octet-stream`), and written to the target with `PUT
+//!   /agent/v1/disks/{instance}/import?offset=N` (the body: the bytes). Same TLS, same bearer
+//!   secret. A host's error comes back as 422 with the JSON of a `Reply` (`{"err": {…}}`), so it
+//!   keeps its kind as in a call. The controller reads from one agent and writes to the other;
+//!   agents never talk to each other (they have no credentials for one another).
 //!
 //! [`HostAgent`]: kumo_host_api::HostAgent
 //! [`HostError::Unreachable`]: kumo_host_api::HostError::Unreachable
@@ -40,5 +46,8 @@ pub mod tls;
 
 /// Where calls go.
 pub const CALL_PATH: &str = "/agent/v1/call";
+/// Where disk bytes of a move go: `{DISK_PATH}/{instance}/export` and `…/import`.
+pub const DISK_PATH: &str = "/agent/v1/disks";
+
 /// Where the agent says it serves.
 pub const HEALTH_PATH: &str = "/agent/v1/health";

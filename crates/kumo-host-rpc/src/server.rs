@@ -2,18 +2,19 @@
 //! `POST /agent/v1/call`, `GET /agent/v1/health`) and [`serve_tls`] to serve a router over TLS.
 //! See the crate docs for the protocol.
 
-use crate::{CALL_PATH, HEALTH_PATH};
+use crate::{CALL_PATH, DISK_PATH, HEALTH_PATH};
 use anyhow::Context;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use kumo_host_api::wire::{dispatch, Call};
-use kumo_host_api::HostAgent;
+use kumo_host_api::wire::{dispatch, Call, Reply};
+use kumo_host_api::{HostAgent, HostError, InstanceId, DISK_CHUNK_BYTES};
 use rand::RngCore;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub fn router(agent: Arc<dyn HostAgent>, secret: String) -> Router {
     Router::new()
         .route(CALL_PATH, post(call))
         .route(HEALTH_PATH, get(health))
+        .route(&format!("{DISK_PATH}/{{id}}/export"), get(read_export))
+        .route(&format!("{DISK_PATH}/{{id}}/import"), put(write_import))
         .with_state(agent)
         .layer(DefaultBodyLimit::max(MAX_CALL_BYTES))
         // Outermost: nothing is read or called before the secret is checked.
@@ -118,5 +121,65 @@ async fn call(State(agent): State<Arc<dyn HostAgent>>, body: Bytes) -> Response 
             tracing::error!(call = name, "host agent call failed: {e}");
             refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("{name}: the agent's task failed: {e}"))
         }
+    }
+}
+
+/// A host's error of a disk transfer: 422 with the JSON of its [`Reply`] (it keeps its kind).
+fn host_error(e: HostError) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(Reply::<()>::Err(e))).into_response()
+}
+
+/// A number of the query string (`offset`, `max`); the message of a 400 when it is not one.
+fn query_number(q: &HashMap<String, String>, name: &str, default: Option<u64>) -> Result<u64, String> {
+    match (q.get(name), default) {
+        (Some(v), _) => v.parse().map_err(|_| format!("'{name}' must be a byte count (got '{v}')")),
+        (None, Some(d)) => Ok(d),
+        (None, None) => Err(format!("the query parameter '{name}' is missing")),
+    }
+}
+
+fn instance_id(id: &str) -> Result<InstanceId, String> {
+    id.parse().map_err(|_| format!("'{id}' is not an instance id"))
+}
+
+/// `GET /agent/v1/disks/{id}/export?offset=N&max=M`: bytes of a staged export.
+async fn read_export(
+    State(agent): State<Arc<dyn HostAgent>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let parsed = instance_id(&id)
+        .and_then(|id| Ok((id, query_number(&q, "offset", None)?, query_number(&q, "max", Some(DISK_CHUNK_BYTES))?)));
+    let (id, offset, max) = match parsed {
+        Ok(p) => p,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
+    };
+    match tokio::spawn(async move { agent.read_export(id, offset, max).await }).await {
+        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Ok(Err(e)) => host_error(e),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("read_export: the agent's task failed: {e}")),
+    }
+}
+
+/// `PUT /agent/v1/disks/{id}/import?offset=N`: writes the body into the incoming copy.
+async fn write_import(
+    State(agent): State<Arc<dyn HostAgent>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let parsed = instance_id(&id).and_then(|id| Ok((id, query_number(&q, "offset", None)?)));
+    let (id, offset) = match parsed {
+        Ok(p) => p,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
+    };
+    if body.len() as u64 > DISK_CHUNK_BYTES {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("a chunk is at most {DISK_CHUNK_BYTES} bytes"));
+    }
+    // In a task of its own: a caller that goes away does not cut a write half-way.
+    match tokio::spawn(async move { agent.write_import(id, offset, body.to_vec()).await }).await {
+        Ok(Ok(())) => Json(Reply::Ok(())).into_response(),
+        Ok(Err(e)) => host_error(e),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("write_import: the agent's task failed: {e}")),
     }
 }

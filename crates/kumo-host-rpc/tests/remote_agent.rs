@@ -107,6 +107,54 @@ async fn an_instance_lives_its_life_through_the_remote_agent() {
     assert_eq!(agent.status(id).await, Ok(GuestStatus::Absent));
 }
 
+/// A root disk moves between two agents as raw bytes through the controller's side: staged on
+/// one, copied in chunks, checked and installed on the other; a copy that does not match is refused
+/// and removed; a host's error of a transfer keeps its kind.
+#[tokio::test]
+async fn a_root_disk_moves_between_two_agents_and_is_checked() {
+    let (from, to) = (serve(None).await, serve(None).await);
+    let (source, target) = (from.client(), to.client());
+    let spec = spec();
+    let id = InstanceId::from(spec.id);
+    let err = source.read_export(id, 0, 1024).await.expect_err("nothing staged");
+    assert!(matches!(err, HostError::NotFound(_)), "{err:?}");
+    source.start(spec.clone()).await.expect("start");
+    let err = source.export_disk(id).await.expect_err("a running guest");
+    assert!(matches!(&err, HostError::Failed(m) if m.contains("stop it first")), "{err:?}");
+    source.stop(id, Duration::from_secs(1)).await.expect("stop");
+    let staged = source.export_disk(id).await.expect("export");
+    assert_eq!((staged.size_bytes, staged.sha256.len()), (256 << 10, 64));
+    // In small chunks, through this test (as the controller does).
+    let mut offset = 0;
+    loop {
+        let chunk = source.read_export(id, offset, 100_000).await.expect("read");
+        if chunk.is_empty() {
+            break;
+        }
+        target.write_import(id, offset, chunk.clone()).await.expect("write");
+        offset += chunk.len() as u64;
+    }
+    assert_eq!(offset, staged.size_bytes);
+    let mut wrong = staged.clone();
+    wrong.sha256 = "0".repeat(64);
+    let err = target.finish_import(id, wrong).await.expect_err("a copy that does not match");
+    assert!(matches!(&err, HostError::Failed(m) if m.contains("does not match")), "{err:?}");
+    assert_eq!(target.status(id).await, Ok(GuestStatus::Absent), "nothing installed");
+    let err = target.write_import(id, 4096, vec![1]).await.expect_err("a hole");
+    assert!(matches!(&err, HostError::Failed(m) if m.contains("in order")), "{err:?}");
+    // Again, whole: installed, and installing again is a no-op.
+    let all = source.read_export(id, 0, u64::MAX).await.expect("read");
+    target.write_import(id, 0, all).await.expect("write");
+    target.finish_import(id, staged.clone()).await.expect("finish");
+    target.finish_import(id, staged.clone()).await.expect("finish again");
+    assert_eq!(target.status(id).await, Ok(GuestStatus::Provisioned));
+    target.start(spec).await.expect("start on the target");
+    let serial = target.serial(id, 0, 4096).await.expect("serial");
+    assert!(String::from_utf8_lossy(&serial.bytes).contains("copied in from another host"), "{serial:?}");
+    source.discard_move(id).await.expect("discard");
+    assert!(matches!(source.read_export(id, 0, 1).await, Err(HostError::NotFound(_))));
+}
+
 /// An agent that answers every call with the same reply (an agent by way of `Transport`).
 struct Answers(Reply<serde_json::Value>);
 

@@ -11,7 +11,7 @@
 
 use crate::{lookup, new_id, now, page, parse_ts, parse_uuid, ts, Conn, Result, StoreError};
 use kumo_types::page::PageRequest;
-use kumo_types::{HostId, HostRole, HostState, HostView, NameOrId, ResultsPage, ZoneId};
+use kumo_types::{DrainState, DrainView, HostId, HostRole, HostState, HostView, NameOrId, ResultsPage, ZoneId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -19,7 +19,7 @@ const COLS: &str = "h.id, h.name, h.description, h.time_created, h.time_modified
     h.accelerator_reason, h.vcpus_total, h.vcpus_used, h.vcpus_limit, h.memory_mib_total, h.memory_mib_used, \
     h.memory_mib_limit, h.disk_gib_total, h.disk_gib_used, h.disk_gib_limit, h.gpus_total, h.gpus_used, \
     h.cpu_overcommit, h.memory_overcommit, h.disk_overcommit, COALESCE(z.name, ''), h.role, h.cordoned, h.last_seen, \
-    h.address, h.labels, h.time_left";
+    h.address, h.drain_state, h.drain_started, h.drain_finished, h.drain_reason, h.labels, h.time_left";
 const FROM: &str = "FROM hosts h LEFT JOIN zones z ON z.id = h.zone_id";
 
 /// The state a row shows before the control plane applies its heartbeat deadline: cordoned, else
@@ -49,7 +49,7 @@ fn from_row(r: &AnyRow) -> Result<HostView> {
         HostRole::parse(&role_text).ok_or_else(|| StoreError::Corrupt(format!("bad host role '{role_text}'")))?;
     let cordoned = r.try_get::<i64, _>(24)? != 0;
     let last_seen = r.try_get::<Option<String>, _>(25)?.map(|t| parse_ts(&t)).transpose()?;
-    let left = r.try_get::<Option<String>, _>(28)?.map(|t| parse_ts(&t)).transpose()?;
+    let left = r.try_get::<Option<String>, _>(32)?.map(|t| parse_ts(&t)).transpose()?;
     // Back once a heartbeat came after it left.
     let left = left.filter(|l| last_seen.is_none_or(|s| s <= *l));
     Ok(HostView {
@@ -81,9 +81,80 @@ fn from_row(r: &AnyRow) -> Result<HostView> {
         cordoned,
         last_seen,
         address: r.try_get(26)?,
-        labels: crate::labels_from_text(&r.try_get::<String, _>(27)?)?,
+        drain: drain_from_row(r)?,
+        labels: crate::labels_from_text(&r.try_get::<String, _>(31)?)?,
         time_left: left,
     })
+}
+
+/// The drain columns (27–30); its counts are the control plane's to fill in.
+fn drain_from_row(r: &AnyRow) -> Result<Option<DrainView>> {
+    let Some(state) = r.try_get::<Option<String>, _>(27)? else { return Ok(None) };
+    let state = DrainState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("drain state '{state}'")))?;
+    let started: Option<String> = r.try_get(28)?;
+    let finished: Option<String> = r.try_get(29)?;
+    Ok(Some(DrainView {
+        state,
+        time_started: parse_ts(started.as_deref().unwrap_or_default())?,
+        time_finished: finished.map(|t| parse_ts(&t)).transpose()?,
+        moved: 0,
+        failed: 0,
+        remaining: 0,
+        moving: None,
+        reason: r.try_get(30)?,
+    }))
+}
+
+/// Starts a drain of the host: cordoned, drain `draining` from now. Returns false (nothing
+/// changed) when it is draining already.
+pub async fn start_drain(conn: &mut Conn, id: HostId) -> Result<bool> {
+    let t = ts(now());
+    let r = sqlx::query(
+        "UPDATE hosts SET cordoned = 1, drain_state = 'draining', drain_started = $1, drain_finished = NULL, \
+         drain_reason = NULL, time_modified = $1 \
+         WHERE id = $2 AND time_deleted IS NULL AND (drain_state IS NULL OR drain_state <> 'draining')",
+    )
+    .bind(&t)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Ends a running drain as `state` (`done` or `incomplete`) with `reason`.
+pub async fn finish_drain(conn: &mut Conn, id: HostId, state: DrainState, reason: Option<&str>) -> Result<bool> {
+    let t = ts(now());
+    let r = sqlx::query(
+        "UPDATE hosts SET drain_state = $1, drain_finished = $2, drain_reason = $3, time_modified = $2 \
+         WHERE id = $4 AND drain_state = 'draining'",
+    )
+    .bind(state.as_str())
+    .bind(&t)
+    .bind(reason)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Forgets the host's drain (uncordon ends it).
+pub async fn clear_drain(conn: &mut Conn, id: HostId) -> Result<()> {
+    sqlx::query(
+        "UPDATE hosts SET drain_state = NULL, drain_started = NULL, drain_finished = NULL, drain_reason = NULL \
+         WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Hosts with a drain under way.
+pub async fn draining(conn: &mut Conn) -> Result<Vec<HostView>> {
+    let sql =
+        format!("SELECT {COLS} {FROM} WHERE h.time_deleted IS NULL AND h.drain_state = 'draining' ORDER BY h.name");
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    rows.iter().map(from_row).collect()
 }
 
 /// Amounts of the schedulable resources.

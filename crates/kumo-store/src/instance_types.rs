@@ -106,3 +106,12 @@ pub async fn soft_delete(conn: &mut Conn, type_id: InstanceTypeId) -> Result<boo
     .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// The labels instance type `id` needs of its host (deleted or not: its instances still need them).
+pub async fn host_labels(conn: &mut Conn, id: InstanceTypeId) -> Result<kumo_types::Labels> {
+    let text: Option<String> = sqlx::query_scalar("SELECT host_labels FROM instance_types WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    text.map_or_else(|| Ok(Default::default()), |t| crate::labels_from_text(&t))
+}

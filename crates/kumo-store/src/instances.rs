@@ -260,10 +260,35 @@ pub async fn set_state(
     state: InstanceState,
     reason: Option<&str>,
 ) -> Result<bool> {
+    update_state(conn, id, generation, None, state, reason).await
+}
+
+/// [`set_state`] that also puts the instance on another host (a move's commit; the caller moves
+/// the capacity reservation in the same transaction).
+pub async fn move_to(
+    conn: &mut Conn,
+    id: InstanceId,
+    generation: i64,
+    host_id: HostId,
+    state: InstanceState,
+    reason: Option<&str>,
+) -> Result<bool> {
+    update_state(conn, id, generation, Some(host_id), state, reason).await
+}
+
+async fn update_state(
+    conn: &mut Conn,
+    id: InstanceId,
+    generation: i64,
+    host_id: Option<HostId>,
+    state: InstanceState,
+    reason: Option<&str>,
+) -> Result<bool> {
     let r = sqlx::query(
-        "UPDATE instances SET state = $1, state_reason = $2, generation = generation + 1, time_modified = $3 \
-         WHERE id = $4 AND generation = $5 AND time_deleted IS NULL",
+        "UPDATE instances SET host_id = COALESCE($1, host_id), state = $2, state_reason = $3, \
+         generation = generation + 1, time_modified = $4 WHERE id = $5 AND generation = $6 AND time_deleted IS NULL",
     )
+    .bind(host_id.map(|h| h.to_string()))
     .bind(state.as_str())
     .bind(reason)
     .bind(ts(now()))

@@ -33,6 +33,7 @@ mod lookup;
 pub mod members;
 pub mod metering;
 pub mod metrics;
+pub mod migrations;
 pub mod nics;
 pub mod page;
 pub mod placement_groups;

@@ -132,6 +132,58 @@ pub struct HostView {
     #[serde(default)]
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub labels: Labels,
+    /// The last drain of the host (`kumo host drain`), with its progress; none if never drained
+    /// or uncordoned since.
+    #[serde(default)]
+    pub drain: Option<DrainView>,
+}
+
+/// Where a drain is.
+///
+/// - `draining`: the host is cordoned and its instances are being moved off it, one at a time;
+/// - `done`: no instance is left on it;
+/// - `incomplete`: every instance that could be moved was; the ones left say why in `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainState {
+    Draining,
+    Done,
+    Incomplete,
+}
+
+impl DrainState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainState::Draining => "draining",
+            DrainState::Done => "done",
+            DrainState::Incomplete => "incomplete",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DrainState> {
+        [DrainState::Draining, DrainState::Done, DrainState::Incomplete].into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// A host's drain and its progress.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DrainView {
+    /// Where the drain is.
+    pub state: DrainState,
+    /// When it was asked for.
+    pub time_started: chrono::DateTime<chrono::Utc>,
+    /// When it ended (`done` or `incomplete`).
+    pub time_finished: Option<chrono::DateTime<chrono::Utc>>,
+    /// Instances moved off the host by this drain.
+    pub moved: i64,
+    /// Moves of this drain that were refused or rolled back.
+    pub failed: i64,
+    /// Instances still on the host.
+    pub remaining: i64,
+    /// The instance being moved now, if any.
+    pub moving: Option<String>,
+    /// Why instances are left (an `incomplete` drain), or the last move's failure.
+    pub reason: Option<String>,
 }
 
 /// Labels: key → value. Keys are 1–63 characters of `a-z 0-9 . _ -` starting with a letter or

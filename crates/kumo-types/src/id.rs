@@ -123,6 +123,8 @@ typed_ids! {
     ImageId => "image";
     /// Id of a host (written once into its data directory).
     HostId => "host";
+    /// Id of a move of an instance to another host (cold migration).
+    MigrationId => "migration";
     /// Id of a user.
     UserId => "user";
     /// Id of an API token.

@@ -9,6 +9,7 @@
 //! ```text
 //! creating → starting → running → stopping → stopped → starting …
 //! running → rebooting → running
+//! running | stopped → migrating → starting | stopped   (cold migration to another host, or its roll-back)
 //! any → failed (with a reason; recoverable by start or delete)
 //! any → deleting → destroyed (soft-deleted row: history stays)
 //! ```
@@ -43,13 +44,17 @@ pub enum InstanceState {
     Deleting,
     /// Gone (only visible in history and events).
     Destroyed,
+    /// Being moved to another host (cold migration): its guest is stopped and its root disk
+    /// copied; `state_reason` says where to and how far. Ends in `starting` (it was running) or
+    /// `stopped` on the new host, or back where it was when the move is rolled back.
+    Migrating,
     /// Shown, never stored: the instance's host has not renewed its lease in time (unreachable),
     /// so what its guest does is not known. Its recorded state comes back with the host.
     Unknown,
 }
 
 impl InstanceState {
-    pub const ALL: [InstanceState; 9] = [
+    pub const ALL: [InstanceState; 10] = [
         InstanceState::Creating,
         InstanceState::Starting,
         InstanceState::Running,
@@ -59,6 +64,7 @@ impl InstanceState {
         InstanceState::Failed,
         InstanceState::Deleting,
         InstanceState::Destroyed,
+        InstanceState::Migrating,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +78,7 @@ impl InstanceState {
             InstanceState::Failed => "failed",
             InstanceState::Deleting => "deleting",
             InstanceState::Destroyed => "destroyed",
+            InstanceState::Migrating => "migrating",
             InstanceState::Unknown => "unknown",
         }
     }
@@ -89,6 +96,7 @@ impl InstanceState {
                 | InstanceState::Stopping
                 | InstanceState::Rebooting
                 | InstanceState::Deleting
+                | InstanceState::Migrating
         )
     }
 
@@ -102,7 +110,11 @@ impl InstanceState {
             (A::Reboot, S::Running) => S::Rebooting,
             // Resize changes the plan, not the state; only a stopped instance can be resized.
             (A::Resize, S::Stopped) => S::Stopped,
-            (A::Delete, s) if s != S::Deleting && s != S::Destroyed && s != S::Unknown => S::Deleting,
+            (A::Migrate, S::Running | S::Stopped) => S::Migrating,
+            // A move finishes or rolls back first: deleting half-way would leave a copy behind.
+            (A::Delete, s) if s != S::Deleting && s != S::Destroyed && s != S::Unknown && s != S::Migrating => {
+                S::Deleting
+            }
             (a, s) => {
                 let hint = match (a, s) {
                     (A::Start, S::Running | S::Starting) => "it is already running or starting",
@@ -111,6 +123,8 @@ impl InstanceState {
                     (_, S::Creating) => "wait until it has been created",
                     (_, S::Deleting | S::Destroyed) => "it is being deleted",
                     (_, S::Unknown) => "its host is unreachable",
+                    (_, S::Migrating) => "it is being moved to another host; wait until the move finishes",
+                    (A::Migrate, S::Failed) => "start or delete it first",
                     (A::Reboot, S::Stopped) => "start it instead",
                     _ => "wait until it reaches a resting state",
                 };
@@ -130,10 +144,17 @@ impl InstanceState {
             (O::Booted, S::Starting) => S::Running,
             (O::Rebooted, S::Rebooting) => S::Running,
             (O::PoweredOff, S::Stopping | S::Running | S::Rebooting | S::Starting) => S::Stopped,
-            (O::Failed { .. }, s) if s != S::Deleting && s != S::Destroyed && s != S::Failed && s != S::Unknown => {
+            // A move never fails its instance: it finishes or rolls back (see `MoveRolledBack`).
+            (O::Failed { .. }, s)
+                if s != S::Deleting && s != S::Destroyed && s != S::Failed && s != S::Unknown && s != S::Migrating =>
+            {
                 S::Failed
             }
             (O::Destroyed, S::Deleting) => S::Destroyed,
+            (O::Moved { was_running: true }, S::Migrating) => S::Starting,
+            (O::Moved { was_running: false }, S::Migrating) => S::Stopped,
+            (O::MoveRolledBack { was_running: true, .. }, S::Migrating) => S::Starting,
+            (O::MoveRolledBack { was_running: false, .. }, S::Migrating) => S::Stopped,
             _ => return None,
         };
         Some(Transition { from: self, to: next })
@@ -161,6 +182,8 @@ pub enum InstanceAction {
     Reboot,
     Resize,
     Delete,
+    /// Move to another host (cold: stop, copy the root disk, start there if it ran).
+    Migrate,
 }
 
 impl InstanceAction {
@@ -171,6 +194,7 @@ impl InstanceAction {
             InstanceAction::Reboot => "reboot",
             InstanceAction::Resize => "resize",
             InstanceAction::Delete => "delete",
+            InstanceAction::Migrate => "migrate",
         }
     }
 }
@@ -190,6 +214,11 @@ pub enum InstanceObservation {
     Failed { reason: String },
     /// Every host resource of the instance is gone.
     Destroyed,
+    /// The move committed: the instance is on its new host, with its disk; it starts there if it
+    /// was running.
+    Moved { was_running: bool },
+    /// The move was given up before it committed: the instance stays on its host, as it was.
+    MoveRolledBack { was_running: bool, reason: String },
 }
 
 /// A virtual machine.
@@ -296,6 +325,17 @@ pub struct InstanceResize {
     pub instance_type: String,
 }
 
+/// Parameters to move an instance to another host (operators; cold: a running instance is
+/// stopped, its root disk copied, and it starts again on the new host).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceMigrate {
+    /// The host (name or id) to move it to; default: the one the scheduler picks among the other
+    /// ready hosts of its host's zone.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,7 +380,7 @@ mod tests {
     fn every_action_from_every_state_is_decided() {
         // Total function: every (state, action) pair either moves or explains itself.
         for s in S::ALL {
-            for a in [A::Start, A::Stop, A::Reboot, A::Resize, A::Delete] {
+            for a in [A::Start, A::Stop, A::Reboot, A::Resize, A::Delete, A::Migrate] {
                 match s.on_action(a) {
                     Ok(t) => assert_eq!(t.from, s),
                     Err(msg) => assert!(msg.contains(s.as_str()) && msg.contains(a.as_str())),
@@ -358,6 +398,28 @@ mod tests {
         // A late "booted" after the user already asked to delete changes nothing.
         assert!(S::Deleting.on_observation(&InstanceObservation::Booted).is_none());
         assert!(S::Deleting.on_observation(&InstanceObservation::Failed { reason: "x".into() }).is_none());
+    }
+
+    #[test]
+    fn a_move_finishes_or_rolls_back_and_nothing_else_gets_in() {
+        assert_eq!(S::Running.on_action(A::Migrate).unwrap().to, S::Migrating);
+        assert_eq!(S::Stopped.on_action(A::Migrate).unwrap().to, S::Migrating);
+        for s in [S::Creating, S::Starting, S::Stopping, S::Rebooting, S::Failed, S::Deleting, S::Migrating] {
+            assert!(s.on_action(A::Migrate).is_err(), "{s}");
+        }
+        for a in [A::Start, A::Stop, A::Reboot, A::Resize, A::Delete] {
+            let e = S::Migrating.on_action(a).unwrap_err();
+            assert!(e.contains("being moved"), "{e}");
+        }
+        let moved = |was_running| InstanceObservation::Moved { was_running };
+        assert_eq!(S::Migrating.on_observation(&moved(true)).unwrap().to, S::Starting);
+        assert_eq!(S::Migrating.on_observation(&moved(false)).unwrap().to, S::Stopped);
+        let back = InstanceObservation::MoveRolledBack { was_running: true, reason: "x".into() };
+        assert_eq!(S::Migrating.on_observation(&back).unwrap().to, S::Starting);
+        assert!(S::Running.on_observation(&moved(true)).is_none(), "only a migrating instance moves");
+        let failed = InstanceObservation::Failed { reason: "x".into() };
+        assert!(S::Migrating.on_observation(&failed).is_none(), "a move never fails its instance");
+        assert!(S::Migrating.on_observation(&InstanceObservation::PoweredOff).is_none());
     }
 
     #[test]

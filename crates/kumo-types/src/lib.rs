@@ -26,13 +26,14 @@ pub use backup::{BackupCreate, BackupView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::{
-    check_labels, labels_text, HostLabelsSet, HostRole, HostState, HostView, JoinTokenCreate, JoinTokenCreated, Labels,
-    ZoneCreate, ZoneView, JOIN_TOKEN_DEFAULT_SECONDS, JOIN_TOKEN_MAX_SECONDS, JOIN_TOKEN_MIN_SECONDS, MAX_LABELS,
+    check_labels, labels_text, DrainState, DrainView, HostLabelsSet, HostRole, HostState, HostView, JoinTokenCreate,
+    JoinTokenCreated, Labels, ZoneCreate, ZoneView, JOIN_TOKEN_DEFAULT_SECONDS, JOIN_TOKEN_MAX_SECONDS,
+    JOIN_TOKEN_MIN_SECONDS, MAX_LABELS,
 };
 pub use id::{
     AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId, InvoiceId,
-    JoinTokenId, NicId, PlacementGroupId, PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId, SubnetId, TokenId,
-    UserId, VolumeId, VpcId, ZoneId,
+    JoinTokenId, MigrationId, NicId, PlacementGroupId, PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId,
+    SubnetId, TokenId, UserId, VolumeId, VpcId, ZoneId,
 };
 pub use identity::{
     AuditEntryView, LoginRequest, LoginResponse, MeView, MemberAdd, MemberView, MyProjectView, ProjectRole,
@@ -40,8 +41,8 @@ pub use identity::{
 };
 pub use image::{ImageBoot, ImageCreate, ImageFacts, ImageView};
 pub use instance::{
-    InstanceAction, InstanceCreate, InstanceObservation, InstanceResize, InstanceState, InstanceView, Transition,
-    USER_DATA_MAX_BYTES,
+    InstanceAction, InstanceCreate, InstanceMigrate, InstanceObservation, InstanceResize, InstanceState, InstanceView,
+    Transition, USER_DATA_MAX_BYTES,
 };
 pub use instance_type::{InstanceTypeCreate, InstanceTypeView};
 pub use metrics::{MetricPoint, MetricSeries};

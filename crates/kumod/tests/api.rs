@@ -585,6 +585,9 @@ fn actions_in_the_wrong_state_are_409_naming_the_state() {
     assert!(msg.contains("'stopped'"), "{msg}");
     let msg = assert_error(k.post_empty("/v1/instances/vm1/reboot?project=web"), 409, "InvalidState");
     assert!(msg.contains("'stopped'") && msg.contains("start it"), "{msg}");
+    // A cloud of one host has nowhere to move an instance to.
+    let msg = assert_error(k.post("/v1/instances/vm1/migrate?project=web", json!({})), 409, "InvalidState");
+    assert!(msg.contains("the only host"), "{msg}");
     // Refused actions changed nothing.
     let (_, v) = k.get("/v1/instances/vm1?project=web");
     assert_eq!(v["state"], "stopped", "{v}");
@@ -1209,6 +1212,7 @@ fn every_documented_operation_requires_authentication() {
         "instance_stop",
         "instance_reboot",
         "instance_resize",
+        "instance_migrate",
         "instance_serial_console",
         "event_list",
         "host_list",

@@ -321,3 +321,220 @@ fn placement_groups_over_three_hosts() {
         on_it.iter().all(|n| cl.instance(0, n)["state"] == "stopped").then_some(())
     });
 }
+
+/// The `kumo` CLI against controller `c`, as the operator (stdout and stderr captured).
+fn kumo(cl: &Cluster, c: usize, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(common::kumo_binary());
+    cmd.args(args)
+        .env("KUMO_URL", &cl.urls[c])
+        .env("KUMO_TOKEN", &cl.token)
+        .env("KUMO_FINGERPRINT", &cl.fingerprint)
+        .env("HOME", cl.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// What must not change when an instance moves: its id, address and MAC.
+fn identity(v: &Value) -> (Value, Value, Value) {
+    let nic = &v["network_interfaces"][0];
+    assert!(nic["ipv4"].is_string(), "{v}");
+    (v["id"].clone(), nic["ipv4"].clone(), nic["mac"].clone())
+}
+
+/// Every instance is on exactly the host the API says, on no other (asked of every agent), once
+/// the moves' clean-up (after their commit) is done.
+fn each_on_its_host_only(cl: &Cluster, c: usize, names: &[String]) {
+    let misplaced = || -> Vec<String> {
+        let lists: Vec<(String, Vec<String>)> =
+            ["h1", "h2", "h3"].iter().map(|h| (h.to_string(), cl.agent_instances(h))).collect();
+        let mut bad = Vec::new();
+        for n in names {
+            let v = cl.instance(c, n);
+            let id = v["id"].as_str().expect("id");
+            let on: Vec<&str> =
+                lists.iter().filter(|(_, ids)| ids.iter().any(|i| i == id)).map(|(h, _)| h.as_str()).collect();
+            if on != vec![v["host"].as_str().expect("host")] {
+                bad.push(format!("{n} (host {}) is on {on:?}", v["host"]));
+            }
+        }
+        bad
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bad = misplaced();
+        if bad.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "instances not on exactly their host: {bad:?}\n{}", cl.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Cold migration and drain over three sim hosts and two controllers: moves with and without a
+/// host asked for, of a running and of a stopped instance; refusals that change nothing; a drain
+/// that empties a host; kill -9 of the controller doing the work in the middle of a move.
+#[test]
+fn instances_move_between_hosts_and_a_host_drains() {
+    let mut cl = Cluster::start(2, fixture_image_cache());
+    let (s, v) = cl.post(0, "/v1/zones", json!({"name": "zone-a"}));
+    assert_eq!(s, 201, "{v}");
+    for i in 1..=3 {
+        let token = cl.join_token("zone-a");
+        // Every sim operation takes 300 ms, so a move lasts long enough to kill a controller in it.
+        let extra = [
+            "--driver",
+            "sim",
+            "--image-cache",
+            "/nonexistent",
+            "--host-vcpus",
+            "4",
+            "--host-memory-mib",
+            "8192",
+            "--sim-latency-ms",
+            "300",
+        ];
+        cl.start_agent_with(&format!("h{i}"), "zone-a", &token, &extra.map(String::from));
+    }
+    wait_for("3 ready hosts", Duration::from_secs(60), &|| cl.logs(), || {
+        let hosts = cl.hosts(0);
+        (hosts.len() == 3 && hosts.iter().all(|h| h["state"] == "ready")).then_some(())
+    });
+    let (s, v) = cl.post(0, "/v1/projects", json!({"name": "demo"}));
+    assert_eq!(s, 201, "{v}");
+    let names: Vec<String> = (0..6).map(|i| format!("vm{i}")).collect();
+    for n in &names {
+        let (s, v) = cl.create(0, n, json!({}));
+        assert_eq!(s, 202, "{v}");
+    }
+    let mut before = std::collections::BTreeMap::new();
+    for n in &names {
+        let v = cl.wait_running(0, n);
+        before.insert(n.clone(), identity(&v));
+    }
+    let on =
+        |host: &str| -> Vec<String> { names.iter().filter(|n| cl.instance(0, n)["host"] == host).cloned().collect() };
+    let migrate =
+        |c: usize, name: &str, body: Value| cl.post(c, &format!("/v1/instances/{name}/migrate?project=demo"), body);
+
+    // Refusals: a clear 4xx, and nothing changes.
+    let a = on("h1")[0].clone();
+    for (body, status, says) in [
+        (json!({"host": "nope"}), 400, "does not exist"),
+        (json!({"host": "h1"}), 409, "already on host 'h1'"),
+        (json!({"host": 5}), 400, ""),
+        (json!({"hots": "h2"}), 400, ""),
+    ] {
+        let (s, v) = migrate(1, &a, body.clone());
+        assert_eq!(s, status, "{body}: {v}");
+        assert!(v["message"].as_str().unwrap_or("").contains(says), "{body}: {v}");
+    }
+    let (s, v) = cl.post(0, "/v1/hosts/h3/cordon", json!({}));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = migrate(0, &a, json!({"host": "h3"}));
+    assert_eq!(s, 409, "{v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("cordoned"), "{v}");
+    let (s, v) = cl.post(0, "/v1/hosts/h3/uncordon", json!({}));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = migrate(0, "no-such-vm", json!({}));
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = cl.post(0, "/v1/hosts/no-such-host/drain", json!({}));
+    assert_eq!(s, 404, "{v}");
+    let v = cl.instance(0, &a);
+    assert_eq!((&v["state"], &v["host"]), (&json!("running"), &json!("h1")), "nothing changed: {v}");
+    let used = |h: &str| cl.host(0, h)["vcpus_used"].as_i64().expect("vcpus_used");
+    let used_before: Vec<i64> = ["h1", "h2", "h3"].iter().map(|h| used(h)).collect();
+
+    // A running instance to the host asked for, with the CLI: it shows `migrating` (a second move
+    // meanwhile is refused), then runs there.
+    let mut cli =
+        kumo(&cl, 1, &["instance", "migrate", &a, "--host", "h2", "--project", "demo", "--wait", "--timeout", "60"])
+            .spawn()
+            .expect("kumo");
+    let v = wait_for("migrating", Duration::from_secs(10), &|| cl.logs(), || {
+        let v = cl.instance(0, &a);
+        (v["state"] == "migrating").then_some(v)
+    });
+    assert!(v["state_reason"].as_str().unwrap_or("").contains("to host 'h2'"), "{v}");
+    let (s, v) = migrate(1, &a, json!({}));
+    assert_eq!(s, 409, "a second move while it moves: {v}");
+    let status = cli.wait().expect("kumo");
+    assert!(status.success(), "kumo instance migrate --wait failed\n{}", cl.logs());
+    let v = cl.instance(1, &a);
+    assert_eq!((&v["state"], &v["host"]), (&json!("running"), &json!("h2")), "{v}");
+    assert_eq!(identity(&v), before[&a], "same id, IP and MAC");
+    assert_eq!(used("h1"), used_before[0] - 1, "its capacity left h1");
+    assert_eq!(used("h2"), used_before[1] + 1, "and is reserved on h2");
+
+    // A stopped instance, the scheduler choosing: it stays stopped, elsewhere.
+    let b = on("h3")[0].clone();
+    let (s, v) = cl.post(0, &format!("/v1/instances/{b}/stop?project=demo"), json!({}));
+    assert_eq!(s, 202, "{v}");
+    wait_for("stopped", Duration::from_secs(30), &|| cl.logs(), || {
+        (cl.instance(0, &b)["state"] == "stopped").then_some(())
+    });
+    let (s, v) = migrate(1, &b, json!({}));
+    assert_eq!(s, 202, "{v}");
+    let v = wait_for("moved and stopped", Duration::from_secs(30), &|| cl.logs(), || {
+        let v = cl.instance(0, &b);
+        (v["state"] == "stopped" && v["host"] != "h3").then_some(v)
+    });
+    assert!(v["state_reason"].as_str().unwrap_or("").contains("moved from host 'h3'"), "{v}");
+    assert_eq!(identity(&v), before[&b]);
+    each_on_its_host_only(&cl, 0, &names);
+
+    // Drain h1: every instance moves off it, one at a time; the host ends empty.
+    let left_on_h1 = on("h1");
+    assert!(!left_on_h1.is_empty(), "something to drain");
+    let out = kumo(&cl, 1, &["host", "drain", "h1", "--wait", "--timeout", "90"]).output().expect("kumo");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kumo host drain --wait: {progress}\n{}", cl.logs());
+    let lines: Vec<&str> = progress.lines().collect();
+    let first = format!("host h1: drain draining: 0 moved, {} remaining", left_on_h1.len());
+    assert!(lines.first().is_some_and(|l| l.starts_with(&first)), "progress lines: {progress}");
+    let last = format!("host h1: drain done: {} moved, 0 remaining", left_on_h1.len());
+    assert_eq!(lines.last().copied(), Some(last.as_str()), "progress lines: {progress}");
+    let h1 = cl.host(0, "h1");
+    assert_eq!((&h1["state"], &h1["drain"]["state"]), (&json!("cordoned"), &json!("done")), "{h1}");
+    assert_eq!((h1["drain"]["remaining"].as_i64(), h1["vcpus_used"].as_i64()), (Some(0), Some(0)), "{h1}");
+    assert_eq!(h1["drain"]["moved"].as_i64(), Some(left_on_h1.len() as i64), "{h1}");
+    assert!(cl.agent_instances("h1").is_empty(), "nothing is left on h1");
+    for n in &names {
+        let v = if *n == b { cl.instance(0, n) } else { cl.wait_running(0, n) };
+        assert_ne!(v["host"], "h1", "{v}");
+        assert_eq!(identity(&v), before[n], "{n} kept its id, IP and MAC");
+    }
+    each_on_its_host_only(&cl, 1, &names);
+
+    // kill -9 of the controller doing the background work in the middle of a move: the other one
+    // takes the work over, and the move finishes or rolls back — the instance on one host only.
+    let (s, v) = cl.post(0, "/v1/hosts/h1/uncordon", json!({}));
+    assert_eq!((s, &v["drain"]), (200, &Value::Null), "uncordoning ends the drain: {v}");
+    let holder = (0..2)
+        .rfind(|&c| {
+            let log = std::fs::read_to_string(cl.controllers[c].dir.join("kumod.log")).unwrap_or_default();
+            let took = log.rfind("now does the background work");
+            took.is_some() && took > log.rfind("no longer does the background work")
+        })
+        .expect("a controller holds the lease");
+    let other = 1 - holder;
+    let c = names.iter().find(|n| **n != b).expect("a running instance").clone();
+    let from = cl.instance(other, &c)["host"].clone();
+    let (s, v) = migrate(other, &c, json!({"host": "h1"}));
+    assert_eq!(s, 202, "{v}");
+    cl.controllers[holder].kill9();
+    assert_eq!(cl.instance(other, &c)["state"], "migrating", "killed in the middle of the move");
+    let v = wait_for("the move finished or rolled back", Duration::from_secs(60), &|| cl.logs(), || {
+        let v = cl.instance(other, &c);
+        (v["state"] == "running").then_some(v)
+    });
+    assert!(v["host"] == "h1" || v["host"] == from, "{v}");
+    assert_eq!(identity(&v), before[&c]);
+    wait_for("no copy left behind", Duration::from_secs(30), &|| cl.logs(), || {
+        let lists: Vec<Vec<String>> = ["h1", "h2", "h3"].iter().map(|h| cl.agent_instances(h)).collect();
+        let id = v["id"].as_str().expect("id").to_string();
+        (lists.iter().filter(|l| l.contains(&id)).count() == 1).then_some(())
+    });
+    each_on_its_host_only(&cl, other, &names);
+}

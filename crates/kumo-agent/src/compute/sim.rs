@@ -20,6 +20,15 @@ struct SimGuest {
     memory_mib: i64,
     /// When the simulated guest last started (its counters run from there).
     started: Option<Instant>,
+    /// The simulated root disk's bytes: made at provision, moved with the instance.
+    disk: Vec<u8>,
+}
+
+/// The bytes of a fresh simulated root disk (256 KiB, different for every instance), so a move
+/// has something to copy and verify.
+fn simulated_disk(id: Uuid) -> Vec<u8> {
+    let line = format!("kumo simulated root disk of instance {id}\n");
+    line.as_bytes().iter().copied().cycle().take(256 << 10).collect()
 }
 
 /// Simulated counters: a guest that has run `secs` seconds. Each instance gets a steady load of
@@ -97,12 +106,18 @@ impl Hypervisor for SimDriver {
     async fn provision(&self, spec: &InstanceSpec) -> Result<()> {
         self.delay().await;
         self.with(|g| {
-            if let std::collections::hash_map::Entry::Vacant(e) = g.entry(spec.id) {
-                let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
-                let times = made.entry(spec.id).or_default();
-                *times += 1;
-                let line = format!("[simulated] root disk and config drive made (time {times})\n");
-                e.insert(SimGuest { serial: line.into_bytes(), ..SimGuest::default() });
+            let guest = match g.entry(spec.id) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+                    let times = made.entry(spec.id).or_default();
+                    *times += 1;
+                    let line = format!("[simulated] root disk and config drive made (time {times})\n");
+                    e.insert(SimGuest { serial: line.into_bytes(), ..SimGuest::default() })
+                }
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            };
+            if guest.disk.is_empty() {
+                guest.disk = simulated_disk(spec.id);
             }
         });
         Ok(())
@@ -112,6 +127,9 @@ impl Hypervisor for SimDriver {
         self.delay().await;
         self.with(|g| {
             let guest = g.entry(spec.id).or_default();
+            if guest.disk.is_empty() {
+                guest.disk = simulated_disk(spec.id);
+            }
             if !guest.running {
                 guest.running = true;
                 guest.volumes = spec.volumes.iter().map(|v| v.id).collect();
@@ -251,6 +269,36 @@ impl Hypervisor for SimDriver {
 
     async fn export_root_disk(&self, _id: Uuid, dst: &std::path::Path) -> Result<()> {
         Ok(crate::storage::qemu_img::create(dst, 1 << 30).await?)
+    }
+
+    async fn export_for_move(&self, id: Uuid, dst: &std::path::Path) -> Result<()> {
+        self.delay().await;
+        let disk = self.with(|g| match g.get(&id) {
+            None => Err(crate::AgentError::NotFound(id)),
+            Some(guest) if guest.running => {
+                Err(crate::AgentError::Hypervisor("the instance is running; stop it first".into()))
+            }
+            Some(guest) => Ok(guest.disk.clone()),
+        })?;
+        tokio::fs::write(dst, disk).await.map_err(|e| crate::AgentError::io(format!("write {}", dst.display()), e))
+    }
+
+    async fn import_root_disk(&self, id: Uuid, src: &std::path::Path) -> Result<()> {
+        self.delay().await;
+        let disk =
+            tokio::fs::read(src).await.map_err(|e| crate::AgentError::io(format!("read {}", src.display()), e))?;
+        self.with(|g| {
+            let guest = g.entry(id).or_default();
+            if guest.running {
+                return Err(crate::AgentError::Hypervisor(
+                    "the instance runs on this host; its disk is not replaced".into(),
+                ));
+            }
+            guest.disk = disk;
+            guest.serial.extend_from_slice(b"[simulated] root disk copied in from another host\n");
+            Ok(())
+        })?;
+        tokio::fs::remove_file(src).await.map_err(|e| crate::AgentError::io(format!("remove {}", src.display()), e))
     }
 
     async fn snapshot_volume(&self, _instance: Option<Uuid>, volume: Uuid, snapshot: Uuid) -> Result<()> {

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod keys;
+pub mod moves;
 pub mod pool;
 pub mod qemu_img;
 pub mod quarantine;

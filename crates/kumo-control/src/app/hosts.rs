@@ -79,17 +79,79 @@ pub async fn register(store: &Store, host: &dyn HostAgent, config: &ControlConfi
 
 pub async fn list(app: &App, ctx: &OpContext, page: &PageRequest) -> ApiResult<ResultsPage<HostView>> {
     ctx.authorize(Access::Operator)?;
-    let mut page = kumo_store::hosts::list(&mut *read(app).await?, page).await?;
-    page.items = page.items.into_iter().map(|h| with_state(h, &app.config)).collect();
-    Ok(page)
+    let mut conn = read(app).await?;
+    let page = kumo_store::hosts::list(&mut conn, page).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for h in page.items {
+        items.push(with_drain_progress(&mut conn, with_state(h, &app.config)).await?);
+    }
+    Ok(ResultsPage { items, next_page: page.next_page })
 }
 
 pub async fn view(app: &App, ctx: &OpContext, host: &str) -> ApiResult<HostView> {
     ctx.authorize(Access::Operator)?;
     let sel = selector("host", host)?;
-    let h =
-        kumo_store::hosts::get(&mut *read(app).await?, &sel).await?.ok_or_else(|| ApiError::not_found("host", host))?;
-    Ok(with_state(h, &app.config))
+    let mut conn = read(app).await?;
+    let h = kumo_store::hosts::get(&mut conn, &sel).await?.ok_or_else(|| ApiError::not_found("host", host))?;
+    with_drain_progress(&mut conn, with_state(h, &app.config)).await
+}
+
+/// Fills a drain's counts: the moves of the drain (since it started) that committed and that
+/// failed, the instance moving now, and the instances still on the host.
+pub async fn with_drain_progress(conn: &mut kumo_store::Conn, mut h: HostView) -> ApiResult<HostView> {
+    let Some(drain) = h.drain.as_mut() else { return Ok(h) };
+    use kumo_store::migrations::Phase;
+    let moves = kumo_store::migrations::from_host_since(conn, h.id, drain.time_started).await?;
+    let drained: Vec<_> = moves.iter().filter(|m| m.drain).collect();
+    drain.moved = drained.iter().filter(|m| matches!(m.phase, Phase::Cleaning | Phase::Done)).count() as i64;
+    drain.failed =
+        drained.iter().filter(|m| matches!(m.phase, Phase::RollingBack | Phase::RolledBack | Phase::Refused)).count()
+            as i64;
+    drain.moving = None;
+    if let Some(m) = moves.iter().find(|m| m.phase.before_commit()) {
+        drain.moving = kumo_store::instances::get_by_id(conn, m.instance_id).await?.map(|r| r.view.name);
+    }
+    drain.remaining = kumo_store::instances::on_host(conn, h.id).await?.len() as i64;
+    if drain.reason.is_none() {
+        drain.reason = drained
+            .iter()
+            .rev()
+            .find(|m| m.reason.is_some() && !m.phase.before_commit())
+            .and_then(|m| m.reason.clone());
+    }
+    Ok(h)
+}
+
+/// Drains a host: cordons it and has the reconciler move every instance off it, one at a time
+/// (see `background::migrations`). Idempotent while a drain runs. Refused for an unreachable
+/// host: its instances' disks are only there.
+pub async fn drain(app: &App, ctx: &OpContext, host: &str) -> ApiResult<HostView> {
+    ctx.authorize(Access::Operator)?;
+    let sel = selector("host", host)?;
+    let mut tx = app.store.begin().await?;
+    let h = kumo_store::hosts::get(&mut tx, &sel).await?.ok_or_else(|| ApiError::not_found("host", host))?;
+    let h = with_state(h, &app.config);
+    if h.state == HostState::Down
+        || is_unreachable(&h, Utc::now(), app.config.host_unreachable_after)
+        || app.hosts.is_lost(h.id)
+    {
+        return Err(ApiError::conflict(format!(
+            "host '{}' is unreachable: its instances' disks are only there; moving instances off a lost host needs \
+             shared storage (a later issue)",
+            h.name
+        )));
+    }
+    let started = kumo_store::hosts::start_drain(&mut tx, h.id).await?;
+    let h = kumo_store::hosts::get(&mut tx, &kumo_types::NameOrId::Id(h.id.get()))
+        .await?
+        .ok_or_else(|| ApiError::internal("host vanished"))?;
+    let h = with_drain_progress(&mut tx, with_state(h, &app.config)).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    if started {
+        tracing::info!(host = %h.name, instances = h.drain.as_ref().map(|d| d.remaining), "host drain started");
+    }
+    app.reconciler.wake();
+    Ok(h)
 }
 
 /// Cordons a host (no new instance is placed on it; the ones there keep running) or uncordons
@@ -100,12 +162,17 @@ pub async fn set_cordoned(app: &App, ctx: &OpContext, host: &str, cordoned: bool
     let mut tx = app.store.begin().await?;
     let h = kumo_store::hosts::get(&mut tx, &sel).await?.ok_or_else(|| ApiError::not_found("host", host))?;
     kumo_store::hosts::set_cordoned(&mut tx, h.id, cordoned).await?;
+    if !cordoned {
+        // Uncordoning ends a drain (a move under way finishes).
+        kumo_store::hosts::clear_drain(&mut tx, h.id).await?;
+    }
     let h = kumo_store::hosts::get(&mut tx, &kumo_types::NameOrId::Id(h.id.get()))
         .await?
         .ok_or_else(|| ApiError::internal("host vanished"))?;
+    let h = with_drain_progress(&mut tx, with_state(h, &app.config)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     tracing::info!(host = %h.name, cordoned, "host cordon changed");
-    Ok(with_state(h, &app.config))
+    Ok(h)
 }
 
 /// Replaces a host's operator labels (instance types' `host_labels` are matched against them).

@@ -31,6 +31,7 @@ pub fn desired(state: InstanceState) -> &'static str {
         InstanceState::Failed => "failed (waiting for start or delete)",
         InstanceState::Deleting | InstanceState::Destroyed => "destroyed",
         InstanceState::Unknown => "unknown (its host is unreachable)",
+        InstanceState::Migrating => "as it was (running or stopped), on another host",
     }
 }
 
@@ -72,7 +73,7 @@ pub(crate) async fn get(
 /// An instance as the caller may see it: tenants never see hosts; an instance of a host that has
 /// not renewed its lease in time shows `unknown` (never a stale `running`), its recorded state
 /// kept in the reason.
-fn visible(app: &App, ctx: &OpContext, host: HostId, mut view: InstanceView) -> InstanceView {
+pub(crate) fn visible(app: &App, ctx: &OpContext, host: HostId, mut view: InstanceView) -> InstanceView {
     if app.hosts.is_lost(host) && !matches!(view.state, InstanceState::Destroyed) {
         view.state_reason = Some(format!(
             "its host is unreachable (no heartbeat within {} s); last recorded state: {}",
@@ -136,7 +137,7 @@ pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, instance: &
     Ok(visible(app, ctx, rec.host_id, rec.view))
 }
 
-fn event<'a>(rec: &'a InstanceRecord, kind: &'a str, t: Option<Transition>, cause: &'a str) -> NewEvent<'a> {
+pub(crate) fn event<'a>(rec: &'a InstanceRecord, kind: &'a str, t: Option<Transition>, cause: &'a str) -> NewEvent<'a> {
     NewEvent {
         project_id: Some(rec.project_id),
         resource_type: "instance",
@@ -321,6 +322,19 @@ async fn reserve_anywhere(
     group: Option<&kumo_types::PlacementGroupView>,
     want: Resources,
 ) -> ApiResult<HostId> {
+    reserve_among(tx, config, ask, group, want, &|_| true).await
+}
+
+/// [`reserve_anywhere`] among the hosts `pick` keeps (a move: every host but the instance's own,
+/// or the one asked for); the refusal explains those hosts only.
+pub(crate) async fn reserve_among(
+    tx: &mut Conn,
+    config: &crate::ControlConfig,
+    ask: &scheduler::Ask<'_>,
+    group: Option<&kumo_types::PlacementGroupView>,
+    want: Resources,
+    pick: &(dyn Fn(&kumo_types::HostView) -> bool + Sync),
+) -> ApiResult<HostId> {
     // The group's members are counted in this transaction, after taking the group's row: creates
     // in one group are placed one after the other.
     let members = match group {
@@ -333,7 +347,7 @@ async fn reserve_anywhere(
         None => Vec::new(),
     };
     let as_group = group.map(|g| scheduler::Group { name: &g.name, policy: g.policy, members_per_host: &members });
-    let hosts = candidates(tx, config).await?;
+    let hosts: Vec<_> = candidates(tx, config).await?.into_iter().filter(|h| pick(h)).collect();
     let ranked = scheduler::rank_in_group(&hosts, ask, want, as_group)
         .map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
     // Hosts another create is claiming are tried after the free ones (PostgreSQL; see
@@ -352,7 +366,7 @@ async fn reserve_anywhere(
         }
     }
     // Every candidate filled up between the read and the reservation.
-    let hosts = candidates(tx, config).await?;
+    let hosts: Vec<_> = candidates(tx, config).await?.into_iter().filter(|h| pick(h)).collect();
     let msg = match scheduler::rank_in_group(&hosts, ask, want, as_group) {
         Err(m) => m,
         Ok(_) => scheduler::explain(&hosts, ask, want),
@@ -379,7 +393,7 @@ async fn fits_now(
 }
 
 /// Every live host with its state as of now.
-async fn candidates(tx: &mut Conn, config: &crate::ControlConfig) -> ApiResult<Vec<kumo_types::HostView>> {
+pub(crate) async fn candidates(tx: &mut Conn, config: &crate::ControlConfig) -> ApiResult<Vec<kumo_types::HostView>> {
     let hosts = kumo_store::hosts::all(tx).await?;
     Ok(hosts.into_iter().map(|h| super::hosts::with_state(h, config)).collect())
 }
@@ -401,6 +415,18 @@ pub async fn act(
     }
     let cause = ctx.cause(&operation);
     let ev = kumo_store::events::record(&mut tx, &event(&rec, "state_changed", Some(t), &cause)).await?;
+    commit_action(app, ctx, tx, &rec, ev).await
+}
+
+/// Ends an action's transaction: reads the instance as changed, commits, publishes the action's
+/// event and wakes the reconciler; returns the view.
+pub(crate) async fn commit_action(
+    app: &App,
+    ctx: &OpContext,
+    mut tx: kumo_store::Tx,
+    rec: &InstanceRecord,
+    ev: kumo_types::EventView,
+) -> ApiResult<InstanceView> {
     let view = kumo_store::instances::get_by_id(&mut tx, rec.view.id)
         .await?
         .ok_or_else(|| ApiError::internal("instance vanished"))?

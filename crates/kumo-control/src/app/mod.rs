@@ -17,6 +17,7 @@ pub mod me;
 pub mod members;
 pub mod membership;
 pub mod metrics;
+pub mod migrations;
 pub mod placement_groups;
 pub mod projects;
 pub mod quotas;

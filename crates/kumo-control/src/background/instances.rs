@@ -40,6 +40,8 @@ impl Task for Instances {
 /// instance on it that needs one. Instances of a host without an agent here (not joined, or not
 /// seen by this controller yet) are left alone.
 pub async fn pass(app: &Arc<App>) {
+    // Moves and drains first: a move's commit hands its instance to the steps below.
+    super::migrations::pass(app).await;
     for host in app.hosts.reachable() {
         let Some(agent) = app.hosts.get(host) else { continue };
         if let Err(e) = collect_leaks(app, host, agent.as_ref()).await {
@@ -57,7 +59,8 @@ pub async fn pass(app: &Arc<App>) {
             }
         };
         for rec in records {
-            if matches!(rec.state(), InstanceState::Failed) {
+            // A migrating instance is the move's (see `super::migrations`).
+            if matches!(rec.state(), InstanceState::Failed | InstanceState::Migrating) {
                 continue;
             }
             if !app.reconciler.claim(rec.view.id, rec.generation) {
@@ -126,7 +129,7 @@ async fn collect_leaks(app: &App, host: HostId, agent: &dyn HostAgent) -> anyhow
 /// Why a step did not do its work: a failure of the instance (it becomes `failed` with the
 /// reason), or its host's agent could not be reached (nothing is known about the guest: the step
 /// is tried again at the next pass, the instance keeps its state).
-enum StepError {
+pub(super) enum StepError {
     Failed(String),
     Unreachable(String),
 }
@@ -137,6 +140,13 @@ impl From<HostError> for StepError {
             HostError::Unreachable(_) => StepError::Unreachable(e.to_string()),
             e => StepError::Failed(e.to_string()),
         }
+    }
+}
+
+impl From<kumo_store::StoreError> for StepError {
+    fn from(e: kumo_store::StoreError) -> StepError {
+        // Not the resource's fault: the step is tried again.
+        StepError::Unreachable(format!("store: {e}"))
     }
 }
 
@@ -214,7 +224,9 @@ async fn step(app: &App, hv: &dyn HostAgent, rec: kumo_store::instances::Instanc
                 }
                 Ok(None)
             }
-            InstanceState::Failed | InstanceState::Destroyed | InstanceState::Unknown => Ok(None),
+            InstanceState::Failed | InstanceState::Destroyed | InstanceState::Unknown | InstanceState::Migrating => {
+                Ok(None)
+            }
         }
     }
     .await;

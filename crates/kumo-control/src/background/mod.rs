@@ -8,7 +8,7 @@
 //!
 //! | task (status name)            | file                  | period                      | woken by |
 //! |-------------------------------|-----------------------|-----------------------------|----------|
-//! | instances (`instances`)       | [`instances`]         | `reconcile_period`          | every instance change |
+//! | instances (`instances`)       | [`instances`], [`migrations`] (moves between hosts, drains) | `reconcile_period` | every instance change, move and drain |
 //! | volumes (`volumes`)           | [`volumes`]           | `reconcile_period`          | every volume or snapshot change |
 //! | network (`network`)           | [`network`]           | 5 × `reconcile_period`      | every network change, instance create/destroy |
 //! | monitoring (`monitoring`)     | [`monitoring`]        | `--metrics-interval`        | — |
@@ -37,6 +37,7 @@ pub mod billing;
 pub mod hosts;
 pub mod images;
 pub mod instances;
+pub mod migrations;
 pub mod monitoring;
 pub mod network;
 pub mod sweep;

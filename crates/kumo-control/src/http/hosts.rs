@@ -94,6 +94,21 @@ pub async fn host_labels_set(
     Ok(Json(hosts::set_labels(&app, &ctx, &host, &body.labels).await?))
 }
 
+/// Drain a host: cordon it and move every instance off it to other hosts of its zone, one at a
+/// time (cold migration); `drain` in the host's view shows the progress (operators)
+#[utoipa::path(post, path = "/v1/hosts/{host}/drain", tag = "hosts", operation_id = "host_drain",
+    params(("host" = String, Path, description = "Host name or id")),
+    responses((status = 202, description = "Accepted: the host is cordoned and being drained", body = HostView),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn host_drain(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(host): Path<String>,
+) -> ApiResult<(StatusCode, Json<HostView>)> {
+    Ok((StatusCode::ACCEPTED, Json(hosts::drain(&app, &ctx, &host).await?)))
+}
+
 /// Create a one-time join token for a `kumod agent` to join as a host of a zone; the token is
 /// shown once (operators)
 #[utoipa::path(post, path = "/v1/join-tokens", tag = "hosts", operation_id = "join_token_create",

@@ -8,7 +8,9 @@ use crate::App;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
-use kumo_types::{ErrorBody, InstanceAction, InstanceCreate, InstanceResize, InstanceView, PageParams, ResultsPage};
+use kumo_types::{
+    ErrorBody, InstanceAction, InstanceCreate, InstanceMigrate, InstanceResize, InstanceView, PageParams, ResultsPage,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::IntoParams;
@@ -136,6 +138,28 @@ pub async fn instance_resize(
     ApiJson(body): ApiJson<InstanceResize>,
 ) -> ApiResult<Json<InstanceView>> {
     Ok(Json(instances::resize(&app, &ctx, sel.project.as_deref(), &instance, &body.instance_type).await?))
+}
+
+/// Move an instance to another host (operators). Cold: a running instance is stopped, its root
+/// disk copied to the new host and checked there, and it starts again there; it keeps its name,
+/// id, IP and MAC. It shows `migrating` (its reason says where to and how far) until the move
+/// commits (then `starting` or `stopped` on the new host) or rolls back (then as it was, on its
+/// host, with the reason)
+#[utoipa::path(post, path = "/v1/instances/{instance}/migrate", tag = "instances", operation_id = "instance_migrate",
+    params(("instance" = String, Path, description = "Instance name or id"), ProjectSelector),
+    request_body = InstanceMigrate,
+    responses((status = 202, description = "Accepted, in state migrating", body = InstanceView),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 507, body = ErrorBody)))]
+pub async fn instance_migrate(
+    State(app): State<Arc<App>>,
+    ctx: OpContext,
+    Path(instance): Path<String>,
+    ApiQuery(sel): ApiQuery<ProjectSelector>,
+    ApiJson(body): ApiJson<InstanceMigrate>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    let view = crate::app::migrations::migrate(&app, &ctx, sel.project.as_deref(), &instance, &body).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 /// Where to read the serial console from.

@@ -10,6 +10,7 @@ mod identity;
 mod images;
 mod instances;
 mod metering;
+mod migrations;
 mod networking;
 mod placement;
 mod tenancy;

@@ -518,6 +518,18 @@ impl Hypervisor for QemuDriver {
         self.snapshot_live(instance, volume, snapshot).await
     }
 
+    async fn import_root_disk(&self, id: Uuid, src: &Path) -> Result<()> {
+        if self.live_pid(id).is_some() {
+            return Err(AgentError::Hypervisor("the instance runs on this host; its disk is not replaced".into()));
+        }
+        let run = self.run_dir(id);
+        tokio::fs::create_dir_all(&run.dir)
+            .await
+            .map_err(|e| AgentError::io(format!("create {}", run.dir.display()), e))?;
+        // One rename: the disk is either the verified copy or not there at all.
+        tokio::fs::rename(src, run.disk()).await.map_err(|e| AgentError::io("move the copied disk into place", e))
+    }
+
     async fn list(&self) -> Result<Vec<Uuid>> {
         // The leak collector lists periodically: a good time to drop leaked empty cgroups.
         self.sweep_cgroups();
