@@ -513,7 +513,7 @@ pub fn cluster(f: &crate::cluster::Figures) {
     let o = &f.opts;
     title("Cluster scale: simulated hosts, two controllers on PostgreSQL");
     println!(
-        "{} simulated hosts (sim driver, in kumo-bench, real join/heartbeat/agent API; one listener for all) in {}          zones, joined in {:.1} s; two `kumod controller`s on a fresh PostgreSQL database; {} instances in the          cloud ({} created through the API, the rest written into the database).
+        "{} simulated hosts (sim driver, in kumo-bench, real join/heartbeat/agent API; one listener for all) in {} zones, joined in {:.1} s; two `kumod controller`s on a fresh PostgreSQL database; {} instances in the cloud ({} created through the API, the rest written into the database).
 ",
         o.hosts,
         o.zones,
@@ -561,7 +561,7 @@ pub fn cluster(f: &crate::cluster::Figures) {
     for (ctl, ms, bytes) in &f.page {
         t.add_row(vec![
             format!(
-                "GET /v1/instances first page of {PAGE} ({} KiB) of a project of {} ({} in the cloud), controller {ctl},                  median (min–max) of 20",
+                "GET /v1/instances first page of {PAGE} ({} KiB) of a project of {} ({} in the cloud), controller {ctl}, median (min–max) of 20",
                 bytes / 1024,
                 f.listed_project_instances,
                 o.instances
