@@ -271,6 +271,30 @@ pub async fn heartbeat(conn: &mut Conn, id: HostId, r: &HostReport, address: &st
     Ok(())
 }
 
+/// Renews the leases of hosts whose report has not changed (their heartbeats, gathered into one
+/// statement): `last_seen` becomes now. Returns the ids that are live hosts (the others were
+/// deleted: their heartbeat is refused).
+pub async fn renew(conn: &mut Conn, ids: &[HostId]) -> Result<Vec<HostId>> {
+    let mut live = Vec::with_capacity(ids.len());
+    let at = ts(now());
+    // Well under every database's limit of bound values.
+    for chunk in ids.chunks(1000) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE hosts SET last_seen = $1 WHERE time_deleted IS NULL AND id IN ({}) RETURNING id",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(&at);
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            live.push(parse_uuid(&r.try_get::<String, _>(0)?)?);
+        }
+    }
+    Ok(live)
+}
+
 /// Cordons (no new instances are placed on it) or uncordons a host.
 pub async fn set_cordoned(conn: &mut Conn, id: HostId, cordoned: bool) -> Result<()> {
     sqlx::query("UPDATE hosts SET cordoned = $1, time_modified = $2 WHERE id = $3 AND time_deleted IS NULL")
