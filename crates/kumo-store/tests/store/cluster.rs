@@ -179,6 +179,18 @@ async fn hosts_join_heartbeat_and_cordon(store: &Store) {
     assert_eq!(hosts::agent_endpoints(&mut c).await.unwrap()[0].fingerprint, "EF:01");
     drop(c);
 
+    // Leases renewed together: the live hosts of the batch are renewed and returned, an unknown
+    // id is not; nothing else of the host changes.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut tx = store.begin().await.unwrap();
+    let stranger = HostId::new_v7();
+    assert_eq!(hosts::renew(&mut tx, &[stranger, id]).await.unwrap(), vec![id]);
+    assert_eq!(hosts::renew(&mut tx, &[]).await.unwrap(), Vec::<HostId>::new());
+    tx.commit().await.unwrap();
+    let renewed = get_host(store, id).await;
+    assert!(renewed.last_seen > h.last_seen, "{:?} after {:?}", renewed.last_seen, h.last_seen);
+    assert_eq!((renewed.vcpus_total, renewed.address), (12, h.address.clone()));
+
     // Cordon and uncordon.
     let mut tx = store.begin().await.unwrap();
     hosts::set_cordoned(&mut tx, id, true).await.unwrap();
