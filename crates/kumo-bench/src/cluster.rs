@@ -42,7 +42,7 @@ pub struct Options {
 }
 
 /// Projects the creates are spread over (each has its own default subnet and quota row).
-const PROJECTS: usize = 8;
+const PROJECTS: usize = 64;
 pub const PAGE: usize = 1_000;
 const PAGE_REPEAT: usize = 20;
 /// The controllers' deadline: `kumod controller`'s default.

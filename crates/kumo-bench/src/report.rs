@@ -586,7 +586,7 @@ pub fn cluster(f: &crate::cluster::Figures) {
     for (what, v) in [
         ("  context: both controllers' CPU with heartbeats", h.controllers_on),
         ("  context: both controllers' CPU without heartbeats (background work)", h.controllers_off),
-        ("  context: PostgreSQL's CPU with heartbeats (every postgres process)", h.postgres_on),
+        ("  context: PostgreSQL's CPU with heartbeats (postgres processes alive at both ends; rough)", h.postgres_on),
         ("  context: PostgreSQL's CPU without heartbeats", h.postgres_off),
         ("  context: the fleet's CPU (kumo-bench) with heartbeats", h.fleet_on),
     ] {

@@ -14,9 +14,13 @@ use axum::{Json, Router};
 use kumo_host_api::membership::{Heartbeat, HeartbeatAck, JoinRequest, JoinResponse};
 use std::sync::Arc;
 
+/// Where agents heartbeat. Accepted heartbeats are not in the audit log (joins and refused
+/// heartbeats are).
+pub const HEARTBEAT_PATH: &str = "/agent/v1/heartbeat";
+
 /// The routes, for [`super::router_with`].
 pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/agent/v1/join", post(join)).route("/agent/v1/heartbeat", post(heartbeat))
+    Router::new().route("/agent/v1/join", post(join)).route(HEARTBEAT_PATH, post(heartbeat))
 }
 
 async fn join(State(app): State<Arc<App>>, ApiJson(req): ApiJson<JoinRequest>) -> ApiResult<Json<JoinResponse>> {
