@@ -127,6 +127,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long the writer of a batch of renewals waits for more heartbeats to join it (what a
+/// heartbeat's answer may wait, at most twice: small beside the lease).
+const GATHER: Duration = Duration::from_millis(20);
+
 /// A heartbeat whose report this controller wrote less than this long ago only renews the lease.
 const REWRITE_AFTER: Duration = Duration::from_secs(300);
 
@@ -134,9 +138,9 @@ const REWRITE_AFTER: Duration = Duration::from_secs(300);
 /// acknowledged (an acknowledged heartbeat is a renewed lease: see docs/architecture.md, "Host
 /// health and fencing"); but most heartbeats report what the host reported before, so they only
 /// need `last_seen` to move, and those are written **together**: each heartbeat joins the batch
-/// of pending ones, one writer at a time writes the whole batch in one statement
-/// ([`kumo_store::hosts::renew`]), and each heartbeat is answered once its batch committed (group
-/// commit: no added wait when there is no other heartbeat to wait for). A heartbeat whose report
+/// of pending ones, one writer at a time lets the heartbeats of the next [`GATHER`] join, writes
+/// the whole batch in one statement ([`kumo_store::hosts::renew`]), and each heartbeat is
+/// answered once its batch committed (group commit). A heartbeat whose report
 /// changed (or that this controller has not written for [`REWRITE_AFTER`]) is written in full, on
 /// its own. Checked host credentials are remembered.
 #[derive(Default)]
@@ -176,36 +180,39 @@ impl Renewals {
 
     /// Renews `host`'s lease with the batch it joins; false when it is not a live host.
     async fn renew(&self, store: &kumo_store::Store, host: HostId) -> ApiResult<bool> {
-        let (tell, told) = oneshot::channel();
+        let (tell, mut told) = oneshot::channel();
         lock(&self.pending).push((host, tell));
-        {
-            let _writer = self.writer.lock().await;
-            let batch = std::mem::take(&mut *lock(&self.pending));
-            if !batch.is_empty() {
-                let ids: Vec<HostId> = batch.iter().map(|(h, _)| *h).collect();
-                let written = async {
-                    let mut tx = store.begin().await?;
-                    let live = kumo_store::hosts::renew(&mut tx, &ids).await?;
-                    tx.commit().await?;
-                    Ok::<_, kumo_store::StoreError>(live)
+        let writer = self.writer.lock().await;
+        if let Ok(answer) = told.try_recv() {
+            // Written by the batch before, while this one waited for its turn.
+            return answer.ok_or_else(|| ApiError::internal("renewing the host's lease failed"));
+        }
+        // The heartbeats of the next moment join this batch.
+        tokio::time::sleep(GATHER).await;
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        let ids: Vec<HostId> = batch.iter().map(|(h, _)| *h).collect();
+        let written = async {
+            let mut tx = store.begin().await?;
+            let live = kumo_store::hosts::renew(&mut tx, &ids).await?;
+            tx.commit().await?;
+            Ok::<_, kumo_store::StoreError>(live)
+        }
+        .await;
+        match written {
+            Ok(live) => {
+                let live: HashSet<HostId> = live.into_iter().collect();
+                for (h, tell) in batch {
+                    let _ = tell.send(Some(live.contains(&h)));
                 }
-                .await;
-                match written {
-                    Ok(live) => {
-                        let live: HashSet<HostId> = live.into_iter().collect();
-                        for (h, tell) in batch {
-                            let _ = tell.send(Some(live.contains(&h)));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(heartbeats = ids.len(), "renewing the hosts' leases failed: {e}");
-                        for (_, tell) in batch {
-                            let _ = tell.send(None);
-                        }
-                    }
+            }
+            Err(e) => {
+                tracing::warn!(heartbeats = ids.len(), "renewing the hosts' leases failed: {e}");
+                for (_, tell) in batch {
+                    let _ = tell.send(None);
                 }
             }
         }
+        drop(writer);
         told.await.ok().flatten().ok_or_else(|| ApiError::internal("renewing the host's lease failed"))
     }
 }
