@@ -160,8 +160,11 @@ impl Fleet {
         for k in 0..self.controllers.len() {
             let base = &self.controllers[(first + k) % self.controllers.len()];
             let mut req = self.http.post(format!("{base}{path}")).json(body);
-            if let Some(b) = bearer {
-                req = req.bearer_auth(b);
+            match bearer {
+                Some(b) => req = req.bearer_auth(b),
+                // A join that timed out may have spent its token: it is not tried again, so it
+                // may take as long as a busy controller needs.
+                None => req = req.timeout(Duration::from_secs(120)),
             }
             match req.send().await {
                 Ok(r) if r.status().is_success() => return Ok(r.json().await?),
