@@ -97,6 +97,13 @@ fn a_cluster_of_two_controllers_and_three_hosts() {
     let resp =
         cl.http.post(format!("{}/agent/v1/heartbeat", cl.urls[0])).bearer_auth(&cl.token).json(&hb).send().expect("hb");
     assert_eq!(resp.status().as_u16(), 401);
+    // Refused heartbeats are in the audit log; accepted ones (every host's, every 3 s) are not.
+    let (s, log) = cl.get(1, "/v1/system/audit-log?limit=200");
+    assert_eq!(s, 200, "{log}");
+    let beats: Vec<&Value> =
+        log["items"].as_array().expect("items").iter().filter(|e| e["path"] == "/agent/v1/heartbeat").collect();
+    assert!(beats.len() >= 4, "the refused heartbeats are audited: {beats:?}");
+    assert!(beats.iter().all(|e| e["status"].as_u64().unwrap_or(0) >= 400), "{beats:?}");
     let h1_addr = std::fs::read_to_string(cl.dir.path().join("h1/agent.addr")).expect("agent.addr");
     let resp = cl
         .http
