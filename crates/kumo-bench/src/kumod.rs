@@ -48,12 +48,37 @@ impl Kumod {
 
     /// [`Kumod::start`] with the public images of `image_cache`.
     pub async fn start_with_images(data_dir: &Path, image_cache: &Path, flags: &[String]) -> Result<Kumod> {
+        Kumod::spawn(None, data_dir, image_cache, flags).await
+    }
+
+    /// A `kumod controller` (flags: `--database`, TLS, …) on `data_dir`. Its API is HTTPS with a
+    /// self-signed certificate: the client pins the certificate of `tls_dir` (the first
+    /// controller's `DATA_DIR/tls`, which the others are given with --tls-cert/--tls-key), and
+    /// the operator token is `admin_token`'s (the first controller's, made with the database).
+    pub async fn start_controller(
+        data_dir: &Path,
+        flags: &[String],
+        tls_dir: &Path,
+        admin_token: &Path,
+    ) -> Result<Kumod> {
+        Kumod::spawn(Some((tls_dir, admin_token)), data_dir, Path::new(IMAGE_CACHE), flags).await
+    }
+
+    async fn spawn(
+        controller: Option<(&Path, &Path)>,
+        data_dir: &Path,
+        image_cache: &Path,
+        flags: &[String],
+    ) -> Result<Kumod> {
         let exe = binary()?;
         std::fs::create_dir_all(data_dir)?;
         let log = data_dir.with_extension("log");
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(&exe);
+        if controller.is_some() {
+            cmd.arg("controller");
+        }
         cmd.arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--host-name", "bench", "--image-cache"])
@@ -100,8 +125,24 @@ impl Kumod {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let token = std::fs::read_to_string(data_dir.join("admin-token")).context("read the admin token")?;
-        kumod.api = Api::new(format!("http://{addr}"), token.trim().to_string());
+        kumod.api = match controller {
+            None => {
+                let token = std::fs::read_to_string(data_dir.join("admin-token")).context("read the admin token")?;
+                Api::new(format!("http://{addr}"), token.trim().to_string())
+            }
+            Some((tls_dir, admin_token)) => {
+                let token = std::fs::read_to_string(admin_token).context("read the admin token")?;
+                let fingerprint =
+                    std::fs::read_to_string(tls_dir.join("fingerprint")).context("read the fingerprint")?;
+                let tls = kumo_host_rpc::tls::pinned_client_config(fingerprint.trim(), None)?;
+                let http = reqwest::Client::builder()
+                    .use_preconfigured_tls(tls)
+                    .timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(256)
+                    .build()?;
+                Api::with_client(format!("https://{addr}"), token.trim().to_string(), http)
+            }
+        };
         kumod.api.get("/v1/hosts").await.context("kumod's API does not answer")?;
         Ok(kumod)
     }
@@ -160,6 +201,10 @@ pub struct Api {
 impl Api {
     fn new(base: String, token: String) -> Api {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
+        Api::with_client(base, token, http)
+    }
+
+    fn with_client(base: String, token: String, http: reqwest::Client) -> Api {
         Api { base, token, create_extra: serde_json::Map::new(), http }
     }
 

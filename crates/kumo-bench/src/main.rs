@@ -9,6 +9,8 @@
 
 mod api_load;
 mod boot;
+mod cluster;
+mod fleet;
 mod kumod;
 mod launch;
 mod net;
@@ -70,6 +72,19 @@ struct Cli {
     /// Instance type of the `boot` benchmark.
     #[arg(long, global = true, default_value = "k1-small")]
     instance_type: String,
+    /// `cluster`: simulated hosts.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    hosts: usize,
+    /// `cluster`: zones the hosts are spread over.
+    #[arg(long, global = true, default_value_t = 10)]
+    zones: usize,
+    /// `cluster`: instances in the cloud when the list is measured.
+    #[arg(long, global = true, default_value_t = 100_000)]
+    instances: usize,
+    /// `cluster`: how many of them are created through the API (the rest is written into the
+    /// database).
+    #[arg(long, global = true, default_value_t = 5_000)]
+    creates: usize,
 }
 
 #[derive(Subcommand, Debug, Clone, PartialEq)]
@@ -93,6 +108,11 @@ enum What {
     /// A real OS (default debian-12) from create to SSH answering, through kumod with its data plane
     /// vs raw QEMU with a tap and DHCP; not part of `all` (minutes per boot under TCG).
     Boot,
+    /// Scale on simulated hosts (issue 13): --hosts simulated agents in --zones zones, two
+    /// `kumod controller`s on a fresh database of --postgres: placement decisions and creates per
+    /// second, the first page of 1,000 of --instances instances, heartbeat load, time to
+    /// `unreachable`. Not part of `all`.
+    Cluster,
     /// (internal) The trivial HTTP server of the API benchmark.
     #[command(hide = true)]
     ServeStatic { files: Vec<PathBuf> },
@@ -324,6 +344,23 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
         report::boot(&f, &opts);
     }
 
+    if what == What::Cluster {
+        let Some(postgres) = cli.postgres.clone() else {
+            bail!("cluster needs --postgres URL (e.g. --postgres \"$(scripts/postgres.sh | tail -n 1)\")");
+        };
+        let opts = cluster::Options {
+            hosts: cli.hosts,
+            zones: cli.zones,
+            instances: cli.instances,
+            creates: cli.creates,
+            concurrency: cli.connections,
+            seconds: cli.seconds,
+            postgres,
+        };
+        let f = cluster::run(root, &opts).await?;
+        report::cluster(&f);
+    }
+
     if what == What::Reads {
         let mut figures = Vec::new();
         eprintln!("fast read paths: SQLite");
@@ -389,7 +426,12 @@ fn print_machine(cli: &Cli, what: &What, cores: usize) {
     println!("qemu:    {}", version(Path::new(kumo_agent::compute::qemu::QEMU_BINARY)));
     println!("kumod:   {kumod_version}");
     println!("load:    {} (1/5/15-minute load average before the run)", loadavg());
-    if *what == What::Boot {
+    if *what == What::Cluster {
+        println!(
+            "options: --hosts {} --zones {} --instances {} --creates {} --connections {} --seconds {}",
+            cli.hosts, cli.zones, cli.instances, cli.creates, cli.connections, cli.seconds
+        );
+    } else if *what == What::Boot {
         println!(
             "options: --runs {} --image {} --image-cache {} --instance-type {}",
             cli.runs,
@@ -416,5 +458,6 @@ fn what_name(w: &What) -> &'static str {
         What::Storage => "storage",
         What::Reads => "reads",
         What::Boot => "boot",
+        What::Cluster => "cluster",
     }
 }

@@ -129,9 +129,9 @@ pub async fn run(
         let big = project_id(&kumod, "big").await?;
         let vm = kumod.api.get(&format!("/v1/instances/vm-000?project={}", crate::kumod::PROJECT)).await?;
         let vm_id: uuid::Uuid = vm["id"].as_str().context("instance id")?.parse()?;
-        insert_instances(&db_url, big, vm_id).await?;
+        insert_instances(&db_url, big, vm_id, BIG_INSTANCES, "vm").await?;
         let page_path = format!("/v1/instances?project=big&limit={PAGE}");
-        let (ms, bytes) = time_get(&kumod, &page_path, REPEAT).await?;
+        let (ms, bytes) = time_get(&kumod.api, &page_path, REPEAT).await?;
         eprintln!("  first page of {PAGE} of {BIG_INSTANCES}: median {:.1} ms", ms.median);
         page = Some(PageFigures { ms, bytes });
     }
@@ -147,7 +147,7 @@ pub async fn run(
         let body = kumod.api.get(&usage_path).await?;
         let first_ms = t.elapsed().as_secs_f64() * 1000.0;
         let lines = body["items"].as_array().map_or(0, Vec::len);
-        let (ms, bytes) = time_get(&kumod, &usage_path, REPEAT / 2).await?;
+        let (ms, bytes) = time_get(&kumod.api, &usage_path, REPEAT / 2).await?;
         eprintln!("  usage of {month} ({lines} lines): first {first_ms:.1} ms, then median {:.1} ms", ms.median);
         let (store_ms, lines_ms, json_ms) = usage_breakdown(&db_url, billing, &month, REPEAT / 2).await?;
         eprintln!(
@@ -211,19 +211,26 @@ async fn project_id(kumod: &Kumod, name: &str) -> Result<uuid::Uuid> {
 }
 
 /// `n` sequential GETs, timed from sending to having the whole body.
-async fn time_get(kumod: &Kumod, path: &str, n: usize) -> Result<(Summary, usize)> {
+pub async fn time_get(api: &crate::kumod::Api, path: &str, n: usize) -> Result<(Summary, usize)> {
     let mut ms = Vec::with_capacity(n);
     let mut bytes = 0;
     for _ in 0..n {
         let t = Instant::now();
-        bytes = kumod.api.get_bytes(path).await?.len();
+        bytes = api.get_bytes(path).await?.len();
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     Ok((report::summarize(&ms), bytes))
 }
 
-/// 100,000 stopped instances like `template`, on a host row of their own.
-async fn insert_instances(url: &str, project: uuid::Uuid, template: uuid::Uuid) -> Result<()> {
+/// `count` stopped instances like `template`, named `PREFIX-NNNNNN`, on a host row of their own
+/// (`bench-parked`: a host no agent serves, so no reconciler walks them).
+pub async fn insert_instances(
+    url: &str,
+    project: uuid::Uuid,
+    template: uuid::Uuid,
+    count: usize,
+    prefix: &str,
+) -> Result<()> {
     let store = kumo_store::Store::open(url).await?;
     let rec =
         kumo_store::instances::get_by_id(&mut *store.read().await?, template.into()).await?.context("template")?;
@@ -244,7 +251,7 @@ async fn insert_instances(url: &str, project: uuid::Uuid, template: uuid::Uuid) 
     .await?;
     let t = kumo_store::ts(kumo_store::now());
     const ROWS: usize = 500;
-    for chunk in (0..BIG_INSTANCES).collect::<Vec<_>>().chunks(ROWS) {
+    for chunk in (0..count).collect::<Vec<_>>().chunks(ROWS) {
         let mut sql = String::from(
             "INSERT INTO instances (id, project_id, name, description, time_created, time_modified, image_id, \
              instance_type_id, host_id, vcpus, memory_mib, disk_gib, gpus, state, generation) VALUES ",
@@ -271,7 +278,7 @@ async fn insert_instances(url: &str, project: uuid::Uuid, template: uuid::Uuid) 
             .bind(rec.instance_type_id.to_string())
             .bind(host.to_string());
         for i in chunk {
-            q = q.bind(kumo_store::new_id::<uuid::Uuid>().to_string()).bind(format!("vm-{i:06}"));
+            q = q.bind(kumo_store::new_id::<uuid::Uuid>().to_string()).bind(format!("{prefix}-{i:06}"));
         }
         q.execute(&mut *tx).await?;
     }

@@ -502,6 +502,117 @@ pub fn reads(figures: &[crate::reads::ReadFigures]) {
     println!("errors (non-2xx or broken connections) during the measured windows: {errors}");
 }
 
+pub const DECISIONS_TARGET: f64 = 10_000.0;
+pub const CREATES_TARGET: f64 = 1_000.0;
+pub const HEARTBEAT_CPU_TARGET: f64 = 10.0;
+pub const UNREACHABLE_TARGET_SECS: f64 = 30.0;
+
+/// `kumo-bench cluster` (issue 13, part 8): each figure beside its goal.
+pub fn cluster(f: &crate::cluster::Figures) {
+    use crate::cluster::PAGE;
+    let o = &f.opts;
+    title("Cluster scale: simulated hosts, two controllers on PostgreSQL");
+    println!(
+        "{} simulated hosts (sim driver, in kumo-bench, real join/heartbeat/agent API; one listener for all) in {} zones, joined in {:.1} s; two `kumod controller`s on a fresh PostgreSQL database; {} instances in the cloud ({} created through the API, the rest written into the database).
+",
+        o.hosts,
+        o.zones,
+        f.join_secs,
+        o.instances,
+        f.creates.ok
+    );
+    let mut t = table(&["figure", "value", "goal", "verdict"]);
+    let d = &f.decisions;
+    t.add_row(vec![
+        format!("placement decision (scheduler alone, {} hosts, one zone asked), per second", o.hosts),
+        format!("{:.0}", d.one_zone),
+        format!("≥ {DECISIONS_TARGET:.0}/s"),
+        verdict(d.one_zone >= DECISIONS_TARGET).into(),
+    ]);
+    t.add_row(vec![
+        "  … any zone, per second".into(),
+        format!("{:.0}", d.any_zone),
+        format!("≥ {DECISIONS_TARGET:.0}/s"),
+        verdict(d.any_zone >= DECISIONS_TARGET).into(),
+    ]);
+    t.add_row(vec![
+        "  context: reading the candidate hosts from the store (every create does), median (min–max)".into(),
+        format!("{:.1} ms ({:.1}–{:.1})", d.read_ms.median, d.read_ms.min, d.read_ms.max),
+        String::new(),
+        String::new(),
+    ]);
+    let c = &f.creates;
+    let rate = c.ok as f64 / c.secs;
+    t.add_row(vec![
+        format!("creates through the API (POST → 201, both controllers, {} in flight), per second", o.concurrency),
+        format!("{rate:.0} ({} in {:.1} s, {} refused)", c.ok, c.secs, c.failed),
+        format!("≥ {CREATES_TARGET:.0}/s"),
+        verdict(rate >= CREATES_TARGET && c.failed == 0).into(),
+    ]);
+    t.add_row(vec![
+        "  context: first create → every created instance running".into(),
+        match c.all_running_secs {
+            Some(s) => format!("{s:.1} s ({:.0}/s)", c.ok as f64 / s),
+            None => format!("not within the wait: {} of {} running", c.running, c.ok),
+        },
+        String::new(),
+        String::new(),
+    ]);
+    for (ctl, ms, bytes) in &f.page {
+        t.add_row(vec![
+            format!(
+                "GET /v1/instances first page of {PAGE} ({} KiB) of a project of {} ({} in the cloud), controller {ctl}, median (min–max) of 20",
+                bytes / 1024,
+                f.listed_project_instances,
+                o.instances
+            ),
+            format!("{:.1} ms ({:.1}–{:.1})", ms.median, ms.min, ms.max),
+            format!("≤ {PAGE_MS_TARGET:.0} ms"),
+            verdict(ms.median <= PAGE_MS_TARGET).into(),
+        ]);
+    }
+    let h = &f.heartbeat;
+    let attributable = h.controllers_on - h.controllers_off;
+    t.add_row(vec![
+        format!(
+            "heartbeat load: controllers' CPU with heartbeats minus without, {:.0} s windows ({:.0} heartbeats/s, \
+             {} failed, mean {:.1} ms)",
+            h.window_secs, h.rate, h.failed, h.mean_latency_ms
+        ),
+        format!("{attributable:.1} % of one core"),
+        format!("< {HEARTBEAT_CPU_TARGET:.0} %"),
+        verdict(attributable < HEARTBEAT_CPU_TARGET).into(),
+    ]);
+    for (what, v) in [
+        ("  context: both controllers' CPU with heartbeats", h.controllers_on),
+        ("  context: both controllers' CPU without heartbeats (background work)", h.controllers_off),
+        ("  context: PostgreSQL's CPU with heartbeats (postgres processes alive at both ends; rough)", h.postgres_on),
+        ("  context: PostgreSQL's CPU without heartbeats", h.postgres_off),
+        ("  context: the fleet's CPU (kumo-bench) with heartbeats", h.fleet_on),
+    ] {
+        t.add_row(vec![what.into(), format!("{v:.1} % of one core"), String::new(), String::new()]);
+    }
+    let u = &f.unreachable;
+    t.add_row(vec![
+        format!("agent killed → host `unreachable` (its last heartbeat {:.1} s before)", u.last_ack_age),
+        format!("{:.1} s", u.secs),
+        format!("≤ {UNREACHABLE_TARGET_SECS:.0} s"),
+        verdict(u.secs <= UNREACHABLE_TARGET_SECS).into(),
+    ]);
+    if let Some(s) = f.instances_task {
+        t.add_row(vec![
+            "  context: the last pass of the instances task (the background-work controller)".into(),
+            format!("{s:.2} s"),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    println!("{t}");
+    if let Some(e) = &c.first_error {
+        println!("first refused create: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

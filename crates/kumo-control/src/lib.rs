@@ -93,6 +93,8 @@ pub struct App {
     /// The hosts task of a controller (agent clients, the background lease); see
     /// [`background::hosts`].
     pub hosts_sync: background::Handle,
+    /// Heartbeats written together, checked host credentials; see [`app::membership::Renewals`].
+    pub renewals: app::membership::Renewals,
     /// Whether this process does the background work (always, for the all-in-one `kumod`).
     pub leadership: background::hosts::Leadership,
     /// The placeholder [`App::agent`] answers with on a controller (no local host).
@@ -212,6 +214,7 @@ impl App {
             store,
             hosts,
             hosts_sync: background::Handle::new("hosts"),
+            renewals: Default::default(),
             leadership,
             no_local_host: Arc::new(agents::NoLocalHost),
             tokens: context::TokenCache::default(),

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::Extension;
 use axum::{Json, Router};
 use kumo_host_api::wire::{dispatch, Call, Reply};
 use kumo_host_api::{HostAgent, HostError, InstanceId, DISK_CHUNK_BYTES};
@@ -29,15 +30,27 @@ pub const MAX_CALL_BYTES: usize = 64 << 20;
 /// `secret` refuses every request.
 pub fn router(agent: Arc<dyn HostAgent>, secret: String) -> Router {
     let secret: Arc<str> = secret.into();
+    router_by_secret(Arc::new(move |given: &str| {
+        (!secret.is_empty() && bool::from(given.as_bytes().ct_eq(secret.as_bytes()))).then(|| agent.clone())
+    }))
+}
+
+/// Finds the agent a bearer secret is for (None: no agent takes it).
+pub type BySecret = dyn Fn(&str) -> Option<Arc<dyn HostAgent>> + Send + Sync;
+
+/// The API of several hosts behind one listener: each request is served by the agent its bearer
+/// secret belongs to (`by_secret`), a request whose secret none takes is refused (401). The
+/// protocol is [`router`]'s; a caller cannot tell the difference. `kumo-bench cluster` serves
+/// its simulated hosts so (one listener for thousands of hosts).
+pub fn router_by_secret(by_secret: Arc<BySecret>) -> Router {
     Router::new()
         .route(CALL_PATH, post(call))
         .route(HEALTH_PATH, get(health))
         .route(&format!("{DISK_PATH}/{{id}}/export"), get(read_export))
         .route(&format!("{DISK_PATH}/{{id}}/import"), put(write_import))
-        .with_state(agent)
         .layer(DefaultBodyLimit::max(MAX_CALL_BYTES))
         // Outermost: nothing is read or called before the secret is checked.
-        .layer(middleware::from_fn_with_state(secret, authenticate))
+        .layer(middleware::from_fn_with_state(by_secret, authenticate))
 }
 
 /// A new random secret for [`router`]: 256 bits from the OS, as hex.
@@ -78,14 +91,11 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-async fn authenticate(State(secret): State<Arc<str>>, req: Request, next: Next) -> Response {
+async fn authenticate(State(by_secret): State<Arc<BySecret>>, mut req: Request, next: Next) -> Response {
     let given =
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let ok = match given {
-        Some(given) => !secret.is_empty() && bool::from(given.as_bytes().ct_eq(secret.as_bytes())),
-        None => false,
-    };
-    if !ok {
+    let agent = given.and_then(|g| by_secret(g));
+    let Some(agent) = agent else {
         let what = if given.is_some() { "a wrong secret" } else { "no bearer secret" };
         tracing::warn!(path = %req.uri().path(), "host agent API: refused a request with {what}");
         let mut resp = refuse(
@@ -94,7 +104,8 @@ async fn authenticate(State(secret): State<Arc<str>>, req: Request, next: Next) 
         );
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
-    }
+    };
+    req.extensions_mut().insert(agent);
     next.run(req).await
 }
 
@@ -102,7 +113,7 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn call(State(agent): State<Arc<dyn HostAgent>>, body: Bytes) -> Response {
+async fn call(Extension(agent): Extension<Arc<dyn HostAgent>>, body: Bytes) -> Response {
     let call: Call = match serde_json::from_slice(&body) {
         Ok(call) => call,
         Err(e) => {
@@ -144,7 +155,7 @@ fn instance_id(id: &str) -> Result<InstanceId, String> {
 
 /// `GET /agent/v1/disks/{id}/export?offset=N&max=M`: bytes of a staged export.
 async fn read_export(
-    State(agent): State<Arc<dyn HostAgent>>,
+    Extension(agent): Extension<Arc<dyn HostAgent>>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -163,7 +174,7 @@ async fn read_export(
 
 /// `PUT /agent/v1/disks/{id}/import?offset=N`: writes the body into the incoming copy.
 async fn write_import(
-    State(agent): State<Arc<dyn HostAgent>>,
+    Extension(agent): Extension<Arc<dyn HostAgent>>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,

@@ -242,3 +242,46 @@ fn addresses_and_fingerprints_are_checked_up_front() {
     let agent = RemoteAgent::new("https://10.0.0.1:7401/", &fp, "s").expect("ok");
     assert_eq!(agent.base(), "https://10.0.0.1:7401");
 }
+
+/// Several hosts behind one listener (`router_by_secret`, as `kumo-bench cluster` serves its
+/// simulated hosts): each secret reaches its own host's agent, any other is refused (401).
+#[tokio::test]
+async fn one_listener_serves_each_host_by_its_secret() {
+    use kumo_host_rpc::server::router_by_secret;
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let quarantine = Arc::new(Quarantine::new(dir.path().join("quarantine")));
+    let mut agents: HashMap<String, Arc<dyn HostAgent>> = HashMap::new();
+    let mut secrets = Vec::new();
+    for name in ["h1", "h2"] {
+        let driver = Arc::new(SimDriver::new(name.into(), [4, 4096, 100, 0], Duration::ZERO));
+        let secret = new_secret();
+        agents.insert(secret.clone(), Arc::new(LocalAgent::new(driver, &dir.path().join(name), quarantine.clone())));
+        secrets.push(secret);
+    }
+    let app = router_by_secret(Arc::new(move |given: &str| agents.get(given).cloned()));
+    let cert = tls::self_signed(&["127.0.0.1".into()]).expect("cert");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("https://{}", listener.local_addr().expect("addr"));
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = tls::server_config(&cert).expect("server config");
+    tokio::spawn(async move {
+        serve_tls(listener, app, config, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("serve")
+    });
+    let h1 = RemoteAgent::new(&base, &cert.fingerprint, &secrets[0]).expect("client");
+    let h2 = RemoteAgent::new(&base, &cert.fingerprint, &secrets[1]).expect("client");
+    assert_eq!(h1.host_info().await.expect("h1").name, "h1");
+    assert_eq!(h2.host_info().await.expect("h2").name, "h2");
+    // A guest started through h1's secret is h1's alone.
+    let spec = spec();
+    h1.provision(spec.clone()).await.expect("provision");
+    assert_eq!(h1.list_instances().await, Ok(vec![InstanceId::from(spec.id)]));
+    assert_eq!(h2.list_instances().await, Ok(vec![]));
+    let stranger = RemoteAgent::new(&base, &cert.fingerprint, &new_secret()).expect("client");
+    let err = unreachable(stranger.host_info().await.expect_err("a secret no host has"));
+    assert!(err.contains("refused our secret"), "{err}");
+}

@@ -359,7 +359,30 @@ pub async fn heartbeat(conn: &mut Conn, id: HostId, r: &HostReport, address: &st
     Ok(())
 }
 
-/// Cordons (no new instances are placed on it) or uncordons a host.
+/// Renews the leases of hosts whose report has not changed (their heartbeats, gathered into one
+/// statement): `last_seen` becomes now. Returns the ids that are live hosts (the others were
+/// deleted: their heartbeat is refused).
+pub async fn renew(conn: &mut Conn, ids: &[HostId]) -> Result<Vec<HostId>> {
+    let mut live = Vec::with_capacity(ids.len());
+    let at = ts(now());
+    // Well under every database's limit of bound values.
+    for chunk in ids.chunks(1000) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE hosts SET last_seen = $1 WHERE time_deleted IS NULL AND id IN ({}) RETURNING id",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(&at);
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            live.push(parse_uuid(&r.try_get::<String, _>(0)?)?);
+        }
+    }
+    Ok(live)
+}
+
 /// Removes agent host `id` from the cloud when nothing holds capacity on it (every counter at 0:
 /// no instance, no move under way); its credential stops working at once. The condition is on
 /// the row that every reservation updates, so a removal and a concurrent reservation are
@@ -401,6 +424,7 @@ pub async fn set_labels(conn: &mut Conn, id: HostId, labels: &kumo_types::Labels
     Ok(done.rows_affected() == 1)
 }
 
+/// Cordons (no new instances are placed on it) or uncordons a host.
 pub async fn set_cordoned(conn: &mut Conn, id: HostId, cordoned: bool) -> Result<()> {
     sqlx::query("UPDATE hosts SET cordoned = $1, time_modified = $2 WHERE id = $3 AND time_deleted IS NULL")
         .bind(i64::from(cordoned))
@@ -500,6 +524,28 @@ pub async fn lock_if_free(conn: &mut Conn, id: HostId) -> Result<bool> {
         .fetch_optional(&mut *conn)
         .await?;
     Ok(row.is_some())
+}
+
+/// The `limit` live, uncordoned hosts (of `zone`, if given) with the most free memory, then
+/// vCPUs, that can take `want` — best first, ties by name, as the scheduler ranks them — with
+/// their stored state (apply `kumo_control::app::hosts::state` for the deadline). What a create
+/// reads instead of [`all`] at thousands of hosts: the best few, not every row.
+pub async fn roomiest(conn: &mut Conn, zone: Option<&str>, want: Resources, limit: i64) -> Result<Vec<HostView>> {
+    let zone_filter = if zone.is_some() { " AND z.name = $6" } else { "" };
+    let sql = format!(
+        "SELECT {COLS} {FROM} WHERE h.time_deleted IS NULL AND h.cordoned = 0 \
+         AND h.vcpus_used + $1 <= h.vcpus_limit AND h.memory_mib_used + $2 <= h.memory_mib_limit \
+         AND h.disk_gib_used + $3 <= h.disk_gib_limit AND h.gpus_used + $4 <= h.gpus_total{zone_filter} \
+         ORDER BY h.memory_mib_limit - h.memory_mib_used DESC, h.vcpus_limit - h.vcpus_used DESC, h.name \
+         LIMIT $5"
+    );
+    let mut q =
+        sqlx::query(&sql).bind(want.vcpus).bind(want.memory_mib).bind(want.disk_gib).bind(want.gpus).bind(limit);
+    if let Some(z) = zone {
+        q = q.bind(z);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    rows.iter().map(from_row).collect()
 }
 
 /// Reserves `r` on the host if it fits under every limit. Returns false (and changes nothing)

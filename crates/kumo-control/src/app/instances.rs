@@ -347,23 +347,24 @@ pub(crate) async fn reserve_among(
         None => Vec::new(),
     };
     let as_group = group.map(|g| scheduler::Group { name: &g.name, policy: g.policy, members_per_host: &members });
+    if group.is_none() && ask.weights == scheduler::Weights::Spread {
+        // The roomiest few hosts first (at thousands of hosts, reading every row is what a create
+        // costs): their ranking is the head of the whole ranking whenever the best host that may
+        // take it is among them. When none of them is, or none takes the reservation, every host
+        // is read.
+        let few = roomiest(tx, config, ask.zone, want).await?;
+        let few: Vec<_> = few.into_iter().filter(|h| pick(h)).collect();
+        if let Ok(ranked) = scheduler::rank(&few, ask, want) {
+            if let Some(host_id) = reserve_first(tx, ranked, want).await? {
+                return Ok(host_id);
+            }
+        }
+    }
     let hosts: Vec<_> = candidates(tx, config).await?.into_iter().filter(|h| pick(h)).collect();
     let ranked = scheduler::rank_in_group(&hosts, ask, want, as_group)
         .map_err(|m| ApiError::new(ErrorCode::InsufficientCapacity, m))?;
-    // Hosts another create is claiming are tried after the free ones (PostgreSQL; see
-    // kumo_store::hosts::lock_if_free).
-    let mut busy = Vec::new();
-    for host_id in ranked {
-        if !kumo_store::hosts::lock_if_free(tx, host_id).await? {
-            busy.push(host_id);
-        } else if kumo_store::hosts::reserve(tx, host_id, want).await? {
-            return Ok(host_id);
-        }
-    }
-    for host_id in busy {
-        if kumo_store::hosts::reserve(tx, host_id, want).await? {
-            return Ok(host_id);
-        }
+    if let Some(host_id) = reserve_first(tx, ranked, want).await? {
+        return Ok(host_id);
     }
     // Every candidate filled up between the read and the reservation.
     let hosts: Vec<_> = candidates(tx, config).await?.into_iter().filter(|h| pick(h)).collect();
@@ -375,7 +376,8 @@ pub(crate) async fn reserve_among(
 }
 
 /// Whether some ready host has room for `want` as of now (by the placement group's policy, its
-/// members counted without taking the group), else why not — a read, deciding nothing.
+/// members counted without taking the group), else why not — a read, deciding nothing. Without a
+/// group, the roomiest few hosts are asked first (if one of them can take it, some host can).
 async fn fits_now(
     tx: &mut Conn,
     config: &crate::ControlConfig,
@@ -383,6 +385,9 @@ async fn fits_now(
     group: Option<&kumo_types::PlacementGroupView>,
     want: Resources,
 ) -> ApiResult<Result<(), String>> {
+    if group.is_none() && scheduler::rank(&roomiest(tx, config, ask.zone, want).await?, ask, want).is_ok() {
+        return Ok(Ok(()));
+    }
     let members = match group {
         Some(g) => kumo_store::placement_groups::members_per_host(tx, g.id).await?,
         None => Vec::new(),
@@ -390,6 +395,40 @@ async fn fits_now(
     let as_group = group.map(|g| scheduler::Group { name: &g.name, policy: g.policy, members_per_host: &members });
     let hosts = candidates(tx, config).await?;
     Ok(scheduler::rank_in_group(&hosts, ask, want, as_group).map(|_| ()))
+}
+
+/// How many of the roomiest hosts a create without a placement group reads first.
+const ROOMIEST: i64 = 32;
+
+/// The [`ROOMIEST`] uncordoned hosts (of `zone`) with room for `want`, most free memory first,
+/// with their state as of now.
+async fn roomiest(
+    tx: &mut Conn,
+    config: &crate::ControlConfig,
+    zone: Option<&str>,
+    want: Resources,
+) -> ApiResult<Vec<kumo_types::HostView>> {
+    let few = kumo_store::hosts::roomiest(tx, zone, want, ROOMIEST).await?;
+    Ok(few.into_iter().map(|h| super::hosts::with_state(h, config)).collect())
+}
+
+/// Reserves `want` on the first of `ranked` that takes it, trying the hosts another create is
+/// claiming after the free ones (PostgreSQL; see kumo_store::hosts::lock_if_free).
+async fn reserve_first(tx: &mut Conn, ranked: Vec<HostId>, want: Resources) -> ApiResult<Option<HostId>> {
+    let mut busy = Vec::new();
+    for host_id in ranked {
+        if !kumo_store::hosts::lock_if_free(tx, host_id).await? {
+            busy.push(host_id);
+        } else if kumo_store::hosts::reserve(tx, host_id, want).await? {
+            return Ok(Some(host_id));
+        }
+    }
+    for host_id in busy {
+        if kumo_store::hosts::reserve(tx, host_id, want).await? {
+            return Ok(Some(host_id));
+        }
+    }
+    Ok(None)
 }
 
 /// Every live host with its state as of now.

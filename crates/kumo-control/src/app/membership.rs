@@ -10,6 +10,11 @@ use kumo_host_api::HostInfo;
 use kumo_store::hosts::{HostReport, JoinedHost, Resources};
 use kumo_store::join_tokens::Consumed;
 use kumo_types::{ErrorCode, HostId, NameOrId};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// What a host reports, with this controller's overcommit ratios.
 fn report(app: &App, info: &HostInfo) -> HostReport {
@@ -101,15 +106,119 @@ pub async fn join(app: &App, req: JoinRequest) -> ApiResult<JoinResponse> {
     })
 }
 
-/// The host a credential belongs to.
+/// The host a credential belongs to (remembered once checked: a heartbeat of a host that was
+/// removed is refused all the same, by [`Renewals::renew`], and forgotten).
 pub async fn authenticate(app: &App, credential: &str) -> ApiResult<HostId> {
+    let hash = hash_token(credential);
+    if let Some(host) = lock(&app.renewals.credentials).get(&hash) {
+        return Ok(*host);
+    }
     let mut conn = app.store.read().await?;
-    kumo_store::hosts::by_credential(&mut conn, &hash_token(credential))
-        .await?
-        .ok_or_else(|| ApiError::unauthenticated("not a host credential (unknown, or the host was removed)"))
+    let host = kumo_store::hosts::by_credential(&mut conn, &hash).await?.ok_or_else(not_a_host)?;
+    lock(&app.renewals.credentials).insert(hash, host);
+    Ok(host)
+}
+
+fn not_a_host() -> ApiError {
+    ApiError::unauthenticated("not a host credential (unknown, or the host was removed)")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long the writer of a batch of renewals waits for more heartbeats to join it (what a
+/// heartbeat's answer may wait, at most twice: small beside the lease).
+const GATHER: Duration = Duration::from_millis(20);
+
+/// A heartbeat whose report this controller wrote less than this long ago only renews the lease.
+const REWRITE_AFTER: Duration = Duration::from_secs(300);
+
+/// What makes heartbeats cheap at thousands of hosts. A heartbeat must be written before it is
+/// acknowledged (an acknowledged heartbeat is a renewed lease: see docs/architecture.md, "Host
+/// health and fencing"); but most heartbeats report what the host reported before, so they only
+/// need `last_seen` to move, and those are written **together**: each heartbeat joins the batch
+/// of pending ones, one writer at a time lets the heartbeats of the next [`GATHER`] join, writes
+/// the whole batch in one statement ([`kumo_store::hosts::renew`]), and each heartbeat is
+/// answered once its batch committed (group commit). A heartbeat whose report
+/// changed (or that this controller has not written for [`REWRITE_AFTER`]) is written in full, on
+/// its own. Checked host credentials are remembered.
+#[derive(Default)]
+pub struct Renewals {
+    /// Heartbeats waiting for the next batch, and how to tell each: renewed, not a live host, or
+    /// None when writing failed.
+    pending: Mutex<Vec<(HostId, oneshot::Sender<Option<bool>>)>>,
+    /// One batch at a time: the heartbeats that come while it is written are the next batch.
+    writer: tokio::sync::Mutex<()>,
+    /// A digest of what this controller last wrote of each host's report, and when.
+    written: Mutex<HashMap<HostId, (u64, Instant)>>,
+    /// Checked host credentials: hash → host.
+    credentials: Mutex<HashMap<String, HostId>>,
+}
+
+impl Renewals {
+    fn digest(report: &HostReport, address: &str, fingerprint: &str) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{report:?}|{address}|{fingerprint}").hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether this controller wrote exactly this report of `host` recently.
+    fn unchanged(&self, host: HostId, digest: u64) -> bool {
+        lock(&self.written).get(&host).is_some_and(|(d, at)| *d == digest && at.elapsed() < REWRITE_AFTER)
+    }
+
+    fn wrote(&self, host: HostId, digest: u64) {
+        lock(&self.written).insert(host, (digest, Instant::now()));
+    }
+
+    /// Forgets a host that is gone (its credential no longer works).
+    fn forget(&self, host: HostId) {
+        lock(&self.written).remove(&host);
+        lock(&self.credentials).retain(|_, h| *h != host);
+    }
+
+    /// Renews `host`'s lease with the batch it joins; false when it is not a live host.
+    async fn renew(&self, store: &kumo_store::Store, host: HostId) -> ApiResult<bool> {
+        let (tell, mut told) = oneshot::channel();
+        lock(&self.pending).push((host, tell));
+        let writer = self.writer.lock().await;
+        if let Ok(answer) = told.try_recv() {
+            // Written by the batch before, while this one waited for its turn.
+            return answer.ok_or_else(|| ApiError::internal("renewing the host's lease failed"));
+        }
+        // The heartbeats of the next moment join this batch.
+        tokio::time::sleep(GATHER).await;
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        let ids: Vec<HostId> = batch.iter().map(|(h, _)| *h).collect();
+        let written = async {
+            let mut tx = store.begin().await?;
+            let live = kumo_store::hosts::renew(&mut tx, &ids).await?;
+            tx.commit().await?;
+            Ok::<_, kumo_store::StoreError>(live)
+        }
+        .await;
+        match written {
+            Ok(live) => {
+                let live: HashSet<HostId> = live.into_iter().collect();
+                for (h, tell) in batch {
+                    let _ = tell.send(Some(live.contains(&h)));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(heartbeats = ids.len(), "renewing the hosts' leases failed: {e}");
+                for (_, tell) in batch {
+                    let _ = tell.send(None);
+                }
+            }
+        }
+        drop(writer);
+        told.await.ok().flatten().ok_or_else(|| ApiError::internal("renewing the host's lease failed"))
+    }
 }
 
 /// A heartbeat of host `host` (authenticated): renews its lease, refreshes what it reports.
+/// Answered once written (see [`Renewals`]).
 pub async fn heartbeat(app: &App, host: HostId, hb: Heartbeat) -> ApiResult<HeartbeatAck> {
     if hb.host_id != host {
         return Err(ApiError::new(
@@ -120,10 +229,29 @@ pub async fn heartbeat(app: &App, host: HostId, hb: Heartbeat) -> ApiResult<Hear
     check_info(&hb.info)?;
     check_endpoint(&hb.address, &hb.fingerprint)?;
     let report = report(app, &hb.info);
-    let mut tx = app.store.begin().await?;
-    kumo_store::hosts::heartbeat(&mut tx, host, &report, &hb.address, &hb.fingerprint).await?;
-    tx.commit().await.map_err(ApiError::internal)?;
-    app.hosts_sync.wake();
+    let digest = Renewals::digest(&report, &hb.address, &hb.fingerprint);
+    if app.renewals.unchanged(host, digest) {
+        if !app.renewals.renew(&app.store, host).await? {
+            app.renewals.forget(host);
+            return Err(not_a_host());
+        }
+    } else {
+        let mut tx = app.store.begin().await?;
+        match kumo_store::hosts::heartbeat(&mut tx, host, &report, &hb.address, &hb.fingerprint).await {
+            Err(kumo_store::StoreError::Conflict(_)) => {
+                app.renewals.forget(host);
+                return Err(not_a_host());
+            }
+            r => r?,
+        }
+        tx.commit().await.map_err(ApiError::internal)?;
+        app.renewals.wrote(host, digest);
+    }
+    // The hosts task syncs every few seconds anyway; a host this controller has no client for,
+    // or takes for lost, is looked at again at once.
+    if app.hosts.get(host).is_none() || app.hosts.is_lost(host) {
+        app.hosts_sync.wake();
+    }
     Ok(HeartbeatAck { lease_seconds: app.config.host_unreachable_after.as_secs() })
 }
 

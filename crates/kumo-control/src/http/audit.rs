@@ -108,6 +108,11 @@ pub async fn record(
         .unwrap_or("-")
         .to_string();
     let resp = next.run(req).await;
+    // An agent renewing its lease (every few seconds, from every host) changes nothing anyone
+    // acts on: only refused heartbeats are recorded.
+    if path == super::membership::HEARTBEAT_PATH && resp.status().is_success() {
+        return resp;
+    }
     let (actor, user_id, token_id) = match (resp.extensions().get::<Actor>(), resp.extensions().get::<AuditNote>()) {
         (Some(a), _) => (a.describe(), a.user.as_ref().map(|u| u.id), Some(a.token_id)),
         (None, Some(n)) => (n.actor.clone(), n.user_id, None),

@@ -3,9 +3,9 @@
 //! not users, and no user token is accepted here (join: a join token in the body; heartbeat: the
 //! host's credential as the bearer).
 //!
-//! A join is a change to the cloud and lands in the audit log (as `host_join`, the actor naming the
-//! host); heartbeats are its lease, renewed every few seconds by every host, and are not audited
-//! (the host's `last_seen` is their record).
+//! A join, and an agent saying it stops, are changes to the cloud and land in the audit log (as
+//! `host_join` and `host_leave`, the actor naming the host); heartbeats are the hosts' leases,
+//! renewed every few seconds by every host: only refused ones are audited (`host_heartbeat`).
 
 use super::audit::AuditNote;
 use super::ApiJson;
@@ -22,17 +22,23 @@ use std::sync::Arc;
 
 /// The agents' operations the audit log names, as (method, route, operation id): they are not in
 /// the OpenAPI document the other operation ids come from.
-pub const AUDITED: [(&str, &str, &str); 2] =
-    [("POST", "/agent/v1/join", "host_join"), ("POST", "/agent/v1/leave", "host_leave")];
+pub const AUDITED: [(&str, &str, &str); 3] = [
+    ("POST", "/agent/v1/join", "host_join"),
+    ("POST", "/agent/v1/leave", "host_leave"),
+    ("POST", HEARTBEAT_PATH, "host_heartbeat"),
+];
 
-/// The audited routes (joins, and agents saying they stop), for [`super::router_with`].
-pub fn audited() -> Router<Arc<App>> {
-    Router::new().route("/agent/v1/join", post(join)).route("/agent/v1/leave", post(leave))
-}
+/// Where agents heartbeat. Accepted heartbeats are not in the audit log (they are the hosts'
+/// leases, renewed every few seconds by every host: a host's `last_seen` is their record);
+/// refused ones are, as joins and leaves are.
+pub const HEARTBEAT_PATH: &str = "/agent/v1/heartbeat";
 
-/// The routes kept out of the audit log (heartbeats), for [`super::router_with`].
-pub fn unaudited() -> Router<Arc<App>> {
-    Router::new().route("/agent/v1/heartbeat", post(heartbeat))
+/// The routes, for [`super::router_with`].
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/agent/v1/join", post(join))
+        .route("/agent/v1/leave", post(leave))
+        .route(HEARTBEAT_PATH, post(heartbeat))
 }
 
 async fn join(State(app): State<Arc<App>>, ApiJson(req): ApiJson<JoinRequest>) -> Response {

@@ -160,13 +160,11 @@ pub fn router_with(app: Arc<App>, extra: Router<Arc<App>>) -> Router {
         .merge(api)
         .merge(public)
         .merge(prometheus)
-        .merge(membership::audited())
+        .merge(membership::router())
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state((app.clone(), operations.clone()), audit::record))
-        // Added after the audit layer, so outside it: the hosts' heartbeats.
-        .merge(membership::unaudited())
         .layer(axum::middleware::from_fn_with_state((app.clone(), operations), crate::telemetry::track))
         .layer(axum::middleware::from_fn(request_id))
         // Outside the audit log and every handler: they all see the resolved client address.

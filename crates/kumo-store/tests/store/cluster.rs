@@ -182,10 +182,40 @@ async fn hosts_join_heartbeat_and_cordon(store: &Store) {
     assert_eq!(hosts::agent_endpoints(&mut c).await.unwrap()[0].fingerprint, "EF:01");
     drop(c);
 
+    // Leases renewed together: the live hosts of the batch are renewed and returned, an unknown
+    // id is not; nothing else of the host changes.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut tx = store.begin().await.unwrap();
+    let stranger = HostId::new_v7();
+    assert_eq!(hosts::renew(&mut tx, &[stranger, id]).await.unwrap(), vec![id]);
+    assert_eq!(hosts::renew(&mut tx, &[]).await.unwrap(), Vec::<HostId>::new());
+    tx.commit().await.unwrap();
+    let renewed = get_host(store, id).await;
+    assert!(renewed.last_seen > h.last_seen, "{:?} after {:?}", renewed.last_seen, h.last_seen);
+    assert_eq!((renewed.vcpus_total, renewed.address), (12, h.address.clone()));
+
+    // The roomiest hosts that can take a request: best first (as the scheduler ranks), of a zone
+    // when asked, none that cannot take it.
+    let small = Resources { vcpus: 1, memory_mib: 128, disk_gib: 1, gpus: 0 };
+    let mut c = store.read().await.unwrap();
+    let free = |h: &kumo_types::HostView| (h.memory_mib_limit - h.memory_mib_used, h.vcpus_limit - h.vcpus_used);
+    let any = hosts::roomiest(&mut c, None, small, 10).await.unwrap();
+    assert_eq!(any.len(), 2, "{any:?}");
+    assert!(free(&any[0]) >= free(&any[1]), "{any:?}");
+    let east = hosts::roomiest(&mut c, Some("east"), small, 10).await.unwrap();
+    assert_eq!(east.iter().map(|h| h.id).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(hosts::roomiest(&mut c, None, small, 1).await.unwrap().len(), 1);
+    let huge = Resources { vcpus: 1000, ..small };
+    assert!(hosts::roomiest(&mut c, None, huge, 10).await.unwrap().is_empty());
+    drop(c);
+
     // Cordon and uncordon.
     let mut tx = store.begin().await.unwrap();
     hosts::set_cordoned(&mut tx, id, true).await.unwrap();
     tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert!(hosts::roomiest(&mut c, Some("east"), small, 10).await.unwrap().is_empty(), "a cordoned host");
+    drop(c);
     let h = get_host(store, id).await;
     assert_eq!((h.cordoned, h.state), (true, HostState::Cordoned));
     let mut c = store.read().await.unwrap();
