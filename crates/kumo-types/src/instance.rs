@@ -333,6 +333,9 @@ pub struct InstanceMigrate {
     /// The host (name or id) to move it to; default: the one the scheduler picks among the other
     /// ready hosts of its host's zone.
     #[serde(default)]
+    #[schema(
+        pattern = "^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     pub host: Option<String>,
 }
 
