@@ -351,7 +351,7 @@ fn identity(v: &Value) -> (Value, Value, Value) {
 fn each_on_its_host_only(cl: &Cluster, c: usize, names: &[String]) {
     let misplaced = || -> Vec<String> {
         let lists: Vec<(String, Vec<String>)> =
-            ["h1", "h2", "h3"].iter().map(|h| (h.to_string(), cl.agent_instances(h))).collect();
+            ["h1", "h2", "h3"].iter().map(|h| (h.to_string(), cl.agent_guests(h))).collect();
         let mut bad = Vec::new();
         for n in names {
             let v = cl.instance(c, n);
@@ -502,7 +502,7 @@ fn instances_move_between_hosts_and_a_host_drains() {
     assert_eq!((&h1["state"], &h1["drain"]["state"]), (&json!("cordoned"), &json!("done")), "{h1}");
     assert_eq!((h1["drain"]["remaining"].as_i64(), h1["vcpus_used"].as_i64()), (Some(0), Some(0)), "{h1}");
     assert_eq!(h1["drain"]["moved"].as_i64(), Some(left_on_h1.len() as i64), "{h1}");
-    assert!(cl.agent_instances("h1").is_empty(), "nothing is left on h1");
+    assert!(cl.agent_guests("h1").is_empty(), "nothing is left on h1");
     for n in &names {
         let v = if *n == b { cl.instance(0, n) } else { cl.wait_running(0, n) };
         assert_ne!(v["host"], "h1", "{v}");
@@ -535,7 +535,7 @@ fn instances_move_between_hosts_and_a_host_drains() {
     assert!(v["host"] == "h1" || v["host"] == from, "{v}");
     assert_eq!(identity(&v), before[&c]);
     wait_for("no copy left behind", Duration::from_secs(30), &|| cl.logs(), || {
-        let lists: Vec<Vec<String>> = ["h1", "h2", "h3"].iter().map(|h| cl.agent_instances(h)).collect();
+        let lists: Vec<Vec<String>> = ["h1", "h2", "h3"].iter().map(|h| cl.agent_guests(h)).collect();
         let id = v["id"].as_str().expect("id").to_string();
         (lists.iter().filter(|l| l.contains(&id)).count() == 1).then_some(())
     });

@@ -237,25 +237,6 @@ impl Cluster {
         *a = Proc::start_appending(&name, &dir, &args);
     }
 
-    /// The ids of every instance agent host `name` has anything of (its own answer, over its API
-    /// with the secret controllers present).
-    pub fn agent_instances(&self, name: &str) -> Vec<String> {
-        let dir = self.dir.path().join(name);
-        let m: Value = serde_json::from_slice(&std::fs::read(dir.join("membership.json")).expect("membership"))
-            .expect("membership json");
-        let addr = std::fs::read_to_string(dir.join("agent.addr")).expect("agent.addr");
-        let resp = self
-            .http
-            .post(format!("https://{}/agent/v1/call", addr.trim()))
-            .bearer_auth(m["agent_secret"].as_str().expect("agent secret"))
-            .json(&json!({"call": "list_instances", "args": {}}))
-            .send()
-            .expect("list_instances");
-        let v: Value = resp.json().expect("answer");
-        let ids = v["ok"].as_array().unwrap_or_else(|| panic!("list_instances on {name}: {v}"));
-        ids.iter().map(|i| i.as_str().expect("id").to_string()).collect()
-    }
-
     /// The host's view (operators).
     pub fn host(&self, c: usize, name: &str) -> Value {
         let (s, v) = self.get(c, &format!("/v1/hosts/{name}"));
