@@ -101,7 +101,32 @@ pub async fn create_encrypted(
         args.extend(args!["-F", "qcow2", "-b", b]);
     }
     args.extend(args![path, size_bytes.to_string()]);
-    tool::run("qemu-img", args).await.map(|_| ())
+    run_luks_format(args).await
+}
+
+/// How often a command that formats LUKS is run when QEMU's PBKDF benchmark fails.
+const LUKS_ATTEMPTS: usize = 3;
+
+/// Whether qemu-img failed in QEMU's PBKDF2 benchmark (`qcrypto_pbkdf2_count_iters`), which on a
+/// fast or busy machine can read 0 ms of CPU time for its first round and give up — a QEMU bug
+/// (fixed upstream in 2025 by measuring until the time is non-zero), transient by nature.
+fn pbkdf_benchmark_flake(e: &ToolError) -> bool {
+    matches!(e, ToolError::Failed { stderr, .. } if stderr.contains("Unable to get accurate CPU usage"))
+}
+
+/// Runs a qemu-img command that formats a LUKS header (it writes its output afresh each run),
+/// again when QEMU's PBKDF benchmark flaked ([`pbkdf_benchmark_flake`]).
+async fn run_luks_format(args: Vec<OsString>) -> Result<(), ToolError> {
+    let mut attempt = 1;
+    loop {
+        match tool::run("qemu-img", &args).await {
+            Err(e) if attempt < LUKS_ATTEMPTS && pbkdf_benchmark_flake(&e) => {
+                tracing::warn!(attempt, "qemu-img's PBKDF benchmark read no CPU time (a QEMU bug); running it again");
+                attempt += 1;
+            }
+            other => return other.map(|_| ()),
+        }
+    }
 }
 
 /// Grows an encrypted qcow2 (it must be opened with its key).
@@ -147,7 +172,10 @@ pub async fn import_raw(src: &Path, dst: &Path, secret: Option<(&str, &Path)>) -
         args.push(format!("encrypt.format=luks,encrypt.key-secret={}", s.0).into());
     }
     args.extend(args![src, dst]);
-    tool::run("qemu-img", args).await.map(|_| ())
+    match secret {
+        Some(_) => run_luks_format(args).await,
+        None => tool::run("qemu-img", args).await.map(|_| ()),
+    }
 }
 
 /// Creates an empty standalone qcow2 of `size_bytes` (sparse: O(1)).
@@ -246,5 +274,22 @@ pub mod untrusted {
     ) -> Result<(), ToolError> {
         let args = args!["convert", "-q", "-f", src_format, "-O", "qcow2", src, dst];
         run(dir, &[src], args, limits(CONVERT_TIMEOUT, max_out_bytes)).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(stderr: &str) -> ToolError {
+        ToolError::Failed { command: "qemu-img convert".into(), status: "exit status: 1".into(), stderr: stderr.into() }
+    }
+
+    #[test]
+    fn only_the_pbkdf_benchmark_failure_is_run_again() {
+        let flake = "qemu-img: /v/x.qcow2.tmp: error while converting qcow2: Unable to get accurate CPU usage";
+        assert!(pbkdf_benchmark_flake(&failed(flake)));
+        assert!(!pbkdf_benchmark_flake(&failed("qemu-img: Could not open 'x': No such file or directory")));
+        assert!(!pbkdf_benchmark_flake(&failed("qemu-img: Invalid password, cannot unlock any keyslot")));
     }
 }
