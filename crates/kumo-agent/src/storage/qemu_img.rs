@@ -96,7 +96,7 @@ pub async fn create_encrypted(
 ) -> Result<(), ToolError> {
     let mut args = args!["create", "-q", "-f", "qcow2", "--object"];
     args.push(format!("secret,id={secret_id},file={},format=raw", secret_file.display()).into());
-    args.extend(args!["-o", format!("encrypt.format=luks,encrypt.key-secret={secret_id}")]);
+    args.extend(args!["-o", format!("encrypt.format=luks,encrypt.key-secret={secret_id},{LUKS_HASH}")]);
     if let Some(b) = backing {
         args.extend(args!["-F", "qcow2", "-b", b]);
     }
@@ -105,7 +105,14 @@ pub async fn create_encrypted(
 }
 
 /// How often a command that formats LUKS is run when QEMU's PBKDF benchmark fails.
-const LUKS_ATTEMPTS: usize = 3;
+const LUKS_ATTEMPTS: usize = 5;
+
+/// The PBKDF2 hash of new LUKS headers. SHA-512 rather than QEMU's default SHA-256: QEMU 7.2
+/// sizes the key derivation by timing a first round of 2^15 iterations, and with SHA-256 (in
+/// hardware on these CPUs) that round is so short that the thread's CPU time often reads 0 ms
+/// and qemu-img gives up ("Unable to get accurate CPU usage": 5 of 20 runs here, idle); SHA-512
+/// takes long enough (0 of 20). Headers record their hash: volumes made before open as they were.
+const LUKS_HASH: &str = "encrypt.hash-alg=sha512";
 
 /// Whether qemu-img failed in QEMU's PBKDF2 benchmark (`qcrypto_pbkdf2_count_iters`), which on a
 /// fast or busy machine can read 0 ms of CPU time for its first round and give up — a QEMU bug
@@ -123,6 +130,7 @@ async fn run_luks_format(args: Vec<OsString>) -> Result<(), ToolError> {
             Err(e) if attempt < LUKS_ATTEMPTS && pbkdf_benchmark_flake(&e) => {
                 tracing::warn!(attempt, "qemu-img's PBKDF benchmark read no CPU time (a QEMU bug); running it again");
                 attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
             other => return other.map(|_| ()),
         }
@@ -169,7 +177,7 @@ pub async fn import_raw(src: &Path, dst: &Path, secret: Option<(&str, &Path)>) -
     let mut args = args!["convert", "-q", "-f", "raw", "-O", "qcow2"];
     if let Some(s) = secret {
         args.extend([OsString::from("--object"), secret_object(s), OsString::from("-o")]);
-        args.push(format!("encrypt.format=luks,encrypt.key-secret={}", s.0).into());
+        args.push(format!("encrypt.format=luks,encrypt.key-secret={},{LUKS_HASH}", s.0).into());
     }
     args.extend(args![src, dst]);
     match secret {
