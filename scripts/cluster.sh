@@ -125,7 +125,11 @@ up() {
     local db_url=${url%/*}/$DB
 
     # Controllers: the first makes the certificate, the others serve it too (one fingerprint).
+    # They share one master key (it opens the sealed secrets of S3 access keys, whichever
+    # controller made them).
     local urls=() i
+    head -c 32 /dev/urandom >"$DIR/master.key"
+    chmod 600 "$DIR/master.key"
     for i in $(seq 1 "$controllers"); do
         local cdir=$DIR/c$i port=$((BASE_PORT + i - 1))
         mkdir -p "$cdir"
@@ -134,7 +138,7 @@ up() {
             tls=(--tls-cert "$DIR/c1/tls/cert.pem" --tls-key "$DIR/c1/tls/key.pem")
         fi
         setsid nohup "$kumod" controller --data-dir "$cdir" --listen "127.0.0.1:$port" --database "$db_url" \
-            "${tls[@]}" >"$cdir/kumod.log" 2>&1 </dev/null &
+            --master-key-file "$DIR/master.key" "${tls[@]}" >"$cdir/kumod.log" 2>&1 </dev/null &
         echo $! >"$cdir/kumod.pid"
         wait_file "$cdir/kumod.addr" "controller c$i" "$cdir/kumod.log"
         urls+=("https://127.0.0.1:$port")

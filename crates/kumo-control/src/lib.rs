@@ -73,6 +73,9 @@ pub struct ControlConfig {
     pub host_unreachable_after: Duration,
     /// How the scheduler orders the hosts that can take an instance (`--scheduler-weights`).
     pub scheduler_weights: scheduler::Weights,
+    /// The master key that seals the secrets the control plane must keep in clear form (S3 access
+    /// keys' secrets; see [`app::access_keys`]). Every controller of a cluster needs the same one.
+    pub master_key: kumo_agent::storage::keys::MasterKey,
 }
 
 impl ControlConfig {

@@ -16,6 +16,7 @@
 //! deferred transactions, writes go through a pool of exactly one connection on SQLite, while reads
 //! use a pool of several (WAL mode lets them run beside the writer). On PostgreSQL both are one pool.
 
+pub mod access_keys;
 pub mod audit;
 pub mod backups;
 pub mod billing;

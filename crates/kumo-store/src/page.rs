@@ -28,7 +28,8 @@ keyed!(
     kumo_types::UserView,
     kumo_types::SshKeyView,
     kumo_types::ZoneView,
-    kumo_types::PlacementGroupView
+    kumo_types::PlacementGroupView,
+    kumo_types::AccessKeyView
 );
 
 /// The SQL and binds of one keyset page of `select_where` (a `SELECT … WHERE …` whose

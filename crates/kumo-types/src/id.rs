@@ -129,6 +129,8 @@ typed_ids! {
     UserId => "user";
     /// Id of an API token.
     TokenId => "token";
+    /// Id of an S3 access key (not the access key id clients send).
+    AccessKeyId => "access key";
     /// Id of a VPC.
     VpcId => "vpc";
     /// Id of a subnet of a VPC.

@@ -2,6 +2,7 @@
 //! (`kumo-cli`). Everything that crosses the wire is declared here, once: identity metadata, names,
 //! views, create parameters, the error body, pagination, and the instance state machine.
 
+pub mod access_key;
 pub mod backup;
 pub mod billing;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod project;
 pub mod snapshot;
 pub mod volume;
 
+pub use access_key::{AccessKeyCreate, AccessKeyCreated, AccessKeyView};
 pub use backup::{BackupCreate, BackupView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
@@ -31,9 +33,9 @@ pub use host::{
     JOIN_TOKEN_MIN_SECONDS, MAX_LABELS,
 };
 pub use id::{
-    AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId, InvoiceId,
-    JoinTokenId, MigrationId, NicId, PlacementGroupId, PriceId, ProjectId, SecurityGroupId, SnapshotId, SshKeyId,
-    SubnetId, TokenId, UserId, VolumeId, VpcId, ZoneId,
+    AccessKeyId, AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId,
+    InvoiceId, JoinTokenId, MigrationId, NicId, PlacementGroupId, PriceId, ProjectId, SecurityGroupId, SnapshotId,
+    SshKeyId, SubnetId, TokenId, UserId, VolumeId, VpcId, ZoneId,
 };
 pub use identity::{
     AuditEntryView, LoginRequest, LoginResponse, MeView, MemberAdd, MemberView, MyProjectView, ProjectRole,

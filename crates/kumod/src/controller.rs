@@ -18,8 +18,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (data_dir, _lock) = prepare_data_dir(&args)?;
     let tls = tls::setup(&args.tls, args.listen, &data_dir)?;
     let store = open_store(&args, &data_dir).await?;
+    // Every controller of a cluster must be given the same master key (--master-key-file): it
+    // opens the sealed secrets of S3 access keys, whichever controller made them.
+    let master = crate::master_key(&args, &data_dir)?;
     // A controller has no host of its own: an id no host row has stands for "none".
-    let config = control_config(&args, &data_dir, kumo_types::HostId::from(uuid::Uuid::nil()));
+    let config = control_config(&args, &data_dir, kumo_types::HostId::from(uuid::Uuid::nil()), master);
     let quarantine = Arc::new(kumo_agent::storage::quarantine::Quarantine::new(config.quarantine_dir()));
     let app = App::open_controller(store, Box::new(connect), quarantine, config).await?;
     // The public images of the machine-wide cache (a cluster on one machine shares it; hosts of

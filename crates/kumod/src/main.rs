@@ -276,7 +276,7 @@ mod serde_json_lite {
 
 /// Where the master key comes from: `--master-key-file`, `KUMOD_MASTER_KEY`, or the data
 /// directory's own file.
-fn master_key(args: &RunArgs, data_dir: &Path) -> anyhow::Result<MasterKey> {
+pub(crate) fn master_key(args: &RunArgs, data_dir: &Path) -> anyhow::Result<MasterKey> {
     let env = std::env::var(MASTER_KEY_ENV).ok().filter(|v| !v.trim().is_empty());
     let in_dir = data_dir.join("master.key");
     let key = match (&args.master_key_file, env) {
@@ -437,7 +437,12 @@ pub(crate) async fn local_agent(
 
 /// The control plane's configuration from the flags; `host_id` is the local host's (a
 /// controller passes an id no host has).
-pub(crate) fn control_config(args: &RunArgs, data_dir: &Path, host_id: kumo_types::HostId) -> ControlConfig {
+pub(crate) fn control_config(
+    args: &RunArgs,
+    data_dir: &Path,
+    host_id: kumo_types::HostId,
+    master_key: MasterKey,
+) -> ControlConfig {
     ControlConfig {
         data_dir: data_dir.to_path_buf(),
         stop_timeout: Duration::from_secs(args.stop_timeout),
@@ -459,6 +464,7 @@ pub(crate) fn control_config(args: &RunArgs, data_dir: &Path, host_id: kumo_type
         image_rescan_period: Duration::from_secs(args.image_rescan_seconds),
         host_unreachable_after: Duration::from_secs(args.host_unreachable_seconds),
         scheduler_weights: args.scheduler_weights,
+        master_key,
     }
 }
 
@@ -491,7 +497,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let store = open_store(&args, &data_dir).await?;
     let master = master_key_checked(&args, &data_dir)?;
     let host_id = kumo_control::identity::host_id(&store, &data_dir, &host_name(&args)).await?;
-    let config = control_config(&args, &data_dir, host_id);
+    let config = control_config(&args, &data_dir, host_id, master.clone());
     let quarantine = Arc::new(kumo_agent::storage::quarantine::Quarantine::new(config.quarantine_dir()));
     let local = local_agent(&args, &data_dir, master, quarantine.clone()).await?;
     let agent: Arc<dyn HostAgent> = match args.agent_adapter {

@@ -51,6 +51,59 @@ impl MasterKey {
         }
     }
 
+    /// The master key's cipher, the key made (random, 0600) if it is the data directory's file and
+    /// there is none yet.
+    pub fn cipher(&self) -> Result<ChaCha20Poly1305> {
+        let master_path = match self {
+            MasterKey::Given { key, .. } => return Ok(ChaCha20Poly1305::new(Key::from_slice(key))),
+            MasterKey::File(p) => p,
+        };
+        let io = |what: &str, e| AgentError::io(format!("{what} {}", master_path.display()), e);
+        if !master_path.exists() {
+            let mut key = [0u8; KEY_LEN];
+            rand::thread_rng().fill_bytes(&mut key);
+            let tmp = master_path.with_extension("tmp");
+            let _ = std::fs::remove_file(&tmp);
+            write_private(&tmp, &key).map_err(|e| io("write", e))?;
+            // Never replace an existing master key (another writer won the race).
+            std::fs::hard_link(&tmp, master_path).or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(io("install", e)),
+            })?;
+            let _ = std::fs::remove_file(&tmp);
+        }
+        let key = std::fs::read(master_path).map_err(|e| io("read", e))?;
+        if key.len() != KEY_LEN {
+            return Err(AgentError::Hypervisor(format!("master key {} is corrupt", master_path.display())));
+        }
+        Ok(ChaCha20Poly1305::new(Key::from_slice(&key)))
+    }
+
+    /// Seals a small secret under the master key: a random nonce followed by the ciphertext; `aad`
+    /// binds it to what it belongs to (it opens only with the same `aad`).
+    pub fn seal(&self, aad: &[u8], msg: &[u8]) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher()?
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg, aad })
+            .map_err(|_| AgentError::Hypervisor("sealing a secret failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what [`MasterKey::seal`] sealed with the same `aad`.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        if sealed.len() <= NONCE_LEN {
+            return Err(AgentError::Hypervisor("a sealed secret is corrupt".into()));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        self.cipher()?
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .map_err(|_| AgentError::Hypervisor("a sealed secret does not open under the master key".into()))
+    }
+
     /// A key given as text or bytes: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes
     /// (surrounding whitespace ignored).
     pub fn parse(bytes: &[u8], from: &str) -> std::result::Result<MasterKey, String> {
@@ -175,29 +228,7 @@ impl KeyStore {
 
     /// The master key, made (random, 0600) if it is the data directory's file and there is none yet.
     fn master(&self) -> Result<ChaCha20Poly1305> {
-        let master_path = match &self.master {
-            MasterKey::Given { key, .. } => return Ok(ChaCha20Poly1305::new(Key::from_slice(key))),
-            MasterKey::File(p) => p,
-        };
-        let io = |what: &str, e| AgentError::io(format!("{what} {}", master_path.display()), e);
-        if !master_path.exists() {
-            let mut key = [0u8; KEY_LEN];
-            rand::thread_rng().fill_bytes(&mut key);
-            let tmp = master_path.with_extension("tmp");
-            let _ = std::fs::remove_file(&tmp);
-            write_private(&tmp, &key).map_err(|e| io("write", e))?;
-            // Never replace an existing master key (another writer won the race).
-            std::fs::hard_link(&tmp, master_path).or_else(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => Ok(()),
-                _ => Err(io("install", e)),
-            })?;
-            let _ = std::fs::remove_file(&tmp);
-        }
-        let key = std::fs::read(master_path).map_err(|e| io("read", e))?;
-        if key.len() != KEY_LEN {
-            return Err(AgentError::Hypervisor(format!("master key {} is corrupt", master_path.display())));
-        }
-        Ok(ChaCha20Poly1305::new(Key::from_slice(&key)))
+        self.master.cipher()
     }
 
     /// Whether the volume has a key (is encrypted).

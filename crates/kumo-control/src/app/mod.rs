@@ -2,6 +2,7 @@
 //! (`ctx.authorize(…)`, or `project(…)` which checks the caller's role in the project) and
 //! does its reads and writes in one store transaction.
 
+pub mod access_keys;
 pub mod audit;
 pub mod backups;
 pub mod billing;

@@ -2,6 +2,7 @@
 //! request-id middleware, and one module of handlers per resource. Handlers only parse and
 //! validate; the work is in [`crate::app`].
 
+pub mod access_keys;
 pub mod audit;
 pub mod backups;
 pub mod billing;

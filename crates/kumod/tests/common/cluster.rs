@@ -179,6 +179,11 @@ impl Cluster {
     }
 
     pub fn controller_args(&self, i: usize, db: &str, port: u16, tls: &[String]) -> Vec<String> {
+        // One master key for every controller (it opens S3 access keys' sealed secrets).
+        let master = self.dir.path().join("master.key");
+        if !master.exists() {
+            std::fs::write(&master, [7u8; 32]).expect("write the controllers' master key");
+        }
         let mut a: Vec<String> = [
             "controller",
             "--data-dir",
@@ -191,6 +196,8 @@ impl Cluster {
             &self.images.path().to_string_lossy(),
             "--host-unreachable-seconds",
             &UNREACHABLE_AFTER.to_string(),
+            "--master-key-file",
+            &master.to_string_lossy(),
         ]
         .iter()
         .map(|s| s.to_string())
