@@ -137,7 +137,7 @@ up() {
         if [ "$i" -gt 1 ]; then
             tls=(--tls-cert "$DIR/c1/tls/cert.pem" --tls-key "$DIR/c1/tls/key.pem")
         fi
-        setsid nohup "$kumod" controller --data-dir "$cdir" --listen "127.0.0.1:$port" --database "$db_url" \
+        setsid nohup "$kumod" controller --data-dir "$cdir" --listen "127.0.0.1:$port" --s3-listen 127.0.0.1:0 --database "$db_url" \
             --master-key-file "$DIR/master.key" "${tls[@]}" >"$cdir/kumod.log" 2>&1 </dev/null &
         echo $! >"$cdir/kumod.pid"
         wait_file "$cdir/kumod.addr" "controller c$i" "$cdir/kumod.log"

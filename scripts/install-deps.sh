@@ -1,10 +1,12 @@
 #!/bin/sh
 # Install the system packages Kumo needs (Debian 12, run as root).
 #
-#   scripts/install-deps.sh [--with-postgres] [--with-promtool] [--with-browser]
+#   scripts/install-deps.sh [--with-postgres] [--with-promtool] [--with-browser] [--with-s3-clients]
 #
 # --with-promtool adds Debian's `prometheus` package for `promtool check metrics` (tests of /metrics).
 # --with-browser adds headless Chromium and its WebDriver (the dashboard's browser tests).
+# --with-s3-clients adds Debian's rclone and s3cmd and Python's venv, for the S3 endpoint's tests
+# (scripts/s3-clients.sh then puts the aws CLI and boto3 from PyPI in a venv of their own).
 #
 # Idempotent: a fast no-op (no apt-get update) when everything is present.
 set -eu
@@ -21,7 +23,8 @@ for arg in "$@"; do
         --with-postgres) PKGS="$PKGS postgresql" ;;
         --with-promtool) PKGS="$PKGS prometheus" ;;
         --with-browser) PKGS="$PKGS chromium chromium-driver" ;;
-        -h|--help) echo "usage: $0 [--with-postgres] [--with-promtool] [--with-browser]"; exit 0 ;;
+        --with-s3-clients) PKGS="$PKGS rclone s3cmd python3-venv" ;;
+        -h|--help) echo "usage: $0 [--with-postgres] [--with-promtool] [--with-browser] [--with-s3-clients]"; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done

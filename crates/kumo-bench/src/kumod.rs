@@ -81,7 +81,7 @@ impl Kumod {
         }
         cmd.arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--host-name", "bench", "--image-cache"])
+            .args(["--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--host-name", "bench", "--image-cache"])
             .arg(image_cache)
             .args(flags)
             // Reproducible: the defaults of kumod, not whatever the caller's environment says.

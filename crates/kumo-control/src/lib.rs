@@ -133,6 +133,9 @@ pub struct App {
     pub quarantine: Arc<kumo_agent::storage::quarantine::Quarantine>,
     /// The orphan sweep; see [`background::sweep`].
     pub sweep: background::Handle,
+    /// Where the object storage service keeps object data (`DATA_DIR/objects`; see
+    /// [`kumo_objects`]); the metadata are in the store.
+    pub objects: Arc<dyn kumo_objects::ObjectData>,
     /// The public image catalogue's rescan of the image cache; see [`background::images`].
     pub images: background::Handle,
     /// Files being made right now (e.g. an image upload before its record exists), which the
@@ -213,6 +216,7 @@ impl App {
             tx.commit().await?;
         }
         app::tokens::bootstrap_admin_token(&store, &config.data_dir).await?;
+        let objects = Arc::new(kumo_objects::LocalDir::open(&config.data_dir.join("objects"))?);
         Ok(Arc::new(App {
             store,
             hosts,
@@ -235,6 +239,7 @@ impl App {
             network: background::Handle::new("network"),
             quarantine,
             sweep: background::Handle::new("sweep"),
+            objects,
             in_flight: background::sweep::InFlight::default(),
             config,
         }))

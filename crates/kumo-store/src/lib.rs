@@ -36,6 +36,7 @@ pub mod metering;
 pub mod metrics;
 pub mod migrations;
 pub mod nics;
+pub mod objects;
 pub mod page;
 pub mod placement_groups;
 pub mod projects;

@@ -131,6 +131,14 @@ typed_ids! {
     TokenId => "token";
     /// Id of an S3 access key (not the access key id clients send).
     AccessKeyId => "access key";
+    /// Id of an object storage bucket.
+    BucketId => "bucket";
+    /// Id of one version of an object in a bucket.
+    ObjectId => "object";
+    /// Id of a multipart upload (its S3 `UploadId`).
+    UploadId => "multipart upload";
+    /// Id of a blob of object data (see `kumo_objects`).
+    BlobId => "blob";
     /// Id of a VPC.
     VpcId => "vpc";
     /// Id of a subnet of a VPC.

@@ -33,9 +33,9 @@ pub use host::{
     JOIN_TOKEN_MIN_SECONDS, MAX_LABELS,
 };
 pub use id::{
-    AccessKeyId, AuditEntryId, BackupId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId, InstanceTypeId,
-    InvoiceId, JoinTokenId, MigrationId, NicId, PlacementGroupId, PriceId, ProjectId, SecurityGroupId, SnapshotId,
-    SshKeyId, SubnetId, TokenId, UserId, VolumeId, VpcId, ZoneId,
+    AccessKeyId, AuditEntryId, BackupId, BlobId, BucketId, EventId, FloatingIpId, HostId, Id, ImageId, InstanceId,
+    InstanceTypeId, InvoiceId, JoinTokenId, MigrationId, NicId, ObjectId, PlacementGroupId, PriceId, ProjectId,
+    SecurityGroupId, SnapshotId, SshKeyId, SubnetId, TokenId, UploadId, UserId, VolumeId, VpcId, ZoneId,
 };
 pub use identity::{
     AuditEntryView, LoginRequest, LoginResponse, MeView, MemberAdd, MemberView, MyProjectView, ProjectRole,

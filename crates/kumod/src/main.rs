@@ -71,6 +71,14 @@ pub(crate) struct RunArgs {
     /// Address to serve the API on (port 0 picks a free port; the chosen address is written to DATA_DIR/kumod.addr).
     #[arg(long, env = "KUMOD_LISTEN", default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
+    /// Address of the S3-compatible object storage endpoint (port 0 picks a free port; the chosen
+    /// address is written to DATA_DIR/s3.addr).
+    #[arg(long, env = "KUMOD_S3_LISTEN", default_value = "127.0.0.1:7480")]
+    s3_listen: SocketAddr,
+    /// Domain of virtual-host-style S3 requests (BUCKET.DOMAIN); repeatable. Path-style requests
+    /// are answered whatever the host name.
+    #[arg(long = "s3-domain", env = "KUMOD_S3_DOMAIN", value_delimiter = ',')]
+    s3_domains: Vec<String>,
     /// Database URL: sqlite:///path or postgres://user:pass@host/db (default: SQLite in the data directory).
     #[arg(long, env = "KUMOD_DATABASE")]
     database: Option<String>,
@@ -486,6 +494,21 @@ pub(crate) async fn serve_api(
         Some(t) => println!("kumod listening on https://{addr} (certificate SHA-256 fingerprint {})", t.fingerprint),
         None => println!("kumod listening on http://{addr}"),
     }
+    // The object storage endpoint (kumo-s3), on its own listener.
+    let s3 = tokio::net::TcpListener::bind(args.s3_listen)
+        .await
+        .with_context(|| format!("listen on {} for the S3 endpoint (--s3-listen)", args.s3_listen))?;
+    let s3_addr = s3.local_addr()?;
+    std::fs::write(data_dir.join("s3.addr"), format!("{s3_addr}\n"))?;
+    println!("kumod S3 endpoint on http://{s3_addr}");
+    let s3_app = app.clone();
+    let domains = args.s3_domains.clone();
+    kumo_s3::service(app.clone(), &domains)?; // refuses bad --s3-domain values before serving
+    tokio::spawn(async move {
+        if let Err(e) = kumo_s3::serve(s3_app, &domains, s3).await {
+            tracing::error!(error = %format!("{e:#}"), "the S3 endpoint stopped");
+        }
+    });
     // The dashboard (kumo-web) is served beside the API, at /.
     tls::serve(app, listener, tls, shutdown_signal()).await
 }

@@ -34,7 +34,7 @@ fn spawn_raw(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Child {
     let _ = std::fs::remove_file(dir.join("kumod.addr"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("kumod.log")).expect("log");
     let mut cmd = Command::new(kumod_binary());
-    cmd.arg("--data-dir").arg(dir).args(["--listen", "127.0.0.1:0"]).args(args);
+    cmd.arg("--data-dir").arg(dir).args(["--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0"]).args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -156,7 +156,16 @@ fn kumod_exits(args: &[&str]) -> Output {
     let mut child = Command::new(common::kumod_binary())
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--driver", "sim", "--image-cache", "/nonexistent"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--s3-listen",
+            "127.0.0.1:0",
+            "--driver",
+            "sim",
+            "--image-cache",
+            "/nonexistent",
+        ])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -295,7 +304,16 @@ impl NsKumod {
             .arg(common::kumod_binary())
             .arg("--data-dir")
             .arg(dir.path())
-            .args(["--listen", "192.0.2.10:0", "--driver", "sim", "--image-cache", "/nonexistent"])
+            .args([
+                "--listen",
+                "192.0.2.10:0",
+                "--s3-listen",
+                "127.0.0.1:0",
+                "--driver",
+                "sim",
+                "--image-cache",
+                "/nonexistent",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))

@@ -22,7 +22,7 @@ pub const DEFAULT: &str = "default";
 const DEFAULT_VPC_CIDR: &str = "10.0.0.0/16";
 const DEFAULT_SUBNET_CIDR: &str = "10.0.0.0/20";
 
-pub(crate) fn event<'a>(
+pub fn event<'a>(
     project_id: ProjectId,
     resource_type: &'a str,
     id: impl Into<Uuid>,

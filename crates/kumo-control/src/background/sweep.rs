@@ -26,6 +26,8 @@
 //! | `instances/<id>/*.tmp`                     | provisioning (disk, config drive) | quarantined (`instances`) |
 //! | `images/<id>/`                             | an image (import, from a snapshot or an instance, seeded) | quarantined (`images`) when no live image names it and no instance or volume uses it: a half-finished upload, conversion or copy, or a delete interrupted after its commit |
 //! | `images/<id>/upload`                       | an upload being received         | beside a live image: quarantined (`images`); else with its directory |
+//! | `objects/blobs/XY/<blob>`                  | object data (kumo-objects)       | **deleted** when no object or upload part names it (overwritten, deleted, or a write whose commit a crash prevented): at start-up all of them, later those older than [`BLOB_SETTLE`] |
+//! | `objects/tmp/<blob>`                       | object data being written        | deleted when the data directory is opened (kumo-objects) |
 //! | `backups/…`                                | volume backups (kumo-agent backup.rs) | left alone here: the backup store collects its own |
 //! | `quarantine/<kind>/<name>-<time>/`         | this module and leak collection  | deleted once older than the grace period |
 //!
@@ -46,6 +48,15 @@ pub const STALE: Duration = Duration::from_secs(3600);
 /// How long a periodic pass leaves an image directory nothing names alone after its last change
 /// (an import commits its record right after its last file change).
 pub const IMAGE_SETTLE: Duration = Duration::from_secs(600);
+
+/// How long a periodic pass leaves a blob nothing names alone: a write's file is complete from its
+/// rename on, and its metadata commit follows its fsync (which for a 5 GiB part on a slow disk can
+/// take minutes).
+pub const BLOB_SETTLE: Duration = Duration::from_secs(600);
+
+/// How long a multipart upload may stay unfinished before the sweep aborts it (as an S3 lifecycle
+/// rule `AbortIncompleteMultipartUpload` would).
+pub const UPLOAD_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Paths being made right now; the periodic sweep leaves them alone.
 #[derive(Default, Clone)]
@@ -196,6 +207,11 @@ pub async fn pass(app: &App, mode: Mode) -> Outcome {
         record_error(app, format!("images: {e}"));
     }
 
+    // Object data: abandoned uploads, then blobs nothing names.
+    if let Err(e) = sweep_objects(&mut p).await {
+        record_error(app, format!("object data: {e}"));
+    }
+
     p.out.purged = app.quarantine.purge(app.config.quarantine_grace);
     let n = (p.out.quarantined.len() + p.out.deleted.len()) as u64;
     app.sweep.update(|s| s.quarantined += p.out.quarantined.len() as u64);
@@ -207,6 +223,39 @@ pub async fn pass(app: &App, mode: Mode) -> Outcome {
         );
     }
     p.out
+}
+
+async fn sweep_objects(p: &mut Pass<'_>) -> anyhow::Result<()> {
+    let expired = chrono::Utc::now() - chrono::Duration::from_std(UPLOAD_EXPIRY)?;
+    let uploads = {
+        let mut conn = p.app.store.read().await?;
+        kumo_store::objects::uploads_begun_before(&mut conn, expired).await?
+    };
+    for u in uploads {
+        let mut tx = p.app.store.begin().await?;
+        kumo_store::objects::upload_abort(&mut tx, u.id).await?;
+        tx.commit().await?;
+        tracing::info!(upload = %u.id, key = %u.key, "object storage: an abandoned multipart upload expired");
+    }
+    // Listed before the store is read: a blob committed in between is seen as named.
+    let before = match p.mode {
+        Mode::Startup => SystemTime::now() + Duration::from_secs(3600),
+        Mode::Periodic => SystemTime::now() - BLOB_SETTLE,
+    };
+    let listed: Vec<kumo_types::BlobId> =
+        p.app.objects.list(before).await?.into_iter().map(kumo_types::BlobId::from).collect();
+    if listed.is_empty() {
+        return Ok(());
+    }
+    let known = {
+        let mut conn = p.app.store.read().await?;
+        kumo_store::objects::blobs_known(&mut conn, &listed).await?
+    };
+    for id in listed.into_iter().filter(|id| !known.contains(id)) {
+        p.app.objects.remove(id.get()).await?;
+        p.out.deleted.push(PathBuf::from(format!("objects/blobs/{id}")));
+    }
+    Ok(())
 }
 
 async fn sweep_images(p: &mut Pass<'_>, images: &Path) -> anyhow::Result<()> {

@@ -190,6 +190,8 @@ impl Cluster {
             &self.dir.path().join(format!("c{i}")).to_string_lossy(),
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--s3-listen",
+            "127.0.0.1:0",
             "--database",
             db,
             "--image-cache",

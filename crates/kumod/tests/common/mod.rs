@@ -203,7 +203,7 @@ impl Kumod {
         let child = Command::new(kumod_binary())
             .arg("--data-dir")
             .arg(self.dir.path())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0"])
             .args(&self.args)
             .env("RUST_LOG", "info,kumo_control=debug")
             .env("KUMOD_AGENT_ADAPTER", agent_adapter())

@@ -1,0 +1,271 @@
+//! [`LocalDir`]: blobs as files of a local directory.
+//!
+//! `ROOT/blobs/XY/ID` holds blob `ID` (`XY`: its id's first two hex digits, so that no directory
+//! grows past a few thousand entries); a write goes to `ROOT/tmp/ID` first and is renamed into
+//! place once fsynced, then the directory is fsynced: a file under `blobs/` is always whole.
+//! `tmp/` holds only writes in flight, so opening the directory empties it (a crash's leftovers).
+
+use crate::{ByteStream, Error, ObjectData, Result, Written};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use uuid::Uuid;
+
+/// Size of the writes to and reads from a blob's file.
+const CHUNK: usize = 1 << 20;
+
+/// Blobs in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+impl LocalDir {
+    /// Opens (creating) the directory, and removes the leftovers of writes a crash interrupted.
+    pub fn open(root: &Path) -> Result<LocalDir> {
+        std::fs::create_dir_all(root.join("blobs"))?;
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            for e in std::fs::read_dir(&tmp)? {
+                let e = e?;
+                tracing::info!(path = %e.path().display(), "object data: removing an interrupted write");
+                std::fs::remove_file(e.path())?;
+            }
+        }
+        std::fs::create_dir_all(&tmp)?;
+        Ok(LocalDir { root: root.to_path_buf() })
+    }
+
+    fn dir_of(&self, id: Uuid) -> PathBuf {
+        self.root.join("blobs").join(&id.simple().to_string()[..2])
+    }
+
+    fn path_of(&self, id: Uuid) -> PathBuf {
+        self.dir_of(id).join(id.to_string())
+    }
+}
+
+async fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await.map_err(std::io::Error::other)?
+}
+
+#[async_trait::async_trait]
+impl ObjectData for LocalDir {
+    async fn write(&self, id: Uuid, mut body: ByteStream, limit: u64) -> Result<Written> {
+        let tmp = self.root.join("tmp").join(id.to_string());
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let mut md5 = Md5::new();
+        let mut size = 0u64;
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        let result: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(Error::Body)?;
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(Error::TooLarge(limit));
+                }
+                md5.update(&chunk);
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= CHUNK {
+                    file.write_all(&buf).await?;
+                    buf.clear();
+                }
+            }
+            file.write_all(&buf).await?;
+            file.sync_all().await?;
+            Ok(())
+        }
+        .await;
+        drop(file);
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        let dir = self.dir_of(id);
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::rename(&tmp, self.path_of(id)).await?;
+        fsync_dir(&dir).await?;
+        Ok(Written { size, md5: md5.finalize().into() })
+    }
+
+    async fn read(&self, id: Uuid, range: Range<u64>, md5: Option<[u8; 16]>) -> Result<ByteStream> {
+        let mut file = match tokio::fs::File::open(self.path_of(id)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(id)),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata().await?.len();
+        let end = range.end.min(len);
+        let start = range.start.min(end);
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        // Verify only a whole read: a range cannot be checked against the whole blob's sum.
+        let verify = md5.filter(|_| start == 0 && end == len);
+        struct St {
+            file: tokio::fs::File,
+            left: u64,
+            hasher: Option<(Md5, [u8; 16])>,
+            held: Option<Bytes>,
+            id: Uuid,
+        }
+        let st = St { file, left: end - start, hasher: verify.map(|m| (Md5::new(), m)), held: None, id };
+        let stream = futures::stream::unfold(Some(st), |st| async move {
+            let mut st = st?;
+            loop {
+                if st.left == 0 {
+                    // The end: hand out the chunk held back once the sum is verified.
+                    let held = st.held.take();
+                    if let Some((hasher, want)) = st.hasher.take() {
+                        let got: [u8; 16] = hasher.finalize().into();
+                        if got != want {
+                            tracing::error!(blob = %st.id, "object data: MD5 mismatch on read");
+                            let e = std::io::Error::new(std::io::ErrorKind::InvalidData, Error::Corrupt(st.id));
+                            return Some((Err(e), None));
+                        }
+                    }
+                    return held.map(|b| (Ok(b), None));
+                }
+                let n = (st.left as usize).min(CHUNK);
+                let mut buf = vec![0u8; n];
+                if let Err(e) = st.file.read_exact(&mut buf).await {
+                    return Some((Err(e), None));
+                }
+                st.left -= n as u64;
+                let chunk = Bytes::from(buf);
+                match &mut st.hasher {
+                    None => return Some((Ok(chunk), Some(st))),
+                    Some((hasher, _)) => {
+                        hasher.update(&chunk);
+                        if let Some(prev) = st.held.replace(chunk) {
+                            return Some((Ok(prev), Some(st)));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn remove(&self, id: Uuid) -> Result<()> {
+        match tokio::fs::remove_file(self.path_of(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list(&self, before: SystemTime) -> Result<Vec<Uuid>> {
+        let root = self.root.join("blobs");
+        tokio::task::spawn_blocking(move || -> Result<Vec<Uuid>> {
+            let mut out = Vec::new();
+            for d in std::fs::read_dir(&root)? {
+                let d = d?;
+                if !d.file_type()?.is_dir() {
+                    continue;
+                }
+                for f in std::fs::read_dir(d.path())? {
+                    let f = f?;
+                    let Some(id) = f.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()) else { continue };
+                    if f.metadata()?.modified()? < before {
+                        out.push(id);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    async fn used_bytes(&self) -> Result<u64> {
+        let root = self.root.join("blobs");
+        tokio::task::spawn_blocking(move || -> Result<u64> {
+            let mut n = 0;
+            for d in std::fs::read_dir(&root)? {
+                let d = d?;
+                if d.file_type()?.is_dir() {
+                    for f in std::fs::read_dir(d.path())? {
+                        n += f?.metadata()?.len();
+                    }
+                }
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&'static [u8]]) -> ByteStream {
+        let v: Vec<std::io::Result<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Box::pin(futures::stream::iter(v))
+    }
+
+    async fn collect(s: ByteStream) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut s = s;
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn write_read_range_verify_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = LocalDir::open(dir.path()).unwrap();
+        let id = Uuid::new_v4();
+        let w = d.write(id, body(&[b"hello ", b"world"]), 100).await.unwrap();
+        assert_eq!(w.size, 11);
+        assert_eq!(w.md5, <[u8; 16]>::from(Md5::digest(b"hello world")));
+        assert_eq!(collect(d.read(id, 0..u64::MAX, Some(w.md5)).await.unwrap()).await.unwrap(), b"hello world");
+        assert_eq!(collect(d.read(id, 6..11, Some(w.md5)).await.unwrap()).await.unwrap(), b"world");
+        assert_eq!(d.used_bytes().await.unwrap(), 11);
+        // A flipped byte: the whole read fails instead of giving wrong data.
+        let path = d.path_of(id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[3] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let err = collect(d.read(id, 0..u64::MAX, Some(w.md5)).await.unwrap()).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        d.remove(id).await.unwrap();
+        d.remove(id).await.unwrap();
+        assert!(matches!(d.read(id, 0..1, None).await, Err(Error::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn too_large_or_failed_bodies_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = LocalDir::open(dir.path()).unwrap();
+        let id = Uuid::new_v4();
+        assert!(matches!(d.write(id, body(&[b"0123456789"]), 5).await, Err(Error::TooLarge(5))));
+        let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(std::io::Error::other("client went away")),
+        ]));
+        assert!(matches!(d.write(id, failing, 100).await, Err(Error::Body(_))));
+        assert!(d.list(SystemTime::now() + std::time::Duration::from_secs(60)).await.unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn opening_removes_interrupted_writes_and_lists_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        std::fs::write(dir.path().join("tmp").join(Uuid::new_v4().to_string()), b"half").unwrap();
+        let d = LocalDir::open(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let id = Uuid::new_v4();
+        d.write(id, body(&[b"x"]), 10).await.unwrap();
+        assert!(d.list(SystemTime::now() - std::time::Duration::from_secs(60)).await.unwrap().is_empty());
+        assert_eq!(d.list(SystemTime::now() + std::time::Duration::from_secs(60)).await.unwrap(), vec![id]);
+    }
+}

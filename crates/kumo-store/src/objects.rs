@@ -1,0 +1,441 @@
+//! Object storage metadata (migration 0021): buckets, objects, multipart uploads and the blobs of
+//! object data they name. The data themselves are in the data backend (`kumo_objects`); a blob
+//! row is written only once its bytes are durable, in the transaction that makes the object or the
+//! part it belongs to visible.
+//!
+//! Keys sort byte-wise, as S3 lists them: SQLite compares text that way; PostgreSQL is told to
+//! (`COLLATE "C"`), whatever the database's collation.
+
+use crate::{is_postgres, map_unique, new_id, now, parse_ts, parse_uuid, ts, Conn, Result};
+use chrono::{DateTime, Utc};
+use kumo_types::{BlobId, BucketId, ObjectId, ProjectId, UploadId};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::collections::HashSet;
+
+/// A live bucket.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub id: BucketId,
+    pub name: String,
+    pub project_id: ProjectId,
+    pub project_name: String,
+    pub public_read: bool,
+    pub time_created: DateTime<Utc>,
+}
+
+const BUCKET_COLS: &str = "b.id, b.name, b.project_id, p.name, b.public_read, b.time_created";
+const BUCKET_FROM: &str = "FROM buckets b JOIN projects p ON p.id = b.project_id";
+
+fn bucket_from_row(r: &AnyRow) -> Result<Bucket> {
+    Ok(Bucket {
+        id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+        name: r.try_get(1)?,
+        project_id: parse_uuid(&r.try_get::<String, _>(2)?)?,
+        project_name: r.try_get(3)?,
+        public_read: r.try_get::<i64, _>(4)? != 0,
+        time_created: parse_ts(&r.try_get::<String, _>(5)?)?,
+    })
+}
+
+/// Creates a bucket (a live bucket of that name anywhere → `Conflict`).
+pub async fn bucket_insert(conn: &mut Conn, project_id: ProjectId, name: &str, public_read: bool) -> Result<Bucket> {
+    let id: BucketId = new_id();
+    sqlx::query(
+        "INSERT INTO buckets (id, name, project_id, public_read, time_created, time_modified) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(id.to_string())
+    .bind(name)
+    .bind(project_id.to_string())
+    .bind(i64::from(public_read))
+    .bind(ts(now()))
+    .execute(&mut *conn)
+    .await
+    .map_err(map_unique)?;
+    bucket_by_name(conn, name).await?.ok_or_else(|| crate::StoreError::Corrupt("bucket vanished".into()))
+}
+
+/// The live bucket of that name (on the whole endpoint).
+pub async fn bucket_by_name(conn: &mut Conn, name: &str) -> Result<Option<Bucket>> {
+    let sql = format!("SELECT {BUCKET_COLS} {BUCKET_FROM} WHERE b.name = $1 AND b.time_deleted IS NULL");
+    let row = sqlx::query(&sql).bind(name).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(bucket_from_row).transpose()
+}
+
+/// A project's live buckets, by name.
+pub async fn buckets_of_project(conn: &mut Conn, project_id: ProjectId) -> Result<Vec<Bucket>> {
+    let sql = format!(
+        "SELECT {BUCKET_COLS} {BUCKET_FROM} WHERE b.project_id = $1 AND b.time_deleted IS NULL ORDER BY b.name"
+    );
+    let rows = sqlx::query(&sql).bind(project_id.to_string()).fetch_all(&mut *conn).await?;
+    rows.iter().map(bucket_from_row).collect()
+}
+
+pub async fn bucket_set_public_read(conn: &mut Conn, id: BucketId, public_read: bool) -> Result<()> {
+    sqlx::query("UPDATE buckets SET public_read = $1, time_modified = $2 WHERE id = $3")
+        .bind(i64::from(public_read))
+        .bind(ts(now()))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Objects and bytes stored in a bucket (completed objects; parts of uploads in progress are
+/// counted by [`upload_bytes`]).
+pub async fn bucket_usage(conn: &mut Conn, id: BucketId) -> Result<(u64, u64)> {
+    let r = sqlx::query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects WHERE bucket_id = $1")
+        .bind(id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((r.try_get::<i64, _>(0)? as u64, r.try_get::<i64, _>(1)? as u64))
+}
+
+/// Objects and bytes stored by every bucket of a project (with the parts of its uploads).
+pub async fn project_usage(conn: &mut Conn, project_id: ProjectId) -> Result<(u64, u64)> {
+    let r = sqlx::query(
+        "SELECT COUNT(o.id), COALESCE(SUM(o.size), 0) FROM objects o JOIN buckets b ON b.id = o.bucket_id \
+         WHERE b.project_id = $1",
+    )
+    .bind(project_id.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    let parts: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(bl.size), 0) FROM blobs bl JOIN multipart_uploads u ON u.id = bl.upload_id \
+         JOIN buckets b ON b.id = u.bucket_id WHERE b.project_id = $1",
+    )
+    .bind(project_id.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((r.try_get::<i64, _>(0)? as u64, r.try_get::<i64, _>(1)? as u64 + parts as u64))
+}
+
+/// Deletes an empty bucket (false: it holds objects) with its uploads in progress (their blobs
+/// become orphans for the sweep).
+pub async fn bucket_delete(conn: &mut Conn, id: BucketId) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM objects WHERE bucket_id = $1")
+        .bind(id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    if n > 0 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM blobs WHERE upload_id IN (SELECT id FROM multipart_uploads WHERE bucket_id = $1)")
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM multipart_uploads WHERE bucket_id = $1").bind(id.to_string()).execute(&mut *conn).await?;
+    sqlx::query("UPDATE buckets SET time_deleted = $1, time_modified = $1 WHERE id = $2 AND time_deleted IS NULL")
+        .bind(ts(now()))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
+/// A blob of object data, as an object or an upload names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub id: BlobId,
+    /// Its place in the object (0, 1, …) or its part number in the upload.
+    pub seq: i64,
+    pub size: u64,
+    /// MD5 of its bytes, lower-case hex.
+    pub md5: String,
+}
+
+fn blob_from_row(r: &AnyRow) -> Result<Blob> {
+    Ok(Blob {
+        id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+        seq: r.try_get(1)?,
+        size: r.try_get::<i64, _>(2)? as u64,
+        md5: r.try_get(3)?,
+    })
+}
+
+/// An object: its metadata and, when read with [`object_get`], its blobs in order.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub id: ObjectId,
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    /// Standard and user-metadata headers, a JSON object.
+    pub headers: String,
+    /// Verified checksums, a JSON object.
+    pub checksums: String,
+    pub time_modified: DateTime<Utc>,
+    pub blobs: Vec<Blob>,
+}
+
+const OBJECT_COLS: &str = "id, object_key, size, etag, headers, checksums, time_modified";
+
+fn object_from_row(r: &AnyRow) -> Result<Object> {
+    Ok(Object {
+        id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+        key: r.try_get(1)?,
+        size: r.try_get::<i64, _>(2)? as u64,
+        etag: r.try_get(3)?,
+        headers: r.try_get(4)?,
+        checksums: r.try_get(5)?,
+        time_modified: parse_ts(&r.try_get::<String, _>(6)?)?,
+        blobs: Vec::new(),
+    })
+}
+
+/// Byte-wise comparison of keys on either backend.
+fn collate(conn: &Conn) -> &'static str {
+    if is_postgres(conn) {
+        " COLLATE \"C\""
+    } else {
+        ""
+    }
+}
+
+pub async fn object_get(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Result<Option<Object>> {
+    let sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key = $2");
+    let row = sqlx::query(&sql).bind(bucket_id.to_string()).bind(key).fetch_optional(&mut *conn).await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut o = object_from_row(&row)?;
+    let rows = sqlx::query("SELECT id, seq, size, md5 FROM blobs WHERE object_id = $1 ORDER BY seq")
+        .bind(o.id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    o.blobs = rows.iter().map(blob_from_row).collect::<Result<_>>()?;
+    Ok(Some(o))
+}
+
+/// A new object's metadata.
+pub struct NewObject<'a> {
+    pub bucket_id: BucketId,
+    pub key: &'a str,
+    pub size: u64,
+    pub etag: &'a str,
+    pub headers: &'a str,
+    pub checksums: &'a str,
+}
+
+async fn insert_object(conn: &mut Conn, o: &NewObject<'_>) -> Result<ObjectId> {
+    object_delete(conn, o.bucket_id, o.key).await?;
+    let id: ObjectId = new_id();
+    sqlx::query(&format!("INSERT INTO objects ({OBJECT_COLS}, bucket_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+        .bind(id.to_string())
+        .bind(o.key)
+        .bind(o.size as i64)
+        .bind(o.etag)
+        .bind(o.headers)
+        .bind(o.checksums)
+        .bind(ts(now()))
+        .bind(o.bucket_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
+}
+
+/// Makes an object of one blob visible, replacing the object of that key (whose blobs become
+/// orphans). Run in the transaction that commits the write.
+pub async fn object_put(conn: &mut Conn, o: &NewObject<'_>, blob: &Blob) -> Result<ObjectId> {
+    let id = insert_object(conn, o).await?;
+    insert_blob(conn, blob, Some(id), None).await?;
+    Ok(id)
+}
+
+async fn insert_blob(conn: &mut Conn, b: &Blob, object: Option<ObjectId>, upload: Option<UploadId>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO blobs (id, object_id, upload_id, seq, size, md5, time_created) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(b.id.to_string())
+    .bind(object.map(|o| o.to_string()))
+    .bind(upload.map(|u| u.to_string()))
+    .bind(b.seq)
+    .bind(b.size as i64)
+    .bind(&b.md5)
+    .bind(ts(now()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the object of a key (None: there was none); its blobs become orphans.
+pub async fn object_delete(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Result<Option<ObjectId>> {
+    let id: Option<String> = sqlx::query_scalar("SELECT id FROM objects WHERE bucket_id = $1 AND object_key = $2")
+        .bind(bucket_id.to_string())
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(id) = id else { return Ok(None) };
+    sqlx::query("DELETE FROM blobs WHERE object_id = $1").bind(&id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM objects WHERE id = $1").bind(&id).execute(&mut *conn).await?;
+    Ok(Some(parse_uuid(&id)?))
+}
+
+/// Up to `limit` objects whose keys start with `prefix` and sort after `after`, in key order
+/// (without their blobs).
+pub async fn object_list(
+    conn: &mut Conn,
+    bucket_id: BucketId,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Object>> {
+    let c = collate(conn);
+    let mut sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1");
+    let mut binds = vec![bucket_id.to_string()];
+    if !prefix.is_empty() {
+        // Prefix by range: [prefix, prefix + U+10FFFF) holds every key starting with it.
+        binds.push(prefix.to_string());
+        sql += &format!(" AND object_key{c} >= ${}", binds.len());
+        binds.push(format!("{prefix}\u{10FFFF}"));
+        sql += &format!(" AND object_key{c} < ${}", binds.len());
+    }
+    if let Some(a) = after {
+        binds.push(a.to_string());
+        sql += &format!(" AND object_key{c} > ${}", binds.len());
+    }
+    sql += &format!(" ORDER BY object_key{c} LIMIT {limit}");
+    let mut q = sqlx::query(&sql);
+    for b in &binds {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    rows.iter().map(object_from_row).collect()
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: UploadId,
+    pub bucket_id: BucketId,
+    pub key: String,
+    pub headers: String,
+    pub time_created: DateTime<Utc>,
+}
+
+fn upload_from_row(r: &AnyRow) -> Result<Upload> {
+    Ok(Upload {
+        id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+        bucket_id: parse_uuid(&r.try_get::<String, _>(1)?)?,
+        key: r.try_get(2)?,
+        headers: r.try_get(3)?,
+        time_created: parse_ts(&r.try_get::<String, _>(4)?)?,
+    })
+}
+
+const UPLOAD_COLS: &str = "id, bucket_id, object_key, headers, time_created";
+
+pub async fn upload_create(conn: &mut Conn, bucket_id: BucketId, key: &str, headers: &str) -> Result<UploadId> {
+    let id: UploadId = new_id();
+    sqlx::query(&format!("INSERT INTO multipart_uploads ({UPLOAD_COLS}) VALUES ($1, $2, $3, $4, $5)"))
+        .bind(id.to_string())
+        .bind(bucket_id.to_string())
+        .bind(key)
+        .bind(headers)
+        .bind(ts(now()))
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
+}
+
+/// The upload of that id in that bucket.
+pub async fn upload_get(conn: &mut Conn, bucket_id: BucketId, id: UploadId) -> Result<Option<Upload>> {
+    let sql = format!("SELECT {UPLOAD_COLS} FROM multipart_uploads WHERE id = $1 AND bucket_id = $2");
+    let row = sqlx::query(&sql).bind(id.to_string()).bind(bucket_id.to_string()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(upload_from_row).transpose()
+}
+
+/// A bucket's uploads in progress whose keys start with `prefix`, by key then age.
+pub async fn upload_list(conn: &mut Conn, bucket_id: BucketId, prefix: &str, limit: usize) -> Result<Vec<Upload>> {
+    let c = collate(conn);
+    let sql = format!(
+        "SELECT {UPLOAD_COLS} FROM multipart_uploads WHERE bucket_id = $1 AND object_key{c} >= $2 \
+         AND object_key{c} < $3 ORDER BY object_key{c}, id LIMIT {limit}"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(bucket_id.to_string())
+        .bind(prefix)
+        .bind(format!("{prefix}\u{10FFFF}"))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(upload_from_row).collect()
+}
+
+/// Uploads begun before `before` (abandoned: the sweep aborts them).
+pub async fn uploads_begun_before(conn: &mut Conn, before: DateTime<Utc>) -> Result<Vec<Upload>> {
+    let sql = format!("SELECT {UPLOAD_COLS} FROM multipart_uploads WHERE time_created < $1 ORDER BY time_created");
+    let rows = sqlx::query(&sql).bind(ts(before)).fetch_all(&mut *conn).await?;
+    rows.iter().map(upload_from_row).collect()
+}
+
+/// Records a part (replacing an earlier upload of the same part number, whose blob becomes an
+/// orphan). Fails with `Conflict`-free `Ok(false)` when the upload is gone (completed or aborted
+/// meanwhile).
+pub async fn upload_put_part(conn: &mut Conn, upload_id: UploadId, part: &Blob) -> Result<bool> {
+    let live: Option<String> = sqlx::query_scalar("SELECT id FROM multipart_uploads WHERE id = $1")
+        .bind(upload_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if live.is_none() {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM blobs WHERE upload_id = $1 AND seq = $2")
+        .bind(upload_id.to_string())
+        .bind(part.seq)
+        .execute(&mut *conn)
+        .await?;
+    insert_blob(conn, part, None, Some(upload_id)).await?;
+    Ok(true)
+}
+
+/// An upload's parts, by part number.
+pub async fn upload_parts(conn: &mut Conn, upload_id: UploadId) -> Result<Vec<Blob>> {
+    let rows = sqlx::query("SELECT id, seq, size, md5 FROM blobs WHERE upload_id = $1 ORDER BY seq")
+        .bind(upload_id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(blob_from_row).collect()
+}
+
+/// Completes an upload: the object of its key becomes `parts` (blobs of the upload, in order),
+/// its other parts become orphans and the upload goes.
+pub async fn upload_complete(conn: &mut Conn, upload_id: UploadId, o: &NewObject<'_>, parts: &[BlobId]) -> Result<()> {
+    let id = insert_object(conn, o).await?;
+    for (i, b) in parts.iter().enumerate() {
+        sqlx::query("UPDATE blobs SET object_id = $1, upload_id = NULL, seq = $2 WHERE id = $3 AND upload_id = $4")
+            .bind(id.to_string())
+            .bind(i as i64)
+            .bind(b.to_string())
+            .bind(upload_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    upload_abort(conn, upload_id).await?;
+    Ok(())
+}
+
+/// Removes an upload and its parts' rows (their blobs become orphans). False: it was gone.
+pub async fn upload_abort(conn: &mut Conn, upload_id: UploadId) -> Result<bool> {
+    sqlx::query("DELETE FROM blobs WHERE upload_id = $1").bind(upload_id.to_string()).execute(&mut *conn).await?;
+    let r = sqlx::query("DELETE FROM multipart_uploads WHERE id = $1")
+        .bind(upload_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Which of `ids` a row names (the others are orphans).
+pub async fn blobs_known(conn: &mut Conn, ids: &[BlobId]) -> Result<HashSet<BlobId>> {
+    let mut known = HashSet::new();
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT id FROM blobs WHERE id IN ({})", marks.join(", "));
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for s in q.fetch_all(&mut *conn).await? {
+            known.insert(parse_uuid(&s)?);
+        }
+    }
+    Ok(known)
+}

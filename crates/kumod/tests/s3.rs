@@ -1,0 +1,416 @@
+//! The S3 endpoint (issue 14) driven by the clients tenants use, unchanged: the aws CLI and boto3
+//! (from PyPI, in the venv of scripts/s3-clients.sh), rclone and s3cmd (Debian's). The boto3 cases
+//! live in `s3_clients/suite.py`, each asserting what it checks; here each kumod is started, the
+//! tenants and their access keys made through the REST API, and the results checked on disk and
+//! in the store.
+
+mod common;
+
+use common::Kumod;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The venv of the aws CLI and boto3 (None: absent, and not strict).
+fn clients() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var("KUMO_S3_CLIENTS").unwrap_or_else(|_| "/var/cache/kumo/s3-clients".into()));
+    if dir.join("bin/aws").exists() && dir.join("bin/python").exists() {
+        return Some(dir);
+    }
+    let msg = format!("the S3 clients are missing from {} (scripts/s3-clients.sh)", dir.display());
+    assert!(!common::strict(), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn need(cmd: &str, how: &str) -> bool {
+    if Command::new(cmd).arg("--version").output().is_ok() {
+        return true;
+    }
+    let msg = format!("{cmd} is missing ({how})");
+    assert!(!common::strict(), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// A kumod with projects `demo` (alice owns it, victor views it) and `elsewhere` (olga owns it),
+/// and an access key each: `owner` (alice in demo), `viewer` (victor in demo), `other` (olga in
+/// elsewhere).
+struct Tenants {
+    k: Kumod,
+    endpoint: String,
+    /// name → [access key id, secret]
+    keys: serde_json::Map<String, Value>,
+    sessions: std::collections::HashMap<String, String>,
+}
+
+fn login(k: &Kumod, user: &str) -> String {
+    let r = k.http.post(format!("{}/v1/login", k.url)).json(&json!({"username": user, "password": PASSWORD})).send();
+    let v: Value = r.expect("login").json().expect("login json");
+    v["token"].as_str().unwrap_or_else(|| panic!("login as {user}: {v}")).to_string()
+}
+
+fn as_user(k: &Kumod, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = k.http.request(method, format!("{}{path}", k.url)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn tenants(extra: &[&str]) -> Tenants {
+    let mut args = vec!["--driver", "sim", "--image-cache", "/nonexistent"];
+    args.extend_from_slice(extra);
+    let k = Kumod::start(&args);
+    k.create_project("demo");
+    k.create_project("elsewhere");
+    for (user, project, role) in
+        [("alice", "demo", "owner"), ("victor", "demo", "viewer"), ("olga", "elsewhere", "owner")]
+    {
+        let (s, v) = k.post("/v1/users", json!({"name": user, "password": PASSWORD}));
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = k.post(&format!("/v1/projects/{project}/members"), json!({"user": user, "role": role}));
+        assert_eq!(s, 201, "{v}");
+    }
+    let mut keys = serde_json::Map::new();
+    let mut sessions = std::collections::HashMap::new();
+    for (name, user, project) in
+        [("owner", "alice", "demo"), ("viewer", "victor", "demo"), ("other", "olga", "elsewhere")]
+    {
+        let token = login(&k, user);
+        let (s, v) = as_user(
+            &k,
+            &token,
+            reqwest::Method::POST,
+            &format!("/v1/access-keys?project={project}"),
+            Some(json!({"name": name})),
+        );
+        assert_eq!(s, 201, "{v}");
+        keys.insert(name.into(), json!([v["access_key_id"], v["secret_access_key"]]));
+        sessions.insert(user.to_string(), token);
+    }
+    let addr = std::fs::read_to_string(k.data_dir().join("s3.addr")).expect("DATA_DIR/s3.addr");
+    let endpoint = format!("http://{}", addr.trim());
+    Tenants { k, endpoint, keys, sessions }
+}
+
+impl Tenants {
+    fn key(&self, name: &str) -> (String, String) {
+        let k = &self.keys[name];
+        (k[0].as_str().unwrap().to_string(), k[1].as_str().unwrap().to_string())
+    }
+
+    /// Runs a case of suite.py; panics with its output when it fails.
+    fn boto3(&self, case: &str, env: &[(&str, &str)]) -> String {
+        let dir = clients().expect("clients");
+        let work = tempfile::tempdir().expect("work dir");
+        let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_clients/suite.py");
+        let out = Command::new(dir.join("bin/python"))
+            .arg(&suite)
+            .arg(case)
+            .env("S3_ENDPOINT", &self.endpoint)
+            .env("KEYS", Value::Object(self.keys.clone()).to_string())
+            .env("WORK", work.path())
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run python");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "suite.py {case} failed:\n{text}\n--- kumod log:\n{}", self.k.log_tail(30));
+        assert!(text.contains(&format!("ok {case}")), "suite.py {case} did not finish:\n{text}");
+        text
+    }
+
+    /// The aws CLI with key `key`.
+    fn aws(&self, key: &str, args: &[&str]) -> Output {
+        let dir = clients().expect("clients");
+        let (id, secret) = self.key(key);
+        Command::new(dir.join("bin/aws"))
+            .args(["--endpoint-url", &self.endpoint])
+            .args(args)
+            .args(if args.len() > 1 && args[0] == "s3" && ["cp", "mv", "rm", "sync"].contains(&args[1]) {
+                &["--only-show-errors"][..]
+            } else {
+                &[][..]
+            })
+            .env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .output()
+            .expect("run aws")
+    }
+
+    fn aws_ok(&self, args: &[&str]) -> String {
+        let out = self.aws("owner", args);
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn boto3_buckets_objects_listing_copy_and_errors() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    t.boto3("operations", &[]);
+    // Mutations are in the audit log, with the key that made them.
+    let (s, v) = t.k.get("/v1/events?project=demo&limit=1000");
+    assert_eq!(s, 200, "{v}");
+    let events = v["items"].as_array().expect("items");
+    let has = |ty: &str, name: &str, kind: &str| {
+        events.iter().any(|e| e["resource_type"] == ty && e["resource_name"] == name && e["kind"] == kind)
+    };
+    assert!(has("bucket", "ops", "created"), "{v}");
+    assert!(has("bucket", "ops-copy", "deleted"), "{v}");
+    assert!(has("object", "ops/dir/a.txt", "put"), "{v}");
+    assert!(has("object", "ops-copy/a-copy", "deleted"), "{v}");
+    let cause = events.iter().find(|e| e["resource_name"] == "ops").map(|e| e["cause"].to_string()).unwrap_or_default();
+    assert!(cause.contains("alice") && cause.contains("access key"), "{cause}");
+}
+
+#[test]
+fn boto3_multipart_of_a_gibibyte_in_parallel_and_the_rules_of_completion() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    let out = t.boto3("multipart", &[]);
+    eprintln!("{out}");
+    // Parts are the object's blobs: nothing was written twice, nothing is left over.
+    let blobs = blob_files(t.k.data_dir());
+    let used: u64 = blobs.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+    assert!(used >= 1 << 30, "{used} bytes of blobs for a 1 GiB object");
+}
+
+#[test]
+fn access_keys_roles_projects_anonymous_presigned_and_revocation() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    t.boto3("access", &[]);
+    // A deleted key stops working at once.
+    let (s, v) =
+        as_user(&t.k, &t.sessions["victor"], reqwest::Method::DELETE, "/v1/access-keys/viewer?project=demo", None);
+    assert_eq!(s, 204, "{v}");
+    t.boto3("revoked", &[("KEY_NAME", "viewer")]);
+    // So does the key of a user who leaves the project (role read on every request).
+    let (s, v) = t.k.delete("/v1/projects/elsewhere/members/olga");
+    assert_eq!(s, 204, "{v}");
+    let out = t.aws("other", &["s3", "ls"]);
+    assert!(!out.status.success(), "a former member's key still lists buckets");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AccessDenied"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn virtual_host_style_requests() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&["--s3-domain", "s3.kumo.test"]);
+    t.boto3("virtual_host", &[]);
+}
+
+#[test]
+fn aws_cli_s3_and_s3api() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    let dir = tempfile::tempdir().expect("dir");
+    let big = dir.path().join("big.iso");
+    let data: Vec<u8> = (0..(40u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&big, &data).expect("write");
+    std::fs::write(dir.path().join("small.txt"), b"small\n").expect("write");
+    t.aws_ok(&["s3", "mb", "s3://photos"]);
+    t.aws_ok(&["s3", "cp", &big.to_string_lossy(), "s3://photos/"]);
+    t.aws_ok(&["s3", "cp", &dir.path().join("small.txt").to_string_lossy(), "s3://photos/docs/small.txt"]);
+    let ls = t.aws_ok(&["s3", "ls", "s3://photos/", "--recursive"]);
+    assert!(ls.contains("big.iso") && ls.contains("docs/small.txt") && ls.contains(&(40u32 << 20).to_string()), "{ls}");
+    let back = dir.path().join("back.iso");
+    t.aws_ok(&["s3", "cp", "s3://photos/big.iso", &back.to_string_lossy()]);
+    assert!(std::fs::read(&back).expect("read") == data, "the downloaded copy differs");
+    let head: Value =
+        serde_json::from_str(&t.aws_ok(&["s3api", "head-object", "--bucket", "photos", "--key", "big.iso"]))
+            .expect("json");
+    assert!(head["ETag"].as_str().unwrap_or("").contains('-'), "a multipart ETag: {head}");
+    let url = t.aws_ok(&["s3", "presign", "s3://photos/docs/small.txt", "--expires-in", "300"]);
+    let body = reqwest::blocking::get(url.trim()).expect("GET presigned").bytes().expect("body");
+    assert_eq!(&body[..], b"small\n");
+    let out = t.aws("owner", &["s3", "rb", "s3://photos"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("BucketNotEmpty"));
+    t.aws_ok(&["s3", "rm", "s3://photos/", "--recursive"]);
+    t.aws_ok(&["s3", "rb", "s3://photos"]);
+    let ls = t.aws_ok(&["s3", "ls"]);
+    assert!(!ls.contains("photos"), "{ls}");
+    // Bad input: an invalid bucket name, a viewer writing.
+    let out = t.aws("owner", &["s3api", "create-bucket", "--bucket", "UPPER_case"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidBucketName"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.aws_ok(&["s3", "mb", "s3://shared"]);
+    let out = t.aws("viewer", &["s3", "cp", &dir.path().join("small.txt").to_string_lossy(), "s3://shared/x"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("AccessDenied"));
+}
+
+#[test]
+fn rclone_sync_and_s3cmd() {
+    if clients().is_none()
+        || !need("rclone", "scripts/install-deps.sh --with-s3-clients")
+        || !need("s3cmd", "scripts/install-deps.sh --with-s3-clients")
+    {
+        return;
+    }
+    let t = tenants(&[]);
+    let (id, secret) = t.key("owner");
+    let site = tempfile::tempdir().expect("dir");
+    for (name, body) in [("index.html", "<h1>hi</h1>"), ("css/site.css", "body{}"), ("img/a.bin", "aaaa")] {
+        let p = site.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    let rclone = |args: &[&str]| {
+        let out = Command::new("rclone")
+            .args(args)
+            .env("RCLONE_CONFIG", "/nonexistent")
+            // The machine's AWS_CA_BUNDLE makes rclone refuse a plain-HTTP endpoint.
+            .env_remove("AWS_CA_BUNDLE")
+            .env("RCLONE_CONFIG_KUMO_TYPE", "s3")
+            .env("RCLONE_CONFIG_KUMO_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_KUMO_ENDPOINT", &t.endpoint)
+            .env("RCLONE_CONFIG_KUMO_ACCESS_KEY_ID", &id)
+            .env("RCLONE_CONFIG_KUMO_SECRET_ACCESS_KEY", &secret)
+            .env("RCLONE_CONFIG_KUMO_REGION", "us-east-1")
+            .output()
+            .expect("rclone");
+        assert!(out.status.success(), "rclone {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    rclone(&["mkdir", "kumo:web"]);
+    rclone(&["sync", &site.path().to_string_lossy(), "kumo:web/site"]);
+    rclone(&["check", &site.path().to_string_lossy(), "kumo:web/site"]);
+    std::fs::remove_file(site.path().join("img/a.bin")).unwrap();
+    std::fs::write(site.path().join("index.html"), "<h1>changed</h1>").unwrap();
+    rclone(&["sync", &site.path().to_string_lossy(), "kumo:web/site"]);
+    rclone(&["check", &site.path().to_string_lossy(), "kumo:web/site"]);
+    let ls = rclone(&["ls", "kumo:web"]);
+    assert!(ls.contains("site/index.html") && !ls.contains("a.bin"), "{ls}");
+
+    let host = t.endpoint.trim_start_matches("http://").to_string();
+    let cfg = site.path().join("s3cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\naccess_key = {id}\nsecret_key = {secret}\nhost_base = {host}\nhost_bucket = {host}\nuse_https = False\nbucket_location = us-east-1\nsignature_v2 = False\n"
+        ),
+    )
+    .unwrap();
+    let s3cmd = |args: &[&str]| {
+        let out = Command::new("s3cmd").arg("--config").arg(&cfg).args(args).output().expect("s3cmd");
+        assert!(
+            out.status.success(),
+            "s3cmd {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    s3cmd(&["mb", "s3://tools"]);
+    s3cmd(&["put", &site.path().join("index.html").to_string_lossy(), "s3://tools/index.html"]);
+    let ls = s3cmd(&["ls", "s3://tools"]);
+    assert!(ls.contains("s3://tools/index.html"), "{ls}");
+    let got = site.path().join("got.html");
+    s3cmd(&["get", "s3://tools/index.html", &got.to_string_lossy()]);
+    assert_eq!(std::fs::read_to_string(&got).unwrap(), "<h1>changed</h1>");
+    s3cmd(&["del", "s3://tools/index.html"]);
+    s3cmd(&["rb", "s3://tools"]);
+    let ls = s3cmd(&["ls"]);
+    assert!(!ls.contains("s3://tools") && ls.contains("s3://web"), "{ls}");
+}
+
+/// Every blob file of a data directory.
+fn blob_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(dirs) = std::fs::read_dir(data_dir.join("objects/blobs")) {
+        for d in dirs.flatten() {
+            if let Ok(files) = std::fs::read_dir(d.path()) {
+                out.extend(files.flatten().map(|f| f.path()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn kill_9_during_puts_and_multipart_completes_loses_nothing_acknowledged_and_leaks_nothing() {
+    if clients().is_none() {
+        return;
+    }
+    let mut t = tenants(&[]);
+    t.aws_ok(&["s3", "mb", "s3://crash"]);
+    let acks = tempfile::NamedTempFile::new().expect("acks");
+    let acks_path = acks.path().to_string_lossy().into_owned();
+    let kills = 3;
+    for round in 0..kills {
+        let dir = clients().expect("clients");
+        let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_clients/suite.py");
+        let start = (round * 100_000).to_string();
+        let writer = Command::new(dir.join("bin/python"))
+            .arg(&suite)
+            .arg("crash_writer")
+            .env("S3_ENDPOINT", &t.endpoint)
+            .env("KEYS", Value::Object(t.keys.clone()).to_string())
+            .env("ACKS", &acks_path)
+            .env("START", &start)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("writer");
+        // Kill at a different point of the stream each round.
+        std::thread::sleep(Duration::from_millis(2500 + 1300 * round as u64));
+        t.k.kill9();
+        let out = writer.wait_with_output().expect("writer output");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("ok crash_writer"), "{text}");
+        // The same data directory (and database) again: its start-up sweep runs before it serves,
+        // and the endpoint comes back on a new port.
+        t.k.restart();
+        let addr = std::fs::read_to_string(t.k.data_dir().join("s3.addr")).expect("s3.addr");
+        t.endpoint = format!("http://{}", addr.trim());
+    }
+    let acked = std::fs::read_to_string(&acks_path).unwrap().lines().count();
+    assert!(acked >= 10, "only {acked} objects were acknowledged before the kills");
+    let out = t.boto3("crash_check", &[("ACKS", &acks_path), ("KILLS", &kills.to_string())]);
+    eprintln!("{out}");
+    // No orphaned data: every blob file is named by a row (the start-up sweep removed the rest).
+    t.k.kill9();
+    let files: std::collections::BTreeSet<String> =
+        blob_files(t.k.data_dir()).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let mut rows = std::collections::BTreeSet::new();
+    common::with_store(&t.k, async |conn| {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM blobs").fetch_all(&mut *conn).await.expect("blobs");
+        rows.extend(ids);
+    });
+    let orphans: Vec<_> = files.difference(&rows).collect();
+    let missing: Vec<_> = rows.difference(&files).collect();
+    assert!(orphans.is_empty(), "{} orphaned blob files: {orphans:?}", orphans.len());
+    assert!(missing.is_empty(), "rows name missing blobs: {missing:?}");
+    assert_eq!(std::fs::read_dir(t.k.data_dir().join("objects/tmp")).unwrap().count(), 0, "leftover temporary files");
+}
