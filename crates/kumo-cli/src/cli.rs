@@ -91,6 +91,9 @@ pub enum Command {
     /// Your API tokens
     #[command(subcommand)]
     Token(crate::tokens::TokenCommand),
+    /// Your S3 access keys in a project (credentials of the object storage endpoint)
+    #[command(subcommand)]
+    AccessKey(crate::access_keys::AccessKeyCommand),
     /// Who changed what, oldest first (operators; owners with --project)
     AuditLog(crate::audit::AuditArgs),
     /// Project quotas: limits and use
@@ -307,6 +310,36 @@ mod tests {
         ] {
             parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn access_key_commands_parse() {
+        use crate::access_keys::AccessKeyCommand as A;
+        let cli =
+            parse(&["access-key", "create", "backup", "--description", "nightly", "--project", "shop"]).expect("parse");
+        let Command::AccessKey(A::Create(c)) = cli.command else { panic!("not access-key create") };
+        assert_eq!(
+            (c.name.as_str(), c.description.as_str(), c.project.project.as_str()),
+            ("backup", "nightly", "shop")
+        );
+        let cli = parse(&["access-key", "create", "ci", "--project", "shop", "-o", "json"]).expect("parse");
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert!(matches!(cli.command, Command::AccessKey(A::Create(ref c)) if c.description.is_empty()));
+        let cli = parse(&["access-key", "list", "--project", "shop", "--limit", "3"]).expect("parse");
+        assert!(matches!(cli.command, Command::AccessKey(A::List { ref project, ref list })
+            if project.project == "shop" && list.limit == Some(3)));
+        let cli = parse(&["access-key", "delete", "backup", "--project", "shop"]).expect("parse");
+        assert!(matches!(cli.command, Command::AccessKey(A::Delete(ref r))
+            if r.access_key == "backup" && r.project.project == "shop"));
+        assert!(parse(&["access-key", "view", "backup", "--project", "shop"]).is_ok());
+        let err = parse(&["access-key", "create", "Backup_1", "--project", "shop"]).expect_err("bad name");
+        assert!(err.to_string().contains("uppercase"), "{err}");
+        if std::env::var_os("KUMO_PROJECT").is_none() {
+            assert!(parse(&["access-key", "create", "backup"]).is_err(), "--project is required");
+            assert!(parse(&["access-key", "list"]).is_err(), "--project is required");
+            assert!(parse(&["access-key", "delete", "backup"]).is_err(), "--project is required");
+        }
+        assert!(parse(&["access-key", "delete", "--project", "shop"]).is_err(), "the key is required");
     }
 
     #[test]

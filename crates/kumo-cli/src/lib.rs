@@ -1,13 +1,13 @@
 //! `kumo`, the command-line client of the Kumo REST API.
 //!
 //! One module per resource (projects, members, images, instance_types, instances, events, hosts,
-//! users, tokens, audit, quotas, prices, usage, invoices, budgets, volumes, snapshots, backups,
-//! zones) declares
-//! its subcommands and turns API answers into tables; `client` speaks HTTP (auth, errors,
+//! users, tokens, access_keys, audit, quotas, prices, usage, invoices, budgets, volumes, snapshots,
+//! backups, zones) declares its subcommands and turns API answers into tables; `client` speaks HTTP (auth, errors,
 //! pagination), `wait` implements `--wait`, `config` resolves the server URL, token and TLS trust
 //! and implements `kumo login`, `tls` the certificate checks (`--ca-cert`, `--fingerprint`),
 //! `output` formats tables and JSON.
 
+pub mod access_keys;
 pub mod audit;
 pub mod backups;
 pub mod budgets;
@@ -98,6 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reconciler(c) => system::run(&ctx, c),
         Command::User(c) => users::run(&ctx, c),
         Command::Token(c) => tokens::run(&ctx, c),
+        Command::AccessKey(c) => access_keys::run(&ctx, c),
         Command::AuditLog(a) => audit::run(&ctx, a),
         Command::Quota(c) => quotas::run(&ctx, c),
         Command::Price(c) => prices::run(&ctx, c),

@@ -1438,16 +1438,26 @@ fn kumod_runs_on_the_database_the_tests_ask_for() {
 
 /// Runs the `kumo` CLI as the operator; returns its stdout (it must succeed).
 fn kumo_cli(k: &Kumod, args: &[&str]) -> String {
-    let out = std::process::Command::new(common::kumo_binary())
+    kumo_cli_as(k, &k.token, args)
+}
+
+/// Runs the `kumo` CLI with `token`; returns its stdout (it must succeed).
+fn kumo_cli_as(k: &Kumod, token: &str, args: &[&str]) -> String {
+    let out = kumo_cli_output(k, token, args);
+    assert!(out.status.success(), "kumo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the `kumo` CLI with `token`, whatever it answers.
+fn kumo_cli_output(k: &Kumod, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::kumo_binary())
         .args(args)
         .env("KUMO_URL", &k.url)
-        .env("KUMO_TOKEN", &k.token)
+        .env("KUMO_TOKEN", token)
         .env("KUMO_CONFIG", k.data_dir().join("cli-config.json"))
         .env_remove("KUMO_PROJECT")
         .output()
-        .expect("run kumo (cargo build --workspace --bins first)");
-    assert!(out.status.success(), "kumo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .expect("run kumo (cargo build --workspace --bins first)")
 }
 
 #[test]
@@ -1679,4 +1689,292 @@ fn placement_groups_anti_affinity_affinity_and_delete() {
     // Audited like the other mutations.
     let (s, v) = k.get("/v1/system/audit-log?operation=placement_group_delete&limit=10");
     assert!(s == 200 && v["items"].as_array().is_some_and(|a| a.len() == 2), "the deletes are audited: {v}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3 access keys
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Makes a user and logs them in; returns their session token.
+fn user_session(k: &Kumod, name: &str) -> String {
+    let (s, v) = k.post("/v1/users", json!({"name": name, "password": PASSWORD}));
+    assert_eq!(s, 201, "{v}");
+    let (s, _, v) = send(raw(k, Method::POST, "/v1/login").json(&json!({"username": name, "password": PASSWORD})));
+    assert_eq!(s, 200, "login as {name}: {v}");
+    v["token"].as_str().expect("token").to_string()
+}
+
+fn add_member(k: &Kumod, project: &str, user: &str, role: &str) {
+    let (s, v) = k.post(&format!("/v1/projects/{project}/members"), json!({"user": user, "role": role}));
+    assert_eq!(s, 201, "{v}");
+}
+
+/// A request with `token`; returns status and body.
+fn as_user(k: &Kumod, token: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let req = raw(k, method, path).bearer_auth(token);
+    let req = match body {
+        Some(b) => req.json(&b),
+        None => req,
+    };
+    let (s, _, v) = send(req);
+    (s, v)
+}
+
+/// Names of a project's access keys, as `token` lists them.
+fn access_key_names(k: &Kumod, token: &str, project: &str) -> Vec<String> {
+    let (s, v) = as_user(k, token, Method::GET, &format!("/v1/access-keys?project={project}"), None);
+    assert_eq!(s, 200, "{v}");
+    names(&v)
+}
+
+/// Every key of a JSON value, at any depth.
+fn json_keys(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (key, val) in m {
+                out.insert(key.clone());
+                json_keys(val, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| json_keys(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn access_key_secret_is_shown_once_and_never_stored_in_clear() {
+    let mut k = cloud(&[]);
+    k.create_project("web");
+    k.create_project("shop");
+    let alice = user_session(&k, "alice");
+    add_member(&k, "web", "alice", "owner");
+    add_member(&k, "shop", "alice", "owner");
+
+    // Created: 201 with the id (KUMO…, 20) and the secret (40), both of safe characters.
+    let (s, c) = as_user(
+        &k,
+        &alice,
+        Method::POST,
+        "/v1/access-keys?project=web",
+        Some(json!({"name": "backup", "description": "nightly"})),
+    );
+    assert_eq!(s, 201, "{c}");
+    let key_id = c["access_key_id"].as_str().expect("access_key_id").to_string();
+    let secret = c["secret_access_key"].as_str().expect("secret_access_key").to_string();
+    assert!(key_id.len() == 20 && key_id.starts_with("KUMO"), "{key_id}");
+    assert!(key_id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()), "{key_id}");
+    assert_eq!(secret.len(), 40, "{secret}");
+    assert!(secret.bytes().all(|b| b.is_ascii_alphanumeric()), "{secret}");
+    assert_eq!(
+        (&c["name"], &c["description"], &c["project"], &c["user"], &c["last_used"]),
+        (&json!("backup"), &json!("nightly"), &json!("web"), &json!("alice"), &Value::Null),
+        "{c}"
+    );
+    let id = c["id"].as_str().expect("id").to_string();
+
+    // List and view (by name and by id) never show it, under any field.
+    let (s, list) = as_user(&k, &alice, Method::GET, "/v1/access-keys?project=web", None);
+    assert_eq!((s, names(&list)), (200, vec!["backup".to_string()]), "{list}");
+    assert_eq!(list["items"][0]["access_key_id"], json!(key_id), "{list}");
+    for path in ["/v1/access-keys/backup?project=web".to_string(), format!("/v1/access-keys/{id}?project=web")] {
+        let (s, v) = as_user(&k, &alice, Method::GET, &path, None);
+        assert_eq!((s, &v["access_key_id"], &v["user"]), (200, &json!(key_id), &json!("alice")), "{path}: {v}");
+    }
+    let (_, view) = as_user(&k, &alice, Method::GET, "/v1/access-keys/backup?project=web", None);
+    for (what, v) in [("list", &list), ("view", &view), ("operator's list", &k.get("/v1/access-keys?project=web").1)] {
+        assert!(!v.to_string().contains(&secret), "{what} shows the secret: {v}");
+        let mut keys = BTreeSet::new();
+        json_keys(v, &mut keys);
+        assert!(!keys.iter().any(|f| f.contains("secret")), "{what} has a secret field: {keys:?}");
+    }
+
+    // A second key of the same name: 409; a bad name or description: 400; nothing is made.
+    let create = |body: Value| as_user(&k, &alice, Method::POST, "/v1/access-keys?project=web", Some(body));
+    let msg = assert_error(create(json!({"name": "backup"})), 409, "ObjectAlreadyExists");
+    assert!(msg.contains("backup"), "{msg}");
+    for bad in ["Backup_1", "", "-x", "a b"] {
+        assert_error(create(json!({"name": bad})), 400, "InvalidValue");
+    }
+    let msg = assert_error(create(json!({"name": "long", "description": "d".repeat(513)})), 400, "InvalidValue");
+    assert!(msg.contains("description"), "{msg}");
+    assert_error(create(json!({"name": "extra", "secret_access_key": secret})), 400, "InvalidValue");
+    assert_eq!(access_key_names(&k, &alice, "web"), ["backup"], "refused creates made nothing");
+
+    // The operator token belongs to no user: it may not make a key (and makes none).
+    let msg = assert_error(k.post("/v1/access-keys?project=web", json!({"name": "ops"})), 400, "InvalidValue");
+    assert!(msg.contains("operator token"), "{msg}");
+    assert_eq!(access_key_names(&k, &k.token, "web"), ["backup"]);
+
+    // The same name may be used in another project; a key is not found through another project.
+    let (s, other) = as_user(&k, &alice, Method::POST, "/v1/access-keys?project=shop", Some(json!({"name": "backup"})));
+    assert_eq!((s, &other["project"]), (201, &json!("shop")), "{other}");
+    assert_ne!(other["access_key_id"], json!(key_id));
+    assert_error(
+        as_user(&k, &alice, Method::GET, &format!("/v1/access-keys/{id}?project=shop"), None),
+        404,
+        "NotFound",
+    );
+    assert_error(
+        as_user(&k, &alice, Method::DELETE, &format!("/v1/access-keys/{id}?project=shop"), None),
+        404,
+        "NotFound",
+    );
+    assert_error(as_user(&k, &alice, Method::GET, "/v1/access-keys/nope?project=web", None), 404, "NotFound");
+    let (s, v) = as_user(&k, &alice, Method::GET, &format!("/v1/access-keys/{id}?project=web"), None);
+    assert_eq!((s, &v["name"]), (200, &json!("backup")), "a refused delete deleted nothing: {v}");
+
+    // Deleted: gone from the list and the view; the name may be used again, for a new key.
+    let (s, v) = as_user(&k, &alice, Method::DELETE, "/v1/access-keys/backup?project=web", None);
+    assert_eq!(s, 204, "{v}");
+    assert!(access_key_names(&k, &alice, "web").is_empty());
+    assert_error(as_user(&k, &alice, Method::GET, "/v1/access-keys/backup?project=web", None), 404, "NotFound");
+    assert_error(as_user(&k, &alice, Method::DELETE, "/v1/access-keys/backup?project=web", None), 404, "NotFound");
+    assert_eq!(access_key_names(&k, &alice, "shop"), ["backup"], "the other project's key stays");
+    let (s, again) = as_user(&k, &alice, Method::POST, "/v1/access-keys?project=web", Some(json!({"name": "backup"})));
+    assert_eq!(s, 201, "{again}");
+    assert!(again["access_key_id"] != json!(key_id) && again["secret_access_key"] != json!(secret), "{again}");
+
+    // Audited and in the project's events.
+    let (s, v) = k.get("/v1/system/audit-log?operation=access_key_create&limit=100");
+    assert_eq!(s, 200, "{v}");
+    let audited: Vec<(u64, &str)> = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| (e["status"].as_u64().unwrap_or(0), e["actor"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(audited.iter().filter(|(s, _)| *s == 201).count(), 3, "{audited:?}");
+    assert!(audited.iter().filter(|(s, _)| *s == 201).all(|(_, a)| a.contains("alice")), "{audited:?}");
+    assert!(audited.iter().any(|(s, _)| *s == 409), "refused creates are audited too: {audited:?}");
+    let evs: Vec<String> = events(&k, "web", None)
+        .iter()
+        .filter(|e| e["resource_type"] == "access_key")
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(evs, ["created", "deleted", "created"]);
+
+    // The store holds the secrets sealed (nonce, ciphertext, tag), never in clear.
+    let live_secret = again["secret_access_key"].as_str().expect("secret").to_string();
+    k.kill9();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    common::with_store(&k, async |tx| {
+        rows = sqlx::query_as("SELECT access_key_id, secret_sealed FROM access_keys")
+            .fetch_all(&mut *tx)
+            .await
+            .expect("read access keys");
+    });
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for (kid, sealed) in &rows {
+        assert_eq!(sealed.len(), 2 * (12 + 40 + 16), "{kid}: {sealed}");
+        for clear in [&secret, &live_secret] {
+            assert!(!sealed.contains(clear.as_str()), "{kid}: a secret is stored in clear");
+            assert!(!sealed.contains(&hex_of(clear)), "{kid}: a secret is stored in hex");
+        }
+    }
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn access_keys_are_made_by_any_member_and_deleted_by_their_user_or_an_owner() {
+    let k = cloud(&[]);
+    k.create_project("web");
+    let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(|u| user_session(&k, u));
+    add_member(&k, "web", "alice", "owner");
+    add_member(&k, "web", "bob", "viewer");
+    add_member(&k, "web", "carol", "collaborator");
+    let create = |token: &str, name: &str| {
+        as_user(&k, token, Method::POST, "/v1/access-keys?project=web", Some(json!({"name": name})))
+    };
+    let delete = |token: &str, name: &str| {
+        as_user(&k, token, Method::DELETE, &format!("/v1/access-keys/{name}?project=web"), None)
+    };
+
+    // A viewer, a collaborator and an owner each make one, for themselves.
+    for (token, name, user) in
+        [(&bob, "bob-key", "bob"), (&carol, "carol-key", "carol"), (&alice, "alice-key", "alice")]
+    {
+        let (s, v) = create(token, name);
+        assert_eq!((s, &v["user"]), (201, &json!(user)), "{name}: {v}");
+    }
+    // Every member sees every key of the project (never a secret); a non-member sees nothing.
+    for token in [&alice, &bob, &carol] {
+        assert_eq!(access_key_names(&k, token, "web"), ["alice-key", "bob-key", "carol-key"]);
+    }
+    assert_error(as_user(&k, &dave, Method::GET, "/v1/access-keys?project=web", None), 404, "NotFound");
+    assert_error(create(&dave, "dave-key"), 404, "NotFound");
+    assert_error(delete(&dave, "bob-key"), 404, "NotFound");
+
+    // Someone else's key: a collaborator or a viewer may not delete it (403, naming its user).
+    let msg = assert_error(delete(&carol, "bob-key"), 403, "Forbidden");
+    assert!(msg.contains("'bob'"), "{msg}");
+    assert_error(delete(&bob, "alice-key"), 403, "Forbidden");
+    assert_error(delete(&carol, "alice-key"), 403, "Forbidden");
+    assert_eq!(access_key_names(&k, &alice, "web"), ["alice-key", "bob-key", "carol-key"]);
+
+    // Their own: anyone, a viewer too. Anyone's: an owner of the project, and the operator.
+    let (s, v) = delete(&carol, "carol-key");
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = delete(&alice, "bob-key");
+    assert_eq!(s, 204, "the owner deletes the viewer's key: {v}");
+    assert_eq!(access_key_names(&k, &bob, "web"), ["alice-key"]);
+    let (s, v) = create(&bob, "bob-key2");
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = delete(&bob, "bob-key2");
+    assert_eq!(s, 204, "a viewer deletes their own key: {v}");
+    let (s, v) = k.delete("/v1/access-keys/alice-key?project=web");
+    assert_eq!(s, 204, "an operator deletes any key: {v}");
+    assert!(access_key_names(&k, &alice, "web").is_empty());
+}
+
+#[test]
+fn access_keys_through_the_cli() {
+    let k = cloud(&[]);
+    k.create_project("web");
+    let alice = user_session(&k, "alice");
+    add_member(&k, "web", "alice", "collaborator");
+
+    // -o json: the API's answer, with the id and the secret.
+    let out = kumo_cli_as(&k, &alice, &["-o", "json", "access-key", "create", "backup", "--project", "web"]);
+    let c: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let key_id = c["access_key_id"].as_str().expect("access_key_id").to_string();
+    let secret = c["secret_access_key"].as_str().expect("secret_access_key").to_string();
+    assert!(key_id.starts_with("KUMO") && key_id.len() == 20 && secret.len() == 40, "{c}");
+    assert_eq!((&c["name"], &c["user"], &c["project"]), (&json!("backup"), &json!("alice"), &json!("web")), "{c}");
+
+    // The table: the id and the secret, and that it is shown only once.
+    let table =
+        kumo_cli_as(&k, &alice, &["access-key", "create", "ci", "--description", "the CI's key", "--project", "web"]);
+    let row = |field: &str| {
+        table
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {field}: {table}"))
+    };
+    let ci_secret = row("SECRET ACCESS KEY").to_string();
+    assert!(row("ACCESS KEY ID").starts_with("KUMO") && ci_secret.len() == 40, "{table}");
+    assert!(table.contains("shown only once"), "{table}");
+
+    // The list: names, ids and users, never the secrets.
+    let list = kumo_cli_as(&k, &alice, &["access-key", "list", "--project", "web"]);
+    let rows: Vec<Vec<&str>> = list.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 2, "{list}");
+    assert_eq!(&rows[0][..4], ["backup", key_id.as_str(), "alice", "never"], "{list}");
+    assert_eq!(rows[1][0], "ci", "{list}");
+    assert!(!list.contains(&secret) && !list.contains(&ci_secret), "{list}");
+    let json_list = kumo_cli_as(&k, &alice, &["-o", "json", "access-key", "list", "--project", "web"]);
+    assert!(!json_list.contains(&secret) && !json_list.contains("secret_access_key"), "{json_list}");
+
+    // Delete: gone from the list; the operator's token may not make a key (the CLI says why).
+    kumo_cli_as(&k, &alice, &["access-key", "delete", "backup", "--project", "web"]);
+    let list = kumo_cli_as(&k, &alice, &["access-key", "list", "--project", "web"]);
+    assert_eq!(list.lines().skip(1).map(|l| l.split_whitespace().next().unwrap_or("")).collect::<Vec<_>>(), ["ci"]);
+    let out = kumo_cli_output(&k, &k.token, &["access-key", "create", "ops", "--project", "web"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("InvalidValue"), "{stderr}");
+    assert_eq!(access_key_names(&k, &alice, "web"), ["ci"]);
 }

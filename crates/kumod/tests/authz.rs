@@ -199,6 +199,12 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("placement_group_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"pg-x","policy":"spread"}"#)),
     ("placement_group_view", Kind::ProjectRead, "project=a", Body::None),
     ("placement_group_delete", Kind::ProjectWrite, "project=a", Body::None),
+    // S3 access keys: any member (a viewer too) makes their own; ak-a is alice's, so deleting it
+    // is for her or an owner (bob, a viewer, gets 403; deleting his own is tested in api.rs).
+    ("access_key_list", Kind::ProjectRead, "project=a", Body::None),
+    ("access_key_create", Kind::ProjectRead, "project=a", Body::Json(r#"{"name":"ak-x"}"#)),
+    ("access_key_view", Kind::ProjectRead, "project=a", Body::None),
+    ("access_key_delete", Kind::ProjectManage, "project=a", Body::None),
 ];
 
 const SSH_KEY_X: &str = r#"{"name":"key-x","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f x"}"#;
@@ -223,6 +229,7 @@ fn path_param(name: &str) -> &'static str {
         "ssh_key" => "key-a",
         "floating_ip" => "fip-a",
         "placement_group" => "pg-a",
+        "access_key" => "ak-a",
         other => panic!("no value for path parameter {{{other}}}: add one to path_param()"),
     }
 }
@@ -354,6 +361,8 @@ fn tenants(k: &Cloud) -> [String; 3] {
     assert_eq!(s, 201, "an ssh key in a: {v}");
     let (s, v) = as_alice.post("/v1/placement-groups?project=a", json!({"name": "pg-a", "policy": "spread"}));
     assert_eq!(s, 201, "a placement group in a: {v}");
+    let (s, v) = as_alice.post("/v1/access-keys?project=a", json!({"name": "ak-a"}));
+    assert_eq!(s, 201, "alice's access key in a: {v}");
     k.wait_state("a", "vm-a", "running", WAIT);
     [alice, bob, carol]
 }
@@ -488,6 +497,10 @@ fn every_operation_is_authorised_as_its_table_says() {
     assert_eq!(k.get("/v1/volume-backups/bk-x?project=a").0, 404);
     let (s, v) = k.get("/v1/users/dave");
     assert_eq!(s, 404, "{v}");
+    let (s, v) = k.get("/v1/access-keys/ak-a?project=a");
+    assert_eq!((s, &v["user"]), (200, &json!("alice")), "refused deletes left alice's key: {v}");
+    let (s, v) = k.get("/v1/access-keys/ak-x?project=a");
+    assert_eq!((s, &v["user"]), (200, &json!("bob")), "the viewer's own key is his: {v}");
 }
 
 #[test]

@@ -350,4 +350,39 @@ mod tests {
         assert_eq!((check.open, check.refused), (0, vec![v]));
         assert!(MasterKey::parse(b"short", "x").unwrap_err().contains("32 bytes"));
     }
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_aad_key_and_bytes() {
+        let master = MasterKey::parse("33".repeat(32).as_bytes(), "test").unwrap();
+        let secret = b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let sealed = master.seal(b"KUMOAAAAAAAAAAAAAAAA", secret).unwrap();
+        assert_eq!(sealed.len(), NONCE_LEN + secret.len() + 16, "nonce, ciphertext, tag");
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_slice()), "the secret is not in clear");
+        assert_eq!(master.open(b"KUMOAAAAAAAAAAAAAAAA", &sealed).unwrap(), secret);
+        // Two seals of the same secret differ (a fresh nonce each time) and both open.
+        let again = master.seal(b"KUMOAAAAAAAAAAAAAAAA", secret).unwrap();
+        assert_ne!(again, sealed);
+        assert_eq!(master.open(b"KUMOAAAAAAAAAAAAAAAA", &again).unwrap(), secret);
+        // Bound to its aad: moved onto another key id, it does not open.
+        assert!(master.open(b"KUMOBBBBBBBBBBBBBBBB", &sealed).is_err());
+        assert!(master.open(b"", &sealed).is_err());
+        // Any flipped byte (nonce, ciphertext or tag) is refused.
+        for i in [0, NONCE_LEN - 1, NONCE_LEN, NONCE_LEN + 5, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert!(master.open(b"KUMOAAAAAAAAAAAAAAAA", &bad).is_err(), "flipped byte {i} was accepted");
+        }
+        // Truncated to its nonce (or less), or cut short, it is corrupt.
+        assert!(master.open(b"KUMOAAAAAAAAAAAAAAAA", &sealed[..NONCE_LEN]).is_err());
+        assert!(master.open(b"KUMOAAAAAAAAAAAAAAAA", &sealed[..sealed.len() - 1]).is_err());
+        // Another master key does not open it.
+        let other = MasterKey::parse("44".repeat(32).as_bytes(), "other").unwrap();
+        assert!(other.open(b"KUMOAAAAAAAAAAAAAAAA", &sealed).is_err());
+        // A data-directory master key file seals and opens the same way (made on first use).
+        let dir = tempfile::tempdir().unwrap();
+        let file = MasterKey::File(dir.path().join("master.key"));
+        let sealed = file.seal(b"aad", b"s3cret").unwrap();
+        assert!(dir.path().join("master.key").exists());
+        assert_eq!(file.open(b"aad", &sealed).unwrap(), b"s3cret");
+    }
 }

@@ -190,3 +190,33 @@ pub async fn resolve(app: &App, access_key_id: &str) -> ApiResult<Option<S3Ident
         project_name: k.project_name,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn access_key_ids_look_like_aws_ones_and_do_not_repeat() {
+        let ids: HashSet<String> = (0..1000).map(|_| new_access_key_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), ACCESS_KEY_ID_LEN, "{id}");
+            assert!(id.starts_with("KUMO"), "{id}");
+            assert!(id[4..].bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)), "base32: {id}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_long_plain_and_do_not_repeat() {
+        let secrets: HashSet<String> = (0..1000).map(|_| new_secret()).collect();
+        assert_eq!(secrets.len(), 1000);
+        for s in &secrets {
+            assert_eq!(s.len(), SECRET_ACCESS_KEY_LEN, "{s}");
+            assert!(s.bytes().all(|b| b.is_ascii_alphanumeric()), "{s}");
+        }
+        // Every character of the alphabet turns up (a skewed generator would miss some).
+        let seen: HashSet<u8> = secrets.iter().flat_map(|s| s.bytes()).collect();
+        assert_eq!(seen.len(), 62);
+    }
+}
