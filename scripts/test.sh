@@ -7,7 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh --with-postgres --with-promtool --with-browser
+scripts/install-deps.sh --with-postgres --with-promtool --with-browser --with-s3-clients
+# The aws CLI and boto3 of the S3 endpoint's tests (crates/kumod/tests/s3.rs), pinned, from PyPI.
+KUMO_S3_CLIENTS=$(scripts/s3-clients.sh | tail -n 1)
+export KUMO_S3_CLIENTS
 images/tiny/build.sh
 # The Debian image of tests/debian_e2e.rs, built in the background while the workspace compiles
 # (5-8 min on 2 cores the first time, ~40 ms once cached; its own cache directory, so the other
