@@ -52,6 +52,12 @@ pub struct QuotaSetArgs {
     /// Most volume backups
     #[arg(long, value_name = "N", value_parser = parse_limit)]
     pub backups: Option<Limit>,
+    /// Most objects in the project's buckets
+    #[arg(long, value_name = "N", value_parser = parse_limit)]
+    pub objects: Option<Limit>,
+    /// Most object storage, GiB
+    #[arg(long, value_name = "GIB", value_parser = parse_limit)]
+    pub object_storage_gib: Option<Limit>,
 }
 
 /// A limit given on the command line.
@@ -93,6 +99,8 @@ pub fn run(ctx: &Ctx, command: &QuotaCommand) -> Result<()> {
                 a.images,
                 a.snapshots,
                 a.backups,
+                a.objects,
+                a.object_storage_gib,
             ];
             if given.iter().all(Option::is_none) {
                 bail!("give at least one limit, e.g. --vcpus 16 (or --vcpus unlimited)");
@@ -109,6 +117,8 @@ pub fn run(ctx: &Ctx, command: &QuotaCommand) -> Result<()> {
                 images: apply(l.images, a.images),
                 snapshots: apply(l.snapshots, a.snapshots),
                 backups: apply(l.backups, a.backups),
+                objects: apply(l.objects, a.objects),
+                object_storage_gib: apply(l.object_storage_gib, a.object_storage_gib),
             };
             let updated = ctx.client.put(&["projects", &a.project, "quotas"], &[], &body)?;
             ctx.show(&updated, render_view)
@@ -140,6 +150,12 @@ fn rows(q: &QuotaView) -> Vec<[String; 3]> {
         ["images".into(), q.used.images.to_string(), limit(q.limits.images)],
         ["snapshots".into(), q.used.snapshots.to_string(), limit(q.limits.snapshots)],
         ["backups".into(), q.used.backups.to_string(), limit(q.limits.backups)],
+        ["objects".into(), q.used.objects.to_string(), limit(q.limits.objects)],
+        [
+            "object storage GiB".into(),
+            kumo_types::money::format_decimal(q.used.object_bytes * 100 / (1 << 30), 2, 0),
+            limit(q.limits.object_storage_gib),
+        ],
     ]
 }
 

@@ -58,14 +58,19 @@ pub(crate) async fn upload_part(
             return Err(s3_error!(NoSuchUpload));
         }
     }
+    s3.precheck(&a, 0, i.content_length.unwrap_or(0)).await?;
     let (blob, sums) =
         s3.write_body(i.body.take(), &req.headers, req.trailing_headers, i64::from(i.part_number)).await?;
     let md5 = blob.md5.clone();
     let mut tx = s3.app.store.begin().await.map_err(store_err)?;
-    if !kumo_store::objects::upload_put_part(&mut tx, uid, &blob).await.map_err(store_err)? {
+    let recorded = match kumo_store::objects::upload_put_part(&mut tx, uid, &blob).await.map_err(store_err)? {
+        None => Err(s3_error!(NoSuchUpload)),
+        Some(replaced) => s3.charge(&mut tx, &a, 0, blob.size as i64 - replaced as i64).await,
+    };
+    if let Err(e) = recorded {
         drop(tx);
         let _ = s3.app.objects.remove(blob.id.get()).await;
-        return Err(s3_error!(NoSuchUpload));
+        return Err(e);
     }
     tx.commit().await.map_err(|e| store_err(e.into()))?;
     let g = |n: &str| sums.get(n).cloned();
@@ -137,7 +142,11 @@ pub(crate) async fn complete(
         headers: &upload.headers,
         checksums: "{}",
     };
-    kumo_store::objects::upload_complete(&mut tx, uid, &new, &chosen).await.map_err(store_err)?;
+    let (replaced, left_out) =
+        kumo_store::objects::upload_complete(&mut tx, uid, &new, &chosen).await.map_err(store_err)?;
+    // The parts were charged as they came: the object counts once, what it replaced and the parts
+    // left out are given back.
+    s3.charge(&mut tx, &a, i64::from(replaced.is_none()), -(left_out as i64) - replaced.unwrap_or(0) as i64).await?;
     let ev = s3
         .audit(
             &mut tx,
@@ -169,7 +178,8 @@ pub(crate) async fn abort(
     if found.is_none_or(|u| u.key != req.input.key) {
         return Err(s3_error!(NoSuchUpload));
     }
-    kumo_store::objects::upload_abort(&mut tx, uid).await.map_err(store_err)?;
+    let parts = kumo_store::objects::upload_abort(&mut tx, uid).await.map_err(store_err)?.unwrap_or(0);
+    s3.charge(&mut tx, &a, 0, -(parts as i64)).await?;
     tx.commit().await.map_err(|e| store_err(e.into()))?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }

@@ -119,6 +119,25 @@ pub(crate) fn upload_id(s: &str) -> S3Result<kumo_types::UploadId> {
     uuid::Uuid::parse_str(s).map(Into::into).map_err(|_| s3_error!(NoSuchUpload))
 }
 
+/// 403 `QuotaExceeded`, naming the limit (the message of the quota check).
+fn quota_exceeded(message: String) -> S3Error {
+    let mut e = S3Error::with_message(S3ErrorCode::Custom("QuotaExceeded".into()), message);
+    e.set_status_code(axum::http::StatusCode::FORBIDDEN);
+    e
+}
+
+fn quota_err(e: kumo_control::error::ApiError) -> S3Error {
+    if e.code == kumo_types::ErrorCode::QuotaExceeded {
+        quota_exceeded(e.message)
+    } else {
+        internal(e.internal.unwrap_or(e.message))
+    }
+}
+
+fn amounts(objects: i64, bytes: i64) -> kumo_store::quotas::QuotaAmounts {
+    kumo_store::quotas::QuotaAmounts { objects, object_bytes: bytes, ..Default::default() }
+}
+
 impl KumoS3 {
     pub fn new(app: Arc<App>) -> KumoS3 {
         KumoS3 { app }
@@ -181,6 +200,34 @@ impl KumoS3 {
             .await
             .map_err(store_err)?
             .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))
+    }
+
+    /// Charges `objects` and `bytes` (released when negative) to the project's object storage
+    /// quota in the transaction that commits the change, or fails with `QuotaExceeded`.
+    pub(crate) async fn charge(
+        &self,
+        tx: &mut kumo_store::Conn,
+        a: &Authorised,
+        objects: i64,
+        bytes: i64,
+    ) -> S3Result<()> {
+        kumo_control::app::quotas::charge(tx, a.bucket.project_id, &a.bucket.project_name, amounts(objects, bytes))
+            .await
+            .map_err(quota_err)
+    }
+
+    /// Refuses early, before any byte is written, what would exceed the quota now (the charge at
+    /// the commit decides).
+    pub(crate) async fn precheck(&self, a: &Authorised, objects: i64, bytes: i64) -> S3Result<()> {
+        let mut conn = self.app.store.read().await.map_err(store_err)?;
+        kumo_control::app::quotas::precheck(
+            &mut conn,
+            a.bucket.project_id,
+            &a.bucket.project_name,
+            amounts(objects, bytes),
+        )
+        .await
+        .map_err(quota_err)
     }
 
     /// Records an audit event of the bucket's project.
@@ -268,7 +315,15 @@ impl KumoS3 {
             headers: &headers.to_json(),
             checksums: &serde_json::to_string(&sums).unwrap_or_else(|_| "{}".into()),
         };
-        let id = kumo_store::objects::object_put(&mut tx, &new, &blob).await.map_err(store_err)?;
+        let (id, replaced) = kumo_store::objects::object_put(&mut tx, &new, &blob).await.map_err(store_err)?;
+        let charged = self
+            .charge(&mut tx, a, i64::from(replaced.is_none()), blob.size as i64 - replaced.unwrap_or(0) as i64)
+            .await;
+        if let Err(e) = charged {
+            drop(tx);
+            let _ = self.app.objects.remove(blob.id.get()).await;
+            return Err(e);
+        }
         let ev = self
             .audit(&mut tx, a, ("object", id.get(), &format!("{}/{key}", a.bucket.name)), "put", "s3_put_object")
             .await?;
@@ -380,9 +435,10 @@ impl S3 for KumoS3 {
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         let a = self.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
         let mut tx = self.app.store.begin().await.map_err(store_err)?;
-        if !kumo_store::objects::bucket_delete(&mut tx, a.bucket.id).await.map_err(store_err)? {
+        let Some(parts) = kumo_store::objects::bucket_delete(&mut tx, a.bucket.id).await.map_err(store_err)? else {
             return Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"));
-        }
+        };
+        self.charge(&mut tx, &a, 0, -(parts as i64)).await?;
         let ev = self
             .audit(&mut tx, &a, ("bucket", a.bucket.id.get(), &a.bucket.name), "deleted", "s3_delete_bucket")
             .await?;
@@ -461,6 +517,7 @@ impl S3 for KumoS3 {
             cache_control: input.cache_control.take(),
             meta: input.metadata.take().unwrap_or_default().into_iter().collect(),
         };
+        self.precheck(&a, 0, input.content_length.unwrap_or(0)).await?;
         let (blob, sums) = self.write_body(input.body.take(), &req.headers, req.trailing_headers, 0).await?;
         let size = blob.size;
         let etag_value = self.put(&a, &input.key, headers, blob, sums.clone()).await?;
@@ -636,6 +693,7 @@ impl S3 for KumoS3 {
         } else {
             StoredHeaders::from_json(&o.headers)
         };
+        self.precheck(&a, 0, o.size as i64).await?;
         // The bytes are copied into one new blob (the source may be deleted meanwhile).
         let body = self.read_range(&o, 0..o.size).await?;
         let id: BlobId = kumo_store::new_id();
@@ -702,7 +760,10 @@ impl S3 for KumoS3 {
 impl KumoS3 {
     async fn delete_key(&self, a: &Authorised, key: &str) -> S3Result<()> {
         let mut tx = self.app.store.begin().await.map_err(store_err)?;
-        if let Some(id) = kumo_store::objects::object_delete(&mut tx, a.bucket.id, key).await.map_err(store_err)? {
+        if let Some((id, size)) =
+            kumo_store::objects::object_delete(&mut tx, a.bucket.id, key).await.map_err(store_err)?
+        {
+            self.charge(&mut tx, a, -1, -(size as i64)).await?;
             let ev = self
                 .audit(
                     &mut tx,

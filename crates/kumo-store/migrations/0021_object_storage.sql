@@ -51,3 +51,10 @@ CREATE TABLE blobs (
 );
 CREATE INDEX blobs_object ON blobs (object_id, seq);
 CREATE INDEX blobs_upload ON blobs (upload_id, seq);
+
+-- Quotas of object storage: objects and bytes per project (kumo_store::quotas::DEFAULT_OBJECTS,
+-- DEFAULT_OBJECT_BYTES), charged in the transaction that commits an object or a part.
+ALTER TABLE project_quotas ADD COLUMN objects_limit BIGINT DEFAULT 1000000;
+ALTER TABLE project_quotas ADD COLUMN object_bytes_limit BIGINT DEFAULT 107374182400;
+ALTER TABLE project_quotas ADD COLUMN objects_used BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE project_quotas ADD COLUMN object_bytes_used BIGINT NOT NULL DEFAULT 0;

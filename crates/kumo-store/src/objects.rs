@@ -63,6 +63,13 @@ pub async fn bucket_by_name(conn: &mut Conn, name: &str) -> Result<Option<Bucket
     row.as_ref().map(bucket_from_row).transpose()
 }
 
+/// The bucket of that id (live or deleted).
+pub async fn bucket_of(conn: &mut Conn, id: BucketId) -> Result<Option<Bucket>> {
+    let sql = format!("SELECT {BUCKET_COLS} {BUCKET_FROM} WHERE b.id = $1");
+    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(bucket_from_row).transpose()
+}
+
 /// A project's live buckets, by name.
 pub async fn buckets_of_project(conn: &mut Conn, project_id: ProjectId) -> Result<Vec<Bucket>> {
     let sql = format!(
@@ -111,16 +118,22 @@ pub async fn project_usage(conn: &mut Conn, project_id: ProjectId) -> Result<(u6
     Ok((r.try_get::<i64, _>(0)? as u64, r.try_get::<i64, _>(1)? as u64 + parts as u64))
 }
 
-/// Deletes an empty bucket (false: it holds objects) with its uploads in progress (their blobs
-/// become orphans for the sweep).
-pub async fn bucket_delete(conn: &mut Conn, id: BucketId) -> Result<bool> {
+/// Deletes an empty bucket (None: it holds objects) with its uploads in progress (their blobs
+/// become orphans for the sweep). Some: the bytes of those uploads' parts (to release).
+pub async fn bucket_delete(conn: &mut Conn, id: BucketId) -> Result<Option<u64>> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM objects WHERE bucket_id = $1")
         .bind(id.to_string())
         .fetch_one(&mut *conn)
         .await?;
     if n > 0 {
-        return Ok(false);
+        return Ok(None);
     }
+    let parts: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE upload_id IN (SELECT id FROM multipart_uploads WHERE bucket_id = $1)",
+    )
+    .bind(id.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
     sqlx::query("DELETE FROM blobs WHERE upload_id IN (SELECT id FROM multipart_uploads WHERE bucket_id = $1)")
         .bind(id.to_string())
         .execute(&mut *conn)
@@ -131,7 +144,7 @@ pub async fn bucket_delete(conn: &mut Conn, id: BucketId) -> Result<bool> {
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
-    Ok(true)
+    Ok(Some(parts as u64))
 }
 
 /// A blob of object data, as an object or an upload names it.
@@ -216,8 +229,10 @@ pub struct NewObject<'a> {
     pub checksums: &'a str,
 }
 
-async fn insert_object(conn: &mut Conn, o: &NewObject<'_>) -> Result<ObjectId> {
-    object_delete(conn, o.bucket_id, o.key).await?;
+/// Inserts an object's row, replacing the object of its key: its id and the size of the one
+/// replaced.
+async fn insert_object(conn: &mut Conn, o: &NewObject<'_>) -> Result<(ObjectId, Option<u64>)> {
+    let replaced = object_delete(conn, o.bucket_id, o.key).await?.map(|(_, size)| size);
     let id: ObjectId = new_id();
     sqlx::query(&format!("INSERT INTO objects ({OBJECT_COLS}, bucket_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
         .bind(id.to_string())
@@ -230,15 +245,16 @@ async fn insert_object(conn: &mut Conn, o: &NewObject<'_>) -> Result<ObjectId> {
         .bind(o.bucket_id.to_string())
         .execute(&mut *conn)
         .await?;
-    Ok(id)
+    Ok((id, replaced))
 }
 
 /// Makes an object of one blob visible, replacing the object of that key (whose blobs become
-/// orphans). Run in the transaction that commits the write.
-pub async fn object_put(conn: &mut Conn, o: &NewObject<'_>, blob: &Blob) -> Result<ObjectId> {
-    let id = insert_object(conn, o).await?;
+/// orphans). Run in the transaction that commits the write. Returns its id and the size of the
+/// object it replaced.
+pub async fn object_put(conn: &mut Conn, o: &NewObject<'_>, blob: &Blob) -> Result<(ObjectId, Option<u64>)> {
+    let (id, replaced) = insert_object(conn, o).await?;
     insert_blob(conn, blob, Some(id), None).await?;
-    Ok(id)
+    Ok((id, replaced))
 }
 
 async fn insert_blob(conn: &mut Conn, b: &Blob, object: Option<ObjectId>, upload: Option<UploadId>) -> Result<()> {
@@ -257,17 +273,19 @@ async fn insert_blob(conn: &mut Conn, b: &Blob, object: Option<ObjectId>, upload
     Ok(())
 }
 
-/// Deletes the object of a key (None: there was none); its blobs become orphans.
-pub async fn object_delete(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Result<Option<ObjectId>> {
-    let id: Option<String> = sqlx::query_scalar("SELECT id FROM objects WHERE bucket_id = $1 AND object_key = $2")
+/// Deletes the object of a key (None: there was none): its id and size. Its blobs become orphans.
+pub async fn object_delete(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Result<Option<(ObjectId, u64)>> {
+    let row = sqlx::query("SELECT id, size FROM objects WHERE bucket_id = $1 AND object_key = $2")
         .bind(bucket_id.to_string())
         .bind(key)
         .fetch_optional(&mut *conn)
         .await?;
-    let Some(id) = id else { return Ok(None) };
+    let Some(row) = row else { return Ok(None) };
+    let id: String = row.try_get(0)?;
+    let size: i64 = row.try_get(1)?;
     sqlx::query("DELETE FROM blobs WHERE object_id = $1").bind(&id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM objects WHERE id = $1").bind(&id).execute(&mut *conn).await?;
-    Ok(Some(parse_uuid(&id)?))
+    Ok(Some((parse_uuid(&id)?, size as u64)))
 }
 
 /// Up to `limit` objects whose keys start with `prefix` and sort after `after`, in key order
@@ -368,23 +386,29 @@ pub async fn uploads_begun_before(conn: &mut Conn, before: DateTime<Utc>) -> Res
 }
 
 /// Records a part (replacing an earlier upload of the same part number, whose blob becomes an
-/// orphan). Fails with `Conflict`-free `Ok(false)` when the upload is gone (completed or aborted
-/// meanwhile).
-pub async fn upload_put_part(conn: &mut Conn, upload_id: UploadId, part: &Blob) -> Result<bool> {
+/// orphan): Some(bytes of the part replaced, 0 if none), or None when the upload is gone
+/// (completed or aborted meanwhile).
+pub async fn upload_put_part(conn: &mut Conn, upload_id: UploadId, part: &Blob) -> Result<Option<u64>> {
     let live: Option<String> = sqlx::query_scalar("SELECT id FROM multipart_uploads WHERE id = $1")
         .bind(upload_id.to_string())
         .fetch_optional(&mut *conn)
         .await?;
     if live.is_none() {
-        return Ok(false);
+        return Ok(None);
     }
+    let replaced: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE upload_id = $1 AND seq = $2")
+            .bind(upload_id.to_string())
+            .bind(part.seq)
+            .fetch_one(&mut *conn)
+            .await?;
     sqlx::query("DELETE FROM blobs WHERE upload_id = $1 AND seq = $2")
         .bind(upload_id.to_string())
         .bind(part.seq)
         .execute(&mut *conn)
         .await?;
     insert_blob(conn, part, None, Some(upload_id)).await?;
-    Ok(true)
+    Ok(Some(replaced as u64))
 }
 
 /// An upload's parts, by part number.
@@ -397,9 +421,15 @@ pub async fn upload_parts(conn: &mut Conn, upload_id: UploadId) -> Result<Vec<Bl
 }
 
 /// Completes an upload: the object of its key becomes `parts` (blobs of the upload, in order),
-/// its other parts become orphans and the upload goes.
-pub async fn upload_complete(conn: &mut Conn, upload_id: UploadId, o: &NewObject<'_>, parts: &[BlobId]) -> Result<()> {
-    let id = insert_object(conn, o).await?;
+/// its other parts become orphans and the upload goes. Returns the size of the object replaced
+/// and the bytes of the parts left out.
+pub async fn upload_complete(
+    conn: &mut Conn,
+    upload_id: UploadId,
+    o: &NewObject<'_>,
+    parts: &[BlobId],
+) -> Result<(Option<u64>, u64)> {
+    let (id, replaced) = insert_object(conn, o).await?;
     for (i, b) in parts.iter().enumerate() {
         sqlx::query("UPDATE blobs SET object_id = $1, upload_id = NULL, seq = $2 WHERE id = $3 AND upload_id = $4")
             .bind(id.to_string())
@@ -409,18 +439,23 @@ pub async fn upload_complete(conn: &mut Conn, upload_id: UploadId, o: &NewObject
             .execute(&mut *conn)
             .await?;
     }
-    upload_abort(conn, upload_id).await?;
-    Ok(())
+    let left_out = upload_abort(conn, upload_id).await?.unwrap_or(0);
+    Ok((replaced, left_out))
 }
 
-/// Removes an upload and its parts' rows (their blobs become orphans). False: it was gone.
-pub async fn upload_abort(conn: &mut Conn, upload_id: UploadId) -> Result<bool> {
+/// Removes an upload and its parts' rows (their blobs become orphans): the bytes of those parts,
+/// or None when it was gone.
+pub async fn upload_abort(conn: &mut Conn, upload_id: UploadId) -> Result<Option<u64>> {
+    let bytes: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE upload_id = $1")
+        .bind(upload_id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM blobs WHERE upload_id = $1").bind(upload_id.to_string()).execute(&mut *conn).await?;
     let r = sqlx::query("DELETE FROM multipart_uploads WHERE id = $1")
         .bind(upload_id.to_string())
         .execute(&mut *conn)
         .await?;
-    Ok(r.rows_affected() == 1)
+    Ok((r.rows_affected() == 1).then_some(bytes as u64))
 }
 
 /// Which of `ids` a row names (the others are orphans).

@@ -21,6 +21,10 @@ pub struct QuotaAmounts {
     pub images: i64,
     pub snapshots: i64,
     pub backups: i64,
+    /// Objects stored in the project's buckets.
+    pub objects: i64,
+    /// Bytes of the objects stored in the project's buckets (and of their uploads' parts).
+    pub object_bytes: i64,
 }
 
 /// Limits of a project (None = unlimited).
@@ -35,7 +39,14 @@ pub struct QuotaLimits {
     pub images: Option<i64>,
     pub snapshots: Option<i64>,
     pub backups: Option<i64>,
+    pub objects: Option<i64>,
+    pub object_bytes: Option<i64>,
 }
+
+/// Default limits of object storage (migration 0021's column defaults): a million objects and
+/// 100 GiB per project until an operator says otherwise.
+pub const DEFAULT_OBJECTS: i64 = 1_000_000;
+pub const DEFAULT_OBJECT_BYTES: i64 = 100 << 30;
 
 /// Default limits of the counts added in migration 0010 (the column defaults there). They bound
 /// what a tenant can make by default: each VPC takes one of the 65535 conntrack zones, each image
@@ -64,7 +75,10 @@ fn cols() -> String {
          CASE WHEN q.project_id IS NULL THEN {DEFAULT_IMAGES} ELSE q.images_limit END, \
          CASE WHEN q.project_id IS NULL THEN {DEFAULT_SNAPSHOTS} ELSE q.snapshots_limit END, \
          CASE WHEN q.project_id IS NULL THEN {DEFAULT_BACKUPS} ELSE q.backups_limit END, \
-         q.vpcs_used, q.images_used, q.snapshots_used, q.backups_used"
+         q.vpcs_used, q.images_used, q.snapshots_used, q.backups_used, \
+         CASE WHEN q.project_id IS NULL THEN {DEFAULT_OBJECTS} ELSE q.objects_limit END, \
+         CASE WHEN q.project_id IS NULL THEN {DEFAULT_OBJECT_BYTES} ELSE q.object_bytes_limit END, \
+         q.objects_used, q.object_bytes_used"
     )
 }
 
@@ -83,6 +97,8 @@ fn from_row(r: &AnyRow) -> Result<QuotaRecord> {
             images: r.try_get(13)?,
             snapshots: r.try_get(14)?,
             backups: r.try_get(15)?,
+            objects: r.try_get(20)?,
+            object_bytes: r.try_get(21)?,
         },
         used: QuotaAmounts {
             instances: used(7)?,
@@ -94,6 +110,8 @@ fn from_row(r: &AnyRow) -> Result<QuotaRecord> {
             images: used(17)?,
             snapshots: used(18)?,
             backups: used(19)?,
+            objects: used(22)?,
+            object_bytes: used(23)?,
         },
     })
 }
@@ -138,7 +156,8 @@ pub async fn set_limits(conn: &mut Conn, project_id: ProjectId, l: &QuotaLimits)
     sqlx::query(
         "UPDATE project_quotas SET instances_limit = $1, vcpus_limit = $2, memory_mib_limit = $3, \
          storage_gib_limit = $4, floating_ips_limit = $5, time_modified = $6, vpcs_limit = $8, images_limit = $9, \
-         snapshots_limit = $10, backups_limit = $11 WHERE project_id = $7",
+         snapshots_limit = $10, backups_limit = $11, objects_limit = $12, object_bytes_limit = $13 \
+         WHERE project_id = $7",
     )
     .bind(l.instances)
     .bind(l.vcpus)
@@ -151,6 +170,8 @@ pub async fn set_limits(conn: &mut Conn, project_id: ProjectId, l: &QuotaLimits)
     .bind(l.images)
     .bind(l.snapshots)
     .bind(l.backups)
+    .bind(l.objects)
+    .bind(l.object_bytes)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -164,7 +185,8 @@ pub async fn charge(conn: &mut Conn, project_id: ProjectId, d: QuotaAmounts) -> 
         "UPDATE project_quotas SET instances_used = instances_used + $1, vcpus_used = vcpus_used + $2, \
          memory_mib_used = memory_mib_used + $3, storage_gib_used = storage_gib_used + $4, \
          floating_ips_used = floating_ips_used + $5, time_modified = $6, vpcs_used = vpcs_used + $8, \
-         images_used = images_used + $9, snapshots_used = snapshots_used + $10, backups_used = backups_used + $11 \
+         images_used = images_used + $9, snapshots_used = snapshots_used + $10, backups_used = backups_used + $11, \
+         objects_used = objects_used + $12, object_bytes_used = object_bytes_used + $13 \
          WHERE project_id = $7 \
          AND ($1 <= 0 OR instances_limit IS NULL OR instances_used + $1 <= instances_limit) \
          AND ($2 <= 0 OR vcpus_limit IS NULL OR vcpus_used + $2 <= vcpus_limit) \
@@ -174,7 +196,9 @@ pub async fn charge(conn: &mut Conn, project_id: ProjectId, d: QuotaAmounts) -> 
          AND ($8 <= 0 OR vpcs_limit IS NULL OR vpcs_used + $8 <= vpcs_limit) \
          AND ($9 <= 0 OR images_limit IS NULL OR images_used + $9 <= images_limit) \
          AND ($10 <= 0 OR snapshots_limit IS NULL OR snapshots_used + $10 <= snapshots_limit) \
-         AND ($11 <= 0 OR backups_limit IS NULL OR backups_used + $11 <= backups_limit)",
+         AND ($11 <= 0 OR backups_limit IS NULL OR backups_used + $11 <= backups_limit) \
+         AND ($12 <= 0 OR objects_limit IS NULL OR objects_used + $12 <= objects_limit) \
+         AND ($13 <= 0 OR object_bytes_limit IS NULL OR object_bytes_used + $13 <= object_bytes_limit)",
     )
     .bind(d.instances)
     .bind(d.vcpus)
@@ -187,6 +211,8 @@ pub async fn charge(conn: &mut Conn, project_id: ProjectId, d: QuotaAmounts) -> 
     .bind(d.images)
     .bind(d.snapshots)
     .bind(d.backups)
+    .bind(d.objects)
+    .bind(d.object_bytes)
     .execute(&mut *conn)
     .await?;
     Ok(res.rows_affected() == 1)
@@ -199,7 +225,8 @@ pub async fn release(conn: &mut Conn, project_id: ProjectId, d: QuotaAmounts) ->
         "UPDATE project_quotas SET instances_used = instances_used - $1, vcpus_used = vcpus_used - $2, \
          memory_mib_used = memory_mib_used - $3, storage_gib_used = storage_gib_used - $4, \
          floating_ips_used = floating_ips_used - $5, time_modified = $6, vpcs_used = vpcs_used - $8, \
-         images_used = images_used - $9, snapshots_used = snapshots_used - $10, backups_used = backups_used - $11 \
+         images_used = images_used - $9, snapshots_used = snapshots_used - $10, backups_used = backups_used - $11, \
+         objects_used = objects_used - $12, object_bytes_used = object_bytes_used - $13 \
          WHERE project_id = $7",
     )
     .bind(d.instances)
@@ -213,6 +240,8 @@ pub async fn release(conn: &mut Conn, project_id: ProjectId, d: QuotaAmounts) ->
     .bind(d.images)
     .bind(d.snapshots)
     .bind(d.backups)
+    .bind(d.objects)
+    .bind(d.object_bytes)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -46,6 +46,15 @@ pub struct QuotaLimits {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 1000000000)]
     pub backups: Option<i64>,
+    /// Most objects in the project's buckets (default 1,000,000).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
+    pub objects: Option<i64>,
+    /// Most object storage, GiB: the project's objects and the parts of its uploads in progress
+    /// (default 100).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
+    pub object_storage_gib: Option<i64>,
 }
 
 /// What a project uses of its quota.
@@ -73,6 +82,12 @@ pub struct QuotaUsage {
     /// Volume backups.
     #[serde(default)]
     pub backups: i64,
+    /// Objects in the project's buckets.
+    #[serde(default)]
+    pub objects: i64,
+    /// Bytes of those objects and of the parts of uploads in progress.
+    #[serde(default)]
+    pub object_bytes: i64,
 }
 
 /// A project's quota: limits and use.

@@ -31,7 +31,10 @@ const INVALID_PER_OP: usize = 3;
 /// Operations not driven here, and why.
 const SKIPPED: [(&str, &str); 3] = [
     ("event_stream", "a server-sent event stream never ends; api.rs tests it"),
-    ("access_key_create", "keys belong to a user and this suite calls as the operator, who has none (400); api.rs tests it"),
+    (
+        "access_key_create",
+        "keys belong to a user and this suite calls as the operator, who has none (400); api.rs tests it",
+    ),
     ("image_import", "the body is a disk image (application/octet-stream); api.rs tests it"),
 ];
 

@@ -218,6 +218,24 @@ fn access_keys_roles_projects_anonymous_presigned_and_revocation() {
 }
 
 #[test]
+fn quotas_count_objects_and_bytes() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    let (s, v) = t.k.send_put("/v1/projects/demo/quotas", json!({"objects": 3, "object_storage_gib": 1}));
+    assert_eq!(s, 200, "{v}");
+    t.boto3("quota", &[]);
+    let (s, v) = t.k.get("/v1/projects/demo/quotas");
+    assert_eq!(s, 200, "{v}");
+    // k0 (500 bytes), k2 (1,000) and k3 (10); the upload's parts given back.
+    assert_eq!(v["used"]["objects"], 3, "{v}");
+    assert_eq!(v["used"]["object_bytes"], 1510, "{v}");
+    assert_eq!(v["limits"]["objects"], 3, "{v}");
+    assert_eq!(v["limits"]["object_storage_gib"], 1, "{v}");
+}
+
+#[test]
 fn virtual_host_style_requests() {
     if clients().is_none() {
         return;

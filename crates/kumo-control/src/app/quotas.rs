@@ -65,7 +65,9 @@ pub async fn precheck(conn: &mut Conn, project_id: ProjectId, project: &str, wan
         && fits(u.vpcs, l.vpcs, w.vpcs)
         && fits(u.images, l.images, w.images)
         && fits(u.snapshots, l.snapshots, w.snapshots)
-        && fits(u.backups, l.backups, w.backups);
+        && fits(u.backups, l.backups, w.backups)
+        && fits(u.objects, l.objects, w.objects)
+        && fits(u.object_bytes, l.object_bytes, w.object_bytes);
     if ok {
         return Ok(());
     }
@@ -86,7 +88,7 @@ pub fn resize_delta(old: Resources, new: Resources) -> QuotaAmounts {
 /// Explains which limit `want` would exceed, with the current use:
 /// "quota exceeded in project 'shop': vcpus 16 of 16 used, this needs 2 more".
 pub fn exceeded_message(project: &str, q: &QuotaRecord, want: QuotaAmounts) -> String {
-    let checks: [(&str, i64, Option<i64>, i64, &str); 9] = [
+    let checks: [(&str, i64, Option<i64>, i64, &str); 11] = [
         ("instances", q.used.instances, q.limits.instances, want.instances, ""),
         ("vcpus", q.used.vcpus, q.limits.vcpus, want.vcpus, ""),
         ("memory", q.used.memory_mib, q.limits.memory_mib, want.memory_mib, " MiB"),
@@ -96,6 +98,8 @@ pub fn exceeded_message(project: &str, q: &QuotaRecord, want: QuotaAmounts) -> S
         ("images", q.used.images, q.limits.images, want.images, ""),
         ("snapshots", q.used.snapshots, q.limits.snapshots, want.snapshots, ""),
         ("backups", q.used.backups, q.limits.backups, want.backups, ""),
+        ("objects", q.used.objects, q.limits.objects, want.objects, ""),
+        ("object storage", q.used.object_bytes, q.limits.object_bytes, want.object_bytes, " bytes"),
     ];
     let short: Vec<String> = checks
         .iter()
@@ -132,6 +136,8 @@ fn view(q: QuotaRecord) -> QuotaView {
             images: q.limits.images,
             snapshots: q.limits.snapshots,
             backups: q.limits.backups,
+            objects: q.limits.objects,
+            object_storage_gib: q.limits.object_bytes.map(|b| b >> 30),
         },
         used: QuotaUsage {
             instances: q.used.instances,
@@ -143,6 +149,8 @@ fn view(q: QuotaRecord) -> QuotaView {
             images: q.used.images,
             snapshots: q.used.snapshots,
             backups: q.used.backups,
+            objects: q.used.objects,
+            object_bytes: q.used.object_bytes,
         },
     }
 }
@@ -172,6 +180,8 @@ pub async fn update(app: &App, ctx: &OpContext, project: &str, limits: &QuotaLim
         ("images", limits.images),
         ("snapshots", limits.snapshots),
         ("backups", limits.backups),
+        ("objects", limits.objects),
+        ("object_storage_gib", limits.object_storage_gib),
     ];
     for (what, v) in checks {
         if let Some(v) = v {
@@ -195,6 +205,8 @@ pub async fn update(app: &App, ctx: &OpContext, project: &str, limits: &QuotaLim
         images: limits.images,
         snapshots: limits.snapshots,
         backups: limits.backups,
+        objects: limits.objects,
+        object_bytes: limits.object_storage_gib.map(|g| g << 30),
     };
     kumo_store::quotas::set_limits(&mut tx, p.id, &l).await?;
     let v = get(&mut tx, &p).await?;

@@ -233,7 +233,11 @@ async fn sweep_objects(p: &mut Pass<'_>) -> anyhow::Result<()> {
     };
     for u in uploads {
         let mut tx = p.app.store.begin().await?;
-        kumo_store::objects::upload_abort(&mut tx, u.id).await?;
+        let Some(bucket) = kumo_store::objects::bucket_of(&mut tx, u.bucket_id).await? else { continue };
+        if let Some(bytes) = kumo_store::objects::upload_abort(&mut tx, u.id).await? {
+            let release = kumo_store::quotas::QuotaAmounts { object_bytes: bytes as i64, ..Default::default() };
+            kumo_store::quotas::release(&mut tx, bucket.project_id, release).await?;
+        }
         tx.commit().await?;
         tracing::info!(upload = %u.id, key = %u.key, "object storage: an abandoned multipart upload expired");
     }

@@ -278,6 +278,27 @@ def case_access():
     print("ok access")
 
 
+def case_quota():
+    """The project may hold 3 objects (set by the test): the 4th is refused, naming the limit;
+    overwrites, deletes, uploads and aborts keep the count and the bytes right."""
+    s3 = client()
+    s3.create_bucket(Bucket="quota-b")
+    for i in range(3):
+        s3.put_object(Bucket="quota-b", Key="k%d" % i, Body=b"x" * 1000)
+    e = fails("QuotaExceeded", s3.put_object, Bucket="quota-b", Key="k3", Body=b"y")
+    assert "objects 3 of 3" in e.response["Error"]["Message"], e.response["Error"]
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    fails("NoSuchKey", s3.get_object, Bucket="quota-b", Key="k3")
+    s3.put_object(Bucket="quota-b", Key="k0", Body=b"z" * 500)  # an overwrite: still 3
+    s3.delete_object(Bucket="quota-b", Key="k1")
+    s3.put_object(Bucket="quota-b", Key="k3", Body=b"w" * 10)
+    u = s3.create_multipart_upload(Bucket="quota-b", Key="mp")["UploadId"]
+    s3.upload_part(Bucket="quota-b", Key="mp", UploadId=u, PartNumber=1, Body=b"p" * 300)
+    s3.upload_part(Bucket="quota-b", Key="mp", UploadId=u, PartNumber=1, Body=b"p" * 200)  # replaced
+    s3.abort_multipart_upload(Bucket="quota-b", Key="mp", UploadId=u)
+    print("ok quota")
+
+
 def case_revoked():
     """The key named by KEY_NAME was deleted: it must not work any more."""
     fails("InvalidAccessKeyId", client(os.environ["KEY_NAME"]).list_buckets)
