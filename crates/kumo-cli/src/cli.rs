@@ -94,6 +94,9 @@ pub enum Command {
     /// Your S3 access keys in a project (credentials of the object storage endpoint)
     #[command(subcommand)]
     AccessKey(crate::access_keys::AccessKeyCommand),
+    /// Object storage buckets of a project: objects, size, public-read
+    #[command(subcommand)]
+    Bucket(crate::buckets::BucketCommand),
     /// Who changed what, oldest first (operators; owners with --project)
     AuditLog(crate::audit::AuditArgs),
     /// Project quotas: limits and use

@@ -10,6 +10,7 @@
 pub mod access_keys;
 pub mod audit;
 pub mod backups;
+pub mod buckets;
 pub mod budgets;
 pub mod cli;
 pub mod client;
@@ -99,6 +100,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::User(c) => users::run(&ctx, c),
         Command::Token(c) => tokens::run(&ctx, c),
         Command::AccessKey(c) => access_keys::run(&ctx, c),
+        Command::Bucket(c) => buckets::run(&ctx, c),
         Command::AuditLog(a) => audit::run(&ctx, a),
         Command::Quota(c) => quotas::run(&ctx, c),
         Command::Price(c) => prices::run(&ctx, c),

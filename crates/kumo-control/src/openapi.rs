@@ -2,7 +2,7 @@
 //! `openapi/kumo.json`; a test fails when it differs from what the code generates
 //! (regenerate with `kumod openapi > openapi/kumo.json`).
 
-use crate::http::{access_keys, floating_ips, placement_groups, security_groups, ssh_keys, vpcs, zones};
+use crate::http::{access_keys, buckets, floating_ips, placement_groups, security_groups, ssh_keys, vpcs, zones};
 use crate::http::{
     audit, backups, billing, events, hosts, images, instance_types, instances, login, members, metrics, projects,
     quotas, snapshots, system, tokens, users, volumes,
@@ -106,6 +106,8 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(ssh_keys::ssh_key_view, ssh_keys::ssh_key_delete))
         .routes(routes!(access_keys::access_key_list, access_keys::access_key_create))
         .routes(routes!(access_keys::access_key_view, access_keys::access_key_delete))
+        .routes(routes!(buckets::bucket_list, buckets::bucket_create))
+        .routes(routes!(buckets::bucket_view, buckets::bucket_update, buckets::bucket_delete))
         .routes(routes!(floating_ips::floating_ip_list, floating_ips::floating_ip_create))
         .routes(routes!(floating_ips::floating_ip_view, floating_ips::floating_ip_delete))
         .routes(routes!(floating_ips::floating_ip_attach))

@@ -371,9 +371,6 @@ impl S3 for KumoS3 {
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         let who = self.signed(&req.credentials).await?;
-        who.ctx
-            .authorize_project(who.project_id, &who.project_name, Access::Write)
-            .map_err(|e| S3Error::with_message(S3ErrorCode::AccessDenied, e.message))?;
         let input = req.input;
         if let Some(c) = input.create_bucket_configuration.as_ref().and_then(|c| c.location_constraint.as_ref()) {
             if !c.as_str().is_empty() && c.as_str() != "us-east-1" {
@@ -393,29 +390,30 @@ impl S3 for KumoS3 {
                 ))
             }
         };
-        let mut tx = self.app.store.begin().await.map_err(store_err)?;
-        if let Some(b) = kumo_store::objects::bucket_by_name(&mut tx, &input.bucket).await.map_err(store_err)? {
-            return Err(if b.project_id == who.project_id {
-                s3_error!(
-                    BucketAlreadyOwnedByYou,
-                    "Your previous request to create the named bucket succeeded and you already own it."
-                )
-            } else {
-                s3_error!(BucketAlreadyExists, "The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again.")
-            });
+        {
+            let mut conn = self.app.store.read().await.map_err(store_err)?;
+            if let Some(b) = kumo_store::objects::bucket_by_name(&mut conn, &input.bucket).await.map_err(store_err)? {
+                return Err(if b.project_id == who.project_id {
+                    s3_error!(
+                        BucketAlreadyOwnedByYou,
+                        "Your previous request to create the named bucket succeeded and you already own it."
+                    )
+                } else {
+                    s3_error!(BucketAlreadyExists, "The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again.")
+                });
+            }
         }
-        let b = match kumo_store::objects::bucket_insert(&mut tx, who.project_id, &input.bucket, public_read).await {
-            Ok(b) => b,
-            Err(kumo_store::StoreError::Conflict(_)) => return Err(s3_error!(BucketAlreadyExists)),
-            Err(e) => return Err(store_err(e)),
-        };
-        let a = Authorised { bucket: b, who: Some(who) };
-        let ev = self
-            .audit(&mut tx, &a, ("bucket", a.bucket.id.get(), &a.bucket.name), "created", "s3_create_bucket")
-            .await?;
-        tx.commit().await.map_err(|e| store_err(e.into()))?;
-        self.publish(&a, ev);
-        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", a.bucket.name)) }))
+        // The REST API's create (kumo_control::app::buckets::create): the same checks, audited.
+        let c = kumo_types::BucketCreate { name: input.bucket.clone(), public_read };
+        kumo_control::app::buckets::create(&self.app, &who.ctx, Some(&who.project_name), &c).await.map_err(
+            |e| match e.code {
+                kumo_types::ErrorCode::Forbidden => S3Error::with_message(S3ErrorCode::AccessDenied, e.message),
+                kumo_types::ErrorCode::ObjectAlreadyExists => s3_error!(BucketAlreadyExists),
+                kumo_types::ErrorCode::InvalidValue => S3Error::with_message(S3ErrorCode::InvalidBucketName, e.message),
+                _ => internal(e.internal.unwrap_or(e.message)),
+            },
+        )?;
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
@@ -434,16 +432,17 @@ impl S3 for KumoS3 {
 
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         let a = self.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
-        let mut tx = self.app.store.begin().await.map_err(store_err)?;
-        let Some(parts) = kumo_store::objects::bucket_delete(&mut tx, a.bucket.id).await.map_err(store_err)? else {
-            return Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"));
-        };
-        self.charge(&mut tx, &a, 0, -(parts as i64)).await?;
-        let ev = self
-            .audit(&mut tx, &a, ("bucket", a.bucket.id.get(), &a.bucket.name), "deleted", "s3_delete_bucket")
-            .await?;
-        tx.commit().await.map_err(|e| store_err(e.into()))?;
-        self.publish(&a, ev);
+        let who = a.who.as_ref().ok_or_else(|| s3_error!(AccessDenied))?;
+        kumo_control::app::buckets::delete(&self.app, &who.ctx, Some(&a.bucket.project_name), &a.bucket.name)
+            .await
+            .map_err(|e| match e.code {
+                kumo_types::ErrorCode::InvalidState => {
+                    s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty")
+                }
+                kumo_types::ErrorCode::Forbidden => S3Error::with_message(S3ErrorCode::AccessDenied, e.message),
+                kumo_types::ErrorCode::NotFound => s3_error!(NoSuchBucket),
+                _ => internal(e.internal.unwrap_or(e.message)),
+            })?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
@@ -477,19 +476,25 @@ impl S3 for KumoS3 {
     }
 
     async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
-        let a = self.bucket(&req.credentials, &req.input.bucket, Access::Manage).await?;
+        let a = self.bucket(&req.credentials, &req.input.bucket, Access::Read).await?;
         let public_read = match req.input.acl.as_ref().map(|a| a.as_str()) {
             Some("private") => false,
             Some("public-read") => true,
             _ => return Err(s3_error!(NotImplemented, "only the canned ACLs private and public-read are supported")),
         };
-        let mut tx = self.app.store.begin().await.map_err(store_err)?;
-        kumo_store::objects::bucket_set_public_read(&mut tx, a.bucket.id, public_read).await.map_err(store_err)?;
-        let kind = if public_read { "made public-read" } else { "made private" };
-        let ev =
-            self.audit(&mut tx, &a, ("bucket", a.bucket.id.get(), &a.bucket.name), kind, "s3_put_bucket_acl").await?;
-        tx.commit().await.map_err(|e| store_err(e.into()))?;
-        self.publish(&a, ev);
+        let who = a.who.as_ref().ok_or_else(|| s3_error!(AccessDenied))?;
+        if who.project_id != a.bucket.project_id {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
+        }
+        // The REST API's decision (kumo_control::app::buckets::update): owners only, audited.
+        let update = kumo_types::BucketUpdate { public_read };
+        kumo_control::app::buckets::update(&self.app, &who.ctx, Some(&who.project_name), &a.bucket.name, &update)
+            .await
+            .map_err(|e| match e.code {
+                kumo_types::ErrorCode::Forbidden => S3Error::with_message(S3ErrorCode::AccessDenied, e.message),
+                kumo_types::ErrorCode::NotFound => s3_error!(NoSuchBucket),
+                _ => internal(e.internal.unwrap_or(e.message)),
+            })?;
         Ok(S3Response::new(PutBucketAclOutput::default()))
     }
 

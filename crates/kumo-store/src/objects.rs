@@ -147,6 +147,42 @@ pub async fn bucket_delete(conn: &mut Conn, id: BucketId) -> Result<Option<u64>>
     Ok(Some(parts as u64))
 }
 
+const VIEW_COLS: &str = "b.id, b.name, p.name, b.public_read, \
+    (SELECT COUNT(*) FROM objects o WHERE o.bucket_id = b.id), \
+    (SELECT COALESCE(SUM(o.size), 0) FROM objects o WHERE o.bucket_id = b.id), \
+    (SELECT COUNT(*) FROM multipart_uploads u WHERE u.bucket_id = b.id), b.time_created";
+
+fn view_from_row(r: &AnyRow) -> Result<kumo_types::BucketView> {
+    Ok(kumo_types::BucketView {
+        id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+        name: r.try_get(1)?,
+        project: r.try_get(2)?,
+        public_read: r.try_get::<i64, _>(3)? != 0,
+        objects: r.try_get::<i64, _>(4)? as u64,
+        bytes: r.try_get::<i64, _>(5)? as u64,
+        uploads: r.try_get::<i64, _>(6)? as u64,
+        time_created: parse_ts(&r.try_get::<String, _>(7)?)?,
+    })
+}
+
+/// A page of a project's live buckets with what they hold.
+pub async fn bucket_views(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    req: &kumo_types::page::PageRequest,
+) -> Result<kumo_types::ResultsPage<kumo_types::BucketView>> {
+    let sql = format!("SELECT {VIEW_COLS} {BUCKET_FROM} WHERE b.project_id = $1 AND b.time_deleted IS NULL");
+    crate::page::fetch(conn, &sql, &[project_id.to_string()], "b", req, view_from_row).await
+}
+
+/// One live bucket of a project, by name, with what it holds.
+pub async fn bucket_view(conn: &mut Conn, project_id: ProjectId, name: &str) -> Result<Option<kumo_types::BucketView>> {
+    let sql =
+        format!("SELECT {VIEW_COLS} {BUCKET_FROM} WHERE b.project_id = $1 AND b.name = $2 AND b.time_deleted IS NULL");
+    let row = sqlx::query(&sql).bind(project_id.to_string()).bind(name).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(view_from_row).transpose()
+}
+
 /// A blob of object data, as an object or an upload names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {

@@ -29,7 +29,8 @@ keyed!(
     kumo_types::SshKeyView,
     kumo_types::ZoneView,
     kumo_types::PlacementGroupView,
-    kumo_types::AccessKeyView
+    kumo_types::AccessKeyView,
+    kumo_types::BucketView
 );
 
 /// The SQL and binds of one keyset page of `select_where` (a `SELECT … WHERE …` whose

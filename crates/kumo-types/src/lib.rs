@@ -5,6 +5,7 @@
 pub mod access_key;
 pub mod backup;
 pub mod billing;
+pub mod bucket;
 pub mod error;
 pub mod event;
 pub mod host;
@@ -25,6 +26,7 @@ pub mod volume;
 
 pub use access_key::{AccessKeyCreate, AccessKeyCreated, AccessKeyView};
 pub use backup::{BackupCreate, BackupView};
+pub use bucket::{BucketCreate, BucketUpdate, BucketView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::{

@@ -205,6 +205,12 @@ const TABLE: &[(&str, Kind, &str, Body)] = &[
     ("access_key_create", Kind::ProjectRead, "project=a", Body::Json(r#"{"name":"ak-x"}"#)),
     ("access_key_view", Kind::ProjectRead, "project=a", Body::None),
     ("access_key_delete", Kind::ProjectManage, "project=a", Body::None),
+    // Buckets: members see them, collaborators make and delete them, owners make them public.
+    ("bucket_list", Kind::ProjectRead, "project=a", Body::None),
+    ("bucket_create", Kind::ProjectWrite, "project=a", Body::Json(r#"{"name":"bucket-x"}"#)),
+    ("bucket_view", Kind::ProjectRead, "project=a", Body::None),
+    ("bucket_update", Kind::ProjectManage, "project=a", Body::Json(r#"{"public_read":true}"#)),
+    ("bucket_delete", Kind::ProjectWrite, "project=a", Body::None),
 ];
 
 const SSH_KEY_X: &str = r#"{"name":"key-x","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f x"}"#;
@@ -230,6 +236,7 @@ fn path_param(name: &str) -> &'static str {
         "floating_ip" => "fip-a",
         "placement_group" => "pg-a",
         "access_key" => "ak-a",
+        "bucket" => "bucket-a",
         other => panic!("no value for path parameter {{{other}}}: add one to path_param()"),
     }
 }
@@ -363,6 +370,8 @@ fn tenants(k: &Cloud) -> [String; 3] {
     assert_eq!(s, 201, "a placement group in a: {v}");
     let (s, v) = as_alice.post("/v1/access-keys?project=a", json!({"name": "ak-a"}));
     assert_eq!(s, 201, "alice's access key in a: {v}");
+    let (s, v) = as_alice.post("/v1/buckets?project=a", json!({"name": "bucket-a"}));
+    assert_eq!(s, 201, "alice's bucket in a: {v}");
     k.wait_state("a", "vm-a", "running", WAIT);
     [alice, bob, carol]
 }
@@ -501,6 +510,9 @@ fn every_operation_is_authorised_as_its_table_says() {
     assert_eq!((s, &v["user"]), (200, &json!("alice")), "refused deletes left alice's key: {v}");
     let (s, v) = k.get("/v1/access-keys/ak-x?project=a");
     assert_eq!((s, &v["user"]), (200, &json!("bob")), "the viewer's own key is his: {v}");
+    let (s, v) = k.get("/v1/buckets/bucket-a?project=a");
+    assert_eq!((s, &v["public_read"]), (200, &json!(false)), "refused calls left the bucket as it was: {v}");
+    assert_eq!(k.get("/v1/buckets/bucket-x?project=a").0, 404);
 }
 
 #[test]

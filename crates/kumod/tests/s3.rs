@@ -432,3 +432,63 @@ fn kill_9_during_puts_and_multipart_completes_loses_nothing_acknowledged_and_lea
     assert!(missing.is_empty(), "rows name missing blobs: {missing:?}");
     assert_eq!(std::fs::read_dir(t.k.data_dir().join("objects/tmp")).unwrap().count(), 0, "leftover temporary files");
 }
+
+#[test]
+fn kumo_bucket_commands_show_what_buckets_hold_and_switch_public_read() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    let kumo = |user: &str, args: &[&str]| -> (bool, String) {
+        let out = Command::new(common::kumo_binary())
+            .args(["--url", &t.k.url, "--token", &t.sessions[user]])
+            .args(args)
+            .output()
+            .expect("kumo");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, out) = kumo("alice", &["bucket", "create", "site", "--project", "demo"]);
+    assert!(ok, "{out}");
+    let (ok, out) = kumo("alice", &["bucket", "create", "Bad_Name", "--project", "demo"]);
+    assert!(!ok && out.contains("not a valid bucket name"), "{out}");
+    let (ok, out) = kumo("olga", &["bucket", "create", "site", "--project", "elsewhere"]);
+    assert!(!ok && out.contains("taken"), "{out}");
+    let (ok, out) = kumo("victor", &["bucket", "create", "viewers", "--project", "demo"]);
+    assert!(!ok, "a viewer made a bucket: {out}");
+    let dir = tempfile::tempdir().expect("dir");
+    let page = dir.path().join("index.html");
+    std::fs::write(&page, "<h1>site</h1>").unwrap();
+    t.aws_ok(&["s3", "cp", &page.to_string_lossy(), "s3://site/index.html"]);
+    t.aws_ok(&["s3", "cp", &page.to_string_lossy(), "s3://site/copy.html"]);
+    let (ok, out) = kumo("victor", &["bucket", "list", "--project", "demo", "-o", "json"]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let b = v["items"].as_array().and_then(|a| a.iter().find(|b| b["name"] == "site")).cloned().expect("site listed");
+    assert_eq!(
+        (b["objects"].as_u64(), b["bytes"].as_u64(), b["public_read"].as_bool()),
+        (Some(2), Some(26), Some(false)),
+        "{b}"
+    );
+    let (ok, out) = kumo("alice", &["bucket", "list", "--project", "demo"]);
+    assert!(ok && out.contains("site") && out.contains("26 B") && out.contains("private"), "{out}");
+    // Anonymous reads follow the switch; only owners flip it.
+    let anon = format!("{}/site/index.html", t.endpoint);
+    assert_eq!(reqwest::blocking::get(&anon).expect("GET").status().as_u16(), 403);
+    let (ok, out) = kumo("victor", &["bucket", "update", "site", "--project", "demo", "--acl", "public-read"]);
+    assert!(!ok, "a viewer made a bucket public: {out}");
+    let (ok, out) = kumo("alice", &["bucket", "update", "site", "--project", "demo", "--acl", "public-read"]);
+    assert!(ok && out.contains("public-read"), "{out}");
+    let r = reqwest::blocking::get(&anon).expect("GET");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().unwrap(), "<h1>site</h1>");
+    let (ok, out) = kumo("alice", &["bucket", "delete", "site", "--project", "demo"]);
+    assert!(!ok && out.contains("not empty"), "{out}");
+    t.aws_ok(&["s3", "rm", "s3://site/", "--recursive"]);
+    let (ok, out) = kumo("alice", &["bucket", "delete", "site", "--project", "demo"]);
+    assert!(ok, "{out}");
+    let (ok, out) = kumo("alice", &["bucket", "view", "site", "--project", "demo"]);
+    assert!(!ok && out.contains("not found"), "{out}");
+}

@@ -6,6 +6,7 @@ pub mod access_keys;
 pub mod audit;
 pub mod backups;
 pub mod billing;
+pub mod buckets;
 pub mod events;
 pub mod floating_ips;
 pub mod forwarded;

@@ -1,0 +1,115 @@
+//! Object storage buckets: create, list and view them with what they hold, switch their canned
+//! ACL (`public-read` or private), delete them when empty. Objects are reached through the S3
+//! endpoint (`kumo-s3`), which calls [`create`], [`update`] and [`delete`] for `CreateBucket`,
+//! `PutBucketAcl` and `DeleteBucket`: one place decides who may do each, and audits it.
+
+use super::read;
+use super::vpcs::event;
+use crate::context::{Access, OpContext};
+use crate::error::{ApiError, ApiResult};
+use crate::App;
+use kumo_types::bucket::valid_bucket_name;
+use kumo_types::page::PageRequest;
+use kumo_types::{BucketCreate, BucketUpdate, BucketView, ResultsPage};
+
+pub async fn list(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    page: &PageRequest,
+) -> ApiResult<ResultsPage<BucketView>> {
+    let mut conn = read(app).await?;
+    let p = super::project(&mut conn, ctx, project, Access::Read).await?;
+    Ok(kumo_store::objects::bucket_views(&mut conn, p.id, page).await?)
+}
+
+pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, bucket: &str) -> ApiResult<BucketView> {
+    let mut conn = read(app).await?;
+    let p = super::project(&mut conn, ctx, project, Access::Read).await?;
+    kumo_store::objects::bucket_view(&mut conn, p.id, bucket)
+        .await?
+        .ok_or_else(|| ApiError::not_found("bucket", bucket))
+}
+
+/// Makes a bucket public-read or private (the project's owners).
+pub async fn update(
+    app: &App,
+    ctx: &OpContext,
+    project: Option<&str>,
+    bucket: &str,
+    u: &BucketUpdate,
+) -> ApiResult<BucketView> {
+    let mut tx = app.store.begin().await?;
+    let p = super::project(&mut tx, ctx, project, Access::Read).await?;
+    let b = kumo_store::objects::bucket_view(&mut tx, p.id, bucket)
+        .await?
+        .ok_or_else(|| ApiError::not_found("bucket", bucket))?;
+    ctx.authorize_project(p.id, &p.name, Access::Manage)?;
+    if b.public_read == u.public_read {
+        return Ok(b);
+    }
+    kumo_store::objects::bucket_set_public_read(&mut tx, b.id, u.public_read).await?;
+    let kind = if u.public_read { "made public-read" } else { "made private" };
+    let cause = ctx.cause("bucket_update");
+    let ev = kumo_store::events::record(&mut tx, &event(p.id, "bucket", b.id, &b.name, kind, &cause)).await?;
+    let v = kumo_store::objects::bucket_view(&mut tx, p.id, bucket)
+        .await?
+        .ok_or_else(|| ApiError::not_found("bucket", bucket))?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(p.id), Some(&p.name), ev);
+    Ok(v)
+}
+
+/// Creates a bucket in a project (collaborators and owners). A name taken anywhere on the endpoint
+/// is 409, whoever has it.
+pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, c: &BucketCreate) -> ApiResult<BucketView> {
+    if !valid_bucket_name(&c.name) {
+        return Err(ApiError::invalid(format!(
+            "'{}' is not a valid bucket name: 3-63 lower-case letters, digits, dots and hyphens, beginning and ending with a letter or digit",
+            c.name
+        )));
+    }
+    let mut tx = app.store.begin().await?;
+    let p = super::project(&mut tx, ctx, project, Access::Write).await?;
+    let b = match kumo_store::objects::bucket_insert(&mut tx, p.id, &c.name, c.public_read).await {
+        Ok(b) => b,
+        Err(kumo_store::StoreError::Conflict(_)) => {
+            return Err(ApiError::new(
+                kumo_types::ErrorCode::ObjectAlreadyExists,
+                format!("the bucket name '{}' is taken (names are unique on the endpoint)", c.name),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let cause = ctx.cause("bucket_create");
+    let ev = kumo_store::events::record(&mut tx, &event(p.id, "bucket", b.id, &b.name, "created", &cause)).await?;
+    let v = kumo_store::objects::bucket_view(&mut tx, p.id, &b.name)
+        .await?
+        .ok_or_else(|| ApiError::internal("bucket vanished"))?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(p.id), Some(&p.name), ev);
+    Ok(v)
+}
+
+/// Deletes an empty bucket (409 when it holds objects); its uploads in progress go with it.
+pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, bucket: &str) -> ApiResult<()> {
+    let mut tx = app.store.begin().await?;
+    let p = super::project(&mut tx, ctx, project, Access::Read).await?;
+    let b = kumo_store::objects::bucket_view(&mut tx, p.id, bucket)
+        .await?
+        .ok_or_else(|| ApiError::not_found("bucket", bucket))?;
+    ctx.authorize_project(p.id, &p.name, Access::Write)?;
+    let Some(parts) = kumo_store::objects::bucket_delete(&mut tx, b.id).await? else {
+        return Err(ApiError::conflict(format!(
+            "bucket '{bucket}' is not empty ({} objects): delete its objects first",
+            b.objects
+        )));
+    };
+    let release = kumo_store::quotas::QuotaAmounts { object_bytes: parts as i64, ..Default::default() };
+    kumo_store::quotas::release(&mut tx, p.id, release).await?;
+    let cause = ctx.cause("bucket_delete");
+    let ev = kumo_store::events::record(&mut tx, &event(p.id, "bucket", b.id, &b.name, "deleted", &cause)).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    app.events.publish(Some(p.id), Some(&p.name), ev);
+    Ok(())
+}

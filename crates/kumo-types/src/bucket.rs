@@ -1,0 +1,80 @@
+//! Object storage buckets as the REST API shows them (the objects themselves are reached through
+//! the S3 endpoint, `kumod --s3-listen`).
+
+use crate::BucketId;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A bucket: who owns it, who may read it, what it holds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BucketView {
+    /// Unique id (UUID).
+    #[schema(value_type = Uuid)]
+    pub id: BucketId,
+    /// Name, unique on the endpoint (S3 rules: 3-63 lower-case letters, digits, dots, hyphens).
+    pub name: String,
+    /// The project it belongs to.
+    pub project: String,
+    /// Whether anyone, signed or not, may read its objects (the canned ACL `public-read`).
+    pub public_read: bool,
+    /// Objects in it.
+    pub objects: u64,
+    /// Bytes of those objects.
+    pub bytes: u64,
+    /// Multipart uploads in progress.
+    pub uploads: u64,
+    /// When it was created.
+    pub time_created: chrono::DateTime<chrono::Utc>,
+}
+
+/// Changes to a bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BucketUpdate {
+    /// Make its objects readable by anyone (true) or by the project only (false).
+    pub public_read: bool,
+}
+
+/// Parameters to create a bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BucketCreate {
+    /// Name, unique on the endpoint: 3-63 characters of lower-case letters, digits, dots and
+    /// hyphens, beginning and ending with a letter or digit, not shaped like an IP address.
+    #[schema(min_length = 3, max_length = 63)]
+    pub name: String,
+    /// Let anyone read its objects (the canned ACL `public-read`); default private.
+    #[serde(default)]
+    pub public_read: bool,
+}
+
+/// Whether `name` is a valid bucket name (S3's rules for new buckets).
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..")
+        && !name.contains(".-")
+        && !name.contains("-.")
+        && name.parse::<std::net::Ipv4Addr>().is_err()
+        && !name.starts_with("xn--")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_bucket_name;
+
+    #[test]
+    fn bucket_names_follow_s3() {
+        for ok in ["abc", "photos", "my.site-1", "a1b", &"a".repeat(63)] {
+            assert!(valid_bucket_name(ok), "{ok}");
+        }
+        for bad in
+            ["ab", "Photos", "-abc", "abc-", "a..b", "a.-b", "192.168.1.1", "under_score", &"a".repeat(64), "xn--abc"]
+        {
+            assert!(!valid_bucket_name(bad), "{bad}");
+        }
+    }
+}
