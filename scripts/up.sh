@@ -99,4 +99,5 @@ echo "  kumo floating-ip create ip2 --project demo && kumo floating-ip attach ip
 echo "  kumo security-group rule add default --project demo --ingress --protocol tcp --port 22 --source 0.0.0.0/0"
 echo "  kumo instance ssh deb1 --project demo --netns $NETNS      # as the image's default user, debian"
 echo "  kumo floating-ip create ip1 --project demo && kumo floating-ip attach ip1 --instance web1 --project demo"
+echo "  kumo access-key create laptop --project demo   # as a user: S3 credentials for http://127.0.0.1:7480 (aws, rclone, s3cmd, boto3)"
 echo "  ip netns exec $NETNS curl http://<the floating ip>/   # once a security-group rule opens port 80; public IPs live in the '$NETNS' namespace"
