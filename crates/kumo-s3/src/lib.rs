@@ -19,6 +19,7 @@
 
 pub mod auth;
 mod checksums;
+mod lifecycle;
 mod listing;
 mod multipart;
 pub mod service;

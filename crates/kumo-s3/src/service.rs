@@ -498,6 +498,54 @@ impl S3 for KumoS3 {
         Ok(S3Response::new(PutBucketAclOutput::default()))
     }
 
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        let a = self.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
+        let config = req.input.lifecycle_configuration.ok_or_else(|| s3_error!(MalformedXML, "no LifecycleConfiguration"))?;
+        let rules = crate::lifecycle::from_s3(&config.rules)?;
+        let mut tx = self.app.store.begin().await.map_err(store_err)?;
+        kumo_store::objects::bucket_set_lifecycle(&mut tx, a.bucket.id, Some(&rules)).await.map_err(store_err)?;
+        let ev = self
+            .audit(&mut tx, &a, ("bucket", a.bucket.id.get(), &a.bucket.name), "lifecycle set", "s3_put_bucket_lifecycle")
+            .await?;
+        tx.commit().await.map_err(|e| store_err(e.into()))?;
+        self.publish(&a, ev);
+        Ok(S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        let a = self.bucket(&req.credentials, &req.input.bucket, Access::Read).await?;
+        let mut conn = self.app.store.read().await.map_err(store_err)?;
+        let rules = kumo_store::objects::bucket_lifecycle(&mut conn, a.bucket.id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| s3_error!(NoSuchLifecycleConfiguration, "The lifecycle configuration does not exist"))?;
+        Ok(S3Response::new(GetBucketLifecycleConfigurationOutput {
+            rules: Some(crate::lifecycle::to_s3(&rules)),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        let a = self.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
+        let mut tx = self.app.store.begin().await.map_err(store_err)?;
+        kumo_store::objects::bucket_set_lifecycle(&mut tx, a.bucket.id, None).await.map_err(store_err)?;
+        let ev = self
+            .audit(&mut tx, &a, ("bucket", a.bucket.id.get(), &a.bucket.name), "lifecycle removed", "s3_delete_bucket_lifecycle")
+            .await?;
+        tx.commit().await.map_err(|e| store_err(e.into()))?;
+        self.publish(&a, ev);
+        Ok(S3Response::new(DeleteBucketLifecycleOutput::default()))
+    }
+
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let a = self.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
         let mut input = req.input;

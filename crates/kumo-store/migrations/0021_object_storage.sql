@@ -8,6 +8,8 @@ CREATE TABLE buckets (
     name TEXT NOT NULL,
     project_id TEXT NOT NULL REFERENCES projects (id),
     public_read BIGINT NOT NULL DEFAULT 0,
+    -- Lifecycle rules (kumo_store::objects::LifecycleRule, a JSON list); NULL: none.
+    lifecycle TEXT,
     time_created TEXT NOT NULL,
     time_modified TEXT NOT NULL,
     time_deleted TEXT

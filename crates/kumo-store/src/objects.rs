@@ -13,6 +13,20 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::HashSet;
 
+/// A lifecycle rule of a bucket (S3's `LifecycleRule`, the parts Kumo applies): objects whose
+/// keys start with `prefix` expire `expire_days` after their last change; uploads begun that many
+/// `abort_upload_days` ago are aborted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LifecycleRule {
+    pub id: String,
+    pub prefix: String,
+    pub enabled: bool,
+    #[serde(default)]
+    pub expire_days: Option<u32>,
+    #[serde(default)]
+    pub abort_upload_days: Option<u32>,
+}
+
 /// A live bucket.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -77,6 +91,65 @@ pub async fn buckets_of_project(conn: &mut Conn, project_id: ProjectId) -> Resul
     );
     let rows = sqlx::query(&sql).bind(project_id.to_string()).fetch_all(&mut *conn).await?;
     rows.iter().map(bucket_from_row).collect()
+}
+
+/// Sets (Some) or removes (None) a bucket's lifecycle rules.
+pub async fn bucket_set_lifecycle(conn: &mut Conn, id: BucketId, rules: Option<&[LifecycleRule]>) -> Result<()> {
+    let text = rules.map(|r| serde_json::to_string(r).unwrap_or_else(|_| "[]".into()));
+    sqlx::query("UPDATE buckets SET lifecycle = $1, time_modified = $2 WHERE id = $3")
+        .bind(text)
+        .bind(ts(now()))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A bucket's lifecycle rules (None: it has none).
+pub async fn bucket_lifecycle(conn: &mut Conn, id: BucketId) -> Result<Option<Vec<LifecycleRule>>> {
+    let text: Option<String> = sqlx::query_scalar("SELECT lifecycle FROM buckets WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .flatten();
+    text.map(|t| serde_json::from_str(&t).map_err(|e| crate::StoreError::Corrupt(format!("lifecycle rules: {e}"))))
+        .transpose()
+}
+
+/// Every live bucket with lifecycle rules.
+pub async fn buckets_with_lifecycle(conn: &mut Conn) -> Result<Vec<(Bucket, Vec<LifecycleRule>)>> {
+    let sql = format!("SELECT {BUCKET_COLS}, b.lifecycle {BUCKET_FROM} WHERE b.lifecycle IS NOT NULL AND b.time_deleted IS NULL");
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let text: String = r.try_get(6)?;
+        let rules = serde_json::from_str(&text).map_err(|e| crate::StoreError::Corrupt(format!("lifecycle rules: {e}")))?;
+        out.push((bucket_from_row(r)?, rules));
+    }
+    Ok(out)
+}
+
+/// Up to `limit` objects of a bucket whose keys start with `prefix`, last changed before `before`.
+pub async fn objects_changed_before(
+    conn: &mut Conn,
+    bucket_id: BucketId,
+    prefix: &str,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<Object>> {
+    let c = collate(conn);
+    let sql = format!(
+        "SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key{c} >= $2 AND object_key{c} < $3 \
+         AND time_modified < $4 ORDER BY time_modified LIMIT {limit}"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(bucket_id.to_string())
+        .bind(prefix)
+        .bind(format!("{prefix}\u{10FFFF}"))
+        .bind(ts(before))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(object_from_row).collect()
 }
 
 pub async fn bucket_set_public_read(conn: &mut Conn, id: BucketId, public_read: bool) -> Result<()> {
@@ -322,6 +395,18 @@ pub async fn object_delete(conn: &mut Conn, bucket_id: BucketId, key: &str) -> R
     sqlx::query("DELETE FROM blobs WHERE object_id = $1").bind(&id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM objects WHERE id = $1").bind(&id).execute(&mut *conn).await?;
     Ok(Some((parse_uuid(&id)?, size as u64)))
+}
+
+/// Deletes the object of that id if it is still there (not overwritten meanwhile): its size.
+pub async fn object_delete_id(conn: &mut Conn, id: ObjectId) -> Result<Option<u64>> {
+    let size: Option<i64> = sqlx::query_scalar("SELECT size FROM objects WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(size) = size else { return Ok(None) };
+    sqlx::query("DELETE FROM blobs WHERE object_id = $1").bind(id.to_string()).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM objects WHERE id = $1").bind(id.to_string()).execute(&mut *conn).await?;
+    Ok(Some(size as u64))
 }
 
 /// Up to `limit` objects whose keys start with `prefix` and sort after `after`, in key order

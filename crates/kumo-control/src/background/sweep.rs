@@ -241,6 +241,7 @@ async fn sweep_objects(p: &mut Pass<'_>) -> anyhow::Result<()> {
         tx.commit().await?;
         tracing::info!(upload = %u.id, key = %u.key, "object storage: an abandoned multipart upload expired");
     }
+    apply_lifecycle(p).await?;
     // Listed before the store is read: a blob committed in between is seen as named.
     let before = match p.mode {
         Mode::Startup => SystemTime::now() + Duration::from_secs(3600),
@@ -258,6 +259,68 @@ async fn sweep_objects(p: &mut Pass<'_>) -> anyhow::Result<()> {
     for id in listed.into_iter().filter(|id| !known.contains(id)) {
         p.app.objects.remove(id.get()).await?;
         p.out.deleted.push(PathBuf::from(format!("objects/blobs/{id}")));
+    }
+    Ok(())
+}
+
+/// Buckets' lifecycle rules (set with S3's PutBucketLifecycleConfiguration): objects under a
+/// rule's prefix unchanged for its days expire (deleted, released from the quota, an `expired`
+/// event of the project); uploads begun that long ago are aborted.
+async fn apply_lifecycle(p: &mut Pass<'_>) -> anyhow::Result<()> {
+    const BATCH: usize = 500;
+    let buckets = {
+        let mut conn = p.app.store.read().await?;
+        kumo_store::objects::buckets_with_lifecycle(&mut conn).await?
+    };
+    let now = chrono::Utc::now();
+    for (b, rules) in buckets {
+        for r in rules.iter().filter(|r| r.enabled) {
+            let cause = format!("lifecycle rule '{}' of bucket '{}'", r.id, b.name);
+            if let Some(days) = r.expire_days {
+                let before = now - chrono::Duration::days(i64::from(days));
+                loop {
+                    let batch = {
+                        let mut conn = p.app.store.read().await?;
+                        kumo_store::objects::objects_changed_before(&mut conn, b.id, &r.prefix, before, BATCH).await?
+                    };
+                    let n = batch.len();
+                    for o in batch {
+                        let mut tx = p.app.store.begin().await?;
+                        let Some(size) = kumo_store::objects::object_delete_id(&mut tx, o.id).await? else { continue };
+                        let release = kumo_store::quotas::QuotaAmounts {
+                            objects: 1,
+                            object_bytes: size as i64,
+                            ..Default::default()
+                        };
+                        kumo_store::quotas::release(&mut tx, b.project_id, release).await?;
+                        let name = format!("{}/{}", b.name, o.key);
+                        let ev = crate::app::vpcs::event(b.project_id, "object", o.id, &name, "expired", &cause);
+                        let ev = kumo_store::events::record(&mut tx, &ev).await?;
+                        tx.commit().await?;
+                        p.app.events.publish(Some(b.project_id), Some(&b.project_name), ev);
+                    }
+                    if n < BATCH {
+                        break;
+                    }
+                }
+            }
+            if let Some(days) = r.abort_upload_days {
+                let before = now - chrono::Duration::days(i64::from(days));
+                let uploads = {
+                    let mut conn = p.app.store.read().await?;
+                    kumo_store::objects::upload_list(&mut conn, b.id, &r.prefix, usize::MAX >> 1).await?
+                };
+                for u in uploads.into_iter().filter(|u| u.time_created < before) {
+                    let mut tx = p.app.store.begin().await?;
+                    if let Some(bytes) = kumo_store::objects::upload_abort(&mut tx, u.id).await? {
+                        let release = kumo_store::quotas::QuotaAmounts { object_bytes: bytes as i64, ..Default::default() };
+                        kumo_store::quotas::release(&mut tx, b.project_id, release).await?;
+                    }
+                    tx.commit().await?;
+                    tracing::info!(upload = %u.id, key = %u.key, "{cause}: an incomplete upload aborted");
+                }
+            }
+        }
     }
     Ok(())
 }
