@@ -18,6 +18,7 @@ mod procs;
 mod raw;
 mod reads;
 mod report;
+mod s3;
 mod storage;
 
 use anyhow::{bail, Context, Result};
@@ -113,6 +114,11 @@ enum What {
     /// second, the first page of 1,000 of --instances instances, heartbeat load, time to
     /// `unreachable`. Not part of `all`.
     Cluster,
+    /// Object storage (issue 14): PUT and GET of a 64 MiB and a 1 GiB object and of 1,000 × 4 KiB
+    /// objects through kumod's S3 endpoint with boto3 (the venv of scripts/s3-clients.sh), vs the
+    /// same bytes written (fsync, rename, directory fsync) and read as files on the same disk.
+    /// Not part of `all` (it needs that venv).
+    S3,
     /// (internal) The trivial HTTP server of the API benchmark.
     #[command(hide = true)]
     ServeStatic { files: Vec<PathBuf> },
@@ -361,6 +367,12 @@ async fn run(cli: &Cli, root: &Path) -> Result<()> {
         report::cluster(&f);
     }
 
+    if what == What::S3 {
+        eprintln!("object storage: {} round(s)", cli.runs);
+        let f = s3::run(root, cli.runs).await?;
+        report::s3(&f);
+    }
+
     if what == What::Reads {
         let mut figures = Vec::new();
         eprintln!("fast read paths: SQLite");
@@ -431,6 +443,14 @@ fn print_machine(cli: &Cli, what: &What, cores: usize) {
             "options: --hosts {} --zones {} --instances {} --creates {} --connections {} --seconds {}",
             cli.hosts, cli.zones, cli.instances, cli.creates, cli.connections, cli.seconds
         );
+    } else if *what == What::S3 {
+        println!(
+            "options: --runs {} (part {} MiB, {} parts in flight, {} threads for the small objects)",
+            cli.runs,
+            s3::PART >> 20,
+            s3::CONCURRENCY,
+            s3::THREADS
+        );
     } else if *what == What::Boot {
         println!(
             "options: --runs {} --image {} --image-cache {} --instance-type {}",
@@ -459,5 +479,6 @@ fn what_name(w: &What) -> &'static str {
         What::Reads => "reads",
         What::Boot => "boot",
         What::Cluster => "cluster",
+        What::S3 => "s3",
     }
 }

@@ -613,6 +613,51 @@ pub fn cluster(f: &crate::cluster::Figures) {
     }
 }
 
+pub const S3_LARGE_RATIO_TARGET: f64 = 0.9;
+
+/// `kumo-bench s3` (issue 14): each case's rate through the endpoint beside the raw limit of the
+/// same run.
+pub fn s3(f: &crate::s3::Figures) {
+    use crate::s3::{Op, CONCURRENCY, PART, SMALL_COUNT, SMALL_SIZE, THREADS};
+    title("Object storage: S3 endpoint vs files on the same disk");
+    println!(
+        "{} round(s); median (min–max) of the rounds. kumo: boto3 (one process per operation, only the transfers \
+         timed) against kumod's S3 endpoint on 127.0.0.1; large objects as multipart PUTs of {} MiB parts and ranged \
+         GETs of {} MiB, {CONCURRENCY} in flight; {SMALL_COUNT} objects of {SMALL_SIZE} B by {THREADS} threads. \
+         raw: the same bytes as files on the same filesystem with kumo-objects' policy (1 MiB writes to tmp/ID, \
+         fsync, rename to blobs/XY/ID, directory fsync; per part, with the same parallelism), read back in 1 MiB \
+         reads. Both sides read right after writing (page cache warm, caches not dropped). MB = 10^6 bytes. \
+         CPU: seconds per round of kumod and of the client process during the kumo side.\n",
+        f.runs,
+        PART >> 20,
+        PART >> 20
+    );
+    let mut t = table(&["case", "kumo", "raw limit (same run)", "ratio", "goal", "verdict", "kumod CPU", "client CPU"]);
+    for c in &f.cases {
+        let op = if c.op == Op::Put { "PUT" } else { "GET" };
+        let what = if c.large() {
+            format!("{op} one {} MiB object", c.size >> 20)
+        } else {
+            format!("{op} {} × {} KiB objects", c.objects, c.size >> 10)
+        };
+        let unit = if c.large() { "MB/s" } else { "objects/s" };
+        let (k, r) = (summarize(&c.rates(&c.kumo_secs)), summarize(&c.rates(&c.raw_secs)));
+        let ratio = k.median / r.median;
+        let v = |s: Summary| format!("{:.0} {unit} ({:.0}–{:.0})", s.median, s.min, s.max);
+        t.add_row(vec![
+            what,
+            v(k),
+            v(r),
+            format!("{ratio:.3}"),
+            if c.large() { format!("≥ {S3_LARGE_RATIO_TARGET}") } else { "reported".into() },
+            if c.large() { verdict(ratio >= S3_LARGE_RATIO_TARGET).into() } else { String::new() },
+            format!("{:.2} s", summarize(&c.kumod_cpu).median),
+            format!("{:.2} s", summarize(&c.client_cpu).median),
+        ]);
+    }
+    println!("{t}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
