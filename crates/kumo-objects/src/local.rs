@@ -60,6 +60,7 @@ impl ObjectData for LocalDir {
         let tmp = self.root.join("tmp").join(id.to_string());
         let mut file = tokio::fs::File::create(&tmp).await?;
         let mut md5 = Md5::new();
+        let mut crc = crate::crc32c();
         let mut size = 0u64;
         let mut buf = BytesMut::with_capacity(CHUNK);
         let result: Result<()> = async {
@@ -70,6 +71,7 @@ impl ObjectData for LocalDir {
                     return Err(Error::TooLarge(limit));
                 }
                 md5.update(&chunk);
+                crc.update(&chunk);
                 buf.extend_from_slice(&chunk);
                 if buf.len() >= CHUNK {
                     file.write_all(&buf).await?;
@@ -90,10 +92,10 @@ impl ObjectData for LocalDir {
         tokio::fs::create_dir_all(&dir).await?;
         tokio::fs::rename(&tmp, self.path_of(id)).await?;
         fsync_dir(&dir).await?;
-        Ok(Written { size, md5: md5.finalize().into() })
+        Ok(Written { size, md5: md5.finalize().into(), crc32c: crc.finalize() as u32 })
     }
 
-    async fn read(&self, id: Uuid, range: Range<u64>, md5: Option<[u8; 16]>) -> Result<ByteStream> {
+    async fn read(&self, id: Uuid, range: Range<u64>, crc32c: Option<u32>) -> Result<ByteStream> {
         let mut file = match tokio::fs::File::open(self.path_of(id)).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(id)),
@@ -104,15 +106,15 @@ impl ObjectData for LocalDir {
         let start = range.start.min(end);
         file.seek(std::io::SeekFrom::Start(start)).await?;
         // Verify only a whole read: a range cannot be checked against the whole blob's sum.
-        let verify = md5.filter(|_| start == 0 && end == len);
+        let verify = crc32c.filter(|_| start == 0 && end == len);
         struct St {
             file: tokio::fs::File,
             left: u64,
-            hasher: Option<(Md5, [u8; 16])>,
+            hasher: Option<(crc_fast::Digest, u32)>,
             held: Option<Bytes>,
             id: Uuid,
         }
-        let st = St { file, left: end - start, hasher: verify.map(|m| (Md5::new(), m)), held: None, id };
+        let st = St { file, left: end - start, hasher: verify.map(|c| (crate::crc32c(), c)), held: None, id };
         let stream = futures::stream::unfold(Some(st), |st| async move {
             let mut st = st?;
             loop {
@@ -120,9 +122,8 @@ impl ObjectData for LocalDir {
                     // The end: hand out the chunk held back once the sum is verified.
                     let held = st.held.take();
                     if let Some((hasher, want)) = st.hasher.take() {
-                        let got: [u8; 16] = hasher.finalize().into();
-                        if got != want {
-                            tracing::error!(blob = %st.id, "object data: MD5 mismatch on read");
+                        if hasher.finalize() as u32 != want {
+                            tracing::error!(blob = %st.id, "object data: CRC32C mismatch on read");
                             let e = std::io::Error::new(std::io::ErrorKind::InvalidData, Error::Corrupt(st.id));
                             return Some((Err(e), None));
                         }
@@ -226,15 +227,16 @@ mod tests {
         let w = d.write(id, body(&[b"hello ", b"world"]), 100).await.unwrap();
         assert_eq!(w.size, 11);
         assert_eq!(w.md5, <[u8; 16]>::from(Md5::digest(b"hello world")));
-        assert_eq!(collect(d.read(id, 0..u64::MAX, Some(w.md5)).await.unwrap()).await.unwrap(), b"hello world");
-        assert_eq!(collect(d.read(id, 6..11, Some(w.md5)).await.unwrap()).await.unwrap(), b"world");
+        assert_eq!(w.crc32c, crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, b"hello world") as u32);
+        assert_eq!(collect(d.read(id, 0..u64::MAX, Some(w.crc32c)).await.unwrap()).await.unwrap(), b"hello world");
+        assert_eq!(collect(d.read(id, 6..11, Some(w.crc32c)).await.unwrap()).await.unwrap(), b"world");
         assert_eq!(d.used_bytes().await.unwrap(), 11);
         // A flipped byte: the whole read fails instead of giving wrong data.
         let path = d.path_of(id);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[3] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let err = collect(d.read(id, 0..u64::MAX, Some(w.md5)).await.unwrap()).await.unwrap_err();
+        let err = collect(d.read(id, 0..u64::MAX, Some(w.crc32c)).await.unwrap()).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         d.remove(id).await.unwrap();
         d.remove(id).await.unwrap();

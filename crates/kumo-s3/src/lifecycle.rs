@@ -27,13 +27,19 @@ pub(crate) fn from_s3(rules: &[S3Rule]) -> S3Result<Vec<LifecycleRule>> {
         if r.transitions.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(unsupported("Transition"));
         }
-        if r.noncurrent_version_expiration.is_some() || r.noncurrent_version_transitions.as_ref().is_some_and(|t| !t.is_empty()) {
+        if r.noncurrent_version_expiration.is_some()
+            || r.noncurrent_version_transitions.as_ref().is_some_and(|t| !t.is_empty())
+        {
             return Err(unsupported("a noncurrent-version action"));
         }
         let prefix = match &r.filter {
             None => r.prefix.clone().unwrap_or_default(),
             Some(f) => {
-                if f.and.is_some() || f.tag.is_some() || f.object_size_greater_than.is_some() || f.object_size_less_than.is_some() {
+                if f.and.is_some()
+                    || f.tag.is_some()
+                    || f.object_size_greater_than.is_some()
+                    || f.object_size_less_than.is_some()
+                {
                     return Err(unsupported("a filter other than Prefix"));
                 }
                 f.prefix.clone().unwrap_or_default()
@@ -56,7 +62,10 @@ pub(crate) fn from_s3(rules: &[S3Rule]) -> S3Result<Vec<LifecycleRule>> {
             Some(a) => Some(days(&id, a.days_after_initiation)?),
         };
         if expire_days.is_none() && abort_upload_days.is_none() {
-            return Err(s3_error!(InvalidRequest, "lifecycle rule '{id}' has no action: give Expiration Days or AbortIncompleteMultipartUpload"));
+            return Err(s3_error!(
+                InvalidRequest,
+                "lifecycle rule '{id}' has no action: give Expiration Days or AbortIncompleteMultipartUpload"
+            ));
         }
         out.push(LifecycleRule {
             id,
@@ -81,7 +90,11 @@ pub(crate) fn to_s3(rules: &[LifecycleRule]) -> Vec<S3Rule> {
         .iter()
         .map(|r| S3Rule {
             id: Some(r.id.clone()),
-            status: ExpirationStatus::from_static(if r.enabled { ExpirationStatus::ENABLED } else { ExpirationStatus::DISABLED }),
+            status: ExpirationStatus::from_static(if r.enabled {
+                ExpirationStatus::ENABLED
+            } else {
+                ExpirationStatus::DISABLED
+            }),
             filter: Some(LifecycleRuleFilter { prefix: Some(r.prefix.clone()), ..Default::default() }),
             expiration: r.expire_days.map(|d| LifecycleExpiration { days: Some(d as i32), ..Default::default() }),
             abort_incomplete_multipart_upload: r

@@ -264,7 +264,7 @@ impl KumoS3 {
         let id: BlobId = kumo_store::new_id();
         let w = self.app.objects.write(id.get(), stream, MAX_PUT_BYTES).await.map_err(data_err)?;
         match hashing.verify(&expected, w.md5, trailers.and_then(|t| t.take())) {
-            Ok(sums) => Ok((Blob { id, seq, size: w.size, md5: hex::encode(w.md5) }, sums)),
+            Ok(sums) => Ok((Blob { id, seq, size: w.size, md5: hex::encode(w.md5), crc32c: w.crc32c }, sums)),
             Err(e) => {
                 let _ = self.app.objects.remove(id.get()).await;
                 Err(e)
@@ -284,14 +284,13 @@ impl KumoS3 {
             if s >= e {
                 continue;
             }
-            let md5 = hex::decode(&b.md5).ok().and_then(|v| <[u8; 16]>::try_from(v).ok());
-            segments.push((b.id, (s - start)..(e - start), md5));
+            segments.push((b.id, (s - start)..(e - start), Some(b.crc32c)));
         }
         let data = self.app.objects.clone();
         let stream = futures::stream::iter(segments)
-            .then(move |(id, r, md5)| {
+            .then(move |(id, r, crc32c)| {
                 let data = data.clone();
-                async move { data.read(id.get(), r, md5).await.map_err(|e| std::io::Error::other(e.to_string())) }
+                async move { data.read(id.get(), r, crc32c).await.map_err(|e| std::io::Error::other(e.to_string())) }
             })
             .try_flatten();
         Ok(Box::pin(stream))
@@ -503,12 +502,19 @@ impl S3 for KumoS3 {
         req: S3Request<PutBucketLifecycleConfigurationInput>,
     ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
         let a = self.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
-        let config = req.input.lifecycle_configuration.ok_or_else(|| s3_error!(MalformedXML, "no LifecycleConfiguration"))?;
+        let config =
+            req.input.lifecycle_configuration.ok_or_else(|| s3_error!(MalformedXML, "no LifecycleConfiguration"))?;
         let rules = crate::lifecycle::from_s3(&config.rules)?;
         let mut tx = self.app.store.begin().await.map_err(store_err)?;
         kumo_store::objects::bucket_set_lifecycle(&mut tx, a.bucket.id, Some(&rules)).await.map_err(store_err)?;
         let ev = self
-            .audit(&mut tx, &a, ("bucket", a.bucket.id.get(), &a.bucket.name), "lifecycle set", "s3_put_bucket_lifecycle")
+            .audit(
+                &mut tx,
+                &a,
+                ("bucket", a.bucket.id.get(), &a.bucket.name),
+                "lifecycle set",
+                "s3_put_bucket_lifecycle",
+            )
             .await?;
         tx.commit().await.map_err(|e| store_err(e.into()))?;
         self.publish(&a, ev);
@@ -539,7 +545,13 @@ impl S3 for KumoS3 {
         let mut tx = self.app.store.begin().await.map_err(store_err)?;
         kumo_store::objects::bucket_set_lifecycle(&mut tx, a.bucket.id, None).await.map_err(store_err)?;
         let ev = self
-            .audit(&mut tx, &a, ("bucket", a.bucket.id.get(), &a.bucket.name), "lifecycle removed", "s3_delete_bucket_lifecycle")
+            .audit(
+                &mut tx,
+                &a,
+                ("bucket", a.bucket.id.get(), &a.bucket.name),
+                "lifecycle removed",
+                "s3_delete_bucket_lifecycle",
+            )
             .await?;
         tx.commit().await.map_err(|e| store_err(e.into()))?;
         self.publish(&a, ev);
@@ -751,7 +763,7 @@ impl S3 for KumoS3 {
         let body = self.read_range(&o, 0..o.size).await?;
         let id: BlobId = kumo_store::new_id();
         let w = self.app.objects.write(id.get(), body, u64::MAX).await.map_err(data_err)?;
-        let blob = Blob { id, seq: 0, size: w.size, md5: hex::encode(w.md5) };
+        let blob = Blob { id, seq: 0, size: w.size, md5: hex::encode(w.md5), crc32c: w.crc32c };
         let sums: BTreeMap<String, String> =
             if o.blobs.len() == 1 { serde_json::from_str(&o.checksums).unwrap_or_default() } else { BTreeMap::new() };
         let etag_value = self.put(&a, &input.key, headers, blob, sums).await?;

@@ -49,6 +49,8 @@ CREATE TABLE blobs (
     seq BIGINT NOT NULL,
     size BIGINT NOT NULL,
     md5 TEXT NOT NULL,
+    -- CRC32C of its bytes: what a read verifies.
+    crc32c BIGINT NOT NULL,
     time_created TEXT NOT NULL
 );
 CREATE INDEX blobs_object ON blobs (object_id, seq);

@@ -118,12 +118,15 @@ pub async fn bucket_lifecycle(conn: &mut Conn, id: BucketId) -> Result<Option<Ve
 
 /// Every live bucket with lifecycle rules.
 pub async fn buckets_with_lifecycle(conn: &mut Conn) -> Result<Vec<(Bucket, Vec<LifecycleRule>)>> {
-    let sql = format!("SELECT {BUCKET_COLS}, b.lifecycle {BUCKET_FROM} WHERE b.lifecycle IS NOT NULL AND b.time_deleted IS NULL");
+    let sql = format!(
+        "SELECT {BUCKET_COLS}, b.lifecycle {BUCKET_FROM} WHERE b.lifecycle IS NOT NULL AND b.time_deleted IS NULL"
+    );
     let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
     let mut out = Vec::new();
     for r in &rows {
         let text: String = r.try_get(6)?;
-        let rules = serde_json::from_str(&text).map_err(|e| crate::StoreError::Corrupt(format!("lifecycle rules: {e}")))?;
+        let rules =
+            serde_json::from_str(&text).map_err(|e| crate::StoreError::Corrupt(format!("lifecycle rules: {e}")))?;
         out.push((bucket_from_row(r)?, rules));
     }
     Ok(out)
@@ -265,6 +268,8 @@ pub struct Blob {
     pub size: u64,
     /// MD5 of its bytes, lower-case hex.
     pub md5: String,
+    /// CRC32C of its bytes.
+    pub crc32c: u32,
 }
 
 fn blob_from_row(r: &AnyRow) -> Result<Blob> {
@@ -273,6 +278,7 @@ fn blob_from_row(r: &AnyRow) -> Result<Blob> {
         seq: r.try_get(1)?,
         size: r.try_get::<i64, _>(2)? as u64,
         md5: r.try_get(3)?,
+        crc32c: r.try_get::<i64, _>(4)? as u32,
     })
 }
 
@@ -320,7 +326,7 @@ pub async fn object_get(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Resu
     let row = sqlx::query(&sql).bind(bucket_id.to_string()).bind(key).fetch_optional(&mut *conn).await?;
     let Some(row) = row else { return Ok(None) };
     let mut o = object_from_row(&row)?;
-    let rows = sqlx::query("SELECT id, seq, size, md5 FROM blobs WHERE object_id = $1 ORDER BY seq")
+    let rows = sqlx::query("SELECT id, seq, size, md5, crc32c FROM blobs WHERE object_id = $1 ORDER BY seq")
         .bind(o.id.to_string())
         .fetch_all(&mut *conn)
         .await?;
@@ -368,7 +374,8 @@ pub async fn object_put(conn: &mut Conn, o: &NewObject<'_>, blob: &Blob) -> Resu
 
 async fn insert_blob(conn: &mut Conn, b: &Blob, object: Option<ObjectId>, upload: Option<UploadId>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO blobs (id, object_id, upload_id, seq, size, md5, time_created) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO blobs (id, object_id, upload_id, seq, size, md5, crc32c, time_created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(b.id.to_string())
     .bind(object.map(|o| o.to_string()))
@@ -376,6 +383,7 @@ async fn insert_blob(conn: &mut Conn, b: &Blob, object: Option<ObjectId>, upload
     .bind(b.seq)
     .bind(b.size as i64)
     .bind(&b.md5)
+    .bind(i64::from(b.crc32c))
     .bind(ts(now()))
     .execute(&mut *conn)
     .await?;
@@ -534,7 +542,7 @@ pub async fn upload_put_part(conn: &mut Conn, upload_id: UploadId, part: &Blob) 
 
 /// An upload's parts, by part number.
 pub async fn upload_parts(conn: &mut Conn, upload_id: UploadId) -> Result<Vec<Blob>> {
-    let rows = sqlx::query("SELECT id, seq, size, md5 FROM blobs WHERE upload_id = $1 ORDER BY seq")
+    let rows = sqlx::query("SELECT id, seq, size, md5, crc32c FROM blobs WHERE upload_id = $1 ORDER BY seq")
         .bind(upload_id.to_string())
         .fetch_all(&mut *conn)
         .await?;

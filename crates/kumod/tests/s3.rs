@@ -236,6 +236,37 @@ fn quotas_count_objects_and_bytes() {
 }
 
 #[test]
+fn lifecycle_rules_expire_objects_and_abort_uploads_under_their_prefix() {
+    if clients().is_none() {
+        return;
+    }
+    let mut t = tenants(&[]);
+    t.boto3("lifecycle_set", &[]);
+    // Two days pass for everything in the bucket.
+    t.k.kill9();
+    common::with_store(&t.k, async |conn| {
+        let old = (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        sqlx::query("UPDATE objects SET time_modified = $1").bind(&old).execute(&mut *conn).await.expect("age objects");
+        sqlx::query("UPDATE multipart_uploads SET time_created = $1")
+            .bind(&old)
+            .execute(&mut *conn)
+            .await
+            .expect("age uploads");
+    });
+    // The start-up sweep applies the rules before the endpoint serves.
+    t.k.restart();
+    let addr = std::fs::read_to_string(t.k.data_dir().join("s3.addr")).expect("s3.addr");
+    t.endpoint = format!("http://{}", addr.trim());
+    t.boto3("lifecycle_check", &[]);
+    let (_, v) = t.k.get("/v1/projects/demo/quotas");
+    assert_eq!(v["used"]["objects"], 2, "expired objects released from the quota: {v}");
+    let (_, v) = t.k.get("/v1/events?project=demo&limit=1000");
+    let expired: Vec<&Value> = v["items"].as_array().unwrap().iter().filter(|e| e["kind"] == "expired").collect();
+    assert_eq!(expired.len(), 2, "{v}");
+    assert!(expired.iter().all(|e| e["cause"].as_str().unwrap_or("").contains("lifecycle rule 'logs'")), "{v}");
+}
+
+#[test]
 fn virtual_host_style_requests() {
     if clients().is_none() {
         return;
@@ -491,4 +522,32 @@ fn kumo_bucket_commands_show_what_buckets_hold_and_switch_public_read() {
     assert!(ok, "{out}");
     let (ok, out) = kumo("alice", &["bucket", "view", "site", "--project", "demo"]);
     assert!(!ok && out.contains("not found"), "{out}");
+}
+
+#[test]
+fn a_flipped_byte_on_disk_fails_the_read_instead_of_serving_wrong_data() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("data.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    t.aws_ok(&["s3", "mb", "s3://damage"]);
+    t.aws_ok(&["s3api", "put-object", "--bucket", "damage", "--key", "d.bin", "--body", &file.to_string_lossy()]);
+    t.aws_ok(&["s3api", "put-bucket-acl", "--bucket", "damage", "--acl", "public-read"]);
+    let url = format!("{}/damage/d.bin", t.endpoint);
+    let good = reqwest::blocking::get(&url).expect("GET").bytes().expect("whole body");
+    assert!(good[..] == data[..], "the undamaged object reads back");
+    let blobs = blob_files(t.k.data_dir());
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    let mut bytes = std::fs::read(&blobs[0]).unwrap();
+    bytes[1_234_567] ^= 0x10;
+    std::fs::write(&blobs[0], bytes).unwrap();
+    let damaged = reqwest::blocking::get(&url).expect("GET").bytes();
+    assert!(damaged.is_err(), "a damaged object was served whole: {} bytes", damaged.map(|b| b.len()).unwrap_or(0));
+    let out = t.aws("owner", &["s3", "cp", "s3://damage/d.bin", &dir.path().join("back.bin").to_string_lossy()]);
+    assert!(!out.status.success(), "the aws CLI copied a damaged object");
+    assert!(t.k.log_tail(200).contains("CRC32C mismatch"), "the damage is logged");
 }

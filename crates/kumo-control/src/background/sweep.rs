@@ -313,7 +313,8 @@ async fn apply_lifecycle(p: &mut Pass<'_>) -> anyhow::Result<()> {
                 for u in uploads.into_iter().filter(|u| u.time_created < before) {
                     let mut tx = p.app.store.begin().await?;
                     if let Some(bytes) = kumo_store::objects::upload_abort(&mut tx, u.id).await? {
-                        let release = kumo_store::quotas::QuotaAmounts { object_bytes: bytes as i64, ..Default::default() };
+                        let release =
+                            kumo_store::quotas::QuotaAmounts { object_bytes: bytes as i64, ..Default::default() };
                         kumo_store::quotas::release(&mut tx, b.project_id, release).await?;
                     }
                     tx.commit().await?;

@@ -299,6 +299,41 @@ def case_quota():
     print("ok quota")
 
 
+def case_lifecycle_set():
+    s3 = client()
+    s3.create_bucket(Bucket="life")
+    fails("NoSuchLifecycleConfiguration", s3.get_bucket_lifecycle_configuration, Bucket="life")
+    rules = [
+        {"ID": "logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 1},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+        {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": "keep/"}, "Expiration": {"Days": 1}},
+    ]
+    s3.put_bucket_lifecycle_configuration(Bucket="life", LifecycleConfiguration={"Rules": rules})
+    got = s3.get_bucket_lifecycle_configuration(Bucket="life")["Rules"]
+    assert [(r["ID"], r["Status"], r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in got] == [
+        ("logs", "Enabled", "logs/", 1), ("off", "Disabled", "keep/", 1)], got
+    fails("NotImplemented", s3.put_bucket_lifecycle_configuration, Bucket="life", LifecycleConfiguration={"Rules": [
+        {"ID": "t", "Status": "Enabled", "Filter": {"Prefix": ""}, "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}]})
+    fails("NotImplemented", s3.put_bucket_lifecycle_configuration, Bucket="life", LifecycleConfiguration={"Rules": [
+        {"ID": "d", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Date": datetime.datetime(2030, 1, 1)}}]})
+    fails("AccessDenied", client("viewer").put_bucket_lifecycle_configuration, Bucket="life",
+          LifecycleConfiguration={"Rules": rules})
+    for k in ["logs/a", "logs/b", "keep/c", "top"]:
+        s3.put_object(Bucket="life", Key=k, Body=k.encode())
+    s3.create_multipart_upload(Bucket="life", Key="logs/big")
+    print("ok lifecycle_set")
+
+
+def case_lifecycle_check():
+    s3 = client()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="life").get("Contents", [])]
+    assert keys == ["keep/c", "top"], keys
+    assert s3.list_multipart_uploads(Bucket="life").get("Uploads", []) == []
+    s3.delete_bucket_lifecycle(Bucket="life")
+    fails("NoSuchLifecycleConfiguration", s3.get_bucket_lifecycle_configuration, Bucket="life")
+    print("ok lifecycle_check")
+
+
 def case_revoked():
     """The key named by KEY_NAME was deleted: it must not work any more."""
     fails("InvalidAccessKeyId", client(os.environ["KEY_NAME"]).list_buckets)
