@@ -23,6 +23,8 @@ pub enum PriceKind {
     Image,
     /// Floating IPs, per hour
     FloatingIp,
+    /// Object storage (bucket contents), per GiB-month
+    ObjectStorage,
 }
 
 impl PriceKind {
@@ -34,6 +36,7 @@ impl PriceKind {
             PriceKind::Snapshot => "snapshot",
             PriceKind::Backup => "backup",
             PriceKind::Image => "image",
+            PriceKind::ObjectStorage => "object_storage",
             PriceKind::FloatingIp => "floating_ip",
         }
     }

@@ -71,6 +71,9 @@ pub enum Meter {
     Backup,
     /// A floating IP held by the project, attached or not (priced per hour by kind `floating_ip`).
     FloatingIp,
+    /// Object storage of a bucket (per GiB-month, kind `object_storage`), at the bytes of its
+    /// objects and upload parts (whole GiB, up).
+    ObjectStorage,
 }
 
 impl Meter {
@@ -82,6 +85,7 @@ impl Meter {
             Meter::Snapshot => ("snapshot", ""),
             Meter::Backup => ("backup", ""),
             Meter::FloatingIp => ("floating_ip", ""),
+            Meter::ObjectStorage => ("object_storage", ""),
         }
     }
 
@@ -329,6 +333,7 @@ pub fn instance_resource_type(m: &Meter) -> &'static str {
         Meter::Snapshot => "snapshot",
         Meter::Backup => "backup",
         Meter::FloatingIp => "floating_ip",
+        Meter::ObjectStorage => "bucket",
     }
 }
 

@@ -213,7 +213,12 @@ impl KumoS3 {
     ) -> S3Result<()> {
         kumo_control::app::quotas::charge(tx, a.bucket.project_id, &a.bucket.project_name, amounts(objects, bytes))
             .await
-            .map_err(quota_err)
+            .map_err(quota_err)?;
+        // And the bucket's stored bytes, which metering bills.
+        let cause = a.cause("s3_write");
+        kumo_control::app::buckets::account(tx, a.bucket.project_id, (a.bucket.id, &a.bucket.name), bytes, &cause)
+            .await
+            .map_err(|e| internal(e.internal.unwrap_or(e.message)))
     }
 
     /// Refuses early, before any byte is written, what would exceed the quota now (the charge at

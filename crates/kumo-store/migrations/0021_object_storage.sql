@@ -10,6 +10,8 @@ CREATE TABLE buckets (
     public_read BIGINT NOT NULL DEFAULT 0,
     -- Lifecycle rules (kumo_store::objects::LifecycleRule, a JSON list); NULL: none.
     lifecycle TEXT,
+    -- Bytes of its objects and of its uploads' parts (metering bills them per GiB-month).
+    bytes_stored BIGINT NOT NULL DEFAULT 0,
     time_created TEXT NOT NULL,
     time_modified TEXT NOT NULL,
     time_deleted TEXT

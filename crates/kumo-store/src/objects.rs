@@ -155,6 +155,21 @@ pub async fn objects_changed_before(
     rows.iter().map(object_from_row).collect()
 }
 
+/// Adds `delta` to a bucket's stored bytes: (before, after).
+pub async fn bucket_add_bytes(conn: &mut Conn, id: BucketId, delta: i64) -> Result<(u64, u64)> {
+    let before: i64 = sqlx::query_scalar("SELECT bytes_stored FROM buckets WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    let after = (before + delta).max(0);
+    sqlx::query("UPDATE buckets SET bytes_stored = $1 WHERE id = $2")
+        .bind(after)
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok((before as u64, after as u64))
+}
+
 pub async fn bucket_set_public_read(conn: &mut Conn, id: BucketId, public_read: bool) -> Result<()> {
     sqlx::query("UPDATE buckets SET public_read = $1, time_modified = $2 WHERE id = $3")
         .bind(i64::from(public_read))

@@ -96,7 +96,8 @@ fn each_quota_limit_refuses_with_403_naming_the_limit_and_changes_nothing() {
     assert_eq!(
         q["limits"],
         json!({"instances": null, "vcpus": null, "memory_gib": null, "storage_gib": null, "floating_ips": null,
-               "vpcs": 10, "images": 20, "snapshots": 100, "backups": 100}),
+               "vpcs": 10, "images": 20, "snapshots": 100, "backups": 100,
+               "objects": 1000000, "object_storage_gib": 100}),
         "{q}"
     );
     assert_eq!(q["used"]["instances"], 0, "{q}");
@@ -130,7 +131,7 @@ fn each_quota_limit_refuses_with_403_naming_the_limit_and_changes_nothing() {
     assert_eq!(
         before.0,
         json!({"instances": 2, "vcpus": 2, "memory_mib": 256, "storage_gib": 2, "floating_ips": 0,
-               "vpcs": 1, "images": 0, "snapshots": 0, "backups": 0})
+               "vpcs": 1, "images": 0, "snapshots": 0, "backups": 0, "objects": 0, "object_bytes": 0})
     );
 
     // Resize charges the difference; refused, nothing changes.
@@ -148,7 +149,7 @@ fn each_quota_limit_refuses_with_403_naming_the_limit_and_changes_nothing() {
     assert_eq!(
         used(&k, "shop"),
         json!({"instances": 2, "vcpus": 3, "memory_mib": 1152, "storage_gib": 11, "floating_ips": 0,
-               "vpcs": 1, "images": 0, "snapshots": 0, "backups": 0})
+               "vpcs": 1, "images": 0, "snapshots": 0, "backups": 0, "objects": 0, "object_bytes": 0})
     );
 
     // Operators see every project's use.
@@ -165,7 +166,7 @@ fn each_quota_limit_refuses_with_403_naming_the_limit_and_changes_nothing() {
     assert_eq!(
         used(&k, "shop"),
         json!({"instances": 0, "vcpus": 0, "memory_mib": 0, "storage_gib": 0, "floating_ips": 0,
-               "vpcs": 1, "images": 0, "snapshots": 0, "backups": 0})
+               "vpcs": 1, "images": 0, "snapshots": 0, "backups": 0, "objects": 0, "object_bytes": 0})
     );
 
     // Bad limits are 400; unknown projects 404.

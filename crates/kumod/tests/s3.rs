@@ -551,3 +551,46 @@ fn a_flipped_byte_on_disk_fails_the_read_instead_of_serving_wrong_data() {
     assert!(!out.status.success(), "the aws CLI copied a damaged object");
     assert!(t.k.log_tail(200).contains("CRC32C mismatch"), "the damage is logged");
 }
+
+#[test]
+fn object_storage_is_metered_in_gib_months_on_the_usage_page() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    let (s, v) = t.k.send_put("/v1/system/prices", json!({"kind": "object_storage", "unit_price": "100.00"}));
+    assert_eq!(s, 200, "{v}");
+    let dir = tempfile::tempdir().expect("dir");
+    let small = dir.path().join("small");
+    std::fs::write(&small, vec![7u8; 4096]).unwrap();
+    t.aws_ok(&["s3", "mb", "s3://metered"]);
+    t.aws_ok(&["s3", "cp", &small.to_string_lossy(), "s3://metered/a"]);
+    t.aws_ok(&["s3", "cp", &small.to_string_lossy(), "s3://metered/b"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    t.aws_ok(&["s3", "rm", "s3://metered/", "--recursive"]);
+    t.aws_ok(&["s3", "rb", "s3://metered"]);
+    // created (0 B), resized to 1 GiB (rounded up) by the first PUT only, resized to 0 by the last
+    // delete, deleted: whole GiB for the ~2.5 s the bucket held anything.
+    let (_, v) = t.k.get("/v1/events?project=demo&limit=1000");
+    let resized: Vec<&Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource_type"] == "bucket" && e["kind"] == "resized")
+        .collect();
+    assert_eq!(resized.len(), 2, "one event per GiB crossed, not per PUT: {v}");
+    let (s, usage) = t.k.get("/v1/projects/demo/usage");
+    assert_eq!(s, 200, "{usage}");
+    let line = usage["items"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["resource_type"] == "bucket"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no bucket line: {usage}"));
+    assert_eq!(
+        (line["unit"].as_str(), line["unit_price"].as_str(), line["resource"].as_str()),
+        (Some("GiB-second"), Some("100.00"), Some("metered")),
+        "{line}"
+    );
+    let q = line["quantity"].as_i64().expect("quantity");
+    assert!((2..=6).contains(&q), "1 GiB for ~2.5 s: {line}");
+}

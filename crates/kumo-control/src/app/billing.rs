@@ -26,7 +26,7 @@ use kumo_types::billing::{
 use kumo_types::{money, ErrorCode, NameOrId, ProjectId, ProjectView, VolumeState};
 
 /// Price kinds: (kind, price unit).
-pub const PRICE_KINDS: [(&str, &str); 7] = [
+pub const PRICE_KINDS: [(&str, &str); 8] = [
     ("instance_type", "hour"),
     ("disk", "GiB-month"),
     ("volume", "GiB-month"),
@@ -34,6 +34,7 @@ pub const PRICE_KINDS: [(&str, &str); 7] = [
     ("backup", "GiB-month"),
     ("image", "GiB-month"),
     ("floating_ip", "hour"),
+    ("object_storage", "GiB-month"),
 ];
 
 fn price_unit(kind: &str) -> &'static str {
@@ -220,6 +221,7 @@ async fn storage_lines(
         ("volume", Meter::Volume, "size_gib"),
         ("snapshot", Meter::Snapshot, "size_gib"),
         ("volume_backup", Meter::Backup, "bytes_stored"),
+        ("bucket", Meter::ObjectStorage, "bytes_stored"),
     ] {
         let carry = [Carry::Lifecycle, Carry::DetailWith(size_key)];
         let rows = meter_rows(conn, via, project_id, resource_type, &carry, from, to).await?;
@@ -231,7 +233,9 @@ async fn storage_lines(
                         r.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
                     let gib = match meter {
                         // What the backup really stored, in whole GiB (rounded up).
-                        Meter::Backup => detail["bytes_stored"].as_i64().map(|b| (b + (1 << 30) - 1) >> 30),
+                        Meter::Backup | Meter::ObjectStorage => {
+                            detail["bytes_stored"].as_i64().map(|b| (b + (1 << 30) - 1) >> 30)
+                        }
                         _ => detail["size_gib"].as_i64(),
                     };
                     let exists = match (r.kind.as_str(), r.to_state) {

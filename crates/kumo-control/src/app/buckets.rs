@@ -82,7 +82,9 @@ pub async fn create(app: &App, ctx: &OpContext, project: Option<&str>, c: &Bucke
         Err(e) => return Err(e.into()),
     };
     let cause = ctx.cause("bucket_create");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "bucket", b.id, &b.name, "created", &cause)).await?;
+    let mut created = event(p.id, "bucket", b.id, &b.name, "created", &cause);
+    created.detail = Some(serde_json::json!({"bytes_stored": 0}).to_string());
+    let ev = kumo_store::events::record(&mut tx, &created).await?;
     let v = kumo_store::objects::bucket_view(&mut tx, p.id, &b.name)
         .await?
         .ok_or_else(|| ApiError::internal("bucket vanished"))?;
@@ -111,5 +113,29 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, bucket: &
     let ev = kumo_store::events::record(&mut tx, &event(p.id, "bucket", b.id, &b.name, "deleted", &cause)).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     app.events.publish(Some(p.id), Some(&p.name), ev);
+    Ok(())
+}
+
+/// Accounts a change of `delta` bytes in a bucket's objects and upload parts, in the caller's
+/// transaction. Metering bills object storage in whole GiB (rounded up, as backups), so a
+/// `resized` event with `bytes_stored` is recorded only when that whole number changes: one event
+/// per GiB crossed, not one per PUT.
+pub async fn account(
+    tx: &mut kumo_store::Conn,
+    project_id: kumo_types::ProjectId,
+    bucket: (kumo_types::BucketId, &str),
+    delta: i64,
+    cause: &str,
+) -> ApiResult<()> {
+    if delta == 0 {
+        return Ok(());
+    }
+    let (before, after) = kumo_store::objects::bucket_add_bytes(tx, bucket.0, delta).await?;
+    let gib = |b: u64| b.div_ceil(1 << 30);
+    if gib(before) != gib(after) {
+        let mut e = event(project_id, "bucket", bucket.0, bucket.1, "resized", cause);
+        e.detail = Some(serde_json::json!({"bytes_stored": after}).to_string());
+        kumo_store::events::record(tx, &e).await?;
+    }
     Ok(())
 }

@@ -237,6 +237,10 @@ async fn sweep_objects(p: &mut Pass<'_>) -> anyhow::Result<()> {
         if let Some(bytes) = kumo_store::objects::upload_abort(&mut tx, u.id).await? {
             let release = kumo_store::quotas::QuotaAmounts { object_bytes: bytes as i64, ..Default::default() };
             kumo_store::quotas::release(&mut tx, bucket.project_id, release).await?;
+            let cause = "sweep: an abandoned multipart upload expired";
+            crate::app::buckets::account(&mut tx, bucket.project_id, (bucket.id, &bucket.name), -(bytes as i64), cause)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.internal.unwrap_or(e.message)))?;
         }
         tx.commit().await?;
         tracing::info!(upload = %u.id, key = %u.key, "object storage: an abandoned multipart upload expired");
@@ -293,6 +297,9 @@ async fn apply_lifecycle(p: &mut Pass<'_>) -> anyhow::Result<()> {
                             ..Default::default()
                         };
                         kumo_store::quotas::release(&mut tx, b.project_id, release).await?;
+                        crate::app::buckets::account(&mut tx, b.project_id, (b.id, &b.name), -(size as i64), &cause)
+                            .await
+                            .map_err(|e| anyhow::anyhow!(e.internal.unwrap_or(e.message)))?;
                         let name = format!("{}/{}", b.name, o.key);
                         let ev = crate::app::vpcs::event(b.project_id, "object", o.id, &name, "expired", &cause);
                         let ev = kumo_store::events::record(&mut tx, &ev).await?;
