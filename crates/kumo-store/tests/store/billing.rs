@@ -21,6 +21,8 @@ async fn quotas_charge_conditionally_and_never_overshoot(store: &Store) {
         images: Some(quotas::DEFAULT_IMAGES),
         snapshots: Some(quotas::DEFAULT_SNAPSHOTS),
         backups: Some(quotas::DEFAULT_BACKUPS),
+        objects: Some(quotas::DEFAULT_OBJECTS),
+        object_bytes: Some(quotas::DEFAULT_OBJECT_BYTES),
         ..Default::default()
     };
     assert_eq!((q.limits, q.used), (defaults, QuotaAmounts::default()));
