@@ -47,14 +47,14 @@ timeout --kill-after=30s "${KUMO_TEST_TIMEOUT:-50m}" cargo test --locked --works
 if [ "$rc" -eq 124 ]; then
     echo "test.sh: the tests did not finish within ${KUMO_TEST_TIMEOUT:-50m}; the last 'Running' line names the binary" >&2
 fi
-echo "== API, authorisation and billing tests on PostgreSQL"
+echo "== API, authorisation, billing and S3 tests on PostgreSQL"
 # The same test binaries again, each kumod on a fresh PostgreSQL database of its own (the harness,
 # crates/kumod/tests/common/mod.rs, creates and drops it; it fails if PostgreSQL is not there).
 # Measured on a loaded 2-core machine (debug build): 145 s, against 37 s for the same three on SQLite
 # (each kumod's CREATE DATABASE, migrations and DROP DATABASE cost about 2.5 s).
 pg_rc=0
 KUMO_TEST_DATABASE=postgres timeout --kill-after=30s "${KUMO_TEST_PG_TIMEOUT:-20m}" \
-    cargo test --locked -p kumod --test api --test authz --test billing || pg_rc=$?
+    cargo test --locked -p kumod --test api --test authz --test billing --test s3 || pg_rc=$?
 if [ "$pg_rc" -eq 124 ]; then
     echo "test.sh: the PostgreSQL pass did not finish within ${KUMO_TEST_PG_TIMEOUT:-20m}" >&2
 fi

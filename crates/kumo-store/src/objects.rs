@@ -183,7 +183,7 @@ pub async fn bucket_set_public_read(conn: &mut Conn, id: BucketId, public_read: 
 /// Objects and bytes stored in a bucket (completed objects; parts of uploads in progress are
 /// counted by [`upload_bytes`]).
 pub async fn bucket_usage(conn: &mut Conn, id: BucketId) -> Result<(u64, u64)> {
-    let r = sqlx::query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects WHERE bucket_id = $1")
+    let r = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM objects WHERE bucket_id = $1")
         .bind(id.to_string())
         .fetch_one(&mut *conn)
         .await?;
@@ -193,14 +193,14 @@ pub async fn bucket_usage(conn: &mut Conn, id: BucketId) -> Result<(u64, u64)> {
 /// Objects and bytes stored by every bucket of a project (with the parts of its uploads).
 pub async fn project_usage(conn: &mut Conn, project_id: ProjectId) -> Result<(u64, u64)> {
     let r = sqlx::query(
-        "SELECT COUNT(o.id), COALESCE(SUM(o.size), 0) FROM objects o JOIN buckets b ON b.id = o.bucket_id \
+        "SELECT COUNT(o.id), CAST(COALESCE(SUM(o.size), 0) AS BIGINT) FROM objects o JOIN buckets b ON b.id = o.bucket_id \
          WHERE b.project_id = $1",
     )
     .bind(project_id.to_string())
     .fetch_one(&mut *conn)
     .await?;
     let parts: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(bl.size), 0) FROM blobs bl JOIN multipart_uploads u ON u.id = bl.upload_id \
+        "SELECT CAST(COALESCE(SUM(bl.size), 0) AS BIGINT) FROM blobs bl JOIN multipart_uploads u ON u.id = bl.upload_id \
          JOIN buckets b ON b.id = u.bucket_id WHERE b.project_id = $1",
     )
     .bind(project_id.to_string())
@@ -220,7 +220,7 @@ pub async fn bucket_delete(conn: &mut Conn, id: BucketId) -> Result<Option<u64>>
         return Ok(None);
     }
     let parts: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE upload_id IN (SELECT id FROM multipart_uploads WHERE bucket_id = $1)",
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE upload_id IN (SELECT id FROM multipart_uploads WHERE bucket_id = $1)",
     )
     .bind(id.to_string())
     .fetch_one(&mut *conn)
@@ -240,7 +240,7 @@ pub async fn bucket_delete(conn: &mut Conn, id: BucketId) -> Result<Option<u64>>
 
 const VIEW_COLS: &str = "b.id, b.name, p.name, b.public_read, \
     (SELECT COUNT(*) FROM objects o WHERE o.bucket_id = b.id), \
-    (SELECT COALESCE(SUM(o.size), 0) FROM objects o WHERE o.bucket_id = b.id), \
+    (SELECT CAST(COALESCE(SUM(o.size), 0) AS BIGINT) FROM objects o WHERE o.bucket_id = b.id), \
     (SELECT COUNT(*) FROM multipart_uploads u WHERE u.bucket_id = b.id), b.time_created";
 
 fn view_from_row(r: &AnyRow) -> Result<kumo_types::BucketView> {
@@ -540,12 +540,13 @@ pub async fn upload_put_part(conn: &mut Conn, upload_id: UploadId, part: &Blob) 
     if live.is_none() {
         return Ok(None);
     }
-    let replaced: i64 =
-        sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE upload_id = $1 AND seq = $2")
-            .bind(upload_id.to_string())
-            .bind(part.seq)
-            .fetch_one(&mut *conn)
-            .await?;
+    let replaced: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE upload_id = $1 AND seq = $2",
+    )
+    .bind(upload_id.to_string())
+    .bind(part.seq)
+    .fetch_one(&mut *conn)
+    .await?;
     sqlx::query("DELETE FROM blobs WHERE upload_id = $1 AND seq = $2")
         .bind(upload_id.to_string())
         .bind(part.seq)
@@ -590,10 +591,11 @@ pub async fn upload_complete(
 /// Removes an upload and its parts' rows (their blobs become orphans): the bytes of those parts,
 /// or None when it was gone.
 pub async fn upload_abort(conn: &mut Conn, upload_id: UploadId) -> Result<Option<u64>> {
-    let bytes: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE upload_id = $1")
-        .bind(upload_id.to_string())
-        .fetch_one(&mut *conn)
-        .await?;
+    let bytes: i64 =
+        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE upload_id = $1")
+            .bind(upload_id.to_string())
+            .fetch_one(&mut *conn)
+            .await?;
     sqlx::query("DELETE FROM blobs WHERE upload_id = $1").bind(upload_id.to_string()).execute(&mut *conn).await?;
     let r = sqlx::query("DELETE FROM multipart_uploads WHERE id = $1")
         .bind(upload_id.to_string())

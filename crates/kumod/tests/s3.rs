@@ -153,9 +153,10 @@ impl Tenants {
         let out = self.aws("owner", args);
         assert!(
             out.status.success(),
-            "aws {args:?}: {}{}",
+            "aws {args:?}: {}{}\n--- kumod log:\n{}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            self.k.log_tail(15)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
