@@ -2,7 +2,7 @@
 //! ETags that match, every part but the last at least 5 MiB), abort, list parts, list uploads.
 //! Parts stay the blobs they were written as; completing names them, in order, as the object's.
 
-use crate::service::{etag, internal, store_err, timestamp, upload_id, KumoS3, StoredHeaders};
+use crate::service::{data_err, etag, internal, store_err, timestamp, upload_id, KumoS3, StoredHeaders};
 use kumo_control::context::Access;
 use md5::{Digest, Md5};
 use s3s::dto::*;
@@ -62,17 +62,7 @@ pub(crate) async fn upload_part(
     let (blob, sums) =
         s3.write_body(i.body.take(), &req.headers, req.trailing_headers, i64::from(i.part_number)).await?;
     let md5 = blob.md5.clone();
-    let mut tx = s3.app.store.begin().await.map_err(store_err)?;
-    let recorded = match kumo_store::objects::upload_put_part(&mut tx, uid, &blob).await.map_err(store_err)? {
-        None => Err(s3_error!(NoSuchUpload)),
-        Some(replaced) => s3.charge(&mut tx, &a, 0, blob.size as i64 - replaced as i64).await,
-    };
-    if let Err(e) = recorded {
-        drop(tx);
-        let _ = s3.app.objects.remove(blob.id.get()).await;
-        return Err(e);
-    }
-    tx.commit().await.map_err(|e| store_err(e.into()))?;
+    record_part(s3, &a, uid, &blob).await?;
     let g = |n: &str| sums.get(n).cloned();
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(etag(&md5)),
@@ -81,6 +71,92 @@ pub(crate) async fn upload_part(
         checksum_crc64nvme: g("crc64nvme"),
         checksum_sha1: g("sha1"),
         checksum_sha256: g("sha256"),
+        ..Default::default()
+    }))
+}
+
+/// Names a durable blob as a part of an upload and charges it, in one transaction; the blob is
+/// removed when that fails (the upload went meanwhile, the quota is full).
+async fn record_part(
+    s3: &KumoS3,
+    a: &crate::service::Authorised,
+    uid: kumo_types::UploadId,
+    blob: &kumo_store::objects::Blob,
+) -> S3Result<()> {
+    let mut tx = s3.app.store.begin().await.map_err(store_err)?;
+    let recorded = match kumo_store::objects::upload_put_part(&mut tx, uid, blob).await.map_err(store_err)? {
+        None => Err(s3_error!(NoSuchUpload)),
+        Some(replaced) => s3.charge(&mut tx, a, 0, blob.size as i64 - replaced as i64).await,
+    };
+    if let Err(e) = recorded {
+        drop(tx);
+        let _ = s3.app.objects.remove(blob.id.get()).await;
+        return Err(e);
+    }
+    tx.commit().await.map_err(|e| store_err(e.into()))
+}
+
+/// `UploadPartCopy`: a part made of (a range of) an existing object, copied on the server (what
+/// the aws CLI does to copy objects over its multipart threshold).
+pub(crate) async fn upload_part_copy(
+    s3: &KumoS3,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let a = s3.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
+    let i = req.input;
+    if !(1..=MAX_PART_NUMBER).contains(&i.part_number) {
+        return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
+    }
+    let uid = upload_id(&i.upload_id)?;
+    {
+        let mut conn = s3.app.store.read().await.map_err(store_err)?;
+        let u = kumo_store::objects::upload_get(&mut conn, a.bucket.id, uid).await.map_err(store_err)?;
+        if u.is_none_or(|u| u.key != i.key) {
+            return Err(s3_error!(NoSuchUpload));
+        }
+    }
+    let conditions = (
+        &i.copy_source_if_match,
+        &i.copy_source_if_none_match,
+        i.copy_source_if_modified_since,
+        i.copy_source_if_unmodified_since,
+    );
+    let (_, o) = s3.copy_source(&req.credentials, &a, &i.copy_source, conditions).await?;
+    let range = match &i.copy_source_range {
+        None => 0..o.size,
+        Some(r) => {
+            let bad = || {
+                s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy")
+            };
+            let (first, last) = r.strip_prefix("bytes=").and_then(|r| r.split_once('-')).ok_or_else(bad)?;
+            let (first, last): (u64, u64) = (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
+            if first > last || last >= o.size {
+                return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
+            }
+            first..last + 1
+        }
+    };
+    if range.end - range.start > crate::service::MAX_PUT_BYTES {
+        return Err(s3_error!(EntityTooLarge, "a copied part is at most 5 GiB"));
+    }
+    s3.precheck(&a, 0, (range.end - range.start) as i64).await?;
+    let body = s3.read_range(&o, range).await?;
+    let id: kumo_types::BlobId = kumo_store::new_id();
+    let w = s3.app.objects.write(id.get(), body, crate::service::MAX_PUT_BYTES).await.map_err(data_err)?;
+    let blob = kumo_store::objects::Blob {
+        id,
+        seq: i64::from(i.part_number),
+        size: w.size,
+        md5: hex::encode(w.md5),
+        crc32c: w.crc32c,
+    };
+    record_part(s3, &a, uid, &blob).await?;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(etag(&blob.md5)),
+            last_modified: Some(timestamp(chrono::Utc::now())),
+            ..Default::default()
+        }),
         ..Default::default()
     }))
 }

@@ -194,12 +194,41 @@ impl KumoS3 {
         }
     }
 
-    async fn object(&self, bucket: &Bucket, key: &str) -> S3Result<Object> {
+    pub(crate) async fn object(&self, bucket: &Bucket, key: &str) -> S3Result<Object> {
         let mut conn = self.app.store.read().await.map_err(store_err)?;
         kumo_store::objects::object_get(&mut conn, bucket.id, key)
             .await
             .map_err(store_err)?
             .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))
+    }
+
+    /// The source of a copy (`CopyObject`, `UploadPartCopy`): an object the caller may read, in a
+    /// bucket of the destination's project, whose `x-amz-copy-source-if-*` conditions hold.
+    pub(crate) async fn copy_source(
+        &self,
+        creds: &Option<Credentials>,
+        dest: &Authorised,
+        source: &CopySource,
+        (if_match, if_none_match, if_modified_since, if_unmodified_since): (
+            &Option<ETagCondition>,
+            &Option<ETagCondition>,
+            Option<Timestamp>,
+            Option<Timestamp>,
+        ),
+    ) -> S3Result<(Bucket, Object)> {
+        let CopySource::Bucket { bucket, key, version_id } = source else {
+            return Err(s3_error!(NotImplemented, "copying from an access point is not supported"));
+        };
+        if version_id.is_some() {
+            return Err(s3_error!(NotImplemented, "object versions are not supported yet"));
+        }
+        let src = self.bucket(creds, bucket, Access::Read).await?;
+        if src.bucket.project_id != dest.bucket.project_id {
+            return Err(s3_error!(AccessDenied, "copies are between buckets of one project"));
+        }
+        let o = self.object(&src.bucket, key).await?;
+        check_conditions(&o, if_match, if_none_match, if_modified_since, if_unmodified_since)?;
+        Ok((src.bucket, o))
     }
 
     /// Charges `objects` and `bytes` (released when negative) to the project's object storage
@@ -729,26 +758,16 @@ impl S3 for KumoS3 {
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let a = self.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
         let input = req.input;
-        let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &input.copy_source else {
-            return Err(s3_error!(NotImplemented, "copying from an access point is not supported"));
-        };
-        if version_id.is_some() {
-            return Err(s3_error!(NotImplemented, "object versions are not supported yet"));
-        }
-        let src = self.bucket(&req.credentials, src_bucket, Access::Read).await?;
-        if src.bucket.project_id != a.bucket.project_id {
-            return Err(s3_error!(AccessDenied, "copies are between buckets of one project"));
-        }
-        let o = self.object(&src.bucket, src_key).await?;
-        check_conditions(
-            &o,
+        let conditions = (
             &input.copy_source_if_match,
             &input.copy_source_if_none_match,
             input.copy_source_if_modified_since,
             input.copy_source_if_unmodified_since,
-        )?;
+        );
+        let (src, o) = self.copy_source(&req.credentials, &a, &input.copy_source, conditions).await?;
+        let src_key = &o.key;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == "REPLACE");
-        if !replace && src.bucket.id == a.bucket.id && **src_key == *input.key {
+        if !replace && src.id == a.bucket.id && *src_key == input.key {
             return Err(s3_error!(InvalidRequest, "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."));
         }
         let headers = if replace {
@@ -799,6 +818,13 @@ impl S3 for KumoS3 {
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         crate::multipart::upload_part(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        crate::multipart::upload_part_copy(self, req).await
     }
 
     async fn complete_multipart_upload(

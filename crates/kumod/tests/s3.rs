@@ -299,6 +299,16 @@ fn aws_cli_s3_and_s3api() {
         serde_json::from_str(&t.aws_ok(&["s3api", "head-object", "--bucket", "photos", "--key", "big.iso"]))
             .expect("json");
     assert!(head["ETag"].as_str().unwrap_or("").contains('-'), "a multipart ETag: {head}");
+    // A server-side copy over the CLI's multipart threshold: CreateMultipartUpload + UploadPartCopy.
+    t.aws_ok(&["s3", "mb", "s3://photos-copy"]);
+    t.aws_ok(&["s3", "cp", "s3://photos/big.iso", "s3://photos-copy/big.iso"]);
+    let copy = dir.path().join("copy.iso");
+    t.aws_ok(&["s3", "cp", "s3://photos-copy/big.iso", &copy.to_string_lossy()]);
+    assert!(std::fs::read(&copy).expect("read") == data, "the server-side copy differs");
+    let (_, v) = t.k.get("/v1/events?project=demo&limit=1000");
+    let put = v["items"].as_array().unwrap().iter().find(|e| e["resource_name"] == "photos-copy/big.iso").cloned();
+    let cause = put.map(|e| e["cause"].to_string()).unwrap_or_default();
+    assert!(cause.contains("s3_complete_multipart_upload"), "the copy was a multipart upload of copied parts: {cause}");
     let url = t.aws_ok(&["s3", "presign", "s3://photos/docs/small.txt", "--expires-in", "300"]);
     let body = reqwest::blocking::get(url.trim()).expect("GET presigned").bytes().expect("body");
     assert_eq!(&body[..], b"small\n");
@@ -307,7 +317,7 @@ fn aws_cli_s3_and_s3api() {
     t.aws_ok(&["s3", "rm", "s3://photos/", "--recursive"]);
     t.aws_ok(&["s3", "rb", "s3://photos"]);
     let ls = t.aws_ok(&["s3", "ls"]);
-    assert!(!ls.contains("photos"), "{ls}");
+    assert!(!ls.contains("photos\n") && ls.contains("photos-copy"), "{ls}");
     // Bad input: an invalid bucket name, a viewer writing.
     let out = t.aws("owner", &["s3api", "create-bucket", "--bucket", "UPPER_case"]);
     assert!(
