@@ -41,7 +41,7 @@ pub struct BucketUpdate {
 pub struct BucketCreate {
     /// Name, unique on the endpoint: 3-63 characters of lower-case letters, digits, dots and
     /// hyphens, beginning and ending with a letter or digit, not shaped like an IP address.
-    #[schema(min_length = 3, max_length = 63)]
+    #[schema(min_length = 3, max_length = 63, pattern = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
     pub name: String,
     /// Let anyone read its objects (the canned ACL `public-read`); default private.
     #[serde(default)]

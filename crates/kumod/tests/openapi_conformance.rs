@@ -120,6 +120,12 @@ impl Context {
             }
             ("PriceSet", "name") => return Some(None),
             ("MemberAdd", "user") => json!(self.existing["user"]),
+            // Bucket names have rules no regular expression the generator takes states whole
+            // (3-63 characters, no "..", not shaped like an IP address): fresh valid ones.
+            ("BucketCreate", "name") => {
+                self.next_net += 1;
+                json!(format!("bucket-{}", self.next_net))
+            }
             _ => return None,
         };
         Some(Some(v))
@@ -699,6 +705,9 @@ fn the_openapi_document_tells_the_whole_truth() {
                 continue;
             }
             match &case.broken {
+                // A fixture reference (a volume) from another project than the fixture's (the
+                // random `project` of 15 % of the requests) is a bad reference: 400, documented.
+                None if status == 400 && text.contains("does not exist in project") => valid_ok += 1,
                 None if status == 400 => mismatches.push(format!("document-valid request refused: {what}")),
                 None => valid_ok += 1,
                 Some(_) if !(400..500).contains(&status) => {
