@@ -476,6 +476,14 @@ pub(crate) fn control_config(
     }
 }
 
+/// Writes a listener's address file whole (a reader never sees it half-written).
+fn write_addr(path: &Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let tmp = path.with_extension("addr.tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// Serves the API and the dashboard on `args.listen` until SIGTERM / Ctrl-C (writing the address
 /// chosen to DATA_DIR/kumod.addr).
 pub(crate) async fn serve_api(
@@ -484,31 +492,32 @@ pub(crate) async fn serve_api(
     data_dir: &Path,
     tls: Option<tls::ServerTls>,
 ) -> anyhow::Result<()> {
+    // The object storage endpoint (kumo-s3), on its own listener. Its address is written before
+    // kumod.addr, which tells scripts and tests that kumod serves: both are there by then.
+    let s3 = tokio::net::TcpListener::bind(args.s3_listen)
+        .await
+        .with_context(|| format!("listen on {} for the S3 endpoint (--s3-listen)", args.s3_listen))?;
+    let s3_addr = s3.local_addr()?;
+    write_addr(&data_dir.join("s3.addr"), s3_addr)?;
+    let domains = args.s3_domains.clone();
+    kumo_s3::service(app.clone(), &domains)?; // refuses bad --s3-domain values before serving
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    std::fs::write(data_dir.join("kumod.addr"), format!("{addr}\n"))?;
+    let s3_app = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = kumo_s3::serve(s3_app, &domains, s3).await {
+            tracing::error!(error = %format!("{e:#}"), "the S3 endpoint stopped");
+        }
+    });
+    write_addr(&data_dir.join("kumod.addr"), addr)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("kumod listening on {scheme}://{addr} (data dir {})", data_dir.display());
     match &tls {
         Some(t) => println!("kumod listening on https://{addr} (certificate SHA-256 fingerprint {})", t.fingerprint),
         None => println!("kumod listening on http://{addr}"),
     }
-    // The object storage endpoint (kumo-s3), on its own listener.
-    let s3 = tokio::net::TcpListener::bind(args.s3_listen)
-        .await
-        .with_context(|| format!("listen on {} for the S3 endpoint (--s3-listen)", args.s3_listen))?;
-    let s3_addr = s3.local_addr()?;
-    std::fs::write(data_dir.join("s3.addr"), format!("{s3_addr}\n"))?;
     println!("kumod S3 endpoint on http://{s3_addr}");
-    let s3_app = app.clone();
-    let domains = args.s3_domains.clone();
-    kumo_s3::service(app.clone(), &domains)?; // refuses bad --s3-domain values before serving
-    tokio::spawn(async move {
-        if let Err(e) = kumo_s3::serve(s3_app, &domains, s3).await {
-            tracing::error!(error = %format!("{e:#}"), "the S3 endpoint stopped");
-        }
-    });
     // The dashboard (kumo-web) is served beside the API, at /.
     tls::serve(app, listener, tls, shutdown_signal()).await
 }

@@ -12,7 +12,7 @@
 //! |--------------------------------------------|----------------------------------|------|
 //! | `kumo.db`, `kumo.db-wal`, `kumo.db-shm`    | the store (SQLite)               | kept |
 //! | `admin-token`, `host-id`, `cloud-id`       | first start                      | kept |
-//! | `kumod.lock`, `kumod.addr`, `master.key`   | every start / first encrypted volume | kept |
+//! | `kumod.lock`, `kumod.addr`, `s3.addr`, `master.key` | every start / first encrypted volume | kept |
 //! | `admin-token.tmp`, `master.tmp`            | writing those (crash before the rename) | **deleted** (a secret in clear) |
 //! | `host-id.tmp`, `cloud-id.tmp`              | writing those                    | quarantined (`ids`) |
 //! | `volumes/keys/<vol>.<rand>.secret`         | an unwrapped LUKS key handed to QEMU/qemu-img for one start | **deleted** at start; later when older than [`STALE`] |
