@@ -76,9 +76,8 @@ impl s3s::host::S3Host for Domains {
     }
 }
 
-/// Serves the S3 endpoint on `listener` until the process ends.
-pub async fn serve(app: Arc<App>, domains: &[String], listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let svc = service(app, domains)?;
+/// Serves `svc` (see [`service`]) on `listener` until the process ends.
+pub async fn serve(svc: s3s::service::S3Service, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let svc = axum::error_handling::HandleError::new(svc, |e: s3s::HttpError| async move {
         tracing::error!(error = ?e, "s3: request failed");
         axum::http::StatusCode::INTERNAL_SERVER_ERROR

@@ -47,17 +47,7 @@ pub(crate) async fn upload_part(
 ) -> S3Result<S3Response<UploadPartOutput>> {
     let a = s3.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
     let mut i = req.input;
-    if !(1..=MAX_PART_NUMBER).contains(&i.part_number) {
-        return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
-    }
-    let uid = upload_id(&i.upload_id)?;
-    {
-        let mut conn = s3.app.store.read().await.map_err(store_err)?;
-        let u = kumo_store::objects::upload_get(&mut conn, a.bucket.id, uid).await.map_err(store_err)?;
-        if u.is_none_or(|u| u.key != i.key) {
-            return Err(s3_error!(NoSuchUpload));
-        }
-    }
+    let uid = part_target(s3, &a, i.part_number, &i.upload_id, &i.key).await?;
     s3.precheck(&a, 0, i.content_length.unwrap_or(0)).await?;
     let (blob, sums) =
         s3.write_body(i.body.take(), &req.headers, req.trailing_headers, i64::from(i.part_number)).await?;
@@ -73,6 +63,26 @@ pub(crate) async fn upload_part(
         checksum_sha256: g("sha256"),
         ..Default::default()
     }))
+}
+
+/// Where a part goes: its number must be 1-10,000 and its upload live, of this bucket and key.
+async fn part_target(
+    s3: &KumoS3,
+    a: &crate::service::Authorised,
+    part_number: i32,
+    upload: &str,
+    key: &str,
+) -> S3Result<kumo_types::UploadId> {
+    if !(1..=MAX_PART_NUMBER).contains(&part_number) {
+        return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
+    }
+    let uid = upload_id(upload)?;
+    let mut conn = s3.app.store.read().await.map_err(store_err)?;
+    let u = kumo_store::objects::upload_get(&mut conn, a.bucket.id, uid).await.map_err(store_err)?;
+    if u.is_none_or(|u| u.key != key) {
+        return Err(s3_error!(NoSuchUpload));
+    }
+    Ok(uid)
 }
 
 /// Names a durable blob as a part of an upload and charges it, in one transaction; the blob is
@@ -104,17 +114,7 @@ pub(crate) async fn upload_part_copy(
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let a = s3.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
     let i = req.input;
-    if !(1..=MAX_PART_NUMBER).contains(&i.part_number) {
-        return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
-    }
-    let uid = upload_id(&i.upload_id)?;
-    {
-        let mut conn = s3.app.store.read().await.map_err(store_err)?;
-        let u = kumo_store::objects::upload_get(&mut conn, a.bucket.id, uid).await.map_err(store_err)?;
-        if u.is_none_or(|u| u.key != i.key) {
-            return Err(s3_error!(NoSuchUpload));
-        }
-    }
+    let uid = part_target(s3, &a, i.part_number, &i.upload_id, &i.key).await?;
     let conditions = (
         &i.copy_source_if_match,
         &i.copy_source_if_none_match,

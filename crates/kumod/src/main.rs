@@ -499,14 +499,13 @@ pub(crate) async fn serve_api(
         .with_context(|| format!("listen on {} for the S3 endpoint (--s3-listen)", args.s3_listen))?;
     let s3_addr = s3.local_addr()?;
     write_addr(&data_dir.join("s3.addr"), s3_addr)?;
-    let domains = args.s3_domains.clone();
-    kumo_s3::service(app.clone(), &domains)?; // refuses bad --s3-domain values before serving
+    // Built before serving: a bad --s3-domain refuses the start.
+    let s3_service = kumo_s3::service(app.clone(), &args.s3_domains)?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let s3_app = app.clone();
     tokio::spawn(async move {
-        if let Err(e) = kumo_s3::serve(s3_app, &domains, s3).await {
+        if let Err(e) = kumo_s3::serve(s3_service, s3).await {
             tracing::error!(error = %format!("{e:#}"), "the S3 endpoint stopped");
         }
     });
