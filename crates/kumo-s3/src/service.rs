@@ -4,7 +4,7 @@
 use crate::checksums::{hashing, Expected};
 use futures::{StreamExt, TryStreamExt};
 use kumo_control::app::access_keys::{self, S3Identity};
-use kumo_control::context::Access;
+use kumo_control::context::{Access, OpContext};
 use kumo_control::App;
 use kumo_objects::ByteStream;
 use kumo_store::objects::{Blob, Bucket, NewObject, Object};
@@ -27,15 +27,16 @@ pub struct KumoS3 {
 /// The caller of a request and the bucket it acts on, once authorised.
 pub(crate) struct Authorised {
     pub bucket: Bucket,
-    /// None: an anonymous reader of a public-read bucket.
-    pub who: Option<S3Identity>,
+    /// The caller (a key's user acting with their role in the key's project, or a dashboard
+    /// session); None: an anonymous reader of a public-read bucket.
+    pub who: Option<OpContext>,
 }
 
 impl Authorised {
     /// The cause recorded in the audit log.
     pub fn cause(&self, op: &str) -> String {
         match &self.who {
-            Some(w) => w.ctx.cause(op),
+            Some(ctx) => ctx.cause(op),
             None => format!("s3: {op} by an anonymous caller"),
         }
     }
@@ -182,14 +183,14 @@ impl KumoS3 {
             (Some(b), Some(w)) => {
                 if w.project_id != b.project_id {
                     if b.public_read && access == Access::Read {
-                        return Ok(Authorised { bucket: b, who: Some(w) });
+                        return Ok(Authorised { bucket: b, who: Some(w.ctx) });
                     }
                     return Err(denied());
                 }
                 w.ctx
                     .authorize_project(b.project_id, &b.project_name, access)
                     .map_err(|e| S3Error::with_message(S3ErrorCode::AccessDenied, e.message))?;
-                Ok(Authorised { bucket: b, who: Some(w) })
+                Ok(Authorised { bucket: b, who: Some(w.ctx) })
             }
         }
     }
@@ -466,7 +467,7 @@ impl S3 for KumoS3 {
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         let a = self.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
         let who = a.who.as_ref().ok_or_else(|| s3_error!(AccessDenied))?;
-        kumo_control::app::buckets::delete(&self.app, &who.ctx, Some(&a.bucket.project_name), &a.bucket.name)
+        kumo_control::app::buckets::delete(&self.app, who, Some(&a.bucket.project_name), &a.bucket.name)
             .await
             .map_err(|e| match e.code {
                 kumo_types::ErrorCode::InvalidState => {
@@ -516,12 +517,12 @@ impl S3 for KumoS3 {
             _ => return Err(s3_error!(NotImplemented, "only the canned ACLs private and public-read are supported")),
         };
         let who = a.who.as_ref().ok_or_else(|| s3_error!(AccessDenied))?;
-        if who.project_id != a.bucket.project_id {
-            return Err(s3_error!(AccessDenied, "Access Denied"));
-        }
+        // A key of another project reads a public-read bucket, never changes it.
+        who.authorize_project(a.bucket.project_id, &a.bucket.project_name, Access::Write)
+            .map_err(|_| s3_error!(AccessDenied, "Access Denied"))?;
         // The REST API's decision (kumo_control::app::buckets::update): owners only, audited.
         let update = kumo_types::BucketUpdate { public_read };
-        kumo_control::app::buckets::update(&self.app, &who.ctx, Some(&who.project_name), &a.bucket.name, &update)
+        kumo_control::app::buckets::update(&self.app, who, Some(&a.bucket.project_name), &a.bucket.name, &update)
             .await
             .map_err(|e| match e.code {
                 kumo_types::ErrorCode::Forbidden => S3Error::with_message(S3ErrorCode::AccessDenied, e.message),
