@@ -106,8 +106,9 @@ fn render_view(value: &Value) -> Result<String> {
         ("ID", b.id.to_string()),
         ("PROJECT", b.project),
         ("ACL", acl(b.public_read)),
+        ("VERSIONING", b.versioning.unwrap_or_else(|| "off".into())),
         ("OBJECTS", b.objects.to_string()),
-        ("SIZE", output::bytes(b.bytes as i64)),
+        ("SIZE (ALL VERSIONS)", output::bytes(b.bytes as i64)),
         ("UPLOADS IN PROGRESS", b.uploads.to_string()),
         ("CREATED", timestamp(b.time_created)),
     ];

@@ -23,6 +23,7 @@ mod lifecycle;
 mod listing;
 mod multipart;
 pub mod service;
+mod versions;
 
 use kumo_control::App;
 use std::sync::Arc;

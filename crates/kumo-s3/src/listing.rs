@@ -16,7 +16,19 @@ pub(crate) struct Page {
     pub last: Option<String>,
 }
 
-const BATCH: usize = 1000;
+pub(crate) const BATCH: usize = 1000;
+
+/// The common prefix `key` rolls up into: `prefix` and what follows it up to the first
+/// `delimiter` (None: no delimiter after the prefix, the key is listed itself).
+pub(crate) fn common_prefix(key: &str, prefix: &str, delimiter: Option<&str>) -> Option<String> {
+    let d = delimiter.filter(|d| !d.is_empty())?;
+    key[prefix.len()..].find(d).map(|i| key[..prefix.len() + i + d.len()].to_string())
+}
+
+/// Where a listing resumes after a common prefix: past every key under it.
+pub(crate) fn past(common_prefix: &str) -> String {
+    format!("{common_prefix}\u{10FFFF}")
+}
 
 /// Lists up to `max` keys and common prefixes of `bucket` after `after`.
 pub(crate) async fn page(
@@ -36,9 +48,7 @@ pub(crate) async fn page(
             .map_err(store_err)?;
         let full = batch.len() == BATCH;
         for o in batch {
-            let common = delimiter
-                .filter(|d| !d.is_empty())
-                .and_then(|d| o.key[prefix.len()..].find(d).map(|i| o.key[..prefix.len() + i + d.len()].to_string()));
+            let common = common_prefix(&o.key, prefix, delimiter);
             if out.objects.len() + out.prefixes.len() == max {
                 out.truncated = true;
                 break 'fetch;
@@ -47,12 +57,12 @@ pub(crate) async fn page(
                 Some(cp) => {
                     // A continuation from this very prefix: its keys were given already.
                     if after == Some(cp.as_str()) {
-                        cursor = Some(format!("{cp}\u{10FFFF}"));
+                        cursor = Some(past(&cp));
                         continue 'fetch;
                     }
                     out.last = Some(cp.clone());
                     // Skip every other key under this prefix.
-                    cursor = Some(format!("{cp}\u{10FFFF}"));
+                    cursor = Some(past(&cp));
                     out.prefixes.push(cp);
                     continue 'fetch;
                 }
@@ -70,7 +80,7 @@ pub(crate) async fn page(
     Ok(out)
 }
 
-fn max_keys(m: Option<i32>) -> S3Result<usize> {
+pub(crate) fn max_keys(m: Option<i32>) -> S3Result<usize> {
     match m {
         None => Ok(1000),
         Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),

@@ -2,7 +2,7 @@
 //! ETags that match, every part but the last at least 5 MiB), abort, list parts, list uploads.
 //! Parts stay the blobs they were written as; completing names them, in order, as the object's.
 
-use crate::service::{data_err, etag, internal, store_err, timestamp, upload_id, KumoS3, StoredHeaders};
+use crate::service::{data_err, etag, internal, store_err, timestamp, upload_id, version_shown, KumoS3, StoredHeaders};
 use kumo_control::context::Access;
 use md5::{Digest, Md5};
 use s3s::dto::*;
@@ -218,11 +218,12 @@ pub(crate) async fn complete(
         headers: &upload.headers,
         checksums: "{}",
     };
-    let (replaced, left_out) =
-        kumo_store::objects::upload_complete(&mut tx, uid, &new, &chosen).await.map_err(store_err)?;
-    // The parts were charged as they came: the object counts once, what it replaced and the parts
-    // left out are given back.
-    s3.charge(&mut tx, &a, i64::from(replaced.is_none()), -(left_out as i64) - replaced.unwrap_or(0) as i64).await?;
+    let (w, left_out) = kumo_store::objects::upload_complete(&mut tx, uid, &new, a.bucket.versioning, &chosen)
+        .await
+        .map_err(store_err)?;
+    // The parts were charged as they came: the object counts once, what it replaced for good and
+    // the parts left out are given back.
+    s3.charge_written(&mut tx, &a, &w, size, size + left_out).await?;
     let ev = s3
         .audit(
             &mut tx,
@@ -239,6 +240,7 @@ pub(crate) async fn complete(
         key: Some(i.key.clone()),
         e_tag: Some(etag(&etag_value)),
         location: Some(format!("/{}/{}", a.bucket.name, i.key)),
+        version_id: version_shown(&a.bucket, &w.version_id),
         ..Default::default()
     }))
 }

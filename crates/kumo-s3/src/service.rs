@@ -7,7 +7,7 @@ use kumo_control::app::access_keys::{self, S3Identity};
 use kumo_control::context::{Access, OpContext};
 use kumo_control::App;
 use kumo_objects::ByteStream;
-use kumo_store::objects::{Blob, Bucket, NewObject, Object};
+use kumo_store::objects::{Blob, Bucket, Deleted, NewObject, Object, Versioning, Written, NULL_VERSION};
 use kumo_types::BlobId;
 use s3s::auth::Credentials;
 use s3s::dto::*;
@@ -195,12 +195,36 @@ impl KumoS3 {
         }
     }
 
-    pub(crate) async fn object(&self, bucket: &Bucket, key: &str) -> S3Result<Object> {
+    /// A version of a key to read: the current object (None), or the version named, which must
+    /// not be a delete marker (S3: 405 MethodNotAllowed).
+    pub(crate) async fn object_at(&self, bucket: &Bucket, key: &str, version: Option<&str>) -> S3Result<Object> {
+        let version = version_arg(version)?;
         let mut conn = self.app.store.read().await.map_err(store_err)?;
-        kumo_store::objects::object_get(&mut conn, bucket.id, key)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))
+        let found = match version {
+            None => kumo_store::objects::object_get(&mut conn, bucket.id, key).await,
+            Some(v) => kumo_store::objects::object_version(&mut conn, bucket.id, key, v).await,
+        }
+        .map_err(store_err)?;
+        match (found, version) {
+            (Some(o), _) if !o.delete_marker => Ok(o),
+            // A delete marker: S3 says so in headers beside the error.
+            (Some(marker), asked) => {
+                let mut e = if asked.is_some() {
+                    s3_error!(MethodNotAllowed, "The specified method is not allowed against this resource.")
+                } else {
+                    s3_error!(NoSuchKey, "The specified key does not exist.")
+                };
+                let mut h = axum::http::HeaderMap::new();
+                h.insert("x-amz-delete-marker", axum::http::HeaderValue::from_static("true"));
+                if let Ok(v) = axum::http::HeaderValue::from_str(&marker.version_id) {
+                    h.insert("x-amz-version-id", v);
+                }
+                e.set_headers(h);
+                Err(e)
+            }
+            (None, None) => Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
+            (None, Some(_)) => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
+        }
     }
 
     /// The source of a copy (`CopyObject`, `UploadPartCopy`): an object the caller may read, in a
@@ -220,14 +244,11 @@ impl KumoS3 {
         let CopySource::Bucket { bucket, key, version_id } = source else {
             return Err(s3_error!(NotImplemented, "copying from an access point is not supported"));
         };
-        if version_id.is_some() {
-            return Err(s3_error!(NotImplemented, "object versions are not supported yet"));
-        }
         let src = self.bucket(creds, bucket, Access::Read).await?;
         if src.bucket.project_id != dest.bucket.project_id {
             return Err(s3_error!(AccessDenied, "copies are between buckets of one project"));
         }
-        let o = self.object(&src.bucket, key).await?;
+        let o = self.object_at(&src.bucket, key, version_id.as_deref()).await?;
         check_conditions(&o, if_match, if_none_match, if_modified_since, if_unmodified_since)?;
         Ok((src.bucket, o))
     }
@@ -331,14 +352,15 @@ impl KumoS3 {
         Ok(Box::pin(stream))
     }
 
-    async fn put(
+    /// Commits a written blob as the latest version of `key`: charged to the quota, audited.
+    pub(crate) async fn put(
         &self,
         a: &Authorised,
         key: &str,
         headers: StoredHeaders,
         blob: Blob,
         sums: BTreeMap<String, String>,
-    ) -> S3Result<String> {
+    ) -> S3Result<Stored> {
         let etag = blob.md5.clone();
         let mut tx = self.app.store.begin().await.map_err(store_err)?;
         let new = NewObject {
@@ -349,21 +371,55 @@ impl KumoS3 {
             headers: &headers.to_json(),
             checksums: &serde_json::to_string(&sums).unwrap_or_else(|_| "{}".into()),
         };
-        let (id, replaced) = kumo_store::objects::object_put(&mut tx, &new, &blob).await.map_err(store_err)?;
-        let charged = self
-            .charge(&mut tx, a, i64::from(replaced.is_none()), blob.size as i64 - replaced.unwrap_or(0) as i64)
-            .await;
+        let w = kumo_store::objects::object_put(&mut tx, &new, a.bucket.versioning, &blob).await.map_err(store_err)?;
+        let charged = self.charge_written(&mut tx, a, &w, blob.size, 0).await;
         if let Err(e) = charged {
             drop(tx);
             let _ = self.app.objects.remove(blob.id.get()).await;
             return Err(e);
         }
         let ev = self
-            .audit(&mut tx, a, ("object", id.get(), &format!("{}/{key}", a.bucket.name)), "put", "s3_put_object")
+            .audit(&mut tx, a, ("object", w.id.get(), &format!("{}/{key}", a.bucket.name)), "put", "s3_put_object")
             .await?;
         tx.commit().await.map_err(|e| store_err(e.into()))?;
         self.publish(a, ev);
-        Ok(etag)
+        Ok(Stored { etag, version_id: version_shown(&a.bucket, &w.version_id) })
+    }
+
+    /// Charges a new version of `size` bytes (`charged`: its bytes already charged, as an
+    /// upload's parts are), releasing what it replaced for good.
+    pub(crate) async fn charge_written(
+        &self,
+        tx: &mut kumo_store::Conn,
+        a: &Authorised,
+        w: &Written,
+        size: u64,
+        charged: u64,
+    ) -> S3Result<()> {
+        let objects = 1 - w.freed.objects as i64;
+        let bytes = size as i64 - charged as i64 - w.freed.bytes as i64;
+        self.charge(tx, a, objects, bytes).await
+    }
+}
+
+/// What a write made: the ETag and, in a bucket with versioning, the version id.
+pub(crate) struct Stored {
+    pub etag: String,
+    pub version_id: Option<String>,
+}
+
+/// The version id a response names: none in a bucket that never had versioning (S3 sends no
+/// `x-amz-version-id` there), else the version's (`null` included).
+pub(crate) fn version_shown(bucket: &Bucket, version_id: &str) -> Option<String> {
+    (bucket.versioning != Versioning::Unversioned || version_id != NULL_VERSION).then(|| version_id.to_string())
+}
+
+/// Checks a request's version id: `null` or one this endpoint gives (32 hex digits).
+pub(crate) fn version_arg(v: Option<&str>) -> S3Result<Option<&str>> {
+    match v {
+        None => Ok(None),
+        Some(v) if v == NULL_VERSION || (v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit())) => Ok(Some(v)),
+        Some(_) => Err(s3_error!(InvalidArgument, "Invalid version id specified")),
     }
 }
 
@@ -620,10 +676,11 @@ impl S3 for KumoS3 {
         self.precheck(&a, 0, input.content_length.unwrap_or(0)).await?;
         let (blob, sums) = self.write_body(input.body.take(), &req.headers, req.trailing_headers, 0).await?;
         let size = blob.size;
-        let etag_value = self.put(&a, &input.key, headers, blob, sums.clone()).await?;
+        let stored = self.put(&a, &input.key, headers, blob, sums.clone()).await?;
         let c = checksum_fields(&sums);
         Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(etag(&etag_value)),
+            e_tag: Some(etag(&stored.etag)),
+            version_id: stored.version_id,
             size: Some(size as i64),
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
@@ -637,7 +694,7 @@ impl S3 for KumoS3 {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let a = self.bucket(&req.credentials, &req.input.bucket, Access::Read).await?;
         let input = req.input;
-        let o = self.object(&a.bucket, &input.key).await?;
+        let o = self.object_at(&a.bucket, &input.key, input.version_id.as_deref()).await?;
         check_conditions(
             &o,
             &input.if_match,
@@ -678,6 +735,7 @@ impl S3 for KumoS3 {
             cache_control: input.response_cache_control.or(h.cache_control.clone()),
             metadata: h.metadata(),
             parts_count: (o.blobs.len() > 1).then_some(o.blobs.len() as i32),
+            version_id: version_shown(&a.bucket, &o.version_id),
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
             checksum_crc64nvme: c.checksum_crc64nvme,
@@ -690,7 +748,7 @@ impl S3 for KumoS3 {
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let a = self.bucket(&req.credentials, &req.input.bucket, Access::Read).await?;
         let input = req.input;
-        let o = self.object(&a.bucket, &input.key).await?;
+        let o = self.object_at(&a.bucket, &input.key, input.version_id.as_deref()).await?;
         check_conditions(
             &o,
             &input.if_match,
@@ -717,6 +775,7 @@ impl S3 for KumoS3 {
             cache_control: h.cache_control.clone(),
             metadata: h.metadata(),
             parts_count: (o.blobs.len() > 1).then_some(o.blobs.len() as i32),
+            version_id: version_shown(&a.bucket, &o.version_id),
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
             checksum_crc64nvme: c.checksum_crc64nvme,
@@ -728,9 +787,13 @@ impl S3 for KumoS3 {
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let a = self.bucket(&req.credentials, &req.input.bucket, Access::Write).await?;
-        self.delete_key(&a, &req.input.key).await?;
-        // Deleting a key that does not exist succeeds, as in S3.
-        Ok(S3Response::new(DeleteObjectOutput::default()))
+        let d = self.delete_key(&a, &req.input.key, req.input.version_id.as_deref()).await?;
+        // Deleting a key or a version that does not exist succeeds, as in S3.
+        Ok(S3Response::new(DeleteObjectOutput {
+            delete_marker: d.delete_marker.then_some(true),
+            version_id: d.version_id,
+            ..Default::default()
+        }))
     }
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
@@ -742,14 +805,20 @@ impl S3 for KumoS3 {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for o in &req.input.delete.objects {
-            match self.delete_key(&a, &o.key).await {
-                Ok(()) if !quiet => deleted.push(DeletedObject { key: Some(o.key.clone()), ..Default::default() }),
-                Ok(()) => {}
+            match self.delete_key(&a, &o.key, o.version_id.as_deref()).await {
+                Ok(d) if !quiet => deleted.push(DeletedObject {
+                    key: Some(o.key.clone()),
+                    delete_marker: d.delete_marker.then_some(true),
+                    // A marker made: its id; a version removed: the one asked for.
+                    delete_marker_version_id: if o.version_id.is_none() { d.version_id.clone() } else { None },
+                    version_id: if o.version_id.is_some() { d.version_id } else { None },
+                }),
+                Ok(_) => {}
                 Err(e) => errors.push(s3s::dto::Error {
                     code: Some(e.code().as_str().to_string()),
                     key: Some(o.key.clone()),
                     message: e.message().map(str::to_string),
-                    version_id: None,
+                    version_id: o.version_id.clone(),
                 }),
             }
         }
@@ -768,7 +837,8 @@ impl S3 for KumoS3 {
         let (src, o) = self.copy_source(&req.credentials, &a, &input.copy_source, conditions).await?;
         let src_key = &o.key;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == "REPLACE");
-        if !replace && src.id == a.bucket.id && *src_key == input.key {
+        let same_version = o.is_latest;
+        if !replace && src.id == a.bucket.id && *src_key == input.key && same_version {
             return Err(s3_error!(InvalidRequest, "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."));
         }
         let headers = if replace {
@@ -791,15 +861,38 @@ impl S3 for KumoS3 {
         let blob = Blob { id, seq: 0, size: w.size, md5: hex::encode(w.md5), crc32c: w.crc32c };
         let sums: BTreeMap<String, String> =
             if o.blobs.len() == 1 { serde_json::from_str(&o.checksums).unwrap_or_default() } else { BTreeMap::new() };
-        let etag_value = self.put(&a, &input.key, headers, blob, sums).await?;
+        let stored = self.put(&a, &input.key, headers, blob, sums).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(etag(&etag_value)),
+                e_tag: Some(etag(&stored.etag)),
                 last_modified: Some(timestamp(chrono::Utc::now())),
                 ..Default::default()
             }),
+            copy_source_version_id: version_shown(&src, &o.version_id),
+            version_id: stored.version_id,
             ..Default::default()
         }))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        crate::versions::get_versioning(self, req).await
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        crate::versions::put_versioning(self, req).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        crate::versions::list_versions(self, req).await
     }
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
@@ -854,26 +947,55 @@ impl S3 for KumoS3 {
     }
 }
 
+/// What a delete did: a delete marker made or removed (`delete_marker`), and the version id to
+/// name in the response.
+pub(crate) struct DeleteOutcome {
+    pub delete_marker: bool,
+    pub version_id: Option<String>,
+}
+
 impl KumoS3 {
-    async fn delete_key(&self, a: &Authorised, key: &str) -> S3Result<()> {
+    /// Deletes a key (None: as the bucket's versioning says) or one version of it for good.
+    pub(crate) async fn delete_key(&self, a: &Authorised, key: &str, version: Option<&str>) -> S3Result<DeleteOutcome> {
+        let version = version_arg(version)?;
         let mut tx = self.app.store.begin().await.map_err(store_err)?;
-        if let Some((id, size)) =
-            kumo_store::objects::object_delete(&mut tx, a.bucket.id, key).await.map_err(store_err)?
-        {
-            self.charge(&mut tx, a, -1, -(size as i64)).await?;
-            let ev = self
-                .audit(
-                    &mut tx,
-                    a,
-                    ("object", id.get(), &format!("{}/{key}", a.bucket.name)),
-                    "deleted",
-                    "s3_delete_object",
-                )
-                .await?;
-            tx.commit().await.map_err(|e| store_err(e.into()))?;
-            self.publish(a, ev);
-        }
-        Ok(())
+        let name = format!("{}/{key}", a.bucket.name);
+        let (id, freed, outcome, kind) = match version {
+            None => match kumo_store::objects::object_delete(&mut tx, a.bucket.id, key, a.bucket.versioning)
+                .await
+                .map_err(store_err)?
+            {
+                Deleted::Removed(None) => return Ok(DeleteOutcome { delete_marker: false, version_id: None }),
+                Deleted::Removed(Some((id, freed))) => {
+                    (id, freed, DeleteOutcome { delete_marker: false, version_id: None }, "deleted")
+                }
+                Deleted::Marker(w) => (
+                    w.id,
+                    w.freed,
+                    DeleteOutcome { delete_marker: true, version_id: Some(w.version_id) },
+                    "deleted (a delete marker)",
+                ),
+            },
+            Some(v) => {
+                match kumo_store::objects::object_delete_version(&mut tx, a.bucket.id, key, v)
+                    .await
+                    .map_err(store_err)?
+                {
+                    None => return Ok(DeleteOutcome { delete_marker: false, version_id: Some(v.to_string()) }),
+                    Some((o, freed)) => (
+                        o.id,
+                        freed,
+                        DeleteOutcome { delete_marker: o.delete_marker, version_id: Some(o.version_id) },
+                        "version deleted",
+                    ),
+                }
+            }
+        };
+        self.charge(&mut tx, a, -(freed.objects as i64), -(freed.bytes as i64)).await?;
+        let ev = self.audit(&mut tx, a, ("object", id.get(), &name), kind, "s3_delete_object").await?;
+        tx.commit().await.map_err(|e| store_err(e.into()))?;
+        self.publish(a, ev);
+        Ok(outcome)
     }
 }
 

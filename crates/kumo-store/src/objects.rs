@@ -27,6 +27,41 @@ pub struct LifecycleRule {
     pub abort_upload_days: Option<u32>,
 }
 
+/// A bucket's versioning (S3's `BucketVersioningStatus`; a bucket once versioned is never
+/// unversioned again, only suspended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versioning {
+    /// Never enabled: a write replaces the key's only version, `null`.
+    Unversioned,
+    /// A write adds a version; a delete adds a delete marker.
+    Enabled,
+    /// A write or a delete replaces the key's `null` version, keeping the others.
+    Suspended,
+}
+
+impl Versioning {
+    fn from_column(s: Option<&str>) -> Result<Versioning> {
+        match s {
+            None => Ok(Versioning::Unversioned),
+            Some("Enabled") => Ok(Versioning::Enabled),
+            Some("Suspended") => Ok(Versioning::Suspended),
+            Some(other) => Err(crate::StoreError::Corrupt(format!("bucket versioning '{other}'"))),
+        }
+    }
+
+    /// S3's status (None: never enabled).
+    pub fn status(self) -> Option<&'static str> {
+        match self {
+            Versioning::Unversioned => None,
+            Versioning::Enabled => Some("Enabled"),
+            Versioning::Suspended => Some("Suspended"),
+        }
+    }
+}
+
+/// The version id of what an unversioned or suspended bucket writes.
+pub const NULL_VERSION: &str = "null";
+
 /// A live bucket.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -35,10 +70,11 @@ pub struct Bucket {
     pub project_id: ProjectId,
     pub project_name: String,
     pub public_read: bool,
+    pub versioning: Versioning,
     pub time_created: DateTime<Utc>,
 }
 
-const BUCKET_COLS: &str = "b.id, b.name, b.project_id, p.name, b.public_read, b.time_created";
+const BUCKET_COLS: &str = "b.id, b.name, b.project_id, p.name, b.public_read, b.time_created, b.versioning";
 const BUCKET_FROM: &str = "FROM buckets b JOIN projects p ON p.id = b.project_id";
 
 fn bucket_from_row(r: &AnyRow) -> Result<Bucket> {
@@ -49,7 +85,19 @@ fn bucket_from_row(r: &AnyRow) -> Result<Bucket> {
         project_name: r.try_get(3)?,
         public_read: r.try_get::<i64, _>(4)? != 0,
         time_created: parse_ts(&r.try_get::<String, _>(5)?)?,
+        versioning: Versioning::from_column(r.try_get::<Option<String>, _>(6)?.as_deref())?,
     })
+}
+
+/// Sets a bucket's versioning to `Enabled` or `Suspended`.
+pub async fn bucket_set_versioning(conn: &mut Conn, id: BucketId, v: Versioning) -> Result<()> {
+    sqlx::query("UPDATE buckets SET versioning = $1, time_modified = $2 WHERE id = $3")
+        .bind(v.status())
+        .bind(ts(now()))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Creates a bucket (a live bucket of that name anywhere → `Conflict`).
@@ -124,7 +172,7 @@ pub async fn buckets_with_lifecycle(conn: &mut Conn) -> Result<Vec<(Bucket, Vec<
     let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
     let mut out = Vec::new();
     for r in &rows {
-        let text: String = r.try_get(6)?;
+        let text: String = r.try_get(7)?;
         let rules =
             serde_json::from_str(&text).map_err(|e| crate::StoreError::Corrupt(format!("lifecycle rules: {e}")))?;
         out.push((bucket_from_row(r)?, rules));
@@ -132,7 +180,8 @@ pub async fn buckets_with_lifecycle(conn: &mut Conn) -> Result<Vec<(Bucket, Vec<
     Ok(out)
 }
 
-/// Up to `limit` objects of a bucket whose keys start with `prefix`, last changed before `before`.
+/// Up to `limit` current objects (not delete markers) of a bucket whose keys start with `prefix`,
+/// last changed before `before`.
 pub async fn objects_changed_before(
     conn: &mut Conn,
     bucket_id: BucketId,
@@ -143,7 +192,7 @@ pub async fn objects_changed_before(
     let c = collate(conn);
     let sql = format!(
         "SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key{c} >= $2 AND object_key{c} < $3 \
-         AND time_modified < $4 ORDER BY time_modified LIMIT {limit}"
+         AND time_modified < $4 AND {CURRENT} ORDER BY time_modified LIMIT {limit}"
     );
     let rows = sqlx::query(&sql)
         .bind(bucket_id.to_string())
@@ -180,21 +229,24 @@ pub async fn bucket_set_public_read(conn: &mut Conn, id: BucketId, public_read: 
     Ok(())
 }
 
-/// Objects and bytes stored in a bucket (completed objects; parts of uploads in progress are
-/// counted by [`upload_bytes`]).
+/// Versions (with data, current or not) and their bytes stored in a bucket (parts of uploads in
+/// progress are counted by [`project_usage`]).
 pub async fn bucket_usage(conn: &mut Conn, id: BucketId) -> Result<(u64, u64)> {
-    let r = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM objects WHERE bucket_id = $1")
+    let r = sqlx::query(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM objects WHERE bucket_id = $1 AND delete_marker = 0",
+    )
         .bind(id.to_string())
         .fetch_one(&mut *conn)
         .await?;
     Ok((r.try_get::<i64, _>(0)? as u64, r.try_get::<i64, _>(1)? as u64))
 }
 
-/// Objects and bytes stored by every bucket of a project (with the parts of its uploads).
+/// Versions with data and bytes stored by every bucket of a project (with the parts of its
+/// uploads).
 pub async fn project_usage(conn: &mut Conn, project_id: ProjectId) -> Result<(u64, u64)> {
     let r = sqlx::query(
         "SELECT COUNT(o.id), CAST(COALESCE(SUM(o.size), 0) AS BIGINT) FROM objects o JOIN buckets b ON b.id = o.bucket_id \
-         WHERE b.project_id = $1",
+         WHERE b.project_id = $1 AND o.delete_marker = 0",
     )
     .bind(project_id.to_string())
     .fetch_one(&mut *conn)
@@ -209,7 +261,7 @@ pub async fn project_usage(conn: &mut Conn, project_id: ProjectId) -> Result<(u6
     Ok((r.try_get::<i64, _>(0)? as u64, r.try_get::<i64, _>(1)? as u64 + parts as u64))
 }
 
-/// Deletes an empty bucket (None: it holds objects) with its uploads in progress (their blobs
+/// Deletes an empty bucket (None: it holds objects, or versions, or delete markers) with its uploads in progress (their blobs
 /// become orphans for the sweep). Some: the bytes of those uploads' parts (to release).
 pub async fn bucket_delete(conn: &mut Conn, id: BucketId) -> Result<Option<u64>> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM objects WHERE bucket_id = $1")
@@ -239,9 +291,9 @@ pub async fn bucket_delete(conn: &mut Conn, id: BucketId) -> Result<Option<u64>>
 }
 
 const VIEW_COLS: &str = "b.id, b.name, p.name, b.public_read, \
-    (SELECT COUNT(*) FROM objects o WHERE o.bucket_id = b.id), \
+    (SELECT COUNT(*) FROM objects o WHERE o.bucket_id = b.id AND o.is_latest = 1 AND o.delete_marker = 0), \
     (SELECT CAST(COALESCE(SUM(o.size), 0) AS BIGINT) FROM objects o WHERE o.bucket_id = b.id), \
-    (SELECT COUNT(*) FROM multipart_uploads u WHERE u.bucket_id = b.id), b.time_created";
+    (SELECT COUNT(*) FROM multipart_uploads u WHERE u.bucket_id = b.id), b.time_created, b.versioning";
 
 fn view_from_row(r: &AnyRow) -> Result<kumo_types::BucketView> {
     Ok(kumo_types::BucketView {
@@ -253,6 +305,7 @@ fn view_from_row(r: &AnyRow) -> Result<kumo_types::BucketView> {
         bytes: r.try_get::<i64, _>(5)? as u64,
         uploads: r.try_get::<i64, _>(6)? as u64,
         time_created: parse_ts(&r.try_get::<String, _>(7)?)?,
+        versioning: r.try_get::<Option<String>, _>(8)?.map(|v| v.to_lowercase()),
     })
 }
 
@@ -297,11 +350,16 @@ fn blob_from_row(r: &AnyRow) -> Result<Blob> {
     })
 }
 
-/// An object: its metadata and, when read with [`object_get`], its blobs in order.
+/// A version of an object (the current one unless `is_latest` is false): its metadata and, when
+/// read with [`object_get`] or [`object_version`], its blobs in order. A delete marker has no data.
 #[derive(Debug, Clone)]
 pub struct Object {
     pub id: ObjectId,
     pub key: String,
+    /// `null` ([`NULL_VERSION`]) or the version's own id.
+    pub version_id: String,
+    pub is_latest: bool,
+    pub delete_marker: bool,
     pub size: u64,
     pub etag: String,
     /// Standard and user-metadata headers, a JSON object.
@@ -312,7 +370,11 @@ pub struct Object {
     pub blobs: Vec<Blob>,
 }
 
-const OBJECT_COLS: &str = "id, object_key, size, etag, headers, checksums, time_modified";
+const OBJECT_COLS: &str =
+    "id, object_key, size, etag, headers, checksums, time_modified, version_id, is_latest, delete_marker, seq";
+
+/// The current version of a key, when it is not a delete marker.
+const CURRENT: &str = "is_latest = 1 AND delete_marker = 0";
 
 fn object_from_row(r: &AnyRow) -> Result<Object> {
     Ok(Object {
@@ -323,6 +385,9 @@ fn object_from_row(r: &AnyRow) -> Result<Object> {
         headers: r.try_get(4)?,
         checksums: r.try_get(5)?,
         time_modified: parse_ts(&r.try_get::<String, _>(6)?)?,
+        version_id: r.try_get(7)?,
+        is_latest: r.try_get::<i64, _>(8)? != 0,
+        delete_marker: r.try_get::<i64, _>(9)? != 0,
         blobs: Vec::new(),
     })
 }
@@ -336,9 +401,7 @@ fn collate(conn: &Conn) -> &'static str {
     }
 }
 
-pub async fn object_get(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Result<Option<Object>> {
-    let sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key = $2");
-    let row = sqlx::query(&sql).bind(bucket_id.to_string()).bind(key).fetch_optional(&mut *conn).await?;
+async fn with_blobs(conn: &mut Conn, row: Option<AnyRow>) -> Result<Option<Object>> {
     let Some(row) = row else { return Ok(None) };
     let mut o = object_from_row(&row)?;
     let rows = sqlx::query("SELECT id, seq, size, md5, crc32c FROM blobs WHERE object_id = $1 ORDER BY seq")
@@ -347,6 +410,20 @@ pub async fn object_get(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Resu
         .await?;
     o.blobs = rows.iter().map(blob_from_row).collect::<Result<_>>()?;
     Ok(Some(o))
+}
+
+/// The latest version of a key (which may be a delete marker), with its blobs.
+pub async fn object_get(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Result<Option<Object>> {
+    let sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key = $2 AND is_latest = 1");
+    let row = sqlx::query(&sql).bind(bucket_id.to_string()).bind(key).fetch_optional(&mut *conn).await?;
+    with_blobs(conn, row).await
+}
+
+/// A version of a key by its version id, with its blobs.
+pub async fn object_version(conn: &mut Conn, bucket_id: BucketId, key: &str, version: &str) -> Result<Option<Object>> {
+    let sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key = $2 AND version_id = $3");
+    let row = sqlx::query(&sql).bind(bucket_id.to_string()).bind(key).bind(version).fetch_optional(&mut *conn).await?;
+    with_blobs(conn, row).await
 }
 
 /// A new object's metadata.
@@ -359,32 +436,97 @@ pub struct NewObject<'a> {
     pub checksums: &'a str,
 }
 
-/// Inserts an object's row, replacing the object of its key: its id and the size of the one
-/// replaced.
-async fn insert_object(conn: &mut Conn, o: &NewObject<'_>) -> Result<(ObjectId, Option<u64>)> {
-    let replaced = object_delete(conn, o.bucket_id, o.key).await?.map(|(_, size)| size);
-    let id: ObjectId = new_id();
-    sqlx::query(&format!("INSERT INTO objects ({OBJECT_COLS}, bucket_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
-        .bind(id.to_string())
-        .bind(o.key)
-        .bind(o.size as i64)
-        .bind(o.etag)
-        .bind(o.headers)
-        .bind(o.checksums)
-        .bind(ts(now()))
-        .bind(o.bucket_id.to_string())
-        .execute(&mut *conn)
-        .await?;
-    Ok((id, replaced))
+/// What a write or a delete removed for good (its blobs become orphans): versions with data and
+/// their bytes, to release from the quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freed {
+    pub objects: u64,
+    pub bytes: u64,
 }
 
-/// Makes an object of one blob visible, replacing the object of that key (whose blobs become
-/// orphans). Run in the transaction that commits the write. Returns its id and the size of the
-/// object it replaced.
-pub async fn object_put(conn: &mut Conn, o: &NewObject<'_>, blob: &Blob) -> Result<(ObjectId, Option<u64>)> {
-    let (id, replaced) = insert_object(conn, o).await?;
-    insert_blob(conn, blob, Some(id), None).await?;
-    Ok((id, replaced))
+impl Freed {
+    fn add(&mut self, other: Freed) {
+        self.objects += other.objects;
+        self.bytes += other.bytes;
+    }
+}
+
+/// A version written: its row id and version id, and what it replaced for good.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub id: ObjectId,
+    pub version_id: String,
+    pub freed: Freed,
+}
+
+/// Removes the version rows of a key matching `which` (an SQL condition) with their blob rows.
+async fn remove_versions(conn: &mut Conn, bucket_id: BucketId, key: &str, which: &str) -> Result<Freed> {
+    let sql =
+        format!("SELECT id, size, delete_marker FROM objects WHERE bucket_id = $1 AND object_key = $2 AND ({which})");
+    let rows = sqlx::query(&sql).bind(bucket_id.to_string()).bind(key).fetch_all(&mut *conn).await?;
+    let mut freed = Freed::default();
+    for r in &rows {
+        let id: String = r.try_get(0)?;
+        if r.try_get::<i64, _>(2)? == 0 {
+            freed.add(Freed { objects: 1, bytes: r.try_get::<i64, _>(1)? as u64 });
+        }
+        sqlx::query("DELETE FROM blobs WHERE object_id = $1").bind(&id).execute(&mut *conn).await?;
+        sqlx::query("DELETE FROM objects WHERE id = $1").bind(&id).execute(&mut *conn).await?;
+    }
+    Ok(freed)
+}
+
+/// Inserts a new latest version of a key as the bucket's versioning says: unversioned, it replaces
+/// the key's only version; suspended, its `null` version; enabled, it is added beside the others.
+/// `marker`: a delete marker (no data).
+async fn insert_version(conn: &mut Conn, o: &NewObject<'_>, v: Versioning, marker: bool) -> Result<Written> {
+    let freed = match v {
+        Versioning::Unversioned => remove_versions(conn, o.bucket_id, o.key, "1 = 1").await?,
+        Versioning::Suspended => remove_versions(conn, o.bucket_id, o.key, "version_id = 'null'").await?,
+        Versioning::Enabled => Freed::default(),
+    };
+    sqlx::query("UPDATE objects SET is_latest = 0 WHERE bucket_id = $1 AND object_key = $2 AND is_latest = 1")
+        .bind(o.bucket_id.to_string())
+        .bind(o.key)
+        .execute(&mut *conn)
+        .await?;
+    let seq: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) + 1 FROM objects WHERE bucket_id = $1 AND object_key = $2",
+    )
+    .bind(o.bucket_id.to_string())
+    .bind(o.key)
+    .fetch_one(&mut *conn)
+    .await?;
+    let id: ObjectId = new_id();
+    let version_id = match v {
+        Versioning::Enabled => id.get().simple().to_string(),
+        _ => NULL_VERSION.to_string(),
+    };
+    sqlx::query(&format!(
+        "INSERT INTO objects ({OBJECT_COLS}, bucket_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11)"
+    ))
+    .bind(id.to_string())
+    .bind(o.key)
+    .bind(o.size as i64)
+    .bind(o.etag)
+    .bind(o.headers)
+    .bind(o.checksums)
+    .bind(ts(now()))
+    .bind(&version_id)
+    .bind(i64::from(marker))
+    .bind(seq)
+    .bind(o.bucket_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(Written { id, version_id, freed })
+}
+
+/// Makes an object of one blob the latest version of its key (see [`insert_version`]). Run in the
+/// transaction that commits the write.
+pub async fn object_put(conn: &mut Conn, o: &NewObject<'_>, v: Versioning, blob: &Blob) -> Result<Written> {
+    let w = insert_version(conn, o, v, false).await?;
+    insert_blob(conn, blob, Some(w.id), None).await?;
+    Ok(w)
 }
 
 async fn insert_blob(conn: &mut Conn, b: &Blob, object: Option<ObjectId>, upload: Option<UploadId>) -> Result<()> {
@@ -405,35 +547,78 @@ async fn insert_blob(conn: &mut Conn, b: &Blob, object: Option<ObjectId>, upload
     Ok(())
 }
 
-/// Deletes the object of a key (None: there was none): its id and size. Its blobs become orphans.
-pub async fn object_delete(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Result<Option<(ObjectId, u64)>> {
-    let row = sqlx::query("SELECT id, size FROM objects WHERE bucket_id = $1 AND object_key = $2")
+/// What deleting a key did.
+#[derive(Debug, Clone)]
+pub enum Deleted {
+    /// Unversioned: the object of the key was removed (None: there was none).
+    Removed(Option<(ObjectId, Freed)>),
+    /// Versioned (enabled or suspended): a delete marker became the latest version.
+    Marker(Written),
+}
+
+/// Deletes a key as the bucket's versioning says: unversioned, its object goes; otherwise a delete
+/// marker becomes its latest version (suspended: replacing its `null` version).
+pub async fn object_delete(conn: &mut Conn, bucket_id: BucketId, key: &str, v: Versioning) -> Result<Deleted> {
+    if v == Versioning::Unversioned {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM objects WHERE bucket_id = $1 AND object_key = $2")
+            .bind(bucket_id.to_string())
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(id) = id else { return Ok(Deleted::Removed(None)) };
+        let freed = remove_versions(conn, bucket_id, key, "1 = 1").await?;
+        return Ok(Deleted::Removed(Some((parse_uuid(&id)?, freed))));
+    }
+    let marker = NewObject { bucket_id, key, size: 0, etag: "", headers: "{}", checksums: "{}" };
+    Ok(Deleted::Marker(insert_version(conn, &marker, v, true).await?))
+}
+
+/// Expires the current object `id` of a key (a lifecycle rule), as a delete of the key would,
+/// unless it is no longer the key's current object (overwritten or deleted meanwhile: None).
+pub async fn object_expire(
+    conn: &mut Conn,
+    bucket_id: BucketId,
+    id: ObjectId,
+    key: &str,
+    v: Versioning,
+) -> Result<Option<Deleted>> {
+    let sql = format!("SELECT id FROM objects WHERE id = $1 AND {CURRENT}");
+    let current: Option<String> = sqlx::query_scalar(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
+    if current.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(object_delete(conn, bucket_id, key, v).await?))
+}
+
+/// Deletes one version of a key for good (None: no such version). When it was the latest, the
+/// newest remaining version becomes the latest. Returns the version removed (without blobs) and
+/// what it freed.
+pub async fn object_delete_version(
+    conn: &mut Conn,
+    bucket_id: BucketId,
+    key: &str,
+    version: &str,
+) -> Result<Option<(Object, Freed)>> {
+    let sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key = $2 AND version_id = $3");
+    let row = sqlx::query(&sql).bind(bucket_id.to_string()).bind(key).bind(version).fetch_optional(&mut *conn).await?;
+    let Some(row) = row else { return Ok(None) };
+    let o = object_from_row(&row)?;
+    let freed = remove_versions(conn, bucket_id, key, &format!("id = '{}'", o.id)).await?;
+    if o.is_latest {
+        sqlx::query(
+            "UPDATE objects SET is_latest = 1 WHERE id = (SELECT id FROM objects WHERE bucket_id = $1 \
+             AND object_key = $2 ORDER BY seq DESC LIMIT 1)",
+        )
         .bind(bucket_id.to_string())
         .bind(key)
-        .fetch_optional(&mut *conn)
+        .execute(&mut *conn)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let id: String = row.try_get(0)?;
-    let size: i64 = row.try_get(1)?;
-    sqlx::query("DELETE FROM blobs WHERE object_id = $1").bind(&id).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM objects WHERE id = $1").bind(&id).execute(&mut *conn).await?;
-    Ok(Some((parse_uuid(&id)?, size as u64)))
+    }
+    Ok(Some((o, freed)))
 }
 
-/// Deletes the object of that id if it is still there (not overwritten meanwhile): its size.
-pub async fn object_delete_id(conn: &mut Conn, id: ObjectId) -> Result<Option<u64>> {
-    let size: Option<i64> = sqlx::query_scalar("SELECT size FROM objects WHERE id = $1")
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(size) = size else { return Ok(None) };
-    sqlx::query("DELETE FROM blobs WHERE object_id = $1").bind(id.to_string()).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM objects WHERE id = $1").bind(id.to_string()).execute(&mut *conn).await?;
-    Ok(Some(size as u64))
-}
-
-/// Up to `limit` objects whose keys start with `prefix` and sort after `after`, in key order
-/// (without their blobs).
+/// Up to `limit` current objects (not delete markers) whose keys start with `prefix` and sort
+/// after `after`, in key order (without their blobs).
 pub async fn object_list(
     conn: &mut Conn,
     bucket_id: BucketId,
@@ -442,7 +627,7 @@ pub async fn object_list(
     limit: usize,
 ) -> Result<Vec<Object>> {
     let c = collate(conn);
-    let mut sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1");
+    let mut sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND {CURRENT}");
     let mut binds = vec![bucket_id.to_string()];
     if !prefix.is_empty() {
         // Prefix by range: [prefix, prefix + U+10FFFF) holds every key starting with it.
@@ -456,6 +641,55 @@ pub async fn object_list(
         sql += &format!(" AND object_key{c} > ${}", binds.len());
     }
     sql += &format!(" ORDER BY object_key{c} LIMIT {limit}");
+    let mut q = sqlx::query(&sql);
+    for b in &binds {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    rows.iter().map(object_from_row).collect()
+}
+
+/// Up to `limit` versions (delete markers too) whose keys start with `prefix`, in key order and,
+/// for each key, newest first, after the version `(key, version)` (S3's key-marker and
+/// version-id-marker; a key alone: after every version of it).
+pub async fn version_list(
+    conn: &mut Conn,
+    bucket_id: BucketId,
+    prefix: &str,
+    after: Option<(&str, Option<&str>)>,
+    limit: usize,
+) -> Result<Vec<Object>> {
+    let c = collate(conn);
+    let mut sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1");
+    let mut binds = vec![bucket_id.to_string()];
+    if !prefix.is_empty() {
+        binds.push(prefix.to_string());
+        sql += &format!(" AND object_key{c} >= ${}", binds.len());
+        binds.push(format!("{prefix}\u{10FFFF}"));
+        sql += &format!(" AND object_key{c} < ${}", binds.len());
+    }
+    if let Some((key, version)) = after {
+        let seq: Option<i64> = match version {
+            None => None,
+            Some(v) => {
+                sqlx::query_scalar(
+                    "SELECT seq FROM objects WHERE bucket_id = $1 AND object_key = $2 AND version_id = $3",
+                )
+                .bind(bucket_id.to_string())
+                .bind(key)
+                .bind(v)
+                .fetch_optional(&mut *conn)
+                .await?
+            }
+        };
+        binds.push(key.to_string());
+        let k = binds.len();
+        match seq {
+            Some(seq) => sql += &format!(" AND (object_key{c} > ${k} OR (object_key = ${k} AND seq < {seq}))"),
+            None => sql += &format!(" AND object_key{c} > ${k}"),
+        }
+    }
+    sql += &format!(" ORDER BY object_key{c}, seq DESC LIMIT {limit}");
     let mut q = sqlx::query(&sql);
     for b in &binds {
         q = q.bind(b);
@@ -565,16 +799,18 @@ pub async fn upload_parts(conn: &mut Conn, upload_id: UploadId) -> Result<Vec<Bl
     rows.iter().map(blob_from_row).collect()
 }
 
-/// Completes an upload: the object of its key becomes `parts` (blobs of the upload, in order),
-/// its other parts become orphans and the upload goes. Returns the size of the object replaced
-/// and the bytes of the parts left out.
+/// Completes an upload: the latest version of its key becomes `parts` (blobs of the upload, in
+/// order; see [`insert_version`]), its other parts become orphans and the upload goes. Returns the
+/// version written and the bytes of the parts left out.
 pub async fn upload_complete(
     conn: &mut Conn,
     upload_id: UploadId,
     o: &NewObject<'_>,
+    v: Versioning,
     parts: &[BlobId],
-) -> Result<(Option<u64>, u64)> {
-    let (id, replaced) = insert_object(conn, o).await?;
+) -> Result<(Written, u64)> {
+    let w = insert_version(conn, o, v, false).await?;
+    let id = w.id;
     for (i, b) in parts.iter().enumerate() {
         sqlx::query("UPDATE blobs SET object_id = $1, upload_id = NULL, seq = $2 WHERE id = $3 AND upload_id = $4")
             .bind(id.to_string())
@@ -585,7 +821,7 @@ pub async fn upload_complete(
             .await?;
     }
     let left_out = upload_abort(conn, upload_id).await?.unwrap_or(0);
-    Ok((replaced, left_out))
+    Ok((w, left_out))
 }
 
 /// Removes an upload and its parts' rows (their blobs become orphans): the bytes of those parts,

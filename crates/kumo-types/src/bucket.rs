@@ -17,9 +17,12 @@ pub struct BucketView {
     pub project: String,
     /// Whether anyone, signed or not, may read its objects (the canned ACL `public-read`).
     pub public_read: bool,
-    /// Objects in it.
+    /// Versioning, as S3's PutBucketVersioning set it: `enabled` or `suspended`; null when it
+    /// was never enabled.
+    pub versioning: Option<String>,
+    /// Current objects in it (the latest version of each key, when that is not a delete marker).
     pub objects: u64,
-    /// Bytes of those objects.
+    /// Bytes stored: of its objects and of their noncurrent versions (what is billed).
     pub bytes: u64,
     /// Multipart uploads in progress.
     pub uploads: u64,

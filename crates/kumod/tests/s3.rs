@@ -219,6 +219,37 @@ fn access_keys_roles_projects_anonymous_presigned_and_revocation() {
 }
 
 #[test]
+fn versioning_keeps_versions_and_delete_markers_and_the_quota_counts_every_version() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    t.boto3("versioning", &[]);
+    let (s, v) = t.k.get("/v1/buckets/ver?project=demo");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["versioning"], "suspended", "{v}");
+    assert_eq!((v["objects"].as_u64(), v["bytes"].as_u64()), (Some(0), Some(0)), "{v}");
+    // Every version was charged while it lived and given back when it went.
+    let (s, q) = t.k.get("/v1/projects/demo/quotas");
+    assert_eq!(s, 200, "{q}");
+    assert_eq!((q["used"]["objects"].as_u64(), q["used"]["object_bytes"].as_u64()), (Some(0), Some(0)), "{q}");
+    let (s, v) = t.k.get("/v1/events?project=demo&limit=1000");
+    assert_eq!(s, 200, "{v}");
+    let kinds: Vec<&str> = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["resource_name"] == "ver" || e["resource_name"] == "ver/k")
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for kind in ["versioning enabled", "versioning suspended", "deleted (a delete marker)", "version deleted"] {
+        assert!(kinds.contains(&kind), "no '{kind}' event in {kinds:?}");
+    }
+    let (s, v) = t.k.delete("/v1/buckets/ver?project=demo");
+    assert_eq!(s, 204, "{v}");
+}
+
+#[test]
 fn quotas_count_objects_and_bytes() {
     if clients().is_none() {
         return;

@@ -268,8 +268,9 @@ async fn sweep_objects(p: &mut Pass<'_>) -> anyhow::Result<()> {
 }
 
 /// Buckets' lifecycle rules (set with S3's PutBucketLifecycleConfiguration): objects under a
-/// rule's prefix unchanged for its days expire (deleted, released from the quota, an `expired`
-/// event of the project); uploads begun that long ago are aborted.
+/// rule's prefix unchanged for its days expire (deleted and released from the quota — in a
+/// versioned bucket, hidden behind a delete marker as S3 does — with an `expired` event of the
+/// project); uploads begun that long ago are aborted.
 async fn apply_lifecycle(p: &mut Pass<'_>) -> anyhow::Result<()> {
     const BATCH: usize = 500;
     let buckets = {
@@ -290,14 +291,22 @@ async fn apply_lifecycle(p: &mut Pass<'_>) -> anyhow::Result<()> {
                     let n = batch.len();
                     for o in batch {
                         let mut tx = p.app.store.begin().await?;
-                        let Some(size) = kumo_store::objects::object_delete_id(&mut tx, o.id).await? else { continue };
+                        // As a delete would: gone, or (versioned) behind a delete marker.
+                        let freed = match kumo_store::objects::object_expire(&mut tx, b.id, o.id, &o.key, b.versioning)
+                            .await?
+                        {
+                            None => continue,
+                            Some(kumo_store::objects::Deleted::Removed(r)) => r.map(|(_, f)| f).unwrap_or_default(),
+                            Some(kumo_store::objects::Deleted::Marker(w)) => w.freed,
+                        };
                         let release = kumo_store::quotas::QuotaAmounts {
-                            objects: 1,
-                            object_bytes: size as i64,
+                            objects: freed.objects as i64,
+                            object_bytes: freed.bytes as i64,
                             ..Default::default()
                         };
                         kumo_store::quotas::release(&mut tx, b.project_id, release).await?;
-                        crate::app::buckets::account(&mut tx, b.project_id, (b.id, &b.name), -(size as i64), &cause)
+                        let delta = -(freed.bytes as i64);
+                        crate::app::buckets::account(&mut tx, b.project_id, (b.id, &b.name), delta, &cause)
                             .await
                             .map_err(|e| anyhow::anyhow!(e.internal.unwrap_or(e.message)))?;
                         let name = format!("{}/{}", b.name, o.key);

@@ -278,6 +278,99 @@ def case_access():
     print("ok access")
 
 
+def case_versioning():
+    """Versioning enabled then suspended: versions kept, read and deleted by id, delete markers,
+    ListObjectVersions with pages and a delimiter, copies of an old version, multipart."""
+    s3 = client()
+    s3.create_bucket(Bucket="ver")
+    assert "Status" not in s3.get_bucket_versioning(Bucket="ver")
+    r = s3.put_object(Bucket="ver", Key="k", Body=b"v1")
+    assert "VersionId" not in r, r  # never versioned: no version id
+    fails("AccessDenied", client("viewer").put_bucket_versioning, Bucket="ver",
+          VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket="ver")["Status"] == "Enabled"
+    a = s3.put_object(Bucket="ver", Key="k", Body=b"v2")["VersionId"]
+    b = s3.put_object(Bucket="ver", Key="k", Body=b"v3")["VersionId"]
+    assert a != b and "null" not in (a, b), (a, b)
+    got = s3.get_object(Bucket="ver", Key="k")
+    assert got["Body"].read() == b"v3" and got["VersionId"] == b, got
+    assert s3.get_object(Bucket="ver", Key="k", VersionId=a)["Body"].read() == b"v2"
+    assert s3.get_object(Bucket="ver", Key="k", VersionId="null")["Body"].read() == b"v1"
+    assert s3.head_object(Bucket="ver", Key="k", VersionId=a)["ContentLength"] == 2
+    fails("InvalidArgument", s3.get_object, Bucket="ver", Key="k", VersionId="not-a-version")
+    fails("NoSuchVersion", s3.get_object, Bucket="ver", Key="k", VersionId="0" * 32)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ver").get("Contents", [])]
+    assert keys == ["k"], keys
+    v = s3.list_object_versions(Bucket="ver")
+    assert [(x["VersionId"], x["IsLatest"], x["Size"]) for x in v["Versions"]] == [
+        (b, True, 2), (a, False, 2), ("null", False, 2)], v["Versions"]
+    # A delete hides the key behind a marker; the versions stay.
+    d = s3.delete_object(Bucket="ver", Key="k")
+    assert d["DeleteMarker"] is True, d
+    m = d["VersionId"]
+    fails("NoSuchKey", s3.get_object, Bucket="ver", Key="k")
+    e = fails("MethodNotAllowed", s3.get_object, Bucket="ver", Key="k", VersionId=m)
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 405
+    assert s3.list_objects_v2(Bucket="ver").get("Contents", []) == []
+    v = s3.list_object_versions(Bucket="ver")
+    assert [(x["VersionId"], x["IsLatest"]) for x in v["DeleteMarkers"]] == [(m, True)], v
+    assert len(v["Versions"]) == 3 and not any(x["IsLatest"] for x in v["Versions"]), v["Versions"]
+    fails("BucketNotEmpty", s3.delete_bucket, Bucket="ver")
+    # Removing the marker brings the key back; removing a version removes it for good.
+    d = s3.delete_object(Bucket="ver", Key="k", VersionId=m)
+    assert d.get("DeleteMarker") is True and d["VersionId"] == m, d
+    assert s3.get_object(Bucket="ver", Key="k")["Body"].read() == b"v3"
+    d = s3.delete_object(Bucket="ver", Key="k", VersionId=a)
+    assert d["VersionId"] == a and not d.get("DeleteMarker"), d
+    fails("NoSuchVersion", s3.get_object, Bucket="ver", Key="k", VersionId=a)
+    # Deleting the latest version makes the one before it current.
+    c = s3.put_object(Bucket="ver", Key="k", Body=b"v5")["VersionId"]
+    s3.delete_object(Bucket="ver", Key="k", VersionId=c)
+    assert s3.get_object(Bucket="ver", Key="k")["Body"].read() == b"v3"
+    # A copy of an old version.
+    r = s3.copy_object(Bucket="ver", Key="k-old", CopySource={"Bucket": "ver", "Key": "k", "VersionId": "null"})
+    assert r["CopySourceVersionId"] == "null" and r["VersionId"], r
+    assert s3.get_object(Bucket="ver", Key="k-old")["Body"].read() == b"v1"
+    # Multipart completes make versions too.
+    u = s3.create_multipart_upload(Bucket="ver", Key="dir/mp")["UploadId"]
+    p = s3.upload_part(Bucket="ver", Key="dir/mp", UploadId=u, PartNumber=1, Body=b"m" * 100)
+    r = s3.complete_multipart_upload(Bucket="ver", Key="dir/mp", UploadId=u,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p["ETag"]}]})
+    assert r["VersionId"], r
+    for i in range(3):
+        s3.put_object(Bucket="ver", Key="dir/mp", Body=b"n" * i)
+    s3.delete_object(Bucket="ver", Key="dir/gone")  # a marker for a key that never existed
+    # Pages of one entry each give what one listing gives; a delimiter rolls dir/ up.
+    whole = s3.list_object_versions(Bucket="ver")
+    entries = lambda r: [(x["Key"], x["VersionId"]) for x in r.get("Versions", []) + r.get("DeleteMarkers", [])]
+    paged = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket="ver", PaginationConfig={"PageSize": 1}):
+        assert len(entries(page)) + len(page.get("CommonPrefixes", [])) <= 1, page
+        paged += entries(page)
+    assert sorted(paged) == sorted(entries(whole)) and len(paged) == 8, (paged, entries(whole))
+    top = s3.list_object_versions(Bucket="ver", Delimiter="/")
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["dir/"], top
+    assert sorted({k for k, _ in entries(top)}) == ["k", "k-old"], top
+    under = s3.list_object_versions(Bucket="ver", Prefix="dir/")
+    assert sum(1 for x in under["Versions"] if x["Key"] == "dir/mp") == 4, under
+    # Suspended: a write replaces the null version, the other versions stay.
+    s3.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket="ver")["Status"] == "Suspended"
+    r = s3.put_object(Bucket="ver", Key="k", Body=b"v4")
+    assert r["VersionId"] == "null", r
+    v = s3.list_object_versions(Bucket="ver", Prefix="k", Delimiter="/")
+    assert [(x["Key"], x["VersionId"], x["IsLatest"]) for x in v["Versions"] if x["Key"] == "k"] == [
+        ("k", "null", True), ("k", b, False)], v["Versions"]
+    assert s3.get_object(Bucket="ver", Key="k", VersionId="null")["Body"].read() == b"v4"
+    # Every version and marker deleted by id, in one request: the bucket is empty.
+    gone = [{"Key": k, "VersionId": vid} for k, vid in entries(s3.list_object_versions(Bucket="ver"))]
+    r = s3.delete_objects(Bucket="ver", Delete={"Objects": gone})
+    assert not r.get("Errors") and len(r["Deleted"]) == len(gone), r
+    assert "Versions" not in s3.list_object_versions(Bucket="ver")
+    print("ok versioning")
+
+
 def case_quota():
     """The project may hold 3 objects (set by the test): the 4th is refused, naming the limit;
     overwrites, deletes, uploads and aborts keep the count and the bytes right."""
