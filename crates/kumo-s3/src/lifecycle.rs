@@ -1,12 +1,14 @@
 //! Bucket lifecycle rules: S3's `LifecycleConfiguration` to and from the rules Kumo keeps
 //! (`kumo_store::objects::LifecycleRule`) and applies (the sweep, `background/sweep.rs`).
-//! Kumo applies expiration after N days and the abort of incomplete uploads after N days, by key
-//! prefix; the rest (dates, transitions, versions, tags, sizes) is refused with `NotImplemented`
-//! rather than accepted and ignored.
+//! Kumo applies expiration after N days, the abort of incomplete uploads after N days and the
+//! deletion of versions noncurrent for N days, by key prefix; the rest (dates, transitions,
+//! newer-noncurrent counts, tags, sizes) is refused with `NotImplemented` rather than accepted and
+//! ignored.
 
 use kumo_store::objects::LifecycleRule;
 use s3s::dto::{
-    AbortIncompleteMultipartUpload, ExpirationStatus, LifecycleExpiration, LifecycleRule as S3Rule, LifecycleRuleFilter,
+    AbortIncompleteMultipartUpload, ExpirationStatus, LifecycleExpiration, LifecycleRule as S3Rule,
+    LifecycleRuleFilter, NoncurrentVersionExpiration,
 };
 use s3s::{s3_error, S3Result};
 
@@ -27,11 +29,14 @@ pub(crate) fn from_s3(rules: &[S3Rule]) -> S3Result<Vec<LifecycleRule>> {
         if r.transitions.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(unsupported("Transition"));
         }
-        if r.noncurrent_version_expiration.is_some()
-            || r.noncurrent_version_transitions.as_ref().is_some_and(|t| !t.is_empty())
-        {
-            return Err(unsupported("a noncurrent-version action"));
+        if r.noncurrent_version_transitions.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(unsupported("NoncurrentVersionTransition"));
         }
+        let noncurrent_days = match &r.noncurrent_version_expiration {
+            None => None,
+            Some(n) if n.newer_noncurrent_versions.is_some() => return Err(unsupported("NewerNoncurrentVersions")),
+            Some(n) => Some(days(&id, n.noncurrent_days)?),
+        };
         let prefix = match &r.filter {
             None => r.prefix.clone().unwrap_or_default(),
             Some(f) => {
@@ -61,10 +66,10 @@ pub(crate) fn from_s3(rules: &[S3Rule]) -> S3Result<Vec<LifecycleRule>> {
             None => None,
             Some(a) => Some(days(&id, a.days_after_initiation)?),
         };
-        if expire_days.is_none() && abort_upload_days.is_none() {
+        if expire_days.is_none() && abort_upload_days.is_none() && noncurrent_days.is_none() {
             return Err(s3_error!(
                 InvalidRequest,
-                "lifecycle rule '{id}' has no action: give Expiration Days or AbortIncompleteMultipartUpload"
+                "lifecycle rule '{id}' has no action: give Expiration Days, AbortIncompleteMultipartUpload or NoncurrentVersionExpiration"
             ));
         }
         out.push(LifecycleRule {
@@ -73,6 +78,7 @@ pub(crate) fn from_s3(rules: &[S3Rule]) -> S3Result<Vec<LifecycleRule>> {
             enabled: r.status.as_str() == ExpirationStatus::ENABLED,
             expire_days,
             abort_upload_days,
+            noncurrent_days,
         });
     }
     Ok(out)
@@ -100,7 +106,10 @@ pub(crate) fn to_s3(rules: &[LifecycleRule]) -> Vec<S3Rule> {
             abort_incomplete_multipart_upload: r
                 .abort_upload_days
                 .map(|d| AbortIncompleteMultipartUpload { days_after_initiation: Some(d as i32) }),
-            noncurrent_version_expiration: None,
+            noncurrent_version_expiration: r.noncurrent_days.map(|d| NoncurrentVersionExpiration {
+                noncurrent_days: Some(d as i32),
+                newer_noncurrent_versions: None,
+            }),
             noncurrent_version_transitions: None,
             prefix: None,
             transitions: None,

@@ -8,6 +8,8 @@ ALTER TABLE objects ADD COLUMN version_id TEXT NOT NULL DEFAULT 'null';
 ALTER TABLE objects ADD COLUMN seq BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE objects ADD COLUMN is_latest BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE objects ADD COLUMN delete_marker BIGINT NOT NULL DEFAULT 0;
+-- When a version stopped being the latest (lifecycle NoncurrentVersionExpiration counts from it).
+ALTER TABLE objects ADD COLUMN time_noncurrent TEXT;
 DROP INDEX objects_bucket_key;
 CREATE UNIQUE INDEX objects_bucket_key_version ON objects (bucket_id, object_key, version_id);
 CREATE UNIQUE INDEX objects_bucket_key_latest ON objects (bucket_id, object_key) WHERE is_latest = 1;

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 
 /// A lifecycle rule of a bucket (S3's `LifecycleRule`, the parts Kumo applies): objects whose
 /// keys start with `prefix` expire `expire_days` after their last change; uploads begun that many
-/// `abort_upload_days` ago are aborted.
+/// `abort_upload_days` ago are aborted; versions noncurrent for `noncurrent_days` are deleted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LifecycleRule {
     pub id: String,
@@ -25,6 +25,9 @@ pub struct LifecycleRule {
     pub expire_days: Option<u32>,
     #[serde(default)]
     pub abort_upload_days: Option<u32>,
+    /// Versions that stopped being current that many days ago are deleted for good.
+    #[serde(default)]
+    pub noncurrent_days: Option<u32>,
 }
 
 /// A bucket's versioning (S3's `BucketVersioningStatus`; a bucket once versioned is never
@@ -193,6 +196,30 @@ pub async fn objects_changed_before(
     let sql = format!(
         "SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key{c} >= $2 AND object_key{c} < $3 \
          AND time_modified < $4 AND {CURRENT} ORDER BY time_modified LIMIT {limit}"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(bucket_id.to_string())
+        .bind(prefix)
+        .bind(format!("{prefix}\u{10FFFF}"))
+        .bind(ts(before))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(object_from_row).collect()
+}
+
+/// Up to `limit` noncurrent versions (delete markers too) of a bucket whose keys start with
+/// `prefix`, noncurrent since before `before`.
+pub async fn versions_noncurrent_before(
+    conn: &mut Conn,
+    bucket_id: BucketId,
+    prefix: &str,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<Object>> {
+    let c = collate(conn);
+    let sql = format!(
+        "SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key{c} >= $2 AND object_key{c} < $3 \
+         AND is_latest = 0 AND time_noncurrent < $4 ORDER BY time_noncurrent LIMIT {limit}"
     );
     let rows = sqlx::query(&sql)
         .bind(bucket_id.to_string())
@@ -485,11 +512,15 @@ async fn insert_version(conn: &mut Conn, o: &NewObject<'_>, v: Versioning, marke
         Versioning::Suspended => remove_versions(conn, o.bucket_id, o.key, "version_id = 'null'").await?,
         Versioning::Enabled => Freed::default(),
     };
-    sqlx::query("UPDATE objects SET is_latest = 0 WHERE bucket_id = $1 AND object_key = $2 AND is_latest = 1")
-        .bind(o.bucket_id.to_string())
-        .bind(o.key)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE objects SET is_latest = 0, time_noncurrent = $3 WHERE bucket_id = $1 AND object_key = $2 \
+         AND is_latest = 1",
+    )
+    .bind(o.bucket_id.to_string())
+    .bind(o.key)
+    .bind(ts(now()))
+    .execute(&mut *conn)
+    .await?;
     let seq: i64 = sqlx::query_scalar(
         "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) + 1 FROM objects WHERE bucket_id = $1 AND object_key = $2",
     )
@@ -606,8 +637,8 @@ pub async fn object_delete_version(
     let freed = remove_versions(conn, bucket_id, key, &format!("id = '{}'", o.id)).await?;
     if o.is_latest {
         sqlx::query(
-            "UPDATE objects SET is_latest = 1 WHERE id = (SELECT id FROM objects WHERE bucket_id = $1 \
-             AND object_key = $2 ORDER BY seq DESC LIMIT 1)",
+            "UPDATE objects SET is_latest = 1, time_noncurrent = NULL WHERE id = (SELECT id FROM objects \
+             WHERE bucket_id = $1 AND object_key = $2 ORDER BY seq DESC LIMIT 1)",
         )
         .bind(bucket_id.to_string())
         .bind(key)

@@ -267,77 +267,142 @@ async fn sweep_objects(p: &mut Pass<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Buckets' lifecycle rules (set with S3's PutBucketLifecycleConfiguration): objects under a
-/// rule's prefix unchanged for its days expire (deleted and released from the quota — in a
-/// versioned bucket, hidden behind a delete marker as S3 does — with an `expired` event of the
-/// project); uploads begun that long ago are aborted.
+/// Buckets' lifecycle rules (set with S3's PutBucketLifecycleConfiguration), each under its key
+/// prefix: objects unchanged for its days expire (deleted — in a versioned bucket, hidden behind a
+/// delete marker as S3 does); versions noncurrent for its days are deleted for good; uploads begun
+/// that long ago are aborted. What goes is released from the quota, with an event of the project.
 async fn apply_lifecycle(p: &mut Pass<'_>) -> anyhow::Result<()> {
-    const BATCH: usize = 500;
     let buckets = {
         let mut conn = p.app.store.read().await?;
         kumo_store::objects::buckets_with_lifecycle(&mut conn).await?
     };
     let now = chrono::Utc::now();
+    let days_ago = |days: u32| now - chrono::Duration::days(i64::from(days));
     for (b, rules) in buckets {
         for r in rules.iter().filter(|r| r.enabled) {
             let cause = format!("lifecycle rule '{}' of bucket '{}'", r.id, b.name);
             if let Some(days) = r.expire_days {
-                let before = now - chrono::Duration::days(i64::from(days));
-                loop {
-                    let batch = {
-                        let mut conn = p.app.store.read().await?;
-                        kumo_store::objects::objects_changed_before(&mut conn, b.id, &r.prefix, before, BATCH).await?
-                    };
-                    let n = batch.len();
-                    for o in batch {
-                        let mut tx = p.app.store.begin().await?;
-                        // As a delete would: gone, or (versioned) behind a delete marker.
-                        let freed = match kumo_store::objects::object_expire(&mut tx, b.id, o.id, &o.key, b.versioning)
-                            .await?
-                        {
-                            None => continue,
-                            Some(kumo_store::objects::Deleted::Removed(r)) => r.map(|(_, f)| f).unwrap_or_default(),
-                            Some(kumo_store::objects::Deleted::Marker(w)) => w.freed,
-                        };
-                        let release = kumo_store::quotas::QuotaAmounts {
-                            objects: freed.objects as i64,
-                            object_bytes: freed.bytes as i64,
-                            ..Default::default()
-                        };
-                        kumo_store::quotas::release(&mut tx, b.project_id, release).await?;
-                        let delta = -(freed.bytes as i64);
-                        crate::app::buckets::account(&mut tx, b.project_id, (b.id, &b.name), delta, &cause)
-                            .await
-                            .map_err(|e| anyhow::anyhow!(e.internal.unwrap_or(e.message)))?;
-                        let name = format!("{}/{}", b.name, o.key);
-                        let ev = crate::app::vpcs::event(b.project_id, "object", o.id, &name, "expired", &cause);
-                        let ev = kumo_store::events::record(&mut tx, &ev).await?;
-                        tx.commit().await?;
-                        p.app.events.publish(Some(b.project_id), Some(&b.project_name), ev);
-                    }
-                    if n < BATCH {
-                        break;
-                    }
-                }
+                expire_objects(p, &b, &r.prefix, days_ago(days), &cause).await?;
+            }
+            if let Some(days) = r.noncurrent_days {
+                expire_noncurrent(p, &b, &r.prefix, days_ago(days), &cause).await?;
             }
             if let Some(days) = r.abort_upload_days {
-                let before = now - chrono::Duration::days(i64::from(days));
-                let uploads = {
-                    let mut conn = p.app.store.read().await?;
-                    kumo_store::objects::upload_list(&mut conn, b.id, &r.prefix, usize::MAX >> 1).await?
-                };
-                for u in uploads.into_iter().filter(|u| u.time_created < before) {
-                    let mut tx = p.app.store.begin().await?;
-                    if let Some(bytes) = kumo_store::objects::upload_abort(&mut tx, u.id).await? {
-                        let release =
-                            kumo_store::quotas::QuotaAmounts { object_bytes: bytes as i64, ..Default::default() };
-                        kumo_store::quotas::release(&mut tx, b.project_id, release).await?;
-                    }
-                    tx.commit().await?;
-                    tracing::info!(upload = %u.id, key = %u.key, "{cause}: an incomplete upload aborted");
-                }
+                abort_uploads(p, &b, &r.prefix, days_ago(days), &cause).await?;
             }
         }
+    }
+    Ok(())
+}
+
+const LIFECYCLE_BATCH: usize = 500;
+
+/// Current objects unchanged since `before` go as a delete would: gone, or (versioned) behind a
+/// delete marker.
+async fn expire_objects(
+    p: &mut Pass<'_>,
+    b: &kumo_store::objects::Bucket,
+    prefix: &str,
+    before: chrono::DateTime<chrono::Utc>,
+    cause: &str,
+) -> anyhow::Result<()> {
+    loop {
+        let batch = {
+            let mut conn = p.app.store.read().await?;
+            kumo_store::objects::objects_changed_before(&mut conn, b.id, prefix, before, LIFECYCLE_BATCH).await?
+        };
+        let n = batch.len();
+        for o in batch {
+            let mut tx = p.app.store.begin().await?;
+            let freed = match kumo_store::objects::object_expire(&mut tx, b.id, o.id, &o.key, b.versioning).await? {
+                None => continue,
+                Some(kumo_store::objects::Deleted::Removed(r)) => r.map(|(_, f)| f).unwrap_or_default(),
+                Some(kumo_store::objects::Deleted::Marker(w)) => w.freed,
+            };
+            released(p, tx, b, freed, (o.id, &o.key), "expired", cause).await?;
+        }
+        if n < LIFECYCLE_BATCH {
+            return Ok(());
+        }
+    }
+}
+
+/// Versions (and delete markers) noncurrent since before `before` are deleted for good.
+async fn expire_noncurrent(
+    p: &mut Pass<'_>,
+    b: &kumo_store::objects::Bucket,
+    prefix: &str,
+    before: chrono::DateTime<chrono::Utc>,
+    cause: &str,
+) -> anyhow::Result<()> {
+    loop {
+        let batch = {
+            let mut conn = p.app.store.read().await?;
+            kumo_store::objects::versions_noncurrent_before(&mut conn, b.id, prefix, before, LIFECYCLE_BATCH).await?
+        };
+        let n = batch.len();
+        for o in batch {
+            let mut tx = p.app.store.begin().await?;
+            let Some((_, freed)) =
+                kumo_store::objects::object_delete_version(&mut tx, b.id, &o.key, &o.version_id).await?
+            else {
+                continue;
+            };
+            released(p, tx, b, freed, (o.id, &o.key), "noncurrent version expired", cause).await?;
+        }
+        if n < LIFECYCLE_BATCH {
+            return Ok(());
+        }
+    }
+}
+
+/// Releases what a lifecycle action freed, records its event and commits.
+async fn released(
+    p: &mut Pass<'_>,
+    mut tx: kumo_store::Tx,
+    b: &kumo_store::objects::Bucket,
+    freed: kumo_store::objects::Freed,
+    (id, key): (kumo_types::ObjectId, &str),
+    kind: &str,
+    cause: &str,
+) -> anyhow::Result<()> {
+    let release = kumo_store::quotas::QuotaAmounts {
+        objects: freed.objects as i64,
+        object_bytes: freed.bytes as i64,
+        ..Default::default()
+    };
+    kumo_store::quotas::release(&mut tx, b.project_id, release).await?;
+    crate::app::buckets::account(&mut tx, b.project_id, (b.id, &b.name), -(freed.bytes as i64), cause)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.internal.unwrap_or(e.message)))?;
+    let name = format!("{}/{key}", b.name);
+    let ev = crate::app::vpcs::event(b.project_id, "object", id, &name, kind, cause);
+    let ev = kumo_store::events::record(&mut tx, &ev).await?;
+    tx.commit().await?;
+    p.app.events.publish(Some(b.project_id), Some(&b.project_name), ev);
+    Ok(())
+}
+
+/// Uploads begun before `before` are aborted, their parts released.
+async fn abort_uploads(
+    p: &mut Pass<'_>,
+    b: &kumo_store::objects::Bucket,
+    prefix: &str,
+    before: chrono::DateTime<chrono::Utc>,
+    cause: &str,
+) -> anyhow::Result<()> {
+    let uploads = {
+        let mut conn = p.app.store.read().await?;
+        kumo_store::objects::upload_list(&mut conn, b.id, prefix, usize::MAX >> 1).await?
+    };
+    for u in uploads.into_iter().filter(|u| u.time_created < before) {
+        let mut tx = p.app.store.begin().await?;
+        if let Some(bytes) = kumo_store::objects::upload_abort(&mut tx, u.id).await? {
+            let release = kumo_store::quotas::QuotaAmounts { object_bytes: bytes as i64, ..Default::default() };
+            kumo_store::quotas::release(&mut tx, b.project_id, release).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(upload = %u.id, key = %u.key, "{cause}: an incomplete upload aborted");
     }
     Ok(())
 }

@@ -414,6 +414,19 @@ def case_lifecycle_set():
     for k in ["logs/a", "logs/b", "keep/c", "top"]:
         s3.put_object(Bucket="life", Key=k, Body=k.encode())
     s3.create_multipart_upload(Bucket="life", Key="logs/big")
+    # A versioned bucket: current objects expire behind a delete marker, old versions go.
+    s3.create_bucket(Bucket="life-v")
+    s3.put_bucket_versioning(Bucket="life-v", VersioningConfiguration={"Status": "Enabled"})
+    fails("NotImplemented", s3.put_bucket_lifecycle_configuration, Bucket="life-v", LifecycleConfiguration={"Rules": [
+        {"ID": "n", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 1, "NewerNoncurrentVersions": 2}}]})
+    s3.put_bucket_lifecycle_configuration(Bucket="life-v", LifecycleConfiguration={"Rules": [
+        {"ID": "all", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}]})
+    got = s3.get_bucket_lifecycle_configuration(Bucket="life-v")["Rules"]
+    assert got[0]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1, got
+    s3.put_object(Bucket="life-v", Key="a", Body=b"first")
+    s3.put_object(Bucket="life-v", Key="a", Body=b"second")
     print("ok lifecycle_set")
 
 
@@ -424,6 +437,14 @@ def case_lifecycle_check():
     assert s3.list_multipart_uploads(Bucket="life").get("Uploads", []) == []
     s3.delete_bucket_lifecycle(Bucket="life")
     fails("NoSuchLifecycleConfiguration", s3.get_bucket_lifecycle_configuration, Bucket="life")
+    # life-v: "second" expired behind a delete marker (and is noncurrent only since now), "first"
+    # (noncurrent for two days) is gone for good.
+    fails("NoSuchKey", s3.get_object, Bucket="life-v", Key="a")
+    v = s3.list_object_versions(Bucket="life-v")
+    assert len(v.get("Versions", [])) == 1, v
+    kept = v["Versions"][0]["VersionId"]
+    assert s3.get_object(Bucket="life-v", Key="a", VersionId=kept)["Body"].read() == b"second"
+    assert [x["IsLatest"] for x in v.get("DeleteMarkers", [])] == [True], v
     print("ok lifecycle_check")
 
 
