@@ -25,6 +25,10 @@ pub enum PriceKind {
     FloatingIp,
     /// Object storage (bucket contents), per GiB-month
     ObjectStorage,
+    /// Requests that change a bucket (PUT, COPY, POST, DELETE), per 1,000
+    ObjectWriteRequests,
+    /// Other requests to a bucket (GET, HEAD, listings), per 1,000
+    ObjectReadRequests,
 }
 
 impl PriceKind {
@@ -38,11 +42,26 @@ impl PriceKind {
             PriceKind::Image => "image",
             PriceKind::ObjectStorage => "object_storage",
             PriceKind::FloatingIp => "floating_ip",
+            PriceKind::ObjectWriteRequests => "object_write_requests",
+            PriceKind::ObjectReadRequests => "object_read_requests",
         }
     }
-    fn per_hour(self) -> bool {
-        matches!(self, PriceKind::InstanceType | PriceKind::FloatingIp)
+
+    /// The flag its price is given with.
+    fn per(self) -> Per {
+        match self {
+            PriceKind::InstanceType | PriceKind::FloatingIp => Per::Hour,
+            PriceKind::ObjectWriteRequests | PriceKind::ObjectReadRequests => Per::ThousandRequests,
+            _ => Per::GibMonth,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Per {
+    Hour,
+    GibMonth,
+    ThousandRequests,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,11 +75,14 @@ pub enum PriceCommand {
         /// The instance type (for instance-type prices)
         name: Option<String>,
         /// Price per hour (instance-type, floating-ip), a decimal like 0.012
-        #[arg(long, value_name = "PRICE", conflicts_with = "per_gib_month")]
+        #[arg(long, value_name = "PRICE", conflicts_with_all = ["per_gib_month", "per_1000_requests"])]
         per_hour: Option<String>,
-        /// Price per GiB-month of 730 hours (disk, volume, snapshot, backup, image)
-        #[arg(long, value_name = "PRICE")]
+        /// Price per GiB-month of 730 hours (disk, volume, snapshot, backup, image, object-storage)
+        #[arg(long, value_name = "PRICE", conflicts_with = "per_1000_requests")]
         per_gib_month: Option<String>,
+        /// Price per 1,000 requests (object-write-requests, object-read-requests)
+        #[arg(long = "per-1000-requests", value_name = "PRICE")]
+        per_1000_requests: Option<String>,
     },
     /// List prices with their history
     List,
@@ -68,12 +90,16 @@ pub enum PriceCommand {
 
 pub fn run(ctx: &Ctx, command: &PriceCommand) -> Result<()> {
     match command {
-        PriceCommand::Set { kind, name, per_hour, per_gib_month } => {
-            let price = match (kind.per_hour(), per_hour, per_gib_month) {
-                (true, Some(p), None) => p.clone(),
-                (false, None, Some(p)) => p.clone(),
-                (true, _, _) => bail!("{} prices are per hour: give --per-hour", kind.api()),
-                (false, _, _) => bail!("{} prices are per GiB-month: give --per-gib-month", kind.api()),
+        PriceCommand::Set { kind, name, per_hour, per_gib_month, per_1000_requests } => {
+            let price = match (kind.per(), per_hour, per_gib_month, per_1000_requests) {
+                (Per::Hour, Some(p), None, None)
+                | (Per::GibMonth, None, Some(p), None)
+                | (Per::ThousandRequests, None, None, Some(p)) => p.clone(),
+                (Per::Hour, ..) => bail!("{} prices are per hour: give --per-hour", kind.api()),
+                (Per::GibMonth, ..) => bail!("{} prices are per GiB-month: give --per-gib-month", kind.api()),
+                (Per::ThousandRequests, ..) => {
+                    bail!("{} prices are per 1,000 requests: give --per-1000-requests", kind.api())
+                }
             };
             if (*kind == PriceKind::InstanceType) != name.is_some() {
                 bail!("give an instance type name for instance-type prices, and no name for others");

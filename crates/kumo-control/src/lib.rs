@@ -117,6 +117,10 @@ pub struct App {
     pub instance_metrics: background::monitoring::Memory,
     /// Audit log retention; see [`background::audit_retention`].
     pub audit_retention: background::Handle,
+    /// Requests to the S3 endpoint counted since the last flush; see [`app::buckets::Requests`].
+    pub requests: app::buckets::Requests,
+    /// Their flush to the store; see [`background::requests`].
+    pub request_flush: background::Handle,
     /// Request counters and latencies for `/metrics`; see [`telemetry`].
     pub telemetry: telemetry::Telemetry,
     /// Committed events, for the live event stream; see [`app::events::EventBus`].
@@ -231,6 +235,8 @@ impl App {
             monitoring: background::Handle::new("monitoring"),
             instance_metrics: background::monitoring::Memory::default(),
             audit_retention: background::Handle::new("audit_retention"),
+            requests: Default::default(),
+            request_flush: background::Handle::new("requests"),
             images: background::Handle::new("images"),
             telemetry: telemetry::Telemetry::default(),
             events: app::events::EventBus::default(),

@@ -324,6 +324,48 @@ pub fn price_lines(
         .collect()
 }
 
+/// The priced lines of one bucket's requests of one class (`write` or `read`): counts per hour,
+/// each hour at the price in force at its start, grouped per unit price. Priced per 1,000
+/// requests (kinds `object_write_requests`, `object_read_requests`).
+pub fn request_lines(
+    bucket: &str,
+    bucket_id: uuid::Uuid,
+    class: &str,
+    hours: &[(DateTime<Utc>, u64)],
+    prices: &PriceBook,
+) -> Vec<UsageLine> {
+    let kind = if class == "write" { "object_write_requests" } else { "object_read_requests" };
+    let mut groups: Vec<(i64, u64, Vec<UsageInterval>)> = Vec::new();
+    for (hour, n) in hours {
+        let micros = prices.at(kind, "", *hour);
+        let part = UsageInterval { start: *hour, end: *hour + chrono::Duration::hours(1), gib: None };
+        match groups.iter_mut().find(|g| g.0 == micros) {
+            Some(g) => {
+                g.1 += n;
+                g.2.push(part);
+            }
+            None => groups.push((micros, *n, vec![part])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(micros, n, parts)| UsageLine {
+            resource_type: "bucket".into(),
+            resource: bucket.to_string(),
+            resource_id: bucket_id,
+            price_kind: kind.into(),
+            price_name: None,
+            quantity: n as i64,
+            unit: "request".into(),
+            unit_price: money::format_micros(micros),
+            unit_price_micros: micros,
+            price_unit: "1,000 requests".into(),
+            cost: money::cost_cents(n as i64, micros, 1000),
+            intervals: parts,
+        })
+        .collect()
+}
+
 /// `instance` for running time, `disk` for the root disk.
 pub fn instance_resource_type(m: &Meter) -> &'static str {
     match m {
@@ -481,6 +523,26 @@ mod tests {
         // Clipped to the window, and still billed at the window's end if never deleted.
         let ivs = storage_intervals(Meter::Backup, &evs[..3], t(120), t(130));
         assert_eq!((ivs.len(), ivs[0].gib, (ivs[0].end - ivs[0].start).num_seconds()), (1, 20, 10));
+    }
+
+    #[test]
+    fn requests_are_priced_per_thousand_at_the_price_of_their_hour() {
+        let book = PriceBook::new([
+            ("object_read_requests".to_string(), String::new(), t(0), 4_000),
+            ("object_read_requests".to_string(), String::new(), t(7200), 5_000),
+        ]);
+        let id = uuid::Uuid::nil();
+        let hours = [(t(0), 1500), (t(3600), 1000), (t(7200), 2000)];
+        let lines = request_lines("photos", id, "read", &hours, &book);
+        let got: Vec<_> = lines.iter().map(|l| (l.price_kind.as_str(), l.quantity, l.unit_price_micros)).collect();
+        assert_eq!(got, [("object_read_requests", 2500, 4_000), ("object_read_requests", 2000, 5_000)]);
+        // 2,500 at 0.004 per 1,000 = 0.01; 2,000 at 0.005 per 1,000 = 0.01: a cent each.
+        assert_eq!((lines[0].cost, lines[1].cost), (1, 1));
+        let few = request_lines("photos", id, "read", &[(t(7200), 999)], &book);
+        assert_eq!(few[0].cost, 0, "999 × 0.005 / 1,000 = 0.004995: less than half a cent");
+        assert_eq!((lines[0].unit.as_str(), lines[0].price_unit.as_str()), ("request", "1,000 requests"));
+        let writes = request_lines("photos", id, "write", &[(t(0), 1)], &book);
+        assert_eq!((writes[0].price_kind.as_str(), writes[0].unit_price_micros), ("object_write_requests", 0));
     }
 
     #[test]

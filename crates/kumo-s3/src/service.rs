@@ -4,6 +4,7 @@
 use crate::checksums::{hashing, Expected};
 use futures::{StreamExt, TryStreamExt};
 use kumo_control::app::access_keys::{self, S3Identity};
+use kumo_control::app::buckets::RequestClass;
 use kumo_control::context::{Access, OpContext};
 use kumo_control::App;
 use kumo_objects::ByteStream;
@@ -163,7 +164,18 @@ impl KumoS3 {
     /// whose user's role there allows it, or anyone reading a public-read bucket. Another
     /// project's bucket, and any bucket an anonymous caller may not read, is `AccessDenied`
     /// whether or not it exists.
+    ///
+    /// The request is counted (billed to the bucket's project, as S3 bills the bucket owner) once
+    /// authorised: a refused request is not.
     pub(crate) async fn bucket(&self, creds: &Option<Credentials>, name: &str, access: Access) -> S3Result<Authorised> {
+        let a = self.authorise(creds, name, access).await?;
+        let class = if access == Access::Read { RequestClass::Read } else { RequestClass::Write };
+        self.app.requests.count(a.bucket.id, class);
+        Ok(a)
+    }
+
+    /// [`KumoS3::bucket`] without counting a request (the source of a copy: the copy is one).
+    async fn authorise(&self, creds: &Option<Credentials>, name: &str, access: Access) -> S3Result<Authorised> {
         let who = self.identity(creds).await?;
         let bucket = {
             let mut conn = self.app.store.read().await.map_err(store_err)?;
@@ -244,7 +256,7 @@ impl KumoS3 {
         let CopySource::Bucket { bucket, key, version_id } = source else {
             return Err(s3_error!(NotImplemented, "copying from an access point is not supported"));
         };
-        let src = self.bucket(creds, bucket, Access::Read).await?;
+        let src = self.authorise(creds, bucket, Access::Read).await?;
         if src.bucket.project_id != dest.bucket.project_id {
             return Err(s3_error!(AccessDenied, "copies are between buckets of one project"));
         }

@@ -887,3 +887,67 @@ pub async fn blobs_known(conn: &mut Conn, ids: &[BlobId]) -> Result<HashSet<Blob
     }
     Ok(known)
 }
+
+/// Requests of one class to one bucket within one hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestCount {
+    pub bucket_id: BucketId,
+    pub bucket_name: String,
+    /// The start of the hour.
+    pub hour: DateTime<Utc>,
+    /// `write` or `read`.
+    pub class: String,
+    pub requests: u64,
+}
+
+/// Adds `n` requests of `class` to a bucket's count for the hour starting at `hour`.
+pub async fn requests_add(
+    conn: &mut Conn,
+    bucket_id: BucketId,
+    hour: DateTime<Utc>,
+    class: &str,
+    n: u64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO bucket_requests (bucket_id, hour, class, requests) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (bucket_id, hour, class) DO UPDATE SET requests = bucket_requests.requests + excluded.requests",
+    )
+    .bind(bucket_id.to_string())
+    .bind(ts(hour))
+    .bind(class)
+    .bind(n as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The request counts of a project's buckets (deleted ones too) for the hours starting within
+/// `[from, to)`, by bucket, class and hour.
+pub async fn requests_of_project(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<RequestCount>> {
+    let rows = sqlx::query(
+        "SELECT r.bucket_id, b.name, r.hour, r.class, r.requests FROM bucket_requests r \
+         JOIN buckets b ON b.id = r.bucket_id WHERE b.project_id = $1 AND r.hour >= $2 AND r.hour < $3 \
+         ORDER BY r.bucket_id, r.class, r.hour",
+    )
+    .bind(project_id.to_string())
+    .bind(ts(from))
+    .bind(ts(to))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RequestCount {
+                bucket_id: parse_uuid(&r.try_get::<String, _>(0)?)?,
+                bucket_name: r.try_get(1)?,
+                hour: parse_ts(&r.try_get::<String, _>(2)?)?,
+                class: r.try_get(3)?,
+                requests: r.try_get::<i64, _>(4)? as u64,
+            })
+        })
+        .collect()
+}

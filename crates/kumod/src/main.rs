@@ -518,7 +518,12 @@ pub(crate) async fn serve_api(
     }
     println!("kumod S3 endpoint on http://{s3_addr}");
     // The dashboard (kumo-web) is served beside the API, at /.
-    tls::serve(app, listener, tls, shutdown_signal()).await
+    let served = tls::serve(app.clone(), listener, tls, shutdown_signal()).await;
+    // The S3 requests counted since the last flush are billed too.
+    if let Err(e) = app.requests.flush(&app.store).await {
+        tracing::warn!(error = %e, "could not record the last S3 request counts");
+    }
+    served
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -829,7 +829,10 @@ fn every_background_task_reports_one_status_shape() {
                 .iter()
                 .any(|r| r["name"] == name && r["passes"].as_u64() > Some(0) && r["last_duration_seconds"].is_number())
         };
-        if ["instances", "volumes", "network", "monitoring", "billing", "sweep", "images"].iter().all(|n| ran(n)) {
+        if ["instances", "volumes", "network", "monitoring", "billing", "sweep", "images", "requests"]
+            .iter()
+            .all(|n| ran(n))
+        {
             break items;
         }
         assert!(std::time::Instant::now() < deadline, "not every task ran: {v}");
@@ -837,7 +840,8 @@ fn every_background_task_reports_one_status_shape() {
     };
     let names: BTreeSet<&str> = all.iter().filter_map(|r| r["name"].as_str()).collect();
     let want: BTreeSet<&str> =
-        ["instances", "volumes", "network", "monitoring", "billing", "audit_retention", "sweep", "images"].into();
+        ["instances", "volumes", "network", "monitoring", "billing", "audit_retention", "sweep", "images", "requests"]
+            .into();
     assert_eq!(names, want);
     for r in &all {
         for field in ["passes", "changes", "errors", "in_flight", "leaks_collected", "quarantined", "period_seconds"] {

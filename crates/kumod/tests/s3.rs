@@ -658,3 +658,52 @@ fn object_storage_is_metered_in_gib_months_on_the_usage_page() {
     let q = line["quantity"].as_i64().expect("quantity");
     assert!((2..=6).contains(&q), "1 GiB for ~2.5 s: {line}");
 }
+
+#[test]
+fn requests_are_counted_per_bucket_and_billed_per_thousand_and_a_stop_keeps_the_last_counts() {
+    if clients().is_none() {
+        return;
+    }
+    let mut t = tenants(&[]);
+    for (kind, price) in [("object_write_requests", "10.00"), ("object_read_requests", "1.00")] {
+        let (s, v) = t.k.send_put("/v1/system/prices", json!({"kind": kind, "unit_price": price}));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["price_unit"], "1,000 requests", "{v}");
+    }
+    // Requests are counted per hour, each hour at the price in force at its start: the prices
+    // were set two hours ago.
+    t.k.kill9();
+    common::with_store(&t.k, async |conn| {
+        let then =
+            (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        sqlx::query("UPDATE prices SET effective_from = $1 WHERE kind LIKE 'object_%_requests'")
+            .bind(&then)
+            .execute(&mut *conn)
+            .await
+            .expect("back-date the prices");
+    });
+    t.k.restart();
+    let addr = std::fs::read_to_string(t.k.data_dir().join("s3.addr")).expect("s3.addr");
+    t.endpoint = format!("http://{}", addr.trim());
+    t.boto3("requests", &[]);
+    // Counts are flushed every 10 s and when kumod stops: stop it at once, they are all there.
+    t.k.restart_gracefully();
+    let (s, usage) = t.k.get("/v1/projects/demo/usage");
+    assert_eq!(s, 200, "{usage}");
+    let line = |kind: &str| {
+        usage["items"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["price_kind"] == kind && l["resource"] == "req"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} line: {usage}"))
+    };
+    let (w, r) = (line("object_write_requests"), line("object_read_requests"));
+    // 20 PUTs and one DeleteObjects; 30 GETs, 10 HEADs, 5 listings (the refused GET is not billed).
+    assert_eq!(
+        (w["quantity"].as_i64(), w["unit"].as_str(), w["cost"].as_i64()),
+        (Some(21), Some("request"), Some(21)),
+        "{w}"
+    );
+    assert_eq!((r["quantity"].as_i64(), r["cost"].as_i64()), (Some(45), Some(5)), "{r}");
+    assert_eq!(r["resource_type"], "bucket", "{r}");
+}

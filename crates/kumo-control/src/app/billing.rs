@@ -26,7 +26,7 @@ use kumo_types::billing::{
 use kumo_types::{money, ErrorCode, NameOrId, ProjectId, ProjectView, VolumeState};
 
 /// Price kinds: (kind, price unit).
-pub const PRICE_KINDS: [(&str, &str); 8] = [
+pub const PRICE_KINDS: [(&str, &str); 10] = [
     ("instance_type", "hour"),
     ("disk", "GiB-month"),
     ("volume", "GiB-month"),
@@ -35,6 +35,8 @@ pub const PRICE_KINDS: [(&str, &str); 8] = [
     ("image", "GiB-month"),
     ("floating_ip", "hour"),
     ("object_storage", "GiB-month"),
+    ("object_write_requests", "1,000 requests"),
+    ("object_read_requests", "1,000 requests"),
 ];
 
 fn price_unit(kind: &str) -> &'static str {
@@ -201,6 +203,14 @@ pub async fn lines(
         }
     }
     out.extend(storage_lines(conn, &via, project_id, from, to, &book).await?);
+    // Requests to buckets: counted per hour (see app::buckets::Requests), the hours starting in
+    // the window.
+    let counts = kumo_store::objects::requests_of_project(conn, project_id, from, to).await?;
+    for group in counts.chunk_by(|a, b| a.bucket_id == b.bucket_id && a.class == b.class) {
+        let hours: Vec<_> = group.iter().map(|c| (c.hour, c.requests)).collect();
+        let first = &group[0];
+        out.extend(metering::request_lines(&first.bucket_name, first.bucket_id.get(), &first.class, &hours, &book));
+    }
     Ok(out)
 }
 

@@ -2,6 +2,8 @@
 //! ACL (`public-read` or private), delete them when empty. Objects are reached through the S3
 //! endpoint (`kumo-s3`), which calls [`create`], [`update`] and [`delete`] for `CreateBucket`,
 //! `PutBucketAcl` and `DeleteBucket`: one place decides who may do each, and audits it.
+//!
+//! Requests to the S3 endpoint are counted here ([`Requests`]) and billed per 1,000.
 
 use super::read;
 use super::vpcs::event;
@@ -138,4 +140,76 @@ pub async fn account(
         kumo_store::events::record(tx, &e).await?;
     }
     Ok(())
+}
+
+/// The two classes of S3 requests, priced apart (kinds `object_write_requests` and
+/// `object_read_requests`, per 1,000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestClass {
+    /// Requests that may change something (PUT, COPY, POST, DELETE, configuration).
+    Write,
+    /// The others (GET, HEAD, listings).
+    Read,
+}
+
+impl RequestClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestClass::Write => "write",
+            RequestClass::Read => "read",
+        }
+    }
+}
+
+/// Requests to the S3 endpoint counted in memory per (bucket, hour, class) since the last flush
+/// (every few seconds, by [`crate::background::requests`], and when kumod stops). Counting in
+/// memory keeps a store write off every request; a crash loses at most the counts since the last
+/// flush, never bills a request twice.
+#[derive(Default)]
+pub struct Requests(std::sync::Mutex<std::collections::HashMap<(kumo_types::BucketId, i64, RequestClass), u64>>);
+
+impl Requests {
+    /// Counts one request (an authorised one: refused requests are not billed).
+    pub fn count(&self, bucket: kumo_types::BucketId, class: RequestClass) {
+        let hour = chrono::Utc::now().timestamp().div_euclid(3600) * 3600;
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((bucket, hour, class)).or_default() += 1;
+    }
+
+    fn take(&self) -> std::collections::HashMap<(kumo_types::BucketId, i64, RequestClass), u64> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn give_back(&self, counts: std::collections::HashMap<(kumo_types::BucketId, i64, RequestClass), u64>) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, n) in counts {
+            *m.entry(k).or_default() += n;
+        }
+    }
+
+    /// Adds the counts to the store in one transaction (given back to be tried again when that
+    /// fails): the requests flushed.
+    pub async fn flush(&self, store: &kumo_store::Store) -> Result<u64, kumo_store::StoreError> {
+        let counts = self.take();
+        if counts.is_empty() {
+            return Ok(0);
+        }
+        let total = counts.values().sum();
+        let written = async {
+            let mut tx = store.begin().await?;
+            for ((bucket, hour, class), n) in &counts {
+                let hour = chrono::DateTime::from_timestamp(*hour, 0).unwrap_or_default();
+                kumo_store::objects::requests_add(&mut tx, *bucket, hour, class.as_str(), *n).await?;
+            }
+            tx.commit().await.map_err(kumo_store::StoreError::from)
+        }
+        .await;
+        match written {
+            Ok(()) => Ok(total),
+            Err(e) => {
+                self.give_back(counts);
+                Err(e)
+            }
+        }
+    }
 }

@@ -16,6 +16,7 @@
 //! | audit retention (`audit_retention`) | [`audit_retention`] | 1 hour (only with `--audit-retention-days`) | — |
 //! | orphan sweep (`sweep`)        | [`sweep`]             | `--sweep-minutes`           | — (its start-up pass runs before the API serves) |
 //! | image catalogue (`images`)    | [`images`]            | `--image-rescan-seconds`    | — (its start-up pass runs before the API serves) |
+//! | S3 request counts (`requests`) | [`requests`]         | 10 s (every controller: no lease) | — (and a last flush when kumod stops) |
 //!
 //! The driver ([`spawn`]) runs a task's pass at start (or after one period, for the sweep), then
 //! whenever the task is woken ([`Handle::wake`]) or its period has passed since the last pass
@@ -40,6 +41,7 @@ pub mod instances;
 pub mod migrations;
 pub mod monitoring;
 pub mod network;
+pub mod requests;
 pub mod sweep;
 pub mod volumes;
 
@@ -308,6 +310,7 @@ pub fn spawn_all(app: &Arc<App>) {
     if app.config.image_cache.is_some() {
         spawn(app.clone(), |a| &a.images, app.config.image_rescan_period, First::AfterPeriod, images::Rescan);
     }
+    spawn(app.clone(), |a| &a.request_flush, requests::PERIOD, First::Now, requests::Flush);
 }
 
 /// The status of every task of this process (see [`all`]), with whether it runs here now.
@@ -335,6 +338,7 @@ pub fn all(app: &App) -> Vec<&Handle> {
         &app.sweep,
         &app.images,
         &app.audit_retention,
+        &app.request_flush,
     ];
     if app.leadership.id().is_some() {
         out.push(&app.hosts_sync);

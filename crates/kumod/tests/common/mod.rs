@@ -246,6 +246,17 @@ impl Kumod {
         self.spawn();
     }
 
+    /// Stops kumod as an operator's `systemctl stop` does (SIGTERM), waits for it to exit, and
+    /// starts it again.
+    pub fn restart_gracefully(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
     /// Starts kumod again on the same data directory with other flags.
     pub fn restart_with(&mut self, extra: &[&str]) {
         self.args = extra.iter().map(|s| s.to_string()).collect();

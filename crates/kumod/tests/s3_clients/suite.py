@@ -371,6 +371,23 @@ def case_versioning():
     print("ok versioning")
 
 
+def case_requests():
+    """A known number of requests of each class on bucket "req" (the test checks the bill)."""
+    s3 = client()
+    s3.create_bucket(Bucket="req")  # not a request on a bucket: not counted
+    for i in range(20):
+        s3.put_object(Bucket="req", Key="k%d" % i, Body=b"x")  # 20 writes
+    for i in range(30):
+        s3.get_object(Bucket="req", Key="k%d" % (i % 20))["Body"].read()  # 30 reads
+    for i in range(10):
+        s3.head_object(Bucket="req", Key="k%d" % i)  # 10 reads
+    for _ in range(5):
+        s3.list_objects_v2(Bucket="req")  # 5 reads
+    fails("AccessDenied", client("other").get_object, Bucket="req", Key="k0")  # refused: not counted
+    s3.delete_objects(Bucket="req", Delete={"Objects": [{"Key": "k%d" % i} for i in range(20)]})  # 1 write
+    print("ok requests")
+
+
 def case_quota():
     """The project may hold 3 objects (set by the test): the 4th is refused, naming the limit;
     overwrites, deletes, uploads and aborts keep the count and the bytes right."""
