@@ -331,7 +331,7 @@ impl KumoS3 {
         Ok(Box::pin(stream))
     }
 
-    async fn put(
+    pub(crate) async fn put(
         &self,
         a: &Authorised,
         key: &str,
@@ -855,7 +855,7 @@ impl S3 for KumoS3 {
 }
 
 impl KumoS3 {
-    async fn delete_key(&self, a: &Authorised, key: &str) -> S3Result<()> {
+    pub(crate) async fn delete_key(&self, a: &Authorised, key: &str) -> S3Result<()> {
         let mut tx = self.app.store.begin().await.map_err(store_err)?;
         if let Some((id, size)) =
             kumo_store::objects::object_delete(&mut tx, a.bucket.id, key).await.map_err(store_err)?
