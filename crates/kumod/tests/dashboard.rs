@@ -884,6 +884,7 @@ fn tenant_manages_buckets_and_objects_in_the_browser() {
     let bin = file_bytes(700 << 10, 3);
     std::fs::write(files.path().join(text_name), &text).expect("write file");
     std::fs::write(files.path().join("data.bin"), &bin).expect("write file");
+    std::fs::write(files.path().join("extra.txt"), b"one too many").expect("write file");
     let both = format!("{}\n{}", files.path().join(text_name).display(), files.path().join("data.bin").display());
     let text_key = format!("docs/{text_name}");
     let text_row = format!("tr[data-key='{text_key}']");
@@ -918,10 +919,12 @@ fn tenant_manages_buckets_and_objects_in_the_browser() {
         p.fill("#upload-folder", "docs").await;
         let input = c.find(Locator::Css("#upload-files")).await.expect("file input");
         input.send_keys(&both).await.expect("choose the files");
+        p.eval(SET_MARKER).await;
         p.click("#upload-submit").await;
         p.wait_for("the finished upload", TextPred("#upload-status", "Uploaded 2 files.".into())).await;
         assert_eq!(p.eval("return document.getElementById('upload-bar').value;").await, json!(100));
         p.wait_for("the docs folder", ExistsPred("tr[data-folder='docs/'] a")).await;
+        assert_eq!(p.eval(GET_MARKER).await, json!("still here"), "the page was reloaded by the upload");
         p.shots("51-bucket-uploaded").await;
 
         // Browse into the folder: the breadcrumb, both objects with their sizes.
@@ -952,6 +955,15 @@ fn tenant_manages_buckets_and_objects_in_the_browser() {
             "{disposition}"
         );
         assert!(body == hex(&text), "the downloaded bytes differ from the uploaded file");
+
+        // The quota is the S3 endpoint's: a third object over a limit of two shows its message.
+        let (s, v) = tokio::task::block_in_place(|| k.send_put("/v1/projects/demo/quotas", json!({"objects": 2})));
+        assert_eq!(s, 200, "{v}");
+        let input = c.find(Locator::Css("#upload-files")).await.expect("file input");
+        input.send_keys(&files.path().join("extra.txt").to_string_lossy()).await.expect("choose the file");
+        p.click("#upload-submit").await;
+        p.wait_for("the quota error", TextPred("#upload-error", "objects 2 of 2 used".into())).await;
+        assert!(c.find(Locator::Css("tr[data-key='docs/extra.txt']")).await.is_err(), "the refused object is listed");
 
         // Public read: off, so an anonymous S3 GET is refused; switched on by an owner (with a
         // confirmation), the same GET gives the bytes, and the API says so.
