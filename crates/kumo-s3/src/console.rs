@@ -87,8 +87,8 @@ impl ConsoleBucket {
             let p = kumo_control::app::project(&mut conn, ctx, Some(project), Access::Read).await?;
             kumo_store::objects::bucket_by_name(&mut conn, bucket).await?.filter(|b| b.project_id == p.id)
         };
+        // Reading was authorised with the project (the API's check); writes check again.
         let b = found.ok_or_else(|| ApiError::not_found("bucket", bucket))?;
-        ctx.authorize_project(b.project_id, &b.project_name, Access::Read)?;
         Ok(ConsoleBucket {
             s3: KumoS3::new(app),
             a: Authorised { bucket: b, who: Some(ctx.clone()) },

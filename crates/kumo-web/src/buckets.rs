@@ -290,6 +290,7 @@ pub async fn download(
     h.insert(header::CONTENT_DISPOSITION, attachment(&info.key));
     // The bytes are the tenant's: never let a browser render them as a page of this origin.
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
     Ok(render::with_actor(r, &s))
 }
 
