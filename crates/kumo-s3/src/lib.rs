@@ -19,6 +19,7 @@
 
 pub mod auth;
 mod checksums;
+pub mod console;
 mod lifecycle;
 mod listing;
 mod multipart;

@@ -1,5 +1,5 @@
-// Kumo dashboard: the little script htmx does not cover — image upload with a progress bar
-// (XHR, raw body, CSRF header) and metric charts (uPlot). Everything else is htmx or plain HTML.
+// Kumo dashboard: the little script htmx does not cover — uploads with a progress bar (image
+// import, bucket files: XHR, raw body, CSRF header) and metric charts (uPlot). Everything else is htmx or plain HTML.
 (function () {
   "use strict";
   function csrf() {
@@ -18,6 +18,23 @@
     source.addEventListener("kumo", function () { htmx.trigger(document.body, "kumo-event"); });
     source.addEventListener("lagged", function () { htmx.trigger(document.body, "kumo-event"); });
   }
+  // POSTs `file` as the raw body of `url` (streamed by the server, never held whole) with the
+  // CSRF header; `progress(loaded, total)` follows the upload, `done(error)` gets null or the
+  // API's message. The image import and the bucket upload both use it.
+  function upload(url, file, contentType, progress, done) {
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", url);
+    xhr.setRequestHeader("X-CSRF-Token", csrf());
+    xhr.setRequestHeader("Content-Type", contentType);
+    xhr.upload.onprogress = function (e) { if (e.lengthComputable) progress(e.loaded, e.total); };
+    xhr.onload = function () { done(xhr.status >= 200 && xhr.status < 300 ? null : apiMessage(xhr)); };
+    xhr.onerror = function () { done("The upload failed: the connection was lost."); };
+    xhr.send(file);
+  }
+  function showError(box, message) {
+    box.innerHTML = '<div class="error" role="alert"></div>';
+    box.firstChild.textContent = message;
+  }
   function setupImport() {
     var form = document.getElementById("import-form");
     if (!form) return;
@@ -29,40 +46,90 @@
       var err = document.getElementById("import-error");
       var bar = document.getElementById("import-bar");
       var status = document.getElementById("import-status");
+      var submit = document.getElementById("import-submit");
       err.innerHTML = "";
       var max = Number(form.dataset.maxBytes || 0);
       if (file && max && file.size > max) {
-        err.innerHTML = '<div class="error" role="alert"></div>';
-        err.firstChild.textContent = "The file is " + file.size + " bytes; this server accepts images up to " + max + " bytes.";
+        showError(err, "The file is " + file.size + " bytes; this server accepts images up to " + max + " bytes.");
         return;
       }
       var url = form.dataset.importUrl + "?name=" + encodeURIComponent(name) + "&description=" + encodeURIComponent(desc);
-      var xhr = new XMLHttpRequest();
-      xhr.open("POST", url);
-      xhr.setRequestHeader("X-CSRF-Token", csrf());
-      xhr.setRequestHeader("Content-Type", "application/octet-stream");
       document.getElementById("import-progress").hidden = false;
-      document.getElementById("import-submit").disabled = true;
-      xhr.upload.onprogress = function (e) {
-        if (e.lengthComputable) {
-          var pct = Math.round(e.loaded * 100 / e.total);
-          bar.value = pct;
-          status.textContent = pct < 100 ? "Uploading… " + pct + " %" : "Uploaded; checking and converting the image…";
-        }
-      };
-      xhr.onload = function () {
-        document.getElementById("import-submit").disabled = false;
-        if (xhr.status === 201) { status.textContent = "Imported."; window.location.reload(); return; }
+      submit.disabled = true;
+      upload(url, file, "application/octet-stream", function (loaded, total) {
+        var pct = Math.round(loaded * 100 / total);
+        bar.value = pct;
+        status.textContent = pct < 100 ? "Uploading… " + pct + " %" : "Uploaded; checking and converting the image…";
+      }, function (error) {
+        submit.disabled = false;
+        if (!error) { status.textContent = "Imported."; window.location.reload(); return; }
         bar.value = 0; status.textContent = "";
-        err.innerHTML = '<div class="error" role="alert"></div>';
-        err.firstChild.textContent = apiMessage(xhr);
-      };
-      xhr.onerror = function () {
-        document.getElementById("import-submit").disabled = false;
-        err.innerHTML = '<div class="error" role="alert">The upload failed: the connection was lost.</div>';
-      };
-      xhr.send(file);
+        showError(err, error);
+      });
     });
+  }
+  // Bucket upload: the chosen files one after the other into the folder shown (plus an optional
+  // sub-folder), one progress bar over all their bytes; then the object list is refreshed in
+  // place, so the finished progress stays visible.
+  function setupBucketUpload() {
+    var form = document.getElementById("upload-form");
+    if (!form) return;
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var files = Array.prototype.slice.call(document.getElementById("upload-files").files);
+      var folder = document.getElementById("upload-folder").value.replace(/^\/+|\/+$/g, "");
+      var prefix = form.dataset.prefix + (folder ? folder + "/" : "");
+      var err = document.getElementById("upload-error");
+      var bar = document.getElementById("upload-bar");
+      var status = document.getElementById("upload-status");
+      var submit = document.getElementById("upload-submit");
+      var total = files.reduce(function (n, f) { return n + f.size; }, 0) || 1;
+      var sent = 0;
+      err.innerHTML = "";
+      document.getElementById("upload-progress").hidden = false;
+      submit.disabled = true;
+      bar.value = 0;
+      function next(i) {
+        if (i === files.length) {
+          submit.disabled = false;
+          bar.value = 100;
+          status.textContent = "Uploaded " + files.length + (files.length === 1 ? " file." : " files.");
+          refreshObjects();
+          return;
+        }
+        var f = files[i];
+        var url = form.dataset.uploadUrl + "?key=" + encodeURIComponent(prefix + f.name);
+        upload(url, f, f.type || "application/octet-stream", function (loaded) {
+          var pct = Math.min(99, Math.round((sent + loaded) * 100 / total));
+          bar.value = pct;
+          status.textContent = "Uploading " + f.name + " (" + (i + 1) + " of " + files.length + ")… " + pct + " %";
+        }, function (error) {
+          if (error) {
+            submit.disabled = false;
+            status.textContent = "Stopped at " + f.name + ".";
+            showError(err, f.name + ": " + error);
+            refreshObjects();
+            return;
+          }
+          sent += f.size;
+          next(i + 1);
+        });
+      }
+      next(0);
+    });
+  }
+  // Replaces the object table with the server's current one (same URL), keeping the page.
+  function refreshObjects() {
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.text(); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("objects");
+        var old = document.getElementById("objects");
+        if (!fresh || !old) return;
+        old.replaceWith(fresh);
+        if (window.htmx) htmx.process(fresh);
+      })
+      .catch(function (e) { console.error(e); });
   }
   function fmt(unit) {
     return function (u, vals) {
@@ -118,5 +185,5 @@
       drawCharts(active ? active.dataset.range : "1h");
     }, 15000);
   }
-  document.addEventListener("DOMContentLoaded", function () { setupEvents(); setupImport(); setupCharts(); });
+  document.addEventListener("DOMContentLoaded", function () { setupEvents(); setupImport(); setupBucketUpload(); setupCharts(); });
 })();

@@ -9,10 +9,12 @@
 //! Where things are: [`session`] (login cookie, CSRF), [`render`] (templates, errors),
 //! [`pages`] (login, project picker, assets), [`instances`], [`images`], [`billing`],
 //! [`volumes`] (volumes, snapshots, backups), [`network`] (VPCs, subnets, security groups, SSH keys,
-//! floating IPs), [`form`] (forms with repeated fields),
+//! floating IPs), [`buckets`] (buckets and their objects, through [`kumo_s3::console`]),
+//! [`form`] (forms with repeated fields),
 //! [`operator`] (hosts, projects and quotas, audit log). See docs/dashboard.md.
 
 pub mod billing;
+pub mod buckets;
 pub mod form;
 pub mod images;
 pub mod instances;
@@ -68,6 +70,11 @@ pub fn router() -> Router<Arc<App>> {
         .route("/projects/{p}/volumes/{v}/{action}", post(volumes::act))
         .route("/projects/{p}/snapshots/{s}/delete", post(volumes::delete_snapshot))
         .route("/projects/{p}/backups/{b}/delete", post(volumes::delete_backup))
+        .route("/projects/{p}/buckets", get(buckets::list).post(buckets::create))
+        .route("/projects/{p}/buckets/{b}", get(buckets::browse))
+        .route("/projects/{p}/buckets/{b}/upload", post(buckets::upload))
+        .route("/projects/{p}/buckets/{b}/download", get(buckets::download))
+        .route("/projects/{p}/buckets/{b}/{action}", post(buckets::act))
         .route("/projects/{p}/network", get(network::page_view))
         .route("/projects/{p}/network/{kind}", post(network::create))
         .route("/projects/{p}/network/{kind}/{name}/{action}", post(network::act))

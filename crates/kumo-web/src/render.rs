@@ -29,6 +29,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("volumes.html", include_str!("../templates/volumes.html")),
     ("volume_rows.html", include_str!("../templates/volume_rows.html")),
     ("network.html", include_str!("../templates/network.html")),
+    ("buckets.html", include_str!("../templates/buckets.html")),
+    ("bucket.html", include_str!("../templates/bucket.html")),
 ];
 
 fn env() -> &'static Environment<'static> {
@@ -87,11 +89,22 @@ fn pct(used: i64, total: Option<i64>) -> i64 {
     }
 }
 
+/// Percent-encodes a path: everything but unreserved characters and `/`.
 pub fn urlencode(s: &str) -> String {
+    percent_encode(s, true)
+}
+
+/// Percent-encodes one path segment or query value (an object key): `/` is encoded too.
+pub fn urlencode_component(s: &str) -> String {
+    percent_encode(s, false)
+}
+
+fn percent_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'/' if keep_slash => out.push('/'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -194,6 +207,7 @@ mod tests {
         assert_eq!(pct(5, None), 0);
         assert_eq!(datetime("2026-11-27T10:00:00.5Z".into()), "2026-11-27 10:00:00");
         assert_eq!(urlencode("/projects/a b?x=1"), "/projects/a%20b%3Fx%3D1");
+        assert_eq!(urlencode_component("a/b+c ü"), "a%2Fb%2Bc%20%C3%BC");
     }
 }
 

@@ -792,6 +792,292 @@ fn tenant_builds_a_network_in_the_browser() {
     assert_eq!(v["network_interfaces"][0]["subnet"], "web", "{v}");
 }
 
+/// Logs `user` in through the login form and waits for the project picker.
+async fn login_as(p: &Page<'_>, user: &str, password: &str) {
+    p.goto("/login").await;
+    p.fill("#username", user).await;
+    p.fill("#password", password).await;
+    p.click("#login-submit").await;
+    p.wait_for(&format!("the project picker for {user}"), PathPred("/projects".into())).await;
+}
+
+/// Waits until nothing matches `css` (a deleted row).
+async fn wait_gone(p: &Page<'_>, css: &str) {
+    let deadline = Instant::now() + WAIT;
+    while p.c.find(Locator::Css(css)).await.is_ok() {
+        assert!(Instant::now() < deadline, "{css} is still on the page:\n{}", p.body_text().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The attribute `name` of the element `css` (empty when absent).
+async fn attr_of(p: &Page<'_>, css: &str, name: &str) -> String {
+    let e = p.c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+    e.attr(name).await.ok().flatten().unwrap_or_default()
+}
+
+struct AttrPred(String, &'static str, String);
+impl AsyncPred for AttrPred {
+    async fn check(&mut self, c: &Client) -> bool {
+        match c.find(Locator::Css(&self.0)).await {
+            Ok(e) => e.attr(self.1).await.ok().flatten().as_deref() == Some(self.2.as_str()),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Deterministic file contents of `len` bytes (every byte value occurs).
+fn file_bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Downloads `href` in the page (the session cookie is sent) and gives the status, the
+/// Content-Type and Content-Disposition, and the body in hex.
+async fn download(p: &Page<'_>, href: &str) -> (Value, String, String, String) {
+    let v = p
+        .eval(&format!(
+            "return fetch({href}, {{credentials: 'same-origin'}}).then(r => r.arrayBuffer().then(b => [r.status, \
+             r.headers.get('content-type'), r.headers.get('content-disposition'), \
+             Array.from(new Uint8Array(b), x => x.toString(16).padStart(2, '0')).join('')]));",
+            href = json!(href)
+        ))
+        .await;
+    let s = |i: usize| v[i].as_str().unwrap_or_default().to_string();
+    (v[0].clone(), s(1), s(2), s(3))
+}
+
+/// An anonymous S3 GET of `bucket/key` at kumod's S3 endpoint: status and body.
+fn s3_anonymous_get(k: &Kumod, path: &str) -> (u16, Vec<u8>) {
+    let addr = std::fs::read_to_string(k.data_dir().join("s3.addr")).expect("DATA_DIR/s3.addr");
+    let r = k.http.get(format!("http://{}/{path}", addr.trim())).send().expect("S3 GET");
+    let status = r.status().as_u16();
+    (status, r.bytes().map(|b| b.to_vec()).unwrap_or_default())
+}
+
+#[test]
+fn tenant_manages_buckets_and_objects_in_the_browser() {
+    if !browser_available("tenant_manages_buckets_and_objects_in_the_browser") {
+        return;
+    }
+    let cloud = cloud(0);
+    let k = &cloud.k;
+    // A steep object storage price, so a few seconds of one bucket cost something.
+    let (s, v) = k.send_put("/v1/system/prices", json!({"kind": "object_storage", "unit_price": "100000.00"}));
+    assert!(s == 200 || s == 201, "{v}");
+    let (s, v) = k.post("/v1/users", json!({"name": "victor", "password": "viewer horse"}));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = k.post("/v1/projects/demo/members", json!({"user": "victor", "role": "viewer"}));
+    assert!(s == 200 || s == 201, "{v}");
+    // Another project's bucket: its name is taken, and alice must not reach it.
+    let (s, v) = k.post("/v1/buckets?project=other", json!({"name": "their-bucket"}));
+    assert_eq!(s, 201, "{v}");
+
+    // Files to upload: names with a space, '+' and a non-ASCII letter; sizes that take a few
+    // progress events.
+    let files = tempfile::tempdir().expect("tempdir");
+    let text_name = "hello world+1 ü.txt";
+    let text = file_bytes(300 << 10, 7);
+    let bin = file_bytes(700 << 10, 3);
+    std::fs::write(files.path().join(text_name), &text).expect("write file");
+    std::fs::write(files.path().join("data.bin"), &bin).expect("write file");
+    std::fs::write(files.path().join("extra.txt"), b"one too many").expect("write file");
+    let both = format!("{}\n{}", files.path().join(text_name).display(), files.path().join("data.bin").display());
+    let text_key = format!("docs/{text_name}");
+    let text_row = format!("tr[data-key='{text_key}']");
+
+    let driver = Driver::start();
+    let base = k.url.clone();
+    run(async {
+        let c = driver.browser().await;
+        let p = Page { c: &c, base: &base, shots: screenshot_dir() };
+        login_alice(&p).await;
+        p.goto("/projects/demo/instances").await;
+        p.click("header nav a[href='/projects/demo/buckets']").await;
+        p.wait_for("the buckets page", PathPred("/projects/demo/buckets".into())).await;
+        p.wait_for("the empty state", TextPred("#buckets", "No buckets yet".into())).await;
+        p.shots("50-buckets-empty").await;
+
+        // The S3 name rule is checked in the browser; the API's message for a taken name.
+        p.fill("#bucket-name", "My_Bucket").await;
+        let valid = p.eval("return document.getElementById('bucket-name').checkValidity();").await;
+        assert_eq!(valid, json!(false), "the name field accepted 'My_Bucket'");
+        p.fill("#bucket-name", "their-bucket").await;
+        p.click("#bucket-submit").await;
+        p.wait_for("the taken-name error", TextPred("#bucket-form-error", "is taken".into())).await;
+        p.fill("#bucket-name", "photos-1").await;
+        p.click("#bucket-submit").await;
+        p.wait_for("the new bucket", ExistsPred("tr[data-name='photos-1']")).await;
+
+        // Open it: empty, then upload two files into a sub-folder through the real file input.
+        p.click("tr[data-name='photos-1'] a").await;
+        p.wait_for("the bucket page", PathPred("/projects/demo/buckets/photos-1".into())).await;
+        p.wait_for("the empty bucket", TextPred("#objects", "This bucket is empty".into())).await;
+        p.fill("#upload-folder", "docs").await;
+        let input = c.find(Locator::Css("#upload-files")).await.expect("file input");
+        input.send_keys(&both).await.expect("choose the files");
+        p.eval(SET_MARKER).await;
+        p.click("#upload-submit").await;
+        p.wait_for("the finished upload", TextPred("#upload-status", "Uploaded 2 files.".into())).await;
+        assert_eq!(p.eval("return document.getElementById('upload-bar').value;").await, json!(100));
+        p.wait_for("the docs folder", ExistsPred("tr[data-folder='docs/'] a")).await;
+        assert_eq!(p.eval(GET_MARKER).await, json!("still here"), "the page was reloaded by the upload");
+        p.shots("51-bucket-uploaded").await;
+
+        // Browse into the folder: the breadcrumb, both objects with their sizes.
+        p.click("tr[data-folder='docs/'] a").await;
+        p.wait_for("the docs folder page", TextPred("#breadcrumb", "docs".into())).await;
+        assert_eq!(attr_of(&p, &format!("{text_row} td[data-size]"), "data-size").await, text.len().to_string());
+        assert_eq!(attr_of(&p, "tr[data-key='docs/data.bin'] td[data-size]", "data-size").await, bin.len().to_string());
+        p.shots("52-bucket-folder").await;
+
+        // Pages: one entry per page, then the next.
+        let url = p.c.current_url().await.expect("url");
+        p.goto(&format!("{}?{}&limit=1", url.path(), url.query().unwrap_or_default())).await;
+        p.wait_for("a one-entry page", ExistsPred("#next-page")).await;
+        assert!(c.find(Locator::Css(&text_row)).await.is_err(), "the first page holds one key");
+        p.click("#next-page").await;
+        p.wait_for("the second page", TextPred("#objects", text_name.into())).await;
+        assert!(c.find(Locator::Css("tr[data-key='docs/data.bin']")).await.is_err(), "the second page repeats");
+        p.goto(&format!("{}?{}", url.path(), url.query().unwrap_or_default())).await;
+
+        // Download: the stored bytes, the type the browser gave, the exact file name.
+        let href = attr_of(&p, &format!("{text_row} a[data-action='download']"), "href").await;
+        let (status, ctype, disposition, body) = download(&p, &href).await;
+        assert_eq!(status, json!(200), "{href}");
+        assert_eq!(ctype, "text/plain");
+        assert!(
+            disposition.starts_with("attachment;")
+                && disposition.contains("filename*=UTF-8''hello%20world%2B1%20%C3%BC.txt"),
+            "{disposition}"
+        );
+        assert!(body == hex(&text), "the downloaded bytes differ from the uploaded file");
+
+        // The quota is the S3 endpoint's: a third object over a limit of two shows its message.
+        let (s, v) = tokio::task::block_in_place(|| k.send_put("/v1/projects/demo/quotas", json!({"objects": 2})));
+        assert_eq!(s, 200, "{v}");
+        let input = c.find(Locator::Css("#upload-files")).await.expect("file input");
+        input.send_keys(&files.path().join("extra.txt").to_string_lossy()).await.expect("choose the file");
+        p.click("#upload-submit").await;
+        p.wait_for("the quota error", TextPred("#upload-error", "objects 2 of 2 used".into())).await;
+        assert!(c.find(Locator::Css("tr[data-key='docs/extra.txt']")).await.is_err(), "the refused object is listed");
+
+        // Public read: off, so an anonymous S3 GET is refused; switched on by an owner (with a
+        // confirmation), the same GET gives the bytes, and the API says so.
+        let s3_path = "photos-1/docs/hello%20world%2B1%20%C3%BC.txt";
+        let (s, _) = tokio::task::block_in_place(|| s3_anonymous_get(k, s3_path));
+        assert_eq!(s, 403, "a private bucket was readable anonymously");
+        p.goto("/projects/demo/buckets").await;
+        let switch = "tr[data-name='photos-1'] button[data-action='public-read']";
+        p.wait_for("the switch off", AttrPred(switch.into(), "aria-checked", "false".into())).await;
+        // Only owners change a bucket's ACL (the API's rule): alice, a collaborator, is told so.
+        p.click(switch).await;
+        c.accept_alert().await.expect("confirm public read");
+        p.wait_for("the collaborator's refusal", TextPred("#bucket-error", "does not allow this".into())).await;
+        assert_eq!(attr_of(&p, switch, "aria-checked").await, "false");
+        let (s, v) = tokio::task::block_in_place(|| {
+            k.post("/v1/projects/demo/members", json!({"user": "alice", "role": "owner"}))
+        });
+        assert!(s == 200 || s == 201, "{v}");
+        p.click(switch).await;
+        c.accept_alert().await.expect("confirm public read");
+        p.wait_for("the switch on", AttrPred(switch.into(), "aria-checked", "true".into())).await;
+        let (s, v) = tokio::task::block_in_place(|| k.get("/v1/buckets/photos-1?project=demo"));
+        assert_eq!((s, v["public_read"].as_bool()), (200, Some(true)), "{v}");
+        let (s, got) = tokio::task::block_in_place(|| s3_anonymous_get(k, s3_path));
+        assert_eq!(s, 200);
+        assert!(got == text, "the S3 endpoint serves other bytes than were uploaded");
+
+        // The list: objects, size, and what the bucket cost so far this month.
+        let cell = |what: &str| format!("tr[data-name='photos-1'] td[data-{what}]");
+        assert_eq!(attr_of(&p, &cell("objects"), "data-objects").await, "2");
+        assert_eq!(attr_of(&p, &cell("bytes"), "data-bytes").await, (text.len() + bin.len()).to_string());
+        let cents: i64 = attr_of(&p, &cell("cost"), "data-cost").await.parse().unwrap_or(0);
+        assert!(cents > 0, "no month-to-date cost for the bucket:\n{}", p.body_text().await);
+        p.shots("53-buckets-list").await;
+
+        // A non-empty bucket cannot be deleted: the API's message, inline.
+        p.click("tr[data-name='photos-1'] button[data-action='delete']").await;
+        c.accept_alert().await.expect("confirm the delete");
+        p.wait_for("the not-empty error", TextPred("#bucket-error", "is not empty".into())).await;
+        p.shots("54-bucket-not-empty").await;
+
+        // Other projects' buckets are 404, even through this project's pages.
+        for path in [
+            "/projects/other/buckets",
+            "/projects/other/buckets/their-bucket",
+            "/projects/demo/buckets/their-bucket",
+            "/projects/demo/buckets/their-bucket/download?key=x",
+            "/projects/demo/buckets/photos-1/download?key=docs%2Fmissing",
+        ] {
+            let status = p.eval(&format!("return fetch('{path}').then(r => r.status);")).await;
+            assert_eq!(status, json!(404), "{path}");
+        }
+        // Every state-changing route refuses a POST without the CSRF token.
+        for path in [
+            "/projects/demo/buckets",
+            "/projects/demo/buckets/photos-1/public-read",
+            "/projects/demo/buckets/photos-1/delete",
+            "/projects/demo/buckets/photos-1/delete-object",
+            "/projects/demo/buckets/photos-1/upload?key=x",
+        ] {
+            assert_eq!(post_status(&p, path).await, json!(403), "{path}");
+        }
+
+        // A viewer browses and downloads but cannot upload: the API's message.
+        p.click("header .who button").await;
+        p.wait_for("the login page", PathPred("/login".into())).await;
+        login_as(&p, "victor", "viewer horse").await;
+        p.goto("/projects/demo/buckets/photos-1?prefix=docs%2F").await;
+        p.wait_for("the viewer's listing", ExistsPred("tr[data-key='docs/data.bin']")).await;
+        let (status, _, _, _) = download(&p, &href).await;
+        assert_eq!(status, json!(200), "a viewer could not download");
+        let input = c.find(Locator::Css("#upload-files")).await.expect("file input");
+        input.send_keys(&files.path().join("data.bin").to_string_lossy()).await.expect("choose the file");
+        p.fill("#upload-folder", "viewer").await;
+        p.click("#upload-submit").await;
+        p.wait_for("the viewer's refusal", TextPred("#upload-error", "does not allow this".into())).await;
+        p.shots("55-bucket-viewer-refused").await;
+        p.click("header .who button").await;
+        p.wait_for("the login page", PathPred("/login".into())).await;
+        login_alice(&p).await;
+
+        // Delete both objects (confirmations); the folder empties, then the bucket goes.
+        p.goto("/projects/demo/buckets/photos-1?prefix=docs%2F").await;
+        for row in [text_row.as_str(), "tr[data-key='docs/data.bin']"] {
+            p.click(&format!("{row} button[data-action='delete']")).await;
+            c.accept_alert().await.expect("confirm the object delete");
+            wait_gone(&p, row).await;
+        }
+        p.wait_for("the empty folder", TextPred("#objects", "Nothing under docs/".into())).await;
+        p.goto("/projects/demo/buckets").await;
+        p.click("tr[data-name='photos-1'] button[data-action='delete']").await;
+        c.accept_alert().await.expect("confirm the delete");
+        wait_gone(&p, "tr[data-name='photos-1']").await;
+        p.wait_for("the empty state again", TextPred("#buckets", "No buckets yet".into())).await;
+        c.close().await.expect("close the browser");
+    });
+    let (s, v) = k.get("/v1/buckets/photos-1?project=demo");
+    assert_eq!(s, 404, "the deleted bucket is still there: {v}");
+    // The viewer's refused upload stored nothing; the objects' puts and deletes are audited
+    // as alice's.
+    let (s, v) = k.get("/v1/events?project=demo&limit=1000");
+    assert_eq!(s, 200, "{v}");
+    let events: Vec<(String, String)> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["resource_type"] == "object")
+        .map(|e| (e["kind"].as_str().unwrap_or("").to_string(), e["cause"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let puts = events.iter().filter(|(kind, cause)| kind == "put" && cause.contains("alice")).count();
+    let deletes = events.iter().filter(|(kind, cause)| kind == "deleted" && cause.contains("alice")).count();
+    assert_eq!((puts, deletes, events.len()), (2, 2, 4), "{events:?}");
+}
+
 /// Benchmark (not a timed test): how long kumod takes to serve the instances page and its live
 /// fragment with 1,000 (sim) instances in the project. Prints the figures for docs/dashboard.md.
 /// `cargo test --release -p kumod --test dashboard -- --ignored --nocapture instances_page_render_time`
