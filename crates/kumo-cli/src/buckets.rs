@@ -7,7 +7,7 @@ use crate::output::{self, list_table, timestamp, view_table};
 use crate::Ctx;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use kumo_types::{BucketCreate, BucketUpdate, BucketView};
+use kumo_types::{BucketCreate, BucketUpdate, BucketVersioning, BucketView};
 use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
@@ -33,13 +33,17 @@ pub enum BucketCommand {
     },
     /// Show one bucket
     View(BucketRef),
-    /// Let anyone read a bucket's objects, or only the project (owners of the project)
+    /// Let anyone read a bucket's objects or only the project (owners of the project), or keep
+    /// versions of its objects
     Update {
         #[command(flatten)]
         bucket: BucketRef,
         /// public-read (anyone may read its objects) or private (only the project's members)
-        #[arg(long, value_parser = ["public-read", "private"])]
-        acl: String,
+        #[arg(long, value_parser = ["public-read", "private"], required_unless_present = "versioning")]
+        acl: Option<String>,
+        /// enabled (every write keeps the version it replaces) or suspended (no new versions)
+        #[arg(long, value_parser = ["enabled", "suspended"])]
+        versioning: Option<String>,
     },
 }
 
@@ -71,8 +75,17 @@ pub fn run(ctx: &Ctx, command: &BucketCommand) -> Result<()> {
             let found = ctx.client.get(&["buckets", &r.bucket], &[("project", &r.project.project)])?;
             ctx.show(&found, render_view)
         }
-        BucketCommand::Update { bucket, acl } => {
-            let body = BucketUpdate { public_read: acl == "public-read" };
+        BucketCommand::Update { bucket, acl, versioning } => {
+            let body = BucketUpdate {
+                public_read: acl.as_ref().map(|a| a == "public-read"),
+                versioning: versioning.as_deref().map(|v| {
+                    if v == "enabled" {
+                        BucketVersioning::Enabled
+                    } else {
+                        BucketVersioning::Suspended
+                    }
+                }),
+            };
             let updated =
                 ctx.client.put(&["buckets", &bucket.bucket], &[("project", &bucket.project.project)], &body)?;
             ctx.show(&updated, render_view)
@@ -85,12 +98,13 @@ fn acl(public_read: bool) -> String {
 }
 
 fn render_list(page: &Value) -> Result<String> {
-    let mut table = list_table(&["NAME", "OBJECTS", "SIZE", "ACL", "UPLOADS", "CREATED"]);
+    let mut table = list_table(&["NAME", "OBJECTS", "SIZE", "COST (MONTH)", "ACL", "UPLOADS", "CREATED"]);
     for b in output::items::<BucketView>(page)? {
         table.add_row(vec![
             b.name,
             b.objects.to_string(),
             output::bytes(b.bytes as i64),
+            kumo_types::money::format_cents(b.cost_month_to_date),
             acl(b.public_read),
             b.uploads.to_string(),
             timestamp(b.time_created),
@@ -110,6 +124,7 @@ fn render_view(value: &Value) -> Result<String> {
         ("OBJECTS", b.objects.to_string()),
         ("SIZE (ALL VERSIONS)", output::bytes(b.bytes as i64)),
         ("UPLOADS IN PROGRESS", b.uploads.to_string()),
+        ("COST THIS MONTH", kumo_types::money::format_cents(b.cost_month_to_date)),
         ("CREATED", timestamp(b.time_created)),
     ];
     Ok(output::render(&view_table(rows)))

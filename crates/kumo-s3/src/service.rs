@@ -589,7 +589,7 @@ impl S3 for KumoS3 {
         who.authorize_project(a.bucket.project_id, &a.bucket.project_name, Access::Write)
             .map_err(|_| s3_error!(AccessDenied, "Access Denied"))?;
         // The REST API's decision (kumo_control::app::buckets::update): owners only, audited.
-        let update = kumo_types::BucketUpdate { public_read };
+        let update = kumo_types::BucketUpdate { public_read: Some(public_read), ..Default::default() };
         kumo_control::app::buckets::update(&self.app, who, Some(&a.bucket.project_name), &a.bucket.name, &update)
             .await
             .map_err(|e| match e.code {

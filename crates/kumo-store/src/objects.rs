@@ -333,6 +333,8 @@ fn view_from_row(r: &AnyRow) -> Result<kumo_types::BucketView> {
         uploads: r.try_get::<i64, _>(6)? as u64,
         time_created: parse_ts(&r.try_get::<String, _>(7)?)?,
         versioning: r.try_get::<Option<String>, _>(8)?.map(|v| v.to_lowercase()),
+        // The app layer prices it (app::billing::bucket_costs).
+        cost_month_to_date: 0,
     })
 }
 

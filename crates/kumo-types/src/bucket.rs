@@ -26,16 +26,34 @@ pub struct BucketView {
     pub bytes: u64,
     /// Multipart uploads in progress.
     pub uploads: u64,
+    /// Its cost so far this month (storage and requests, as the usage report counts them), in
+    /// minor units (cents).
+    #[serde(default)]
+    pub cost_month_to_date: i64,
     /// When it was created.
     pub time_created: chrono::DateTime<chrono::Utc>,
 }
 
-/// Changes to a bucket.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// Changes to a bucket: any of its fields (at least one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BucketUpdate {
-    /// Make its objects readable by anyone (true) or by the project only (false).
-    pub public_read: bool,
+    /// Make its objects readable by anyone (true) or by the project only (false). Owners only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_read: Option<bool>,
+    /// Keep every version of its objects (`enabled`), or stop making new ones (`suspended`,
+    /// keeping those it has): S3's PutBucketVersioning. A bucket once versioned is never
+    /// unversioned again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<BucketVersioning>,
+}
+
+/// A bucket's versioning, as it can be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketVersioning {
+    Enabled,
+    Suspended,
 }
 
 /// Parameters to create a bucket.

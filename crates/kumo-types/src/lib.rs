@@ -26,7 +26,7 @@ pub mod volume;
 
 pub use access_key::{AccessKeyCreate, AccessKeyCreated, AccessKeyView};
 pub use backup::{BackupCreate, BackupView};
-pub use bucket::{BucketCreate, BucketUpdate, BucketView};
+pub use bucket::{BucketCreate, BucketUpdate, BucketVersioning, BucketView};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::EventView;
 pub use host::{

@@ -18,13 +18,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use kumo_control::app::{billing, buckets, projects};
+use kumo_control::app::{buckets, projects};
 use kumo_control::App;
 use kumo_s3::console::{ConsoleBucket, DELIMITER, MAX_PAGE};
-use kumo_types::{BucketCreate, BucketUpdate, BucketView};
+use kumo_types::{BucketCreate, BucketUpdate};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// S3's rule for new bucket names as an HTML `pattern` (the API checks it too, and also refuses
@@ -33,34 +32,10 @@ pub const BUCKET_PATTERN: &str = r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]";
 pub const BUCKET_RULE: &str =
     "3 to 63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit";
 
-/// A bucket row: the API's view and its month-to-date cost.
-#[derive(Serialize)]
-struct BucketRow {
-    #[serde(flatten)]
-    view: BucketView,
-    cost: i64,
-}
-
-/// Month-to-date cost of each bucket of the project (minor units), by bucket id: the usage
-/// report's `bucket` lines, as the billing page's "cost by resource" adds them up.
-async fn cost_by_bucket(app: &App, s: &Session, p: &str) -> Result<HashMap<uuid::Uuid, i64>, WebError> {
-    let usage = billing::usage(app, &s.ctx, p, &billing::Window::default()).await?;
-    let mut by = HashMap::new();
-    for l in usage.items.iter().filter(|l| l.resource_type == "bucket") {
-        *by.entry(l.resource_id).or_default() += l.cost;
-    }
-    Ok(by)
-}
-
 pub async fn list(State(app): State<Arc<App>>, s: Session, Path(p): Path<String>) -> Result<Response, WebError> {
     let project = projects::view(&app, &s.ctx, &p).await?;
-    let list = buckets::list(&app, &s.ctx, Some(&p), &page_of(1000, None)?).await?;
-    let costs = cost_by_bucket(&app, &s, &p).await?;
-    let rows: Vec<BucketRow> = list
-        .items
-        .into_iter()
-        .map(|view| BucketRow { cost: costs.get(&view.id.get()).copied().unwrap_or(0), view })
-        .collect();
+    // Each with its month-to-date cost (the API's, as `kumo bucket list` shows it).
+    let rows = buckets::list(&app, &s.ctx, Some(&p), &page_of(1000, None)?).await?.items;
     page(
         &s,
         "buckets.html",
@@ -111,7 +86,7 @@ pub async fn act(
     let f = s.checked_form(&headers, form)?;
     let to = match action.as_str() {
         "public-read" => {
-            let u = BucketUpdate { public_read: f.get("public_read") == "true" };
+            let u = BucketUpdate { public_read: Some(f.get("public_read") == "true"), ..Default::default() };
             buckets::update(&app, &s.ctx, Some(&p), &b, &u).await?;
             back(&p)
         }

@@ -553,11 +553,15 @@ fn kumo_bucket_commands_show_what_buckets_hold_and_switch_public_read() {
     assert!(!ok && out.contains("taken"), "{out}");
     let (ok, out) = kumo("victor", &["bucket", "create", "viewers", "--project", "demo"]);
     assert!(!ok, "a viewer made a bucket: {out}");
+    // Storage at 1.00 per GiB-second (730 h × 3600 s): a bucket holding anything costs at once.
+    let (s, v) = t.k.send_put("/v1/system/prices", json!({"kind": "object_storage", "unit_price": "2628000.00"}));
+    assert_eq!(s, 200, "{v}");
     let dir = tempfile::tempdir().expect("dir");
     let page = dir.path().join("index.html");
     std::fs::write(&page, "<h1>site</h1>").unwrap();
     t.aws_ok(&["s3", "cp", &page.to_string_lossy(), "s3://site/index.html"]);
     t.aws_ok(&["s3", "cp", &page.to_string_lossy(), "s3://site/copy.html"]);
+    std::thread::sleep(Duration::from_secs(2));
     let (ok, out) = kumo("victor", &["bucket", "list", "--project", "demo", "-o", "json"]);
     assert!(ok, "{out}");
     let v: Value = serde_json::from_str(&out).expect("json");
@@ -567,8 +571,15 @@ fn kumo_bucket_commands_show_what_buckets_hold_and_switch_public_read() {
         (Some(2), Some(26), Some(false)),
         "{b}"
     );
+    // Its cost so far: the usage report's bucket line (1 GiB, rounded up, for ≥ 2 s).
+    let cost = b["cost_month_to_date"].as_i64().expect("cost_month_to_date");
+    let (_, usage) = t.k.get("/v1/projects/demo/usage");
+    let line = usage["items"].as_array().and_then(|l| l.iter().find(|l| l["resource"] == "site")).cloned();
+    let billed = line.and_then(|l| l["cost"].as_i64()).unwrap_or_else(|| panic!("no line for site: {usage}"));
+    assert!(cost >= 200 && (billed - cost).abs() <= 100, "bucket list says {cost}, usage {billed} (a second apart)");
     let (ok, out) = kumo("alice", &["bucket", "list", "--project", "demo"]);
     assert!(ok && out.contains("site") && out.contains("26 B") && out.contains("private"), "{out}");
+    assert!(out.contains("COST (MONTH)"), "{out}");
     // Anonymous reads follow the switch; only owners flip it.
     let anon = format!("{}/site/index.html", t.endpoint);
     assert_eq!(reqwest::blocking::get(&anon).expect("GET").status().as_u16(), 403);
@@ -579,9 +590,30 @@ fn kumo_bucket_commands_show_what_buckets_hold_and_switch_public_read() {
     let r = reqwest::blocking::get(&anon).expect("GET");
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.text().unwrap(), "<h1>site</h1>");
+    // Versioning from the CLI (collaborators and owners, like S3's PutBucketVersioning).
+    let (ok, out) = kumo("victor", &["bucket", "update", "site", "--project", "demo", "--versioning", "enabled"]);
+    assert!(!ok, "a viewer turned versioning on: {out}");
+    let (ok, out) = kumo("alice", &["bucket", "update", "site", "--project", "demo", "--versioning", "enabled"]);
+    assert!(ok && out.contains("VERSIONING") && out.contains("enabled"), "{out}");
+    let got = t.aws_ok(&["s3api", "get-bucket-versioning", "--bucket", "site"]);
+    assert!(got.contains("Enabled"), "{got}");
+    let (s, v) = t.k.send_put("/v1/buckets/site?project=demo", json!({}));
+    assert_eq!(s, 400, "an update that changes nothing: {v}");
     let (ok, out) = kumo("alice", &["bucket", "delete", "site", "--project", "demo"]);
     assert!(!ok && out.contains("not empty"), "{out}");
     t.aws_ok(&["s3", "rm", "s3://site/", "--recursive"]);
+    // Versioned: the objects are behind delete markers, their versions are still there.
+    let (ok, out) = kumo("alice", &["bucket", "delete", "site", "--project", "demo"]);
+    assert!(!ok && out.contains("not empty"), "{out}");
+    let listed: Value =
+        serde_json::from_str(&t.aws_ok(&["s3api", "list-object-versions", "--bucket", "site"])).expect("json");
+    let mut gone = 0;
+    for entry in ["Versions", "DeleteMarkers"].iter().flat_map(|f| listed[f].as_array().cloned().unwrap_or_default()) {
+        let (key, version) = (entry["Key"].as_str().expect("Key"), entry["VersionId"].as_str().expect("VersionId"));
+        t.aws_ok(&["s3api", "delete-object", "--bucket", "site", "--key", key, "--version-id", version]);
+        gone += 1;
+    }
+    assert_eq!(gone, 4, "two null versions and two delete markers: {listed}");
     let (ok, out) = kumo("alice", &["bucket", "delete", "site", "--project", "demo"]);
     assert!(ok, "{out}");
     let (ok, out) = kumo("alice", &["bucket", "view", "site", "--project", "demo"]);

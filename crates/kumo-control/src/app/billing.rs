@@ -202,20 +202,63 @@ pub async fn lines(
             ));
         }
     }
-    out.extend(storage_lines(conn, &via, project_id, from, to, &book).await?);
-    // Requests to buckets: counted per hour (see app::buckets::Requests), the hours starting in
-    // the window.
+    out.extend(storage_lines(conn, &via, project_id, from, to, &book, &STORED).await?);
+    out.extend(request_lines(conn, project_id, from, to, &book).await?);
+    Ok(out)
+}
+
+/// Requests to buckets: counted per hour (see [`super::buckets::Requests`]), the hours starting
+/// in the window.
+async fn request_lines(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    book: &PriceBook,
+) -> ApiResult<Vec<UsageLine>> {
     let counts = kumo_store::objects::requests_of_project(conn, project_id, from, to).await?;
+    let mut out = Vec::new();
     for group in counts.chunk_by(|a, b| a.bucket_id == b.bucket_id && a.class == b.class) {
         let hours: Vec<_> = group.iter().map(|c| (c.hour, c.requests)).collect();
         let first = &group[0];
-        out.extend(metering::request_lines(&first.bucket_name, first.bucket_id.get(), &first.class, &hours, &book));
+        out.extend(metering::request_lines(&first.bucket_name, first.bucket_id.get(), &first.class, &hours, book));
     }
     Ok(out)
 }
 
-/// Volumes, snapshots and backups: GiB-seconds from their creation to their deletion (see
-/// [`metering::storage_intervals`]), from their events (whose detail carries the size).
+/// Month-to-date cost (minor units) of each of a project's buckets that cost anything: storage
+/// and requests, the lines the usage report has for them (only those are computed).
+pub async fn bucket_costs(app: &App, project_id: ProjectId) -> ApiResult<std::collections::HashMap<uuid::Uuid, i64>> {
+    let mut conn = read(app).await?;
+    let book = price_book(&mut conn).await?;
+    let to = kumo_store::now();
+    let from = month_start(to);
+    let via = Events::Fast(&app.store);
+    let mut lines = storage_lines(&mut conn, &via, project_id, from, to, &book, &[BUCKETS]).await?;
+    lines.extend(request_lines(&mut conn, project_id, from, to, &book).await?);
+    let mut out = std::collections::HashMap::new();
+    for l in lines {
+        *out.entry(l.resource_id).or_default() += l.cost;
+    }
+    Ok(out)
+}
+
+/// A stored resource's events: (resource type, meter, the detail field with its size).
+type Stored = (&'static str, metering::Meter, &'static str);
+
+const BUCKETS: Stored = ("bucket", metering::Meter::ObjectStorage, "bytes_stored");
+
+/// Every stored resource metering bills by size and time.
+const STORED: [Stored; 4] = [
+    ("volume", metering::Meter::Volume, "size_gib"),
+    ("snapshot", metering::Meter::Snapshot, "size_gib"),
+    ("volume_backup", metering::Meter::Backup, "bytes_stored"),
+    BUCKETS,
+];
+
+/// Volumes, snapshots, backups and buckets (`kinds`): GiB-seconds from their creation to their
+/// deletion (see [`metering::storage_intervals`]), from their events (whose detail carries the
+/// size).
 async fn storage_lines(
     conn: &mut Conn,
     via: &Events<'_>,
@@ -223,16 +266,12 @@ async fn storage_lines(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     book: &PriceBook,
+    kinds: &[Stored],
 ) -> ApiResult<Vec<UsageLine>> {
     use kumo_store::events::Carry;
     use metering::{Meter, StorageEvent};
     let mut out = Vec::new();
-    for (resource_type, meter, size_key) in [
-        ("volume", Meter::Volume, "size_gib"),
-        ("snapshot", Meter::Snapshot, "size_gib"),
-        ("volume_backup", Meter::Backup, "bytes_stored"),
-        ("bucket", Meter::ObjectStorage, "bytes_stored"),
-    ] {
+    for (resource_type, meter, size_key) in kinds.iter().cloned() {
         let carry = [Carry::Lifecycle, Carry::DetailWith(size_key)];
         let rows = meter_rows(conn, via, project_id, resource_type, &carry, from, to).await?;
         for group in rows.chunk_by(|a, b| a.resource_id == b.resource_id) {

@@ -20,20 +20,34 @@ pub async fn list(
     project: Option<&str>,
     page: &PageRequest,
 ) -> ApiResult<ResultsPage<BucketView>> {
-    let mut conn = read(app).await?;
-    let p = super::project(&mut conn, ctx, project, Access::Read).await?;
-    Ok(kumo_store::objects::bucket_views(&mut conn, p.id, page).await?)
+    let (p, mut found) = {
+        let mut conn = read(app).await?;
+        let p = super::project(&mut conn, ctx, project, Access::Read).await?;
+        let found = kumo_store::objects::bucket_views(&mut conn, p.id, page).await?;
+        (p, found)
+    };
+    let costs = super::billing::bucket_costs(app, p.id).await?;
+    for b in &mut found.items {
+        b.cost_month_to_date = costs.get(&b.id.get()).copied().unwrap_or(0);
+    }
+    Ok(found)
 }
 
 pub async fn view(app: &App, ctx: &OpContext, project: Option<&str>, bucket: &str) -> ApiResult<BucketView> {
-    let mut conn = read(app).await?;
-    let p = super::project(&mut conn, ctx, project, Access::Read).await?;
-    kumo_store::objects::bucket_view(&mut conn, p.id, bucket)
-        .await?
-        .ok_or_else(|| ApiError::not_found("bucket", bucket))
+    let (p, mut b) = {
+        let mut conn = read(app).await?;
+        let p = super::project(&mut conn, ctx, project, Access::Read).await?;
+        let b = kumo_store::objects::bucket_view(&mut conn, p.id, bucket)
+            .await?
+            .ok_or_else(|| ApiError::not_found("bucket", bucket))?;
+        (p, b)
+    };
+    b.cost_month_to_date = super::billing::bucket_costs(app, p.id).await?.get(&b.id.get()).copied().unwrap_or(0);
+    Ok(b)
 }
 
-/// Makes a bucket public-read or private (the project's owners).
+/// Makes a bucket public-read or private (the project's owners), or sets its versioning
+/// (collaborators and owners, as S3's PutBucketVersioning: the S3 endpoint calls this).
 pub async fn update(
     app: &App,
     ctx: &OpContext,
@@ -46,19 +60,43 @@ pub async fn update(
     let b = kumo_store::objects::bucket_view(&mut tx, p.id, bucket)
         .await?
         .ok_or_else(|| ApiError::not_found("bucket", bucket))?;
-    ctx.authorize_project(p.id, &p.name, Access::Manage)?;
-    if b.public_read == u.public_read {
-        return Ok(b);
+    if u.public_read.is_none() && u.versioning.is_none() {
+        return Err(ApiError::invalid("nothing to change: give public_read or versioning"));
     }
-    kumo_store::objects::bucket_set_public_read(&mut tx, b.id, u.public_read).await?;
-    let kind = if u.public_read { "made public-read" } else { "made private" };
+    // Every check before any change.
+    if u.public_read.is_some() {
+        ctx.authorize_project(p.id, &p.name, Access::Manage)?;
+    }
+    if u.versioning.is_some() {
+        ctx.authorize_project(p.id, &p.name, Access::Write)?;
+    }
     let cause = ctx.cause("bucket_update");
-    let ev = kumo_store::events::record(&mut tx, &event(p.id, "bucket", b.id, &b.name, kind, &cause)).await?;
+    let mut events = Vec::new();
+    if let Some(public_read) = u.public_read.filter(|r| *r != b.public_read) {
+        kumo_store::objects::bucket_set_public_read(&mut tx, b.id, public_read).await?;
+        let kind = if public_read { "made public-read" } else { "made private" };
+        events.push(kumo_store::events::record(&mut tx, &event(p.id, "bucket", b.id, &b.name, kind, &cause)).await?);
+    }
+    if let Some(v) = u.versioning {
+        let (to, kind) = match v {
+            kumo_types::BucketVersioning::Enabled => (kumo_store::objects::Versioning::Enabled, "versioning enabled"),
+            kumo_types::BucketVersioning::Suspended => {
+                (kumo_store::objects::Versioning::Suspended, "versioning suspended")
+            }
+        };
+        if to.status().map(str::to_lowercase) != b.versioning {
+            kumo_store::objects::bucket_set_versioning(&mut tx, b.id, to).await?;
+            events
+                .push(kumo_store::events::record(&mut tx, &event(p.id, "bucket", b.id, &b.name, kind, &cause)).await?);
+        }
+    }
     let v = kumo_store::objects::bucket_view(&mut tx, p.id, bucket)
         .await?
         .ok_or_else(|| ApiError::not_found("bucket", bucket))?;
     tx.commit().await.map_err(ApiError::internal)?;
-    app.events.publish(Some(p.id), Some(&p.name), ev);
+    for ev in events {
+        app.events.publish(Some(p.id), Some(&p.name), ev);
+    }
     Ok(v)
 }
 
