@@ -154,7 +154,7 @@ impl ConsoleBucket {
             .map_err(|e| api_error(e, key))?;
         let size = blob.size;
         let headers = StoredHeaders { content_type: content_type.filter(|c| !c.is_empty()), ..Default::default() };
-        let etag = self.s3.put(&self.a, key, headers, blob, sums).await.map_err(|e| api_error(e, key))?.etag;
+        let etag = self.s3.put(&self.a, key, (headers, false), blob, sums).await.map_err(|e| api_error(e, key))?.etag;
         Ok(Stored { key: key.to_string(), size, etag })
     }
 

@@ -217,6 +217,7 @@ pub(crate) async fn complete(
         etag: &etag_value,
         headers: &upload.headers,
         checksums: "{}",
+        only_if_absent: false,
     };
     let (w, left_out) = kumo_store::objects::upload_complete(&mut tx, uid, &new, a.bucket.versioning, &chosen)
         .await

@@ -109,6 +109,10 @@ fn unix(t: Timestamp) -> i64 {
     time::OffsetDateTime::from(t).unix_timestamp()
 }
 
+fn precondition_failed() -> S3Error {
+    s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+}
+
 fn condition_matches(c: &ETagCondition, etag: &str) -> bool {
     match c {
         ETagCondition::Any => true,
@@ -365,11 +369,13 @@ impl KumoS3 {
     }
 
     /// Commits a written blob as the latest version of `key`: charged to the quota, audited.
+    /// `only_if_absent` (`If-None-Match: *`): refused with `PreconditionFailed` if the key has a
+    /// current object at the commit, whoever wrote it meanwhile. The blob goes when nothing names it.
     pub(crate) async fn put(
         &self,
         a: &Authorised,
         key: &str,
-        headers: StoredHeaders,
+        (headers, only_if_absent): (StoredHeaders, bool),
         blob: Blob,
         sums: BTreeMap<String, String>,
     ) -> S3Result<Stored> {
@@ -382,14 +388,21 @@ impl KumoS3 {
             etag: &etag,
             headers: &headers.to_json(),
             checksums: &serde_json::to_string(&sums).unwrap_or_else(|_| "{}".into()),
+            only_if_absent,
         };
-        let w = kumo_store::objects::object_put(&mut tx, &new, a.bucket.versioning, &blob).await.map_err(store_err)?;
-        let charged = self.charge_written(&mut tx, a, &w, blob.size, 0).await;
-        if let Err(e) = charged {
-            drop(tx);
-            let _ = self.app.objects.remove(blob.id.get()).await;
-            return Err(e);
-        }
+        let written = match kumo_store::objects::object_put(&mut tx, &new, a.bucket.versioning, &blob).await {
+            Ok(w) => self.charge_written(&mut tx, a, &w, blob.size, 0).await.map(|()| w),
+            Err(kumo_store::StoreError::Conflict(_)) => Err(precondition_failed()),
+            Err(e) => Err(store_err(e)),
+        };
+        let w = match written {
+            Ok(w) => w,
+            Err(e) => {
+                drop(tx);
+                let _ = self.app.objects.remove(blob.id.get()).await;
+                return Err(e);
+            }
+        };
         let ev = self
             .audit(&mut tx, a, ("object", w.id.get(), &format!("{}/{key}", a.bucket.name)), "put", "s3_put_object")
             .await?;
@@ -688,7 +701,8 @@ impl S3 for KumoS3 {
         self.precheck(&a, 0, input.content_length.unwrap_or(0)).await?;
         let (blob, sums) = self.write_body(input.body.take(), &req.headers, req.trailing_headers, 0).await?;
         let size = blob.size;
-        let stored = self.put(&a, &input.key, headers, blob, sums.clone()).await?;
+        let only_if_absent = matches!(input.if_none_match, Some(ETagCondition::Any));
+        let stored = self.put(&a, &input.key, (headers, only_if_absent), blob, sums.clone()).await?;
         let c = checksum_fields(&sums);
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&stored.etag)),
@@ -873,7 +887,7 @@ impl S3 for KumoS3 {
         let blob = Blob { id, seq: 0, size: w.size, md5: hex::encode(w.md5), crc32c: w.crc32c };
         let sums: BTreeMap<String, String> =
             if o.blobs.len() == 1 { serde_json::from_str(&o.checksums).unwrap_or_default() } else { BTreeMap::new() };
-        let stored = self.put(&a, &input.key, headers, blob, sums).await?;
+        let stored = self.put(&a, &input.key, (headers, false), blob, sums).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&stored.etag)),

@@ -231,19 +231,18 @@ pub async fn versions_noncurrent_before(
     rows.iter().map(object_from_row).collect()
 }
 
-/// Adds `delta` to a bucket's stored bytes: (before, after).
+/// Adds `delta` to a bucket's stored bytes: (before, after). One statement, so concurrent writers
+/// on PostgreSQL never lose each other's change.
 pub async fn bucket_add_bytes(conn: &mut Conn, id: BucketId, delta: i64) -> Result<(u64, u64)> {
-    let before: i64 = sqlx::query_scalar("SELECT bytes_stored FROM buckets WHERE id = $1")
-        .bind(id.to_string())
-        .fetch_one(&mut *conn)
-        .await?;
-    let after = (before + delta).max(0);
-    sqlx::query("UPDATE buckets SET bytes_stored = $1 WHERE id = $2")
-        .bind(after)
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await?;
-    Ok((before as u64, after as u64))
+    let after: i64 = sqlx::query_scalar(
+        "UPDATE buckets SET bytes_stored = CASE WHEN bytes_stored + $1 < 0 THEN 0 ELSE bytes_stored + $1 END \
+         WHERE id = $2 RETURNING bytes_stored",
+    )
+    .bind(delta)
+    .bind(id.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(((after - delta).max(0) as u64, after as u64))
 }
 
 pub async fn bucket_set_public_read(conn: &mut Conn, id: BucketId, public_read: bool) -> Result<()> {
@@ -463,6 +462,9 @@ pub struct NewObject<'a> {
     pub etag: &'a str,
     pub headers: &'a str,
     pub checksums: &'a str,
+    /// Write only if the key has no current object (a PUT with `If-None-Match: *`): else
+    /// `StoreError::Conflict`, decided under the key's lock.
+    pub only_if_absent: bool,
 }
 
 /// What a write or a delete removed for good (its blobs become orphans): versions with data and
@@ -488,6 +490,19 @@ pub struct Written {
     pub freed: Freed,
 }
 
+/// Serialises the writers of one key until the transaction ends, so two concurrent PUTs or
+/// deletes of a key never both take it as theirs (the `is_latest` swap). SQLite has one writer at
+/// a time already; PostgreSQL takes a transaction-scoped advisory lock on the key.
+async fn lock_key(conn: &mut Conn, bucket_id: BucketId, key: &str) -> Result<()> {
+    if is_postgres(conn) {
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked")
+            .bind(format!("{bucket_id}/{key}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Removes the version rows of a key matching `which` (an SQL condition) with their blob rows.
 async fn remove_versions(conn: &mut Conn, bucket_id: BucketId, key: &str, which: &str) -> Result<Freed> {
     let sql =
@@ -509,6 +524,15 @@ async fn remove_versions(conn: &mut Conn, bucket_id: BucketId, key: &str, which:
 /// the key's only version; suspended, its `null` version; enabled, it is added beside the others.
 /// `marker`: a delete marker (no data).
 async fn insert_version(conn: &mut Conn, o: &NewObject<'_>, v: Versioning, marker: bool) -> Result<Written> {
+    lock_key(conn, o.bucket_id, o.key).await?;
+    if o.only_if_absent {
+        let sql = format!("SELECT id FROM objects WHERE bucket_id = $1 AND object_key = $2 AND {CURRENT}");
+        let found: Option<String> =
+            sqlx::query_scalar(&sql).bind(o.bucket_id.to_string()).bind(o.key).fetch_optional(&mut *conn).await?;
+        if found.is_some() {
+            return Err(crate::StoreError::Conflict(format!("key '{}' has an object", o.key)));
+        }
+    }
     let freed = match v {
         Versioning::Unversioned => remove_versions(conn, o.bucket_id, o.key, "1 = 1").await?,
         Versioning::Suspended => remove_versions(conn, o.bucket_id, o.key, "version_id = 'null'").await?,
@@ -593,6 +617,7 @@ pub enum Deleted {
 /// marker becomes its latest version (suspended: replacing its `null` version).
 pub async fn object_delete(conn: &mut Conn, bucket_id: BucketId, key: &str, v: Versioning) -> Result<Deleted> {
     if v == Versioning::Unversioned {
+        lock_key(conn, bucket_id, key).await?;
         let id: Option<String> = sqlx::query_scalar("SELECT id FROM objects WHERE bucket_id = $1 AND object_key = $2")
             .bind(bucket_id.to_string())
             .bind(key)
@@ -602,7 +627,7 @@ pub async fn object_delete(conn: &mut Conn, bucket_id: BucketId, key: &str, v: V
         let freed = remove_versions(conn, bucket_id, key, "1 = 1").await?;
         return Ok(Deleted::Removed(Some((parse_uuid(&id)?, freed))));
     }
-    let marker = NewObject { bucket_id, key, size: 0, etag: "", headers: "{}", checksums: "{}" };
+    let marker = NewObject { bucket_id, key, size: 0, etag: "", headers: "{}", checksums: "{}", only_if_absent: false };
     Ok(Deleted::Marker(insert_version(conn, &marker, v, true).await?))
 }
 
@@ -615,6 +640,7 @@ pub async fn object_expire(
     key: &str,
     v: Versioning,
 ) -> Result<Option<Deleted>> {
+    lock_key(conn, bucket_id, key).await?;
     let sql = format!("SELECT id FROM objects WHERE id = $1 AND {CURRENT}");
     let current: Option<String> = sqlx::query_scalar(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     if current.is_none() {
@@ -632,6 +658,7 @@ pub async fn object_delete_version(
     key: &str,
     version: &str,
 ) -> Result<Option<(Object, Freed)>> {
+    lock_key(conn, bucket_id, key).await?;
     let sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key = $2 AND version_id = $3");
     let row = sqlx::query(&sql).bind(bucket_id.to_string()).bind(key).bind(version).fetch_optional(&mut *conn).await?;
     let Some(row) = row else { return Ok(None) };

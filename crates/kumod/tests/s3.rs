@@ -250,6 +250,28 @@ fn versioning_keeps_versions_and_delete_markers_and_the_quota_counts_every_versi
 }
 
 #[test]
+fn concurrent_writers_of_one_key_all_succeed_and_the_quota_stays_exact() {
+    if clients().is_none() {
+        return;
+    }
+    let t = tenants(&[]);
+    t.boto3("same_key", &[]);
+    // Unversioned: at most the one object; versioned: its 80 versions (2 bytes each, "w-i").
+    let (_, a) = t.k.get("/v1/buckets/same-key?project=demo");
+    let (_, b) = t.k.get("/v1/buckets/same-key-v?project=demo");
+    let (_, q) = t.k.get("/v1/projects/demo/quotas");
+    // And "once", created by one of the If-None-Match writers (1 byte): the refused ones left nothing.
+    let objects = a["objects"].as_u64().unwrap_or(9) + 80;
+    assert_eq!(q["used"]["objects"].as_u64(), Some(objects), "{q} {a} {b}");
+    assert_eq!(q["used"]["object_bytes"].as_u64(), Some(a["bytes"].as_u64().unwrap_or(0) + 240), "{q} {a} {b}");
+    assert_eq!(b["bytes"].as_u64(), Some(240), "{b}");
+    // A blob file per write that succeeded (80 + 80 + 1; what overwrites replaced waits for the
+    // sweep), none from the 7 refused ones.
+    let files = blob_files(t.k.data_dir()).len();
+    assert_eq!(files, 161, "{files} blob files");
+}
+
+#[test]
 fn quotas_count_objects_and_bytes() {
     if clients().is_none() {
         return;

@@ -388,6 +388,51 @@ def case_requests():
     print("ok requests")
 
 
+def case_same_key():
+    """Concurrent writers of one key all succeed (the last one wins), unversioned and versioned."""
+    import concurrent.futures
+    s3 = client()
+    for bucket, versioned in (("same-key", False), ("same-key-v", True)):
+        s3.create_bucket(Bucket=bucket)
+        if versioned:
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+        def writer(w):
+            c = client()
+            for i in range(10):
+                c.put_object(Bucket=bucket, Key="k", Body=b"%d-%d" % (w, i))
+                if i % 3 == 2:
+                    c.delete_object(Bucket=bucket, Key="k")
+            return w
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert sorted(pool.map(writer, range(8))) == list(range(8))
+        v = s3.list_object_versions(Bucket=bucket)
+        entries = v.get("Versions", []) + v.get("DeleteMarkers", [])
+        assert sum(1 for x in entries if x["IsLatest"]) == 1, entries
+        if versioned:
+            assert len(v.get("Versions", [])) == 80 and len(v.get("DeleteMarkers", [])) == 24, v
+        else:
+            assert len(entries) <= 1, entries
+    # If-None-Match: * among concurrent writers: exactly one creates the key.
+    barrier = __import__("threading").Barrier(8)
+
+    def create_once(w):
+        c = client()
+        barrier.wait()
+        try:
+            c.put_object(Bucket="same-key", Key="once", Body=b"%d" % w, IfNoneMatch="*")
+            return "created"
+        except ClientError as e:
+            return code(e)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = sorted(pool.map(create_once, range(8)))
+    assert got == ["PreconditionFailed"] * 7 + ["created"], got
+    fails("PreconditionFailed", s3.put_object, Bucket="same-key", Key="once", Body=b"again", IfNoneMatch="*")
+    print("ok same_key")
+
+
 def case_quota():
     """The project may hold 3 objects (set by the test): the 4th is refused, naming the limit;
     overwrites, deletes, uploads and aborts keep the count and the bytes right."""
