@@ -109,6 +109,16 @@ fn unix(t: Timestamp) -> i64 {
     time::OffsetDateTime::from(t).unix_timestamp()
 }
 
+/// Maps an error of the REST API's bucket functions (`app::buckets`), which the S3 bucket
+/// operations call.
+fn bucket_app_err(e: kumo_control::error::ApiError) -> S3Error {
+    match e.code {
+        kumo_types::ErrorCode::Forbidden => S3Error::with_message(S3ErrorCode::AccessDenied, e.message),
+        kumo_types::ErrorCode::NotFound => s3_error!(NoSuchBucket),
+        _ => internal(e.internal.unwrap_or(e.message)),
+    }
+}
+
 fn precondition_failed() -> S3Error {
     s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
 }
@@ -314,6 +324,16 @@ impl KumoS3 {
         let cause = a.cause(op);
         let ev = kumo_control::app::vpcs::event(a.bucket.project_id, resource_type, id, name, kind, &cause);
         kumo_store::events::record(tx, &ev).await.map_err(store_err)
+    }
+
+    /// Changes a bucket through the REST API's decision (`app::buckets::update`: who may change
+    /// what, one audit entry per change).
+    pub(crate) async fn update_bucket(&self, a: &Authorised, u: kumo_types::BucketUpdate) -> S3Result<()> {
+        let who = a.who.as_ref().ok_or_else(|| s3_error!(AccessDenied))?;
+        kumo_control::app::buckets::update(&self.app, who, Some(&a.bucket.project_name), &a.bucket.name, &u)
+            .await
+            .map(|_| ())
+            .map_err(bucket_app_err)
     }
 
     pub(crate) fn publish(&self, a: &Authorised, ev: kumo_types::EventView) {
@@ -554,9 +574,7 @@ impl S3 for KumoS3 {
                 kumo_types::ErrorCode::InvalidState => {
                     s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty")
                 }
-                kumo_types::ErrorCode::Forbidden => S3Error::with_message(S3ErrorCode::AccessDenied, e.message),
-                kumo_types::ErrorCode::NotFound => s3_error!(NoSuchBucket),
-                _ => internal(e.internal.unwrap_or(e.message)),
+                _ => bucket_app_err(e),
             })?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
@@ -601,15 +619,8 @@ impl S3 for KumoS3 {
         // A key of another project reads a public-read bucket, never changes it.
         who.authorize_project(a.bucket.project_id, &a.bucket.project_name, Access::Write)
             .map_err(|_| s3_error!(AccessDenied, "Access Denied"))?;
-        // The REST API's decision (kumo_control::app::buckets::update): owners only, audited.
-        let update = kumo_types::BucketUpdate { public_read: Some(public_read), ..Default::default() };
-        kumo_control::app::buckets::update(&self.app, who, Some(&a.bucket.project_name), &a.bucket.name, &update)
-            .await
-            .map_err(|e| match e.code {
-                kumo_types::ErrorCode::Forbidden => S3Error::with_message(S3ErrorCode::AccessDenied, e.message),
-                kumo_types::ErrorCode::NotFound => s3_error!(NoSuchBucket),
-                _ => internal(e.internal.unwrap_or(e.message)),
-            })?;
+        self.update_bucket(&a, kumo_types::BucketUpdate { public_read: Some(public_read), ..Default::default() })
+            .await?;
         Ok(S3Response::new(PutBucketAclOutput::default()))
     }
 

@@ -3,12 +3,12 @@
 //! (`insert_version`, `object_delete`, `object_delete_version`).
 
 use crate::listing::{common_prefix, max_keys, past, BATCH};
-use crate::service::{etag, internal, store_err, timestamp, KumoS3};
+use crate::service::{etag, store_err, timestamp, KumoS3};
 use kumo_control::context::Access;
 use kumo_store::objects::Bucket;
 use kumo_types::{BucketUpdate, BucketVersioning};
 use s3s::dto::*;
-use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 pub(crate) async fn get_versioning(
     s3: &KumoS3,
@@ -35,16 +35,7 @@ pub(crate) async fn put_versioning(
         Some("Suspended") => BucketVersioning::Suspended,
         _ => return Err(s3_error!(MalformedXML, "VersioningConfiguration needs a Status of Enabled or Suspended")),
     };
-    let who = a.who.as_ref().ok_or_else(|| s3_error!(AccessDenied))?;
-    // The REST API's decision (kumo_control::app::buckets::update): one check, one audit entry.
-    let update = BucketUpdate { versioning: Some(v), ..Default::default() };
-    kumo_control::app::buckets::update(&s3.app, who, Some(&a.bucket.project_name), &a.bucket.name, &update)
-        .await
-        .map_err(|e| match e.code {
-            kumo_types::ErrorCode::Forbidden => S3Error::with_message(S3ErrorCode::AccessDenied, e.message),
-            kumo_types::ErrorCode::NotFound => s3_error!(NoSuchBucket),
-            _ => internal(e.internal.unwrap_or(e.message)),
-        })?;
+    s3.update_bucket(&a, BucketUpdate { versioning: Some(v), ..Default::default() }).await?;
     Ok(S3Response::new(PutBucketVersioningOutput {}))
 }
 

@@ -192,19 +192,11 @@ pub async fn objects_changed_before(
     before: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Object>> {
-    let c = collate(conn);
-    let sql = format!(
-        "SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key{c} >= $2 AND object_key{c} < $3 \
-         AND time_modified < $4 AND {CURRENT} ORDER BY time_modified LIMIT {limit}"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(bucket_id.to_string())
-        .bind(prefix)
-        .bind(format!("{prefix}\u{10FFFF}"))
-        .bind(ts(before))
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter().map(object_from_row).collect()
+    let mut q = Objects::of(conn, bucket_id).prefix(prefix);
+    let at = q.bind(ts(before));
+    q.and(&format!("time_modified < ${at} AND {CURRENT}"))
+        .fetch(conn, &format!("ORDER BY time_modified LIMIT {limit}"))
+        .await
 }
 
 /// Up to `limit` noncurrent versions (delete markers too) of a bucket whose keys start with
@@ -216,19 +208,11 @@ pub async fn versions_noncurrent_before(
     before: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Object>> {
-    let c = collate(conn);
-    let sql = format!(
-        "SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND object_key{c} >= $2 AND object_key{c} < $3 \
-         AND is_latest = 0 AND time_noncurrent < $4 ORDER BY time_noncurrent LIMIT {limit}"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(bucket_id.to_string())
-        .bind(prefix)
-        .bind(format!("{prefix}\u{10FFFF}"))
-        .bind(ts(before))
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter().map(object_from_row).collect()
+    let mut q = Objects::of(conn, bucket_id).prefix(prefix);
+    let at = q.bind(ts(before));
+    q.and(&format!("is_latest = 0 AND time_noncurrent < ${at}"))
+        .fetch(conn, &format!("ORDER BY time_noncurrent LIMIT {limit}"))
+        .await
 }
 
 /// Adds `delta` to a bucket's stored bytes: (before, after). One statement, so concurrent writers
@@ -686,27 +670,13 @@ pub async fn object_list(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Object>> {
-    let c = collate(conn);
-    let mut sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1 AND {CURRENT}");
-    let mut binds = vec![bucket_id.to_string()];
-    if !prefix.is_empty() {
-        // Prefix by range: [prefix, prefix + U+10FFFF) holds every key starting with it.
-        binds.push(prefix.to_string());
-        sql += &format!(" AND object_key{c} >= ${}", binds.len());
-        binds.push(format!("{prefix}\u{10FFFF}"));
-        sql += &format!(" AND object_key{c} < ${}", binds.len());
-    }
+    let mut q = Objects::of(conn, bucket_id).and(CURRENT).prefix(prefix);
+    let c = q.collate;
     if let Some(a) = after {
-        binds.push(a.to_string());
-        sql += &format!(" AND object_key{c} > ${}", binds.len());
+        let k = q.bind(a.to_string());
+        q = q.and(&format!("object_key{c} > ${k}"));
     }
-    sql += &format!(" ORDER BY object_key{c} LIMIT {limit}");
-    let mut q = sqlx::query(&sql);
-    for b in &binds {
-        q = q.bind(b);
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
-    rows.iter().map(object_from_row).collect()
+    q.fetch(conn, &format!("ORDER BY object_key{c} LIMIT {limit}")).await
 }
 
 /// Up to `limit` versions (delete markers too) whose keys start with `prefix`, in key order and,
@@ -719,15 +689,8 @@ pub async fn version_list(
     after: Option<(&str, Option<&str>)>,
     limit: usize,
 ) -> Result<Vec<Object>> {
-    let c = collate(conn);
-    let mut sql = format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1");
-    let mut binds = vec![bucket_id.to_string()];
-    if !prefix.is_empty() {
-        binds.push(prefix.to_string());
-        sql += &format!(" AND object_key{c} >= ${}", binds.len());
-        binds.push(format!("{prefix}\u{10FFFF}"));
-        sql += &format!(" AND object_key{c} < ${}", binds.len());
-    }
+    let mut q = Objects::of(conn, bucket_id).prefix(prefix);
+    let c = q.collate;
     if let Some((key, version)) = after {
         let seq: Option<i64> = match version {
             None => None,
@@ -742,20 +705,62 @@ pub async fn version_list(
                 .await?
             }
         };
-        binds.push(key.to_string());
-        let k = binds.len();
-        match seq {
-            Some(seq) => sql += &format!(" AND (object_key{c} > ${k} OR (object_key = ${k} AND seq < {seq}))"),
-            None => sql += &format!(" AND object_key{c} > ${k}"),
+        let k = q.bind(key.to_string());
+        q = match seq {
+            Some(seq) => q.and(&format!("(object_key{c} > ${k} OR (object_key = ${k} AND seq < {seq}))")),
+            None => q.and(&format!("object_key{c} > ${k}")),
+        };
+    }
+    q.fetch(conn, &format!("ORDER BY object_key{c}, seq DESC LIMIT {limit}")).await
+}
+
+/// A query of a bucket's versions, its conditions added with their binds. Keys compare byte-wise.
+struct Objects {
+    sql: String,
+    binds: Vec<String>,
+    collate: &'static str,
+}
+
+impl Objects {
+    fn of(conn: &Conn, bucket_id: BucketId) -> Objects {
+        Objects {
+            sql: format!("SELECT {OBJECT_COLS} FROM objects WHERE bucket_id = $1"),
+            binds: vec![bucket_id.to_string()],
+            collate: collate(conn),
         }
     }
-    sql += &format!(" ORDER BY object_key{c}, seq DESC LIMIT {limit}");
-    let mut q = sqlx::query(&sql);
-    for b in &binds {
-        q = q.bind(b);
+
+    /// Adds a bind: its placeholder's number.
+    fn bind(&mut self, value: String) -> usize {
+        self.binds.push(value);
+        self.binds.len()
     }
-    let rows = q.fetch_all(&mut *conn).await?;
-    rows.iter().map(object_from_row).collect()
+
+    fn and(mut self, condition: &str) -> Objects {
+        self.sql += " AND ";
+        self.sql += condition;
+        self
+    }
+
+    /// Keys starting with `prefix`, by range: [prefix, prefix + U+10FFFF) holds every one.
+    fn prefix(mut self, prefix: &str) -> Objects {
+        if prefix.is_empty() {
+            return self;
+        }
+        let (from, to) = (self.bind(prefix.to_string()), self.bind(format!("{prefix}\u{10FFFF}")));
+        let c = self.collate;
+        self.and(&format!("object_key{c} >= ${from} AND object_key{c} < ${to}"))
+    }
+
+    async fn fetch(self, conn: &mut Conn, order_and_limit: &str) -> Result<Vec<Object>> {
+        let sql = format!("{} {order_and_limit}", self.sql);
+        let mut q = sqlx::query(&sql);
+        for b in &self.binds {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        rows.iter().map(object_from_row).collect()
+    }
 }
 
 /// A multipart upload in progress.

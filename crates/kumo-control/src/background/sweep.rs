@@ -282,10 +282,10 @@ async fn apply_lifecycle(p: &mut Pass<'_>) -> anyhow::Result<()> {
         for r in rules.iter().filter(|r| r.enabled) {
             let cause = format!("lifecycle rule '{}' of bucket '{}'", r.id, b.name);
             if let Some(days) = r.expire_days {
-                expire_objects(p, &b, &r.prefix, days_ago(days), &cause).await?;
+                expire(p, &b, (&r.prefix, days_ago(days)), Expiry::Current, &cause).await?;
             }
             if let Some(days) = r.noncurrent_days {
-                expire_noncurrent(p, &b, &r.prefix, days_ago(days), &cause).await?;
+                expire(p, &b, (&r.prefix, days_ago(days)), Expiry::Noncurrent, &cause).await?;
             }
             if let Some(days) = r.abort_upload_days {
                 abort_uploads(p, &b, &r.prefix, days_ago(days), &cause).await?;
@@ -297,58 +297,56 @@ async fn apply_lifecycle(p: &mut Pass<'_>) -> anyhow::Result<()> {
 
 const LIFECYCLE_BATCH: usize = 500;
 
-/// Current objects unchanged since `before` go as a delete would: gone, or (versioned) behind a
-/// delete marker.
-async fn expire_objects(
-    p: &mut Pass<'_>,
-    b: &kumo_store::objects::Bucket,
-    prefix: &str,
-    before: chrono::DateTime<chrono::Utc>,
-    cause: &str,
-) -> anyhow::Result<()> {
-    loop {
-        let batch = {
-            let mut conn = p.app.store.read().await?;
-            kumo_store::objects::objects_changed_before(&mut conn, b.id, prefix, before, LIFECYCLE_BATCH).await?
-        };
-        let n = batch.len();
-        for o in batch {
-            let mut tx = p.app.store.begin().await?;
-            let freed = match kumo_store::objects::object_expire(&mut tx, b.id, o.id, &o.key, b.versioning).await? {
-                None => continue,
-                Some(kumo_store::objects::Deleted::Removed(r)) => r.map(|(_, f)| f).unwrap_or_default(),
-                Some(kumo_store::objects::Deleted::Marker(w)) => w.freed,
-            };
-            released(p, tx, b, freed, (o.id, &o.key), "expired", cause).await?;
-        }
-        if n < LIFECYCLE_BATCH {
-            return Ok(());
-        }
-    }
+/// What a lifecycle rule expires.
+#[derive(Clone, Copy)]
+enum Expiry {
+    /// Current objects unchanged since the cut-off go as a delete would: gone, or (versioned)
+    /// behind a delete marker.
+    Current,
+    /// Versions (and delete markers) noncurrent since before the cut-off are deleted for good.
+    Noncurrent,
 }
 
-/// Versions (and delete markers) noncurrent since before `before` are deleted for good.
-async fn expire_noncurrent(
+async fn expire(
     p: &mut Pass<'_>,
     b: &kumo_store::objects::Bucket,
-    prefix: &str,
-    before: chrono::DateTime<chrono::Utc>,
+    (prefix, before): (&str, chrono::DateTime<chrono::Utc>),
+    what: Expiry,
     cause: &str,
 ) -> anyhow::Result<()> {
+    use kumo_store::objects::{self as objects, Deleted};
     loop {
         let batch = {
             let mut conn = p.app.store.read().await?;
-            kumo_store::objects::versions_noncurrent_before(&mut conn, b.id, prefix, before, LIFECYCLE_BATCH).await?
+            match what {
+                Expiry::Current => {
+                    objects::objects_changed_before(&mut conn, b.id, prefix, before, LIFECYCLE_BATCH).await?
+                }
+                Expiry::Noncurrent => {
+                    objects::versions_noncurrent_before(&mut conn, b.id, prefix, before, LIFECYCLE_BATCH).await?
+                }
+            }
         };
         let n = batch.len();
         for o in batch {
             let mut tx = p.app.store.begin().await?;
-            let Some((_, freed)) =
-                kumo_store::objects::object_delete_version(&mut tx, b.id, &o.key, &o.version_id).await?
-            else {
-                continue;
+            let freed = match what {
+                Expiry::Current => match objects::object_expire(&mut tx, b.id, o.id, &o.key, b.versioning).await? {
+                    None => continue,
+                    Some(Deleted::Removed(r)) => r.map(|(_, f)| f).unwrap_or_default(),
+                    Some(Deleted::Marker(w)) => w.freed,
+                },
+                Expiry::Noncurrent => match objects::object_delete_version(&mut tx, b.id, &o.key, &o.version_id).await?
+                {
+                    None => continue,
+                    Some((_, freed)) => freed,
+                },
             };
-            released(p, tx, b, freed, (o.id, &o.key), "noncurrent version expired", cause).await?;
+            let kind = match what {
+                Expiry::Current => "expired",
+                Expiry::Noncurrent => "noncurrent version expired",
+            };
+            released(p, tx, b, freed, (o.id, &o.key), kind, cause).await?;
         }
         if n < LIFECYCLE_BATCH {
             return Ok(());
