@@ -9,10 +9,12 @@
 //! the two, an overwritten or deleted object) is an orphan that the sweep removes
 //! ([`ObjectData::list`] + [`ObjectData::remove`]) once it is older than any write in flight.
 //!
-//! Every blob's MD5 (for S3 ETags) and CRC32C are returned by the write and kept by the caller; a
-//! read given the CRC32C verifies the bytes and ends in an error instead of the last chunk when
-//! they differ, so a flipped byte on disk is never served as data. (CRC32C, not MD5, because it
-//! is computed at memory speed: verifying MD5 took 70 % of a GET's CPU here.)
+//! Every blob's MD5 (for S3 ETags), CRC32C and the CRC32C of each of its [`BLOCK`]-sized blocks
+//! are returned by the write and kept by the caller; a read given them ([`Check`]) verifies every
+//! byte it serves — a ranged read reads and checks the whole blocks its range touches — and ends
+//! in an error instead of unverified bytes when they differ, so a flipped byte on disk is never
+//! served as data. (CRC32C, not MD5, because it is computed at memory speed: verifying MD5 took
+//! 70 % of a GET's CPU here.)
 //!
 //! [`LocalDir`] is the implementation on a local filesystem (the default). The trait takes and
 //! gives only ids and byte streams, so a distributed implementation (Ceph RADOS objects, striped)
@@ -52,12 +54,27 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The unit of verification of ranged reads: each block of a blob has its own CRC32C.
+pub const BLOCK: u64 = 1 << 20;
+
 /// A blob durably written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub size: u64,
     pub md5: [u8; 16],
     pub crc32c: u32,
+    /// CRC32C of each [`BLOCK`] of the blob, in order (the last one may be shorter).
+    pub blocks: Vec<u32>,
+}
+
+/// What a read verifies the bytes against (what the write returned); nothing is verified with
+/// neither.
+#[derive(Debug, Clone, Default)]
+pub struct Check {
+    /// The whole blob's CRC32C: verifies a read of the whole blob.
+    pub crc32c: Option<u32>,
+    /// Each block's: verifies any read (blobs written before blocks were summed have none).
+    pub blocks: Option<std::sync::Arc<[u32]>>,
 }
 
 /// Where object data live.
@@ -67,10 +84,11 @@ pub trait ObjectData: Send + Sync + 'static {
     /// is kept); durable when it returns.
     async fn write(&self, id: Uuid, body: ByteStream, limit: u64) -> Result<Written>;
 
-    /// Reads `range` of blob `id` (clamped to its size). Given the blob's CRC32C and a range that
-    /// is the whole blob, the bytes are verified: the stream ends in an error, not its last chunk,
-    /// when they do not match.
-    async fn read(&self, id: Uuid, range: Range<u64>, crc32c: Option<u32>) -> Result<ByteStream>;
+    /// Reads `range` of blob `id` (clamped to its size), verified as `check` allows: with the
+    /// blocks' sums, every block the range touches is read whole and checked before any of its
+    /// bytes is given; with only the blob's sum, a read of the whole blob is checked (the stream
+    /// ends in an error, not its last chunk). A mismatch is [`Error::Corrupt`] in the stream.
+    async fn read(&self, id: Uuid, range: Range<u64>, check: Check) -> Result<ByteStream>;
 
     /// Removes blob `id` (no error when it is already gone).
     async fn remove(&self, id: Uuid) -> Result<()>;

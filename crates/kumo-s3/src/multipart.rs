@@ -143,13 +143,7 @@ pub(crate) async fn upload_part_copy(
     let body = s3.read_range(&o, range).await?;
     let id: kumo_types::BlobId = kumo_store::new_id();
     let w = s3.app.objects.write(id.get(), body, crate::service::MAX_PUT_BYTES).await.map_err(data_err)?;
-    let blob = kumo_store::objects::Blob {
-        id,
-        seq: i64::from(i.part_number),
-        size: w.size,
-        md5: hex::encode(w.md5),
-        crc32c: w.crc32c,
-    };
+    let blob = crate::service::blob_of(id, i64::from(i.part_number), w);
     record_part(s3, &a, uid, &blob).await?;
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {

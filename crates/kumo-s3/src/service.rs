@@ -356,7 +356,7 @@ impl KumoS3 {
         let id: BlobId = kumo_store::new_id();
         let w = self.app.objects.write(id.get(), stream, MAX_PUT_BYTES).await.map_err(data_err)?;
         match hashing.verify(&expected, w.md5, trailers.and_then(|t| t.take())) {
-            Ok(sums) => Ok((Blob { id, seq, size: w.size, md5: hex::encode(w.md5), crc32c: w.crc32c }, sums)),
+            Ok(sums) => Ok((blob_of(id, seq, w), sums)),
             Err(e) => {
                 let _ = self.app.objects.remove(id.get()).await;
                 Err(e)
@@ -376,13 +376,17 @@ impl KumoS3 {
             if s >= e {
                 continue;
             }
-            segments.push((b.id, (s - start)..(e - start), Some(b.crc32c)));
+            let check = kumo_objects::Check {
+                crc32c: Some(b.crc32c),
+                blocks: (!b.blocks.is_empty()).then(|| b.blocks.clone().into()),
+            };
+            segments.push((b.id, (s - start)..(e - start), check));
         }
         let data = self.app.objects.clone();
         let stream = futures::stream::iter(segments)
-            .then(move |(id, r, crc32c)| {
+            .then(move |(id, r, check)| {
                 let data = data.clone();
-                async move { data.read(id.get(), r, crc32c).await.map_err(|e| std::io::Error::other(e.to_string())) }
+                async move { data.read(id.get(), r, check).await.map_err(|e| std::io::Error::other(e.to_string())) }
             })
             .try_flatten();
         Ok(Box::pin(stream))
@@ -445,6 +449,11 @@ impl KumoS3 {
         let bytes = size as i64 - charged as i64 - w.freed.bytes as i64;
         self.charge(tx, a, objects, bytes).await
     }
+}
+
+/// The blob row of a blob written (`seq`: its place in the object, or its part number).
+pub(crate) fn blob_of(id: BlobId, seq: i64, w: kumo_objects::Written) -> Blob {
+    Blob { id, seq, size: w.size, md5: hex::encode(w.md5), crc32c: w.crc32c, blocks: w.blocks }
 }
 
 /// What a write made: the ETag and, in a bucket with versioning, the version id.
@@ -895,7 +904,7 @@ impl S3 for KumoS3 {
         let body = self.read_range(&o, 0..o.size).await?;
         let id: BlobId = kumo_store::new_id();
         let w = self.app.objects.write(id.get(), body, u64::MAX).await.map_err(data_err)?;
-        let blob = Blob { id, seq: 0, size: w.size, md5: hex::encode(w.md5), crc32c: w.crc32c };
+        let blob = blob_of(id, 0, w);
         let sums: BTreeMap<String, String> =
             if o.blobs.len() == 1 { serde_json::from_str(&o.checksums).unwrap_or_default() } else { BTreeMap::new() };
         let stored = self.put(&a, &input.key, (headers, false), blob, sums).await?;

@@ -350,6 +350,22 @@ pub struct Blob {
     pub md5: String,
     /// CRC32C of its bytes.
     pub crc32c: u32,
+    /// CRC32C of each 1 MiB block of its bytes (empty: written before blocks were summed).
+    pub blocks: Vec<u32>,
+}
+
+/// Blocks' sums as stored: 8 hex digits each.
+fn blocks_text(blocks: &[u32]) -> Option<String> {
+    (!blocks.is_empty()).then(|| blocks.iter().map(|b| format!("{b:08x}")).collect())
+}
+
+fn blocks_of(text: Option<String>) -> Result<Vec<u32>> {
+    let Some(t) = text else { return Ok(Vec::new()) };
+    let bad = || crate::StoreError::Corrupt("a blob's block sums".into());
+    if t.len() % 8 != 0 || !t.is_ascii() {
+        return Err(bad());
+    }
+    (0..t.len() / 8).map(|i| u32::from_str_radix(&t[i * 8..i * 8 + 8], 16).map_err(|_| bad())).collect()
 }
 
 fn blob_from_row(r: &AnyRow) -> Result<Blob> {
@@ -359,6 +375,7 @@ fn blob_from_row(r: &AnyRow) -> Result<Blob> {
         size: r.try_get::<i64, _>(2)? as u64,
         md5: r.try_get(3)?,
         crc32c: r.try_get::<i64, _>(4)? as u32,
+        blocks: blocks_of(r.try_get(5)?)?,
     })
 }
 
@@ -416,10 +433,11 @@ fn collate(conn: &Conn) -> &'static str {
 async fn with_blobs(conn: &mut Conn, row: Option<AnyRow>) -> Result<Option<Object>> {
     let Some(row) = row else { return Ok(None) };
     let mut o = object_from_row(&row)?;
-    let rows = sqlx::query("SELECT id, seq, size, md5, crc32c FROM blobs WHERE object_id = $1 ORDER BY seq")
-        .bind(o.id.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows =
+        sqlx::query("SELECT id, seq, size, md5, crc32c, block_crcs FROM blobs WHERE object_id = $1 ORDER BY seq")
+            .bind(o.id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
     o.blobs = rows.iter().map(blob_from_row).collect::<Result<_>>()?;
     Ok(Some(o))
 }
@@ -572,8 +590,8 @@ pub async fn object_put(conn: &mut Conn, o: &NewObject<'_>, v: Versioning, blob:
 
 async fn insert_blob(conn: &mut Conn, b: &Blob, object: Option<ObjectId>, upload: Option<UploadId>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO blobs (id, object_id, upload_id, seq, size, md5, crc32c, time_created) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO blobs (id, object_id, upload_id, seq, size, md5, crc32c, time_created, block_crcs) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(b.id.to_string())
     .bind(object.map(|o| o.to_string()))
@@ -583,6 +601,7 @@ async fn insert_blob(conn: &mut Conn, b: &Blob, object: Option<ObjectId>, upload
     .bind(&b.md5)
     .bind(i64::from(b.crc32c))
     .bind(ts(now()))
+    .bind(blocks_text(&b.blocks))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -857,10 +876,11 @@ pub async fn upload_put_part(conn: &mut Conn, upload_id: UploadId, part: &Blob) 
 
 /// An upload's parts, by part number.
 pub async fn upload_parts(conn: &mut Conn, upload_id: UploadId) -> Result<Vec<Blob>> {
-    let rows = sqlx::query("SELECT id, seq, size, md5, crc32c FROM blobs WHERE upload_id = $1 ORDER BY seq")
-        .bind(upload_id.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows =
+        sqlx::query("SELECT id, seq, size, md5, crc32c, block_crcs FROM blobs WHERE upload_id = $1 ORDER BY seq")
+            .bind(upload_id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
     rows.iter().map(blob_from_row).collect()
 }
 
