@@ -626,7 +626,7 @@ fn kumo_bucket_commands_show_what_buckets_hold_and_switch_public_read() {
     t.aws_ok(&["s3", "rm", "s3://site/", "--recursive"]);
     // Versioned: the objects are behind delete markers, their versions are still there.
     let (ok, out) = kumo("alice", &["bucket", "delete", "site", "--project", "demo"]);
-    assert!(!ok && out.contains("not empty"), "{out}");
+    assert!(!ok && out.contains("not empty") && out.contains("versions"), "{out}");
     let listed: Value =
         serde_json::from_str(&t.aws_ok(&["s3api", "list-object-versions", "--bucket", "site"])).expect("json");
     let mut gone = 0;

@@ -142,10 +142,14 @@ pub async fn delete(app: &App, ctx: &OpContext, project: Option<&str>, bucket: &
         .ok_or_else(|| ApiError::not_found("bucket", bucket))?;
     ctx.authorize_project(p.id, &p.name, Access::Write)?;
     let Some(parts) = kumo_store::objects::bucket_delete(&mut tx, b.id).await? else {
-        return Err(ApiError::conflict(format!(
-            "bucket '{bucket}' is not empty ({} objects): delete its objects first",
-            b.objects
-        )));
+        return Err(ApiError::conflict(if b.objects > 0 {
+            format!("bucket '{bucket}' is not empty ({} objects): delete its objects first", b.objects)
+        } else {
+            format!(
+                "bucket '{bucket}' is not empty: it holds noncurrent versions or delete markers (it is versioned); \
+                 delete them by version id first (S3 ListObjectVersions, DeleteObject with versionId)"
+            )
+        }));
     };
     let release = kumo_store::quotas::QuotaAmounts { object_bytes: parts as i64, ..Default::default() };
     kumo_store::quotas::release(&mut tx, p.id, release).await?;
